@@ -1,0 +1,98 @@
+//! Environment variables merged under the flags, once, before anything is built.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use piratebay_sync::etcd;
+
+use super::CliError;
+
+/// The flag if given, else the environment variable `var` if set and non-empty.
+pub fn flag_or_env(flag: Option<String>, var: &str) -> Option<String> {
+    flag.or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()))
+}
+
+/// Like [`flag_or_env`] but parsed, with an error naming the variable on bad input.
+pub fn parsed_flag_or_env<T>(flag: Option<T>, var: &str) -> Result<Option<T>, CliError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("invalid {var}={v:?}: {e}").into()),
+        _ => Ok(None),
+    }
+}
+
+/// The etcd options every command that talks to etcd accepts.
+pub struct EtcdOpts {
+    pub etcd: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub ca: Option<String>,
+}
+
+/// Builds the etcd client configuration from flags and `PIRATEBAY_ETCD*`.
+pub fn etcd_config(o: EtcdOpts) -> Result<etcd::Config, CliError> {
+    let mut cfg = etcd::Config::default();
+    if let Some(list) = flag_or_env(o.etcd, "PIRATEBAY_ETCD") {
+        let endpoints: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(normalize_endpoint)
+            .collect();
+        if endpoints.is_empty() {
+            return Err("--etcd is empty: give at least one URL such as http://127.0.0.1:2379".into());
+        }
+        cfg.endpoints = endpoints;
+    }
+    cfg.user = flag_or_env(o.user, "PIRATEBAY_ETCD_USER");
+    cfg.password = flag_or_env(o.password, "PIRATEBAY_ETCD_PASSWORD");
+    if cfg.user.is_some() && cfg.password.is_none() {
+        return Err("--etcd-user needs --etcd-password (or PIRATEBAY_ETCD_PASSWORD)".into());
+    }
+    cfg.ca_file = flag_or_env(o.ca, "PIRATEBAY_ETCD_CA").map(PathBuf::from);
+    Ok(cfg)
+}
+
+/// `host:port` becomes `http://host:port`; a trailing `/` is dropped.
+fn normalize_endpoint(s: &str) -> String {
+    let s = s.trim_end_matches('/');
+    if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    }
+}
+
+/// The namespace from the flag or `PIRATEBAY_NAMESPACE`, default `piratebay`.
+pub fn namespace(flag: Option<String>) -> String {
+    flag_or_env(flag, "PIRATEBAY_NAMESPACE").unwrap_or_else(|| "piratebay".to_string())
+}
+
+/// The dataset directory from the flag or `PIRATEBAY_DATASET`, default `/tmp/dataset`.
+pub fn dataset(flag: Option<String>) -> PathBuf {
+    PathBuf::from(flag_or_env(flag, "PIRATEBAY_DATASET").unwrap_or_else(|| "/tmp/dataset".into()))
+}
+
+/// The state directory: the flag, `PIRATEBAY_STATE_DIR`, `$XDG_STATE_HOME/piratebay-sync`,
+/// `$HOME/.local/state/piratebay-sync`, else `/tmp/piratebay-sync-state`.
+pub fn state_dir(flag: Option<String>) -> PathBuf {
+    if let Some(d) = flag_or_env(flag, "PIRATEBAY_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("piratebay-sync");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/state/piratebay-sync");
+    }
+    PathBuf::from("/tmp/piratebay-sync-state")
+}

@@ -1,0 +1,36 @@
+//! `piratebay-sync files`: the files every peer holds.
+
+use argh::FromArgs;
+
+use super::CliResult;
+
+/// List the files shared on the network, merged from every peer.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "files")]
+pub struct FilesArgs {
+    /// etcd endpoints, comma-separated (env PIRATEBAY_ETCD, default http://127.0.0.1:2379)
+    #[argh(option)]
+    pub etcd: Option<String>,
+    /// key namespace (env PIRATEBAY_NAMESPACE, default piratebay)
+    #[argh(option)]
+    pub namespace: Option<String>,
+    /// etcd user name (env PIRATEBAY_ETCD_USER)
+    #[argh(option)]
+    pub etcd_user: Option<String>,
+    /// etcd password (env PIRATEBAY_ETCD_PASSWORD)
+    #[argh(option)]
+    pub etcd_password: Option<String>,
+    /// PEM file of CA certificates for https endpoints (env PIRATEBAY_ETCD_CA)
+    #[argh(option)]
+    pub etcd_ca: Option<String>,
+    /// only files whose name contains TEXT (case-insensitive)
+    #[argh(option)]
+    pub search: Option<String>,
+    /// print a JSON array instead of a table
+    #[argh(switch)]
+    pub json: bool,
+}
+
+pub fn run(_args: FilesArgs) -> CliResult {
+    Err("files: not implemented yet".into())
+}

@@ -1,0 +1,1 @@
+//! Peer registration under a renewed etcd lease, and the watch-fed peer cache.

@@ -1,0 +1,2 @@
+//! A whole running peer: index, server and registration, started together
+//! and stopped together.

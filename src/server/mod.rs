@@ -1,0 +1,36 @@
+//! The peer server: a blocking accept loop that hands connections over a
+//! bounded crossbeam channel to a pool of worker threads.
+//!
+//! The server does not know about the index: it serves whatever a
+//! [`FileSource`] gives it. The running peer implements it over the index;
+//! tests implement it over plain files.
+
+use crate::protocol::{FileList, Health, PieceList};
+use crate::Sha1Digest;
+
+/// What the server serves.
+pub trait FileSource: Send + Sync + 'static {
+    /// The current index generation (cheap: used for `ETag` and `304`).
+    fn generation(&self) -> u64;
+    /// The whole catalog at the current generation.
+    fn file_list(&self) -> FileList;
+    /// The piece hashes of a served file; `None` if it is not served.
+    fn pieces(&self, sha1: &Sha1Digest) -> Option<PieceList>;
+    /// Opens a file to send its bytes, after checking that it did not change
+    /// on disk since it was indexed. `Ok(None)`: not served (unknown, or
+    /// changed and dropped from the index).
+    fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>>;
+    /// The health report.
+    fn health(&self) -> Health;
+}
+
+/// A file opened for serving.
+#[derive(Debug)]
+pub struct OpenedFile {
+    /// The open file, positioned at 0.
+    pub file: std::fs::File,
+    /// Its size as indexed (and checked against the file).
+    pub size: u64,
+    /// The name to offer in `Content-Disposition`.
+    pub name: String,
+}

@@ -1,0 +1,10 @@
+//! The integration test binary: one module per concern, real etcd, real
+//! peers on loopback, real files.
+
+mod support;
+
+mod discovery;
+mod etcd;
+mod fetch;
+mod index;
+mod server;
