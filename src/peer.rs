@@ -1,2 +1,299 @@
-//! A whole running peer: index, server and registration, started together
-//! and stopped together.
+//! A whole running peer: index, server, registration and peer cache,
+//! started together and stopped together.
+//!
+//! Start order: the index opens (hashing goes on in the background), the
+//! server binds and serves whatever is already indexed, then the peer
+//! registers in etcd and starts its peer cache. A generation watcher thread
+//! publishes every new index generation in the peer's etcd record. Stop
+//! order is the reverse, registration first, so the peer disappears from
+//! etcd before it stops answering.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{select, Sender};
+
+use crate::discovery::{
+    self, detect_advertise, host_name, load_or_create_peer_id, unix_now, DiscoveryError, PeerCache,
+    PeerInfo, PeerRecord, Registration, RegistrationConfig,
+};
+use crate::etcd;
+use crate::index::{Index, IndexError, IndexOptions};
+use crate::protocol::{CatalogEntry, FileList, Health, PieceList};
+use crate::server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
+use crate::Sha1Digest;
+
+/// Everything a peer needs to start.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The directory to share.
+    pub dataset: PathBuf,
+    /// Where to listen (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The address to publish; detected when `None`.
+    pub advertise: Option<SocketAddr>,
+    /// How to reach etcd.
+    pub etcd: etcd::Config,
+    /// Key namespace.
+    pub namespace: String,
+    /// Lease TTL.
+    pub ttl: Duration,
+    /// Where the peer id and index cache live.
+    pub state_dir: PathBuf,
+    /// Piece size for hashing.
+    pub piece_size: u64,
+    /// Server worker threads (`None`: 4 x cores).
+    pub workers: Option<usize>,
+    /// Interval of the fallback stat rescan of the dataset.
+    pub rescan_interval: Duration,
+}
+
+impl PeerConfig {
+    /// Defaults for everything but the dataset and state directory.
+    pub fn new(dataset: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        PeerConfig {
+            dataset: dataset.into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            advertise: None,
+            etcd: etcd::Config::default(),
+            namespace: discovery::DEFAULT_NAMESPACE.into(),
+            ttl: discovery::DEFAULT_TTL,
+            state_dir: state_dir.into(),
+            piece_size: crate::protocol::DEFAULT_PIECE_SIZE,
+            workers: None,
+            rescan_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a peer could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The dataset could not be indexed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The listen address could not be bound.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// Registration or the peer cache failed to start.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// The etcd client could not be built.
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
+    /// A thread could not be started.
+    #[error("cannot start the peer's generation thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running peer. Dropping it stops everything, unregistering first.
+pub struct Peer {
+    id: String,
+    advertised: SocketAddr,
+    gen_stop: Option<Sender<()>>,
+    gen_thread: Option<JoinHandle<()>>,
+    registration: Option<Registration>,
+    cache: Option<PeerCache>,
+    server: Option<Server>,
+    index: Arc<Index>,
+}
+
+impl Peer {
+    /// Starts a peer. Returns once it listens; registration and hashing
+    /// continue in the background (etcd being down is retried, not fatal).
+    pub fn start(cfg: PeerConfig) -> Result<Peer, PeerError> {
+        let id = load_or_create_peer_id(&cfg.state_dir)?;
+        let mut iopts = IndexOptions::new(&cfg.dataset);
+        iopts.state_dir = Some(cfg.state_dir.clone());
+        iopts.piece_size = cfg.piece_size;
+        iopts.live = true;
+        iopts.rescan_interval = cfg.rescan_interval;
+        let index = Arc::new(Index::open(iopts)?);
+
+        let mut scfg = ServerConfig::default();
+        if let Some(w) = cfg.workers {
+            scfg.workers = w.max(1);
+        }
+        let source = Arc::new(IndexSource {
+            index: index.clone(),
+            id: id.clone(),
+        });
+        let server = Server::bind(cfg.listen, scfg, source)?;
+        let bound = server.local_addr();
+        let advertised = cfg
+            .advertise
+            .unwrap_or_else(|| detect_advertise(bound, &cfg.etcd.endpoints));
+        log::info!(
+            "peer {id} sharing {} on {bound} (advertised as {advertised})",
+            cfg.dataset.display()
+        );
+
+        let client = etcd::Client::new(cfg.etcd.clone())?;
+        let record = PeerRecord {
+            id: id.clone(),
+            addr: advertised.to_string(),
+            name: host_name(),
+            version: crate::VERSION.into(),
+            started_at: unix_now(),
+            index_gen: index.generation(),
+        };
+        let registration = Registration::start(
+            client.clone(),
+            RegistrationConfig {
+                namespace: cfg.namespace.clone(),
+                ttl: cfg.ttl,
+                record,
+            },
+        )?;
+        let cache = PeerCache::start(&client, &cfg.namespace)?;
+
+        let (gen_stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let changes = index.subscribe();
+        let gen_index = index.clone();
+        let gen_sink = registration.publisher();
+        let gen_thread = std::thread::Builder::new()
+            .name("pbs-index-gen".into())
+            .spawn(move || loop {
+                select! {
+                    recv(changes) -> ev => {
+                        if ev.is_err() { return; }
+                        // Coalesce a burst of changes into one update.
+                        while changes.try_recv().is_ok() {}
+                        gen_sink.set_index_gen(gen_index.generation());
+                    }
+                    recv(stopped) -> _ => return,
+                }
+            })
+            .map_err(PeerError::Thread)?;
+        registration.set_index_gen(index.generation());
+
+        Ok(Peer {
+            id,
+            advertised,
+            gen_stop: Some(gen_stop),
+            gen_thread: Some(gen_thread),
+            registration: Some(registration),
+            cache: Some(cache),
+            server: Some(server),
+            index,
+        })
+    }
+
+    /// This peer's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The address published in etcd.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.advertised
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(Server::local_addr)
+    }
+
+    /// The dataset index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// The other registered peers, from the watch-fed cache (no etcd request).
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.cache.as_ref().map(|c| c.others(&self.id)).unwrap_or_default()
+    }
+
+    /// The peer cache (every registered peer, this one included).
+    pub fn cache(&self) -> Option<&PeerCache> {
+        self.cache.as_ref()
+    }
+
+    /// Whether this peer's key is currently in etcd.
+    pub fn is_registered(&self) -> bool {
+        self.registration.as_ref().is_some_and(Registration::is_registered)
+    }
+
+    /// Polls until registered or `timeout` passes.
+    pub fn wait_registered(&self, timeout: Duration) -> bool {
+        self.registration
+            .as_ref()
+            .is_some_and(|r| r.wait_registered(timeout))
+    }
+
+    /// Unregisters (revoking the lease), then stops serving. Same as drop.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        if let Some(tx) = self.gen_stop.take() {
+            let _ = tx.try_send(());
+        }
+        if let Some(t) = self.gen_thread.take() {
+            let _ = t.join();
+        }
+        if let Some(r) = self.registration.take() {
+            r.stop();
+        }
+        self.cache = None;
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// The server's view of the index.
+struct IndexSource {
+    index: Arc<Index>,
+    id: String,
+}
+
+impl FileSource for IndexSource {
+    fn generation(&self) -> u64 {
+        self.index.generation()
+    }
+
+    fn file_list(&self) -> FileList {
+        let generation = self.index.generation();
+        let files = self
+            .index
+            .files()
+            .iter()
+            .map(|f| CatalogEntry::from(f.as_ref()))
+            .collect();
+        FileList { generation, files }
+    }
+
+    fn pieces(&self, sha1: &Sha1Digest) -> Option<PieceList> {
+        self.index.get(sha1).map(|f| f.piece_list())
+    }
+
+    fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {
+        Ok(self.index.open_file(sha1)?.map(|(file, entry)| OpenedFile {
+            file,
+            size: entry.size,
+            name: entry.name(),
+        }))
+    }
+
+    fn health(&self) -> Health {
+        Health {
+            status: "ok".into(),
+            id: Some(self.id.clone()),
+            version: crate::VERSION.into(),
+            index_gen: self.index.generation(),
+            files: self.index.len() as u64,
+        }
+    }
+}

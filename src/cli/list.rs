@@ -1,7 +1,12 @@
 //! `piratebay-sync list`: the registered peers.
 
-use argh::FromArgs;
+use std::io::Write;
 
+use argh::FromArgs;
+use piratebay_sync::discovery::{self, unix_now};
+use piratebay_sync::etcd;
+
+use super::env::{etcd_config, namespace, EtcdOpts};
 use super::CliResult;
 
 /// List the peers registered in etcd.
@@ -28,6 +33,50 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-pub fn run(_args: ListArgs) -> CliResult {
-    Err("list: not implemented yet".into())
+pub fn run(args: ListArgs) -> CliResult {
+    let cfg = etcd_config(EtcdOpts {
+        etcd: args.etcd,
+        user: args.etcd_user,
+        password: args.etcd_password,
+        ca: args.etcd_ca,
+    })?;
+    let client = etcd::Client::new(cfg)?;
+    let peers = discovery::list_peers(&client, &namespace(args.namespace))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &peers)?;
+        writeln!(out)?;
+    } else {
+        let now = unix_now();
+        let mut rows = vec![[
+            "ID".to_string(),
+            "ADDR".to_string(),
+            "NAME".to_string(),
+            "AGE".to_string(),
+            "FILES GEN".to_string(),
+        ]];
+        for p in &peers {
+            let r = &p.record;
+            rows.push([
+                r.id.clone(),
+                r.addr.clone(),
+                r.name.clone(),
+                format_age(now.saturating_sub(r.started_at)),
+                r.index_gen.to_string(),
+            ]);
+        }
+        super::print_table(&mut out, &rows)?;
+    }
+    out.flush()?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `42s`, `5m03s`, `3h07m`, `2d04h`.
+fn format_age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
 }

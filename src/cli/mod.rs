@@ -91,3 +91,25 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
+
+/// Prints rows as left-aligned columns separated by two spaces.
+pub fn print_table<const N: usize>(out: &mut impl std::io::Write, rows: &[[String; N]]) -> std::io::Result<()> {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}

@@ -1,1 +1,80 @@
-//! Peer registration under a renewed etcd lease, and the watch-fed peer cache.
+//! Finding peers: registration under a renewed etcd lease, and the
+//! watch-fed peer cache.
+//!
+//! Key layout (namespace default `piratebay`): `/<ns>/peers/<peer-id>` ->
+//! JSON [`PeerRecord`], attached to the peer's lease. A graceful stop revokes
+//! the lease; a crash lets it expire after the TTL.
+
+mod cache;
+mod identity;
+mod record;
+mod registration;
+
+pub use cache::PeerCache;
+pub use identity::{detect_advertise, host_name, load_or_create_peer_id};
+pub use record::{unix_now, PeerInfo, PeerRecord};
+pub use registration::{GenPublisher, Registration, RegistrationConfig};
+
+use crate::etcd::{self, Client};
+
+/// Default key namespace.
+pub const DEFAULT_NAMESPACE: &str = "piratebay";
+/// Default lease TTL.
+pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Errors of peer discovery.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// Talking to etcd failed.
+    #[error(transparent)]
+    Etcd(#[from] etcd::Error),
+    /// The state directory could not be used.
+    #[error("state directory {path}: {source}; pass a writable --state-dir")]
+    StateDir {
+        /// The file or directory involved.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TTL is too short to renew reliably.
+    #[error("lease ttl {0}s is too short: use --ttl 2 or more")]
+    Ttl(u64),
+    /// The lease vanished between grant and put.
+    #[error("lease lost while registering")]
+    LeaseLost,
+    /// The record could not be encoded.
+    #[error("bug: cannot encode the peer record: {0}")]
+    Encode(String),
+    /// A thread could not be started.
+    #[error("cannot start a discovery thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// `/<ns>/peers/`.
+pub fn peers_prefix(namespace: &str) -> String {
+    format!("/{}/peers/", namespace.trim_matches('/'))
+}
+
+/// `/<ns>/peers/<id>`.
+pub fn peer_key(namespace: &str, id: &str) -> String {
+    format!("{}{id}", peers_prefix(namespace))
+}
+
+/// Reads the registered peers once (no watch), sorted by id.
+pub fn list_peers(client: &Client, namespace: &str) -> Result<Vec<PeerInfo>, DiscoveryError> {
+    let listing = client.get_prefix(peers_prefix(namespace).as_bytes())?;
+    Ok(listing.kvs.iter().filter_map(PeerInfo::from_kv).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_layout() {
+        assert_eq!(peers_prefix("piratebay"), "/piratebay/peers/");
+        assert_eq!(peers_prefix("/team/"), "/team/peers/");
+        assert_eq!(peer_key("piratebay", "ab12"), "/piratebay/peers/ab12");
+    }
+}

@@ -1,0 +1,150 @@
+//! Who this peer is: its stable id, host name and advertised address.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::Path;
+
+use super::DiscoveryError;
+
+/// File in the state directory holding the peer id.
+const PEER_ID_FILE: &str = "peer-id";
+
+/// The peer id kept in `state_dir`, created on first use: 16 hex digits,
+/// random, stable across restarts of the same peer.
+pub fn load_or_create_peer_id(state_dir: &Path) -> Result<String, DiscoveryError> {
+    let path = state_dir.join(PEER_ID_FILE);
+    let err = |e: std::io::Error| DiscoveryError::StateDir {
+        path: path.display().to_string(),
+        source: e,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim();
+            if is_valid_id(id) {
+                return Ok(id.to_string());
+            }
+            log::warn!("{} holds no valid peer id; making a new one", path.display());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    std::fs::create_dir_all(state_dir).map_err(err)?;
+    let id = random_id();
+    let tmp = state_dir.join(format!("{PEER_ID_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(format!("{id}\n").as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(id)
+}
+
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn random_id() -> String {
+    let mut buf = [0u8; 8];
+    let from_urandom = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok();
+    if !from_urandom {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        buf = h.finish().to_be_bytes();
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The machine's host name (`/proc/sys/kernel/hostname`, `$HOSTNAME`, else "unknown").
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The address other peers should dial: the listen address when it names
+/// an IP; otherwise the local IP the OS would use to reach the first etcd
+/// endpoint it can resolve (not the first interface that is up, which is
+/// docker0 on many machines); else 127.0.0.1. Never 0.0.0.0.
+pub fn detect_advertise(bound: SocketAddr, etcd_endpoints: &[String]) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    for ep in etcd_endpoints {
+        if let Some(ip) = route_ip(ep) {
+            return SocketAddr::new(ip, bound.port());
+        }
+    }
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port())
+}
+
+/// The local IP used to reach `endpoint` (a URL), found by connecting a UDP
+/// socket (no packet is sent).
+fn route_ip(endpoint: &str) -> Option<IpAddr> {
+    let rest = endpoint.split("://").nth(1).unwrap_or(endpoint);
+    let hostport = rest.split('/').next()?;
+    let target = hostport.to_socket_addrs().ok()?.next()?;
+    let any: SocketAddr = if target.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(any).ok()?;
+    sock.connect(target).ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_id_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_peer_id(dir.path()).unwrap();
+        let b = load_or_create_peer_id(dir.path()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 16);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(a, load_or_create_peer_id(other.path()).unwrap());
+    }
+
+    #[test]
+    fn garbage_peer_id_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PEER_ID_FILE), "../../etc passwd\n").unwrap();
+        let id = load_or_create_peer_id(dir.path()).unwrap();
+        assert!(is_valid_id(&id));
+    }
+
+    #[test]
+    fn advertise_keeps_a_specific_listen_ip() {
+        let bound: SocketAddr = "127.0.0.7:4000".parse().unwrap();
+        assert_eq!(detect_advertise(bound, &["http://127.0.0.1:2379".into()]), bound);
+    }
+
+    #[test]
+    fn advertise_never_unspecified() {
+        let bound: SocketAddr = "0.0.0.0:4000".parse().unwrap();
+        let a = detect_advertise(bound, &["http://127.0.0.1:2379".into()]);
+        assert_eq!(a, "127.0.0.1:4000".parse().unwrap());
+        let b = detect_advertise(bound, &["http://no-such-host.invalid:2379".into()]);
+        assert!(!b.ip().is_unspecified());
+        assert_eq!(b.port(), 4000);
+    }
+}

@@ -1,0 +1,299 @@
+//! The request loop: one POST to the first endpoint that answers.
+//!
+//! Every request goes through [`Client::call`]: it tries the endpoint that
+//! answered last, then the others in order. A connection error, a timeout,
+//! or an etcd "unavailable" answer (no leader, lost quorum) moves on to the
+//! next endpoint; any other etcd answer is final. With auth configured, a
+//! token is obtained on first use and again when etcd calls it invalid.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use super::codec::{AuthResponse, ErrorBody};
+use super::{Config, Error, Result};
+
+/// Largest gateway answer read (etcd itself refuses replies over 4 MiB).
+const MAX_BODY: u64 = 8 * 1024 * 1024;
+
+/// gRPC status codes that mean "try another member".
+const GRPC_UNAVAILABLE: i64 = 14;
+const GRPC_DEADLINE_EXCEEDED: i64 = 4;
+
+/// A synchronous etcd v3 client. Cheap to clone; clones share endpoints,
+/// connection pool and token.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: Config,
+    agent: ureq::Agent,
+    /// An agent with no overall timeout, for watch streams.
+    pub(crate) stream_agent: ureq::Agent,
+    /// Index of the endpoint that answered last.
+    preferred: AtomicUsize,
+    token: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.inner.cfg.endpoints)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Builds a client. Nothing is sent until the first request.
+    pub fn new(cfg: Config) -> Result<Client> {
+        if cfg.endpoints.is_empty() {
+            return Err(Error::Config("no endpoint given".into()));
+        }
+        for ep in &cfg.endpoints {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(Error::Config(format!(
+                    "endpoint {ep:?} must start with http:// or https://"
+                )));
+            }
+        }
+        let tls = tls_config(&cfg)?;
+        let base = || {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .user_agent(format!("piratebay-sync/{}", crate::VERSION))
+                .timeout_connect(Some(cfg.connect_timeout))
+                .tls_config(tls.clone())
+                .max_idle_connections_per_host(4)
+        };
+        let agent = base().timeout_global(Some(cfg.request_timeout)).build().new_agent();
+        let stream_agent = base()
+            .timeout_per_read(Some(super::watch::WATCH_IDLE))
+            .build()
+            .new_agent();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                cfg,
+                agent,
+                stream_agent,
+                preferred: AtomicUsize::new(0),
+                token: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The configured endpoints.
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.cfg.endpoints
+    }
+
+    /// POSTs `body` to `path` (e.g. `/v3/kv/range`) and decodes the answer.
+    pub(crate) fn call<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
+        let bytes = self.call_raw(path, body)?;
+        let endpoint = self.preferred_endpoint();
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            endpoint,
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn call_raw(&self, path: &str, body: &Value) -> Result<Vec<u8>> {
+        let mut reauthenticated = false;
+        loop {
+            let token = self.token_for(path)?;
+            match self.post_any(&self.inner.agent, path, body, token.as_deref()) {
+                Err(Error::Etcd { message, .. })
+                    if !reauthenticated && self.inner.cfg.user.is_some() && is_token_error(&message) =>
+                {
+                    log::info!("etcd auth token expired; authenticating again");
+                    *self.inner.token.lock() = None;
+                    reauthenticated = true;
+                }
+                Ok((_, resp)) => return Ok(resp),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The auth token to send, authenticating first if needed.
+    pub(crate) fn token_for(&self, path: &str) -> Result<Option<String>> {
+        let (Some(user), Some(password)) = (&self.inner.cfg.user, &self.inner.cfg.password) else {
+            return Ok(None);
+        };
+        if path == "/v3/auth/authenticate" {
+            return Ok(None);
+        }
+        if let Some(t) = self.inner.token.lock().clone() {
+            return Ok(Some(t));
+        }
+        let body = json!({ "name": user, "password": password });
+        let bytes = match self.post_any(&self.inner.agent, "/v3/auth/authenticate", &body, None) {
+            Ok((_, b)) => b,
+            Err(Error::Etcd { message, .. }) => {
+                return Err(Error::Auth {
+                    user: user.clone(),
+                    message,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let auth: AuthResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            endpoint: self.preferred_endpoint(),
+            path: "/v3/auth/authenticate".into(),
+            reason: e.to_string(),
+        })?;
+        if auth.token.is_empty() {
+            return Err(Error::Auth {
+                user: user.clone(),
+                message: "etcd returned no token (is auth enabled?)".into(),
+            });
+        }
+        *self.inner.token.lock() = Some(auth.token.clone());
+        Ok(Some(auth.token))
+    }
+
+    pub(crate) fn preferred_endpoint(&self) -> String {
+        let eps = &self.inner.cfg.endpoints;
+        eps[self.inner.preferred.load(Ordering::Relaxed) % eps.len()].clone()
+    }
+
+    /// Tries every endpoint, starting with the preferred one. Returns the
+    /// endpoint index that answered and the body (for a 200), or the first
+    /// final error.
+    pub(crate) fn post_any(
+        &self,
+        agent: &ureq::Agent,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<(usize, Vec<u8>)> {
+        let eps = &self.inner.cfg.endpoints;
+        let start = self.inner.preferred.load(Ordering::Relaxed);
+        let mut last = String::new();
+        for k in 0..eps.len() {
+            let i = (start + k) % eps.len();
+            let ep = &eps[i];
+            match post_one(agent, ep, path, body, token) {
+                Ok(Answer::Ok(bytes)) => {
+                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    return Ok((i, bytes));
+                }
+                Ok(Answer::Refused { code, message }) if is_unavailable(code, &message) => {
+                    log::debug!("etcd {ep}{path}: {message}; trying the next endpoint");
+                    last = format!("{ep}: {message}");
+                }
+                Ok(Answer::Refused { code, message }) => {
+                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    return Err(Error::Etcd {
+                        endpoint: ep.clone(),
+                        path: path.to_string(),
+                        code,
+                        message,
+                    });
+                }
+                Ok(Answer::Status(status)) => {
+                    return Err(Error::Status {
+                        endpoint: ep.clone(),
+                        path: path.to_string(),
+                        status,
+                    })
+                }
+                Err(e) => {
+                    log::debug!("etcd {ep}{path}: {e}; trying the next endpoint");
+                    last = format!("{ep}: {e}");
+                }
+            }
+        }
+        Err(Error::Unreachable {
+            endpoints: eps.join(","),
+            last,
+        })
+    }
+}
+
+enum Answer {
+    Ok(Vec<u8>),
+    Refused { code: i64, message: String },
+    Status(u16),
+}
+
+/// One POST to one endpoint. `Err` is a transport failure (try the next one).
+fn post_one(
+    agent: &ureq::Agent,
+    endpoint: &str,
+    path: &str,
+    body: &Value,
+    token: Option<&str>,
+) -> std::result::Result<Answer, ureq::Error> {
+    let url = format!("{endpoint}{path}");
+    let mut req = agent.post(&url).header("Content-Type", "application/json");
+    if let Some(t) = token {
+        req = req.header("Authorization", t);
+    }
+    let resp = req.send(body.to_string().as_bytes())?;
+    let status = resp.status().as_u16();
+    let mut bytes = Vec::new();
+    resp.into_body()
+        .into_reader()
+        .take(MAX_BODY)
+        .read_to_end(&mut bytes)
+        .map_err(ureq::Error::Io)?;
+    if status == 200 {
+        return Ok(Answer::Ok(bytes));
+    }
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(e) if !e.message.is_empty() || !e.error.is_empty() => Ok(Answer::Refused {
+            code: e.code,
+            message: if e.message.is_empty() { e.error } else { e.message },
+        }),
+        _ => Ok(Answer::Status(status)),
+    }
+}
+
+fn is_unavailable(code: i64, message: &str) -> bool {
+    code == GRPC_UNAVAILABLE
+        || code == GRPC_DEADLINE_EXCEEDED
+        || message.contains("no leader")
+        || message.contains("leader changed")
+        || message.contains("request timed out")
+}
+
+fn is_token_error(message: &str) -> bool {
+    message.contains("invalid auth token") || message.contains("user name is empty")
+}
+
+fn tls_config(cfg: &Config) -> Result<ureq::tls::TlsConfig> {
+    let Some(path) = &cfg.ca_file else {
+        return Ok(ureq::tls::TlsConfig::default());
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::Config(format!("cannot read CA file {}: {e}", path.display())))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "CA file {} is not valid PEM: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(Error::Config(format!(
+            "CA file {} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        .build())
+}

@@ -1,0 +1,76 @@
+//! Key-value requests: put, range (one key or a prefix, paged), delete.
+
+use serde_json::json;
+
+use super::codec::{b64, prefix_range_end, DeleteResponse, KeyValue, PutResponse, RangeResponse};
+use super::{Client, LeaseId, Result};
+
+/// Keys fetched per page of a prefix range: keeps each gateway answer far
+/// below its 4 MiB reply limit (etcd #11327).
+const PAGE: i64 = 500;
+
+/// The keys under a prefix and the store revision they were read at.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The key-value pairs, sorted by key.
+    pub kvs: Vec<KeyValue>,
+    /// The revision of the store when read; watch from `revision + 1`.
+    pub revision: i64,
+}
+
+impl Client {
+    /// Puts `key` = `value`, attached to `lease` if given. Returns the new revision.
+    pub fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<i64> {
+        let mut body = json!({ "key": b64(key), "value": b64(value) });
+        if let Some(id) = lease {
+            body["lease"] = json!(id.0.to_string());
+        }
+        let r: PutResponse = self.call("/v3/kv/put", &body)?;
+        Ok(r.header.revision)
+    }
+
+    /// Reads one key.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        let r: RangeResponse = self.call("/v3/kv/range", &json!({ "key": b64(key) }))?;
+        Ok(r.kvs.into_iter().next())
+    }
+
+    /// Reads every key under `prefix`, page by page, all at one revision.
+    pub fn get_prefix(&self, prefix: &[u8]) -> Result<Listing> {
+        let end = b64(&prefix_range_end(prefix));
+        let mut out = Listing::default();
+        let mut from = prefix.to_vec();
+        loop {
+            let mut body = json!({ "key": b64(&from), "range_end": end, "limit": PAGE.to_string() });
+            if out.revision > 0 {
+                body["revision"] = json!(out.revision.to_string());
+            }
+            let r: RangeResponse = self.call("/v3/kv/range", &body)?;
+            if out.revision == 0 {
+                out.revision = r.header.revision;
+            }
+            let more = r.more;
+            out.kvs.extend(r.kvs);
+            match (more, out.kvs.last()) {
+                (true, Some(last)) => {
+                    from = last.key.clone();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes one key. Returns how many keys were deleted (0 or 1).
+    pub fn delete(&self, key: &[u8]) -> Result<i64> {
+        let r: DeleteResponse = self.call("/v3/kv/deleterange", &json!({ "key": b64(key) }))?;
+        Ok(r.deleted)
+    }
+
+    /// Deletes every key under `prefix`. Returns how many were deleted.
+    pub fn delete_prefix(&self, prefix: &[u8]) -> Result<i64> {
+        let body = json!({ "key": b64(prefix), "range_end": b64(&prefix_range_end(prefix)) });
+        let r: DeleteResponse = self.call("/v3/kv/deleterange", &body)?;
+        Ok(r.deleted)
+    }
+}

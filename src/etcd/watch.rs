@@ -1,0 +1,293 @@
+//! Watching a prefix: the streaming `/v3/watch`, read line by line on its own thread.
+//!
+//! The thread first reads the whole prefix (a [`WatchEvent::Snapshot`]),
+//! then watches from the next revision. The gateway cannot cancel a watch
+//! (etcd #12333), so the stream is read with a short idle timeout: when it
+//! fires the thread checks whether it should stop, and otherwise reopens the
+//! watch from the next unseen revision, so no event is lost. A watch that
+//! etcd cancels because the revision was compacted, or any error that may
+//! have lost events, is followed by a fresh snapshot instead.
+//!
+//! Every watch sends `Grpc-Metadata-hasleader: true`, so a member that lost
+//! quorum closes the stream instead of staying silent (etcd #10819).
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::json;
+
+use super::codec::{b64, prefix_range_end, KeyValue, WatchLine};
+use super::{Client, Error, Result};
+
+/// How long a watch stream may stay silent before it is reopened (and the
+/// stop flag checked). Bounds how long dropping a [`Watcher`] can take.
+pub const WATCH_IDLE: Duration = Duration::from_millis(1000);
+
+/// Longest line accepted from a watch stream.
+const MAX_LINE: u64 = 8 * 1024 * 1024;
+
+/// Backoff after a failed attempt, doubled up to the maximum.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What a watch delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// Everything under the prefix at `revision`: replace what you had. Sent
+    /// first, and again whenever continuity was lost (compaction).
+    Snapshot {
+        /// The key-value pairs under the prefix.
+        kvs: Vec<KeyValue>,
+        /// The revision they were read at.
+        revision: i64,
+    },
+    /// A key was created or changed.
+    Put(KeyValue),
+    /// A key was deleted (or its lease expired).
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+        /// The revision of the deletion.
+        revision: i64,
+    },
+}
+
+/// A running watch. Dropping it stops and joins its thread.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    wake: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Stops the watch and waits for its thread (at most about [`WATCH_IDLE`]).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.try_send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Client {
+    /// Watches every key under `prefix`, calling `on_event` on a dedicated
+    /// thread for each change, starting with a snapshot.
+    pub fn watch_prefix<F>(&self, prefix: &[u8], on_event: F) -> Result<Watcher>
+    where
+        F: FnMut(WatchEvent) + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        let state = WatchLoop {
+            client: self.clone(),
+            prefix: prefix.to_vec(),
+            stop: stop.clone(),
+            woken,
+            on_event,
+        };
+        let thread = std::thread::Builder::new()
+            .name("pbs-etcd-watch".into())
+            .spawn(move || state.run())
+            .map_err(|e| Error::Config(format!("cannot start the watch thread: {e}")))?;
+        Ok(Watcher {
+            stop,
+            wake,
+            thread: Some(thread),
+        })
+    }
+}
+
+struct WatchLoop<F> {
+    client: Client,
+    prefix: Vec<u8>,
+    stop: Arc<AtomicBool>,
+    woken: Receiver<()>,
+    on_event: F,
+}
+
+/// Why a stream ended.
+enum StreamEnd {
+    /// Idle timeout, closed connection: reopen from the next revision.
+    Reopen,
+    /// Continuity lost: take a fresh snapshot.
+    Resync,
+}
+
+impl<F: FnMut(WatchEvent)> WatchLoop<F> {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `d` unless told to stop. Returns true when stopping.
+    fn pause(&self, d: Duration) -> bool {
+        let _ = self.woken.recv_timeout(d);
+        self.stopped()
+    }
+
+    fn run(mut self) {
+        let mut next: Option<i64> = None;
+        let mut backoff = BACKOFF_MIN;
+        let mut failing = false;
+        while !self.stopped() {
+            let from = match next {
+                Some(rev) => rev,
+                None => match self.client.get_prefix(&self.prefix) {
+                    Ok(listing) => {
+                        let rev = listing.revision;
+                        (self.on_event)(WatchEvent::Snapshot {
+                            kvs: listing.kvs,
+                            revision: rev,
+                        });
+                        next = Some(rev + 1);
+                        rev + 1
+                    }
+                    Err(e) => {
+                        if !failing {
+                            log::warn!("watch on {}: {e}; retrying", self.prefix_str());
+                            failing = true;
+                        }
+                        if self.pause(backoff) {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                },
+            };
+            match self.open(from) {
+                Ok(reader) => {
+                    if failing {
+                        log::info!("watch on {} resumed", self.prefix_str());
+                        failing = false;
+                    }
+                    backoff = BACKOFF_MIN;
+                    match self.read_stream(reader, &mut next) {
+                        StreamEnd::Reopen => {}
+                        StreamEnd::Resync => next = None,
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        log::warn!("watch on {}: {e}; retrying", self.prefix_str());
+                        failing = true;
+                    }
+                    if self.pause(backoff) {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn prefix_str(&self) -> String {
+        String::from_utf8_lossy(&self.prefix).into_owned()
+    }
+
+    /// Opens a watch stream from revision `from` on the first endpoint that answers.
+    fn open(&self, from: i64) -> Result<impl Read + use<F>> {
+        let body = json!({ "create_request": {
+            "key": b64(&self.prefix),
+            "range_end": b64(&prefix_range_end(&self.prefix)),
+            "start_revision": from.to_string(),
+        }});
+        let token = self.client.token_for("/v3/watch")?;
+        let eps = self.client.endpoints();
+        let mut last = String::new();
+        for ep in eps {
+            let mut req = self
+                .client
+                .inner
+                .stream_agent
+                .post(format!("{ep}/v3/watch"))
+                .header("Content-Type", "application/json")
+                .header("Grpc-Metadata-hasleader", "true");
+            if let Some(t) = &token {
+                req = req.header("Authorization", t.as_str());
+            }
+            match req.send(body.to_string().as_bytes()) {
+                Ok(resp) if resp.status() == 200 => return Ok(resp.into_body().into_reader()),
+                Ok(resp) => last = format!("{ep}: HTTP {}", resp.status()),
+                Err(e) => last = format!("{ep}: {e}"),
+            }
+        }
+        Err(Error::Unreachable {
+            endpoints: eps.join(","),
+            last,
+        })
+    }
+
+    fn read_stream(&mut self, reader: impl Read, next: &mut Option<i64>) -> StreamEnd {
+        let mut lines = BufReader::new(reader.take(u64::MAX));
+        let mut line = Vec::new();
+        loop {
+            if self.stopped() {
+                return StreamEnd::Reopen;
+            }
+            line.clear();
+            match (&mut lines).take(MAX_LINE).read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return StreamEnd::Reopen,
+                Ok(_) => {}
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let parsed: WatchLine = match serde_json::from_slice(&line) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::warn!("watch on {}: undecodable line ({e}); resyncing", self.prefix_str());
+                    return StreamEnd::Resync;
+                }
+            };
+            if let Some(err) = parsed.error {
+                log::debug!("watch on {}: {} (code {})", self.prefix_str(), err.message, err.grpc_code);
+                return StreamEnd::Reopen;
+            }
+            let Some(result) = parsed.result else { continue };
+            if result.created {
+                log::debug!("watch on {} open from revision {:?}", self.prefix_str(), next);
+            }
+            if result.canceled {
+                if result.compact_revision > 0 {
+                    log::info!(
+                        "watch on {}: revision compacted to {}; resyncing",
+                        self.prefix_str(),
+                        result.compact_revision
+                    );
+                    return StreamEnd::Resync;
+                }
+                log::debug!("watch on {} cancelled: {}", self.prefix_str(), result.cancel_reason);
+                return StreamEnd::Reopen;
+            }
+            for ev in result.events {
+                let rev = ev.kv.mod_revision;
+                if ev.kind.as_deref() == Some("DELETE") {
+                    (self.on_event)(WatchEvent::Delete {
+                        key: ev.kv.key,
+                        revision: rev,
+                    });
+                } else {
+                    (self.on_event)(WatchEvent::Put(ev.kv));
+                }
+                if rev > 0 {
+                    *next = Some(rev + 1);
+                }
+            }
+        }
+    }
+}
