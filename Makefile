@@ -39,8 +39,8 @@ run: deps-etcd release
 
 test: deps-test
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		echo "make test: cargo nextest run"; \
-		$(CARGO) nextest run --no-fail-fast && $(CARGO) test --doc; \
+		echo "make test: cargo test --doc, then cargo nextest run"; \
+		$(CARGO) test --doc && $(CARGO) nextest run --no-fail-fast; \
 	else \
 		echo "make test: cargo test (install cargo-nextest for per-test timeouts)"; \
 		$(CARGO) test --no-fail-fast; \
