@@ -205,7 +205,10 @@ impl Peer {
 
     /// The other registered peers, from the watch-fed cache (no etcd request).
     pub fn peers(&self) -> Vec<PeerInfo> {
-        self.cache.as_ref().map(|c| c.others(&self.id)).unwrap_or_default()
+        self.cache
+            .as_ref()
+            .map(|c| c.others(&self.id))
+            .unwrap_or_default()
     }
 
     /// The peer cache (every registered peer, this one included).
@@ -215,7 +218,9 @@ impl Peer {
 
     /// Whether this peer's key is currently in etcd.
     pub fn is_registered(&self) -> bool {
-        self.registration.as_ref().is_some_and(Registration::is_registered)
+        self.registration
+            .as_ref()
+            .is_some_and(Registration::is_registered)
     }
 
     /// Polls until registered or `timeout` passes.

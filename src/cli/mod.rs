@@ -93,7 +93,10 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Prints rows as left-aligned columns separated by two spaces.
-pub fn print_table<const N: usize>(out: &mut impl std::io::Write, rows: &[[String; N]]) -> std::io::Result<()> {
+pub fn print_table<const N: usize>(
+    out: &mut impl std::io::Write,
+    rows: &[[String; N]],
+) -> std::io::Result<()> {
     let mut widths = [0usize; N];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -8,7 +8,9 @@ use piratebay_sync::peer::{Peer, PeerConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use super::env::{dataset, etcd_config, flag_or_env, namespace, parsed_flag_or_env, state_dir, EtcdOpts};
+use super::env::{
+    dataset, etcd_config, flag_or_env, namespace, parsed_flag_or_env, state_dir, EtcdOpts,
+};
 use super::CliResult;
 
 /// Share a directory: index it, serve it, register in etcd.
@@ -92,7 +94,10 @@ fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
     if let Some(a) = flag_or_env(args.advertise, "PIRATEBAY_ADVERTISE") {
         let addr = parse_addr(&a, "--advertise")?;
         if addr.ip().is_unspecified() || addr.port() == 0 {
-            return Err(format!("--advertise {a}: give the ip:port other peers can dial, not 0.0.0.0 or port 0").into());
+            return Err(format!(
+                "--advertise {a}: give the ip:port other peers can dial, not 0.0.0.0 or port 0"
+            )
+            .into());
         }
         cfg.advertise = Some(addr);
     }

@@ -88,7 +88,8 @@ impl PeerCache {
 
 impl CacheShared {
     fn apply(&self, ev: WatchEvent, strip: usize) {
-        let id_of = |key: &[u8]| String::from_utf8_lossy(key.get(strip..).unwrap_or_default()).into_owned();
+        let id_of =
+            |key: &[u8]| String::from_utf8_lossy(key.get(strip..).unwrap_or_default()).into_owned();
         {
             let mut peers = self.peers.write();
             match ev {

@@ -23,7 +23,10 @@ pub fn load_or_create_peer_id(state_dir: &Path) -> Result<String, DiscoveryError
             if is_valid_id(id) {
                 return Ok(id.to_string());
             }
-            log::warn!("{} holds no valid peer id; making a new one", path.display());
+            log::warn!(
+                "{} holds no valid peer id; making a new one",
+                path.display()
+            );
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
@@ -135,7 +138,10 @@ mod tests {
     #[test]
     fn advertise_keeps_a_specific_listen_ip() {
         let bound: SocketAddr = "127.0.0.7:4000".parse().unwrap();
-        assert_eq!(detect_advertise(bound, &["http://127.0.0.1:2379".into()]), bound);
+        assert_eq!(
+            detect_advertise(bound, &["http://127.0.0.1:2379".into()]),
+            bound
+        );
     }
 
     #[test]

@@ -211,7 +211,10 @@ impl Keeper {
         if let Some(id) = lease {
             match self.client.lease_revoke(id) {
                 Ok(()) => log::info!("unregistered {} (lease {} revoked)", self.key, id.hex()),
-                Err(e) => log::warn!("could not revoke lease {}: {e}; it expires by itself", id.hex()),
+                Err(e) => log::warn!(
+                    "could not revoke lease {}: {e}; it expires by itself",
+                    id.hex()
+                ),
             }
         }
     }
@@ -228,7 +231,11 @@ impl Keeper {
             match self.client.lease_keepalive(id)? {
                 Some(_) => return Ok(()),
                 None => {
-                    log::warn!("lease {} of {} is gone (expired or etcd lost its data); registering again", id.hex(), self.key);
+                    log::warn!(
+                        "lease {} of {} is gone (expired or etcd lost its data); registering again",
+                        id.hex(),
+                        self.key
+                    );
                     *lease = None;
                     *dirty = true;
                 }
@@ -244,10 +251,13 @@ impl Keeper {
                 l.id
             }
         };
-        let value = serde_json::to_vec(&self.record).map_err(|e| DiscoveryError::Encode(e.to_string()))?;
+        let value =
+            serde_json::to_vec(&self.record).map_err(|e| DiscoveryError::Encode(e.to_string()))?;
         match self.client.put(self.key.as_bytes(), &value, Some(id)) {
             Ok(_) => {}
-            Err(crate::etcd::Error::Etcd { message, .. }) if message.contains("lease not found") => {
+            Err(crate::etcd::Error::Etcd { message, .. })
+                if message.contains("lease not found") =>
+            {
                 *lease = None;
                 return Err(DiscoveryError::LeaseLost);
             }
@@ -255,7 +265,12 @@ impl Keeper {
         }
         *dirty = false;
         if *ever_registered {
-            log::info!("registered {} again (lease {}, ttl {}s)", self.key, id.hex(), self.ttl.as_secs());
+            log::info!(
+                "registered {} again (lease {}, ttl {}s)",
+                self.key,
+                id.hex(),
+                self.ttl.as_secs()
+            );
         } else {
             log::info!(
                 "registered {} -> {} (lease {}, ttl {}s)",

@@ -71,7 +71,10 @@ impl Client {
                 .tls_config(tls.clone())
                 .max_idle_connections_per_host(4)
         };
-        let agent = base().timeout_global(Some(cfg.request_timeout)).build().new_agent();
+        let agent = base()
+            .timeout_global(Some(cfg.request_timeout))
+            .build()
+            .new_agent();
         let stream_agent = base()
             .timeout_per_read(Some(super::watch::WATCH_IDLE))
             .build()
@@ -109,7 +112,9 @@ impl Client {
             let token = self.token_for(path)?;
             match self.post_any(&self.inner.agent, path, body, token.as_deref()) {
                 Err(Error::Etcd { message, .. })
-                    if !reauthenticated && self.inner.cfg.user.is_some() && is_token_error(&message) =>
+                    if !reauthenticated
+                        && self.inner.cfg.user.is_some()
+                        && is_token_error(&message) =>
                 {
                     log::info!("etcd auth token expired; authenticating again");
                     *self.inner.token.lock() = None;
@@ -250,7 +255,11 @@ fn post_one(
     match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(e) if !e.message.is_empty() || !e.error.is_empty() => Ok(Answer::Refused {
             code: e.code,
-            message: if e.message.is_empty() { e.error } else { e.message },
+            message: if e.message.is_empty() {
+                e.error
+            } else {
+                e.message
+            },
         }),
         _ => Ok(Answer::Status(status)),
     }

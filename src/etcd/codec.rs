@@ -234,7 +234,10 @@ mod tests {
     #[test]
     fn prefix_range_end_drops_trailing_ff() {
         assert_eq!(prefix_range_end(&[b'a', 0xff]), vec![b'b']);
-        assert_eq!(prefix_range_end(&[b'a', 0xfe, 0xff, 0xff]), vec![b'a', 0xff]);
+        assert_eq!(
+            prefix_range_end(&[b'a', 0xfe, 0xff, 0xff]),
+            vec![b'a', 0xff]
+        );
     }
 
     #[test]
@@ -250,9 +253,10 @@ mod tests {
             serde_json::from_str(r#"{"ID":"9223372036854775807","TTL":"10"}"#).unwrap();
         assert_eq!(r.id, i64::MAX);
         assert_eq!(r.ttl, 10);
-        let h: Header =
-            serde_json::from_str(r#"{"revision":"9223372036854775806","member_id":"18446744073709551615"}"#)
-                .unwrap();
+        let h: Header = serde_json::from_str(
+            r#"{"revision":"9223372036854775806","member_id":"18446744073709551615"}"#,
+        )
+        .unwrap();
         assert_eq!(h.revision, i64::MAX - 1);
         assert_eq!(h.member_id, u64::MAX);
     }
@@ -265,9 +269,10 @@ mod tests {
 
     #[test]
     fn empty_range_omits_kvs_and_count() {
-        let r: RangeResponse =
-            serde_json::from_str(r#"{"header":{"cluster_id":"1","member_id":"2","revision":"7","raft_term":"3"}}"#)
-                .unwrap();
+        let r: RangeResponse = serde_json::from_str(
+            r#"{"header":{"cluster_id":"1","member_id":"2","revision":"7","raft_term":"3"}}"#,
+        )
+        .unwrap();
         assert!(r.kvs.is_empty());
         assert_eq!(r.header.revision, 7);
         assert!(!r.more);

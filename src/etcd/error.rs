@@ -28,7 +28,9 @@ pub enum Error {
         message: String,
     },
     /// Authentication failed: wrong user or password.
-    #[error("etcd authentication as {user:?} failed: {message}; check --etcd-user / --etcd-password")]
+    #[error(
+        "etcd authentication as {user:?} failed: {message}; check --etcd-user / --etcd-password"
+    )]
     Auth {
         /// The user name given.
         user: String,

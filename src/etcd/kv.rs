@@ -41,7 +41,8 @@ impl Client {
         let mut out = Listing::default();
         let mut from = prefix.to_vec();
         loop {
-            let mut body = json!({ "key": b64(&from), "range_end": end, "limit": PAGE.to_string() });
+            let mut body =
+                json!({ "key": b64(&from), "range_end": end, "limit": PAGE.to_string() });
             if out.revision > 0 {
                 body["revision"] = json!(out.revision.to_string());
             }

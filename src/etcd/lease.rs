@@ -43,16 +43,24 @@ pub struct LeaseTtl {
 impl Client {
     /// Grants a lease of `ttl` seconds.
     pub fn lease_grant(&self, ttl: i64) -> Result<Lease> {
-        let r: LeaseGrantResponse = self.call("/v3/lease/grant", &json!({ "TTL": ttl.to_string() }))?;
+        let r: LeaseGrantResponse =
+            self.call("/v3/lease/grant", &json!({ "TTL": ttl.to_string() }))?;
         if !r.error.is_empty() || r.id == 0 {
             return Err(Error::Etcd {
                 endpoint: self.preferred_endpoint(),
                 path: "/v3/lease/grant".into(),
                 code: 0,
-                message: if r.error.is_empty() { "no lease ID in answer".into() } else { r.error },
+                message: if r.error.is_empty() {
+                    "no lease ID in answer".into()
+                } else {
+                    r.error
+                },
             });
         }
-        Ok(Lease { id: LeaseId(r.id), ttl: r.ttl })
+        Ok(Lease {
+            id: LeaseId(r.id),
+            ttl: r.ttl,
+        })
     }
 
     /// Renews a lease once. `Ok(None)` when the lease no longer exists
@@ -67,7 +75,8 @@ impl Client {
     /// Revokes a lease, deleting every key attached to it. A lease that is
     /// already gone is not an error.
     pub fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        match self.call::<serde_json::Value>("/v3/lease/revoke", &json!({ "ID": id.0.to_string() })) {
+        match self.call::<serde_json::Value>("/v3/lease/revoke", &json!({ "ID": id.0.to_string() }))
+        {
             Ok(_) => Ok(()),
             Err(Error::Etcd { message, .. }) if message.contains("lease not found") => Ok(()),
             Err(e) => Err(e),
@@ -81,6 +90,9 @@ impl Client {
         if r.ttl < 0 {
             return Ok(None);
         }
-        Ok(Some(LeaseTtl { ttl: r.ttl, granted_ttl: r.granted_ttl }))
+        Ok(Some(LeaseTtl {
+            ttl: r.ttl,
+            granted_ttl: r.granted_ttl,
+        }))
     }
 }

@@ -250,17 +250,31 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
             let parsed: WatchLine = match serde_json::from_slice(&line) {
                 Ok(p) => p,
                 Err(e) => {
-                    log::warn!("watch on {}: undecodable line ({e}); resyncing", self.prefix_str());
+                    log::warn!(
+                        "watch on {}: undecodable line ({e}); resyncing",
+                        self.prefix_str()
+                    );
                     return StreamEnd::Resync;
                 }
             };
             if let Some(err) = parsed.error {
-                log::debug!("watch on {}: {} (code {})", self.prefix_str(), err.message, err.grpc_code);
+                log::debug!(
+                    "watch on {}: {} (code {})",
+                    self.prefix_str(),
+                    err.message,
+                    err.grpc_code
+                );
                 return StreamEnd::Reopen;
             }
-            let Some(result) = parsed.result else { continue };
+            let Some(result) = parsed.result else {
+                continue;
+            };
             if result.created {
-                log::debug!("watch on {} open from revision {:?}", self.prefix_str(), next);
+                log::debug!(
+                    "watch on {} open from revision {:?}",
+                    self.prefix_str(),
+                    next
+                );
             }
             if result.canceled {
                 if result.compact_revision > 0 {
@@ -271,7 +285,11 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
                     );
                     return StreamEnd::Resync;
                 }
-                log::debug!("watch on {} cancelled: {}", self.prefix_str(), result.cancel_reason);
+                log::debug!(
+                    "watch on {} cancelled: {}",
+                    self.prefix_str(),
+                    result.cancel_reason
+                );
                 return StreamEnd::Reopen;
             }
             for ev in result.events {

@@ -75,7 +75,9 @@ fn listed(endpoints: &str, id: &str) -> Option<Value> {
 }
 
 fn wait_listed(endpoints: &str, id: &str, timeout: Duration) -> Value {
-    wait_for(timeout, &format!("peer {id} listed"), || listed(endpoints, id))
+    wait_for(timeout, &format!("peer {id} listed"), || {
+        listed(endpoints, id)
+    })
 }
 
 fn wait_gone(endpoints: &str, id: &str, timeout: Duration) {
@@ -127,10 +129,18 @@ fn renewal_keeps_a_peer_alive_past_three_ttls() {
     // Nothing to poll for: the claim is that the key stays for 3 x TTL.
     let until = Instant::now() + Duration::from_secs(7);
     while Instant::now() < until {
-        assert!(listed(&ep, &id).is_some(), "peer vanished while renewing:\n{}", peer.proc.log_text());
+        assert!(
+            listed(&ep, &id).is_some(),
+            "peer vanished while renewing:\n{}",
+            peer.proc.log_text()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert_eq!(listed(&ep, &id).unwrap()["lease"], first["lease"], "same lease renewed, not re-granted");
+    assert_eq!(
+        listed(&ep, &id).unwrap()["lease"],
+        first["lease"],
+        "same lease renewed, not re-granted"
+    );
 }
 
 #[test]
@@ -156,7 +166,11 @@ fn sigterm_disappears_within_one_second_and_exits_cleanly() {
     peer.proc.sigterm();
     wait_gone(&ep, &id, Duration::from_secs(1));
     let status = peer.proc.wait_exit(Duration::from_secs(5));
-    assert!(status.success(), "exit {status:?}\n{}", peer.proc.log_text());
+    assert!(
+        status.success(),
+        "exit {status:?}\n{}",
+        peer.proc.log_text()
+    );
 }
 
 #[test]
@@ -198,7 +212,10 @@ fn etcd_wiped_and_restarted_peer_registers_again_within_ttl() {
     let id = peer.id();
     wait_listed(&ep, &id, Duration::from_secs(10));
     etcd.wipe_and_restart();
-    assert!(etcd.get(&peer_key("piratebay", &id)).is_none(), "the wipe lost the key");
+    assert!(
+        etcd.get(&peer_key("piratebay", &id)).is_none(),
+        "the wipe lost the key"
+    );
     let back = Instant::now();
     wait_listed(&ep, &id, Duration::from_secs(4));
     assert!(back.elapsed() <= Duration::from_secs(4));
@@ -245,12 +262,16 @@ fn a_peer_that_joins_later_appears_in_the_cache_within_a_second() {
         etcd.get(&peer_key("piratebay", &id)).is_some()
     });
     let seen_by = Instant::now() + Duration::from_secs(1);
-    wait_until(Duration::from_secs(1), "peer in cache", || cache.get(&id).is_some());
+    wait_until(Duration::from_secs(1), "peer in cache", || {
+        cache.get(&id).is_some()
+    });
     assert!(Instant::now() <= seen_by);
     assert!(cache.version() > version);
     // And it leaves the cache as fast.
     late.proc.sigterm();
-    wait_until(Duration::from_secs(2), "peer left the cache", || cache.get(&id).is_none());
+    wait_until(Duration::from_secs(2), "peer left the cache", || {
+        cache.get(&id).is_none()
+    });
 }
 
 #[test]
@@ -286,7 +307,11 @@ fn registration_library_api_and_index_gen_updates() {
     let lease = reg.lease().unwrap();
     reg.stop();
     assert!(list_peers(&client, "ns-lib").unwrap().is_empty());
-    assert_eq!(client.lease_ttl(lease).unwrap(), None, "stop revoked the lease");
+    assert_eq!(
+        client.lease_ttl(lease).unwrap(),
+        None,
+        "stop revoked the lease"
+    );
 }
 
 #[test]
@@ -307,10 +332,16 @@ fn list_without_etcd_fails_fast_with_one_line() {
 fn env_vars_configure_list_and_flags_win() {
     let etcd = EtcdServer::new();
     let ep = etcd.endpoint();
-    etcd.put("/envns/peers/x", r#"{"id":"x","addr":"127.0.0.1:1","name":"n","version":"v","started_at":1}"#);
+    etcd.put(
+        "/envns/peers/x",
+        r#"{"id":"x","addr":"127.0.0.1:1","name":"n","version":"v","started_at":1}"#,
+    );
     let out = cli_with(
         &["list", "--json"],
-        &[("PIRATEBAY_ETCD", ep.as_str()), ("PIRATEBAY_NAMESPACE", "envns")],
+        &[
+            ("PIRATEBAY_ETCD", ep.as_str()),
+            ("PIRATEBAY_NAMESPACE", "envns"),
+        ],
         DEFAULT_TIMEOUT,
     );
     assert!(out.status.success(), "{}", stderr_text(&out));
@@ -318,7 +349,10 @@ fn env_vars_configure_list_and_flags_win() {
     // A flag beats the variable.
     let out = cli_with(
         &["list", "--json", "--namespace", "piratebay"],
-        &[("PIRATEBAY_ETCD", ep.as_str()), ("PIRATEBAY_NAMESPACE", "envns")],
+        &[
+            ("PIRATEBAY_ETCD", ep.as_str()),
+            ("PIRATEBAY_NAMESPACE", "envns"),
+        ],
         DEFAULT_TIMEOUT,
     );
     assert!(out.status.success());
@@ -330,7 +364,10 @@ fn garbage_records_are_skipped_not_fatal() {
     let etcd = EtcdServer::new();
     let ep = etcd.endpoint();
     etcd.put("/piratebay/peers/bad", "not json {");
-    etcd.put("/piratebay/peers/good", r#"{"id":"good","addr":"127.0.0.1:1","name":"n","version":"v","started_at":1}"#);
+    etcd.put(
+        "/piratebay/peers/good",
+        r#"{"id":"good","addr":"127.0.0.1:1","name":"n","version":"v","started_at":1}"#,
+    );
     let peers = list_json(&ep);
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0]["id"], "good");
@@ -343,8 +380,8 @@ fn serve_without_etcd_keeps_retrying_and_registers_when_it_appears() {
     etcd.stop();
     let peer = serve(&ep, 3);
     let id = peer.id();
-    peer.proc.wait_log_contains(Duration::from_secs(10), "retrying");
+    peer.proc
+        .wait_log_contains(Duration::from_secs(10), "retrying");
     etcd.start();
     wait_listed(&ep, &id, Duration::from_secs(10));
 }
-

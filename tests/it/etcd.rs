@@ -23,7 +23,10 @@ fn put_get_delete_round_trip() {
     assert_eq!(kv.mod_revision, rev);
     assert_eq!(kv.lease, 0);
     // Cross-check with the reference tool.
-    assert_eq!(etcdctl_ok(&etcd.endpoint(), &["get", "/t/a", "--print-value-only"]).trim(), "hello");
+    assert_eq!(
+        etcdctl_ok(&etcd.endpoint(), &["get", "/t/a", "--print-value-only"]).trim(),
+        "hello"
+    );
     assert_eq!(c.delete(b"/t/a").unwrap(), 1);
     assert_eq!(c.get(b"/t/a").unwrap(), None);
     assert_eq!(c.delete(b"/t/a").unwrap(), 0);
@@ -35,7 +38,8 @@ fn prefix_listing_is_exact_and_paged() {
     let c = client(&[etcd.endpoint()]);
     // 1,201 keys: more than two pages of 500.
     for i in 0..1201 {
-        c.put(format!("/pfx/{i:05}").as_bytes(), b"v", None).unwrap();
+        c.put(format!("/pfx/{i:05}").as_bytes(), b"v", None)
+            .unwrap();
     }
     // Neighbours that a sloppy range end would include.
     c.put(b"/pfx0", b"outside", None).unwrap();
@@ -83,10 +87,19 @@ fn lease_grant_keepalive_ttl_revoke() {
     assert_eq!(ttl.granted_ttl, 30);
     assert!(ttl.ttl > 0 && ttl.ttl <= 30);
     c.lease_revoke(lease.id).unwrap();
-    assert_eq!(c.get(b"/leased").unwrap(), None, "revoke deletes attached keys");
-    assert_eq!(c.lease_keepalive(lease.id).unwrap(), None, "a gone lease says so");
+    assert_eq!(
+        c.get(b"/leased").unwrap(),
+        None,
+        "revoke deletes attached keys"
+    );
+    assert_eq!(
+        c.lease_keepalive(lease.id).unwrap(),
+        None,
+        "a gone lease says so"
+    );
     assert_eq!(c.lease_ttl(lease.id).unwrap(), None);
-    c.lease_revoke(lease.id).expect("revoking a gone lease is not an error");
+    c.lease_revoke(lease.id)
+        .expect("revoking a gone lease is not an error");
 }
 
 #[test]
@@ -96,8 +109,12 @@ fn watch_snapshots_then_streams_puts_deletes_and_expiry() {
     c.put(b"/w/before", b"0", None).unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    let watcher = c.watch_prefix(b"/w/", move |ev| sink.lock().unwrap().push(ev)).unwrap();
-    wait_until(Duration::from_secs(5), "snapshot", || !events.lock().unwrap().is_empty());
+    let watcher = c
+        .watch_prefix(b"/w/", move |ev| sink.lock().unwrap().push(ev))
+        .unwrap();
+    wait_until(Duration::from_secs(5), "snapshot", || {
+        !events.lock().unwrap().is_empty()
+    });
     match &events.lock().unwrap()[0] {
         WatchEvent::Snapshot { kvs, revision } => {
             assert_eq!(kvs.len(), 1);
@@ -114,9 +131,17 @@ fn watch_snapshots_then_streams_puts_deletes_and_expiry() {
     // Idle longer than the stream's idle timeout: events after a reopen still arrive.
     std::thread::sleep(Duration::from_millis(1500));
     // The lease expiry arrives as a DELETE event.
-    wait_until(Duration::from_secs(8), "lease expiry as a delete event", || {
-        events.lock().unwrap().iter().any(|e| matches!(e, WatchEvent::Delete { key, .. } if key == b"/w/leased"))
-    });
+    wait_until(
+        Duration::from_secs(8),
+        "lease expiry as a delete event",
+        || {
+            events
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| matches!(e, WatchEvent::Delete { key, .. } if key == b"/w/leased"))
+        },
+    );
     let evs = events.lock().unwrap().clone();
     let kinds: Vec<String> = evs[1..]
         .iter()
@@ -128,12 +153,20 @@ fn watch_snapshots_then_streams_puts_deletes_and_expiry() {
         .collect();
     assert_eq!(
         kinds,
-        vec!["put /w/a", "delete /w/a", "put /w/leased", "delete /w/leased"],
+        vec![
+            "put /w/a",
+            "delete /w/a",
+            "put /w/leased",
+            "delete /w/leased"
+        ],
         "events in order, nothing outside the prefix, nothing lost or repeated across reopens"
     );
     let started = Instant::now();
     drop(watcher);
-    assert!(started.elapsed() < Duration::from_secs(3), "dropping a watcher joins its thread promptly");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "dropping a watcher joins its thread promptly"
+    );
 }
 
 #[test]
@@ -150,7 +183,9 @@ fn watch_survives_etcd_restart() {
         })
         .unwrap();
     c.put(b"/r/1", b"", None).unwrap();
-    wait_until(Duration::from_secs(5), "first put", || seen.lock().unwrap().len() == 1);
+    wait_until(Duration::from_secs(5), "first put", || {
+        seen.lock().unwrap().len() == 1
+    });
     etcd.restart();
     c.put(b"/r/2", b"", None).unwrap();
     wait_until(Duration::from_secs(10), "put after restart", || {
@@ -177,7 +212,11 @@ fn unreachable_names_every_endpoint_quickly() {
     let c = client(&[a.clone(), b.clone()]);
     let started = Instant::now();
     let err = c.get(b"/k").unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(err.is_unreachable(), "{err}");
     let msg = err.to_string();
     assert!(msg.contains(&a) && msg.contains(&b), "{msg}");
@@ -212,9 +251,11 @@ fn cluster_keeps_working_when_the_leader_dies() {
     let killed = cluster.kill_leader();
     // Writes and reads go on through the other members once a leader is elected.
     let started = Instant::now();
-    wait_until(Duration::from_secs(10), "a write after the leader died", || {
-        c.put(b"/c/after", b"2", None).is_ok()
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "a write after the leader died",
+        || c.put(b"/c/after", b"2", None).is_ok(),
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(c.get(b"/c/before").unwrap().unwrap().value, b"1");
     assert_eq!(c.get_prefix(b"/c/").unwrap().kvs.len(), 2);
