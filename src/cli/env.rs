@@ -49,9 +49,7 @@ pub fn etcd_config(o: EtcdOpts) -> Result<etcd::Config, CliError> {
             .map(normalize_endpoint)
             .collect();
         if endpoints.is_empty() {
-            return Err(
-                "--etcd is empty: give at least one URL such as http://127.0.0.1:2379".into(),
-            );
+            return Err("--etcd is empty: give at least one URL such as http://127.0.0.1:2379".into());
         }
         cfg.endpoints = endpoints;
     }
