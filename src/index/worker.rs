@@ -637,7 +637,7 @@ impl Worker {
             self.progress.bytes_at_start = self.shared.counters.bytes_read.load(Ordering::Relaxed);
         }
         // Largest first, so one big file does not finish last alone.
-        files.sort_by(|a, b| b.1.size.cmp(&a.1.size));
+        files.sort_by_key(|f| std::cmp::Reverse(f.1.size));
         for (rel, stat) in files {
             self.next_token += 1;
             let token = self.next_token;
