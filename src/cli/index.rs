@@ -1,8 +1,14 @@
 //! `piratebay-sync index`: build or refresh the dataset index and print it.
 
-use argh::FromArgs;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use super::CliResult;
+use argh::FromArgs;
+use piratebay_sync::index::{Index, IndexOptions, IndexStats};
+use piratebay_sync::protocol::DEFAULT_PIECE_SIZE;
+
+use super::{env, CliResult, EXIT_PARTIAL};
 
 /// Build or refresh the index of a dataset (no etcd needed) and print it.
 #[derive(FromArgs)]
@@ -22,6 +28,110 @@ pub struct IndexArgs {
     pub json: bool,
 }
 
-pub fn run(_args: IndexArgs) -> CliResult {
-    Err("index: not implemented yet".into())
+/// One line of `--json`.
+#[derive(serde::Serialize)]
+struct JsonEntry {
+    sha1: String,
+    size: u64,
+    path: String,
+    paths: Vec<String>,
+    name: String,
+    piece_size: u64,
+    pieces: usize,
+}
+
+pub fn run(args: IndexArgs) -> CliResult {
+    let mut opts = IndexOptions::new(env::dataset(args.dataset));
+    opts.state_dir = Some(env::state_dir(args.state_dir));
+    opts.piece_size = env::parsed_flag_or_env(args.piece_size, "PIRATEBAY_PIECE_SIZE")?
+        .unwrap_or(DEFAULT_PIECE_SIZE);
+    let index = Index::open(opts)?;
+    wait_with_progress(&index);
+    let files = index.files();
+    let out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(out);
+    if args.json {
+        let rows: Vec<JsonEntry> = files
+            .iter()
+            .map(|e| {
+                let paths: Vec<String> = e
+                    .paths
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect();
+                JsonEntry {
+                    sha1: e.sha1.to_hex(),
+                    size: e.size,
+                    path: paths.first().cloned().unwrap_or_default(),
+                    paths,
+                    name: e.name(),
+                    piece_size: e.piece_size,
+                    pieces: e.pieces.len(),
+                }
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+    } else {
+        for e in &files {
+            for p in &e.paths {
+                writeln!(out, "{}  {:>12}  {}", e.sha1, e.size, p.display())?;
+            }
+        }
+    }
+    out.flush()?;
+    let unreadable = index.stats().unreadable;
+    drop(index); // joins the threads and saves the cache before we exit
+    if unreadable > 0 {
+        eprintln!("piratebay-sync: {unreadable} files or directories could not be read (see warnings above)");
+        return Ok(ExitCode::from(EXIT_PARTIAL));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for the initial scan, showing progress on stderr: a bar on a
+/// terminal, else a plain line at most every second.
+fn wait_with_progress(index: &Index) {
+    let started = Instant::now();
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "hashing {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        while !index.wait_ready(Some(Duration::from_millis(100))) {
+            let s = index.stats();
+            bar.set_length(total(&s));
+            bar.set_position(s.bytes_read);
+            bar.set_message(format!(
+                "{} files done, {} queued",
+                s.files_hashed, s.files_queued
+            ));
+        }
+        bar.finish_and_clear();
+        return;
+    }
+    let mut last = started;
+    while !index.wait_ready(Some(Duration::from_millis(200))) {
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            let s = index.stats();
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "hashing: {} files, {:.1}/{:.1} MiB, {:.0} MB/s, {} queued",
+                s.files_hashed,
+                s.bytes_read as f64 / 1048576.0,
+                total(&s) as f64 / 1048576.0,
+                s.bytes_read as f64 / 1e6 / secs,
+                s.files_queued,
+            );
+        }
+    }
+}
+
+/// Bytes done plus bytes still queued: the size of the whole job (approximately).
+fn total(s: &IndexStats) -> u64 {
+    (s.bytes_hashed + s.bytes_queued).max(s.bytes_read)
 }

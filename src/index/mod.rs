@@ -1,2 +1,468 @@
 //! The dataset index: whole-file and piece SHA1s of every shared file,
 //! hashed in parallel, persisted, and kept live.
+//!
+//! [`Index::open`] returns at once; a background thread (`pbs-index`) owns a
+//! rayon pool (`pbs-hash-N`) and keeps the in-memory [`Store`](store) in step
+//! with the disk:
+//!
+//! 1. it loads the cache of the state directory ([`cache`]): a file whose
+//!    (path, size, mtime, inode) matches a record is not read again;
+//! 2. it lists the dataset ([`walk`]) and hashes what is new or changed,
+//!    largest first, one rayon task per file ([`hasher`]: whole file and
+//!    pieces in one read); every file becomes visible as soon as it is hashed;
+//! 3. live (`IndexOptions::live`): `notify` events, debounced, plus a
+//!    periodic stat rescan, feed the same reconciliation. A file is hashed
+//!    only once its (size, mtime) has been stable for `settle` (or its mtime
+//!    is older than that), and its stat is checked again after hashing, so a
+//!    half-written file is never announced. A file that reappears elsewhere
+//!    with the same (device, inode, size, mtime) (a rename) reuses its hashes.
+//!
+//! Locks: one `parking_lot::RwLock` around the store (the maps and the
+//! generation) and, inside it, a `Mutex` around the subscriber list (lock
+//! order: store, then subscribers). Only lookups and map updates happen
+//! under them, never file I/O or hashing: readers are never blocked by
+//! hashing. The `ready` mutex is independent. The index never does network I/O.
+//!
+//! Every committed batch of changes raises the generation by one and sends an
+//! [`IndexEvent`] to subscribers. The generation starts above both the saved
+//! one and the current time in milliseconds, so it never repeats across
+//! restarts of the same peer.
+
+mod cache;
+mod entry;
+mod hasher;
+mod store;
+mod walk;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+pub use cache::CacheError;
+pub use entry::{FileEntry, FileStat};
+pub use walk::{skip_name, PART_STATE_SUFFIX, PART_SUFFIX};
+
+use crate::protocol::DEFAULT_PIECE_SIZE;
+use crate::Sha1Digest;
+use store::{Delta, Store};
+
+/// How to build and maintain an index.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// The dataset directory.
+    pub root: PathBuf,
+    /// Where the cache is kept; `None`: no persistence.
+    pub state_dir: Option<PathBuf>,
+    /// Piece size in bytes (default [`DEFAULT_PIECE_SIZE`]).
+    pub piece_size: u64,
+    /// Watch the directory and rescan periodically after the initial scan.
+    pub live: bool,
+    /// Time between stat rescans when live (default 30 s).
+    pub rescan_interval: Duration,
+    /// How long a new or changed file must be unchanged before it is announced (default 500 ms).
+    pub settle: Duration,
+    /// How long to wait after a file-system event for more before acting (default 100 ms).
+    pub debounce: Duration,
+    /// Index names starting with `.` too (default false).
+    pub include_hidden: bool,
+    /// Hashing threads; 0: one per core, at least 2 (default 0).
+    pub hash_threads: usize,
+}
+
+impl IndexOptions {
+    /// Defaults for `root`: no state dir, 4 MiB pieces, not live.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        IndexOptions {
+            root: root.into(),
+            state_dir: None,
+            piece_size: DEFAULT_PIECE_SIZE,
+            live: false,
+            rescan_interval: Duration::from_secs(30),
+            settle: Duration::from_millis(500),
+            debounce: Duration::from_millis(100),
+            include_hidden: false,
+            hash_threads: 0,
+        }
+    }
+}
+
+/// Why an index could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// The dataset directory is missing or unreadable.
+    #[error("dataset directory {path} not found: create it or pass --dataset")]
+    OpenDataset {
+        /// The directory given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The dataset path is not a directory.
+    #[error("dataset {path} is not a directory: pass a directory with --dataset")]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The piece size is zero.
+    #[error("piece size must be at least 1 byte")]
+    PieceSize,
+    /// The file-system watcher could not be started.
+    #[error("cannot watch {path} for changes: {source}")]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: notify::Error,
+    },
+    /// The background thread could not be started.
+    #[error("cannot start the index thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// One committed batch of changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEvent {
+    /// The generation after this batch.
+    pub generation: u64,
+    /// Contents that appeared.
+    pub added: Vec<Sha1Digest>,
+    /// Contents that disappeared.
+    pub removed: Vec<Sha1Digest>,
+    /// Contents whose paths changed.
+    pub updated: Vec<Sha1Digest>,
+}
+
+/// Counters, for progress and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Files whose content was read and hashed since open.
+    pub files_hashed: u64,
+    /// Bytes of those files.
+    pub bytes_hashed: u64,
+    /// Bytes read so far, including files still being hashed.
+    pub bytes_read: u64,
+    /// Files taken from the cache or from a rename without reading them.
+    pub files_reused: u64,
+    /// Files waiting to settle or being hashed.
+    pub files_queued: u64,
+    /// Their bytes.
+    pub bytes_queued: u64,
+    /// Files and directories that could not be read (each warned about once).
+    pub unreadable: u64,
+    /// Completed full scans (the initial one and each periodic rescan).
+    pub scans: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_hashed: AtomicU64,
+    bytes_hashed: AtomicU64,
+    bytes_read: AtomicU64,
+    files_reused: AtomicU64,
+    files_queued: AtomicU64,
+    bytes_queued: AtomicU64,
+    unreadable: AtomicU64,
+    scans: AtomicU64,
+}
+
+/// What the handle and the background thread share.
+struct Shared {
+    root: PathBuf,
+    store: RwLock<Store>,
+    subscribers: Mutex<Vec<Sender<IndexEvent>>>,
+    ready: Mutex<bool>,
+    ready_cv: Condvar,
+    stop: AtomicBool,
+    counters: Counters,
+}
+
+/// Capacity of each subscriber's channel; a subscriber that falls this far
+/// behind misses events (the generation stays authoritative).
+const SUBSCRIBER_BACKLOG: usize = 4096;
+
+impl Shared {
+    /// Commits a batch; must be called with the store write-locked.
+    fn commit(&self, store: &mut Store, delta: Delta) {
+        if let Some(ev) = store.commit(delta) {
+            let mut subs = self.subscribers.lock();
+            subs.retain(|s| match s.try_send(ev.clone()) {
+                Ok(()) => true,
+                Err(crossbeam_channel::TrySendError::Full(_)) => {
+                    log::debug!("index: a subscriber is behind; event dropped");
+                    true
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
+            });
+        }
+    }
+
+    fn set_ready(&self) {
+        *self.ready.lock() = true;
+        self.ready_cv.notify_all();
+    }
+}
+
+/// A running index of one dataset directory. `Send + Sync`; dropping it
+/// stops and joins its threads (and saves the cache if it changed).
+pub struct Index {
+    shared: Arc<Shared>,
+    ctl: Sender<worker::Ctl>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2))
+        .unwrap_or(0)
+}
+
+impl Index {
+    /// Loads the cache, starts background hashing (and the live watcher if
+    /// `opts.live`); returns at once.
+    pub fn open(opts: IndexOptions) -> Result<Index, IndexError> {
+        if opts.piece_size == 0 {
+            return Err(IndexError::PieceSize);
+        }
+        let root = std::fs::canonicalize(&opts.root).map_err(|source| IndexError::OpenDataset {
+            path: opts.root.clone(),
+            source,
+        })?;
+        if !root.is_dir() {
+            return Err(IndexError::NotADirectory { path: opts.root });
+        }
+        let shared = Arc::new(Shared {
+            root: root.clone(),
+            store: RwLock::new(Store {
+                generation: unix_millis(),
+                ..Store::default()
+            }),
+            subscribers: Mutex::new(Vec::new()),
+            ready: Mutex::new(false),
+            ready_cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+        let watcher = if opts.live {
+            Some(worker::watch(&root).map_err(|source| IndexError::Watch {
+                path: root.clone(),
+                source,
+            })?)
+        } else {
+            None
+        };
+        let w = worker::Worker::new(opts, root, shared.clone(), ctl_rx, watcher);
+        let thread = std::thread::Builder::new()
+            .name("pbs-index".into())
+            .spawn(move || w.run())
+            .map_err(IndexError::Spawn)?;
+        Ok(Index {
+            shared,
+            ctl: ctl_tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Blocks until the initial scan has hashed everything (files still being
+    /// written are not waited for). `None`: no time limit. True if ready.
+    pub fn wait_ready(&self, timeout: Option<Duration>) -> bool {
+        let mut ready = self.shared.ready.lock();
+        match timeout {
+            None => {
+                while !*ready {
+                    self.shared.ready_cv.wait(&mut ready);
+                }
+                true
+            }
+            Some(t) => {
+                let deadline = std::time::Instant::now() + t;
+                while !*ready {
+                    if self
+                        .shared
+                        .ready_cv
+                        .wait_until(&mut ready, deadline)
+                        .timed_out()
+                    {
+                        break;
+                    }
+                }
+                *ready
+            }
+        }
+    }
+
+    /// True once the initial scan is done.
+    pub fn is_ready(&self) -> bool {
+        *self.shared.ready.lock()
+    }
+
+    /// The current generation: it goes up on every change.
+    pub fn generation(&self) -> u64 {
+        self.shared.store.read().generation
+    }
+
+    /// Number of distinct contents indexed.
+    pub fn len(&self) -> usize {
+        self.shared.store.read().by_sha1.len()
+    }
+
+    /// True if nothing is indexed (yet).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every entry, sorted by first path.
+    pub fn files(&self) -> Vec<Arc<FileEntry>> {
+        let mut v: Vec<_> = self.shared.store.read().by_sha1.values().cloned().collect();
+        v.sort_by(|a, b| a.paths.cmp(&b.paths));
+        v
+    }
+
+    /// Every entry and the generation they were taken at, consistently.
+    pub fn snapshot(&self) -> (u64, Vec<Arc<FileEntry>>) {
+        let store = self.shared.store.read();
+        let v = store.by_sha1.values().cloned().collect();
+        (store.generation, v)
+    }
+
+    /// The entry of a content, if indexed.
+    pub fn get(&self, sha1: &Sha1Digest) -> Option<Arc<FileEntry>> {
+        self.shared.store.read().by_sha1.get(sha1).cloned()
+    }
+
+    /// The sha1 indexed for a path relative to the root, if any.
+    pub fn sha1_of(&self, rel: &Path) -> Option<Sha1Digest> {
+        self.shared.store.read().by_path.get(rel).map(|(s, _)| *s)
+    }
+
+    /// Opens the file's bytes for serving after checking size, mtime and
+    /// inode (and that it is still a regular file) against the index; a
+    /// changed file is dropped from the index, queued for rehash, and
+    /// `Ok(None)` is returned. Tries every path holding the content.
+    pub fn open_file(
+        &self,
+        sha1: &Sha1Digest,
+    ) -> std::io::Result<Option<(std::fs::File, Arc<FileEntry>)>> {
+        let Some(entry) = self.get(sha1) else {
+            return Ok(None);
+        };
+        let mut stale = Vec::new();
+        let mut last_err = None;
+        for (rel, indexed) in entry.locations() {
+            match hasher::open_regular(&self.shared.root.join(rel)) {
+                Ok((file, now)) if now.same_content_key(indexed) => {
+                    if !stale.is_empty() {
+                        self.drop_stale(sha1, &entry, &stale);
+                    }
+                    return Ok(Some((file, entry.clone())));
+                }
+                Ok(_) => stale.push(rel.to_path_buf()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
+                    ) =>
+                {
+                    stale.push(rel.to_path_buf())
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        self.drop_stale(sha1, &entry, &stale);
+        match last_err {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    fn drop_stale(&self, sha1: &Sha1Digest, entry: &FileEntry, stale: &[PathBuf]) {
+        if stale.is_empty() {
+            return;
+        }
+        {
+            let mut store = self.shared.store.write();
+            let mut delta = Delta::default();
+            for rel in stale {
+                let indexed = entry.locations().find(|(p, _)| *p == rel.as_path());
+                let current = store.by_path.get(rel).copied();
+                if let (Some((_, st)), Some((s, cur))) = (indexed, current) {
+                    if s == *sha1 && cur == *st {
+                        store.remove(rel, &mut delta);
+                    }
+                }
+            }
+            self.shared.commit(&mut store, delta);
+        }
+        for rel in stale {
+            log::info!(
+                "index: {} changed on disk since it was hashed; rehashing it",
+                rel.display()
+            );
+            let _ = self.ctl.send(worker::Ctl::Recheck(rel.clone()));
+        }
+    }
+
+    /// Change notifications: one [`IndexEvent`] per committed batch.
+    pub fn subscribe(&self) -> Receiver<IndexEvent> {
+        let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_BACKLOG);
+        self.shared.subscribers.lock().push(tx);
+        rx
+    }
+
+    /// Asks for a stat rescan of the whole dataset now (live or not).
+    pub fn rescan(&self) {
+        let _ = self.ctl.send(worker::Ctl::Rescan);
+    }
+
+    /// The canonical dataset directory.
+    pub fn root(&self) -> &Path {
+        &self.shared.root
+    }
+
+    /// Counters for progress and tests.
+    pub fn stats(&self) -> IndexStats {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        IndexStats {
+            files_hashed: l(&c.files_hashed),
+            bytes_hashed: l(&c.bytes_hashed),
+            bytes_read: l(&c.bytes_read),
+            files_reused: l(&c.files_reused),
+            files_queued: l(&c.files_queued),
+            bytes_queued: l(&c.bytes_queued),
+            unreadable: l(&c.unreadable),
+            scans: l(&c.scans),
+        }
+    }
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let _ = self.ctl.send(worker::Ctl::Stop);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("bug: the index thread panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Index>();
+    }
+}

@@ -1,0 +1,202 @@
+//! Listing the dataset: which paths are shared files, with their stat.
+//!
+//! Only `stat` and `readdir` here, no reads of file content. Skipped:
+//! the downloader's temporary files (`*.part`, `*.part.state`), hidden
+//! names (starting with `.`) unless asked for, sockets, FIFOs and devices,
+//! symlinks to directories, and symlinks that lead outside the root.
+//! A directory that cannot be read is reported back, not fatal.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::entry::FileStat;
+
+/// Suffix of a download in progress (see `fetch`).
+pub const PART_SUFFIX: &str = ".part";
+/// Suffix of the piece state kept next to a download in progress.
+pub const PART_STATE_SUFFIX: &str = ".part.state";
+
+/// What to skip while listing.
+#[derive(Debug, Clone)]
+pub struct WalkRules {
+    /// The dataset root, canonicalized.
+    pub root: PathBuf,
+    /// Index names starting with `.` too.
+    pub include_hidden: bool,
+    /// Absolute paths never indexed (the state directory if it is inside the root).
+    pub exclude: Vec<PathBuf>,
+}
+
+/// What a path turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A shared regular file (or a symlink to one inside the root).
+    File(FileStat),
+    /// A directory to descend into.
+    Dir,
+    /// Exists but is not shared.
+    Skipped,
+    /// Does not exist (any more).
+    Missing,
+}
+
+/// The result of listing a subtree.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Shared files, relative to the root.
+    pub files: Vec<(PathBuf, FileStat)>,
+    /// Directories that could not be read, relative to the root, with why.
+    pub errors: Vec<(PathBuf, io::Error)>,
+}
+
+/// True for names the index never shares, whatever their type.
+pub fn skip_name(name: &OsStr, include_hidden: bool) -> bool {
+    let b = name.as_bytes();
+    (!include_hidden && b.first() == Some(&b'.'))
+        || b.ends_with(PART_SUFFIX.as_bytes())
+        || b.ends_with(PART_STATE_SUFFIX.as_bytes())
+}
+
+impl WalkRules {
+    /// True if no component of `rel` is a skipped name.
+    pub fn rel_allowed(&self, rel: &Path) -> bool {
+        rel.components()
+            .all(|c| !skip_name(c.as_os_str(), self.include_hidden))
+            && !self
+                .exclude
+                .iter()
+                .any(|x| self.root.join(rel).starts_with(x))
+    }
+
+    /// Classifies `rel` (relative to the root) with `lstat`, following only
+    /// symlinks to regular files inside the root.
+    pub fn classify(&self, rel: &Path) -> io::Result<Kind> {
+        if !self.rel_allowed(rel) {
+            return Ok(Kind::Skipped);
+        }
+        let abs = self.root.join(rel);
+        let meta = match fs::symlink_metadata(&abs) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Kind::Missing),
+            Err(e) => return Err(e),
+        };
+        let ft = meta.file_type();
+        if ft.is_file() {
+            Ok(Kind::File(FileStat::of(&meta)))
+        } else if ft.is_dir() {
+            Ok(Kind::Dir)
+        } else if ft.is_symlink() {
+            Ok(self.follow_link(&abs))
+        } else {
+            log::debug!("index: skipping {} (not a regular file)", abs.display());
+            Ok(Kind::Skipped)
+        }
+    }
+
+    fn follow_link(&self, abs: &Path) -> Kind {
+        let target = match fs::canonicalize(abs) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Kind::Skipped,
+            Err(_) => return Kind::Skipped,
+        };
+        if !target.starts_with(&self.root) || self.exclude.iter().any(|x| target.starts_with(x)) {
+            log::debug!(
+                "index: skipping symlink {} leading outside the dataset",
+                abs.display()
+            );
+            return Kind::Skipped;
+        }
+        match fs::metadata(&target) {
+            Ok(m) if m.is_file() => Kind::File(FileStat::of(&m)),
+            _ => Kind::Skipped,
+        }
+    }
+
+    /// Lists every shared file under `rel` (the whole root for an empty path).
+    pub fn list(&self, rel: &Path) -> Listing {
+        let mut out = Listing::default();
+        match self.classify(rel) {
+            Ok(Kind::File(st)) => out.files.push((rel.to_path_buf(), st)),
+            Ok(Kind::Dir) => self.list_dir(rel, &mut out),
+            Ok(Kind::Skipped | Kind::Missing) => {}
+            Err(e) => out.errors.push((rel.to_path_buf(), e)),
+        }
+        out
+    }
+
+    fn list_dir(&self, rel: &Path, out: &mut Listing) {
+        let mut stack = vec![rel.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let rd = match fs::read_dir(self.root.join(&dir)) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    out.errors.push((dir, e));
+                    continue;
+                }
+            };
+            for item in rd {
+                let item = match item {
+                    Ok(i) => i,
+                    Err(e) => {
+                        out.errors.push((dir.clone(), e));
+                        break;
+                    }
+                };
+                let child = dir.join(item.file_name());
+                match self.classify(&child) {
+                    Ok(Kind::File(st)) => out.files.push((child, st)),
+                    Ok(Kind::Dir) => stack.push(child),
+                    Ok(Kind::Skipped | Kind::Missing) => {}
+                    Err(e) => out.errors.push((child, e)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_names() {
+        assert!(skip_name(OsStr::new("a.part"), true));
+        assert!(skip_name(OsStr::new("a.part.state"), true));
+        assert!(skip_name(OsStr::new(".hidden"), false));
+        assert!(!skip_name(OsStr::new(".hidden"), true));
+        assert!(!skip_name(OsStr::new("a.partial"), false));
+        assert!(!skip_name(OsStr::new("plain.txt"), false));
+    }
+
+    #[test]
+    fn lists_files_and_skips_links_outside_and_fifos() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("sub/deeper")).unwrap();
+        fs::write(root.join("a.txt"), b"a").unwrap();
+        fs::write(root.join("sub/deeper/b.txt"), b"b").unwrap();
+        fs::write(root.join("sub/c.part"), b"c").unwrap();
+        fs::write(root.join(".dot"), b"d").unwrap();
+        fs::write(outside.path().join("x"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x"), root.join("out-link")).unwrap();
+        std::os::unix::fs::symlink(root.join("a.txt"), root.join("in-link")).unwrap();
+        std::os::unix::fs::symlink(root.join("sub"), root.join("dir-link")).unwrap();
+        let rules = WalkRules {
+            root: root.clone(),
+            include_hidden: false,
+            exclude: vec![],
+        };
+        let mut names: Vec<_> = rules
+            .list(Path::new(""))
+            .files
+            .into_iter()
+            .map(|(p, _)| p.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.txt", "in-link", "sub/deeper/b.txt"]);
+    }
+}
