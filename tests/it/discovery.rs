@@ -28,8 +28,7 @@ fn serve_in(endpoints: &str, ttl: u64, dirs: Option<tempfile::TempDir>) -> TestP
     std::fs::create_dir_all(&dataset).unwrap();
     let ip = next_loopback_ip();
     let proc = PeerProcess::spawn(&[
-        "serve".to_string(),
-        "--dataset".into(),
+        "--dataset".to_string(),
         dataset.display().to_string(),
         "--state-dir".into(),
         state_dir.display().to_string(),
@@ -101,6 +100,18 @@ fn registration_is_visible_to_list_and_etcdctl_with_the_lease_ttl() {
     assert!(rec["started_at"].as_u64().unwrap() > 1_600_000_000);
     assert!(rec["name"].as_str().is_some_and(|n| !n.is_empty()));
     assert!(rec.get("index_gen").is_some());
+    // The advertised address answers the health check with the same id.
+    let health: Value = serde_json::from_str(
+        &ureq::get(format!("http://{addr}/v1/health"))
+            .call()
+            .expect("health answers")
+            .into_body()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["id"], id.as_str());
 
     // The reference tool sees the same key, attached to a lease of the configured TTL.
     let key = peer_key("piratebay", &id);
