@@ -541,3 +541,20 @@ fn cli_unreadable_file_is_skipped_with_exit_1() {
     assert_eq!(rows[0]["path"], "ok.txt");
     assert_eq!(err.matches("locked.txt").count(), 1, "one warning: {err}");
 }
+
+#[test]
+fn state_dir_inside_the_dataset_is_not_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put_old(root, "shared.txt", b"shared");
+    let mut o = opts(root);
+    o.state_dir = Some(root.join("state"));
+    drop(open_ready(o.clone()));
+    assert!(
+        fs::read_dir(root.join("state")).unwrap().count() > 0,
+        "cache written"
+    );
+    let index = open_ready(o);
+    let paths: Vec<PathBuf> = index.files().iter().flat_map(|e| e.paths.clone()).collect();
+    assert_eq!(paths, [PathBuf::from("shared.txt")]);
+}
