@@ -117,7 +117,7 @@ impl Client {
                         && is_token_error(&message) =>
                 {
                     log::info!("etcd auth token expired; authenticating again");
-                    *self.inner.token.lock() = None;
+                    self.invalidate_token();
                     reauthenticated = true;
                 }
                 Ok((_, resp)) => return Ok(resp),
@@ -161,6 +161,11 @@ impl Client {
         }
         *self.inner.token.lock() = Some(auth.token.clone());
         Ok(Some(auth.token))
+    }
+
+    /// Forgets the auth token, so the next request authenticates again.
+    pub(crate) fn invalidate_token(&self) {
+        *self.inner.token.lock() = None;
     }
 
     pub(crate) fn preferred_endpoint(&self) -> String {
@@ -273,7 +278,7 @@ fn is_unavailable(code: i64, message: &str) -> bool {
         || message.contains("request timed out")
 }
 
-fn is_token_error(message: &str) -> bool {
+pub(crate) fn is_token_error(message: &str) -> bool {
     message.contains("invalid auth token") || message.contains("user name is empty")
 }
 

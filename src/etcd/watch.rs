@@ -20,6 +20,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::json;
 
+use super::client::is_token_error;
 use super::codec::{b64, prefix_range_end, KeyValue, WatchLine};
 use super::{Client, Error, Result};
 
@@ -222,7 +223,14 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
             }
             match req.send(body.to_string().as_bytes()) {
                 Ok(resp) if resp.status() == 200 => return Ok(resp.into_body().into_reader()),
-                Ok(resp) => last = format!("{ep}: HTTP {}", resp.status()),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.into_body().read_to_string().unwrap_or_default();
+                    if is_token_error(&body) {
+                        self.client.invalidate_token();
+                    }
+                    last = format!("{ep}: HTTP {status}: {}", body.trim());
+                }
                 Err(e) => last = format!("{ep}: {e}"),
             }
         }
@@ -258,6 +266,9 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
                 }
             };
             if let Some(err) = parsed.error {
+                if is_token_error(&err.message) {
+                    self.client.invalidate_token();
+                }
                 log::debug!(
                     "watch on {}: {} (code {})",
                     self.prefix_str(),

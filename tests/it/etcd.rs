@@ -263,3 +263,196 @@ fn cluster_keeps_working_when_the_leader_dies() {
     cluster.restart(killed);
     cluster.wait_for_quorum(Duration::from_secs(10));
 }
+
+#[test]
+fn compacted_watch_resyncs_with_a_snapshot() {
+    let mut etcd = EtcdServer::new();
+    let c = client(&[etcd.endpoint()]);
+    c.put(b"/cw/a", b"1", None).unwrap();
+    let state = Arc::new(Mutex::new(
+        std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new(),
+    ));
+    let snapshots = Arc::new(Mutex::new(0usize));
+    // While `gate` is held by the test, the watch thread blocks in its callback.
+    let gate = Arc::new(Mutex::new(()));
+    let (st, sn, g) = (state.clone(), snapshots.clone(), gate.clone());
+    let _w = c
+        .watch_prefix(b"/cw/", move |ev| {
+            let _pass = g.lock().unwrap();
+            let mut st = st.lock().unwrap();
+            match ev {
+                WatchEvent::Snapshot { kvs, .. } => {
+                    *sn.lock().unwrap() += 1;
+                    st.clear();
+                    st.extend(kvs.into_iter().map(|kv| (kv.key, kv.value)));
+                }
+                WatchEvent::Put(kv) => {
+                    st.insert(kv.key, kv.value);
+                }
+                WatchEvent::Delete { key, .. } => {
+                    st.remove(&key);
+                }
+            }
+        })
+        .unwrap();
+    wait_until(Duration::from_secs(5), "first snapshot", || {
+        *snapshots.lock().unwrap() == 1
+    });
+    let held = gate.lock().unwrap();
+    c.put(b"/cw/b", b"2", None).unwrap(); // the watch thread blocks on this event
+    etcd.restart(); // the stream dies while the thread is blocked
+    c.put(b"/cw/c", b"3", None).unwrap();
+    c.delete(b"/cw/a").unwrap();
+    let rev = c.put(b"/cw/d", b"4", None).unwrap();
+    gateway_post(
+        &etcd.endpoint(),
+        "/v3/kv/compaction",
+        &serde_json::json!({ "revision": rev.to_string(), "physical": true }),
+    )
+    .unwrap();
+    drop(held);
+    // The reopened watch finds its revision compacted and takes a snapshot.
+    wait_until(Duration::from_secs(10), "resync snapshot", || {
+        *snapshots.lock().unwrap() >= 2
+    });
+    let expected: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = c
+        .get_prefix(b"/cw/")
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect();
+    wait_until(Duration::from_secs(5), "watch state equals etcd", || {
+        *state.lock().unwrap() == expected
+    });
+    assert_eq!(expected.len(), 3, "b, c, d");
+}
+
+/// An etcd with auth enabled: root, and a `piratebay` user whose role is
+/// limited to the `/piratebay/` prefix. Simple tokens expire after `ttl` s.
+fn etcd_with_auth(token_ttl: u64) -> EtcdServer {
+    let etcd = EtcdServer::with_args(&["--auth-token-ttl", &token_ttl.to_string()]);
+    let ep = etcd.endpoint();
+    etcdctl_ok(&ep, &["user", "add", "root:rootpw"]);
+    etcdctl_ok(&ep, &["user", "add", "piratebay:pbpw"]);
+    etcdctl_ok(&ep, &["role", "add", "pbrole"]);
+    etcdctl_ok(
+        &ep,
+        &[
+            "role",
+            "grant-permission",
+            "pbrole",
+            "--prefix=true",
+            "readwrite",
+            "/piratebay/",
+        ],
+    );
+    etcdctl_ok(&ep, &["user", "grant-role", "piratebay", "pbrole"]);
+    etcdctl_ok(&ep, &["auth", "enable"]);
+    etcd
+}
+
+fn auth_client(ep: &str, password: &str) -> Client {
+    let mut cfg = Config::new([ep.to_string()]);
+    cfg.user = Some("piratebay".into());
+    cfg.password = Some(password.into());
+    Client::new(cfg).unwrap()
+}
+
+#[test]
+fn auth_user_works_within_its_prefix_and_renews_expired_tokens() {
+    let etcd = etcd_with_auth(2);
+    let ep = etcd.endpoint();
+    let anonymous = client(&[ep.clone()]);
+    assert!(anonymous.get(b"/piratebay/x").is_err(), "auth is on");
+    let c = auth_client(&ep, "pbpw");
+    c.put(b"/piratebay/x", b"1", None).unwrap();
+    assert_eq!(c.get(b"/piratebay/x").unwrap().unwrap().value, b"1");
+    let denied = c.put(b"/elsewhere", b"1", None).unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    // Outlive the token (2 s simple-token TTL): nothing to poll, the token
+    // expires on the server's clock.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(
+        c.get(b"/piratebay/x").unwrap().unwrap().value,
+        b"1",
+        "token renewed silently"
+    );
+    let lease = c.lease_grant(5).unwrap();
+    c.put(b"/piratebay/leased", b"", Some(lease.id)).unwrap();
+}
+
+#[test]
+fn auth_wrong_password_is_one_clear_line() {
+    let etcd = etcd_with_auth(300);
+    let c = auth_client(&etcd.endpoint(), "wrong");
+    let err = c.get(b"/piratebay/x").unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("--etcd-password") && !msg.contains('\n'),
+        "{msg}"
+    );
+}
+
+#[test]
+fn auth_peer_registers_and_lists_with_user_and_password() {
+    let etcd = etcd_with_auth(2);
+    let ep = etcd.endpoint();
+    let dirs = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dirs.path().join("d")).unwrap();
+    let peer = PeerProcess::spawn_with_env(
+        &[
+            "--dataset".to_string(),
+            dirs.path().join("d").display().to_string(),
+            "--state-dir".into(),
+            dirs.path().join("s").display().to_string(),
+            "--listen".into(),
+            format!("{}:0", next_loopback_ip()),
+            "--etcd".into(),
+            ep.clone(),
+            "--ttl".into(),
+            "3".into(),
+        ],
+        &[
+            ("PIRATEBAY_ETCD_USER", "piratebay"),
+            ("PIRATEBAY_ETCD_PASSWORD", "pbpw"),
+        ],
+    );
+    let listed = || {
+        let out = cli(&[
+            "list",
+            "--json",
+            "--etcd",
+            &ep,
+            "--etcd-user",
+            "piratebay",
+            "--etcd-password",
+            "pbpw",
+        ]);
+        out.status.success() && stdout_text(&out).contains("\"addr\"")
+    };
+    wait_until(Duration::from_secs(10), "peer listed with auth", listed);
+    // Several token lifetimes later the peer is still registered (renewals re-authenticate).
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        listed(),
+        "peer lost after token expiry:\n{}",
+        peer.log_text()
+    );
+    let out = cli(&[
+        "list",
+        "--etcd",
+        &ep,
+        "--etcd-user",
+        "piratebay",
+        "--etcd-password",
+        "nope",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("authentication") && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
+}

@@ -184,6 +184,8 @@ pub struct EtcdServer {
     cluster_token: String,
     dir: TempDir,
     child: Option<Child>,
+    /// Extra flags for every start (e.g. `--auth-token-ttl`).
+    extra_args: Vec<String>,
 }
 
 impl EtcdServer {
@@ -191,9 +193,16 @@ impl EtcdServer {
     /// it is healthy (retrying with other ports if one was taken meanwhile).
     #[track_caller]
     pub fn new() -> Self {
+        Self::with_args(&[])
+    }
+
+    /// Like [`EtcdServer::new`] with extra etcd flags, kept across restarts.
+    #[track_caller]
+    pub fn with_args(args: &[&str]) -> Self {
         let mut last_err = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let mut s = Self::unstarted("solo", Ipv4Addr::LOCALHOST, None);
+            s.extra_args = args.iter().map(|a| a.to_string()).collect();
             s.spawn();
             match s.wait_started(START_TIMEOUT) {
                 Ok(()) => return s,
@@ -231,6 +240,7 @@ impl EtcdServer {
             cluster_token,
             dir,
             child: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -329,6 +339,7 @@ impl EtcdServer {
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             // No metrics/pprof listeners, no v2 API, small snapshots.
             .args(["--snapshot-count", "10000", "--enable-v2=false"])
+            .args(&self.extra_args)
             .env_remove("ETCD_DATA_DIR")
             .env_remove("ETCD_NAME")
             .stdin(Stdio::null())
