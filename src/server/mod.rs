@@ -29,7 +29,10 @@ mod error;
 mod handler;
 mod pool;
 
-pub use config::ServerConfig;
+pub use config::{
+    ServerConfig, DEFAULT_HEADER_DEADLINE, DEFAULT_IO_TIMEOUT, DEFAULT_KEEPALIVE_IDLE,
+    DEFAULT_MAX_REQUESTS_PER_CONNECTION, DEFAULT_QUEUE, DEFAULT_THREAD_NAME,
+};
 pub use error::ServerError;
 pub use pool::Server;
 

@@ -479,22 +479,19 @@ fn a_full_queue_answers_503_with_retry_after() {
     let config = ServerConfig {
         workers: 1,
         queue: 1,
-        keepalive_idle: Duration::from_secs(60),
+        write_timeout: Duration::from_secs(60),
         ..test_config("tbusy")
     };
     let fx = Fixture::start(config);
+    // Larger than what loopback socket buffers hold, so the worker blocks.
+    let (sha1, _) = fx.add_file("busy.bin", &data(32 * 1024 * 1024, 30));
     let good = b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n";
 
-    // The only worker answers, then idles on this kept-alive connection.
+    // The only worker is stuck sending to a client that stopped reading.
     let mut busy = connect(fx.addr());
-    busy.write_all(good).unwrap();
-    let mut received = Vec::new();
+    write!(busy, "GET /v1/files/{sha1} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut chunk = [0u8; 4096];
-    while parse_answer(&received, false).is_none() {
-        let n = std::io::Read::read(&mut busy, &mut chunk).unwrap();
-        assert!(n > 0);
-        received.extend_from_slice(&chunk[..n]);
-    }
+    assert!(std::io::Read::read(&mut busy, &mut chunk).unwrap() > 0);
     // This one fills the queue.
     let mut queued = connect(fx.addr());
     queued.write_all(good).unwrap();
@@ -512,4 +509,33 @@ fn a_full_queue_answers_503_with_retry_after() {
     let bytes = read_to_close(&mut queued);
     let (answer, _) = parse_answer(&bytes, false).expect("an answer to the queued request");
     assert_eq!(answer.status, 200);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_makes_room_for_a_waiting_one() {
+    let config = ServerConfig {
+        workers: 1,
+        keepalive_idle: Duration::from_secs(600),
+        ..test_config("tyield")
+    };
+    let fx = Fixture::start(config);
+    let good = b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut idle = connect(fx.addr());
+    idle.write_all(good).unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while parse_answer(&received, false).is_none() {
+        let n = std::io::Read::read(&mut idle, &mut chunk).unwrap();
+        assert!(n > 0);
+        received.extend_from_slice(&chunk[..n]);
+    }
+    // The only worker idles on `idle`; a new client must still be served
+    // (long before keepalive_idle), and the idle connection gets closed.
+    let answer = get(fx.addr(), "/v1/health");
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        read_to_close(&mut idle),
+        b"",
+        "the idle connection is closed without an answer"
+    );
 }
