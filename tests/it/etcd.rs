@@ -363,7 +363,7 @@ fn auth_client(ep: &str, password: &str) -> Client {
 fn auth_user_works_within_its_prefix_and_renews_expired_tokens() {
     let etcd = etcd_with_auth(2);
     let ep = etcd.endpoint();
-    let anonymous = client(&[ep.clone()]);
+    let anonymous = client(std::slice::from_ref(&ep));
     assert!(anonymous.get(b"/piratebay/x").is_err(), "auth is on");
     let c = auth_client(&ep, "pbpw");
     c.put(b"/piratebay/x", b"1", None).unwrap();
