@@ -8,4 +8,5 @@ mod etcd;
 mod fetch;
 mod fixtures;
 mod index;
+mod peer;
 mod server;

@@ -1,0 +1,133 @@
+//! A whole `serve` process: index, server and registration together.
+
+use std::time::Duration;
+
+use piratebay_sync::Sha1Digest;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn get(url: &str) -> Option<(u16, Vec<u8>)> {
+    let resp = ureq::get(url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .ok()?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .ok()?;
+    Some((status, body))
+}
+
+fn listed_record(ep: &str) -> Option<Value> {
+    let out = cli(&["list", "--json", "--etcd", ep]);
+    let peers: Vec<Value> = serde_json::from_str(&stdout_text(&out)).ok()?;
+    peers.into_iter().next()
+}
+
+#[test]
+fn serve_shares_its_dataset_and_publishes_the_index_generation() {
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let dirs = tempfile::tempdir().unwrap();
+    let dataset = dirs.path().join("dataset");
+    std::fs::create_dir_all(dataset.join("sub")).unwrap();
+    let first: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dataset.join("sub/first.bin"), &first).unwrap();
+    let peer = PeerProcess::spawn(&[
+        "--dataset".to_string(),
+        dataset.display().to_string(),
+        "--state-dir".into(),
+        dirs.path().join("state").display().to_string(),
+        "--listen".into(),
+        format!("{}:0", next_loopback_ip()),
+        "--etcd".into(),
+        ep.clone(),
+        "--ttl".into(),
+        "5".into(),
+    ]);
+    let rec = wait_for(
+        Duration::from_secs(10),
+        "peer registered with an index",
+        || listed_record(&ep).filter(|r| r["index_gen"].as_u64().unwrap_or(0) > 0),
+    );
+    let addr = rec["addr"].as_str().unwrap().to_string();
+    let sha = Sha1Digest::of(&first);
+    let (status, body) = wait_for(Duration::from_secs(10), "file served", || {
+        get(&format!("http://{addr}/v1/files/{sha}")).filter(|(s, _)| *s == 200)
+    });
+    assert_eq!(status, 200);
+    assert_eq!(Sha1Digest::of(&body), sha);
+    let (_, list) = get(&format!("http://{addr}/v1/files")).unwrap();
+    let list: Value = serde_json::from_slice(&list).unwrap();
+    assert_eq!(list["files"][0]["name"], "first.bin");
+    assert_eq!(list["files"][0]["size"], 300_000);
+
+    // etcd catches up with the generation the peer serves...
+    let gen1 = list["generation"].as_u64().unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "served generation published in etcd",
+        || listed_record(&ep).is_some_and(|r| r["index_gen"].as_u64() == Some(gen1)),
+    );
+    // ...and a new file changes it.
+    let second = b"second file".to_vec();
+    std::fs::write(dataset.join("second.txt"), &second).unwrap();
+    wait_until(Duration::from_secs(5), "new index_gen in etcd", || {
+        listed_record(&ep).is_some_and(|r| r["index_gen"].as_u64().unwrap_or(0) > gen1)
+    });
+    let url = format!("http://{addr}/v1/files/{}", Sha1Digest::of(&second));
+    let (status, body) = wait_for(Duration::from_secs(5), "second file served", || {
+        get(&url).filter(|(s, _)| *s == 200)
+    });
+    assert_eq!((status, body), (200, second));
+    assert!(
+        peer.log_text().contains("GET /v1/files"),
+        "access log:\n{}",
+        peer.log_text()
+    );
+}
+
+#[test]
+fn serve_refuses_a_missing_dataset_with_one_line() {
+    let dirs = tempfile::tempdir().unwrap();
+    let missing = dirs.path().join("nope");
+    let out = cli(&[
+        "serve",
+        "--dataset",
+        missing.to_str().unwrap(),
+        "--state-dir",
+        dirs.path().join("s").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_text(&out);
+    assert!(err.contains("nope") && err.contains("mkdir -p"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn bad_flags_are_one_clear_line_not_a_panic() {
+    for args in [
+        vec!["serve", "--listen", "not-an-addr"],
+        vec!["serve", "--ttl", "-3"],
+        vec!["serve", "--advertise", "0.0.0.0:7070"],
+        vec!["list", "--etcd", ","],
+    ] {
+        let out = cli(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr_text(&out) + &stdout_text(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.trim_end().lines().count() <= 3, "{args:?}: {err}");
+        assert!(
+            !err.lines().next().unwrap_or_default().is_empty(),
+            "{args:?}: {err}"
+        );
+    }
+}
