@@ -186,6 +186,7 @@ impl Client {
         let eps = &self.inner.cfg.endpoints;
         let start = self.inner.preferred.load(Ordering::Relaxed);
         let mut last = String::new();
+        let mut tls_failure = None;
         for k in 0..eps.len() {
             let i = (start + k) % eps.len();
             let ep = &eps[i];
@@ -216,9 +217,18 @@ impl Client {
                 }
                 Err(e) => {
                     log::debug!("etcd {ep}{path}: {e}; trying the next endpoint");
+                    if is_tls_failure(&e) {
+                        tls_failure = Some(Error::Tls {
+                            endpoint: ep.clone(),
+                            reason: e.to_string().trim_start_matches("io: ").to_string(),
+                        });
+                    }
                     last = format!("{ep}: {e}");
                 }
             }
+        }
+        if let Some(tls) = tls_failure {
+            return Err(tls);
         }
         Err(Error::Unreachable {
             endpoints: eps.join(","),
@@ -268,6 +278,16 @@ fn post_one(
         }),
         _ => Ok(Answer::Status(status)),
     }
+}
+
+/// Whether a transport error is a failed TLS handshake (rustls reports
+/// certificate problems through an io error).
+fn is_tls_failure(e: &ureq::Error) -> bool {
+    if matches!(e, ureq::Error::Tls(_)) {
+        return true;
+    }
+    let text = e.to_string();
+    text.contains("certificate") || text.contains("TLS") || text.contains("handshake")
 }
 
 fn is_unavailable(code: i64, message: &str) -> bool {

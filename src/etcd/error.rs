@@ -15,6 +15,18 @@ pub enum Error {
         /// The last transport error.
         last: String,
     },
+    /// A TLS handshake failed: the certificate is not trusted or not valid
+    /// for the endpoint.
+    #[error(
+        "TLS to {endpoint} failed ({reason}); if etcd uses its own CA, pass its certificate \
+         with --etcd-ca FILE (PIRATEBAY_ETCD_CA)"
+    )]
+    Tls {
+        /// The endpoint.
+        endpoint: String,
+        /// rustls' reason (e.g. invalid peer certificate: UnknownIssuer).
+        reason: String,
+    },
     /// etcd answered with an error of its own.
     #[error("etcd at {endpoint} refused {path}: {message} (code {code})")]
     Etcd {
@@ -65,7 +77,7 @@ pub enum Error {
 impl Error {
     /// True when no endpoint could be reached (as opposed to etcd refusing).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Error::Unreachable { .. })
+        matches!(self, Error::Unreachable { .. } | Error::Tls { .. })
     }
 }
 

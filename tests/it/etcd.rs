@@ -460,3 +460,74 @@ fn auth_peer_registers_and_lists_with_user_and_password() {
         "{err}"
     );
 }
+
+#[test]
+fn https_endpoint_with_the_test_ca() {
+    let certs = TestCerts::generate();
+    let etcd = EtcdServer::with_tls(&certs);
+    let ep = etcd.endpoint();
+    assert!(ep.starts_with("https://"));
+    let mut cfg = Config::new([ep.clone()]);
+    cfg.ca_file = Some(certs.ca.clone());
+    let c = Client::new(cfg).unwrap();
+    c.put(b"/piratebay/tls", b"ok", None).unwrap();
+    assert_eq!(c.get(b"/piratebay/tls").unwrap().unwrap().value, b"ok");
+
+    // A peer and `list` given the CA work end to end.
+    let dirs = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dirs.path().join("d")).unwrap();
+    let ca = certs.ca.display().to_string();
+    let _peer = PeerProcess::spawn(&[
+        "--dataset".to_string(),
+        dirs.path().join("d").display().to_string(),
+        "--state-dir".into(),
+        dirs.path().join("s").display().to_string(),
+        "--listen".into(),
+        format!("{}:0", next_loopback_ip()),
+        "--etcd".into(),
+        ep.clone(),
+        "--etcd-ca".into(),
+        ca.clone(),
+    ]);
+    wait_until(Duration::from_secs(10), "peer listed over https", || {
+        let out = cli(&["list", "--json", "--etcd", &ep, "--etcd-ca", &ca]);
+        out.status.success() && stdout_text(&out).contains("\"addr\"")
+    });
+}
+
+#[test]
+fn https_endpoint_with_an_untrusted_certificate_is_refused_clearly() {
+    let certs = TestCerts::generate();
+    let etcd = EtcdServer::with_tls(&certs);
+    let ep = etcd.endpoint();
+    for ca in [None, Some(certs.other_ca.display().to_string())] {
+        let mut args = vec!["list", "--etcd", &ep];
+        if let Some(ca) = &ca {
+            args.extend(["--etcd-ca", ca]);
+        }
+        let out = cli(&args);
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr_text(&out);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("certificate") && err.contains("--etcd-ca"),
+            "{err}"
+        );
+    }
+    // A CA file that is not PEM is a configuration error, named.
+    let junk = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(junk.path(), "not a certificate").unwrap();
+    let out = cli(&[
+        "list",
+        "--etcd",
+        &ep,
+        "--etcd-ca",
+        junk.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr_text(&out).contains("holds no certificate"),
+        "{}",
+        stderr_text(&out)
+    );
+}

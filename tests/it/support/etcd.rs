@@ -186,6 +186,8 @@ pub struct EtcdServer {
     child: Option<Child>,
     /// Extra flags for every start (e.g. `--auth-token-ttl`).
     extra_args: Vec<String>,
+    /// Serve clients over https with these certificates.
+    tls: Option<super::tls::TestCerts>,
 }
 
 impl EtcdServer {
@@ -199,10 +201,23 @@ impl EtcdServer {
     /// Like [`EtcdServer::new`] with extra etcd flags, kept across restarts.
     #[track_caller]
     pub fn with_args(args: &[&str]) -> Self {
+        Self::configured(args, None)
+    }
+
+    /// A single member serving clients over `https://` with `certs`
+    /// (a server certificate for 127.0.0.1 signed by the test CA).
+    #[track_caller]
+    pub fn with_tls(certs: &super::tls::TestCerts) -> Self {
+        Self::configured(&[], Some(certs.clone()))
+    }
+
+    #[track_caller]
+    fn configured(args: &[&str], tls: Option<super::tls::TestCerts>) -> Self {
         let mut last_err = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let mut s = Self::unstarted("solo", Ipv4Addr::LOCALHOST, None);
             s.extra_args = args.iter().map(|a| a.to_string()).collect();
+            s.tls = tls.clone();
             s.spawn();
             match s.wait_started(START_TIMEOUT) {
                 Ok(()) => return s,
@@ -241,12 +256,14 @@ impl EtcdServer {
             dir,
             child: None,
             extra_args: Vec::new(),
+            tls: None,
         }
     }
 
     /// `http://127.0.0.1:<client port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}:{}", self.ip, self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.ip, self.client_port)
     }
 
     /// `http://127.0.0.1:<peer port>`.
@@ -298,7 +315,10 @@ impl EtcdServer {
 
     /// True when the member answers `/health` with true.
     pub fn is_healthy(&self) -> bool {
-        is_healthy(&self.endpoint())
+        match &self.tls {
+            None => is_healthy(&self.endpoint()),
+            Some(t) => t.is_healthy(&self.endpoint()),
+        }
     }
 
     fn spawn(&mut self) {
@@ -340,6 +360,14 @@ impl EtcdServer {
             // No metrics/pprof listeners, no v2 API, small snapshots.
             .args(["--snapshot-count", "10000", "--enable-v2=false"])
             .args(&self.extra_args)
+            .args(self.tls.iter().flat_map(|t| {
+                [
+                    "--cert-file".to_string(),
+                    t.server_cert.display().to_string(),
+                    "--key-file".to_string(),
+                    t.server_key.display().to_string(),
+                ]
+            }))
             .env_remove("ETCD_DATA_DIR")
             .env_remove("ETCD_NAME")
             .stdin(Stdio::null())

@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod log;
 pub mod net;
 pub mod process;
+pub mod tls;
 pub mod wait;
 
 pub use bin::{bin_path, cli, cli_with, command, stderr_text, stdout_text, PeerProcess};
@@ -20,4 +21,5 @@ pub use etcd::{
 pub use log::init_test_log;
 pub use net::{free_addr, free_port, next_loopback_ip};
 pub use process::{run_with_timeout, send_signal, tail, wait_timeout, DEFAULT_TIMEOUT};
+pub use tls::TestCerts;
 pub use wait::{try_wait_for, wait_for, wait_until};
