@@ -396,3 +396,31 @@ fn serve_without_etcd_keeps_retrying_and_registers_when_it_appears() {
     etcd.start();
     wait_listed(&ep, &id, Duration::from_secs(10));
 }
+
+#[test]
+fn cluster_leader_killed_then_another_member_restarted_peer_stays_registered() {
+    let mut cluster = EtcdCluster::new();
+    let eps = cluster.endpoints_csv();
+    let peer = serve(&eps, 5);
+    let id = peer.id();
+    wait_listed(&eps, &id, Duration::from_secs(10));
+    let leader = cluster.kill_leader();
+    cluster.wait_for_leader(Duration::from_secs(10));
+    // With two of three members up there is a quorum: list answers and has the peer.
+    wait_listed(&eps, &id, Duration::from_secs(3));
+    // Restart another member: a short loss of quorum, then two members again.
+    let other = (0..3).find(|&i| i != leader).unwrap();
+    cluster.restart(other);
+    cluster.wait_for_leader(Duration::from_secs(10));
+    wait_listed(&eps, &id, Duration::from_secs(3));
+    // The old leader comes back too; the peer is still there, on its first lease.
+    cluster.restart(leader);
+    cluster.wait_for_quorum(Duration::from_secs(10));
+    let rec = wait_listed(&eps, &id, Duration::from_secs(3));
+    assert!(
+        !peer.proc.log_text().contains("registering again"),
+        "the lease survived the member restarts:\n{}",
+        peer.proc.log_text()
+    );
+    assert!(rec["lease"].as_i64().unwrap_or(0) != 0);
+}
