@@ -36,30 +36,29 @@ pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
 
 /// Deserializes an int64 sent as a JSON string (or, leniently, a number).
 pub fn de_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Int<'a> {
-        Num(i64),
-        Str(&'a str),
-        Owned(String),
-    }
-    match Int::deserialize(d)? {
-        Int::Num(n) => Ok(n),
-        Int::Str(s) => s.parse().map_err(serde::de::Error::custom),
-        Int::Owned(s) => s.parse().map_err(serde::de::Error::custom),
-    }
+    de_int(d)
 }
 
 /// Deserializes a uint64 sent as a JSON string (or a number).
 pub fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    de_int(d)
+}
+
+/// An integer from a JSON string of digits or a JSON number; never through a float.
+fn de_int<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Int<'a> {
-        Num(u64),
+    enum Int<'a, T> {
+        Num(T),
         Str(&'a str),
         Owned(String),
     }
-    match Int::deserialize(d)? {
+    match Int::<T>::deserialize(d)? {
         Int::Num(n) => Ok(n),
         Int::Str(s) => s.parse().map_err(serde::de::Error::custom),
         Int::Owned(s) => s.parse().map_err(serde::de::Error::custom),

@@ -158,14 +158,9 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
                         rev + 1
                     }
                     Err(e) => {
-                        if !failing {
-                            log::warn!("watch on {}: {e}; retrying", self.prefix_str());
-                            failing = true;
-                        }
-                        if self.pause(backoff) {
+                        if self.failed(&e, &mut failing, &mut backoff) {
                             return;
                         }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
                         continue;
                     }
                 },
@@ -183,17 +178,26 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
                     }
                 }
                 Err(e) => {
-                    if !failing {
-                        log::warn!("watch on {}: {e}; retrying", self.prefix_str());
-                        failing = true;
-                    }
-                    if self.pause(backoff) {
+                    if self.failed(&e, &mut failing, &mut backoff) {
                         return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
+    }
+
+    /// Logs the first failure of a run, waits out the backoff and doubles
+    /// it. Returns true when the watch is being stopped.
+    fn failed(&self, e: &Error, failing: &mut bool, backoff: &mut Duration) -> bool {
+        if !*failing {
+            log::warn!("watch on {}: {e}; retrying", self.prefix_str());
+            *failing = true;
+        }
+        if self.pause(*backoff) {
+            return true;
+        }
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        false
     }
 
     fn prefix_str(&self) -> String {
