@@ -6,5 +6,6 @@ mod support;
 mod discovery;
 mod etcd;
 mod fetch;
+mod fixtures;
 mod index;
 mod server;

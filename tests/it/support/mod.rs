@@ -1,2 +1,23 @@
 //! Test fixtures: real etcd processes, temp dirs, the real binary.
+//!
+//! Everything a test module needs is re-exported here:
+//! `use crate::support::*;` or name the items one by one.
 #![allow(dead_code)] // each test module uses a different part of the fixtures
+#![allow(unused_imports)] // the re-exports below are for the other test modules
+
+pub mod bin;
+pub mod etcd;
+pub mod log;
+pub mod net;
+pub mod process;
+pub mod wait;
+
+pub use bin::{bin_path, cli, cli_with, command, stderr_text, stdout_text, PeerProcess};
+pub use etcd::{
+    etcd_bin, etcdctl, etcdctl_bin, etcdctl_ok, gateway_get, gateway_post, gateway_put, is_healthy,
+    member_status, EtcdCluster, EtcdServer,
+};
+pub use log::init_test_log;
+pub use net::{free_addr, free_port, next_loopback_ip};
+pub use process::{run_with_timeout, send_signal, tail, wait_timeout, DEFAULT_TIMEOUT};
+pub use wait::{try_wait_for, wait_for, wait_until};
