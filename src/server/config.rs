@@ -1,0 +1,108 @@
+//! [`ServerConfig`]: every limit and timeout of the peer server, in one
+//! value built once and cloned into each thread.
+
+use std::time::Duration;
+
+/// Default time a single socket read or write may block.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default total time allowed to receive one request head.
+pub const DEFAULT_HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// Default time a kept-alive connection may sit idle between requests.
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+/// Default number of requests served on one connection before it is closed.
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: usize = 1000;
+/// Default capacity of the queue between the accept loop and the workers.
+pub const DEFAULT_QUEUE: usize = 64;
+/// Default prefix of the server's thread names.
+pub const DEFAULT_THREAD_NAME: &str = "pb-http";
+
+/// How the peer server runs. `Default` gives production values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Worker threads, each serving one connection at a time
+    /// (default: 4 x available parallelism).
+    pub workers: usize,
+    /// Accepted connections waiting for a worker; when full, new connections
+    /// get `503` with `Retry-After: 1` from the accept thread.
+    pub queue: usize,
+    /// Longest a single read from a client may block.
+    pub read_timeout: Duration,
+    /// Longest a single write to a client may block (a stalled reader of a
+    /// large body is dropped after this).
+    pub write_timeout: Duration,
+    /// Total time to receive a request head, from the first byte (or from
+    /// the worker taking the connection), however slowly it drips in.
+    pub header_deadline: Duration,
+    /// Longest a kept-alive connection may wait for its next request.
+    pub keepalive_idle: Duration,
+    /// Requests served on one connection before closing it.
+    pub max_requests_per_connection: usize,
+    /// Prefix of thread names: `<prefix>-accept`, `<prefix>-w<i>`. Linux
+    /// shows at most 15 bytes of a thread name, so keep it short.
+    pub thread_name: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            workers: 4 * cores,
+            queue: DEFAULT_QUEUE,
+            read_timeout: DEFAULT_IO_TIMEOUT,
+            write_timeout: DEFAULT_IO_TIMEOUT,
+            header_deadline: DEFAULT_HEADER_DEADLINE,
+            keepalive_idle: DEFAULT_KEEPALIVE_IDLE,
+            max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+            thread_name: DEFAULT_THREAD_NAME.to_owned(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Refuses values the server cannot run with.
+    pub(crate) fn validate(&self) -> Result<(), &'static str> {
+        if self.workers == 0 {
+            return Err("workers must be at least 1");
+        }
+        if self.max_requests_per_connection == 0 {
+            return Err("max_requests_per_connection must be at least 1");
+        }
+        let timeouts = [
+            self.read_timeout,
+            self.write_timeout,
+            self.header_deadline,
+            self.keepalive_idle,
+        ];
+        if timeouts.iter().any(Duration::is_zero) {
+            return Err("timeouts must be longer than zero");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_scales_with_cores() {
+        let config = ServerConfig::default();
+        assert_eq!(config.validate(), Ok(()));
+        assert!(config.workers >= 4);
+        assert_eq!(config.workers % 4, 0);
+    }
+
+    #[test]
+    fn zero_values_are_refused() {
+        let zero_workers = ServerConfig {
+            workers: 0,
+            ..ServerConfig::default()
+        };
+        assert!(zero_workers.validate().is_err());
+        let zero_timeout = ServerConfig {
+            write_timeout: Duration::ZERO,
+            ..ServerConfig::default()
+        };
+        assert!(zero_timeout.validate().is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! [`ServerError`]: why a server could not start.
+
+use std::net::SocketAddr;
+
+/// Why [`Server::bind`](super::Server::bind) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration cannot work.
+    #[error("invalid server config: {0}")]
+    Config(&'static str),
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}; is another process using the port?")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The bound address could not be read back.
+    #[error("cannot read the listening address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// A thread could not be started.
+    #[error("cannot start thread {name}: {source}; lower the worker count")]
+    SpawnThread {
+        /// The thread's name.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}

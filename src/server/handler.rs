@@ -1,0 +1,196 @@
+//! What to answer: a parsed request in, a [`Response`] out (a head and a
+//! body to send). Asks the [`FileSource`] and nothing else; the connection
+//! module does the socket I/O.
+
+use std::fs::File;
+
+use serde::Serialize;
+
+use super::FileSource;
+use crate::http::conditional::{if_range_matches, none_match};
+use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
+use crate::http::response::content_disposition;
+use crate::http::route::{self, Route, ALLOW};
+use crate::http::{Method, RequestHead, ResponseHead, Status};
+use crate::Sha1Digest;
+
+const CONTENT_TYPE_JSON: &str = "application/json";
+const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
+const CONTENT_TYPE_BYTES: &str = "application/octet-stream";
+
+/// The body of a response.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// No body (304).
+    Empty,
+    /// A small body built in memory (JSON, error reasons).
+    Bytes(Vec<u8>),
+    /// `len` bytes of `file` from `start`, sent zero-copy.
+    File {
+        /// The open file.
+        file: File,
+        /// First byte.
+        start: u64,
+        /// Bytes to send.
+        len: u64,
+    },
+}
+
+/// A response: its head (without `Connection`/`Date`, which the connection
+/// adds) and its body.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub head: ResponseHead,
+    pub body: Body,
+}
+
+impl Response {
+    /// A `4xx`/`5xx` with a one-line plain-text reason.
+    pub(crate) fn error(status: Status, reason: &str) -> Self {
+        let mut line: String = reason.chars().filter(|c| !c.is_control()).collect();
+        line.push('\n');
+        Self::bytes(
+            ResponseHead::new(status).header("Content-Type", CONTENT_TYPE_TEXT),
+            line.into_bytes(),
+        )
+    }
+
+    fn bytes(head: ResponseHead, body: Vec<u8>) -> Self {
+        Self {
+            head: head.header("Content-Length", body.len().to_string()),
+            body: Body::Bytes(body),
+        }
+    }
+
+    fn json(value: &impl Serialize, etag: Option<String>) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => {
+                let mut head =
+                    ResponseHead::new(Status::OK).header("Content-Type", CONTENT_TYPE_JSON);
+                if let Some(etag) = etag {
+                    head = head.header("ETag", etag);
+                }
+                Self::bytes(head, body)
+            }
+            Err(e) => {
+                log::error!("bug: cannot encode a json body: {e}");
+                Self::error(Status::INTERNAL_SERVER_ERROR, "cannot encode the answer")
+            }
+        }
+    }
+
+    fn not_modified(etag: String) -> Self {
+        Self {
+            head: ResponseHead::new(Status::NOT_MODIFIED).header("ETag", etag),
+            body: Body::Empty,
+        }
+    }
+}
+
+/// The answer to `request`.
+pub(crate) fn handle(request: &RequestHead, source: &dyn FileSource) -> Response {
+    let route = match route::route(&request.method, &request.target) {
+        Ok(route) => route,
+        Err(e) => {
+            let mut response = Response::error(e.status(), &e.to_string());
+            if e.status() == Status::METHOD_NOT_ALLOWED {
+                response.head = response.head.header("Allow", ALLOW);
+            }
+            return response;
+        }
+    };
+    match route {
+        Route::Health => Response::json(&source.health(), None),
+        Route::FileList => file_list(request, source),
+        Route::Pieces(sha1) => match source.pieces(&sha1) {
+            Some(pieces) => Response::json(&pieces, None),
+            None => not_served(&sha1),
+        },
+        Route::File(sha1) => file(request, source, &sha1),
+    }
+}
+
+fn not_served(sha1: &Sha1Digest) -> Response {
+    Response::error(
+        Status::NOT_FOUND,
+        &format!("file {sha1} is not served here: ask another peer"),
+    )
+}
+
+fn file_list(request: &RequestHead, source: &dyn FileSource) -> Response {
+    let current = format!("\"{}\"", source.generation());
+    if none_match(request.header_values("if-none-match"), &current) {
+        return Response::not_modified(current);
+    }
+    let list = source.file_list();
+    let etag = format!("\"{}\"", list.generation);
+    Response::json(&list, Some(etag))
+}
+
+fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Response {
+    let opened = match source.open(sha1) {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return not_served(sha1),
+        Err(e) => {
+            log::error!("cannot open file {sha1}: {e}");
+            return Response::error(
+                Status::INTERNAL_SERVER_ERROR,
+                &format!("cannot open file {sha1} on this peer: ask another peer"),
+            );
+        }
+    };
+    let etag = format!("\"{sha1}\"");
+    if none_match(request.header_values("if-none-match"), &etag) {
+        return Response::not_modified(etag);
+    }
+    let size = opened.size;
+    // RFC 9110 section 14.2: Range applies to GET only; If-Range guards it.
+    let range_header = match request.method {
+        Method::Get => request.single_header("range").filter(|_| {
+            request
+                .single_header("if-range")
+                .is_none_or(|v| if_range_matches(v, &etag))
+        }),
+        _ => None,
+    };
+    let selection = range::select(range_header, size);
+    let head = |status| {
+        ResponseHead::new(status)
+            .header("Accept-Ranges", "bytes")
+            .header("ETag", etag.clone())
+    };
+    let (head, start, len) = match selection {
+        RangeSelection::Full => (head(Status::OK), 0, size),
+        RangeSelection::Partial(r) => (
+            head(Status::PARTIAL_CONTENT).header("Content-Range", r.content_range(size)),
+            r.start,
+            r.len(),
+        ),
+        RangeSelection::Unsatisfiable => {
+            let mut response = Response::error(
+                Status::RANGE_NOT_SATISFIABLE,
+                &format!("range not satisfiable: the file has {size} bytes"),
+            );
+            response.head = response
+                .head
+                .header("Content-Range", unsatisfiable_content_range(size))
+                .header("Accept-Ranges", "bytes");
+            return response;
+        }
+    };
+    let head = head
+        .header("Content-Type", CONTENT_TYPE_BYTES)
+        .header(
+            "Content-Disposition",
+            content_disposition(&opened.name, &sha1.to_hex()),
+        )
+        .header("Content-Length", len.to_string());
+    Response {
+        head,
+        body: Body::File {
+            file: opened.file,
+            start,
+            len,
+        },
+    }
+}
