@@ -3,8 +3,9 @@
 //! Every connection pulls the lowest missing piece when it is free, so a
 //! fast peer simply does more pieces. When nothing is left to hand out but
 //! pieces are still in flight (endgame), a free connection of another
-//! holder fetches one of them too, at most `max_dup` copies at once, the
-//! one with the fewest fetchers first: the first verified copy is written
+//! holder fetches one of them too, once it has been in flight for twice the
+//! average piece time (so a small file is not fetched twice for nothing),
+//! at most `max_dup` copies at once, the one with the fewest fetchers first: the first verified copy is written
 //! ([`Scheduler::claim`]), the others see [`Scheduler::is_done`] between
 //! reads and give up. A slow holder therefore never sets the finishing time.
 //!
@@ -16,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -43,10 +44,20 @@ struct State {
     pieces: Vec<PieceState>,
     /// Holders (by slot index) fetching each piece.
     fetchers: Vec<Vec<usize>>,
+    /// When each piece was first handed out (its current fetch).
+    started: Vec<Option<Instant>>,
     queue: VecDeque<usize>,
     remaining: usize,
     dirty: bool,
+    /// Moving average of the time a piece takes, once one arrived.
+    piece_time: Option<Duration>,
 }
+
+/// How long a piece must be in flight before a second copy is asked for,
+/// before any piece arrived.
+const FIRST_STEAL_AFTER: Duration = Duration::from_millis(500);
+/// Shortest wait before a second copy.
+const MIN_STEAL_AFTER: Duration = Duration::from_millis(50);
 
 /// The shared piece state of one download round.
 pub(crate) struct Scheduler {
@@ -76,9 +87,11 @@ impl Scheduler {
             state: Mutex::new(State {
                 remaining: queue.len(),
                 fetchers: vec![Vec::new(); done.len()],
+                started: vec![None; done.len()],
                 pieces,
                 queue,
                 dirty: false,
+                piece_time: None,
             }),
             changed: Condvar::new(),
             done: done.iter().map(|&d| AtomicBool::new(d)).collect(),
@@ -96,11 +109,16 @@ impl Scheduler {
         if let Some(i) = s.queue.pop_front() {
             s.pieces[i] = PieceState::InFlight;
             s.fetchers[i].push(holder);
+            s.started[i] = Some(Instant::now());
             return Next::Piece(i);
         }
-        // Endgame: help with an in-flight piece this holder is not fetching.
+        // Endgame: help with a slow in-flight piece this holder is not fetching.
+        let steal_after = s
+            .piece_time
+            .map_or(FIRST_STEAL_AFTER, |t| (t * 2).max(MIN_STEAL_AFTER));
         let candidate = (0..s.pieces.len())
             .filter(|&i| s.pieces[i] == PieceState::InFlight)
+            .filter(|&i| s.started[i].is_some_and(|t| t.elapsed() >= steal_after))
             .filter(|&i| s.fetchers[i].len() < self.max_dup && !s.fetchers[i].contains(&holder))
             .min_by_key(|&i| (s.fetchers[i].len(), i));
         match candidate {
@@ -130,6 +148,10 @@ impl Scheduler {
     pub fn written(&self, i: usize, len: u64, holder: usize) {
         let mut s = self.state.lock();
         if s.pieces[i] != PieceState::Done {
+            if let Some(t) = s.started[i] {
+                let took = t.elapsed();
+                s.piece_time = Some(s.piece_time.map_or(took, |avg| (avg * 7 + took) / 8));
+            }
             s.pieces[i] = PieceState::Done;
             s.remaining -= 1;
             s.dirty = true;
@@ -147,6 +169,7 @@ impl Scheduler {
         remove(&mut s.fetchers[i], holder);
         if s.pieces[i] == PieceState::InFlight && s.fetchers[i].is_empty() {
             s.pieces[i] = PieceState::Missing;
+            s.started[i] = None;
             s.queue.push_front(i);
         }
         drop(s);
@@ -219,10 +242,25 @@ mod tests {
         assert_eq!(s.next(1), Next::Piece(3));
     }
 
+    /// Pretends piece `i` has been in flight for a long time.
+    fn age(s: &Scheduler, i: usize) {
+        s.state.lock().started[i] = Instant::now().checked_sub(Duration::from_secs(5));
+    }
+
+    #[test]
+    fn endgame_waits_before_asking_a_second_copy() {
+        let s = Scheduler::new(&[false], 0, 2);
+        assert_eq!(s.next(0), Next::Piece(0));
+        assert_eq!(s.next(1), Next::Wait);
+        age(&s, 0);
+        assert_eq!(s.next(1), Next::Piece(0));
+    }
+
     #[test]
     fn endgame_duplicates_across_holders_and_first_copy_wins() {
         let s = Scheduler::new(&[false], 0, 2);
         assert_eq!(s.next(0), Next::Piece(0));
+        age(&s, 0);
         // Same holder gets no duplicate; another holder does.
         assert_eq!(s.next(0), Next::Wait);
         assert_eq!(s.next(1), Next::Piece(0));
@@ -245,6 +283,7 @@ mod tests {
         let s = Scheduler::new(&[false, false], 0, 2);
         assert_eq!(s.next(0), Next::Piece(0));
         assert_eq!(s.next(0), Next::Piece(1));
+        age(&s, 0);
         assert_eq!(s.next(1), Next::Piece(0));
         s.release(0, 1);
         // Piece 0 is still fetched by holder 0: not queued again.

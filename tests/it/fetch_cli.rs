@@ -1,0 +1,1 @@
+//! CLI-level tests of `files` and `get` (real processes).
