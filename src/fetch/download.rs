@@ -76,6 +76,11 @@ pub fn download(
         });
     }
 
+    log::debug!(
+        "{} piece list(s) after {:.3}s",
+        known.groups.len(),
+        started.elapsed().as_secs_f64()
+    );
     let part_path = part_path(&opts.output);
     let state_path = state_path(&opts.output);
     let output_err = |path: &Path| {
@@ -143,9 +148,14 @@ pub fn download(
                 failed.push(format!("{}: {reason}", slot.holder));
             }
         }
+        log::debug!(
+            "round {g} over after {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         match outcome {
             Outcome::Complete(digest) if digest == sha1 => {
                 finish(&part, &part_path, &opts.output, &state_path)?;
+                log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                 summary.bytes = list.size;
                 summary.bytes_received = received.load(Ordering::Relaxed);
                 summary.seconds = started.elapsed().as_secs_f64();

@@ -293,6 +293,7 @@ pub(crate) fn run(
             }
             round.sched.wait(TICK);
         };
+        log::debug!("round: every piece verified and written");
         round.stop_all_workers();
         if ended.is_some() {
             round.abort.store(true, Ordering::Release);
@@ -319,9 +320,9 @@ pub(crate) fn run(
     })
 }
 
-/// Starts workers until every usable holder has `connections_per_holder`
-/// or the total reaches the cap; the first connection of every holder
-/// before anyone's second.
+/// Starts workers: one per usable holder, then more per holder (up to
+/// `connections_per_holder`) while the total is below `target_connections`;
+/// never more than the cap.
 fn fill<'scope, 'env>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
     round: &'env Round<'env>,
@@ -333,7 +334,9 @@ fn fill<'scope, 'env>(
             let pick = {
                 let mut slots = round.slots.lock();
                 let total: usize = slots.iter().map(|s| s.workers).sum();
-                if total >= round.max_workers {
+                if total >= round.max_workers
+                    || (level > 1 && total >= round.opts.target_connections)
+                {
                     return Ok(());
                 }
                 let pick = slots
