@@ -91,3 +91,37 @@ pub(crate) fn wake(addr: SocketAddr) -> std::io::Result<()> {
     };
     TcpStream::connect_timeout(&SocketAddr::new(ip, addr.port()), WAKE_TIMEOUT).map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_response_is_a_whole_503_with_retry_after() {
+        let mut slots = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut slots);
+        let httparse::Status::Complete(head_len) = resp.parse(BUSY_RESPONSE).unwrap() else {
+            panic!("incomplete head");
+        };
+        assert_eq!(resp.code, Some(503));
+        let header = |name: &str| {
+            resp.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| std::str::from_utf8(h.value).unwrap().to_owned())
+        };
+        assert_eq!(header("retry-after").as_deref(), Some("1"));
+        let body = &BUSY_RESPONSE[head_len..];
+        assert_eq!(header("content-length"), Some(body.len().to_string()));
+        assert!(body.ends_with(b"\n") && !body[..body.len() - 1].contains(&b'\n'));
+    }
+
+    #[test]
+    fn wake_targets_loopback_for_unspecified_addresses() {
+        let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        wake(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        assert!(peer.ip().is_loopback());
+    }
+}

@@ -6,7 +6,11 @@
 //! never past the header deadline, which runs from the first byte of a
 //! request (or from the worker taking the connection), so a client that
 //! drips one byte a second is cut off all the same. Between requests the
-//! connection may idle for `keepalive_idle`, then it is closed silently.
+//! connection may idle for `keepalive_idle`, then it is closed silently;
+//! it is closed sooner if other connections wait in the queue, so idle
+//! keep-alive clients cannot starve new ones of workers (clients retry a
+//! request on a reused connection that closed, as RFC 9112 section 9.3.1
+//! allows for idempotent requests).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,6 +25,9 @@ use crate::http::{parse_head, HeadError, Method, ParsedHead, RequestHead, Status
 
 /// Bytes read from the socket at a time while receiving a head.
 const READ_CHUNK: usize = 8 * 1024;
+/// How often an idle kept-alive connection checks whether other
+/// connections wait for its worker (it then closes to make room).
+const IDLE_POLL: Duration = Duration::from_millis(200);
 /// How long a closing connection waits for the client to stop sending.
 const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
 /// How much a closing connection discards at most.
@@ -33,6 +40,8 @@ pub(crate) struct Context<'a> {
     pub config: &'a ServerConfig,
     pub source: &'a dyn FileSource,
     pub closing: &'a AtomicBool,
+    /// How many accepted connections wait for a worker.
+    pub waiting: &'a dyn Fn() -> usize,
 }
 
 /// How reading the next request head ended, other than with a head.
@@ -59,7 +68,7 @@ pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context<'_>) {
         }
         let started = Instant::now();
         let first = served == 0;
-        let (request, used) = match read_head(&stream, &mut buf, ctx.config, first) {
+        let (request, used) = match read_head(&stream, &mut buf, ctx, first) {
             Ok(parsed) => parsed,
             Err(ReadEnd::Closed) => return,
             Err(ReadEnd::Refused(e)) => {
@@ -100,9 +109,10 @@ fn configure(stream: &TcpStream, config: &ServerConfig) -> std::io::Result<()> {
 fn read_head(
     mut stream: &TcpStream,
     buf: &mut Vec<u8>,
-    config: &ServerConfig,
+    ctx: &Context<'_>,
     first: bool,
 ) -> Result<(RequestHead, usize), ReadEnd> {
+    let config = ctx.config;
     let now = Instant::now();
     // A pipelined or first request is on the header clock at once; a
     // kept-alive connection may idle first.
@@ -126,10 +136,13 @@ fn read_head(
                 ReadEnd::Closed
             });
         }
+        let idle = deadline.is_none();
+        let mut timeout = left.min(config.read_timeout);
+        if idle {
+            timeout = timeout.min(IDLE_POLL);
+        }
         stream
-            .set_read_timeout(Some(
-                left.min(config.read_timeout).max(Duration::from_millis(1)),
-            ))
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
             .map_err(|_| ReadEnd::Closed)?;
         let room = (MAX_HEAD_BYTES + 1)
             .saturating_sub(buf.len())
@@ -142,6 +155,14 @@ fn read_head(
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if idle {
+                    // Between requests: give the worker to a waiting
+                    // connection, or to shutdown, rather than idle on.
+                    if (ctx.waiting)() > 0 || ctx.closing.load(Ordering::Acquire) {
+                        return Err(ReadEnd::Closed);
+                    }
+                    continue;
+                }
                 if buf.is_empty() && (deadline.is_none() || first) {
                     // Nothing of a request arrived: nothing to answer.
                     return Err(ReadEnd::Closed);

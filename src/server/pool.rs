@@ -177,10 +177,12 @@ fn work(
     config: &ServerConfig,
     source: &dyn FileSource,
 ) {
+    let waiting = || queue.len();
     let ctx = Context {
         config,
         source,
         closing: &shared.closing,
+        waiting: &waiting,
     };
     for Accepted { stream, peer } in queue.iter() {
         if shared.closing.load(Ordering::Acquire) {
