@@ -94,11 +94,10 @@ pub fn download(
         .truncate(false)
         .open(&part_path)
         .map_err(output_err(&part_path))?;
-    let part_len = part.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut claimed = match ResumeState::load(&state_path, &sha1) {
-        Some(state) if state.size == part_len => state.verified_ranges(),
-        _ => Vec::new(),
-    };
+    // The state is only a hint: every piece it claims is hashed again.
+    let mut claimed = ResumeState::load(&state_path, &sha1)
+        .map(|state| state.verified_ranges())
+        .unwrap_or_default();
 
     let received = AtomicU64::new(0);
     let retried = AtomicU64::new(0);
@@ -111,7 +110,12 @@ pub fn download(
     while g < known.groups.len() {
         let list = known.groups[g].list.clone();
         let holders = known.groups[g].holders.clone();
-        part.set_len(list.size).map_err(output_err(&part_path))?;
+        // Never grown up front (a peer's size is not trusted with disk
+        // space): writes extend the file. Cut anything past this size.
+        let part_len = part.metadata().map_err(output_err(&part_path))?.len();
+        if part_len > list.size {
+            part.set_len(list.size).map_err(output_err(&part_path))?;
+        }
         let done = salvage(&part, &list, &claimed);
         let done_bytes: u64 = (0..done.len())
             .filter(|&i| done[i])

@@ -299,6 +299,7 @@ pub(crate) fn run(
             round.abort.store(true, Ordering::Release);
         }
         let hashed = hasher.join();
+        log::debug!("round: whole-file hash done");
         round.save_state(&round.sched.done_flags(), state_path);
         if let Some(cb) = progress {
             cb(&round.progress());

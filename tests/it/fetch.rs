@@ -357,3 +357,36 @@ fn holders_found_through_etcd_and_a_holder_joining_mid_download() {
         vec!["first".to_string(), "late".to_string()]
     );
 }
+
+#[test]
+fn a_peer_claiming_a_huge_size_costs_no_disk_space() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f");
+    random_file(&src, 3 * SMALL_PIECE, 14);
+    let served = Served::honest(&src, SMALL_PIECE);
+    let piece_size = fetch::MAX_PIECE_SIZE;
+    let size = 10u64 << 40; // 10 TiB
+    let huge = Served {
+        name: "huge".into(),
+        pieces: piratebay_sync::protocol::PieceList {
+            sha1: served.sha1(),
+            size,
+            piece_size,
+            pieces: vec![piratebay_sync::Sha1Digest::of(b"x"); (size / piece_size) as usize],
+        },
+        data: src.clone(),
+    };
+    let liar = TestPeer::start("huge", vec![huge]);
+    let honest = TestPeer::start("honest", vec![served.clone()]);
+    let out = dir.path().join("out");
+    let summary = fetch::download(
+        &opts(&served, &out),
+        &vec![liar.holder(), honest.holder()],
+        None,
+    )
+    .unwrap();
+    assert_downloaded(&summary, &served);
+    assert_eq!(summary.bad_peers, vec![liar.holder().to_string()]);
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 3 * SMALL_PIECE);
+}
