@@ -240,7 +240,7 @@ fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
         hasher.update(&buf[..n]);
     }
     if Sha1Digest::from_hasher(hasher) == opts.sha1 {
-        log::info!("{} already holds {}", opts.output.display(), opts.sha1);
+        log::debug!("{} already holds {}", opts.output.display(), opts.sha1);
         return Ok(Some(meta.len()));
     }
     if opts.force {
