@@ -390,3 +390,27 @@ fn a_peer_claiming_a_huge_size_costs_no_disk_space() {
     assert_eq!(summary.bad_peers, vec![liar.holder().to_string()]);
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 3 * SMALL_PIECE);
 }
+
+#[test]
+fn max_rate_caps_the_total_rate_across_holders() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f");
+    let size = 12 * SMALL_PIECE; // 3 MiB
+    random_file(&src, size, 15);
+    let served = Served::honest(&src, SMALL_PIECE);
+    let peers = peers(3, std::slice::from_ref(&served));
+    let out = dir.path().join("out");
+    let mut o = opts(&served, &out);
+    let rate = 2u64 << 20;
+    o.max_rate = Some(rate);
+    let summary = fetch::download(&o, &holders(&peers), None).unwrap();
+    assert_downloaded(&summary, &served);
+    // A lower bound only: 3 MiB at 2 MiB/s, minus the bucket's 0.1 s burst.
+    let floor = size as f64 / rate as f64 - 0.1;
+    assert!(
+        summary.seconds >= floor,
+        "{:.2}s for {size} bytes at {rate} B/s",
+        summary.seconds
+    );
+}
