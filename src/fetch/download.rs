@@ -361,7 +361,8 @@ impl<'a> Known<'a> {
         let fresh: Vec<Holder> = self
             .groups
             .get(g)
-            .map(|grp| grp.holders[before..].to_vec())
+            .and_then(|grp| grp.holders.get(before..))
+            .map(<[Holder]>::to_vec)
             .unwrap_or_default();
         for h in &fresh {
             log::info!("new holder {h} joins the download");
