@@ -414,3 +414,52 @@ fn max_rate_caps_the_total_rate_across_holders() {
         summary.seconds
     );
 }
+
+fn peer_info(id: &str, addr: &str, generation: u64) -> piratebay_sync::discovery::PeerInfo {
+    piratebay_sync::discovery::PeerInfo {
+        record: piratebay_sync::discovery::PeerRecord {
+            id: id.into(),
+            addr: addr.into(),
+            name: "test".into(),
+            version: piratebay_sync::VERSION.into(),
+            started_at: 0,
+            index_gen: generation,
+        },
+        lease: 0,
+        mod_revision: 0,
+    }
+}
+
+#[test]
+fn catalog_asks_a_peer_again_only_when_its_generation_changes() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("a.txt");
+    random_file(&src, 100, 16);
+    let served = Served::honest(&src, SMALL_PIECE);
+    let peer = TestPeer::start("p", vec![served.clone()]);
+    let dead = free_addr().to_string();
+    let mut catalog = Catalog::new(CatalogOptions::default());
+    let asked = || peer.source.lists_served.load(Ordering::SeqCst);
+
+    let r = catalog.refresh(&[
+        peer_info("p", &peer.addr.to_string(), 1),
+        peer_info("dead", &dead, 1),
+    ]);
+    assert_eq!(asked(), 1);
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].0.id, "dead");
+    let f = r.find(&served.sha1()).unwrap();
+    assert_eq!((f.peers, f.name.as_str(), f.size), (1, "a.txt", 100));
+
+    let r = catalog.refresh(&[peer_info("p", &peer.addr.to_string(), 1)]);
+    assert_eq!(asked(), 1, "same generation: served from the cache");
+    assert!(r.asked.is_empty());
+    assert_eq!(r.files.len(), 1);
+
+    catalog.refresh(&[peer_info("p", &peer.addr.to_string(), 2)]);
+    assert_eq!(asked(), 2, "a new generation is asked for");
+
+    catalog.refresh(&[]);
+    assert!(catalog.cache().is_empty(), "peers gone are forgotten");
+}
