@@ -31,17 +31,16 @@
 //! capped so that `connections x piece size <= memory_budget`.
 //!
 //! Measured (release, 2-core VM, loopback, 3 in-process holders, 4 MiB
-//! pieces, 512 MiB): `get` 0.92-0.96 s wall (user 0.65 s, sys 0.35 s) vs
-//! `curl` from one peer 0.35-0.40 s: about 2.4x, short of the 1.1x target.
-//! The floor is CPU: every byte is SHA1-hashed twice (per piece on arrival,
-//! and the whole file: 1.5 GB/s each with SHA-NI, 0.67 s of CPU together)
-//! plus the final fsync (about 0.2 s), on two cores shared with the
-//! serving peers; curl does neither. Hashing the prefix on its own thread
-//! overlaps the whole-file hash with the transfer (the round ends ~0.8 s,
-//! the file is in place ~0.2 s later, after the fsync). Flushing the
-//! `.part` every 64 MiB during the download did not help (same total, more
-//! variance). One connection per holder beat two with 3 holders (0.93 s vs
-//! 1.03 s). Peak RSS for 1 GiB: 30 MiB.
+//! pieces, 512 MiB): `get` 0.95-1.0 s wall (user 0.65 s, sys 0.35 s) vs
+//! `curl` from one peer 0.35-0.40 s: about 2.5x, short of the 1.1x target.
+//! Of that, the round (transfer, per-piece SHA1, writes, whole-file SHA1 on
+//! the hasher thread) ends at ~0.72 s and the final fsync of the `.part`
+//! takes ~0.25 s; curl does neither hashing nor fsync. The floor is CPU:
+//! every byte is SHA1-hashed twice (1.5 GB/s each with SHA-NI: 0.67 s of
+//! CPU together) on two cores shared with the serving peers' sendfile.
+//! Tried and dropped: flushing the `.part` every 64 MiB during the download
+//! (same total, more variance). Kept: one connection per holder once there
+//! are 3 holders (0.93 s vs 1.03 s with two each). Peak RSS for 1 GiB: 30 MiB.
 
 pub mod client;
 mod download;
