@@ -205,16 +205,22 @@ fn only_bad_holders_fail_cleanly_naming_them() {
 }
 
 #[test]
-fn stalling_dripping_short_and_hanging_up_peers_are_survived() {
+fn stalling_dripping_short_long_and_hanging_up_peers_are_survived() {
     init_test_log();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 16 * SMALL_PIECE + 9, 6);
     let served = Served::honest(&src, SMALL_PIECE);
-    let evil: Vec<EvilPeer> = [Evil::Stall, Evil::Drip, Evil::Short, Evil::Hangup]
-        .iter()
-        .map(|k| EvilPeer::start(*k, &served))
-        .collect();
+    let evil: Vec<EvilPeer> = [
+        Evil::Stall,
+        Evil::Drip,
+        Evil::Short,
+        Evil::Hangup,
+        Evil::Long,
+    ]
+    .iter()
+    .map(|k| EvilPeer::start(*k, &served))
+    .collect();
     let honest = TestPeer::start("honest", vec![served.clone()]);
     let mut list: Vec<Holder> = evil
         .iter()

@@ -265,6 +265,8 @@ pub enum Evil {
     Drip,
     /// Sends half the body, then closes.
     Short,
+    /// Sends the body and then junk on the same connection.
+    Long,
     /// Accepts and closes at once.
     Hangup,
 }
@@ -383,6 +385,10 @@ fn evil_conn(mut s: TcpStream, kind: Evil, served: &Served, stop: &AtomicBool) {
             Evil::Short => {
                 let _ = s.write_all(&body[..body.len() / 2]);
                 return;
+            }
+            Evil::Long => {
+                let _ = s.write_all(body);
+                let _ = s.write_all(b"junk after the body\r\n\r\n");
             }
             Evil::Hangup => return,
         }
