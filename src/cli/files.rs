@@ -1,7 +1,15 @@
-//! `piratebay-sync files`: the files every peer holds.
+//! `piratebay-sync files`: the files every peer holds, merged by sha1.
+//!
+//! The per-peer lists are cached in `<state-dir>/catalog-cache.json` by
+//! (peer id, index generation), so a second run asks no unchanged peer.
+
+use std::io::Write;
 
 use argh::FromArgs;
+use piratebay_sync::catalog::{Catalog, CatalogOptions, FileEntry, CACHE_FILE};
+use piratebay_sync::{discovery, etcd};
 
+use super::env::{etcd_config, namespace, state_dir, EtcdOpts};
 use super::CliResult;
 
 /// List the files shared on the network, merged from every peer.
@@ -23,6 +31,9 @@ pub struct FilesArgs {
     /// PEM file of CA certificates for https endpoints (env PIRATEBAY_ETCD_CA)
     #[argh(option)]
     pub etcd_ca: Option<String>,
+    /// directory holding the catalog cache (env PIRATEBAY_STATE_DIR)
+    #[argh(option)]
+    pub state_dir: Option<String>,
     /// only files whose name contains TEXT (case-insensitive)
     #[argh(option)]
     pub search: Option<String>,
@@ -31,6 +42,95 @@ pub struct FilesArgs {
     pub json: bool,
 }
 
-pub fn run(_args: FilesArgs) -> CliResult {
-    Err("files: not implemented yet".into())
+pub fn run(args: FilesArgs) -> CliResult {
+    let cfg = etcd_config(EtcdOpts {
+        etcd: args.etcd,
+        user: args.etcd_user,
+        password: args.etcd_password,
+        ca: args.etcd_ca,
+    })?;
+    let client = etcd::Client::new(cfg)?;
+    let peers = discovery::list_peers(&client, &namespace(args.namespace))?;
+    let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
+    let mut catalog = Catalog::load(CatalogOptions::default(), &cache_path);
+    let refresh = catalog.refresh(&peers);
+    if let Err(e) = catalog.save(&cache_path) {
+        log::warn!(
+            "cannot save the catalog cache {}: {e}",
+            cache_path.display()
+        );
+    }
+    let needle = args.search.map(|s| s.to_lowercase());
+    let files: Vec<&FileEntry> = refresh
+        .files
+        .iter()
+        .filter(|f| needle.as_deref().is_none_or(|n| matches(f, n)))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &files)?;
+        writeln!(out)?;
+    } else {
+        let mut rows = vec![[
+            "SHA1".to_string(),
+            "SIZE".to_string(),
+            "PEERS".to_string(),
+            "NAME".to_string(),
+        ]];
+        for f in &files {
+            rows.push([
+                f.sha1.to_hex(),
+                human_size(f.size),
+                f.peers.to_string(),
+                printable(&f.name),
+            ]);
+        }
+        super::print_table(&mut out, &rows)?;
+    }
+    out.flush()?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// True if the file's name, or any of its names, contains `needle` (lowercase).
+fn matches(f: &FileEntry, needle: &str) -> bool {
+    f.names
+        .iter()
+        .chain(std::iter::once(&f.name))
+        .any(|n| n.to_lowercase().contains(needle))
+}
+
+/// A peer-supplied name without control characters, safe for a terminal.
+fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// `512 B`, `1.5 KiB`, `200.0 MiB`, `1.0 GiB`.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(200 << 20), "200.0 MiB");
+        assert_eq!(human_size(1 << 30), "1.0 GiB");
+    }
 }

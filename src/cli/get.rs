@@ -1,7 +1,20 @@
-//! `piratebay-sync get`: download a file by its SHA1 from every peer that has it.
+//! `piratebay-sync get`: download a file by its SHA1 from every peer that
+//! has it, verified, resumable (Ctrl-C saves the state; rerun to resume).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use argh::FromArgs;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use piratebay_sync::catalog::{Catalog, CatalogOptions, NetworkHolders, CACHE_FILE};
+use piratebay_sync::fetch::{self, output::resolve_output, DownloadOptions, Progress};
+use piratebay_sync::{etcd, Sha1Digest};
 
+use super::env::{etcd_config, flag_or_env, namespace, state_dir, EtcdOpts};
+use super::files::human_size;
 use super::CliResult;
 
 /// Download a file by its SHA1 from every peer that holds it, verified.
@@ -26,6 +39,9 @@ pub struct GetArgs {
     /// print one JSON summary at the end
     #[argh(switch)]
     pub json: bool,
+    /// directory holding the catalog cache (env PIRATEBAY_STATE_DIR)
+    #[argh(option)]
+    pub state_dir: Option<String>,
     /// etcd endpoints, comma-separated (env PIRATEBAY_ETCD, default http://127.0.0.1:2379)
     #[argh(option)]
     pub etcd: Option<String>,
@@ -43,6 +59,99 @@ pub struct GetArgs {
     pub etcd_ca: Option<String>,
 }
 
-pub fn run(_args: GetArgs) -> CliResult {
-    Err("get: not implemented yet".into())
+pub fn run(args: GetArgs) -> CliResult {
+    let sha1: Sha1Digest = args.sha1.trim().parse()?;
+    let max_rate = flag_or_env(args.max_rate, "PIRATEBAY_MAX_RATE")
+        .map(|r| fetch::parse_rate(&r))
+        .transpose()?;
+    let cfg = etcd_config(EtcdOpts {
+        etcd: args.etcd,
+        user: args.etcd_user,
+        password: args.etcd_password,
+        ca: args.etcd_ca,
+    })?;
+    let client = etcd::Client::new(cfg)?;
+    let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
+    let catalog = Catalog::load(CatalogOptions::default(), &cache_path);
+    let source = NetworkHolders::new(client, namespace(args.namespace), catalog);
+    let refresh = source.refresh()?;
+    let Some(entry) = refresh.find(&sha1) else {
+        return Err(
+            format!("no peer holds {sha1}: check the sha1 with `piratebay-sync files`").into(),
+        );
+    };
+    let output = resolve_output(
+        args.output.as_deref().map(std::path::Path::new),
+        args.dir.as_deref().map(std::path::Path::new),
+        Some(&entry.name),
+        &sha1,
+    );
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&cancel))?;
+    }
+    let mut opts = DownloadOptions::new(sha1, output);
+    opts.force = args.force;
+    opts.max_rate = max_rate;
+    opts.cancel = Some(cancel);
+
+    let bar = progress_bar(entry.size);
+    let on_progress = |p: &Progress| {
+        bar.set_length(p.size);
+        bar.set_position(p.done);
+        bar.set_message(format!("{} peers", p.peers_active));
+    };
+    let result = fetch::download(&opts, &source, Some(&on_progress));
+    bar.finish_and_clear();
+    if let Err(e) = source.into_catalog().save(&cache_path) {
+        log::warn!(
+            "cannot save the catalog cache {}: {e}",
+            cache_path.display()
+        );
+    }
+    let summary = result?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &summary)?;
+        writeln!(out)?;
+    } else if summary.already_present {
+        writeln!(out, "{} already holds {sha1}", summary.path.display())?;
+    } else {
+        let rate = summary.bytes_received as f64 / summary.seconds.max(1e-3);
+        writeln!(
+            out,
+            "saved {} ({}) in {:.2}s at {}/s from {} peer(s){}",
+            display(&summary.path),
+            human_size(summary.bytes),
+            summary.seconds,
+            human_size(rate as u64),
+            summary.peers_used.len(),
+            if summary.bad_peers.is_empty() {
+                String::new()
+            } else {
+                format!("; bad data from {}", summary.bad_peers.join(", "))
+            }
+        )?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn display(p: &std::path::Path) -> String {
+    PathBuf::from(p).display().to_string()
+}
+
+/// A progress bar on stderr if it is a terminal, else a hidden one.
+fn progress_bar(size: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }

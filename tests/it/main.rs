@@ -6,6 +6,8 @@ mod support;
 mod discovery;
 mod etcd;
 mod fetch;
+mod fetch_cli;
+mod fetch_support;
 mod fixtures;
 mod index;
 mod peer;

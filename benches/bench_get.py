@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""`piratebay-sync get` (verified, 3 holders) against `curl` from one peer.
+
+On loopback: a throwaway etcd and 3 `piratebay-sync serve` peers (own state
+dirs, own 127.0.0.x addresses) share a dataset with a 512 MiB and a 1 GiB
+file of random bytes.
+
+1. Median wall time of `get <sha1> -o out --etcd ...` (every piece and the
+   whole file SHA1-verified, atomic rename) vs `curl -s -o out
+   http://<peer>/v1/files/<sha1>` from one peer (no verification), side by
+   side with the ratio. Target: get <= 1.1x curl.
+2. Peak RSS of `get` for the 1 GiB file (ru_maxrss of a fresh child).
+   Target: <= 64 MiB.
+
+Exit status: 0 both targets met; 1 a target missed, a command failed, or
+`serve` is not wired on this branch yet. python3 standard library only.
+Environment: BENCH_RUNS (default 5), BENCH_WARMUP (default 1),
+BENCH_GET_MIB (default 512), BENCH_RSS_MIB (default 1024).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
+GET_MIB = int(os.environ.get("BENCH_GET_MIB", "512"))
+RSS_MIB = int(os.environ.get("BENCH_RSS_MIB", "1024"))
+PEERS = 3
+TARGET_RATIO = 1.1
+TARGET_RSS_MIB = 64
+
+
+def random_file(path, mib):
+    """Writes `mib` MiB of random bytes; returns the sha1 hex."""
+    h = hashlib.sha1()
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            block = os.urandom(1 << 20)
+            h.update(block)
+            f.write(block)
+    return h.hexdigest()
+
+
+def start_peer(binary, endpoint, dataset, state, ip, port, log_path):
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [
+            binary, "serve",
+            "--dataset", dataset,
+            "--state-dir", state,
+            "--listen", f"{ip}:{port}",
+            "--advertise", f"{ip}:{port}",
+            "--etcd", endpoint,
+        ],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=common.clean_env(),
+    )
+    log.close()
+    return proc
+
+
+def log_tail(path, lines=15):
+    try:
+        with open(path, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+def wait_holders(binary, endpoint, state, sha1s, timeout=300):
+    """Waits until `files --json` lists every sha1 with PEERS holders."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        p = subprocess.run(
+            [binary, "files", "--json", "--etcd", endpoint, "--state-dir", state],
+            capture_output=True, env=common.clean_env(), timeout=60,
+        )
+        if p.returncode == 0:
+            try:
+                files = {f["sha1"]: f["peers"] for f in json.loads(p.stdout)}
+            except (ValueError, KeyError, TypeError):
+                files = {}
+            if all(files.get(s) == PEERS for s in sha1s):
+                return True
+        time.sleep(0.5)
+    return False
+
+
+def peak_rss_kib(cmd):
+    """ru_maxrss (KiB) of `cmd` run as the only child of a fresh python."""
+    probe = (
+        "import resource, subprocess, sys\n"
+        "p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+        "if p.returncode: sys.exit(p.returncode)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True,
+                       env=common.clean_env(), timeout=600)
+    if p.returncode != 0:
+        raise common.CommandFailed(cmd, p.returncode, p.stderr.decode(errors="replace"))
+    return int(p.stdout.decode().strip())
+
+
+def serve_is_stub(binary):
+    """True if `serve` exits at once saying it is not implemented."""
+    tmp = tempfile.mkdtemp(prefix="bench-get-probe-")
+    try:
+        p = subprocess.Popen(
+            [binary, "serve", "--dataset", tmp, "--state-dir", os.path.join(tmp, "s"),
+             "--listen", "127.0.0.1:0", "--etcd", "http://127.0.0.1:9"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=common.clean_env(),
+        )
+        try:
+            out, _ = p.communicate(timeout=2)
+            return b"not implemented" in out
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    binary = common.release_bin()
+    curl = common.find_tool("curl")
+    if serve_is_stub(binary):
+        print("bench_get: `piratebay-sync serve` is not wired on this branch yet; "
+              "run this benchmark on main once index and server are merged")
+        return 1
+    work = tempfile.mkdtemp(prefix="bench-get-")
+    procs = []
+    try:
+        dataset = os.path.join(work, "dataset")
+        os.makedirs(dataset)
+        print(f"bench_get: writing {GET_MIB} MiB and {RSS_MIB} MiB of random data ...", flush=True)
+        sha_get = random_file(os.path.join(dataset, "get.bin"), GET_MIB)
+        sha_rss = random_file(os.path.join(dataset, "rss.bin"), RSS_MIB)
+        with common.Etcd() as etcd:
+            ep = etcd.endpoint
+            addrs = []
+            for i in range(PEERS):
+                ip = f"127.0.0.{11 + i}"
+                port = common.free_port(ip)
+                state = os.path.join(work, f"peer{i}")
+                log = os.path.join(work, f"peer{i}.log")
+                procs.append((start_peer(binary, ep, dataset, state, ip, port, log), log))
+                addrs.append(f"{ip}:{port}")
+            time.sleep(1.0)
+            for proc, log in procs:
+                if proc.poll() is not None:
+                    tail = log_tail(log)
+                    if "not implemented" in tail:
+                        print("bench_get: `piratebay-sync serve` is not wired on this branch yet; "
+                              "run this benchmark on main once index and server are merged")
+                    else:
+                        print(f"bench_get: serve exited {proc.returncode}:\n{tail}")
+                    return 1
+            client_state = os.path.join(work, "client")
+            if not wait_holders(binary, ep, client_state, [sha_get, sha_rss]):
+                print("bench_get: the peers did not list both files in time")
+                return 1
+
+            out = os.path.join(work, "out.bin")
+            get_cmd = ["sh", "-c", 'rm -f "$0"; exec "$@"', out,
+                       binary, "get", sha_get, "-o", out, "--etcd", ep, "--state-dir", client_state]
+            curl_cmd = ["sh", "-c", 'rm -f "$0"; exec "$@"', out,
+                        curl, "-s", "-f", "-o", out, f"http://{addrs[0]}/v1/files/{sha_get}"]
+            rows = []
+            ok = True
+            for name, cmd in [(f"curl one peer ({GET_MIB} MiB)", curl_cmd),
+                              (f"get {PEERS} peers verified", get_cmd)]:
+                try:
+                    rows.append((name, common.median_time(cmd, runs=RUNS, warmup=WARMUP, timeout=600)))
+                except common.CommandFailed as e:
+                    rows.append((name, str(e)))
+                    ok = False
+            with open(out, "rb") as f:
+                got = hashlib.file_digest(f, "sha1").hexdigest() if hasattr(hashlib, "file_digest") else None
+            if got is not None and got != sha_get:
+                print(f"bench_get: the last output hashes to {got}, not {sha_get}")
+                ok = False
+            print()
+            common.print_table(rows, rows[0][0])
+            if ok:
+                ratio = rows[1][1]["median"] / rows[0][1]["median"]
+                met = ratio <= TARGET_RATIO
+                print(f"target get <= {TARGET_RATIO}x curl: {'met' if met else 'MISSED'} ({ratio:.2f}x)")
+                ok = met
+
+            rss_out = os.path.join(work, "rss.out")
+            try:
+                kib = peak_rss_kib([binary, "get", sha_rss, "-o", rss_out, "--etcd", ep,
+                                    "--state-dir", client_state])
+                mib = kib / 1024
+                met = mib <= TARGET_RSS_MIB
+                print(f"peak RSS of get for {RSS_MIB} MiB: {mib:.1f} MiB "
+                      f"(target <= {TARGET_RSS_MIB} MiB: {'met' if met else 'MISSED'})")
+                ok = ok and met
+            except common.CommandFailed as e:
+                print(f"peak RSS run FAILED: {e}")
+                ok = False
+            return 0 if ok else 1
+    finally:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+//! One peer's `GET /v1/files`, with a connect timeout, a whole-request
+//! deadline and a body size limit.
+
+use std::time::{Duration, Instant};
+
+use crate::fetch::client::{self, ClientError, Timeouts};
+use crate::protocol::{FileList, FILES_PATH};
+
+/// Largest catalog body accepted from a peer.
+pub const MAX_CATALOG_BODY: u64 = 64 * 1024 * 1024;
+
+/// Why a peer's file list could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerListError {
+    /// The request failed (connect, timeout, size limit...).
+    #[error(transparent)]
+    Request(#[from] ClientError),
+    /// Not `200`.
+    #[error("peer answered status {0} to GET /v1/files")]
+    Status(u16),
+    /// Not a file list.
+    #[error("peer sent a bad file list: {0}")]
+    Json(String),
+}
+
+/// Fetches a peer's file list.
+pub fn fetch_file_list(
+    addr: &str,
+    timeouts: Timeouts,
+    deadline: Duration,
+) -> Result<FileList, PeerListError> {
+    let started = Instant::now();
+    let mut conn = client::connect(addr, timeouts)?;
+    let head = conn.get(FILES_PATH, None)?;
+    let body = conn.read_body_to_vec(&head, MAX_CATALOG_BODY, started, deadline)?;
+    if head.status != 200 {
+        return Err(PeerListError::Status(head.status));
+    }
+    serde_json::from_slice(&body).map_err(|e| PeerListError::Json(e.to_string()))
+}

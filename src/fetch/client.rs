@@ -1,0 +1,530 @@
+//! A minimal HTTP/1.1 client over a blocking [`TcpStream`], for talking to
+//! peers: the catalog (`GET /v1/files`), piece lists and range requests.
+//!
+//! Why not `ureq`: the download reads each piece straight from the socket
+//! into the piece buffer while hashing it, needs the exact byte count of
+//! every body (a short or long body is a peer fault, not an end of stream),
+//! a per-read timeout that turns a stall into an error, a check between
+//! reads to abandon a piece another peer already delivered, and keep-alive
+//! under its own control (one connection per worker, reused for every
+//! piece). That is a hundred lines over `httparse`; ureq would hide the
+//! socket behind its pool and body readers. The etcd client keeps ureq.
+//!
+//! Only what peers speak is supported: `Content-Length` bodies (a body
+//! without one is read to the end of the connection, under a limit);
+//! `Transfer-Encoding` is refused.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// Largest response head accepted.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Most header fields accepted in a response.
+const MAX_RESPONSE_HEADERS: usize = 48;
+/// Read size for heads and small bodies.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why a request to a peer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The address did not resolve.
+    #[error("cannot resolve peer address {addr}: {detail}")]
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        detail: String,
+    },
+    /// No connection within the connect timeout, or refused.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// Sending the request failed.
+    #[error("cannot send the request to {addr}: {source}")]
+    Send {
+        /// The peer.
+        addr: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The peer sent nothing for longer than the read timeout.
+    #[error("peer {addr} stalled: no data for {timeout:?}")]
+    Stalled {
+        /// The peer.
+        addr: String,
+        /// The read timeout.
+        timeout: Duration,
+    },
+    /// The whole request took longer than its deadline.
+    #[error("peer {addr} too slow: request not done within {limit:?}")]
+    Deadline {
+        /// The peer.
+        addr: String,
+        /// The deadline.
+        limit: Duration,
+    },
+    /// The connection closed before the response head.
+    #[error("peer {addr} closed the connection before answering")]
+    ClosedBeforeHead {
+        /// The peer.
+        addr: String,
+    },
+    /// Reading failed.
+    #[error("cannot read from peer {addr}: {source}")]
+    Read {
+        /// The peer.
+        addr: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The response head is not valid HTTP/1.1 or too large.
+    #[error("peer {addr} sent a bad response head: {detail}")]
+    BadHead {
+        /// The peer.
+        addr: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The body ended before its announced length.
+    #[error("peer {addr} sent a short body: {got} of {expected} bytes")]
+    ShortBody {
+        /// The peer.
+        addr: String,
+        /// Bytes received.
+        got: u64,
+        /// Bytes announced.
+        expected: u64,
+    },
+    /// The body is larger than the caller accepts.
+    #[error("peer {addr} sent a body over the {limit}-byte limit")]
+    TooLarge {
+        /// The peer.
+        addr: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The caller abandoned the request (another peer delivered the data).
+    #[error("request abandoned")]
+    Abandoned,
+}
+
+impl ClientError {
+    /// True if the request failed because a kept-alive connection was closed
+    /// by the peer before it answered (retry on a new connection at no cost).
+    pub fn is_stale_connection(&self) -> bool {
+        match self {
+            ClientError::ClosedBeforeHead { .. } => true,
+            ClientError::Send { source, .. } | ClientError::Read { source, .. } => matches!(
+                source.kind(),
+                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Timeouts of one peer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Longest wait for the TCP connection.
+    pub connect: Duration,
+    /// Longest a single read or write may block (a stall).
+    pub io: Duration,
+}
+
+/// A response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// The status code.
+    pub status: u16,
+    /// `Content-Length`, if given.
+    pub content_length: Option<u64>,
+    /// `Content-Range: bytes a-b/size` as `(a, b, size)`, if given and valid.
+    pub content_range: Option<(u64, u64, u64)>,
+    /// The server closes the connection after this response.
+    pub close: bool,
+}
+
+/// One connection to a peer, reused for successive requests while the
+/// peer keeps it alive.
+pub struct PeerConn {
+    stream: TcpStream,
+    addr: String,
+    timeouts: Timeouts,
+    /// Bytes read past the current head or body (the start of a body).
+    pending: Vec<u8>,
+    /// The connection can carry another request.
+    reusable: bool,
+    /// Requests sent on this connection so far.
+    requests: u64,
+}
+
+impl std::fmt::Debug for PeerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConn")
+            .field("addr", &self.addr)
+            .field("requests", &self.requests)
+            .finish()
+    }
+}
+
+/// Opens a TCP connection to `addr` (`ip:port` or `host:port`), trying each
+/// resolved address within the connect timeout.
+pub fn connect(addr: &str, timeouts: Timeouts) -> Result<PeerConn, ClientError> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| ClientError::Resolve {
+            addr: addr.to_string(),
+            detail: e.to_string(),
+        })?
+        .collect();
+    let mut last = None;
+    for sa in addrs {
+        match TcpStream::connect_timeout(&sa, timeouts.connect) {
+            Ok(stream) => {
+                let setup = stream
+                    .set_read_timeout(Some(timeouts.io))
+                    .and_then(|()| stream.set_write_timeout(Some(timeouts.io)))
+                    .and_then(|()| stream.set_nodelay(true));
+                if let Err(source) = setup {
+                    last = Some(source);
+                    continue;
+                }
+                return Ok(PeerConn {
+                    stream,
+                    addr: addr.to_string(),
+                    timeouts,
+                    pending: Vec::new(),
+                    reusable: true,
+                    requests: 0,
+                });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(ClientError::Connect {
+        addr: addr.to_string(),
+        source: last.unwrap_or_else(|| std::io::Error::other("the address resolved to nothing")),
+    })
+}
+
+impl PeerConn {
+    /// The peer address as given to [`connect`].
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// True if another request may be sent on this connection.
+    pub fn is_reusable(&self) -> bool {
+        self.reusable
+    }
+
+    /// Requests sent on this connection so far.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// A second handle on the socket, so another thread can shut it down
+    /// and unblock a read in progress.
+    pub fn try_clone_stream(&self) -> std::io::Result<TcpStream> {
+        self.stream.try_clone()
+    }
+
+    /// Sends `GET path` (with `Range: bytes=a-b` if `range` is given) and
+    /// reads the response head. The body must then be read in full with
+    /// [`PeerConn::read_body`] or [`PeerConn::read_body_to_vec`], or the
+    /// connection dropped.
+    pub fn get(&mut self, path: &str, range: Option<(u64, u64)>) -> Result<Head, ClientError> {
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: piratebay-sync/{}\r\n",
+            self.addr,
+            crate::VERSION
+        );
+        if let Some((a, b)) = range {
+            req.push_str(&format!("Range: bytes={a}-{b}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.requests += 1;
+        self.reusable = false;
+        self.stream
+            .write_all(req.as_bytes())
+            .map_err(|source| ClientError::Send {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        self.read_head()
+    }
+
+    fn read_head(&mut self) -> Result<Head, ClientError> {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            if let Some((head, used)) = parse_head(&self.pending, &self.addr)? {
+                self.pending.drain(..used);
+                return Ok(head);
+            }
+            if self.pending.len() > MAX_RESPONSE_HEAD {
+                return Err(ClientError::BadHead {
+                    addr: self.addr.clone(),
+                    detail: format!("head over {MAX_RESPONSE_HEAD} bytes"),
+                });
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) if self.pending.is_empty() => {
+                    return Err(ClientError::ClosedBeforeHead {
+                        addr: self.addr.clone(),
+                    })
+                }
+                Ok(0) => {
+                    return Err(ClientError::BadHead {
+                        addr: self.addr.clone(),
+                        detail: "connection closed inside the head".into(),
+                    })
+                }
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+    }
+
+    fn read_error(&self, e: std::io::Error) -> ClientError {
+        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+            ClientError::Stalled {
+                addr: self.addr.clone(),
+                timeout: self.timeouts.io,
+            }
+        } else {
+            ClientError::Read {
+                addr: self.addr.clone(),
+                source: e,
+            }
+        }
+    }
+
+    /// Reads a body of exactly `buf.len()` bytes into `buf`. `before_read`
+    /// runs before every socket read with the bytes still wanted and returns
+    /// how many to read at most (rate limiting) or `None` to abandon the
+    /// request; `on_data` sees every chunk as it lands (hashing). After an
+    /// abandon or an error the connection must not be reused.
+    pub fn read_body(
+        &mut self,
+        buf: &mut [u8],
+        mut before_read: impl FnMut(usize) -> Option<usize>,
+        mut on_data: impl FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
+        let expected = buf.len();
+        let mut filled = self.pending.len().min(expected);
+        buf[..filled].copy_from_slice(&self.pending[..filled]);
+        on_data(&buf[..filled]);
+        self.pending.drain(..filled);
+        while filled < expected {
+            let want = before_read(expected - filled).ok_or(ClientError::Abandoned)?;
+            let end = filled + want.clamp(1, expected - filled);
+            match self.stream.read(&mut buf[filled..end]) {
+                Ok(0) => {
+                    return Err(ClientError::ShortBody {
+                        addr: self.addr.clone(),
+                        got: filled as u64,
+                        expected: expected as u64,
+                    })
+                }
+                Ok(n) => {
+                    on_data(&buf[filled..filled + n]);
+                    filled += n;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the connection reusable after a body was read in full (the
+    /// caller knows the head did not ask to close).
+    pub fn finish(&mut self, head: &Head) {
+        self.reusable = !head.close && self.pending.is_empty();
+    }
+
+    /// Reads a whole body of at most `limit` bytes, finishing within
+    /// `deadline` of `started`. Without `Content-Length` the body runs to
+    /// the end of the connection.
+    pub fn read_body_to_vec(
+        &mut self,
+        head: &Head,
+        limit: u64,
+        started: Instant,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, ClientError> {
+        let too_large = || ClientError::TooLarge {
+            addr: self.addr.clone(),
+            limit,
+        };
+        let check_deadline = |addr: &str| {
+            if started.elapsed() > deadline {
+                Err(ClientError::Deadline {
+                    addr: addr.to_string(),
+                    limit: deadline,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(len) = head.content_length {
+            if len > limit {
+                return Err(too_large());
+            }
+            let mut body = vec![0u8; len as usize];
+            let addr = self.addr.clone();
+            let mut late = false;
+            let result = self.read_body(
+                &mut body,
+                |want| {
+                    late = check_deadline(&addr).is_err();
+                    (!late).then_some(want)
+                },
+                |_| {},
+            );
+            match result {
+                Err(ClientError::Abandoned) if late => {
+                    return Err(ClientError::Deadline {
+                        addr,
+                        limit: deadline,
+                    })
+                }
+                other => other?,
+            }
+            self.finish(head);
+            return Ok(body);
+        }
+        // No length: read to the end of the connection.
+        let mut body = std::mem::take(&mut self.pending);
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            if body.len() as u64 > limit {
+                return Err(too_large());
+            }
+            check_deadline(&self.addr)?;
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+        self.reusable = false;
+        Ok(body)
+    }
+}
+
+/// Parses a response head from the start of `buf`: `None` if incomplete,
+/// else the head and its length in bytes.
+fn parse_head(buf: &[u8], addr: &str) -> Result<Option<(Head, usize)>, ClientError> {
+    let bad = |detail: String| ClientError::BadHead {
+        addr: addr.to_string(),
+        detail,
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let used = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let status = resp.code.ok_or_else(|| bad("no status code".into()))?;
+    let mut head = Head {
+        status,
+        content_length: None,
+        content_range: None,
+        close: resp.version == Some(0),
+    };
+    for h in resp.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| bad(format!("header {} is not text", h.name)))?
+            .trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let len: u64 = value
+                .parse()
+                .map_err(|_| bad(format!("bad content-length {value:?}")))?;
+            if head.content_length.is_some_and(|l| l != len) {
+                return Err(bad("conflicting content-length headers".into()));
+            }
+            head.content_length = Some(len);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(bad(format!("transfer-encoding {value:?} is not supported")));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            if value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"))
+            {
+                head.close = true;
+            }
+        } else if h.name.eq_ignore_ascii_case("content-range") {
+            head.content_range = parse_content_range(value);
+        }
+    }
+    Ok(Some((head, used)))
+}
+
+/// `bytes a-b/size` -> `(a, b, size)`.
+fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let rest = v.strip_prefix("bytes ")?;
+    let (range, size) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((
+        a.trim().parse().ok()?,
+        b.trim().parse().ok()?,
+        size.trim().parse().ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_range_head() {
+        let raw = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nContent-Range: bytes 0-9/100\r\n\r\nbody";
+        let (head, used) = parse_head(raw, "x").unwrap().unwrap();
+        assert_eq!(head.status, 206);
+        assert_eq!(head.content_length, Some(10));
+        assert_eq!(head.content_range, Some((0, 9, 100)));
+        assert!(!head.close);
+        assert_eq!(&raw[used..], b"body");
+    }
+
+    #[test]
+    fn partial_head_is_none_and_garbage_is_refused() {
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", "x")
+            .unwrap()
+            .is_none());
+        assert!(parse_head(b"\x00\x01garbage\r\n\r\n", "x").is_err());
+        assert!(parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "x"
+        )
+        .is_err());
+        assert!(parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "x"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn connection_close_and_http10_are_not_reused() {
+        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", "x")
+            .unwrap()
+            .unwrap();
+        assert!(h.close);
+        let (h, _) = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", "x")
+            .unwrap()
+            .unwrap();
+        assert!(h.close);
+    }
+}

@@ -1,0 +1,412 @@
+//! [`download`]: the whole download, round by round.
+//!
+//! 1. An output that already has the content is success; one with other
+//!    content is refused unless `force`.
+//! 2. Every holder's piece list is fetched (in parallel) and the holders are
+//!    grouped by identical list, the biggest group first.
+//! 3. Each round downloads with one group's list and holders (see `round`),
+//!    after salvaging the pieces of the `.part` that a previous run or
+//!    round verified and that still hash right.
+//! 4. If the whole-file SHA1 of the `.part` is the requested one: fsync,
+//!    rename into place, fsync the directory, remove the state. If not,
+//!    that group's piece list was a lie: its holders are named bad and the
+//!    next group's list is tried, keeping every piece that matches it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use sha1::{Digest, Sha1};
+
+use super::client::Timeouts;
+use super::output::{part_path, state_path};
+use super::pieces::fetch_piece_list;
+use super::rate::RateLimiter;
+use super::round::{self, piece_range, Outcome, Round};
+use super::state::{salvage, ResumeState};
+use super::{DownloadOptions, FetchError, Holder, HolderSource, ProgressFn, Summary};
+use crate::protocol::PieceList;
+use crate::Sha1Digest;
+
+/// Threads fetching piece lists at once.
+const LIST_FAN_OUT: usize = 16;
+
+/// Downloads `opts.sha1` from the holders `source` names into `opts.output`.
+///
+/// Blocks until the file is in place (verified), or fails; `progress` is
+/// called about ten times a second from this thread.
+pub fn download(
+    opts: &DownloadOptions,
+    source: &dyn HolderSource,
+    progress: Option<ProgressFn<'_>>,
+) -> Result<Summary, FetchError> {
+    let started = Instant::now();
+    let sha1 = opts.sha1;
+    let mut summary = Summary {
+        sha1,
+        path: opts.output.clone(),
+        bytes: 0,
+        bytes_received: 0,
+        seconds: 0.0,
+        peers_used: Vec::new(),
+        pieces_retried: 0,
+        resumed_bytes: 0,
+        bad_peers: Vec::new(),
+        already_present: false,
+    };
+    if let Some(size) = existing_output(opts)? {
+        summary.bytes = size;
+        summary.already_present = true;
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+    let holders = source.holders(&sha1)?;
+    if holders.is_empty() {
+        return Err(FetchError::NoHolders { sha1 });
+    }
+    let mut known = Known::new(opts);
+    let errors = known.add(holders);
+    if known.groups.is_empty() {
+        return Err(FetchError::NoPieceList {
+            sha1,
+            details: errors.join("; "),
+        });
+    }
+
+    log::debug!(
+        "{} piece list(s) after {:.3}s",
+        known.groups.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let part_path = part_path(&opts.output);
+    let state_path = state_path(&opts.output);
+    let output_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| FetchError::Output { path, source }
+    };
+    let part = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part_path)
+        .map_err(output_err(&part_path))?;
+    // The state is only a hint: every piece it claims is hashed again.
+    let mut claimed = ResumeState::load(&state_path, &sha1)
+        .map(|state| state.verified_ranges())
+        .unwrap_or_default();
+
+    let received = AtomicU64::new(0);
+    let retried = AtomicU64::new(0);
+    let rate = opts.max_rate.map(RateLimiter::new);
+    let mut used = BTreeSet::new();
+    let mut bad: Vec<String> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    let mut resumed = None;
+    let mut g = 0;
+    while g < known.groups.len() {
+        let list = known.groups[g].list.clone();
+        let holders = known.groups[g].holders.clone();
+        // Never grown up front (a peer's size is not trusted with disk
+        // space): writes extend the file. Cut anything past this size.
+        let part_len = part.metadata().map_err(output_err(&part_path))?.len();
+        if part_len > list.size {
+            part.set_len(list.size).map_err(output_err(&part_path))?;
+        }
+        let done = salvage(&part, &list, &claimed);
+        let done_bytes: u64 = (0..done.len())
+            .filter(|&i| done[i])
+            .map(|i| piece_range(&list, i).1 as u64)
+            .sum();
+        resumed.get_or_insert(done_bytes);
+        if done_bytes > 0 {
+            log::info!("resuming {sha1}: {done_bytes} bytes already verified");
+        }
+        let round = Round::new(
+            opts,
+            &list,
+            &part,
+            &part_path,
+            &done,
+            &received,
+            &retried,
+            rate.as_ref(),
+        );
+        round.add_holders(holders.clone());
+        let outcome = round::run(
+            &round,
+            &mut || known.requery(source, g),
+            progress,
+            &state_path,
+        );
+        for slot in round.slots.lock().iter() {
+            if slot.pieces > 0 {
+                used.insert(slot.holder.id.clone());
+            }
+            if slot.bad {
+                bad.push(slot.holder.to_string());
+            } else if let Some(reason) = &slot.dropped {
+                failed.push(format!("{}: {reason}", slot.holder));
+            }
+        }
+        log::debug!(
+            "round {g} over after {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
+        match outcome {
+            Outcome::Complete(digest) if digest == sha1 => {
+                finish(&part, &part_path, &opts.output, &state_path)?;
+                log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
+                summary.bytes = list.size;
+                summary.bytes_received = received.load(Ordering::Relaxed);
+                summary.seconds = started.elapsed().as_secs_f64();
+                summary.peers_used = used.into_iter().collect();
+                summary.pieces_retried = retried.load(Ordering::Relaxed);
+                summary.resumed_bytes = resumed.unwrap_or(0);
+                summary.bad_peers = bad;
+                return Ok(summary);
+            }
+            Outcome::Complete(digest) => {
+                let liars: Vec<String> = holders.iter().map(Holder::to_string).collect();
+                log::warn!(
+                    "the piece list of {} is false: every piece matched it but the file hashes to {digest}; trying another holder's list",
+                    liars.join(", ")
+                );
+                bad.extend(liars);
+                claimed = vec![(0, list.size)];
+            }
+            Outcome::Failed => {
+                claimed = verified_ranges(&list, &round.sched.done_flags());
+            }
+            Outcome::Interrupted => {
+                return Err(FetchError::Interrupted {
+                    part: part_path.clone(),
+                    done: round.sched.done_bytes(),
+                    size: list.size,
+                })
+            }
+            Outcome::Fatal(e) => return Err(e),
+        }
+        g += 1;
+    }
+    bad.sort();
+    bad.dedup();
+    if bad.is_empty() {
+        Err(FetchError::HoldersFailed {
+            sha1,
+            details: failed.join("; "),
+        })
+    } else {
+        Err(FetchError::NoCorrectCopy {
+            sha1,
+            bad,
+            others: (!failed.is_empty()).then(|| failed.join("; ")),
+        })
+    }
+}
+
+fn verified_ranges(list: &PieceList, done: &[bool]) -> Vec<(u64, u64)> {
+    ResumeState::new(list, done).verified_ranges()
+}
+
+/// `Some(size)` if the output already holds the file; an error if it holds
+/// something else and `force` is off.
+fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
+    let err = |source| FetchError::Output {
+        path: opts.output.clone(),
+        source,
+    };
+    let mut file = match File::open(&opts.output) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(e)),
+    };
+    let meta = file.metadata().map_err(err)?;
+    if !meta.is_file() {
+        return Err(err(std::io::Error::other(
+            "it is not a regular file: use -o to pick a file path",
+        )));
+    }
+    let mut hasher = Sha1::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    if Sha1Digest::from_hasher(hasher) == opts.sha1 {
+        log::debug!("{} already holds {}", opts.output.display(), opts.sha1);
+        return Ok(Some(meta.len()));
+    }
+    if opts.force {
+        return Ok(None);
+    }
+    Err(FetchError::Exists {
+        path: opts.output.clone(),
+    })
+}
+
+/// fsync the `.part`, rename it into place, fsync the directory, drop the state.
+fn finish(
+    part: &File,
+    part_path: &Path,
+    output: &Path,
+    state_path: &Path,
+) -> Result<(), FetchError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| FetchError::Output { path, source }
+    };
+    part.sync_all().map_err(err(part_path))?;
+    std::fs::rename(part_path, output).map_err(err(output))?;
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    match std::fs::remove_file(state_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("cannot remove {}: {e}", state_path.display()),
+    }
+    Ok(())
+}
+
+/// A group of holders that gave the same piece list.
+struct Group {
+    list: PieceList,
+    holders: Vec<Holder>,
+}
+
+/// Every holder seen, by id, and the groups of identical piece lists.
+struct Known<'a> {
+    opts: &'a DownloadOptions,
+    seen: HashMap<String, usize>,
+    groups: Vec<Group>,
+}
+
+impl<'a> Known<'a> {
+    fn new(opts: &'a DownloadOptions) -> Self {
+        Known {
+            opts,
+            seen: HashMap::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    /// Fetches the piece lists of the holders not seen yet (in parallel)
+    /// and files them into groups, biggest first (only before the first
+    /// round: later, new groups go to the end). Returns the errors.
+    fn add(&mut self, holders: Vec<Holder>) -> Vec<String> {
+        let fresh: Vec<Holder> = holders
+            .into_iter()
+            .filter(|h| !self.seen.contains_key(&h.id))
+            .collect();
+        let lists = fetch_lists(self.opts, &fresh);
+        let mut errors = Vec::new();
+        let initial = self.groups.is_empty();
+        for (holder, result) in fresh.into_iter().zip(lists) {
+            match result {
+                Ok(list) => {
+                    let g = match self.groups.iter().position(|g| g.list == list) {
+                        Some(g) => g,
+                        None => {
+                            self.groups.push(Group {
+                                list,
+                                holders: Vec::new(),
+                            });
+                            self.groups.len() - 1
+                        }
+                    };
+                    self.seen.insert(holder.id.clone(), g);
+                    self.groups[g].holders.push(holder);
+                }
+                Err(e) => {
+                    log::warn!("peer {holder}: no usable piece list: {e}");
+                    errors.push(format!("{holder}: {e}"));
+                }
+            }
+        }
+        if initial {
+            // Stable: ties keep the holders' order.
+            self.groups
+                .sort_by_key(|g| std::cmp::Reverse(g.holders.len()));
+            for (i, g) in self.groups.iter().enumerate() {
+                for h in &g.holders {
+                    self.seen.insert(h.id.clone(), i);
+                }
+            }
+        }
+        errors
+    }
+
+    /// Asks `source` again; returns the new holders whose list is group `g`'s.
+    fn requery(&mut self, source: &dyn HolderSource, g: usize) -> Vec<Holder> {
+        let holders = match source.holders(&self.opts.sha1) {
+            Ok(h) => h,
+            Err(e) => {
+                log::warn!("{e}");
+                return Vec::new();
+            }
+        };
+        let before = self.groups.get(g).map_or(0, |grp| grp.holders.len());
+        self.add(holders);
+        let fresh: Vec<Holder> = self
+            .groups
+            .get(g)
+            .and_then(|grp| grp.holders.get(before..))
+            .map(<[Holder]>::to_vec)
+            .unwrap_or_default();
+        for h in &fresh {
+            log::info!("new holder {h} joins the download");
+        }
+        fresh
+    }
+}
+
+/// The piece lists of `holders`, in order, fetched by up to 16 threads.
+fn fetch_lists(opts: &DownloadOptions, holders: &[Holder]) -> Vec<Result<PieceList, String>> {
+    let timeouts = Timeouts {
+        connect: opts.connect_timeout,
+        io: opts.io_timeout,
+    };
+    let results: Vec<parking_lot::Mutex<Option<Result<PieceList, String>>>> = holders
+        .iter()
+        .map(|_| parking_lot::Mutex::new(None))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(h) = holders.get(i) else { break };
+        let r = fetch_piece_list(h, &opts.sha1, timeouts, opts.request_timeout)
+            .map_err(|e| e.to_string());
+        *results[i].lock() = Some(r);
+    };
+    std::thread::scope(|s| {
+        for t in 0..LIST_FAN_OUT.min(holders.len()) {
+            if std::thread::Builder::new()
+                .name(format!("pb-get-list{t}"))
+                .spawn_scoped(s, work)
+                .is_err()
+            {
+                // Fewer threads: the others (or this one, below) do the work.
+                break;
+            }
+        }
+        work();
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|| Err("bug: piece list not fetched".into()))
+        })
+        .collect()
+}

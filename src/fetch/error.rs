@@ -1,0 +1,79 @@
+//! [`FetchError`]: why a download failed, one variant per step, each
+//! message saying what to do.
+
+use std::path::PathBuf;
+
+use super::HoldersError;
+use crate::Sha1Digest;
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// Asking who holds the file failed.
+    #[error(transparent)]
+    Holders(#[from] HoldersError),
+    /// Nobody holds the file.
+    #[error("no peer holds {sha1}: check the sha1 with `piratebay-sync files`")]
+    NoHolders {
+        /// The file.
+        sha1: Sha1Digest,
+    },
+    /// No holder gave a usable piece list.
+    #[error("no holder of {sha1} gave a usable piece list ({details}): try again later")]
+    NoPieceList {
+        /// The file.
+        sha1: Sha1Digest,
+        /// Each holder and what went wrong.
+        details: String,
+    },
+    /// Every holder sent bad data, lied about the pieces, or failed.
+    #[error(
+        "no peer could supply a correct copy of {sha1}: bad data from {}{}; the .part is kept",
+        bad.join(", "),
+        others.as_deref().map(|o| format!("; others failed: {o}")).unwrap_or_default()
+    )]
+    NoCorrectCopy {
+        /// The file.
+        sha1: Sha1Digest,
+        /// Peers that sent bad data or a false piece list (`id (addr)`).
+        bad: Vec<String>,
+        /// The other holders' failures, if any.
+        others: Option<String>,
+    },
+    /// Every holder failed (died, stalled, refused) before the end.
+    #[error("every holder of {sha1} failed ({details}): rerun the same command to resume")]
+    HoldersFailed {
+        /// The file.
+        sha1: Sha1Digest,
+        /// Each holder and its last error.
+        details: String,
+    },
+    /// The output exists with other content.
+    #[error("{} exists with different content: use --force to overwrite it or -o to save elsewhere", path.display())]
+    Exists {
+        /// The output path.
+        path: PathBuf,
+    },
+    /// Reading or writing the output, `.part` or state failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Output {
+        /// The file involved.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Stopped by the caller (Ctrl-C).
+    #[error("interrupted with {done} of {size} bytes in {}: rerun the same command to resume", part.display())]
+    Interrupted {
+        /// The `.part` file kept.
+        part: PathBuf,
+        /// Bytes verified so far.
+        done: u64,
+        /// File size.
+        size: u64,
+    },
+    /// A download thread could not be started.
+    #[error("cannot start a download thread: {0}")]
+    Thread(std::io::Error),
+}

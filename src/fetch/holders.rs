@@ -1,0 +1,62 @@
+//! Who holds a file: the [`Holder`] type and the [`HolderSource`] the
+//! download asks, at the start and again every few seconds, so peers that
+//! appear mid-download are used. The network implementation (etcd + the
+//! catalog) is `catalog::NetworkHolders`; a fixed list works without etcd.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Sha1Digest;
+
+/// A peer that holds a file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Holder {
+    /// The peer id (as registered in etcd), used in logs and summaries.
+    pub id: String,
+    /// The `ip:port` to dial.
+    pub addr: String,
+}
+
+impl Holder {
+    /// A holder with this id and address.
+    pub fn new(id: impl Into<String>, addr: impl Into<String>) -> Self {
+        Holder {
+            id: id.into(),
+            addr: addr.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.id, self.addr)
+    }
+}
+
+/// Why the holders of a file could not be found.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot find the holders: {0}")]
+pub struct HoldersError(pub String);
+
+/// Where the download learns who holds a file. Called from the download's
+/// own thread, at the start and then every `requery_interval`.
+pub trait HolderSource: Send + Sync {
+    /// The peers that hold `sha1` right now.
+    fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError>;
+}
+
+/// A fixed list of holders.
+impl HolderSource for Vec<Holder> {
+    fn holders(&self, _sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
+        Ok(self.clone())
+    }
+}
+
+/// Any function that returns the holders.
+impl<F> HolderSource for F
+where
+    F: Fn(&Sha1Digest) -> Result<Vec<Holder>, HoldersError> + Send + Sync,
+{
+    fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
+        self(sha1)
+    }
+}

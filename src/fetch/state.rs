@@ -1,0 +1,195 @@
+//! The resume state: `<final>.part.state`, JSON with the sha1, size, piece
+//! size, piece hashes and a bitmap of the pieces verified and written to
+//! the `.part`. Written atomically (temp file + rename) at most every
+//! 250 ms while pieces verify, and at exit.
+//!
+//! The state is a hint, never trusted alone: on restart every piece it
+//! marks verified is hashed again from the `.part` ([`salvage`]) and kept
+//! only if it matches the piece list in use.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::PieceList;
+use crate::Sha1Digest;
+
+/// What `.part.state` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// The file being downloaded.
+    pub sha1: Sha1Digest,
+    /// Its size.
+    pub size: u64,
+    /// Piece size of `pieces`.
+    pub piece_size: u64,
+    /// The piece hashes the `.part` was verified against.
+    pub pieces: Vec<Sha1Digest>,
+    /// Verified pieces: hex of a bitset, bit `i` of byte `i / 8` (LSB first).
+    pub verified: String,
+}
+
+impl ResumeState {
+    /// A state for `list` with the pieces flagged in `done`.
+    pub fn new(list: &PieceList, done: &[bool]) -> Self {
+        ResumeState {
+            sha1: list.sha1,
+            size: list.size,
+            piece_size: list.piece_size,
+            pieces: list.pieces.clone(),
+            verified: encode_bitmap(done),
+        }
+    }
+
+    /// Reads a state file; `None` (with a warning) if it is missing,
+    /// unreadable, corrupt or for another file.
+    pub fn load(path: &Path, sha1: &Sha1Digest) -> Option<ResumeState> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                log::warn!("ignoring resume state {}: {e}", path.display());
+                return None;
+            }
+        };
+        let state: ResumeState = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("ignoring corrupt resume state {}: {e}", path.display());
+                return None;
+            }
+        };
+        let consistent = state.sha1 == *sha1
+            && state.piece_size > 0
+            && crate::protocol::piece_count(state.size, state.piece_size)
+                == state.pieces.len() as u64;
+        if !consistent {
+            log::warn!(
+                "ignoring resume state {}: it is for another file or inconsistent",
+                path.display()
+            );
+            return None;
+        }
+        Some(state)
+    }
+
+    /// Writes the state atomically (temp file in the same directory, then rename).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        let mut tmp = path.as_os_str().to_os_string();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The verified flags, one per piece.
+    pub fn verified_flags(&self) -> Vec<bool> {
+        decode_bitmap(&self.verified, self.pieces.len())
+    }
+
+    /// Byte ranges `[start, end)` the state claims verified, merged.
+    pub fn verified_ranges(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (i, ok) in self.verified_flags().into_iter().enumerate() {
+            if !ok {
+                continue;
+            }
+            let start = i as u64 * self.piece_size;
+            let end = (start + self.piece_size).min(self.size);
+            match out.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => out.push((start, end)),
+            }
+        }
+        out
+    }
+}
+
+fn encode_bitmap(flags: &[bool]) -> String {
+    let mut bytes = vec![0u8; flags.len().div_ceil(8)];
+    for (i, _) in flags.iter().enumerate().filter(|(_, f)| **f) {
+        bytes[i / 8] |= 1 << (i % 8);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_bitmap(hex: &str, n: usize) -> Vec<bool> {
+    let bytes: Vec<u8> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|p| {
+            std::str::from_utf8(p)
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 16).ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    (0..n)
+        .map(|i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+        .collect()
+}
+
+/// Which pieces of `list` are already correct in `part`: each piece fully
+/// inside a range in `claimed` is read back and hashed (in parallel) and
+/// kept only if it matches. Read errors count as not verified.
+pub fn salvage(part: &File, list: &PieceList, claimed: &[(u64, u64)]) -> Vec<bool> {
+    let n = list.pieces.len();
+    let covered = |start: u64, end: u64| claimed.iter().any(|&(a, b)| a <= start && end <= b);
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let start = i as u64 * list.piece_size;
+            let end = (start + list.piece_size).min(list.size);
+            if !covered(start, end) {
+                return false;
+            }
+            let mut buf = vec![0u8; (end - start) as usize];
+            part.read_exact_at(&mut buf, start).is_ok() && Sha1Digest::of(&buf) == list.pieces[i]
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_round_trips() {
+        let flags: Vec<bool> = (0..21).map(|i| i % 3 == 0 || i == 20).collect();
+        let hex = encode_bitmap(&flags);
+        assert_eq!(decode_bitmap(&hex, flags.len()), flags);
+        assert_eq!(decode_bitmap("zz", 4), vec![false; 4]);
+    }
+
+    #[test]
+    fn salvage_keeps_only_matching_claimed_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.part");
+        let data: Vec<u8> = (0..10u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let list = PieceList {
+            sha1: Sha1Digest::of(&data),
+            size: 10,
+            piece_size: 4,
+            pieces: vec![
+                Sha1Digest::of(&data[0..4]),
+                Sha1Digest::of(b"not it"),
+                Sha1Digest::of(&data[8..10]),
+            ],
+        };
+        let file = File::open(&path).unwrap();
+        assert_eq!(salvage(&file, &list, &[(0, 10)]), vec![true, false, true]);
+        assert_eq!(salvage(&file, &list, &[(0, 6)]), vec![true, false, false]);
+        let state = ResumeState::new(&list, &[true, false, true]);
+        assert_eq!(state.verified_ranges(), vec![(0, 4), (8, 10)]);
+        let saved = dir.path().join("f.part.state");
+        state.save(&saved).unwrap();
+        assert_eq!(ResumeState::load(&saved, &list.sha1), Some(state));
+        assert_eq!(ResumeState::load(&saved, &Sha1Digest::of(b"other")), None);
+        std::fs::write(&saved, b"{corrupt").unwrap();
+        assert_eq!(ResumeState::load(&saved, &list.sha1), None);
+    }
+}
