@@ -10,51 +10,8 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// A `serve` process on its own loopback IP with its own dataset and state dir.
-struct TestPeer {
-    proc: PeerProcess,
-    _dirs: tempfile::TempDir,
-    state_dir: std::path::PathBuf,
-}
-
-fn serve(endpoints: &str, ttl: u64) -> TestPeer {
-    serve_in(endpoints, ttl, None)
-}
-
-fn serve_in(endpoints: &str, ttl: u64, dirs: Option<tempfile::TempDir>) -> TestPeer {
-    let dirs = dirs.unwrap_or_else(|| tempfile::tempdir().unwrap());
-    let dataset = dirs.path().join("dataset");
-    let state_dir = dirs.path().join("state");
-    std::fs::create_dir_all(&dataset).unwrap();
-    let ip = next_loopback_ip();
-    let proc = PeerProcess::spawn(&[
-        "--dataset".to_string(),
-        dataset.display().to_string(),
-        "--state-dir".into(),
-        state_dir.display().to_string(),
-        "--listen".into(),
-        format!("{ip}:0"),
-        "--etcd".into(),
-        endpoints.into(),
-        "--ttl".into(),
-        ttl.to_string(),
-    ]);
-    TestPeer {
-        proc,
-        _dirs: dirs,
-        state_dir,
-    }
-}
-
-impl TestPeer {
-    fn id(&self) -> String {
-        wait_for(Duration::from_secs(10), "peer id file", || {
-            std::fs::read_to_string(self.state_dir.join("peer-id"))
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        })
-    }
+fn serve(endpoints: &str, ttl: u64) -> ServePeer {
+    Serve::new(endpoints).ttl(ttl).start()
 }
 
 /// `piratebay-sync list --json` parsed; panics with stderr on failure.
@@ -201,18 +158,24 @@ fn peer_id_is_stable_across_restarts() {
     let etcd = EtcdServer::new();
     let ep = etcd.endpoint();
     let dirs = tempfile::tempdir().unwrap();
-    let keep = dirs.path().to_path_buf();
-    let mut first = serve_in(&ep, 30, Some(dirs));
+    let (dataset, state) = (dirs.path().join("d"), dirs.path().join("s"));
+    let start = || {
+        Serve::new(&ep)
+            .ttl(30)
+            .dataset(&dataset)
+            .state_dir(&state)
+            .start()
+    };
+    let mut first = start();
     let id = first.id();
     wait_listed(&ep, &id, Duration::from_secs(10));
     first.proc.sigterm();
     assert!(first.proc.wait_exit(Duration::from_secs(5)).success());
-    let TestPeer { _dirs, .. } = first;
-    let second = serve_in(&ep, 30, Some(_dirs));
+    let second = start();
     assert_eq!(second.id(), id);
     wait_listed(&ep, &id, Duration::from_secs(10));
     assert_eq!(list_json(&ep).len(), 1);
-    assert!(keep.join("state/peer-id").exists());
+    assert!(state.join("peer-id").exists());
 }
 
 #[test]

@@ -403,26 +403,11 @@ fn auth_wrong_password_is_one_clear_line() {
 fn auth_peer_registers_and_lists_with_user_and_password() {
     let etcd = etcd_with_auth(2);
     let ep = etcd.endpoint();
-    let dirs = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dirs.path().join("d")).unwrap();
-    let peer = PeerProcess::spawn_with_env(
-        &[
-            "--dataset".to_string(),
-            dirs.path().join("d").display().to_string(),
-            "--state-dir".into(),
-            dirs.path().join("s").display().to_string(),
-            "--listen".into(),
-            format!("{}:0", next_loopback_ip()),
-            "--etcd".into(),
-            ep.clone(),
-            "--ttl".into(),
-            "3".into(),
-        ],
-        &[
-            ("PIRATEBAY_ETCD_USER", "piratebay"),
-            ("PIRATEBAY_ETCD_PASSWORD", "pbpw"),
-        ],
-    );
+    let peer = Serve::new(&ep)
+        .ttl(3)
+        .env("PIRATEBAY_ETCD_USER", "piratebay")
+        .env("PIRATEBAY_ETCD_PASSWORD", "pbpw")
+        .start();
     let listed = || {
         let out = cli(&[
             "list",
@@ -442,7 +427,7 @@ fn auth_peer_registers_and_lists_with_user_and_password() {
     assert!(
         listed(),
         "peer lost after token expiry:\n{}",
-        peer.log_text()
+        peer.proc.log_text()
     );
     let out = cli(&[
         "list",
@@ -474,21 +459,8 @@ fn https_endpoint_with_the_test_ca() {
     assert_eq!(c.get(b"/piratebay/tls").unwrap().unwrap().value, b"ok");
 
     // A peer and `list` given the CA work end to end.
-    let dirs = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dirs.path().join("d")).unwrap();
     let ca = certs.ca.display().to_string();
-    let _peer = PeerProcess::spawn(&[
-        "--dataset".to_string(),
-        dirs.path().join("d").display().to_string(),
-        "--state-dir".into(),
-        dirs.path().join("s").display().to_string(),
-        "--listen".into(),
-        format!("{}:0", next_loopback_ip()),
-        "--etcd".into(),
-        ep.clone(),
-        "--etcd-ca".into(),
-        ca.clone(),
-    ]);
+    let _peer = Serve::new(&ep).arg("--etcd-ca", &ca).start();
     wait_until(Duration::from_secs(10), "peer listed over https", || {
         let out = cli(&["list", "--json", "--etcd", &ep, "--etcd-ca", &ca]);
         out.status.success() && stdout_text(&out).contains("\"addr\"")

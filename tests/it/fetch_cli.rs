@@ -2,7 +2,7 @@
 //! peer servers registered in a real etcd, and (once `serve` is wired on
 //! this branch) against real `serve` processes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -284,38 +284,7 @@ fn get_interrupted_by_ctrl_c_saves_state_and_says_how_to_resume() {
     assert!(!out_path.exists());
 }
 
-// ---------------------------------------------------------------------
-// With real `serve` processes: these run once `serve` is wired (it is a
-// stub on the fetch branch until index and server are merged on main).
-// ---------------------------------------------------------------------
-
-/// A `serve` process sharing `dataset`, or `None` if `serve` is a stub.
-fn serve_peer(endpoint: &str, ns: &str, dataset: &Path, state: PathBuf) -> Option<PeerProcess> {
-    let ip = next_loopback_ip();
-    let mut p = PeerProcess::spawn(&[
-        "--dataset".to_string(),
-        dataset.display().to_string(),
-        "--state-dir".into(),
-        state.display().to_string(),
-        "--listen".into(),
-        format!("{ip}:0"),
-        "--etcd".into(),
-        endpoint.into(),
-        "--namespace".into(),
-        ns.into(),
-    ]);
-    let stub = try_wait_for(Duration::from_secs(2), || {
-        (!p.is_running()).then(|| p.log_text())
-    });
-    match stub {
-        Some(log) if log.contains("not implemented") => {
-            eprintln!("skipping: `serve` is not wired on this branch yet");
-            None
-        }
-        Some(log) => panic!("serve exited: {log}"),
-        None => Some(p),
-    }
-}
+// With real `serve` processes.
 
 #[test]
 fn get_from_serve_processes_survives_a_sigkilled_holder() {
@@ -328,15 +297,13 @@ fn get_from_serve_processes_survives_a_sigkilled_holder() {
     let sha1 = random_file(&dataset.join("big.bin"), 24 << 20, 13);
     let mut peers = Vec::new();
     for i in 0..3 {
-        match serve_peer(
-            &etcd.endpoint(),
-            ns,
-            &dataset,
-            dir.path().join(format!("s{i}")),
-        ) {
-            Some(p) => peers.push(p),
-            None => return,
-        }
+        peers.push(
+            Serve::new(&etcd.endpoint())
+                .arg("--namespace", ns)
+                .dataset(&dataset)
+                .state_dir(dir.path().join(format!("s{i}")))
+                .start(),
+        );
     }
     let state = dir.path().join("client-state");
     let base = |cmd: &str| {
@@ -379,7 +346,7 @@ fn get_from_serve_processes_survives_a_sigkilled_holder() {
     wait_until(Duration::from_secs(30), "a quarter verified", || {
         verified_in_state(&out_path, &sha1) >= 2
     });
-    peers[0].kill9();
+    peers[0].proc.kill9();
     let status = wait_timeout(&mut child, Duration::from_secs(60)).expect("get finishes");
     assert!(status.success());
     assert_eq!(sha1sum(&out_path), sha1.to_hex());

@@ -39,18 +39,7 @@ fn serve_shares_its_dataset_and_publishes_the_index_generation() {
     std::fs::create_dir_all(dataset.join("sub")).unwrap();
     let first: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(dataset.join("sub/first.bin"), &first).unwrap();
-    let peer = PeerProcess::spawn(&[
-        "--dataset".to_string(),
-        dataset.display().to_string(),
-        "--state-dir".into(),
-        dirs.path().join("state").display().to_string(),
-        "--listen".into(),
-        format!("{}:0", next_loopback_ip()),
-        "--etcd".into(),
-        ep.clone(),
-        "--ttl".into(),
-        "5".into(),
-    ]);
+    let peer = Serve::new(&ep).ttl(5).dataset(&dataset).start();
     let rec = wait_for(
         Duration::from_secs(10),
         "peer registered with an index",
@@ -87,9 +76,9 @@ fn serve_shares_its_dataset_and_publishes_the_index_generation() {
     });
     assert_eq!((status, body), (200, second));
     assert!(
-        peer.log_text().contains("GET /v1/files"),
+        peer.proc.log_text().contains("GET /v1/files"),
         "access log:\n{}",
-        peer.log_text()
+        peer.proc.log_text()
     );
 }
 

@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod log;
 pub mod net;
 pub mod process;
+pub mod serve;
 pub mod tls;
 pub mod wait;
 
@@ -21,5 +22,6 @@ pub use etcd::{
 pub use log::init_test_log;
 pub use net::{free_addr, free_port, next_loopback_ip};
 pub use process::{run_with_timeout, send_signal, tail, wait_timeout, DEFAULT_TIMEOUT};
+pub use serve::{Serve, ServePeer};
 pub use tls::TestCerts;
 pub use wait::{try_wait_for, wait_for, wait_until};
