@@ -35,6 +35,10 @@ use crate::Sha1Digest;
 const TICK: Duration = Duration::from_millis(100);
 /// Read size of the whole-file hasher.
 const HASH_CHUNK: usize = 1024 * 1024;
+/// The hasher flushes the `.part` to disk each time it has hashed this
+/// much, so the final fsync only waits for the tail (the writeback overlaps
+/// the transfer instead of following it).
+const SYNC_EVERY: u64 = 64 * 1024 * 1024;
 
 /// One holder in a round.
 #[derive(Debug)]
@@ -367,6 +371,7 @@ fn fill<'scope, 'env>(
 fn hash_prefix(round: &Round<'_>) -> std::io::Result<Option<Sha1Digest>> {
     let mut hasher = Sha1::new();
     let mut buf = vec![0u8; HASH_CHUNK.min(round.list.size as usize)];
+    let mut unsynced = 0u64;
     for i in 0..round.list.pieces.len() {
         while !round.sched.is_done(i) {
             if round.abort.load(Ordering::Acquire) {
@@ -383,6 +388,11 @@ fn hash_prefix(round: &Round<'_>) -> std::io::Result<Option<Sha1Digest>> {
                 .read_exact_at(&mut buf[..n], start + off as u64)?;
             hasher.update(&buf[..n]);
             off += n;
+        }
+        unsynced += len as u64;
+        if unsynced >= SYNC_EVERY {
+            round.part.sync_data()?;
+            unsynced = 0;
         }
     }
     Ok(Some(Sha1Digest::from_hasher(hasher)))
