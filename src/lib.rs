@@ -12,6 +12,22 @@
 //! is owned by a handle that stops and joins it on drop, so it embeds in any
 //! ordinary program.
 //!
+//! Downloading a file from a program, no runtime needed:
+//!
+//! ```no_run
+//! use piratebay_sync::catalog::{Catalog, CatalogOptions, NetworkHolders};
+//! use piratebay_sync::etcd::{Client, Config};
+//! use piratebay_sync::fetch::{self, DownloadOptions};
+//!
+//! let client = Client::new(Config::new(["http://127.0.0.1:2379"]))?;
+//! let holders = NetworkHolders::new(client, "piratebay", Catalog::new(CatalogOptions::default()));
+//! let sha1 = "79c9d9035a15697674dfcb213cbf6223e5cb27ac".parse()?;
+//! let report = |p: &fetch::Progress| eprintln!("{}/{} bytes", p.done, p.size);
+//! let summary = fetch::download(&DownloadOptions::new(sha1, "big.bin"), &holders, Some(&report))?;
+//! println!("{} bytes from {} peers", summary.bytes, summary.peers_used.len());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Code map (see `ARCHITECTURE.md`):
 //!
 //! - [`digest`]: the SHA1 value type that names files and pieces.

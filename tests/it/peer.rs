@@ -120,3 +120,55 @@ fn bad_flags_are_one_clear_line_not_a_panic() {
         );
     }
 }
+
+#[test]
+fn a_download_into_a_peers_dataset_becomes_shared_by_that_peer() {
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let holder = Serve::new(&ep).start();
+    let content: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let sha = Sha1Digest::of(&content);
+    std::fs::write(holder.dataset.join("shared.bin"), &content).unwrap();
+    let receiver = Serve::new(&ep).start();
+    let files = || {
+        let out = cli(&[
+            "files",
+            "--json",
+            "--etcd",
+            &ep,
+            "--state-dir",
+            receiver.state_dir.join("cli").to_str().unwrap(),
+        ]);
+        serde_json::from_str::<Vec<Value>>(&stdout_text(&out)).ok()
+    };
+    wait_until(Duration::from_secs(10), "holder lists the file", || {
+        files().is_some_and(|f| {
+            f.iter()
+                .any(|e| e["sha1"] == sha.to_hex() && e["peers"] == 1)
+        })
+    });
+    let out = cli(&[
+        "get",
+        &sha.to_hex(),
+        "--dir",
+        receiver.dataset.to_str().unwrap(),
+        "--etcd",
+        &ep,
+        "--state-dir",
+        receiver.state_dir.join("cli").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert_eq!(
+        std::fs::read(receiver.dataset.join("shared.bin")).unwrap(),
+        content
+    );
+    // The receiving peer indexes the finished download and serves it too.
+    wait_until(Duration::from_secs(5), "two holders", || {
+        files().is_some_and(|f| {
+            f.iter()
+                .any(|e| e["sha1"] == sha.to_hex() && e["peers"] == 2)
+        })
+    });
+}
