@@ -38,6 +38,25 @@ pub struct EtcdOpts {
     pub ca: Option<String>,
 }
 
+/// The [`EtcdOpts`] of a command's args struct (every command that talks
+/// to etcd has the same four fields: argh cannot share them).
+macro_rules! etcd_opts {
+    ($args:expr) => {
+        $crate::cli::env::EtcdOpts {
+            etcd: $args.etcd,
+            user: $args.etcd_user,
+            password: $args.etcd_password,
+            ca: $args.etcd_ca,
+        }
+    };
+}
+pub(crate) use etcd_opts;
+
+/// An etcd client from flags and `PIRATEBAY_ETCD*`.
+pub fn etcd_client(o: EtcdOpts) -> Result<etcd::Client, CliError> {
+    Ok(etcd::Client::new(etcd_config(o)?)?)
+}
+
 /// Builds the etcd client configuration from flags and `PIRATEBAY_ETCD*`.
 pub fn etcd_config(o: EtcdOpts) -> Result<etcd::Config, CliError> {
     let mut cfg = etcd::Config::default();

@@ -7,9 +7,9 @@ use std::io::Write;
 
 use argh::FromArgs;
 use piratebay_sync::catalog::{Catalog, CatalogOptions, FileEntry, CACHE_FILE};
-use piratebay_sync::{discovery, etcd};
+use piratebay_sync::discovery;
 
-use super::env::{etcd_config, namespace, state_dir, EtcdOpts};
+use super::env::{etcd_client, etcd_opts, namespace, state_dir};
 use super::CliResult;
 
 /// List the files shared on the network, merged from every peer.
@@ -43,13 +43,7 @@ pub struct FilesArgs {
 }
 
 pub fn run(args: FilesArgs) -> CliResult {
-    let cfg = etcd_config(EtcdOpts {
-        etcd: args.etcd,
-        user: args.etcd_user,
-        password: args.etcd_password,
-        ca: args.etcd_ca,
-    })?;
-    let client = etcd::Client::new(cfg)?;
+    let client = etcd_client(etcd_opts!(args))?;
     let peers = discovery::list_peers(&client, &namespace(args.namespace))?;
     let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
     let mut catalog = Catalog::load(CatalogOptions::default(), &cache_path);

@@ -11,9 +11,9 @@ use argh::FromArgs;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use piratebay_sync::catalog::{Catalog, CatalogOptions, NetworkHolders, CACHE_FILE};
 use piratebay_sync::fetch::{self, output::resolve_output, DownloadOptions, Progress};
-use piratebay_sync::{etcd, Sha1Digest};
+use piratebay_sync::Sha1Digest;
 
-use super::env::{etcd_config, flag_or_env, namespace, state_dir, EtcdOpts};
+use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, state_dir};
 use super::files::human_size;
 use super::CliResult;
 
@@ -64,13 +64,7 @@ pub fn run(args: GetArgs) -> CliResult {
     let max_rate = flag_or_env(args.max_rate, "PIRATEBAY_MAX_RATE")
         .map(|r| fetch::parse_rate(&r))
         .transpose()?;
-    let cfg = etcd_config(EtcdOpts {
-        etcd: args.etcd,
-        user: args.etcd_user,
-        password: args.etcd_password,
-        ca: args.etcd_ca,
-    })?;
-    let client = etcd::Client::new(cfg)?;
+    let client = etcd_client(etcd_opts!(args))?;
     let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
     let catalog = Catalog::load(CatalogOptions::default(), &cache_path);
     let source = NetworkHolders::new(client, namespace(args.namespace), catalog);

@@ -4,9 +4,8 @@ use std::io::Write;
 
 use argh::FromArgs;
 use piratebay_sync::discovery::{self, unix_now};
-use piratebay_sync::etcd;
 
-use super::env::{etcd_config, namespace, EtcdOpts};
+use super::env::{etcd_client, etcd_opts, namespace};
 use super::CliResult;
 
 /// List the peers registered in etcd.
@@ -34,13 +33,7 @@ pub struct ListArgs {
 }
 
 pub fn run(args: ListArgs) -> CliResult {
-    let cfg = etcd_config(EtcdOpts {
-        etcd: args.etcd,
-        user: args.etcd_user,
-        password: args.etcd_password,
-        ca: args.etcd_ca,
-    })?;
-    let client = etcd::Client::new(cfg)?;
+    let client = etcd_client(etcd_opts!(args))?;
     let peers = discovery::list_peers(&client, &namespace(args.namespace))?;
     let mut out = std::io::stdout().lock();
     if args.json {

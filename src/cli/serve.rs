@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::env::{
-    dataset, etcd_config, flag_or_env, namespace, parsed_flag_or_env, state_dir, EtcdOpts,
+    dataset, etcd_config, etcd_opts, flag_or_env, namespace, parsed_flag_or_env, state_dir,
 };
 use super::CliResult;
 
@@ -81,12 +81,7 @@ pub fn run(args: ServeArgs) -> CliResult {
 
 fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
     let mut cfg = PeerConfig::new(dataset(args.dataset), state_dir(args.state_dir));
-    cfg.etcd = etcd_config(EtcdOpts {
-        etcd: args.etcd,
-        user: args.etcd_user,
-        password: args.etcd_password,
-        ca: args.etcd_ca,
-    })?;
+    cfg.etcd = etcd_config(etcd_opts!(args))?;
     cfg.namespace = namespace(args.namespace);
     if let Some(l) = flag_or_env(args.listen, "PIRATEBAY_LISTEN") {
         cfg.listen = parse_addr(&l, "--listen")?;
