@@ -69,10 +69,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                 if round.sched.claim(i) {
                     let (start, _) = round.piece_range(i);
                     if let Err(source) = round.part.write_all_at(&buf[..len], start) {
-                        round.set_fatal(FetchError::Output {
-                            path: round.part_path.to_path_buf(),
-                            source,
-                        });
+                        round.set_fatal(FetchError::output(round.part_path, source));
                         break;
                     }
                     round.sched.written(i, len as u64, slot);
