@@ -45,6 +45,7 @@ fn client_args(cmd: &str, ep: &str, ns: &str, state: &Path, extra: &[&str]) -> V
 /// Runs the binary to completion and returns its output and its peak
 /// resident set size in KiB (from `wait4`, exact for this one child).
 #[track_caller]
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which clippy does not see
 fn run_measured(args: &[String], timeout: Duration) -> (Output, u64) {
     let mut child = command()
         .args(args)
