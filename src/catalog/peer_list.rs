@@ -1,7 +1,8 @@
 //! One peer's `GET /v1/files`, with a connect timeout, a whole-request
-//! deadline and a body size limit.
+//! deadline (a busy peer's `503` is asked again within it) and a body size
+//! limit.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::fetch::client::{self, ClientError, Timeouts};
 use crate::protocol::{FileList, FILES_PATH};
@@ -30,10 +31,7 @@ pub fn fetch_file_list(
     timeouts: Timeouts,
     deadline: Duration,
 ) -> Result<FileList, PeerListError> {
-    let started = Instant::now();
-    let mut conn = client::connect(addr, timeouts)?;
-    let head = conn.get(FILES_PATH, None)?;
-    let body = conn.read_body_to_vec(&head, MAX_CATALOG_BODY, started, deadline)?;
+    let (head, body) = client::get_small(addr, FILES_PATH, timeouts, MAX_CATALOG_BODY, deadline)?;
     if head.status != 200 {
         return Err(PeerListError::Status(head.status));
     }

@@ -25,6 +25,34 @@ const MAX_RESPONSE_HEADERS: usize = 48;
 /// Read size for heads and small bodies.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// How long to wait before asking a busy peer (`503`, `Retry-After: 1`) again.
+pub const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// `GET path` on a new connection and its whole body (at most `limit`
+/// bytes), all within `deadline`. A `503` (the peer's queue is full) is
+/// asked again every [`BUSY_RETRY`] while the deadline allows; the last
+/// answer is returned whatever its status.
+pub fn get_small(
+    addr: &str,
+    path: &str,
+    timeouts: Timeouts,
+    limit: u64,
+    deadline: Duration,
+) -> Result<(Head, Vec<u8>), ClientError> {
+    let started = Instant::now();
+    loop {
+        let mut conn = connect(addr, timeouts)?;
+        let head = conn.get(path, None)?;
+        let body = conn.read_body_to_vec(&head, limit, started, deadline)?;
+        if head.status == 503 && started.elapsed() + BUSY_RETRY < deadline {
+            log::debug!("peer {addr} busy (503) for {path}; asking again");
+            std::thread::sleep(BUSY_RETRY);
+            continue;
+        }
+        return Ok((head, body));
+    }
+}
+
 /// Why a request to a peer failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

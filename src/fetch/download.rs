@@ -85,7 +85,7 @@ pub fn download(
     let state_path = state_path(&opts.output);
     let output_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| FetchError::Output { path, source }
+        move |source| FetchError::output(path, source)
     };
     let part = OpenOptions::new()
         .read(true)
@@ -215,10 +215,7 @@ fn verified_ranges(list: &PieceList, done: &[bool]) -> Vec<(u64, u64)> {
 /// `Some(size)` if the output already holds the file; an error if it holds
 /// something else and `force` is off.
 fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
-    let err = |source| FetchError::Output {
-        path: opts.output.clone(),
-        source,
-    };
+    let err = |source| FetchError::output(&opts.output, source);
     let mut file = match File::open(&opts.output) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -260,7 +257,7 @@ fn finish(
 ) -> Result<(), FetchError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| FetchError::Output { path, source }
+        move |source| FetchError::output(path, source)
     };
     part.sync_all().map_err(err(part_path))?;
     std::fs::rename(part_path, output).map_err(err(output))?;

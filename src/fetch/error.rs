@@ -63,6 +63,12 @@ pub enum FetchError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The disk of the output is full; the `.part` and its state are kept.
+    #[error("no space left on device writing {}: free some space, then rerun the same command to resume", path.display())]
+    NoSpace {
+        /// The file being written.
+        path: PathBuf,
+    },
     /// Stopped by the caller (Ctrl-C).
     #[error("interrupted with {done} of {size} bytes in {}: rerun the same command to resume", part.display())]
     Interrupted {
@@ -76,4 +82,22 @@ pub enum FetchError {
     /// A download thread could not be started.
     #[error("cannot start a download thread: {0}")]
     Thread(std::io::Error),
+}
+
+impl FetchError {
+    /// An error writing `path`: [`FetchError::NoSpace`] if the disk is
+    /// full, else [`FetchError::Output`].
+    pub(crate) fn output(path: impl Into<PathBuf>, source: std::io::Error) -> FetchError {
+        let path = path.into();
+        if is_no_space(&source) {
+            FetchError::NoSpace { path }
+        } else {
+            FetchError::Output { path, source }
+        }
+    }
+}
+
+/// True for "no space left on device" and "disk quota exceeded".
+pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
 }

@@ -3,7 +3,7 @@
 //! `ceil(size / piece_size)` hashes. Whether its hashes are *true* is only
 //! known at the end (the whole-file SHA1), see `download`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::client::{self, ClientError, Timeouts};
 use super::Holder;
@@ -39,10 +39,9 @@ pub fn fetch_piece_list(
     timeouts: Timeouts,
     deadline: Duration,
 ) -> Result<PieceList, PieceListError> {
-    let started = Instant::now();
-    let mut conn = client::connect(&holder.addr, timeouts)?;
-    let head = conn.get(&format!("{FILES_PATH}/{sha1}/pieces"), None)?;
-    let body = conn.read_body_to_vec(&head, MAX_PIECE_LIST_BODY, started, deadline)?;
+    let path = format!("{FILES_PATH}/{sha1}/pieces");
+    let (head, body) =
+        client::get_small(&holder.addr, &path, timeouts, MAX_PIECE_LIST_BODY, deadline)?;
     if head.status != 200 {
         return Err(PieceListError::Status(head.status));
     }

@@ -245,6 +245,9 @@ pub(crate) fn run(
             Ok(h) => h,
             Err(e) => return Outcome::Fatal(FetchError::Thread(e)),
         };
+        // Written at once, so a state of the right length exists even if
+        // the disk fills before the first periodic save (see `save`).
+        round.save_state(&round.sched.done_flags(), state_path);
         let mut last_save = Instant::now();
         let mut last_query = Instant::now();
         let mut seq = 0usize;
@@ -314,10 +317,7 @@ pub(crate) fn run(
         match hashed {
             Ok(Ok(Some(digest))) => Outcome::Complete(digest),
             Ok(Ok(None)) => Outcome::Interrupted,
-            Ok(Err(source)) => Outcome::Fatal(FetchError::Output {
-                path: round.part_path.to_path_buf(),
-                source,
-            }),
+            Ok(Err(source)) => Outcome::Fatal(FetchError::output(round.part_path, source)),
             Err(_) => Outcome::Fatal(FetchError::Thread(std::io::Error::other(
                 "bug: the hasher thread panicked",
             ))),

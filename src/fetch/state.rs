@@ -76,13 +76,24 @@ impl ResumeState {
         Some(state)
     }
 
-    /// Writes the state atomically (temp file in the same directory, then rename).
+    /// Writes the state atomically (temp file in the same directory, then
+    /// rename). On a full disk, where the temp file cannot be written, an
+    /// existing state of the same length (the same piece list: only the
+    /// bitmap changed) is overwritten in place instead, which needs no new
+    /// blocks; a write torn by a crash there only makes the state corrupt,
+    /// and a corrupt state is ignored on resume.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         let mut tmp = path.as_os_str().to_os_string();
         tmp.push(".tmp");
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, path)
+        match std::fs::write(&tmp, &json) {
+            Ok(()) => std::fs::rename(&tmp, path),
+            Err(e) if super::error::is_no_space(&e) => {
+                let _ = std::fs::remove_file(&tmp);
+                overwrite_same_length(path, &json).map_err(|_| e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The verified flags, one per piece.
@@ -106,6 +117,15 @@ impl ResumeState {
         }
         out
     }
+}
+
+/// Overwrites `path` with `bytes` in place if it already has that length.
+fn overwrite_same_length(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.len() != bytes.len() as u64 {
+        return Err(std::io::Error::other("state length changed"));
+    }
+    file.write_all_at(bytes, 0)
 }
 
 fn encode_bitmap(flags: &[bool]) -> String {

@@ -7,6 +7,8 @@
 //! (refused, died, stalled, short body, error status) gives the piece
 //! back, counts a failure for the holder and backs off (100 ms doubling to
 //! 2 s); after `max_retries` consecutive failures the holder is dropped.
+//! A `503` (the holder's queue is full) is not a failure: the piece goes
+//! back and the worker asks again after a second, up to 30 times in a row.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -24,11 +26,16 @@ use crate::Sha1Digest;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Consecutive `503` (busy) answers a worker waits out before counting
+/// one as a failure of the holder.
+const MAX_BUSY_WAITS: u32 = 30;
 
 /// Why one piece was not delivered.
 enum Fail {
     /// Another copy won, or the round ends.
     Abandoned,
+    /// `503`: the holder's queue is full; ask again after `BUSY_RETRY`.
+    Busy,
     /// The holder sent data that is provably wrong.
     Bad(String),
     /// The transfer failed.
@@ -52,6 +59,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
     };
     let mut conn: Option<Conn> = None;
     let mut buf = Vec::new();
+    let mut busy_waits = 0u32;
     loop {
         if round.stopping() || round.slots.lock()[slot].dropped.is_some() {
             break;
@@ -64,15 +72,27 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             }
             Next::Piece(i) => i,
         };
-        match fetch_piece(round, &mut conn, &addr, i, &mut buf) {
+        let mut result = fetch_piece(round, &mut conn, &addr, i, &mut buf);
+        if matches!(result, Err(Fail::Busy)) {
+            busy_waits += 1;
+            if busy_waits > MAX_BUSY_WAITS {
+                result = Err(Fail::Io(format!("busy (503) {busy_waits} times in a row")));
+                busy_waits = 0;
+            }
+        } else {
+            busy_waits = 0;
+        }
+        match result {
+            Err(Fail::Busy) => {
+                round.sched.release(i, slot);
+                close(round, &mut conn);
+                round.sleep(client::BUSY_RETRY);
+            }
             Ok(len) => {
                 if round.sched.claim(i) {
                     let (start, _) = round.piece_range(i);
                     if let Err(source) = round.part.write_all_at(&buf[..len], start) {
-                        round.set_fatal(FetchError::Output {
-                            path: round.part_path.to_path_buf(),
-                            source,
-                        });
+                        round.set_fatal(FetchError::output(round.part_path, source));
                         break;
                     }
                     round.sched.written(i, len as u64, slot);
@@ -185,6 +205,7 @@ fn fetch_piece(
             }
         },
         200 if start == 0 && len as u64 == size => {}
+        503 => return Err(Fail::Busy),
         status => return Err(Fail::Io(format!("status {status} for piece {i}"))),
     }
     match head.content_length {

@@ -11,6 +11,10 @@
 //! keep-alive clients cannot starve new ones of workers (clients retry a
 //! request on a reused connection that closed, as RFC 9112 section 9.3.1
 //! allows for idempotent requests).
+//!
+//! A client that goes quiet inside a head while other connections wait in
+//! the queue is cut off after 250 ms (408): a few hundred stalled clients
+//! then cost seconds, not `header_deadline` per worker round.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -28,6 +32,9 @@ const READ_CHUNK: usize = 8 * 1024;
 /// How often an idle kept-alive connection checks whether other
 /// connections wait for its worker (it then closes to make room).
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How long a client receiving no answer yet may stay silent in the middle
+/// of its request head while other connections wait for a worker.
+const BUSY_HEAD_GRACE: Duration = Duration::from_millis(250);
 /// How long a closing connection waits for the client to stop sending.
 const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
 /// How much a closing connection discards at most.
@@ -74,7 +81,7 @@ pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context<'_>) {
             Err(ReadEnd::Refused(e)) => {
                 let response = Response::error(e.status(), &e.to_string());
                 log::debug!("{peer}: refused request head: {e}");
-                respond(&stream, peer, None, response, false, started);
+                respond(&stream, peer, None, response, false, started, true);
                 return;
             }
             Err(ReadEnd::TimedOut) => {
@@ -82,7 +89,9 @@ pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context<'_>) {
                     Status::REQUEST_TIMEOUT,
                     "request head not received in time: send it in one go",
                 );
-                respond(&stream, peer, None, response, false, started);
+                // A stalled client is not worth a linger while others wait.
+                let linger = (ctx.waiting)() == 0;
+                respond(&stream, peer, None, response, false, started, linger);
                 return;
             }
         };
@@ -92,7 +101,15 @@ pub(crate) fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context<'_>) {
             && served < ctx.config.max_requests_per_connection
             && !ctx.closing.load(Ordering::Acquire);
         let response = handle(&request, ctx.source);
-        let kept = respond(&stream, peer, Some(&request), response, keep_alive, started);
+        let kept = respond(
+            &stream,
+            peer,
+            Some(&request),
+            response,
+            keep_alive,
+            started,
+            true,
+        );
         if !kept {
             return;
         }
@@ -118,6 +135,7 @@ fn read_head(
     // kept-alive connection may idle first.
     let mut deadline = (first || !buf.is_empty()).then(|| now + config.header_deadline);
     let idle_until = now + config.keepalive_idle;
+    let mut last_data = now;
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         if !buf.is_empty() {
@@ -137,10 +155,8 @@ fn read_head(
             });
         }
         let idle = deadline.is_none();
-        let mut timeout = left.min(config.read_timeout);
-        if idle {
-            timeout = timeout.min(IDLE_POLL);
-        }
+        // Short reads, so the loop sees waiting connections and shutdown.
+        let timeout = left.min(config.read_timeout).min(IDLE_POLL);
         stream
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
             .map_err(|_| ReadEnd::Closed)?;
@@ -151,7 +167,8 @@ fn read_head(
             Ok(0) => return Err(ReadEnd::Closed),
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
-                deadline.get_or_insert_with(|| Instant::now() + config.header_deadline);
+                last_data = Instant::now();
+                deadline.get_or_insert_with(|| last_data + config.header_deadline);
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -163,7 +180,16 @@ fn read_head(
                     }
                     continue;
                 }
-                if buf.is_empty() && (deadline.is_none() || first) {
+                // Receiving a head: wait for the deadline, unless the
+                // client went quiet for a whole read timeout, or for
+                // BUSY_HEAD_GRACE while other connections wait for a
+                // worker (stalled clients must not hold the workers).
+                let quiet = last_data.elapsed();
+                let busy = (ctx.waiting)() > 0 || ctx.closing.load(Ordering::Acquire);
+                if quiet < config.read_timeout && !(busy && quiet >= BUSY_HEAD_GRACE) {
+                    continue;
+                }
+                if buf.is_empty() && first {
                     // Nothing of a request arrived: nothing to answer.
                     return Err(ReadEnd::Closed);
                 }
@@ -174,7 +200,8 @@ fn read_head(
     }
 }
 
-/// Writes `response`, logs it, and says whether the connection stays open.
+/// Writes `response`, logs it, and says whether the connection stays open;
+/// a connection that closes lingers first if `linger` (see [`linger_close`]).
 fn respond(
     mut stream: &TcpStream,
     peer: SocketAddr,
@@ -182,6 +209,7 @@ fn respond(
     response: Response,
     keep_alive: bool,
     started: Instant,
+    linger: bool,
 ) -> bool {
     let is_head = request.is_some_and(|r| r.method == Method::Head);
     let status = response.head.status;
@@ -240,7 +268,11 @@ fn respond(
     }
     let kept = result.is_ok() && keep_alive;
     if !kept {
-        linger_close(stream);
+        if linger {
+            linger_close(stream);
+        } else {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
     }
     kept
 }

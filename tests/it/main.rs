@@ -5,6 +5,7 @@ mod support;
 
 mod discovery;
 mod etcd;
+mod faults;
 mod fetch;
 mod fetch_cli;
 mod fetch_support;
