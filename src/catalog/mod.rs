@@ -56,7 +56,7 @@ impl Default for CatalogOptions {
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
-            fan_out: 16,
+            fan_out: 8,
         }
     }
 }

@@ -7,8 +7,10 @@ use std::time::Duration;
 use crate::fetch::client::{self, ClientError, Timeouts};
 use crate::protocol::{FileList, FILES_PATH};
 
-/// Largest catalog body accepted from a peer.
-pub const MAX_CATALOG_BODY: u64 = 64 * 1024 * 1024;
+/// Largest catalog body accepted from a peer: about 100,000 files. With
+/// `CatalogOptions::fan_out` peers asked at once this bounds what hostile
+/// peers streaming endless catalogs can make a client hold (8 x 16 MiB).
+pub const MAX_CATALOG_BODY: u64 = 16 * 1024 * 1024;
 
 /// Why a peer's file list could not be read.
 #[derive(Debug, thiserror::Error)]
