@@ -678,7 +678,8 @@ class Chaos:
     Two kinds of peer kills: one every 2-8 s at random, and "snipes": when
     a download of 1 MiB or more starts, 30% of the time one of its holders
     is killed a moment later, mid-transfer (failover, resume). At most a
-    quarter of the peers are down at once; witnesses are never killed.
+    quarter of the peers (at least 2) are down at once, random kills
+    leave one of those slots to snipes; witnesses are never killed.
     """
 
     def __init__(self, rng, peers, cluster, stats, end_at, files):
@@ -692,7 +693,8 @@ class Chaos:
         self.stop_event = threading.Event()
         self.lock = threading.Lock()  # guards peer.proc / member.proc swaps
         self.dead = {}  # peer idx -> restart time
-        self.max_dead = max(1, len(peers) // 4)
+        # Random kills leave one slot free for snipes.
+        self.max_dead = max(2, len(peers) // 4)
         self.etcd_down = None  # (member, restart time)
         now = time.monotonic()
         self.next_peer_kill = now + 5.0
@@ -725,7 +727,7 @@ class Chaos:
             for sha1 in due:
                 if len(self.dead) < self.max_dead and sha1 in self.in_flight():
                     self.kill_peer(now, set(self.files[sha1][1]))
-            if now >= self.next_peer_kill and len(self.dead) < self.max_dead:
+            if now >= self.next_peer_kill and len(self.dead) < self.max_dead - 1:
                 self.kill_peer(now)
                 self.next_peer_kill = time.monotonic() + self.rng.uniform(2.0, 8.0)
             if now >= self.next_etcd_step:
