@@ -969,6 +969,8 @@ def main():
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Also when started in the background by a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stats = Stats()
     cluster = None
     peers = []
@@ -1060,10 +1062,12 @@ def main():
     finally:
         if downloads is not None:
             downloads.stop()
-        if chaos is not None:
-            chaos.stop_event.set()
-        if memory is not None:
-            memory.stop_event.set()
+        # Join the chaos loop first: it must not restart a peer stopped below.
+        for part in (chaos, memory):
+            if part is not None:
+                part.stop_event.set()
+                if part.thread.is_alive():
+                    part.thread.join(30)
         for p in peers:
             if p.proc is not None:
                 stop_proc(p.proc, 10)
