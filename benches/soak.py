@@ -836,12 +836,25 @@ class Chaos:
 # ---------------------------------------------------------------- memory
 
 
+def fd_count(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
 class Memory:
-    """Samples every live peer's VmRSS every 2 s, per process lifetime."""
+    """Samples every live peer's VmRSS every 2 s, per process lifetime, and
+    its thread and open-file counts (a leak of either shows there too)."""
+
+    MAX_THREADS = 200
+    MAX_FDS = 500
 
     def __init__(self, peers):
         self.peers = peers
         self.samples = {}  # (peer idx, incarnation) -> [(t, kib)]
+        self.max_threads = {}  # peer idx -> most threads seen
+        self.max_fds = {}  # peer idx -> most open files seen
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.run, name="soak-memory", daemon=True)
         self.t0 = time.monotonic()
@@ -859,6 +872,9 @@ class Memory:
             kib = rss_kib(proc.pid)
             if kib is not None:
                 self.samples.setdefault((p.idx, inc), []).append((t, kib))
+            threads, fds = rss_kib(proc.pid, "Threads"), fd_count(proc.pid)
+            self.max_threads[p.idx] = max(self.max_threads.get(p.idx, 0), threads or 0)
+            self.max_fds[p.idx] = max(self.max_fds.get(p.idx, 0), fds or 0)
 
     def stop(self):
         self.stop_event.set()
@@ -887,9 +903,14 @@ class Memory:
                 b = statistics.median(rest[-third:])
                 if b - a > max(16 * KIB, 0.25 * a):
                     climb = (inc, a, b, s[-1][0] - s[0][0])
-            rows.append((p, first, max(allv), last, len(lives), climb))
+            rows.append((p, first, max(allv), last, len(lives),
+                         self.max_threads.get(p.idx, 0), self.max_fds.get(p.idx, 0)))
             if max(allv) > max_rss_mib * KIB:
                 problems.append(f"{p.name} reached {max(allv) / KIB:.1f} MiB VmRSS (> {max_rss_mib:g})")
+            if self.max_threads.get(p.idx, 0) > self.MAX_THREADS:
+                problems.append(f"{p.name} ran {self.max_threads[p.idx]} threads (> {self.MAX_THREADS})")
+            if self.max_fds.get(p.idx, 0) > self.MAX_FDS:
+                problems.append(f"{p.name} held {self.max_fds[p.idx]} open files (> {self.MAX_FDS})")
             if climb:
                 inc, a, b, span = climb
                 problems.append(f"{p.name} life #{inc} climbed from {a / KIB:.1f} to {b / KIB:.1f} MiB "
@@ -1132,10 +1153,13 @@ def report(args, stats, mem_rows, mem_problems, pending, seconds):
     print(f"peer problems           {len(s.peer_problems)}")
     for pp in s.peer_problems:
         print(f"    {pp}")
-    print("peer memory (VmRSS MiB; first / max / last sample, lives; * = never killed):")
-    for p, first, mx, last, lives, _climb in mem_rows:
-        mark = "*" if p.witness else " "
-        print(f"    {p.name}{mark} {first / KIB:6.1f} {mx / KIB:6.1f} {last / KIB:6.1f}  {lives}")
+    print("peer memory: VmRSS MiB (first sample, max, last sample), process lives, "
+          "most threads and open files; * = never killed")
+    print(f"    {'peer':5} {'first':>6} {'max':>6} {'last':>6} {'lives':>6} {'threads':>8} {'fds':>5}")
+    for p, first, mx, last, lives, threads, fds in mem_rows:
+        name = p.name + ("*" if p.witness else "")
+        print(f"    {name:5} {first / KIB:6.1f} {mx / KIB:6.1f} {last / KIB:6.1f} {lives:6d} "
+              f"{threads:8d} {fds:5d}")
     print(f"memory problems         {len(mem_problems)}")
     for m in mem_problems:
         print(f"    {m}")
