@@ -885,7 +885,7 @@ class Memory:
         lives, and problems: any sample above max_rss_mib; a steady climb
         in one life of at least 90 s (after a 25% warm-up, the median of
         the last third exceeds the median of the first third by more than
-        max(16 MiB, 25%))."""
+        max(4 MiB, 25%))."""
         rows, problems = [], []
         for p in self.peers:
             lives = sorted((inc, s) for (idx, inc), s in self.samples.items() if idx == p.idx and s)
@@ -901,7 +901,7 @@ class Memory:
                 third = len(rest) // 3
                 a = statistics.median(rest[:third])
                 b = statistics.median(rest[-third:])
-                if b - a > max(16 * KIB, 0.25 * a):
+                if b - a > max(4 * KIB, 0.25 * a):
                     climb = (inc, a, b, s[-1][0] - s[0][0])
             rows.append((p, first, max(allv), last, len(lives),
                          self.max_threads.get(p.idx, 0), self.max_fds.get(p.idx, 0)))
