@@ -3,14 +3,16 @@
 #   make run     install etcd if missing, build, start/reuse a local etcd, serve /tmp/dataset
 #   make test    install test tools if missing, run the whole suite (nextest if present)
 #   make bench   build release, run every benches/bench_*.py (or BENCH=name)
+#   make soak    build release, 20 peers + 3 etcd members under chaos for 5 min
 #   make lint    rustfmt check + clippy with warnings as errors
 #
 # Variables: ARGS="..." extra flags for `serve`; BENCH=list runs only
-# benches/bench_list.py; CARGO=cargo.
+# benches/bench_list.py; SOAK_ARGS="..." flags for benches/soak.py; CARGO=cargo.
 
 CARGO ?= cargo
 ARGS ?=
 BENCH ?=
+SOAK_ARGS ?=
 BIN := target/release/piratebay-sync
 
 .PHONY: all run test bench soak lint build release clean deps-etcd deps-test deps-bench
@@ -65,9 +67,10 @@ bench: deps-bench release
 	done; \
 	exit $$status
 
-soak: release
-	@if [ -f benches/soak.py ]; then exec python3 benches/soak.py; \
-	else echo "make soak: not yet (benches/soak.py does not exist)"; exit 1; fi
+# Defaults: 20 peers, 5 minutes, 200 downloads. Shorter:
+#   make soak SOAK_ARGS="--peers 6 --minutes 1 --downloads 20"
+soak: deps-etcd release
+	exec python3 benches/soak.py $(SOAK_ARGS)
 
 lint:
 	$(CARGO) fmt --check
