@@ -175,10 +175,16 @@ def main():
                        binary, "get", sha_get, "-o", out, "--etcd", ep, "--state-dir", client_state]
             curl_cmd = ["sh", "-c", 'rm -f "$0"; exec "$@"', out,
                         curl, "-s", "-f", "-o", out, f"http://{addrs[0]}/v1/files/{sha_get}"]
+            # For information: curl made as durable as get (which fsyncs the
+            # file before renaming it into place). The target compares with
+            # plain curl.
+            curl_sync_cmd = ["sh", "-c", 'rm -f "$0"; "$@" && sync "$0"', out,
+                             curl, "-s", "-f", "-o", out, f"http://{addrs[0]}/v1/files/{sha_get}"]
             rows = []
             ok = True
             for name, cmd in [(f"curl one peer ({GET_MIB} MiB)", curl_cmd),
-                              (f"get {PEERS} peers verified", get_cmd)]:
+                              (f"get {PEERS} peers verified", get_cmd),
+                              ("curl + fsync (info)", curl_sync_cmd)]:
                 try:
                     rows.append((name, common.median_time(cmd, runs=RUNS, warmup=WARMUP, timeout=600)))
                 except common.CommandFailed as e:

@@ -30,17 +30,17 @@
 //! Memory: each connection holds one piece buffer, and connections are
 //! capped so that `connections x piece size <= memory_budget`.
 //!
-//! Measured (release, 2-core VM, loopback, 3 in-process holders, 4 MiB
-//! pieces, 512 MiB): `get` 0.95-1.0 s wall (user 0.65 s, sys 0.35 s) vs
-//! `curl` from one peer 0.35-0.40 s: about 2.5x, short of the 1.1x target.
-//! Of that, the round (transfer, per-piece SHA1, writes, whole-file SHA1 on
-//! the hasher thread) ends at ~0.72 s and the final fsync of the `.part`
-//! takes ~0.25 s; curl does neither hashing nor fsync. The floor is CPU:
-//! every byte is SHA1-hashed twice (1.5 GB/s each with SHA-NI: 0.67 s of
-//! CPU together) on two cores shared with the serving peers' sendfile.
-//! Tried and dropped: flushing the `.part` every 64 MiB during the download
-//! (same total, more variance). Kept: one connection per holder once there
-//! are 3 holders (0.93 s vs 1.03 s with two each). Peak RSS for 1 GiB: 30 MiB.
+//! Measured (`make bench`, release, 2-core VM, loopback, 3 `serve` peers,
+//! 4 MiB pieces, 512 MiB): `get` 1.03 s median vs `curl` from one peer
+//! 0.57 s (1.8x, short of the 1.1x target) and `curl` followed by an fsync
+//! of its output 0.89 s. Two costs curl does not pay: every byte is
+//! SHA1-hashed twice (per piece, then the whole file: ~0.67 s of CPU at
+//! 1.5 GB/s with SHA-NI, on two cores shared with the serving peers), and
+//! the fsync before the rename (the hasher thread flushes the `.part` every
+//! 16 MiB so the writeback overlaps the transfer; without any fsync `get`
+//! takes ~0.73 s, without piece hashing too ~0.6 s). Tried and dropped:
+//! flushing from the workers (same total, more variance), two connections
+//! per holder with 3 holders (1.03 s vs 0.93 s). Peak RSS for 1 GiB: 19 MiB.
 
 pub mod client;
 mod download;

@@ -38,7 +38,7 @@ const HASH_CHUNK: usize = 1024 * 1024;
 /// The hasher flushes the `.part` to disk each time it has hashed this
 /// much, so the final fsync only waits for the tail (the writeback overlaps
 /// the transfer instead of following it).
-const SYNC_EVERY: u64 = 64 * 1024 * 1024;
+const SYNC_EVERY: u64 = 16 * 1024 * 1024;
 
 /// One holder in a round.
 #[derive(Debug)]
