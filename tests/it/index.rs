@@ -499,8 +499,9 @@ fn cli_missing_dataset_exits_2_naming_it() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
-/// An unreadable file is skipped with one warning and exit code 1. Root
-/// reads any file, so as root the binary is run as `nobody` with setpriv.
+/// An unreadable file and an unreadable directory are skipped with one
+/// warning each and exit code 1. Root reads anything, so as root the binary
+/// is run as `nobody` with setpriv.
 #[test]
 fn cli_unreadable_file_is_skipped_with_exit_1() {
     use std::os::unix::fs::PermissionsExt;
@@ -510,6 +511,8 @@ fn cli_unreadable_file_is_skipped_with_exit_1() {
     put_old(&root, "ok.txt", b"readable");
     let locked = put_old(&root, "locked.txt", b"no access");
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    put_old(&root, "private/inside.txt", b"hidden by the directory");
+    fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o000)).unwrap();
     let privileged = fs::read(&locked).is_ok();
     for p in [dir.path(), &root, &root.join("ok.txt")] {
         fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
@@ -540,6 +543,15 @@ fn cli_unreadable_file_is_skipped_with_exit_1() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["path"], "ok.txt");
     assert_eq!(err.matches("locked.txt").count(), 1, "one warning: {err}");
+    assert_eq!(
+        err.matches("private").count(),
+        1,
+        "one warning for the directory: {err}"
+    );
+    assert!(
+        !err.contains("inside.txt") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]
