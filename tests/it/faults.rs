@@ -4,12 +4,11 @@
 //! a real `serve` process. Real etcd, real processes, real sockets.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -303,49 +302,14 @@ enum Answer {
 
 /// A raw TCP peer: its catalog and piece list answers as configured, file
 /// bytes honest.
-struct HostilePeer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+struct HostilePeer(RawPeer);
 
 impl HostilePeer {
     fn start(served: &Served, catalog: Answer, pieces: Answer) -> HostilePeer {
-        let listener = TcpListener::bind((next_loopback_ip(), 0)).unwrap();
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, served) = (stop.clone(), served.clone());
-        let thread = std::thread::Builder::new()
-            .name("hostile-accept".into())
-            .spawn(move || {
-                let mut conns = Vec::new();
-                while !stop2.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            let (stop3, served) = (stop2.clone(), served.clone());
-                            conns.push(
-                                std::thread::Builder::new()
-                                    .name("hostile-conn".into())
-                                    .spawn(move || {
-                                        hostile_conn(s, &served, catalog, pieces, &stop3)
-                                    })
-                                    .unwrap(),
-                            );
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-                for c in conns {
-                    let _ = c.join();
-                }
-            })
-            .unwrap();
-        HostilePeer {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
+        let served = served.clone();
+        HostilePeer(RawPeer::start("hostile", move |s, stop| {
+            hostile_conn(s, &served, catalog, pieces, stop)
+        }))
     }
 
     fn register(&self, id: &str, ep: &str, ns: &str) -> Registration {
@@ -357,7 +321,7 @@ impl HostilePeer {
                 ttl: Duration::from_secs(10),
                 record: PeerRecord {
                     id: id.into(),
-                    addr: self.addr.to_string(),
+                    addr: self.0.addr.to_string(),
                     name: "hostile".into(),
                     version: piratebay_sync::VERSION.into(),
                     started_at: 0,
@@ -368,15 +332,6 @@ impl HostilePeer {
         .unwrap();
         assert!(reg.wait_registered(Duration::from_secs(10)));
         reg
-    }
-}
-
-impl Drop for HostilePeer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -211,7 +211,7 @@ fn stalling_dripping_short_long_and_hanging_up_peers_are_survived() {
     let src = dir.path().join("f");
     random_file(&src, 16 * SMALL_PIECE + 9, 6);
     let served = Served::honest(&src, SMALL_PIECE);
-    let evil: Vec<EvilPeer> = [
+    let evil: Vec<RawPeer> = [
         Evil::Stall,
         Evil::Drip,
         Evil::Short,

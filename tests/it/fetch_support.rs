@@ -271,32 +271,37 @@ pub enum Evil {
     Hangup,
 }
 
-/// A raw TCP peer that answers piece lists honestly and misbehaves on data.
-pub struct EvilPeer {
+/// A raw TCP peer on its own loopback IP: every connection runs `handle` on
+/// its own thread until the peer is dropped (the flag tells it to stop).
+pub struct RawPeer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl EvilPeer {
-    pub fn start(kind: Evil, served: &Served) -> EvilPeer {
+impl RawPeer {
+    pub fn start<F>(name: &str, handle: F) -> RawPeer
+    where
+        F: Fn(TcpStream, &AtomicBool) + Clone + Send + 'static,
+    {
         let listener = TcpListener::bind((next_loopback_ip(), 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, served) = (stop.clone(), served.clone());
+        let stop2 = stop.clone();
+        let conn_name = format!("{name}-conn");
         let thread = std::thread::Builder::new()
-            .name("evil-accept".into())
+            .name(format!("{name}-accept"))
             .spawn(move || {
                 let mut conns = Vec::new();
                 while !stop2.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((s, _)) => {
-                            let (stop3, served) = (stop2.clone(), served.clone());
+                            let (stop3, handle) = (stop2.clone(), handle.clone());
                             conns.push(
                                 std::thread::Builder::new()
-                                    .name("evil-conn".into())
-                                    .spawn(move || evil_conn(s, kind, &served, &stop3))
+                                    .name(conn_name.clone())
+                                    .spawn(move || handle(s, &stop3))
                                     .unwrap(),
                             );
                         }
@@ -308,7 +313,7 @@ impl EvilPeer {
                 }
             })
             .unwrap();
-        EvilPeer {
+        RawPeer {
             addr,
             stop,
             thread: Some(thread),
@@ -320,12 +325,22 @@ impl EvilPeer {
     }
 }
 
-impl Drop for EvilPeer {
+impl Drop for RawPeer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A raw TCP peer that answers piece lists honestly and misbehaves on data.
+pub struct EvilPeer;
+
+impl EvilPeer {
+    pub fn start(kind: Evil, served: &Served) -> RawPeer {
+        let served = served.clone();
+        RawPeer::start("evil", move |s, stop| evil_conn(s, kind, &served, stop))
     }
 }
 
