@@ -345,18 +345,7 @@ fn hostile_conn(
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) else {
-            match s.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(_) => continue,
-            }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
+    while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
         let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
         let sent = if target == "/v1/files" {
             let honest = serde_json::json!({

@@ -344,24 +344,37 @@ impl EvilPeer {
     }
 }
 
+/// The next request head sent on `s` (bytes after it stay in `buf`); `None`
+/// once the client closed or `stop` is set. Reads poll `stop` via the
+/// socket's read timeout.
+pub fn next_request_head(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    stop: &AtomicBool,
+) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(end) = find_head_end(buf) {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end);
+            return Some(head);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+    }
+    None
+}
+
 fn evil_conn(mut s: TcpStream, kind: Evil, served: &Served, stop: &AtomicBool) {
     if kind == Evil::Hangup {
         return;
     }
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
-        let Some(end) = find_head_end(&buf) else {
-            match s.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(_) => continue,
-            }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
+    while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
         let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
         if target.ends_with("/pieces") {
             let body = serde_json::to_vec(&served.pieces).unwrap();
