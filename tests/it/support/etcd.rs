@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use tempfile::TempDir;
 
-use super::net::free_port;
+use super::net::{free_port, next_loopback_ip};
 use super::process::{run_with_timeout, send_signal, tail, wait_timeout, DEFAULT_TIMEOUT};
 use super::wait::{try_wait_for, wait_for};
 
@@ -215,7 +215,16 @@ impl EtcdServer {
     fn configured(args: &[&str], tls: Option<super::tls::TestCerts>) -> Self {
         let mut last_err = String::new();
         for _ in 0..PORT_ATTEMPTS {
-            let mut s = Self::unstarted("solo", Ipv4Addr::LOCALHOST, None);
+            // Its own loopback IP: a port freed while another test's etcd is
+            // stopped cannot be taken by this one (whose peers would then
+            // register into the wrong etcd). The test CA's certificate names
+            // 127.0.0.1 only.
+            let ip = if tls.is_some() {
+                Ipv4Addr::LOCALHOST
+            } else {
+                next_loopback_ip()
+            };
+            let mut s = Self::unstarted("solo", ip, None);
             s.extra_args = args.iter().map(|a| a.to_string()).collect();
             s.tls = tls.clone();
             s.spawn();
@@ -260,13 +269,13 @@ impl EtcdServer {
         }
     }
 
-    /// `http://127.0.0.1:<client port>`.
+    /// `http://<its loopback IP>:<client port>`.
     pub fn endpoint(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}:{}", self.ip, self.client_port)
     }
 
-    /// `http://127.0.0.1:<peer port>`.
+    /// `http://<its loopback IP>:<peer port>`.
     pub fn peer_url(&self) -> String {
         format!("http://{}:{}", self.ip, self.peer_port)
     }
@@ -531,7 +540,7 @@ impl EtcdCluster {
         assert!(n >= 1, "a cluster needs at least one member");
         let mut last_err = String::new();
         for attempt in 0..PORT_ATTEMPTS {
-            let ip = Ipv4Addr::LOCALHOST;
+            let ip = next_loopback_ip();
             let mut members: Vec<EtcdServer> = (0..n)
                 .map(|i| {
                     EtcdServer::unstarted(
