@@ -2,7 +2,6 @@
 //! has it, verified, resumable (Ctrl-C saves the state; rerun to resume).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -116,7 +115,7 @@ pub fn run(args: GetArgs) -> CliResult {
         writeln!(
             out,
             "saved {} ({}) in {:.2}s at {}/s from {} peer(s){}",
-            display(&summary.path),
+            summary.path.display(),
             human_size(summary.bytes),
             summary.seconds,
             human_size(rate as u64),
@@ -130,10 +129,6 @@ pub fn run(args: GetArgs) -> CliResult {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn display(p: &std::path::Path) -> String {
-    PathBuf::from(p).display().to_string()
 }
 
 /// A progress bar on stderr if it is a terminal, else a hidden one.
