@@ -67,14 +67,6 @@ def start_peer(binary, endpoint, dataset, state, ip, port, log_path):
     return proc
 
 
-def log_tail(path, lines=15):
-    try:
-        with open(path, "rb") as f:
-            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
-    except OSError as e:
-        return f"(no log: {e})"
-
-
 def wait_holders(binary, endpoint, state, sha1s, timeout=300):
     """Waits until `files --json` lists every sha1 with PEERS holders."""
     deadline = time.monotonic() + timeout
@@ -158,7 +150,7 @@ def main():
             time.sleep(1.0)
             for proc, log in procs:
                 if proc.poll() is not None:
-                    tail = log_tail(log)
+                    tail = common.tail(log)
                     if "not implemented" in tail:
                         print("bench_get: `piratebay-sync serve` is not wired on this branch yet; "
                               "run this benchmark on main once index and server are merged")

@@ -116,18 +116,10 @@ class Etcd:
         sys.exit(f"bench: etcd did not start; log tail:\n{last}")
 
     def log_tail(self, lines=20):
-        try:
-            with open(os.path.join(self.dir, "etcd.log"), "rb") as f:
-                return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
-        except OSError as e:
-            return f"(no log: {e})"
+        return tail(os.path.join(self.dir, "etcd.log"), lines)
 
     def healthy(self):
-        try:
-            with urllib.request.urlopen(self.endpoint + "/health", timeout=1) as r:
-                return json.loads(r.read()).get("health") in ("true", True)
-        except (OSError, ValueError, urllib.error.URLError):
-            return False
+        return etcd_healthy(self.endpoint)
 
     def post(self, path, body):
         req = urllib.request.Request(
@@ -166,6 +158,24 @@ class CommandFailed(Exception):
         self.cmd, self.code, self.stderr = cmd, code, stderr
         first = stderr.strip().splitlines()[-1] if stderr.strip() else "(no stderr)"
         super().__init__(f"{os.path.basename(cmd[0])} exited {code}: {first}")
+
+
+def tail(path, lines=15):
+    """The last `lines` lines of the file at `path` (a note if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+    except OSError as e:
+        return f"(no log: {e})"
+
+
+def etcd_healthy(endpoint):
+    """True when `<endpoint>/health` says the member is healthy."""
+    try:
+        with urllib.request.urlopen(endpoint + "/health", timeout=1) as r:
+            return json.loads(r.read()).get("health") in ("true", True)
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
 
 
 def median_time(cmd, runs=30, warmup=3, env=None, timeout=60):

@@ -53,8 +53,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -172,14 +170,6 @@ def rss_kib(pid, field="VmRSS"):
     return None
 
 
-def tail(path, lines=8):
-    try:
-        with open(path, "rb") as f:
-            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
-    except OSError as e:
-        return f"(no log: {e})"
-
-
 # ---------------------------------------------------------------- etcd
 
 
@@ -214,11 +204,7 @@ class EtcdMember:
         return self.proc is not None and self.proc.poll() is None
 
     def healthy(self):
-        try:
-            with urllib.request.urlopen(self.endpoint + "/health", timeout=1) as r:
-                return json.loads(r.read()).get("health") in ("true", True)
-        except (OSError, ValueError, urllib.error.URLError):
-            return False
+        return common.etcd_healthy(self.endpoint)
 
 
 class EtcdCluster:
@@ -244,7 +230,7 @@ class EtcdCluster:
                 return True
             for m in self.members:
                 if not m.alive():
-                    sys.exit(f"soak: etcd {m.name} exited; log tail:\n{tail(m.log_path)}")
+                    sys.exit(f"soak: etcd {m.name} exited; log tail:\n{common.tail(m.log_path, 8)}")
             time.sleep(0.1)
         return False
 
