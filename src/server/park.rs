@@ -109,16 +109,28 @@ impl Parking {
 
     /// Closes the parked connection that has waited longest for a request
     /// of which nothing arrived (of `client` only, if given), to make room
-    /// for a new one; says whether there was one.
+    /// for a new one; says whether there was one. A connection whose
+    /// request is already in the socket buffer, unread, is not idle.
     pub(crate) fn evict_idle(&self, client: Option<ClientKey>) -> bool {
         let victim = {
             let mut parked = self.parked.lock();
-            let oldest = parked
+            let mut idle: Vec<(Instant, u64)> = parked
                 .iter()
                 .filter(|(_, p)| client.is_none_or(|k| p.conn.key() == k))
                 .filter_map(|(id, p)| Some((p.conn.idle_since()?, *id)))
-                .min();
-            oldest.and_then(|(_, id)| parked.remove(&id))
+                .collect();
+            idle.sort_unstable();
+            let mut peek = [0u8; 1];
+            let id = idle.into_iter().map(|(_, id)| id).find(|id| {
+                parked.get(id).is_some_and(|p| {
+                    // Ok(0): the client closed; WouldBlock: nothing sent.
+                    match p.conn.stream().peek(&mut peek) {
+                        Ok(n) => n == 0,
+                        Err(e) => e.kind() != std::io::ErrorKind::Interrupted,
+                    }
+                })
+            });
+            id.and_then(|id| parked.remove(&id))
         };
         match victim {
             Some(p) => {

@@ -2,8 +2,10 @@
 //! over real files in a temp dir, spoken to over real sockets (raw
 //! `TcpStream` writes, ureq, curl, aria2c).
 
+mod fairness;
 mod hostile;
 mod interop;
+mod overload;
 mod support;
 
 use std::io::{Read, Write};
