@@ -28,6 +28,9 @@ use super::limits::{fit_fd_limit, Admission};
 use super::park::{Parking, ReadyQueue};
 use super::{FileSource, ServerConfig, ServerError};
 
+/// Connections the kernel queues before the accept thread takes them
+/// (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
 /// Times [`Server::shutdown`] tries to wake the accept loop before giving up
 /// on a prompt stop (the loop still stops at its next connection).
 const WAKE_ATTEMPTS: usize = 3;
@@ -71,6 +74,11 @@ impl Server {
         let listener =
             TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
+        // std listens with a backlog of 128: a connect flood could fill it
+        // and drop other clients' SYNs (each drop costs them a 1 s retry).
+        if let Err(e) = rustix::net::listen(&listener, LISTEN_BACKLOG) {
+            log::warn!("cannot raise the listen backlog of {local_addr}: {e}");
+        }
         let max_connections = fit_fd_limit(config.max_connections);
         let server = Server {
             local_addr,
