@@ -3,7 +3,8 @@
 //! 1. An output that already has the content is success; one with other
 //!    content is refused unless `force`.
 //! 2. Every holder's piece list is fetched (in parallel) and the holders are
-//!    grouped by identical list, the biggest group first.
+//!    grouped by identical list, the group with the most distinct addresses
+//!    first (sybil records of one listener count once).
 //! 3. Each round downloads with one group's list and holders (see `round`),
 //!    after salvaging the pieces of the `.part` that a previous run or
 //!    round verified and that still hash right.
@@ -332,9 +333,13 @@ impl<'a> Known<'a> {
             }
         }
         if initial {
-            // Stable: ties keep the holders' order.
-            self.groups
-                .sort_by_key(|g| std::cmp::Reverse(g.holders.len()));
+            // The group that the most distinct addresses vouch for first
+            // (records pointing at one listener count once). Stable: ties
+            // keep the holders' order.
+            self.groups.sort_by_key(|g| {
+                let addrs: BTreeSet<&str> = g.holders.iter().map(|h| h.addr.as_str()).collect();
+                std::cmp::Reverse(addrs.len())
+            });
             for (i, g) in self.groups.iter().enumerate() {
                 for h in &g.holders {
                     self.seen.insert(h.id.clone(), i);

@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn endgame_waits_before_asking_a_second_copy() {
-        let s = Scheduler::new(&[false], 0, 2);
+        let s = Scheduler::with_offset(&[false], 0, 2, 0);
         assert_eq!(s.next(0), Next::Piece(0));
         assert_eq!(s.next(1), Next::Wait);
         age(&s, 0);
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn endgame_duplicates_across_holders_and_first_copy_wins() {
-        let s = Scheduler::new(&[false], 0, 2);
+        let s = Scheduler::with_offset(&[false], 0, 2, 0);
         assert_eq!(s.next(0), Next::Piece(0));
         age(&s, 0);
         // Same holder gets no duplicate; another holder does.
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_released_duplicate_does_not_requeue_while_another_fetches() {
-        let s = Scheduler::new(&[false, false], 0, 2);
+        let s = Scheduler::with_offset(&[false, false], 0, 2, 0);
         assert_eq!(s.next(0), Next::Piece(0));
         assert_eq!(s.next(0), Next::Piece(1));
         age(&s, 0);

@@ -67,7 +67,6 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
     };
     let mut conn: Option<Conn> = None;
     let mut buf = Vec::new();
-    let mut busy_waits = 0u32;
     let mut not_there = 0u32;
     // Every holder is asked its bitmap first; only partial ones again.
     let mut last_poll: Option<Instant> = None;
@@ -108,20 +107,28 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                 round.sched.release(i, slot);
             }
         };
-        if matches!(result, Err(Fail::Busy)) {
-            busy_waits += 1;
-            if busy_waits > MAX_BUSY_WAITS {
-                result = Err(Fail::Io(format!("busy (503) {busy_waits} times in a row")));
-                busy_waits = 0;
+        {
+            // Consecutive `503`s are counted on the holder (workers come
+            // and go); past `MAX_BUSY_WAITS` one counts as a failure.
+            let mut slots = round.slots.lock();
+            let s = &mut slots[slot];
+            if matches!(result, Err(Fail::Busy)) {
+                s.busy += 1;
+                if s.busy > MAX_BUSY_WAITS {
+                    result = Err(Fail::Io(format!("busy (503) {} times in a row", s.busy)));
+                    s.busy = 0;
+                }
+            } else {
+                s.busy = 0;
             }
-        } else {
-            busy_waits = 0;
         }
         match result {
             Err(Fail::Busy) => {
+                // Give the worker back so another holder can use it; this
+                // one is asked again after `BUSY_RETRY` (see `round::fill`).
                 release(round);
-                close(round, &mut conn);
-                round.sleep(client::BUSY_RETRY);
+                round.slots.lock()[slot].retry_at = Some(Instant::now() + client::BUSY_RETRY);
+                break;
             }
             Ok(len) => {
                 let Some(i) = i else { continue };
@@ -142,6 +149,17 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             Err(Fail::Abandoned) => {
                 release(round);
                 close(round, &mut conn);
+            }
+            Err(Fail::NotThere) if round.sched.is_complete_holder(slot) => {
+                release(round);
+                let piece = i.map_or(0, |i| i);
+                drop_bad(
+                    round,
+                    slot,
+                    &holder,
+                    format!("it claims the whole file but refused piece {piece} (416): not the size it announced"),
+                );
+                break;
             }
             Err(Fail::NotThere) => {
                 release(round);

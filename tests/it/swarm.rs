@@ -9,8 +9,18 @@ use std::time::Duration;
 use piratebay_sync::Sha1Digest;
 use serde_json::Value;
 
-use crate::fetch_support::random_file;
+use piratebay_sync::fetch::{self, DownloadOptions, Holder};
+
+use crate::fetch_support::*;
 use crate::support::*;
+
+/// Library-level options: short stall timeout, fast re-queries.
+fn opts(served: &Served, out: &Path) -> DownloadOptions {
+    let mut o = DownloadOptions::new(served.sha1(), out);
+    o.io_timeout = Duration::from_secs(1);
+    o.requery_interval = Duration::from_millis(300);
+    o
+}
 
 /// Piece size of the seed: small, so a few MiB make many pieces.
 const PIECE: u64 = 128 * 1024;
@@ -72,14 +82,15 @@ fn seed(ep: &str, dir: &Path, size: u64) -> (ServePeer, Sha1Digest) {
 }
 
 fn addr_of(ep: &str, id: &str) -> String {
-    let out = cli(&["list", "--json", "--etcd", ep]);
-    let peers: Vec<Value> = serde_json::from_str(&stdout_text(&out)).unwrap();
-    peers
-        .iter()
-        .find(|p| p["id"] == id)
-        .and_then(|p| p["addr"].as_str())
-        .expect("peer listed")
-        .to_string()
+    wait_for(Duration::from_secs(10), "peer listed", || {
+        let out = cli(&["list", "--json", "--etcd", ep]);
+        let peers: Vec<Value> = serde_json::from_str(&stdout_text(&out)).ok()?;
+        peers
+            .iter()
+            .find(|p| p["id"] == id)
+            .and_then(|p| p["addr"].as_str())
+            .map(str::to_string)
+    })
 }
 
 #[test]
@@ -111,7 +122,7 @@ fn hosts_fetching_at_once_trade_verified_pieces_and_all_finish_correct() {
     let host_ids: Vec<String> = hosts.iter().map(ServePeer::id).collect();
     let mut from_hosts = 0;
     for (s, out) in summaries.iter().zip(&outs) {
-        assert_eq!(crate::fetch_support::sha1_of_file(out), sha);
+        assert_eq!(sha1_of_file(out), sha);
         assert!(s["bad_peers"].as_array().unwrap().is_empty(), "{s}");
         let used: Vec<&str> = s["peers_used"]
             .as_array()
@@ -205,4 +216,151 @@ fn a_killed_get_keeps_its_verified_pieces_shared_and_only_those() {
     // The catalog never lists the partial file.
     let (_, catalog) = http(&format!("http://{addr}/v1/files"), None).unwrap();
     assert!(!String::from_utf8_lossy(&catalog).contains(&sha.to_hex()));
+}
+
+/// Writes one HTTP response on a raw peer's connection.
+fn respond(s: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]) -> bool {
+    use std::io::Write;
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).is_ok() && s.write_all(body).is_ok()
+}
+
+/// A raw peer answering the honest piece list, and `rest` (given the
+/// request head) for everything else.
+fn raw_partial<F>(name: &str, served: &Served, rest: F) -> RawPeer
+where
+    F: Fn(&mut std::net::TcpStream, &str) -> bool + Clone + Send + 'static,
+{
+    let list = serde_json::to_vec(&served.pieces).unwrap();
+    RawPeer::start(name, move |mut s, stop| {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut buf = Vec::new();
+        while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
+            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let ok = if target.ends_with("/pieces") {
+                respond(
+                    &mut s,
+                    "200 OK",
+                    "Content-Type: application/json\r\n",
+                    &list,
+                )
+            } else {
+                rest(&mut s, &head)
+            };
+            if !ok {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn hostile_partial_holders_beside_an_honest_one_cannot_stop_the_download() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    random_file(&src, 12 * SMALL_PIECE + 3, 21);
+    let served = Served::honest(&src, SMALL_PIECE);
+    let n = served.pieces.pieces.len();
+    let full = vec![0xffu8; n.div_ceil(8)];
+    let mut full_bits = full.clone();
+    if n % 8 != 0 {
+        *full_bits.last_mut().unwrap() = (1u8 << (n % 8)) - 1;
+    }
+    let honest = TestPeer::start("honest", vec![served.clone()]);
+    // Claims every piece, serves none.
+    let bits = full_bits.clone();
+    let refuses = raw_partial("refuses", &served, move |s, t| {
+        if t.contains("/have ") {
+            respond(s, "200 OK", "", &bits)
+        } else {
+            respond(s, "416 Range Not Satisfiable", "", b"no\n")
+        }
+    });
+    // Claims every piece, serves garbage of the right length.
+    let bits = full_bits.clone();
+    let size = served.pieces.size;
+    let garbage = raw_partial("garbage", &served, move |s, t| {
+        if t.contains("/have ") {
+            return respond(s, "200 OK", "", &bits);
+        }
+        // The range asked, with bytes of the right length and wrong content.
+        let spec = t
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("range: bytes=")
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| format!("0-{}", size - 1));
+        let (a, b) = spec.split_once('-').unwrap();
+        let (a, b): (u64, u64) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+        let range = format!("Content-Range: bytes {a}-{b}/{size}\r\n");
+        respond(
+            s,
+            "206 Partial Content",
+            &range,
+            &vec![0x5a; (b - a + 1) as usize],
+        )
+    });
+    // A bitmap of the wrong length.
+    let bad_map = raw_partial("badmap", &served, move |s, _| {
+        respond(s, "200 OK", "", &[1, 2, 3, 4, 5, 6, 7])
+    });
+    let holders = vec![
+        refuses.holder("refuses"),
+        garbage.holder("garbage"),
+        bad_map.holder("badmap"),
+        honest.holder(),
+    ];
+    let out = dir.path().join("out");
+    let summary = fetch::download(&opts(&served, &out), &holders, None).unwrap();
+    assert_eq!(sha1_of_file(&out), served.sha1());
+    for liar in ["refuses", "garbage", "badmap"] {
+        assert!(
+            summary.bad_peers.iter().any(|b| b.starts_with(liar)),
+            "{liar} not named: {:?}",
+            summary.bad_peers
+        );
+    }
+    assert!(!summary.bad_peers.iter().any(|b| b.starts_with("honest")));
+}
+
+#[test]
+fn sybil_records_that_answer_503_or_stall_do_not_starve_the_honest_holders() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    random_file(&src, 16 * SMALL_PIECE, 22);
+    let served = Served::honest(&src, SMALL_PIECE);
+    let honest: Vec<TestPeer> = (0..2)
+        .map(|i| TestPeer::start(&format!("honest{i}"), vec![served.clone()]))
+        .collect();
+    let busy = raw_partial("busy", &served, |s, _| {
+        respond(
+            s,
+            "503 Service Unavailable",
+            "Retry-After: 1\r\n",
+            b"busy\n",
+        )
+    });
+    let staller = EvilPeer::start(Evil::Stall, &served);
+    for (sybil, count) in [(&busy, 8), (&staller, 16)] {
+        // Many records, ids sorting before the honest ones, one listener.
+        let mut holders: Vec<Holder> = (0..count)
+            .map(|k| sybil.holder(&format!("0sybil{k:02}")))
+            .collect();
+        holders.extend(honest.iter().map(TestPeer::holder));
+        let out = dir.path().join(format!("out{count}"));
+        let summary = fetch::download(&opts(&served, &out), &holders, None)
+            .unwrap_or_else(|e| panic!("{count} sybils: {e}"));
+        assert_eq!(sha1_of_file(&out), served.sha1());
+        assert!(
+            summary.peers_used.iter().all(|p| p.starts_with("honest")),
+            "{summary:?}"
+        );
+    }
 }
