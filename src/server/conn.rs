@@ -40,7 +40,7 @@ use crate::http::{parse_head, HeadError, Method, ParsedHead, RequestHead, Status
 const READ_CHUNK: usize = 8 * 1024;
 /// Most body bytes sent in one step; then the connection goes behind the
 /// ones waiting for a worker (if any).
-pub(crate) const SLICE: u64 = 1024 * 1024;
+const SLICE: u64 = 1024 * 1024;
 /// How long a request head may have been silent before the connection
 /// counts as stalled, and may be closed to make room for its client's or
 /// another client's new connection when a cap is reached.
