@@ -161,7 +161,7 @@ impl Peer {
             .map(|(a, r)| format!("{a} ({r})"))
             .collect();
         log::info!(
-            "peer {id} sharing {} on {bound}, advertised as {}",
+            "peer {id} sharing {} on {bound} advertised as {}",
             cfg.dataset.display(),
             why.join(", ")
         );
