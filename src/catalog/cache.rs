@@ -1,7 +1,8 @@
 //! The catalog cache on disk: each peer's last file list, keyed by peer id
 //! and index generation, as one small JSON file in the state directory.
 //! Written atomically (temp file + rename); a missing or corrupt file is an
-//! empty cache (with a warning for corrupt), never an error.
+//! empty cache (with a warning for corrupt), never an error. Neither read
+//! nor written past the catalog's byte budget.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +19,10 @@ pub const CACHE_FILE: &str = "catalog-cache.json";
 pub struct CachedList {
     /// The index generation the list was taken at.
     pub generation: u64,
+    /// The address the list was fetched from ("" in caches written before
+    /// it was recorded: such a list is fetched again).
+    #[serde(default)]
+    pub addr: String,
     /// The files.
     pub files: Vec<CatalogEntry>,
 }
@@ -33,9 +38,25 @@ struct CacheFile {
 
 const VERSION: u32 = 1;
 
-/// Reads the cache; empty if missing or unusable.
-pub fn load(path: &Path) -> ListCache {
-    let bytes = match std::fs::read(path) {
+/// About the bytes `files` takes as JSON (what it cost in the budget).
+pub fn list_bytes(files: &[CatalogEntry]) -> u64 {
+    files.iter().map(|f| f.name.len() as u64 + 110).sum()
+}
+
+/// Reads the cache; empty if missing, unusable or over `max_bytes`.
+pub fn load(path: &Path, max_bytes: u64) -> ListCache {
+    let bytes = match std::fs::metadata(path) {
+        Ok(m) if m.len() > max_bytes => {
+            log::warn!(
+                "ignoring catalog cache {}: {} bytes, over the {max_bytes}-byte budget",
+                path.display(),
+                m.len()
+            );
+            return ListCache::new();
+        }
+        _ => std::fs::read(path),
+    };
+    let bytes = match bytes {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ListCache::new(),
         Err(e) => {
@@ -53,19 +74,38 @@ pub fn load(path: &Path) -> ListCache {
     }
 }
 
-/// Writes the cache atomically, creating the directory if needed.
-pub fn save(path: &Path, peers: &ListCache) -> std::io::Result<()> {
+/// Writes the cache atomically, creating the directory if needed; the
+/// largest lists are left out until it fits in `max_bytes`.
+pub fn save(path: &Path, peers: &ListCache, max_bytes: u64) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    let mut kept: Vec<(&String, &CachedList, u64)> = peers
+        .iter()
+        .map(|(id, c)| (id, c, list_bytes(&c.files)))
+        .collect();
+    kept.sort_by_key(|(_, _, n)| *n);
+    let mut total = 0u64;
+    kept.retain(|(_, _, n)| {
+        total += n;
+        total <= max_bytes
+    });
     let json = serde_json::to_vec(&CacheFile {
         version: VERSION,
-        peers: peers.clone(),
+        peers: kept
+            .into_iter()
+            .map(|(id, c, _)| (id.clone(), c.clone()))
+            .collect(),
     })
     .map_err(std::io::Error::other)?;
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(format!(".tmp{}", std::process::id()));
-    std::fs::write(&tmp, json)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut file, &json)?;
     std::fs::rename(&tmp, path)
 }
 
@@ -78,12 +118,13 @@ mod tests {
     fn round_trips_and_ignores_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join(CACHE_FILE);
-        assert!(load(&path).is_empty());
+        assert!(load(&path, 1 << 20).is_empty());
         let mut peers = ListCache::new();
         peers.insert(
             "p1".into(),
             CachedList {
                 generation: 3,
+                addr: "10.0.0.1:7070".into(),
                 files: vec![CatalogEntry {
                     sha1: Sha1Digest::of(b"a"),
                     size: 1,
@@ -92,9 +133,12 @@ mod tests {
                 }],
             },
         );
-        save(&path, &peers).unwrap();
-        assert_eq!(load(&path), peers);
+        save(&path, &peers, 1 << 20).unwrap();
+        assert_eq!(load(&path, 1 << 20), peers);
+        assert!(load(&path, 10).is_empty(), "over the budget");
+        save(&path, &peers, 10).unwrap();
+        assert!(load(&path, 1 << 20).is_empty(), "nothing fits in 10 bytes");
         std::fs::write(&path, b"{\"version\":1,\"peers\":{\"p1\":").unwrap();
-        assert!(load(&path).is_empty());
+        assert!(load(&path, 1 << 20).is_empty());
     }
 }

@@ -31,8 +31,9 @@ impl NetworkHolders {
     /// Reads the peers from etcd and refreshes the catalog.
     pub fn refresh(&self) -> Result<Refresh, DiscoveryError> {
         let peers = discovery::list_peers(&self.client, &self.namespace)?;
-        // Refreshed on a copy, outside the lock (no lock across I/O).
-        let mut catalog = self.catalog.lock().clone();
+        // Refreshed outside the lock (no lock across I/O), moved out rather
+        // than copied (a copy would double the lists held).
+        let mut catalog = std::mem::take(&mut *self.catalog.lock());
         let refresh = catalog.refresh(&peers);
         *self.catalog.lock() = catalog;
         Ok(refresh)
