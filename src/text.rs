@@ -52,7 +52,10 @@ mod tests {
         assert_eq!(escape("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
         assert_eq!(escape("\u{1b}]0;title\u{7}"), "\\u{1b}]0;title\\u{7}");
         assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
-        assert_eq!(escape("a\u{200b}b\u{2066}c\u{feff}"), "a\\u{200b}b\\u{2066}c\\u{feff}");
+        assert_eq!(
+            escape("a\u{200b}b\u{2066}c\u{feff}"),
+            "a\\u{200b}b\\u{2066}c\\u{feff}"
+        );
         assert_eq!(escape("\u{9b}31m"), "\\u{9b}31m");
     }
 }

@@ -25,7 +25,9 @@ impl Budget {
     /// Takes exactly `n` bytes, or nothing (false) if fewer are left.
     pub fn take(&self, n: u64) -> bool {
         self.left
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(n)
+            })
             .is_ok()
     }
 

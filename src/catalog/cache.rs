@@ -30,17 +30,33 @@ pub struct CachedList {
 /// Peer id -> its cached list.
 pub type ListCache = BTreeMap<String, CachedList>;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct CacheFile {
     version: u32,
     peers: ListCache,
 }
 
+/// What is written: borrowed, so saving copies no list.
+#[derive(Serialize)]
+struct CacheFileRef<'a> {
+    version: u32,
+    peers: BTreeMap<&'a String, &'a CachedList>,
+}
+
 const VERSION: u32 = 1;
 
-/// About the bytes `files` takes as JSON (what it cost in the budget).
+/// What one file entry costs in the catalog budget at least, whatever its
+/// JSON length: about what it takes in memory once parsed, cached and
+/// merged over the network (entry, name, holder, merged entry).
+pub const ENTRY_COST: u64 = 256;
+
+/// What `files` costs in the catalog budget: per entry, its JSON length
+/// (about the name plus 110 bytes) but at least [`ENTRY_COST`].
 pub fn list_bytes(files: &[CatalogEntry]) -> u64 {
-    files.iter().map(|f| f.name.len() as u64 + 110).sum()
+    files
+        .iter()
+        .map(|f| (f.name.len() as u64 + 110).max(ENTRY_COST))
+        .sum()
 }
 
 /// Reads the cache; empty if missing, unusable or over `max_bytes`.
@@ -90,22 +106,21 @@ pub fn save(path: &Path, peers: &ListCache, max_bytes: u64) -> std::io::Result<(
         total += n;
         total <= max_bytes
     });
-    let json = serde_json::to_vec(&CacheFile {
+    let doc = CacheFileRef {
         version: VERSION,
-        peers: kept
-            .into_iter()
-            .map(|(id, c, _)| (id.clone(), c.clone()))
-            .collect(),
-    })
-    .map_err(std::io::Error::other)?;
+        peers: kept.into_iter().map(|(id, c, _)| (id, c)).collect(),
+    };
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(format!(".tmp{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&tmp)?;
-    std::io::Write::write_all(&mut file, &json)?;
+    let mut out = std::io::BufWriter::new(file);
+    serde_json::to_writer(&mut out, &doc).map_err(std::io::Error::other)?;
+    std::io::Write::flush(&mut out)?;
+    drop(out);
     std::fs::rename(&tmp, path)
 }
 

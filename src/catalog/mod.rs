@@ -163,6 +163,41 @@ impl Catalog {
     /// generation and address, within the deadline and the budget, and
     /// merges all lists.
     pub fn refresh(&mut self, peers: &[PeerInfo]) -> Refresh {
+        let (mut refresh, failed) = self.update(peers);
+        refresh.files = merge_refs(&self.lists(peers, &failed, |_| true));
+        refresh
+    }
+
+    /// Like [`Catalog::refresh`], but merges only the entries of `sha1`
+    /// (`files` has at most that one file): no merged copy of the whole
+    /// network's catalog is built to find one file's holders.
+    pub fn refresh_for(&mut self, peers: &[PeerInfo], sha1: &Sha1Digest) -> Refresh {
+        let (mut refresh, failed) = self.update(peers);
+        refresh.files = merge_refs(&self.lists(peers, &failed, |e| e.sha1 == *sha1));
+        refresh
+    }
+
+    /// Each usable peer's cached entries that pass `keep`.
+    fn lists(
+        &self,
+        peers: &[PeerInfo],
+        failed: &HashSet<String>,
+        keep: impl Fn(&CatalogEntry) -> bool,
+    ) -> Vec<(Holder, Vec<&CatalogEntry>)> {
+        peers
+            .iter()
+            .filter(|p| !failed.contains(&p.record.id))
+            .filter_map(|p| {
+                let c = self.cache.get(&p.record.id)?;
+                let files: Vec<&CatalogEntry> = c.files.iter().filter(|e| keep(e)).collect();
+                Some((Holder::new(&p.record.id, &p.record.addr), files))
+            })
+            .collect()
+    }
+
+    /// Fetches what is stale into the cache; the refresh without files and
+    /// the ids of the peers that failed.
+    fn update(&mut self, peers: &[PeerInfo]) -> (Refresh, HashSet<String>) {
         let registered: HashMap<&str, &PeerInfo> =
             peers.iter().map(|p| (p.record.id.as_str(), p)).collect();
         // Forget peers that are gone or moved; keep a failed peer's old list.
@@ -186,7 +221,11 @@ impl Catalog {
             .into_iter()
             .partition(|p| self.failed_at.contains_key(&p.record.addr));
         let addrs = ask_order(&to_ask, &self.cache);
-        let used: u64 = self.cache.values().map(|c| cache::list_bytes(&c.files)).sum();
+        let used: u64 = self
+            .cache
+            .values()
+            .map(|c| cache::list_bytes(&c.files))
+            .sum();
         let budget = Budget::new(self.opts.budget, used);
         let results = self.fetch_all(&addrs, &budget);
         let mut by_addr: HashMap<&str, Result<FileList, PeerListError>> =
@@ -256,28 +295,12 @@ impl Catalog {
                 detail.join(", ")
             );
         }
-        let lists: Vec<(Holder, &[CatalogEntry])> = peers
-            .iter()
-            .filter(|p| !failed_ids.contains(&p.record.id))
-            .filter_map(|p| {
-                let c = self.cache.get(&p.record.id)?;
-                Some((
-                    Holder::new(&p.record.id, &p.record.addr),
-                    c.files.as_slice(),
-                ))
-            })
-            .collect();
-        refresh.files = merge(&lists);
-        refresh
+        (refresh, failed_ids)
     }
 
     /// Asks each address in `addrs`, at most `fan_out` at once, until the
     /// deadline; addresses not asked by then get [`PeerListError::NotAsked`].
-    fn fetch_all(
-        &self,
-        addrs: &[&str],
-        budget: &Budget,
-    ) -> Vec<Result<FileList, PeerListError>> {
+    fn fetch_all(&self, addrs: &[&str], budget: &Budget) -> Vec<Result<FileList, PeerListError>> {
         let timeouts = Timeouts {
             connect: self.opts.connect_timeout,
             io: self.opts.io_timeout,
@@ -370,6 +393,14 @@ fn reason_kind(e: &str) -> String {
 /// Merges per-peer lists by sha1. A holder listing a sha1 with another size
 /// than the first holder's is left out of that file (with a warning).
 pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<FileEntry> {
+    let refs: Vec<(Holder, Vec<&CatalogEntry>)> = lists
+        .iter()
+        .map(|(h, files)| (h.clone(), files.iter().collect()))
+        .collect();
+    merge_refs(&refs)
+}
+
+fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<FileEntry> {
     struct Acc {
         size: u64,
         names: BTreeMap<String, usize>,

@@ -30,11 +30,24 @@ impl NetworkHolders {
 
     /// Reads the peers from etcd and refreshes the catalog.
     pub fn refresh(&self) -> Result<Refresh, DiscoveryError> {
+        self.refresh_with(|catalog, peers| catalog.refresh(peers))
+    }
+
+    /// Reads the peers from etcd and refreshes the catalog, merging only
+    /// the entries of `sha1` ([`Catalog::refresh_for`]).
+    pub fn refresh_for(&self, sha1: &Sha1Digest) -> Result<Refresh, DiscoveryError> {
+        self.refresh_with(|catalog, peers| catalog.refresh_for(peers, sha1))
+    }
+
+    fn refresh_with(
+        &self,
+        f: impl FnOnce(&mut Catalog, &[discovery::PeerInfo]) -> Refresh,
+    ) -> Result<Refresh, DiscoveryError> {
         let peers = discovery::list_peers(&self.client, &self.namespace)?;
         // Refreshed outside the lock (no lock across I/O), moved out rather
         // than copied (a copy would double the lists held).
         let mut catalog = std::mem::take(&mut *self.catalog.lock());
-        let refresh = catalog.refresh(&peers);
+        let refresh = f(&mut catalog, &peers);
         *self.catalog.lock() = catalog;
         Ok(refresh)
     }
@@ -47,7 +60,9 @@ impl NetworkHolders {
 
 impl HolderSource for NetworkHolders {
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
-        let refresh = self.refresh().map_err(|e| HoldersError(e.to_string()))?;
+        let refresh = self
+            .refresh_for(sha1)
+            .map_err(|e| HoldersError(e.to_string()))?;
         Ok(refresh
             .find(sha1)
             .map(|f| f.holders.clone())

@@ -98,13 +98,20 @@ pub(crate) fn fetch_budgeted(
         } else {
             serde_json::from_slice(&body).map_err(|e| PeerListError::Json(e.to_string()))
         };
-        return match parsed {
-            Ok(list) => Ok(list),
-            Err(e) => {
-                budget.give_back(used);
-                Err(e)
+        // Parsed entries cost at least `ENTRY_COST` each (many tiny entries
+        // take far more memory than their JSON).
+        let parsed = parsed.and_then(|list: FileList| {
+            let extra = super::cache::list_bytes(&list.files).saturating_sub(used);
+            if budget.take(extra) {
+                Ok(list)
+            } else {
+                Err(PeerListError::Budget { need: used + extra })
             }
-        };
+        });
+        if parsed.is_err() {
+            budget.give_back(used);
+        }
+        return parsed;
     }
 }
 

@@ -143,7 +143,11 @@ mod tests {
     fn tables_take_any_cell_width() {
         let long = "x".repeat(70_000);
         let mut out = Vec::new();
-        print_table(&mut out, &[[long.clone(), "b".into()], ["a".into(), "c".into()]]).unwrap();
+        print_table(
+            &mut out,
+            &[[long.clone(), "b".into()], ["a".into(), "c".into()]],
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], format!("{long}  b"));

@@ -50,7 +50,9 @@ fn is_plain_addr(addr: &str) -> bool {
     !addr.is_empty()
         && addr.len() <= MAX_ADDR
         && addr.bytes().all(|b| b.is_ascii_graphic())
-        && addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && addr
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
 }
 
 /// Counts of left-out keys, for one summary warning per listing.

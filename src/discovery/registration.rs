@@ -206,7 +206,10 @@ impl Keeper {
         match self.client.watch_prefix(self.key.as_bytes(), on_event) {
             Ok(w) => Some(w),
             Err(e) => {
-                log::warn!("cannot watch {}: {e}; a stolen key is noticed only at renewal", self.key);
+                log::warn!(
+                    "cannot watch {}: {e}; a stolen key is noticed only at renewal",
+                    self.key
+                );
                 None
             }
         }
@@ -223,7 +226,12 @@ impl Keeper {
         let mut last_reclaim: Option<std::time::Instant> = None;
         let mut last_warn: Option<std::time::Instant> = None;
         loop {
-            let step = self.step(&mut lease, &mut dirty, &mut ever_registered, &mut put_revision);
+            let step = self.step(
+                &mut lease,
+                &mut dirty,
+                &mut ever_registered,
+                &mut put_revision,
+            );
             *self.shared.lease.lock() = lease;
             self.shared
                 .registered
@@ -270,7 +278,11 @@ impl Keeper {
                         log::warn!(
                             "{} was {} by someone else; registering again",
                             self.key,
-                            if kv.is_some() { "overwritten" } else { "deleted" }
+                            if kv.is_some() {
+                                "overwritten"
+                            } else {
+                                "deleted"
+                            }
                         );
                         last_warn = Some(std::time::Instant::now());
                     }

@@ -95,9 +95,7 @@ impl Error {
     pub fn is_too_large(&self) -> bool {
         match self {
             Error::TooLarge { .. } => true,
-            Error::Etcd { code, message, .. } => {
-                *code == 8 || message.contains("larger than max")
-            }
+            Error::Etcd { code, message, .. } => *code == 8 || message.contains("larger than max"),
             _ => false,
         }
     }

@@ -56,7 +56,8 @@ impl Client {
         let mut from = prefix.to_vec();
         let mut limit = PAGE;
         loop {
-            let mut body = json!({ "key": b64(&from), "range_end": end, "limit": limit.to_string() });
+            let mut body =
+                json!({ "key": b64(&from), "range_end": end, "limit": limit.to_string() });
             if out.revision > 0 {
                 body["revision"] = json!(out.revision.to_string());
             }

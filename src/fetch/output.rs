@@ -20,7 +20,11 @@ pub fn sanitize_name(name: &str) -> Option<String> {
         .chars()
         .filter(|c| !crate::text::is_unsafe_char(*c))
         .collect();
-    clean = clean.trim().trim_start_matches('.').trim_start().to_string();
+    clean = clean
+        .trim()
+        .trim_start_matches('.')
+        .trim_start()
+        .to_string();
     while clean.len() > MAX_NAME_BYTES {
         clean.pop();
     }

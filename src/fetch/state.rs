@@ -282,7 +282,11 @@ mod tests {
         assert_eq!(ResumeState::load(&saved, &list.sha1), Some(state.clone()));
         std::fs::remove_file(&saved).unwrap();
         std::os::unix::fs::symlink(&victim, &saved).unwrap();
-        assert_eq!(ResumeState::load(&saved, &list.sha1), None, "a link is not read");
+        assert_eq!(
+            ResumeState::load(&saved, &list.sha1),
+            None,
+            "a link is not read"
+        );
         state.save(&saved).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(!std::fs::symlink_metadata(&saved).unwrap().is_symlink());
