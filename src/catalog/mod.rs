@@ -53,6 +53,9 @@ use crate::fetch::Holder;
 use crate::protocol::{CatalogEntry, FileList};
 use crate::Sha1Digest;
 
+/// Failed peers named in the summary warning (the others are counted).
+const MAX_EXAMPLES: usize = 3;
+
 /// How long an address that failed is left alone by the same [`Catalog`].
 pub const RETRY_FAILED: Duration = Duration::from_secs(30);
 
@@ -73,12 +76,14 @@ pub struct CatalogOptions {
 }
 
 impl Default for CatalogOptions {
-    /// 500 ms connect, 1 s read, 5 s for all peers, 32 at once, 64 MiB in all.
+    /// 500 ms connect, 3 s read, 10 s for all peers, 32 at once, 64 MiB in
+    /// all. (The deadline was one request's before; a busy peer's `503` is
+    /// asked again within it.)
     fn default() -> Self {
         CatalogOptions {
             connect_timeout: Duration::from_millis(500),
-            io_timeout: Duration::from_secs(1),
-            deadline: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(3),
+            deadline: Duration::from_secs(10),
             fan_out: 32,
             budget: 64 * 1024 * 1024,
         }
@@ -238,6 +243,7 @@ impl Catalog {
         let mut refresh = Refresh::default();
         let mut failed_ids = HashSet::new();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut examples: Vec<String> = Vec::new();
         for peer in &to_ask {
             let r = &peer.record;
             refresh.asked.push(r.id.clone());
@@ -271,6 +277,9 @@ impl Catalog {
                 Err(e) => {
                     log::debug!("peer {} ({}) left out of the catalog: {e}", r.id, r.addr);
                     *reasons.entry(reason_kind(&e)).or_default() += 1;
+                    if examples.len() < MAX_EXAMPLES {
+                        examples.push(format!("{} ({}): {e}", r.id, r.addr));
+                    }
                     self.failed_at.insert(r.addr.clone(), now);
                     refresh.failed.push((Holder::new(&r.id, &r.addr), e));
                     failed_ids.insert(r.id.clone());
@@ -289,10 +298,17 @@ impl Catalog {
         if !reasons.is_empty() {
             let total: usize = reasons.values().sum();
             let detail: Vec<String> = reasons.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            let more = total.saturating_sub(examples.len());
             log::warn!(
-                "{total} of {} peer(s) left out of the catalog ({})",
+                "{total} of {} peer(s) left out of the catalog ({}): {}{}",
                 peers.len(),
-                detail.join(", ")
+                detail.join(", "),
+                examples.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
             );
         }
         (refresh, failed_ids)
