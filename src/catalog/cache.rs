@@ -19,8 +19,9 @@ pub const CACHE_FILE: &str = "catalog-cache.json";
 pub struct CachedList {
     /// The index generation the list was taken at.
     pub generation: u64,
-    /// The address the list was fetched from ("" in caches written before
-    /// it was recorded: such a list is fetched again).
+    /// The addresses the list was fetched from, joined by `,` ("" in
+    /// caches written before they were recorded: such a list is fetched
+    /// again).
     #[serde(default)]
     pub addr: String,
     /// The files.

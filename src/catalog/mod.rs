@@ -195,7 +195,10 @@ impl Catalog {
             .filter_map(|p| {
                 let c = self.cache.get(&p.record.id)?;
                 let files: Vec<&CatalogEntry> = c.files.iter().filter(|e| keep(e)).collect();
-                Some((Holder::new(&p.record.id, &p.record.addr), files))
+                Some((
+                    Holder::with_addrs(&p.record.id, p.record.dial_addrs()),
+                    files,
+                ))
             })
             .collect()
     }
@@ -209,7 +212,7 @@ impl Catalog {
         self.cache.retain(|id, c| {
             registered
                 .get(id.as_str())
-                .is_some_and(|p| p.record.addr == c.addr)
+                .is_some_and(|p| dial_key(&p.record) == c.addr)
         });
         let fresh = |p: &PeerInfo| {
             p.record.index_gen != 0
@@ -224,7 +227,7 @@ impl Catalog {
             .retain(|_, t| now.duration_since(*t) < RETRY_FAILED);
         let (recent, to_ask): (Vec<&PeerInfo>, Vec<&PeerInfo>) = stale
             .into_iter()
-            .partition(|p| self.failed_at.contains_key(&p.record.addr));
+            .partition(|p| self.failed_at.contains_key(&dial_key(&p.record)));
         let addrs = ask_order(&to_ask, &self.cache);
         let used: u64 = self
             .cache
@@ -233,11 +236,11 @@ impl Catalog {
             .sum();
         let budget = Budget::new(self.opts.budget, used);
         let results = self.fetch_all(&addrs, &budget);
-        let mut by_addr: HashMap<&str, Result<FileList, PeerListError>> =
-            addrs.iter().copied().zip(results).collect();
-        let mut uses: HashMap<&str, usize> = HashMap::new();
+        let mut by_addr: HashMap<String, Result<FileList, PeerListError>> =
+            addrs.into_iter().zip(results).collect();
+        let mut uses: HashMap<String, usize> = HashMap::new();
         for p in &to_ask {
-            *uses.entry(p.record.addr.as_str()).or_default() += 1;
+            *uses.entry(dial_key(&p.record)).or_default() += 1;
         }
 
         let mut refresh = Refresh::default();
@@ -247,7 +250,8 @@ impl Catalog {
         for peer in &to_ask {
             let r = &peer.record;
             refresh.asked.push(r.id.clone());
-            let addr = r.addr.as_str();
+            let key = dial_key(r);
+            let addr = key.as_str();
             let last_use = uses.get_mut(addr).is_none_or(|n| {
                 *n -= 1;
                 *n == 0
@@ -269,19 +273,21 @@ impl Catalog {
                         r.id.clone(),
                         CachedList {
                             generation: list.generation,
-                            addr: r.addr.clone(),
+                            addr: key.clone(),
                             files: list.files,
                         },
                     );
                 }
                 Err(e) => {
-                    log::debug!("peer {} ({}) left out of the catalog: {e}", r.id, r.addr);
+                    log::debug!("peer {} ({key}) left out of the catalog: {e}", r.id);
                     *reasons.entry(reason_kind(&e)).or_default() += 1;
                     if examples.len() < MAX_EXAMPLES {
-                        examples.push(format!("{} ({}): {e}", r.id, r.addr));
+                        examples.push(format!("{} ({key}): {e}", r.id));
                     }
-                    self.failed_at.insert(r.addr.clone(), now);
-                    refresh.failed.push((Holder::new(&r.id, &r.addr), e));
+                    self.failed_at.insert(key.clone(), now);
+                    refresh
+                        .failed
+                        .push((Holder::with_addrs(&r.id, r.dial_addrs()), e));
                     failed_ids.insert(r.id.clone());
                 }
             }
@@ -290,7 +296,7 @@ impl Catalog {
         for peer in &recent {
             let r = &peer.record;
             refresh.failed.push((
-                Holder::new(&r.id, &r.addr),
+                Holder::with_addrs(&r.id, r.dial_addrs()),
                 "failed moments ago; not asked again yet".into(),
             ));
             failed_ids.insert(r.id.clone());
@@ -316,7 +322,7 @@ impl Catalog {
 
     /// Asks each address in `addrs`, at most `fan_out` at once, until the
     /// deadline; addresses not asked by then get [`PeerListError::NotAsked`].
-    fn fetch_all(&self, addrs: &[&str], budget: &Budget) -> Vec<Result<FileList, PeerListError>> {
+    fn fetch_all(&self, addrs: &[String], budget: &Budget) -> Vec<Result<FileList, PeerListError>> {
         let timeouts = Timeouts {
             connect: self.opts.connect_timeout,
             io: self.opts.io_timeout,
@@ -330,8 +336,9 @@ impl Catalog {
                 break;
             }
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(addr) = addrs.get(i) else { break };
-            let r = peer_list::fetch_budgeted(addr, timeouts, deadline, budget);
+            let Some(key) = addrs.get(i) else { break };
+            let dial: Vec<String> = key.split(',').map(str::to_string).collect();
+            let r = peer_list::fetch_budgeted(&dial, timeouts, deadline, budget);
             *slots[i].lock() = Some(r);
         };
         std::thread::scope(|s| {
@@ -352,26 +359,35 @@ impl Catalog {
     }
 }
 
-/// The distinct addresses of `peers`, in the order to ask them: addresses
+/// What a peer is dialled at, as one string: its dial addresses joined
+/// by `,` (no address has one: see `discovery::check`). Peers are asked,
+/// cached and rested by this, never by the id they claim.
+fn dial_key(r: &crate::discovery::PeerRecord) -> String {
+    r.dial_addrs().join(",")
+}
+
+/// The distinct dial keys of `peers`, in the order to ask them: those
 /// with a cached list (they answered before) first, then the others one
-/// host at a time (round robin over hosts, in listing order within a host).
-fn ask_order<'a>(peers: &[&'a PeerInfo], cache: &ListCache) -> Vec<&'a str> {
+/// host at a time (round robin over the host of the first address, in
+/// listing order within a host).
+fn ask_order(peers: &[&PeerInfo], cache: &ListCache) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut known = Vec::new();
-    let mut hosts: Vec<(&str, VecDeque<&str>)> = Vec::new();
+    let mut hosts: Vec<(String, VecDeque<String>)> = Vec::new();
     for p in peers {
-        let addr = p.record.addr.as_str();
-        if !seen.insert(addr) {
+        let key = dial_key(&p.record);
+        if !seen.insert(key.clone()) {
             continue;
         }
         if cache.contains_key(&p.record.id) {
-            known.push(addr);
+            known.push(key);
             continue;
         }
-        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let first = key.split(',').next().unwrap_or("");
+        let host = first.rsplit_once(':').map_or(first, |(h, _)| h).to_string();
         match hosts.iter_mut().find(|(h, _)| *h == host) {
-            Some((_, q)) => q.push_back(addr),
-            None => hosts.push((host, VecDeque::from([addr]))),
+            Some((_, q)) => q.push_back(key),
+            None => hosts.push((host, VecDeque::from([key]))),
         }
     }
     let mut order = known;

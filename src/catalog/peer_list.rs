@@ -40,13 +40,15 @@ pub enum PeerListError {
 /// `budget` (a body that does not fit is refused, nothing is read). A list
 /// returned keeps its reservation; a failed request gives it back.
 pub(crate) fn fetch_budgeted(
-    addr: &str,
+    addrs: &[String],
     timeouts: Timeouts,
     deadline: Instant,
     budget: &Budget,
 ) -> Result<FileList, PeerListError> {
     let started = Instant::now();
     let limit = deadline.saturating_duration_since(started);
+    let addr = addrs.join(",");
+    let addr = addr.as_str();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -60,7 +62,7 @@ pub(crate) fn fetch_budgeted(
             connect: timeouts.connect.min(left),
             io: timeouts.io.min(left),
         };
-        let mut conn = client::connect(addr, t)?;
+        let mut conn = client::connect(addrs, t)?;
         let head = conn.get(FILES_PATH, None)?;
         let reserved = match head.content_length {
             Some(len) if len > MAX_CATALOG_BODY => {
@@ -117,11 +119,11 @@ pub(crate) fn fetch_budgeted(
 
 /// Fetches a peer's file list.
 pub fn fetch_file_list(
-    addr: &str,
+    addrs: &[String],
     timeouts: Timeouts,
     deadline: Duration,
 ) -> Result<FileList, PeerListError> {
-    let (head, body) = client::get_small(addr, FILES_PATH, timeouts, MAX_CATALOG_BODY, deadline)?;
+    let (head, body) = client::get_small(addrs, FILES_PATH, timeouts, MAX_CATALOG_BODY, deadline)?;
     if head.status != 200 {
         return Err(PeerListError::Status(head.status));
     }

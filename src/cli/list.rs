@@ -43,7 +43,7 @@ pub fn run(args: ListArgs) -> CliResult {
         let now = unix_now();
         let mut rows = vec![[
             "ID".to_string(),
-            "ADDR".to_string(),
+            "ADDRESSES".to_string(),
             "NAME".to_string(),
             "AGE".to_string(),
             "FILES GEN".to_string(),
@@ -52,7 +52,7 @@ pub fn run(args: ListArgs) -> CliResult {
             let r = &p.record;
             rows.push([
                 super::cell(&r.id),
-                super::cell(&r.addr),
+                super::cell(&r.dial_addrs().join(",")),
                 super::cell(&r.name),
                 format_age(now.saturating_sub(r.started_at)),
                 r.index_gen.to_string(),

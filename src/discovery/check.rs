@@ -1,7 +1,7 @@
 //! Which keys under the peers prefix are peers: the value is a peer record
 //! of at most [`MAX_RECORD`] bytes, the key is exactly `<prefix><id>` for
-//! the record's own id, the id is a plain token and the address looks like
-//! `host:port`. Everything else is left out by every reader (`list`,
+//! the record's own id, the id is a plain token and every address looks
+//! like `host:port`. Everything else is left out by every reader (`list`,
 //! `files`, `get`, the peer cache): someone who can write under the prefix
 //! cannot make one peer's key speak for another, nor break the listing.
 
@@ -10,8 +10,10 @@ use crate::etcd::KeyValue;
 
 /// Largest peer record accepted, in bytes (an honest one is ~200 bytes).
 pub const MAX_RECORD: usize = 16 * 1024;
-/// Longest `addr` accepted, in bytes.
+/// Longest address accepted, in bytes.
 const MAX_ADDR: usize = 256;
+/// Most entries accepted in `addrs` (only the first `MAX_ADDRS` are dialled).
+const MAX_ADDRS_LISTED: usize = 64;
 
 /// Why a key under the prefix is not a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +37,10 @@ pub(crate) fn peer_of(kv: &KeyValue, prefix: &[u8]) -> Result<PeerInfo, Reject> 
     if kv.key.strip_prefix(prefix) != Some(record.id.as_bytes()) {
         return Err(Reject::KeyMismatch);
     }
-    if !super::identity::is_valid_id(&record.id) || !is_plain_addr(&record.addr) {
+    let addrs_ok = is_plain_addr(&record.addr)
+        && record.addrs.len() <= MAX_ADDRS_LISTED
+        && record.addrs.iter().all(|a| is_plain_addr(a));
+    if !super::identity::is_valid_id(&record.id) || !addrs_ok {
         return Err(Reject::BadField);
     }
     Ok(PeerInfo {
@@ -45,11 +50,12 @@ pub(crate) fn peer_of(kv: &KeyValue, prefix: &[u8]) -> Result<PeerInfo, Reject> 
     })
 }
 
-/// `host:port` in printable ASCII without spaces, at most 256 bytes.
+/// `host:port` in printable ASCII without spaces or commas, at most 256
+/// bytes.
 fn is_plain_addr(addr: &str) -> bool {
     !addr.is_empty()
         && addr.len() <= MAX_ADDR
-        && addr.bytes().all(|b| b.is_ascii_graphic())
+        && addr.bytes().all(|b| b.is_ascii_graphic() && b != b',')
         && addr
             .rsplit_once(':')
             .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
@@ -135,6 +141,17 @@ mod tests {
         );
         assert_eq!(
             peer_of(&kv("/ns/peers/ab", &record("ab", "no-port")), p).err(),
+            Some(Reject::BadField)
+        );
+        assert_eq!(
+            peer_of(&kv("/ns/peers/ab", &record("ab", "1.2.3.4:1,5.6.7.8:2")), p).err(),
+            Some(Reject::BadField)
+        );
+        let listed = serde_json::json!({"id": "ab", "addr": "1.2.3.4:1", "addrs": ["1.2.3.4:1", "x\u{1b}:2"],
+            "name": "n", "version": "1", "started_at": 0})
+        .to_string();
+        assert_eq!(
+            peer_of(&kv("/ns/peers/ab", &listed), p).err(),
             Some(Reject::BadField)
         );
         assert_eq!(

@@ -14,3 +14,4 @@ mod hostile_lan;
 mod index;
 mod peer;
 mod server;
+mod swarm;
