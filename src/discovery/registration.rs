@@ -296,7 +296,6 @@ impl Keeper {
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }
-        drop(watcher);
         self.shared.registered.store(false, Ordering::SeqCst);
         if let Some(id) = lease {
             match self.client.lease_revoke(id) {
@@ -307,6 +306,8 @@ impl Keeper {
                 ),
             }
         }
+        // After the revoke: joining the watch takes up to its idle timeout.
+        drop(watcher);
     }
 
     /// One pass of the state machine: make sure a lease exists and the key is
