@@ -279,7 +279,14 @@ fn finish(
             piece: 0,
         });
     }
-    if let Some(piece) = super::state::changed_piece(part, list) {
+    let checked = Instant::now();
+    let changed = super::state::changed_piece(part, list);
+    log::debug!(
+        "{} pieces checked again on disk in {:.3}s",
+        list.pieces.len(),
+        checked.elapsed().as_secs_f64()
+    );
+    if let Some(piece) = changed {
         return Err(FetchError::Changed {
             path: part_path.to_path_buf(),
             piece,
