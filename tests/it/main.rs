@@ -11,5 +11,6 @@ mod fetch_cli;
 mod fetch_support;
 mod fixtures;
 mod index;
+mod lan;
 mod peer;
 mod server;
