@@ -76,21 +76,47 @@ fn list_on(host: Option<&Host>, etcd: &str) -> Vec<Value> {
         .unwrap_or_else(|e| panic!("list --json is not JSON ({e}): {}", stdout_text(&out)))
 }
 
-/// Waits until `ids` are all registered with their index built.
+/// Waits until `ids` are all registered.
 #[track_caller]
-fn wait_indexed(etcd: &str, ids: &[String]) {
-    wait_until(Duration::from_secs(30), "peers registered and indexed", || {
+fn wait_registered(etcd: &str, ids: &[String]) {
+    wait_until(Duration::from_secs(30), "peers registered", || {
         let peers = list_on(None, etcd);
-        ids.iter().all(|id| {
-            peers
-                .iter()
-                .any(|p| p["id"] == id.as_str() && p["index_gen"].as_u64().unwrap_or(0) > 0)
-        })
+        ids.iter()
+            .all(|id| peers.iter().any(|p| p["id"] == id.as_str()))
     });
 }
 
-fn ids(peers: &[&ServePeer]) -> Vec<String> {
-    peers.iter().map(|p| p.id()).collect()
+/// Waits until the peer on `host` lists `sha1` in its catalog (its index
+/// is built), asking it from this namespace.
+#[track_caller]
+fn wait_serving(host: &Host, sha1: &str) {
+    let url = format!("http://{}:{LAB_PORT}/v1/files", host.ip);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{url} to list {sha1}"),
+        || {
+            agent
+                .get(&url)
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .is_some_and(|body| body.contains(sha1))
+        },
+    );
+}
+
+/// Waits until the peers on `hosts` are registered and serve `sha1`.
+#[track_caller]
+fn wait_indexed(etcd: &str, peers: &[(&Host, &ServePeer)], sha1: &str) {
+    let ids: Vec<String> = peers.iter().map(|(_, p)| p.id()).collect();
+    wait_registered(etcd, &ids);
+    for (h, _) in peers {
+        wait_serving(h, sha1);
+    }
 }
 
 /// `get <sha1> -o <out> --json` arguments.
@@ -129,7 +155,11 @@ fn assert_got(out: &Output, path: &Path, sha1: &str) -> Value {
         out.status,
         stderr_text(out).trim()
     );
-    assert_eq!(sha1_of_file(path).to_string(), sha1, "downloaded bytes differ");
+    assert_eq!(
+        sha1_of_file(path).to_string(),
+        sha1,
+        "downloaded bytes differ"
+    );
     serde_json::from_str(stdout_text(out).trim())
         .unwrap_or_else(|e| panic!("get --json summary is not JSON ({e}): {}", stdout_text(out)))
 }
@@ -281,7 +311,9 @@ fn two_machines_started_as_readme_says() {
         })
     };
     let (id_a, id_b) = (id_of(state_a.path()), id_of(state_b.path()));
-    wait_indexed(&etcd_a, &[id_a.clone(), id_b.clone()]);
+    wait_registered(&etcd_a, &[id_a.clone(), id_b.clone()]);
+    wait_serving(&a, &data_a.sha1);
+    wait_serving(&b, &data_b.sha1);
 
     // Each lists the other, from its own host with its own settings.
     for (host, env, other) in [(&a, &env_a, &id_b), (&b, &env_b, &id_a)] {
@@ -345,7 +377,7 @@ fn peer_on_the_etcd_host_is_downloadable_from_another_host() {
     let data = Dataset::new("f.bin", 3 * MIB, 3);
     let peer = holder(&a, "http://127.0.0.1:2379", &data);
     let etcd_lan = format!("http://{}:2379", a.ip);
-    wait_indexed(&etcd_lan, &[peer.id()]);
+    wait_indexed(&etcd_lan, &[(&a, &peer)], &data.sha1);
 
     let peers = list_on(Some(&b), &etcd_lan);
     let addr = peers[0]["addr"].as_str().unwrap_or_default().to_string();
@@ -372,7 +404,7 @@ fn host_with_two_interfaces_is_reachable_through_etcds_side() {
     let c = lab.add_host();
     let data = Dataset::new("f.bin", 3 * MIB, 4);
     let peer = holder(&h, &etcd.endpoint(), &data);
-    wait_indexed(&etcd.endpoint(), &[peer.id()]);
+    wait_indexed(&etcd.endpoint(), &[(&h, &peer)], &data.sha1);
 
     let peers = list_on(Some(&c), &etcd.endpoint());
     assert_eq!(
@@ -415,7 +447,8 @@ impl Three {
             .iter()
             .map(|h| holder(h, &etcd.endpoint(), &data))
             .collect();
-        wait_indexed(&etcd.endpoint(), &ids(&peers.iter().collect::<Vec<_>>()));
+        let pairs: Vec<(&Host, &ServePeer)> = holders.iter().zip(&peers).collect();
+        wait_indexed(&etcd.endpoint(), &pairs, &data.sha1);
         Three {
             _lab: lab,
             etcd,
@@ -572,14 +605,18 @@ fn host_cut_off_from_etcd_disappears_keeps_serving_and_returns() {
         .ttl(2)
         .start();
     let id = peer.id();
-    wait_indexed(&etcd.endpoint(), std::slice::from_ref(&id));
+    wait_indexed(&etcd.endpoint(), &[(&h, &peer)], &data.sha1);
 
     h.partition_from(lab.bridge_ip());
-    wait_until(Duration::from_secs(15), "the cut-off peer to leave list", || {
-        !list_on(None, &etcd.endpoint())
-            .iter()
-            .any(|p| p["id"] == id.as_str())
-    });
+    wait_until(
+        Duration::from_secs(15),
+        "the cut-off peer to leave list",
+        || {
+            !list_on(None, &etcd.endpoint())
+                .iter()
+                .any(|p| p["id"] == id.as_str())
+        },
+    );
 
     // Still serving: host C fetches the file straight from it.
     let url = format!("http://{}:{LAB_PORT}/v1/files/{}", h.ip, data.sha1);
@@ -594,11 +631,15 @@ fn host_cut_off_from_etcd_disappears_keeps_serving_and_returns() {
 
     h.heal();
     let healed = Instant::now();
-    wait_until(Duration::from_secs(15), "the peer to register again", || {
-        list_on(None, &etcd.endpoint())
-            .iter()
-            .any(|p| p["id"] == id.as_str())
-    });
+    wait_until(
+        Duration::from_secs(15),
+        "the peer to register again",
+        || {
+            list_on(None, &etcd.endpoint())
+                .iter()
+                .any(|p| p["id"] == id.as_str())
+        },
+    );
     let took = healed.elapsed();
     // A second, plus the time one `list` takes to notice.
     assert!(
@@ -619,7 +660,7 @@ fn cluster_with_the_clients_first_endpoint_cut_off() {
     let endpoints = cluster.endpoints_csv();
     let data = Dataset::new("f.bin", 3 * MIB, 7);
     let peer = holder(&h, &endpoints, &data);
-    wait_indexed(&endpoints, &[peer.id()]);
+    wait_indexed(&endpoints, &[(&h, &peer)], &data.sha1);
 
     c.partition_from(members[0].ip);
     let peers = list_on(Some(&c), &endpoints);
@@ -652,7 +693,10 @@ fn lab_partitions_cut_links_and_cleans_up() {
             ])
             .output()
             .unwrap_or_else(|e| panic!("cannot run timeout/bash: {e}"));
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     // Nothing listens on B: a reachable host refuses at once.
     let (_, err) = reach(&a, &b);
@@ -662,9 +706,15 @@ fn lab_partitions_cut_links_and_cleans_up() {
     b.heal();
     assert!(reach(&a, &b).1.contains("refused"), "no reach after heal");
     a.link_down();
-    assert!(!reach(&a, &b).1.contains("refused"), "a cut link still carries");
+    assert!(
+        !reach(&a, &b).1.contains("refused"),
+        "a cut link still carries"
+    );
     a.link_up();
-    assert!(reach(&a, &b).1.contains("refused"), "no reach after link up");
+    assert!(
+        reach(&a, &b).1.contains("refused"),
+        "no reach after link up"
+    );
 
     let names = [a.netns.clone(), b.netns.clone(), lab.bridge()];
     drop(lab);

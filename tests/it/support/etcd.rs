@@ -232,7 +232,8 @@ impl EtcdServer {
     pub fn on_host(host: &Host) -> Self {
         let mut s = Self::unstarted_on("solo", host, None);
         s.spawn();
-        s.wait_started(START_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+        s.wait_started(START_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
         s
     }
 

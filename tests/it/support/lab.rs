@@ -226,7 +226,9 @@ fn sweep_leftovers() {
 fn subnet_in_use(n: u8) -> bool {
     let out = ip(&["-4", "-o", "addr", "show"]);
     let needle = format!(" 198.18.{n}.");
-    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.contains(&needle))
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.contains(&needle))
 }
 
 /// A network namespace on the lab's bridge: its LAN interface is `eth0`
@@ -416,7 +418,13 @@ impl Lab {
             };
             let br = lab.bridge();
             ip(&["link", "add", &br, "type", "bridge"]);
-            ip(&["addr", "add", &format!("{}/25", lab.bridge_ip()), "dev", &br]);
+            ip(&[
+                "addr",
+                "add",
+                &format!("{}/25", lab.bridge_ip()),
+                "dev",
+                &br,
+            ]);
             ip(&["link", "set", &br, "up"]);
             return lab;
         }
@@ -509,7 +517,13 @@ impl Lab {
         ip(&["link", "set", &bridge_port, "up"]);
         host.run(
             "ip",
-            &["addr", "add", &format!("{}/25", host.ip), "dev", &host.iface],
+            &[
+                "addr",
+                "add",
+                &format!("{}/25", host.ip),
+                "dev",
+                &host.iface,
+            ],
         );
         host.run("ip", &["link", "set", &host.iface, "up"]);
         let gateway = if other_first {
