@@ -399,7 +399,7 @@ fn peer_on_the_etcd_host_is_downloadable_from_another_host() {
 #[test]
 fn host_with_two_interfaces_is_reachable_through_etcds_side() {
     let mut lab = Lab::new();
-    let etcd = EtcdServer::on_bridge(&lab);
+    let etcd = EtcdServer::on_bridge(&mut lab);
     let (h, other_ip) = lab.add_two_interface_host();
     let c = lab.add_host();
     let data = Dataset::new("f.bin", 3 * MIB, 4);
@@ -423,20 +423,21 @@ fn host_with_two_interfaces_is_reachable_through_etcds_side() {
 
 /// Three holders of an 8 MiB file and a client host; etcd on the bridge.
 struct Three {
-    _lab: Lab,
     etcd: EtcdServer,
     holders: Vec<Host>,
     client: Host,
     data: Dataset,
     peers: Vec<ServePeer>,
     state: TempDir,
+    /// Last: torn down after the processes in it are stopped.
+    _lab: Lab,
 }
 
 impl Three {
     /// Holders' links capped at `holder_mbit`, the client's at `client_mbit`.
     fn new(size: u64, holder_mbit: Option<u32>, client_mbit: Option<u32>) -> Three {
         let mut lab = Lab::new();
-        let etcd = EtcdServer::on_bridge(&lab);
+        let etcd = EtcdServer::on_bridge(&mut lab);
         let holders = lab.add_hosts(3, holder_mbit);
         let client = lab.add_host();
         if let Some(m) = client_mbit {
@@ -450,13 +451,13 @@ impl Three {
         let pairs: Vec<(&Host, &ServePeer)> = holders.iter().zip(&peers).collect();
         wait_indexed(&etcd.endpoint(), &pairs, &data.sha1);
         Three {
-            _lab: lab,
             etcd,
             holders,
             client,
             data,
             peers,
             state: tempfile::tempdir().unwrap(),
+            _lab: lab,
         }
     }
 
@@ -595,7 +596,7 @@ fn get_whose_link_goes_down_fails_clearly_and_resumes() {
 #[test]
 fn host_cut_off_from_etcd_disappears_keeps_serving_and_returns() {
     let mut lab = Lab::new();
-    let etcd = EtcdServer::on_bridge(&lab);
+    let etcd = EtcdServer::on_bridge(&mut lab);
     let h = lab.add_host();
     let c = lab.add_host();
     let data = Dataset::new("f.bin", MIB, 6);
@@ -607,7 +608,7 @@ fn host_cut_off_from_etcd_disappears_keeps_serving_and_returns() {
     let id = peer.id();
     wait_indexed(&etcd.endpoint(), &[(&h, &peer)], &data.sha1);
 
-    h.partition_from(lab.bridge_ip());
+    h.partition_from(etcd.ip());
     wait_until(
         Duration::from_secs(15),
         "the cut-off peer to leave list",

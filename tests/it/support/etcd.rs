@@ -1,6 +1,6 @@
 //! Real etcd processes for tests: one member ([`EtcdServer`]) or a
 //! three-member cluster ([`EtcdCluster`]) on loopback, on a LAN lab's
-//! bridge ([`EtcdServer::on_bridge`]) or on lab hosts
+//! bridge ([`EtcdServer::on_bridge`], a lab host of its own) or on lab hosts
 //! ([`EtcdServer::on_host`], [`EtcdCluster::on_hosts`]), plus an `etcdctl`
 //! wrapper and a few raw gateway calls for checks.
 //!
@@ -219,11 +219,13 @@ impl EtcdServer {
         Self::configured(&[], Some(certs.clone()))
     }
 
-    /// A single member in this namespace on the lab's bridge address
-    /// (reachable from every lab host), free ports.
+    /// A single member on a new lab host of its own, on the bridge: every
+    /// lab host reaches it, and a killed test leaves nothing behind that
+    /// the next lab's sweep does not remove (it runs in a lab namespace).
     #[track_caller]
-    pub fn on_bridge(lab: &Lab) -> Self {
-        Self::configured_at(&[], None, Some(lab.bridge_ip()))
+    pub fn on_bridge(lab: &mut Lab) -> Self {
+        let host = lab.add_host();
+        Self::on_host(&host)
     }
 
     /// A single member on lab host `host` (in its namespace), listening
@@ -268,25 +270,16 @@ impl EtcdServer {
 
     #[track_caller]
     fn configured(args: &[&str], tls: Option<super::tls::TestCerts>) -> Self {
-        Self::configured_at(args, tls, None)
-    }
-
-    #[track_caller]
-    fn configured_at(
-        args: &[&str],
-        tls: Option<super::tls::TestCerts>,
-        at: Option<Ipv4Addr>,
-    ) -> Self {
         let mut last_err = String::new();
         for _ in 0..PORT_ATTEMPTS {
             // Its own loopback IP: a port freed while another test's etcd is
             // stopped cannot be taken by this one (whose peers would then
             // register into the wrong etcd). The test CA's certificate names
             // 127.0.0.1 only.
-            let ip = match (at, &tls) {
-                (Some(ip), _) => ip,
-                (None, Some(_)) => Ipv4Addr::LOCALHOST,
-                (None, None) => next_loopback_ip(),
+            let ip = if tls.is_some() {
+                Ipv4Addr::LOCALHOST
+            } else {
+                next_loopback_ip()
             };
             let mut s = Self::unstarted("solo", ip, None);
             s.extra_args = args.iter().map(|a| a.to_string()).collect();
@@ -343,6 +336,11 @@ impl EtcdServer {
     /// `http://<its loopback IP>:<peer port>`.
     pub fn peer_url(&self) -> String {
         format!("http://{}:{}", self.ip, self.peer_port)
+    }
+
+    /// The IP it listens on.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
     }
 
     /// The member name given to `--name`.

@@ -17,8 +17,8 @@
 //! in every process on the machine, and interface names stay <= 9 chars.
 //!
 //! The /24 is split in two networks: the LAN `198.18.<n>.0/25`, where the
-//! root namespace is `.1` on the bridge (the tests' etcd and checks run
-//! there) and hosts are `.2` up; and an "other" network `.128/25`
+//! root namespace is `.1` on the bridge (so the test process can check
+//! hosts directly) and hosts are `.2` up; and an "other" network `.128/25`
 //! (bridge `pbl<n>-ob`, no address in the root namespace, so unreachable
 //! from the LAN) for hosts with a second interface.
 //!
@@ -290,6 +290,7 @@ impl Host {
             self.run(
                 "iptables",
                 &[
+                    "-w",
                     "-A",
                     chain,
                     dir,
@@ -312,8 +313,8 @@ impl Host {
     #[track_caller]
     pub fn partition_from(&self, other: Ipv4Addr) {
         let o = other.to_string();
-        self.run("iptables", &["-I", "INPUT", "-s", &o, "-j", "DROP"]);
-        self.run("iptables", &["-I", "OUTPUT", "-d", &o, "-j", "DROP"]);
+        self.run("iptables", &["-w", "-I", "INPUT", "-s", &o, "-j", "DROP"]);
+        self.run("iptables", &["-w", "-I", "OUTPUT", "-d", &o, "-j", "DROP"]);
     }
 
     /// Drops TCP packets from `from` to this host's port `port`: `from`
@@ -324,6 +325,7 @@ impl Host {
         self.run(
             "iptables",
             &[
+                "-w",
                 "-I",
                 "INPUT",
                 "-p",
@@ -341,8 +343,8 @@ impl Host {
     /// Removes every iptables rule on this host (partitions and loss).
     #[track_caller]
     pub fn heal(&self) {
-        self.run("iptables", &["-F", "INPUT"]);
-        self.run("iptables", &["-F", "OUTPUT"]);
+        self.run("iptables", &["-w", "-F", "INPUT"]);
+        self.run("iptables", &["-w", "-F", "OUTPUT"]);
     }
 
     /// Cuts this host's LAN link (`ip link set eth0 down`).
@@ -431,8 +433,8 @@ impl Lab {
         panic!("lab: every /24 of 198.18.0.0/16 is taken by a live lab or another network");
     }
 
-    /// `198.18.<n>.1`: the root namespace's address on the LAN (where the
-    /// tests' own etcd listens).
+    /// `198.18.<n>.1`: the root namespace's address on the LAN (the
+    /// hosts' default gateway).
     pub fn bridge_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(198, 18, self.n, 1)
     }
