@@ -38,6 +38,7 @@
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -135,13 +136,17 @@ fn try_lock(n: u8) -> Option<File> {
         .write(true)
         .open(&path)
         .unwrap_or_else(|e| panic!("lab: cannot open {}: {e}", path.display()));
-    match file.try_lock() {
-        Ok(()) => Some(file),
-        Err(std::fs::TryLockError::WouldBlock) => None,
-        Err(std::fs::TryLockError::Error(e)) => {
-            panic!("lab: cannot lock {}: {e}", path.display())
-        }
+    // std's File::try_lock is newer than the crate's MSRV (1.85).
+    // SAFETY: flock(2) on a descriptor owned by `file`, alive for the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Some(file);
     }
+    let err = std::io::Error::last_os_error();
+    if err.kind() == std::io::ErrorKind::WouldBlock {
+        return None;
+    }
+    panic!("lab: cannot lock {}: {err}", path.display())
 }
 
 /// Names of the network namespaces on the machine.
