@@ -576,6 +576,7 @@ fn get_whose_link_goes_down_fails_clearly_and_resumes() {
         1,
         "want exactly one error line, got stderr:\n{err}"
     );
+    eprintln!("get with its link down said: {}", errors[0]);
     assert!(!dest.exists(), "a failed get must not leave the final file");
 
     t.client.link_up();

@@ -111,6 +111,24 @@ fn missing_prerequisite() -> Option<String> {
              running as uid {euid}: run them as root, as CI does"
         ));
     }
+    // CAP_NET_ADMIN (12) for links, tc and iptables; CAP_SYS_ADMIN (21)
+    // for `ip netns add`, which mounts the namespace.
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    for (bit, name) in [(12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN")] {
+        if caps & (1 << bit) == 0 {
+            return Some(format!(
+                "LAN lab tests need {name} (network namespaces, veth, tc, iptables), which this \
+                 process lacks: run them as root outside a restricted container, as CI does"
+            ));
+        }
+    }
     for tool in ["ip", "tc", "iptables"] {
         let found = Command::new(tool)
             .arg("-V")
