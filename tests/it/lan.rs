@@ -430,7 +430,7 @@ struct Three {
     peers: Vec<ServePeer>,
     state: TempDir,
     /// Last: torn down after the processes in it are stopped.
-    _lab: Lab,
+    lab: Lab,
 }
 
 impl Three {
@@ -457,7 +457,7 @@ impl Three {
             data,
             peers,
             state: tempfile::tempdir().unwrap(),
-            _lab: lab,
+            lab,
         }
     }
 
@@ -535,12 +535,13 @@ fn holder_link_down_mid_transfer() {
     assert_got(&out, &dest, &t.data.sha1);
 }
 
-/// 1 % packet loss both ways on every link (holders and client): the
+/// 1 % packet loss both ways on every link (holders, client, etcd): the
 /// download completes, correct.
 #[test]
 fn one_percent_loss_on_every_link() {
     let t = Three::new(8 * MIB, None, None);
-    for h in t.holders.iter().chain([&t.client]) {
+    // Holders, client and etcd's host.
+    for h in t.lab.hosts() {
         h.set_loss(1.0);
     }
     let dest = t.dest("got.bin");
