@@ -17,12 +17,13 @@ use std::time::Duration;
 use crossbeam_channel::{select, Sender};
 
 use crate::discovery::{
-    self, detect_advertise, host_name, load_or_create_peer_id, unix_now, DiscoveryError, PeerCache,
-    PeerInfo, PeerRecord, Registration, RegistrationConfig,
+    self, detect_advertise, host_name, load_or_create_peer_id, unix_now, AdvertiseReason,
+    DiscoveryError, PeerCache, PeerInfo, PeerRecord, Registration, RegistrationConfig,
 };
 use crate::etcd;
 use crate::index::{Index, IndexError, IndexOptions};
-use crate::protocol::{CatalogEntry, FileList, Health, PieceList};
+use crate::partial::{self, Partials};
+use crate::protocol::{Bitfield, CatalogEntry, FileList, Health, PieceList};
 use crate::server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
 use crate::Sha1Digest;
 
@@ -33,8 +34,9 @@ pub struct PeerConfig {
     pub dataset: PathBuf,
     /// Where to listen (port 0 picks one).
     pub listen: SocketAddr,
-    /// The address to publish; detected when `None`.
-    pub advertise: Option<SocketAddr>,
+    /// The addresses to publish, best first; detected when empty
+    /// ([`discovery::detect_advertise`]).
+    pub advertise: Vec<SocketAddr>,
     /// How to reach etcd.
     pub etcd: etcd::Config,
     /// Key namespace.
@@ -57,7 +59,7 @@ impl PeerConfig {
         PeerConfig {
             dataset: dataset.into(),
             listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
-            advertise: None,
+            advertise: Vec::new(),
             etcd: etcd::Config::default(),
             namespace: discovery::DEFAULT_NAMESPACE.into(),
             ttl: discovery::DEFAULT_TTL,
@@ -93,9 +95,13 @@ pub enum PeerError {
 /// A running peer. Dropping it stops everything, unregistering first.
 pub struct Peer {
     id: String,
-    advertised: SocketAddr,
+    /// Never empty.
+    advertised: Vec<SocketAddr>,
     gen_stop: Option<Sender<()>>,
     gen_thread: Option<JoinHandle<()>>,
+    partials_stop: Option<Sender<()>>,
+    partials_thread: Option<JoinHandle<()>>,
+    partials: Arc<Partials>,
     registration: Option<Registration>,
     cache: Option<PeerCache>,
     server: Option<Server>,
@@ -112,7 +118,24 @@ impl Peer {
         iopts.piece_size = cfg.piece_size;
         iopts.live = true;
         iopts.rescan_interval = cfg.rescan_interval;
+        let (partial_tx, partial_rx) = crossbeam_channel::bounded(4096);
+        iopts.partial_events = Some(partial_tx);
         let index = Arc::new(Index::open(iopts)?);
+
+        let partials = Partials::new();
+        let (partials_stop, partials_stopped) = crossbeam_channel::bounded::<()>(1);
+        let partials_thread = {
+            let partials = partials.clone();
+            let index = index.clone();
+            let root = std::fs::canonicalize(&cfg.dataset).unwrap_or_else(|_| cfg.dataset.clone());
+            std::thread::Builder::new()
+                .name("pbs-partials".into())
+                .spawn(move || {
+                    let indexed = |sha1: &Sha1Digest| index.get(sha1).is_some();
+                    partial::run(&partials, &root, &partial_rx, &partials_stopped, &indexed);
+                })
+                .map_err(PeerError::Thread)?
+        };
 
         let mut scfg = ServerConfig::default();
         if let Some(w) = cfg.workers {
@@ -121,21 +144,35 @@ impl Peer {
         let source = Arc::new(IndexSource {
             index: index.clone(),
             id: id.clone(),
+            partials: partials.clone(),
         });
         let server = Server::bind(cfg.listen, scfg, source)?;
         let bound = server.local_addr();
-        let advertised = cfg
-            .advertise
-            .unwrap_or_else(|| detect_advertise(bound, &cfg.etcd.endpoints));
+        let advertised: Vec<(SocketAddr, AdvertiseReason)> = if cfg.advertise.is_empty() {
+            detect_advertise(bound, &cfg.etcd.endpoints)
+        } else {
+            cfg.advertise
+                .iter()
+                .map(|a| (*a, AdvertiseReason::Configured))
+                .collect()
+        };
+        let why: Vec<String> = advertised
+            .iter()
+            .map(|(a, r)| format!("{a} ({r})"))
+            .collect();
         log::info!(
-            "peer {id} sharing {} on {bound} (advertised as {advertised})",
-            cfg.dataset.display()
+            "peer {id} sharing {} on {bound}, advertised as {}",
+            cfg.dataset.display(),
+            why.join(", ")
         );
+        let advertised: Vec<SocketAddr> = advertised.into_iter().map(|(a, _)| a).collect();
+        let addrs: Vec<String> = advertised.iter().map(SocketAddr::to_string).collect();
 
         let client = etcd::Client::new(cfg.etcd.clone())?;
         let record = PeerRecord {
             id: id.clone(),
-            addr: advertised.to_string(),
+            addr: addrs.first().cloned().unwrap_or_else(|| bound.to_string()),
+            addrs,
             name: host_name(),
             version: crate::VERSION.into(),
             started_at: unix_now(),
@@ -176,6 +213,9 @@ impl Peer {
             advertised,
             gen_stop: Some(gen_stop),
             gen_thread: Some(gen_thread),
+            partials_stop: Some(partials_stop),
+            partials_thread: Some(partials_thread),
+            partials,
             registration: Some(registration),
             cache: Some(cache),
             server: Some(server),
@@ -188,9 +228,14 @@ impl Peer {
         &self.id
     }
 
-    /// The address published in etcd.
+    /// The best address published in etcd (the first of [`Peer::advertised_addrs`]).
     pub fn advertised_addr(&self) -> SocketAddr {
-        self.advertised
+        self.advertised[0]
+    }
+
+    /// Every address published in etcd, best first.
+    pub fn advertised_addrs(&self) -> &[SocketAddr] {
+        &self.advertised
     }
 
     /// The address the server is bound to.
@@ -201,6 +246,11 @@ impl Peer {
     /// The dataset index.
     pub fn index(&self) -> &Arc<Index> {
         &self.index
+    }
+
+    /// Downloads in progress into the dataset, served piece by piece.
+    pub fn partials(&self) -> &Arc<Partials> {
+        &self.partials
     }
 
     /// The other registered peers, from the watch-fed cache (no etcd request).
@@ -249,6 +299,12 @@ impl Peer {
         if let Some(s) = self.server.take() {
             s.shutdown();
         }
+        if let Some(tx) = self.partials_stop.take() {
+            let _ = tx.try_send(());
+        }
+        if let Some(t) = self.partials_thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -262,6 +318,7 @@ impl Drop for Peer {
 struct IndexSource {
     index: Arc<Index>,
     id: String,
+    partials: Arc<Partials>,
 }
 
 impl FileSource for IndexSource {
@@ -281,15 +338,29 @@ impl FileSource for IndexSource {
     }
 
     fn pieces(&self, sha1: &Sha1Digest) -> Option<PieceList> {
-        self.index.get(sha1).map(|f| f.piece_list())
+        match self.index.get(sha1) {
+            Some(f) => Some(f.piece_list()),
+            None => self.partials.pieces(sha1),
+        }
+    }
+
+    fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
+        match self.index.get(sha1) {
+            Some(f) => Some(Bitfield::full(f.pieces.len())),
+            None => self.partials.have(sha1),
+        }
     }
 
     fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {
-        Ok(self.index.open_file(sha1)?.map(|(file, entry)| OpenedFile {
-            file,
-            size: entry.size,
-            name: entry.name(),
-        }))
+        if let Some((file, entry)) = self.index.open_file(sha1)? {
+            return Ok(Some(OpenedFile {
+                file,
+                size: entry.size,
+                name: entry.name(),
+                held: None,
+            }));
+        }
+        self.partials.open(sha1)
     }
 
     fn health(&self) -> Health {

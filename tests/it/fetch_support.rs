@@ -171,6 +171,7 @@ impl FileSource for TestSource {
             file,
             size,
             name: f.name.clone(),
+            held: None,
         }))
     }
 
@@ -236,6 +237,7 @@ impl TestPeer {
                 record: PeerRecord {
                     id: self.id.clone(),
                     addr: self.addr.to_string(),
+                    addrs: Vec::new(),
                     name: "test".into(),
                     version: piratebay_sync::VERSION.into(),
                     started_at: 0,

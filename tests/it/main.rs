@@ -14,3 +14,4 @@ mod index;
 mod lan;
 mod peer;
 mod server;
+mod swarm;

@@ -105,14 +105,18 @@ impl Serve {
             dataset.display().to_string(),
             "--state-dir".into(),
             state_dir.display().to_string(),
-            "--listen".into(),
-            self.listen.unwrap_or_else(|| match self.netns {
-                Some(_) => format!("0.0.0.0:{LAB_PORT}"),
-                None => format!("{}:0", next_loopback_ip()),
-            }),
             "--etcd".into(),
             self.endpoints,
         ];
+        // Its own loopback IP (0.0.0.0:7070 on a lab host, as `make run`)
+        // unless the test chose where to listen.
+        if !self.args.iter().any(|a| a == "--listen") {
+            let listen = self.listen.unwrap_or_else(|| match self.netns {
+                Some(_) => format!("0.0.0.0:{LAB_PORT}"),
+                None => format!("{}:0", next_loopback_ip()),
+            });
+            args.extend(["--listen".into(), listen]);
+        }
         args.extend(self.args);
         let env: Vec<(&str, &str)> = self
             .env
