@@ -632,6 +632,12 @@ fn host_cut_off_from_etcd_disappears_keeps_serving_and_returns() {
     );
     assert_eq!(got.stdout, std::fs::read(&data.file).unwrap());
 
+    // The renewal that was in flight when the link went down hangs until
+    // the etcd client's request timeout (3 s, longer than this TTL of 2 s,
+    // shorter than the default 10 s): heal once the peer has noticed, as
+    // any cut longer than a default TTL does.
+    peer.proc
+        .wait_log_contains(Duration::from_secs(15), "retrying");
     h.heal();
     let healed = Instant::now();
     wait_until(
@@ -644,6 +650,7 @@ fn host_cut_off_from_etcd_disappears_keeps_serving_and_returns() {
         },
     );
     let took = healed.elapsed();
+    eprintln!("registered again {took:.2?} after the link to etcd came back");
     // A second, plus the time one `list` takes to notice.
     assert!(
         took <= Duration::from_millis(1300),
