@@ -2,8 +2,9 @@
 # Installs what piratebay-sync needs on Debian, only what is missing.
 #
 #   scripts/deps.sh etcd    etcd server and etcdctl (for `make run`)
-#   scripts/deps.sh test    the above, plus curl, aria2c, openssl (for `make test`)
-#   scripts/deps.sh bench   the above, plus hyperfine (for `make bench`)
+#   scripts/deps.sh test    the above, plus curl, aria2c, openssl, and ip/tc/iptables
+#                           for the LAN lab tests (for `make test`)
+#   scripts/deps.sh bench   the above, plus hyperfine and python3 (for `make bench`)
 #
 # As root: apt-get update + apt-get install -y of the missing packages.
 # Otherwise: prints one line saying what to install and exits 1.
@@ -28,6 +29,11 @@ if [[ "$what" != etcd ]]; then
   want curl curl
   want aria2c aria2
   want openssl openssl
+  # The LAN lab (tests/it/support/lab.rs, scripts/lab.sh): namespaces,
+  # veth pairs, a bridge, tbf shaping, iptables loss and partitions.
+  want ip iproute2
+  want tc iproute2
+  want iptables iptables
 fi
 if [[ "$what" == bench ]]; then
   want hyperfine hyperfine
