@@ -24,6 +24,7 @@ use crate::etcd;
 use crate::index::{Index, IndexError, IndexOptions};
 use crate::partial::{self, Partials};
 use crate::protocol::{Bitfield, CatalogEntry, FileList, Health, PieceList};
+use crate::seeding::UploadCounts;
 use crate::server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
 use crate::Sha1Digest;
 
@@ -145,6 +146,7 @@ impl Peer {
             index: index.clone(),
             id: id.clone(),
             partials: partials.clone(),
+            uploads: UploadCounts::default(),
         });
         let server = Server::bind(cfg.listen, scfg, source)?;
         let bound = server.local_addr();
@@ -319,6 +321,7 @@ struct IndexSource {
     index: Arc<Index>,
     id: String,
     partials: Arc<Partials>,
+    uploads: UploadCounts,
 }
 
 impl FileSource for IndexSource {
@@ -348,6 +351,17 @@ impl FileSource for IndexSource {
         match self.index.get(sha1) {
             Some(f) => Some(Bitfield::full(f.pieces.len())),
             None => self.partials.have(sha1),
+        }
+    }
+
+    fn fresh(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
+        self.uploads.fresh(sha1)
+    }
+
+    fn note_upload(&self, sha1: &Sha1Digest, start: u64, len: u64) {
+        if let Some(f) = self.index.get(sha1) {
+            self.uploads
+                .note(sha1, f.piece_size, f.pieces.len(), start, len);
         }
     }
 
