@@ -17,8 +17,8 @@ use std::time::Duration;
 use crossbeam_channel::{select, Sender};
 
 use crate::discovery::{
-    self, detect_advertise, host_name, load_or_create_peer_id, unix_now, DiscoveryError, PeerCache,
-    PeerInfo, PeerRecord, Registration, RegistrationConfig,
+    self, detect_advertise, host_name, load_or_create_peer_id, unix_now, AdvertiseReason,
+    DiscoveryError, PeerCache, PeerInfo, PeerRecord, Registration, RegistrationConfig,
 };
 use crate::etcd;
 use crate::index::{Index, IndexError, IndexOptions};
@@ -33,8 +33,9 @@ pub struct PeerConfig {
     pub dataset: PathBuf,
     /// Where to listen (port 0 picks one).
     pub listen: SocketAddr,
-    /// The address to publish; detected when `None`.
-    pub advertise: Option<SocketAddr>,
+    /// The addresses to publish, best first; detected when empty
+    /// ([`discovery::detect_advertise`]).
+    pub advertise: Vec<SocketAddr>,
     /// How to reach etcd.
     pub etcd: etcd::Config,
     /// Key namespace.
@@ -57,7 +58,7 @@ impl PeerConfig {
         PeerConfig {
             dataset: dataset.into(),
             listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
-            advertise: None,
+            advertise: Vec::new(),
             etcd: etcd::Config::default(),
             namespace: discovery::DEFAULT_NAMESPACE.into(),
             ttl: discovery::DEFAULT_TTL,
@@ -93,7 +94,8 @@ pub enum PeerError {
 /// A running peer. Dropping it stops everything, unregistering first.
 pub struct Peer {
     id: String,
-    advertised: SocketAddr,
+    /// Never empty.
+    advertised: Vec<SocketAddr>,
     gen_stop: Option<Sender<()>>,
     gen_thread: Option<JoinHandle<()>>,
     registration: Option<Registration>,
@@ -124,18 +126,31 @@ impl Peer {
         });
         let server = Server::bind(cfg.listen, scfg, source)?;
         let bound = server.local_addr();
-        let advertised = cfg
-            .advertise
-            .unwrap_or_else(|| detect_advertise(bound, &cfg.etcd.endpoints));
+        let advertised: Vec<(SocketAddr, AdvertiseReason)> = if cfg.advertise.is_empty() {
+            detect_advertise(bound, &cfg.etcd.endpoints)
+        } else {
+            cfg.advertise
+                .iter()
+                .map(|a| (*a, AdvertiseReason::Configured))
+                .collect()
+        };
+        let why: Vec<String> = advertised
+            .iter()
+            .map(|(a, r)| format!("{a} ({r})"))
+            .collect();
         log::info!(
-            "peer {id} sharing {} on {bound} (advertised as {advertised})",
-            cfg.dataset.display()
+            "peer {id} sharing {} on {bound}, advertised as {}",
+            cfg.dataset.display(),
+            why.join(", ")
         );
+        let advertised: Vec<SocketAddr> = advertised.into_iter().map(|(a, _)| a).collect();
+        let addrs: Vec<String> = advertised.iter().map(SocketAddr::to_string).collect();
 
         let client = etcd::Client::new(cfg.etcd.clone())?;
         let record = PeerRecord {
             id: id.clone(),
-            addr: advertised.to_string(),
+            addr: addrs.first().cloned().unwrap_or_else(|| bound.to_string()),
+            addrs,
             name: host_name(),
             version: crate::VERSION.into(),
             started_at: unix_now(),
@@ -188,9 +203,14 @@ impl Peer {
         &self.id
     }
 
-    /// The address published in etcd.
+    /// The best address published in etcd (the first of [`Peer::advertised_addrs`]).
     pub fn advertised_addr(&self) -> SocketAddr {
-        self.advertised
+        self.advertised[0]
+    }
+
+    /// Every address published in etcd, best first.
+    pub fn advertised_addrs(&self) -> &[SocketAddr] {
+        &self.advertised
     }
 
     /// The address the server is bound to.

@@ -164,7 +164,7 @@ impl Catalog {
                     log::warn!("peer {} ({}) left out of the catalog: {e}", r.id, r.addr);
                     refresh
                         .failed
-                        .push((Holder::new(&r.id, &r.addr), e.to_string()));
+                        .push((Holder::with_addrs(&r.id, r.dial_addrs()), e.to_string()));
                     failed_ids.push(r.id.clone());
                 }
             }
@@ -180,7 +180,7 @@ impl Catalog {
             .filter_map(|p| {
                 let c = self.cache.get(&p.record.id)?;
                 Some((
-                    Holder::new(&p.record.id, &p.record.addr),
+                    Holder::with_addrs(&p.record.id, p.record.dial_addrs()),
                     c.files.as_slice(),
                 ))
             })
@@ -203,7 +203,7 @@ impl Catalog {
         let work = || loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(p) = peers.get(i) else { break };
-            let r = fetch_file_list(&p.record.addr, timeouts, self.opts.request_timeout);
+            let r = fetch_file_list(&p.record.dial_addrs(), timeouts, self.opts.request_timeout);
             *slots[i].lock() = Some(r);
         };
         std::thread::scope(|s| {

@@ -29,11 +29,11 @@ pub enum PeerListError {
 
 /// Fetches a peer's file list.
 pub fn fetch_file_list(
-    addr: &str,
+    addrs: &[String],
     timeouts: Timeouts,
     deadline: Duration,
 ) -> Result<FileList, PeerListError> {
-    let (head, body) = client::get_small(addr, FILES_PATH, timeouts, MAX_CATALOG_BODY, deadline)?;
+    let (head, body) = client::get_small(addrs, FILES_PATH, timeouts, MAX_CATALOG_BODY, deadline)?;
     if head.status != 200 {
         return Err(PeerListError::Status(head.status));
     }

@@ -43,7 +43,7 @@ pub fn run(args: ListArgs) -> CliResult {
         let now = unix_now();
         let mut rows = vec![[
             "ID".to_string(),
-            "ADDR".to_string(),
+            "ADDRESSES".to_string(),
             "NAME".to_string(),
             "AGE".to_string(),
             "FILES GEN".to_string(),
@@ -52,7 +52,7 @@ pub fn run(args: ListArgs) -> CliResult {
             let r = &p.record;
             rows.push([
                 r.id.clone(),
-                r.addr.clone(),
+                r.dial_addrs().join(","),
                 r.name.clone(),
                 format_age(now.saturating_sub(r.started_at)),
                 r.index_gen.to_string(),

@@ -23,7 +23,7 @@ pub struct ServeArgs {
     /// address to listen on (env PIRATEBAY_LISTEN, default 0.0.0.0:7070)
     #[argh(option)]
     pub listen: Option<String>,
-    /// address other peers dial, ip:port (env PIRATEBAY_ADVERTISE, default detected)
+    /// addresses other peers dial, comma-separated ip:port, best first (env PIRATEBAY_ADVERTISE, default detected: see `list`)
     #[argh(option)]
     pub advertise: Option<String>,
     /// etcd endpoints, comma-separated (env PIRATEBAY_ETCD, default http://127.0.0.1:2379)
@@ -87,14 +87,11 @@ fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
         cfg.listen = parse_addr(&l, "--listen")?;
     }
     if let Some(a) = flag_or_env(args.advertise, "PIRATEBAY_ADVERTISE") {
-        let addr = parse_addr(&a, "--advertise")?;
-        if addr.ip().is_unspecified() || addr.port() == 0 {
-            return Err(format!(
-                "--advertise {a}: give the ip:port other peers can dial, not 0.0.0.0 or port 0"
+        cfg.advertise = piratebay_sync::discovery::parse_advertise(&a).map_err(|bad| {
+            format!(
+                "--advertise {bad:?}: give comma-separated ip:port that other peers can dial, not 0.0.0.0 or port 0"
             )
-            .into());
-        }
-        cfg.advertise = Some(addr);
+        })?;
     }
     if let Some(ttl) = parsed_flag_or_env(args.ttl, "PIRATEBAY_TTL")? {
         cfg.ttl = Duration::from_secs(ttl);

@@ -1,7 +1,6 @@
-//! Who this peer is: its stable id, host name and advertised address.
+//! Who this peer is: its stable id and host name.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::Path;
 
 use super::DiscoveryError;
@@ -79,39 +78,6 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The address other peers should dial: the listen address when it names
-/// an IP; otherwise the local IP the OS would use to reach the first etcd
-/// endpoint it can resolve (not the first interface that is up, which is
-/// docker0 on many machines); else 127.0.0.1. Never 0.0.0.0.
-pub fn detect_advertise(bound: SocketAddr, etcd_endpoints: &[String]) -> SocketAddr {
-    if !bound.ip().is_unspecified() {
-        return bound;
-    }
-    for ep in etcd_endpoints {
-        if let Some(ip) = route_ip(ep) {
-            return SocketAddr::new(ip, bound.port());
-        }
-    }
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port())
-}
-
-/// The local IP used to reach `endpoint` (a URL), found by connecting a UDP
-/// socket (no packet is sent).
-fn route_ip(endpoint: &str) -> Option<IpAddr> {
-    let rest = endpoint.split("://").nth(1).unwrap_or(endpoint);
-    let hostport = rest.split('/').next()?;
-    let target = hostport.to_socket_addrs().ok()?.next()?;
-    let any: SocketAddr = if target.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(any).ok()?;
-    sock.connect(target).ok()?;
-    let ip = sock.local_addr().ok()?.ip();
-    (!ip.is_unspecified()).then_some(ip)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,24 +99,5 @@ mod tests {
         std::fs::write(dir.path().join(PEER_ID_FILE), "../../etc passwd\n").unwrap();
         let id = load_or_create_peer_id(dir.path()).unwrap();
         assert!(is_valid_id(&id));
-    }
-
-    #[test]
-    fn advertise_keeps_a_specific_listen_ip() {
-        let bound: SocketAddr = "127.0.0.7:4000".parse().unwrap();
-        assert_eq!(
-            detect_advertise(bound, &["http://127.0.0.1:2379".into()]),
-            bound
-        );
-    }
-
-    #[test]
-    fn advertise_never_unspecified() {
-        let bound: SocketAddr = "0.0.0.0:4000".parse().unwrap();
-        let a = detect_advertise(bound, &["http://127.0.0.1:2379".into()]);
-        assert_eq!(a, "127.0.0.1:4000".parse().unwrap());
-        let b = detect_advertise(bound, &["http://no-such-host.invalid:2379".into()]);
-        assert!(!b.ip().is_unspecified());
-        assert_eq!(b.port(), 4000);
     }
 }

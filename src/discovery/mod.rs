@@ -5,13 +5,15 @@
 //! JSON [`PeerRecord`], attached to the peer's lease. A graceful stop revokes
 //! the lease; a crash lets it expire after the TTL.
 
+mod advertise;
 mod cache;
 mod identity;
 mod record;
 mod registration;
 
+pub use advertise::{detect_advertise, parse_advertise, Reason as AdvertiseReason, MAX_ADDRS};
 pub use cache::PeerCache;
-pub use identity::{detect_advertise, host_name, load_or_create_peer_id};
+pub use identity::{host_name, load_or_create_peer_id};
 pub use record::{unix_now, PeerInfo, PeerRecord};
 pub use registration::{GenPublisher, Registration, RegistrationConfig};
 

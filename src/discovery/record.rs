@@ -9,8 +9,12 @@ use crate::etcd::KeyValue;
 pub struct PeerRecord {
     /// The peer id (also the last key segment).
     pub id: String,
-    /// The `ip:port` other peers dial.
+    /// The best `ip:port` to dial (the first of `addrs`).
     pub addr: String,
+    /// Every `ip:port` another host could dial, best first (records of
+    /// older peers have none: [`PeerRecord::dial_addrs`] falls back on `addr`).
+    #[serde(default)]
+    pub addrs: Vec<String>,
     /// Host name of the machine.
     pub name: String,
     /// piratebay-sync version.
@@ -20,6 +24,20 @@ pub struct PeerRecord {
     /// The peer's index generation; 0 until its index exists.
     #[serde(default)]
     pub index_gen: u64,
+}
+
+impl PeerRecord {
+    /// The addresses to try, best first: `addrs` (at most
+    /// [`MAX_ADDRS`](super::MAX_ADDRS), duplicates dropped), else `addr`.
+    pub fn dial_addrs(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for a in self.addrs.iter().chain(std::iter::once(&self.addr)) {
+            if !a.is_empty() && !out.contains(a) && out.len() < super::MAX_ADDRS {
+                out.push(a.clone());
+            }
+        }
+        out
+    }
 }
 
 /// A registered peer as seen in etcd.
@@ -58,4 +76,33 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(json: &str) -> PeerRecord {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn old_records_without_addrs_dial_addr() {
+        let r =
+            record(r#"{"id":"a","addr":"10.0.0.1:7070","name":"h","version":"0","started_at":1}"#);
+        assert_eq!(r.dial_addrs(), vec!["10.0.0.1:7070"]);
+    }
+
+    #[test]
+    fn addrs_are_tried_in_order_deduplicated_and_capped() {
+        let many: Vec<String> = (0..20).map(|i| format!("\"10.0.0.{i}:1\"")).collect();
+        let r = record(&format!(
+            r#"{{"id":"a","addr":"10.0.0.0:1","addrs":[{}],"name":"h","version":"0","started_at":1}}"#,
+            many.join(",")
+        ));
+        let d = r.dial_addrs();
+        assert_eq!(d.len(), super::super::MAX_ADDRS);
+        assert_eq!(d[0], "10.0.0.0:1");
+        assert_eq!(d[1], "10.0.0.1:1");
+    }
 }

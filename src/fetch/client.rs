@@ -15,7 +15,7 @@
 //! `Transfer-Encoding` is refused.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Largest response head accepted.
@@ -33,7 +33,7 @@ pub const BUSY_RETRY: Duration = Duration::from_secs(1);
 /// asked again every [`BUSY_RETRY`] while the deadline allows; the last
 /// answer is returned whatever its status.
 pub fn get_small(
-    addr: &str,
+    addrs: &[String],
     path: &str,
     timeouts: Timeouts,
     limit: u64,
@@ -41,11 +41,11 @@ pub fn get_small(
 ) -> Result<(Head, Vec<u8>), ClientError> {
     let started = Instant::now();
     loop {
-        let mut conn = connect(addr, timeouts)?;
+        let mut conn = connect(addrs, timeouts)?;
         let head = conn.get(path, None)?;
         let body = conn.read_body_to_vec(&head, limit, started, deadline)?;
         if head.status == 503 && started.elapsed() + BUSY_RETRY < deadline {
-            log::debug!("peer {addr} busy (503) for {path}; asking again");
+            log::debug!("peer {} busy (503) for {path}; asking again", conn.addr());
             std::thread::sleep(BUSY_RETRY);
             continue;
         }
@@ -57,18 +57,11 @@ pub fn get_small(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The address did not resolve.
-    #[error("cannot resolve peer address {addr}: {detail}")]
-    Resolve {
-        /// The address as given.
-        addr: String,
-        /// Why.
-        detail: String,
-    },
-    /// No connection within the connect timeout, or refused.
+    /// No address answered within the connect timeout (refused, unreachable,
+    /// or did not resolve).
     #[error("cannot connect to {addr}: {source}")]
     Connect {
-        /// The address dialled.
+        /// The addresses dialled, comma-separated.
         addr: String,
         /// The socket error.
         source: std::io::Error,
@@ -202,48 +195,35 @@ impl std::fmt::Debug for PeerConn {
     }
 }
 
-/// Opens a TCP connection to `addr` (`ip:port` or `host:port`), trying each
-/// resolved address within the connect timeout.
-pub fn connect(addr: &str, timeouts: Timeouts) -> Result<PeerConn, ClientError> {
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| ClientError::Resolve {
+/// Opens a TCP connection to the first of a peer's addresses (`ip:port` or
+/// `host:port`, best first) that answers within the connect timeout
+/// ([`dial`](super::dial) races them and remembers which one answered).
+pub fn connect(addrs: &[String], timeouts: Timeouts) -> Result<PeerConn, ClientError> {
+    let (stream, addr) =
+        super::dial::dial(addrs, timeouts.connect).map_err(|e| ClientError::Connect {
+            addr: e.addrs,
+            source: e.source,
+        })?;
+    stream
+        .set_read_timeout(Some(timeouts.io))
+        .and_then(|()| stream.set_write_timeout(Some(timeouts.io)))
+        .and_then(|()| stream.set_nodelay(true))
+        .map_err(|source| ClientError::Connect {
             addr: addr.to_string(),
-            detail: e.to_string(),
-        })?
-        .collect();
-    let mut last = None;
-    for sa in addrs {
-        match TcpStream::connect_timeout(&sa, timeouts.connect) {
-            Ok(stream) => {
-                let setup = stream
-                    .set_read_timeout(Some(timeouts.io))
-                    .and_then(|()| stream.set_write_timeout(Some(timeouts.io)))
-                    .and_then(|()| stream.set_nodelay(true));
-                if let Err(source) = setup {
-                    last = Some(source);
-                    continue;
-                }
-                return Ok(PeerConn {
-                    stream,
-                    addr: addr.to_string(),
-                    timeouts,
-                    pending: Vec::new(),
-                    reusable: true,
-                    requests: 0,
-                });
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(ClientError::Connect {
+            source,
+        })?;
+    Ok(PeerConn {
+        stream,
         addr: addr.to_string(),
-        source: last.unwrap_or_else(|| std::io::Error::other("the address resolved to nothing")),
+        timeouts,
+        pending: Vec::new(),
+        reusable: true,
+        requests: 0,
     })
 }
 
 impl PeerConn {
-    /// The peer address as given to [`connect`].
+    /// The address that answered.
     pub fn addr(&self) -> &str {
         &self.addr
     }

@@ -12,16 +12,40 @@ use crate::Sha1Digest;
 pub struct Holder {
     /// The peer id (as registered in etcd), used in logs and summaries.
     pub id: String,
-    /// The `ip:port` to dial.
+    /// The best `ip:port` to dial (the first of `addrs`), shown in logs.
     pub addr: String,
+    /// Every address to try, best first (see [`crate::discovery::PeerRecord::dial_addrs`]).
+    #[serde(default)]
+    pub addrs: Vec<String>,
 }
 
 impl Holder {
-    /// A holder with this id and address.
+    /// A holder with this id and one address.
     pub fn new(id: impl Into<String>, addr: impl Into<String>) -> Self {
+        let addr = addr.into();
         Holder {
             id: id.into(),
-            addr: addr.into(),
+            addrs: vec![addr.clone()],
+            addr,
+        }
+    }
+
+    /// A holder with this id and these addresses, best first (none: an
+    /// empty address that fails to dial).
+    pub fn with_addrs(id: impl Into<String>, addrs: Vec<String>) -> Self {
+        Holder {
+            id: id.into(),
+            addr: addrs.first().cloned().unwrap_or_default(),
+            addrs,
+        }
+    }
+
+    /// The addresses to dial: `addrs`, or `addr` for a holder built without them.
+    pub fn dial_addrs(&self) -> &[String] {
+        if self.addrs.is_empty() {
+            std::slice::from_ref(&self.addr)
+        } else {
+            &self.addrs
         }
     }
 }

@@ -41,8 +41,13 @@ pub fn fetch_piece_list(
     deadline: Duration,
 ) -> Result<PieceList, PieceListError> {
     let path = format!("{FILES_PATH}/{sha1}/pieces");
-    let (head, body) =
-        client::get_small(&holder.addr, &path, timeouts, MAX_PIECE_LIST_BODY, deadline)?;
+    let (head, body) = client::get_small(
+        holder.dial_addrs(),
+        &path,
+        timeouts,
+        MAX_PIECE_LIST_BODY,
+        deadline,
+    )?;
     if head.status != 200 {
         return Err(PieceListError::Status(head.status));
     }

@@ -50,11 +50,11 @@ struct Conn {
 
 /// The worker loop for the holder in slot `slot`.
 pub(crate) fn run(round: &Round<'_>, slot: usize) {
-    let (holder, addr) = {
+    let (holder, addrs) = {
         let slots = round.slots.lock();
         (
             slots[slot].holder.to_string(),
-            slots[slot].holder.addr.clone(),
+            slots[slot].holder.dial_addrs().to_vec(),
         )
     };
     let mut conn: Option<Conn> = None;
@@ -72,7 +72,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             }
             Next::Piece(i) => i,
         };
-        let mut result = fetch_piece(round, &mut conn, &addr, i, &mut buf);
+        let mut result = fetch_piece(round, &mut conn, &addrs, i, &mut buf);
         if matches!(result, Err(Fail::Busy)) {
             busy_waits += 1;
             if busy_waits > MAX_BUSY_WAITS {
@@ -160,7 +160,7 @@ fn close(round: &Round<'_>, conn: &mut Option<Conn>) {
 fn fetch_piece(
     round: &Round<'_>,
     conn: &mut Option<Conn>,
-    addr: &str,
+    addrs: &[String],
     i: usize,
     buf: &mut Vec<u8>,
 ) -> Result<usize, Fail> {
@@ -173,7 +173,7 @@ fn fetch_piece(
         attempt += 1;
         if conn.as_ref().is_none_or(|c| !c.conn.is_reusable()) {
             close(round, conn);
-            let c = client::connect(addr, round.timeouts).map_err(|e| Fail::Io(e.to_string()))?;
+            let c = client::connect(addrs, round.timeouts).map_err(|e| Fail::Io(e.to_string()))?;
             let socket = round.register(&c);
             *conn = Some(Conn { conn: c, socket });
         }

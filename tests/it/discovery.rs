@@ -255,6 +255,7 @@ fn registration_library_api_and_index_gen_updates() {
     let record = PeerRecord {
         id: "libpeer".into(),
         addr: "127.0.0.9:7070".into(),
+        addrs: Vec::new(),
         name: "test".into(),
         version: "0".into(),
         started_at: 1,
@@ -386,4 +387,82 @@ fn cluster_leader_killed_then_another_member_restarted_peer_stays_registered() {
         peer.proc.log_text()
     );
     assert!(rec["lease"].as_i64().unwrap_or(0) != 0);
+}
+
+#[test]
+fn a_wildcard_listener_registers_every_address_loopback_last_and_logs_why() {
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let peer = Serve::new(&ep).arg("--listen", "0.0.0.0:0").start();
+    let id = peer.id();
+    let rec = wait_listed(&ep, &id, Duration::from_secs(10));
+    let addrs: Vec<&str> = rec["addrs"]
+        .as_array()
+        .expect("record has addrs")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rec["addr"].as_str(),
+        addrs.first().copied(),
+        "addr is the first of addrs"
+    );
+    let last = addrs.last().unwrap();
+    assert!(last.starts_with("127.0.0.1:"), "loopback last: {addrs:?}");
+    let port = last.rsplit(':').next().unwrap();
+    assert_ne!(port, "0");
+    for a in &addrs {
+        assert!(
+            !a.starts_with("0.0.0.0") && a.ends_with(&format!(":{port}")),
+            "{addrs:?}"
+        );
+    }
+    assert_eq!(
+        addrs.iter().filter(|a| a.starts_with("127.")).count(),
+        1,
+        "{addrs:?}"
+    );
+    // serve says what it advertised and why.
+    peer.proc
+        .wait_log_contains(Duration::from_secs(5), "advertised as");
+    let log = peer.proc.log_text();
+    assert!(log.contains("loopback, this machine only"), "{log}");
+    // The table shows every address.
+    let out = cli(&["list", "--etcd", &ep]);
+    assert!(
+        stdout_text(&out).contains(&addrs.join(",")),
+        "{}",
+        stdout_text(&out)
+    );
+}
+
+#[test]
+fn advertise_takes_a_comma_separated_list_and_rejects_a_wildcard() {
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let given = "198.18.255.1:7070,127.0.0.1:7070";
+    let peer = Serve::new(&ep).arg("--advertise", given).start();
+    let rec = wait_listed(&ep, &peer.id(), Duration::from_secs(10));
+    assert_eq!(rec["addr"], "198.18.255.1:7070");
+    assert_eq!(
+        rec["addrs"],
+        serde_json::json!(["198.18.255.1:7070", "127.0.0.1:7070"])
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&[
+        "serve",
+        "--etcd",
+        &ep,
+        "--advertise",
+        "10.0.0.1:7070,0.0.0.0:7070",
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "--dataset",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_text(&out);
+    assert!(err.contains("--advertise \"0.0.0.0:7070\""), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

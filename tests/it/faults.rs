@@ -132,7 +132,11 @@ fn bound_addr(peer: &ServePeer) -> SocketAddr {
         let log = peer.proc.log_text();
         let line = log.lines().find(|l| l.contains(" sharing "))?;
         let rest = line.split(" on ").nth(1)?;
-        rest.split_whitespace().next()?.parse().ok()
+        rest.split_whitespace()
+            .next()?
+            .trim_end_matches(',')
+            .parse()
+            .ok()
     })
 }
 
@@ -322,6 +326,7 @@ impl HostilePeer {
                 record: PeerRecord {
                     id: id.into(),
                     addr: self.0.addr.to_string(),
+                    addrs: Vec::new(),
                     name: "hostile".into(),
                     version: piratebay_sync::VERSION.into(),
                     started_at: 0,

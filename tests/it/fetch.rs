@@ -426,6 +426,7 @@ fn peer_info(id: &str, addr: &str, generation: u64) -> piratebay_sync::discovery
         record: piratebay_sync::discovery::PeerRecord {
             id: id.into(),
             addr: addr.into(),
+            addrs: Vec::new(),
             name: "test".into(),
             version: piratebay_sync::VERSION.into(),
             started_at: 0,
@@ -468,4 +469,30 @@ fn catalog_asks_a_peer_again_only_when_its_generation_changes() {
 
     catalog.refresh(&[]);
     assert!(catalog.cache().is_empty(), "peers gone are forgotten");
+}
+
+#[test]
+fn a_holder_whose_first_addresses_refuse_is_dialled_on_the_next() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    random_file(&src, 3 * SMALL_PIECE + 5, 11);
+    let served = Served::honest(&src, SMALL_PIECE);
+    let peer = TestPeer::start("multi", vec![served.clone()]);
+    let closed = |ip: &str| {
+        let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let holder = Holder::with_addrs(
+        "multi",
+        vec![
+            closed("127.0.0.1"),
+            closed("127.0.0.1"),
+            peer.addr.to_string(),
+        ],
+    );
+    let out = dir.path().join("out");
+    let summary = fetch::download(&opts(&served, &out), &vec![holder], None).unwrap();
+    assert_downloaded(&summary, &served);
+    assert!(summary.bad_peers.is_empty());
 }

@@ -236,6 +236,7 @@ impl TestPeer {
                 record: PeerRecord {
                     id: self.id.clone(),
                     addr: self.addr.to_string(),
+                    addrs: Vec::new(),
                     name: "test".into(),
                     version: piratebay_sync::VERSION.into(),
                     started_at: 0,

@@ -83,11 +83,13 @@ impl Serve {
             dataset.display().to_string(),
             "--state-dir".into(),
             state_dir.display().to_string(),
-            "--listen".into(),
-            format!("{}:0", next_loopback_ip()),
             "--etcd".into(),
             self.endpoints,
         ];
+        // Its own loopback IP unless the test chose where to listen.
+        if !self.args.iter().any(|a| a == "--listen") {
+            args.extend(["--listen".into(), format!("{}:0", next_loopback_ip())]);
+        }
         args.extend(self.args);
         let env: Vec<(&str, &str)> = self
             .env
