@@ -60,6 +60,18 @@ bin="$repo/target/debug/piratebay-sync"
 compose() { "${compose_cmd[@]}" -p "$project" -f "$repo/docker-compose.yml" "$@"; }
 
 # --- the host's networking, before ---------------------------------------------
+own_dir=/run/piratebay-sync-docker
+own_sock="unix://$own_dir/docker.sock"
+# A dockerd of ours left by a killed run: stop it and its bridge first.
+if [[ -s "$own_dir/dockerd.pid" ]]; then
+  old_pid="$(cat "$own_dir/dockerd.pid")"
+  if [[ "$(cat "/proc/$old_pid/comm" 2>/dev/null)" == dockerd ]]; then
+    say "stopping dockerd $old_pid left by an earlier run"
+    kill -TERM "$old_pid"
+    for _ in $(seq 1 300); do kill -0 "$old_pid" 2>/dev/null || break; sleep 0.1; done
+    ip link del docker0 2>/dev/null || true
+  fi
+fi
 net_links() { ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort; }
 net_state() {
   echo "ip_forward $(cat /proc/sys/net/ipv4/ip_forward)"
@@ -75,6 +87,10 @@ state_before="$(net_state)"
 
 finished=""
 own_pid=""
+# dockerd leaves its default bridge behind: deleted at the end when our
+# dockerd made it (not there before, or left by our killed run).
+own_docker0=""
+grep -qx docker0 <<<"$links_before" || own_docker0=1
 cleanup() {
   local status=$?
   set +e
@@ -87,8 +103,7 @@ cleanup() {
     kill -TERM "$own_pid" 2>/dev/null
     for _ in $(seq 1 300); do kill -0 "$own_pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$own_pid" 2>/dev/null && echo "compose-test: dockerd $own_pid still runs after 30 s" >&2 && status=1
-    # dockerd leaves its default bridge behind; it was not there before.
-    if ! grep -qx docker0 <<<"$links_before" && ip link show docker0 >/dev/null 2>&1; then
+    if [[ -n "$own_docker0" ]] && ip link show docker0 >/dev/null 2>&1; then
       ip link del docker0
     fi
   fi
@@ -114,14 +129,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- the engine -------------------------------------------------------------------
-own_dir=/run/piratebay-sync-docker
-own_sock="unix://$own_dir/docker.sock"
 if docker info >/dev/null 2>&1; then
   say "engine: using the running one (${DOCKER_HOST:-default socket})"
-elif DOCKER_HOST="$own_sock" docker info >/dev/null 2>&1; then
-  # Left by a run that was killed: ours, so stopped at the end.
-  export DOCKER_HOST="$own_sock"
-  own_pid="$(cat "$own_dir/dockerd.pid")"
   say "engine: reusing dockerd $own_pid left by an earlier run"
 else
   if other="$(pgrep -x dockerd)"; then
@@ -154,7 +163,6 @@ else
   say "engine: started dockerd $own_pid on $own_sock in $(since "$t") s"
 fi
 
-
 # Polls "$@" every 0.1 s for up to $1 seconds.
 wait_for() {
   local secs="$1"
@@ -182,6 +190,8 @@ compose build --build-arg "RUST_IMAGE=$base" --build-arg "BASE_IMAGE=$base" \
     tail -n 20 "$tmp/build.log" >&2
     die "building the peer image from the Dockerfile failed (log above)"
   }
+# Our engine's store is the test's alone: drop the layers of earlier builds.
+[[ -z "$own_pid" ]] || docker image prune -f >/dev/null
 say "images: etcd, Debian base and the peer image ready in $(since "$t") s"
 
 # --- ports and dataset ----------------------------------------------------------
