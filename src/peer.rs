@@ -22,7 +22,8 @@ use crate::discovery::{
 };
 use crate::etcd;
 use crate::index::{Index, IndexError, IndexOptions};
-use crate::protocol::{CatalogEntry, FileList, Health, PieceList};
+use crate::partial::{self, Partials};
+use crate::protocol::{Bitfield, CatalogEntry, FileList, Health, PieceList};
 use crate::server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
 use crate::Sha1Digest;
 
@@ -98,6 +99,9 @@ pub struct Peer {
     advertised: Vec<SocketAddr>,
     gen_stop: Option<Sender<()>>,
     gen_thread: Option<JoinHandle<()>>,
+    partials_stop: Option<Sender<()>>,
+    partials_thread: Option<JoinHandle<()>>,
+    partials: Arc<Partials>,
     registration: Option<Registration>,
     cache: Option<PeerCache>,
     server: Option<Server>,
@@ -114,7 +118,24 @@ impl Peer {
         iopts.piece_size = cfg.piece_size;
         iopts.live = true;
         iopts.rescan_interval = cfg.rescan_interval;
+        let (partial_tx, partial_rx) = crossbeam_channel::bounded(4096);
+        iopts.partial_events = Some(partial_tx);
         let index = Arc::new(Index::open(iopts)?);
+
+        let partials = Partials::new();
+        let (partials_stop, partials_stopped) = crossbeam_channel::bounded::<()>(1);
+        let partials_thread = {
+            let partials = partials.clone();
+            let index = index.clone();
+            let root = std::fs::canonicalize(&cfg.dataset).unwrap_or_else(|_| cfg.dataset.clone());
+            std::thread::Builder::new()
+                .name("pbs-partials".into())
+                .spawn(move || {
+                    let indexed = |sha1: &Sha1Digest| index.get(sha1).is_some();
+                    partial::run(&partials, &root, &partial_rx, &partials_stopped, &indexed);
+                })
+                .map_err(PeerError::Thread)?
+        };
 
         let mut scfg = ServerConfig::default();
         if let Some(w) = cfg.workers {
@@ -123,6 +144,7 @@ impl Peer {
         let source = Arc::new(IndexSource {
             index: index.clone(),
             id: id.clone(),
+            partials: partials.clone(),
         });
         let server = Server::bind(cfg.listen, scfg, source)?;
         let bound = server.local_addr();
@@ -139,7 +161,7 @@ impl Peer {
             .map(|(a, r)| format!("{a} ({r})"))
             .collect();
         log::info!(
-            "peer {id} sharing {} on {bound}, advertised as {}",
+            "peer {id} sharing {} on {bound} advertised as {}",
             cfg.dataset.display(),
             why.join(", ")
         );
@@ -191,6 +213,9 @@ impl Peer {
             advertised,
             gen_stop: Some(gen_stop),
             gen_thread: Some(gen_thread),
+            partials_stop: Some(partials_stop),
+            partials_thread: Some(partials_thread),
+            partials,
             registration: Some(registration),
             cache: Some(cache),
             server: Some(server),
@@ -221,6 +246,11 @@ impl Peer {
     /// The dataset index.
     pub fn index(&self) -> &Arc<Index> {
         &self.index
+    }
+
+    /// Downloads in progress into the dataset, served piece by piece.
+    pub fn partials(&self) -> &Arc<Partials> {
+        &self.partials
     }
 
     /// The other registered peers, from the watch-fed cache (no etcd request).
@@ -269,6 +299,12 @@ impl Peer {
         if let Some(s) = self.server.take() {
             s.shutdown();
         }
+        if let Some(tx) = self.partials_stop.take() {
+            let _ = tx.try_send(());
+        }
+        if let Some(t) = self.partials_thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -282,6 +318,7 @@ impl Drop for Peer {
 struct IndexSource {
     index: Arc<Index>,
     id: String,
+    partials: Arc<Partials>,
 }
 
 impl FileSource for IndexSource {
@@ -301,15 +338,29 @@ impl FileSource for IndexSource {
     }
 
     fn pieces(&self, sha1: &Sha1Digest) -> Option<PieceList> {
-        self.index.get(sha1).map(|f| f.piece_list())
+        match self.index.get(sha1) {
+            Some(f) => Some(f.piece_list()),
+            None => self.partials.pieces(sha1),
+        }
+    }
+
+    fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
+        match self.index.get(sha1) {
+            Some(f) => Some(Bitfield::full(f.pieces.len())),
+            None => self.partials.have(sha1),
+        }
     }
 
     fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {
-        Ok(self.index.open_file(sha1)?.map(|(file, entry)| OpenedFile {
-            file,
-            size: entry.size,
-            name: entry.name(),
-        }))
+        if let Some((file, entry)) = self.index.open_file(sha1)? {
+            return Ok(Some(OpenedFile {
+                file,
+                size: entry.size,
+                name: entry.name(),
+                held: None,
+            }));
+        }
+        self.partials.open(sha1)
     }
 
     fn health(&self) -> Health {

@@ -10,6 +10,12 @@
 //! | `GET /v1/files`                 | [`FileList`], `ETag` = generation       |
 //! | `HEAD/GET /v1/files/<sha1>`     | the bytes, `Range` supported            |
 //! | `GET /v1/files/<sha1>/pieces`   | [`PieceList`]                           |
+//! | `GET /v1/files/<sha1>/have`     | [`Bitfield`] bytes, `X-Pieces` = count  |
+//!
+//! A peer answers for complete files (its index) and for files it is still
+//! downloading into its dataset (partial: the pieces verified so far). For
+//! a partial file, `have` lists the pieces held and range requests are
+//! answered only inside them (`416` otherwise).
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +27,11 @@ pub const API_PREFIX: &str = "/v1";
 pub const HEALTH_PATH: &str = "/v1/health";
 /// Catalog route; a file is `FILES_PATH/<sha1>`, its pieces `FILES_PATH/<sha1>/pieces`.
 pub const FILES_PATH: &str = "/v1/files";
+
+/// Last path segment of the availability route, `FILES_PATH/<sha1>/have`.
+pub const HAVE_SEGMENT: &str = "have";
+/// Response header of the availability route: the number of pieces.
+pub const PIECES_HEADER: &str = "X-Pieces";
 
 /// Default piece size: 4 MiB.
 pub const DEFAULT_PIECE_SIZE: u64 = 4 * 1024 * 1024;
@@ -83,9 +94,145 @@ pub fn piece_count(size: u64, piece_size: u64) -> u64 {
     size.div_ceil(piece_size)
 }
 
+/// Which pieces of a file a peer holds: bit `i` is bit `i % 8` (least
+/// significant first) of byte `i / 8`, the layout of `.part.state`. On the
+/// wire (`/have`) it is the raw bytes, `ceil(n / 8)` of them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Bitfield {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl Bitfield {
+    /// `len` pieces, none held.
+    pub fn empty(len: usize) -> Self {
+        Bitfield {
+            bytes: vec![0; len.div_ceil(8)],
+            len,
+        }
+    }
+
+    /// `len` pieces, all held.
+    pub fn full(len: usize) -> Self {
+        let mut b = Self::empty(len);
+        for i in 0..len {
+            b.set(i);
+        }
+        b
+    }
+
+    /// From one flag per piece.
+    pub fn from_flags(flags: &[bool]) -> Self {
+        let mut b = Self::empty(flags.len());
+        for (i, _) in flags.iter().enumerate().filter(|(_, f)| **f) {
+            b.set(i);
+        }
+        b
+    }
+
+    /// Decodes `len` pieces from wire bytes: `None` unless there are
+    /// exactly `ceil(len / 8)` bytes and no bit is set past `len`.
+    pub fn from_bytes(bytes: &[u8], len: usize) -> Option<Self> {
+        if bytes.len() != len.div_ceil(8) {
+            return None;
+        }
+        let b = Bitfield {
+            bytes: bytes.to_vec(),
+            len,
+        };
+        let tail_clean = (len..bytes.len() * 8).all(|i| !b.bit(i));
+        tail_clean.then_some(b)
+    }
+
+    fn bit(&self, i: usize) -> bool {
+        self.bytes
+            .get(i / 8)
+            .is_some_and(|byte| byte & (1 << (i % 8)) != 0)
+    }
+
+    /// True if piece `i` is held (false past the end).
+    pub fn get(&self, i: usize) -> bool {
+        i < self.len && self.bit(i)
+    }
+
+    /// Marks piece `i` held (ignored past the end).
+    pub fn set(&mut self, i: usize) {
+        if i < self.len {
+            self.bytes[i / 8] |= 1 << (i % 8);
+        }
+    }
+
+    /// Marks piece `i` not held.
+    pub fn clear(&mut self, i: usize) {
+        if i < self.len {
+            self.bytes[i / 8] &= !(1 << (i % 8));
+        }
+    }
+
+    /// Number of pieces.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a file without pieces.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Pieces held.
+    pub fn count(&self) -> usize {
+        self.bytes.iter().map(|b| b.count_ones() as usize).sum()
+    }
+
+    /// True if every piece is held.
+    pub fn is_full(&self) -> bool {
+        self.count() == self.len
+    }
+
+    /// The wire bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// True if every piece overlapping bytes `[start, end)` of a file cut
+    /// in `piece_size` pieces is held.
+    pub fn covers(&self, piece_size: u64, start: u64, end: u64) -> bool {
+        if piece_size == 0 || end <= start {
+            return end <= start;
+        }
+        let first = start / piece_size;
+        let last = (end - 1) / piece_size;
+        (first..=last).all(|i| usize::try_from(i).is_ok_and(|i| self.get(i)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bitfield_layout_and_wire_checks() {
+        let mut b = Bitfield::empty(10);
+        b.set(0);
+        b.set(9);
+        assert_eq!(b.as_bytes(), &[0b0000_0001, 0b0000_0010]);
+        assert_eq!(b.count(), 2);
+        assert!(!b.is_full());
+        assert_eq!(Bitfield::from_bytes(b.as_bytes(), 10), Some(b.clone()));
+        // Wrong length, or bits set past the end: refused.
+        assert_eq!(Bitfield::from_bytes(&[1], 10), None);
+        assert_eq!(Bitfield::from_bytes(&[0, 0b0000_0100], 10), None);
+        assert!(Bitfield::full(10).is_full());
+        assert_eq!(Bitfield::full(10).as_bytes(), &[0xff, 0b11]);
+        assert_eq!(Bitfield::from_flags(&[false, true]).as_bytes(), &[0b10]);
+        // Byte ranges map to pieces of 4 bytes.
+        assert!(b.covers(4, 0, 4));
+        assert!(!b.covers(4, 0, 5));
+        assert!(b.covers(4, 36, 38));
+        assert!(!b.covers(4, 35, 38));
+        b.clear(0);
+        assert!(!b.get(0));
+    }
 
     #[test]
     fn piece_count_edges() {

@@ -227,11 +227,13 @@ impl Catalog {
     }
 }
 
-/// Merges per-peer lists by sha1. A holder listing a sha1 with another size
-/// than the first holder's is left out of that file (with a warning).
+/// Merges per-peer lists by sha1. Holders that disagree on a file's size
+/// all stay its holders (no claim by one holder removes another: the
+/// download groups holders by piece list and tries each group); the entry
+/// shows the size most holders give (the smallest on a tie).
 pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<FileEntry> {
     struct Acc {
-        size: u64,
+        sizes: BTreeMap<u64, usize>,
         names: BTreeMap<String, usize>,
         holders: Vec<Holder>,
     }
@@ -239,22 +241,14 @@ pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<FileEntry> {
     for (holder, files) in lists {
         for f in files.iter() {
             let acc = by_sha1.entry(f.sha1).or_insert_with(|| Acc {
-                size: f.size,
+                sizes: BTreeMap::new(),
                 names: BTreeMap::new(),
                 holders: Vec::new(),
             });
-            if acc.size != f.size {
-                log::warn!(
-                    "peer {holder} lists {} with {} bytes, others with {}: ignored for it",
-                    f.sha1,
-                    f.size,
-                    acc.size
-                );
-                continue;
-            }
             if acc.holders.iter().any(|h| h.id == holder.id) {
                 continue;
             }
+            *acc.sizes.entry(f.size).or_default() += 1;
             *acc.names.entry(f.name.clone()).or_default() += 1;
             acc.holders.push(holder.clone());
         }
@@ -270,9 +264,17 @@ pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<FileEntry> {
                 .unwrap_or_default();
             let mut holders = acc.holders;
             holders.sort();
+            let size = acc
+                .sizes
+                .iter()
+                .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+                .map_or(0, |(s, _)| *s);
+            if acc.sizes.len() > 1 {
+                log::warn!("holders of {sha1} disagree on its size: {:?}", acc.sizes);
+            }
             FileEntry {
                 sha1,
-                size: acc.size,
+                size,
                 name,
                 names: acc.names.into_keys().collect(),
                 peers: holders.len(),
@@ -314,9 +316,10 @@ mod tests {
         assert_eq!(merged.len(), 2);
         assert_eq!(merged[0].name, "b");
         assert_eq!(
-            merged[0].peers, 2,
-            "the holder with a wrong size is left out"
+            merged[0].peers, 3,
+            "a holder with another size stays a holder: the download sorts them out"
         );
+        assert_eq!(merged[0].size, 3, "the size most holders give");
         let one = &merged[1];
         assert_eq!(one.name, "y.txt");
         assert_eq!(one.names, vec!["x.txt", "y.txt"]);
@@ -327,5 +330,20 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["a", "b", "c"]
         );
+    }
+
+    #[test]
+    fn a_liar_sorted_first_removes_no_honest_holder() {
+        let honest = [entry(b"real", "f")];
+        let mut lie = entry(b"real", "f");
+        lie.size = 1 << 30;
+        let lie = [lie];
+        let merged = merge(&[
+            (Holder::new("0000-sybil", "1:9"), &lie),
+            (Holder::new("a", "1:1"), &honest),
+            (Holder::new("b", "1:2"), &honest),
+        ]);
+        assert_eq!(merged[0].peers, 3);
+        assert_eq!(merged[0].size, 4);
     }
 }

@@ -2,13 +2,24 @@
 //! the registered peers from etcd, their catalogs (cached per generation),
 //! and the holders of one sha1. Each re-query of a running download reads
 //! etcd once and asks only the peers whose index changed.
+//!
+//! Partial holders (peers still downloading the file into their dataset,
+//! which catalogs never list) are found by asking the other registered
+//! peers `GET /v1/files/<sha1>/have` in parallel, at most
+//! [`MAX_PROBED`] of them, each within [`PROBE_DEADLINE`]; a peer that holds
+//! at least one piece joins as a holder after the complete ones.
+
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use super::{Catalog, Refresh};
+use crate::discovery::PeerInfo;
 use crate::discovery::{self, DiscoveryError};
 use crate::etcd::Client;
+use crate::fetch::client::{self, Timeouts};
 use crate::fetch::{Holder, HolderSource, HoldersError};
+use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
 use crate::Sha1Digest;
 
 /// Holders found through etcd and the peers' catalogs.
@@ -30,12 +41,16 @@ impl NetworkHolders {
 
     /// Reads the peers from etcd and refreshes the catalog.
     pub fn refresh(&self) -> Result<Refresh, DiscoveryError> {
+        self.refresh_peers().map(|(_, r)| r)
+    }
+
+    fn refresh_peers(&self) -> Result<(Vec<PeerInfo>, Refresh), DiscoveryError> {
         let peers = discovery::list_peers(&self.client, &self.namespace)?;
         // Refreshed on a copy, outside the lock (no lock across I/O).
         let mut catalog = self.catalog.lock().clone();
         let refresh = catalog.refresh(&peers);
         *self.catalog.lock() = catalog;
-        Ok(refresh)
+        Ok((peers, refresh))
     }
 
     /// The catalog (with its refreshed cache), to save it.
@@ -46,10 +61,63 @@ impl NetworkHolders {
 
 impl HolderSource for NetworkHolders {
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
-        let refresh = self.refresh().map_err(|e| HoldersError(e.to_string()))?;
-        Ok(refresh
+        let (peers, refresh) = self
+            .refresh_peers()
+            .map_err(|e| HoldersError(e.to_string()))?;
+        let mut holders = refresh
             .find(sha1)
             .map(|f| f.holders.clone())
-            .unwrap_or_default())
+            .unwrap_or_default();
+        let others: Vec<&PeerInfo> = peers
+            .iter()
+            .filter(|p| !holders.iter().any(|h| h.id == p.record.id))
+            .filter(|p| !refresh.failed.iter().any(|(h, _)| h.id == p.record.id))
+            .take(MAX_PROBED)
+            .collect();
+        holders.extend(partial_holders(sha1, &others));
+        Ok(holders)
     }
+}
+
+/// Most peers asked for their availability of one file per query.
+pub const MAX_PROBED: usize = 64;
+/// Deadline of one availability probe.
+pub const PROBE_DEADLINE: Duration = Duration::from_millis(750);
+/// Probes at once.
+const PROBE_FAN_OUT: usize = 16;
+
+/// The peers among `peers` that hold some pieces of `sha1` (partial holders).
+fn partial_holders(sha1: &Sha1Digest, peers: &[&PeerInfo]) -> Vec<Holder> {
+    let path = format!("{FILES_PATH}/{sha1}/{HAVE_SEGMENT}");
+    let timeouts = Timeouts {
+        connect: Duration::from_millis(300),
+        io: PROBE_DEADLINE,
+    };
+    let held = crate::fanout::map(
+        peers,
+        PROBE_FAN_OUT,
+        "pb-probe",
+        |p| {
+            let addrs = p.record.dial_addrs();
+            match client::get_small(&addrs, &path, timeouts, 1 << 20, PROBE_DEADLINE) {
+                Ok((head, body)) if head.status == 200 => {
+                    // The length is checked against the piece list later;
+                    // here any piece held is enough.
+                    Bitfield::from_bytes(&body, body.len() * 8).is_some_and(|b| b.count() > 0)
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    log::debug!("peer {} not asked about {sha1}: {e}", p.record.id);
+                    false
+                }
+            }
+        },
+        || false,
+    );
+    peers
+        .iter()
+        .zip(held)
+        .filter(|(_, h)| *h)
+        .map(|(p, _)| Holder::with_addrs(&p.record.id, p.record.dial_addrs()))
+        .collect()
 }

@@ -3,7 +3,8 @@
 //! 1. An output that already has the content is success; one with other
 //!    content is refused unless `force`.
 //! 2. Every holder's piece list is fetched (in parallel) and the holders are
-//!    grouped by identical list, the biggest group first.
+//!    grouped by identical list, the group with the most distinct addresses
+//!    first (sybil records of one listener count once).
 //! 3. Each round downloads with one group's list and holders (see `round`),
 //!    after salvaging the pieces of the `.part` that a previous run or
 //!    round verified and that still hash right.
@@ -16,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use sha1::{Digest, Sha1};
@@ -332,9 +333,13 @@ impl<'a> Known<'a> {
             }
         }
         if initial {
-            // Stable: ties keep the holders' order.
-            self.groups
-                .sort_by_key(|g| std::cmp::Reverse(g.holders.len()));
+            // The group that the most distinct addresses vouch for first
+            // (records pointing at one listener count once). Stable: ties
+            // keep the holders' order.
+            self.groups.sort_by_key(|g| {
+                let addrs: BTreeSet<&str> = g.holders.iter().map(|h| h.addr.as_str()).collect();
+                std::cmp::Reverse(addrs.len())
+            });
             for (i, g) in self.groups.iter().enumerate() {
                 for h in &g.holders {
                     self.seen.insert(h.id.clone(), i);
@@ -374,36 +379,14 @@ fn fetch_lists(opts: &DownloadOptions, holders: &[Holder]) -> Vec<Result<PieceLi
         connect: opts.connect_timeout,
         io: opts.io_timeout,
     };
-    let results: Vec<parking_lot::Mutex<Option<Result<PieceList, String>>>> = holders
-        .iter()
-        .map(|_| parking_lot::Mutex::new(None))
-        .collect();
-    let next = AtomicUsize::new(0);
-    let work = || loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(h) = holders.get(i) else { break };
-        let r = fetch_piece_list(h, &opts.sha1, timeouts, opts.request_timeout)
-            .map_err(|e| e.to_string());
-        *results[i].lock() = Some(r);
-    };
-    std::thread::scope(|s| {
-        for t in 0..LIST_FAN_OUT.min(holders.len()) {
-            if std::thread::Builder::new()
-                .name(format!("pb-get-list{t}"))
-                .spawn_scoped(s, work)
-                .is_err()
-            {
-                // Fewer threads: the others (or this one, below) do the work.
-                break;
-            }
-        }
-        work();
-    });
-    results
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .unwrap_or_else(|| Err("bug: piece list not fetched".into()))
-        })
-        .collect()
+    crate::fanout::map(
+        holders,
+        LIST_FAN_OUT,
+        "pb-get-list",
+        |h| {
+            fetch_piece_list(h, &opts.sha1, timeouts, opts.request_timeout)
+                .map_err(|e| e.to_string())
+        },
+        || Err("bug: piece list not fetched".into()),
+    )
 }

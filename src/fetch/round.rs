@@ -54,6 +54,10 @@ pub(crate) struct Slot {
     pub workers: usize,
     /// Verified pieces it delivered.
     pub pieces: u64,
+    /// No worker is started for it before this (it answered `503`).
+    pub retry_at: Option<Instant>,
+    /// Consecutive `503` answers.
+    pub busy: u32,
 }
 
 /// How a round ended.
@@ -147,6 +151,8 @@ impl<'a> Round<'a> {
                 bad: false,
                 workers: 0,
                 pieces: 0,
+                retry_at: None,
+                busy: 0,
             });
         }
         drop(slots);
@@ -327,7 +333,9 @@ pub(crate) fn run(
 
 /// Starts workers: one per usable holder, then more per holder (up to
 /// `connections_per_holder`) while the total is below `target_connections`;
-/// never more than the cap.
+/// never more than the cap. Holders are counted by address, not by id:
+/// records that point at one listener (sybils of one host) share its
+/// workers. A holder that answered `503` waits for its `retry_at`.
 fn fill<'scope, 'env>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
     round: &'env Round<'env>,
@@ -344,9 +352,17 @@ fn fill<'scope, 'env>(
                 {
                     return Ok(());
                 }
-                let pick = slots
-                    .iter()
-                    .position(|s| s.dropped.is_none() && s.workers < level);
+                let now = Instant::now();
+                let mut per_addr: HashMap<&str, usize> = HashMap::new();
+                for s in slots.iter() {
+                    *per_addr.entry(s.holder.addr.as_str()).or_default() += s.workers;
+                }
+                let pick = slots.iter().position(|s| {
+                    s.dropped.is_none()
+                        && s.workers < level
+                        && per_addr.get(s.holder.addr.as_str()).copied().unwrap_or(0) < level
+                        && s.retry_at.is_none_or(|t| t <= now)
+                });
                 if let Some(i) = pick {
                     slots[i].workers += 1;
                 }

@@ -1,7 +1,13 @@
 //! The piece scheduler: which piece each connection fetches next. No I/O.
 //!
-//! Every connection pulls the lowest missing piece when it is free, so a
-//! fast peer simply does more pieces. When nothing is left to hand out but
+//! Rarest first: a free connection gets, among the missing pieces its
+//! holder has, the one the fewest usable holders have; ties go in the order
+//! of a random rotation of the file, different for every download, so
+//! downloaders that start together from one seed ask it for different
+//! pieces and can then trade them (and the seed's upload goes to pieces no
+//! one else has yet). A complete holder has every piece; a partial holder
+//! (still downloading) has what its last `have` bitmap said. A fast peer
+//! simply does more pieces. When nothing is left to hand out but
 //! pieces are still in flight (endgame), a free connection of another
 //! holder fetches one of them too, once it has been in flight for twice the
 //! average piece time (so a small file is not fetched twice for nothing),
@@ -15,11 +21,12 @@
 //! front of the queue. One lock over the whole state, held for lookups
 //! only; `done` flags are atomics so readers can check them between reads.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+
+use crate::protocol::Bitfield;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PieceState {
@@ -42,11 +49,18 @@ pub(crate) enum Next {
 
 struct State {
     pieces: Vec<PieceState>,
+    /// Per holder slot: the pieces it has (`None`: all of them).
+    have: Vec<Option<Bitfield>>,
+    /// Per holder slot: dropped (its pieces no longer count).
+    gone: Vec<bool>,
+    /// Per piece: usable holders that have it.
+    avail: Vec<u32>,
+    /// Ties are broken in the order `(i + n - offset) % n`.
+    offset: usize,
     /// Holders (by slot index) fetching each piece.
     fetchers: Vec<Vec<usize>>,
     /// When each piece was first handed out (its current fetch).
     started: Vec<Option<Instant>>,
-    queue: VecDeque<usize>,
     remaining: usize,
     dirty: bool,
     /// Moving average of the time a piece takes, once one arrived.
@@ -72,6 +86,11 @@ impl Scheduler {
     /// A scheduler over `done.len()` pieces, those flagged already done;
     /// `done_bytes` is their size.
     pub fn new(done: &[bool], done_bytes: u64, max_dup: usize) -> Self {
+        Self::with_offset(done, done_bytes, max_dup, random_offset(done.len()))
+    }
+
+    /// [`Scheduler::new`] with a chosen tie-break rotation.
+    pub fn with_offset(done: &[bool], done_bytes: u64, max_dup: usize, offset: usize) -> Self {
         let pieces: Vec<PieceState> = done
             .iter()
             .map(|&d| {
@@ -82,14 +101,16 @@ impl Scheduler {
                 }
             })
             .collect();
-        let queue: VecDeque<usize> = (0..done.len()).filter(|&i| !done[i]).collect();
         Scheduler {
             state: Mutex::new(State {
-                remaining: queue.len(),
+                remaining: done.iter().filter(|d| !**d).count(),
+                have: Vec::new(),
+                gone: Vec::new(),
+                avail: vec![0; done.len()],
+                offset,
                 fetchers: vec![Vec::new(); done.len()],
                 started: vec![None; done.len()],
                 pieces,
-                queue,
                 dirty: false,
                 piece_time: None,
             }),
@@ -100,13 +121,64 @@ impl Scheduler {
         }
     }
 
+    /// Sets what `holder` has (`None`: every piece), updating availability.
+    pub fn set_have(&self, holder: usize, have: Option<Bitfield>) {
+        let mut s = self.state.lock();
+        s.ensure(holder);
+        if !s.gone[holder] {
+            s.count(holder, -1);
+        }
+        s.have[holder] = have.filter(|h| !h.is_full());
+        if !s.gone[holder] {
+            s.count(holder, 1);
+        }
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    /// `holder` turned out not to have piece `i` after all (it answered 416).
+    pub fn not_there(&self, holder: usize, i: usize) {
+        let mut s = self.state.lock();
+        s.ensure(holder);
+        if s.gone[holder] {
+            return;
+        }
+        s.count(holder, -1);
+        let n = s.pieces.len();
+        let have = s.have[holder].get_or_insert_with(|| Bitfield::full(n));
+        have.clear(i);
+        s.count(holder, 1);
+    }
+
+    /// `holder` was dropped: its pieces no longer count as available.
+    pub fn holder_gone(&self, holder: usize) {
+        let mut s = self.state.lock();
+        s.ensure(holder);
+        if !s.gone[holder] {
+            s.count(holder, -1);
+            s.gone[holder] = true;
+        }
+    }
+
+    /// True if `holder` is known to have every piece.
+    pub fn is_complete_holder(&self, holder: usize) -> bool {
+        let s = self.state.lock();
+        s.have.get(holder).is_none_or(Option::is_none)
+    }
+
     /// The next piece for a connection of `holder`.
     pub fn next(&self, holder: usize) -> Next {
         let mut s = self.state.lock();
         if s.remaining == 0 {
             return Next::Stop;
         }
-        if let Some(i) = s.queue.pop_front() {
+        s.ensure(holder);
+        let n = s.pieces.len();
+        let offset = s.offset;
+        let pick = (0..n)
+            .filter(|&i| s.pieces[i] == PieceState::Missing && s.has(holder, i))
+            .min_by_key(|&i| (s.avail[i], (i + n - offset) % n));
+        if let Some(i) = pick {
             s.pieces[i] = PieceState::InFlight;
             s.fetchers[i].push(holder);
             s.started[i] = Some(Instant::now());
@@ -117,7 +189,7 @@ impl Scheduler {
             .piece_time
             .map_or(FIRST_STEAL_AFTER, |t| (t * 2).max(MIN_STEAL_AFTER));
         let candidate = (0..s.pieces.len())
-            .filter(|&i| s.pieces[i] == PieceState::InFlight)
+            .filter(|&i| s.pieces[i] == PieceState::InFlight && s.has(holder, i))
             .filter(|&i| s.started[i].is_some_and(|t| t.elapsed() >= steal_after))
             .filter(|&i| s.fetchers[i].len() < self.max_dup && !s.fetchers[i].contains(&holder))
             .min_by_key(|&i| (s.fetchers[i].len(), i));
@@ -170,7 +242,6 @@ impl Scheduler {
         if s.pieces[i] == PieceState::InFlight && s.fetchers[i].is_empty() {
             s.pieces[i] = PieceState::Missing;
             s.started[i] = None;
-            s.queue.push_front(i);
         }
         drop(s);
         self.changed.notify_all();
@@ -221,6 +292,52 @@ impl Scheduler {
     }
 }
 
+impl State {
+    /// Grows the per-holder tables to include `holder` (a complete holder
+    /// by default, counted as available).
+    fn ensure(&mut self, holder: usize) {
+        while self.have.len() <= holder {
+            self.have.push(None);
+            self.gone.push(false);
+            for a in &mut self.avail {
+                *a += 1;
+            }
+        }
+    }
+
+    fn has(&self, holder: usize, i: usize) -> bool {
+        match self.have.get(holder) {
+            Some(Some(b)) => b.get(i),
+            _ => true,
+        }
+    }
+
+    /// Adds `sign` (1 or -1) for every piece `holder` has.
+    fn count(&mut self, holder: usize, sign: i32) {
+        for i in 0..self.avail.len() {
+            if self.has(holder, i) {
+                self.avail[i] = self.avail[i].saturating_add_signed(sign);
+            }
+        }
+    }
+}
+
+/// A random rotation for tie-breaks (no RNG crate: the hasher's random keys).
+fn random_offset(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    if n == 0 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    (h.finish() % n as u64) as usize
+}
+
 fn remove(v: &mut Vec<usize>, x: usize) {
     if let Some(p) = v.iter().position(|&y| y == x) {
         v.swap_remove(p);
@@ -232,14 +349,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pieces_go_out_in_order_and_failures_come_back_first() {
-        let s = Scheduler::new(&[false, true, false, false], 10, 2);
+    fn pieces_go_out_in_rotated_order_and_failures_come_back() {
+        let s = Scheduler::with_offset(&[false, true, false, false], 10, 2, 0);
         assert_eq!(s.remaining(), 3);
         assert_eq!(s.next(0), Next::Piece(0));
         assert_eq!(s.next(1), Next::Piece(2));
         s.release(0, 0);
         assert_eq!(s.next(1), Next::Piece(0));
         assert_eq!(s.next(1), Next::Piece(3));
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 3);
+        assert_eq!(s.next(0), Next::Piece(3));
+        assert_eq!(s.next(0), Next::Piece(0));
+    }
+
+    #[test]
+    fn rarest_first_and_only_what_the_holder_has() {
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
+        // Holder 0 is a seed; holder 1 has pieces 0 and 1.
+        s.set_have(0, None);
+        s.set_have(1, Some(Bitfield::from_flags(&[true, true, false, false])));
+        // The seed is asked for what only it has.
+        assert_eq!(s.next(0), Next::Piece(2));
+        assert_eq!(s.next(0), Next::Piece(3));
+        // The partial holder gives only its pieces.
+        assert_eq!(s.next(1), Next::Piece(0));
+        assert_eq!(s.next(1), Next::Piece(1));
+        assert_eq!(s.next(1), Next::Wait);
+        // A 416 takes the piece off its map; a dropped holder counts no more.
+        s.release(1, 1);
+        s.not_there(1, 1);
+        assert_eq!(s.next(1), Next::Wait);
+        s.holder_gone(0);
+        assert_eq!(s.state.lock().avail, vec![1, 0, 0, 0]);
+        assert!(s.is_complete_holder(0));
+        assert!(!s.is_complete_holder(1));
+    }
+
+    #[test]
+    fn random_rotations_differ_between_downloads() {
+        let offsets: std::collections::HashSet<usize> =
+            (0..16).map(|_| random_offset(1000)).collect();
+        assert!(offsets.len() > 1);
     }
 
     /// Pretends piece `i` has been in flight for a long time.
@@ -249,7 +399,7 @@ mod tests {
 
     #[test]
     fn endgame_waits_before_asking_a_second_copy() {
-        let s = Scheduler::new(&[false], 0, 2);
+        let s = Scheduler::with_offset(&[false], 0, 2, 0);
         assert_eq!(s.next(0), Next::Piece(0));
         assert_eq!(s.next(1), Next::Wait);
         age(&s, 0);
@@ -258,7 +408,7 @@ mod tests {
 
     #[test]
     fn endgame_duplicates_across_holders_and_first_copy_wins() {
-        let s = Scheduler::new(&[false], 0, 2);
+        let s = Scheduler::with_offset(&[false], 0, 2, 0);
         assert_eq!(s.next(0), Next::Piece(0));
         age(&s, 0);
         // Same holder gets no duplicate; another holder does.
@@ -280,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_released_duplicate_does_not_requeue_while_another_fetches() {
-        let s = Scheduler::new(&[false, false], 0, 2);
+        let s = Scheduler::with_offset(&[false, false], 0, 2, 0);
         assert_eq!(s.next(0), Next::Piece(0));
         assert_eq!(s.next(0), Next::Piece(1));
         age(&s, 0);

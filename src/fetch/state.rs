@@ -1,7 +1,9 @@
 //! The resume state: `<final>.part.state`, JSON with the sha1, size, piece
 //! size, piece hashes and a bitmap of the pieces verified and written to
 //! the `.part`. Written atomically (temp file + rename) at most every
-//! 250 ms while pieces verify, and at exit.
+//! `state_interval` (100 ms) while pieces verify, and at exit. A peer
+//! sharing the directory reads it to serve the verified pieces meanwhile
+//! (`crate::partial`).
 //!
 //! The state is a hint, never trusted alone: on restart every piece it
 //! marks verified is hashed again from the `.part` ([`salvage`]) and kept

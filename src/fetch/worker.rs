@@ -12,7 +12,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
@@ -20,7 +20,7 @@ use super::client::{self, ClientError, PeerConn};
 use super::round::Round;
 use super::scheduler::Next;
 use super::FetchError;
-use crate::protocol::FILES_PATH;
+use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
 use crate::Sha1Digest;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -29,6 +29,12 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// Consecutive `503` (busy) answers a worker waits out before counting
 /// one as a failure of the holder.
 const MAX_BUSY_WAITS: u32 = 30;
+/// How often a partial holder's piece bitmap is asked again while it has
+/// nothing this download needs.
+const HAVE_POLL: Duration = Duration::from_millis(100);
+/// Pieces a holder may claim and then not serve (`416`) before it is
+/// dropped as lying.
+const MAX_NOT_THERE: u32 = 8;
 
 /// Why one piece was not delivered.
 enum Fail {
@@ -40,6 +46,8 @@ enum Fail {
     Bad(String),
     /// The transfer failed.
     Io(String),
+    /// `416`: the (partial) holder does not have this piece.
+    NotThere,
 }
 
 /// A connection with its registration in the round's socket table.
@@ -59,36 +67,71 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
     };
     let mut conn: Option<Conn> = None;
     let mut buf = Vec::new();
-    let mut busy_waits = 0u32;
+    let mut not_there = 0u32;
+    // Every holder is asked its bitmap first; only partial ones again.
+    let mut last_poll: Option<Instant> = None;
     loop {
         if round.stopping() || round.slots.lock()[slot].dropped.is_some() {
             break;
         }
-        let i = match round.sched.next(slot) {
-            Next::Stop => break,
-            Next::Wait => {
-                round.sched.wait(IDLE_WAIT);
-                continue;
-            }
-            Next::Piece(i) => i,
+        let poll_due = match last_poll {
+            None => true,
+            Some(t) => !round.sched.is_complete_holder(slot) && t.elapsed() >= HAVE_POLL,
         };
-        let mut result = fetch_piece(round, &mut conn, &addrs, i, &mut buf);
-        if matches!(result, Err(Fail::Busy)) {
-            busy_waits += 1;
-            if busy_waits > MAX_BUSY_WAITS {
-                result = Err(Fail::Io(format!("busy (503) {busy_waits} times in a row")));
-                busy_waits = 0;
+        let step = if poll_due {
+            last_poll = Some(Instant::now());
+            match fetch_have(round, &mut conn, &addrs) {
+                Ok(have) => {
+                    round.sched.set_have(slot, have);
+                    continue;
+                }
+                Err(fail) => Err(fail),
             }
         } else {
-            busy_waits = 0;
+            match round.sched.next(slot) {
+                Next::Stop => break,
+                Next::Wait => {
+                    round.sched.wait(IDLE_WAIT);
+                    continue;
+                }
+                Next::Piece(i) => Ok(i),
+            }
+        };
+        // A failed bitmap request is handled as a failed piece without a piece.
+        let (i, mut result) = match step {
+            Ok(i) => (Some(i), fetch_piece(round, &mut conn, &addrs, i, &mut buf)),
+            Err(fail) => (None, Err(fail)),
+        };
+        let release = |round: &Round<'_>| {
+            if let Some(i) = i {
+                round.sched.release(i, slot);
+            }
+        };
+        {
+            // Consecutive `503`s are counted on the holder (workers come
+            // and go); past `MAX_BUSY_WAITS` one counts as a failure.
+            let mut slots = round.slots.lock();
+            let s = &mut slots[slot];
+            if matches!(result, Err(Fail::Busy)) {
+                s.busy += 1;
+                if s.busy > MAX_BUSY_WAITS {
+                    result = Err(Fail::Io(format!("busy (503) {} times in a row", s.busy)));
+                    s.busy = 0;
+                }
+            } else {
+                s.busy = 0;
+            }
         }
         match result {
             Err(Fail::Busy) => {
-                round.sched.release(i, slot);
-                close(round, &mut conn);
-                round.sleep(client::BUSY_RETRY);
+                // Give the worker back so another holder can use it; this
+                // one is asked again after `BUSY_RETRY` (see `round::fill`).
+                release(round);
+                round.slots.lock()[slot].retry_at = Some(Instant::now() + client::BUSY_RETRY);
+                break;
             }
             Ok(len) => {
+                let Some(i) = i else { continue };
                 if round.sched.claim(i) {
                     let (start, _) = round.piece_range(i);
                     if let Err(source) = round.part.write_all_at(&buf[..len], start) {
@@ -104,23 +147,46 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                 }
             }
             Err(Fail::Abandoned) => {
-                round.sched.release(i, slot);
+                release(round);
                 close(round, &mut conn);
             }
-            Err(Fail::Bad(reason)) => {
-                round.sched.release(i, slot);
-                round.retried.fetch_add(1, Ordering::Relaxed);
-                log::warn!("dropping peer {holder} for this download: {reason}");
-                let mut slots = round.slots.lock();
-                let s = &mut slots[slot];
-                if s.dropped.is_none() {
-                    s.dropped = Some(reason);
-                    s.bad = true;
+            Err(Fail::NotThere) if round.sched.is_complete_holder(slot) => {
+                release(round);
+                let piece = i.map_or(0, |i| i);
+                drop_bad(
+                    round,
+                    slot,
+                    &holder,
+                    format!("it claims the whole file but refused piece {piece} (416): not the size it announced"),
+                );
+                break;
+            }
+            Err(Fail::NotThere) => {
+                release(round);
+                not_there += 1;
+                if let Some(i) = i {
+                    round.sched.not_there(slot, i);
                 }
+                if not_there > MAX_NOT_THERE {
+                    drop_bad(
+                        round,
+                        slot,
+                        &holder,
+                        format!("it claimed {not_there} pieces it then refused to serve (416)"),
+                    );
+                    break;
+                }
+                // Its bitmap is stale: ask again before the next piece.
+                last_poll = last_poll.map(|t| t.checked_sub(HAVE_POLL).unwrap_or(t));
+            }
+            Err(Fail::Bad(reason)) => {
+                release(round);
+                round.retried.fetch_add(1, Ordering::Relaxed);
+                drop_bad(round, slot, &holder, reason);
                 break;
             }
             Err(Fail::Io(reason)) => {
-                round.sched.release(i, slot);
+                release(round);
                 round.retried.fetch_add(1, Ordering::Relaxed);
                 close(round, &mut conn);
                 let failures = {
@@ -133,9 +199,12 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                             s.failures
                         );
                         s.dropped = Some(reason);
-                    } else {
-                        log::info!("peer {holder}: piece {i} failed, retrying elsewhere: {reason}");
+                        drop(slots);
+                        round.sched.holder_gone(slot);
+                        break;
                     }
+                    let piece = i.map_or("its piece bitmap".to_string(), |i| format!("piece {i}"));
+                    log::info!("peer {holder}: {piece} failed, retrying elsewhere: {reason}");
                     s.failures
                 };
                 let backoff = BACKOFF_MIN
@@ -148,6 +217,20 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
     close(round, &mut conn);
     round.slots.lock()[slot].workers -= 1;
     round.sched.wake_all();
+}
+
+/// Drops `slot`'s holder for this download as a source of bad data.
+fn drop_bad(round: &Round<'_>, slot: usize, holder: &str, reason: String) {
+    log::warn!("dropping peer {holder} for this download: {reason}");
+    {
+        let mut slots = round.slots.lock();
+        let s = &mut slots[slot];
+        if s.dropped.is_none() {
+            s.dropped = Some(reason);
+            s.bad = true;
+        }
+    }
+    round.sched.holder_gone(slot);
 }
 
 fn close(round: &Round<'_>, conn: &mut Option<Conn>) {
@@ -168,27 +251,7 @@ fn fetch_piece(
     let size = round.list.size;
     let path = format!("{FILES_PATH}/{}", round.list.sha1);
     let range = (start, start + len as u64 - 1);
-    let mut attempt = 0;
-    let head = loop {
-        attempt += 1;
-        if conn.as_ref().is_none_or(|c| !c.conn.is_reusable()) {
-            close(round, conn);
-            let c = client::connect(addrs, round.timeouts).map_err(|e| Fail::Io(e.to_string()))?;
-            let socket = round.register(&c);
-            *conn = Some(Conn { conn: c, socket });
-        }
-        let Some(c) = conn.as_mut() else {
-            return Err(Fail::Io("bug: no connection".into()));
-        };
-        let reused = c.conn.requests() > 0;
-        match c.conn.get(&path, Some(range)) {
-            Ok(head) => break head,
-            Err(e) if reused && attempt == 1 && e.is_stale_connection() => {
-                close(round, conn);
-            }
-            Err(e) => return Err(io_fail(round, e)),
-        }
-    };
+    let head = request(round, conn, addrs, &path, Some(range))?;
     match head.status {
         206 => match head.content_range {
             Some((a, b, total)) if total != size => {
@@ -206,6 +269,16 @@ fn fetch_piece(
         },
         200 if start == 0 && len as u64 == size => {}
         503 => return Err(Fail::Busy),
+        416 => {
+            // A partial holder without this piece: read the short reason.
+            if let Some(c) = conn.as_mut() {
+                let _ = c
+                    .conn
+                    .read_body_to_vec(&head, 4096, Instant::now(), round.timeouts.io);
+                c.conn.finish(&head);
+            }
+            return Err(Fail::NotThere);
+        }
         status => return Err(Fail::Io(format!("status {status} for piece {i}"))),
     }
     match head.content_length {
@@ -260,6 +333,75 @@ fn fetch_piece(
         )));
     }
     Ok(len)
+}
+
+/// Sends `GET path` on the worker's connection, opening it (or a new one
+/// when the kept-alive one turned out stale) as needed.
+fn request(
+    round: &Round<'_>,
+    conn: &mut Option<Conn>,
+    addrs: &[String],
+    path: &str,
+    range: Option<(u64, u64)>,
+) -> Result<client::Head, Fail> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        if conn.as_ref().is_none_or(|c| !c.conn.is_reusable()) {
+            close(round, conn);
+            let c = client::connect(addrs, round.timeouts).map_err(|e| Fail::Io(e.to_string()))?;
+            let socket = round.register(&c);
+            *conn = Some(Conn { conn: c, socket });
+        }
+        let Some(c) = conn.as_mut() else {
+            return Err(Fail::Io("bug: no connection".into()));
+        };
+        let reused = c.conn.requests() > 0;
+        match c.conn.get(path, range) {
+            Ok(head) => return Ok(head),
+            Err(e) if reused && attempt == 1 && e.is_stale_connection() => {
+                close(round, conn);
+            }
+            Err(e) => return Err(io_fail(round, e)),
+        }
+    }
+}
+
+/// Asks the holder which pieces it has: `Some` bitmap (full for a complete
+/// holder), `None` if it does not know the route (an older peer: assumed
+/// complete, its range answers tell).
+fn fetch_have(
+    round: &Round<'_>,
+    conn: &mut Option<Conn>,
+    addrs: &[String],
+) -> Result<Option<Bitfield>, Fail> {
+    let path = format!("{FILES_PATH}/{}/{HAVE_SEGMENT}", round.list.sha1);
+    let head = request(round, conn, addrs, &path, None)?;
+    let n = round.list.pieces.len();
+    let Some(c) = conn.as_mut() else {
+        return Err(Fail::Io("bug: no connection".into()));
+    };
+    let body = c
+        .conn
+        .read_body_to_vec(
+            &head,
+            (n.div_ceil(8) + 4096) as u64,
+            Instant::now(),
+            round.timeouts.io,
+        )
+        .map_err(|e| io_fail(round, e))?;
+    c.conn.finish(&head);
+    match head.status {
+        200 => Bitfield::from_bytes(&body, n).map(Some).ok_or_else(|| {
+            Fail::Bad(format!(
+                "its piece bitmap has {} bytes for {n} pieces",
+                body.len()
+            ))
+        }),
+        404 => Ok(None),
+        503 => Err(Fail::Busy),
+        status => Err(Fail::Io(format!("status {status} for its piece bitmap"))),
+    }
 }
 
 /// An I/O failure, or an abandon when the round is ending (its sockets are

@@ -9,7 +9,7 @@
 use super::request::Method;
 use super::response::Status;
 use crate::digest::ParseDigestError;
-use crate::protocol::{FILES_PATH, HEALTH_PATH};
+use crate::protocol::{FILES_PATH, HAVE_SEGMENT, HEALTH_PATH};
 use crate::Sha1Digest;
 
 /// The `Allow` value of a `405`.
@@ -29,6 +29,8 @@ pub enum Route {
     File(Sha1Digest),
     /// `/v1/files/<sha1>/pieces`.
     Pieces(Sha1Digest),
+    /// `/v1/files/<sha1>/have`.
+    Have(Sha1Digest),
 }
 
 /// Why a request matches no route.
@@ -36,7 +38,7 @@ pub enum Route {
 pub enum RouteError {
     /// No such path.
     #[error(
-        "no such path: expected /v1/health, /v1/files, /v1/files/<sha1> or /v1/files/<sha1>/pieces"
+        "no such path: expected /v1/health, /v1/files, /v1/files/<sha1>, /v1/files/<sha1>/pieces or /v1/files/<sha1>/have"
     )]
     NotFound,
     /// A file route with something other than 40 hex digits.
@@ -103,6 +105,7 @@ fn match_path(path: &str) -> Result<Route, RouteError> {
     match rest.split_once('/') {
         None => Ok(Route::File(rest.parse()?)),
         Some((id, PIECES_SEGMENT)) => Ok(Route::Pieces(id.parse()?)),
+        Some((id, HAVE_SEGMENT)) => Ok(Route::Have(id.parse()?)),
         Some(_) => Err(RouteError::NotFound),
     }
 }
@@ -145,6 +148,11 @@ mod tests {
             "GET",
             &format!("/v1/files/{SHA}/pieces"),
             Ok(Route::Pieces(sha())),
+        );
+        check(
+            "GET",
+            &format!("/v1/files/{SHA}/have"),
+            Ok(Route::Have(sha())),
         );
         check(
             "GET",

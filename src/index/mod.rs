@@ -73,6 +73,10 @@ pub struct IndexOptions {
     pub include_hidden: bool,
     /// Hashing threads; 0: one per core, at least 2 (default 0).
     pub hash_threads: usize,
+    /// When live: the absolute path of every `*.part.state` file that a
+    /// file-system event names is sent here (never blocking; dropped when
+    /// full). The index itself never lists downloads in progress.
+    pub partial_events: Option<crossbeam_channel::Sender<PathBuf>>,
 }
 
 impl IndexOptions {
@@ -88,6 +92,7 @@ impl IndexOptions {
             debounce: Duration::from_millis(100),
             include_hidden: false,
             hash_threads: 0,
+            partial_events: None,
         }
     }
 }

@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use super::cache::{self, CacheRecord};
 use super::entry::{FileStat, Hashed};
 use super::hasher;
 use super::store::{Delta, Store};
-use super::walk::{Kind, WalkRules};
+use super::walk::{Kind, WalkRules, PART_STATE_SUFFIX};
 use super::{IndexOptions, Shared};
 
 /// Messages from the handle.
@@ -404,6 +405,16 @@ impl Worker {
         if let EventKind::Access(a) = ev.kind {
             if a != AccessKind::Close(AccessMode::Write) {
                 return;
+            }
+        }
+        if let Some(tx) = &self.opts.partial_events {
+            for p in &ev.paths {
+                if p.as_os_str()
+                    .as_bytes()
+                    .ends_with(PART_STATE_SUFFIX.as_bytes())
+                {
+                    let _ = tx.try_send(p.clone());
+                }
             }
         }
         for p in ev.paths {

@@ -12,6 +12,7 @@ use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
 use crate::http::response::content_disposition;
 use crate::http::route::{self, Route, ALLOW};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
+use crate::protocol::PIECES_HEADER;
 use crate::Sha1Digest;
 
 const CONTENT_TYPE_JSON: &str = "application/json";
@@ -106,6 +107,16 @@ pub(crate) fn handle(request: &RequestHead, source: &dyn FileSource) -> Response
             Some(pieces) => Response::json(&pieces, None),
             None => not_served(&sha1),
         },
+        Route::Have(sha1) => match source.have(&sha1) {
+            Some(have) => Response::bytes(
+                ResponseHead::new(Status::OK)
+                    .header("Content-Type", CONTENT_TYPE_BYTES)
+                    .header("Cache-Control", "no-store")
+                    .header(PIECES_HEADER, have.len().to_string()),
+                have.as_bytes().to_vec(),
+            ),
+            None => not_served(&sha1),
+        },
         Route::File(sha1) => file(request, source, &sha1),
     }
 }
@@ -159,6 +170,25 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
             .header("Accept-Ranges", "bytes")
             .header("ETag", etag.clone())
     };
+    // A partial file: only ranges inside the pieces held.
+    let wanted = match &selection {
+        RangeSelection::Full => Some((0, size)),
+        RangeSelection::Partial(r) => Some((r.start, r.start + r.len())),
+        RangeSelection::Unsatisfiable => None,
+    };
+    if let (Some((start, end)), Some((have, piece_size))) = (wanted, &opened.held) {
+        if !have.covers(*piece_size, start, end) {
+            let mut response = Response::error(
+                Status::RANGE_NOT_SATISFIABLE,
+                "this peer holds only some pieces of this file: ask for a range inside them (see /have)",
+            );
+            response.head = response
+                .head
+                .header("Content-Range", unsatisfiable_content_range(size))
+                .header("Accept-Ranges", "bytes");
+            return response;
+        }
+    }
     let (head, start, len) = match selection {
         RangeSelection::Full => (head(Status::OK), 0, size),
         RangeSelection::Partial(r) => (

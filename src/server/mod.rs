@@ -36,7 +36,7 @@ pub use config::{
 pub use error::ServerError;
 pub use pool::Server;
 
-use crate::protocol::{FileList, Health, PieceList};
+use crate::protocol::{Bitfield, FileList, Health, PieceList};
 use crate::Sha1Digest;
 
 /// What the server serves.
@@ -47,6 +47,11 @@ pub trait FileSource: Send + Sync + 'static {
     fn file_list(&self) -> FileList;
     /// The piece hashes of a served file; `None` if it is not served.
     fn pieces(&self, sha1: &Sha1Digest) -> Option<PieceList>;
+    /// The pieces held of a served file (all of them unless the file is
+    /// still being downloaded); `None` if it is not served.
+    fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
+        self.pieces(sha1).map(|p| Bitfield::full(p.pieces.len()))
+    }
     /// Opens a file to send its bytes, after checking that it did not change
     /// on disk since it was indexed. `Ok(None)`: not served (unknown, or
     /// changed and dropped from the index).
@@ -64,4 +69,7 @@ pub struct OpenedFile {
     pub size: u64,
     /// The name to offer in `Content-Disposition`.
     pub name: String,
+    /// For a file still being downloaded: the pieces held and the piece
+    /// size. Only ranges inside held pieces are served. `None`: complete.
+    pub held: Option<(Bitfield, u64)>,
 }

@@ -125,21 +125,6 @@ fn thread_count(pid: u32) -> usize {
         .count()
 }
 
-/// The address a `serve` process is bound to, from its start-up log line
-/// (known without etcd).
-fn bound_addr(peer: &ServePeer) -> SocketAddr {
-    wait_for(Duration::from_secs(10), "the peer's bound address", || {
-        let log = peer.proc.log_text();
-        let line = log.lines().find(|l| l.contains(" sharing "))?;
-        let rest = line.split(" on ").nth(1)?;
-        rest.split_whitespace()
-            .next()?
-            .trim_end_matches(',')
-            .parse()
-            .ok()
-    })
-}
-
 /// One `GET` with `Connection: close`: status and body, `None` on any error.
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -243,7 +228,7 @@ fn serve_without_etcd_serves_a_client_that_knows_its_address() {
     let dataset = tempfile::tempdir().unwrap();
     let sha1 = random_file(&dataset.path().join("f.bin"), 300_000, 1);
     let peer = Serve::new(&ep).ttl(3).dataset(dataset.path()).start();
-    let addr = bound_addr(&peer);
+    let addr = peer.bound_addr();
     let (status, body) = wait_for(Duration::from_secs(10), "the file served", || {
         http_get(addr, &format!("/v1/files/{sha1}")).filter(|(s, _)| *s == 200)
     });
@@ -691,7 +676,7 @@ fn files_deleted_or_truncated_while_served_fail_over_and_the_index_follows() {
                 .start()
         })
         .collect();
-    let a_addr = bound_addr(&peers[0]);
+    let a_addr = peers[0].bound_addr();
     let state = dir.path().join("state");
     wait_files_lists(&ep, ns, &state, &gone, 2);
     wait_files_lists(&ep, ns, &state, &cut, 2);
@@ -790,7 +775,7 @@ fn serve_one_file(
         .dataset(&dataset)
         .state_dir(dir.join("serve-state"))
         .start();
-    let addr = bound_addr(&peer);
+    let addr = peer.bound_addr();
     wait_files_lists(&etcd.endpoint(), ns, &dir.join("probe-state"), &sha1, 1);
     (peer, addr, sha1)
 }

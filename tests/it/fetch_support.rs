@@ -171,6 +171,7 @@ impl FileSource for TestSource {
             file,
             size,
             name: f.name.clone(),
+            held: None,
         }))
     }
 

@@ -13,3 +13,4 @@ mod fixtures;
 mod index;
 mod peer;
 mod server;
+mod swarm;

@@ -157,7 +157,12 @@ impl FileSource for DirSource {
         };
         let file = fs::File::open(path)?;
         self.opens.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(OpenedFile { file, size, name }))
+        Ok(Some(OpenedFile {
+            file,
+            size,
+            name,
+            held: None,
+        }))
     }
 
     fn health(&self) -> Health {

@@ -106,6 +106,21 @@ impl Serve {
 }
 
 impl ServePeer {
+    /// The address the process is bound to, from its start-up log line
+    /// (known without etcd).
+    pub fn bound_addr(&self) -> std::net::SocketAddr {
+        wait_for(Duration::from_secs(10), "the peer's bound address", || {
+            let log = self.proc.log_text();
+            let line = log.lines().find(|l| l.contains(" sharing "))?;
+            line.split(" on ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+    }
+
     /// The peer id, once the process has written it to its state directory.
     pub fn id(&self) -> String {
         wait_for(Duration::from_secs(10), "peer id file", || {

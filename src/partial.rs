@@ -1,0 +1,376 @@
+//! Partial files: downloads in progress into this peer's dataset, served
+//! piece by piece while they run (the swarm).
+//!
+//! How the peer learns of them: a download writes `<name>.part` and keeps
+//! `<name>.part.state` beside it (sha1, size, piece hashes, and a bitmap of
+//! the pieces verified and written; rewritten by rename at most every
+//! `state_interval`, 100 ms by default). The index's file-system watch
+//! already sees every event in the dataset; it forwards the paths of
+//! `*.part.state` files here ([`IndexOptions::partial_events`]), and the
+//! `pbs-partials` thread reads the state again. A download started before
+//! the peer is found by one walk of the dataset at start. Nothing couples
+//! the two processes but those files, so `get`, the library and a killed
+//! `get` (whose verified pieces stay on disk) all work alike.
+//!
+//! Trust: the state is written by a download on this machine, which
+//! verified every piece it marks; remote downloaders verify every piece
+//! again anyway. The `.part` is opened without following symlinks.
+//!
+//! When the state disappears because the download finished (renamed into
+//! place), the finished file is served as a complete partial until the
+//! index has hashed it, so remote downloaders see no gap.
+//!
+//! [`IndexOptions::partial_events`]: crate::index::IndexOptions::partial_events
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::RwLock;
+
+use crate::fetch::state::ResumeState;
+use crate::index::{PART_STATE_SUFFIX, PART_SUFFIX};
+use crate::protocol::{piece_count, Bitfield, PieceList};
+use crate::server::OpenedFile;
+use crate::Sha1Digest;
+
+/// Largest `.part.state` read (about 700,000 pieces).
+const MAX_STATE_BYTES: u64 = 32 * 1024 * 1024;
+/// Most partial files tracked at once.
+const MAX_PARTIALS: usize = 1024;
+
+/// One download in progress (or just finished) in the dataset.
+#[derive(Debug, Clone)]
+struct Partial {
+    /// The `.part.state` it was read from.
+    state_path: PathBuf,
+    /// Where the bytes are: the `.part`, or the final file once renamed.
+    data_path: PathBuf,
+    list: PieceList,
+    have: Bitfield,
+}
+
+/// The partial files of a dataset, by sha1.
+#[derive(Debug, Default)]
+pub struct Partials {
+    map: RwLock<HashMap<Sha1Digest, Partial>>,
+}
+
+impl Partials {
+    /// An empty registry.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Partials::default())
+    }
+
+    /// The piece list of a partial file.
+    pub fn pieces(&self, sha1: &Sha1Digest) -> Option<PieceList> {
+        self.map.read().get(sha1).map(|p| p.list.clone())
+    }
+
+    /// The pieces held of a partial file.
+    pub fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
+        self.map.read().get(sha1).map(|p| p.have.clone())
+    }
+
+    /// Number of partial files tracked.
+    pub fn len(&self) -> usize {
+        self.map.read().len()
+    }
+
+    /// True if none is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Opens a partial file for serving the pieces it holds.
+    pub fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {
+        let Some(p) = self.map.read().get(sha1).cloned() else {
+            return Ok(None);
+        };
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&p.data_path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.forget(&p.state_path);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        // Held pieces must be on disk: a `.part` shorter than they claim
+        // (truncated behind the download's back) is not served.
+        let on_disk = file.metadata()?.len();
+        let needed = (0..p.have.len())
+            .filter(|&i| p.have.get(i))
+            .map(|i| ((i as u64 + 1) * p.list.piece_size).min(p.list.size))
+            .max()
+            .unwrap_or(0);
+        if on_disk < needed {
+            return Ok(None);
+        }
+        let name = final_path(&p.state_path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| sha1.to_hex());
+        Ok(Some(OpenedFile {
+            file,
+            size: p.list.size,
+            name,
+            held: Some((p.have, p.list.piece_size)),
+        }))
+    }
+
+    /// Reads `state_path` again: adds, updates or removes its entry.
+    pub fn refresh(&self, state_path: &Path) {
+        match read_state(state_path) {
+            Ok(state) => self.insert(state_path, state),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.finished(state_path),
+            Err(e) => {
+                log::debug!("partial {}: {e}", state_path.display());
+                self.forget(state_path);
+            }
+        }
+    }
+
+    /// Drops entries for files the index now serves as complete.
+    pub fn retain_unindexed(&self, indexed: impl Fn(&Sha1Digest) -> bool) {
+        let mut map = self.map.write();
+        map.retain(|sha1, p| {
+            // Still downloading: keep even if another copy got indexed.
+            p.data_path
+                .as_os_str()
+                .as_bytes()
+                .ends_with(PART_SUFFIX.as_bytes())
+                || !indexed(sha1)
+        });
+    }
+
+    fn insert(&self, state_path: &Path, state: ResumeState) {
+        let consistent = state.piece_size > 0
+            && piece_count(state.size, state.piece_size) == state.pieces.len() as u64;
+        if !consistent {
+            self.forget(state_path);
+            return;
+        }
+        let have = Bitfield::from_flags(&state.verified_flags());
+        let list = PieceList {
+            sha1: state.sha1,
+            size: state.size,
+            piece_size: state.piece_size,
+            pieces: state.pieces,
+        };
+        let mut map = self.map.write();
+        if map.len() >= MAX_PARTIALS && !map.contains_key(&list.sha1) {
+            return;
+        }
+        map.retain(|sha1, p| p.state_path != state_path || *sha1 == list.sha1);
+        map.insert(
+            list.sha1,
+            Partial {
+                state_path: state_path.to_path_buf(),
+                data_path: part_of(state_path),
+                list,
+                have,
+            },
+        );
+    }
+
+    /// The state is gone: if the final file is in place with the right
+    /// size, serve it whole until the index has it; else forget it.
+    fn finished(&self, state_path: &Path) {
+        let done = final_path(state_path);
+        let mut map = self.map.write();
+        let Some(sha1) = map
+            .iter()
+            .find(|(_, p)| p.state_path == state_path)
+            .map(|(s, _)| *s)
+        else {
+            return;
+        };
+        let complete = std::fs::symlink_metadata(&done)
+            .ok()
+            .filter(|m| m.is_file())
+            .zip(map.get(&sha1))
+            .is_some_and(|(m, p)| m.len() == p.list.size && p.have.is_full());
+        if complete {
+            if let Some(p) = map.get_mut(&sha1) {
+                p.data_path = done;
+            }
+        } else {
+            map.remove(&sha1);
+        }
+    }
+
+    fn forget(&self, state_path: &Path) {
+        self.map.write().retain(|_, p| p.state_path != state_path);
+    }
+}
+
+/// `x.part.state` -> `x.part`.
+fn part_of(state_path: &Path) -> PathBuf {
+    let s = state_path.as_os_str().as_bytes();
+    let cut = s
+        .len()
+        .saturating_sub(PART_STATE_SUFFIX.len() - PART_SUFFIX.len());
+    PathBuf::from(OsStr::from_bytes(&s[..cut]))
+}
+
+/// `x.part.state` -> `x`.
+fn final_path(state_path: &Path) -> PathBuf {
+    let s = state_path.as_os_str().as_bytes();
+    let cut = s.len().saturating_sub(PART_STATE_SUFFIX.len());
+    PathBuf::from(OsStr::from_bytes(&s[..cut]))
+}
+
+/// Reads a state file (no symlinks, at most [`MAX_STATE_BYTES`]).
+fn read_state(path: &Path) -> std::io::Result<ResumeState> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    File::take(file, MAX_STATE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Err(std::io::Error::other("state file too large"));
+    }
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
+
+/// Every `*.part.state` under `root` (no symlinks followed), at most
+/// [`MAX_PARTIALS`].
+pub fn find_states(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(kind) = e.file_type() else { continue };
+            let path = e.path();
+            if kind.is_dir() {
+                dirs.push(path);
+            } else if kind.is_file()
+                && path
+                    .as_os_str()
+                    .as_bytes()
+                    .ends_with(PART_STATE_SUFFIX.as_bytes())
+            {
+                out.push(path);
+                if out.len() >= MAX_PARTIALS {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `pbs-partials` thread body: reads the states found at start, then
+/// each one the index's watch names, until `stop` says so or closes.
+pub(crate) fn run(
+    partials: &Partials,
+    root: &Path,
+    events: &Receiver<PathBuf>,
+    stop: &Receiver<()>,
+    indexed: &dyn Fn(&Sha1Digest) -> bool,
+) {
+    for path in find_states(root) {
+        partials.refresh(&path);
+    }
+    loop {
+        if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
+            return;
+        }
+        match events.recv_timeout(Duration::from_millis(200)) {
+            Ok(path) => {
+                partials.refresh(&path);
+                // Coalesce a burst: each path once.
+                let mut more: Vec<PathBuf> = events.try_iter().take(4096).collect();
+                more.sort();
+                more.dedup();
+                more.retain(|p| *p != path);
+                for p in more {
+                    partials.refresh(&p);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if !partials.is_empty() {
+            partials.retain_unindexed(indexed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(sha: Sha1Digest, verified: &[bool], size: u64, piece: u64) -> ResumeState {
+        let n = piece_count(size, piece) as usize;
+        let list = PieceList {
+            sha1: sha,
+            size,
+            piece_size: piece,
+            pieces: vec![sha; n],
+        };
+        ResumeState::new(&list, verified)
+    }
+
+    #[test]
+    fn a_state_file_makes_a_partial_whose_pieces_grow_then_it_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha: Sha1Digest = "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap();
+        let st = dir.path().join("f.part.state");
+        std::fs::write(dir.path().join("f.part"), vec![7u8; 10]).unwrap();
+        let p = Partials::new();
+        state(sha, &[true, false, false], 10, 4).save(&st).unwrap();
+        p.refresh(&st);
+        assert_eq!(p.have(&sha).unwrap().count(), 1);
+        assert_eq!(p.pieces(&sha).unwrap().size, 10);
+        let opened = p.open(&sha).unwrap().unwrap();
+        assert_eq!(opened.name, "f");
+        assert!(opened.held.is_some());
+        state(sha, &[true, true, true], 10, 4).save(&st).unwrap();
+        p.refresh(&st);
+        assert!(p.have(&sha).unwrap().is_full());
+        // Finished: renamed into place, state removed.
+        std::fs::rename(dir.path().join("f.part"), dir.path().join("f")).unwrap();
+        std::fs::remove_file(&st).unwrap();
+        p.refresh(&st);
+        assert!(
+            p.open(&sha).unwrap().is_some(),
+            "served whole until indexed"
+        );
+        p.retain_unindexed(|s| *s == sha);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn garbage_states_and_symlinks_are_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = dir.path().join("g.part.state");
+        std::fs::write(&st, b"{not json").unwrap();
+        let p = Partials::new();
+        p.refresh(&st);
+        assert!(p.is_empty());
+        let outside = dir.path().join("outside.json");
+        let sha: Sha1Digest = "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap();
+        state(sha, &[true], 1, 4).save(&outside).unwrap();
+        let link = dir.path().join("l.part.state");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        p.refresh(&link);
+        assert!(p.is_empty());
+        assert_eq!(find_states(dir.path()), vec![st]);
+    }
+}

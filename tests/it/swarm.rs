@@ -1,0 +1,366 @@
+//! The swarm on loopback: hosts downloading into the dataset their own
+//! `serve` shares serve every verified piece meanwhile, and other
+//! downloads use them. Real `serve` and `get` processes, a real etcd.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use piratebay_sync::Sha1Digest;
+use serde_json::Value;
+
+use piratebay_sync::fetch::{self, DownloadOptions, Holder};
+
+use crate::fetch_support::*;
+use crate::support::*;
+
+/// Library-level options: short stall timeout, fast re-queries.
+fn opts(served: &Served, out: &Path) -> DownloadOptions {
+    let mut o = DownloadOptions::new(served.sha1(), out);
+    o.io_timeout = Duration::from_secs(1);
+    o.requery_interval = Duration::from_millis(300);
+    o
+}
+
+/// Piece size of the seed: small, so a few MiB make many pieces.
+const PIECE: u64 = 128 * 1024;
+
+fn http(url: &str, range: Option<(u64, u64)>) -> Option<(u16, Vec<u8>)> {
+    let mut req = ureq::get(url).config().http_status_as_error(false).build();
+    if let Some((a, b)) = range {
+        req = req.header("Range", &format!("bytes={a}-{b}"));
+    }
+    let resp = req.call().ok()?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .ok()?;
+    Some((status, body))
+}
+
+/// A `get` process writing its JSON summary to stdout.
+fn spawn_get(ep: &str, sha: &Sha1Digest, out: &Path, state: &Path, rate: &str) -> Child {
+    command()
+        .args(["get", &sha.to_hex(), "-o"])
+        .arg(out)
+        .args(["--json", "--max-rate", rate, "--etcd", ep, "--state-dir"])
+        .arg(state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("get starts")
+}
+
+fn summary_of(child: Child) -> Value {
+    let out = child.wait_with_output().expect("get runs");
+    assert!(
+        out.status.success(),
+        "get failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("get --json prints a summary")
+}
+
+/// A seed serving one random file of `size` bytes; returns it and the sha1.
+fn seed(ep: &str, dir: &Path, size: u64) -> (ServePeer, Sha1Digest) {
+    let data = dir.join("seed-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let sha = random_file(&data.join("big.bin"), size, 42);
+    let peer = Serve::new(ep)
+        .dataset(&data)
+        .arg("--piece-size", &PIECE.to_string())
+        .start();
+    wait_until(Duration::from_secs(20), "seed lists its file", || {
+        let out = cli(&["files", "--json", "--etcd", ep]);
+        stdout_text(&out).contains(&sha.to_hex())
+    });
+    (peer, sha)
+}
+
+fn addr_of(ep: &str, id: &str) -> String {
+    wait_for(Duration::from_secs(10), "peer listed", || {
+        let out = cli(&["list", "--json", "--etcd", ep]);
+        let peers: Vec<Value> = serde_json::from_str(&stdout_text(&out)).ok()?;
+        peers
+            .iter()
+            .find(|p| p["id"] == id)
+            .and_then(|p| p["addr"].as_str())
+            .map(str::to_string)
+    })
+}
+
+#[test]
+fn hosts_fetching_at_once_trade_verified_pieces_and_all_finish_correct() {
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let size = 48 * PIECE + 1000;
+    let (seed, sha) = seed(&ep, dir.path(), size);
+    let seed_id = seed.id();
+    // Four hosts: each a serve sharing the directory its get writes into.
+    let hosts: Vec<ServePeer> = (0..4).map(|_| Serve::new(&ep).start()).collect();
+    for h in &hosts {
+        let id = h.id();
+        wait_until(Duration::from_secs(10), "host registered", || {
+            stdout_text(&cli(&["list", "--etcd", &ep])).contains(&id)
+        });
+    }
+    // Paced so that the pieces are on the hosts for a while (3 s alone).
+    let rate = (size / 3).to_string();
+    let outs: Vec<PathBuf> = hosts.iter().map(|h| h.dataset.join("big.bin")).collect();
+    let gets: Vec<Child> = hosts
+        .iter()
+        .zip(&outs)
+        .map(|(h, out)| spawn_get(&ep, &sha, out, &h.state_dir.join("get"), &rate))
+        .collect();
+    let summaries: Vec<Value> = gets.into_iter().map(summary_of).collect();
+    let host_ids: Vec<String> = hosts.iter().map(ServePeer::id).collect();
+    let mut from_hosts = 0;
+    for (s, out) in summaries.iter().zip(&outs) {
+        assert_eq!(sha1_of_file(out), sha);
+        assert!(s["bad_peers"].as_array().unwrap().is_empty(), "{s}");
+        let used: Vec<&str> = s["peers_used"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        from_hosts += used
+            .iter()
+            .filter(|u| host_ids.iter().any(|h| h == *u))
+            .count();
+        assert!(used.contains(&seed_id.as_str()) || !used.is_empty(), "{s}");
+    }
+    assert!(
+        from_hosts >= 2,
+        "downloads should take pieces from other downloading hosts: {summaries:?}"
+    );
+    // Every host now serves the whole file from its dataset.
+    for h in &hosts {
+        let addr = addr_of(&ep, &h.id());
+        let (status, body) = wait_for(Duration::from_secs(10), "host serves the file", || {
+            http(&format!("http://{addr}/v1/files/{sha}"), None).filter(|(s, _)| *s == 200)
+        });
+        assert_eq!(status, 200);
+        assert_eq!(Sha1Digest::of(&body), sha);
+    }
+}
+
+#[test]
+fn a_killed_get_keeps_its_verified_pieces_shared_and_only_those() {
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let size = 40 * PIECE + 7;
+    let (seed, sha) = seed(&ep, dir.path(), size);
+    let host = Serve::new(&ep).start();
+    let addr = addr_of(&ep, &host.id());
+    let out = host.dataset.join("half.bin");
+    // 8 pieces a second: some are done, most are not, when it is killed.
+    let mut get = spawn_get(
+        &ep,
+        &sha,
+        &out,
+        &host.state_dir.join("get"),
+        &(8 * PIECE).to_string(),
+    );
+    let have_url = format!("http://{addr}/v1/files/{sha}/have");
+    let have = wait_for(Duration::from_secs(20), "host serves some pieces", || {
+        http(&have_url, None).filter(|(s, b)| *s == 200 && b.iter().any(|x| *x != 0))
+    })
+    .1;
+    get.kill().unwrap();
+    let _ = get.wait();
+    drop(seed);
+    // The bitmap may have grown before the kill: read it once more.
+    let (status, have) = http(&have_url, None).unwrap_or((0, have));
+    assert_eq!(status, 200);
+    let n = size.div_ceil(PIECE) as usize;
+    assert_eq!(have.len(), n.div_ceil(8));
+    let held: Vec<usize> = (0..n)
+        .filter(|i| have[i / 8] & (1 << (i % 8)) != 0)
+        .collect();
+    let missing: Vec<usize> = (0..n).filter(|i| !held.contains(i)).collect();
+    assert!(!held.is_empty() && !missing.is_empty(), "held {held:?}");
+    // The piece list is the seed's; a held piece is served and right...
+    let (status, list) = http(&format!("http://{addr}/v1/files/{sha}/pieces"), None).unwrap();
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_slice(&list).unwrap();
+    let i = held[0] as u64;
+    let (status, bytes) = http(
+        &format!("http://{addr}/v1/files/{sha}"),
+        Some((i * PIECE, (i + 1) * PIECE - 1)),
+    )
+    .unwrap();
+    assert_eq!(status, 206);
+    assert_eq!(
+        Sha1Digest::of(&bytes).to_hex(),
+        list["pieces"][i as usize].as_str().unwrap()
+    );
+    // ...a missing one, or the whole file, is not.
+    let j = missing[0] as u64;
+    let (status, _) = http(
+        &format!("http://{addr}/v1/files/{sha}"),
+        Some((j * PIECE, j * PIECE)),
+    )
+    .unwrap();
+    assert_eq!(status, 416);
+    let (status, _) = http(&format!("http://{addr}/v1/files/{sha}"), None).unwrap();
+    assert_eq!(status, 416);
+    // The catalog never lists the partial file.
+    let (_, catalog) = http(&format!("http://{addr}/v1/files"), None).unwrap();
+    assert!(!String::from_utf8_lossy(&catalog).contains(&sha.to_hex()));
+}
+
+/// Writes one HTTP response on a raw peer's connection.
+fn respond(s: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]) -> bool {
+    use std::io::Write;
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).is_ok() && s.write_all(body).is_ok()
+}
+
+/// A raw peer answering the honest piece list, and `rest` (given the
+/// request head) for everything else.
+fn raw_partial<F>(name: &str, served: &Served, rest: F) -> RawPeer
+where
+    F: Fn(&mut std::net::TcpStream, &str) -> bool + Clone + Send + 'static,
+{
+    let list = serde_json::to_vec(&served.pieces).unwrap();
+    RawPeer::start(name, move |mut s, stop| {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut buf = Vec::new();
+        while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
+            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let ok = if target.ends_with("/pieces") {
+                respond(
+                    &mut s,
+                    "200 OK",
+                    "Content-Type: application/json\r\n",
+                    &list,
+                )
+            } else {
+                rest(&mut s, &head)
+            };
+            if !ok {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn hostile_partial_holders_beside_an_honest_one_cannot_stop_the_download() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    random_file(&src, 12 * SMALL_PIECE + 3, 21);
+    let served = Served::honest(&src, SMALL_PIECE);
+    let n = served.pieces.pieces.len();
+    let full = vec![0xffu8; n.div_ceil(8)];
+    let mut full_bits = full.clone();
+    if n % 8 != 0 {
+        *full_bits.last_mut().unwrap() = (1u8 << (n % 8)) - 1;
+    }
+    let honest = TestPeer::start("honest", vec![served.clone()]);
+    // Claims every piece, serves none.
+    let bits = full_bits.clone();
+    let refuses = raw_partial("refuses", &served, move |s, t| {
+        if t.contains("/have ") {
+            respond(s, "200 OK", "", &bits)
+        } else {
+            respond(s, "416 Range Not Satisfiable", "", b"no\n")
+        }
+    });
+    // Claims every piece, serves garbage of the right length.
+    let bits = full_bits.clone();
+    let size = served.pieces.size;
+    let garbage = raw_partial("garbage", &served, move |s, t| {
+        if t.contains("/have ") {
+            return respond(s, "200 OK", "", &bits);
+        }
+        // The range asked, with bytes of the right length and wrong content.
+        let spec = t
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("range: bytes=")
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| format!("0-{}", size - 1));
+        let (a, b) = spec.split_once('-').unwrap();
+        let (a, b): (u64, u64) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+        let range = format!("Content-Range: bytes {a}-{b}/{size}\r\n");
+        respond(
+            s,
+            "206 Partial Content",
+            &range,
+            &vec![0x5a; (b - a + 1) as usize],
+        )
+    });
+    // A bitmap of the wrong length.
+    let bad_map = raw_partial("badmap", &served, move |s, _| {
+        respond(s, "200 OK", "", &[1, 2, 3, 4, 5, 6, 7])
+    });
+    let holders = vec![
+        refuses.holder("refuses"),
+        garbage.holder("garbage"),
+        bad_map.holder("badmap"),
+        honest.holder(),
+    ];
+    let out = dir.path().join("out");
+    let summary = fetch::download(&opts(&served, &out), &holders, None).unwrap();
+    assert_eq!(sha1_of_file(&out), served.sha1());
+    for liar in ["refuses", "garbage", "badmap"] {
+        assert!(
+            summary.bad_peers.iter().any(|b| b.starts_with(liar)),
+            "{liar} not named: {:?}",
+            summary.bad_peers
+        );
+    }
+    assert!(!summary.bad_peers.iter().any(|b| b.starts_with("honest")));
+}
+
+#[test]
+fn sybil_records_that_answer_503_or_stall_do_not_starve_the_honest_holders() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    random_file(&src, 16 * SMALL_PIECE, 22);
+    let served = Served::honest(&src, SMALL_PIECE);
+    let honest: Vec<TestPeer> = (0..2)
+        .map(|i| TestPeer::start(&format!("honest{i}"), vec![served.clone()]))
+        .collect();
+    let busy = raw_partial("busy", &served, |s, _| {
+        respond(
+            s,
+            "503 Service Unavailable",
+            "Retry-After: 1\r\n",
+            b"busy\n",
+        )
+    });
+    let staller = EvilPeer::start(Evil::Stall, &served);
+    for (sybil, count) in [(&busy, 8), (&staller, 16)] {
+        // Many records, ids sorting before the honest ones, one listener.
+        let mut holders: Vec<Holder> = (0..count)
+            .map(|k| sybil.holder(&format!("0sybil{k:02}")))
+            .collect();
+        holders.extend(honest.iter().map(TestPeer::holder));
+        let out = dir.path().join(format!("out{count}"));
+        let summary = fetch::download(&opts(&served, &out), &holders, None)
+            .unwrap_or_else(|e| panic!("{count} sybils: {e}"));
+        assert_eq!(sha1_of_file(&out), served.sha1());
+        assert!(
+            summary.peers_used.iter().all(|p| p.starts_with("honest")),
+            "{summary:?}"
+        );
+    }
+}
