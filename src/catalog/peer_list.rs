@@ -1,15 +1,15 @@
 //! One peer's `GET /v1/files`, with a connect timeout, a whole-request
-//! deadline (a busy peer's `503` is asked again within it) and a body size
-//! limit.
+//! deadline (a busy peer's `503` is asked again within it), a body size
+//! limit per peer and a reservation from the catalog's shared byte budget.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::budget::Budget;
 use crate::fetch::client::{self, ClientError, Timeouts};
 use crate::protocol::{FileList, FILES_PATH};
 
-/// Largest catalog body accepted from a peer: about 100,000 files. With
-/// `CatalogOptions::fan_out` peers asked at once this bounds what hostile
-/// peers streaming endless catalogs can make a client hold (8 x 16 MiB).
+/// Largest catalog body accepted from one peer: about 100,000 files. The
+/// total over all peers is bounded by `CatalogOptions::budget`.
 pub const MAX_CATALOG_BODY: u64 = 16 * 1024 * 1024;
 
 /// Why a peer's file list could not be read.
@@ -25,6 +25,96 @@ pub enum PeerListError {
     /// Not a file list.
     #[error("peer sent a bad file list: {0}")]
     Json(String),
+    /// The catalog's total byte budget is spent.
+    #[error("catalog budget spent: {need} more bytes would exceed the total of all peers' lists")]
+    Budget {
+        /// Bytes the answer needed.
+        need: u64,
+    },
+    /// The overall deadline for asking peers passed before this one was asked.
+    #[error("not asked: the deadline for asking peers passed")]
+    NotAsked,
+}
+
+/// Fetches a peer's file list before `deadline`, reserving its body from
+/// `budget` (a body that does not fit is refused, nothing is read). A list
+/// returned keeps its reservation; a failed request gives it back.
+pub(crate) fn fetch_budgeted(
+    addrs: &[String],
+    timeouts: Timeouts,
+    deadline: Instant,
+    budget: &Budget,
+) -> Result<FileList, PeerListError> {
+    let started = Instant::now();
+    let limit = deadline.saturating_duration_since(started);
+    let addr = addrs.join(",");
+    let addr = addr.as_str();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ClientError::Deadline {
+                addr: addr.to_string(),
+                limit,
+            }
+            .into());
+        }
+        let t = Timeouts {
+            connect: timeouts.connect.min(left),
+            io: timeouts.io.min(left),
+        };
+        let mut conn = client::connect(addrs, t)?;
+        let head = conn.get(FILES_PATH, None)?;
+        let reserved = match head.content_length {
+            Some(len) if len > MAX_CATALOG_BODY => {
+                return Err(ClientError::TooLarge {
+                    addr: addr.to_string(),
+                    limit: MAX_CATALOG_BODY,
+                }
+                .into())
+            }
+            Some(len) if budget.take(len) => len,
+            Some(len) => return Err(PeerListError::Budget { need: len }),
+            None => budget.take_up_to(MAX_CATALOG_BODY),
+        };
+        let body = match conn.read_body_to_vec(&head, reserved, started, limit) {
+            Ok(b) => b,
+            Err(ClientError::TooLarge { .. }) if reserved < MAX_CATALOG_BODY => {
+                budget.give_back(reserved);
+                return Err(PeerListError::Budget { need: reserved + 1 });
+            }
+            Err(e) => {
+                budget.give_back(reserved);
+                return Err(e.into());
+            }
+        };
+        let used = body.len() as u64;
+        budget.give_back(reserved - used.min(reserved));
+        if head.status == 503 && Instant::now() + client::BUSY_RETRY < deadline {
+            budget.give_back(used);
+            log::debug!("peer {addr} busy (503) for {FILES_PATH}; asking again");
+            std::thread::sleep(client::BUSY_RETRY);
+            continue;
+        }
+        let parsed = if head.status != 200 {
+            Err(PeerListError::Status(head.status))
+        } else {
+            serde_json::from_slice(&body).map_err(|e| PeerListError::Json(e.to_string()))
+        };
+        // Parsed entries cost at least `ENTRY_COST` each (many tiny entries
+        // take far more memory than their JSON).
+        let parsed = parsed.and_then(|list: FileList| {
+            let extra = super::cache::list_bytes(&list.files).saturating_sub(used);
+            if budget.take(extra) {
+                Ok(list)
+            } else {
+                Err(PeerListError::Budget { need: used + extra })
+            }
+        });
+        if parsed.is_err() {
+            budget.give_back(used);
+        }
+        return parsed;
+    }
 }
 
 /// Fetches a peer's file list.

@@ -40,7 +40,7 @@ pub fn load_or_create_peer_id(state_dir: &Path) -> Result<String, DiscoveryError
     Ok(id)
 }
 
-fn is_valid_id(id: &str) -> bool {
+pub(crate) fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id

@@ -27,7 +27,13 @@ use crate::support::*;
 // ---------------------------------------------------------------------------
 
 /// `<cmd> --etcd EP --namespace NS --state-dir DIR <extra>`.
-fn client_args(cmd: &str, ep: &str, ns: &str, state: &Path, extra: &[&str]) -> Vec<String> {
+pub(crate) fn client_args(
+    cmd: &str,
+    ep: &str,
+    ns: &str,
+    state: &Path,
+    extra: &[&str],
+) -> Vec<String> {
     let mut v: Vec<String> = vec![
         cmd.into(),
         "--etcd".into(),
@@ -45,7 +51,7 @@ fn client_args(cmd: &str, ep: &str, ns: &str, state: &Path, extra: &[&str]) -> V
 /// resident set size in KiB (from `wait4`, exact for this one child).
 #[track_caller]
 #[allow(clippy::zombie_processes)] // reaped by wait4 below, which clippy does not see
-fn run_measured(args: &[String], timeout: Duration) -> (Output, u64) {
+pub(crate) fn run_measured(args: &[String], timeout: Duration) -> (Output, u64) {
     let mut child = command()
         .args(args)
         .stdin(Stdio::null())

@@ -10,6 +10,7 @@ mod fetch;
 mod fetch_cli;
 mod fetch_support;
 mod fixtures;
+mod hostile_lan;
 mod index;
 mod peer;
 mod server;
