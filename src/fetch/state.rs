@@ -33,6 +33,10 @@ pub struct ResumeState {
     pub pieces: Vec<Sha1Digest>,
     /// Verified pieces: hex of a bitset, bit `i` of byte `i / 8` (LSB first).
     pub verified: String,
+    /// A random id of the download writing it: a peer serving the `.part`
+    /// meanwhile reports it, so the download knows that peer is itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<String>,
 }
 
 impl ResumeState {
@@ -44,7 +48,14 @@ impl ResumeState {
             piece_size: list.piece_size,
             pieces: list.pieces.clone(),
             verified: encode_bitmap(done),
+            download: None,
         }
+    }
+
+    /// The same state, naming the download that writes it.
+    pub fn with_download(mut self, id: &str) -> Self {
+        self.download = Some(id.to_string());
+        self
     }
 
     /// Reads a state file; `None` (with a warning) if it is missing,

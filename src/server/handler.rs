@@ -1,8 +1,16 @@
 //! What to answer: a parsed request in, a [`Response`] out (a head and a
 //! body to send). Asks the [`FileSource`] and nothing else; the connection
 //! module does the socket I/O.
+//!
+//! Catalog responses in flight share one serialized body per index
+//! generation ([`CatalogCache`]): connections sending it, however slowly,
+//! hold the same bytes, so slow catalog readers do not multiply the peer's
+//! memory.
 
 use std::fs::File;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use serde::Serialize;
 
@@ -12,7 +20,7 @@ use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
 use crate::http::response::content_disposition;
 use crate::http::route::{self, Route, ALLOW};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
-use crate::protocol::PIECES_HEADER;
+use crate::protocol::{DOWNLOAD_ID_HEADER, PIECES_HEADER};
 use crate::Sha1Digest;
 
 const CONTENT_TYPE_JSON: &str = "application/json";
@@ -26,6 +34,8 @@ pub(crate) enum Body {
     Empty,
     /// A small body built in memory (JSON, error reasons).
     Bytes(Vec<u8>),
+    /// A body shared between responses (the catalog).
+    Shared(Arc<[u8]>),
     /// `len` bytes of `file` from `start`, sent zero-copy.
     File {
         /// The open file.
@@ -63,16 +73,12 @@ impl Response {
         }
     }
 
-    fn json(value: &impl Serialize, etag: Option<String>) -> Self {
+    fn json(value: &impl Serialize) -> Self {
         match serde_json::to_vec(value) {
-            Ok(body) => {
-                let mut head =
-                    ResponseHead::new(Status::OK).header("Content-Type", CONTENT_TYPE_JSON);
-                if let Some(etag) = etag {
-                    head = head.header("ETag", etag);
-                }
-                Self::bytes(head, body)
-            }
+            Ok(body) => Self::bytes(
+                ResponseHead::new(Status::OK).header("Content-Type", CONTENT_TYPE_JSON),
+                body,
+            ),
             Err(e) => {
                 log::error!("bug: cannot encode a json body: {e}");
                 Self::error(Status::INTERNAL_SERVER_ERROR, "cannot encode the answer")
@@ -88,8 +94,52 @@ impl Response {
     }
 }
 
+/// The serialized catalog of the latest generation, while some response
+/// still sends it.
+///
+/// It holds the body weakly: responses in flight share one copy (so slow
+/// readers of the catalog cost its size once, not once each), and the
+/// body is freed, and built again from the source on the next request,
+/// once none sends it.
+#[derive(Default)]
+pub(crate) struct CatalogCache {
+    current: Mutex<Option<(u64, Weak<[u8]>)>>,
+    /// Held while a new body is built, so concurrent requests for a new
+    /// generation build it once (CPU work only, no I/O under it).
+    building: Mutex<()>,
+}
+
+impl CatalogCache {
+    /// The catalog body at the source's current generation, and that
+    /// generation.
+    fn body(&self, source: &dyn FileSource) -> Result<(u64, Arc<[u8]>), serde_json::Error> {
+        let shared = |generation: u64| {
+            self.current
+                .lock()
+                .as_ref()
+                .filter(|(g, _)| *g == generation)
+                .and_then(|(g, body)| Some((*g, body.upgrade()?)))
+        };
+        if let Some(hit) = shared(source.generation()) {
+            return Ok(hit);
+        }
+        let _building = self.building.lock();
+        if let Some(hit) = shared(source.generation()) {
+            return Ok(hit);
+        }
+        let list = source.file_list();
+        let body: Arc<[u8]> = serde_json::to_vec(&list)?.into();
+        *self.current.lock() = Some((list.generation, Arc::downgrade(&body)));
+        Ok((list.generation, body))
+    }
+}
+
 /// The answer to `request`.
-pub(crate) fn handle(request: &RequestHead, source: &dyn FileSource) -> Response {
+pub(crate) fn handle(
+    request: &RequestHead,
+    source: &dyn FileSource,
+    catalog: &CatalogCache,
+) -> Response {
     let route = match route::route(&request.method, &request.target) {
         Ok(route) => route,
         Err(e) => {
@@ -101,10 +151,10 @@ pub(crate) fn handle(request: &RequestHead, source: &dyn FileSource) -> Response
         }
     };
     match route {
-        Route::Health => Response::json(&source.health(), None),
-        Route::FileList => file_list(request, source),
+        Route::Health => Response::json(&source.health()),
+        Route::FileList => file_list(request, source, catalog),
         Route::Pieces(sha1) => match source.pieces(&sha1) {
-            Some(pieces) => Response::json(&pieces, None),
+            Some(pieces) => Response::json(&pieces),
             None => not_served(&sha1),
         },
         Route::Have(sha1) => match source.have(&sha1) {
@@ -113,13 +163,14 @@ pub(crate) fn handle(request: &RequestHead, source: &dyn FileSource) -> Response
                 if let Some(fresh) = source.fresh(&sha1).filter(|f| f.len() == have.len()) {
                     body.extend_from_slice(fresh.as_bytes());
                 }
-                Response::bytes(
-                    ResponseHead::new(Status::OK)
-                        .header("Content-Type", CONTENT_TYPE_BYTES)
-                        .header("Cache-Control", "no-store")
-                        .header(PIECES_HEADER, have.len().to_string()),
-                    body,
-                )
+                let mut head = ResponseHead::new(Status::OK)
+                    .header("Content-Type", CONTENT_TYPE_BYTES)
+                    .header("Cache-Control", "no-store")
+                    .header(PIECES_HEADER, have.len().to_string());
+                if let Some(id) = source.download_id(&sha1) {
+                    head = head.header(DOWNLOAD_ID_HEADER, id);
+                }
+                Response::bytes(head, body)
             }
             None => not_served(&sha1),
         },
@@ -134,14 +185,24 @@ fn not_served(sha1: &Sha1Digest) -> Response {
     )
 }
 
-fn file_list(request: &RequestHead, source: &dyn FileSource) -> Response {
+fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
     let current = format!("\"{}\"", source.generation());
     if none_match(request.header_values("if-none-match"), &current) {
         return Response::not_modified(current);
     }
-    let list = source.file_list();
-    let etag = format!("\"{}\"", list.generation);
-    Response::json(&list, Some(etag))
+    match catalog.body(source) {
+        Ok((generation, body)) => Response {
+            head: ResponseHead::new(Status::OK)
+                .header("Content-Type", CONTENT_TYPE_JSON)
+                .header("ETag", format!("\"{generation}\""))
+                .header("Content-Length", body.len().to_string()),
+            body: Body::Shared(body),
+        },
+        Err(e) => {
+            log::error!("bug: cannot encode the catalog: {e}");
+            Response::error(Status::INTERNAL_SERVER_ERROR, "cannot encode the answer")
+        }
+    }
 }
 
 fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Response {
@@ -231,5 +292,69 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
             start,
             len,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{FileList, Health, PieceList};
+    use crate::server::OpenedFile;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A source with an empty catalog that counts how often it is listed.
+    #[derive(Default)]
+    struct Counting {
+        generation: AtomicU64,
+        lists: AtomicU64,
+    }
+
+    impl FileSource for Counting {
+        fn generation(&self) -> u64 {
+            self.generation.load(Ordering::SeqCst)
+        }
+        fn file_list(&self) -> FileList {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            FileList {
+                generation: self.generation(),
+                files: Vec::new(),
+            }
+        }
+        fn pieces(&self, _: &Sha1Digest) -> Option<PieceList> {
+            None
+        }
+        fn open(&self, _: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {
+            Ok(None)
+        }
+        fn health(&self) -> Health {
+            unreachable!("not asked here")
+        }
+    }
+
+    #[test]
+    fn catalog_bodies_in_flight_are_shared_per_generation() {
+        let source = Counting::default();
+        let cache = CatalogCache::default();
+        let (g1, a) = cache.body(&source).unwrap();
+        let (_, b) = cache.body(&source).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "two responses in flight share one body"
+        );
+        assert_eq!(source.lists.load(Ordering::SeqCst), 1);
+
+        source.generation.store(7, Ordering::SeqCst);
+        let (g2, c) = cache.body(&source).unwrap();
+        assert_eq!((g1, g2), (0, 7));
+        assert!(!Arc::ptr_eq(&a, &c), "a new generation gets a new body");
+        assert_eq!(source.lists.load(Ordering::SeqCst), 2);
+
+        drop((a, b, c));
+        cache.body(&source).unwrap();
+        assert_eq!(
+            source.lists.load(Ordering::SeqCst),
+            3,
+            "once nothing sends it, the body is freed and built again"
+        );
     }
 }
