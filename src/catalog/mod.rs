@@ -282,6 +282,8 @@ impl Catalog {
                     log::debug!("peer {} ({key}) left out of the catalog: {e}", r.id);
                     *reasons.entry(reason_kind(&e)).or_default() += 1;
                     if examples.len() < MAX_EXAMPLES {
+                        // The error may quote what the peer sent.
+                        let e = crate::text::escape(&e);
                         examples.push(format!("{} ({key}): {e}", r.id));
                     }
                     self.failed_at.insert(key.clone(), now);
