@@ -85,11 +85,13 @@ fn a_stolen_or_deleted_key_is_put_back_within_a_second_and_mismatched_keys_are_i
     let is_honest = || etcd.get(&key).is_some_and(|v| addr_in(&v) == honest_addr);
 
     etcd.put(&key, &record(&id, "127.0.0.1:9", "thief"));
+    let stolen = Instant::now();
     wait_until(
         Duration::from_secs(1),
         "the overwritten key put back",
         is_honest,
     );
+    eprintln!("overwritten key put back after {:?}", stolen.elapsed());
     peer.proc
         .wait_log_contains(Duration::from_secs(5), "was overwritten by someone else");
 
@@ -100,11 +102,13 @@ fn a_stolen_or_deleted_key_is_put_back_within_a_second_and_mismatched_keys_are_i
     )
     .unwrap();
     assert_eq!(deleted["deleted"], "1");
+    let gone = Instant::now();
     wait_until(
         Duration::from_secs(1),
         "the deleted key put back",
         is_honest,
     );
+    eprintln!("deleted key put back after {:?}", gone.elapsed());
 
     // A key naming the honest id from another key, and a forged id: ignored.
     etcd.put(
