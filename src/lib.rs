@@ -56,6 +56,7 @@ pub mod index;
 pub mod partial;
 pub mod peer;
 pub mod protocol;
+pub mod seeding;
 pub mod server;
 pub mod text;
 
