@@ -259,7 +259,7 @@ fn catalog_names_are_escaped_on_screen_and_never_give_hidden_or_bidi_file_names(
 const BIG_CATALOG_ENTRIES: usize = (16 * 1024 * 1024 - 200) / 94;
 
 /// Peak RSS allowed to `files` or `get` against 30 catalogs of 16 MiB.
-const PEAK_RSS_KIB: u64 = 300 * 1024;
+const PEAK_RSS_KIB: u64 = 256 * 1024;
 
 /// One entry of hostile catalog `peer`, 94 bytes with its comma.
 fn big_entry(peer: usize, i: usize) -> String {
@@ -403,6 +403,7 @@ fn ten_thousand_records_at_silent_or_closed_ports_cost_one_deadline_and_one_warn
         Duration::from_secs(60),
     );
     let took = started.elapsed();
+    eprintln!("files with 10,000 silent or closed peers: {took:?}");
     let err = stderr_text(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(stdout_text(&out).contains(&served.sha1().to_hex()));
