@@ -40,6 +40,7 @@
 //! - [`fetch`]: the verified multi-source download.
 //! - [`protocol`]: JSON bodies and routes of the peer API, shared by both sides.
 //! - [`peer`]: a whole running peer (index + server + registration).
+//! - [`text`]: untrusted names escaped for a terminal.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -55,7 +56,9 @@ pub mod index;
 pub mod partial;
 pub mod peer;
 pub mod protocol;
+pub mod seeding;
 pub mod server;
+pub mod text;
 
 pub use digest::Sha1Digest;
 

@@ -55,6 +55,8 @@ struct Partial {
     data_path: PathBuf,
     list: PieceList,
     have: Bitfield,
+    /// The id of the download writing it (from its state).
+    download: Option<String>,
 }
 
 /// The partial files of a dataset, by sha1.
@@ -77,6 +79,11 @@ impl Partials {
     /// The pieces held of a partial file.
     pub fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
         self.map.read().get(sha1).map(|p| p.have.clone())
+    }
+
+    /// The id of the download writing a partial file, if its state names one.
+    pub fn download_id(&self, sha1: &Sha1Digest) -> Option<String> {
+        self.map.read().get(sha1).and_then(|p| p.download.clone())
     }
 
     /// Number of partial files tracked.
@@ -162,6 +169,7 @@ impl Partials {
             return;
         }
         let have = Bitfield::from_flags(&state.verified_flags());
+        let download = state.download.clone();
         let list = PieceList {
             sha1: state.sha1,
             size: state.size,
@@ -180,6 +188,7 @@ impl Partials {
                 data_path: part_of(state_path),
                 list,
                 have,
+                download,
             },
         );
     }

@@ -12,6 +12,11 @@
 //! | `GET /v1/files/<sha1>/pieces`   | [`PieceList`]                           |
 //! | `GET /v1/files/<sha1>/have`     | [`Bitfield`] bytes, `X-Pieces` = count  |
 //!
+//! A peer holding the whole file may append a second bitmap of the same
+//! length to `/have`: the pieces it has not uploaded lately (a hint, as
+//! BitTorrent's super-seeding: while partial holders exist, downloaders ask
+//! it only for those, and get the others from each other).
+//!
 //! A peer answers for complete files (its index) and for files it is still
 //! downloading into its dataset (partial: the pieces verified so far). For
 //! a partial file, `have` lists the pieces held and range requests are
@@ -32,6 +37,9 @@ pub const FILES_PATH: &str = "/v1/files";
 pub const HAVE_SEGMENT: &str = "have";
 /// Response header of the availability route: the number of pieces.
 pub const PIECES_HEADER: &str = "X-Pieces";
+/// Response header of the availability route for a partial file: the id
+/// of the download writing it (so that download does not ask itself).
+pub const DOWNLOAD_ID_HEADER: &str = "X-Download-Id";
 
 /// Default piece size: 4 MiB.
 pub const DEFAULT_PIECE_SIZE: u64 = 4 * 1024 * 1024;

@@ -1,7 +1,8 @@
 //! The catalog cache on disk: each peer's last file list, keyed by peer id
 //! and index generation, as one small JSON file in the state directory.
 //! Written atomically (temp file + rename); a missing or corrupt file is an
-//! empty cache (with a warning for corrupt), never an error.
+//! empty cache (with a warning for corrupt), never an error. Neither read
+//! nor written past the catalog's byte budget.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +19,11 @@ pub const CACHE_FILE: &str = "catalog-cache.json";
 pub struct CachedList {
     /// The index generation the list was taken at.
     pub generation: u64,
+    /// The addresses the list was fetched from, joined by `,` ("" in
+    /// caches written before they were recorded: such a list is fetched
+    /// again).
+    #[serde(default)]
+    pub addr: String,
     /// The files.
     pub files: Vec<CatalogEntry>,
 }
@@ -25,17 +31,49 @@ pub struct CachedList {
 /// Peer id -> its cached list.
 pub type ListCache = BTreeMap<String, CachedList>;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct CacheFile {
     version: u32,
     peers: ListCache,
 }
 
+/// What is written: borrowed, so saving copies no list.
+#[derive(Serialize)]
+struct CacheFileRef<'a> {
+    version: u32,
+    peers: BTreeMap<&'a String, &'a CachedList>,
+}
+
 const VERSION: u32 = 1;
 
-/// Reads the cache; empty if missing or unusable.
-pub fn load(path: &Path) -> ListCache {
-    let bytes = match std::fs::read(path) {
+/// What one file entry costs in the catalog budget at least, whatever its
+/// JSON length: about what it takes in memory once parsed, cached and
+/// merged over the network (entry, name, holder, merged entry).
+pub const ENTRY_COST: u64 = 256;
+
+/// What `files` costs in the catalog budget: per entry, its JSON length
+/// (about the name plus 110 bytes) but at least [`ENTRY_COST`].
+pub fn list_bytes(files: &[CatalogEntry]) -> u64 {
+    files
+        .iter()
+        .map(|f| (f.name.len() as u64 + 110).max(ENTRY_COST))
+        .sum()
+}
+
+/// Reads the cache; empty if missing, unusable or over `max_bytes`.
+pub fn load(path: &Path, max_bytes: u64) -> ListCache {
+    let bytes = match std::fs::metadata(path) {
+        Ok(m) if m.len() > max_bytes => {
+            log::warn!(
+                "ignoring catalog cache {}: {} bytes, over the {max_bytes}-byte budget",
+                path.display(),
+                m.len()
+            );
+            return ListCache::new();
+        }
+        _ => std::fs::read(path),
+    };
+    let bytes = match bytes {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ListCache::new(),
         Err(e) => {
@@ -53,19 +91,37 @@ pub fn load(path: &Path) -> ListCache {
     }
 }
 
-/// Writes the cache atomically, creating the directory if needed.
-pub fn save(path: &Path, peers: &ListCache) -> std::io::Result<()> {
+/// Writes the cache atomically, creating the directory if needed; the
+/// largest lists are left out until it fits in `max_bytes`.
+pub fn save(path: &Path, peers: &ListCache, max_bytes: u64) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let json = serde_json::to_vec(&CacheFile {
+    let mut kept: Vec<(&String, &CachedList, u64)> = peers
+        .iter()
+        .map(|(id, c)| (id, c, list_bytes(&c.files)))
+        .collect();
+    kept.sort_by_key(|(_, _, n)| *n);
+    let mut total = 0u64;
+    kept.retain(|(_, _, n)| {
+        total += n;
+        total <= max_bytes
+    });
+    let doc = CacheFileRef {
         version: VERSION,
-        peers: peers.clone(),
-    })
-    .map_err(std::io::Error::other)?;
+        peers: kept.into_iter().map(|(id, c, _)| (id, c)).collect(),
+    };
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(format!(".tmp{}", std::process::id()));
-    std::fs::write(&tmp, json)?;
+    let _ = std::fs::remove_file(&tmp);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let mut out = std::io::BufWriter::new(file);
+    serde_json::to_writer(&mut out, &doc).map_err(std::io::Error::other)?;
+    std::io::Write::flush(&mut out)?;
+    drop(out);
     std::fs::rename(&tmp, path)
 }
 
@@ -78,12 +134,13 @@ mod tests {
     fn round_trips_and_ignores_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join(CACHE_FILE);
-        assert!(load(&path).is_empty());
+        assert!(load(&path, 1 << 20).is_empty());
         let mut peers = ListCache::new();
         peers.insert(
             "p1".into(),
             CachedList {
                 generation: 3,
+                addr: "10.0.0.1:7070".into(),
                 files: vec![CatalogEntry {
                     sha1: Sha1Digest::of(b"a"),
                     size: 1,
@@ -92,9 +149,12 @@ mod tests {
                 }],
             },
         );
-        save(&path, &peers).unwrap();
-        assert_eq!(load(&path), peers);
+        save(&path, &peers, 1 << 20).unwrap();
+        assert_eq!(load(&path, 1 << 20), peers);
+        assert!(load(&path, 10).is_empty(), "over the budget");
+        save(&path, &peers, 10).unwrap();
+        assert!(load(&path, 1 << 20).is_empty(), "nothing fits in 10 bytes");
         std::fs::write(&path, b"{\"version\":1,\"peers\":{\"p1\":").unwrap();
-        assert!(load(&path).is_empty());
+        assert!(load(&path, 1 << 20).is_empty());
     }
 }

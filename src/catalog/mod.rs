@@ -1,32 +1,48 @@
 //! The network-wide file catalog: every registered peer's `/v1/files`,
-//! fetched in parallel, cached per (peer id, index generation), merged by sha1.
+//! fetched in parallel, cached per (peer id, address, index generation),
+//! merged by sha1.
 //!
 //! A [`Catalog`] lives across calls and keeps each peer's last list with
-//! the generation it was taken at; a peer whose registered `index_gen`
-//! still equals that generation is not asked again (generation 0, "no
-//! index yet", is never trusted). The CLI persists that cache in the state
-//! directory between runs ([`cache`]). Peers are asked by at most 16
-//! threads at once, each request with a 500 ms connect timeout, a per-read
-//! timeout and a deadline, and a 64 MiB body limit: a dead peer costs its
-//! connect timeout, is reported (warn and [`Refresh::failed`]), and is not
-//! listed as a holder.
+//! the generation and address it was taken at; a peer whose registered
+//! `index_gen` and `addr` still match is not asked again (generation 0,
+//! "no index yet", is never trusted). The CLI persists that cache in the
+//! state directory between runs ([`cache`]).
+//!
+//! Bounded whatever the number of peers or what they send:
+//! - each address is asked once, however many records name it;
+//! - at most `fan_out` requests at once, each with a connect and a read
+//!   timeout, all within one overall `deadline`: answers that came in time
+//!   are used, peers not asked by then are reported, not waited for;
+//! - every body is reserved from one total `budget` of bytes (cached lists
+//!   included) before it is read, so the lists held, and the cache file
+//!   written, never exceed it; one peer's body is also capped at
+//!   [`MAX_CATALOG_BODY`];
+//! - known-good peers (answered before) are asked first, then the others
+//!   one host (IP) at a time, so many records on one host do not push the
+//!   other hosts past the deadline;
+//! - an address that failed is not asked again for [`RETRY_FAILED`] by the
+//!   same `Catalog` (a running download re-queries every few seconds);
+//! - failures are logged as one summary warning with counts.
 //!
 //! - `peer_list`: one peer's `GET /v1/files`.
+//! - `budget`: the shared byte budget.
 //! - [`cache`]: the on-disk cache.
 //! - `network`: [`NetworkHolders`], the download's holder source over etcd.
 
+mod budget;
 pub mod cache;
 mod network;
 mod peer_list;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use budget::Budget;
 pub use cache::{CachedList, ListCache, CACHE_FILE};
 pub use network::NetworkHolders;
 pub use peer_list::{fetch_file_list, PeerListError, MAX_CATALOG_BODY};
@@ -34,8 +50,14 @@ pub use peer_list::{fetch_file_list, PeerListError, MAX_CATALOG_BODY};
 use crate::discovery::PeerInfo;
 use crate::fetch::client::Timeouts;
 use crate::fetch::Holder;
-use crate::protocol::CatalogEntry;
+use crate::protocol::{CatalogEntry, FileList};
 use crate::Sha1Digest;
+
+/// Failed peers named in the summary warning (the others are counted).
+const MAX_EXAMPLES: usize = 3;
+
+/// How long an address that failed is left alone by the same [`Catalog`].
+pub const RETRY_FAILED: Duration = Duration::from_secs(30);
 
 /// How the catalog asks peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,19 +66,26 @@ pub struct CatalogOptions {
     pub connect_timeout: Duration,
     /// Longest a single read from a peer may block.
     pub io_timeout: Duration,
-    /// Longest a whole `GET /v1/files` may take.
-    pub request_timeout: Duration,
+    /// Longest asking all peers may take (one refresh).
+    pub deadline: Duration,
     /// Peers asked at once.
     pub fan_out: usize,
+    /// Bytes of catalog bodies held at most, all peers together (cached
+    /// lists included).
+    pub budget: u64,
 }
 
 impl Default for CatalogOptions {
+    /// 500 ms connect, 3 s read, 10 s for all peers, 32 at once, 64 MiB in
+    /// all. (The deadline was one request's before; a busy peer's `503` is
+    /// asked again within it.)
     fn default() -> Self {
         CatalogOptions {
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(10),
-            fan_out: 8,
+            deadline: Duration::from_secs(10),
+            fan_out: 32,
+            budget: 64 * 1024 * 1024,
         }
     }
 }
@@ -101,6 +130,8 @@ impl Refresh {
 pub struct Catalog {
     opts: CatalogOptions,
     cache: ListCache,
+    /// Addresses that failed, and when (in memory only).
+    failed_at: HashMap<String, Instant>,
 }
 
 impl Catalog {
@@ -109,20 +140,23 @@ impl Catalog {
         Catalog {
             opts,
             cache: ListCache::new(),
+            failed_at: HashMap::new(),
         }
     }
 
-    /// A catalog whose cache is read from `path` (empty if missing or corrupt).
+    /// A catalog whose cache is read from `path` (empty if missing, corrupt
+    /// or larger than the budget).
     pub fn load(opts: CatalogOptions, path: &Path) -> Self {
         Catalog {
             opts,
-            cache: cache::load(path),
+            cache: cache::load(path, opts.budget),
+            failed_at: HashMap::new(),
         }
     }
 
-    /// Writes the cache to `path` atomically.
+    /// Writes the cache to `path` atomically (never more than the budget).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        cache::save(path, &self.cache)
+        cache::save(path, &self.cache, self.opts.budget)
     }
 
     /// The cached lists by peer id.
@@ -131,83 +165,186 @@ impl Catalog {
     }
 
     /// Asks every peer in `peers` whose list is not cached at its current
-    /// generation, and merges all lists.
+    /// generation and address, within the deadline and the budget, and
+    /// merges all lists.
     pub fn refresh(&mut self, peers: &[PeerInfo]) -> Refresh {
-        let stale: Vec<&PeerInfo> = peers
+        let (mut refresh, failed) = self.update(peers);
+        refresh.files = merge_refs(&self.lists(peers, &failed, |_| true));
+        refresh
+    }
+
+    /// Like [`Catalog::refresh`], but merges only the entries of `sha1`
+    /// (`files` has at most that one file): no merged copy of the whole
+    /// network's catalog is built to find one file's holders.
+    pub fn refresh_for(&mut self, peers: &[PeerInfo], sha1: &Sha1Digest) -> Refresh {
+        let (mut refresh, failed) = self.update(peers);
+        refresh.files = merge_refs(&self.lists(peers, &failed, |e| e.sha1 == *sha1));
+        refresh
+    }
+
+    /// Each usable peer's cached entries that pass `keep`.
+    fn lists(
+        &self,
+        peers: &[PeerInfo],
+        failed: &HashSet<String>,
+        keep: impl Fn(&CatalogEntry) -> bool,
+    ) -> Vec<(Holder, Vec<&CatalogEntry>)> {
+        peers
             .iter()
-            .filter(|p| {
-                let r = &p.record;
-                r.index_gen == 0
-                    || self
-                        .cache
-                        .get(&r.id)
-                        .is_none_or(|c| c.generation != r.index_gen)
+            .filter(|p| !failed.contains(&p.record.id))
+            .filter_map(|p| {
+                let c = self.cache.get(&p.record.id)?;
+                let files: Vec<&CatalogEntry> = c.files.iter().filter(|e| keep(e)).collect();
+                Some((
+                    Holder::with_addrs(&p.record.id, p.record.dial_addrs()),
+                    files,
+                ))
             })
-            .collect();
-        let results = self.fetch_all(&stale);
+            .collect()
+    }
+
+    /// Fetches what is stale into the cache; the refresh without files and
+    /// the ids of the peers that failed.
+    fn update(&mut self, peers: &[PeerInfo]) -> (Refresh, HashSet<String>) {
+        let registered: HashMap<&str, &PeerInfo> =
+            peers.iter().map(|p| (p.record.id.as_str(), p)).collect();
+        // Forget peers that are gone or moved; keep a failed peer's old list.
+        self.cache.retain(|id, c| {
+            registered
+                .get(id.as_str())
+                .is_some_and(|p| dial_key(&p.record) == c.addr)
+        });
+        let fresh = |p: &PeerInfo| {
+            p.record.index_gen != 0
+                && self
+                    .cache
+                    .get(&p.record.id)
+                    .is_some_and(|c| c.generation == p.record.index_gen)
+        };
+        let stale: Vec<&PeerInfo> = peers.iter().filter(|p| !fresh(p)).collect();
+        let now = Instant::now();
+        self.failed_at
+            .retain(|_, t| now.duration_since(*t) < RETRY_FAILED);
+        let (recent, to_ask): (Vec<&PeerInfo>, Vec<&PeerInfo>) = stale
+            .into_iter()
+            .partition(|p| self.failed_at.contains_key(&dial_key(&p.record)));
+        let addrs = ask_order(&to_ask, &self.cache);
+        let used: u64 = self
+            .cache
+            .values()
+            .map(|c| cache::list_bytes(&c.files))
+            .sum();
+        let budget = Budget::new(self.opts.budget, used);
+        let results = self.fetch_all(&addrs, &budget);
+        let mut by_addr: HashMap<String, Result<FileList, PeerListError>> =
+            addrs.into_iter().zip(results).collect();
+        let mut uses: HashMap<String, usize> = HashMap::new();
+        for p in &to_ask {
+            *uses.entry(dial_key(&p.record)).or_default() += 1;
+        }
+
         let mut refresh = Refresh::default();
-        let mut failed_ids = Vec::new();
-        for (peer, result) in stale.iter().zip(results) {
+        let mut failed_ids = HashSet::new();
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut examples: Vec<String> = Vec::new();
+        for peer in &to_ask {
             let r = &peer.record;
             refresh.asked.push(r.id.clone());
+            let key = dial_key(r);
+            let addr = key.as_str();
+            let last_use = uses.get_mut(addr).is_none_or(|n| {
+                *n -= 1;
+                *n == 0
+            });
+            // The list moves into the cache at its address's last use (no copy
+            // of a big list unless several records share the address).
+            let result = match by_addr.get(addr) {
+                Some(Ok(_)) if last_use => match by_addr.remove(addr) {
+                    Some(Ok(list)) => Ok(list),
+                    _ => Err("bug: list taken twice".to_string()),
+                },
+                Some(Ok(list)) => Ok(list.clone()),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("bug: address not asked".to_string()),
+            };
             match result {
                 Ok(list) => {
                     self.cache.insert(
                         r.id.clone(),
                         CachedList {
                             generation: list.generation,
+                            addr: key.clone(),
                             files: list.files,
                         },
                     );
                 }
                 Err(e) => {
-                    log::warn!("peer {} ({}) left out of the catalog: {e}", r.id, r.addr);
+                    log::debug!("peer {} ({key}) left out of the catalog: {e}", r.id);
+                    *reasons.entry(reason_kind(&e)).or_default() += 1;
+                    if examples.len() < MAX_EXAMPLES {
+                        // The error may quote what the peer sent.
+                        let e = crate::text::escape(&e);
+                        examples.push(format!("{} ({key}): {e}", r.id));
+                    }
+                    self.failed_at.insert(key.clone(), now);
                     refresh
                         .failed
-                        .push((Holder::with_addrs(&r.id, r.dial_addrs()), e.to_string()));
-                    failed_ids.push(r.id.clone());
+                        .push((Holder::with_addrs(&r.id, r.dial_addrs()), e));
+                    failed_ids.insert(r.id.clone());
                 }
             }
         }
-        // Forget peers that are gone; keep a failed peer's old list for next time.
-        let registered: HashMap<&str, &PeerInfo> =
-            peers.iter().map(|p| (p.record.id.as_str(), p)).collect();
-        self.cache
-            .retain(|id, _| registered.contains_key(id.as_str()));
-        let lists: Vec<(Holder, &[CatalogEntry])> = peers
-            .iter()
-            .filter(|p| !failed_ids.contains(&p.record.id))
-            .filter_map(|p| {
-                let c = self.cache.get(&p.record.id)?;
-                Some((
-                    Holder::with_addrs(&p.record.id, p.record.dial_addrs()),
-                    c.files.as_slice(),
-                ))
-            })
-            .collect();
-        refresh.files = merge(&lists);
-        refresh
+        drop(by_addr);
+        for peer in &recent {
+            let r = &peer.record;
+            refresh.failed.push((
+                Holder::with_addrs(&r.id, r.dial_addrs()),
+                "failed moments ago; not asked again yet".into(),
+            ));
+            failed_ids.insert(r.id.clone());
+        }
+        if !reasons.is_empty() {
+            let total: usize = reasons.values().sum();
+            let detail: Vec<String> = reasons.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            let more = total.saturating_sub(examples.len());
+            log::warn!(
+                "{total} of {} peer(s) left out of the catalog ({}): {}{}",
+                peers.len(),
+                detail.join(", "),
+                examples.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        (refresh, failed_ids)
     }
 
-    fn fetch_all(
-        &self,
-        peers: &[&PeerInfo],
-    ) -> Vec<Result<crate::protocol::FileList, PeerListError>> {
+    /// Asks each address in `addrs`, at most `fan_out` at once, until the
+    /// deadline; addresses not asked by then get [`PeerListError::NotAsked`].
+    fn fetch_all(&self, addrs: &[String], budget: &Budget) -> Vec<Result<FileList, PeerListError>> {
         let timeouts = Timeouts {
             connect: self.opts.connect_timeout,
             io: self.opts.io_timeout,
         };
+        let deadline = Instant::now() + self.opts.deadline;
         let slots: Vec<Mutex<Option<Result<_, PeerListError>>>> =
-            peers.iter().map(|_| Mutex::new(None)).collect();
+            addrs.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         let work = || loop {
+            if Instant::now() >= deadline {
+                break;
+            }
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(p) = peers.get(i) else { break };
-            let r = fetch_file_list(&p.record.dial_addrs(), timeouts, self.opts.request_timeout);
+            let Some(key) = addrs.get(i) else { break };
+            let dial: Vec<String> = key.split(',').map(str::to_string).collect();
+            let r = peer_list::fetch_budgeted(&dial, timeouts, deadline, budget);
             *slots[i].lock() = Some(r);
         };
         std::thread::scope(|s| {
-            for t in 0..self.opts.fan_out.max(1).min(peers.len()) {
+            for t in 0..self.opts.fan_out.max(1).min(addrs.len()) {
                 let spawned = std::thread::Builder::new()
                     .name(format!("pb-catalog{t}"))
                     .spawn_scoped(s, work);
@@ -219,12 +356,90 @@ impl Catalog {
         });
         slots
             .into_iter()
-            .map(|m| {
-                m.into_inner()
-                    .unwrap_or_else(|| Err(PeerListError::Json("bug: peer not asked".into())))
-            })
+            .map(|m| m.into_inner().unwrap_or(Err(PeerListError::NotAsked)))
             .collect()
     }
+}
+
+/// What a peer is dialled at, as one string: its dial addresses joined
+/// by `,` (no address has one: see `discovery::check`). Peers are asked,
+/// cached and rested by this, never by the id they claim.
+fn dial_key(r: &crate::discovery::PeerRecord) -> String {
+    r.dial_addrs().join(",")
+}
+
+/// The distinct dial keys of `peers`, in the order to ask them: those
+/// with a cached list (they answered before) first, then the others one
+/// host at a time (round robin over the host of the first address, in
+/// listing order within a host).
+fn ask_order(peers: &[&PeerInfo], cache: &ListCache) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut known = Vec::new();
+    let mut hosts: Vec<(String, VecDeque<String>)> = Vec::new();
+    for p in peers {
+        let key = dial_key(&p.record);
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        if cache.contains_key(&p.record.id) {
+            known.push(key);
+            continue;
+        }
+        let first = key.split(',').next().unwrap_or("");
+        let host = first.rsplit_once(':').map_or(first, |(h, _)| h).to_string();
+        match hosts.iter_mut().find(|(h, _)| *h == host) {
+            Some((_, q)) => q.push_back(key),
+            None => hosts.push((host, VecDeque::from([key]))),
+        }
+    }
+    let mut order = known;
+    while !hosts.is_empty() {
+        hosts.retain_mut(|(_, q)| match q.pop_front() {
+            Some(a) => {
+                order.push(a);
+                true
+            }
+            None => false,
+        });
+    }
+    order
+}
+
+/// The most frequent value of a sorted slice; the smallest among equals.
+fn most_common<T: PartialEq + Copy>(sorted: &[T]) -> Option<T> {
+    let mut best: Option<(T, usize)> = None;
+    let mut run: Option<(T, usize)> = None;
+    for &v in sorted {
+        run = match run {
+            Some((r, n)) if r == v => Some((r, n + 1)),
+            _ => Some((v, 1)),
+        };
+        if let Some((r, n)) = run {
+            if best.is_none_or(|(_, b)| n > b) {
+                best = Some((r, n));
+            }
+        }
+    }
+    best.map(|(v, _)| v)
+}
+
+/// A short class of a failure, for the summary warning.
+fn reason_kind(e: &str) -> String {
+    let kinds = [
+        ("cannot connect", "unreachable"),
+        ("stalled", "stalled"),
+        ("too slow", "too slow"),
+        ("not asked", "not asked before the deadline"),
+        ("budget", "over the catalog budget"),
+        ("limit", "over the size limit"),
+        ("bad file list", "sent a bad list"),
+        ("status", "refused"),
+    ];
+    kinds
+        .iter()
+        .find(|(needle, _)| e.contains(needle))
+        .map_or("failed otherwise", |(_, kind)| kind)
+        .to_string()
 }
 
 /// Merges per-peer lists by sha1. Holders that disagree on a file's size
@@ -232,51 +447,60 @@ impl Catalog {
 /// download groups holders by piece list and tries each group); the entry
 /// shows the size most holders give (the smallest on a tie).
 pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<FileEntry> {
-    struct Acc {
-        sizes: BTreeMap<u64, usize>,
-        names: BTreeMap<String, usize>,
+    let refs: Vec<(Holder, Vec<&CatalogEntry>)> = lists
+        .iter()
+        .map(|(h, files)| (h.clone(), files.iter().collect()))
+        .collect();
+    merge_refs(&refs)
+}
+
+fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<FileEntry> {
+    // Per file: each holder's claim (name, size) in a flat Vec, counted
+    // once at the end (two small maps per file cost ~1 KB each with many
+    // files).
+    struct Acc<'a> {
+        claims: Vec<(&'a str, u64)>,
         holders: Vec<Holder>,
+        /// Index of the last list that claimed it (one claim per holder).
+        last: usize,
     }
     let mut by_sha1: BTreeMap<Sha1Digest, Acc> = BTreeMap::new();
-    for (holder, files) in lists {
+    for (k, (holder, files)) in lists.iter().enumerate() {
         for f in files.iter() {
             let acc = by_sha1.entry(f.sha1).or_insert_with(|| Acc {
-                sizes: BTreeMap::new(),
-                names: BTreeMap::new(),
+                claims: Vec::new(),
                 holders: Vec::new(),
+                last: usize::MAX,
             });
-            if acc.holders.iter().any(|h| h.id == holder.id) {
+            if acc.last == k {
                 continue;
             }
-            *acc.sizes.entry(f.size).or_default() += 1;
-            *acc.names.entry(f.name.clone()).or_default() += 1;
+            acc.last = k;
+            acc.claims.push((f.name.as_str(), f.size));
             acc.holders.push(holder.clone());
         }
     }
     let mut out: Vec<FileEntry> = by_sha1
         .into_iter()
         .map(|(sha1, acc)| {
-            let name = acc
-                .names
-                .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-                .map(|(n, _)| n.clone())
-                .unwrap_or_default();
+            let mut names: Vec<&str> = acc.claims.iter().map(|c| c.0).collect();
+            names.sort_unstable();
+            let name = most_common(&names).unwrap_or_default().to_string();
+            names.dedup();
+            let mut sizes: Vec<u64> = acc.claims.iter().map(|c| c.1).collect();
+            sizes.sort_unstable();
+            let size = most_common(&sizes).unwrap_or(0);
+            if sizes.first() != sizes.last() {
+                sizes.dedup();
+                log::debug!("holders of {sha1} disagree on its size: {sizes:?}");
+            }
             let mut holders = acc.holders;
             holders.sort();
-            let size = acc
-                .sizes
-                .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-                .map_or(0, |(s, _)| *s);
-            if acc.sizes.len() > 1 {
-                log::warn!("holders of {sha1} disagree on its size: {:?}", acc.sizes);
-            }
             FileEntry {
                 sha1,
                 size,
                 name,
-                names: acc.names.into_keys().collect(),
+                names: names.into_iter().map(str::to_string).collect(),
                 peers: holders.len(),
                 holders,
             }

@@ -41,14 +41,26 @@ impl NetworkHolders {
 
     /// Reads the peers from etcd and refreshes the catalog.
     pub fn refresh(&self) -> Result<Refresh, DiscoveryError> {
-        self.refresh_peers().map(|(_, r)| r)
+        self.refresh_with(|catalog, peers| catalog.refresh(peers))
+            .map(|(_, r)| r)
     }
 
-    fn refresh_peers(&self) -> Result<(Vec<PeerInfo>, Refresh), DiscoveryError> {
+    /// Reads the peers from etcd and refreshes the catalog, merging only
+    /// the entries of `sha1` ([`Catalog::refresh_for`]).
+    pub fn refresh_for(&self, sha1: &Sha1Digest) -> Result<Refresh, DiscoveryError> {
+        self.refresh_with(|catalog, peers| catalog.refresh_for(peers, sha1))
+            .map(|(_, r)| r)
+    }
+
+    fn refresh_with(
+        &self,
+        f: impl FnOnce(&mut Catalog, &[PeerInfo]) -> Refresh,
+    ) -> Result<(Vec<PeerInfo>, Refresh), DiscoveryError> {
         let peers = discovery::list_peers(&self.client, &self.namespace)?;
-        // Refreshed on a copy, outside the lock (no lock across I/O).
-        let mut catalog = self.catalog.lock().clone();
-        let refresh = catalog.refresh(&peers);
+        // Refreshed outside the lock (no lock across I/O), moved out rather
+        // than copied (a copy would double the lists held).
+        let mut catalog = std::mem::take(&mut *self.catalog.lock());
+        let refresh = f(&mut catalog, &peers);
         *self.catalog.lock() = catalog;
         Ok((peers, refresh))
     }
@@ -62,7 +74,7 @@ impl NetworkHolders {
 impl HolderSource for NetworkHolders {
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
         let (peers, refresh) = self
-            .refresh_peers()
+            .refresh_with(|catalog, peers| catalog.refresh_for(peers, sha1))
             .map_err(|e| HoldersError(e.to_string()))?;
         let mut holders = refresh
             .find(sha1)

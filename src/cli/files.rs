@@ -76,7 +76,7 @@ pub fn run(args: FilesArgs) -> CliResult {
                 f.sha1.to_hex(),
                 human_size(f.size),
                 f.peers.to_string(),
-                printable(&f.name),
+                super::cell(&f.name),
             ]);
         }
         super::print_table(&mut out, &rows)?;
@@ -91,13 +91,6 @@ fn matches(f: &FileEntry, needle: &str) -> bool {
         .iter()
         .chain(std::iter::once(&f.name))
         .any(|n| n.to_lowercase().contains(needle))
-}
-
-/// A peer-supplied name without control characters, safe for a terminal.
-fn printable(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 /// `512 B`, `1.5 KiB`, `200.0 MiB`, `1.0 GiB`.

@@ -67,7 +67,7 @@ pub fn run(args: GetArgs) -> CliResult {
     let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
     let catalog = Catalog::load(CatalogOptions::default(), &cache_path);
     let source = NetworkHolders::new(client, namespace(args.namespace), catalog);
-    let refresh = source.refresh()?;
+    let refresh = source.refresh_for(&sha1)?;
     let Some(entry) = refresh.find(&sha1) else {
         return Err(
             format!("no peer holds {sha1}: check the sha1 with `piratebay-sync files`").into(),
@@ -79,6 +79,8 @@ pub fn run(args: GetArgs) -> CliResult {
         Some(&entry.name),
         &sha1,
     );
+    let size = entry.size;
+    drop(refresh);
 
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -89,7 +91,7 @@ pub fn run(args: GetArgs) -> CliResult {
     opts.max_rate = max_rate;
     opts.cancel = Some(cancel);
 
-    let bar = progress_bar(entry.size);
+    let bar = progress_bar(size);
     let on_progress = |p: &Progress| {
         bar.set_length(p.size);
         bar.set_position(p.done);

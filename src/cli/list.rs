@@ -51,9 +51,9 @@ pub fn run(args: ListArgs) -> CliResult {
         for p in &peers {
             let r = &p.record;
             rows.push([
-                r.id.clone(),
-                r.dial_addrs().join(","),
-                r.name.clone(),
+                super::cell(&r.id),
+                super::cell(&r.dial_addrs().join(",")),
+                super::cell(&r.name),
                 format_age(now.saturating_sub(r.started_at)),
                 r.index_gen.to_string(),
             ]);

@@ -92,7 +92,24 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Prints rows as left-aligned columns separated by two spaces.
+/// Longest cell shown in a table, in characters (the `--json` output
+/// keeps the whole value).
+const MAX_CELL: usize = 120;
+
+/// Untrusted text as a table cell: escaped for the terminal
+/// ([`piratebay_sync::text::escape`]) and cut to [`MAX_CELL`] characters.
+pub fn cell(s: &str) -> String {
+    let escaped = piratebay_sync::text::escape(s);
+    if escaped.chars().count() <= MAX_CELL {
+        return escaped.into_owned();
+    }
+    let mut cut: String = escaped.chars().take(MAX_CELL - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Prints rows as left-aligned columns separated by two spaces. Cells are
+/// printed as given: pass untrusted text through [`cell`] first.
 pub fn print_table<const N: usize>(
     out: &mut impl std::io::Write,
     rows: &[[String; N]],
@@ -106,13 +123,37 @@ pub fn print_table<const N: usize>(
     for row in rows {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
-            if i + 1 == N {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            line.push_str(cell);
+            if i + 1 < N {
+                // Padded by hand: `format!("{:<w$}")` panics for widths over u16::MAX.
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_take_any_cell_width() {
+        let long = "x".repeat(70_000);
+        let mut out = Vec::new();
+        print_table(
+            &mut out,
+            &[[long.clone(), "b".into()], ["a".into(), "c".into()]],
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], format!("{long}  b"));
+        assert_eq!(lines[1], format!("a{}c", " ".repeat(70_001)));
+        assert_eq!(cell(&long).chars().count(), MAX_CELL);
+        assert_eq!(cell("a\u{1b}[2J"), "a\\u{1b}[2J");
+        assert_eq!(cell("a\u{202e}"), "a\\u{202e}");
+    }
 }

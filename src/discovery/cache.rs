@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-use super::{peers_prefix, DiscoveryError, PeerInfo};
+use super::{check, peers_prefix, DiscoveryError, PeerInfo};
 use crate::etcd::{Client, WatchEvent, Watcher};
 
 /// The watch-fed list of peers. Dropping it stops the watch.
@@ -34,8 +34,9 @@ impl PeerCache {
         let shared = Arc::new(CacheShared::default());
         let prefix = peers_prefix(namespace);
         let feed = shared.clone();
-        let strip = prefix.len();
-        let watcher = client.watch_prefix(prefix.as_bytes(), move |ev| feed.apply(ev, strip))?;
+        let key_prefix = prefix.clone().into_bytes();
+        let watcher =
+            client.watch_prefix(prefix.as_bytes(), move |ev| feed.apply(ev, &key_prefix))?;
         Ok(PeerCache {
             shared,
             _watcher: watcher,
@@ -87,19 +88,27 @@ impl PeerCache {
 }
 
 impl CacheShared {
-    fn apply(&self, ev: WatchEvent, strip: usize) {
-        let id_of =
-            |key: &[u8]| String::from_utf8_lossy(key.get(strip..).unwrap_or_default()).into_owned();
+    fn apply(&self, ev: WatchEvent, prefix: &[u8]) {
+        let id_of = |key: &[u8]| {
+            String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default()).into_owned()
+        };
+        let valid = |kv: &crate::etcd::KeyValue| match check::peer_of(kv, prefix) {
+            Ok(p) => Some(p),
+            Err(r) => {
+                log::debug!("peer cache: ignoring {} ({r:?})", kv.key_str());
+                None
+            }
+        };
         {
             let mut peers = self.peers.write();
             match ev {
                 WatchEvent::Snapshot { kvs, .. } => {
                     *peers = kvs
                         .iter()
-                        .filter_map(|kv| PeerInfo::from_kv(kv).map(|p| (id_of(&kv.key), p)))
+                        .filter_map(|kv| valid(kv).map(|p| (id_of(&kv.key), p)))
                         .collect();
                 }
-                WatchEvent::Put(kv) => match PeerInfo::from_kv(&kv) {
+                WatchEvent::Put(kv) => match valid(&kv) {
                     Some(p) => {
                         peers.insert(id_of(&kv.key), p);
                     }

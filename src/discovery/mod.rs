@@ -7,12 +7,15 @@
 
 mod advertise;
 mod cache;
+mod check;
 mod identity;
 mod record;
 mod registration;
 
 pub use advertise::{detect_advertise, parse_advertise, Reason as AdvertiseReason, MAX_ADDRS};
 pub use cache::PeerCache;
+pub use check::{Skipped, MAX_RECORD};
+pub(crate) use identity::random_id;
 pub use identity::{host_name, load_or_create_peer_id};
 pub use record::{unix_now, PeerInfo, PeerRecord};
 pub use registration::{GenPublisher, Registration, RegistrationConfig};
@@ -63,10 +66,33 @@ pub fn peer_key(namespace: &str, id: &str) -> String {
     format!("{}{id}", peers_prefix(namespace))
 }
 
-/// Reads the registered peers once (no watch), sorted by id.
+/// Reads the registered peers once (no watch), sorted by id. Keys that are
+/// not valid peers (see `check`) are left out with one summary warning.
 pub fn list_peers(client: &Client, namespace: &str) -> Result<Vec<PeerInfo>, DiscoveryError> {
-    let listing = client.get_prefix(peers_prefix(namespace).as_bytes())?;
-    Ok(listing.kvs.iter().filter_map(PeerInfo::from_kv).collect())
+    let (peers, skipped) = list_peers_counted(client, namespace)?;
+    skipped.warn(&peers_prefix(namespace));
+    Ok(peers)
+}
+
+/// [`list_peers`] without the warning: the peers and what was left out.
+pub fn list_peers_counted(
+    client: &Client,
+    namespace: &str,
+) -> Result<(Vec<PeerInfo>, Skipped), DiscoveryError> {
+    let prefix = peers_prefix(namespace);
+    let listing = client.get_prefix_capped(prefix.as_bytes(), MAX_RECORD)?;
+    let mut skipped = Skipped {
+        oversized: listing.oversized,
+        ..Skipped::default()
+    };
+    let mut peers = Vec::with_capacity(listing.kvs.len());
+    for kv in &listing.kvs {
+        match check::peer_of(kv, prefix.as_bytes()) {
+            Ok(p) => peers.push(p),
+            Err(r) => skipped.count(r),
+        }
+    }
+    Ok((peers, skipped))
 }
 
 #[cfg(test)]

@@ -10,6 +10,11 @@
 //!      └───── lease gone (expired, etcd wiped/restarted) ─────────────────────
 //! ```
 //!
+//! The thread also watches its own key: when anyone else overwrites it (a
+//! value or lease that is not this peer's) or deletes it, the record is put
+//! back at once (within a second; at most every [`RECLAIM_EVERY`] so two
+//! processes sharing an id do not hammer etcd).
+//!
 //! Failures (etcd unreachable, no leader) are retried with backoff on every
 //! endpoint; the first failure of a run of failures is logged at warn level,
 //! the recovery at info. Stopping revokes the lease so the peer disappears at
@@ -24,11 +29,20 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::{peer_key, DiscoveryError, PeerRecord};
-use crate::etcd::{Client, LeaseId};
+use crate::etcd::{Client, KeyValue, LeaseId, WatchEvent, Watcher};
 
-/// Shortest and longest wait between failed attempts.
+/// Shortest and longest wait between failed attempts. The longest bounds
+/// how late a peer registers again once etcd is reachable again: one
+/// connect timeout (500 ms) in flight plus this wait stays under a second
+/// (tests/it/lan.rs); an unreachable etcd costs each peer about one
+/// connection attempt per 0.75 s.
 const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_millis(250);
+/// Shortest time between two re-registrations caused by someone else
+/// changing the key.
+pub const RECLAIM_EVERY: Duration = Duration::from_millis(300);
+/// Shortest time between two warnings about the key being taken.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What to register and how.
 #[derive(Debug, Clone)]
@@ -43,6 +57,11 @@ pub struct RegistrationConfig {
 
 enum Msg {
     IndexGen(u64),
+    /// The own key as the watch saw it at `revision`: `None` if absent.
+    Key {
+        revision: i64,
+        kv: Option<KeyValue>,
+    },
     Stop,
 }
 
@@ -84,6 +103,7 @@ impl Registration {
             registered: AtomicBool::new(false),
         });
         let keeper = Keeper {
+            tx: tx.clone(),
             client,
             key: peer_key(&cfg.namespace, &cfg.record.id),
             ttl: cfg.ttl,
@@ -156,6 +176,7 @@ impl Drop for Registration {
 }
 
 struct Keeper {
+    tx: Sender<Msg>,
     client: Client,
     key: String,
     ttl: Duration,
@@ -165,14 +186,56 @@ struct Keeper {
 }
 
 impl Keeper {
+    /// Watches the own key, feeding what it sees back into the loop.
+    fn watch_own_key(&self) -> Option<Watcher> {
+        let key = self.key.clone().into_bytes();
+        let tx = self.tx.clone();
+        let on_event = move |ev: WatchEvent| {
+            let msg = match ev {
+                WatchEvent::Snapshot { kvs, revision } => Msg::Key {
+                    revision,
+                    kv: kvs.into_iter().find(|kv| kv.key == key),
+                },
+                WatchEvent::Put(kv) if kv.key == key => Msg::Key {
+                    revision: kv.mod_revision,
+                    kv: Some(kv),
+                },
+                WatchEvent::Delete { key: k, revision } if k == key => {
+                    Msg::Key { revision, kv: None }
+                }
+                _ => return,
+            };
+            let _ = tx.send(msg);
+        };
+        match self.client.watch_prefix(self.key.as_bytes(), on_event) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!(
+                    "cannot watch {}: {e}; a stolen key is noticed only at renewal",
+                    self.key
+                );
+                None
+            }
+        }
+    }
+
     fn run(mut self) {
         let mut lease: Option<LeaseId> = None;
         let mut dirty = true;
         let mut ever_registered = false;
         let mut failing = false;
         let mut retry = RETRY_MIN;
+        let watcher = self.watch_own_key();
+        let mut put_revision = 0i64;
+        let mut last_reclaim: Option<std::time::Instant> = None;
+        let mut last_warn: Option<std::time::Instant> = None;
         loop {
-            let step = self.step(&mut lease, &mut dirty, &mut ever_registered);
+            let step = self.step(
+                &mut lease,
+                &mut dirty,
+                &mut ever_registered,
+                &mut put_revision,
+            );
             *self.shared.lease.lock() = lease;
             self.shared
                 .registered
@@ -203,6 +266,36 @@ impl Keeper {
                         dirty = true;
                     }
                 }
+                Ok(Msg::Key { revision, kv }) => {
+                    let Some(id) = lease.filter(|_| !dirty && revision > put_revision) else {
+                        continue;
+                    };
+                    let ours = kv.as_ref().is_some_and(|kv| {
+                        kv.lease == id.0
+                            && serde_json::from_slice::<PeerRecord>(&kv.value)
+                                .is_ok_and(|r| r == self.record)
+                    });
+                    if ours {
+                        continue;
+                    }
+                    if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                        log::warn!(
+                            "{} was {} by someone else; registering again",
+                            self.key,
+                            if kv.is_some() {
+                                "overwritten"
+                            } else {
+                                "deleted"
+                            }
+                        );
+                        last_warn = Some(std::time::Instant::now());
+                    }
+                    if let Some(t) = last_reclaim {
+                        std::thread::sleep(RECLAIM_EVERY.saturating_sub(t.elapsed()));
+                    }
+                    last_reclaim = Some(std::time::Instant::now());
+                    dirty = true;
+                }
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -217,6 +310,8 @@ impl Keeper {
                 ),
             }
         }
+        // After the revoke: joining the watch takes up to its idle timeout.
+        drop(watcher);
     }
 
     /// One pass of the state machine: make sure a lease exists and the key is
@@ -226,6 +321,7 @@ impl Keeper {
         lease: &mut Option<LeaseId>,
         dirty: &mut bool,
         ever_registered: &mut bool,
+        put_revision: &mut i64,
     ) -> Result<(), DiscoveryError> {
         if let (Some(id), false) = (*lease, *dirty) {
             match self.client.lease_keepalive(id)? {
@@ -241,28 +337,45 @@ impl Keeper {
                 }
             }
         }
-        let id = match *lease {
-            Some(id) => id,
-            None => {
-                let ttl_secs = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
-                let l = self.client.lease_grant(ttl_secs)?;
-                *lease = Some(l.id);
-                *dirty = true;
-                l.id
-            }
-        };
         let value =
             serde_json::to_vec(&self.record).map_err(|e| DiscoveryError::Encode(e.to_string()))?;
-        match self.client.put(self.key.as_bytes(), &value, Some(id)) {
-            Ok(_) => {}
-            Err(crate::etcd::Error::Etcd { message, .. })
-                if message.contains("lease not found") =>
-            {
-                *lease = None;
-                return Err(DiscoveryError::LeaseLost);
+        // A lease found gone by the put (expired while etcd was out of
+        // reach, noticed through the watch) is replaced at once, not after
+        // a retry backoff: at most one new lease per step.
+        let mut granted = false;
+        let id = loop {
+            let id = match *lease {
+                Some(id) => id,
+                None => {
+                    let ttl_secs = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+                    let l = self.client.lease_grant(ttl_secs)?;
+                    *lease = Some(l.id);
+                    *dirty = true;
+                    granted = true;
+                    l.id
+                }
+            };
+            match self.client.put(self.key.as_bytes(), &value, Some(id)) {
+                Ok(revision) => {
+                    *put_revision = revision;
+                    break id;
+                }
+                Err(crate::etcd::Error::Etcd { message, .. })
+                    if message.contains("lease not found") =>
+                {
+                    *lease = None;
+                    if granted {
+                        return Err(DiscoveryError::LeaseLost);
+                    }
+                    log::warn!(
+                        "lease {} of {} is gone (expired or etcd lost its data); registering again",
+                        id.hex(),
+                        self.key
+                    );
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        }
+        };
         *dirty = false;
         if *ever_registered {
             log::info!(

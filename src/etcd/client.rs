@@ -17,8 +17,10 @@ use serde_json::{json, Value};
 use super::codec::{AuthResponse, ErrorBody};
 use super::{Config, Error, Result};
 
-/// Largest gateway answer read (etcd itself refuses replies over 4 MiB).
-const MAX_BODY: u64 = 8 * 1024 * 1024;
+/// Largest gateway answer read (the 3.4 gateway refuses replies over
+/// 4 MiB; 3.5 sends anything). A larger one is [`Error::TooLarge`], never
+/// a truncated body: prefix listings then page smaller (`kv.rs`).
+pub const MAX_ANSWER: u64 = 8 * 1024 * 1024;
 
 /// gRPC status codes that mean "try another member".
 const GRPC_UNAVAILABLE: i64 = 14;
@@ -208,6 +210,13 @@ impl Client {
                         message,
                     });
                 }
+                Ok(Answer::TooLarge) => {
+                    return Err(Error::TooLarge {
+                        endpoint: ep.clone(),
+                        path: path.to_string(),
+                        limit: MAX_ANSWER,
+                    })
+                }
                 Ok(Answer::Status(status)) => {
                     return Err(Error::Status {
                         endpoint: ep.clone(),
@@ -241,6 +250,7 @@ enum Answer {
     Ok(Vec<u8>),
     Refused { code: i64, message: String },
     Status(u16),
+    TooLarge,
 }
 
 /// One POST to one endpoint. `Err` is a transport failure (try the next one).
@@ -261,9 +271,12 @@ fn post_one(
     let mut bytes = Vec::new();
     resp.into_body()
         .into_reader()
-        .take(MAX_BODY)
+        .take(MAX_ANSWER + 1)
         .read_to_end(&mut bytes)
         .map_err(ureq::Error::Io)?;
+    if bytes.len() as u64 > MAX_ANSWER {
+        return Ok(Answer::TooLarge);
+    }
     if status == 200 {
         return Ok(Answer::Ok(bytes));
     }

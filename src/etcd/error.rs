@@ -69,6 +69,16 @@ pub enum Error {
         /// What was wrong with it.
         reason: String,
     },
+    /// The answer was larger than the client reads (8 MiB).
+    #[error("answer from {endpoint}{path} is over the {limit}-byte limit")]
+    TooLarge {
+        /// The endpoint that answered.
+        endpoint: String,
+        /// The gateway path requested.
+        path: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// The client configuration is unusable (bad URL, unreadable CA file...).
     #[error("etcd client configuration: {0}")]
     Config(String),
@@ -78,6 +88,16 @@ impl Error {
     /// True when no endpoint could be reached (as opposed to etcd refusing).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Error::Unreachable { .. } | Error::Tls { .. })
+    }
+
+    /// True when the answer was too large to read: over 8 MiB here,
+    /// or over the gateway's own message limit (gRPC `RESOURCE_EXHAUSTED`).
+    pub fn is_too_large(&self) -> bool {
+        match self {
+            Error::TooLarge { .. } => true,
+            Error::Etcd { code, message, .. } => *code == 8 || message.contains("larger than max"),
+            _ => false,
+        }
     }
 }
 

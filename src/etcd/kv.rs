@@ -6,7 +6,10 @@ use super::codec::{b64, prefix_range_end, DeleteResponse, KeyValue, PutResponse,
 use super::{Client, LeaseId, Result};
 
 /// Keys fetched per page of a prefix range: keeps each gateway answer far
-/// below its 4 MiB reply limit (etcd #11327).
+/// below its 4 MiB reply limit (etcd #11327) for ordinary values. A page
+/// whose answer is still too large (big values) is asked again with half
+/// the limit, down to one key; a single key whose answer is too large is
+/// skipped and counted in [`Listing::oversized`].
 const PAGE: i64 = 500;
 
 /// The keys under a prefix and the store revision they were read at.
@@ -16,6 +19,9 @@ pub struct Listing {
     pub kvs: Vec<KeyValue>,
     /// The revision of the store when read; watch from `revision + 1`.
     pub revision: i64,
+    /// Keys left out because their value was over the size cap (or too
+    /// large for one gateway answer).
+    pub oversized: usize,
 }
 
 impl Client {
@@ -36,26 +42,68 @@ impl Client {
     }
 
     /// Reads every key under `prefix`, page by page, all at one revision.
+    /// Values too large for one gateway answer are skipped
+    /// ([`Listing::oversized`]); nothing one key holds can fail the listing.
     pub fn get_prefix(&self, prefix: &[u8]) -> Result<Listing> {
+        self.get_prefix_capped(prefix, usize::MAX)
+    }
+
+    /// Like [`Client::get_prefix`], also leaving out (and counting) every
+    /// value over `max_value` bytes.
+    pub fn get_prefix_capped(&self, prefix: &[u8], max_value: usize) -> Result<Listing> {
         let end = b64(&prefix_range_end(prefix));
         let mut out = Listing::default();
         let mut from = prefix.to_vec();
+        let mut limit = PAGE;
         loop {
             let mut body =
-                json!({ "key": b64(&from), "range_end": end, "limit": PAGE.to_string() });
+                json!({ "key": b64(&from), "range_end": end, "limit": limit.to_string() });
             if out.revision > 0 {
                 body["revision"] = json!(out.revision.to_string());
             }
-            let r: RangeResponse = self.call("/v3/kv/range", &body)?;
+            let r: RangeResponse = match self.call("/v3/kv/range", &body) {
+                Ok(r) => r,
+                Err(e) if e.is_too_large() && limit > 1 => {
+                    limit = (limit / 2).max(1);
+                    continue;
+                }
+                Err(e) if e.is_too_large() => {
+                    // One value alone is too large: learn its key and skip it.
+                    body["keys_only"] = json!(true);
+                    let k: RangeResponse = self.call("/v3/kv/range", &body)?;
+                    if out.revision == 0 {
+                        out.revision = k.header.revision;
+                    }
+                    let Some(kv) = k.kvs.into_iter().next() else {
+                        return Ok(out);
+                    };
+                    out.oversized += 1;
+                    from = kv.key;
+                    from.push(0);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if out.revision == 0 {
                 out.revision = r.header.revision;
             }
             let more = r.more;
-            out.kvs.extend(r.kvs);
-            match (more, out.kvs.last()) {
-                (true, Some(last)) => {
-                    from = last.key.clone();
-                    from.push(0);
+            let next = r.kvs.last().map(|kv| {
+                let mut k = kv.key.clone();
+                k.push(0);
+                k
+            });
+            for kv in r.kvs {
+                if kv.value.len() > max_value {
+                    out.oversized += 1;
+                } else {
+                    out.kvs.push(kv);
+                }
+            }
+            match (more, next) {
+                (true, Some(k)) => {
+                    from = k;
+                    limit = (limit * 2).min(PAGE);
                 }
                 _ => return Ok(out),
             }

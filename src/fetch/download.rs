@@ -16,6 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -88,11 +89,13 @@ pub fn download(
         let path = path.to_path_buf();
         move |source| FetchError::output(path, source)
     };
+    // Never through a link: a `.part` planted as a symlink is refused.
     let part = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&part_path)
         .map_err(output_err(&part_path))?;
     // The state is only a hint: every piece it claims is hashed again.
@@ -159,7 +162,7 @@ pub fn download(
         );
         match outcome {
             Outcome::Complete(digest) if digest == sha1 => {
-                finish(&part, &part_path, &opts.output, &state_path)?;
+                finish(&part, &list, &part_path, &opts.output, &state_path)?;
                 log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                 summary.bytes = list.size;
                 summary.bytes_received = received.load(Ordering::Relaxed);
@@ -249,9 +252,12 @@ fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
     })
 }
 
-/// fsync the `.part`, rename it into place, fsync the directory, drop the state.
+/// fsync the `.part`, check that every piece still matches (the bytes
+/// renamed are the verified ones), rename it into place, fsync the
+/// directory, drop the state.
 fn finish(
     part: &File,
+    list: &PieceList,
     part_path: &Path,
     output: &Path,
     state_path: &Path,
@@ -260,7 +266,45 @@ fn finish(
         let path = path.to_path_buf();
         move |source| FetchError::output(path, source)
     };
-    part.sync_all().map_err(err(part_path))?;
+    // The pieces are checked again while the fsync runs (it waits on the
+    // disk, the check on the CPU); both end before the rename.
+    let checked = Instant::now();
+    let (synced, changed) = std::thread::scope(|s| {
+        let check = std::thread::Builder::new()
+            .name("pb-get-check".into())
+            .spawn_scoped(s, || super::state::changed_piece(part, list));
+        let synced = part.sync_all();
+        let changed = match check {
+            Ok(t) => t.join().unwrap_or(Some(0)),
+            Err(_) => super::state::changed_piece(part, list),
+        };
+        (synced, changed)
+    });
+    synced.map_err(err(part_path))?;
+    log::debug!(
+        "fsync and {} pieces checked again on disk in {:.3}s",
+        list.pieces.len(),
+        checked.elapsed().as_secs_f64()
+    );
+    if let Some(piece) = changed {
+        return Err(FetchError::Changed {
+            path: part_path.to_path_buf(),
+            piece,
+        });
+    }
+    // The name must still be this file (not one swapped in under it).
+    let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        m.dev() == n.dev() && m.ino() == n.ino()
+    };
+    let ours = part.metadata().map_err(err(part_path))?;
+    let named = std::fs::symlink_metadata(part_path).map_err(err(part_path))?;
+    if !same_file(&ours, &named) {
+        return Err(FetchError::Changed {
+            path: part_path.to_path_buf(),
+            piece: 0,
+        });
+    }
     std::fs::rename(part_path, output).map_err(err(output))?;
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

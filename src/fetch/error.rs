@@ -63,6 +63,21 @@ pub enum FetchError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A `.part` or state file is a symbolic link: never written through.
+    #[error("{} is a symbolic link: remove it (downloads never write through a link)", path.display())]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// The `.part` changed on disk after its pieces were verified (another
+    /// process wrote to it): it is not renamed into place.
+    #[error("{} changed on disk during the download (piece {piece} no longer matches; another process wrote to it): rerun the same command to fetch it again", path.display())]
+    Changed {
+        /// The `.part`.
+        path: PathBuf,
+        /// The first piece that no longer matches.
+        piece: usize,
+    },
     /// The disk of the output is full; the `.part` and its state are kept.
     #[error("no space left on device writing {}: free some space, then rerun the same command to resume", path.display())]
     NoSpace {
@@ -91,6 +106,8 @@ impl FetchError {
         let path = path.into();
         if is_no_space(&source) {
             FetchError::NoSpace { path }
+        } else if source.raw_os_error() == Some(libc::ELOOP) {
+            FetchError::Symlink { path }
         } else {
             FetchError::Output { path, source }
         }

@@ -10,13 +10,21 @@ use crate::Sha1Digest;
 const MAX_NAME_BYTES: usize = 200;
 
 /// A peer-supplied name made safe as one file name: the last path
-/// component only (after `/` and `\`), without control characters, not
-/// `.`/`..`, not hidden-by-accident empty, at most 200 bytes. `None` if
-/// nothing usable is left.
+/// component only (after `/` and `\`), without control, bidi-override or
+/// zero-width characters ([`crate::text::is_unsafe_char`]), without
+/// leading dots (never a hidden file such as `.bashrc`, never `.`/`..`),
+/// at most 200 bytes. `None` if nothing usable is left.
 pub fn sanitize_name(name: &str) -> Option<String> {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let mut clean: String = last.chars().filter(|c| !c.is_control()).collect();
-    clean = clean.trim().to_string();
+    let mut clean: String = last
+        .chars()
+        .filter(|c| !crate::text::is_unsafe_char(*c))
+        .collect();
+    clean = clean
+        .trim()
+        .trim_start_matches('.')
+        .trim_start()
+        .to_string();
     while clean.len() > MAX_NAME_BYTES {
         clean.pop();
     }
@@ -73,6 +81,13 @@ mod tests {
             Some("abc[31m")
         );
         assert_eq!(sanitize_name(".."), None);
+        assert_eq!(sanitize_name(".bashrc").as_deref(), Some("bashrc"));
+        assert_eq!(sanitize_name("x/ ..profile").as_deref(), Some("profile"));
+        assert_eq!(
+            sanitize_name("invoice\u{202e}fdp.exe").as_deref(),
+            Some("invoicefdp.exe")
+        );
+        assert_eq!(sanitize_name("a\u{200b}\u{2067}b").as_deref(), Some("ab"));
         assert_eq!(sanitize_name("x/.."), None);
         assert_eq!(sanitize_name("dir/"), None);
         assert_eq!(sanitize_name(""), None);

@@ -53,10 +53,15 @@ struct State {
     have: Vec<Option<Bitfield>>,
     /// Per holder slot: dropped (its pieces no longer count).
     gone: Vec<bool>,
+    /// Per holder slot: the pieces it would rather upload (a seed's
+    /// least-uploaded pieces), preferred among equally rare ones.
+    fresh: Vec<Option<Bitfield>>,
     /// Per piece: usable holders that have it.
     avail: Vec<u32>,
     /// Ties are broken in the order `(i + n - offset) % n`.
     offset: usize,
+    /// When a piece was last written (or the round started).
+    last_progress: Instant,
     /// Holders (by slot index) fetching each piece.
     fetchers: Vec<Vec<usize>>,
     /// When each piece was first handed out (its current fetch).
@@ -72,6 +77,9 @@ struct State {
 const FIRST_STEAL_AFTER: Duration = Duration::from_millis(500);
 /// Shortest wait before a second copy.
 const MIN_STEAL_AFTER: Duration = Duration::from_millis(50);
+/// A download that got no piece for this long asks seeds for anything
+/// again (see super-seeding in [`Scheduler::next`]).
+const SEED_FALLBACK: Duration = Duration::from_secs(1);
 
 /// The shared piece state of one download round.
 pub(crate) struct Scheduler {
@@ -106,8 +114,10 @@ impl Scheduler {
                 remaining: done.iter().filter(|d| !**d).count(),
                 have: Vec::new(),
                 gone: Vec::new(),
+                fresh: Vec::new(),
                 avail: vec![0; done.len()],
                 offset,
+                last_progress: Instant::now(),
                 fetchers: vec![Vec::new(); done.len()],
                 started: vec![None; done.len()],
                 pieces,
@@ -121,10 +131,12 @@ impl Scheduler {
         }
     }
 
-    /// Sets what `holder` has (`None`: every piece), updating availability.
-    pub fn set_have(&self, holder: usize, have: Option<Bitfield>) {
+    /// Sets what `holder` has (`None`: every piece), updating availability,
+    /// and the pieces it would rather upload (`None`: no preference).
+    pub fn set_have(&self, holder: usize, have: Option<Bitfield>, fresh: Option<Bitfield>) {
         let mut s = self.state.lock();
         s.ensure(holder);
+        s.fresh[holder] = fresh;
         if !s.gone[holder] {
             s.count(holder, -1);
         }
@@ -166,6 +178,14 @@ impl Scheduler {
         s.have.get(holder).is_none_or(Option::is_none)
     }
 
+    /// True if `holder`'s bitmap is worth asking again: it is partial, or a
+    /// seed that says which pieces it would rather upload.
+    pub fn needs_poll(&self, holder: usize) -> bool {
+        let s = self.state.lock();
+        s.have.get(holder).is_some_and(Option::is_some)
+            || s.fresh.get(holder).is_some_and(Option::is_some)
+    }
+
     /// The next piece for a connection of `holder`.
     pub fn next(&self, holder: usize) -> Next {
         let mut s = self.state.lock();
@@ -175,9 +195,18 @@ impl Scheduler {
         s.ensure(holder);
         let n = s.pieces.len();
         let offset = s.offset;
+        // Super-seeding: while partial holders are known, a seed that says
+        // which pieces it never uploaded is asked only for those (and only
+        // if no one else is known to have them): the rest come from the
+        // partial holders, and the seed's upload goes to new pieces. Unless
+        // this download got nothing for SEED_FALLBACK.
+        let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
+            && s.has_partials()
+            && s.last_progress.elapsed() < SEED_FALLBACK;
         let pick = (0..n)
             .filter(|&i| s.pieces[i] == PieceState::Missing && s.has(holder, i))
-            .min_by_key(|&i| (s.avail[i], (i + n - offset) % n));
+            .filter(|&i| !restricted || (s.is_fresh(holder, i) && s.avail[i] <= 1))
+            .min_by_key(|&i| (s.avail[i], !s.is_fresh(holder, i), (i + n - offset) % n));
         if let Some(i) = pick {
             s.pieces[i] = PieceState::InFlight;
             s.fetchers[i].push(holder);
@@ -225,6 +254,7 @@ impl Scheduler {
                 s.piece_time = Some(s.piece_time.map_or(took, |avg| (avg * 7 + took) / 8));
             }
             s.pieces[i] = PieceState::Done;
+            s.last_progress = Instant::now();
             s.remaining -= 1;
             s.dirty = true;
             self.done[i].store(true, Ordering::Release);
@@ -299,9 +329,25 @@ impl State {
         while self.have.len() <= holder {
             self.have.push(None);
             self.gone.push(false);
+            self.fresh.push(None);
             for a in &mut self.avail {
                 *a += 1;
             }
+        }
+    }
+
+    /// True if a usable partial holder is known.
+    fn has_partials(&self) -> bool {
+        self.have
+            .iter()
+            .zip(&self.gone)
+            .any(|(h, gone)| h.is_some() && !gone)
+    }
+
+    fn is_fresh(&self, holder: usize, i: usize) -> bool {
+        match self.fresh.get(holder) {
+            Some(Some(b)) => b.get(i),
+            _ => false,
         }
     }
 
@@ -366,8 +412,12 @@ mod tests {
     fn rarest_first_and_only_what_the_holder_has() {
         let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
         // Holder 0 is a seed; holder 1 has pieces 0 and 1.
-        s.set_have(0, None);
-        s.set_have(1, Some(Bitfield::from_flags(&[true, true, false, false])));
+        s.set_have(0, None, None);
+        s.set_have(
+            1,
+            Some(Bitfield::from_flags(&[true, true, false, false])),
+            None,
+        );
         // The seed is asked for what only it has.
         assert_eq!(s.next(0), Next::Piece(2));
         assert_eq!(s.next(0), Next::Piece(3));
@@ -383,6 +433,42 @@ mod tests {
         assert_eq!(s.state.lock().avail, vec![1, 0, 0, 0]);
         assert!(s.is_complete_holder(0));
         assert!(!s.is_complete_holder(1));
+    }
+
+    #[test]
+    fn a_seed_is_asked_for_the_pieces_it_uploaded_least() {
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
+        s.set_have(
+            0,
+            None,
+            Some(Bitfield::from_flags(&[false, false, true, false])),
+        );
+        assert!(s.needs_poll(0));
+        assert_eq!(s.next(0), Next::Piece(2));
+        assert_eq!(s.next(0), Next::Piece(0));
+    }
+
+    #[test]
+    fn with_partial_holders_a_seed_is_asked_only_for_what_it_never_sent() {
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
+        // Seed 0 never sent piece 3; partial holder 1 has piece 0.
+        s.set_have(
+            0,
+            None,
+            Some(Bitfield::from_flags(&[false, false, false, true])),
+        );
+        s.set_have(
+            1,
+            Some(Bitfield::from_flags(&[true, false, false, false])),
+            None,
+        );
+        assert_eq!(s.next(0), Next::Piece(3));
+        // Pieces 1 and 2 went out to others: wait for them to spread.
+        assert_eq!(s.next(0), Next::Wait);
+        assert_eq!(s.next(1), Next::Piece(0));
+        // Nothing arrived for a while: the seed is asked anyway.
+        s.state.lock().last_progress = Instant::now() - SEED_FALLBACK;
+        assert_eq!(s.next(0), Next::Piece(1));
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! marks verified is hashed again from the `.part` ([`salvage`]) and kept
 //! only if it matches the piece list in use.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -32,6 +33,10 @@ pub struct ResumeState {
     pub pieces: Vec<Sha1Digest>,
     /// Verified pieces: hex of a bitset, bit `i` of byte `i / 8` (LSB first).
     pub verified: String,
+    /// A random id of the download writing it: a peer serving the `.part`
+    /// meanwhile reports it, so the download knows that peer is itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<String>,
 }
 
 impl ResumeState {
@@ -43,13 +48,20 @@ impl ResumeState {
             piece_size: list.piece_size,
             pieces: list.pieces.clone(),
             verified: encode_bitmap(done),
+            download: None,
         }
+    }
+
+    /// The same state, naming the download that writes it.
+    pub fn with_download(mut self, id: &str) -> Self {
+        self.download = Some(id.to_string());
+        self
     }
 
     /// Reads a state file; `None` (with a warning) if it is missing,
     /// unreadable, corrupt or for another file.
     pub fn load(path: &Path, sha1: &Sha1Digest) -> Option<ResumeState> {
-        let bytes = match std::fs::read(path) {
+        let bytes = match read_nofollow(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
@@ -84,11 +96,16 @@ impl ResumeState {
     /// bitmap changed) is overwritten in place instead, which needs no new
     /// blocks; a write torn by a crash there only makes the state corrupt,
     /// and a corrupt state is ignored on resume.
+    ///
+    /// No link is followed: the temp file is created anew (a link or file
+    /// left in its place is removed first, and `create_new` refuses one put
+    /// back meanwhile), the in-place overwrite opens with `O_NOFOLLOW`, and
+    /// the rename replaces a link at `path` rather than writing through it.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         let mut tmp = path.as_os_str().to_os_string();
         tmp.push(".tmp");
-        match std::fs::write(&tmp, &json) {
+        match write_new(Path::new(&tmp), &json) {
             Ok(()) => std::fs::rename(&tmp, path),
             Err(e) if super::error::is_no_space(&e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -121,9 +138,40 @@ impl ResumeState {
     }
 }
 
+/// Writes `bytes` to a file created at `path`, never through a link: an
+/// entry already there (a stale temp file, or a link planted in its place)
+/// is removed first, and `create_new` (`O_EXCL`) fails if one reappears.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+/// Reads a whole file, refusing a symbolic link (`O_NOFOLLOW`).
+fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Overwrites `path` with `bytes` in place if it already has that length.
 fn overwrite_same_length(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     if file.metadata()?.len() != bytes.len() as u64 {
         return Err(std::io::Error::other("state length changed"));
     }
@@ -174,6 +222,16 @@ pub fn salvage(part: &File, list: &PieceList, claimed: &[(u64, u64)]) -> Vec<boo
         .collect()
 }
 
+/// The first piece of `list` whose bytes in `part` no longer match (read
+/// back and hashed in parallel), or `None` if every piece still does. Run
+/// just before the rename, after the whole-file hash: pieces verified on
+/// arrival and all still matching mean the bytes renamed into place are the
+/// verified ones, whatever another process wrote to the `.part` meanwhile.
+pub fn changed_piece(part: &File, list: &PieceList) -> Option<usize> {
+    let all = [(0, list.size)];
+    salvage(part, list, &all).iter().position(|ok| !ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +271,37 @@ mod tests {
         assert_eq!(ResumeState::load(&saved, &Sha1Digest::of(b"other")), None);
         std::fs::write(&saved, b"{corrupt").unwrap();
         assert_eq!(ResumeState::load(&saved, &list.sha1), None);
+        assert_eq!(changed_piece(&file, &list), Some(1));
+    }
+
+    #[test]
+    fn state_files_are_never_written_or_read_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let data = b"0123456789".to_vec();
+        let list = PieceList {
+            sha1: Sha1Digest::of(&data),
+            size: 10,
+            piece_size: 4,
+            pieces: vec![Sha1Digest::of(b"x"); 3],
+        };
+        let state = ResumeState::new(&list, &[true, false, false]);
+        let saved = dir.path().join("f.part.state");
+        let tmp = dir.path().join("f.part.state.tmp");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        state.save(&saved).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(ResumeState::load(&saved, &list.sha1), Some(state.clone()));
+        std::fs::remove_file(&saved).unwrap();
+        std::os::unix::fs::symlink(&victim, &saved).unwrap();
+        assert_eq!(
+            ResumeState::load(&saved, &list.sha1),
+            None,
+            "a link is not read"
+        );
+        state.save(&saved).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!std::fs::symlink_metadata(&saved).unwrap().is_symlink());
     }
 }

@@ -20,7 +20,7 @@ use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
 use crate::http::response::content_disposition;
 use crate::http::route::{self, Route, ALLOW};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
-use crate::protocol::PIECES_HEADER;
+use crate::protocol::{DOWNLOAD_ID_HEADER, PIECES_HEADER};
 use crate::Sha1Digest;
 
 const CONTENT_TYPE_JSON: &str = "application/json";
@@ -158,13 +158,20 @@ pub(crate) fn handle(
             None => not_served(&sha1),
         },
         Route::Have(sha1) => match source.have(&sha1) {
-            Some(have) => Response::bytes(
-                ResponseHead::new(Status::OK)
+            Some(have) => {
+                let mut body = have.as_bytes().to_vec();
+                if let Some(fresh) = source.fresh(&sha1).filter(|f| f.len() == have.len()) {
+                    body.extend_from_slice(fresh.as_bytes());
+                }
+                let mut head = ResponseHead::new(Status::OK)
                     .header("Content-Type", CONTENT_TYPE_BYTES)
                     .header("Cache-Control", "no-store")
-                    .header(PIECES_HEADER, have.len().to_string()),
-                have.as_bytes().to_vec(),
-            ),
+                    .header(PIECES_HEADER, have.len().to_string());
+                if let Some(id) = source.download_id(&sha1) {
+                    head = head.header(DOWNLOAD_ID_HEADER, id);
+                }
+                Response::bytes(head, body)
+            }
             None => not_served(&sha1),
         },
         Route::File(sha1) => file(request, source, &sha1),
@@ -268,6 +275,9 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
             return response;
         }
     };
+    if opened.held.is_none() && request.method == Method::Get {
+        source.note_upload(sha1, start, len);
+    }
     let head = head
         .header("Content-Type", CONTENT_TYPE_BYTES)
         .header(

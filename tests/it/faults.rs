@@ -27,7 +27,13 @@ use crate::support::*;
 // ---------------------------------------------------------------------------
 
 /// `<cmd> --etcd EP --namespace NS --state-dir DIR <extra>`.
-fn client_args(cmd: &str, ep: &str, ns: &str, state: &Path, extra: &[&str]) -> Vec<String> {
+pub(crate) fn client_args(
+    cmd: &str,
+    ep: &str,
+    ns: &str,
+    state: &Path,
+    extra: &[&str],
+) -> Vec<String> {
     let mut v: Vec<String> = vec![
         cmd.into(),
         "--etcd".into(),
@@ -45,7 +51,7 @@ fn client_args(cmd: &str, ep: &str, ns: &str, state: &Path, extra: &[&str]) -> V
 /// resident set size in KiB (from `wait4`, exact for this one child).
 #[track_caller]
 #[allow(clippy::zombie_processes)] // reaped by wait4 below, which clippy does not see
-fn run_measured(args: &[String], timeout: Duration) -> (Output, u64) {
+pub(crate) fn run_measured(args: &[String], timeout: Duration) -> (Output, u64) {
     let mut child = command()
         .args(args)
         .stdin(Stdio::null())
@@ -123,21 +129,6 @@ fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .count()
-}
-
-/// The address a `serve` process is bound to, from its start-up log line
-/// (known without etcd).
-fn bound_addr(peer: &ServePeer) -> SocketAddr {
-    wait_for(Duration::from_secs(10), "the peer's bound address", || {
-        let log = peer.proc.log_text();
-        let line = log.lines().find(|l| l.contains(" sharing "))?;
-        let rest = line.split(" on ").nth(1)?;
-        rest.split_whitespace()
-            .next()?
-            .trim_end_matches(',')
-            .parse()
-            .ok()
-    })
 }
 
 /// One `GET` with `Connection: close`: status and body, `None` on any error.
@@ -243,7 +234,7 @@ fn serve_without_etcd_serves_a_client_that_knows_its_address() {
     let dataset = tempfile::tempdir().unwrap();
     let sha1 = random_file(&dataset.path().join("f.bin"), 300_000, 1);
     let peer = Serve::new(&ep).ttl(3).dataset(dataset.path()).start();
-    let addr = bound_addr(&peer);
+    let addr = peer.bound_addr();
     let (status, body) = wait_for(Duration::from_secs(10), "the file served", || {
         http_get(addr, &format!("/v1/files/{sha1}")).filter(|(s, _)| *s == 200)
     });
@@ -691,7 +682,7 @@ fn files_deleted_or_truncated_while_served_fail_over_and_the_index_follows() {
                 .start()
         })
         .collect();
-    let a_addr = bound_addr(&peers[0]);
+    let a_addr = peers[0].bound_addr();
     let state = dir.path().join("state");
     wait_files_lists(&ep, ns, &state, &gone, 2);
     wait_files_lists(&ep, ns, &state, &cut, 2);
@@ -790,7 +781,7 @@ fn serve_one_file(
         .dataset(&dataset)
         .state_dir(dir.join("serve-state"))
         .start();
-    let addr = bound_addr(&peer);
+    let addr = peer.bound_addr();
     wait_files_lists(&etcd.endpoint(), ns, &dir.join("probe-state"), &sha1, 1);
     (peer, addr, sha1)
 }
