@@ -50,6 +50,8 @@ LAN_MIB = int(os.environ.get("BENCH_LAN_MIB", "256"))
 SWARM_MIB = int(os.environ.get("BENCH_SWARM_MIB", "128"))
 SWARM_N = [int(x) for x in os.environ.get("BENCH_SWARM_N", "8,16").split(",") if x.strip()]
 RATE = int(os.environ.get("BENCH_RATE_MBIT", "400"))
+# BENCH_PIECE_SIZE=BYTES: the peers' piece size (default: serve's, 4 MiB).
+PIECE_SIZE = os.environ.get("BENCH_PIECE_SIZE", "")
 # BENCH_LAN_ONLY=swarm skips the multi-source comparisons.
 ONLY = os.environ.get("BENCH_LAN_ONLY", "")
 PORT = 7070
@@ -139,7 +141,7 @@ def start_peer(run, binary, host, etcd, dataset, ns, name):
     return run.start(host, [
         binary, "serve", "--dataset", dataset, "--state-dir", state,
         "--listen", f"0.0.0.0:{PORT}", "--etcd", etcd, "--namespace", ns,
-    ], name)
+    ] + (["--piece-size", PIECE_SIZE] if PIECE_SIZE else []), name)
 
 
 def timed(host, argv, cleanup=None):
