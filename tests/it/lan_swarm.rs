@@ -19,7 +19,7 @@ const GET_TIMEOUT: Duration = Duration::from_secs(120);
 struct Swarm {
     etcd: EtcdServer,
     seed_host: Host,
-    seed: ServePeer,
+    _seed: ServePeer,
     hosts: Vec<Host>,
     peers: Vec<ServePeer>,
     sha1: String,
@@ -65,7 +65,7 @@ impl Swarm {
         Swarm {
             etcd,
             seed_host,
-            seed,
+            _seed: seed,
             hosts,
             peers,
             sha1,
