@@ -270,14 +270,21 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
     finish = []
     failed = []
     get_cpu = 0.0
-    for i, p in enumerate(gets):
-        # wait4 for the CPU time of each get (ip netns exec execs it).
-        _pid, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        get_cpu += usage.ru_utime + usage.ru_stime
-        finish.append(time.perf_counter() - t0)
-        if p.returncode != 0:
-            failed.append(f"host{i + 1}: {common.tail(os.path.join(base, f'get{i + 1}.log'), 1)}")
+    pending = dict(enumerate(gets))
+    while pending:
+        # wait4 for the CPU time of each get (ip netns exec execs it), in
+        # the order they end.
+        for i, p in list(pending.items()):
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid == 0:
+                continue
+            del pending[i]
+            p.returncode = os.waitstatus_to_exitcode(status)
+            get_cpu += usage.ru_utime + usage.ru_stime
+            finish.append(time.perf_counter() - t0)
+            if p.returncode != 0:
+                failed.append(f"host{i + 1}: {common.tail(os.path.join(base, f'get{i + 1}.log'), 1)}")
+        time.sleep(0.005)
     t_all = max(finish)
     busy1, total1 = cpu_busy()
     own_cpu = get_cpu + sum(proc_cpu(p.pid) for p in peers) - serve_cpu0
