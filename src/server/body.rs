@@ -1,8 +1,10 @@
-//! Sending a file range to a socket without copying it through user space.
+//! Sending a slice of a file to a non-blocking socket without copying it
+//! through user space.
 //!
-//! On Linux the body goes out with `sendfile(2)` (through `rustix`, so the
-//! crate stays free of `unsafe`), at an explicit offset, in chunks, until
-//! the indexed length is sent. `std::io::copy` is not enough: std refuses
+//! The body goes out with `sendfile(2)` (through `rustix`, so the crate
+//! stays free of `unsafe`), at an explicit offset: one call sends what the
+//! socket buffer takes, and the connection comes back for more when the
+//! socket is writable again. `std::io::copy` is not enough: std refuses
 //! `sendfile` from a regular file to a socket (pages still in the socket
 //! buffer could show later writes to the file) and falls back to 8 KiB
 //! `read`/`write` pairs. That hazard does not change what a client can
@@ -13,110 +15,131 @@
 //! binary (`cargo test --test it server::interop::ureq_downloads_a_file`):
 //! after the `sendto` of the head, the body leaves as
 //! `sendfile(<sock>, <file>, [offset], n)` calls and the file is never
-//! `read`. With `std::io::copy` the same trace shows `read(<file>, .., 8192)`
-//! and `sendto` pairs instead.
+//! `read`.
 //!
-//! The length is bounded by the indexed size, so a file that grew on disk is
-//! never sent past it; one that shrank makes `sendfile` return 0 early,
-//! reported as [`SendError::Truncated`]. Where the kernel refuses
-//! `sendfile` (`EINVAL`, `ENOSYS`) before the first byte, and on other
-//! systems, a plain bounded `std::io::copy` is used.
+//! The caller bounds the count by the indexed size, so a file that grew on
+//! disk is never sent past it; one that shrank makes `sendfile` return 0
+//! early ([`Progress::Ended`]). Where the kernel refuses `sendfile`
+//! (`EINVAL`, `ENOSYS`), a bounded `pread`/`write` is used instead.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
 
-/// Largest count passed to one `sendfile` call (Linux sends at most
-/// 0x7ffff000 bytes per call anyway).
-#[cfg(target_os = "linux")]
+/// Largest count passed to one `sendfile` call.
 const SENDFILE_CHUNK: u64 = 1 << 30;
+/// Buffer of the `pread`/`write` fallback.
+const COPY_CHUNK: u64 = 64 * 1024;
 
-/// Why a file body was not sent in full.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SendError {
-    /// Seeking to the range start failed (fallback copy only).
-    #[error("cannot seek the file to byte {start}: {source}")]
-    Seek { start: u64, source: std::io::Error },
-    /// The socket write (or file read) failed: the client went away or
-    /// stalled past the write timeout.
-    #[error("cannot send the body after {sent} bytes: {source}")]
-    Copy { sent: u64, source: std::io::Error },
-    /// The file ended before the indexed length: it was truncated under us.
-    #[error("file ended after {sent} of {expected} bytes: it shrank since it was indexed")]
-    Truncated { sent: u64, expected: u64 },
+/// What one attempt to send achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// This many bytes (at least one) left.
+    Sent(u64),
+    /// The socket buffer is full: wait until it is writable.
+    Blocked,
+    /// The file ended before the offset: it shrank since it was indexed.
+    Ended,
 }
 
-/// Sends `len` bytes of `file` from `start` to `out`; returns `len`.
-pub(crate) fn send_file(
+/// Sends at most `count` bytes of `file` from `offset` to the non-blocking
+/// `out`. An error means the client is gone.
+pub(crate) fn send_some(
     file: &File,
-    start: u64,
-    len: u64,
+    offset: u64,
+    count: u64,
     out: &TcpStream,
-) -> Result<u64, SendError> {
-    #[cfg(target_os = "linux")]
-    {
-        match sendfile_all(file, start, len, out) {
-            Err(Fallback) => {}
-            Ok(result) => return result,
-        }
-    }
-    copy_all(file, start, len, out)
-}
-
-/// The kernel refused `sendfile` before any byte went out.
-#[cfg(target_os = "linux")]
-struct Fallback;
-
-#[cfg(target_os = "linux")]
-fn sendfile_all(
-    file: &File,
-    start: u64,
-    len: u64,
-    out: &TcpStream,
-) -> Result<Result<u64, SendError>, Fallback> {
+) -> std::io::Result<Progress> {
     use rustix::io::Errno;
 
-    let mut offset = start;
-    let mut sent = 0u64;
-    while sent < len {
-        let count = (len - sent).min(SENDFILE_CHUNK) as usize;
-        match rustix::fs::sendfile(out, file, Some(&mut offset), count) {
-            Ok(0) => {
-                return Ok(Err(SendError::Truncated {
-                    sent,
-                    expected: len,
-                }))
-            }
-            Ok(n) => sent += n as u64,
-            Err(Errno::INTR) => {}
-            Err(Errno::INVAL | Errno::NOSYS) if sent == 0 => return Err(Fallback),
-            Err(e) => {
-                return Ok(Err(SendError::Copy {
-                    sent,
-                    source: e.into(),
-                }))
-            }
-        }
+    let count = count.min(SENDFILE_CHUNK) as usize;
+    loop {
+        let mut at = offset;
+        return match rustix::fs::sendfile(out, file, Some(&mut at), count) {
+            Ok(0) => Ok(Progress::Ended),
+            Ok(n) => Ok(Progress::Sent(n as u64)),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => Ok(Progress::Blocked),
+            Err(Errno::INVAL | Errno::NOSYS) => copy_some(file, offset, count as u64, out),
+            Err(e) => Err(e.into()),
+        };
     }
-    Ok(Ok(sent))
 }
 
-/// A bounded read/write copy, for where `sendfile` is unavailable.
-fn copy_all(file: &File, start: u64, len: u64, mut out: &TcpStream) -> Result<u64, SendError> {
-    let mut reader = file;
-    reader
-        .seek(SeekFrom::Start(start))
-        .map_err(|source| SendError::Seek { start, source })?;
-    let mut limited = reader.take(len);
-    let sent = std::io::copy(&mut limited, &mut out).map_err(|source| SendError::Copy {
-        sent: len - limited.limit(),
-        source,
-    })?;
-    if sent < len {
-        return Err(SendError::Truncated {
-            sent,
-            expected: len,
-        });
+/// The fallback: one `pread` and one `write`. What the socket did not take
+/// is read again next time (the offset only moves by what was written).
+fn copy_some(
+    file: &File,
+    offset: u64,
+    count: u64,
+    mut out: &TcpStream,
+) -> std::io::Result<Progress> {
+    let mut buf = vec![0u8; count.min(COPY_CHUNK) as usize];
+    let n = loop {
+        match file.read_at(&mut buf, offset) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    if n == 0 {
+        return Ok(Progress::Ended);
     }
-    Ok(sent)
+    loop {
+        return match out.write(&buf[..n]) {
+            Ok(0) => Err(ErrorKind::WriteZero.into()),
+            Ok(w) => Ok(Progress::Sent(w as u64)),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(Progress::Blocked),
+            Err(e) => Err(e),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (server, client)
+    }
+
+    #[test]
+    fn sends_a_slice_blocks_when_full_and_sees_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let (server, mut client) = pair();
+
+        assert_eq!(
+            send_some(&file, 1000, 10, &server).unwrap(),
+            Progress::Sent(10)
+        );
+        let mut got = [0u8; 10];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, data[1000..1010]);
+        assert_eq!(
+            send_some(&file, data.len() as u64, 10, &server).unwrap(),
+            Progress::Ended
+        );
+        // Nobody reads: the socket fills up and says so instead of blocking.
+        let mut blocked = false;
+        for _ in 0..10_000 {
+            if send_some(&file, 0, data.len() as u64, &server).unwrap() == Progress::Blocked {
+                blocked = true;
+                break;
+            }
+        }
+        assert!(blocked, "a full socket must report Blocked");
+        assert_eq!(copy_some(&file, 0, 10, &server).unwrap(), Progress::Blocked);
+    }
 }

@@ -3,35 +3,44 @@
 
 use std::time::Duration;
 
-/// Default time a single socket read or write may block.
-pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time an answer may make no progress (the client reads nothing)
+/// before it is abandoned.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default total time allowed to receive one request head.
 pub const DEFAULT_HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// Default time a kept-alive connection may sit idle between requests.
 pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
 /// Default number of requests served on one connection before it is closed.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: usize = 1000;
-/// Default capacity of the queue between the accept loop and the workers.
-pub const DEFAULT_QUEUE: usize = 64;
+/// Default cap on open client connections in total.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default cap on open connections from one client address (an IPv4
+/// address or an IPv6 /64).
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 128;
 /// Default prefix of the server's thread names.
 pub const DEFAULT_THREAD_NAME: &str = "pb-http";
 
 /// How the peer server runs. `Default` gives production values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Worker threads, each serving one connection at a time
-    /// (default: 4 x available parallelism).
+    /// Worker threads, each running one step of one connection at a time
+    /// (default: 4 x available parallelism). Workers never wait on a
+    /// client, so they are busy only while bytes move.
     pub workers: usize,
-    /// Accepted connections waiting for a worker; when full, new connections
-    /// get `503` with `Retry-After: 1` from the accept thread.
-    pub queue: usize,
-    /// Longest a single read from a client may block.
-    pub read_timeout: Duration,
-    /// Longest a single write to a client may block (a stalled reader of a
-    /// large body is dropped after this).
+    /// Open client connections in total; over it, the oldest idle
+    /// connection is closed, or the new one gets `503` with
+    /// `Retry-After: 1`. Lowered at start if the open-file limit is too low.
+    pub max_connections: usize,
+    /// Open connections from one client address (IPv4 address, IPv6 /64);
+    /// over it, that client's oldest idle connection is closed, or the new
+    /// one gets `503`. Keep it well under `max_connections`, so that one
+    /// host never fills the server.
+    pub max_connections_per_client: usize,
+    /// Longest an answer may make no progress (the client reads nothing)
+    /// before it is abandoned.
     pub write_timeout: Duration,
-    /// Total time to receive a request head, from the first byte (or from
-    /// the worker taking the connection), however slowly it drips in.
+    /// Total time to receive a request head, from its first byte (from the
+    /// accept for a new connection), however slowly it drips in.
     pub header_deadline: Duration,
     /// Longest a kept-alive connection may wait for its next request.
     pub keepalive_idle: Duration,
@@ -47,9 +56,9 @@ impl Default for ServerConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             workers: 4 * cores,
-            queue: DEFAULT_QUEUE,
-            read_timeout: DEFAULT_IO_TIMEOUT,
-            write_timeout: DEFAULT_IO_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             header_deadline: DEFAULT_HEADER_DEADLINE,
             keepalive_idle: DEFAULT_KEEPALIVE_IDLE,
             max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
@@ -64,11 +73,13 @@ impl ServerConfig {
         if self.workers == 0 {
             return Err("workers must be at least 1");
         }
+        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+            return Err("connection caps must be at least 1");
+        }
         if self.max_requests_per_connection == 0 {
             return Err("max_requests_per_connection must be at least 1");
         }
         let timeouts = [
-            self.read_timeout,
             self.write_timeout,
             self.header_deadline,
             self.keepalive_idle,

@@ -20,6 +20,9 @@ pub enum ServerError {
     /// The bound address could not be read back.
     #[error("cannot read the listening address: {0}")]
     LocalAddr(#[source] std::io::Error),
+    /// The epoll instance watching idle connections could not be created.
+    #[error("cannot create the epoll instance for connections: {0}")]
+    Poll(#[source] std::io::Error),
     /// A thread could not be started.
     #[error("cannot start thread {name}: {source}; lower the worker count")]
     SpawnThread {

@@ -1,8 +1,15 @@
 //! What to answer: a parsed request in, a [`Response`] out (a head and a
 //! body to send). Asks the [`FileSource`] and nothing else; the connection
 //! module does the socket I/O.
+//!
+//! The catalog body is serialized once per index generation and shared
+//! ([`CatalogCache`]): every connection sending it, however slowly, holds
+//! the same bytes, so catalog requests do not multiply the peer's memory.
 
 use std::fs::File;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use serde::Serialize;
 
@@ -26,6 +33,8 @@ pub(crate) enum Body {
     Empty,
     /// A small body built in memory (JSON, error reasons).
     Bytes(Vec<u8>),
+    /// A body shared between responses (the catalog).
+    Shared(Arc<[u8]>),
     /// `len` bytes of `file` from `start`, sent zero-copy.
     File {
         /// The open file.
@@ -63,16 +72,12 @@ impl Response {
         }
     }
 
-    fn json(value: &impl Serialize, etag: Option<String>) -> Self {
+    fn json(value: &impl Serialize) -> Self {
         match serde_json::to_vec(value) {
-            Ok(body) => {
-                let mut head =
-                    ResponseHead::new(Status::OK).header("Content-Type", CONTENT_TYPE_JSON);
-                if let Some(etag) = etag {
-                    head = head.header("ETag", etag);
-                }
-                Self::bytes(head, body)
-            }
+            Ok(body) => Self::bytes(
+                ResponseHead::new(Status::OK).header("Content-Type", CONTENT_TYPE_JSON),
+                body,
+            ),
             Err(e) => {
                 log::error!("bug: cannot encode a json body: {e}");
                 Self::error(Status::INTERNAL_SERVER_ERROR, "cannot encode the answer")
@@ -88,8 +93,46 @@ impl Response {
     }
 }
 
+/// The serialized catalog of the latest generation asked for.
+#[derive(Default)]
+pub(crate) struct CatalogCache {
+    current: Mutex<Option<(u64, Arc<[u8]>)>>,
+    /// Held while a new body is built, so concurrent requests for a new
+    /// generation build it once (CPU work only, no I/O under it).
+    building: Mutex<()>,
+}
+
+impl CatalogCache {
+    /// The catalog body at the source's current generation, and that
+    /// generation.
+    fn body(&self, source: &dyn FileSource) -> Result<(u64, Arc<[u8]>), serde_json::Error> {
+        let cached = |generation: u64| {
+            self.current
+                .lock()
+                .as_ref()
+                .filter(|(g, _)| *g == generation)
+                .map(|(g, body)| (*g, Arc::clone(body)))
+        };
+        if let Some(hit) = cached(source.generation()) {
+            return Ok(hit);
+        }
+        let _building = self.building.lock();
+        if let Some(hit) = cached(source.generation()) {
+            return Ok(hit);
+        }
+        let list = source.file_list();
+        let body: Arc<[u8]> = serde_json::to_vec(&list)?.into();
+        *self.current.lock() = Some((list.generation, Arc::clone(&body)));
+        Ok((list.generation, body))
+    }
+}
+
 /// The answer to `request`.
-pub(crate) fn handle(request: &RequestHead, source: &dyn FileSource) -> Response {
+pub(crate) fn handle(
+    request: &RequestHead,
+    source: &dyn FileSource,
+    catalog: &CatalogCache,
+) -> Response {
     let route = match route::route(&request.method, &request.target) {
         Ok(route) => route,
         Err(e) => {
@@ -101,10 +144,10 @@ pub(crate) fn handle(request: &RequestHead, source: &dyn FileSource) -> Response
         }
     };
     match route {
-        Route::Health => Response::json(&source.health(), None),
-        Route::FileList => file_list(request, source),
+        Route::Health => Response::json(&source.health()),
+        Route::FileList => file_list(request, source, catalog),
         Route::Pieces(sha1) => match source.pieces(&sha1) {
-            Some(pieces) => Response::json(&pieces, None),
+            Some(pieces) => Response::json(&pieces),
             None => not_served(&sha1),
         },
         Route::Have(sha1) => match source.have(&sha1) {
@@ -128,14 +171,24 @@ fn not_served(sha1: &Sha1Digest) -> Response {
     )
 }
 
-fn file_list(request: &RequestHead, source: &dyn FileSource) -> Response {
+fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
     let current = format!("\"{}\"", source.generation());
     if none_match(request.header_values("if-none-match"), &current) {
         return Response::not_modified(current);
     }
-    let list = source.file_list();
-    let etag = format!("\"{}\"", list.generation);
-    Response::json(&list, Some(etag))
+    match catalog.body(source) {
+        Ok((generation, body)) => Response {
+            head: ResponseHead::new(Status::OK)
+                .header("Content-Type", CONTENT_TYPE_JSON)
+                .header("ETag", format!("\"{generation}\""))
+                .header("Content-Length", body.len().to_string()),
+            body: Body::Shared(body),
+        },
+        Err(e) => {
+            log::error!("bug: cannot encode the catalog: {e}");
+            Response::error(Status::INTERNAL_SERVER_ERROR, "cannot encode the answer")
+        }
+    }
 }
 
 fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Response {

@@ -1,20 +1,37 @@
-//! The peer server: a blocking accept loop that hands connections over a
-//! bounded crossbeam channel to a pool of worker threads, which speak
-//! HTTP/1.1 with keep-alive and `Range`.
+//! The peer server: HTTP/1.1 with keep-alive and `Range` over non-blocking
+//! sockets, served fairly by a fixed pool of worker threads.
 //!
 //! The server does not know about the index: it serves whatever a
 //! [`FileSource`] gives it. The running peer implements it over the index;
 //! tests implement it over plain files.
 //!
+//! How a connection moves: the accept thread admits it under the caps
+//! (total and per client address) and parks it; the poll thread's epoll
+//! set watches every parked connection and, when its socket is ready,
+//! queues it in the fair queue (round robin over client addresses, FIFO
+//! within one); a worker takes it and runs one step (read the head and
+//! answer, or send up to a slice of a body), after which the connection
+//! parks again, goes to the back of the queue, or closes. No thread ever
+//! waits on one client, so slow readers, dripping heads and idle
+//! keep-alive connections cost a socket each, never a worker, and a new
+//! client waits for at most one step per client ahead of it.
+//!
 //! - `pool`: [`Server`], its threads, start and shutdown.
-//! - `accept`: the accept loop and the `503` when the queue is full.
-//! - `connection`: one connection on a worker (deadlines, keep-alive, access log).
+//! - `accept`: the accept loop, the caps, the `503` refusals.
+//! - `limits`: client keys and open-connection counts, the fd limit.
+//! - `park`: the parking lot (epoll) and the deadlines.
+//! - `fair`: the fair queue of connections ready to run.
+//! - `conn`: one connection's state machine (deadlines, keep-alive, access log).
 //! - `handler`: request to response, through the [`FileSource`].
 //! - `body`: file bodies by `sendfile`.
 //!
-//! Threads: `<thread_name>-accept` and `<thread_name>-w<i>`, all joined by
-//! [`Server::shutdown`] or drop. Locks: one map of active connections,
-//! locked only to insert, remove or take; never held across I/O.
+//! Threads: `<thread_name>-accept`, `<thread_name>-poll` and
+//! `<thread_name>-w<i>`, all joined by [`Server::shutdown`] or drop.
+//! Locks, each held only to insert, remove or pick (never across client
+//! I/O) and never two at once: the parking map (also across the
+//! `epoll_ctl` that arms a socket), the fair queue, the admission counts,
+//! and the catalog cache (its build lock is held while one new catalog
+//! body is serialized).
 //!
 //! Zero-copy: file bodies leave by `sendfile(2)`; `strace -f -e
 //! trace=sendfile,read,sendto` on the test binary shows
@@ -24,14 +41,18 @@
 mod accept;
 mod body;
 mod config;
-mod connection;
+mod conn;
 mod error;
+mod fair;
 mod handler;
+mod limits;
+mod park;
 mod pool;
 
 pub use config::{
-    ServerConfig, DEFAULT_HEADER_DEADLINE, DEFAULT_IO_TIMEOUT, DEFAULT_KEEPALIVE_IDLE,
-    DEFAULT_MAX_REQUESTS_PER_CONNECTION, DEFAULT_QUEUE, DEFAULT_THREAD_NAME,
+    ServerConfig, DEFAULT_HEADER_DEADLINE, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_REQUESTS_PER_CONNECTION, DEFAULT_THREAD_NAME,
+    DEFAULT_WRITE_TIMEOUT,
 };
 pub use error::ServerError;
 pub use pool::Server;

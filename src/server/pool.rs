@@ -1,27 +1,36 @@
-//! [`Server`]: owns the listener thread and the worker threads, and stops
-//! and joins them all on [`Server::shutdown`] or drop.
+//! [`Server`]: owns the accept, poll and worker threads, and stops and
+//! joins them all on [`Server::shutdown`] or drop.
+//!
+//! Threads: `<name>-accept` admits connections and parks them;
+//! `<name>-poll` watches parked connections and moves those whose socket is
+//! ready to the fair queue; `<name>-w<i>` workers take connections from the
+//! queue in turn and run one bounded step each (see `conn`).
 //!
 //! Shutdown: set the close flag, connect to the listener so the blocking
-//! `accept` returns and the accept thread exits (dropping the only sender,
-//! so workers see the channel close once it is drained), shut down every
-//! connection a worker is serving so blocked reads and writes return, then
-//! join every thread. Workers register the connection they serve in a map
-//! that is locked only to insert, remove or take it, never across I/O.
+//! `accept` returns and the accept thread exits, close the fair queue
+//! (waking every idle worker and closing the connections in it); the poll
+//! thread sees the flag within a tick and closes every parked connection;
+//! a worker in a step finishes it (steps never block on a client) and
+//! closes its connection. Then every thread is joined.
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
-use super::accept::{self, Accepted};
-use super::connection::{self, Context};
+use super::accept;
+use super::conn::{Context, Next};
+use super::handler::CatalogCache;
+use super::limits::{fit_fd_limit, Admission};
+use super::park::{Parking, ReadyQueue};
 use super::{FileSource, ServerConfig, ServerError};
 
+/// Connections the kernel queues before the accept thread takes them
+/// (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 4096;
 /// Times [`Server::shutdown`] tries to wake the accept loop before giving up
 /// on a prompt stop (the loop still stops at its next connection).
 const WAKE_ATTEMPTS: usize = 3;
@@ -34,11 +43,13 @@ pub struct Server {
 }
 
 /// State shared by the server handle and its threads.
-struct Shared {
-    closing: AtomicBool,
-    /// Connections being served, by id, so shutdown can unblock them.
-    active: Mutex<HashMap<u64, TcpStream>>,
-    next_id: AtomicU64,
+pub(crate) struct Shared {
+    pub(crate) closing: AtomicBool,
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) parking: Parking,
+    pub(crate) ready: ReadyQueue,
+    catalog: CatalogCache,
+    pub(crate) next_id: AtomicU64,
     panics: AtomicU64,
 }
 
@@ -49,9 +60,11 @@ const _: () = {
 };
 
 impl Server {
-    /// Listens on `addr` and starts the accept thread and `config.workers`
-    /// workers serving `source`. Port 0 picks a free port: see
-    /// [`Server::local_addr`].
+    /// Listens on `addr` and starts the accept thread, the poll thread and
+    /// `config.workers` workers serving `source`. Port 0 picks a free
+    /// port: see [`Server::local_addr`]. The process's open-file limit is
+    /// raised to fit `config.max_connections` where the hard limit allows
+    /// (otherwise the cap is lowered, with a warning).
     pub fn bind(
         addr: SocketAddr,
         config: ServerConfig,
@@ -61,38 +74,53 @@ impl Server {
         let listener =
             TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(ServerError::LocalAddr)?;
+        // std listens with a backlog of 128: a connect flood could fill it
+        // and drop other clients' SYNs (each drop costs them a 1 s retry).
+        if let Err(e) = rustix::net::listen(&listener, LISTEN_BACKLOG) {
+            log::warn!("cannot raise the listen backlog of {local_addr}: {e}");
+        }
+        let max_connections = fit_fd_limit(config.max_connections);
         let server = Server {
             local_addr,
             shared: Arc::new(Shared {
                 closing: AtomicBool::new(false),
-                active: Mutex::new(HashMap::new()),
+                admission: Admission::new(max_connections, config.max_connections_per_client),
+                parking: Parking::new().map_err(ServerError::Poll)?,
+                ready: ReadyQueue::new(),
+                catalog: CatalogCache::default(),
                 next_id: AtomicU64::new(0),
                 panics: AtomicU64::new(0),
             }),
             threads: Mutex::new(Vec::new()),
         };
         let config = Arc::new(config);
-        let (tx, rx) = crossbeam_channel::bounded::<Accepted>(config.queue);
         for i in 0..config.workers {
             let name = format!("{}-w{i}", config.thread_name);
-            let (rx, shared, config, source) = (
-                rx.clone(),
+            let (shared, config, source) = (
                 Arc::clone(&server.shared),
                 Arc::clone(&config),
                 Arc::clone(&source),
             );
             // On error, dropping `server` stops the threads already started.
-            server.spawn(name, move || work(rx, &shared, &config, source.as_ref()))?;
+            server.spawn(name, move || work(&shared, &config, source.as_ref()))?;
         }
-        drop(rx);
+        let (shared, poll_config) = (Arc::clone(&server.shared), Arc::clone(&config));
+        let name = format!("{}-poll", config.thread_name);
+        server.spawn(name, move || {
+            let ctx = shared.context(&poll_config, source.as_ref());
+            shared
+                .parking
+                .run(&shared.ready, &ctx, &shared.closing, &shared.panics);
+        })?;
+        log::info!(
+            "serving on {local_addr} ({} workers, at most {max_connections} connections, \
+             {} per client)",
+            config.workers,
+            config.max_connections_per_client
+        );
         let shared = Arc::clone(&server.shared);
         let name = format!("{}-accept", config.thread_name);
-        server.spawn(name, move || accept::run(listener, tx, &shared.closing))?;
-        log::info!(
-            "serving on {local_addr} with {} workers, queue {}",
-            config.workers,
-            config.queue
-        );
+        server.spawn(name, move || accept::run(listener, &shared, &config))?;
         Ok(server)
     }
 
@@ -116,8 +144,13 @@ impl Server {
         self.shared.panics.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting, closes the connections being served, and joins every
-    /// thread. Idempotent; also done on drop.
+    /// Client connections open now (being served, waiting for a worker,
+    /// or parked).
+    pub fn open_connections(&self) -> usize {
+        self.shared.admission.total()
+    }
+
+    /// Stops accepting, closes every connection, and joins every thread. Idempotent; also done on drop.
     pub fn shutdown(&self) {
         let threads = std::mem::take(&mut *self.threads.lock());
         if threads.is_empty() {
@@ -140,11 +173,7 @@ impl Server {
                 self.local_addr
             );
         }
-        let active = std::mem::take(&mut *self.shared.active.lock());
-        for stream in active.values() {
-            // An error means the connection is already closed.
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
+        drop(self.shared.ready.close());
         for handle in threads {
             let name = handle.thread().name().unwrap_or("?").to_owned();
             if handle.join().is_err() {
@@ -170,40 +199,42 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// A worker: serves queued connections until the channel closes.
-fn work(
-    queue: Receiver<Accepted>,
-    shared: &Shared,
-    config: &ServerConfig,
-    source: &dyn FileSource,
-) {
-    let waiting = || queue.len();
-    let ctx = Context {
-        config,
-        source,
-        closing: &shared.closing,
-        waiting: &waiting,
-    };
-    for Accepted { stream, peer } in queue.iter() {
-        if shared.closing.load(Ordering::Acquire) {
-            continue;
+impl Shared {
+    fn context<'a>(&'a self, config: &'a ServerConfig, source: &'a dyn FileSource) -> Context<'a> {
+        Context {
+            config,
+            source,
+            catalog: &self.catalog,
+            closing: &self.closing,
         }
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        match stream.try_clone() {
-            Ok(clone) => {
-                shared.active.lock().insert(id, clone);
-            }
-            Err(e) => log::debug!("{peer}: cannot register the connection for shutdown: {e}"),
-        }
-        // Checked after registering: either shutdown saw this connection,
-        // or this worker sees the flag.
-        if !shared.closing.load(Ordering::Acquire) {
-            let served = catch_unwind(AssertUnwindSafe(|| connection::serve(stream, peer, &ctx)));
-            if served.is_err() {
+    }
+}
+
+/// A worker: takes connections from the fair queue and runs their steps,
+/// until the queue closes. A connection with more to do at once keeps the
+/// worker while nobody else waits; otherwise it goes to the back.
+fn work(shared: &Shared, config: &ServerConfig, source: &dyn FileSource) {
+    let ctx = shared.context(config, source);
+    while let Some(mut conn) = shared.ready.pop() {
+        loop {
+            let next = catch_unwind(AssertUnwindSafe(|| conn.step(&ctx))).unwrap_or_else(|_| {
                 shared.panics.fetch_add(1, Ordering::Relaxed);
-                log::error!("bug: a worker panicked serving {peer}; the connection is closed");
+                log::error!(
+                    "bug: a worker panicked serving {}; the connection is closed",
+                    conn.peer()
+                );
+                Next::Close
+            });
+            if next == Next::Again
+                && shared.ready.len() == 0
+                && !shared.closing.load(Ordering::Acquire)
+            {
+                continue;
             }
+            shared
+                .parking
+                .place(conn, next, &shared.ready, &shared.closing);
+            break;
         }
-        shared.active.lock().remove(&id);
     }
 }

@@ -2,8 +2,10 @@
 //! over real files in a temp dir, spoken to over real sockets (raw
 //! `TcpStream` writes, ureq, curl, aria2c).
 
+mod fairness;
 mod hostile;
 mod interop;
+mod overload;
 mod support;
 
 use std::io::{Read, Write};
@@ -450,13 +452,13 @@ fn workers_exit_on_drop_even_with_open_connections() {
     let config = ServerConfig {
         workers: 3,
         keepalive_idle: Duration::from_secs(600),
-        read_timeout: Duration::from_secs(600),
+        header_deadline: Duration::from_secs(600),
         ..test_config("tdrop")
     };
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), config, DirSource::new()).unwrap();
     assert!(
-        wait_until(Duration::from_secs(10), || threads_named("tdrop-") == 4),
-        "3 workers and 1 accept thread"
+        wait_until(Duration::from_secs(10), || threads_named("tdrop-") == 5),
+        "3 workers, 1 poll thread and 1 accept thread"
     );
     assert_eq!(threads_named("tdrop-w"), 3);
     // One worker idles on a kept-alive connection, another waits for a head.

@@ -4,6 +4,8 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+
+use crate::support::next_loopback_ip;
 use std::time::{Duration, Instant};
 
 use piratebay_sync::server::ServerConfig;
@@ -474,68 +476,154 @@ fn a_burst_of_connections_leaves_the_server_serving() {
     assert_still_serving(&fx, "tburst", workers);
 }
 
+/// Sends a partial head on a new connection from `from`: a connection
+/// that is not idle (so never closed to make room) until the header deadline.
+fn busy_connection(from: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let mut s = connect_from(from, addr);
+    s.write_all(b"GET /v1/health HTTP/1.1\r\nX-Slow: ").unwrap();
+    s
+}
+
+/// The single answer on a fresh connection from `from`.
+fn answer_from(from: std::net::Ipv4Addr, addr: SocketAddr, request: &[u8]) -> Answer {
+    let mut s = connect_from(from, addr);
+    let _ = s.write_all(request);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let bytes = read_to_close(&mut s);
+    parse_answer(&bytes, false)
+        .unwrap_or_else(|| panic!("no whole answer: {:?}", bytes.escape_ascii().to_string()))
+        .0
+}
+
+const HEALTH: &[u8] = b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n";
+
 #[test]
-fn a_full_queue_answers_503_with_retry_after() {
+fn a_client_at_its_cap_gets_503_and_other_clients_are_served() {
     let config = ServerConfig {
-        workers: 1,
-        queue: 1,
-        write_timeout: Duration::from_secs(60),
+        max_connections_per_client: 4,
+        header_deadline: Duration::from_secs(60),
+        ..test_config("tcap")
+    };
+    let fx = Fixture::start(config);
+    let (greedy, other) = (next_loopback_ip(), next_loopback_ip());
+    let held: Vec<TcpStream> = (0..4).map(|_| busy_connection(greedy, fx.addr())).collect();
+    assert!(wait_until(Duration::from_secs(10), || fx
+        .server
+        .open_connections()
+        == 4));
+
+    let refused = answer_from(greedy, fx.addr(), HEALTH);
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(refused
+        .text()
+        .contains("too many connections from your address"));
+    assert_eq!(answer_from(other, fx.addr(), HEALTH).status, 200);
+
+    // A connection that closes gives its place back.
+    drop(held);
+    assert!(wait_until(Duration::from_secs(10), || fx
+        .server
+        .open_connections()
+        == 0));
+    assert_eq!(answer_from(greedy, fx.addr(), HEALTH).status, 200);
+}
+
+#[test]
+fn idle_connections_of_a_client_at_its_cap_make_room() {
+    let config = ServerConfig {
+        max_connections_per_client: 4,
+        keepalive_idle: Duration::from_secs(600),
+        header_deadline: Duration::from_secs(600),
+        ..test_config("tevict")
+    };
+    let fx = Fixture::start(config);
+    let host = next_loopback_ip();
+    // Four connections that sent nothing: the oldest goes first.
+    let mut idle: Vec<TcpStream> = (0..4).map(|_| connect_from(host, fx.addr())).collect();
+    assert!(wait_until(Duration::from_secs(10), || fx
+        .server
+        .open_connections()
+        == 4));
+    assert_eq!(answer_from(host, fx.addr(), HEALTH).status, 200);
+    assert_eq!(
+        read_to_close(&mut idle[0]),
+        b"",
+        "the oldest idle connection is closed"
+    );
+    assert!(wait_until(Duration::from_secs(10), || fx
+        .server
+        .open_connections()
+        == 3));
+}
+
+#[test]
+fn a_full_server_answers_503_with_retry_after() {
+    let config = ServerConfig {
+        max_connections: 2,
+        max_connections_per_client: 2,
+        header_deadline: Duration::from_secs(60),
         ..test_config("tbusy")
     };
     let fx = Fixture::start(config);
-    // Larger than what loopback socket buffers hold, so the worker blocks.
-    let (sha1, _) = fx.add_file("busy.bin", &data(32 * 1024 * 1024, 30));
-    let good = b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut first = busy_connection(next_loopback_ip(), fx.addr());
+    let _second = busy_connection(next_loopback_ip(), fx.addr());
+    assert!(wait_until(Duration::from_secs(10), || fx
+        .server
+        .open_connections()
+        == 2));
 
-    // The only worker is stuck sending to a client that stopped reading.
-    let mut busy = connect(fx.addr());
-    write!(busy, "GET /v1/files/{sha1} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-    let mut chunk = [0u8; 4096];
-    assert!(std::io::Read::read(&mut busy, &mut chunk).unwrap() > 0);
-    // This one fills the queue.
-    let mut queued = connect(fx.addr());
-    queued.write_all(good).unwrap();
-    // This one finds the queue full.
-    let bytes = raw(fx.addr(), good);
-    let (answer, _) = parse_answer(&bytes, false).expect("a whole 503 answer");
+    let answer = answer_from(next_loopback_ip(), fx.addr(), HEALTH);
     assert_eq!(answer.status, 503);
     assert_eq!(answer.header("retry-after"), Some("1"));
     assert_eq!(answer.header("connection"), Some("close"));
     assert_eq!(answer.text(), "server busy: retry in one second\n");
 
-    // Freeing the worker lets the queued connection through.
-    drop(busy);
-    queued.shutdown(std::net::Shutdown::Write).unwrap();
-    let bytes = read_to_close(&mut queued);
-    let (answer, _) = parse_answer(&bytes, false).expect("an answer to the queued request");
+    // Finishing a request makes room.
+    first
+        .write_all(b"x\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (answer, _) = parse_answer(&read_to_close(&mut first), false).unwrap();
     assert_eq!(answer.status, 200);
+    assert!(wait_until(Duration::from_secs(10), || fx
+        .server
+        .open_connections()
+        == 1));
+    assert_eq!(
+        answer_from(next_loopback_ip(), fx.addr(), HEALTH).status,
+        200
+    );
 }
 
 #[test]
-fn an_idle_keep_alive_connection_makes_room_for_a_waiting_one() {
+fn idle_keep_alive_connections_hold_no_worker() {
     let config = ServerConfig {
         workers: 1,
         keepalive_idle: Duration::from_secs(600),
         ..test_config("tyield")
     };
     let fx = Fixture::start(config);
-    let good = b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n";
-    let mut idle = connect(fx.addr());
-    idle.write_all(good).unwrap();
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while parse_answer(&received, false).is_none() {
-        let n = std::io::Read::read(&mut idle, &mut chunk).unwrap();
-        assert!(n > 0);
-        received.extend_from_slice(&chunk[..n]);
+    let mut idle: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect(fx.addr());
+            s.write_all(HEALTH).unwrap();
+            let mut received = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while parse_answer(&received, false).is_none() {
+                let n = std::io::Read::read(&mut s, &mut chunk).unwrap();
+                assert!(n > 0);
+                received.extend_from_slice(&chunk[..n]);
+            }
+            s
+        })
+        .collect();
+    // The only worker is free for a new client, and every idle connection
+    // is still open and served when it asks again.
+    assert_eq!(get(fx.addr(), "/v1/health").status, 200);
+    for s in &mut idle {
+        s.write_all(HEALTH).unwrap();
+        let mut chunk = [0u8; 4096];
+        let n = std::io::Read::read(s, &mut chunk).unwrap();
+        assert!(chunk[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
     }
-    // The only worker idles on `idle`; a new client must still be served
-    // (long before keepalive_idle), and the idle connection gets closed.
-    let answer = get(fx.addr(), "/v1/health");
-    assert_eq!(answer.status, 200);
-    assert_eq!(
-        read_to_close(&mut idle),
-        b"",
-        "the idle connection is closed without an answer"
-    );
 }

@@ -216,7 +216,6 @@ impl Fixture {
 pub fn test_config(name: &str) -> ServerConfig {
     ServerConfig {
         workers: 4,
-        queue: 16,
         thread_name: name.to_owned(),
         ..ServerConfig::default()
     }
@@ -292,6 +291,23 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
     stream
+}
+
+/// Connects from `from` (a loopback address standing for one host), with
+/// a client timeout.
+pub fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    try_connect_from(from, addr).unwrap_or_else(|e| panic!("cannot connect from {from}: {e}"))
+}
+
+/// [`connect_from`] that reports a failure.
+pub fn try_connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from.into(), 0).into())?;
+    socket.connect_timeout(&addr.into(), CLIENT_TIMEOUT)?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    Ok(stream)
 }
 
 /// Reads until the server closes (or an error, e.g. a reset); returns all bytes.
