@@ -2,7 +2,9 @@
 # Installs what piratebay-sync needs on Debian, only what is missing.
 #
 #   scripts/deps.sh etcd    etcd server and etcdctl (for `make run`)
-#   scripts/deps.sh test    the above, plus curl, aria2c, openssl (for `make test`)
+#   scripts/deps.sh test    the above, plus curl, aria2c, openssl, chromium (the
+#                           status page's browser test) and promtool (Debian's
+#                           prometheus package: checks /metrics) for `make test`
 #   scripts/deps.sh bench   the above, plus hyperfine (for `make bench`)
 #
 # As root: apt-get update + apt-get install -y of the missing packages.
@@ -28,6 +30,8 @@ if [[ "$what" != etcd ]]; then
   want curl curl
   want aria2c aria2
   want openssl openssl
+  want chromium chromium
+  want promtool prometheus
 fi
 if [[ "$what" == bench ]]; then
   want hyperfine hyperfine

@@ -57,6 +57,25 @@ struct Partial {
     have: Bitfield,
 }
 
+/// One partial file as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialView {
+    /// The file.
+    pub sha1: Sha1Digest,
+    /// Its final name in the dataset (untrusted when shown: escape it).
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Its piece size.
+    pub piece_size: u64,
+    /// Pieces verified and written.
+    pub held: usize,
+    /// Pieces in all.
+    pub total: usize,
+    /// False once renamed into place (served whole until indexed).
+    pub downloading: bool,
+}
+
 /// The partial files of a dataset, by sha1.
 #[derive(Debug, Default)]
 pub struct Partials {
@@ -87,6 +106,33 @@ impl Partials {
     /// True if none is tracked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every partial file tracked, by name (for the status page).
+    pub fn snapshot(&self) -> Vec<PartialView> {
+        let mut out: Vec<PartialView> = self
+            .map
+            .read()
+            .iter()
+            .map(|(sha1, p)| PartialView {
+                sha1: *sha1,
+                name: final_path(&p.state_path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| sha1.to_hex()),
+                size: p.list.size,
+                piece_size: p.list.piece_size,
+                held: (0..p.have.len()).filter(|&i| p.have.get(i)).count(),
+                total: p.have.len(),
+                downloading: p
+                    .data_path
+                    .as_os_str()
+                    .as_bytes()
+                    .ends_with(PART_SUFFIX.as_bytes()),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.sha1.cmp(&b.sha1)));
+        out
     }
 
     /// Opens a partial file for serving the pieces it holds.

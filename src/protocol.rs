@@ -25,6 +25,12 @@ use crate::Sha1Digest;
 pub const API_PREFIX: &str = "/v1";
 /// Health route.
 pub const HEALTH_PATH: &str = "/v1/health";
+/// The status page (HTML).
+pub const PAGE_PATH: &str = "/";
+/// The peer's status as JSON (what the page shows).
+pub const STATUS_PATH: &str = "/v1/status";
+/// Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
 /// Catalog route; a file is `FILES_PATH/<sha1>`, its pieces `FILES_PATH/<sha1>/pieces`.
 pub const FILES_PATH: &str = "/v1/files";
 

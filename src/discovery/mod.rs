@@ -17,7 +17,9 @@ pub use cache::PeerCache;
 pub use check::{Skipped, MAX_RECORD};
 pub use identity::{host_name, load_or_create_peer_id};
 pub use record::{unix_now, PeerInfo, PeerRecord};
-pub use registration::{GenPublisher, Registration, RegistrationConfig};
+pub use registration::{
+    GenPublisher, Registration, RegistrationConfig, RegistrationState, RegistrationView,
+};
 
 use crate::etcd::{self, Client};
 

@@ -14,4 +14,5 @@ mod hostile_lan;
 mod index;
 mod peer;
 mod server;
+mod status;
 mod swarm;
