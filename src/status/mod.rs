@@ -21,6 +21,7 @@
 
 pub mod page;
 pub mod uploads;
+mod window;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ use crate::metrics;
 use crate::partial::Partials;
 use crate::protocol::HEALTH_PATH;
 use crate::Sha1Digest;
+use window::Window;
 
 pub use uploads::{Upload, UploadRow};
 
@@ -192,13 +194,14 @@ pub struct DownloadRow {
     pub pieces_total: usize,
     /// `pieces_held / pieces_total` (1 for an empty file).
     pub progress: f64,
-    /// Bytes per second over the last tick.
+    /// Bytes per second over the last few ticks.
     pub rate: f64,
     /// Renamed into place, waiting for the index.
     pub finished: bool,
 }
 
-/// Rates over time, oldest first, one point per [`TICK`].
+/// Rates over time, oldest first, one point per [`TICK`] (each the rate
+/// over the few ticks before it).
 #[derive(Debug, Clone, Serialize)]
 pub struct History {
     /// Seconds between points.
@@ -219,10 +222,15 @@ struct Wired {
 
 /// What the monitor thread measured.
 struct Sampled {
-    last: Instant,
+    /// Bytes uploaded and downloaded since start, over the last ticks.
+    up: Window,
+    down: Window,
+    up_total: u64,
+    down_total: u64,
     history: VecDeque<(f64, f64)>,
-    /// Per partial file: pieces held, whether still downloading, rate.
-    partials: HashMap<Sha1Digest, (usize, bool, f64)>,
+    /// Per partial file: pieces held, whether still downloading, bytes
+    /// held over the last ticks.
+    partials: HashMap<Sha1Digest, (usize, bool, Window)>,
     /// Per peer id: answered, latency.
     probes: HashMap<String, (bool, Duration)>,
     files: Vec<FileRow>,
@@ -263,7 +271,10 @@ impl Monitor {
             etcd,
             wired: RwLock::new(Wired::default()),
             sampled: Mutex::new(Sampled {
-                last: Instant::now(),
+                up: Window::default(),
+                down: Window::default(),
+                up_total: 0,
+                down_total: 0,
                 history: VecDeque::with_capacity(HISTORY_LEN),
                 partials: HashMap::new(),
                 probes: HashMap::new(),
@@ -333,29 +344,29 @@ impl Monitor {
     /// One sample: upload sessions and partial files into rates.
     pub fn sample(&self) {
         let views = self.partials.snapshot();
+        let now = Instant::now();
         let mut s = self.sampled.lock();
-        let elapsed = s.last.elapsed();
-        s.last = Instant::now();
-        let secs = elapsed.as_secs_f64().max(0.001);
-        let up = uploads::sample(elapsed);
+        let up = uploads::sample(now);
         let mut down = 0u64;
         let mut seen = HashMap::with_capacity(views.len());
         for v in &views {
-            let (rate, finished_now) = match s.partials.get(&v.sha1) {
-                Some(&(held, downloading, _)) => {
+            let held_bytes = (v.held as u64 * v.piece_size).min(v.size);
+            let mut window = match s.partials.remove(&v.sha1) {
+                Some((held, downloading, window)) => {
                     let pieces = v.held.saturating_sub(held) as u64;
                     let bytes = (pieces * v.piece_size).min(v.size);
                     metrics::PIECES_VERIFIED.add(pieces);
                     metrics::RECEIVED_BYTES.add(bytes);
                     down += bytes;
-                    (bytes as f64 / secs, downloading && !v.downloading)
+                    if downloading && !v.downloading {
+                        metrics::DOWNLOADS_COMPLETED.inc();
+                    }
+                    window
                 }
-                None => (0.0, false),
+                None => Window::default(),
             };
-            if finished_now {
-                metrics::DOWNLOADS_COMPLETED.inc();
-            }
-            seen.insert(v.sha1, (v.held, v.downloading, rate));
+            window.push(now, held_bytes);
+            seen.insert(v.sha1, (v.held, v.downloading, window));
         }
         for (sha1, (_, downloading, _)) in &s.partials {
             if *downloading && !seen.contains_key(sha1) {
@@ -367,10 +378,16 @@ impl Monitor {
             }
         }
         s.partials = seen;
+        s.up_total += up;
+        s.down_total += down;
+        let (up_total, down_total) = (s.up_total, s.down_total);
+        s.up.push(now, up_total);
+        s.down.push(now, down_total);
         if s.history.len() == HISTORY_LEN {
             s.history.pop_front();
         }
-        s.history.push_back((up as f64 / secs, down as f64 / secs));
+        let point = (s.up.rate(), s.down.rate());
+        s.history.push_back(point);
     }
 
     /// Asks every registered peer's health (outside any lock).
@@ -469,7 +486,7 @@ impl Monitor {
         let downloads = views
             .into_iter()
             .map(|v| DownloadRow {
-                rate: s.partials.get(&v.sha1).map_or(0.0, |p| p.2),
+                rate: s.partials.get(&v.sha1).map_or(0.0, |p| p.2.rate()),
                 progress: if v.total == 0 {
                     1.0
                 } else {

@@ -38,7 +38,7 @@ section{background:var(--card);border:1px solid var(--line);border-radius:6px;pa
 h2{font-size:15px;margin:2px 0 8px}
 h3{font-size:13px;margin:10px 0 4px;color:var(--mute)}
 table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:3px 8px 3px 0;border-bottom:1px solid var(--line);vertical-align:top}
+th,td{text-align:left;padding:3px 8px 3px 0;border-bottom:1px solid var(--line);vertical-align:baseline}
 th{font-weight:600;color:var(--mute);font-size:12px}
 td.num,th.num{text-align:right;white-space:nowrap}
 table.kv th{width:9.5em}

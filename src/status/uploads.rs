@@ -18,6 +18,8 @@ use crate::Sha1Digest;
 
 /// How long a session stays listed after its last byte.
 pub const LINGER: Duration = Duration::from_secs(10);
+/// A session that sent within this long still counts as active.
+const BETWEEN_REQUESTS: Duration = Duration::from_secs(3);
 /// Most sessions kept; uploads beyond are sent but not listed.
 const MAX_SESSIONS: usize = 256;
 
@@ -30,9 +32,10 @@ struct Session {
     /// Requests sending now.
     active: u32,
     last: Instant,
-    /// Bytes at the previous sample, and the rate computed then.
+    /// Bytes at the previous sample.
     sampled: u64,
-    rate: f64,
+    /// Bytes over the last samples, for the rate.
+    window: super::window::Window,
 }
 
 static SESSIONS: Mutex<Option<HashMap<Key, Session>>> = const_mutex(None);
@@ -58,7 +61,7 @@ impl Upload {
             active: 0,
             last: Instant::now(),
             sampled: 0,
-            rate: 0.0,
+            window: super::window::Window::default(),
         });
         s.active += 1;
         s.last = Instant::now();
@@ -96,24 +99,24 @@ pub struct UploadRow {
     pub name: String,
     /// Bytes sent in this session.
     pub bytes: u64,
-    /// Bytes per second over the last sample.
+    /// Bytes per second over the last few seconds.
     pub rate: f64,
-    /// Whether a request is sending now.
+    /// Whether a request is sending now or sent in the last few seconds
+    /// (a download asks piece after piece).
     pub active: bool,
 }
 
-/// Computes every session's rate over `elapsed` and drops the sessions idle
-/// for longer than [`LINGER`]; returns the bytes sent since the last sample.
-pub(crate) fn sample(elapsed: Duration) -> u64 {
-    let secs = elapsed.as_secs_f64().max(0.001);
+/// Samples every session's bytes (for its rate) and drops the sessions
+/// idle for longer than [`LINGER`]; returns the bytes sent since the last
+/// sample.
+pub(crate) fn sample(now: Instant) -> u64 {
     let mut total = 0;
     let mut guard = SESSIONS.lock();
     let Some(map) = guard.as_mut() else { return 0 };
     for s in map.values_mut() {
-        let delta = s.bytes.saturating_sub(s.sampled);
-        total += delta;
-        s.rate = delta as f64 / secs;
+        total += s.bytes.saturating_sub(s.sampled);
         s.sampled = s.bytes;
+        s.window.push(now, s.bytes);
     }
     map.retain(|_, s| s.active > 0 || s.last.elapsed() < LINGER);
     total
@@ -130,8 +133,8 @@ pub fn rows() -> Vec<UploadRow> {
             sha1: *sha1,
             name: s.name.clone(),
             bytes: s.bytes,
-            rate: s.rate,
-            active: s.active > 0,
+            rate: s.window.rate(),
+            active: s.active > 0 || s.last.elapsed() < BETWEEN_REQUESTS,
         })
         .collect();
     drop(guard);
