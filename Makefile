@@ -1,8 +1,11 @@
 # piratebay-sync: the usual entry points.
 #
 #   make run     install etcd if missing, build, start/reuse a local etcd, serve /tmp/dataset
-#   make test    install test tools if missing, run the whole suite (nextest if present)
+#   make test    install test tools if missing, run the whole suite (nextest if present),
+#                then test-compose
+#   make test-compose  docker-compose.yml and the Dockerfile on a real Docker engine (root)
 #   make bench   build release, run every benches/bench_*.py (or BENCH=name)
+#   make bench-lan  build release, the LAN lab bench only (root: network namespaces)
 #   make soak    build release, 20 peers + 3 etcd members under chaos for 5 min
 #   make lint    rustfmt check + clippy with warnings as errors
 #
@@ -15,7 +18,7 @@ BENCH ?=
 SOAK_ARGS ?=
 BIN := target/release/piratebay-sync
 
-.PHONY: all run test bench soak lint build release clean deps-etcd deps-test deps-bench
+.PHONY: all run test test-compose bench bench-lan soak lint build release clean deps-etcd deps-test deps-bench
 
 all: build
 
@@ -55,6 +58,12 @@ test: deps-test
 		etcd35=$$(scripts/etcd35.sh) || { echo "make test: etcd 3.5 unavailable, its pass skipped"; exit 0; }; \
 		PIRATEBAY_TEST_ETCD_BIN=$$etcd35 $(CARGO) test --no-fail-fast --test it -- $(ETCD_TESTS); \
 	fi
+	@$(MAKE) --no-print-directory test-compose
+
+# etcd and a peer from docker-compose.yml on a real Docker engine, checked
+# from the host (scripts/compose-test.sh says what; root, as CI runs it).
+test-compose:
+	@CARGO="$(CARGO)" scripts/compose-test.sh
 
 bench: deps-bench release
 	@set -e; \
@@ -66,6 +75,11 @@ bench: deps-bench release
 		python3 "$$f" || status=1; \
 	done; \
 	exit $$status
+
+# Multi-source and swarm downloads on the LAN lab (400 Mbit/s links):
+# the figures to trust for a LAN. Also part of `make bench`.
+bench-lan: deps-bench release
+	python3 benches/bench_lan.py
 
 # Defaults: 20 peers, 5 minutes, 200 downloads. Shorter:
 #   make soak SOAK_ARGS="--peers 6 --minutes 1 --downloads 20"

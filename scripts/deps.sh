@@ -2,10 +2,13 @@
 # Installs what piratebay-sync needs on Debian, only what is missing.
 #
 #   scripts/deps.sh etcd    etcd server and etcdctl (for `make run`)
-#   scripts/deps.sh test    the above, plus curl, aria2c, openssl, chromium (the
-#                           status page's browser test) and promtool (Debian's
-#                           prometheus package: checks /metrics) for `make test`
-#   scripts/deps.sh bench   the above, plus hyperfine (for `make bench`)
+#   scripts/deps.sh test    the above, plus curl, aria2c, openssl, and ip/tc/iptables
+#                           for the LAN lab tests, chromium (the status page's
+#                           browser test) and promtool (Debian's prometheus
+#                           package: checks /metrics) (for `make test`)
+#   scripts/deps.sh bench   the above, plus hyperfine and python3 (for `make bench`)
+#   scripts/deps.sh compose the Docker engine, docker-compose, debootstrap,
+#                           curl (for `make test-compose`)
 #
 # As root: apt-get update + apt-get install -y of the missing packages.
 # Otherwise: prints one line saying what to install and exits 1.
@@ -20,16 +23,30 @@ want() { wanted+=("$1:$2"); }
 
 case "$what" in
   etcd) ;;
-  test | bench) ;;
-  *) echo "deps.sh: unknown set '$what' (use etcd, test or bench)" >&2; exit 2 ;;
+  test | bench | compose) ;;
+  *) echo "deps.sh: unknown set '$what' (use etcd, test, bench or compose)" >&2; exit 2 ;;
 esac
 
-want etcd etcd-server
-want etcdctl etcd-client
-if [[ "$what" != etcd ]]; then
+if [[ "$what" == compose ]]; then
+  # Debian's engine (docker.io) and the Python docker-compose 1.29.
+  want dockerd docker.io
+  want docker-compose docker-compose
+  want debootstrap debootstrap
+  want curl curl
+  want python3 python3
+else
+  want etcd etcd-server
+  want etcdctl etcd-client
+fi
+if [[ "$what" != etcd && "$what" != compose ]]; then
   want curl curl
   want aria2c aria2
   want openssl openssl
+  # The LAN lab (tests/it/support/lab.rs, scripts/lab.sh): namespaces,
+  # veth pairs, a bridge, tbf shaping, iptables loss and partitions.
+  want ip iproute2
+  want tc iproute2
+  want iptables iptables
   want chromium chromium
   want promtool prometheus
 fi

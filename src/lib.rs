@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod partial;
 pub mod peer;
 pub mod protocol;
+pub mod seeding;
 pub mod server;
 pub mod status;
 pub mod text;

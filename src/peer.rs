@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Sender};
 
@@ -24,9 +24,14 @@ use crate::etcd;
 use crate::index::{Index, IndexError, IndexOptions};
 use crate::partial::{self, Partials};
 use crate::protocol::{Bitfield, CatalogEntry, FileList, Health, PieceList};
+use crate::seeding::UploadCounts;
 use crate::server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
 use crate::status::{Monitor, StatusReport};
 use crate::Sha1Digest;
+
+/// Index generations are published in etcd at most this often (a dataset
+/// being hashed changes generation many times a second).
+pub const GEN_PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything a peer needs to start.
 #[derive(Debug, Clone)]
@@ -157,6 +162,7 @@ impl Peer {
             index: index.clone(),
             id: id.clone(),
             partials: partials.clone(),
+            uploads: UploadCounts::default(),
             monitor: monitor.clone(),
         });
         let server = Server::bind(cfg.listen, scfg, source)?;
@@ -215,15 +221,31 @@ impl Peer {
         let gen_sink = registration.publisher();
         let gen_thread = std::thread::Builder::new()
             .name("pbs-index-gen".into())
-            .spawn(move || loop {
-                select! {
-                    recv(changes) -> ev => {
-                        if ev.is_err() { return; }
-                        // Coalesce a burst of changes into one update.
-                        while changes.try_recv().is_ok() {}
-                        gen_sink.set_index_gen(gen_index.generation());
+            .spawn(move || {
+                // Debounced: at most one update per GEN_PUBLISH_EVERY, the
+                // last change always published (at the end of the window).
+                let mut last: Option<Instant> = None;
+                let mut pending = false;
+                loop {
+                    let wait = match (pending, last) {
+                        (true, Some(t)) => GEN_PUBLISH_EVERY.saturating_sub(t.elapsed()),
+                        (true, None) => Duration::ZERO,
+                        (false, _) => Duration::from_secs(3600),
+                    };
+                    select! {
+                        recv(changes) -> ev => {
+                            if ev.is_err() { return; }
+                            while changes.try_recv().is_ok() {}
+                            pending = true;
+                        }
+                        recv(stopped) -> _ => return,
+                        default(wait) => {}
                     }
-                    recv(stopped) -> _ => return,
+                    if pending && last.is_none_or(|t| t.elapsed() >= GEN_PUBLISH_EVERY) {
+                        gen_sink.set_index_gen(gen_index.generation());
+                        last = Some(Instant::now());
+                        pending = false;
+                    }
                 }
             })
             .map_err(PeerError::Thread)?;
@@ -357,6 +379,7 @@ struct IndexSource {
     index: Arc<Index>,
     id: String,
     partials: Arc<Partials>,
+    uploads: UploadCounts,
     monitor: Arc<Monitor>,
 }
 
@@ -387,6 +410,17 @@ impl FileSource for IndexSource {
         match self.index.get(sha1) {
             Some(f) => Some(Bitfield::full(f.pieces.len())),
             None => self.partials.have(sha1),
+        }
+    }
+
+    fn fresh(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
+        self.uploads.fresh(sha1)
+    }
+
+    fn note_upload(&self, sha1: &Sha1Digest, start: u64, len: u64) {
+        if let Some(f) = self.index.get(sha1) {
+            self.uploads
+                .note(sha1, f.piece_size, f.pieces.len(), start, len);
         }
     }
 

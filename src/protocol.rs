@@ -12,6 +12,11 @@
 //! | `GET /v1/files/<sha1>/pieces`   | [`PieceList`]                           |
 //! | `GET /v1/files/<sha1>/have`     | [`Bitfield`] bytes, `X-Pieces` = count  |
 //!
+//! A peer holding the whole file may append a second bitmap of the same
+//! length to `/have`: the pieces it has uploaded the fewest times lately
+//! (a hint, as BitTorrent's super-seeding: downloaders ask it for those,
+//! and get the others from each other).
+//!
 //! A peer answers for complete files (its index) and for files it is still
 //! downloading into its dataset (partial: the pieces verified so far). For
 //! a partial file, `have` lists the pieces held and range requests are

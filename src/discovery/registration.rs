@@ -31,9 +31,13 @@ use parking_lot::Mutex;
 use super::{peer_key, DiscoveryError, PeerRecord};
 use crate::etcd::{Client, KeyValue, LeaseId, WatchEvent, Watcher};
 
-/// Shortest and longest wait between failed attempts.
+/// Shortest and longest wait between failed attempts. The longest bounds
+/// how late a peer registers again once etcd is reachable again: one
+/// connect timeout (500 ms) in flight plus this wait stays under a second
+/// (tests/it/lan.rs); an unreachable etcd costs each peer about one
+/// connection attempt per 0.75 s.
 const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_millis(250);
 /// Shortest time between two re-registrations caused by someone else
 /// changing the key.
 pub const RECLAIM_EVERY: Duration = Duration::from_millis(300);

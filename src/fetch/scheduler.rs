@@ -53,6 +53,9 @@ struct State {
     have: Vec<Option<Bitfield>>,
     /// Per holder slot: dropped (its pieces no longer count).
     gone: Vec<bool>,
+    /// Per holder slot: the pieces it would rather upload (a seed's
+    /// least-uploaded pieces), preferred among equally rare ones.
+    fresh: Vec<Option<Bitfield>>,
     /// Per piece: usable holders that have it.
     avail: Vec<u32>,
     /// Ties are broken in the order `(i + n - offset) % n`.
@@ -106,6 +109,7 @@ impl Scheduler {
                 remaining: done.iter().filter(|d| !**d).count(),
                 have: Vec::new(),
                 gone: Vec::new(),
+                fresh: Vec::new(),
                 avail: vec![0; done.len()],
                 offset,
                 fetchers: vec![Vec::new(); done.len()],
@@ -121,10 +125,12 @@ impl Scheduler {
         }
     }
 
-    /// Sets what `holder` has (`None`: every piece), updating availability.
-    pub fn set_have(&self, holder: usize, have: Option<Bitfield>) {
+    /// Sets what `holder` has (`None`: every piece), updating availability,
+    /// and the pieces it would rather upload (`None`: no preference).
+    pub fn set_have(&self, holder: usize, have: Option<Bitfield>, fresh: Option<Bitfield>) {
         let mut s = self.state.lock();
         s.ensure(holder);
+        s.fresh[holder] = fresh;
         if !s.gone[holder] {
             s.count(holder, -1);
         }
@@ -166,6 +172,14 @@ impl Scheduler {
         s.have.get(holder).is_none_or(Option::is_none)
     }
 
+    /// True if `holder`'s bitmap is worth asking again: it is partial, or a
+    /// seed that says which pieces it would rather upload.
+    pub fn needs_poll(&self, holder: usize) -> bool {
+        let s = self.state.lock();
+        s.have.get(holder).is_some_and(Option::is_some)
+            || s.fresh.get(holder).is_some_and(Option::is_some)
+    }
+
     /// The next piece for a connection of `holder`.
     pub fn next(&self, holder: usize) -> Next {
         let mut s = self.state.lock();
@@ -177,7 +191,7 @@ impl Scheduler {
         let offset = s.offset;
         let pick = (0..n)
             .filter(|&i| s.pieces[i] == PieceState::Missing && s.has(holder, i))
-            .min_by_key(|&i| (s.avail[i], (i + n - offset) % n));
+            .min_by_key(|&i| (s.avail[i], !s.is_fresh(holder, i), (i + n - offset) % n));
         if let Some(i) = pick {
             s.pieces[i] = PieceState::InFlight;
             s.fetchers[i].push(holder);
@@ -299,9 +313,17 @@ impl State {
         while self.have.len() <= holder {
             self.have.push(None);
             self.gone.push(false);
+            self.fresh.push(None);
             for a in &mut self.avail {
                 *a += 1;
             }
+        }
+    }
+
+    fn is_fresh(&self, holder: usize, i: usize) -> bool {
+        match self.fresh.get(holder) {
+            Some(Some(b)) => b.get(i),
+            _ => false,
         }
     }
 
@@ -366,8 +388,12 @@ mod tests {
     fn rarest_first_and_only_what_the_holder_has() {
         let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
         // Holder 0 is a seed; holder 1 has pieces 0 and 1.
-        s.set_have(0, None);
-        s.set_have(1, Some(Bitfield::from_flags(&[true, true, false, false])));
+        s.set_have(0, None, None);
+        s.set_have(
+            1,
+            Some(Bitfield::from_flags(&[true, true, false, false])),
+            None,
+        );
         // The seed is asked for what only it has.
         assert_eq!(s.next(0), Next::Piece(2));
         assert_eq!(s.next(0), Next::Piece(3));
@@ -383,6 +409,19 @@ mod tests {
         assert_eq!(s.state.lock().avail, vec![1, 0, 0, 0]);
         assert!(s.is_complete_holder(0));
         assert!(!s.is_complete_holder(1));
+    }
+
+    #[test]
+    fn a_seed_is_asked_for_the_pieces_it_uploaded_least() {
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
+        s.set_have(
+            0,
+            None,
+            Some(Bitfield::from_flags(&[false, false, true, false])),
+        );
+        assert!(s.needs_poll(0));
+        assert_eq!(s.next(0), Next::Piece(2));
+        assert_eq!(s.next(0), Next::Piece(0));
     }
 
     #[test]

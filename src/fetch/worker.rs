@@ -76,13 +76,13 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
         }
         let poll_due = match last_poll {
             None => true,
-            Some(t) => !round.sched.is_complete_holder(slot) && t.elapsed() >= HAVE_POLL,
+            Some(t) => round.sched.needs_poll(slot) && t.elapsed() >= HAVE_POLL,
         };
         let step = if poll_due {
             last_poll = Some(Instant::now());
             match fetch_have(round, &mut conn, &addrs) {
-                Ok(have) => {
-                    round.sched.set_have(slot, have);
+                Ok((have, fresh)) => {
+                    round.sched.set_have(slot, have, fresh);
                     continue;
                 }
                 Err(fail) => Err(fail),
@@ -370,12 +370,13 @@ fn request(
 
 /// Asks the holder which pieces it has: `Some` bitmap (full for a complete
 /// holder), `None` if it does not know the route (an older peer: assumed
-/// complete, its range answers tell).
+/// complete, its range answers tell); and the seed's hint of the pieces it
+/// would rather upload, if it sent one.
 fn fetch_have(
     round: &Round<'_>,
     conn: &mut Option<Conn>,
     addrs: &[String],
-) -> Result<Option<Bitfield>, Fail> {
+) -> Result<(Option<Bitfield>, Option<Bitfield>), Fail> {
     let path = format!("{FILES_PATH}/{}/{HAVE_SEGMENT}", round.list.sha1);
     let head = request(round, conn, addrs, &path, None)?;
     let n = round.list.pieces.len();
@@ -392,14 +393,24 @@ fn fetch_have(
         )
         .map_err(|e| io_fail(round, e))?;
     c.conn.finish(&head);
+    let k = n.div_ceil(8);
+    let bad = || {
+        Fail::Bad(format!(
+            "its piece bitmap has {} bytes for {n} pieces",
+            body.len()
+        ))
+    };
     match head.status {
-        200 => Bitfield::from_bytes(&body, n).map(Some).ok_or_else(|| {
-            Fail::Bad(format!(
-                "its piece bitmap has {} bytes for {n} pieces",
-                body.len()
-            ))
-        }),
-        404 => Ok(None),
+        200 if body.len() == 2 * k && k > 0 => {
+            let have = Bitfield::from_bytes(&body[..k], n).ok_or_else(bad)?;
+            let fresh = Bitfield::from_bytes(&body[k..], n).ok_or_else(bad)?;
+            // Only a holder of every piece gives a hint.
+            Ok((Some(have), Some(fresh)))
+        }
+        200 => Bitfield::from_bytes(&body, n)
+            .map(|b| (Some(b), None))
+            .ok_or_else(bad),
+        404 => Ok((None, None)),
         503 => Err(Fail::Busy),
         status => Err(Fail::Io(format!("status {status} for its piece bitmap"))),
     }

@@ -170,13 +170,19 @@ pub(crate) fn handle(
             None => not_served(&sha1),
         },
         Route::Have(sha1) => match source.have(&sha1) {
-            Some(have) => Response::bytes(
-                ResponseHead::new(Status::OK)
-                    .header("Content-Type", CONTENT_TYPE_BYTES)
-                    .header("Cache-Control", CACHE_NEVER)
-                    .header(PIECES_HEADER, have.len().to_string()),
-                have.as_bytes().to_vec(),
-            ),
+            Some(have) => {
+                let mut body = have.as_bytes().to_vec();
+                if let Some(fresh) = source.fresh(&sha1).filter(|f| f.len() == have.len()) {
+                    body.extend_from_slice(fresh.as_bytes());
+                }
+                Response::bytes(
+                    ResponseHead::new(Status::OK)
+                        .header("Content-Type", CONTENT_TYPE_BYTES)
+                        .header("Cache-Control", CACHE_NEVER)
+                        .header(PIECES_HEADER, have.len().to_string()),
+                    body,
+                )
+            }
             None => not_served(&sha1),
         },
         Route::File(sha1) => file(request, source, &sha1),
@@ -313,6 +319,9 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
             return response;
         }
     };
+    if opened.held.is_none() && request.method == Method::Get {
+        source.note_upload(sha1, start, len);
+    }
     let head = head
         .header("Content-Type", CONTENT_TYPE_BYTES)
         .header(

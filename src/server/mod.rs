@@ -73,6 +73,14 @@ pub trait FileSource: Send + Sync + 'static {
     fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
         self.pieces(sha1).map(|p| Bitfield::full(p.pieces.len()))
     }
+    /// A hint for downloaders of a file this peer holds whole: the pieces
+    /// it has uploaded the fewest times lately (sent after the `have`
+    /// bitmap). `None`: no hint.
+    fn fresh(&self, _sha1: &Sha1Digest) -> Option<Bitfield> {
+        None
+    }
+    /// Bytes `[start, start + len)` of a complete file are about to be sent.
+    fn note_upload(&self, _sha1: &Sha1Digest, _start: u64, _len: u64) {}
     /// Opens a file to send its bytes, after checking that it did not change
     /// on disk since it was indexed. `Ok(None)`: not served (unknown, or
     /// changed and dropped from the index).

@@ -12,6 +12,7 @@ mod fetch_support;
 mod fixtures;
 mod hostile_lan;
 mod index;
+mod lan;
 mod peer;
 mod server;
 mod status;

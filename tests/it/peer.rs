@@ -172,3 +172,45 @@ fn a_download_into_a_peers_dataset_becomes_shared_by_that_peer() {
         })
     });
 }
+
+/// The etcd `version` of a peer's key: how many puts it has had.
+fn key_version(ep: &str, id: &str) -> Option<u64> {
+    let key = piratebay_sync::discovery::peer_key("piratebay", id);
+    let json = etcdctl_ok(ep, &["get", &key, "-w", "json"]);
+    let v: Value = serde_json::from_str(&json).ok()?;
+    v["kvs"][0]["version"].as_u64()
+}
+
+#[test]
+fn index_generations_are_published_at_most_once_a_second() {
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let peer = Serve::new(&ep).arg("--rescan", "1").start();
+    let id = peer.id();
+    let before = wait_for(Duration::from_secs(10), "peer registered", || {
+        key_version(&ep, &id)
+    });
+    // 300 files appear one by one for about 3 s: hundreds of generations.
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        std::fs::write(peer.dataset.join(format!("f{i}")), format!("file {i}")).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The last generation is published...
+    wait_until(
+        Duration::from_secs(10),
+        "every file in the published generation",
+        || {
+            let out = cli(&["files", "--json", "--etcd", &ep]);
+            serde_json::from_str::<Vec<Value>>(&stdout_text(&out)).is_ok_and(|f| f.len() == 300)
+        },
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    let puts = key_version(&ep, &id).unwrap() - before;
+    // ...with at most one put per second (plus the last one).
+    assert!(
+        (puts as f64) <= elapsed + 2.0,
+        "{puts} puts of the record in {elapsed:.1}s"
+    );
+    assert!(puts >= 1);
+}

@@ -24,7 +24,13 @@ pub fn bin_path() -> PathBuf {
 /// A `Command` for the binary with every `PIRATEBAY_*` variable removed,
 /// so the developer's environment cannot change a test.
 pub fn command() -> Command {
-    let mut cmd = Command::new(bin_path());
+    command_on(None)
+}
+
+/// Like [`command`], run on a lab host (`ip netns exec <netns>`) when
+/// `netns` is given.
+pub fn command_on(netns: Option<&str>) -> Command {
+    let mut cmd = super::lab::command_in(netns, bin_path());
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PIRATEBAY_") {
             cmd.env_remove(key);
@@ -43,7 +49,18 @@ pub fn cli<S: AsRef<OsStr>>(args: &[S]) -> Output {
 /// Like [`cli`] with extra environment variables and an explicit timeout.
 #[track_caller]
 pub fn cli_with<S: AsRef<OsStr>>(args: &[S], envs: &[(&str, &str)], timeout: Duration) -> Output {
-    let mut cmd = command();
+    cli_on(None, args, envs, timeout)
+}
+
+/// Like [`cli_with`], on the lab host whose namespace is `netns` if given.
+#[track_caller]
+pub fn cli_on<S: AsRef<OsStr>>(
+    netns: Option<&str>,
+    args: &[S],
+    envs: &[(&str, &str)],
+    timeout: Duration,
+) -> Output {
+    let mut cmd = command_on(netns);
     cmd.args(args);
     for (k, v) in envs {
         cmd.env(k, v);
@@ -81,6 +98,17 @@ impl PeerProcess {
     /// `RUST_LOG` is passed through if set.
     #[track_caller]
     pub fn spawn_with_env<S: AsRef<OsStr>>(args: &[S], envs: &[(&str, &str)]) -> Self {
+        Self::spawn_on(None, args, envs)
+    }
+
+    /// Like [`spawn_with_env`](Self::spawn_with_env), on the lab host whose
+    /// namespace is `netns` if given.
+    #[track_caller]
+    pub fn spawn_on<S: AsRef<OsStr>>(
+        netns: Option<&str>,
+        args: &[S],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let log_dir = tempfile::Builder::new()
             .prefix("peer-log-")
             .tempdir()
@@ -94,7 +122,7 @@ impl PeerProcess {
         let log2 = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
-        let mut cmd = command();
+        let mut cmd = command_on(netns);
         cmd.arg("serve").args(args);
         for (k, v) in envs {
             cmd.env(k, v);

@@ -1,5 +1,7 @@
 //! Real etcd processes for tests: one member ([`EtcdServer`]) or a
-//! three-member cluster ([`EtcdCluster`]) on loopback, plus an `etcdctl`
+//! three-member cluster ([`EtcdCluster`]) on loopback, on a LAN lab's
+//! bridge ([`EtcdServer::on_bridge`], a lab host of its own) or on lab hosts
+//! ([`EtcdServer::on_host`], [`EtcdCluster::on_hosts`]), plus an `etcdctl`
 //! wrapper and a few raw gateway calls for checks.
 //!
 //! Uses Debian's `/usr/bin/etcd` (3.4) or the first `etcd` on `PATH`, or
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use tempfile::TempDir;
 
+use super::lab::{command_in, Host, Lab};
 use super::net::{free_port, next_loopback_ip};
 use super::process::{run_with_timeout, send_signal, tail, wait_timeout, DEFAULT_TIMEOUT};
 use super::wait::{try_wait_for, wait_for};
@@ -188,7 +191,12 @@ pub struct EtcdServer {
     extra_args: Vec<String>,
     /// Serve clients over https with these certificates.
     tls: Option<super::tls::TestCerts>,
+    /// The lab host (network namespace) it runs on; `None`: this one.
+    netns: Option<String>,
 }
+
+/// Client and peer ports of a member on a lab host (its namespace is its own).
+const LAB_CLIENT_PORT: u16 = 2379;
 
 impl EtcdServer {
     /// Starts a single-member etcd on free loopback ports and waits until
@@ -209,6 +217,55 @@ impl EtcdServer {
     #[track_caller]
     pub fn with_tls(certs: &super::tls::TestCerts) -> Self {
         Self::configured(&[], Some(certs.clone()))
+    }
+
+    /// A single member on a new lab host of its own, on the bridge: every
+    /// lab host reaches it, and a killed test leaves nothing behind that
+    /// the next lab's sweep does not remove (it runs in a lab namespace).
+    #[track_caller]
+    pub fn on_bridge(lab: &mut Lab) -> Self {
+        let host = lab.add_host();
+        Self::on_host(&host)
+    }
+
+    /// A single member on lab host `host` (in its namespace), listening
+    /// on the host's address and on its 127.0.0.1, ports 2379/2380.
+    #[track_caller]
+    pub fn on_host(host: &Host) -> Self {
+        let mut s = Self::unstarted_on("solo", host, None);
+        s.spawn();
+        s.wait_started(START_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        s
+    }
+
+    /// A member on `host` (ports 2379/2380), not started.
+    fn unstarted_on(name: &str, host: &Host, cluster: Option<(String, String)>) -> Self {
+        let ip = host.ip;
+        let peer_port = LAB_CLIENT_PORT + 1;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("etcd-{name}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir for etcd: {e}"));
+        let (initial_cluster, cluster_token) = cluster.unwrap_or_else(|| {
+            (
+                format!("{name}=http://{ip}:{peer_port}"),
+                format!("solo-{}-{}", std::process::id(), host.netns),
+            )
+        });
+        EtcdServer {
+            name: name.to_string(),
+            ip,
+            client_port: LAB_CLIENT_PORT,
+            peer_port,
+            initial_cluster,
+            cluster_token,
+            dir,
+            child: None,
+            extra_args: Vec::new(),
+            tls: None,
+            netns: Some(host.netns.clone()),
+        }
     }
 
     #[track_caller]
@@ -266,6 +323,7 @@ impl EtcdServer {
             child: None,
             extra_args: Vec::new(),
             tls: None,
+            netns: None,
         }
     }
 
@@ -278,6 +336,11 @@ impl EtcdServer {
     /// `http://<its loopback IP>:<peer port>`.
     pub fn peer_url(&self) -> String {
         format!("http://{}:{}", self.ip, self.peer_port)
+    }
+
+    /// The IP it listens on.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
     }
 
     /// The member name given to `--name`.
@@ -346,13 +409,19 @@ impl EtcdServer {
             .unwrap_or_else(|e| panic!("cannot clone log handle: {e}"));
         let client = self.endpoint();
         let peer = self.peer_url();
-        let child = Command::new(etcd_bin())
+        // On a lab host it also answers on the host's own 127.0.0.1, as
+        // the etcd that `make run` starts does.
+        let listen = match self.netns {
+            Some(_) => format!("{client},http://127.0.0.1:{}", self.client_port),
+            None => client.clone(),
+        };
+        let child = command_in(self.netns.as_deref(), etcd_bin())
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen-client-urls")
-            .arg(&client)
+            .arg(&listen)
             .arg("--advertise-client-urls")
             .arg(&client)
             .arg("--listen-peer-urls")
@@ -603,6 +672,35 @@ impl EtcdCluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A three-member cluster, one member on each of `hosts` (ports
+    /// 2379/2380 in each namespace); waits for a leader.
+    #[track_caller]
+    pub fn on_hosts(hosts: &[Host]) -> Self {
+        let mut members: Vec<EtcdServer> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                EtcdServer::unstarted_on(&format!("m{i}"), h, Some((String::new(), String::new())))
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("cluster-{}-{}", std::process::id(), hosts[0].netns);
+        for m in &mut members {
+            m.initial_cluster = initial.clone();
+            m.cluster_token = token.clone();
+            m.spawn();
+        }
+        let mut cluster = EtcdCluster { members };
+        cluster
+            .try_wait_healthy(START_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        cluster
     }
 
     /// Number of members (running or not).

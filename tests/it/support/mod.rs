@@ -7,6 +7,7 @@
 
 pub mod bin;
 pub mod etcd;
+pub mod lab;
 pub mod log;
 pub mod net;
 pub mod process;
@@ -14,14 +15,17 @@ pub mod serve;
 pub mod tls;
 pub mod wait;
 
-pub use bin::{bin_path, cli, cli_with, command, stderr_text, stdout_text, PeerProcess};
+pub use bin::{
+    bin_path, cli, cli_on, cli_with, command, command_on, stderr_text, stdout_text, PeerProcess,
+};
 pub use etcd::{
     etcd_bin, etcdctl, etcdctl_bin, etcdctl_ok, gateway_get, gateway_post, gateway_put, is_healthy,
     member_status, EtcdCluster, EtcdServer,
 };
+pub use lab::{command_in, Host, Lab};
 pub use log::init_test_log;
 pub use net::{free_addr, free_port, next_loopback_ip};
 pub use process::{run_with_timeout, send_signal, tail, wait_timeout, DEFAULT_TIMEOUT};
-pub use serve::{Serve, ServePeer};
+pub use serve::{Serve, ServePeer, LAB_PORT};
 pub use tls::TestCerts;
 pub use wait::{try_wait_for, wait_for, wait_until};

@@ -1,5 +1,7 @@
 //! `piratebay-sync serve` processes for tests: each on its own loopback IP
-//! (port 0), with its own state directory and, unless given, its own dataset.
+//! (port 0), or on a LAN lab host ([`Serve::on_host`]: in its namespace,
+//! listening on 0.0.0.0:7070 as `make run` does), with its own state
+//! directory and, unless given, its own dataset.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +17,12 @@ pub struct Serve {
     state_dir: Option<PathBuf>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    netns: Option<String>,
+    listen: Option<String>,
 }
+
+/// The port a peer on a lab host listens on (the `serve` default).
+pub const LAB_PORT: u16 = 7070;
 
 /// A running `serve` process and its directories (temp ones live as long as it).
 pub struct ServePeer {
@@ -37,7 +44,22 @@ impl Serve {
             state_dir: None,
             args: Vec::new(),
             env: Vec::new(),
+            netns: None,
+            listen: None,
         }
+    }
+
+    /// Run on this lab host, listening on `0.0.0.0:7070` unless
+    /// [`listen`](Self::listen) says otherwise.
+    pub fn on_host(mut self, host: &super::lab::Host) -> Serve {
+        self.netns = Some(host.netns.clone());
+        self
+    }
+
+    /// The `--listen` address.
+    pub fn listen(mut self, addr: &str) -> Serve {
+        self.listen = Some(addr.to_string());
+        self
     }
 
     /// Lease TTL in seconds.
@@ -86,9 +108,14 @@ impl Serve {
             "--etcd".into(),
             self.endpoints,
         ];
-        // Its own loopback IP unless the test chose where to listen.
+        // Its own loopback IP (0.0.0.0:7070 on a lab host, as `make run`)
+        // unless the test chose where to listen.
         if !self.args.iter().any(|a| a == "--listen") {
-            args.extend(["--listen".into(), format!("{}:0", next_loopback_ip())]);
+            let listen = self.listen.unwrap_or_else(|| match self.netns {
+                Some(_) => format!("0.0.0.0:{LAB_PORT}"),
+                None => format!("{}:0", next_loopback_ip()),
+            });
+            args.extend(["--listen".into(), listen]);
         }
         args.extend(self.args);
         let env: Vec<(&str, &str)> = self
@@ -97,7 +124,7 @@ impl Serve {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         ServePeer {
-            proc: PeerProcess::spawn_with_env(&args, &env),
+            proc: PeerProcess::spawn_on(self.netns.as_deref(), &args, &env),
             dataset,
             state_dir,
             _dir: dir,
