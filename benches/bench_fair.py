@@ -8,7 +8,8 @@ sharing one file of random bytes (BENCH_FAIR_MIB, default 256 MiB).
 Each round starts CLIENTS clients at once and waits for all of them; the
 wall time of the round is recorded. Rounds alternate between curl and
 get, BENCH_RUNS (default 5) of each. Reported: the median, min and max
-round time of each, their ratio, and how many gets printed a stall
+round time of each, their ratio (and, for information, curls followed
+by an fsync of their file, as get fsyncs), and how many gets printed a stall
 ("stalled: no data") or failed. Targets: no stall, no failure, and the
 median get round <= 1.2x the median curl round.
 
@@ -111,7 +112,7 @@ def main():
                 os.makedirs(out_dir)
                 return [os.path.join(out_dir, f"c{i}.bin") for i in range(CLIENTS)]
 
-            curl_times, get_times = [], []
+            curl_times, get_times, sync_times = [], [], []
             stalls = failures = 0
             for run in range(RUNS + 1):  # the first round of each warms up
                 t, res = round_of([[curl, "-s", "-f", "-o", o, url] for o in outs()])
@@ -121,6 +122,13 @@ def main():
                     return 1
                 if run:
                     curl_times.append(t)
+                # For information: curls made as durable as get (which
+                # fsyncs before its rename).
+                files = outs()
+                t, res = round_of([["sh", "-c", '"$@" && sync "$0"', o, curl, "-s", "-f",
+                                    "-o", o, url] for o in files])
+                if run and all(code == 0 for code, _ in res):
+                    sync_times.append(t)
                 client_state = os.path.join(work, "client")
                 t, res = round_of([[binary, "get", sha1, "-o", o, "--etcd", ep,
                                     "--state-dir", client_state] for o in outs()])
@@ -133,6 +141,8 @@ def main():
                         print(f"get failed (round {run}): {err.strip()[:300]}")
             rows = [(f"{CLIENTS} x curl ({MIB} MiB)", summary(curl_times)),
                     (f"{CLIENTS} x get verified", summary(get_times))]
+            if sync_times:
+                rows.append((f"{CLIENTS} x curl + fsync (info)", summary(sync_times)))
             print()
             common.print_table(rows, rows[0][0])
             ratio = rows[1][1]["median"] / rows[0][1]["median"]

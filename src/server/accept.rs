@@ -3,8 +3,9 @@
 //! request.
 //!
 //! A connection over a cap (per client, or in total) first makes room by
-//! closing the oldest idle connection (nothing of a request received) of
-//! that client, or of anyone for the total cap. When there is none, the
+//! closing a waiting connection of that client (of anyone, for the total
+//! cap): the oldest idle one (nothing of a request received), else the
+//! one whose partial head has been silent longest (over 250 ms). When there is none, the
 //! accept thread answers `503` with `Retry-After: 1` itself on the
 //! non-blocking socket (the few bytes fit in an empty send buffer) and
 //! closes: it never blocks on a client. Refusals are logged once per
@@ -85,7 +86,7 @@ fn admit(
             Refusal::PerClient => Some(key),
             Refusal::Total => None,
         };
-        if shared.parking.evict_idle(victim_of) {
+        if shared.parking.make_room(victim_of) {
             shared.admission.admit(key)
         } else {
             Err(refusal)

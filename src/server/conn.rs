@@ -40,7 +40,11 @@ use crate::http::{parse_head, HeadError, Method, ParsedHead, RequestHead, Status
 const READ_CHUNK: usize = 8 * 1024;
 /// Most body bytes sent in one step; then the connection goes behind the
 /// ones waiting for a worker (if any).
-pub(crate) const SLICE: u64 = 1024 * 1024;
+const SLICE: u64 = 1024 * 1024;
+/// How long a request head may have been silent before the connection
+/// counts as stalled, and may be closed to make room for its client's or
+/// another client's new connection when a cap is reached.
+const STALLED_HEAD: Duration = Duration::from_millis(250);
 /// How long a closing connection waits for the client to stop sending.
 const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
 /// How much a closing connection discards at most.
@@ -101,6 +105,8 @@ enum Phase {
         idle_until: Instant,
         /// The first byte of this request (for the access log).
         started: Option<Instant>,
+        /// The last bytes of this request.
+        last_data: Option<Instant>,
         /// Since when the connection waits (for eviction of idle ones).
         since: Instant,
     },
@@ -173,6 +179,7 @@ impl Conn {
                 deadline: Some(deadline),
                 idle_until: deadline,
                 started: None,
+                last_data: None,
                 since: now,
             },
         }
@@ -194,11 +201,17 @@ impl Conn {
         self.peer
     }
 
-    /// Since when the connection waits for a request of which nothing has
-    /// arrived; such a connection may be closed to make room for another.
-    pub(crate) fn idle_since(&self) -> Option<Instant> {
+    /// Whether the connection may be closed to make room for a new one,
+    /// and in which order: `(0, since)` waits for a request of which
+    /// nothing arrived (idle), `(1, since)` sits on a partial head silent
+    /// for [`STALLED_HEAD`] (stalled); oldest first within each.
+    pub(crate) fn evictable(&self, now: Instant) -> Option<(u8, Instant)> {
         match self.phase {
-            Phase::Head { since, .. } if self.buf.is_empty() => Some(since),
+            Phase::Head { since, .. } if self.buf.is_empty() => Some((0, since)),
+            Phase::Head {
+                last_data: Some(last),
+                ..
+            } if now.saturating_duration_since(last) >= STALLED_HEAD => Some((1, last)),
             _ => None,
         }
     }
@@ -257,6 +270,7 @@ impl Conn {
             mut deadline,
             idle_until,
             mut started,
+            mut last_data,
             since,
         } = self.phase
         else {
@@ -287,6 +301,7 @@ impl Conn {
                     self.buf.extend_from_slice(&chunk[..n]);
                     let now = Instant::now();
                     started.get_or_insert(now);
+                    last_data = Some(now);
                     deadline.get_or_insert(now + ctx.config.header_deadline);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -298,6 +313,7 @@ impl Conn {
             deadline,
             idle_until,
             started,
+            last_data,
             since,
         };
         let until = deadline.unwrap_or(idle_until);
@@ -438,6 +454,7 @@ impl Conn {
                 deadline: pipelined.then(|| now + ctx.config.header_deadline),
                 idle_until: now + ctx.config.keepalive_idle,
                 started: pipelined.then_some(now),
+                last_data: pipelined.then_some(now),
                 since: now,
             };
             if pipelined {

@@ -2,12 +2,13 @@
 //! body to send). Asks the [`FileSource`] and nothing else; the connection
 //! module does the socket I/O.
 //!
-//! The catalog body is serialized once per index generation and shared
-//! ([`CatalogCache`]): every connection sending it, however slowly, holds
-//! the same bytes, so catalog requests do not multiply the peer's memory.
+//! Catalog responses in flight share one serialized body per index
+//! generation ([`CatalogCache`]): connections sending it, however slowly,
+//! hold the same bytes, so slow catalog readers do not multiply the peer's
+//! memory.
 
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -111,10 +112,16 @@ impl Response {
     }
 }
 
-/// The serialized catalog of the latest generation asked for.
+/// The serialized catalog of the latest generation, while some response
+/// still sends it.
+///
+/// It holds the body weakly: responses in flight share one copy (so slow
+/// readers of the catalog cost its size once, not once each), and the
+/// body is freed, and built again from the source on the next request,
+/// once none sends it.
 #[derive(Default)]
 pub(crate) struct CatalogCache {
-    current: Mutex<Option<(u64, Arc<[u8]>)>>,
+    current: Mutex<Option<(u64, Weak<[u8]>)>>,
     /// Held while a new body is built, so concurrent requests for a new
     /// generation build it once (CPU work only, no I/O under it).
     building: Mutex<()>,
@@ -124,23 +131,23 @@ impl CatalogCache {
     /// The catalog body at the source's current generation, and that
     /// generation.
     fn body(&self, source: &dyn FileSource) -> Result<(u64, Arc<[u8]>), serde_json::Error> {
-        let cached = |generation: u64| {
+        let shared = |generation: u64| {
             self.current
                 .lock()
                 .as_ref()
                 .filter(|(g, _)| *g == generation)
-                .map(|(g, body)| (*g, Arc::clone(body)))
+                .and_then(|(g, body)| Some((*g, body.upgrade()?)))
         };
-        if let Some(hit) = cached(source.generation()) {
+        if let Some(hit) = shared(source.generation()) {
             return Ok(hit);
         }
         let _building = self.building.lock();
-        if let Some(hit) = cached(source.generation()) {
+        if let Some(hit) = shared(source.generation()) {
             return Ok(hit);
         }
         let list = source.file_list();
         let body: Arc<[u8]> = serde_json::to_vec(&list)?.into();
-        *self.current.lock() = Some((list.generation, Arc::clone(&body)));
+        *self.current.lock() = Some((list.generation, Arc::downgrade(&body)));
         Ok((list.generation, body))
     }
 }
@@ -338,5 +345,69 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
             start,
             len,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{FileList, Health, PieceList};
+    use crate::server::OpenedFile;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A source with an empty catalog that counts how often it is listed.
+    #[derive(Default)]
+    struct Counting {
+        generation: AtomicU64,
+        lists: AtomicU64,
+    }
+
+    impl FileSource for Counting {
+        fn generation(&self) -> u64 {
+            self.generation.load(Ordering::SeqCst)
+        }
+        fn file_list(&self) -> FileList {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            FileList {
+                generation: self.generation(),
+                files: Vec::new(),
+            }
+        }
+        fn pieces(&self, _: &Sha1Digest) -> Option<PieceList> {
+            None
+        }
+        fn open(&self, _: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {
+            Ok(None)
+        }
+        fn health(&self) -> Health {
+            unreachable!("not asked here")
+        }
+    }
+
+    #[test]
+    fn catalog_bodies_in_flight_are_shared_per_generation() {
+        let source = Counting::default();
+        let cache = CatalogCache::default();
+        let (g1, a) = cache.body(&source).unwrap();
+        let (_, b) = cache.body(&source).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "two responses in flight share one body"
+        );
+        assert_eq!(source.lists.load(Ordering::SeqCst), 1);
+
+        source.generation.store(7, Ordering::SeqCst);
+        let (g2, c) = cache.body(&source).unwrap();
+        assert_eq!((g1, g2), (0, 7));
+        assert!(!Arc::ptr_eq(&a, &c), "a new generation gets a new body");
+        assert_eq!(source.lists.load(Ordering::SeqCst), 2);
+
+        drop((a, b, c));
+        cache.body(&source).unwrap();
+        assert_eq!(
+            source.lists.load(Ordering::SeqCst),
+            3,
+            "once nothing sends it, the body is freed and built again"
+        );
     }
 }

@@ -107,23 +107,26 @@ impl Parking {
         }
     }
 
-    /// Closes the parked connection that has waited longest for a request
-    /// of which nothing arrived (of `client` only, if given), to make room
-    /// for a new one; says whether there was one. A connection whose
-    /// request is already in the socket buffer, unread, is not idle.
-    pub(crate) fn evict_idle(&self, client: Option<ClientKey>) -> bool {
+    /// Closes one parked connection (of `client` only, if given) to make
+    /// room for a new one; says whether there was one to close. First the
+    /// one that has waited longest for a request of which nothing arrived,
+    /// then the one whose partial head has been silent longest (see
+    /// [`Conn::evictable`]). A connection with bytes in its socket buffer,
+    /// unread, is neither.
+    pub(crate) fn make_room(&self, client: Option<ClientKey>) -> bool {
+        let now = Instant::now();
         let victim = {
             let mut parked = self.parked.lock();
-            let mut idle: Vec<(Instant, u64)> = parked
+            let mut candidates: Vec<((u8, Instant), u64)> = parked
                 .iter()
                 .filter(|(_, p)| client.is_none_or(|k| p.conn.key() == k))
-                .filter_map(|(id, p)| Some((p.conn.idle_since()?, *id)))
+                .filter_map(|(id, p)| Some((p.conn.evictable(now)?, *id)))
                 .collect();
-            idle.sort_unstable();
+            candidates.sort_unstable();
             let mut peek = [0u8; 1];
-            let id = idle.into_iter().map(|(_, id)| id).find(|id| {
+            let id = candidates.into_iter().map(|(_, id)| id).find(|id| {
                 parked.get(id).is_some_and(|p| {
-                    // Ok(0): the client closed; WouldBlock: nothing sent.
+                    // Ok(0): the client closed; WouldBlock: nothing new.
                     match p.conn.stream().peek(&mut peek) {
                         Ok(n) => n == 0,
                         Err(e) => e.kind() != std::io::ErrorKind::Interrupted,
@@ -134,7 +137,10 @@ impl Parking {
         };
         match victim {
             Some(p) => {
-                log::debug!("{}: closing an idle connection to make room", p.conn.peer());
+                log::debug!(
+                    "{}: closing a waiting connection to make room",
+                    p.conn.peer()
+                );
                 true
             }
             None => false,

@@ -476,12 +476,43 @@ fn a_burst_of_connections_leaves_the_server_serving() {
     assert_still_serving(&fx, "tburst", workers);
 }
 
-/// Sends a partial head on a new connection from `from`: a connection
-/// that is not idle (so never closed to make room) until the header deadline.
-fn busy_connection(from: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+/// A file too big for the socket buffers, served by `fx`: its path.
+fn big_file(fx: &Fixture) -> String {
+    let (sha1, _) = fx.add_file("big.bin", &data(32 * 1024 * 1024, 31));
+    format!("/v1/files/{sha1}")
+}
+
+/// A connection from `from` that asked for `path` and reads nothing more
+/// after the first bytes: a slow reader, never closed to make room.
+fn slow_reader(from: std::net::Ipv4Addr, addr: SocketAddr, path: &str) -> TcpStream {
+    let mut s = connect_from(from, addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut s, &mut first).unwrap();
+    assert_eq!(&first[..12], b"HTTP/1.1 200");
+    s
+}
+
+/// Sends a partial head on a new connection from `from`.
+fn partial_head(from: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
     let mut s = connect_from(from, addr);
     s.write_all(b"GET /v1/health HTTP/1.1\r\nX-Slow: ").unwrap();
     s
+}
+
+/// Whether the server closed `s` (EOF or reset within 100 ms).
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    match std::io::Read::read(s, &mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
 }
 
 /// The single answer on a fresh connection from `from`.
@@ -505,8 +536,11 @@ fn a_client_at_its_cap_gets_503_and_other_clients_are_served() {
         ..test_config("tcap")
     };
     let fx = Fixture::start(config);
+    let path = big_file(&fx);
     let (greedy, other) = (next_loopback_ip(), next_loopback_ip());
-    let held: Vec<TcpStream> = (0..4).map(|_| busy_connection(greedy, fx.addr())).collect();
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| slow_reader(greedy, fx.addr(), &path))
+        .collect();
     assert!(wait_until(Duration::from_secs(10), || fx
         .server
         .open_connections()
@@ -566,8 +600,9 @@ fn a_full_server_answers_503_with_retry_after() {
         ..test_config("tbusy")
     };
     let fx = Fixture::start(config);
-    let mut first = busy_connection(next_loopback_ip(), fx.addr());
-    let _second = busy_connection(next_loopback_ip(), fx.addr());
+    let path = big_file(&fx);
+    let first = slow_reader(next_loopback_ip(), fx.addr(), &path);
+    let _second = slow_reader(next_loopback_ip(), fx.addr(), &path);
     assert!(wait_until(Duration::from_secs(10), || fx
         .server
         .open_connections()
@@ -579,12 +614,8 @@ fn a_full_server_answers_503_with_retry_after() {
     assert_eq!(answer.header("connection"), Some("close"));
     assert_eq!(answer.text(), "server busy: retry in one second\n");
 
-    // Finishing a request makes room.
-    first
-        .write_all(b"x\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let (answer, _) = parse_answer(&read_to_close(&mut first), false).unwrap();
-    assert_eq!(answer.status, 200);
+    // A connection that closes makes room.
+    drop(first);
     assert!(wait_until(Duration::from_secs(10), || fx
         .server
         .open_connections()
@@ -593,6 +624,34 @@ fn a_full_server_answers_503_with_retry_after() {
         answer_from(next_loopback_ip(), fx.addr(), HEALTH).status,
         200
     );
+}
+
+#[test]
+fn stalled_heads_of_a_client_at_its_cap_make_room() {
+    let config = ServerConfig {
+        max_connections_per_client: 4,
+        header_deadline: Duration::from_secs(600),
+        ..test_config("tstallcap")
+    };
+    let fx = Fixture::start(config);
+    let host = next_loopback_ip();
+    let mut stalled: Vec<TcpStream> = (0..4).map(|_| partial_head(host, fx.addr())).collect();
+    assert!(wait_until(Duration::from_secs(10), || fx
+        .server
+        .open_connections()
+        == 4));
+    // Once the heads have been silent a moment, a new request from the
+    // same host is served and a stalled connection is closed for it.
+    let served = wait_until(Duration::from_secs(10), || {
+        answer_from(host, fx.addr(), HEALTH).status == 200
+    });
+    assert!(served, "a stalled head never made room");
+    let closed = stalled
+        .iter_mut()
+        .map(closed_by_server)
+        .filter(|c| *c)
+        .count();
+    assert!(closed >= 1, "no stalled connection was closed");
 }
 
 #[test]

@@ -29,6 +29,8 @@ const RESPONSIVE: Duration = Duration::from_secs(2);
 const WORKERS: &str = "8";
 /// Size of the served file.
 const FILE_SIZE: u64 = 16 * 1024 * 1024;
+/// Resident memory the `serve` process may reach under the load here.
+const SERVE_RSS_KIB: u64 = 100 * 1024;
 /// Deadline of one honest `get`.
 const GET_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -54,12 +56,8 @@ impl Seed {
         let addr = wait_for(Duration::from_secs(10), "the peer's bound address", || {
             let log = peer.proc.log_text();
             let line = log.lines().find(|l| l.contains(" sharing "))?;
-            line.split(" on ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
+            let addr = line.split(" on ").nth(1)?.split_whitespace().next()?;
+            addr.trim_end_matches(',').parse().ok()
         });
         let seed = Seed {
             etcd,
@@ -95,6 +93,35 @@ impl Seed {
             Err(stderr_text(&output))
         }
     }
+}
+
+/// A field of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Threads of process `pid`.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// The peer kept its threads (give or take its etcd client's) and stayed
+/// under [`SERVE_RSS_KIB`].
+fn assert_bounded(seed: &Seed, threads_before: usize, what: &str) {
+    let pid = seed.peer.proc.pid();
+    let threads = threads_of(pid);
+    assert!(
+        threads <= threads_before + 4,
+        "{what}: threads grew from {threads_before} to {threads}"
+    );
+    let rss = status_kib(pid, "VmHWM");
+    assert!(rss < SERVE_RSS_KIB, "{what}: peak RSS {rss} KiB");
 }
 
 /// One request with `Connection: close` from 127.0.0.1: the status and how
@@ -182,6 +209,7 @@ fn read_16k(s: &mut TcpStream) -> Read16 {
 #[test]
 fn slow_readers_from_one_host_leave_a_serve_process_responsive() {
     let seed = Seed::start(FILE_SIZE);
+    let threads_before = threads_of(seed.peer.proc.pid());
     let host: Ipv4Addr = next_loopback_ip();
     let request = format!("GET /v1/files/{} HTTP/1.1\r\nHost: t\r\n\r\n", seed.sha1);
     // 120 slow readers (the per-client cap is 128), each reading 16 KiB
@@ -230,12 +258,14 @@ fn slow_readers_from_one_host_leave_a_serve_process_responsive() {
         0,
         "slow readers are served slowly, not cut off"
     );
+    assert_bounded(&seed, threads_before, "beside 120 slow readers");
     drop((slow, idle));
 }
 
 #[test]
 fn a_reconnect_flood_from_one_host_leaves_a_serve_process_responsive() {
     let seed = Seed::start(FILE_SIZE);
+    let threads_before = threads_of(seed.peer.proc.pid());
     let host: Ipv4Addr = next_loopback_ip();
     let stop = Arc::new(AtomicBool::new(false));
     let connects = Arc::new(AtomicU64::new(0));
@@ -259,6 +289,10 @@ fn a_reconnect_flood_from_one_host_leaves_a_serve_process_responsive() {
                     if open.len() > 60 {
                         open.pop_front();
                     }
+                    // The flooding host has CPUs of its own: here it shares
+                    // the peer's, so it pauses a little (up to 8,000
+                    // connects a second) rather than starve the peer of CPU.
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             })
         })
@@ -274,6 +308,7 @@ fn a_reconnect_flood_from_one_host_leaves_a_serve_process_responsive() {
         f.join().unwrap();
     }
     assert!(connects.load(Ordering::Relaxed) > 1000, "the flood ran");
+    assert_bounded(&seed, threads_before, "during a reconnect flood");
 }
 
 #[test]
