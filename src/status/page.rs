@@ -351,7 +351,8 @@ fn peers(o: &mut String, r: &StatusReport) {
     }
     o.push_str(
         "<table class=\"peers\"><thead><tr><th>id</th><th>host</th><th>addresses</th>\
-<th class=\"num\">up</th><th class=\"num\">generation</th><th>answers</th></tr></thead><tbody>",
+<th>version</th><th class=\"num\">up</th><th class=\"num\">generation</th><th>answers</th>\
+</tr></thead><tbody>",
     );
     for p in &r.peers {
         let answers = match (p.answers, p.latency_ms) {
@@ -368,7 +369,8 @@ fn peers(o: &mut String, r: &StatusReport) {
         let _ = write!(
             o,
             "<tr><td><code>{}</code>{}</td><td class=\"name\">{}</td><td>{}</td>\
-<td class=\"num\">{}</td><td class=\"num mono\">{}</td><td>{answers}</td></tr>",
+<td class=\"name\">{}</td><td class=\"num\">{}</td><td class=\"num mono\">{}</td>\
+<td>{answers}</td></tr>",
             escape(&p.id),
             if p.this {
                 " <span class=\"mute\">(this peer)</span>"
@@ -377,6 +379,7 @@ fn peers(o: &mut String, r: &StatusReport) {
             },
             escape(&p.name),
             addrs.join(" "),
+            escape(&p.version),
             duration(p.age_secs),
             p.index_gen,
         );

@@ -161,21 +161,29 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
         .start();
     let host = Serve::new(&ep).start();
     let (seed_id, host_id) = (seed.id(), host.id());
+    // A record someone else wrote: markup for a host name and an address
+    // (a valid record: plain id, printable address with a port), no peer behind it.
+    let hostile_record = serde_json::json!({
+        "id": "hostile-peer", "addr": "<i>addr</i>:1", "addrs": ["<i>addr</i>:1"],
+        "name": "<b>bold</b>", "version": "<script>alert(2)</script>",
+        "started_at": 0, "index_gen": 1,
+    });
+    etcd.put("/piratebay/peers/hostile-peer", &hostile_record.to_string());
     let base = format!("http://{}", host.bound_addr());
-    wait_until(Duration::from_secs(20), "both peers registered", || {
-        status_json(&base)["peers"].as_array().map_or(0, Vec::len) == 2
+    wait_until(Duration::from_secs(20), "three peers registered", || {
+        status_json(&base)["peers"].as_array().map_or(0, Vec::len) == 3
     });
     wait_until(Duration::from_secs(20), "the seed lists its files", || {
         stdout_text(&cli(&["files", "--json", "--etcd", &ep])).contains(&sha.to_hex())
     });
-    // Paced to last about 20 s, so it is still running while the browser looks.
+    // Paced to last about 30 s, so it is still running while the browser looks.
     let out = host.dataset.join(HOSTILE);
     let mut getter = spawn_get(
         &ep,
         &sha,
         &out,
         &dir.path().join("get-state"),
-        &(size / 20).to_string(),
+        &(size / 30).to_string(),
     );
     let status = try_wait_for(Duration::from_secs(30), || {
         let s = status_json(&base);
@@ -191,7 +199,16 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
             .iter()
             .filter(|p| p["answers"] == true)
             .count();
-        (held > 0 && names.contains(&HOSTILE) && names.contains(&"notes.txt") && answering == 2)
+        let silent = s["peers"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["answers"] == false)
+            .count();
+        (held > 0
+            && names.contains(&HOSTILE)
+            && names.contains(&"notes.txt")
+            && answering == 2
+            && silent == 1)
             .then_some(s)
     });
     let Some(status) = status else {
@@ -233,7 +250,7 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
         dom.contains(&seed_id) && dom.contains(&host_id),
         "peers missing: {dom}"
     );
-    assert!(dom.contains("2 registered, 2 answering"), "{dom}");
+    assert!(dom.contains("3 registered, 2 answering"), "{dom}");
     // A file of the network and its holder count.
     assert!(dom.contains("notes.txt"), "{dom}");
     // The transfer, with a progress value part way.
@@ -245,6 +262,23 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
     // The hostile name is text: escaped in the serialized DOM, no element made of it.
     assert!(dom.contains("&lt;img src=x onerror=alert(1)&gt;"), "{dom}");
     assert!(!dom.contains("<img"), "a name became markup: {dom}");
+    // So are a registered record's host name, address and version.
+    for text in [
+        "&lt;b&gt;bold&lt;/b&gt;",
+        "&lt;i&gt;addr&lt;/i&gt;:1",
+        "&lt;script&gt;alert(2)",
+    ] {
+        assert!(dom.contains(text), "{text} not shown as text: {dom}");
+    }
+    assert!(
+        !dom.contains("<b>") && !dom.contains("<i>"),
+        "a record became markup: {dom}"
+    );
+    assert_eq!(
+        dom.matches("<script").count(),
+        1,
+        "only the page's own script: {dom}"
+    );
 
     // A picture for a person to look at.
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status.png");
