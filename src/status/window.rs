@@ -47,7 +47,7 @@ mod tests {
         assert_eq!(w.rate(), 0.0);
         // 100 bytes every other second: 50 B/s, whatever the phase.
         for i in 0..10u64 {
-            w.push(t + Duration::from_secs(i), (i + 1) / 2 * 100);
+            w.push(t + Duration::from_secs(i), i.div_ceil(2) * 100);
         }
         assert!((w.rate() - 50.0).abs() <= 10.0, "{}", w.rate());
         assert_eq!(w.samples.len(), WINDOW);
