@@ -43,6 +43,8 @@ use crate::Sha1Digest;
 
 /// Largest `.part.state` read (about 700,000 pieces).
 const MAX_STATE_BYTES: u64 = 32 * 1024 * 1024;
+/// Most peer ids kept per partial file (from its state).
+const MAX_PEERS_SHOWN: usize = 16;
 /// Most partial files tracked at once.
 const MAX_PARTIALS: usize = 1024;
 
@@ -55,6 +57,8 @@ struct Partial {
     data_path: PathBuf,
     list: PieceList,
     have: Bitfield,
+    /// Peers the download was fetching from (from its state).
+    peers: Vec<String>,
 }
 
 /// One partial file as the status page shows it.
@@ -74,6 +78,9 @@ pub struct PartialView {
     pub total: usize,
     /// False once renamed into place (served whole until indexed).
     pub downloading: bool,
+    /// Ids of the peers the download was fetching from at its last save
+    /// (untrusted when shown: escape them).
+    pub peers: Vec<String>,
 }
 
 /// The partial files of a dataset, by sha1.
@@ -129,6 +136,7 @@ impl Partials {
                     .as_os_str()
                     .as_bytes()
                     .ends_with(PART_SUFFIX.as_bytes()),
+                peers: p.peers.clone(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.sha1.cmp(&b.sha1)));
@@ -208,6 +216,12 @@ impl Partials {
             return;
         }
         let have = Bitfield::from_flags(&state.verified_flags());
+        let peers = state
+            .peers
+            .iter()
+            .take(MAX_PEERS_SHOWN)
+            .map(|p| p.chars().take(64).collect())
+            .collect();
         let list = PieceList {
             sha1: state.sha1,
             size: state.size,
@@ -226,6 +240,7 @@ impl Partials {
                 data_path: part_of(state_path),
                 list,
                 have,
+                peers,
             },
         );
     }

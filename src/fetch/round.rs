@@ -222,7 +222,15 @@ impl<'a> Round<'a> {
     }
 
     fn save_state(&self, flags: &[bool], state_path: &Path) {
-        if let Err(e) = ResumeState::new(self.list, flags).save(state_path) {
+        let mut state = ResumeState::new(self.list, flags);
+        state.peers = self
+            .slots
+            .lock()
+            .iter()
+            .filter(|s| s.workers > 0)
+            .map(|s| s.holder.id.clone())
+            .collect();
+        if let Err(e) = state.save(state_path) {
             log::warn!("cannot save resume state {}: {e}", state_path.display());
         }
     }

@@ -33,6 +33,11 @@ pub struct ResumeState {
     pub pieces: Vec<Sha1Digest>,
     /// Verified pieces: hex of a bitset, bit `i` of byte `i / 8` (LSB first).
     pub verified: String,
+    /// Ids of the peers the download was fetching from when the state was
+    /// saved (shown by the status page of the peer sharing the directory;
+    /// empty in states written by older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
 }
 
 impl ResumeState {
@@ -44,6 +49,7 @@ impl ResumeState {
             piece_size: list.piece_size,
             pieces: list.pieces.clone(),
             verified: encode_bitmap(done),
+            peers: Vec::new(),
         }
     }
 

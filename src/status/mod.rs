@@ -10,7 +10,7 @@
 //!   (pieces held now vs the last tick) into rates and a rate history of
 //!   [`HISTORY_LEN`] ticks, and counts finished and vanished downloads;
 //! - every [`PROBE_EVERY`] asks every registered peer's `/v1/health`
-//!   (at most [`MAX_PROBED`], 8 at once, 1.5 s each): "which answer";
+//!   (at most [`MAX_PROBED`], 8 at once, 1 s each): "which answer";
 //! - every [`CATALOG_EVERY`] refreshes the network's file list through
 //!   [`crate::catalog::Catalog`] (cached per peer generation, so an
 //!   unchanged peer is not asked again).
@@ -198,6 +198,8 @@ pub struct DownloadRow {
     pub rate: f64,
     /// Renamed into place, waiting for the index.
     pub finished: bool,
+    /// Ids of the peers it fetches from (untrusted).
+    pub peers: Vec<String>,
 }
 
 /// Rates over time, oldest first, one point per [`TICK`] (each the rate
@@ -317,10 +319,13 @@ impl Monitor {
     /// The `pbs-status` thread's loop: samples every [`TICK`] until `stop`
     /// receives or disconnects.
     pub fn run(&self, stop: &Receiver<()>) {
+        // Short bounds: a stopping peer waits for the tick in progress.
         let mut catalog = Catalog::new(CatalogOptions {
-            deadline: Duration::from_secs(3),
+            connect_timeout: Duration::from_millis(300),
+            io_timeout: Duration::from_secs(1),
+            deadline: Duration::from_secs(2),
+            fan_out: 8,
             budget: 16 * 1024 * 1024,
-            ..CatalogOptions::default()
         });
         let mut probed: Option<Instant> = None;
         let mut listed: Option<Instant> = None;
@@ -394,8 +399,8 @@ impl Monitor {
     fn probe(&self) {
         let peers: Vec<PeerInfo> = self.peer_list().into_iter().take(MAX_PROBED).collect();
         let timeouts = Timeouts {
-            connect: Duration::from_millis(500),
-            io: Duration::from_secs(1),
+            connect: Duration::from_millis(300),
+            io: Duration::from_millis(700),
         };
         let results = crate::fanout::map(
             &peers,
@@ -408,7 +413,7 @@ impl Monitor {
                     HEALTH_PATH,
                     timeouts,
                     16 * 1024,
-                    Duration::from_millis(1500),
+                    Duration::from_secs(1),
                 )
                 .is_ok_and(|(head, _)| head.status == 200);
                 (p.record.id.clone(), (answered, started.elapsed()))
@@ -498,6 +503,7 @@ impl Monitor {
                 pieces_held: v.held,
                 pieces_total: v.total,
                 finished: !v.downloading,
+                peers: v.peers,
             })
             .collect();
         let registration = match registration {

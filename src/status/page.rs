@@ -62,7 +62,7 @@ document.querySelectorAll('#files tbody tr').forEach(function(r){r.hidden=!!t&&r
 q.addEventListener('input',filter);
 function swap(d,id){var n=d.getElementById(id),o=document.getElementById(id);if(n&&o){o.replaceWith(n);}}
 function tick(){
-fetch('/',{cache:'no-store'}).then(function(r){if(!r.ok){throw r.status;}return r.text();}).then(function(t){
+fetch(location.href,{cache:'no-store'}).then(function(r){if(!r.ok){throw r.status;}return r.text();}).then(function(t){
 var d=new DOMParser().parseFromString(t,'text/html');swap(d,'live');swap(d,'files');filter();
 document.getElementById('stale').hidden=true;
 }).catch(function(){document.getElementById('stale').hidden=false;}).then(function(){setTimeout(tick,REFRESH);});}
@@ -234,7 +234,7 @@ fn transfers(o: &mut String, r: &StatusReport) {
     } else {
         o.push_str(
             "<table class=\"downloads\"><thead><tr><th>file</th><th>progress</th>\
-<th class=\"num\">pieces</th><th class=\"num\">rate</th></tr></thead><tbody>",
+<th class=\"num\">pieces</th><th class=\"num\">rate</th><th>from</th></tr></thead><tbody>",
         );
         for d in &r.downloads {
             download(o, d);
@@ -276,11 +276,20 @@ fn download(o: &mut String, d: &DownloadRow) {
     } else {
         rate(d.rate)
     };
+    let peers = if d.finished {
+        String::new()
+    } else {
+        d.peers
+            .iter()
+            .map(|p| format!("<code>{}</code>", escape(p)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let _ = write!(
         o,
         "<tr><td class=\"name\" title=\"{}\">{} <span class=\"mute\">{}</span></td>\
 <td><progress value=\"{}\" max=\"{}\">{:.0}%</progress></td>\
-<td class=\"num\">{}/{}</td><td class=\"num\">{}</td></tr>",
+<td class=\"num\">{}/{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
         d.sha1,
         escape(&d.name),
         bytes(d.size),
@@ -290,6 +299,7 @@ fn download(o: &mut String, d: &DownloadRow) {
         d.pieces_held,
         d.pieces_total,
         state,
+        peers,
     );
 }
 

@@ -222,6 +222,13 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
     };
     assert_eq!(status["downloads"][0]["name"], HOSTILE);
     assert_eq!(status["downloads"][0]["pieces_total"], 41);
+    assert!(
+        status["downloads"][0]["peers"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|id| id == seed_id.as_str())),
+        "the download's peers in use: {}",
+        status["downloads"][0]
+    );
     assert_eq!(status["peer"]["id"], host_id.as_str());
     assert_eq!(status["registration"]["registered"], true);
     // The seed sees the same transfer as an upload (to the get's address).
