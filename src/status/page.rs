@@ -43,7 +43,9 @@ th{font-weight:600;color:var(--mute);font-size:12px}
 td.num,th.num{text-align:right;white-space:nowrap}
 table.kv th{width:9.5em}
 code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
-.name{word-break:break-all}
+.name{overflow-wrap:anywhere}
+.from{color:var(--mute);font-size:12px}
+table.downloads progress{min-width:90px}
 .ok{color:var(--up);font-weight:600}.bad{color:var(--bad);font-weight:600}.mute{color:var(--mute)}
 .badge{display:inline-block;padding:0 7px;border-radius:9px;font-size:12px;color:#fff}
 .badge.ok{background:var(--up)}.badge.bad{background:var(--bad)}
@@ -234,7 +236,7 @@ fn transfers(o: &mut String, r: &StatusReport) {
     } else {
         o.push_str(
             "<table class=\"downloads\"><thead><tr><th>file</th><th>progress</th>\
-<th class=\"num\">pieces</th><th class=\"num\">rate</th><th>from</th></tr></thead><tbody>",
+<th class=\"num\">pieces</th><th class=\"num\">rate</th></tr></thead><tbody>",
         );
         for d in &r.downloads {
             download(o, d);
@@ -276,30 +278,37 @@ fn download(o: &mut String, d: &DownloadRow) {
     } else {
         rate(d.rate)
     };
-    let peers = if d.finished {
+    // Ids shortened to 8 characters (the peers table has them whole).
+    let peers = if d.finished || d.peers.is_empty() {
         String::new()
     } else {
-        d.peers
+        let ids: Vec<String> = d
+            .peers
             .iter()
-            .map(|p| format!("<code>{}</code>", escape(p)))
-            .collect::<Vec<_>>()
-            .join(" ")
+            .map(|p| {
+                format!(
+                    "<code>{}</code>",
+                    escape(&p.chars().take(8).collect::<String>())
+                )
+            })
+            .collect();
+        format!("<div class=\"from\">from {}</div>", ids.join(" "))
     };
     let _ = write!(
         o,
-        "<tr><td class=\"name\" title=\"{}\">{} <span class=\"mute\">{}</span></td>\
+        "<tr><td class=\"name\" title=\"{}\">{} <span class=\"mute\">{}</span>{}</td>\
 <td><progress value=\"{}\" max=\"{}\">{:.0}%</progress></td>\
-<td class=\"num\">{}/{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+<td class=\"num\">{}/{}</td><td class=\"num\">{}</td></tr>",
         d.sha1,
         escape(&d.name),
         bytes(d.size),
+        peers,
         d.pieces_held,
         d.pieces_total.max(1),
         d.progress * 100.0,
         d.pieces_held,
         d.pieces_total,
         state,
-        peers,
     );
 }
 
