@@ -83,7 +83,17 @@ fn tool(name: &str, package: &str) -> PathBuf {
     );
 }
 
-fn spawn_get(ep: &str, sha: &Sha1Digest, out: &Path, state: &Path, rate: &str) -> Child {
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_get(ep: &str, sha: &Sha1Digest, out: &Path, state: &Path, rate: &str) -> KillOnDrop {
     command()
         .args(["get", &sha.to_hex(), "-o"])
         .arg(out)
@@ -92,6 +102,7 @@ fn spawn_get(ep: &str, sha: &Sha1Digest, out: &Path, state: &Path, rate: &str) -
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(KillOnDrop)
         .expect("get starts")
 }
 
@@ -176,14 +187,14 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
     wait_until(Duration::from_secs(20), "the seed lists its files", || {
         stdout_text(&cli(&["files", "--json", "--etcd", &ep])).contains(&sha.to_hex())
     });
-    // Paced to last about 30 s, so it is still running while the browser looks.
+    // Paced to last about a minute (killed once seen), so it is still running while the browser looks.
     let out = host.dataset.join(HOSTILE);
     let mut getter = spawn_get(
         &ep,
         &sha,
         &out,
         &dir.path().join("get-state"),
-        &(size / 30).to_string(),
+        &(size / 60).to_string(),
     );
     let status = try_wait_for(Duration::from_secs(30), || {
         let s = status_json(&base);
@@ -212,12 +223,15 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
             .then_some(s)
     });
     let Some(status) = status else {
-        let _ = getter.kill();
-        let got = getter.wait_with_output().unwrap();
+        let _ = getter.0.kill();
+        let mut stderr = String::new();
+        if let Some(mut e) = getter.0.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
         panic!(
             "the page never showed the download and the files: {}\nget: {}",
             status_json(&base),
-            String::from_utf8_lossy(&got.stderr)
+            stderr
         );
     };
     assert_eq!(status["downloads"][0]["name"], HOSTILE);
@@ -304,8 +318,7 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
         png.len()
     );
 
-    let _ = getter.kill();
-    let _ = getter.wait();
+    drop(getter);
 }
 
 #[test]
