@@ -26,7 +26,7 @@ CPUs: "CPU-bound" at 90 % and more) and how busy the whole machine was.
 
 Exit status: 0 every target met; 1 a target missed or a command failed.
 Needs root (network namespaces). python3 standard library only.
-Environment: BENCH_RUNS (default 3), BENCH_LAN_MIB (256),
+Environment: BENCH_LAN_ONLY=swarm (the swarm only), BENCH_RUNS (default 3), BENCH_LAN_MIB (256),
 BENCH_SWARM_MIB (128), BENCH_SWARM_N (comma-separated, default "8,16"),
 BENCH_RATE_MBIT (400).
 """
@@ -50,6 +50,8 @@ LAN_MIB = int(os.environ.get("BENCH_LAN_MIB", "256"))
 SWARM_MIB = int(os.environ.get("BENCH_SWARM_MIB", "128"))
 SWARM_N = [int(x) for x in os.environ.get("BENCH_SWARM_N", "8,16").split(",") if x.strip()]
 RATE = int(os.environ.get("BENCH_RATE_MBIT", "400"))
+# BENCH_LAN_ONLY=swarm skips the multi-source comparisons.
+ONLY = os.environ.get("BENCH_LAN_ONLY", "")
 PORT = 7070
 SWARM_TARGETS = {8: 1.5, 16: 1.6}
 SWARM_UPLOAD_TARGET = 3.0
@@ -279,6 +281,11 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
     own_cpu = get_cpu + sum(proc_cpu(p.pid) for p in peers) - serve_cpu0
     uploaded = seed.tx_bytes() - tx0
     run.stop(only=peers)
+    # The gets' logs stay with the peers' (RUST_LOG applies to them too).
+    for i in range(n):
+        shutil.copy(os.path.join(base, f"get{i + 1}.log"), os.path.join(run.work, f"{ns}-get{i + 1}.log"))
+    print(f"  {ns}: each get's end, seconds after the start: "
+          + " ".join(f"{t:.2f}" for t in sorted(finish)))
     shutil.rmtree(base, ignore_errors=True)
     busy = 100.0 * (busy1 - busy0) / max(1, total1 - total0)
     own = 100.0 * own_cpu / (t_all * (os.cpu_count() or 1))
@@ -304,8 +311,8 @@ def main():
             etcd = start_etcd(run, etcd_host)
             print(f"LAN lab {lab.bridge_ip[:-1]}0/24: holders' links {RATE} Mbit/s both ways (tbf), "
                   f"client uncapped; release binary; median of {RUNS} runs after a warm-up")
-            rows = multi_source(lab, run, binary, etcd, client, holders)
-            w = max(len(r[0]) for r in rows) + 2
+            rows = [] if ONLY == "swarm" else multi_source(lab, run, binary, etcd, client, holders)
+            w = max([len(r[0]) for r in rows] + [10]) + 2
             print(f"{'comparison':<{w}}{'get':>9}  {'reference':<30}{'ref':>9}{'ratio':>8}  target")
             for name, t, ref_name, t_ref, target in rows:
                 ratio = t / t_ref

@@ -414,7 +414,9 @@ impl FileSource for IndexSource {
     }
 
     fn fresh(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
-        self.uploads.fresh(sha1)
+        self.index
+            .get(sha1)
+            .map(|f| self.uploads.fresh(sha1, f.pieces.len()))
     }
 
     fn note_upload(&self, sha1: &Sha1Digest, start: u64, len: u64) {

@@ -13,9 +13,9 @@
 //! | `GET /v1/files/<sha1>/have`     | [`Bitfield`] bytes, `X-Pieces` = count  |
 //!
 //! A peer holding the whole file may append a second bitmap of the same
-//! length to `/have`: the pieces it has uploaded the fewest times lately
-//! (a hint, as BitTorrent's super-seeding: downloaders ask it for those,
-//! and get the others from each other).
+//! length to `/have`: the pieces it has not uploaded lately (a hint, as
+//! BitTorrent's super-seeding: while partial holders exist, downloaders ask
+//! it only for those, and get the others from each other).
 //!
 //! A peer answers for complete files (its index) and for files it is still
 //! downloading into its dataset (partial: the pieces verified so far). For

@@ -1,6 +1,6 @@
-//! Super-seeding hints: how many times each piece of a complete file was
-//! uploaded lately, so that downloaders ask this peer for the pieces it
-//! has sent the fewest times and fetch the others from each other.
+//! Super-seeding hints: which pieces of a complete file this peer has not
+//! uploaded lately, so that downloaders ask it for those and fetch the
+//! others from each other.
 //!
 //! Counted when a range response of a complete file starts (so pieces in
 //! flight count at once). Forgotten for a file after [`QUIET`] without an
@@ -66,13 +66,14 @@ impl UploadCounts {
         }
     }
 
-    /// The pieces of `sha1` uploaded the fewest times, if it is tracked.
-    pub fn fresh(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
+    /// The pieces of `sha1` not uploaded lately (all of them for a file
+    /// not tracked; none once every piece went out), given `pieces`.
+    pub fn fresh(&self, sha1: &Sha1Digest, pieces: usize) -> Bitfield {
         let files = self.files.lock();
-        let c = files.get(sha1).filter(|c| c.last.elapsed() <= QUIET)?;
-        let min = c.counts.iter().copied().min()?;
-        let flags: Vec<bool> = c.counts.iter().map(|n| *n == min).collect();
-        Some(Bitfield::from_flags(&flags))
+        match files.get(sha1).filter(|c| c.last.elapsed() <= QUIET && c.counts.len() == pieces) {
+            Some(c) => Bitfield::from_flags(&c.counts.iter().map(|n| *n == 0).collect::<Vec<_>>()),
+            None => Bitfield::full(pieces),
+        }
     }
 }
 
@@ -81,19 +82,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_least_uploaded_pieces_are_fresh() {
+    fn pieces_not_uploaded_yet_are_fresh() {
         let u = UploadCounts::default();
         let sha: Sha1Digest = "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap();
-        assert!(u.fresh(&sha).is_none());
+        assert!(u.fresh(&sha, 4).is_full());
         u.note(&sha, 10, 4, 0, 10);
         u.note(&sha, 10, 4, 15, 10); // pieces 1 and 2
-        let f = u.fresh(&sha).unwrap();
+        let f = u.fresh(&sha, 4);
         assert_eq!(
             (f.get(0), f.get(1), f.get(2), f.get(3)),
             (false, false, false, true)
         );
         u.note(&sha, 10, 4, 30, 10);
-        let f = u.fresh(&sha).unwrap();
-        assert_eq!(f.count(), 4, "all sent once: all fresh again");
+        assert_eq!(u.fresh(&sha, 4).count(), 0, "every piece went out");
     }
 }

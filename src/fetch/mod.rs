@@ -114,7 +114,7 @@ pub struct DownloadOptions {
 
 impl DownloadOptions {
     /// Defaults: 500 ms connect, 5 s stall, 1 connection per holder (2
-    /// while fewer than 3 in total), at most 8, 48 MiB of buffers, 3 retries, holders re-queried every 1 s
+    /// while fewer than 3 in total), at most 8, 48 MiB of buffers, 3 retries, holders re-queried every 500 ms
     /// (partial holders join quickly), state saved every 100 ms (a peer
     /// sharing the output's directory serves the pieces it marks), 2 copies
     /// in the endgame.
@@ -132,7 +132,7 @@ impl DownloadOptions {
             max_connections: 8,
             memory_budget: 48 * 1024 * 1024,
             max_retries: 3,
-            requery_interval: Duration::from_secs(1),
+            requery_interval: Duration::from_millis(500),
             state_interval: Duration::from_millis(100),
             endgame_copies: 2,
             cancel: None,

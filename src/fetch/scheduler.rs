@@ -60,6 +60,8 @@ struct State {
     avail: Vec<u32>,
     /// Ties are broken in the order `(i + n - offset) % n`.
     offset: usize,
+    /// When a piece was last written (or the round started).
+    last_progress: Instant,
     /// Holders (by slot index) fetching each piece.
     fetchers: Vec<Vec<usize>>,
     /// When each piece was first handed out (its current fetch).
@@ -75,6 +77,9 @@ struct State {
 const FIRST_STEAL_AFTER: Duration = Duration::from_millis(500);
 /// Shortest wait before a second copy.
 const MIN_STEAL_AFTER: Duration = Duration::from_millis(50);
+/// A download that got no piece for this long asks seeds for anything
+/// again (see super-seeding in [`Scheduler::next`]).
+const SEED_FALLBACK: Duration = Duration::from_secs(1);
 
 /// The shared piece state of one download round.
 pub(crate) struct Scheduler {
@@ -112,6 +117,7 @@ impl Scheduler {
                 fresh: Vec::new(),
                 avail: vec![0; done.len()],
                 offset,
+                last_progress: Instant::now(),
                 fetchers: vec![Vec::new(); done.len()],
                 started: vec![None; done.len()],
                 pieces,
@@ -189,8 +195,17 @@ impl Scheduler {
         s.ensure(holder);
         let n = s.pieces.len();
         let offset = s.offset;
+        // Super-seeding: while partial holders are known, a seed that says
+        // which pieces it never uploaded is asked only for those (and only
+        // if no one else is known to have them): the rest come from the
+        // partial holders, and the seed's upload goes to new pieces. Unless
+        // this download got nothing for SEED_FALLBACK.
+        let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
+            && s.has_partials()
+            && s.last_progress.elapsed() < SEED_FALLBACK;
         let pick = (0..n)
             .filter(|&i| s.pieces[i] == PieceState::Missing && s.has(holder, i))
+            .filter(|&i| !restricted || (s.is_fresh(holder, i) && s.avail[i] <= 1))
             .min_by_key(|&i| (s.avail[i], !s.is_fresh(holder, i), (i + n - offset) % n));
         if let Some(i) = pick {
             s.pieces[i] = PieceState::InFlight;
@@ -239,6 +254,7 @@ impl Scheduler {
                 s.piece_time = Some(s.piece_time.map_or(took, |avg| (avg * 7 + took) / 8));
             }
             s.pieces[i] = PieceState::Done;
+            s.last_progress = Instant::now();
             s.remaining -= 1;
             s.dirty = true;
             self.done[i].store(true, Ordering::Release);
@@ -318,6 +334,14 @@ impl State {
                 *a += 1;
             }
         }
+    }
+
+    /// True if a usable partial holder is known.
+    fn has_partials(&self) -> bool {
+        self.have
+            .iter()
+            .zip(&self.gone)
+            .any(|(h, gone)| h.is_some() && !gone)
     }
 
     fn is_fresh(&self, holder: usize, i: usize) -> bool {
@@ -422,6 +446,21 @@ mod tests {
         assert!(s.needs_poll(0));
         assert_eq!(s.next(0), Next::Piece(2));
         assert_eq!(s.next(0), Next::Piece(0));
+    }
+
+    #[test]
+    fn with_partial_holders_a_seed_is_asked_only_for_what_it_never_sent() {
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
+        // Seed 0 never sent piece 3; partial holder 1 has piece 0.
+        s.set_have(0, None, Some(Bitfield::from_flags(&[false, false, false, true])));
+        s.set_have(1, Some(Bitfield::from_flags(&[true, false, false, false])), None);
+        assert_eq!(s.next(0), Next::Piece(3));
+        // Pieces 1 and 2 went out to others: wait for them to spread.
+        assert_eq!(s.next(0), Next::Wait);
+        assert_eq!(s.next(1), Next::Piece(0));
+        // Nothing arrived for a while: the seed is asked anyway.
+        s.state.lock().last_progress = Instant::now() - SEED_FALLBACK;
+        assert_eq!(s.next(0), Next::Piece(1));
     }
 
     #[test]
