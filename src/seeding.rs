@@ -70,7 +70,10 @@ impl UploadCounts {
     /// not tracked; none once every piece went out), given `pieces`.
     pub fn fresh(&self, sha1: &Sha1Digest, pieces: usize) -> Bitfield {
         let files = self.files.lock();
-        match files.get(sha1).filter(|c| c.last.elapsed() <= QUIET && c.counts.len() == pieces) {
+        match files
+            .get(sha1)
+            .filter(|c| c.last.elapsed() <= QUIET && c.counts.len() == pieces)
+        {
             Some(c) => Bitfield::from_flags(&c.counts.iter().map(|n| *n == 0).collect::<Vec<_>>()),
             None => Bitfield::full(pieces),
         }

@@ -452,8 +452,16 @@ mod tests {
     fn with_partial_holders_a_seed_is_asked_only_for_what_it_never_sent() {
         let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
         // Seed 0 never sent piece 3; partial holder 1 has piece 0.
-        s.set_have(0, None, Some(Bitfield::from_flags(&[false, false, false, true])));
-        s.set_have(1, Some(Bitfield::from_flags(&[true, false, false, false])), None);
+        s.set_have(
+            0,
+            None,
+            Some(Bitfield::from_flags(&[false, false, false, true])),
+        );
+        s.set_have(
+            1,
+            Some(Bitfield::from_flags(&[true, false, false, false])),
+            None,
+        );
         assert_eq!(s.next(0), Next::Piece(3));
         // Pieces 1 and 2 went out to others: wait for them to spread.
         assert_eq!(s.next(0), Next::Wait);

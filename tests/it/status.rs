@@ -141,6 +141,15 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The value of the sample `name` (with its labels) in a metrics body.
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
 /// `(value, max)` of every `<progress>` in a DOM dump.
 fn progress_values(dom: &str) -> Vec<(u64, u64)> {
     dom.split("<progress")
@@ -318,6 +327,32 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
         png.len()
     );
 
+    // The same transfer in both peers' metrics.
+    let host_metrics = get(&format!("{base}/metrics"), &[]).text();
+    assert!(
+        metric(&host_metrics, "pbs_pieces_verified_total") >= 1.0,
+        "{host_metrics}"
+    );
+    assert!(
+        metric(&host_metrics, "pbs_received_bytes_total") >= PIECE as f64,
+        "{host_metrics}"
+    );
+    assert_eq!(
+        metric(&host_metrics, "pbs_downloads_active"),
+        1.0,
+        "{host_metrics}"
+    );
+    assert_eq!(metric(&host_metrics, "pbs_peers"), 3.0, "{host_metrics}");
+    assert_eq!(
+        metric(&host_metrics, "pbs_peers_answering"),
+        2.0,
+        "{host_metrics}"
+    );
+    let seed_metrics = get(&format!("{seed_base}/metrics"), &[]).text();
+    assert!(
+        metric(&seed_metrics, "pbs_served_bytes_total") >= PIECE as f64,
+        "{seed_metrics}"
+    );
     drop(getter);
 }
 
@@ -366,13 +401,7 @@ fn metrics_pass_promtool_and_count_what_the_peer_did() {
         String::from_utf8_lossy(&checked.stderr)
     );
 
-    let value = |name: &str| -> f64 {
-        body.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {body}"))
-    };
+    let value = |name: &str| metric(&body, name);
     assert!(value("pbs_served_bytes_total") >= data.len() as f64);
     assert!(value("pbs_http_requests_total{route=\"file\",code=\"200\"}") >= 1.0);
     assert!(value("pbs_http_requests_total{route=\"other\",code=\"404\"}") >= 1.0);
