@@ -96,7 +96,7 @@ const LATENCY_BOUNDS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// A latency histogram with fixed buckets ([`LATENCY_BOUNDS`]).
+/// A latency histogram with fixed buckets (1 ms to 5 s).
 #[derive(Debug)]
 pub struct Histogram {
     /// Observations per bucket (not cumulative; summed when printed).

@@ -11,6 +11,13 @@
 //! | `HEAD/GET /v1/files/<sha1>`     | the bytes, `Range` supported            |
 //! | `GET /v1/files/<sha1>/pieces`   | [`PieceList`]                           |
 //! | `GET /v1/files/<sha1>/have`     | [`Bitfield`] bytes, `X-Pieces` = count  |
+//! | `GET /`                         | the status page (HTML)                  |
+//! | `GET /v1/status`                | `status::StatusReport` (JSON)           |
+//! | `GET /metrics`                  | Prometheus text format                  |
+//!
+//! `Cache-Control`: file bytes `public, max-age=31536000, immutable` (named
+//! by their SHA1); the catalog `no-cache` (revalidate with its `ETag`);
+//! health, `/have`, the page, status and metrics `no-store`.
 //!
 //! A peer holding the whole file may append a second bitmap of the same
 //! length to `/have`: the pieces it has not uploaded lately (a hint, as
