@@ -460,6 +460,119 @@ mod tests {
         assert_eq!(escape("x\u{1b}[31m\n"), "x\u{fffd}[31m\u{fffd}");
     }
 
+    /// A report whose every untrusted string is markup.
+    fn hostile_report() -> StatusReport {
+        use super::super::*;
+        let evil = "<x onmouseover=alert(1)>\"'&";
+        let sha1: crate::Sha1Digest = "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap();
+        StatusReport {
+            peer: PeerStatus {
+                id: evil.into(),
+                name: evil.into(),
+                version: evil.into(),
+                addrs: vec![evil.into()],
+                dataset: evil.into(),
+                uptime_secs: 5,
+            },
+            index: IndexStatus {
+                ready: false,
+                files: 1,
+                bytes: 2,
+                generation: 3,
+                hashed_files: 0,
+                queued_files: 4,
+                queued_bytes: 5,
+            },
+            registration: RegistrationStatus {
+                registered: false,
+                lease: Some(evil.into()),
+                ttl_secs: 10,
+                last_renewal_secs_ago: None,
+                endpoint: evil.into(),
+                error: Some(evil.into()),
+            },
+            peers: vec![PeerRow {
+                id: evil.into(),
+                name: evil.into(),
+                version: evil.into(),
+                addrs: vec![evil.into()],
+                age_secs: 1,
+                index_gen: 2,
+                answers: Some(false),
+                latency_ms: None,
+                this: false,
+            }],
+            files: FilesStatus {
+                total: 1,
+                refreshed_secs_ago: Some(1.0),
+                list: vec![FileRow {
+                    sha1,
+                    name: evil.into(),
+                    size: 1,
+                    holders: 1,
+                }],
+            },
+            uploads: vec![UploadRow {
+                client: evil.into(),
+                sha1,
+                name: evil.into(),
+                bytes: 1,
+                rate: 1.0,
+                active: true,
+            }],
+            downloads: vec![DownloadRow {
+                sha1,
+                name: evil.into(),
+                size: 10,
+                pieces_held: 1,
+                pieces_total: 2,
+                progress: 0.5,
+                rate: 1.0,
+                finished: false,
+                peers: vec![evil.into()],
+            }],
+            history: History {
+                interval_secs: 1,
+                upload: vec![0.0, 1.0],
+                download: vec![2.0, 3.0],
+            },
+        }
+    }
+
+    #[test]
+    fn every_untrusted_string_is_escaped() {
+        let html = render(&hostile_report());
+        assert!(!html.contains("<x"), "markup got through");
+        assert!(
+            !html.contains("onmouseover=alert(1)>\""),
+            "attribute got through"
+        );
+        // Each of the 17 untrusted strings shows (escaped) where it belongs;
+        // the download's peer is cut to 8 characters.
+        assert!(
+            html.matches("&lt;x onmouseover=alert(1)&gt;&quot;&#39;&amp;")
+                .count()
+                >= 15
+        );
+        assert!(html.contains("<code>&lt;x onmou</code>"));
+    }
+
+    #[test]
+    fn an_empty_report_renders_placeholders() {
+        let mut r = hostile_report();
+        r.peers.clear();
+        r.files.list.clear();
+        r.uploads.clear();
+        r.downloads.clear();
+        r.history.upload.clear();
+        r.history.download.clear();
+        let html = render(&r);
+        assert!(html.contains("no peer registered"));
+        assert!(html.contains("no files yet"));
+        assert_eq!(html.matches("<p class=\"mute\">none</p>").count(), 2);
+        assert!(html.ends_with("</html>\n"));
+    }
+
     #[test]
     fn sizes_and_durations_read_well() {
         assert_eq!(bytes(0), "0 B");
