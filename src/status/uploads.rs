@@ -6,10 +6,13 @@
 //! The server opens an [`Upload`] for every file body it starts sending
 //! and adds the bytes as they leave; the status monitor samples the
 //! sessions every second to compute their rates. Process-wide, like
-//! [`crate::metrics`]. One lock, held for a map update.
+//! [`crate::metrics`]. One lock, held for a map update when a request
+//! starts or ends and while sampling; bytes are added without it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{const_mutex, Mutex};
@@ -28,7 +31,7 @@ type Key = (IpAddr, Sha1Digest);
 #[derive(Debug, Clone)]
 struct Session {
     name: String,
-    bytes: u64,
+    bytes: Arc<AtomicU64>,
     /// Requests sending now.
     active: u32,
     last: Instant,
@@ -44,6 +47,7 @@ static SESSIONS: Mutex<Option<HashMap<Key, Session>>> = const_mutex(None);
 #[derive(Debug)]
 pub struct Upload {
     key: Option<Key>,
+    bytes: Arc<AtomicU64>,
 }
 
 impl Upload {
@@ -53,11 +57,14 @@ impl Upload {
         let map = guard.get_or_insert_with(HashMap::new);
         let key = (client, sha1);
         if !map.contains_key(&key) && map.len() >= MAX_SESSIONS {
-            return Upload { key: None };
+            return Upload {
+                key: None,
+                bytes: Arc::default(),
+            };
         }
         let s = map.entry(key).or_insert_with(|| Session {
             name: name.chars().take(512).collect(),
-            bytes: 0,
+            bytes: Arc::default(),
             active: 0,
             last: Instant::now(),
             sampled: 0,
@@ -65,16 +72,15 @@ impl Upload {
         });
         s.active += 1;
         s.last = Instant::now();
-        Upload { key: Some(key) }
+        Upload {
+            key: Some(key),
+            bytes: Arc::clone(&s.bytes),
+        }
     }
 
     /// `n` more bytes left.
     pub fn add(&self, n: u64) {
-        let Some(key) = self.key else { return };
-        if let Some(s) = SESSIONS.lock().as_mut().and_then(|m| m.get_mut(&key)) {
-            s.bytes += n;
-            s.last = Instant::now();
-        }
+        self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -114,9 +120,10 @@ pub(crate) fn sample(now: Instant) -> u64 {
     let mut guard = SESSIONS.lock();
     let Some(map) = guard.as_mut() else { return 0 };
     for s in map.values_mut() {
-        total += s.bytes.saturating_sub(s.sampled);
-        s.sampled = s.bytes;
-        s.window.push(now, s.bytes);
+        let bytes = s.bytes.load(Ordering::Relaxed);
+        total += bytes.saturating_sub(s.sampled);
+        s.sampled = bytes;
+        s.window.push(now, bytes);
     }
     map.retain(|_, s| s.active > 0 || s.last.elapsed() < LINGER);
     total
@@ -132,7 +139,7 @@ pub fn rows() -> Vec<UploadRow> {
             client: ip.to_string(),
             sha1: *sha1,
             name: s.name.clone(),
-            bytes: s.bytes,
+            bytes: s.bytes.load(Ordering::Relaxed),
             rate: s.window.rate(),
             active: s.active > 0 || s.last.elapsed() < BETWEEN_REQUESTS,
         })
