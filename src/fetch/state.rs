@@ -240,6 +240,22 @@ mod tests {
     }
 
     #[test]
+    fn the_peers_in_use_are_optional_in_the_state_file() {
+        let sha = Sha1Digest::of(b"x");
+        let old = format!(
+            r#"{{"sha1":"{sha}","size":1,"piece_size":4,"pieces":["{sha}"],"verified":"01"}}"#
+        );
+        let state: ResumeState = serde_json::from_str(&old).unwrap();
+        assert!(state.peers.is_empty());
+        assert!(!serde_json::to_string(&state).unwrap().contains("peers"));
+        let mut with = state.clone();
+        with.peers = vec!["a".into(), "b".into()];
+        let back: ResumeState =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back.peers, ["a", "b"]);
+    }
+
+    #[test]
     fn salvage_keeps_only_matching_claimed_pieces() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.part");
