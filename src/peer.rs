@@ -185,6 +185,9 @@ impl Peer {
             why.join(", ")
         );
         let advertised: Vec<SocketAddr> = advertised.into_iter().map(|(a, _)| a).collect();
+        if let Some(first) = advertised.first() {
+            log::info!("status page: http://{first}/ (metrics at /metrics)");
+        }
         let addrs: Vec<String> = advertised.iter().map(SocketAddr::to_string).collect();
 
         let record = PeerRecord {
