@@ -7,13 +7,17 @@
 //! host names, addresses, versions, file names, the dataset path, errors)
 //! goes through [`escape`]: a file named `<img src=x onerror=alert(1)>`
 //! shows as that text. The page reads fine without script (a `noscript`
-//! meta refresh reloads it); with script it fetches `/` every two seconds
-//! and swaps in the new `#live` and `#files` parts, keeping the search box
-//! and its filter.
+//! meta refresh reloads it); with script it fetches itself again every two
+//! seconds and swaps in the new `#live` and `#files` parts, keeping the
+//! search box and its filter. `/?q=words` opens it with the search filled in.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{DownloadRow, History, StatusReport, HISTORY_LEN};
+
+/// Pages rendered by this process.
+static RENDERS: AtomicU64 = AtomicU64::new(0);
 
 /// Seconds between two refreshes of the page.
 pub const REFRESH_SECS: u64 = 2;
@@ -62,6 +66,8 @@ var q=document.getElementById('q');
 function filter(){var t=q.value.toLowerCase();
 document.querySelectorAll('#files tbody tr').forEach(function(r){r.hidden=!!t&&r.textContent.toLowerCase().indexOf(t)<0;});}
 q.addEventListener('input',filter);
+var m=/[?&]q=([^&]*)/.exec(location.search);
+if(m){try{q.value=decodeURIComponent(m[1].replace(/\+/g,' '));}catch(e){}filter();}
 function swap(d,id){var n=d.getElementById(id),o=document.getElementById(id);if(n&&o){o.replaceWith(n);}}
 function tick(){
 fetch(location.href,{cache:'no-store'}).then(function(r){if(!r.ok){throw r.status;}return r.text();}).then(function(t){
@@ -138,7 +144,12 @@ pub fn render(r: &StatusReport) -> String {
         escape(&r.peer.name),
         escape(&r.peer.version),
     );
-    o.push_str("<main id=\"live\"><div class=\"grid\">");
+    // Numbered, so a test (or a person) can see the page refresh itself.
+    let n = RENDERS.fetch_add(1, Ordering::Relaxed) + 1;
+    let _ = write!(
+        o,
+        "<main id=\"live\" data-render=\"{n}\"><div class=\"grid\">"
+    );
     this_peer(&mut o, r);
     transfers(&mut o, r);
     o.push_str("</div>");

@@ -310,6 +310,45 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
         "only the page's own script: {dom}"
     );
 
+    // The script runs: `?q=` fills the search, which hides the rows that do
+    // not match, and still does after the page refreshed itself (2 s of
+    // virtual time).
+    let filtered = chromium(
+        &format!("{base}/?q=notes"),
+        &["--virtual-time-budget=5000", "--dump-dom"],
+    );
+    let rows = |dom: &str, hidden: bool| -> Vec<String> {
+        let files = dom.split("id=\"files\"").nth(1).unwrap_or_default();
+        files
+            .split("<tr")
+            .skip(2)
+            .filter(|r| r.starts_with(" hidden") == hidden)
+            .map(|r| r.chars().take(120).collect())
+            .collect()
+    };
+    let (shown, hidden) = (rows(&filtered, false), rows(&filtered, true));
+    assert!(
+        shown.len() == 1 && shown[0].contains("notes.txt") && hidden.len() == 1,
+        "search did not filter: shown {shown:?}, hidden {hidden:?}"
+    );
+    assert!(
+        filtered.contains("id=\"stale\" hidden"),
+        "the refresh failed: {filtered}"
+    );
+    let render = |dom: &str| -> u64 {
+        dom.split("data-render=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no render number: {dom}"))
+    };
+    assert!(
+        render(&filtered) >= render(&dom) + 2,
+        "the page did not refresh itself ({} after {})",
+        render(&filtered),
+        render(&dom)
+    );
+
     // A picture for a person to look at.
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status.png");
     let _ = std::fs::remove_file(&shot);
