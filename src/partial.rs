@@ -59,6 +59,8 @@ struct Partial {
     have: Bitfield,
     /// Peers the download was fetching from (from its state).
     peers: Vec<String>,
+    /// The id of the download writing it (from its state).
+    download: Option<String>,
 }
 
 /// One partial file as the status page shows it.
@@ -103,6 +105,11 @@ impl Partials {
     /// The pieces held of a partial file.
     pub fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
         self.map.read().get(sha1).map(|p| p.have.clone())
+    }
+
+    /// The id of the download writing a partial file, if its state names one.
+    pub fn download_id(&self, sha1: &Sha1Digest) -> Option<String> {
+        self.map.read().get(sha1).and_then(|p| p.download.clone())
     }
 
     /// Number of partial files tracked.
@@ -222,6 +229,7 @@ impl Partials {
             .take(MAX_PEERS_SHOWN)
             .map(|p| p.chars().take(64).collect())
             .collect();
+        let download = state.download.clone();
         let list = PieceList {
             sha1: state.sha1,
             size: state.size,
@@ -241,6 +249,7 @@ impl Partials {
                 list,
                 have,
                 peers,
+                download,
             },
         );
     }

@@ -422,6 +422,13 @@ impl FileSource for IndexSource {
             .map(|f| self.uploads.fresh(sha1, f.pieces.len()))
     }
 
+    fn download_id(&self, sha1: &Sha1Digest) -> Option<String> {
+        if self.index.get(sha1).is_some() {
+            return None;
+        }
+        self.partials.download_id(sha1)
+    }
+
     fn note_upload(&self, sha1: &Sha1Digest, start: u64, len: u64) {
         if let Some(f) = self.index.get(sha1) {
             self.uploads

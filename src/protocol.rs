@@ -50,6 +50,9 @@ pub const FILES_PATH: &str = "/v1/files";
 pub const HAVE_SEGMENT: &str = "have";
 /// Response header of the availability route: the number of pieces.
 pub const PIECES_HEADER: &str = "X-Pieces";
+/// Response header of the availability route for a partial file: the id
+/// of the download writing it (so that download does not ask itself).
+pub const DOWNLOAD_ID_HEADER: &str = "X-Download-Id";
 
 /// Default piece size: 4 MiB.
 pub const DEFAULT_PIECE_SIZE: u64 = 4 * 1024 * 1024;

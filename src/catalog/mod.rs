@@ -282,6 +282,8 @@ impl Catalog {
                     log::debug!("peer {} ({key}) left out of the catalog: {e}", r.id);
                     *reasons.entry(reason_kind(&e)).or_default() += 1;
                     if examples.len() < MAX_EXAMPLES {
+                        // The error may quote what the peer sent.
+                        let e = crate::text::escape(&e);
                         examples.push(format!("{} ({key}): {e}", r.id));
                     }
                     self.failed_at.insert(key.clone(), now);
@@ -403,6 +405,24 @@ fn ask_order(peers: &[&PeerInfo], cache: &ListCache) -> Vec<String> {
     order
 }
 
+/// The most frequent value of a sorted slice; the smallest among equals.
+fn most_common<T: PartialEq + Copy>(sorted: &[T]) -> Option<T> {
+    let mut best: Option<(T, usize)> = None;
+    let mut run: Option<(T, usize)> = None;
+    for &v in sorted {
+        run = match run {
+            Some((r, n)) if r == v => Some((r, n + 1)),
+            _ => Some((v, 1)),
+        };
+        if let Some((r, n)) = run {
+            if best.is_none_or(|(_, b)| n > b) {
+                best = Some((r, n));
+            }
+        }
+    }
+    best.map(|(v, _)| v)
+}
+
 /// A short class of a failure, for the summary warning.
 fn reason_kind(e: &str) -> String {
     let kinds = [
@@ -435,51 +455,52 @@ pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<FileEntry> {
 }
 
 fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<FileEntry> {
-    struct Acc {
-        sizes: BTreeMap<u64, usize>,
-        names: BTreeMap<String, usize>,
+    // Per file: each holder's claim (name, size) in a flat Vec, counted
+    // once at the end (two small maps per file cost ~1 KB each with many
+    // files).
+    struct Acc<'a> {
+        claims: Vec<(&'a str, u64)>,
         holders: Vec<Holder>,
+        /// Index of the last list that claimed it (one claim per holder).
+        last: usize,
     }
     let mut by_sha1: BTreeMap<Sha1Digest, Acc> = BTreeMap::new();
-    for (holder, files) in lists {
+    for (k, (holder, files)) in lists.iter().enumerate() {
         for f in files.iter() {
             let acc = by_sha1.entry(f.sha1).or_insert_with(|| Acc {
-                sizes: BTreeMap::new(),
-                names: BTreeMap::new(),
+                claims: Vec::new(),
                 holders: Vec::new(),
+                last: usize::MAX,
             });
-            if acc.holders.iter().any(|h| h.id == holder.id) {
+            if acc.last == k {
                 continue;
             }
-            *acc.sizes.entry(f.size).or_default() += 1;
-            *acc.names.entry(f.name.clone()).or_default() += 1;
+            acc.last = k;
+            acc.claims.push((f.name.as_str(), f.size));
             acc.holders.push(holder.clone());
         }
     }
     let mut out: Vec<FileEntry> = by_sha1
         .into_iter()
         .map(|(sha1, acc)| {
-            let name = acc
-                .names
-                .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-                .map(|(n, _)| n.clone())
-                .unwrap_or_default();
+            let mut names: Vec<&str> = acc.claims.iter().map(|c| c.0).collect();
+            names.sort_unstable();
+            let name = most_common(&names).unwrap_or_default().to_string();
+            names.dedup();
+            let mut sizes: Vec<u64> = acc.claims.iter().map(|c| c.1).collect();
+            sizes.sort_unstable();
+            let size = most_common(&sizes).unwrap_or(0);
+            if sizes.first() != sizes.last() {
+                sizes.dedup();
+                log::debug!("holders of {sha1} disagree on its size: {sizes:?}");
+            }
             let mut holders = acc.holders;
             holders.sort();
-            let size = acc
-                .sizes
-                .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-                .map_or(0, |(s, _)| *s);
-            if acc.sizes.len() > 1 {
-                log::debug!("holders of {sha1} disagree on its size: {:?}", acc.sizes);
-            }
             FileEntry {
                 sha1,
                 size,
                 name,
-                names: acc.names.into_keys().collect(),
+                names: names.into_iter().map(str::to_string).collect(),
                 peers: holders.len(),
                 holders,
             }

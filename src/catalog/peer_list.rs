@@ -12,6 +12,9 @@ use crate::protocol::{FileList, FILES_PATH};
 /// total over all peers is bounded by `CatalogOptions::budget`.
 pub const MAX_CATALOG_BODY: u64 = 16 * 1024 * 1024;
 
+/// A body is reserved this many times over while it is read and parsed.
+const PARSE_FACTOR: u64 = 3;
+
 /// Why a peer's file list could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -64,6 +67,9 @@ pub(crate) fn fetch_budgeted(
         };
         let mut conn = client::connect(addrs, t)?;
         let head = conn.get(FILES_PATH, None)?;
+        // Reserved: the body and room to parse it (a list takes up to about
+        // twice its JSON while it is built), so lists being read and parsed
+        // at once never exceed the budget either.
         let reserved = match head.content_length {
             Some(len) if len > MAX_CATALOG_BODY => {
                 return Err(ClientError::TooLarge {
@@ -72,48 +78,48 @@ pub(crate) fn fetch_budgeted(
                 }
                 .into())
             }
-            Some(len) if budget.take(len) => len,
-            Some(len) => return Err(PeerListError::Budget { need: len }),
-            None => budget.take_up_to(MAX_CATALOG_BODY),
+            Some(len) if budget.take(len * PARSE_FACTOR) => len * PARSE_FACTOR,
+            Some(len) => {
+                return Err(PeerListError::Budget {
+                    need: len * PARSE_FACTOR,
+                })
+            }
+            None => budget.take_up_to(MAX_CATALOG_BODY * PARSE_FACTOR),
         };
-        let body = match conn.read_body_to_vec(&head, reserved, started, limit) {
+        let body_limit = reserved / PARSE_FACTOR;
+        let fail = |e: PeerListError| {
+            budget.give_back(reserved);
+            Err(e)
+        };
+        let body = match conn.read_body_to_vec(&head, body_limit, started, limit) {
             Ok(b) => b,
-            Err(ClientError::TooLarge { .. }) if reserved < MAX_CATALOG_BODY => {
-                budget.give_back(reserved);
-                return Err(PeerListError::Budget { need: reserved + 1 });
+            Err(ClientError::TooLarge { .. }) if body_limit < MAX_CATALOG_BODY => {
+                return fail(PeerListError::Budget { need: reserved + 1 })
             }
-            Err(e) => {
-                budget.give_back(reserved);
-                return Err(e.into());
-            }
+            Err(e) => return fail(e.into()),
         };
-        let used = body.len() as u64;
-        budget.give_back(reserved - used.min(reserved));
         if head.status == 503 && Instant::now() + client::BUSY_RETRY < deadline {
-            budget.give_back(used);
+            budget.give_back(reserved);
             log::debug!("peer {addr} busy (503) for {FILES_PATH}; asking again");
             std::thread::sleep(client::BUSY_RETRY);
             continue;
         }
-        let parsed = if head.status != 200 {
-            Err(PeerListError::Status(head.status))
-        } else {
-            serde_json::from_slice(&body).map_err(|e| PeerListError::Json(e.to_string()))
-        };
-        // Parsed entries cost at least `ENTRY_COST` each (many tiny entries
-        // take far more memory than their JSON).
-        let parsed = parsed.and_then(|list: FileList| {
-            let extra = super::cache::list_bytes(&list.files).saturating_sub(used);
-            if budget.take(extra) {
-                Ok(list)
-            } else {
-                Err(PeerListError::Budget { need: used + extra })
-            }
-        });
-        if parsed.is_err() {
-            budget.give_back(used);
+        if head.status != 200 {
+            return fail(PeerListError::Status(head.status));
         }
-        return parsed;
+        let list: FileList = match serde_json::from_slice(&body) {
+            Ok(l) => l,
+            Err(e) => return fail(PeerListError::Json(e.to_string())),
+        };
+        // What the list keeps: its JSON, but at least `ENTRY_COST` per entry
+        // (many tiny entries take far more memory than their JSON).
+        let kept = (body.len() as u64).max(super::cache::list_bytes(&list.files));
+        if kept <= reserved {
+            budget.give_back(reserved - kept);
+        } else if !budget.take(kept - reserved) {
+            return fail(PeerListError::Budget { need: kept });
+        }
+        return Ok(list);
     }
 }
 

@@ -48,7 +48,8 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn random_id() -> String {
+/// 16 random hex digits (`/dev/urandom`, else hashed time and pid).
+pub(crate) fn random_id() -> String {
     let mut buf = [0u8; 8];
     let from_urandom = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))

@@ -393,28 +393,45 @@ impl Keeper {
                 }
             }
         }
-        let id = match *lease {
-            Some(id) => id,
-            None => {
-                let ttl_secs = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
-                let l = self.client.lease_grant(ttl_secs)?;
-                *lease = Some(l.id);
-                *dirty = true;
-                l.id
-            }
-        };
         let value =
             serde_json::to_vec(&self.record).map_err(|e| DiscoveryError::Encode(e.to_string()))?;
-        match self.client.put(self.key.as_bytes(), &value, Some(id)) {
-            Ok(revision) => *put_revision = revision,
-            Err(crate::etcd::Error::Etcd { message, .. })
-                if message.contains("lease not found") =>
-            {
-                *lease = None;
-                return Err(DiscoveryError::LeaseLost);
+        // A lease found gone by the put (expired while etcd was out of
+        // reach, noticed through the watch) is replaced at once, not after
+        // a retry backoff: at most one new lease per step.
+        let mut granted = false;
+        let id = loop {
+            let id = match *lease {
+                Some(id) => id,
+                None => {
+                    let ttl_secs = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+                    let l = self.client.lease_grant(ttl_secs)?;
+                    *lease = Some(l.id);
+                    *dirty = true;
+                    granted = true;
+                    l.id
+                }
+            };
+            match self.client.put(self.key.as_bytes(), &value, Some(id)) {
+                Ok(revision) => {
+                    *put_revision = revision;
+                    break id;
+                }
+                Err(crate::etcd::Error::Etcd { message, .. })
+                    if message.contains("lease not found") =>
+                {
+                    *lease = None;
+                    if granted {
+                        return Err(DiscoveryError::LeaseLost);
+                    }
+                    log::warn!(
+                        "lease {} of {} is gone (expired or etcd lost its data); registering again",
+                        id.hex(),
+                        self.key
+                    );
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        }
+        };
         *dirty = false;
         if *ever_registered {
             log::info!(

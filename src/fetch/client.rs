@@ -170,6 +170,8 @@ pub struct Head {
     pub content_range: Option<(u64, u64, u64)>,
     /// The server closes the connection after this response.
     pub close: bool,
+    /// `X-Download-Id`, if given (short and plain, else ignored).
+    pub download_id: Option<String>,
 }
 
 /// One connection to a peer, reused for successive requests while the
@@ -449,6 +451,7 @@ fn parse_head(buf: &[u8], addr: &str) -> Result<Option<(Head, usize)>, ClientErr
         status,
         content_length: None,
         content_range: None,
+        download_id: None,
         close: resp.version == Some(0),
     };
     for h in resp.headers.iter() {
@@ -474,6 +477,12 @@ fn parse_head(buf: &[u8], addr: &str) -> Result<Option<(Head, usize)>, ClientErr
             }
         } else if h.name.eq_ignore_ascii_case("content-range") {
             head.content_range = parse_content_range(value);
+        } else if h
+            .name
+            .eq_ignore_ascii_case(crate::protocol::DOWNLOAD_ID_HEADER)
+        {
+            head.download_id = Some(value.to_string())
+                .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric()));
         }
     }
     Ok(Some((head, used)))

@@ -266,7 +266,32 @@ fn finish(
         let path = path.to_path_buf();
         move |source| FetchError::output(path, source)
     };
-    part.sync_all().map_err(err(part_path))?;
+    // The pieces are checked again while the fsync runs (it waits on the
+    // disk, the check on the CPU); both end before the rename.
+    let checked = Instant::now();
+    let (synced, changed) = std::thread::scope(|s| {
+        let check = std::thread::Builder::new()
+            .name("pb-get-check".into())
+            .spawn_scoped(s, || super::state::changed_piece(part, list));
+        let synced = part.sync_all();
+        let changed = match check {
+            Ok(t) => t.join().unwrap_or(Some(0)),
+            Err(_) => super::state::changed_piece(part, list),
+        };
+        (synced, changed)
+    });
+    synced.map_err(err(part_path))?;
+    log::debug!(
+        "fsync and {} pieces checked again on disk in {:.3}s",
+        list.pieces.len(),
+        checked.elapsed().as_secs_f64()
+    );
+    if let Some(piece) = changed {
+        return Err(FetchError::Changed {
+            path: part_path.to_path_buf(),
+            piece,
+        });
+    }
     // The name must still be this file (not one swapped in under it).
     let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
         use std::os::unix::fs::MetadataExt;
@@ -278,19 +303,6 @@ fn finish(
         return Err(FetchError::Changed {
             path: part_path.to_path_buf(),
             piece: 0,
-        });
-    }
-    let checked = Instant::now();
-    let changed = super::state::changed_piece(part, list);
-    log::debug!(
-        "{} pieces checked again on disk in {:.3}s",
-        list.pieces.len(),
-        checked.elapsed().as_secs_f64()
-    );
-    if let Some(piece) = changed {
-        return Err(FetchError::Changed {
-            path: part_path.to_path_buf(),
-            piece,
         });
     }
     std::fs::rename(part_path, output).map_err(err(output))?;

@@ -92,6 +92,9 @@ pub(crate) struct Round<'a> {
     sockets: Mutex<HashMap<u64, TcpStream>>,
     next_socket: AtomicU64,
     max_workers: usize,
+    /// This round's id in the state file (a peer serving our `.part`
+    /// answers it: that holder is ourselves).
+    pub download_id: String,
 }
 
 impl<'a> Round<'a> {
@@ -134,6 +137,7 @@ impl<'a> Round<'a> {
             sockets: Mutex::new(HashMap::new()),
             next_socket: AtomicU64::new(0),
             max_workers: opts.max_connections.max(1).min(by_memory),
+            download_id: crate::discovery::random_id(),
         }
     }
 
@@ -222,7 +226,7 @@ impl<'a> Round<'a> {
     }
 
     fn save_state(&self, flags: &[bool], state_path: &Path) {
-        let mut state = ResumeState::new(self.list, flags);
+        let mut state = ResumeState::new(self.list, flags).with_download(&self.download_id);
         state.peers = self
             .slots
             .lock()

@@ -38,6 +38,10 @@ pub struct ResumeState {
     /// empty in states written by older versions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
+    /// A random id of the download writing it: a peer serving the `.part`
+    /// meanwhile reports it, so the download knows that peer is itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<String>,
 }
 
 impl ResumeState {
@@ -50,7 +54,14 @@ impl ResumeState {
             pieces: list.pieces.clone(),
             verified: encode_bitmap(done),
             peers: Vec::new(),
+            download: None,
         }
+    }
+
+    /// The same state, naming the download that writes it.
+    pub fn with_download(mut self, id: &str) -> Self {
+        self.download = Some(id.to_string());
+        self
     }
 
     /// Reads a state file; `None` (with a warning) if it is missing,

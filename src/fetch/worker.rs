@@ -48,6 +48,8 @@ enum Fail {
     Io(String),
     /// `416`: the (partial) holder does not have this piece.
     NotThere,
+    /// The holder serves this very download's `.part` (our own peer).
+    Ourselves,
 }
 
 /// A connection with its registration in the round's socket table.
@@ -139,6 +141,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                         break;
                     }
                     round.sched.written(i, len as u64, slot);
+                    log::trace!("piece {i} from {holder}");
                     let mut slots = round.slots.lock();
                     slots[slot].pieces += 1;
                     slots[slot].failures = 0;
@@ -149,6 +152,13 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             Err(Fail::Abandoned) => {
                 release(round);
                 close(round, &mut conn);
+            }
+            Err(Fail::Ourselves) => {
+                release(round);
+                log::debug!("peer {holder} serves this download's own .part: not asked");
+                round.slots.lock()[slot].dropped = Some("it is this download's own peer".into());
+                round.sched.holder_gone(slot);
+                break;
             }
             Err(Fail::NotThere) if round.sched.is_complete_holder(slot) => {
                 release(round);
@@ -379,6 +389,9 @@ fn fetch_have(
 ) -> Result<(Option<Bitfield>, Option<Bitfield>), Fail> {
     let path = format!("{FILES_PATH}/{}/{HAVE_SEGMENT}", round.list.sha1);
     let head = request(round, conn, addrs, &path, None)?;
+    if head.download_id.as_deref() == Some(round.download_id.as_str()) {
+        return Err(Fail::Ourselves);
+    }
     let n = round.list.pieces.len();
     let Some(c) = conn.as_mut() else {
         return Err(Fail::Io("bug: no connection".into()));

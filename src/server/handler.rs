@@ -20,7 +20,7 @@ use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
 use crate::http::response::content_disposition;
 use crate::http::route::{self, Route, ALLOW};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
-use crate::protocol::PIECES_HEADER;
+use crate::protocol::{DOWNLOAD_ID_HEADER, PIECES_HEADER};
 use crate::Sha1Digest;
 
 const CONTENT_TYPE_JSON: &str = "application/json";
@@ -182,13 +182,14 @@ pub(crate) fn handle(
                 if let Some(fresh) = source.fresh(&sha1).filter(|f| f.len() == have.len()) {
                     body.extend_from_slice(fresh.as_bytes());
                 }
-                Response::bytes(
-                    ResponseHead::new(Status::OK)
-                        .header("Content-Type", CONTENT_TYPE_BYTES)
-                        .header("Cache-Control", CACHE_NEVER)
-                        .header(PIECES_HEADER, have.len().to_string()),
-                    body,
-                )
+                let mut head = ResponseHead::new(Status::OK)
+                    .header("Content-Type", CONTENT_TYPE_BYTES)
+                    .header("Cache-Control", CACHE_NEVER)
+                    .header(PIECES_HEADER, have.len().to_string());
+                if let Some(id) = source.download_id(&sha1) {
+                    head = head.header(DOWNLOAD_ID_HEADER, id);
+                }
+                Response::bytes(head, body)
             }
             None => not_served(&sha1),
         },

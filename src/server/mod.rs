@@ -79,6 +79,11 @@ pub trait FileSource: Send + Sync + 'static {
     fn fresh(&self, _sha1: &Sha1Digest) -> Option<Bitfield> {
         None
     }
+    /// For a file still being downloaded here: the id of that download
+    /// (sent with `/have`, so the download recognizes itself).
+    fn download_id(&self, _sha1: &Sha1Digest) -> Option<String> {
+        None
+    }
     /// Bytes `[start, start + len)` of a complete file are about to be sent.
     fn note_upload(&self, _sha1: &Sha1Digest, _start: u64, _len: u64) {}
     /// Opens a file to send its bytes, after checking that it did not change

@@ -85,11 +85,13 @@ fn a_stolen_or_deleted_key_is_put_back_within_a_second_and_mismatched_keys_are_i
     let is_honest = || etcd.get(&key).is_some_and(|v| addr_in(&v) == honest_addr);
 
     etcd.put(&key, &record(&id, "127.0.0.1:9", "thief"));
+    let stolen = Instant::now();
     wait_until(
         Duration::from_secs(1),
         "the overwritten key put back",
         is_honest,
     );
+    eprintln!("overwritten key put back after {:?}", stolen.elapsed());
     peer.proc
         .wait_log_contains(Duration::from_secs(5), "was overwritten by someone else");
 
@@ -100,11 +102,13 @@ fn a_stolen_or_deleted_key_is_put_back_within_a_second_and_mismatched_keys_are_i
     )
     .unwrap();
     assert_eq!(deleted["deleted"], "1");
+    let gone = Instant::now();
     wait_until(
         Duration::from_secs(1),
         "the deleted key put back",
         is_honest,
     );
+    eprintln!("deleted key put back after {:?}", gone.elapsed());
 
     // A key naming the honest id from another key, and a forged id: ignored.
     etcd.put(
@@ -255,7 +259,7 @@ fn catalog_names_are_escaped_on_screen_and_never_give_hidden_or_bidi_file_names(
 const BIG_CATALOG_ENTRIES: usize = (16 * 1024 * 1024 - 200) / 94;
 
 /// Peak RSS allowed to `files` or `get` against 30 catalogs of 16 MiB.
-const PEAK_RSS_KIB: u64 = 300 * 1024;
+const PEAK_RSS_KIB: u64 = 256 * 1024;
 
 /// One entry of hostile catalog `peer`, 94 bytes with its comma.
 fn big_entry(peer: usize, i: usize) -> String {
@@ -399,6 +403,7 @@ fn ten_thousand_records_at_silent_or_closed_ports_cost_one_deadline_and_one_warn
         Duration::from_secs(60),
     );
     let took = started.elapsed();
+    eprintln!("files with 10,000 silent or closed peers: {took:?}");
     let err = stderr_text(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(stdout_text(&out).contains(&served.sha1().to_hex()));
