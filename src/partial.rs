@@ -29,6 +29,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use parking_lot::RwLock;
 
 use crate::fetch::state::ResumeState;
 use crate::index::{PART_STATE_SUFFIX, PART_SUFFIX};
+use crate::metrics;
 use crate::protocol::{piece_count, Bitfield, PieceList};
 use crate::server::OpenedFile;
 use crate::Sha1Digest;
@@ -89,6 +91,9 @@ pub struct PartialView {
 #[derive(Debug, Default)]
 pub struct Partials {
     map: RwLock<HashMap<Sha1Digest, Partial>>,
+    /// Whether changes count in [`crate::metrics`] (not for the downloads
+    /// found by the walk at start: their pieces came before the peer).
+    counting: AtomicBool,
 }
 
 impl Partials {
@@ -240,6 +245,13 @@ impl Partials {
         if map.len() >= MAX_PARTIALS && !map.contains_key(&list.sha1) {
             return;
         }
+        if self.counting.load(Ordering::Relaxed) {
+            let before = map
+                .get(&list.sha1)
+                .filter(|p| p.state_path == state_path)
+                .map(|p| &p.have);
+            count_new_pieces(&list, before, &have);
+        }
         map.retain(|sha1, p| p.state_path != state_path || *sha1 == list.sha1);
         map.insert(
             list.sha1,
@@ -271,6 +283,25 @@ impl Partials {
             .filter(|m| m.is_file())
             .zip(map.get(&sha1))
             .is_some_and(|(m, p)| m.len() == p.list.size && p.have.is_full());
+        if self.counting.load(Ordering::Relaxed) {
+            if let Some(p) = map.get(&sha1).filter(|p| {
+                p.data_path
+                    .as_os_str()
+                    .as_bytes()
+                    .ends_with(PART_SUFFIX.as_bytes())
+            }) {
+                // Landed: the final file is in place at its size (the last
+                // states may have gone unread: their pieces count now).
+                let landed = std::fs::symlink_metadata(&done)
+                    .is_ok_and(|m| m.is_file() && m.len() == p.list.size);
+                if landed {
+                    metrics::DOWNLOADS_COMPLETED.inc();
+                    count_new_pieces(&p.list, Some(&p.have), &Bitfield::full(p.have.len()));
+                } else {
+                    metrics::DOWNLOADS_FAILED.inc();
+                }
+            }
+        }
         if complete {
             if let Some(p) = map.get_mut(&sha1) {
                 p.data_path = done;
@@ -283,6 +314,21 @@ impl Partials {
     fn forget(&self, state_path: &Path) {
         self.map.write().retain(|_, p| p.state_path != state_path);
     }
+}
+
+/// Adds the pieces held in `after` but not in `before` (all of them for a
+/// new partial) to the pieces verified and bytes received.
+fn count_new_pieces(list: &PieceList, before: Option<&Bitfield>, after: &Bitfield) {
+    let (mut pieces, mut bytes) = (0u64, 0u64);
+    for i in 0..after.len() {
+        if after.get(i) && !before.is_some_and(|b| i < b.len() && b.get(i)) {
+            let start = i as u64 * list.piece_size;
+            pieces += 1;
+            bytes += list.piece_size.min(list.size.saturating_sub(start));
+        }
+    }
+    metrics::PIECES_VERIFIED.add(pieces);
+    metrics::RECEIVED_BYTES.add(bytes);
 }
 
 /// `x.part.state` -> `x.part`.
@@ -357,6 +403,7 @@ pub(crate) fn run(
     for path in find_states(root) {
         partials.refresh(&path);
     }
+    partials.counting.store(true, Ordering::Relaxed);
     loop {
         if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
             return;

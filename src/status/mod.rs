@@ -6,9 +6,9 @@
 //! (index, registration, peer cache, partial files, upload sessions); what
 //! needs time or the network is kept by the `pbs-status` thread
 //! ([`Monitor::run`], owned by the peer), which every [`TICK`]:
-//! - samples the upload sessions ([`uploads`]) and the partial files
-//!   (pieces held now vs the last tick) into rates and a rate history of
-//!   [`HISTORY_LEN`] ticks, and counts finished and vanished downloads;
+//! - samples the upload sessions ([`uploads`]), the partial files (bytes
+//!   held) and the bytes served and received ([`crate::metrics`]) into
+//!   rates and a rate history of [`HISTORY_LEN`] ticks;
 //! - every [`PROBE_EVERY`] asks every registered peer's `/v1/health`
 //!   (at most [`MAX_PROBED`], 8 at once, 1 s each): "which answer";
 //! - every [`CATALOG_EVERY`] refreshes the network's file list through
@@ -224,15 +224,12 @@ struct Wired {
 
 /// What the monitor thread measured.
 struct Sampled {
-    /// Bytes uploaded and downloaded since start, over the last ticks.
+    /// Bytes served and received (the process counters) over the last ticks.
     up: Window,
     down: Window,
-    up_total: u64,
-    down_total: u64,
     history: VecDeque<(f64, f64)>,
-    /// Per partial file: pieces held, whether still downloading, bytes
-    /// held over the last ticks.
-    partials: HashMap<Sha1Digest, (usize, bool, Window)>,
+    /// Per partial file: bytes held over the last ticks.
+    partials: HashMap<Sha1Digest, Window>,
     /// Per peer id: answered, latency.
     probes: HashMap<String, (bool, Duration)>,
     files: Vec<FileRow>,
@@ -275,8 +272,6 @@ impl Monitor {
             sampled: Mutex::new(Sampled {
                 up: Window::default(),
                 down: Window::default(),
-                up_total: 0,
-                down_total: 0,
                 history: VecDeque::with_capacity(HISTORY_LEN),
                 partials: HashMap::new(),
                 probes: HashMap::new(),
@@ -346,48 +341,23 @@ impl Monitor {
         }
     }
 
-    /// One sample: upload sessions and partial files into rates.
+    /// One sample: upload sessions, partial files and the byte counters
+    /// into rates.
     pub fn sample(&self) {
         let views = self.partials.snapshot();
         let now = Instant::now();
         let mut s = self.sampled.lock();
-        let up = uploads::sample(now);
-        let mut down = 0u64;
+        uploads::sample(now);
         let mut seen = HashMap::with_capacity(views.len());
         for v in &views {
             let held_bytes = (v.held as u64 * v.piece_size).min(v.size);
-            let mut window = match s.partials.remove(&v.sha1) {
-                Some((held, downloading, window)) => {
-                    let pieces = v.held.saturating_sub(held) as u64;
-                    let bytes = (pieces * v.piece_size).min(v.size);
-                    metrics::PIECES_VERIFIED.add(pieces);
-                    metrics::RECEIVED_BYTES.add(bytes);
-                    down += bytes;
-                    if downloading && !v.downloading {
-                        metrics::DOWNLOADS_COMPLETED.inc();
-                    }
-                    window
-                }
-                None => Window::default(),
-            };
+            let mut window = s.partials.remove(&v.sha1).unwrap_or_default();
             window.push(now, held_bytes);
-            seen.insert(v.sha1, (v.held, v.downloading, window));
-        }
-        for (sha1, (_, downloading, _)) in &s.partials {
-            if *downloading && !seen.contains_key(sha1) {
-                if self.index.get(sha1).is_some() {
-                    metrics::DOWNLOADS_COMPLETED.inc();
-                } else {
-                    metrics::DOWNLOADS_FAILED.inc();
-                }
-            }
+            seen.insert(v.sha1, window);
         }
         s.partials = seen;
-        s.up_total += up;
-        s.down_total += down;
-        let (up_total, down_total) = (s.up_total, s.down_total);
-        s.up.push(now, up_total);
-        s.down.push(now, down_total);
+        s.up.push(now, metrics::SERVED_BYTES.get());
+        s.down.push(now, metrics::RECEIVED_BYTES.get());
         if s.history.len() == HISTORY_LEN {
             s.history.pop_front();
         }
@@ -491,7 +461,7 @@ impl Monitor {
         let downloads = views
             .into_iter()
             .map(|v| DownloadRow {
-                rate: s.partials.get(&v.sha1).map_or(0.0, |p| p.2.rate()),
+                rate: s.partials.get(&v.sha1).map_or(0.0, Window::rate),
                 progress: if v.total == 0 {
                     1.0
                 } else {

@@ -35,8 +35,6 @@ struct Session {
     /// Requests sending now.
     active: u32,
     last: Instant,
-    /// Bytes at the previous sample.
-    sampled: u64,
     /// Bytes over the last samples, for the rate.
     window: super::window::Window,
 }
@@ -67,7 +65,6 @@ impl Upload {
             bytes: Arc::default(),
             active: 0,
             last: Instant::now(),
-            sampled: 0,
             window: super::window::Window::default(),
         });
         s.active += 1;
@@ -113,20 +110,14 @@ pub struct UploadRow {
 }
 
 /// Samples every session's bytes (for its rate) and drops the sessions
-/// idle for longer than [`LINGER`]; returns the bytes sent since the last
-/// sample.
-pub(crate) fn sample(now: Instant) -> u64 {
-    let mut total = 0;
+/// idle for longer than [`LINGER`].
+pub(crate) fn sample(now: Instant) {
     let mut guard = SESSIONS.lock();
-    let Some(map) = guard.as_mut() else { return 0 };
+    let Some(map) = guard.as_mut() else { return };
     for s in map.values_mut() {
-        let bytes = s.bytes.load(Ordering::Relaxed);
-        total += bytes.saturating_sub(s.sampled);
-        s.sampled = bytes;
-        s.window.push(now, bytes);
+        s.window.push(now, s.bytes.load(Ordering::Relaxed));
     }
     map.retain(|_, s| s.active > 0 || s.last.elapsed() < LINGER);
-    total
 }
 
 /// The sessions, busiest first.

@@ -456,6 +456,49 @@ fn metrics_pass_promtool_and_count_what_the_peer_did() {
 }
 
 #[test]
+fn a_download_into_the_dataset_counts_its_pieces_bytes_and_completion() {
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let seed_data = dir.path().join("seed");
+    std::fs::create_dir_all(&seed_data).unwrap();
+    let piece = 64 * 1024;
+    let size = 6 * piece + 100;
+    let sha = random_file(&seed_data.join("d.bin"), size, 5);
+    let _seed = Serve::new(&ep)
+        .dataset(&seed_data)
+        .arg("--piece-size", &piece.to_string())
+        .start();
+    let peer = Serve::new(&ep).start();
+    let base = format!("http://{}", peer.bound_addr());
+    wait_until(Duration::from_secs(20), "the seed lists its file", || {
+        stdout_text(&cli(&["files", "--json", "--etcd", &ep])).contains(&sha.to_hex())
+    });
+    // About two seconds, so the peer sees the state file a few times.
+    let mut getter = spawn_get(
+        &ep,
+        &sha,
+        &peer.dataset.join("d.bin"),
+        &dir.path().join("get-state"),
+        &(size / 2).to_string(),
+    );
+    let status = wait_timeout(&mut getter.0, Duration::from_secs(60)).expect("get ends");
+    assert!(status.success(), "get failed: {status}");
+    let body = wait_for(Duration::from_secs(10), "the completion counted", || {
+        let body = get(&format!("{base}/metrics"), &[]).text();
+        (metric(&body, "pbs_downloads_completed_total") == 1.0).then_some(body)
+    });
+    assert_eq!(metric(&body, "pbs_downloads_failed_total"), 0.0, "{body}");
+    assert_eq!(metric(&body, "pbs_pieces_verified_total"), 7.0, "{body}");
+    assert_eq!(
+        metric(&body, "pbs_received_bytes_total"),
+        size as f64,
+        "{body}"
+    );
+}
+
+#[test]
 fn caching_headers_fit_each_resource() {
     init_test_log();
     let etcd = EtcdServer::new();
