@@ -50,6 +50,8 @@ LAN_MIB = int(os.environ.get("BENCH_LAN_MIB", "256"))
 SWARM_MIB = int(os.environ.get("BENCH_SWARM_MIB", "128"))
 SWARM_N = [int(x) for x in os.environ.get("BENCH_SWARM_N", "8,16").split(",") if x.strip()]
 RATE = int(os.environ.get("BENCH_RATE_MBIT", "400"))
+# BENCH_PIECE_SIZE=BYTES: the peers' piece size (default: serve's, 4 MiB).
+PIECE_SIZE = os.environ.get("BENCH_PIECE_SIZE", "")
 # BENCH_LAN_ONLY=swarm skips the multi-source comparisons.
 ONLY = os.environ.get("BENCH_LAN_ONLY", "")
 PORT = 7070
@@ -139,7 +141,7 @@ def start_peer(run, binary, host, etcd, dataset, ns, name):
     return run.start(host, [
         binary, "serve", "--dataset", dataset, "--state-dir", state,
         "--listen", f"0.0.0.0:{PORT}", "--etcd", etcd, "--namespace", ns,
-    ], name)
+    ] + (["--piece-size", PIECE_SIZE] if PIECE_SIZE else []), name)
 
 
 def timed(host, argv, cleanup=None):
@@ -268,14 +270,21 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
     finish = []
     failed = []
     get_cpu = 0.0
-    for i, p in enumerate(gets):
-        # wait4 for the CPU time of each get (ip netns exec execs it).
-        _pid, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        get_cpu += usage.ru_utime + usage.ru_stime
-        finish.append(time.perf_counter() - t0)
-        if p.returncode != 0:
-            failed.append(f"host{i + 1}: {common.tail(os.path.join(base, f'get{i + 1}.log'), 1)}")
+    pending = dict(enumerate(gets))
+    while pending:
+        # wait4 for the CPU time of each get (ip netns exec execs it), in
+        # the order they end.
+        for i, p in list(pending.items()):
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid == 0:
+                continue
+            del pending[i]
+            p.returncode = os.waitstatus_to_exitcode(status)
+            get_cpu += usage.ru_utime + usage.ru_stime
+            finish.append(time.perf_counter() - t0)
+            if p.returncode != 0:
+                failed.append(f"host{i + 1}: {common.tail(os.path.join(base, f'get{i + 1}.log'), 1)}")
+        time.sleep(0.005)
     t_all = max(finish)
     busy1, total1 = cpu_busy()
     own_cpu = get_cpu + sum(proc_cpu(p.pid) for p in peers) - serve_cpu0

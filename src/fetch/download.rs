@@ -134,18 +134,14 @@ pub fn download(
             &list,
             &part,
             &part_path,
+            &state_path,
             &done,
             &received,
             &retried,
             rate.as_ref(),
         );
         round.add_holders(holders.clone());
-        let outcome = round::run(
-            &round,
-            &mut || known.requery(source, g),
-            progress,
-            &state_path,
-        );
+        let outcome = round::run(&round, &mut || known.requery(source, g), progress);
         for slot in round.slots.lock().iter() {
             if slot.pieces > 0 {
                 used.insert(slot.holder.id.clone());

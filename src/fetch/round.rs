@@ -78,6 +78,10 @@ pub(crate) struct Round<'a> {
     pub list: &'a PieceList,
     pub part: &'a File,
     pub part_path: &'a Path,
+    /// The `.part.state` saved as pieces verify.
+    pub state_path: &'a Path,
+    /// When the state was last saved (by a worker or the supervisor).
+    last_save: Mutex<Instant>,
     pub sched: Scheduler,
     pub slots: Mutex<Vec<Slot>>,
     pub received: &'a AtomicU64,
@@ -105,6 +109,7 @@ impl<'a> Round<'a> {
         list: &'a PieceList,
         part: &'a File,
         part_path: &'a Path,
+        state_path: &'a Path,
         done: &[bool],
         received: &'a AtomicU64,
         retried: &'a AtomicU64,
@@ -122,6 +127,8 @@ impl<'a> Round<'a> {
             list,
             part,
             part_path,
+            state_path,
+            last_save: Mutex::new(Instant::now()),
             sched: Scheduler::new(done, done_bytes, opts.endgame_copies),
             slots: Mutex::new(Vec::new()),
             received,
@@ -225,6 +232,23 @@ impl<'a> Round<'a> {
         }
     }
 
+    /// Saves the state if pieces were verified since the last save and
+    /// `state_interval` has passed. Called by workers after each piece (so
+    /// a peer sharing the directory serves it soon, whatever the supervisor
+    /// is busy with) and by the supervisor; skipped if another thread saves.
+    pub fn maybe_save_state(&self) {
+        let Some(mut last) = self.last_save.try_lock() else {
+            return;
+        };
+        if last.elapsed() < self.opts.state_interval {
+            return;
+        }
+        if let Some(flags) = self.sched.take_changes() {
+            self.save_state(&flags, self.state_path);
+        }
+        *last = Instant::now();
+    }
+
     fn save_state(&self, flags: &[bool], state_path: &Path) {
         let mut state = ResumeState::new(self.list, flags).with_download(&self.download_id);
         state.peers = self
@@ -253,8 +277,8 @@ pub(crate) fn run(
     round: &Round<'_>,
     requery: &mut dyn FnMut() -> Vec<Holder>,
     progress: Option<ProgressFn<'_>>,
-    state_path: &Path,
 ) -> Outcome {
+    let state_path = round.state_path;
     std::thread::scope(|scope| {
         let hasher = match std::thread::Builder::new()
             .name("pb-get-hash".into())
@@ -266,7 +290,6 @@ pub(crate) fn run(
         // Written at once, so a state of the right length exists even if
         // the disk fills before the first periodic save (see `save`).
         round.save_state(&round.sched.done_flags(), state_path);
-        let mut last_save = Instant::now();
         let mut last_query = Instant::now();
         let mut seq = 0usize;
         let ended = loop {
@@ -304,15 +327,15 @@ pub(crate) fn run(
                 continue;
             }
             if last_query.elapsed() >= round.opts.requery_interval {
+                let asked = Instant::now();
                 round.add_holders(requery());
+                log::trace!(
+                    "holders asked again in {:.3}s",
+                    asked.elapsed().as_secs_f64()
+                );
                 last_query = Instant::now();
             }
-            if last_save.elapsed() >= round.opts.state_interval {
-                if let Some(flags) = round.sched.take_changes() {
-                    round.save_state(&flags, state_path);
-                }
-                last_save = Instant::now();
-            }
+            round.maybe_save_state();
             if let Some(cb) = progress {
                 cb(&round.progress());
             }

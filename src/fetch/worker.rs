@@ -142,6 +142,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                     }
                     round.sched.written(i, len as u64, slot);
                     log::trace!("piece {i} from {holder}");
+                    round.maybe_save_state();
                     let mut slots = round.slots.lock();
                     slots[slot].pieces += 1;
                     slots[slot].failures = 0;
