@@ -351,6 +351,7 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
 
     // A picture for a person to look at.
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let _ = std::fs::remove_file(&shot);
     chromium(
         &format!("{base}/"),
