@@ -4,9 +4,10 @@
 //! Start order: the index opens (hashing goes on in the background), the
 //! server binds and serves whatever is already indexed, then the peer
 //! registers in etcd and starts its peer cache. A generation watcher thread
-//! publishes every new index generation in the peer's etcd record. Stop
-//! order is the reverse, registration first, so the peer disappears from
-//! etcd before it stops answering.
+//! publishes every new index generation in the peer's etcd record, and the
+//! `pbs-status` thread samples what the status page shows
+//! ([`crate::status::Monitor`]). Stop order is the reverse, registration
+//! first, so the peer disappears from etcd before it stops answering.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
