@@ -17,7 +17,9 @@
 //!
 //! Locks: one `Mutex` around the sampled state and one `RwLock` around the
 //! parts wired in after start; each held for copies only, never across
-//! the probes or the catalog refresh, never both at once.
+//! the probes or the catalog refresh, never both at once. The upload
+//! sessions' lock is taken inside the sampled state's (never the reverse),
+//! the peer cache's inside the wired parts'.
 
 pub mod page;
 pub mod uploads;
