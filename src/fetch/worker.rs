@@ -338,6 +338,7 @@ fn fetch_piece(
     }
     let got = Sha1Digest::from_hasher(hasher);
     if got != round.list.pieces[i] {
+        crate::metrics::PIECES_REJECTED.inc();
         return Err(Fail::Bad(format!(
             "piece {i} failed verification (sha1 {got}, want {})",
             round.list.pieces[i]

@@ -16,4 +16,5 @@ mod lan;
 mod lan_swarm;
 mod peer;
 mod server;
+mod status;
 mod swarm;
