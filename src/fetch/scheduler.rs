@@ -186,6 +186,15 @@ impl Scheduler {
             || s.fresh.get(holder).is_some_and(Option::is_some)
     }
 
+    /// True if `holder` is a seed that says which pieces it would rather upload.
+    pub fn has_hint(&self, holder: usize) -> bool {
+        self.state
+            .lock()
+            .fresh
+            .get(holder)
+            .is_some_and(Option::is_some)
+    }
+
     /// The next piece for a connection of `holder`.
     pub fn next(&self, holder: usize) -> Next {
         let mut s = self.state.lock();
