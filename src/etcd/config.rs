@@ -70,11 +70,16 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_the_password() {
-        let mut c = Config::default();
-        c.user = Some("pb".into());
-        c.password = Some("hunter2-secret".into());
+        let c = Config {
+            user: Some("pb".into()),
+            password: Some("hunter2-secret".into()),
+            ..Config::default()
+        };
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("<redacted>") && shown.contains("pb"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("pb"),
+            "{shown}"
+        );
     }
 }
