@@ -68,6 +68,37 @@ impl Store {
         self.by_path.insert(rel.to_path_buf(), (hashed.sha1, stat));
     }
 
+    /// Fills an empty store with cache records in one pass (much cheaper than
+    /// one [`insert`](Store::insert) per record: each content's entry is
+    /// built once). Records for paths already present are ignored.
+    pub fn load(&mut self, mut records: Vec<(PathBuf, FileStat, Hashed)>) -> Delta {
+        let mut delta = Delta::default();
+        records.retain(|(p, _, _)| !self.by_path.contains_key(p));
+        records.sort_unstable_by_key(|r| r.2.sha1.0);
+        self.by_path.reserve(records.len());
+        self.by_sha1.reserve(records.len());
+        let mut it = records.into_iter().peekable();
+        while let Some((rel, stat, hashed)) = it.next() {
+            let mut locations = vec![(rel, stat)];
+            while let Some((r, s, _)) = it.next_if(|n| n.2.sha1 == hashed.sha1) {
+                locations.push((r, s));
+            }
+            if self.by_sha1.contains_key(&hashed.sha1) {
+                for (r, s) in locations {
+                    self.insert(&r, s, &hashed, &mut delta);
+                }
+                continue;
+            }
+            self.touch(&mut delta, hashed.sha1);
+            for (r, s) in &locations {
+                self.by_path.insert(r.clone(), (hashed.sha1, *s));
+            }
+            self.by_sha1
+                .insert(hashed.sha1, Arc::new(FileEntry::new(&hashed, locations)));
+        }
+        delta
+    }
+
     /// Removes `rel`; returns what it held.
     pub fn remove(&mut self, rel: &Path, delta: &mut Delta) -> Option<(FileStat, Arc<FileEntry>)> {
         let (sha1, stat) = self.by_path.remove(rel)?;

@@ -7,8 +7,15 @@
 //! State kept here, outside any lock (only this thread touches it):
 //! `pending` (files waiting to be stable), `inflight` (being hashed, with a
 //! token so a result for a file that changed meanwhile is dropped),
-//! `failed` (unreadable, warned once per stat), `known` (hashes by device and
-//! inode, kept a minute after removal so renames are not rehashed).
+//! `failed` (unreadable, warned once per stat), `known` (content by device
+//! and inode of every indexed file) and `removed` (hashes of removed files,
+//! kept a minute) so renames are not rehashed.
+//!
+//! Start: the cache's records go into the store at once, before the dataset
+//! is listed, so a restarted peer serves its last catalog immediately; the
+//! initial scan then checks every path in the background (anything changed
+//! is dropped before it could be served: `open_file` checks the stat too).
+//! The cache is written again only after a change was committed.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -22,9 +29,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{select, Receiver, Sender};
 use notify::{RecommendedWatcher, Watcher};
 
-use super::cache::{self, CacheRecord};
+use super::cache;
 use super::entry::{FileStat, Hashed};
-use super::hasher;
+use super::hasher::{self, HashedFile};
 use super::store::{Delta, Store};
 use super::walk::{Kind, WalkRules, PART_STATE_SUFFIX};
 use super::{IndexOptions, Shared};
@@ -59,9 +66,7 @@ pub fn watch(root: &Path) -> notify::Result<Watch> {
 struct HashResult {
     rel: PathBuf,
     token: u64,
-    outcome: io::Result<(Hashed, FileStat)>,
-    /// The stat after hashing, to catch writes during the read.
-    after: Option<FileStat>,
+    outcome: io::Result<HashedFile>,
 }
 
 struct Pending {
@@ -71,10 +76,10 @@ struct Pending {
     initial: bool,
 }
 
-struct Known {
+struct Removed {
     stat: FileStat,
     hashed: Arc<Hashed>,
-    removed_at: Option<Instant>,
+    at: Instant,
 }
 
 /// How long hashes of a removed file are kept for a rename to reuse.
@@ -89,6 +94,9 @@ const SAVE_DELAY: Duration = Duration::from_secs(2);
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// More dirty paths than this and a full rescan is cheaper.
 const MAX_DIRTY: usize = 1000;
+/// How often the queued-bytes counter is recomputed while hashing (it sums
+/// every queued file: doing it after each result made a cold start quadratic).
+const COUNTERS_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Worker {
     opts: IndexOptions,
@@ -97,8 +105,9 @@ pub struct Worker {
     ctl: Receiver<Ctl>,
     watch: Option<Watch>,
     cache_path: Option<PathBuf>,
-    cached: HashMap<PathBuf, CacheRecord>,
-    known: HashMap<(u64, u64), Known>,
+    known: HashMap<(u64, u64), crate::Sha1Digest>,
+    removed: HashMap<(u64, u64), Removed>,
+    next_counters: Instant,
     pending: HashMap<PathBuf, Pending>,
     inflight: HashMap<PathBuf, (FileStat, u64)>,
     next_token: u64,
@@ -148,8 +157,9 @@ impl Worker {
             ctl,
             watch,
             cache_path,
-            cached: HashMap::new(),
             known: HashMap::new(),
+            removed: HashMap::new(),
+            next_counters: now,
             pending: HashMap::new(),
             inflight: HashMap::new(),
             next_token: 0,
@@ -282,16 +292,20 @@ impl Worker {
     fn after_step(&mut self) {
         let c = &self.shared.counters;
         let queued = self.pending.len() + self.inflight.len();
-        let bytes: u64 = self.pending.values().map(|p| p.stat.size).sum::<u64>()
-            + self.inflight.values().map(|(s, _)| s.size).sum::<u64>();
         c.files_queued.store(queued as u64, Ordering::Relaxed);
-        c.bytes_queued.store(bytes, Ordering::Relaxed);
+        let now = Instant::now();
+        if queued == 0 {
+            c.bytes_queued.store(0, Ordering::Relaxed);
+        } else if now >= self.next_counters {
+            self.next_counters = now + COUNTERS_EVERY;
+            let bytes: u64 = self.pending.values().map(|p| p.stat.size).sum::<u64>()
+                + self.inflight.values().map(|(s, _)| s.size).sum::<u64>();
+            c.bytes_queued.store(bytes, Ordering::Relaxed);
+        }
         c.unreadable
             .store(self.failed.len() as u64, Ordering::Relaxed);
-        let now = Instant::now();
         if !self.ready && self.inflight.is_empty() && !self.pending.values().any(|p| p.initial) {
             self.ready = true;
-            self.cached = HashMap::new();
             self.log_progress(true);
             if self.save_due.is_some() {
                 self.save();
@@ -303,10 +317,10 @@ impl Worker {
         if self.ready && self.save_due.is_some_and(|t| now >= t) {
             self.save();
         }
-        self.known.retain(|_, k| {
-            k.removed_at
-                .is_none_or(|at| now.duration_since(at) < KEEP_REMOVED)
-        });
+        if !self.removed.is_empty() {
+            self.removed
+                .retain(|_, r| now.duration_since(r.at) < KEEP_REMOVED);
+        }
     }
 
     fn log_progress(&mut self, done: bool) {
@@ -342,16 +356,20 @@ impl Worker {
 
     fn load_cache(&mut self) {
         let Some(path) = &self.cache_path else { return };
-        match cache::load(path, &self.rules.root) {
+        match cache::load(path, &self.rules.root, self.opts.piece_size) {
             Ok(Some(l)) => {
-                let mut store = self.shared.store.write();
+                let n = l.files.len();
+                for (_, stat, h) in &l.files {
+                    self.known.insert((stat.dev, stat.ino), h.sha1);
+                }
+                let shared = self.shared.clone();
+                let mut store = shared.store.write();
                 store.generation = store.generation.max(l.generation.saturating_add(1));
-                self.cached = l.files;
-                log::debug!(
-                    "index: {} cached records in {}",
-                    self.cached.len(),
-                    path.display()
-                );
+                let delta = store.load(l.files);
+                // Not `self.commit`: serving what the cache holds is no
+                // change to save.
+                shared.commit(&mut store, delta);
+                log::debug!("index: {n} cached records in {}", path.display());
             }
             Ok(None) => log::debug!("index: no cache at {} yet", path.display()),
             Err(e) => log::warn!("{e}"),
@@ -368,22 +386,8 @@ impl Worker {
                 s.by_sha1.values().cloned().collect::<Vec<_>>(),
             )
         };
-        let records: Vec<(PathBuf, FileStat, Hashed)> = entries
-            .iter()
-            .flat_map(|e| {
-                let h = e.hashed();
-                e.locations()
-                    .map(move |(p, s)| (p.to_path_buf(), *s, h.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let iter = records.iter().map(|(p, s, h)| (p.as_path(), s, h));
-        match cache::save(path, &self.rules.root, generation, iter) {
-            Ok(()) => log::debug!(
-                "index: saved {} records to {}",
-                records.len(),
-                path.display()
-            ),
+        match cache::save(path, &self.rules.root, generation, &entries) {
+            Ok(n) => log::debug!("index: saved {n} records to {}", path.display()),
             Err(e) => log::warn!("{e}"),
         }
     }
@@ -445,16 +449,18 @@ impl Worker {
         self.first_dirty.get_or_insert(now);
     }
 
-    /// Hashes known without reading: a cache record for this path, or a
-    /// file with the same device, inode, size and mtime (a rename).
-    fn reuse(&self, rel: &Path, stat: &FileStat) -> Option<Arc<Hashed>> {
-        if let Some(r) = self.cached.get(rel) {
-            if r.stat.same_content_key(stat) && r.hashed.piece_size == self.opts.piece_size {
+    /// Hashes known without reading: an indexed or recently removed file
+    /// with the same device, inode, size and mtime (a rename).
+    fn reuse(&self, store: &Store, stat: &FileStat) -> Option<Arc<Hashed>> {
+        let key = (stat.dev, stat.ino);
+        if let Some(r) = self.removed.get(&key) {
+            if r.stat == *stat && r.hashed.piece_size == self.opts.piece_size {
                 return Some(r.hashed.clone());
             }
         }
-        let k = self.known.get(&(stat.dev, stat.ino))?;
-        (k.stat == *stat && k.hashed.piece_size == self.opts.piece_size).then(|| k.hashed.clone())
+        let e = store.by_sha1.get(self.known.get(&key)?)?;
+        (e.piece_size == self.opts.piece_size && e.locations().any(|(_, s)| s == stat))
+            .then(|| Arc::new(e.hashed()))
     }
 
     /// Brings the store in line with the disk under each scope (relative
@@ -469,7 +475,7 @@ impl Worker {
         let mut found: HashMap<PathBuf, FileStat> = HashMap::new();
         let mut errors: HashMap<PathBuf, io::Error> = HashMap::new();
         for scope in scopes {
-            let listing = self.rules.list(scope);
+            let listing = self.rules.list_in(scope, Some(pool));
             errors.extend(listing.errors);
             found.extend(listing.files);
         }
@@ -505,18 +511,38 @@ impl Worker {
             let shared = self.shared.clone();
             let mut store = shared.store.write();
             let mut delta = Delta::default();
+            // A different device number alone (the cache's after a reboot)
+            // is no change of content: the path is updated, not rehashed.
             let stale: Vec<PathBuf> = store
                 .by_path
                 .iter()
-                .filter(|(p, (_, st))| under(p) && found.get(*p) != Some(st))
+                .filter(|(p, (_, st))| {
+                    under(p) && !found.get(*p).is_some_and(|f| f.same_content_key(st))
+                })
                 .map(|(p, _)| p.clone())
                 .collect();
             for p in stale {
                 self.remove_path(&mut store, &p, &mut delta, now);
             }
+            let initial = !self.ready;
             for (rel, stat) in found {
-                if store.by_path.get(&rel).is_some_and(|(_, s)| *s == stat) {
-                    continue;
+                if let Some(&(sha1, s)) = store.by_path.get(&rel) {
+                    if s.same_content_key(&stat) {
+                        if initial {
+                            // A cache record confirmed by the first scan.
+                            self.shared
+                                .counters
+                                .files_reused
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        if s != stat {
+                            if let Some(h) = store.by_sha1.get(&sha1).map(|e| Arc::new(e.hashed()))
+                            {
+                                self.insert_path(&mut store, &rel, stat, h, &mut delta);
+                            }
+                        }
+                        continue;
+                    }
                 }
                 if self.inflight.get(&rel).is_some_and(|(s, _)| *s == stat) {
                     continue;
@@ -525,7 +551,7 @@ impl Worker {
                     continue;
                 }
                 self.inflight.remove(&rel);
-                if let Some(h) = self.reuse(&rel, &stat) {
+                if let Some(h) = self.reuse(&store, &stat) {
                     self.pending.remove(&rel);
                     self.insert_path(&mut store, &rel, stat, h, &mut delta);
                     self.shared
@@ -583,22 +609,23 @@ impl Worker {
         delta: &mut Delta,
     ) {
         store.insert(rel, stat, &h, delta);
-        self.known.insert(
-            (stat.dev, stat.ino),
-            Known {
-                stat,
-                hashed: h,
-                removed_at: None,
-            },
-        );
+        self.known.insert((stat.dev, stat.ino), h.sha1);
+        self.removed.remove(&(stat.dev, stat.ino));
     }
 
     fn remove_path(&mut self, store: &mut Store, rel: &Path, delta: &mut Delta, now: Instant) {
-        if let Some((stat, _)) = store.remove(rel, delta) {
-            if let Some(k) = self.known.get_mut(&(stat.dev, stat.ino)) {
-                if k.stat == stat {
-                    k.removed_at = Some(now);
-                }
+        if let Some((stat, entry)) = store.remove(rel, delta) {
+            let key = (stat.dev, stat.ino);
+            if self.known.get(&key) == Some(&entry.sha1) {
+                self.known.remove(&key);
+                self.removed.insert(
+                    key,
+                    Removed {
+                        stat,
+                        hashed: Arc::new(entry.hashed()),
+                        at: now,
+                    },
+                );
             }
         }
     }
@@ -664,12 +691,10 @@ impl Worker {
                 }
                 let progress: &AtomicU64 = &shared.counters.bytes_read;
                 let outcome = hasher::hash_file(&abs, piece_size, stop, progress);
-                let after = fs::metadata(&abs).ok().map(|m| FileStat::of(&m));
                 let _ = res.send(HashResult {
                     rel,
                     token,
                     outcome,
-                    after,
                 });
             });
         }
@@ -694,13 +719,17 @@ impl Worker {
             };
             self.inflight.remove(&r.rel);
             match r.outcome {
-                Ok((hashed, opened)) => {
+                Ok(HashedFile {
+                    hashed,
+                    opened,
+                    after,
+                }) => {
                     let stable = opened.same_content_key(&listed)
-                        && r.after == Some(opened)
+                        && after == Some(opened)
                         && hashed.size == opened.size;
                     if !stable {
                         // Written to while we read it: wait for it to settle.
-                        let stat = r.after.unwrap_or(opened);
+                        let stat = after.unwrap_or(opened);
                         self.pending.insert(
                             r.rel,
                             Pending {
