@@ -74,15 +74,6 @@ pub enum CacheError {
     },
 }
 
-/// A loaded cache.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    /// The generation saved with it.
-    pub generation: u64,
-    /// Records: relative path, stat when hashed, hashes.
-    pub files: Vec<(PathBuf, FileStat, Hashed)>,
-}
-
 /// Where the cache of `root` (canonical) lives in `state_dir`.
 pub fn cache_path(state_dir: &Path, root: &Path) -> PathBuf {
     let id = Sha1Digest::of(root.as_os_str().as_bytes()).to_hex();
@@ -118,9 +109,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads the cache at `path` for `root`, keeping only records cut at
-/// `piece_size`. `Ok(None)`: there is none yet.
-pub fn load(path: &Path, root: &Path, piece_size: u64) -> Result<Option<Loaded>, CacheError> {
+/// Reads the cache at `path` for `root`: checks all of it, then hands each
+/// record cut at `piece_size` to `each` (relative path, stat when hashed,
+/// hashes), and returns the saved generation. `Ok(None)`: there is none yet.
+pub fn load(
+    path: &Path,
+    root: &Path,
+    piece_size: u64,
+    mut each: impl FnMut(PathBuf, FileStat, Hashed),
+) -> Result<Option<u64>, CacheError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -153,10 +150,11 @@ pub fn load(path: &Path, root: &Path, piece_size: u64) -> Result<Option<Loaded>,
         .ok()
         .filter(|c| c.saturating_mul(72) <= body.len())
         .ok_or_else(|| corrupt("record count"))?;
-    let mut files = Vec::with_capacity(count);
+    // A first pass checks the whole file, so a corrupt one gives nothing.
+    let start = Reader { buf: r.buf };
     for _ in 0..count {
         let rec = read_record(&mut r).ok_or_else(|| corrupt("truncated record"))?;
-        let (rel, stat, hashed, stored_pieces) = rec;
+        let (rel, _, hashed, stored_pieces) = rec;
         let pieces = piece_count(hashed.size, hashed.piece_size);
         let ok = match stored_pieces {
             None => pieces == 1,
@@ -165,14 +163,19 @@ pub fn load(path: &Path, root: &Path, piece_size: u64) -> Result<Option<Loaded>,
         if !ok || rel.as_os_str().is_empty() {
             return Err(corrupt("bad piece count or path in a record"));
         }
-        if hashed.piece_size == piece_size {
-            files.push((rel, stat, hashed));
-        }
     }
     if !r.buf.is_empty() {
         return Err(corrupt("trailing bytes"));
     }
-    Ok(Some(Loaded { generation, files }))
+    let mut r = start;
+    for _ in 0..count {
+        let (rel, stat, hashed, _) =
+            read_record(&mut r).ok_or_else(|| corrupt("truncated record"))?;
+        if hashed.piece_size == piece_size {
+            each(rel, stat, hashed);
+        }
+    }
+    Ok(Some(generation))
 }
 
 type Record = (PathBuf, FileStat, Hashed, Option<usize>);
@@ -291,7 +294,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Path::new("/data/set");
         let path = cache_path(dir.path(), root);
-        assert!(load(&path, root, 2).unwrap().is_none());
+        let records = |piece_size| {
+            let mut v = Vec::new();
+            let g = load(&path, root, piece_size, |p, s, h| v.push((p, s, h)))?;
+            Ok::<_, CacheError>(g.map(|g| (g, v)))
+        };
+        assert!(records(2).unwrap().is_none());
         let st = FileStat {
             size: 5,
             mtime_sec: 7,
@@ -332,9 +340,8 @@ mod tests {
             Arc::new(FileEntry::new(&empty, vec![("e".into(), st0)])),
         ];
         assert_eq!(save(&path, root, 42, &entries).unwrap(), 4);
-        let l = load(&path, root, 2).unwrap().unwrap();
-        assert_eq!(l.generation, 42);
-        let mut got = l.files;
+        let (generation, mut got) = records(2).unwrap().unwrap();
+        assert_eq!(generation, 42);
         got.sort_by(|a, b| a.0.cmp(&b.0));
         let want = vec![
             (PathBuf::from("a/b.txt"), st, three),
@@ -344,24 +351,21 @@ mod tests {
         ];
         assert_eq!(got, want);
         // Records of another piece size are dropped, not an error.
-        assert!(load(&path, root, 4).unwrap().unwrap().files.is_empty());
+        assert!(records(4).unwrap().unwrap().1.is_empty());
 
         assert!(matches!(
-            load(&path, Path::new("/other"), 2),
+            load(&path, Path::new("/other"), 2, |_, _, _| ()),
             Err(CacheError::OtherRoot { .. })
         ));
         let full = fs::read(&path).unwrap();
         for cut in [full.len() / 2, full.len() - 1, MAGIC.len() + 3] {
             fs::write(&path, &full[..cut]).unwrap();
             assert!(
-                matches!(load(&path, root, 2), Err(CacheError::Corrupt { .. })),
+                matches!(records(2), Err(CacheError::Corrupt { .. })),
                 "cut at {cut}"
             );
         }
         fs::write(&path, b"piratebay-sync index cache v1\n{}").unwrap();
-        assert!(matches!(
-            load(&path, root, 2),
-            Err(CacheError::Version { .. })
-        ));
+        assert!(matches!(records(2), Err(CacheError::Version { .. })));
     }
 }

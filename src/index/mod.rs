@@ -222,6 +222,26 @@ pub struct Index {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The order of `Vec<PathBuf>::cmp` (component by component), computed on
+/// the bytes with `/` ranked lowest: the same order for the relative,
+/// normalized paths of the index, without `Path::components` (which made
+/// sorting 100,000 entries cost more than listing them).
+fn paths_order(a: &[PathBuf], b: &[PathBuf]) -> std::cmp::Ordering {
+    use std::os::unix::ffi::OsStrExt;
+    let key = |c: &u8| if *c == b'/' { 0 } else { u16::from(*c) + 1 };
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (x.as_os_str().as_bytes(), y.as_os_str().as_bytes());
+        let o = match x.iter().zip(y).find(|(p, q)| p != q) {
+            Some((p, q)) => key(p).cmp(&key(q)),
+            None => x.len().cmp(&y.len()),
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
 fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -327,7 +347,7 @@ impl Index {
     /// Every entry, sorted by first path.
     pub fn files(&self) -> Vec<Arc<FileEntry>> {
         let mut v: Vec<_> = self.shared.store.read().by_sha1.values().cloned().collect();
-        v.sort_by(|a, b| a.paths.cmp(&b.paths));
+        v.sort_unstable_by(|a, b| paths_order(&a.paths, &b.paths));
         v
     }
 
@@ -464,6 +484,25 @@ impl Drop for Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_order_is_the_component_order() {
+        use std::os::unix::ffi::OsStrExt;
+        let names = [
+            "a", "a/b", "a-b", "a.b", "a/b/c", "a/bc", "ab", "a b", "b", "\u{ff}x", "a/\u{7f}",
+        ];
+        let mut paths: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
+        paths.push(PathBuf::from(std::ffi::OsStr::from_bytes(b"a/\xff")));
+        let lists: Vec<Vec<PathBuf>> = paths
+            .iter()
+            .flat_map(|p| [vec![p.clone()], vec![p.clone(), PathBuf::from("z")]])
+            .collect();
+        for x in &lists {
+            for y in &lists {
+                assert_eq!(paths_order(x, y), x.cmp(y), "{x:?} vs {y:?}");
+            }
+        }
+    }
 
     #[test]
     fn index_is_send_and_sync() {

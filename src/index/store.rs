@@ -30,12 +30,14 @@ pub struct Store {
 #[derive(Debug, Default)]
 pub struct Delta {
     before: HashMap<Sha1Digest, bool>,
+    /// Contents added by [`Store::load`], absent before.
+    fresh: Vec<Sha1Digest>,
 }
 
 impl Delta {
     /// True if nothing was touched.
     pub fn is_empty(&self) -> bool {
-        self.before.is_empty()
+        self.before.is_empty() && self.fresh.is_empty()
     }
 }
 
@@ -68,35 +70,26 @@ impl Store {
         self.by_path.insert(rel.to_path_buf(), (hashed.sha1, stat));
     }
 
-    /// Fills an empty store with cache records in one pass (much cheaper than
-    /// one [`insert`](Store::insert) per record: each content's entry is
-    /// built once). Records for paths already present are ignored.
-    pub fn load(&mut self, mut records: Vec<(PathBuf, FileStat, Hashed)>) -> Delta {
-        let mut delta = Delta::default();
-        records.retain(|(p, _, _)| !self.by_path.contains_key(p));
-        records.sort_unstable_by_key(|r| r.2.sha1.0);
-        self.by_path.reserve(records.len());
-        self.by_sha1.reserve(records.len());
-        let mut it = records.into_iter().peekable();
-        while let Some((rel, stat, hashed)) = it.next() {
-            let mut locations = vec![(rel, stat)];
-            while let Some((r, s, _)) = it.next_if(|n| n.2.sha1 == hashed.sha1) {
-                locations.push((r, s));
-            }
-            if self.by_sha1.contains_key(&hashed.sha1) {
-                for (r, s) in locations {
-                    self.insert(&r, s, &hashed, &mut delta);
-                }
-                continue;
-            }
-            self.touch(&mut delta, hashed.sha1);
-            for (r, s) in &locations {
-                self.by_path.insert(r.clone(), (hashed.sha1, *s));
-            }
-            self.by_sha1
-                .insert(hashed.sha1, Arc::new(FileEntry::new(&hashed, locations)));
+    /// Adds one cache record at start (before the first scan): cheaper than
+    /// [`insert`](Store::insert) for a content not yet present, whose entry
+    /// is built once and noted in `delta` without a lookup table. A path
+    /// already present is left alone.
+    pub fn load(&mut self, rel: PathBuf, stat: FileStat, hashed: &Hashed, delta: &mut Delta) {
+        if self.by_path.contains_key(&rel) {
+            return;
         }
-        delta
+        if self.by_sha1.contains_key(&hashed.sha1) {
+            self.insert(&rel, stat, hashed, delta);
+            return;
+        }
+        if !delta.before.contains_key(&hashed.sha1) {
+            delta.fresh.push(hashed.sha1);
+        }
+        self.by_path.insert(rel.clone(), (hashed.sha1, stat));
+        self.by_sha1.insert(
+            hashed.sha1,
+            Arc::new(FileEntry::new(hashed, vec![(rel, stat)])),
+        );
     }
 
     /// Removes `rel`; returns what it held.
@@ -128,6 +121,11 @@ impl Store {
             removed: Vec::new(),
             updated: Vec::new(),
         };
+        for sha1 in delta.fresh {
+            if !delta.before.contains_key(&sha1) && self.by_sha1.contains_key(&sha1) {
+                ev.added.push(sha1);
+            }
+        }
         for (sha1, was) in delta.before {
             match (was, self.by_sha1.contains_key(&sha1)) {
                 (false, true) => ev.added.push(sha1),

@@ -94,6 +94,10 @@ const SAVE_DELAY: Duration = Duration::from_secs(2);
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// More dirty paths than this and a full rescan is cheaper.
 const MAX_DIRTY: usize = 1000;
+/// Most files in one hashing task.
+const CHUNK_FILES: usize = 64;
+/// Most bytes in one hashing task (a larger file is a task of its own).
+const CHUNK_BYTES: u64 = 4 << 20;
 /// How often the queued-bytes counter is recomputed while hashing (it sums
 /// every queued file: doing it after each result made a cold start quadratic).
 const COUNTERS_EVERY: Duration = Duration::from_millis(100);
@@ -200,7 +204,7 @@ impl Worker {
     }
 
     fn main_loop(&mut self, pool: &rayon::ThreadPool) {
-        let (res_tx, res_rx) = crossbeam_channel::unbounded::<HashResult>();
+        let (res_tx, res_rx) = crossbeam_channel::unbounded::<Vec<HashResult>>();
         self.load_cache();
         self.reconcile(pool, &res_tx, &[PathBuf::new()]);
         self.shared.counters.scans.fetch_add(1, Ordering::Relaxed);
@@ -216,9 +220,8 @@ impl Worker {
             let timeout = self.next_wake().saturating_duration_since(Instant::now());
             select! {
                 recv(res_rx) -> r => {
-                    if let Ok(r) = r {
-                        let mut batch = vec![r];
-                        batch.extend(res_rx.try_iter());
+                    if let Ok(mut batch) = r {
+                        batch.extend(res_rx.try_iter().flatten());
                         self.fold_results(batch);
                     }
                 }
@@ -356,16 +359,24 @@ impl Worker {
 
     fn load_cache(&mut self) {
         let Some(path) = &self.cache_path else { return };
-        match cache::load(path, &self.rules.root, self.opts.piece_size) {
-            Ok(Some(l)) => {
-                let n = l.files.len();
-                for (_, stat, h) in &l.files {
-                    self.known.insert((stat.dev, stat.ino), h.sha1);
-                }
-                let shared = self.shared.clone();
-                let mut store = shared.store.write();
-                store.generation = store.generation.max(l.generation.saturating_add(1));
-                let delta = store.load(l.files);
+        let shared = self.shared.clone();
+        let mut store = shared.store.write();
+        let mut delta = Delta::default();
+        let mut n = 0usize;
+        let known = &mut self.known;
+        let loaded = cache::load(
+            path,
+            &self.rules.root,
+            self.opts.piece_size,
+            |rel, stat, h| {
+                known.insert((stat.dev, stat.ino), h.sha1);
+                store.load(rel, stat, &h, &mut delta);
+                n += 1;
+            },
+        );
+        match loaded {
+            Ok(Some(generation)) => {
+                store.generation = store.generation.max(generation.saturating_add(1));
                 // Not `self.commit`: serving what the cache holds is no
                 // change to save.
                 shared.commit(&mut store, delta);
@@ -469,34 +480,83 @@ impl Worker {
     fn reconcile(
         &mut self,
         pool: &rayon::ThreadPool,
-        res: &Sender<HashResult>,
+        res: &Sender<Vec<HashResult>>,
         scopes: &[PathBuf],
     ) {
-        let mut found: HashMap<PathBuf, FileStat> = HashMap::new();
+        let mut files: Vec<(PathBuf, FileStat)> = Vec::new();
         let mut errors: HashMap<PathBuf, io::Error> = HashMap::new();
         for scope in scopes {
             let listing = self.rules.list_in(scope, Some(pool));
             errors.extend(listing.errors);
-            found.extend(listing.files);
+            files.extend(listing.files);
         }
-        let under = |p: &Path| {
-            scopes
-                .iter()
-                .any(|s| s.as_os_str().is_empty() || p.starts_with(s))
-        };
+        if scopes.len() > 1 {
+            // Scopes may overlap (a directory and a file in it).
+            files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            files.dedup_by(|a, b| a.0 == b.0);
+        }
+        let full = scopes.iter().any(|s| s.as_os_str().is_empty());
+        let under = |p: &Path| full || scopes.iter().any(|s| p.starts_with(s));
         let now = Instant::now();
-        // Forget what is gone; a failure is kept (and not warned again) while it lasts.
-        self.pending
-            .retain(|p, _| !under(p) || found.contains_key(p));
-        self.inflight
-            .retain(|p, _| !under(p) || found.contains_key(p));
-        self.failed.retain(|p, s| {
-            !under(p)
-                || match s {
-                    None => errors.contains_key(p),
-                    Some(st) => found.get(p) == Some(st),
-                }
-        });
+        // The common cases (first scan, nothing changed) need no map of what
+        // was found: only when some indexed path was not confirmed by the
+        // listing, or other state needs lookups, is one built.
+        let (hits, store_under) = {
+            let store = self.shared.store.read();
+            let hits = files
+                .iter()
+                .filter(|(p, st)| {
+                    store
+                        .by_path
+                        .get(p)
+                        .is_some_and(|(_, s)| s.same_content_key(st))
+                })
+                .count();
+            let store_under = if full {
+                store.by_path.len()
+            } else {
+                store.by_path.keys().filter(|p| under(p)).count()
+            };
+            (hits, store_under)
+        };
+        let need_map = hits != store_under
+            || !self.pending.is_empty()
+            || !self.inflight.is_empty()
+            || !self.failed.is_empty();
+        let mut stale: Vec<PathBuf> = Vec::new();
+        if need_map {
+            let found: HashMap<&Path, &FileStat> =
+                files.iter().map(|(p, s)| (p.as_path(), s)).collect();
+            // Forget what is gone; a failure is kept (and not warned again) while it lasts.
+            self.pending
+                .retain(|p, _| !under(p) || found.contains_key(p.as_path()));
+            self.inflight
+                .retain(|p, _| !under(p) || found.contains_key(p.as_path()));
+            self.failed.retain(|p, s| {
+                !under(p)
+                    || match s {
+                        None => errors.contains_key(p),
+                        Some(st) => found.get(p.as_path()) == Some(&&*st),
+                    }
+            });
+            if hits != store_under {
+                // A different device number alone (the cache's after a
+                // reboot) is no change of content: the path is updated, not
+                // rehashed.
+                let store = self.shared.store.read();
+                stale = store
+                    .by_path
+                    .iter()
+                    .filter(|(p, (_, st))| {
+                        under(p)
+                            && !found
+                                .get(p.as_path())
+                                .is_some_and(|f| f.same_content_key(st))
+                    })
+                    .map(|(p, _)| p.clone())
+                    .collect();
+            }
+        }
         for (rel, e) in errors {
             if !self.failed.contains_key(&rel) {
                 log::warn!(
@@ -511,21 +571,11 @@ impl Worker {
             let shared = self.shared.clone();
             let mut store = shared.store.write();
             let mut delta = Delta::default();
-            // A different device number alone (the cache's after a reboot)
-            // is no change of content: the path is updated, not rehashed.
-            let stale: Vec<PathBuf> = store
-                .by_path
-                .iter()
-                .filter(|(p, (_, st))| {
-                    under(p) && !found.get(*p).is_some_and(|f| f.same_content_key(st))
-                })
-                .map(|(p, _)| p.clone())
-                .collect();
             for p in stale {
                 self.remove_path(&mut store, &p, &mut delta, now);
             }
             let initial = !self.ready;
-            for (rel, stat) in found {
+            for (rel, stat) in files {
                 if let Some(&(sha1, s)) = store.by_path.get(&rel) {
                     if s.same_content_key(&stat) {
                         if initial {
@@ -631,7 +681,7 @@ impl Worker {
     }
 
     /// Stats pending files again; hashes those that have been stable long enough.
-    fn check_pending(&mut self, pool: &rayon::ThreadPool, res: &Sender<HashResult>) {
+    fn check_pending(&mut self, pool: &rayon::ThreadPool, res: &Sender<Vec<HashResult>>) {
         let now = Instant::now();
         let mut to_hash = Vec::new();
         let mut gone = Vec::new();
@@ -661,7 +711,7 @@ impl Worker {
     fn start_hashing(
         &mut self,
         pool: &rayon::ThreadPool,
-        res: &Sender<HashResult>,
+        res: &Sender<Vec<HashResult>>,
         mut files: Vec<(PathBuf, FileStat)>,
     ) {
         if files.is_empty() {
@@ -674,30 +724,55 @@ impl Worker {
                 self.shared.counters.files_hashed.load(Ordering::Relaxed);
             self.progress.bytes_at_start = self.shared.counters.bytes_read.load(Ordering::Relaxed);
         }
-        // Largest first, so one big file does not finish last alone.
+        // Largest first, so one big file does not finish last alone. Small
+        // files go to the pool in chunks (one task and one message per
+        // chunk, not per file: 100,000 tasks cost more than their hashing).
         files.sort_by_key(|f| std::cmp::Reverse(f.1.size));
-        for (rel, stat) in files {
+        let mut chunk: Vec<(PathBuf, u64)> = Vec::new();
+        let mut chunk_bytes = 0u64;
+        let last = files.len().saturating_sub(1);
+        for (i, (rel, stat)) in files.into_iter().enumerate() {
             self.next_token += 1;
             let token = self.next_token;
             self.inflight.insert(rel.clone(), (stat, token));
-            let abs = self.rules.root.join(&rel);
-            let shared = self.shared.clone();
-            let piece_size = self.opts.piece_size;
-            let res = res.clone();
-            pool.spawn(move || {
-                let stop: &AtomicBool = &shared.stop;
+            chunk.push((rel, token));
+            chunk_bytes += stat.size;
+            if i == last || chunk.len() >= CHUNK_FILES || chunk_bytes >= CHUNK_BYTES {
+                self.spawn_chunk(pool, res, std::mem::take(&mut chunk));
+                chunk_bytes = 0;
+            }
+        }
+    }
+
+    fn spawn_chunk(
+        &self,
+        pool: &rayon::ThreadPool,
+        res: &Sender<Vec<HashResult>>,
+        chunk: Vec<(PathBuf, u64)>,
+    ) {
+        let shared = self.shared.clone();
+        let piece_size = self.opts.piece_size;
+        let res = res.clone();
+        pool.spawn(move || {
+            let stop: &AtomicBool = &shared.stop;
+            let progress: &AtomicU64 = &shared.counters.bytes_read;
+            let mut out = Vec::with_capacity(chunk.len());
+            let mut abs = shared.root.clone();
+            for (rel, token) in chunk {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let progress: &AtomicU64 = &shared.counters.bytes_read;
+                abs.push(&rel);
                 let outcome = hasher::hash_file(&abs, piece_size, stop, progress);
-                let _ = res.send(HashResult {
+                abs.clone_from(&shared.root);
+                out.push(HashResult {
                     rel,
                     token,
                     outcome,
                 });
-            });
-        }
+            }
+            let _ = res.send(out);
+        });
     }
 
     fn fold_results(&mut self, batch: Vec<HashResult>) {
