@@ -118,7 +118,10 @@ pub enum IndexError {
     /// The piece size is zero.
     #[error("piece size must be at least 1 byte")]
     PieceSize,
-    /// The file-system watcher could not be started.
+    /// The file-system watcher could not be started. (No longer returned:
+    /// the watch is set up on the index thread, after the cache is served,
+    /// because a recursive watch stats the whole tree; a failure is logged
+    /// and the periodic rescan keeps the index current.)
     #[error("cannot watch {path} for changes: {source}")]
     Watch {
         /// The directory.
@@ -276,15 +279,7 @@ impl Index {
             counters: Counters::default(),
         });
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
-        let watcher = if opts.live {
-            Some(worker::watch(&root).map_err(|source| IndexError::Watch {
-                path: root.clone(),
-                source,
-            })?)
-        } else {
-            None
-        };
-        let w = worker::Worker::new(opts, root, shared.clone(), ctl_rx, watcher);
+        let w = worker::Worker::new(opts, root, shared.clone(), ctl_rx);
         let thread = std::thread::Builder::new()
             .name("pbs-index".into())
             .spawn(move || w.run())

@@ -7,9 +7,11 @@
 //! State kept here, outside any lock (only this thread touches it):
 //! `pending` (files waiting to be stable), `inflight` (being hashed, with a
 //! token so a result for a file that changed meanwhile is dropped),
-//! `failed` (unreadable, warned once per stat), `known` (content by device
-//! and inode of every indexed file) and `removed` (hashes of removed files,
-//! kept a minute) so renames are not rehashed.
+//! `failed` (unreadable, warned once per stat), and `removed` (hashes of
+//! removed files by device and inode, kept a minute) so renames are not
+//! rehashed: a rename's two paths arrive in one batch of events, or one
+//! rescan, where removals are applied first. (No table of every indexed
+//! file's inode: at 100,000 files it cost more memory than it saved work.)
 //!
 //! Start: the cache's records go into the store at once, before the dataset
 //! is listed, so a restarted peer serves its last catalog immediately; the
@@ -109,7 +111,6 @@ pub struct Worker {
     ctl: Receiver<Ctl>,
     watch: Option<Watch>,
     cache_path: Option<PathBuf>,
-    known: HashMap<(u64, u64), crate::Sha1Digest>,
     removed: HashMap<(u64, u64), Removed>,
     next_counters: Instant,
     pending: HashMap<PathBuf, Pending>,
@@ -135,13 +136,7 @@ struct Progress {
 }
 
 impl Worker {
-    pub fn new(
-        opts: IndexOptions,
-        root: PathBuf,
-        shared: Arc<Shared>,
-        ctl: Receiver<Ctl>,
-        watch: Option<Watch>,
-    ) -> Self {
+    pub fn new(opts: IndexOptions, root: PathBuf, shared: Arc<Shared>, ctl: Receiver<Ctl>) -> Self {
         let state_dir = opts.state_dir.as_ref().map(|d| {
             let abs = std::path::absolute(d).unwrap_or_else(|_| d.clone());
             fs::canonicalize(&abs).unwrap_or(abs)
@@ -159,9 +154,8 @@ impl Worker {
             rules,
             shared,
             ctl,
-            watch,
+            watch: None,
             cache_path,
-            known: HashMap::new(),
             removed: HashMap::new(),
             next_counters: now,
             pending: HashMap::new(),
@@ -206,6 +200,18 @@ impl Worker {
     fn main_loop(&mut self, pool: &rayon::ThreadPool) {
         let (res_tx, res_rx) = crossbeam_channel::unbounded::<Vec<HashResult>>();
         self.load_cache();
+        if self.opts.live {
+            // After the cache is served (a recursive watch lists the whole
+            // tree), before the first scan (so no change is missed).
+            match watch(&self.rules.root) {
+                Ok(w) => self.watch = Some(w),
+                Err(e) => log::warn!(
+                    "index: cannot watch {} for changes ({e}); changes are seen by the rescan every {} s",
+                    self.rules.root.display(),
+                    self.opts.rescan_interval.as_secs()
+                ),
+            }
+        }
         self.reconcile(pool, &res_tx, &[PathBuf::new()]);
         self.shared.counters.scans.fetch_add(1, Ordering::Relaxed);
         let events = match &self.watch {
@@ -363,13 +369,11 @@ impl Worker {
         let mut store = shared.store.write();
         let mut delta = Delta::default();
         let mut n = 0usize;
-        let known = &mut self.known;
         let loaded = cache::load(
             path,
             &self.rules.root,
             self.opts.piece_size,
             |rel, stat, h| {
-                known.insert((stat.dev, stat.ino), h.sha1);
                 store.load(rel, stat, &h, &mut delta);
                 n += 1;
             },
@@ -460,18 +464,11 @@ impl Worker {
         self.first_dirty.get_or_insert(now);
     }
 
-    /// Hashes known without reading: an indexed or recently removed file
-    /// with the same device, inode, size and mtime (a rename).
-    fn reuse(&self, store: &Store, stat: &FileStat) -> Option<Arc<Hashed>> {
-        let key = (stat.dev, stat.ino);
-        if let Some(r) = self.removed.get(&key) {
-            if r.stat == *stat && r.hashed.piece_size == self.opts.piece_size {
-                return Some(r.hashed.clone());
-            }
-        }
-        let e = store.by_sha1.get(self.known.get(&key)?)?;
-        (e.piece_size == self.opts.piece_size && e.locations().any(|(_, s)| s == stat))
-            .then(|| Arc::new(e.hashed()))
+    /// Hashes known without reading: a recently removed file with the same
+    /// device, inode, size and mtime (a rename).
+    fn reuse(&self, stat: &FileStat) -> Option<Arc<Hashed>> {
+        let r = self.removed.get(&(stat.dev, stat.ino))?;
+        (r.stat == *stat && r.hashed.piece_size == self.opts.piece_size).then(|| r.hashed.clone())
     }
 
     /// Brings the store in line with the disk under each scope (relative
@@ -601,7 +598,7 @@ impl Worker {
                     continue;
                 }
                 self.inflight.remove(&rel);
-                if let Some(h) = self.reuse(&store, &stat) {
+                if let Some(h) = self.reuse(&stat) {
                     self.pending.remove(&rel);
                     self.insert_path(&mut store, &rel, stat, h, &mut delta);
                     self.shared
@@ -659,24 +656,21 @@ impl Worker {
         delta: &mut Delta,
     ) {
         store.insert(rel, stat, &h, delta);
-        self.known.insert((stat.dev, stat.ino), h.sha1);
-        self.removed.remove(&(stat.dev, stat.ino));
+        if !self.removed.is_empty() {
+            self.removed.remove(&(stat.dev, stat.ino));
+        }
     }
 
     fn remove_path(&mut self, store: &mut Store, rel: &Path, delta: &mut Delta, now: Instant) {
         if let Some((stat, entry)) = store.remove(rel, delta) {
-            let key = (stat.dev, stat.ino);
-            if self.known.get(&key) == Some(&entry.sha1) {
-                self.known.remove(&key);
-                self.removed.insert(
-                    key,
-                    Removed {
-                        stat,
-                        hashed: Arc::new(entry.hashed()),
-                        at: now,
-                    },
-                );
-            }
+            self.removed.insert(
+                (stat.dev, stat.ino),
+                Removed {
+                    stat,
+                    hashed: Arc::new(entry.hashed()),
+                    at: now,
+                },
+            );
         }
     }
 
