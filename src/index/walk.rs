@@ -138,6 +138,9 @@ impl WalkRules {
                                 })
                                 .collect()
                         });
+                        // One exact allocation for the whole listing.
+                        let n: usize = parts.iter().map(|p| p.files.len()).sum();
+                        out.files.reserve_exact(n);
                         for part in parts {
                             out.files.extend(part.files);
                             out.errors.extend(part.errors);

@@ -485,7 +485,11 @@ impl Worker {
         for scope in scopes {
             let listing = self.rules.list_in(scope, Some(pool));
             errors.extend(listing.errors);
-            files.extend(listing.files);
+            if files.is_empty() {
+                files = listing.files; // moved, not copied: it can be 100,000 long
+            } else {
+                files.extend(listing.files);
+            }
         }
         if scopes.len() > 1 {
             // Scopes may overlap (a directory and a file in it).
