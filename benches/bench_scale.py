@@ -19,7 +19,9 @@ printed beside its reference or target, measured in the same run:
 Targets on 2 cores: cold <= 1.0x the openssl pipeline, warm <= 10 % of
 cold, restart <= 0.3 s, <= 600 bytes of RSS per file, no cache rewrite
 when nothing changed. The machine may be loaded: compare the rows of one
-run with each other, not with another run's.
+run with each other, not with another run's; CPU seconds (user + system
+from getrusage) are printed too, being less sensitive to other load than
+wall time.
 
 Run: cargo build --release && python3 benches/bench_scale.py
 """
@@ -71,7 +73,8 @@ def warm_page_cache():
 
 
 def run_timed(cmd, env, shell=False):
-    """Wall seconds and peak RSS in bytes of one whole process."""
+    """Wall seconds, peak RSS in bytes and CPU seconds (user + system, its
+    children included) of one whole process."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, shell=shell, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, env=env)
@@ -81,7 +84,7 @@ def run_timed(cmd, env, shell=False):
     p.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"bench: {cmd} failed: {err.strip()[-500:]}")
-    return dt, usage.ru_maxrss * 1024
+    return dt, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def cache_file(state):
@@ -150,20 +153,24 @@ def main():
     openssl = f"find {DATA}/ -type f -print0 | xargs -0 -P2 openssl sha1 > /dev/null"
     scratch = tempfile.mkdtemp(prefix="pbs-bench-scale-")
     try:
-        ref, cold, cold_rss = [], [], []
+        ref, cold, cold_rss, ref_cpu, cold_cpu = [], [], [], [], []
         for i in range(RUNS):
-            ref.append(run_timed(openssl, env, shell=True)[0])
-            dt, peak = run_timed(index + [os.path.join(scratch, f"cold-{i}")], env)
+            dt, _, cpu = run_timed(openssl, env, shell=True)
+            ref.append(dt)
+            ref_cpu.append(cpu)
+            dt, peak, cpu = run_timed(index + [os.path.join(scratch, f"cold-{i}")], env)
             cold.append(dt)
             cold_rss.append(peak)
+            cold_cpu.append(cpu)
         state = os.path.join(scratch, "cold-0")
         cache = cache_file(state)
         before = os.stat(cache)
-        warm, warm_rss = [], []
+        warm, warm_rss, warm_cpu = [], [], []
         for _ in range(RUNS):
-            dt, peak = run_timed(index + [state], env)
+            dt, peak, cpu = run_timed(index + [state], env)
             warm.append(dt)
             warm_rss.append(peak)
+            warm_cpu.append(cpu)
         after = os.stat(cache)
         rewritten = (before.st_ino, before.st_mtime_ns) != (after.st_ino, after.st_mtime_ns)
         with common.Etcd() as etcd:
@@ -180,6 +187,9 @@ def main():
         ("reference: find | xargs -P2 openssl sha1", f"{m_ref:.3f} s", "", ""),
         ("index, cold", f"{m_cold:.3f} s", f"{m_cold / m_ref:.2f}x openssl", "<= 1.00x"),
         ("index, warm (nothing changed)", f"{m_warm:.3f} s", f"{m_warm / m_cold * 100:.1f} % of cold", "<= 10 %"),
+        ("  CPU time: openssl pipeline", f"{med(ref_cpu):.3f} s", "", ""),
+        ("  CPU time: index, cold", f"{med(cold_cpu):.3f} s", f"{med(cold_cpu) / med(ref_cpu):.2f}x openssl", ""),
+        ("  CPU time: index, warm", f"{med(warm_cpu):.3f} s", f"{med(warm_cpu) / med(cold_cpu) * 100:.1f} % of cold", ""),
         ("warm index rewrote the cache", "yes" if rewritten else "no", "", "no"),
         ("serve restart to full catalog", f"{m_restart:.3f} s", "", "<= 0.300 s"),
         ("RSS per file: index cold (peak)", f"{med(cold_rss) / FILES:.0f} B", "", "<= 600 B"),

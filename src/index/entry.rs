@@ -20,7 +20,8 @@ pub struct FileStat {
     pub mtime_nsec: i64,
     /// Inode number.
     pub ino: u64,
-    /// Device number (not persisted: it may change across reboots).
+    /// Device number (persisted; one that changed across a reboot updates
+    /// the path without rehashing it, see [`same_content_key`](Self::same_content_key)).
     pub dev: u64,
 }
 

@@ -5,11 +5,13 @@
 //! rayon pool (`pbs-hash-N`) and keeps the in-memory [`Store`](store) in step
 //! with the disk:
 //!
-//! 1. it loads the cache of the state directory ([`cache`]): a file whose
-//!    (path, size, mtime, inode) matches a record is not read again;
-//! 2. it lists the dataset ([`walk`]) and hashes what is new or changed,
-//!    largest first, one rayon task per file ([`hasher`]: whole file and
-//!    pieces in one read); every file becomes visible as soon as it is hashed;
+//! 1. it loads the cache of the state directory ([`cache`]) straight into the
+//!    store, so the last catalog is served at once; a file whose (path,
+//!    size, mtime, inode) still matches its record is not read again;
+//! 2. it lists the dataset ([`walk`]), drops what changed or went missing,
+//!    and hashes what is new or changed, largest first, small files in
+//!    tasks of up to 64 ([`hasher`]: whole file and pieces in one read);
+//!    every file becomes visible as soon as it is hashed;
 //! 3. live (`IndexOptions::live`): `notify` events, debounced, plus a
 //!    periodic stat rescan, feed the same reconciliation. A file is hashed
 //!    only once its (size, mtime) has been stable for `settle` (or its mtime
