@@ -110,13 +110,14 @@ impl<'a> Reader<'a> {
 }
 
 /// Reads the cache at `path` for `root`: checks all of it, then hands each
-/// record cut at `piece_size` to `each` (relative path, stat when hashed,
-/// hashes), and returns the saved generation. `Ok(None)`: there is none yet.
+/// record cut at `piece_size` to `each` (the number of records in the file,
+/// to reserve room; relative path, stat when hashed, hashes), and returns
+/// the saved generation. `Ok(None)`: there is none yet.
 pub fn load(
     path: &Path,
     root: &Path,
     piece_size: u64,
-    mut each: impl FnMut(PathBuf, FileStat, Hashed),
+    mut each: impl FnMut(usize, PathBuf, FileStat, Hashed),
 ) -> Result<Option<u64>, CacheError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -172,7 +173,7 @@ pub fn load(
         let (rel, stat, hashed, _) =
             read_record(&mut r).ok_or_else(|| corrupt("truncated record"))?;
         if hashed.piece_size == piece_size {
-            each(rel, stat, hashed);
+            each(count, rel, stat, hashed);
         }
     }
     Ok(Some(generation))
@@ -296,7 +297,7 @@ mod tests {
         let path = cache_path(dir.path(), root);
         let records = |piece_size| {
             let mut v = Vec::new();
-            let g = load(&path, root, piece_size, |p, s, h| v.push((p, s, h)))?;
+            let g = load(&path, root, piece_size, |_, p, s, h| v.push((p, s, h)))?;
             Ok::<_, CacheError>(g.map(|g| (g, v)))
         };
         assert!(records(2).unwrap().is_none());
@@ -354,7 +355,7 @@ mod tests {
         assert!(records(4).unwrap().unwrap().1.is_empty());
 
         assert!(matches!(
-            load(&path, Path::new("/other"), 2, |_, _, _| ()),
+            load(&path, Path::new("/other"), 2, |_, _, _, _| ()),
             Err(CacheError::OtherRoot { .. })
         ));
         let full = fs::read(&path).unwrap();

@@ -104,7 +104,12 @@ pub struct FileEntry {
 
 impl FileEntry {
     /// An entry for `hashed` with the given locations (sorted here).
-    pub(crate) fn new(hashed: &Hashed, mut locations: Vec<(PathBuf, FileStat)>) -> Self {
+    pub(crate) fn new(hashed: &Hashed, locations: Vec<(PathBuf, FileStat)>) -> Self {
+        Self::from_hashed(hashed.clone(), locations)
+    }
+
+    /// [`new`](Self::new), taking the hashes (no copy of the piece list).
+    pub(crate) fn from_hashed(hashed: Hashed, mut locations: Vec<(PathBuf, FileStat)>) -> Self {
         locations.sort_by(|a, b| a.0.cmp(&b.0));
         let mtime = locations
             .first()
@@ -122,7 +127,7 @@ impl FileEntry {
             sha1: hashed.sha1,
             size: hashed.size,
             piece_size: hashed.piece_size,
-            pieces: hashed.pieces.clone(),
+            pieces: hashed.pieces,
             paths,
             mtime,
             stats,

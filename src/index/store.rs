@@ -70,26 +70,31 @@ impl Store {
         self.by_path.insert(rel.to_path_buf(), (hashed.sha1, stat));
     }
 
+    /// Room for `n` more paths and contents (a cache about to be loaded).
+    pub fn reserve(&mut self, n: usize) {
+        self.by_path.reserve(n);
+        self.by_sha1.reserve(n);
+    }
+
     /// Adds one cache record at start (before the first scan): cheaper than
     /// [`insert`](Store::insert) for a content not yet present, whose entry
     /// is built once and noted in `delta` without a lookup table. A path
     /// already present is left alone.
-    pub fn load(&mut self, rel: PathBuf, stat: FileStat, hashed: &Hashed, delta: &mut Delta) {
+    pub fn load(&mut self, rel: PathBuf, stat: FileStat, hashed: Hashed, delta: &mut Delta) {
         if self.by_path.contains_key(&rel) {
             return;
         }
         if self.by_sha1.contains_key(&hashed.sha1) {
-            self.insert(&rel, stat, hashed, delta);
+            self.insert(&rel, stat, &hashed, delta);
             return;
         }
-        if !delta.before.contains_key(&hashed.sha1) {
-            delta.fresh.push(hashed.sha1);
+        let sha1 = hashed.sha1;
+        if !delta.before.contains_key(&sha1) {
+            delta.fresh.push(sha1);
         }
-        self.by_path.insert(rel.clone(), (hashed.sha1, stat));
-        self.by_sha1.insert(
-            hashed.sha1,
-            Arc::new(FileEntry::new(hashed, vec![(rel, stat)])),
-        );
+        self.by_path.insert(rel.clone(), (sha1, stat));
+        let entry = FileEntry::from_hashed(hashed, vec![(rel, stat)]);
+        self.by_sha1.insert(sha1, Arc::new(entry));
     }
 
     /// Removes `rel`; returns what it held.

@@ -199,20 +199,35 @@ impl Worker {
 
     fn main_loop(&mut self, pool: &rayon::ThreadPool) {
         let (res_tx, res_rx) = crossbeam_channel::unbounded::<Vec<HashResult>>();
-        self.load_cache();
-        if self.opts.live {
-            // After the cache is served (a recursive watch lists the whole
-            // tree), before the first scan (so no change is missed).
-            match watch(&self.rules.root) {
-                Ok(w) => self.watch = Some(w),
-                Err(e) => log::warn!(
-                    "index: cannot watch {} for changes ({e}); changes are seen by the rescan every {} s",
-                    self.rules.root.display(),
-                    self.opts.rescan_interval.as_secs()
-                ),
-            }
+        // The cache goes into the store (and is served) while the dataset
+        // is listed: both take about as long at 100,000 files. The watch is
+        // set up before the listing, so no change is missed, and not before
+        // the cache is served (a recursive watch lists the whole tree too).
+        let rules = self.rules.clone();
+        let live = self.opts.live;
+        let ((), (watched, listing)) = pool.join(
+            || self.load_cache(),
+            || {
+                let watched = live.then(|| watch(&rules.root));
+                (watched, rules.list_in(Path::new(""), Some(pool)))
+            },
+        );
+        match watched {
+            Some(Ok(w)) => self.watch = Some(w),
+            Some(Err(e)) => log::warn!(
+                "index: cannot watch {} for changes ({e}); changes are seen by the rescan every {} s",
+                self.rules.root.display(),
+                self.opts.rescan_interval.as_secs()
+            ),
+            None => {}
         }
-        self.reconcile(pool, &res_tx, &[PathBuf::new()]);
+        self.apply_listing(
+            pool,
+            &res_tx,
+            &[PathBuf::new()],
+            listing.files,
+            listing.errors,
+        );
         self.shared.counters.scans.fetch_add(1, Ordering::Relaxed);
         let events = match &self.watch {
             Some(w) => w.events.clone(),
@@ -373,8 +388,11 @@ impl Worker {
             path,
             &self.rules.root,
             self.opts.piece_size,
-            |rel, stat, h| {
-                store.load(rel, stat, &h, &mut delta);
+            |count, rel, stat, h| {
+                if n == 0 {
+                    store.reserve(count);
+                }
+                store.load(rel, stat, h, &mut delta);
                 n += 1;
             },
         );
@@ -384,7 +402,11 @@ impl Worker {
                 // Not `self.commit`: serving what the cache holds is no
                 // change to save.
                 shared.commit(&mut store, delta);
-                log::debug!("index: {n} cached records in {}", path.display());
+                log::debug!(
+                    "index: {n} cached records in {} loaded in {} ms",
+                    path.display(),
+                    self.progress.opened.elapsed().as_millis()
+                );
             }
             Ok(None) => log::debug!("index: no cache at {} yet", path.display()),
             Err(e) => log::warn!("{e}"),
@@ -480,8 +502,9 @@ impl Worker {
         res: &Sender<Vec<HashResult>>,
         scopes: &[PathBuf],
     ) {
+        let started = Instant::now();
         let mut files: Vec<(PathBuf, FileStat)> = Vec::new();
-        let mut errors: HashMap<PathBuf, io::Error> = HashMap::new();
+        let mut errors = Vec::new();
         for scope in scopes {
             let listing = self.rules.list_in(scope, Some(pool));
             errors.extend(listing.errors);
@@ -491,6 +514,25 @@ impl Worker {
                 files.extend(listing.files);
             }
         }
+        log::debug!(
+            "index: listed {} files in {} ms",
+            files.len(),
+            started.elapsed().as_millis()
+        );
+        self.apply_listing(pool, res, scopes, files, errors);
+    }
+
+    /// The second half of [`reconcile`](Self::reconcile): `files` and
+    /// `errors` are what listing `scopes` found.
+    fn apply_listing(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        res: &Sender<Vec<HashResult>>,
+        scopes: &[PathBuf],
+        mut files: Vec<(PathBuf, FileStat)>,
+        errors: Vec<(PathBuf, io::Error)>,
+    ) {
+        let errors: HashMap<PathBuf, io::Error> = errors.into_iter().collect();
         if scopes.len() > 1 {
             // Scopes may overlap (a directory and a file in it).
             files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
