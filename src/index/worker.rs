@@ -768,14 +768,14 @@ impl Worker {
         // files go to the pool in chunks (one task and one message per
         // chunk, not per file: 100,000 tasks cost more than their hashing).
         files.sort_by_key(|f| std::cmp::Reverse(f.1.size));
-        let mut chunk: Vec<(PathBuf, u64)> = Vec::new();
+        let mut chunk: Vec<(PathBuf, u64, u64)> = Vec::new();
         let mut chunk_bytes = 0u64;
         let last = files.len().saturating_sub(1);
         for (i, (rel, stat)) in files.into_iter().enumerate() {
             self.next_token += 1;
             let token = self.next_token;
             self.inflight.insert(rel.clone(), (stat, token));
-            chunk.push((rel, token));
+            chunk.push((rel, stat.size, token));
             chunk_bytes += stat.size;
             if i == last || chunk.len() >= CHUNK_FILES || chunk_bytes >= CHUNK_BYTES {
                 self.spawn_chunk(pool, res, std::mem::take(&mut chunk));
@@ -788,7 +788,7 @@ impl Worker {
         &self,
         pool: &rayon::ThreadPool,
         res: &Sender<Vec<HashResult>>,
-        chunk: Vec<(PathBuf, u64)>,
+        chunk: Vec<(PathBuf, u64, u64)>,
     ) {
         let shared = self.shared.clone();
         let piece_size = self.opts.piece_size;
@@ -798,12 +798,12 @@ impl Worker {
             let progress: &AtomicU64 = &shared.counters.bytes_read;
             let mut out = Vec::with_capacity(chunk.len());
             let mut abs = shared.root.clone();
-            for (rel, token) in chunk {
+            for (rel, size, token) in chunk {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
                 abs.push(&rel);
-                let outcome = hasher::hash_file(&abs, piece_size, stop, progress);
+                let outcome = hasher::hash_file(&abs, size, piece_size, stop, progress);
                 abs.clone_from(&shared.root);
                 out.push(HashResult {
                     rel,
@@ -836,15 +836,12 @@ impl Worker {
             match r.outcome {
                 Ok(HashedFile {
                     hashed,
-                    opened,
-                    after,
+                    stat: opened,
                 }) => {
-                    let stable = opened.same_content_key(&listed)
-                        && after == Some(opened)
-                        && hashed.size == opened.size;
+                    let stable = opened.same_content_key(&listed) && hashed.size == opened.size;
                     if !stable {
                         // Written to while we read it: wait for it to settle.
-                        let stat = after.unwrap_or(opened);
+                        let stat = opened;
                         self.pending.insert(
                             r.rel,
                             Pending {
