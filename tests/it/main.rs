@@ -13,6 +13,8 @@ mod fixtures;
 mod hostile_lan;
 mod index;
 mod lan;
+mod lan_swarm;
 mod peer;
 mod server;
+mod status;
 mod swarm;
