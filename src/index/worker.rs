@@ -767,7 +767,7 @@ impl Worker {
         // Largest first, so one big file does not finish last alone. Small
         // files go to the pool in chunks (one task and one message per
         // chunk, not per file: 100,000 tasks cost more than their hashing).
-        files.sort_by_key(|f| std::cmp::Reverse(f.1.size));
+        files.sort_unstable_by_key(|f| std::cmp::Reverse(f.1.size));
         let mut chunk: Vec<(PathBuf, u64, u64)> = Vec::new();
         let mut chunk_bytes = 0u64;
         let last = files.len().saturating_sub(1);
