@@ -49,7 +49,7 @@ DATA = f"/tmp/piratebay-bench/scale-data-{FILES}"
 
 def make_data():
     marker = DATA + ".ok"
-    if os.path.exists(marker):
+    if os.path.exists(marker) and os.path.isdir(os.path.join(DATA, "d000")):
         return
     print(f"creating {FILES} files of 1-8 KiB in {DIRS} directories under {DATA} ...", flush=True)
     shutil.rmtree(DATA, ignore_errors=True)
