@@ -1,28 +1,37 @@
 //! The index cache on disk: what was hashed, keyed by (path, size, mtime, inode),
 //! so a restart rehashes only the files that changed.
 //!
-//! Format (version 1): the line `piratebay-sync index cache v1`, then one JSON
-//! object ([`CacheFile`]). One file per dataset root in the state directory,
-//! named after the SHA1 of the root path. Written atomically: a temporary file
-//! in the same directory, fsync, rename, fsync of the directory. Anything that
-//! does not parse (missing, truncated, corrupt, another version, another
-//! root) is reported as a [`CacheError`] and the caller starts from nothing.
+//! Format (version 2, binary, little-endian): the line
+//! `piratebay-sync index cache v2`, then the root path (u32 length, bytes),
+//! the generation (u64), the record count (u64), and per record: the
+//! relative path (u32 length, bytes), size, mtime seconds (i64), mtime
+//! nanoseconds (u32), inode, device, piece size (u64 each), the whole-file
+//! SHA1 (20 bytes), the piece count (u32) and the piece SHA1s, except for a
+//! file of exactly one piece, whose piece hash is the whole-file hash and is
+//! not repeated (count 0 stands for it). Then the bytes `END!`. Version 1
+//! (JSON, hex) cost 24 MB and a second to parse for 100,000 files; this one
+//! is ~80 bytes a file and parses in milliseconds.
+//!
+//! One file per dataset root in the state directory, named after the SHA1 of
+//! the root path. Written atomically: a temporary file in the same
+//! directory, fsync, rename, fsync of the directory. Anything that does not
+//! parse (missing, truncated, corrupt, another version, another root) is
+//! reported as a [`CacheError`] and the caller starts from nothing.
 
-use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use super::entry::{FileStat, Hashed};
+use super::entry::{FileEntry, FileStat, Hashed};
 use crate::protocol::piece_count;
 use crate::Sha1Digest;
 
 /// First line of a cache file of the current version.
-pub const MAGIC: &str = "piratebay-sync index cache v1\n";
+pub const MAGIC: &str = "piratebay-sync index cache v2\n";
+/// Last bytes of a complete cache file.
+const TRAILER: &[u8; 4] = b"END!";
 
 /// Why the cache could not be used or written.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +45,7 @@ pub enum CacheError {
         source: io::Error,
     },
     /// The header is not the current version's.
-    #[error("index cache {path} is not a version 1 cache; rebuilding it")]
+    #[error("index cache {path} is not a version 2 cache; rebuilding it")]
     Version {
         /// The cache file.
         path: PathBuf,
@@ -65,71 +74,51 @@ pub enum CacheError {
     },
 }
 
-#[derive(Serialize, Deserialize)]
-struct CacheFile {
-    root: String,
-    generation: u64,
-    files: Vec<CachedFile>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct CachedFile {
-    /// Relative path, hex of its bytes (paths need not be UTF-8).
-    path: String,
-    size: u64,
-    mtime_sec: i64,
-    mtime_nsec: i64,
-    ino: u64,
-    sha1: Sha1Digest,
-    piece_size: u64,
-    /// The piece SHA1s, concatenated hex.
-    pieces: String,
-}
-
-/// One record of a loaded cache.
-#[derive(Debug, Clone)]
-pub struct CacheRecord {
-    /// Stat fingerprint when hashed (`dev` is 0: not persisted).
-    pub stat: FileStat,
-    /// The hashes.
-    pub hashed: Arc<Hashed>,
-}
-
-/// A loaded cache.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    /// The generation saved with it.
-    pub generation: u64,
-    /// Records by relative path.
-    pub files: HashMap<PathBuf, CacheRecord>,
-}
-
 /// Where the cache of `root` (canonical) lives in `state_dir`.
 pub fn cache_path(state_dir: &Path, root: &Path) -> PathBuf {
     let id = Sha1Digest::of(root.as_os_str().as_bytes()).to_hex();
     state_dir.join(format!("index-{}.cache", &id[..16]))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+/// A cursor over the cache bytes; every read fails cleanly past the end.
+struct Reader<'a> {
+    buf: &'a [u8],
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
-        .collect()
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.u32()?).ok()?;
+        self.take(n)
+    }
+    fn sha1(&mut self) -> Option<Sha1Digest> {
+        Some(Sha1Digest(self.take(20)?.try_into().ok()?))
+    }
 }
 
-/// Reads the cache at `path` for `root`. `Ok(None)`: there is none yet.
-pub fn load(path: &Path, root: &Path) -> Result<Option<Loaded>, CacheError> {
+/// Reads the cache at `path` for `root`: checks all of it, then hands each
+/// record cut at `piece_size` to `each` (the number of records in the file,
+/// to reserve room; relative path, stat when hashed, hashes), and returns
+/// the saved generation. `Ok(None)`: there is none yet.
+pub fn load(
+    path: &Path,
+    root: &Path,
+    piece_size: u64,
+    mut each: impl FnMut(usize, PathBuf, FileStat, Hashed),
+) -> Result<Option<u64>, CacheError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -143,91 +132,146 @@ pub fn load(path: &Path, root: &Path) -> Result<Option<Loaded>, CacheError> {
     let body = bytes
         .strip_prefix(MAGIC.as_bytes())
         .ok_or_else(|| CacheError::Version { path: path.into() })?;
-    let file: CacheFile = serde_json::from_slice(body).map_err(|e| CacheError::Corrupt {
+    let corrupt = |reason: &str| CacheError::Corrupt {
         path: path.into(),
-        reason: e.to_string(),
-    })?;
-    if file.root.as_bytes() != hex(root.as_os_str().as_bytes()).as_bytes() {
+        reason: reason.into(),
+    };
+    let body = body
+        .strip_suffix(TRAILER)
+        .ok_or_else(|| corrupt("truncated: no end marker"))?;
+    let mut r = Reader { buf: body };
+    let file_root = r.bytes().ok_or_else(|| corrupt("truncated header"))?;
+    if file_root != root.as_os_str().as_bytes() {
         return Err(CacheError::OtherRoot { path: path.into() });
     }
-    let mut files = HashMap::with_capacity(file.files.len());
-    for f in file.files {
-        let corrupt = |what: &str| CacheError::Corrupt {
-            path: path.into(),
-            reason: format!("bad {what} in a record"),
+    let generation = r.u64().ok_or_else(|| corrupt("truncated header"))?;
+    let count = r.u64().ok_or_else(|| corrupt("truncated header"))?;
+    // Each record takes at least 72 bytes: a count beyond that is corrupt.
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|c| c.saturating_mul(72) <= body.len())
+        .ok_or_else(|| corrupt("record count"))?;
+    // A first pass checks the whole file, so a corrupt one gives nothing.
+    let start = Reader { buf: r.buf };
+    for _ in 0..count {
+        let rec = read_record(&mut r).ok_or_else(|| corrupt("truncated record"))?;
+        let (rel, _, hashed, stored_pieces) = rec;
+        let pieces = piece_count(hashed.size, hashed.piece_size);
+        let ok = match stored_pieces {
+            None => pieces == 1,
+            Some(n) => n as u64 == pieces,
         };
-        let rel = PathBuf::from(std::ffi::OsString::from_vec(
-            unhex(&f.path).ok_or_else(|| corrupt("path"))?,
-        ));
-        let raw = unhex(&f.pieces).ok_or_else(|| corrupt("pieces"))?;
-        if raw.len() % 20 != 0 || (raw.len() / 20) as u64 != piece_count(f.size, f.piece_size) {
-            return Err(corrupt("piece count"));
+        if !ok || rel.as_os_str().is_empty() {
+            return Err(corrupt("bad piece count or path in a record"));
         }
-        let pieces = raw
-            .chunks_exact(20)
-            .map(|c| {
-                let mut d = [0u8; 20];
-                d.copy_from_slice(c);
-                Sha1Digest(d)
-            })
-            .collect();
-        let stat = FileStat {
-            size: f.size,
-            mtime_sec: f.mtime_sec,
-            mtime_nsec: f.mtime_nsec,
-            ino: f.ino,
-            dev: 0,
-        };
-        let hashed = Arc::new(Hashed {
-            sha1: f.sha1,
-            size: f.size,
-            piece_size: f.piece_size,
-            pieces,
-        });
-        files.insert(rel, CacheRecord { stat, hashed });
     }
-    Ok(Some(Loaded {
-        generation: file.generation,
-        files,
-    }))
+    if !r.buf.is_empty() {
+        return Err(corrupt("trailing bytes"));
+    }
+    let mut r = start;
+    for _ in 0..count {
+        let (rel, stat, hashed, _) =
+            read_record(&mut r).ok_or_else(|| corrupt("truncated record"))?;
+        if hashed.piece_size == piece_size {
+            each(count, rel, stat, hashed);
+        }
+    }
+    Ok(Some(generation))
 }
 
-/// Writes the cache atomically.
-pub fn save<'a>(
+type Record = (PathBuf, FileStat, Hashed, Option<usize>);
+
+fn read_record(r: &mut Reader<'_>) -> Option<Record> {
+    let rel = PathBuf::from(std::ffi::OsString::from_vec(r.bytes()?.to_vec()));
+    let size = r.u64()?;
+    let mtime_sec = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let mtime_nsec = i64::from(r.u32()?);
+    let ino = r.u64()?;
+    let dev = r.u64()?;
+    let piece_size = r.u64()?;
+    let sha1 = r.sha1()?;
+    let n = usize::try_from(r.u32()?).ok()?;
+    let (pieces, stored) = if n == 0 && size > 0 {
+        (vec![sha1], None)
+    } else {
+        let raw = r.take(n.checked_mul(20)?)?;
+        let pieces = raw
+            .chunks_exact(20)
+            .map(|c| c.try_into().map(Sha1Digest))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        (pieces, Some(n))
+    };
+    let stat = FileStat {
+        size,
+        mtime_sec,
+        mtime_nsec,
+        ino,
+        dev,
+    };
+    let hashed = Hashed {
+        sha1,
+        size,
+        piece_size,
+        pieces,
+    };
+    Some((rel, stat, hashed, stored))
+}
+
+fn write_bytes(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
+    let n = u32::try_from(b.len()).map_err(|_| io::Error::other("path too long"))?;
+    w.write_all(&n.to_le_bytes())?;
+    w.write_all(b)
+}
+
+fn write_record(w: &mut impl Write, rel: &Path, st: &FileStat, e: &FileEntry) -> io::Result<()> {
+    write_bytes(w, rel.as_os_str().as_bytes())?;
+    w.write_all(&st.size.to_le_bytes())?;
+    w.write_all(&st.mtime_sec.to_le_bytes())?;
+    let nsec = u32::try_from(st.mtime_nsec).unwrap_or(0);
+    w.write_all(&nsec.to_le_bytes())?;
+    w.write_all(&st.ino.to_le_bytes())?;
+    w.write_all(&st.dev.to_le_bytes())?;
+    w.write_all(&e.piece_size.to_le_bytes())?;
+    w.write_all(&e.sha1.0)?;
+    if e.pieces.len() == 1 && e.pieces[0] == e.sha1 {
+        w.write_all(&0u32.to_le_bytes())
+    } else {
+        let n = u32::try_from(e.pieces.len()).map_err(|_| io::Error::other("too many pieces"))?;
+        w.write_all(&n.to_le_bytes())?;
+        e.pieces.iter().try_for_each(|p| w.write_all(&p.0))
+    }
+}
+
+/// Writes the cache of `entries` (every location of each) atomically;
+/// returns the number of records written.
+pub fn save(
     path: &Path,
     root: &Path,
     generation: u64,
-    records: impl Iterator<Item = (&'a Path, &'a FileStat, &'a Hashed)>,
-) -> Result<(), CacheError> {
-    let files = records
-        .map(|(rel, st, h)| CachedFile {
-            path: hex(rel.as_os_str().as_bytes()),
-            size: st.size,
-            mtime_sec: st.mtime_sec,
-            mtime_nsec: st.mtime_nsec,
-            ino: st.ino,
-            sha1: h.sha1,
-            piece_size: h.piece_size,
-            pieces: hex(&h.pieces.iter().flat_map(|p| p.0).collect::<Vec<u8>>()),
-        })
-        .collect();
-    let file = CacheFile {
-        root: hex(root.as_os_str().as_bytes()),
-        generation,
-        files,
-    };
+    entries: &[Arc<FileEntry>],
+) -> Result<usize, CacheError> {
     let werr = |source| CacheError::Write {
         path: path.into(),
         source,
     };
-    let body = serde_json::to_vec(&file).map_err(|e| werr(io::Error::other(e)))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(werr)?;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let count: usize = entries.iter().map(|e| e.paths.len()).sum();
     let write = || -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(MAGIC.as_bytes())?;
-        f.write_all(&body)?;
+        let mut w = BufWriter::with_capacity(1 << 16, fs::File::create(&tmp)?);
+        w.write_all(MAGIC.as_bytes())?;
+        write_bytes(&mut w, root.as_os_str().as_bytes())?;
+        w.write_all(&generation.to_le_bytes())?;
+        w.write_all(&(count as u64).to_le_bytes())?;
+        for e in entries {
+            for (rel, st) in e.locations() {
+                write_record(&mut w, rel, st, e)?;
+            }
+        }
+        w.write_all(TRAILER)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         if let Ok(d) = fs::File::open(dir) {
@@ -238,7 +282,8 @@ pub fn save<'a>(
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);
         werr(e)
-    })
+    })?;
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -250,15 +295,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Path::new("/data/set");
         let path = cache_path(dir.path(), root);
-        assert!(load(&path, root).unwrap().is_none());
+        let records = |piece_size| {
+            let mut v = Vec::new();
+            let g = load(&path, root, piece_size, |_, p, s, h| v.push((p, s, h)))?;
+            Ok::<_, CacheError>(g.map(|g| (g, v)))
+        };
+        assert!(records(2).unwrap().is_none());
         let st = FileStat {
             size: 5,
             mtime_sec: 7,
             mtime_nsec: 9,
             ino: 11,
-            dev: 0,
+            dev: 13,
         };
-        let h = Hashed {
+        let three = Hashed {
             sha1: Sha1Digest::of(b"hello"),
             size: 5,
             piece_size: 2,
@@ -268,21 +318,55 @@ mod tests {
                 Sha1Digest::of(b"o"),
             ],
         };
-        let rel = PathBuf::from("a/b.txt");
-        save(&path, root, 42, std::iter::once((rel.as_path(), &st, &h))).unwrap();
-        let l = load(&path, root).unwrap().unwrap();
-        assert_eq!(l.generation, 42);
-        let r = &l.files[&rel];
-        assert_eq!((r.stat, &*r.hashed), (st, &h));
+        let one = Hashed {
+            sha1: Sha1Digest::of(b"hi"),
+            size: 2,
+            piece_size: 2,
+            pieces: vec![Sha1Digest::of(b"hi")],
+        };
+        let empty = Hashed {
+            sha1: Sha1Digest::of(b""),
+            size: 0,
+            piece_size: 2,
+            pieces: vec![],
+        };
+        let st0 = FileStat { size: 0, ..st };
+        let st2 = FileStat { size: 2, ..st };
+        let entries: Vec<Arc<FileEntry>> = vec![
+            Arc::new(FileEntry::new(&three, vec![("a/b.txt".into(), st)])),
+            Arc::new(FileEntry::new(
+                &one,
+                vec![("one".into(), st2), ("z/one".into(), st2)],
+            )),
+            Arc::new(FileEntry::new(&empty, vec![("e".into(), st0)])),
+        ];
+        assert_eq!(save(&path, root, 42, &entries).unwrap(), 4);
+        let (generation, mut got) = records(2).unwrap().unwrap();
+        assert_eq!(generation, 42);
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let want = vec![
+            (PathBuf::from("a/b.txt"), st, three),
+            (PathBuf::from("e"), st0, empty),
+            (PathBuf::from("one"), st2, one.clone()),
+            (PathBuf::from("z/one"), st2, one),
+        ];
+        assert_eq!(got, want);
+        // Records of another piece size are dropped, not an error.
+        assert!(records(4).unwrap().unwrap().1.is_empty());
 
         assert!(matches!(
-            load(&path, Path::new("/other")),
+            load(&path, Path::new("/other"), 2, |_, _, _, _| ()),
             Err(CacheError::OtherRoot { .. })
         ));
         let full = fs::read(&path).unwrap();
-        fs::write(&path, &full[..full.len() / 2]).unwrap();
-        assert!(matches!(load(&path, root), Err(CacheError::Corrupt { .. })));
-        fs::write(&path, b"piratebay-sync index cache v0\n{}").unwrap();
-        assert!(matches!(load(&path, root), Err(CacheError::Version { .. })));
+        for cut in [full.len() / 2, full.len() - 1, MAGIC.len() + 3] {
+            fs::write(&path, &full[..cut]).unwrap();
+            assert!(
+                matches!(records(2), Err(CacheError::Corrupt { .. })),
+                "cut at {cut}"
+            );
+        }
+        fs::write(&path, b"piratebay-sync index cache v1\n{}").unwrap();
+        assert!(matches!(records(2), Err(CacheError::Version { .. })));
     }
 }

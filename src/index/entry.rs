@@ -20,7 +20,8 @@ pub struct FileStat {
     pub mtime_nsec: i64,
     /// Inode number.
     pub ino: u64,
-    /// Device number (not persisted: it may change across reboots).
+    /// Device number (persisted; one that changed across a reboot updates
+    /// the path without rehashing it, see [`same_content_key`](Self::same_content_key)).
     pub dev: u64,
 }
 
@@ -103,18 +104,30 @@ pub struct FileEntry {
 
 impl FileEntry {
     /// An entry for `hashed` with the given locations (sorted here).
-    pub(crate) fn new(hashed: &Hashed, mut locations: Vec<(PathBuf, FileStat)>) -> Self {
+    pub(crate) fn new(hashed: &Hashed, locations: Vec<(PathBuf, FileStat)>) -> Self {
+        Self::from_hashed(hashed.clone(), locations)
+    }
+
+    /// [`new`](Self::new), taking the hashes (no copy of the piece list).
+    pub(crate) fn from_hashed(hashed: Hashed, mut locations: Vec<(PathBuf, FileStat)>) -> Self {
         locations.sort_by(|a, b| a.0.cmp(&b.0));
         let mtime = locations
             .first()
             .map(|(_, s)| s.mtime())
             .unwrap_or(UNIX_EPOCH);
-        let (paths, stats) = locations.into_iter().unzip();
+        // Exact capacities: `unzip` reserves 4 slots at least, which made
+        // these two vectors most of an entry's memory.
+        let mut paths = Vec::with_capacity(locations.len());
+        let mut stats = Vec::with_capacity(locations.len());
+        for (p, s) in locations {
+            paths.push(p);
+            stats.push(s);
+        }
         FileEntry {
             sha1: hashed.sha1,
             size: hashed.size,
             piece_size: hashed.piece_size,
-            pieces: hashed.pieces.clone(),
+            pieces: hashed.pieces,
             paths,
             mtime,
             stats,

@@ -5,6 +5,7 @@
 //! is hashed once, and a file of `n` pieces costs `2 - 1/n` passes of SHA1
 //! over its bytes instead of 2.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,6 +19,12 @@ use crate::Sha1Digest;
 
 /// Read buffer size: large enough to amortise syscalls, small enough for L2.
 const BUF_SIZE: usize = 1 << 20;
+
+thread_local! {
+    /// One read buffer per hashing thread, allocated once: allocating (and
+    /// zeroing) 1 MiB per file dominated the cost of hashing small files.
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Opens `path` for reading without blocking on a FIFO that replaced a file
 /// since it was listed, and checks that what was opened is a regular file.
@@ -39,13 +46,31 @@ pub fn open_regular(path: &Path) -> io::Result<(File, FileStat)> {
 /// Hashes everything `r` yields. `progress` counts bytes as they are read;
 /// `stop` aborts the read with `ErrorKind::Interrupted`.
 pub fn hash_reader(
+    r: impl Read,
+    piece_size: u64,
+    stop: &AtomicBool,
+    progress: &AtomicU64,
+) -> io::Result<Hashed> {
+    BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < BUF_SIZE {
+                buf.resize(BUF_SIZE, 0);
+            }
+            hash_with(r, &mut buf, piece_size, stop, progress)
+        }
+        // Re-entered on this thread (cannot happen today): use a fresh buffer.
+        Err(_) => hash_with(r, &mut vec![0u8; BUF_SIZE], piece_size, stop, progress),
+    })
+}
+
+fn hash_with(
     mut r: impl Read,
+    buf: &mut [u8],
     piece_size: u64,
     stop: &AtomicBool,
     progress: &AtomicU64,
 ) -> io::Result<Hashed> {
     let piece_size = piece_size.max(1);
-    let mut buf = vec![0u8; BUF_SIZE];
     let mut whole = Sha1::new();
     // `None` while in the first piece: the whole-file hasher stands for it.
     let mut piece: Option<Sha1> = None;
@@ -56,7 +81,7 @@ pub fn hash_reader(
         if stop.load(Ordering::Relaxed) {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "index stopped"));
         }
-        let n = match r.read(&mut buf) {
+        let n = match r.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -101,17 +126,46 @@ pub fn hash_reader(
     })
 }
 
-/// Hashes the regular file at `path`; returns its hashes with the stat taken
-/// when it was opened.
+/// A hashed file: its hashes and the stat of what was read.
+#[derive(Debug)]
+pub struct HashedFile {
+    /// The hashes.
+    pub hashed: Hashed,
+    /// `fstat` of the descriptor after the read: compared with the listed
+    /// stat, it says whether the bytes read are the listed file's, unchanged
+    /// (a write during the read changes its mtime or size; a replaced file
+    /// has another inode).
+    pub stat: FileStat,
+}
+
+/// Hashes the regular file at `path`, listed with `size` bytes: reads that
+/// many and no more (no last `read` to see the end, and no `fstat` before:
+/// two syscalls in six for a small file), then checks with one `fstat` that
+/// what was read is a regular file. Opened non-blocking, so a FIFO that
+/// replaced the file since it was listed does not hang the read.
 pub fn hash_file(
     path: &Path,
+    size: u64,
     piece_size: u64,
     stop: &AtomicBool,
     progress: &AtomicU64,
-) -> io::Result<(Hashed, FileStat)> {
-    let (file, stat) = open_regular(path)?;
-    let hashed = hash_reader(file, piece_size, stop, progress)?;
-    Ok((hashed, stat))
+) -> io::Result<HashedFile> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let hashed = hash_reader((&mut file).take(size), piece_size, stop, progress)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(HashedFile {
+        hashed,
+        stat: FileStat::of(&meta),
+    })
 }
 
 #[cfg(test)]

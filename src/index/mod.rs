@@ -5,11 +5,13 @@
 //! rayon pool (`pbs-hash-N`) and keeps the in-memory [`Store`](store) in step
 //! with the disk:
 //!
-//! 1. it loads the cache of the state directory ([`cache`]): a file whose
-//!    (path, size, mtime, inode) matches a record is not read again;
-//! 2. it lists the dataset ([`walk`]) and hashes what is new or changed,
-//!    largest first, one rayon task per file ([`hasher`]: whole file and
-//!    pieces in one read); every file becomes visible as soon as it is hashed;
+//! 1. it loads the cache of the state directory ([`cache`]) straight into the
+//!    store, so the last catalog is served at once; a file whose (path,
+//!    size, mtime, inode) still matches its record is not read again;
+//! 2. it lists the dataset ([`walk`]), drops what changed or went missing,
+//!    and hashes what is new or changed, largest first, small files in
+//!    tasks of up to 64 ([`hasher`]: whole file and pieces in one read);
+//!    every file becomes visible as soon as it is hashed;
 //! 3. live (`IndexOptions::live`): `notify` events, debounced, plus a
 //!    periodic stat rescan, feed the same reconciliation. A file is hashed
 //!    only once its (size, mtime) has been stable for `settle` (or its mtime
@@ -118,7 +120,10 @@ pub enum IndexError {
     /// The piece size is zero.
     #[error("piece size must be at least 1 byte")]
     PieceSize,
-    /// The file-system watcher could not be started.
+    /// The file-system watcher could not be started. (No longer returned:
+    /// the watch is set up on the index thread, after the cache is served,
+    /// because a recursive watch stats the whole tree; a failure is logged
+    /// and the periodic rescan keeps the index current.)
     #[error("cannot watch {path} for changes: {source}")]
     Watch {
         /// The directory.
@@ -222,6 +227,26 @@ pub struct Index {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The order of `Vec<PathBuf>::cmp` (component by component), computed on
+/// the bytes with `/` ranked lowest: the same order for the relative,
+/// normalized paths of the index, without `Path::components` (which made
+/// sorting 100,000 entries cost more than listing them).
+fn paths_order(a: &[PathBuf], b: &[PathBuf]) -> std::cmp::Ordering {
+    use std::os::unix::ffi::OsStrExt;
+    let key = |c: &u8| if *c == b'/' { 0 } else { u16::from(*c) + 1 };
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (x.as_os_str().as_bytes(), y.as_os_str().as_bytes());
+        let o = match x.iter().zip(y).find(|(p, q)| p != q) {
+            Some((p, q)) => key(p).cmp(&key(q)),
+            None => x.len().cmp(&y.len()),
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
 fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -256,15 +281,7 @@ impl Index {
             counters: Counters::default(),
         });
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
-        let watcher = if opts.live {
-            Some(worker::watch(&root).map_err(|source| IndexError::Watch {
-                path: root.clone(),
-                source,
-            })?)
-        } else {
-            None
-        };
-        let w = worker::Worker::new(opts, root, shared.clone(), ctl_rx, watcher);
+        let w = worker::Worker::new(opts, root, shared.clone(), ctl_rx);
         let thread = std::thread::Builder::new()
             .name("pbs-index".into())
             .spawn(move || w.run())
@@ -327,7 +344,7 @@ impl Index {
     /// Every entry, sorted by first path.
     pub fn files(&self) -> Vec<Arc<FileEntry>> {
         let mut v: Vec<_> = self.shared.store.read().by_sha1.values().cloned().collect();
-        v.sort_by(|a, b| a.paths.cmp(&b.paths));
+        v.sort_unstable_by(|a, b| paths_order(&a.paths, &b.paths));
         v
     }
 
@@ -464,6 +481,25 @@ impl Drop for Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_order_is_the_component_order() {
+        use std::os::unix::ffi::OsStrExt;
+        let names = [
+            "a", "a/b", "a-b", "a.b", "a/b/c", "a/bc", "ab", "a b", "b", "\u{ff}x", "a/\u{7f}",
+        ];
+        let mut paths: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
+        paths.push(PathBuf::from(std::ffi::OsStr::from_bytes(b"a/\xff")));
+        let lists: Vec<Vec<PathBuf>> = paths
+            .iter()
+            .flat_map(|p| [vec![p.clone()], vec![p.clone(), PathBuf::from("z")]])
+            .collect();
+        for x in &lists {
+            for y in &lists {
+                assert_eq!(paths_order(x, y), x.cmp(y), "{x:?} vs {y:?}");
+            }
+        }
+    }
 
     #[test]
     fn index_is_send_and_sync() {

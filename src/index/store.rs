@@ -30,12 +30,14 @@ pub struct Store {
 #[derive(Debug, Default)]
 pub struct Delta {
     before: HashMap<Sha1Digest, bool>,
+    /// Contents added by [`Store::load`], absent before.
+    fresh: Vec<Sha1Digest>,
 }
 
 impl Delta {
     /// True if nothing was touched.
     pub fn is_empty(&self) -> bool {
-        self.before.is_empty()
+        self.before.is_empty() && self.fresh.is_empty()
     }
 }
 
@@ -68,6 +70,33 @@ impl Store {
         self.by_path.insert(rel.to_path_buf(), (hashed.sha1, stat));
     }
 
+    /// Room for `n` more paths and contents (a cache about to be loaded).
+    pub fn reserve(&mut self, n: usize) {
+        self.by_path.reserve(n);
+        self.by_sha1.reserve(n);
+    }
+
+    /// Adds one cache record at start (before the first scan): cheaper than
+    /// [`insert`](Store::insert) for a content not yet present, whose entry
+    /// is built once and noted in `delta` without a lookup table. A path
+    /// already present is left alone.
+    pub fn load(&mut self, rel: PathBuf, stat: FileStat, hashed: Hashed, delta: &mut Delta) {
+        if self.by_path.contains_key(&rel) {
+            return;
+        }
+        if self.by_sha1.contains_key(&hashed.sha1) {
+            self.insert(&rel, stat, &hashed, delta);
+            return;
+        }
+        let sha1 = hashed.sha1;
+        if !delta.before.contains_key(&sha1) {
+            delta.fresh.push(sha1);
+        }
+        self.by_path.insert(rel.clone(), (sha1, stat));
+        let entry = FileEntry::from_hashed(hashed, vec![(rel, stat)]);
+        self.by_sha1.insert(sha1, Arc::new(entry));
+    }
+
     /// Removes `rel`; returns what it held.
     pub fn remove(&mut self, rel: &Path, delta: &mut Delta) -> Option<(FileStat, Arc<FileEntry>)> {
         let (sha1, stat) = self.by_path.remove(rel)?;
@@ -97,6 +126,11 @@ impl Store {
             removed: Vec::new(),
             updated: Vec::new(),
         };
+        for sha1 in delta.fresh {
+            if !delta.before.contains_key(&sha1) && self.by_sha1.contains_key(&sha1) {
+                ev.added.push(sha1);
+            }
+        }
         for (sha1, was) in delta.before {
             match (was, self.by_sha1.contains_key(&sha1)) {
                 (false, true) => ev.added.push(sha1),

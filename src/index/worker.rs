@@ -7,8 +7,17 @@
 //! State kept here, outside any lock (only this thread touches it):
 //! `pending` (files waiting to be stable), `inflight` (being hashed, with a
 //! token so a result for a file that changed meanwhile is dropped),
-//! `failed` (unreadable, warned once per stat), `known` (hashes by device and
-//! inode, kept a minute after removal so renames are not rehashed).
+//! `failed` (unreadable, warned once per stat), and `removed` (hashes of
+//! removed files by device and inode, kept a minute) so renames are not
+//! rehashed: a rename's two paths arrive in one batch of events, or one
+//! rescan, where removals are applied first. (No table of every indexed
+//! file's inode: at 100,000 files it cost more memory than it saved work.)
+//!
+//! Start: the cache's records go into the store at once, before the dataset
+//! is listed, so a restarted peer serves its last catalog immediately; the
+//! initial scan then checks every path in the background (anything changed
+//! is dropped before it could be served: `open_file` checks the stat too).
+//! The cache is written again only after a change was committed.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -22,9 +31,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{select, Receiver, Sender};
 use notify::{RecommendedWatcher, Watcher};
 
-use super::cache::{self, CacheRecord};
+use super::cache;
 use super::entry::{FileStat, Hashed};
-use super::hasher;
+use super::hasher::{self, HashedFile};
 use super::store::{Delta, Store};
 use super::walk::{Kind, WalkRules, PART_STATE_SUFFIX};
 use super::{IndexOptions, Shared};
@@ -59,9 +68,7 @@ pub fn watch(root: &Path) -> notify::Result<Watch> {
 struct HashResult {
     rel: PathBuf,
     token: u64,
-    outcome: io::Result<(Hashed, FileStat)>,
-    /// The stat after hashing, to catch writes during the read.
-    after: Option<FileStat>,
+    outcome: io::Result<HashedFile>,
 }
 
 struct Pending {
@@ -71,10 +78,10 @@ struct Pending {
     initial: bool,
 }
 
-struct Known {
+struct Removed {
     stat: FileStat,
     hashed: Arc<Hashed>,
-    removed_at: Option<Instant>,
+    at: Instant,
 }
 
 /// How long hashes of a removed file are kept for a rename to reuse.
@@ -89,6 +96,13 @@ const SAVE_DELAY: Duration = Duration::from_secs(2);
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// More dirty paths than this and a full rescan is cheaper.
 const MAX_DIRTY: usize = 1000;
+/// Most files in one hashing task.
+const CHUNK_FILES: usize = 64;
+/// Most bytes in one hashing task (a larger file is a task of its own).
+const CHUNK_BYTES: u64 = 4 << 20;
+/// How often the queued-bytes counter is recomputed while hashing (it sums
+/// every queued file: doing it after each result made a cold start quadratic).
+const COUNTERS_EVERY: Duration = Duration::from_millis(100);
 
 pub struct Worker {
     opts: IndexOptions,
@@ -97,8 +111,8 @@ pub struct Worker {
     ctl: Receiver<Ctl>,
     watch: Option<Watch>,
     cache_path: Option<PathBuf>,
-    cached: HashMap<PathBuf, CacheRecord>,
-    known: HashMap<(u64, u64), Known>,
+    removed: HashMap<(u64, u64), Removed>,
+    next_counters: Instant,
     pending: HashMap<PathBuf, Pending>,
     inflight: HashMap<PathBuf, (FileStat, u64)>,
     next_token: u64,
@@ -122,13 +136,7 @@ struct Progress {
 }
 
 impl Worker {
-    pub fn new(
-        opts: IndexOptions,
-        root: PathBuf,
-        shared: Arc<Shared>,
-        ctl: Receiver<Ctl>,
-        watch: Option<Watch>,
-    ) -> Self {
+    pub fn new(opts: IndexOptions, root: PathBuf, shared: Arc<Shared>, ctl: Receiver<Ctl>) -> Self {
         let state_dir = opts.state_dir.as_ref().map(|d| {
             let abs = std::path::absolute(d).unwrap_or_else(|_| d.clone());
             fs::canonicalize(&abs).unwrap_or(abs)
@@ -146,10 +154,10 @@ impl Worker {
             rules,
             shared,
             ctl,
-            watch,
+            watch: None,
             cache_path,
-            cached: HashMap::new(),
-            known: HashMap::new(),
+            removed: HashMap::new(),
+            next_counters: now,
             pending: HashMap::new(),
             inflight: HashMap::new(),
             next_token: 0,
@@ -190,9 +198,36 @@ impl Worker {
     }
 
     fn main_loop(&mut self, pool: &rayon::ThreadPool) {
-        let (res_tx, res_rx) = crossbeam_channel::unbounded::<HashResult>();
-        self.load_cache();
-        self.reconcile(pool, &res_tx, &[PathBuf::new()]);
+        let (res_tx, res_rx) = crossbeam_channel::unbounded::<Vec<HashResult>>();
+        // The cache goes into the store (and is served) while the dataset
+        // is listed: both take about as long at 100,000 files. The watch is
+        // set up before the listing, so no change is missed, and not before
+        // the cache is served (a recursive watch lists the whole tree too).
+        let rules = self.rules.clone();
+        let live = self.opts.live;
+        let ((), (watched, listing)) = pool.join(
+            || self.load_cache(),
+            || {
+                let watched = live.then(|| watch(&rules.root));
+                (watched, rules.list_in(Path::new(""), Some(pool)))
+            },
+        );
+        match watched {
+            Some(Ok(w)) => self.watch = Some(w),
+            Some(Err(e)) => log::warn!(
+                "index: cannot watch {} for changes ({e}); changes are seen by the rescan every {} s",
+                self.rules.root.display(),
+                self.opts.rescan_interval.as_secs()
+            ),
+            None => {}
+        }
+        self.apply_listing(
+            pool,
+            &res_tx,
+            &[PathBuf::new()],
+            listing.files,
+            listing.errors,
+        );
         self.shared.counters.scans.fetch_add(1, Ordering::Relaxed);
         let events = match &self.watch {
             Some(w) => w.events.clone(),
@@ -206,9 +241,8 @@ impl Worker {
             let timeout = self.next_wake().saturating_duration_since(Instant::now());
             select! {
                 recv(res_rx) -> r => {
-                    if let Ok(r) = r {
-                        let mut batch = vec![r];
-                        batch.extend(res_rx.try_iter());
+                    if let Ok(mut batch) = r {
+                        batch.extend(res_rx.try_iter().flatten());
                         self.fold_results(batch);
                     }
                 }
@@ -282,16 +316,20 @@ impl Worker {
     fn after_step(&mut self) {
         let c = &self.shared.counters;
         let queued = self.pending.len() + self.inflight.len();
-        let bytes: u64 = self.pending.values().map(|p| p.stat.size).sum::<u64>()
-            + self.inflight.values().map(|(s, _)| s.size).sum::<u64>();
         c.files_queued.store(queued as u64, Ordering::Relaxed);
-        c.bytes_queued.store(bytes, Ordering::Relaxed);
+        let now = Instant::now();
+        if queued == 0 {
+            c.bytes_queued.store(0, Ordering::Relaxed);
+        } else if now >= self.next_counters {
+            self.next_counters = now + COUNTERS_EVERY;
+            let bytes: u64 = self.pending.values().map(|p| p.stat.size).sum::<u64>()
+                + self.inflight.values().map(|(s, _)| s.size).sum::<u64>();
+            c.bytes_queued.store(bytes, Ordering::Relaxed);
+        }
         c.unreadable
             .store(self.failed.len() as u64, Ordering::Relaxed);
-        let now = Instant::now();
         if !self.ready && self.inflight.is_empty() && !self.pending.values().any(|p| p.initial) {
             self.ready = true;
-            self.cached = HashMap::new();
             self.log_progress(true);
             if self.save_due.is_some() {
                 self.save();
@@ -303,10 +341,10 @@ impl Worker {
         if self.ready && self.save_due.is_some_and(|t| now >= t) {
             self.save();
         }
-        self.known.retain(|_, k| {
-            k.removed_at
-                .is_none_or(|at| now.duration_since(at) < KEEP_REMOVED)
-        });
+        if !self.removed.is_empty() {
+            self.removed
+                .retain(|_, r| now.duration_since(r.at) < KEEP_REMOVED);
+        }
     }
 
     fn log_progress(&mut self, done: bool) {
@@ -342,15 +380,32 @@ impl Worker {
 
     fn load_cache(&mut self) {
         let Some(path) = &self.cache_path else { return };
-        match cache::load(path, &self.rules.root) {
-            Ok(Some(l)) => {
-                let mut store = self.shared.store.write();
-                store.generation = store.generation.max(l.generation.saturating_add(1));
-                self.cached = l.files;
+        let shared = self.shared.clone();
+        let mut store = shared.store.write();
+        let mut delta = Delta::default();
+        let mut n = 0usize;
+        let loaded = cache::load(
+            path,
+            &self.rules.root,
+            self.opts.piece_size,
+            |count, rel, stat, h| {
+                if n == 0 {
+                    store.reserve(count);
+                }
+                store.load(rel, stat, h, &mut delta);
+                n += 1;
+            },
+        );
+        match loaded {
+            Ok(Some(generation)) => {
+                store.generation = store.generation.max(generation.saturating_add(1));
+                // Not `self.commit`: serving what the cache holds is no
+                // change to save.
+                shared.commit(&mut store, delta);
                 log::debug!(
-                    "index: {} cached records in {}",
-                    self.cached.len(),
-                    path.display()
+                    "index: {n} cached records in {} loaded in {} ms",
+                    path.display(),
+                    self.progress.opened.elapsed().as_millis()
                 );
             }
             Ok(None) => log::debug!("index: no cache at {} yet", path.display()),
@@ -368,22 +423,8 @@ impl Worker {
                 s.by_sha1.values().cloned().collect::<Vec<_>>(),
             )
         };
-        let records: Vec<(PathBuf, FileStat, Hashed)> = entries
-            .iter()
-            .flat_map(|e| {
-                let h = e.hashed();
-                e.locations()
-                    .map(move |(p, s)| (p.to_path_buf(), *s, h.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let iter = records.iter().map(|(p, s, h)| (p.as_path(), s, h));
-        match cache::save(path, &self.rules.root, generation, iter) {
-            Ok(()) => log::debug!(
-                "index: saved {} records to {}",
-                records.len(),
-                path.display()
-            ),
+        match cache::save(path, &self.rules.root, generation, &entries) {
+            Ok(n) => log::debug!("index: saved {n} records to {}", path.display()),
             Err(e) => log::warn!("{e}"),
         }
     }
@@ -445,16 +486,11 @@ impl Worker {
         self.first_dirty.get_or_insert(now);
     }
 
-    /// Hashes known without reading: a cache record for this path, or a
-    /// file with the same device, inode, size and mtime (a rename).
-    fn reuse(&self, rel: &Path, stat: &FileStat) -> Option<Arc<Hashed>> {
-        if let Some(r) = self.cached.get(rel) {
-            if r.stat.same_content_key(stat) && r.hashed.piece_size == self.opts.piece_size {
-                return Some(r.hashed.clone());
-            }
-        }
-        let k = self.known.get(&(stat.dev, stat.ino))?;
-        (k.stat == *stat && k.hashed.piece_size == self.opts.piece_size).then(|| k.hashed.clone())
+    /// Hashes known without reading: a recently removed file with the same
+    /// device, inode, size and mtime (a rename).
+    fn reuse(&self, stat: &FileStat) -> Option<Arc<Hashed>> {
+        let r = self.removed.get(&(stat.dev, stat.ino))?;
+        (r.stat == *stat && r.hashed.piece_size == self.opts.piece_size).then(|| r.hashed.clone())
     }
 
     /// Brings the store in line with the disk under each scope (relative
@@ -463,34 +499,107 @@ impl Worker {
     fn reconcile(
         &mut self,
         pool: &rayon::ThreadPool,
-        res: &Sender<HashResult>,
+        res: &Sender<Vec<HashResult>>,
         scopes: &[PathBuf],
     ) {
-        let mut found: HashMap<PathBuf, FileStat> = HashMap::new();
-        let mut errors: HashMap<PathBuf, io::Error> = HashMap::new();
+        let started = Instant::now();
+        let mut files: Vec<(PathBuf, FileStat)> = Vec::new();
+        let mut errors = Vec::new();
         for scope in scopes {
-            let listing = self.rules.list(scope);
+            let listing = self.rules.list_in(scope, Some(pool));
             errors.extend(listing.errors);
-            found.extend(listing.files);
+            if files.is_empty() {
+                files = listing.files; // moved, not copied: it can be 100,000 long
+            } else {
+                files.extend(listing.files);
+            }
         }
-        let under = |p: &Path| {
-            scopes
-                .iter()
-                .any(|s| s.as_os_str().is_empty() || p.starts_with(s))
-        };
+        log::debug!(
+            "index: listed {} files in {} ms",
+            files.len(),
+            started.elapsed().as_millis()
+        );
+        self.apply_listing(pool, res, scopes, files, errors);
+    }
+
+    /// The second half of [`reconcile`](Self::reconcile): `files` and
+    /// `errors` are what listing `scopes` found.
+    fn apply_listing(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        res: &Sender<Vec<HashResult>>,
+        scopes: &[PathBuf],
+        mut files: Vec<(PathBuf, FileStat)>,
+        errors: Vec<(PathBuf, io::Error)>,
+    ) {
+        let errors: HashMap<PathBuf, io::Error> = errors.into_iter().collect();
+        if scopes.len() > 1 {
+            // Scopes may overlap (a directory and a file in it).
+            files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            files.dedup_by(|a, b| a.0 == b.0);
+        }
+        let full = scopes.iter().any(|s| s.as_os_str().is_empty());
+        let under = |p: &Path| full || scopes.iter().any(|s| p.starts_with(s));
         let now = Instant::now();
-        // Forget what is gone; a failure is kept (and not warned again) while it lasts.
-        self.pending
-            .retain(|p, _| !under(p) || found.contains_key(p));
-        self.inflight
-            .retain(|p, _| !under(p) || found.contains_key(p));
-        self.failed.retain(|p, s| {
-            !under(p)
-                || match s {
-                    None => errors.contains_key(p),
-                    Some(st) => found.get(p) == Some(st),
-                }
-        });
+        // The common cases (first scan, nothing changed) need no map of what
+        // was found: only when some indexed path was not confirmed by the
+        // listing, or other state needs lookups, is one built.
+        let (hits, store_under) = {
+            let store = self.shared.store.read();
+            let hits = files
+                .iter()
+                .filter(|(p, st)| {
+                    store
+                        .by_path
+                        .get(p)
+                        .is_some_and(|(_, s)| s.same_content_key(st))
+                })
+                .count();
+            let store_under = if full {
+                store.by_path.len()
+            } else {
+                store.by_path.keys().filter(|p| under(p)).count()
+            };
+            (hits, store_under)
+        };
+        let need_map = hits != store_under
+            || !self.pending.is_empty()
+            || !self.inflight.is_empty()
+            || !self.failed.is_empty();
+        let mut stale: Vec<PathBuf> = Vec::new();
+        if need_map {
+            let found: HashMap<&Path, &FileStat> =
+                files.iter().map(|(p, s)| (p.as_path(), s)).collect();
+            // Forget what is gone; a failure is kept (and not warned again) while it lasts.
+            self.pending
+                .retain(|p, _| !under(p) || found.contains_key(p.as_path()));
+            self.inflight
+                .retain(|p, _| !under(p) || found.contains_key(p.as_path()));
+            self.failed.retain(|p, s| {
+                !under(p)
+                    || match s {
+                        None => errors.contains_key(p),
+                        Some(st) => found.get(p.as_path()) == Some(&&*st),
+                    }
+            });
+            if hits != store_under {
+                // A different device number alone (the cache's after a
+                // reboot) is no change of content: the path is updated, not
+                // rehashed.
+                let store = self.shared.store.read();
+                stale = store
+                    .by_path
+                    .iter()
+                    .filter(|(p, (_, st))| {
+                        under(p)
+                            && !found
+                                .get(p.as_path())
+                                .is_some_and(|f| f.same_content_key(st))
+                    })
+                    .map(|(p, _)| p.clone())
+                    .collect();
+            }
+        }
         for (rel, e) in errors {
             if !self.failed.contains_key(&rel) {
                 log::warn!(
@@ -505,18 +614,28 @@ impl Worker {
             let shared = self.shared.clone();
             let mut store = shared.store.write();
             let mut delta = Delta::default();
-            let stale: Vec<PathBuf> = store
-                .by_path
-                .iter()
-                .filter(|(p, (_, st))| under(p) && found.get(*p) != Some(st))
-                .map(|(p, _)| p.clone())
-                .collect();
             for p in stale {
                 self.remove_path(&mut store, &p, &mut delta, now);
             }
-            for (rel, stat) in found {
-                if store.by_path.get(&rel).is_some_and(|(_, s)| *s == stat) {
-                    continue;
+            let initial = !self.ready;
+            for (rel, stat) in files {
+                if let Some(&(sha1, s)) = store.by_path.get(&rel) {
+                    if s.same_content_key(&stat) {
+                        if initial {
+                            // A cache record confirmed by the first scan.
+                            self.shared
+                                .counters
+                                .files_reused
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        if s != stat {
+                            if let Some(h) = store.by_sha1.get(&sha1).map(|e| Arc::new(e.hashed()))
+                            {
+                                self.insert_path(&mut store, &rel, stat, h, &mut delta);
+                            }
+                        }
+                        continue;
+                    }
                 }
                 if self.inflight.get(&rel).is_some_and(|(s, _)| *s == stat) {
                     continue;
@@ -525,7 +644,7 @@ impl Worker {
                     continue;
                 }
                 self.inflight.remove(&rel);
-                if let Some(h) = self.reuse(&rel, &stat) {
+                if let Some(h) = self.reuse(&stat) {
                     self.pending.remove(&rel);
                     self.insert_path(&mut store, &rel, stat, h, &mut delta);
                     self.shared
@@ -583,28 +702,26 @@ impl Worker {
         delta: &mut Delta,
     ) {
         store.insert(rel, stat, &h, delta);
-        self.known.insert(
-            (stat.dev, stat.ino),
-            Known {
-                stat,
-                hashed: h,
-                removed_at: None,
-            },
-        );
+        if !self.removed.is_empty() {
+            self.removed.remove(&(stat.dev, stat.ino));
+        }
     }
 
     fn remove_path(&mut self, store: &mut Store, rel: &Path, delta: &mut Delta, now: Instant) {
-        if let Some((stat, _)) = store.remove(rel, delta) {
-            if let Some(k) = self.known.get_mut(&(stat.dev, stat.ino)) {
-                if k.stat == stat {
-                    k.removed_at = Some(now);
-                }
-            }
+        if let Some((stat, entry)) = store.remove(rel, delta) {
+            self.removed.insert(
+                (stat.dev, stat.ino),
+                Removed {
+                    stat,
+                    hashed: Arc::new(entry.hashed()),
+                    at: now,
+                },
+            );
         }
     }
 
     /// Stats pending files again; hashes those that have been stable long enough.
-    fn check_pending(&mut self, pool: &rayon::ThreadPool, res: &Sender<HashResult>) {
+    fn check_pending(&mut self, pool: &rayon::ThreadPool, res: &Sender<Vec<HashResult>>) {
         let now = Instant::now();
         let mut to_hash = Vec::new();
         let mut gone = Vec::new();
@@ -634,7 +751,7 @@ impl Worker {
     fn start_hashing(
         &mut self,
         pool: &rayon::ThreadPool,
-        res: &Sender<HashResult>,
+        res: &Sender<Vec<HashResult>>,
         mut files: Vec<(PathBuf, FileStat)>,
     ) {
         if files.is_empty() {
@@ -647,32 +764,55 @@ impl Worker {
                 self.shared.counters.files_hashed.load(Ordering::Relaxed);
             self.progress.bytes_at_start = self.shared.counters.bytes_read.load(Ordering::Relaxed);
         }
-        // Largest first, so one big file does not finish last alone.
-        files.sort_by_key(|f| std::cmp::Reverse(f.1.size));
-        for (rel, stat) in files {
+        // Largest first, so one big file does not finish last alone. Small
+        // files go to the pool in chunks (one task and one message per
+        // chunk, not per file: 100,000 tasks cost more than their hashing).
+        files.sort_unstable_by_key(|f| std::cmp::Reverse(f.1.size));
+        let mut chunk: Vec<(PathBuf, u64, u64)> = Vec::new();
+        let mut chunk_bytes = 0u64;
+        let last = files.len().saturating_sub(1);
+        for (i, (rel, stat)) in files.into_iter().enumerate() {
             self.next_token += 1;
             let token = self.next_token;
             self.inflight.insert(rel.clone(), (stat, token));
-            let abs = self.rules.root.join(&rel);
-            let shared = self.shared.clone();
-            let piece_size = self.opts.piece_size;
-            let res = res.clone();
-            pool.spawn(move || {
-                let stop: &AtomicBool = &shared.stop;
+            chunk.push((rel, stat.size, token));
+            chunk_bytes += stat.size;
+            if i == last || chunk.len() >= CHUNK_FILES || chunk_bytes >= CHUNK_BYTES {
+                self.spawn_chunk(pool, res, std::mem::take(&mut chunk));
+                chunk_bytes = 0;
+            }
+        }
+    }
+
+    fn spawn_chunk(
+        &self,
+        pool: &rayon::ThreadPool,
+        res: &Sender<Vec<HashResult>>,
+        chunk: Vec<(PathBuf, u64, u64)>,
+    ) {
+        let shared = self.shared.clone();
+        let piece_size = self.opts.piece_size;
+        let res = res.clone();
+        pool.spawn(move || {
+            let stop: &AtomicBool = &shared.stop;
+            let progress: &AtomicU64 = &shared.counters.bytes_read;
+            let mut out = Vec::with_capacity(chunk.len());
+            let mut abs = shared.root.clone();
+            for (rel, size, token) in chunk {
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let progress: &AtomicU64 = &shared.counters.bytes_read;
-                let outcome = hasher::hash_file(&abs, piece_size, stop, progress);
-                let after = fs::metadata(&abs).ok().map(|m| FileStat::of(&m));
-                let _ = res.send(HashResult {
+                abs.push(&rel);
+                let outcome = hasher::hash_file(&abs, size, piece_size, stop, progress);
+                abs.clone_from(&shared.root);
+                out.push(HashResult {
                     rel,
                     token,
                     outcome,
-                    after,
                 });
-            });
-        }
+            }
+            let _ = res.send(out);
+        });
     }
 
     fn fold_results(&mut self, batch: Vec<HashResult>) {
@@ -694,13 +834,14 @@ impl Worker {
             };
             self.inflight.remove(&r.rel);
             match r.outcome {
-                Ok((hashed, opened)) => {
-                    let stable = opened.same_content_key(&listed)
-                        && r.after == Some(opened)
-                        && hashed.size == opened.size;
+                Ok(HashedFile {
+                    hashed,
+                    stat: opened,
+                }) => {
+                    let stable = opened.same_content_key(&listed) && hashed.size == opened.size;
                     if !stable {
                         // Written to while we read it: wait for it to settle.
-                        let stat = r.after.unwrap_or(opened);
+                        let stat = opened;
                         self.pending.insert(
                             r.rel,
                             Pending {

@@ -570,3 +570,59 @@ fn state_dir_inside_the_dataset_is_not_indexed() {
     let paths: Vec<PathBuf> = index.files().iter().flat_map(|e| e.paths.clone()).collect();
     assert_eq!(paths, [PathBuf::from("shared.txt")]);
 }
+
+/// The cache file of `state`, with its inode and mtime.
+fn cache_identity(state: &Path) -> (PathBuf, u64, std::time::SystemTime, Vec<u8>) {
+    use std::os::unix::fs::MetadataExt;
+    let path = fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cache"))
+        .expect("a cache file in the state dir");
+    let meta = fs::metadata(&path).unwrap();
+    let bytes = fs::read(&path).unwrap();
+    (path, meta.ino(), meta.modified().unwrap(), bytes)
+}
+
+#[test]
+fn cache_is_not_rewritten_when_nothing_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for i in 0..30 {
+        put_old(root, &format!("d{}/f{i}", i % 3), &data(3000 + i, i as u64));
+    }
+    let mut o = opts(root);
+    o.state_dir = Some(state.path().to_path_buf());
+    let want = open_ready(o.clone()).files();
+    let first = cache_identity(state.path());
+
+    // Two restarts with nothing changed: the same file (inode, mtime, bytes).
+    for _ in 0..2 {
+        let index = open_ready(o.clone());
+        assert_eq!(index.stats().files_hashed, 0);
+        assert_eq!(index.files(), want);
+        drop(index); // a save would happen here at the latest
+        assert_eq!(cache_identity(state.path()), first, "cache rewritten");
+    }
+
+    // One file changed: the cache is written again, with the new hashes.
+    put_old(root, "d1/f1", b"changed");
+    drop(open_ready(o.clone()));
+    let (path, ino, _, bytes) = cache_identity(state.path());
+    assert_eq!(path, first.0);
+    assert!(
+        ino != first.1 || bytes != first.3,
+        "cache not rewritten after a change"
+    );
+    let index = open_ready(o);
+    assert_eq!(
+        index.stats().files_hashed,
+        0,
+        "the rewritten cache holds the change"
+    );
+    assert_eq!(
+        index.sha1_of(Path::new("d1/f1")),
+        Some(Sha1Digest::of(b"changed"))
+    );
+}

@@ -215,6 +215,85 @@ fn index_generations_are_published_at_most_once_a_second() {
     assert!(puts >= 1);
 }
 
+/// Names in a peer's catalog, sorted.
+fn catalog_names(addr: &std::net::SocketAddr) -> Option<Vec<String>> {
+    let (status, body) = get(&format!("http://{addr}/v1/files"))?;
+    let list: Value = serde_json::from_slice(&body)
+        .ok()
+        .filter(|_| status == 200)?;
+    let mut names: Vec<String> = list["files"]
+        .as_array()?
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+#[test]
+fn restart_serves_the_cached_catalog_before_the_rescan_finishes() {
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let dirs = tempfile::tempdir().unwrap();
+    let dataset = dirs.path().join("dataset");
+    let state = dirs.path().join("state");
+    std::fs::create_dir_all(&dataset).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let mut cached: Vec<String> = (0..20).map(|i| format!("f{i:02}.bin")).collect();
+    for (i, name) in cached.iter().enumerate() {
+        let p = dataset.join(name);
+        std::fs::write(&p, format!("content {i}").repeat(100 + i)).unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(an_hour_ago).unwrap();
+    }
+    let peer = Serve::new(&ep).dataset(&dataset).state_dir(&state).start();
+    let addr = peer.bound_addr();
+    wait_until(Duration::from_secs(20), "first start indexed", || {
+        catalog_names(&addr).as_ref() == Some(&cached)
+    });
+    wait_until(Duration::from_secs(10), "index cache saved", || {
+        std::fs::read_dir(&state).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cache")))
+        })
+    });
+    drop(peer);
+
+    // While it is down, a new file arrives. Being new, it has to stay
+    // unchanged for the settle time (500 ms) and then be read (32 MiB),
+    // so the restarted peer's first scan cannot finish at once.
+    let fresh = vec![7u8; 32 << 20];
+    std::fs::write(dataset.join("fresh.bin"), &fresh).unwrap();
+    let peer = Serve::new(&ep).dataset(&dataset).state_dir(&state).start();
+    let addr = peer.bound_addr();
+    let first = wait_for(
+        Duration::from_secs(20),
+        "a catalog after the restart",
+        || catalog_names(&addr).filter(|n| !n.is_empty()),
+    );
+    let log_then = peer.proc.log_text();
+    // The first catalog served is the cached one, whole, from before the
+    // scan (which has not taken in the new file yet).
+    assert_eq!(first, cached, "first catalog after the restart");
+    assert!(
+        !log_then.contains("index: ready"),
+        "served only after the scan finished:\n{log_then}"
+    );
+    // The background scan then finishes and adds the new file.
+    cached.push("fresh.bin".into());
+    cached.sort();
+    wait_until(Duration::from_secs(20), "new file in the catalog", || {
+        catalog_names(&addr).as_ref() == Some(&cached)
+    });
+    wait_until(Duration::from_secs(5), "scan finished", || {
+        peer.proc.log_text().contains("index: ready")
+    });
+    assert!(
+        peer.proc.log_text().contains("20 reused"),
+        "cached files were hashed again:\n{}",
+        peer.proc.log_text()
+    );
+}
+
 #[test]
 fn usage_errors_exit_2_and_help_exits_0() {
     for args in [

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Benchmark of the index at scale (issue 12, "Index at 100k files").
+
+100,000 files of 1-8 KiB in 100 directories (BENCH_SCALE_FILES to change
+the count), made once under /tmp/piratebay-bench/scale-data, read once
+before measuring so every run works from the page cache. Rows, each
+printed beside its reference or target, measured in the same run:
+
+- cold `index` (fresh state dir) vs `find -print0 | xargs -0 -P2 openssl
+  sha1` over the same tree; runs alternate, medians of BENCH_RUNS (5);
+- warm `index` (nothing changed) as a share of cold, and whether it
+  rewrote the cache (inode or mtime of the cache file changed);
+- peak RSS of the cold and warm `index` per indexed file (getrusage);
+- `serve` restarted on the unchanged dataset: time from exec until
+  `GET /v1/files` returns the full catalog (polled every 5 ms), medians
+  of BENCH_RUNS restarts, and its RSS per file once idle (real etcd from
+  common.Etcd; the peer checks the dataset in the background meanwhile).
+
+Targets on 2 cores: cold <= 1.0x the openssl pipeline, warm <= 10 % of
+cold, restart <= 0.3 s, <= 600 bytes of RSS per file, no cache rewrite
+when nothing changed. The machine may be loaded: compare the rows of one
+run with each other, not with another run's; CPU seconds (user + system
+from getrusage) are printed too, being less sensitive to other load than
+wall time.
+
+Run: cargo build --release && python3 benches/bench_scale.py
+"""
+
+import os
+import random
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+FILES = int(os.environ.get("BENCH_SCALE_FILES", "100000"))
+DIRS = 100
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+DATA = f"/tmp/piratebay-bench/scale-data-{FILES}"
+
+
+def make_data():
+    marker = DATA + ".ok"
+    if os.path.exists(marker) and os.path.isdir(os.path.join(DATA, "d000")):
+        return
+    print(f"creating {FILES} files of 1-8 KiB in {DIRS} directories under {DATA} ...", flush=True)
+    shutil.rmtree(DATA, ignore_errors=True)
+    rnd = random.Random(12)
+    old = time.time() - 3600  # not "just written": no settling wait
+    per_dir = (FILES + DIRS - 1) // DIRS
+    for i in range(FILES):
+        d = os.path.join(DATA, f"d{i // per_dir:03}")
+        if i % per_dir == 0:
+            os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, f"f{i % per_dir:05}.bin")
+        with open(path, "wb") as f:
+            f.write(rnd.randbytes(rnd.randint(1024, 8192)))
+        os.utime(path, (old, old))
+    with open(marker, "w") as f:
+        f.write("ok\n")
+
+
+def warm_page_cache():
+    subprocess.run(f"find {DATA}/ -type f -print0 | xargs -0 cat > /dev/null", shell=True, check=True)
+
+
+def run_timed(cmd, env, shell=False):
+    """Wall seconds, peak RSS in bytes and CPU seconds (user + system, its
+    children included) of one whole process."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, shell=shell, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t0
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"bench: {cmd} failed: {err.strip()[-500:]}")
+    return dt, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+
+
+def cache_file(state):
+    names = [n for n in os.listdir(state) if n.endswith(".cache")]
+    return os.path.join(state, names[0]) if names else None
+
+
+def catalog_len(url):
+    """Entries in one `GET /v1/files` (counted, not parsed: parsing 10 MB
+    in Python would weigh more than the answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read().count(b'"sha1"')
+    except OSError:
+        return -1
+
+
+def rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def serve_restarts(exe, etcd, state, env):
+    """Seconds from exec to the full catalog, per restart; idle RSS of the last."""
+    port = common.free_port()
+    url = f"http://127.0.0.1:{port}/v1/files"
+    cmd = [exe, "serve", "--dataset", DATA, "--state-dir", state, "--listen", f"127.0.0.1:{port}",
+           "--advertise", f"127.0.0.1:{port}", "--etcd", etcd.endpoint, "--namespace", "bench-scale"]
+    times, idle_rss = [], 0
+    for i in range(RUNS + 1):
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+        try:
+            deadline = t0 + 120
+            while catalog_len(url) != FILES:
+                if p.poll() is not None or time.perf_counter() > deadline:
+                    sys.exit("bench: serve never served the full catalog")
+                time.sleep(0.005)
+            dt = time.perf_counter() - t0
+            if i > 0:  # the first start may have to write the cache
+                times.append(dt)
+            time.sleep(1.0)  # the background check finishes; idle
+            idle_rss = rss(p.pid)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    return times, idle_rss
+
+
+def main():
+    exe = common.release_bin()
+    for tool in ("openssl", "find", "xargs"):
+        common.find_tool(tool)
+    make_data()
+    warm_page_cache()
+    env = dict(common.clean_env(), RUST_LOG="warn")
+    index = [exe, "index", "--dataset", DATA, "--state-dir"]
+    openssl = f"find {DATA}/ -type f -print0 | xargs -0 -P2 openssl sha1 > /dev/null"
+    scratch = tempfile.mkdtemp(prefix="pbs-bench-scale-")
+    try:
+        ref, cold, cold_rss, ref_cpu, cold_cpu = [], [], [], [], []
+        for i in range(RUNS):
+            dt, _, cpu = run_timed(openssl, env, shell=True)
+            ref.append(dt)
+            ref_cpu.append(cpu)
+            dt, peak, cpu = run_timed(index + [os.path.join(scratch, f"cold-{i}")], env)
+            cold.append(dt)
+            cold_rss.append(peak)
+            cold_cpu.append(cpu)
+        state = os.path.join(scratch, "cold-0")
+        cache = cache_file(state)
+        before = os.stat(cache)
+        warm, warm_rss, warm_cpu = [], [], []
+        for _ in range(RUNS):
+            dt, peak, cpu = run_timed(index + [state], env)
+            warm.append(dt)
+            warm_rss.append(peak)
+            warm_cpu.append(cpu)
+        after = os.stat(cache)
+        rewritten = (before.st_ino, before.st_mtime_ns) != (after.st_ino, after.st_mtime_ns)
+        with common.Etcd() as etcd:
+            restart, idle_rss = serve_restarts(exe, etcd, state, env)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    med = statistics.median
+    m_ref, m_cold, m_warm, m_restart = med(ref), med(cold), med(warm), med(restart)
+    print(f"\nindex at scale: {FILES} files of 1-8 KiB in {DIRS} directories, {os.cpu_count()} cores, "
+          f"page cache warm, medians of {RUNS} whole-process runs (load average "
+          f"{os.getloadavg()[0]:.1f})")
+    rows = [
+        ("reference: find | xargs -P2 openssl sha1", f"{m_ref:.3f} s", "", ""),
+        ("index, cold", f"{m_cold:.3f} s", f"{m_cold / m_ref:.2f}x openssl", "<= 1.00x"),
+        ("index, warm (nothing changed)", f"{m_warm:.3f} s", f"{m_warm / m_cold * 100:.1f} % of cold", "<= 10 %"),
+        ("  CPU time: openssl pipeline", f"{med(ref_cpu):.3f} s", "", ""),
+        ("  CPU time: index, cold", f"{med(cold_cpu):.3f} s", f"{med(cold_cpu) / med(ref_cpu):.2f}x openssl", ""),
+        ("  CPU time: index, warm", f"{med(warm_cpu):.3f} s", f"{med(warm_cpu) / med(cold_cpu) * 100:.1f} % of cold", ""),
+        ("warm index rewrote the cache", "yes" if rewritten else "no", "", "no"),
+        ("serve restart to full catalog", f"{m_restart:.3f} s", "", "<= 0.300 s"),
+        ("RSS per file: index cold (peak)", f"{med(cold_rss) / FILES:.0f} B", "", "<= 600 B"),
+        ("RSS per file: index warm (peak)", f"{med(warm_rss) / FILES:.0f} B", "", "<= 600 B"),
+        ("RSS per file: serve idle", f"{idle_rss / FILES:.0f} B", "", "<= 600 B"),
+    ]
+    print(f"{'row':<42}{'measured':>12}  {'vs reference':<22}{'target':>10}")
+    for name, value, ratio, target in rows:
+        print(f"{name:<42}{value:>12}  {ratio:<22}{target:>10}")
+    print("samples (s): openssl " + " ".join(f"{x:.2f}" for x in ref)
+          + " | cold " + " ".join(f"{x:.2f}" for x in cold)
+          + " | warm " + " ".join(f"{x:.3f}" for x in warm)
+          + " | restart " + " ".join(f"{x:.3f}" for x in restart))
+    print("reproduce: cargo build --release && python3 benches/bench_scale.py")
+    return 0
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
+    sys.exit(main())
