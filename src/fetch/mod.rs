@@ -17,6 +17,7 @@
 //!         else that group's piece list lied: next group, keep what matches.
 //! ```
 //!
+//! - `batch`: many files in one call, a bounded number of downloads at once.
 //! - `client`: the HTTP/1.1 client (why not ureq: see there).
 //! - `dial`: racing a peer's addresses, remembering the one that answered.
 //! - `holders`: [`Holder`], [`HolderSource`].
@@ -43,6 +44,7 @@
 //! flushing from the workers (same total, more variance), two connections
 //! per holder with 3 holders (1.03 s vs 0.93 s). Peak RSS for 1 GiB: 19 MiB.
 
+pub mod batch;
 pub mod client;
 mod dial;
 mod download;
@@ -63,6 +65,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use batch::{download_many, BatchItem, BatchOptions, BatchProgress};
 pub use download::download;
 pub use error::FetchError;
 pub use holders::{Holder, HolderSource, HoldersError};
