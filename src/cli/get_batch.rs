@@ -69,7 +69,11 @@ pub fn run(args: GetArgs) -> CliResult {
     if items.is_empty() {
         let mut out = std::io::stdout().lock();
         if !args.json {
-            writeln!(out, "nothing to download: {} holds every file", dir.display())?;
+            writeln!(
+                out,
+                "nothing to download: {} holds every file",
+                dir.display()
+            )?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -164,8 +168,9 @@ pub fn run(args: GetArgs) -> CliResult {
 
 /// Which files: exactly one of SHA1s, `--search`, `--all`.
 fn selection(args: &GetArgs) -> Result<Selection, super::CliError> {
-    let given =
-        usize::from(!args.sha1.is_empty()) + usize::from(args.search.is_some()) + usize::from(args.all);
+    let given = usize::from(!args.sha1.is_empty())
+        + usize::from(args.search.is_some())
+        + usize::from(args.all);
     if given != 1 {
         return Err("give SHA1s, --search TEXT or --all (one of them)".into());
     }

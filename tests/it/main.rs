@@ -3,6 +3,7 @@
 
 mod support;
 
+mod batch_cli;
 mod discovery;
 mod etcd;
 mod faults;
