@@ -309,6 +309,11 @@ fn finish(
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
+    // Looked up first: a file of one piece has no state, and an unlink,
+    // even of nothing, locks the directory against a batch's other files.
+    if std::fs::symlink_metadata(state_path).is_err() {
+        return Ok(());
+    }
     match std::fs::remove_file(state_path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
