@@ -14,15 +14,19 @@
 //! - Memory: each download gets `memory_budget / concurrency` of piece
 //!   buffers (at least one piece, which `round` always allows), so the
 //!   batch stays within about the budget of one download.
+//! - Rate: `template.max_rate` is one limiter shared by every download of
+//!   the batch (`shared_rate`), so the cap is the batch's total.
 //! - Cancel: once `cancel` is set no new download starts; the running ones
 //!   save their state and return [`FetchError::Interrupted`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::rate::RateLimiter;
 use super::{download, DownloadOptions, FetchError, Holder, HolderSource, HoldersError};
 use super::{Progress, Summary};
 use crate::Sha1Digest;
@@ -104,6 +108,10 @@ pub fn download_many(
         }
     };
     let budget = (opts.template.memory_budget / concurrency as u64).max(1);
+    let shared_rate = match (&opts.template.shared_rate, opts.template.max_rate) {
+        (Some(shared), _) => Some(Arc::clone(shared)),
+        (None, rate) => rate.map(|r| Arc::new(RateLimiter::new(r))),
+    };
     crate::fanout::map(
         items,
         concurrency - 1,
@@ -121,6 +129,7 @@ pub fn download_many(
             dl.sha1 = item.sha1;
             dl.output = item.output.clone();
             dl.memory_budget = budget;
+            dl.shared_rate = shared_rate.clone();
             // Bytes of this file counted into `done` so far.
             let counted = AtomicU64::new(0);
             let on_progress = |p: &Progress| {

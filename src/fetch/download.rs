@@ -105,7 +105,11 @@ pub fn download(
 
     let received = AtomicU64::new(0);
     let retried = AtomicU64::new(0);
-    let rate = opts.max_rate.map(RateLimiter::new);
+    let own_rate = match opts.shared_rate {
+        Some(_) => None,
+        None => opts.max_rate.map(RateLimiter::new),
+    };
+    let rate = opts.shared_rate.as_deref().or(own_rate.as_ref());
     let mut used = BTreeSet::new();
     let mut bad: Vec<String> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
@@ -138,7 +142,7 @@ pub fn download(
             &done,
             &received,
             &retried,
-            rate.as_ref(),
+            rate,
         );
         round.add_holders(holders.clone());
         let outcome = round::run(&round, &mut || known.requery(source, g), progress);

@@ -85,6 +85,9 @@ pub struct DownloadOptions {
     pub force: bool,
     /// Total rate cap in bytes per second, across all connections.
     pub max_rate: Option<u64>,
+    /// A rate cap shared with other downloads (a batch's `--max-rate`);
+    /// used instead of `max_rate` when set.
+    pub shared_rate: Option<Arc<rate::RateLimiter>>,
     /// Longest wait for a TCP connection to a peer.
     pub connect_timeout: Duration,
     /// Longest a read from a peer may block: a stall.
@@ -127,6 +130,7 @@ impl DownloadOptions {
             output: output.into(),
             force: false,
             max_rate: None,
+            shared_rate: None,
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),

@@ -259,3 +259,115 @@ fn a_batch_with_a_sha1_nobody_holds_completes_the_others_and_exits_1() {
     );
     assert_eq!(exit_code(&out), Some(2), "{}", stderr_text(&out));
 }
+
+#[test]
+fn an_interrupted_batch_keeps_its_verified_pieces_and_the_rerun_completes_it() {
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("data");
+    std::fs::create_dir_all(&dataset).unwrap();
+    let sha1s: Vec<Sha1Digest> = (0..3)
+        .map(|i| random_file(&dataset.join(format!("big-{i}.bin")), 512 * 1024, 40 + i))
+        .collect();
+    let _peer = Serve::new(&etcd.endpoint())
+        .arg("--namespace", "batch-int")
+        .arg("--piece-size", "65536")
+        .dataset(&dataset)
+        .state_dir(dir.path().join("peer-state"))
+        .start();
+    let state = dir.path().join("client-state").display().to_string();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let d = out_dir.display().to_string();
+    let ep = etcd.endpoint();
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["get", "--etcd", &ep, "--namespace", "batch-int"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend([
+            "--state-dir".to_string(),
+            state.clone(),
+            "--dir".into(),
+            d.clone(),
+        ]);
+        v.extend(sha1s.iter().map(Sha1Digest::to_hex));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    wait_until(Duration::from_secs(30), "the peer lists 3 files", || {
+        let out = cli(&[
+            "files",
+            "--json",
+            "--etcd",
+            &ep,
+            "--namespace",
+            "batch-int",
+            "--state-dir",
+            &state,
+        ]);
+        serde_json::from_str::<Value>(&stdout_text(&out))
+            .ok()
+            .and_then(|v| v.as_array().map(|a| a.len()))
+            == Some(3)
+    });
+    // 1.5 MiB at 128 KiB/s for the whole batch: about 12 s, interrupted long before.
+    let started = std::time::Instant::now();
+    let mut child = command()
+        .args(base(&["--max-rate", "128K"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let verified = |sha1: &Sha1Digest, i: usize| {
+        piratebay_sync::fetch::state::ResumeState::load(
+            &piratebay_sync::fetch::output::state_path(&out_dir.join(format!("big-{i}.bin"))),
+            sha1,
+        )
+        .map(|s| s.verified_flags().into_iter().filter(|v| *v).count())
+        .unwrap_or(0)
+    };
+    let total = || -> usize { sha1s.iter().enumerate().map(|(i, s)| verified(s, i)).sum() };
+    wait_until(Duration::from_secs(30), "6 pieces verified", || {
+        total() >= 6
+    });
+    // The cap is the batch's: 6 x 64 KiB at 128 KiB/s (16 KiB burst) take
+    // at least 2.875 s; a cap per file (3 downloads) would allow ~1 s. A
+    // lower bound only: a slow machine makes it longer, never shorter.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(2500), "6 pieces in {took:?}");
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("get stops on SIGINT");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let kept = total();
+    assert!((6..24).contains(&kept), "verified pieces kept: {kept}");
+
+    let out = cli(&base(&["--json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
+    let resumed: u64 = stdout_text(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["resumed_bytes"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert!(resumed >= 6 * 65536, "resumed {resumed} bytes");
+    for (i, sha1) in sha1s.iter().enumerate() {
+        assert_eq!(
+            sha1sum(&out_dir.join(format!("big-{i}.bin"))),
+            sha1.to_hex()
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".part"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
