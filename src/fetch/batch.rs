@@ -11,9 +11,15 @@
 //!   from that snapshot ([`BatchItem::holders`]) and only its later
 //!   re-queries (a download still running after `requery_interval`) go to
 //!   the `requery` source, so a batch of 1,000 small files reads etcd once.
+//! - One connection per holder and file (`target_connections = 1`): the
+//!   files running at once are the batch's parallelism.
 //! - Memory: each download gets `memory_budget / concurrency` of piece
 //!   buffers (at least one piece, which `round` always allows), so the
 //!   batch stays within about the budget of one download.
+//! - Connections: one [`ConnPool`] for the batch: a file's piece-list
+//!   request and its first worker connection reuse an idle connection to
+//!   the peer (the one the previous piece-list request left), so a small
+//!   file costs one new connection instead of two.
 //! - Rate: `template.max_rate` is one limiter shared by every download of
 //!   the batch (`shared_rate`), so the cap is the batch's total.
 //! - Cancel: once `cancel` is set no new download starts; the running ones
@@ -26,6 +32,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::client::ConnPool;
 use super::rate::RateLimiter;
 use super::{download, DownloadOptions, FetchError, Holder, HolderSource, HoldersError};
 use super::{Progress, Summary};
@@ -108,6 +115,11 @@ pub fn download_many(
         }
     };
     let budget = (opts.template.memory_budget / concurrency as u64).max(1);
+    let pool = opts
+        .template
+        .pool
+        .clone()
+        .unwrap_or_else(|| Arc::new(ConnPool::new()));
     let shared_rate = match (&opts.template.shared_rate, opts.template.max_rate) {
         (Some(shared), _) => Some(Arc::clone(shared)),
         (None, rate) => rate.map(|r| Arc::new(RateLimiter::new(r))),
@@ -129,7 +141,12 @@ pub fn download_many(
             dl.sha1 = item.sha1;
             dl.output = item.output.clone();
             dl.memory_budget = budget;
+            // One connection per holder: the batch's concurrency comes from
+            // its files (a second connection to a one-piece file's only
+            // holder would only ask it for its bitmap).
+            dl.target_connections = 1;
             dl.shared_rate = shared_rate.clone();
+            dl.pool = Some(Arc::clone(&pool));
             // Bytes of this file counted into `done` so far.
             let counted = AtomicU64::new(0);
             let on_progress = |p: &Progress| {

@@ -25,7 +25,7 @@ use sha1::{Digest, Sha1};
 
 use super::client::Timeouts;
 use super::output::{part_path, state_path};
-use super::pieces::fetch_piece_list;
+use super::pieces::fetch_piece_list_with;
 use super::rate::RateLimiter;
 use super::round::{self, piece_range, Outcome, Round};
 use super::state::{salvage, ResumeState};
@@ -433,8 +433,14 @@ fn fetch_lists(opts: &DownloadOptions, holders: &[Holder]) -> Vec<Result<PieceLi
         LIST_FAN_OUT,
         "pb-get-list",
         |h| {
-            fetch_piece_list(h, &opts.sha1, timeouts, opts.request_timeout)
-                .map_err(|e| e.to_string())
+            fetch_piece_list_with(
+                opts.pool.as_deref(),
+                h,
+                &opts.sha1,
+                timeouts,
+                opts.request_timeout,
+            )
+            .map_err(|e| e.to_string())
         },
         || Err("bug: piece list not fetched".into()),
     )

@@ -88,6 +88,9 @@ pub struct DownloadOptions {
     /// A rate cap shared with other downloads (a batch's `--max-rate`);
     /// used instead of `max_rate` when set.
     pub shared_rate: Option<Arc<rate::RateLimiter>>,
+    /// Idle connections shared with other downloads (a batch): piece-list
+    /// requests and new workers take one before dialling.
+    pub pool: Option<Arc<client::ConnPool>>,
     /// Longest wait for a TCP connection to a peer.
     pub connect_timeout: Duration,
     /// Longest a read from a peer may block: a stall.
@@ -131,6 +134,7 @@ impl DownloadOptions {
             force: false,
             max_rate: None,
             shared_rate: None,
+            pool: None,
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),

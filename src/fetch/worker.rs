@@ -360,7 +360,18 @@ fn request(
         attempt += 1;
         if conn.as_ref().is_none_or(|c| !c.conn.is_reusable()) {
             close(round, conn);
-            let c = client::connect(addrs, round.timeouts).map_err(|e| Fail::Io(e.to_string()))?;
+            // A batch's idle connection to this peer first (its first
+            // request counts as a reuse: a stale one is replaced below).
+            let pooled = match attempt {
+                1 => round.opts.pool.as_ref().and_then(|p| p.take(addrs)),
+                _ => None,
+            };
+            let c = match pooled {
+                Some(c) => c,
+                None => {
+                    client::connect(addrs, round.timeouts).map_err(|e| Fail::Io(e.to_string()))?
+                }
+            };
             let socket = round.register(&c);
             *conn = Some(Conn { conn: c, socket });
         }

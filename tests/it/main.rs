@@ -3,6 +3,7 @@
 
 mod support;
 
+mod batch;
 mod batch_cli;
 mod discovery;
 mod etcd;
