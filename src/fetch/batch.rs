@@ -17,9 +17,10 @@
 //!   buffers (at least one piece, which `round` always allows), so the
 //!   batch stays within about the budget of one download.
 //! - Connections: one [`ConnPool`] for the batch: a file's piece-list
-//!   request and its first worker connection reuse an idle connection to
-//!   the peer (the one the previous piece-list request left), so a small
-//!   file costs one new connection instead of two.
+//!   request and its workers take an idle kept-alive connection to the
+//!   peer and give it back, so a batch from one peer runs on about one
+//!   connection per download at once (24 files, 4 at once: 4 connections
+//!   instead of 48).
 //! - Rate: `template.max_rate` is one limiter shared by every download of
 //!   the batch (`shared_rate`), so the cap is the batch's total.
 //! - Cancel: once `cancel` is set no new download starts; the running ones

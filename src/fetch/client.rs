@@ -547,11 +547,12 @@ mod tests {
 }
 
 /// Idle kept-alive connections shared by the downloads of a batch, by the
-/// peer's address list: a piece-list request puts its connection back, and
-/// the next piece-list request or worker to that peer takes it instead of
-/// dialling (a stale one is noticed on its first request and replaced).
-/// A worker's connection is not put back: the round shuts its sockets down
-/// when it ends (see `round`).
+/// peer's address list: piece-list requests and new workers take one
+/// instead of dialling (a stale one is noticed on its first request and
+/// replaced); a piece-list request puts its connection back, and so does a
+/// worker that ends between requests with its socket not shut down by the
+/// end of its round (the worker that writes a round's last piece takes its
+/// socket out of the round's table first: see `worker`).
 #[derive(Debug, Default)]
 pub struct ConnPool {
     idle: parking_lot::Mutex<std::collections::HashMap<Vec<String>, Vec<PeerConn>>>,

@@ -198,6 +198,12 @@ impl<'a> Round<'a> {
         Some(id)
     }
 
+    /// Forgets a registered connection; true if it was still registered
+    /// (so the end of the round has not shut it down and will not).
+    pub fn take_registration(&self, id: Option<u64>) -> bool {
+        id.is_some_and(|id| self.sockets.lock().remove(&id).is_some())
+    }
+
     /// Forgets a registered connection.
     pub fn unregister(&self, id: Option<u64>) {
         if let Some(id) = id {

@@ -72,8 +72,13 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
     let mut not_there = 0u32;
     // Every holder is asked its bitmap first; only partial ones again.
     let mut last_poll: Option<Instant> = None;
+    // Left between requests (the last answer read in full, or none).
+    let mut clean_exit = false;
+    // The connection left the socket table after the last piece.
+    let mut unhooked = false;
     loop {
         if round.stopping() || round.slots.lock()[slot].dropped.is_some() {
+            clean_exit = true;
             break;
         }
         let poll_due = match last_poll {
@@ -91,7 +96,10 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             }
         } else {
             match round.sched.next(slot) {
-                Next::Stop => break,
+                Next::Stop => {
+                    clean_exit = true;
+                    break;
+                }
                 Next::Wait => {
                     round.sched.wait(IDLE_WAIT);
                     continue;
@@ -139,6 +147,18 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                     if let Err(source) = round.part.write_all_at(&buf[..len], start) {
                         round.set_fatal(FetchError::output(round.part_path, source));
                         break;
+                    }
+                    if round.opts.pool.is_some() && round.sched.remaining() == 1 {
+                        // The last piece: this connection leaves the socket
+                        // table now, before the round's end (which this
+                        // write triggers) shuts every registered socket down,
+                        // so it can go back to the batch's pool.
+                        if let Some(c) = conn.as_mut() {
+                            if round.take_registration(c.socket) {
+                                c.socket = None;
+                                unhooked = true;
+                            }
+                        }
                     }
                     round.sched.written(i, len as u64, slot);
                     log::trace!("piece {i} from {holder}");
@@ -225,7 +245,16 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             }
         }
     }
-    close(round, &mut conn);
+    match (clean_exit, conn.take(), round.opts.pool.as_ref()) {
+        // Back to the batch's pool, unless the round already shut the
+        // socket down (it does so to every socket still registered).
+        (true, Some(c), Some(pool)) if c.conn.is_reusable() => {
+            if (unhooked && c.socket.is_none()) || round.take_registration(c.socket) {
+                pool.put(&addrs, c.conn);
+            }
+        }
+        (_, mut c, _) => close(round, &mut c),
+    }
     round.slots.lock()[slot].workers -= 1;
     round.sched.wake_all();
 }
