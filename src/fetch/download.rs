@@ -162,7 +162,7 @@ pub fn download(
         );
         match outcome {
             Outcome::Complete(digest) if digest == sha1 => {
-                finish(&part, &list, &part_path, &opts.output, &state_path)?;
+                finish(&part, &list, &part_path, opts, &state_path)?;
                 log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                 summary.bytes = list.size;
                 summary.bytes_received = received.load(Ordering::Relaxed);
@@ -254,14 +254,15 @@ fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
 
 /// fsync the `.part`, check that every piece still matches (the bytes
 /// renamed are the verified ones), rename it into place, fsync the
-/// directory, drop the state.
+/// directory (unless `sync_dir` is off: a batch does it once), drop the state.
 fn finish(
     part: &File,
     list: &PieceList,
     part_path: &Path,
-    output: &Path,
+    opts: &DownloadOptions,
     state_path: &Path,
 ) -> Result<(), FetchError> {
+    let output = opts.output.as_path();
     let err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| FetchError::output(path, source)
@@ -310,8 +311,10 @@ fn finish(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    if opts.sync_dir {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
     }
     // Looked up first: a file of one piece has no state, and an unlink,
     // even of nothing, locks the directory against a batch's other files.

@@ -88,6 +88,9 @@ pub struct DownloadOptions {
     /// A rate cap shared with other downloads (a batch's `--max-rate`);
     /// used instead of `max_rate` when set.
     pub shared_rate: Option<Arc<rate::RateLimiter>>,
+    /// fsync the output's directory after the rename (a batch turns it
+    /// off and syncs each directory once at its end).
+    pub sync_dir: bool,
     /// Idle connections shared with other downloads (a batch): piece-list
     /// requests and new workers take one before dialling.
     pub pool: Option<Arc<client::ConnPool>>,
@@ -135,6 +138,7 @@ impl DownloadOptions {
             max_rate: None,
             shared_rate: None,
             pool: None,
+            sync_dir: true,
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
