@@ -3,7 +3,9 @@
 #
 #   scripts/deps.sh etcd    etcd server and etcdctl (for `make run`)
 #   scripts/deps.sh test    the above, plus curl, aria2c, openssl, and ip/tc/iptables
-#                           for the LAN lab tests (for `make test`)
+#                           for the LAN lab tests, chromium (the status page's
+#                           browser test) and promtool (Debian's prometheus
+#                           package: checks /metrics) (for `make test`)
 #   scripts/deps.sh bench   the above, plus hyperfine and python3 (for `make bench`)
 #   scripts/deps.sh compose the Docker engine, docker-compose, debootstrap,
 #                           curl (for `make test-compose`)
@@ -45,6 +47,8 @@ if [[ "$what" != etcd && "$what" != compose ]]; then
   want ip iproute2
   want tc iproute2
   want iptables iptables
+  want chromium chromium
+  want promtool prometheus
 fi
 if [[ "$what" == bench ]]; then
   want hyperfine hyperfine

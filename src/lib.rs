@@ -40,6 +40,8 @@
 //! - [`fetch`]: the verified multi-source download.
 //! - [`protocol`]: JSON bodies and routes of the peer API, shared by both sides.
 //! - [`peer`]: a whole running peer (index + server + registration).
+//! - [`status`]: what a peer shows of itself (the page at `/`, `/v1/status`).
+//! - [`metrics`]: process-wide counters and the `/metrics` text.
 //! - [`text`]: untrusted names escaped for a terminal.
 
 #![forbid(unsafe_code)]
@@ -53,11 +55,13 @@ mod fanout;
 pub mod fetch;
 pub mod http;
 pub mod index;
+pub mod metrics;
 pub mod partial;
 pub mod peer;
 pub mod protocol;
 pub mod seeding;
 pub mod server;
+pub mod status;
 pub mod text;
 
 pub use digest::Sha1Digest;

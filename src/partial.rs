@@ -29,6 +29,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,12 +38,15 @@ use parking_lot::RwLock;
 
 use crate::fetch::state::ResumeState;
 use crate::index::{PART_STATE_SUFFIX, PART_SUFFIX};
+use crate::metrics;
 use crate::protocol::{piece_count, Bitfield, PieceList};
 use crate::server::OpenedFile;
 use crate::Sha1Digest;
 
 /// Largest `.part.state` read (about 700,000 pieces).
 const MAX_STATE_BYTES: u64 = 32 * 1024 * 1024;
+/// Most peer ids kept per partial file (from its state).
+const MAX_PEERS_SHOWN: usize = 16;
 /// Most partial files tracked at once.
 const MAX_PARTIALS: usize = 1024;
 
@@ -55,14 +59,41 @@ struct Partial {
     data_path: PathBuf,
     list: PieceList,
     have: Bitfield,
+    /// Peers the download was fetching from (from its state).
+    peers: Vec<String>,
     /// The id of the download writing it (from its state).
     download: Option<String>,
+}
+
+/// One partial file as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialView {
+    /// The file.
+    pub sha1: Sha1Digest,
+    /// Its final name in the dataset (untrusted when shown: escape it).
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Its piece size.
+    pub piece_size: u64,
+    /// Pieces verified and written.
+    pub held: usize,
+    /// Pieces in all.
+    pub total: usize,
+    /// False once renamed into place (served whole until indexed).
+    pub downloading: bool,
+    /// Ids of the peers the download was fetching from at its last save
+    /// (untrusted when shown: escape them).
+    pub peers: Vec<String>,
 }
 
 /// The partial files of a dataset, by sha1.
 #[derive(Debug, Default)]
 pub struct Partials {
     map: RwLock<HashMap<Sha1Digest, Partial>>,
+    /// Whether changes count in [`crate::metrics`] (not for the downloads
+    /// found by the walk at start: their pieces came before the peer).
+    counting: AtomicBool,
 }
 
 impl Partials {
@@ -94,6 +125,34 @@ impl Partials {
     /// True if none is tracked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every partial file tracked, by name (for the status page).
+    pub fn snapshot(&self) -> Vec<PartialView> {
+        let mut out: Vec<PartialView> = self
+            .map
+            .read()
+            .iter()
+            .map(|(sha1, p)| PartialView {
+                sha1: *sha1,
+                name: final_path(&p.state_path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| sha1.to_hex()),
+                size: p.list.size,
+                piece_size: p.list.piece_size,
+                held: (0..p.have.len()).filter(|&i| p.have.get(i)).count(),
+                total: p.have.len(),
+                downloading: p
+                    .data_path
+                    .as_os_str()
+                    .as_bytes()
+                    .ends_with(PART_SUFFIX.as_bytes()),
+                peers: p.peers.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.sha1.cmp(&b.sha1)));
+        out
     }
 
     /// Opens a partial file for serving the pieces it holds.
@@ -169,6 +228,12 @@ impl Partials {
             return;
         }
         let have = Bitfield::from_flags(&state.verified_flags());
+        let peers = state
+            .peers
+            .iter()
+            .take(MAX_PEERS_SHOWN)
+            .map(|p| p.chars().take(64).collect())
+            .collect();
         let download = state.download.clone();
         let list = PieceList {
             sha1: state.sha1,
@@ -180,6 +245,13 @@ impl Partials {
         if map.len() >= MAX_PARTIALS && !map.contains_key(&list.sha1) {
             return;
         }
+        if self.counting.load(Ordering::Relaxed) {
+            let before = map
+                .get(&list.sha1)
+                .filter(|p| p.state_path == state_path)
+                .map(|p| &p.have);
+            count_new_pieces(&list, before, &have);
+        }
         map.retain(|sha1, p| p.state_path != state_path || *sha1 == list.sha1);
         map.insert(
             list.sha1,
@@ -188,6 +260,7 @@ impl Partials {
                 data_path: part_of(state_path),
                 list,
                 have,
+                peers,
                 download,
             },
         );
@@ -210,6 +283,25 @@ impl Partials {
             .filter(|m| m.is_file())
             .zip(map.get(&sha1))
             .is_some_and(|(m, p)| m.len() == p.list.size && p.have.is_full());
+        if self.counting.load(Ordering::Relaxed) {
+            if let Some(p) = map.get(&sha1).filter(|p| {
+                p.data_path
+                    .as_os_str()
+                    .as_bytes()
+                    .ends_with(PART_SUFFIX.as_bytes())
+            }) {
+                // Landed: the final file is in place at its size (the last
+                // states may have gone unread: their pieces count now).
+                let landed = std::fs::symlink_metadata(&done)
+                    .is_ok_and(|m| m.is_file() && m.len() == p.list.size);
+                if landed {
+                    metrics::DOWNLOADS_COMPLETED.inc();
+                    count_new_pieces(&p.list, Some(&p.have), &Bitfield::full(p.have.len()));
+                } else {
+                    metrics::DOWNLOADS_FAILED.inc();
+                }
+            }
+        }
         if complete {
             if let Some(p) = map.get_mut(&sha1) {
                 p.data_path = done;
@@ -222,6 +314,21 @@ impl Partials {
     fn forget(&self, state_path: &Path) {
         self.map.write().retain(|_, p| p.state_path != state_path);
     }
+}
+
+/// Adds the pieces held in `after` but not in `before` (all of them for a
+/// new partial) to the pieces verified and bytes received.
+fn count_new_pieces(list: &PieceList, before: Option<&Bitfield>, after: &Bitfield) {
+    let (mut pieces, mut bytes) = (0u64, 0u64);
+    for i in 0..after.len() {
+        if after.get(i) && !before.is_some_and(|b| i < b.len() && b.get(i)) {
+            let start = i as u64 * list.piece_size;
+            pieces += 1;
+            bytes += list.piece_size.min(list.size.saturating_sub(start));
+        }
+    }
+    metrics::PIECES_VERIFIED.add(pieces);
+    metrics::RECEIVED_BYTES.add(bytes);
 }
 
 /// `x.part.state` -> `x.part`.
@@ -296,6 +403,7 @@ pub(crate) fn run(
     for path in find_states(root) {
         partials.refresh(&path);
     }
+    partials.counting.store(true, Ordering::Relaxed);
     loop {
         if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
             return;

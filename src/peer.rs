@@ -4,9 +4,10 @@
 //! Start order: the index opens (hashing goes on in the background), the
 //! server binds and serves whatever is already indexed, then the peer
 //! registers in etcd and starts its peer cache. A generation watcher thread
-//! publishes every new index generation in the peer's etcd record. Stop
-//! order is the reverse, registration first, so the peer disappears from
-//! etcd before it stops answering.
+//! publishes every new index generation in the peer's etcd record, and the
+//! `pbs-status` thread samples what the status page shows
+//! ([`crate::status::Monitor`]). Stop order is the reverse, registration
+//! first, so the peer disappears from etcd before it stops answering.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use crate::partial::{self, Partials};
 use crate::protocol::{Bitfield, CatalogEntry, FileList, Health, PieceList};
 use crate::seeding::UploadCounts;
 use crate::server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
+use crate::status::{Monitor, StatusReport};
 use crate::Sha1Digest;
 
 /// Index generations are published in etcd at most this often (a dataset
@@ -107,8 +109,11 @@ pub struct Peer {
     partials_stop: Option<Sender<()>>,
     partials_thread: Option<JoinHandle<()>>,
     partials: Arc<Partials>,
+    status_stop: Option<Sender<()>>,
+    status_thread: Option<JoinHandle<()>>,
+    monitor: Arc<Monitor>,
     registration: Option<Registration>,
-    cache: Option<PeerCache>,
+    cache: Option<Arc<PeerCache>>,
     server: Option<Server>,
     index: Arc<Index>,
 }
@@ -142,6 +147,14 @@ impl Peer {
                 .map_err(PeerError::Thread)?
         };
 
+        let client = etcd::Client::new(cfg.etcd.clone())?;
+        let monitor = Monitor::new(
+            id.clone(),
+            cfg.dataset.clone(),
+            index.clone(),
+            partials.clone(),
+            client.clone(),
+        );
         let mut scfg = ServerConfig::default();
         if let Some(w) = cfg.workers {
             scfg.workers = w.max(1);
@@ -151,6 +164,7 @@ impl Peer {
             id: id.clone(),
             partials: partials.clone(),
             uploads: UploadCounts::default(),
+            monitor: monitor.clone(),
         });
         let server = Server::bind(cfg.listen, scfg, source)?;
         let bound = server.local_addr();
@@ -172,9 +186,11 @@ impl Peer {
             why.join(", ")
         );
         let advertised: Vec<SocketAddr> = advertised.into_iter().map(|(a, _)| a).collect();
+        if let Some(first) = advertised.first() {
+            log::info!("status page: http://{first}/ (metrics at /metrics)");
+        }
         let addrs: Vec<String> = advertised.iter().map(SocketAddr::to_string).collect();
 
-        let client = etcd::Client::new(cfg.etcd.clone())?;
         let record = PeerRecord {
             id: id.clone(),
             addr: addrs.first().cloned().unwrap_or_else(|| bound.to_string()),
@@ -192,7 +208,16 @@ impl Peer {
                 record,
             },
         )?;
-        let cache = PeerCache::start(&client, &cfg.namespace)?;
+        let cache = Arc::new(PeerCache::start(&client, &cfg.namespace)?);
+        monitor.wire(advertised.clone(), registration.view(), cache.clone());
+        let (status_stop, status_stopped) = crossbeam_channel::bounded::<()>(1);
+        let status_thread = {
+            let monitor = monitor.clone();
+            std::thread::Builder::new()
+                .name("pbs-status".into())
+                .spawn(move || monitor.run(&status_stopped))
+                .map_err(PeerError::Thread)?
+        };
 
         let (gen_stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let changes = index.subscribe();
@@ -238,6 +263,9 @@ impl Peer {
             partials_stop: Some(partials_stop),
             partials_thread: Some(partials_thread),
             partials,
+            status_stop: Some(status_stop),
+            status_thread: Some(status_thread),
+            monitor,
             registration: Some(registration),
             cache: Some(cache),
             server: Some(server),
@@ -285,7 +313,12 @@ impl Peer {
 
     /// The peer cache (every registered peer, this one included).
     pub fn cache(&self) -> Option<&PeerCache> {
-        self.cache.as_ref()
+        self.cache.as_deref()
+    }
+
+    /// What the status page shows now.
+    pub fn status(&self) -> StatusReport {
+        self.monitor.report()
     }
 
     /// Whether this peer's key is currently in etcd.
@@ -314,9 +347,18 @@ impl Peer {
         if let Some(t) = self.gen_thread.take() {
             let _ = t.join();
         }
+        if let Some(tx) = self.status_stop.take() {
+            let _ = tx.try_send(());
+        }
         if let Some(r) = self.registration.take() {
             r.stop();
         }
+        if let Some(t) = self.status_thread.take() {
+            let _ = t.join();
+        }
+        // The monitor (also held by the server) lets go of the peer cache,
+        // so dropping it here stops the watch.
+        self.monitor.unwire();
         self.cache = None;
         if let Some(s) = self.server.take() {
             s.shutdown();
@@ -342,6 +384,7 @@ struct IndexSource {
     id: String,
     partials: Arc<Partials>,
     uploads: UploadCounts,
+    monitor: Arc<Monitor>,
 }
 
 impl FileSource for IndexSource {
@@ -414,5 +457,9 @@ impl FileSource for IndexSource {
             index_gen: self.index.generation(),
             files: self.index.len() as u64,
         }
+    }
+
+    fn status(&self) -> Option<StatusReport> {
+        Some(self.monitor.report())
     }
 }

@@ -11,6 +11,13 @@
 //! | `HEAD/GET /v1/files/<sha1>`     | the bytes, `Range` supported            |
 //! | `GET /v1/files/<sha1>/pieces`   | [`PieceList`]                           |
 //! | `GET /v1/files/<sha1>/have`     | [`Bitfield`] bytes, `X-Pieces` = count  |
+//! | `GET /`                         | the status page (HTML)                  |
+//! | `GET /v1/status`                | `status::StatusReport` (JSON)           |
+//! | `GET /metrics`                  | Prometheus text format                  |
+//!
+//! `Cache-Control`: file bytes `public, max-age=31536000, immutable` (named
+//! by their SHA1); the catalog `no-cache` (revalidate with its `ETag`);
+//! health, `/have`, the page, status and metrics `no-store`.
 //!
 //! A peer holding the whole file may append a second bitmap of the same
 //! length to `/have`: the pieces it has not uploaded lately (a hint, as
@@ -30,6 +37,12 @@ use crate::Sha1Digest;
 pub const API_PREFIX: &str = "/v1";
 /// Health route.
 pub const HEALTH_PATH: &str = "/v1/health";
+/// The status page (HTML).
+pub const PAGE_PATH: &str = "/";
+/// The peer's status as JSON (what the page shows).
+pub const STATUS_PATH: &str = "/v1/status";
+/// Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
 /// Catalog route; a file is `FILES_PATH/<sha1>`, its pieces `FILES_PATH/<sha1>/pieces`.
 pub const FILES_PATH: &str = "/v1/files";
 

@@ -88,6 +88,45 @@ pub struct Registration {
 struct Shared {
     lease: Mutex<Option<LeaseId>>,
     registered: AtomicBool,
+    ttl: Duration,
+    /// When the key was last put or the lease last renewed.
+    last_ok: Mutex<Option<std::time::SystemTime>>,
+    /// The last failure, while failing.
+    last_error: Mutex<Option<String>>,
+}
+
+/// A registration's state as last seen by its thread (for the status page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationState {
+    /// Whether the key is in etcd (as far as this peer knows).
+    pub registered: bool,
+    /// The lease held, if any.
+    pub lease: Option<LeaseId>,
+    /// The lease TTL.
+    pub ttl: Duration,
+    /// When the key was last put or the lease last renewed.
+    pub last_ok: Option<std::time::SystemTime>,
+    /// The last failure, while etcd fails.
+    pub last_error: Option<String>,
+}
+
+/// Reads a running registration's state from any thread.
+#[derive(Clone)]
+pub struct RegistrationView {
+    shared: Arc<Shared>,
+}
+
+impl RegistrationView {
+    /// The state now.
+    pub fn state(&self) -> RegistrationState {
+        RegistrationState {
+            registered: self.shared.registered.load(Ordering::SeqCst),
+            lease: *self.shared.lease.lock(),
+            ttl: self.shared.ttl,
+            last_ok: *self.shared.last_ok.lock(),
+            last_error: self.shared.last_error.lock().clone(),
+        }
+    }
 }
 
 impl Registration {
@@ -101,6 +140,9 @@ impl Registration {
         let shared = Arc::new(Shared {
             lease: Mutex::new(None),
             registered: AtomicBool::new(false),
+            ttl: cfg.ttl,
+            last_ok: Mutex::new(None),
+            last_error: Mutex::new(None),
         });
         let keeper = Keeper {
             tx: tx.clone(),
@@ -131,6 +173,13 @@ impl Registration {
     pub fn publisher(&self) -> GenPublisher {
         GenPublisher {
             tx: self.tx.clone(),
+        }
+    }
+
+    /// A handle that reads the state from any thread.
+    pub fn view(&self) -> RegistrationView {
+        RegistrationView {
+            shared: self.shared.clone(),
         }
     }
 
@@ -242,6 +291,8 @@ impl Keeper {
                 .store(lease.is_some() && !dirty, Ordering::SeqCst);
             let wait = match step {
                 Ok(()) => {
+                    *self.shared.last_ok.lock() = Some(std::time::SystemTime::now());
+                    *self.shared.last_error.lock() = None;
                     if failing {
                         log::info!("etcd reachable again; {} is registered", self.key);
                         failing = false;
@@ -250,6 +301,8 @@ impl Keeper {
                     self.ttl / 3
                 }
                 Err(e) => {
+                    crate::metrics::LEASE_FAILURES.inc();
+                    *self.shared.last_error.lock() = Some(e.to_string());
                     if !failing {
                         log::warn!("registration of {}: {e}; retrying", self.key);
                         failing = true;
@@ -325,7 +378,10 @@ impl Keeper {
     ) -> Result<(), DiscoveryError> {
         if let (Some(id), false) = (*lease, *dirty) {
             match self.client.lease_keepalive(id)? {
-                Some(_) => return Ok(()),
+                Some(_) => {
+                    crate::metrics::LEASE_RENEWALS.inc();
+                    return Ok(());
+                }
                 None => {
                     log::warn!(
                         "lease {} of {} is gone (expired or etcd lost its data); registering again",

@@ -109,6 +109,16 @@ impl Client {
     }
 
     fn call_raw(&self, path: &str, body: &Value) -> Result<Vec<u8>> {
+        let started = std::time::Instant::now();
+        let result = self.call_raw_untimed(path, body);
+        crate::metrics::ETCD_LATENCY.observe(started.elapsed());
+        if result.is_err() {
+            crate::metrics::ETCD_ERRORS.inc();
+        }
+        result
+    }
+
+    fn call_raw_untimed(&self, path: &str, body: &Value) -> Result<Vec<u8>> {
         let mut reauthenticated = false;
         loop {
             let token = self.token_for(path)?;

@@ -268,10 +268,15 @@ impl<'a> Round<'a> {
             return;
         }
         let _saving = self.saving.lock();
-        if let Err(e) = ResumeState::new(self.list, flags)
-            .with_download(&self.download_id)
-            .save(state_path)
-        {
+        let mut state = ResumeState::new(self.list, flags).with_download(&self.download_id);
+        state.peers = self
+            .slots
+            .lock()
+            .iter()
+            .filter(|s| s.workers > 0)
+            .map(|s| s.holder.id.clone())
+            .collect();
+        if let Err(e) = state.save(state_path) {
             log::warn!("cannot save resume state {}: {e}", state_path.display());
         }
     }

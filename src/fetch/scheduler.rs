@@ -186,6 +186,15 @@ impl Scheduler {
             || s.fresh.get(holder).is_some_and(Option::is_some)
     }
 
+    /// True if `holder` is a seed that says which pieces it would rather upload.
+    pub fn has_hint(&self, holder: usize) -> bool {
+        self.state
+            .lock()
+            .fresh
+            .get(holder)
+            .is_some_and(Option::is_some)
+    }
+
     /// The next piece for a connection of `holder`.
     pub fn next(&self, holder: usize) -> Next {
         let mut s = self.state.lock();
@@ -199,10 +208,11 @@ impl Scheduler {
         // which pieces it never uploaded is asked only for those (and only
         // if no one else is known to have them): the rest come from the
         // partial holders, and the seed's upload goes to new pieces. Unless
-        // this download got nothing for SEED_FALLBACK.
+        // the partial holders have nothing this download lacks and it got
+        // nothing for SEED_FALLBACK.
         let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
             && s.has_partials()
-            && s.last_progress.elapsed() < SEED_FALLBACK;
+            && (s.partials_can_help() || s.last_progress.elapsed() < SEED_FALLBACK);
         let pick = (0..n)
             .filter(|&i| s.pieces[i] == PieceState::Missing && s.has(holder, i))
             .filter(|&i| !restricted || (s.is_fresh(holder, i) && s.avail[i] <= 1))
@@ -334,6 +344,20 @@ impl State {
                 *a += 1;
             }
         }
+    }
+
+    /// True if a usable partial holder has a piece still missing here.
+    fn partials_can_help(&self) -> bool {
+        let partials: Vec<&Bitfield> = self
+            .have
+            .iter()
+            .zip(&self.gone)
+            .filter(|(_, gone)| !**gone)
+            .filter_map(|(h, _)| h.as_ref())
+            .collect();
+        (0..self.pieces.len())
+            .filter(|&i| self.pieces[i] == PieceState::Missing)
+            .any(|i| partials.iter().any(|b| b.get(i)))
     }
 
     /// True if a usable partial holder is known.

@@ -33,6 +33,11 @@ pub struct ResumeState {
     pub pieces: Vec<Sha1Digest>,
     /// Verified pieces: hex of a bitset, bit `i` of byte `i / 8` (LSB first).
     pub verified: String,
+    /// Ids of the peers the download was fetching from when the state was
+    /// saved (shown by the status page of the peer sharing the directory;
+    /// empty in states written by older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
     /// A random id of the download writing it: a peer serving the `.part`
     /// meanwhile reports it, so the download knows that peer is itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,6 +53,7 @@ impl ResumeState {
             piece_size: list.piece_size,
             pieces: list.pieces.clone(),
             verified: encode_bitmap(done),
+            peers: Vec::new(),
             download: None,
         }
     }
@@ -92,8 +98,9 @@ impl ResumeState {
 
     /// Writes the state atomically (temp file in the same directory, then
     /// rename). On a full disk, where the temp file cannot be written, an
-    /// existing state of the same length (the same piece list: only the
-    /// bitmap changed) is overwritten in place instead, which needs no new
+    /// existing state at least as long (the same piece list: only the
+    /// bitmap changed) is overwritten in place instead, without the peers
+    /// in use and padded with spaces to its length, which needs no new
     /// blocks; a write torn by a crash there only makes the state corrupt,
     /// and a corrupt state is ignored on resume.
     ///
@@ -109,7 +116,12 @@ impl ResumeState {
             Ok(()) => std::fs::rename(&tmp, path),
             Err(e) if super::error::is_no_space(&e) => {
                 let _ = std::fs::remove_file(&tmp);
-                overwrite_same_length(path, &json).map_err(|_| e)
+                let lean = ResumeState {
+                    peers: Vec::new(),
+                    ..self.clone()
+                };
+                let json = serde_json::to_vec(&lean).map_err(std::io::Error::other)?;
+                overwrite_in_place(path, &json).map_err(|_| e)
             }
             Err(e) => Err(e),
         }
@@ -167,15 +179,20 @@ fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Overwrites `path` with `bytes` in place if it already has that length.
-fn overwrite_same_length(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Overwrites `path` with `bytes` padded with spaces (JSON whitespace) to
+/// the file's length; refuses if they do not fit.
+fn overwrite_in_place(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    if file.metadata()?.len() != bytes.len() as u64 {
-        return Err(std::io::Error::other("state length changed"));
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    if bytes.len() > len {
+        return Err(std::io::Error::other("state grew"));
     }
-    file.write_all_at(bytes, 0)
+    let mut padded = bytes.to_vec();
+    padded.resize(len, b' ');
+    file.write_all_at(&padded, 0)
 }
 
 fn encode_bitmap(flags: &[bool]) -> String {
@@ -242,6 +259,34 @@ mod tests {
         let hex = encode_bitmap(&flags);
         assert_eq!(decode_bitmap(&hex, flags.len()), flags);
         assert_eq!(decode_bitmap("zz", 4), vec![false; 4]);
+    }
+
+    #[test]
+    fn the_in_place_overwrite_pads_a_shorter_state_and_refuses_a_longer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, br#"{"a":"longer than the new one"}"#).unwrap();
+        overwrite_in_place(&path, br#"{"a":1}"#).unwrap();
+        let back: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back["a"], 1);
+        assert!(overwrite_in_place(&path, &[b' '; 100]).is_err());
+    }
+
+    #[test]
+    fn the_peers_in_use_are_optional_in_the_state_file() {
+        let sha = Sha1Digest::of(b"x");
+        let old = format!(
+            r#"{{"sha1":"{sha}","size":1,"piece_size":4,"pieces":["{sha}"],"verified":"01"}}"#
+        );
+        let state: ResumeState = serde_json::from_str(&old).unwrap();
+        assert!(state.peers.is_empty());
+        assert!(!serde_json::to_string(&state).unwrap().contains("peers"));
+        let mut with = state.clone();
+        with.peers = vec!["a".into(), "b".into()];
+        let back: ResumeState =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back.peers, ["a", "b"]);
     }
 
     #[test]

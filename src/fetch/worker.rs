@@ -81,30 +81,36 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             clean_exit = true;
             break;
         }
-        let poll_due = match last_poll {
-            None => true,
-            Some(t) => round.sched.needs_poll(slot) && t.elapsed() >= HAVE_POLL,
-        };
-        let step = if poll_due {
-            last_poll = Some(Instant::now());
-            match fetch_have(round, &mut conn, &addrs) {
-                Ok((have, fresh)) => {
-                    round.sched.set_have(slot, have, fresh);
-                    continue;
-                }
-                Err(fail) => Err(fail),
-            }
-        } else {
+        // A holder's bitmap is asked first; then a seed's hint before each
+        // piece (it goes stale as others ask the seed), a partial holder's
+        // only when it has nothing this download needs.
+        let polled_long_ago = last_poll.is_none_or(|t| t.elapsed() >= HAVE_POLL);
+        let mut piece = None;
+        if last_poll.is_some() && !(round.sched.has_hint(slot) && polled_long_ago) {
             match round.sched.next(slot) {
                 Next::Stop => {
                     clean_exit = true;
                     break;
                 }
+                Next::Piece(i) => piece = Some(i),
+                Next::Wait if round.sched.needs_poll(slot) && polled_long_ago => {}
                 Next::Wait => {
                     round.sched.wait(IDLE_WAIT);
                     continue;
                 }
-                Next::Piece(i) => Ok(i),
+            }
+        }
+        let step = match piece {
+            Some(i) => Ok(i),
+            None => {
+                last_poll = Some(Instant::now());
+                match fetch_have(round, &mut conn, &addrs) {
+                    Ok((have, fresh)) => {
+                        round.sched.set_have(slot, have, fresh);
+                        continue;
+                    }
+                    Err(fail) => Err(fail),
+                }
             }
         };
         // A failed bitmap request is handled as a failed piece without a piece.
@@ -367,6 +373,7 @@ fn fetch_piece(
     }
     let got = Sha1Digest::from_hasher(hasher);
     if got != round.list.pieces[i] {
+        crate::metrics::PIECES_REJECTED.inc();
         return Err(Fail::Bad(format!(
             "piece {i} failed verification (sha1 {got}, want {})",
             round.list.pieces[i]

@@ -9,7 +9,9 @@
 use super::request::Method;
 use super::response::Status;
 use crate::digest::ParseDigestError;
-use crate::protocol::{FILES_PATH, HAVE_SEGMENT, HEALTH_PATH};
+use crate::protocol::{
+    FILES_PATH, HAVE_SEGMENT, HEALTH_PATH, METRICS_PATH, PAGE_PATH, STATUS_PATH,
+};
 use crate::Sha1Digest;
 
 /// The `Allow` value of a `405`.
@@ -21,6 +23,12 @@ const PIECES_SEGMENT: &str = "pieces";
 /// An endpoint of the peer API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
+    /// `/`: the status page.
+    Page,
+    /// `/v1/status`: the status as JSON.
+    Status,
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
     /// `/v1/health`.
     Health,
     /// `/v1/files`.
@@ -38,7 +46,7 @@ pub enum Route {
 pub enum RouteError {
     /// No such path.
     #[error(
-        "no such path: expected /v1/health, /v1/files, /v1/files/<sha1>, /v1/files/<sha1>/pieces or /v1/files/<sha1>/have"
+        "no such path: expected /, /v1/status, /metrics, /v1/health, /v1/files, /v1/files/<sha1>, /v1/files/<sha1>/pieces or /v1/files/<sha1>/have"
     )]
     NotFound,
     /// A file route with something other than 40 hex digits.
@@ -74,6 +82,22 @@ pub fn route(method: &Method, target: &str) -> Result<Route, RouteError> {
     }
 }
 
+/// The label of `target`'s route in metrics (a fixed set, whatever the
+/// client sent).
+pub fn label(target: &str) -> &'static str {
+    match match_path(path_of(target)) {
+        Ok(Route::Page) => "page",
+        Ok(Route::Status) => "status",
+        Ok(Route::Metrics) => "metrics",
+        Ok(Route::Health) => "health",
+        Ok(Route::FileList) => "files",
+        Ok(Route::File(_)) => "file",
+        Ok(Route::Pieces(_)) => "pieces",
+        Ok(Route::Have(_)) => "have",
+        Err(_) => "other",
+    }
+}
+
 /// The path of an origin-form or absolute-form target, query dropped.
 fn path_of(target: &str) -> &str {
     let mut path = target;
@@ -91,8 +115,12 @@ fn path_of(target: &str) -> &str {
 }
 
 fn match_path(path: &str) -> Result<Route, RouteError> {
-    if path == HEALTH_PATH {
-        return Ok(Route::Health);
+    match path {
+        HEALTH_PATH => return Ok(Route::Health),
+        PAGE_PATH => return Ok(Route::Page),
+        STATUS_PATH => return Ok(Route::Status),
+        METRICS_PATH => return Ok(Route::Metrics),
+        _ => {}
     }
     if path == FILES_PATH {
         return Ok(Route::FileList);
@@ -135,6 +163,12 @@ mod tests {
     fn known_routes() {
         check("GET", "/v1/health", Ok(Route::Health));
         check("HEAD", "/v1/health", Ok(Route::Health));
+        check("GET", "/", Ok(Route::Page));
+        check("GET", "/?q=x", Ok(Route::Page));
+        check("GET", "http://peer", Ok(Route::Page));
+        check("GET", "http://peer/", Ok(Route::Page));
+        check("GET", "/v1/status", Ok(Route::Status));
+        check("HEAD", "/metrics", Ok(Route::Metrics));
         check("GET", "/v1/files", Ok(Route::FileList));
         check("GET", "/v1/files?x=1", Ok(Route::FileList));
         check("GET", &format!("/v1/files/{SHA}"), Ok(Route::File(sha())));
@@ -165,7 +199,6 @@ mod tests {
     #[test]
     fn unknown_paths_are_404() {
         for target in [
-            "/",
             "*",
             "",
             "/v1",
@@ -180,14 +213,24 @@ mod tests {
             "/v1/files/../files",
             "/v1/files/../../etc/passwd/pieces",
             "/v1/./files",
-            "http://peer",
-            "http://peer/",
+            "/v1/status/",
+            "/metrics/x",
+            "//",
         ] {
             check("GET", target, Err(404));
         }
         check("GET", &format!("/v1/files/{SHA}/other"), Err(404));
         check("GET", &format!("/v1/files/{SHA}/pieces/x"), Err(404));
         check("GET", &format!("/v1/files/{SHA}/"), Err(404));
+    }
+
+    #[test]
+    fn labels_are_a_fixed_set() {
+        assert_eq!(label("/"), "page");
+        assert_eq!(label("/metrics"), "metrics");
+        assert_eq!(label(&format!("/v1/files/{SHA}")), "file");
+        assert_eq!(label("/v1/files/%3Cscript%3E"), "other");
+        assert_eq!(label("/anything/else"), "other");
     }
 
     #[test]

@@ -103,8 +103,14 @@ fn admit(
         }
         Err(refusal) => {
             let answer = match refusal {
-                Refusal::PerClient => CLIENT_CAP_RESPONSE,
-                Refusal::Total => BUSY_RESPONSE,
+                Refusal::PerClient => {
+                    crate::metrics::REFUSED_CLIENT_CAP.inc();
+                    CLIENT_CAP_RESPONSE
+                }
+                Refusal::Total => {
+                    crate::metrics::REFUSED_BUSY.inc();
+                    BUSY_RESPONSE
+                }
             };
             reject(&stream, peer, answer);
             refusals.note(refusal, key);

@@ -133,6 +133,8 @@ struct Outgoing {
     started: Instant,
     /// Abandoned if nothing more is sent by then.
     stall_until: Instant,
+    /// The upload session a file body counts in (status page).
+    upload: Option<crate::status::Upload>,
 }
 
 struct FileBody {
@@ -349,6 +351,11 @@ impl Conn {
     ) {
         let is_head = request.is_some_and(|r| r.method == Method::Head);
         let status = response.head.status;
+        crate::metrics::request(
+            request.map_or("other", |r| crate::http::route::label(&r.target)),
+            status.0,
+        );
+        let mut upload = None;
         let head = response
             .head
             .header("Server", SERVER_NAME)
@@ -367,9 +374,12 @@ impl Conn {
             Body::Shared(body) => shared = Some((body, 0)),
             Body::File {
                 file: f,
+                sha1,
+                name,
                 start,
                 len,
             } => {
+                upload = Some(crate::status::Upload::start(self.peer.ip(), sha1, &name));
                 file = Some(FileBody {
                     file: f,
                     offset: start,
@@ -395,6 +405,7 @@ impl Conn {
             line,
             started,
             stall_until: Instant::now() + ctx.config.write_timeout,
+            upload,
         }));
     }
 
@@ -526,6 +537,10 @@ impl Outgoing {
                         f.offset += n;
                         budget = budget.saturating_sub(n);
                         self.body_sent += n;
+                        crate::metrics::SERVED_BYTES.add(n);
+                        if let Some(u) = &self.upload {
+                            u.add(n);
+                        }
                     }
                     Ok(Progress::Blocked) => return Pushed::Blocked,
                     Ok(Progress::Ended) => {

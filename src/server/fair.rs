@@ -58,6 +58,7 @@ impl<K: Copy + Eq + Hash, T> FairQueue<K, T> {
             state.ring.push_back(key);
         }
         state.len += 1;
+        crate::metrics::QUEUE_DEPTH.inc();
         drop(state);
         self.ready.notify_one();
         Ok(())
@@ -89,6 +90,7 @@ impl<K: Copy + Eq + Hash, T> FairQueue<K, T> {
         let mut state = self.state.lock();
         state.closed = true;
         state.ring.clear();
+        crate::metrics::QUEUE_DEPTH.sub(state.len);
         state.len = 0;
         let left = std::mem::take(&mut state.by_client)
             .into_values()
@@ -112,6 +114,7 @@ impl<K: Copy + Eq + Hash, T> State<K, T> {
         }
         if item.is_some() {
             self.len -= 1;
+            crate::metrics::QUEUE_DEPTH.dec();
         }
         item
     }

@@ -26,6 +26,14 @@ use crate::Sha1Digest;
 const CONTENT_TYPE_JSON: &str = "application/json";
 const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
 const CONTENT_TYPE_BYTES: &str = "application/octet-stream";
+const CONTENT_TYPE_HTML: &str = "text/html; charset=utf-8";
+const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// File bytes are named by their SHA1: they never change.
+const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// The catalog changes with the index generation: revalidate (`ETag`).
+const CACHE_REVALIDATE: &str = "no-cache";
+/// Health, status, metrics, bitmaps: a snapshot of now.
+const CACHE_NEVER: &str = "no-store";
 
 /// The body of a response.
 #[derive(Debug)]
@@ -40,6 +48,10 @@ pub(crate) enum Body {
     File {
         /// The open file.
         file: File,
+        /// Its SHA1 and name (for the status page's uploads).
+        sha1: Sha1Digest,
+        /// Its name here.
+        name: String,
         /// First byte.
         start: u64,
         /// Bytes to send.
@@ -84,6 +96,12 @@ impl Response {
                 Self::error(Status::INTERNAL_SERVER_ERROR, "cannot encode the answer")
             }
         }
+    }
+
+    /// Marks the answer as never to be stored by a cache.
+    fn no_store(mut self) -> Self {
+        self.head = self.head.header("Cache-Control", CACHE_NEVER);
+        self
     }
 
     fn not_modified(etag: String) -> Self {
@@ -151,7 +169,8 @@ pub(crate) fn handle(
         }
     };
     match route {
-        Route::Health => Response::json(&source.health()),
+        Route::Page | Route::Status | Route::Metrics => status(route, source),
+        Route::Health => Response::json(&source.health()).no_store(),
         Route::FileList => file_list(request, source, catalog),
         Route::Pieces(sha1) => match source.pieces(&sha1) {
             Some(pieces) => Response::json(&pieces),
@@ -165,7 +184,7 @@ pub(crate) fn handle(
                 }
                 let mut head = ResponseHead::new(Status::OK)
                     .header("Content-Type", CONTENT_TYPE_BYTES)
-                    .header("Cache-Control", "no-store")
+                    .header("Cache-Control", CACHE_NEVER)
                     .header(PIECES_HEADER, have.len().to_string());
                 if let Some(id) = source.download_id(&sha1) {
                     head = head.header(DOWNLOAD_ID_HEADER, id);
@@ -178,6 +197,33 @@ pub(crate) fn handle(
     }
 }
 
+/// The status page, its JSON, and the metrics.
+fn status(route: Route, source: &dyn FileSource) -> Response {
+    let report = source.status();
+    let response = match (route, &report) {
+        (Route::Metrics, _) => Response::bytes(
+            ResponseHead::new(Status::OK).header("Content-Type", CONTENT_TYPE_METRICS),
+            crate::metrics::render(report.as_ref()).into_bytes(),
+        ),
+        (Route::Status, Some(r)) => Response::json(r),
+        (Route::Page, Some(r)) => Response::bytes(
+            ResponseHead::new(Status::OK)
+                .header("Content-Type", CONTENT_TYPE_HTML)
+                .header(
+                    "Content-Security-Policy",
+                    crate::status::page::CONTENT_SECURITY_POLICY,
+                )
+                .header("X-Content-Type-Options", "nosniff"),
+            crate::status::page::render(r).into_bytes(),
+        ),
+        _ => Response::error(
+            Status::NOT_FOUND,
+            "this server has no status: it serves files only",
+        ),
+    };
+    response.no_store()
+}
+
 fn not_served(sha1: &Sha1Digest) -> Response {
     Response::error(
         Status::NOT_FOUND,
@@ -188,13 +234,16 @@ fn not_served(sha1: &Sha1Digest) -> Response {
 fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
     let current = format!("\"{}\"", source.generation());
     if none_match(request.header_values("if-none-match"), &current) {
-        return Response::not_modified(current);
+        let mut response = Response::not_modified(current);
+        response.head = response.head.header("Cache-Control", CACHE_REVALIDATE);
+        return response;
     }
     match catalog.body(source) {
         Ok((generation, body)) => Response {
             head: ResponseHead::new(Status::OK)
                 .header("Content-Type", CONTENT_TYPE_JSON)
                 .header("ETag", format!("\"{generation}\""))
+                .header("Cache-Control", CACHE_REVALIDATE)
                 .header("Content-Length", body.len().to_string()),
             body: Body::Shared(body),
         },
@@ -219,7 +268,9 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
     };
     let etag = format!("\"{sha1}\"");
     if none_match(request.header_values("if-none-match"), &etag) {
-        return Response::not_modified(etag);
+        let mut response = Response::not_modified(etag);
+        response.head = response.head.header("Cache-Control", CACHE_IMMUTABLE);
+        return response;
     }
     let size = opened.size;
     // RFC 9110 section 14.2: Range applies to GET only; If-Range guards it.
@@ -236,6 +287,7 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
         ResponseHead::new(status)
             .header("Accept-Ranges", "bytes")
             .header("ETag", etag.clone())
+            .header("Cache-Control", CACHE_IMMUTABLE)
     };
     // A partial file: only ranges inside the pieces held.
     let wanted = match &selection {
@@ -289,6 +341,8 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
         head,
         body: Body::File {
             file: opened.file,
+            sha1: *sha1,
+            name: opened.name,
             start,
             len,
         },

@@ -100,6 +100,7 @@ impl Admission {
         }
         counts.total += 1;
         counts.per_client.insert(key, mine + 1);
+        crate::metrics::CONNECTIONS_OPEN.inc();
         Ok(Slot {
             admission: Arc::clone(self),
             key,
@@ -114,6 +115,7 @@ impl Admission {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        crate::metrics::CONNECTIONS_OPEN.dec();
         let mut counts = self.admission.counts.lock();
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.per_client.get_mut(&self.key) {

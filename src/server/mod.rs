@@ -92,6 +92,12 @@ pub trait FileSource: Send + Sync + 'static {
     fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>>;
     /// The health report.
     fn health(&self) -> Health;
+    /// What the status page, `/v1/status` and the peer's part of
+    /// `/metrics` show; `None` (the default): no status page, and only the
+    /// process counters in `/metrics`.
+    fn status(&self) -> Option<crate::status::StatusReport> {
+        None
+    }
 }
 
 /// A file opened for serving.

@@ -9,9 +9,10 @@
 //! deadline passed ([`Conn::expire`]: a `408`, or a silent close).
 //!
 //! One lock around the map of parked connections, held to insert, remove
-//! or pick a connection, and across the `epoll_ctl` that arms a socket
-//! (so an event can never fire for a connection not yet in the map);
-//! never across client I/O.
+//! or pick a connection, across the `epoll_ctl` that arms a socket (so an
+//! event can never fire for a connection not yet in the map), and across
+//! the non-blocking `peek`s that check candidates for eviction; never
+//! across a read or write of client data.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;

@@ -463,8 +463,14 @@ fn catalog_asks_a_peer_again_only_when_its_generation_changes() {
     assert!(r.asked.is_empty());
     assert_eq!(r.files.len(), 1);
 
-    catalog.refresh(&[peer_info("p", &peer.addr.to_string(), 2)]);
-    assert_eq!(asked(), 2, "a new generation is asked for");
+    // (Counted on the client: the peer may answer from the catalog body it
+    // still shares with the previous response, without building a new one.)
+    let r = catalog.refresh(&[peer_info("p", &peer.addr.to_string(), 2)]);
+    assert_eq!(
+        r.asked,
+        vec!["p".to_string()],
+        "a new generation is asked for"
+    );
 
     catalog.refresh(&[]);
     assert!(catalog.cache().is_empty(), "peers gone are forgotten");

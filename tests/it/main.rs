@@ -18,4 +18,5 @@ mod lan;
 mod lan_swarm;
 mod peer;
 mod server;
+mod status;
 mod swarm;

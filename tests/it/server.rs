@@ -33,6 +33,32 @@ fn health_answers_json() {
 }
 
 #[test]
+fn a_source_without_status_has_no_page_but_still_metrics() {
+    let fx = Fixture::start(test_config("th-nostatus"));
+    for path in ["/", "/v1/status"] {
+        let answer = get(fx.addr(), path);
+        assert_eq!(answer.status, 404, "{path}");
+        assert!(
+            answer.text().contains("no status"),
+            "{path}: {}",
+            answer.text()
+        );
+    }
+    let metrics = get(fx.addr(), "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert_eq!(metrics.header("cache-control"), Some("no-store"));
+    let text = metrics.text();
+    assert!(
+        text.contains("# TYPE pbs_served_bytes_total counter"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("pbs_index_files"),
+        "no peer, no index: {text}"
+    );
+}
+
+#[test]
 fn file_list_has_generation_etag_and_304() {
     let fx = Fixture::start(test_config("th-list"));
     let (sha1, _) = fx.add_file("a.bin", b"hello");

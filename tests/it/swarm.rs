@@ -317,7 +317,11 @@ fn hostile_partial_holders_beside_an_honest_one_cannot_stop_the_download() {
         honest.holder(),
     ];
     let out = dir.path().join("out");
-    let summary = fetch::download(&opts(&served, &out), &holders, None).unwrap();
+    // Paced (about 1.5 s), so every liar's worker is asked something before
+    // the honest holder alone could finish, however busy the machine is.
+    let mut o = opts(&served, &out);
+    o.max_rate = Some(2 << 20);
+    let summary = fetch::download(&o, &holders, None).unwrap();
     assert_eq!(sha1_of_file(&out), served.sha1());
     for liar in ["refuses", "garbage", "badmap"] {
         assert!(

@@ -686,3 +686,26 @@ fn idle_keep_alive_connections_hold_no_worker() {
         assert!(chunk[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
     }
 }
+
+#[test]
+fn an_answer_nobody_reads_is_abandoned_after_the_write_timeout() {
+    let config = ServerConfig {
+        write_timeout: Duration::from_millis(500),
+        ..test_config("tstallw")
+    };
+    let fx = Fixture::start(config);
+    let path = big_file(&fx);
+    let reader = slow_reader(next_loopback_ip(), fx.addr(), &path);
+    assert_eq!(fx.server.open_connections(), 1);
+    // The client reads nothing more: the server gives up on it.
+    assert!(
+        wait_until(Duration::from_secs(10), || fx.server.open_connections()
+            == 0),
+        "a reader that stopped still holds its connection"
+    );
+    assert_eq!(
+        answer_from(next_loopback_ip(), fx.addr(), HEALTH).status,
+        200
+    );
+    drop(reader);
+}

@@ -1,0 +1,440 @@
+//! Process-wide counters for `GET /metrics` (Prometheus text format 0.0.4).
+//!
+//! Counters and gauges are plain atomics in statics, so a hook in the
+//! server, the etcd client or the registration thread is one line
+//! (`metrics::SERVED_BYTES.add(n)`) and costs one atomic add. They count
+//! for the whole process: a `serve` process runs one peer, so they are that
+//! peer's; a program that runs several peers in one process sees their sum.
+//! Values that belong to one peer (index, registration, peers, downloads
+//! into the dataset) are read from its [`StatusReport`] when scraped.
+//!
+//! The metric names are listed in the README; [`render`] writes them all,
+//! each with `# HELP` and `# TYPE`, checked by `promtool check metrics` in
+//! the tests.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{const_mutex, Mutex};
+
+use crate::status::StatusReport;
+
+/// A monotonic counter.
+#[derive(Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// A counter at zero.
+    pub const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Counter::new()
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// A gauge at zero.
+    pub const fn new() -> Self {
+        Gauge(AtomicI64::new(0))
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one away.
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes `n` away.
+    pub fn sub(&self, n: usize) {
+        self.0
+            .fetch_sub(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// The current value (never below zero when printed).
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed).max(0)
+    }
+}
+
+impl Default for Gauge {
+    fn default() -> Self {
+        Gauge::new()
+    }
+}
+
+/// Upper bounds (seconds) of the etcd latency histogram's buckets.
+const LATENCY_BOUNDS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A latency histogram with fixed buckets (1 ms to 5 s).
+#[derive(Debug)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative; summed when printed).
+    buckets: [AtomicU64; LATENCY_BOUNDS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// An empty histogram.
+    pub const fn new() -> Self {
+        #[allow(clippy::declare_interior_mutable_const)] // only used to build the array
+        const ZERO: AtomicU64 = AtomicU64::new(0);
+        Histogram {
+            buckets: [ZERO; LATENCY_BOUNDS.len()],
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new()
+    }
+}
+
+/// Bytes of file bodies sent (uploads, whole files and ranges).
+pub static SERVED_BYTES: Counter = Counter::new();
+/// Bytes of verified pieces that downloads wrote into this peer's dataset
+/// (seen through their `.part.state`).
+pub static RECEIVED_BYTES: Counter = Counter::new();
+/// Client connections open now.
+pub static CONNECTIONS_OPEN: Gauge = Gauge::new();
+/// Connections ready and waiting for a worker.
+pub static QUEUE_DEPTH: Gauge = Gauge::new();
+/// Connections refused with `503` because the server was full.
+pub static REFUSED_BUSY: Counter = Counter::new();
+/// Connections refused with `503` because their client was at its cap.
+pub static REFUSED_CLIENT_CAP: Counter = Counter::new();
+/// Lease keepalives that etcd accepted.
+pub static LEASE_RENEWALS: Counter = Counter::new();
+/// Registration attempts (grant, put or keepalive) that failed.
+pub static LEASE_FAILURES: Counter = Counter::new();
+/// Latency of requests to etcd (one logical request, failover included).
+pub static ETCD_LATENCY: Histogram = Histogram::new();
+/// Requests to etcd that failed.
+pub static ETCD_ERRORS: Counter = Counter::new();
+/// Downloads into the dataset that finished (renamed into place).
+pub static DOWNLOADS_COMPLETED: Counter = Counter::new();
+/// Downloads into the dataset whose state vanished unfinished.
+pub static DOWNLOADS_FAILED: Counter = Counter::new();
+/// Pieces that downloads into the dataset verified and wrote.
+pub static PIECES_VERIFIED: Counter = Counter::new();
+/// Pieces that downloads run by this process rejected (bad SHA1).
+pub static PIECES_REJECTED: Counter = Counter::new();
+
+/// Requests answered, by route label and status code.
+static REQUESTS: Mutex<BTreeMap<(&'static str, u16), u64>> = const_mutex(BTreeMap::new());
+
+/// Counts one answered request (`route`: a label from
+/// [`crate::http::route::label`]).
+pub fn request(route: &'static str, status: u16) {
+    *REQUESTS.lock().entry((route, status)).or_insert(0) += 1;
+}
+
+/// Requests answered so far with `route` and `status`.
+pub fn requests(route: &'static str, status: u16) -> u64 {
+    REQUESTS.lock().get(&(route, status)).copied().unwrap_or(0)
+}
+
+/// The whole `/metrics` body: the process counters, and the peer's
+/// values when there is a peer behind the server.
+pub fn render(status: Option<&StatusReport>) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let mut w = Writer { out: &mut out };
+    w.one(
+        "pbs_served_bytes_total",
+        "counter",
+        "Bytes of file bodies sent to clients.",
+        SERVED_BYTES.get(),
+    );
+    w.one(
+        "pbs_received_bytes_total",
+        "counter",
+        "Bytes of verified pieces written into this peer's dataset by downloads.",
+        RECEIVED_BYTES.get(),
+    );
+    w.head(
+        "pbs_http_requests_total",
+        "counter",
+        "HTTP requests answered, by route and status code.",
+    );
+    for ((route, code), n) in REQUESTS.lock().iter() {
+        w.sample(
+            "pbs_http_requests_total",
+            &format!("route=\"{route}\",code=\"{code}\""),
+            *n,
+        );
+    }
+    w.one(
+        "pbs_http_connections_open",
+        "gauge",
+        "Client connections open now.",
+        CONNECTIONS_OPEN.get(),
+    );
+    w.one(
+        "pbs_http_queue_depth",
+        "gauge",
+        "Connections ready and waiting for a worker thread.",
+        QUEUE_DEPTH.get(),
+    );
+    w.head(
+        "pbs_http_refused_total",
+        "counter",
+        "Connections refused with 503, by reason.",
+    );
+    w.sample(
+        "pbs_http_refused_total",
+        "reason=\"busy\"",
+        REFUSED_BUSY.get(),
+    );
+    w.sample(
+        "pbs_http_refused_total",
+        "reason=\"client_cap\"",
+        REFUSED_CLIENT_CAP.get(),
+    );
+    w.one(
+        "pbs_lease_renewals_total",
+        "counter",
+        "Lease keepalives accepted by etcd.",
+        LEASE_RENEWALS.get(),
+    );
+    w.one(
+        "pbs_lease_failures_total",
+        "counter",
+        "Registration attempts (lease grant, put, keepalive) that failed.",
+        LEASE_FAILURES.get(),
+    );
+    w.histogram(
+        "pbs_etcd_request_duration_seconds",
+        "Latency of requests to etcd, endpoint failover included.",
+        &ETCD_LATENCY,
+    );
+    w.one(
+        "pbs_etcd_request_errors_total",
+        "counter",
+        "Requests to etcd that failed.",
+        ETCD_ERRORS.get(),
+    );
+    w.one(
+        "pbs_downloads_completed_total",
+        "counter",
+        "Downloads into the dataset that finished.",
+        DOWNLOADS_COMPLETED.get(),
+    );
+    w.one(
+        "pbs_downloads_failed_total",
+        "counter",
+        "Downloads into the dataset whose state vanished before they finished.",
+        DOWNLOADS_FAILED.get(),
+    );
+    w.one(
+        "pbs_pieces_verified_total",
+        "counter",
+        "Pieces verified and written by downloads into the dataset.",
+        PIECES_VERIFIED.get(),
+    );
+    w.one(
+        "pbs_pieces_rejected_total",
+        "counter",
+        "Pieces rejected for a bad SHA1 by downloads run in this process.",
+        PIECES_REJECTED.get(),
+    );
+    if let Some(s) = status {
+        w.one(
+            "pbs_uptime_seconds",
+            "gauge",
+            "Seconds since the peer started.",
+            s.peer.uptime_secs,
+        );
+        w.one(
+            "pbs_index_files",
+            "gauge",
+            "Files in the index.",
+            s.index.files,
+        );
+        w.one(
+            "pbs_index_bytes",
+            "gauge",
+            "Bytes of the files in the index.",
+            s.index.bytes,
+        );
+        w.one(
+            "pbs_index_generation",
+            "gauge",
+            "Current index generation.",
+            s.index.generation,
+        );
+        w.one(
+            "pbs_index_hash_backlog_files",
+            "gauge",
+            "Files waiting to settle or being hashed.",
+            s.index.queued_files,
+        );
+        w.one(
+            "pbs_index_hash_backlog_bytes",
+            "gauge",
+            "Bytes of the files waiting to settle or being hashed.",
+            s.index.queued_bytes,
+        );
+        w.one(
+            "pbs_registered",
+            "gauge",
+            "1 if this peer's key is in etcd, else 0.",
+            u64::from(s.registration.registered),
+        );
+        w.one(
+            "pbs_peers",
+            "gauge",
+            "Registered peers, this one included.",
+            s.peers.len(),
+        );
+        w.one(
+            "pbs_peers_answering",
+            "gauge",
+            "Registered peers whose last health probe answered.",
+            s.peers.iter().filter(|p| p.answers == Some(true)).count(),
+        );
+        let active = s.downloads.iter().filter(|d| !d.finished).count();
+        w.one(
+            "pbs_downloads_active",
+            "gauge",
+            "Downloads into the dataset in progress.",
+            active,
+        );
+        w.one(
+            "pbs_uploads_active",
+            "gauge",
+            "Uploads (client, file) sending now.",
+            s.uploads.iter().filter(|u| u.active).count(),
+        );
+    }
+    out
+}
+
+/// Writes metric families into a string.
+struct Writer<'a> {
+    out: &'a mut String,
+}
+
+impl Writer<'_> {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {value}");
+        } else {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+        }
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.head(name, kind, help);
+        self.sample(name, "", value);
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.head(name, "histogram", help);
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BOUNDS.iter().zip(&h.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            self.sample(
+                &format!("{name}_bucket"),
+                &format!("le=\"{bound}\""),
+                cumulative,
+            );
+        }
+        let count = h.count();
+        self.sample(&format!("{name}_bucket"), "le=\"+Inf\"", count);
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        self.sample(&format!("{name}_sum"), "", sum);
+        self.sample(&format!("{name}_count"), "", count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_with_the_count() {
+        let h = Histogram::new();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        Writer { out: &mut out }.histogram("x_seconds", "help", &h);
+        assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 1\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"0.05\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"5\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_count 3\n"), "{out}");
+    }
+
+    #[test]
+    fn every_family_has_help_and_type() {
+        request("health", 200);
+        let out = render(None);
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                out.contains(&format!("# TYPE {family} ")),
+                "no TYPE for {name}"
+            );
+        }
+        assert!(out.contains("pbs_http_requests_total{route=\"health\",code=\"200\"}"));
+    }
+}

@@ -1,0 +1,540 @@
+//! What a running peer shows of itself: the [`StatusReport`] behind
+//! `GET /v1/status` (JSON), the page at `GET /` ([`page`]) and the peer's
+//! part of `GET /metrics`.
+//!
+//! The [`Monitor`] gathers it. Most of the report is read when asked
+//! (index, registration, peer cache, partial files, upload sessions); what
+//! needs time or the network is kept by the `pbs-status` thread
+//! ([`Monitor::run`], owned by the peer), which every [`TICK`]:
+//! - samples the upload sessions ([`uploads`]), the partial files (bytes
+//!   held) and the bytes served and received ([`crate::metrics`]) into
+//!   rates and a rate history of [`HISTORY_LEN`] ticks;
+//! - every [`PROBE_EVERY`] asks every registered peer's `/v1/health`
+//!   (at most [`MAX_PROBED`], 8 at once, 1 s each): "which answer";
+//! - every [`CATALOG_EVERY`] refreshes the network's file list through
+//!   [`crate::catalog::Catalog`] (cached per peer generation, so an
+//!   unchanged peer is not asked again).
+//!
+//! Locks: one `Mutex` around the sampled state and one `RwLock` around the
+//! parts wired in after start; each held for copies only, never across
+//! the probes or the catalog refresh, never both at once. The upload
+//! sessions' lock is taken inside the sampled state's (never the reverse),
+//! the peer cache's inside the wired parts'.
+
+pub mod page;
+pub mod uploads;
+mod window;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Receiver;
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use crate::catalog::{Catalog, CatalogOptions};
+use crate::discovery::{PeerCache, PeerInfo, RegistrationView};
+use crate::fetch::client::{get_small, Timeouts};
+use crate::index::Index;
+use crate::metrics;
+use crate::partial::Partials;
+use crate::protocol::HEALTH_PATH;
+use crate::Sha1Digest;
+use window::Window;
+
+pub use uploads::{Upload, UploadRow};
+
+/// How often the monitor samples.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Samples kept for the rate picture (5 minutes).
+pub const HISTORY_LEN: usize = 300;
+/// How often the other peers' health is asked.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// How often the network's file list is refreshed.
+pub const CATALOG_EVERY: Duration = Duration::from_secs(3);
+/// Most peers probed.
+pub const MAX_PROBED: usize = 64;
+/// Most network files in a report (the page filters them in the browser).
+pub const MAX_FILES: usize = 2000;
+
+/// Everything the status page shows, as `GET /v1/status` sends it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// This peer.
+    pub peer: PeerStatus,
+    /// Its index.
+    pub index: IndexStatus,
+    /// Its registration in etcd.
+    pub registration: RegistrationStatus,
+    /// Every registered peer (this one included), by id.
+    pub peers: Vec<PeerRow>,
+    /// The network's files.
+    pub files: FilesStatus,
+    /// Uploads from this peer, busiest first.
+    pub uploads: Vec<UploadRow>,
+    /// Downloads into this peer's dataset.
+    pub downloads: Vec<DownloadRow>,
+    /// Upload and download rates over the last minutes.
+    pub history: History,
+}
+
+/// This peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// Its id.
+    pub id: String,
+    /// Its host name.
+    pub name: String,
+    /// The crate version.
+    pub version: String,
+    /// The addresses it publishes, best first.
+    pub addrs: Vec<String>,
+    /// The shared directory.
+    pub dataset: String,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+}
+
+/// The index.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexStatus {
+    /// Whether the first scan finished.
+    pub ready: bool,
+    /// Files indexed.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Current generation.
+    pub generation: u64,
+    /// Files hashed since start.
+    pub hashed_files: u64,
+    /// Files waiting to settle or being hashed.
+    pub queued_files: u64,
+    /// Their bytes.
+    pub queued_bytes: u64,
+}
+
+/// The registration.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrationStatus {
+    /// Whether the key is in etcd.
+    pub registered: bool,
+    /// The lease, in hex as etcdctl prints it.
+    pub lease: Option<String>,
+    /// The lease TTL in seconds.
+    pub ttl_secs: u64,
+    /// Seconds since the last renewal or put.
+    pub last_renewal_secs_ago: Option<f64>,
+    /// The etcd endpoint in use (the one that answered last).
+    pub endpoint: String,
+    /// The last failure, while failing.
+    pub error: Option<String>,
+}
+
+/// One registered peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerRow {
+    /// Its id (untrusted: escape it).
+    pub id: String,
+    /// Its host name (untrusted).
+    pub name: String,
+    /// Its version (untrusted).
+    pub version: String,
+    /// Its addresses, best first (untrusted).
+    pub addrs: Vec<String>,
+    /// Seconds since it started, by its own clock.
+    pub age_secs: u64,
+    /// Its published index generation.
+    pub index_gen: u64,
+    /// Whether its last health probe answered (`None`: not probed yet).
+    pub answers: Option<bool>,
+    /// How long that probe took.
+    pub latency_ms: Option<u64>,
+    /// Whether this is the peer showing the page.
+    pub this: bool,
+}
+
+/// The network's files.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilesStatus {
+    /// Files in the network (at the last refresh).
+    pub total: usize,
+    /// Seconds since that refresh (`None`: not yet).
+    pub refreshed_secs_ago: Option<f64>,
+    /// The first [`MAX_FILES`] by name.
+    pub list: Vec<FileRow>,
+}
+
+/// One file of the network.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRow {
+    /// SHA1.
+    pub sha1: Sha1Digest,
+    /// The most common name (untrusted).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Peers holding it whole.
+    pub holders: usize,
+}
+
+/// One download into the dataset.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownloadRow {
+    /// The file.
+    pub sha1: Sha1Digest,
+    /// Its name in the dataset (untrusted).
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Pieces verified and written.
+    pub pieces_held: usize,
+    /// Pieces in all.
+    pub pieces_total: usize,
+    /// `pieces_held / pieces_total` (1 for an empty file).
+    pub progress: f64,
+    /// Bytes per second over the last few ticks.
+    pub rate: f64,
+    /// Renamed into place, waiting for the index.
+    pub finished: bool,
+    /// Ids of the peers it fetches from (untrusted).
+    pub peers: Vec<String>,
+}
+
+/// Rates over time, oldest first, one point per [`TICK`] (each the rate
+/// over the few ticks before it).
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    /// Seconds between points.
+    pub interval_secs: u64,
+    /// Upload bytes per second.
+    pub upload: Vec<f64>,
+    /// Download bytes per second (into the dataset).
+    pub download: Vec<f64>,
+}
+
+/// Parts of the peer that exist only once it has started.
+#[derive(Default)]
+struct Wired {
+    advertised: Vec<SocketAddr>,
+    registration: Option<RegistrationView>,
+    cache: Option<Arc<PeerCache>>,
+}
+
+/// What the monitor thread measured.
+struct Sampled {
+    /// Bytes served and received (the process counters) over the last ticks.
+    up: Window,
+    down: Window,
+    history: VecDeque<(f64, f64)>,
+    /// Per partial file: bytes held over the last ticks.
+    partials: HashMap<Sha1Digest, Window>,
+    /// Per peer id: answered, latency.
+    probes: HashMap<String, (bool, Duration)>,
+    files: Vec<FileRow>,
+    files_total: usize,
+    files_at: Option<Instant>,
+}
+
+/// Gathers a peer's status. Shared by the server (reports) and the
+/// `pbs-status` thread (samples).
+pub struct Monitor {
+    started: Instant,
+    id: String,
+    name: String,
+    dataset: PathBuf,
+    index: Arc<Index>,
+    partials: Arc<Partials>,
+    etcd: crate::etcd::Client,
+    wired: RwLock<Wired>,
+    sampled: Mutex<Sampled>,
+}
+
+impl Monitor {
+    /// A monitor for the peer `id` sharing `dataset`.
+    pub fn new(
+        id: String,
+        dataset: PathBuf,
+        index: Arc<Index>,
+        partials: Arc<Partials>,
+        etcd: crate::etcd::Client,
+    ) -> Arc<Monitor> {
+        Arc::new(Monitor {
+            started: Instant::now(),
+            id,
+            name: crate::discovery::host_name(),
+            dataset,
+            index,
+            partials,
+            etcd,
+            wired: RwLock::new(Wired::default()),
+            sampled: Mutex::new(Sampled {
+                up: Window::default(),
+                down: Window::default(),
+                history: VecDeque::with_capacity(HISTORY_LEN),
+                partials: HashMap::new(),
+                probes: HashMap::new(),
+                files: Vec::new(),
+                files_total: 0,
+                files_at: None,
+            }),
+        })
+    }
+
+    /// Wires in what exists once the peer listens and registers.
+    pub fn wire(
+        &self,
+        advertised: Vec<SocketAddr>,
+        registration: RegistrationView,
+        cache: Arc<PeerCache>,
+    ) {
+        *self.wired.write() = Wired {
+            advertised,
+            registration: Some(registration),
+            cache: Some(cache),
+        };
+    }
+
+    /// Lets go of the registration and the peer cache (the peer stops).
+    pub fn unwire(&self) {
+        let old = std::mem::take(&mut *self.wired.write());
+        drop(old);
+    }
+
+    fn peer_list(&self) -> Vec<PeerInfo> {
+        self.wired
+            .read()
+            .cache
+            .as_ref()
+            .map(|c| c.peers())
+            .unwrap_or_default()
+    }
+
+    /// The `pbs-status` thread's loop: samples every [`TICK`] until `stop`
+    /// receives or disconnects.
+    pub fn run(&self, stop: &Receiver<()>) {
+        // Short bounds: a stopping peer waits for the tick in progress.
+        let mut catalog = Catalog::new(CatalogOptions {
+            connect_timeout: Duration::from_millis(300),
+            io_timeout: Duration::from_secs(1),
+            deadline: Duration::from_secs(2),
+            fan_out: 8,
+            budget: 16 * 1024 * 1024,
+        });
+        let mut probed: Option<Instant> = None;
+        let mut listed: Option<Instant> = None;
+        loop {
+            match stop.recv_timeout(TICK) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+            self.sample();
+            if probed.is_none_or(|t| t.elapsed() >= PROBE_EVERY) {
+                probed = Some(Instant::now());
+                self.probe();
+            }
+            if listed.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
+                listed = Some(Instant::now());
+                self.list_files(&mut catalog);
+            }
+        }
+    }
+
+    /// One sample: upload sessions, partial files and the byte counters
+    /// into rates.
+    pub fn sample(&self) {
+        let views = self.partials.snapshot();
+        let now = Instant::now();
+        let mut s = self.sampled.lock();
+        uploads::sample(now);
+        let mut seen = HashMap::with_capacity(views.len());
+        for v in &views {
+            let held_bytes = (v.held as u64 * v.piece_size).min(v.size);
+            let mut window = s.partials.remove(&v.sha1).unwrap_or_default();
+            window.push(now, held_bytes);
+            seen.insert(v.sha1, window);
+        }
+        s.partials = seen;
+        s.up.push(now, metrics::SERVED_BYTES.get());
+        s.down.push(now, metrics::RECEIVED_BYTES.get());
+        if s.history.len() == HISTORY_LEN {
+            s.history.pop_front();
+        }
+        let point = (s.up.rate(), s.down.rate());
+        s.history.push_back(point);
+    }
+
+    /// Asks every registered peer's health (outside any lock).
+    fn probe(&self) {
+        let peers: Vec<PeerInfo> = self.peer_list().into_iter().take(MAX_PROBED).collect();
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(300),
+            io: Duration::from_millis(700),
+        };
+        let results = crate::fanout::map(
+            &peers,
+            8,
+            "pbs-status-probe",
+            |p| {
+                let started = Instant::now();
+                let answered = get_small(
+                    &p.record.dial_addrs(),
+                    HEALTH_PATH,
+                    timeouts,
+                    16 * 1024,
+                    Duration::from_secs(1),
+                )
+                .is_ok_and(|(head, _)| head.status == 200);
+                (p.record.id.clone(), (answered, started.elapsed()))
+            },
+            || (String::new(), (false, Duration::ZERO)),
+        );
+        self.sampled.lock().probes = results.into_iter().collect();
+    }
+
+    /// Refreshes the network's file list (outside any lock).
+    fn list_files(&self, catalog: &mut Catalog) {
+        let peers = self.peer_list();
+        if peers.is_empty() {
+            return;
+        }
+        let refresh = catalog.refresh(&peers);
+        let total = refresh.files.len();
+        let files = refresh
+            .files
+            .into_iter()
+            .take(MAX_FILES)
+            .map(|f| FileRow {
+                sha1: f.sha1,
+                name: f.name,
+                size: f.size,
+                holders: f.peers,
+            })
+            .collect();
+        let mut s = self.sampled.lock();
+        s.files = files;
+        s.files_total = total;
+        s.files_at = Some(Instant::now());
+    }
+
+    /// The report now.
+    pub fn report(&self) -> StatusReport {
+        let (advertised, registration, peers) = {
+            let w = self.wired.read();
+            (
+                w.advertised.clone(),
+                w.registration.as_ref().map(RegistrationView::state),
+                w.cache.as_ref().map(|c| c.peers()).unwrap_or_default(),
+            )
+        };
+        let stats = self.index.stats();
+        let (generation, files) = self.index.snapshot();
+        let views = self.partials.snapshot();
+        let uploads = uploads::rows();
+        let s = self.sampled.lock();
+        let now_unix = unix_secs(SystemTime::now());
+        let peers = peers
+            .into_iter()
+            .map(|p| {
+                let probe = s.probes.get(&p.record.id);
+                let addrs = if p.record.addrs.is_empty() {
+                    vec![p.record.addr.clone()]
+                } else {
+                    p.record.addrs.clone()
+                };
+                PeerRow {
+                    this: p.record.id == self.id,
+                    age_secs: now_unix.saturating_sub(p.record.started_at),
+                    index_gen: p.record.index_gen,
+                    answers: probe.map(|(ok, _)| *ok),
+                    latency_ms: probe
+                        .filter(|(ok, _)| *ok)
+                        .map(|(_, d)| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    id: p.record.id,
+                    name: p.record.name,
+                    version: p.record.version,
+                    addrs,
+                }
+            })
+            .collect();
+        let downloads = views
+            .into_iter()
+            .map(|v| DownloadRow {
+                rate: s.partials.get(&v.sha1).map_or(0.0, Window::rate),
+                progress: if v.total == 0 {
+                    1.0
+                } else {
+                    v.held as f64 / v.total as f64
+                },
+                sha1: v.sha1,
+                name: v.name,
+                size: v.size,
+                pieces_held: v.held,
+                pieces_total: v.total,
+                finished: !v.downloading,
+                peers: v.peers,
+            })
+            .collect();
+        let registration = match registration {
+            Some(r) => RegistrationStatus {
+                registered: r.registered,
+                lease: r.lease.map(|l| l.hex()),
+                ttl_secs: r.ttl.as_secs(),
+                last_renewal_secs_ago: r
+                    .last_ok
+                    .and_then(|t| t.elapsed().ok())
+                    .map(|d| d.as_secs_f64()),
+                endpoint: self.etcd.preferred_endpoint(),
+                error: r.last_error,
+            },
+            None => RegistrationStatus {
+                registered: false,
+                lease: None,
+                ttl_secs: 0,
+                last_renewal_secs_ago: None,
+                endpoint: self.etcd.preferred_endpoint(),
+                error: None,
+            },
+        };
+        StatusReport {
+            peer: PeerStatus {
+                id: self.id.clone(),
+                name: self.name.clone(),
+                version: crate::VERSION.into(),
+                addrs: advertised.iter().map(SocketAddr::to_string).collect(),
+                dataset: self.dataset.display().to_string(),
+                uptime_secs: self.started.elapsed().as_secs(),
+            },
+            index: IndexStatus {
+                ready: self.index.is_ready(),
+                files: files.len() as u64,
+                bytes: files.iter().map(|f| f.size).sum(),
+                generation,
+                hashed_files: stats.files_hashed,
+                queued_files: stats.files_queued,
+                queued_bytes: stats.bytes_queued,
+            },
+            registration,
+            peers,
+            files: FilesStatus {
+                total: s.files_total,
+                refreshed_secs_ago: s.files_at.map(|t| t.elapsed().as_secs_f64()),
+                list: s.files.clone(),
+            },
+            uploads,
+            downloads,
+            history: History {
+                interval_secs: TICK.as_secs(),
+                upload: s.history.iter().map(|h| h.0).collect(),
+                download: s.history.iter().map(|h| h.1).collect(),
+            },
+        }
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
