@@ -11,7 +11,7 @@ Median wall time, each run into an empty directory, of:
 - for information: one `curl -K` (one process, one keep-alive connection,
   sequential) over the same URLs.
 
-Target: get <= 1.0x aria2c. Exit status 0 when met, 1 otherwise or when a
+Also printed: the peak RSS of `get --all`. Target: get <= 1.0x aria2c. Exit status 0 when met, 1 otherwise or when a
 command fails. python3 standard library only. Environment: BENCH_RUNS
 (default 5), BENCH_WARMUP (default 1), BENCH_BATCH_FILES (default 1000).
 """
@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from bench_get import serve_is_stub, start_peer  # noqa: E402
+from bench_get import peak_rss_kib, serve_is_stub, start_peer  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
@@ -122,8 +122,16 @@ def main():
                     if bad:
                         print(f"bench_batch: get left {len(bad)} file(s) missing or wrong, e.g. {bad[0]}")
                         ok = False
+            try:
+                kib = peak_rss_kib(fresh_dir(out, binary, "get", "--all", "--dir", out,
+                                             "--etcd", ep, "--state-dir", client_state))
+                rss = f"{kib / 1024:.1f} MiB"
+            except common.CommandFailed as e:
+                rss = f"FAILED: {e}"
+                ok = False
             print()
             common.print_table(rows, rows[0][0])
+            print(f"peak RSS of get --all: {rss}")
             if ok:
                 ratio = rows[1][1]["median"] / rows[0][1]["median"]
                 met = ratio <= TARGET_RATIO
