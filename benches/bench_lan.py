@@ -173,11 +173,13 @@ def proc_cpu(pid):
 
 
 def cpu_busy():
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    """(busy, total, kernel) jiffies of the whole machine from /proc/stat;
+    kernel = system + irq + softirq (the lab's veth, bridge and tbf work
+    is done there, outside the processes' own CPU time)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     idle = v[3] + v[4]
-    return sum(v) - idle, sum(v)
+    return sum(v) - idle, sum(v), v[2] + v[5] + v[6]
 
 
 def multi_source(lab, run, binary, etcd, client, holders):
@@ -257,7 +259,7 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
                                       lambda: os.path.exists(alone_out) and os.remove(alone_out)))
 
     tx0 = seed.tx_bytes()
-    busy0, total0 = cpu_busy()
+    busy0, total0, kernel0 = cpu_busy()
     serve_cpu0 = sum(proc_cpu(p.pid) for p in peers)
     t0 = time.perf_counter()
     gets = []
@@ -286,7 +288,7 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
                 failed.append(f"host{i + 1}: {common.tail(os.path.join(base, f'get{i + 1}.log'), 1)}")
         time.sleep(0.005)
     t_all = max(finish)
-    busy1, total1 = cpu_busy()
+    busy1, total1, kernel1 = cpu_busy()
     own_cpu = get_cpu + sum(proc_cpu(p.pid) for p in peers) - serve_cpu0
     uploaded = seed.tx_bytes() - tx0
     run.stop(only=peers)
@@ -297,9 +299,10 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
           + " ".join(f"{t:.2f}" for t in sorted(finish)))
     shutil.rmtree(base, ignore_errors=True)
     busy = 100.0 * (busy1 - busy0) / max(1, total1 - total0)
+    kernel = 100.0 * (kernel1 - kernel0) / max(1, total1 - total0)
     own = 100.0 * own_cpu / (t_all * (os.cpu_count() or 1))
     return {"n": n, "all": t_all, "alone": t_alone, "uploaded": uploaded, "busy": busy,
-            "own": own, "failed": failed}
+            "own": own, "kernel": kernel, "failed": failed}
 
 
 def main():
@@ -353,6 +356,7 @@ def main():
                       f"ratio {ratio:.2f}x (<= {target}x); seed uploaded {r['uploaded'] / 2**20:.0f} MiB "
                       f"= {up:.2f}x the file (<= {SWARM_UPLOAD_TARGET:.0f}x); the swarm's processes used "
                       f"{r['own']:.0f}% of the {os.cpu_count()} CPUs{cpu}, the machine was {r['busy']:.0f}% busy "
+                      f"({r['kernel']:.0f}% in the kernel: system, irq, softirq) "
                       f"{'ok' if ok else 'MISSED'}")
                 for f in r["failed"]:
                     print(f"  get failed on {f}")

@@ -82,7 +82,12 @@ pub fn run(args: FilesArgs) -> CliResult {
         super::print_table(&mut out, &rows)?;
     }
     out.flush()?;
-    Ok(std::process::ExitCode::SUCCESS)
+    // Some peers could not be asked: the list may be short (a warning said which).
+    if refresh.failed.is_empty() {
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        Ok(std::process::ExitCode::from(super::EXIT_PARTIAL))
+    }
 }
 
 /// True if the file's name, or any of its names, contains `needle` (lowercase).

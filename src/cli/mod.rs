@@ -46,7 +46,10 @@ enum Command {
 
 /// Parses the command line, runs the command and turns its result into an exit code.
 pub fn main() -> ExitCode {
-    let cli: Cli = argh::from_env();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();
@@ -65,6 +68,41 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The command line, parsed. `--help` prints the usage and exits 0; a usage
+/// error (unknown flag, bad value, non-UTF-8 argument) prints one line and
+/// exits 2 like every other error (argh's own `from_env` exits 1, the code
+/// of a partial result here).
+fn parse_args() -> Result<Cli, ExitCode> {
+    let mut args = Vec::new();
+    for a in std::env::args_os() {
+        match a.into_string() {
+            Ok(s) => args.push(s),
+            Err(bad) => {
+                eprintln!(
+                    "piratebay-sync: argument {:?} is not valid UTF-8: rename the path or pass another one",
+                    bad.to_string_lossy()
+                );
+                return Err(ExitCode::from(EXIT_ERROR));
+            }
+        }
+    }
+    let name = "piratebay-sync";
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    Cli::from_args(&[name], &rest).map_err(|early| match early.status {
+        Ok(()) => {
+            println!("{}", early.output);
+            ExitCode::SUCCESS
+        }
+        Err(()) => {
+            eprintln!(
+                "{}\nRun {name} --help for more information.",
+                early.output.trim_end()
+            );
+            ExitCode::from(EXIT_ERROR)
+        }
+    })
 }
 
 /// `err: cause: cause`, on one line, without repeating a cause already in the message.

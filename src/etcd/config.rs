@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How to reach etcd. Build it once; clone it freely.
-#[derive(Debug, Clone)]
+/// How to reach etcd. Build it once; clone it freely. Its `Debug` output
+/// never shows the password.
+#[derive(Clone)]
 pub struct Config {
     /// Endpoints such as `http://127.0.0.1:2379`, tried in order.
     pub endpoints: Vec<String>,
@@ -18,6 +19,19 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Time allowed for one whole request (not used for watch streams).
     pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 /// The endpoint used when none is configured.
@@ -47,5 +61,25 @@ impl Config {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             ..Config::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let c = Config {
+            user: Some("pb".into()),
+            password: Some("hunter2-secret".into()),
+            ..Config::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("pb"),
+            "{shown}"
+        );
     }
 }

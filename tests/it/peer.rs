@@ -214,3 +214,28 @@ fn index_generations_are_published_at_most_once_a_second() {
     );
     assert!(puts >= 1);
 }
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    for args in [
+        vec!["list", "--bogus"],
+        vec!["serve", "--ttl", "soon"],
+        vec!["nosuchcommand"],
+        vec!["files", "--etcd"],
+    ] {
+        let out = cli(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr_text(&out)
+        );
+        let err = stderr_text(&out);
+        assert!(err.contains("--help"), "{args:?} says what to do: {err}");
+    }
+    for args in [vec!["--help"], vec!["get", "--help"]] {
+        let out = cli(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(stdout_text(&out).starts_with("Usage:"), "{args:?}");
+    }
+}
