@@ -5,8 +5,9 @@
 //! and holders; [`fetch::download_many`] then runs `--jobs` downloads at
 //! once. One progress bar for the batch; a line per failed file on stderr
 //! (one JSON line per file with `--json`); exit 0 when every file is in
-//! place, 1 when some failed and the others completed, 2 when none could be
-//! downloaded or the batch could not start.
+//! place, 1 when some failed and the others completed (or, for `--search`
+//! and `--all`, when some peers could not be asked for their files), 2 when
+//! none could be downloaded or the batch could not start.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
@@ -58,12 +59,9 @@ pub fn run(args: GetArgs) -> CliResult {
     let catalog = Catalog::load(CatalogOptions::default(), &cache_path);
     let network = NetworkHolders::new(client, namespace(args.namespace), catalog);
     let refresh = network.refresh()?;
-    if !refresh.failed.is_empty() {
-        log::warn!(
-            "{} peer(s) could not be asked for their files: their files are left out",
-            refresh.failed.len()
-        );
-    }
+    // Some peers could not be asked (the catalog warned which): a search or
+    // `--all` may be short of their files, a partial result as for `files`.
+    let short_list = !refresh.failed.is_empty() && !matches!(selection, Selection::Sha1s(_));
     let items = plan(&selection, &refresh.files, &dir)?;
     drop(refresh);
     if items.is_empty() {
@@ -75,7 +73,11 @@ pub fn run(args: GetArgs) -> CliResult {
                 dir.display()
             )?;
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if short_list {
+            ExitCode::from(EXIT_PARTIAL)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
 
     let mut template = DownloadOptions::new(Sha1Digest::of(b""), &dir);
@@ -160,7 +162,8 @@ pub fn run(args: GetArgs) -> CliResult {
         .into());
     }
     Ok(match (tally.failed, tally.saved + tally.present) {
-        (0, _) => ExitCode::SUCCESS,
+        (0, _) if !short_list => ExitCode::SUCCESS,
+        (0, _) => ExitCode::from(EXIT_PARTIAL),
         (_, 0) => ExitCode::from(EXIT_ERROR),
         _ => ExitCode::from(EXIT_PARTIAL),
     })

@@ -207,6 +207,18 @@ fn get_all_skips_what_the_directory_holds_and_prints_a_json_line_per_file() {
         "{}",
         stdout_text(&out)
     );
+
+    // A registered peer that does not answer: `--all` may be short of its
+    // files, so the batch is a partial result (1), the others all saved.
+    let mut dead = TestPeer::start("dead", Vec::new());
+    let _reg = dead.register(&b.etcd.endpoint(), NS);
+    dead.kill();
+    let short_dir = b.out_dir("all-short");
+    let sd = short_dir.display().to_string();
+    let out = b.cli("get", &["--all", "--dir", &sd]);
+    assert_eq!(exit_code(&out), Some(1), "{}", stderr_text(&out));
+    let names: Vec<&str> = b.files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_exactly(&short_dir, &b, &names);
 }
 
 #[test]
