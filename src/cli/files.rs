@@ -91,7 +91,7 @@ pub fn run(args: FilesArgs) -> CliResult {
 }
 
 /// True if the file's name, or any of its names, contains `needle` (lowercase).
-fn matches(f: &FileEntry, needle: &str) -> bool {
+pub fn matches(f: &FileEntry, needle: &str) -> bool {
     f.names
         .iter()
         .chain(std::iter::once(&f.name))

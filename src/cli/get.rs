@@ -1,5 +1,6 @@
 //! `piratebay-sync get`: download a file by its SHA1 from every peer that
 //! has it, verified, resumable (Ctrl-C saves the state; rerun to resume).
+//! Several SHA1s, `--search` or `--all` run a batch (`get_batch`).
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -16,14 +17,23 @@ use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, state_dir};
 use super::files::human_size;
 use super::CliResult;
 
-/// Download a file by its SHA1 from every peer that holds it, verified.
+/// Download files by SHA1 from every peer that holds them, verified.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "get")]
 pub struct GetArgs {
-    /// SHA1 of the file (40 hex digits)
+    /// SHA1 of a file (40 hex digits); several download them all
     #[argh(positional)]
-    pub sha1: String,
-    /// output path
+    pub sha1: Vec<String>,
+    /// download every file whose name contains TEXT (case-insensitive)
+    #[argh(option)]
+    pub search: Option<String>,
+    /// download every file on the network not already in the output directory
+    #[argh(switch)]
+    pub all: bool,
+    /// downloads at once in a batch (default 16)
+    #[argh(option)]
+    pub jobs: Option<usize>,
+    /// output path (one file only)
     #[argh(option, short = 'o')]
     pub output: Option<String>,
     /// directory to save into under the catalog name (default: current directory)
@@ -35,7 +45,7 @@ pub struct GetArgs {
     /// overwrite an existing different file
     #[argh(switch)]
     pub force: bool,
-    /// print one JSON summary at the end
+    /// print one JSON summary at the end (a batch: one line per file)
     #[argh(switch)]
     pub json: bool,
     /// directory holding the catalog cache (env PIRATEBAY_STATE_DIR)
@@ -59,7 +69,15 @@ pub struct GetArgs {
 }
 
 pub fn run(args: GetArgs) -> CliResult {
-    let sha1: Sha1Digest = args.sha1.trim().parse()?;
+    if args.sha1.len() == 1 && args.search.is_none() && !args.all {
+        let sha1 = args.sha1[0].trim().parse()?;
+        return run_one(args, sha1);
+    }
+    super::get_batch::run(args)
+}
+
+/// One file: the progress of its bytes, its summary.
+fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
     let max_rate = flag_or_env(args.max_rate, "PIRATEBAY_MAX_RATE")
         .map(|r| fetch::parse_rate(&r))
         .transpose()?;
@@ -82,10 +100,7 @@ pub fn run(args: GetArgs) -> CliResult {
     let size = entry.size;
     drop(refresh);
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&cancel))?;
-    }
+    let cancel = cancel_on_signals()?;
     let mut opts = DownloadOptions::new(sha1, output);
     opts.force = args.force;
     opts.max_rate = max_rate;
@@ -133,8 +148,17 @@ pub fn run(args: GetArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A flag set by SIGINT and SIGTERM (the download saves its state and stops).
+pub(super) fn cancel_on_signals() -> Result<Arc<AtomicBool>, std::io::Error> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&cancel))?;
+    }
+    Ok(cancel)
+}
+
 /// A progress bar on stderr if it is a terminal, else a hidden one.
-fn progress_bar(size: u64) -> ProgressBar {
+pub(super) fn progress_bar(size: u64) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

@@ -7,6 +7,7 @@
 mod env;
 mod files;
 mod get;
+mod get_batch;
 mod index;
 mod list;
 mod serve;

@@ -545,3 +545,82 @@ mod tests {
         assert!(h.close);
     }
 }
+
+/// Idle kept-alive connections shared by the downloads of a batch, by the
+/// peer's address list: piece-list requests and new workers take one
+/// instead of dialling (a stale one is noticed on its first request and
+/// replaced); a piece-list request puts its connection back, and so does a
+/// worker that ends between requests with its socket not shut down by the
+/// end of its round (the worker that writes a round's last piece takes its
+/// socket out of the round's table first: see `worker`).
+#[derive(Debug, Default)]
+pub struct ConnPool {
+    idle: parking_lot::Mutex<std::collections::HashMap<Vec<String>, Vec<PeerConn>>>,
+}
+
+/// Idle connections kept per peer at most.
+const MAX_IDLE_PER_PEER: usize = 32;
+
+impl ConnPool {
+    /// An empty pool.
+    pub fn new() -> Self {
+        ConnPool::default()
+    }
+
+    /// An idle connection to the peer at `addrs`, if any.
+    pub fn take(&self, addrs: &[String]) -> Option<PeerConn> {
+        self.idle.lock().get_mut(addrs)?.pop()
+    }
+
+    /// Keeps `conn` for the next request to the peer at `addrs` (if it can
+    /// carry one and the peer has fewer than 32 idle ones).
+    pub fn put(&self, addrs: &[String], conn: PeerConn) {
+        if !conn.is_reusable() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        let list = idle.entry(addrs.to_vec()).or_default();
+        if list.len() < MAX_IDLE_PER_PEER {
+            list.push(conn);
+        }
+    }
+}
+
+/// [`get_small`] on a connection of `pool` (a new one if none is idle, or
+/// if the idle one turns out closed); the connection goes back to the pool
+/// after a complete answer. A `503` is asked again as `get_small` does.
+pub fn get_small_pooled(
+    pool: &ConnPool,
+    addrs: &[String],
+    path: &str,
+    timeouts: Timeouts,
+    limit: u64,
+    deadline: Duration,
+) -> Result<(Head, Vec<u8>), ClientError> {
+    let started = Instant::now();
+    loop {
+        let (mut conn, head) = loop {
+            match pool.take(addrs) {
+                Some(mut idle) => match idle.get(path, None) {
+                    Ok(head) => break (idle, head),
+                    Err(e) if e.is_stale_connection() => continue,
+                    Err(e) => return Err(e),
+                },
+                None => {
+                    let mut conn = connect(addrs, timeouts)?;
+                    let head = conn.get(path, None)?;
+                    break (conn, head);
+                }
+            }
+        };
+        let body = conn.read_body_to_vec(&head, limit, started, deadline)?;
+        conn.finish(&head);
+        pool.put(addrs, conn);
+        if head.status == 503 && started.elapsed() + BUSY_RETRY < deadline {
+            log::debug!("peer busy (503) for {path}; asking again");
+            std::thread::sleep(BUSY_RETRY);
+            continue;
+        }
+        return Ok((head, body));
+    }
+}

@@ -25,7 +25,7 @@ use sha1::{Digest, Sha1};
 
 use super::client::Timeouts;
 use super::output::{part_path, state_path};
-use super::pieces::fetch_piece_list;
+use super::pieces::fetch_piece_list_with;
 use super::rate::RateLimiter;
 use super::round::{self, piece_range, Outcome, Round};
 use super::state::{salvage, ResumeState};
@@ -105,7 +105,11 @@ pub fn download(
 
     let received = AtomicU64::new(0);
     let retried = AtomicU64::new(0);
-    let rate = opts.max_rate.map(RateLimiter::new);
+    let own_rate = match opts.shared_rate {
+        Some(_) => None,
+        None => opts.max_rate.map(RateLimiter::new),
+    };
+    let rate = opts.shared_rate.as_deref().or(own_rate.as_ref());
     let mut used = BTreeSet::new();
     let mut bad: Vec<String> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
@@ -138,7 +142,7 @@ pub fn download(
             &done,
             &received,
             &retried,
-            rate.as_ref(),
+            rate,
         );
         round.add_holders(holders.clone());
         let outcome = round::run(&round, &mut || known.requery(source, g), progress);
@@ -158,7 +162,7 @@ pub fn download(
         );
         match outcome {
             Outcome::Complete(digest) if digest == sha1 => {
-                finish(&part, &list, &part_path, &opts.output, &state_path)?;
+                finish(&part, &list, &part_path, opts, &state_path)?;
                 log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                 summary.bytes = list.size;
                 summary.bytes_received = received.load(Ordering::Relaxed);
@@ -250,14 +254,15 @@ fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
 
 /// fsync the `.part`, check that every piece still matches (the bytes
 /// renamed are the verified ones), rename it into place, fsync the
-/// directory, drop the state.
+/// directory (unless `sync_dir` is off: a batch does it once), drop the state.
 fn finish(
     part: &File,
     list: &PieceList,
     part_path: &Path,
-    output: &Path,
+    opts: &DownloadOptions,
     state_path: &Path,
 ) -> Result<(), FetchError> {
+    let output = opts.output.as_path();
     let err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| FetchError::output(path, source)
@@ -306,8 +311,15 @@ fn finish(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    if opts.sync_dir {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    // Looked up first: a file of one piece has no state, and an unlink,
+    // even of nothing, locks the directory against a batch's other files.
+    if std::fs::symlink_metadata(state_path).is_err() {
+        return Ok(());
     }
     match std::fs::remove_file(state_path) {
         Ok(()) => {}
@@ -424,8 +436,14 @@ fn fetch_lists(opts: &DownloadOptions, holders: &[Holder]) -> Vec<Result<PieceLi
         LIST_FAN_OUT,
         "pb-get-list",
         |h| {
-            fetch_piece_list(h, &opts.sha1, timeouts, opts.request_timeout)
-                .map_err(|e| e.to_string())
+            fetch_piece_list_with(
+                opts.pool.as_deref(),
+                h,
+                &opts.sha1,
+                timeouts,
+                opts.request_timeout,
+            )
+            .map_err(|e| e.to_string())
         },
         || Err("bug: piece list not fetched".into()),
     )

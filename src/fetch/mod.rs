@@ -17,6 +17,7 @@
 //!         else that group's piece list lied: next group, keep what matches.
 //! ```
 //!
+//! - `batch`: many files in one call, a bounded number of downloads at once.
 //! - `client`: the HTTP/1.1 client (why not ureq: see there).
 //! - `dial`: racing a peer's addresses, remembering the one that answered.
 //! - `holders`: [`Holder`], [`HolderSource`].
@@ -43,6 +44,7 @@
 //! flushing from the workers (same total, more variance), two connections
 //! per holder with 3 holders (1.03 s vs 0.93 s). Peak RSS for 1 GiB: 19 MiB.
 
+pub mod batch;
 pub mod client;
 mod dial;
 mod download;
@@ -63,6 +65,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use batch::{download_many, BatchItem, BatchOptions, BatchProgress};
 pub use download::download;
 pub use error::FetchError;
 pub use holders::{Holder, HolderSource, HoldersError};
@@ -82,6 +85,15 @@ pub struct DownloadOptions {
     pub force: bool,
     /// Total rate cap in bytes per second, across all connections.
     pub max_rate: Option<u64>,
+    /// A rate cap shared with other downloads (a batch's `--max-rate`);
+    /// used instead of `max_rate` when set.
+    pub shared_rate: Option<Arc<rate::RateLimiter>>,
+    /// fsync the output's directory after the rename (a batch turns it
+    /// off and syncs each directory once at its end).
+    pub sync_dir: bool,
+    /// Idle connections shared with other downloads (a batch): piece-list
+    /// requests and new workers take one before dialling.
+    pub pool: Option<Arc<client::ConnPool>>,
     /// Longest wait for a TCP connection to a peer.
     pub connect_timeout: Duration,
     /// Longest a read from a peer may block: a stall.
@@ -124,6 +136,9 @@ impl DownloadOptions {
             output: output.into(),
             force: false,
             max_rate: None,
+            shared_rate: None,
+            pool: None,
+            sync_dir: true,
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),

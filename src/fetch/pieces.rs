@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::client::{self, ClientError, Timeouts};
+use super::client::{self, ClientError, ConnPool, Timeouts};
 use super::Holder;
 use crate::protocol::{piece_count, PieceList, FILES_PATH};
 use crate::Sha1Digest;
@@ -40,14 +40,25 @@ pub fn fetch_piece_list(
     timeouts: Timeouts,
     deadline: Duration,
 ) -> Result<PieceList, PieceListError> {
+    fetch_piece_list_with(None, holder, sha1, timeouts, deadline)
+}
+
+/// [`fetch_piece_list`] on a connection of `pool` if given (a batch).
+pub(crate) fn fetch_piece_list_with(
+    pool: Option<&ConnPool>,
+    holder: &Holder,
+    sha1: &Sha1Digest,
+    timeouts: Timeouts,
+    deadline: Duration,
+) -> Result<PieceList, PieceListError> {
     let path = format!("{FILES_PATH}/{sha1}/pieces");
-    let (head, body) = client::get_small(
-        holder.dial_addrs(),
-        &path,
-        timeouts,
-        MAX_PIECE_LIST_BODY,
-        deadline,
-    )?;
+    let addrs = holder.dial_addrs();
+    let (head, body) = match pool {
+        Some(pool) => {
+            client::get_small_pooled(pool, addrs, &path, timeouts, MAX_PIECE_LIST_BODY, deadline)?
+        }
+        None => client::get_small(addrs, &path, timeouts, MAX_PIECE_LIST_BODY, deadline)?,
+    };
     if head.status != 200 {
         return Err(PieceListError::Status(head.status));
     }

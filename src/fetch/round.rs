@@ -82,6 +82,9 @@ pub(crate) struct Round<'a> {
     pub state_path: &'a Path,
     /// When the state was last saved (by a worker or the supervisor).
     last_save: Mutex<Instant>,
+    /// Held while the state file is written: a worker's periodic save and
+    /// the supervisor's last one share the `.tmp` name.
+    saving: Mutex<()>,
     pub sched: Scheduler,
     pub slots: Mutex<Vec<Slot>>,
     pub received: &'a AtomicU64,
@@ -129,6 +132,7 @@ impl<'a> Round<'a> {
             part_path,
             state_path,
             last_save: Mutex::new(Instant::now()),
+            saving: Mutex::new(()),
             sched: Scheduler::new(done, done_bytes, opts.endgame_copies),
             slots: Mutex::new(Vec::new()),
             received,
@@ -194,6 +198,12 @@ impl<'a> Round<'a> {
         Some(id)
     }
 
+    /// Forgets a registered connection; true if it was still registered
+    /// (so the end of the round has not shut it down and will not).
+    pub fn take_registration(&self, id: Option<u64>) -> bool {
+        id.is_some_and(|id| self.sockets.lock().remove(&id).is_some())
+    }
+
     /// Forgets a registered connection.
     pub fn unregister(&self, id: Option<u64>) {
         if let Some(id) = id {
@@ -249,7 +259,15 @@ impl<'a> Round<'a> {
         *last = Instant::now();
     }
 
+    /// Writes the resume state. Not for a file of one piece: there is
+    /// nothing to resume inside a piece, and skipping the file keeps a
+    /// batch of small files from creating and deleting two files each
+    /// (ext4's inode allocator made that most of the batch's system time).
     fn save_state(&self, flags: &[bool], state_path: &Path) {
+        if self.list.pieces.len() <= 1 {
+            return;
+        }
+        let _saving = self.saving.lock();
         let mut state = ResumeState::new(self.list, flags).with_download(&self.download_id);
         state.peers = self
             .slots

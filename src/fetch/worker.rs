@@ -72,8 +72,13 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
     let mut not_there = 0u32;
     // Every holder is asked its bitmap first; only partial ones again.
     let mut last_poll: Option<Instant> = None;
+    // Left between requests (the last answer read in full, or none).
+    let mut clean_exit = false;
+    // The connection left the socket table after the last piece.
+    let mut unhooked = false;
     loop {
         if round.stopping() || round.slots.lock()[slot].dropped.is_some() {
+            clean_exit = true;
             break;
         }
         // A holder's bitmap is asked first; then a seed's hint before each
@@ -83,7 +88,10 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
         let mut piece = None;
         if last_poll.is_some() && !(round.sched.has_hint(slot) && polled_long_ago) {
             match round.sched.next(slot) {
-                Next::Stop => break,
+                Next::Stop => {
+                    clean_exit = true;
+                    break;
+                }
                 Next::Piece(i) => piece = Some(i),
                 Next::Wait if round.sched.needs_poll(slot) && polled_long_ago => {}
                 Next::Wait => {
@@ -145,6 +153,18 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                     if let Err(source) = round.part.write_all_at(&buf[..len], start) {
                         round.set_fatal(FetchError::output(round.part_path, source));
                         break;
+                    }
+                    if round.opts.pool.is_some() && round.sched.remaining() == 1 {
+                        // The last piece: this connection leaves the socket
+                        // table now, before the round's end (which this
+                        // write triggers) shuts every registered socket down,
+                        // so it can go back to the batch's pool.
+                        if let Some(c) = conn.as_mut() {
+                            if round.take_registration(c.socket) {
+                                c.socket = None;
+                                unhooked = true;
+                            }
+                        }
                     }
                     round.sched.written(i, len as u64, slot);
                     log::trace!("piece {i} from {holder}");
@@ -231,7 +251,16 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             }
         }
     }
-    close(round, &mut conn);
+    match (clean_exit, conn.take(), round.opts.pool.as_ref()) {
+        // Back to the batch's pool, unless the round already shut the
+        // socket down (it does so to every socket still registered).
+        (true, Some(c), Some(pool)) if c.conn.is_reusable() => {
+            if (unhooked && c.socket.is_none()) || round.take_registration(c.socket) {
+                pool.put(&addrs, c.conn);
+            }
+        }
+        (_, mut c, _) => close(round, &mut c),
+    }
     round.slots.lock()[slot].workers -= 1;
     round.sched.wake_all();
 }
@@ -367,7 +396,18 @@ fn request(
         attempt += 1;
         if conn.as_ref().is_none_or(|c| !c.conn.is_reusable()) {
             close(round, conn);
-            let c = client::connect(addrs, round.timeouts).map_err(|e| Fail::Io(e.to_string()))?;
+            // A batch's idle connection to this peer first (its first
+            // request counts as a reuse: a stale one is replaced below).
+            let pooled = match attempt {
+                1 => round.opts.pool.as_ref().and_then(|p| p.take(addrs)),
+                _ => None,
+            };
+            let c = match pooled {
+                Some(c) => c,
+                None => {
+                    client::connect(addrs, round.timeouts).map_err(|e| Fail::Io(e.to_string()))?
+                }
+            };
             let socket = round.register(&c);
             *conn = Some(Conn { conn: c, socket });
         }

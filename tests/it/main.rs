@@ -3,6 +3,8 @@
 
 mod support;
 
+mod batch;
+mod batch_cli;
 mod discovery;
 mod etcd;
 mod faults;
