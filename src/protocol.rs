@@ -20,7 +20,7 @@
 //! health, `/have`, the page, status and metrics `no-store`.
 //!
 //! A peer holding the whole file may append a second bitmap of the same
-//! length to `/have`: the pieces it has not uploaded lately (a hint, as
+//! length to `/have`: the pieces it has uploaded the fewest times lately (a hint, as
 //! BitTorrent's super-seeding: while partial holders exist, downloaders ask
 //! it only for those, and get the others from each other).
 //!

@@ -1,6 +1,6 @@
-//! Super-seeding hints: which pieces of a complete file this peer has not
-//! uploaded lately, so that downloaders ask it for those and fetch the
-//! others from each other.
+//! Super-seeding hints: which pieces of a complete file this peer has
+//! uploaded the fewest times lately, so that downloaders ask it for those
+//! and fetch the others from each other.
 //!
 //! Counted when a range response of a complete file starts (so pieces in
 //! flight count at once). Forgotten for a file after [`QUIET`] without an
@@ -66,15 +66,19 @@ impl UploadCounts {
         }
     }
 
-    /// The pieces of `sha1` not uploaded lately (all of them for a file
-    /// not tracked; none once every piece went out), given `pieces`.
+    /// The pieces of `sha1` uploaded the fewest times lately (all of them
+    /// for a file not tracked), given `pieces`. Relative, not "never": a
+    /// seed that uploaded everything once stays useful for the next round.
     pub fn fresh(&self, sha1: &Sha1Digest, pieces: usize) -> Bitfield {
         let files = self.files.lock();
         match files
             .get(sha1)
             .filter(|c| c.last.elapsed() <= QUIET && c.counts.len() == pieces)
         {
-            Some(c) => Bitfield::from_flags(&c.counts.iter().map(|n| *n == 0).collect::<Vec<_>>()),
+            Some(c) => {
+                let min = c.counts.iter().copied().min().unwrap_or(0);
+                Bitfield::from_flags(&c.counts.iter().map(|n| *n == min).collect::<Vec<_>>())
+            }
             None => Bitfield::full(pieces),
         }
     }
@@ -85,7 +89,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pieces_not_uploaded_yet_are_fresh() {
+    fn the_least_uploaded_pieces_are_fresh() {
         let u = UploadCounts::default();
         let sha: Sha1Digest = "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap();
         assert!(u.fresh(&sha, 4).is_full());
@@ -97,6 +101,6 @@ mod tests {
             (false, false, false, true)
         );
         u.note(&sha, 10, 4, 30, 10);
-        assert_eq!(u.fresh(&sha, 4).count(), 0, "every piece went out");
+        assert_eq!(u.fresh(&sha, 4).count(), 4, "every piece went out once");
     }
 }

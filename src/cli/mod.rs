@@ -52,6 +52,7 @@ pub fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
+        .format_timestamp_millis()
         .init();
     let result = match cli.command {
         Command::Serve(a) => serve::run(a),

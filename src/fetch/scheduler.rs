@@ -205,7 +205,7 @@ impl Scheduler {
         let n = s.pieces.len();
         let offset = s.offset;
         // Super-seeding: while partial holders are known, a seed that says
-        // which pieces it never uploaded is asked only for those (and only
+        // which pieces it uploaded least is asked only for those (and only
         // if no one else is known to have them): the rest come from the
         // partial holders, and the seed's upload goes to new pieces. Unless
         // the partial holders have nothing this download lacks and it got
@@ -475,7 +475,7 @@ mod tests {
     #[test]
     fn with_partial_holders_a_seed_is_asked_only_for_what_it_never_sent() {
         let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
-        // Seed 0 never sent piece 3; partial holder 1 has piece 0.
+        // Seed 0 sent piece 3 least; partial holder 1 has piece 0.
         s.set_have(
             0,
             None,

@@ -327,7 +327,9 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
             return response;
         }
     };
-    if opened.held.is_none() && request.method == Method::Get {
+    // Only range requests count for super-seeding: a whole-file download
+    // (curl) is not a swarm member that will pass pieces on.
+    if opened.held.is_none() && request.method == Method::Get && len < size {
         source.note_upload(sha1, start, len);
     }
     let head = head

@@ -74,7 +74,7 @@ pub trait FileSource: Send + Sync + 'static {
         self.pieces(sha1).map(|p| Bitfield::full(p.pieces.len()))
     }
     /// A hint for downloaders of a file this peer holds whole: the pieces
-    /// it has not uploaded lately (sent after the `have` bitmap). `None`:
+    /// it has uploaded the fewest times lately (sent after the `have` bitmap). `None`:
     /// no hint.
     fn fresh(&self, _sha1: &Sha1Digest) -> Option<Bitfield> {
         None
