@@ -18,7 +18,6 @@ only. Environment: BENCH_RUNS (default 5), BENCH_FAIR_MIB (default 256),
 BENCH_FAIR_CLIENTS (default 20).
 """
 
-import hashlib
 import os
 import shutil
 import statistics
@@ -36,16 +35,6 @@ CLIENTS = int(os.environ.get("BENCH_FAIR_CLIENTS", "20"))
 WORKERS = 8
 TARGET_RATIO = 1.2
 
-
-def random_file(path, mib):
-    """Writes `mib` MiB of random bytes; returns the sha1 hex."""
-    h = hashlib.sha1()
-    with open(path, "wb") as f:
-        for _ in range(mib):
-            block = os.urandom(1 << 20)
-            h.update(block)
-            f.write(block)
-    return h.hexdigest()
 
 
 def round_of(cmds):
@@ -80,7 +69,7 @@ def main():
         out_dir = os.path.join(work, "out")
         os.makedirs(dataset)
         print(f"bench_fair: writing {MIB} MiB of random data ...", flush=True)
-        sha1 = random_file(os.path.join(dataset, "fair.bin"), MIB)
+        sha1 = common.random_file(os.path.join(dataset, "fair.bin"), MIB)
         with common.Etcd() as etcd:
             ep = etcd.endpoint
             ip = "127.0.0.31"

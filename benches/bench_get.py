@@ -39,16 +39,6 @@ TARGET_RATIO = 1.1
 TARGET_RSS_MIB = 64
 
 
-def random_file(path, mib):
-    """Writes `mib` MiB of random bytes; returns the sha1 hex."""
-    h = hashlib.sha1()
-    with open(path, "wb") as f:
-        for _ in range(mib):
-            block = os.urandom(1 << 20)
-            h.update(block)
-            f.write(block)
-    return h.hexdigest()
-
 
 def start_peer(binary, endpoint, dataset, state, ip, port, log_path):
     log = open(log_path, "ab")
@@ -135,8 +125,8 @@ def main():
         dataset = os.path.join(work, "dataset")
         os.makedirs(dataset)
         print(f"bench_get: writing {GET_MIB} MiB and {RSS_MIB} MiB of random data ...", flush=True)
-        sha_get = random_file(os.path.join(dataset, "get.bin"), GET_MIB)
-        sha_rss = random_file(os.path.join(dataset, "rss.bin"), RSS_MIB)
+        sha_get = common.random_file(os.path.join(dataset, "get.bin"), GET_MIB)
+        sha_rss = common.random_file(os.path.join(dataset, "rss.bin"), RSS_MIB)
         with common.Etcd() as etcd:
             ep = etcd.endpoint
             addrs = []

@@ -31,7 +31,6 @@ BENCH_SWARM_MIB (128), BENCH_SWARM_N (comma-separated, default "8,16"),
 BENCH_RATE_MBIT (400).
 """
 
-import hashlib
 import os
 import shutil
 import statistics
@@ -58,15 +57,6 @@ PORT = 7070
 SWARM_TARGETS = {8: 1.5, 16: 1.6}
 SWARM_UPLOAD_TARGET = 3.0
 
-
-def random_file(path, mib):
-    h = hashlib.sha1()
-    with open(path, "wb") as f:
-        for _ in range(mib):
-            block = os.urandom(1 << 20)
-            h.update(block)
-            f.write(block)
-    return h.hexdigest()
 
 
 def url(host, sha1):
@@ -186,7 +176,7 @@ def multi_source(lab, run, binary, etcd, client, holders):
     """The three comparisons of issue 8; returns rows for the table."""
     data = os.path.join(run.work, "data")
     os.makedirs(data)
-    sha1 = random_file(os.path.join(data, "big.bin"), LAN_MIB)
+    sha1 = common.random_file(os.path.join(data, "big.bin"), LAN_MIB)
     out_dir = os.path.join(run.work, "out")
     os.makedirs(out_dir)
     out = os.path.join(out_dir, "got.bin")
@@ -241,7 +231,7 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
     base = os.path.join(run.work, ns)
     seed_data = os.path.join(base, "seed")
     os.makedirs(seed_data)
-    sha1 = random_file(os.path.join(seed_data, "swarm.bin"), SWARM_MIB)
+    sha1 = common.random_file(os.path.join(seed_data, "swarm.bin"), SWARM_MIB)
     peers = [start_peer(run, binary, seed, etcd, seed_data, ns, f"{ns}-seed")]
     datasets = []
     for i, h in enumerate(hosts[:n]):

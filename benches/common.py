@@ -8,6 +8,7 @@
 """
 
 import json
+import hashlib
 import os
 import shutil
 import signal
@@ -158,6 +159,17 @@ class CommandFailed(Exception):
         self.cmd, self.code, self.stderr = cmd, code, stderr
         first = stderr.strip().splitlines()[-1] if stderr.strip() else "(no stderr)"
         super().__init__(f"{os.path.basename(cmd[0])} exited {code}: {first}")
+
+
+def random_file(path, mib):
+    """Writes `mib` MiB of random bytes; returns the sha1 hex."""
+    h = hashlib.sha1()
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            block = os.urandom(1 << 20)
+            h.update(block)
+            f.write(block)
+    return h.hexdigest()
 
 
 def tail(path, lines=15):
