@@ -126,10 +126,19 @@ fn partial_holders(sha1: &Sha1Digest, peers: &[&PeerInfo]) -> Vec<Holder> {
         },
         || false,
     );
-    peers
+    let mut found: Vec<Holder> = peers
         .iter()
         .zip(held)
         .filter(|(_, h)| *h)
         .map(|(p, _)| Holder::with_addrs(&p.record.id, p.record.dial_addrs()))
-        .collect()
+        .collect();
+    // In a random rotation: a download connects to at most 8 holders, and
+    // if every download took the same first ones, those hosts' uplinks
+    // would carry the swarm while the others idle.
+    if !found.is_empty() {
+        let turn = u64::from_str_radix(&crate::discovery::random_id(), 16).unwrap_or(0);
+        let n = found.len();
+        found.rotate_left((turn % n as u64) as usize);
+    }
+    found
 }
