@@ -39,18 +39,7 @@ pub fn get_small(
     limit: u64,
     deadline: Duration,
 ) -> Result<(Head, Vec<u8>), ClientError> {
-    let started = Instant::now();
-    loop {
-        let mut conn = connect(addrs, timeouts)?;
-        let head = conn.get(path, None)?;
-        let body = conn.read_body_to_vec(&head, limit, started, deadline)?;
-        if head.status == 503 && started.elapsed() + BUSY_RETRY < deadline {
-            log::debug!("peer {} busy (503) for {path}; asking again", conn.addr());
-            std::thread::sleep(BUSY_RETRY);
-            continue;
-        }
-        return Ok((head, body));
-    }
+    get_small_on(None, addrs, path, timeouts, limit, deadline)
 }
 
 /// Why a request to a peer failed.
@@ -597,10 +586,22 @@ pub fn get_small_pooled(
     limit: u64,
     deadline: Duration,
 ) -> Result<(Head, Vec<u8>), ClientError> {
+    get_small_on(Some(pool), addrs, path, timeouts, limit, deadline)
+}
+
+/// The one loop behind [`get_small`] (no pool) and [`get_small_pooled`].
+fn get_small_on(
+    pool: Option<&ConnPool>,
+    addrs: &[String],
+    path: &str,
+    timeouts: Timeouts,
+    limit: u64,
+    deadline: Duration,
+) -> Result<(Head, Vec<u8>), ClientError> {
     let started = Instant::now();
     loop {
         let (mut conn, head) = loop {
-            match pool.take(addrs) {
+            match pool.and_then(|p| p.take(addrs)) {
                 Some(mut idle) => match idle.get(path, None) {
                     Ok(head) => break (idle, head),
                     Err(e) if e.is_stale_connection() => continue,
@@ -615,9 +616,14 @@ pub fn get_small_pooled(
         };
         let body = conn.read_body_to_vec(&head, limit, started, deadline)?;
         conn.finish(&head);
-        pool.put(addrs, conn);
-        if head.status == 503 && started.elapsed() + BUSY_RETRY < deadline {
-            log::debug!("peer busy (503) for {path}; asking again");
+        let busy = head.status == 503 && started.elapsed() + BUSY_RETRY < deadline;
+        if busy {
+            log::debug!("peer {} busy (503) for {path}; asking again", conn.addr());
+        }
+        if let Some(p) = pool {
+            p.put(addrs, conn);
+        }
+        if busy {
             std::thread::sleep(BUSY_RETRY);
             continue;
         }
