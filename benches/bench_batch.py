@@ -139,13 +139,7 @@ def main():
                 ok = met
             return 0 if ok else 1
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        common.stop_process(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -142,13 +142,7 @@ def main():
                   f"{'met' if met else 'MISSED'} ({ratio:.2f}x)")
             return 0 if met else 1
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        common.stop_process(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

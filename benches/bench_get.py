@@ -200,13 +200,7 @@ def main():
             return 0 if ok else 1
     finally:
         for proc, _ in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            common.stop_process(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

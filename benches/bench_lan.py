@@ -95,13 +95,7 @@ class Run:
         for p, name in list(self.procs):
             if only is not None and p not in only:
                 continue
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            common.stop_process(p)
             self.procs.remove((p, name))
 
 

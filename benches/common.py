@@ -11,7 +11,6 @@ import json
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -139,13 +138,7 @@ class Etcd:
         self.post("/v3/kv/put", {"key": b64(key), "value": b64(value)})
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -159,6 +152,18 @@ class CommandFailed(Exception):
         self.cmd, self.code, self.stderr = cmd, code, stderr
         first = stderr.strip().splitlines()[-1] if stderr.strip() else "(no stderr)"
         super().__init__(f"{os.path.basename(cmd[0])} exited {code}: {first}")
+
+
+def stop_process(proc, timeout=10):
+    """SIGTERM `proc` if it still runs, SIGKILL it after `timeout` s, reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def random_file(path, mib):
