@@ -19,7 +19,7 @@ pub(crate) use identity::random_id;
 pub use identity::{host_name, load_or_create_peer_id};
 pub use record::{unix_now, PeerInfo, PeerRecord};
 pub use registration::{
-    GenPublisher, Registration, RegistrationConfig, RegistrationState, RegistrationView,
+    GenPublisher, KeyFeed, Registration, RegistrationConfig, RegistrationState, RegistrationView,
 };
 
 use crate::etcd::{self, Client};
