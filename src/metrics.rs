@@ -179,11 +179,6 @@ pub fn request(route: &'static str, status: u16) {
     *REQUESTS.lock().entry((route, status)).or_insert(0) += 1;
 }
 
-/// Requests answered so far with `route` and `status`.
-pub fn requests(route: &'static str, status: u16) -> u64 {
-    REQUESTS.lock().get(&(route, status)).copied().unwrap_or(0)
-}
-
 /// The whole `/metrics` body: the process counters, and the peer's
 /// values when there is a peer behind the server.
 pub fn render(status: Option<&StatusReport>) -> String {

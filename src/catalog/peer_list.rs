@@ -2,7 +2,7 @@
 //! deadline (a busy peer's `503` is asked again within it), a body size
 //! limit per peer and a reservation from the catalog's shared byte budget.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::budget::Budget;
 use crate::fetch::client::{self, ClientError, Timeouts};
@@ -121,17 +121,4 @@ pub(crate) fn fetch_budgeted(
         }
         return Ok(list);
     }
-}
-
-/// Fetches a peer's file list.
-pub fn fetch_file_list(
-    addrs: &[String],
-    timeouts: Timeouts,
-    deadline: Duration,
-) -> Result<FileList, PeerListError> {
-    let (head, body) = client::get_small(addrs, FILES_PATH, timeouts, MAX_CATALOG_BODY, deadline)?;
-    if head.status != 200 {
-        return Err(PeerListError::Status(head.status));
-    }
-    serde_json::from_slice(&body).map_err(|e| PeerListError::Json(e.to_string()))
 }
