@@ -48,6 +48,7 @@ mod handler;
 mod limits;
 mod park;
 mod pool;
+mod shared;
 
 pub use config::ServerConfig;
 pub use error::ServerError;
