@@ -7,11 +7,13 @@
 //! - [`route`]: which endpoint a method and raw target name.
 //! - [`range`]: the `Range` header against a file size.
 //! - [`conditional`]: `If-None-Match` and `If-Range` against an `ETag`.
+//! - [`encoding`]: `Accept-Encoding` (gzip for the catalog).
 //! - [`response`]: status lines, response heads, `Content-Disposition`, `Date`.
 //!
 //! Every limit is a named constant below.
 
 pub mod conditional;
+pub mod encoding;
 pub mod range;
 pub mod request;
 pub mod response;
