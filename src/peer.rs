@@ -463,3 +463,18 @@ impl FileSource for IndexSource {
         Some(self.monitor.report())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_etcd_password() {
+        let mut cfg = PeerConfig::new("/tmp/dataset", "/tmp/state");
+        cfg.etcd.user = Some("pb-user".into());
+        cfg.etcd.password = Some("hunter2-secret".into());
+        let shown = format!("{cfg:?} {cfg:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("pb-user"), "{shown}");
+    }
+}

@@ -92,7 +92,7 @@ impl Default for CatalogOptions {
 
 /// One file of the network, merged over its holders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FileEntry {
+pub struct NetworkFile {
     /// SHA1 of the content.
     pub sha1: Sha1Digest,
     /// Size in bytes.
@@ -111,7 +111,7 @@ pub struct FileEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Refresh {
     /// Every file, sorted by name then sha1.
-    pub files: Vec<FileEntry>,
+    pub files: Vec<NetworkFile>,
     /// Ids of the peers asked over the network (the others came from the cache).
     pub asked: Vec<String>,
     /// Peers that could not be asked, with the reason.
@@ -120,7 +120,7 @@ pub struct Refresh {
 
 impl Refresh {
     /// The entry for `sha1`, if any peer holds it.
-    pub fn find(&self, sha1: &Sha1Digest) -> Option<&FileEntry> {
+    pub fn find(&self, sha1: &Sha1Digest) -> Option<&NetworkFile> {
         self.files.iter().find(|f| f.sha1 == *sha1)
     }
 }
@@ -446,7 +446,7 @@ fn reason_kind(e: &str) -> String {
 /// all stay its holders (no claim by one holder removes another: the
 /// download groups holders by piece list and tries each group); the entry
 /// shows the size most holders give (the smallest on a tie).
-pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<FileEntry> {
+pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<NetworkFile> {
     let refs: Vec<(Holder, Vec<&CatalogEntry>)> = lists
         .iter()
         .map(|(h, files)| (h.clone(), files.iter().collect()))
@@ -454,7 +454,7 @@ pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<FileEntry> {
     merge_refs(&refs)
 }
 
-fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<FileEntry> {
+fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<NetworkFile> {
     // Per file: each holder's claim (name, size) in a flat Vec, counted
     // once at the end (two small maps per file cost ~1 KB each with many
     // files).
@@ -480,7 +480,7 @@ fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<FileEntry> {
             acc.holders.push(holder.clone());
         }
     }
-    let mut out: Vec<FileEntry> = by_sha1
+    let mut out: Vec<NetworkFile> = by_sha1
         .into_iter()
         .map(|(sha1, acc)| {
             let mut names: Vec<&str> = acc.claims.iter().map(|c| c.0).collect();
@@ -496,7 +496,7 @@ fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<FileEntry> {
             }
             let mut holders = acc.holders;
             holders.sort();
-            FileEntry {
+            NetworkFile {
                 sha1,
                 size,
                 name,

@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use argh::FromArgs;
-use piratebay_sync::catalog::{Catalog, CatalogOptions, FileEntry, CACHE_FILE};
+use piratebay_sync::catalog::{Catalog, CatalogOptions, NetworkFile, CACHE_FILE};
 use piratebay_sync::discovery;
 
 use super::env::{etcd_client, etcd_opts, namespace, state_dir};
@@ -55,7 +55,7 @@ pub fn run(args: FilesArgs) -> CliResult {
         );
     }
     let needle = args.search.map(|s| s.to_lowercase());
-    let files: Vec<&FileEntry> = refresh
+    let files: Vec<&NetworkFile> = refresh
         .files
         .iter()
         .filter(|f| needle.as_deref().is_none_or(|n| matches(f, n)))
@@ -91,7 +91,7 @@ pub fn run(args: FilesArgs) -> CliResult {
 }
 
 /// True if the file's name, or any of its names, contains `needle` (lowercase).
-pub fn matches(f: &FileEntry, needle: &str) -> bool {
+pub fn matches(f: &NetworkFile, needle: &str) -> bool {
     f.names
         .iter()
         .chain(std::iter::once(&f.name))

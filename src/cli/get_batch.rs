@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use piratebay_sync::catalog::{Catalog, CatalogOptions, FileEntry, NetworkHolders, CACHE_FILE};
+use piratebay_sync::catalog::{Catalog, CatalogOptions, NetworkFile, NetworkHolders, CACHE_FILE};
 use piratebay_sync::fetch::batch::DEFAULT_CONCURRENCY;
 use piratebay_sync::fetch::{
     self, output::resolve_output, BatchItem, BatchOptions, BatchProgress, DownloadOptions,
@@ -210,10 +210,10 @@ fn selection(args: &GetArgs) -> Result<Selection, super::CliError> {
 /// would be refused without `--force`).
 fn plan(
     selection: &Selection,
-    files: &[FileEntry],
+    files: &[NetworkFile],
     dir: &Path,
 ) -> Result<Vec<BatchItem>, super::CliError> {
-    let chosen: Vec<(Sha1Digest, Option<&FileEntry>)> = match selection {
+    let chosen: Vec<(Sha1Digest, Option<&NetworkFile>)> = match selection {
         Selection::Sha1s(sha1s) => sha1s
             .iter()
             .map(|s| (*s, files.iter().find(|f| f.sha1 == *s)))
@@ -321,7 +321,7 @@ struct SharedRequery {
     network: NetworkHolders,
     interval: Duration,
     /// When the holders were last read, and the holders of every file then.
-    last: RwLock<(Option<Instant>, Vec<FileEntry>)>,
+    last: RwLock<(Option<Instant>, Vec<NetworkFile>)>,
     /// Held while one thread refreshes.
     refreshing: Mutex<()>,
 }

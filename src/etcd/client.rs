@@ -348,3 +348,23 @@ fn tls_config(cfg: &Config) -> Result<ureq::tls::TlsConfig> {
         .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
         .build())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_password_or_token() {
+        let client = Client::new(Config {
+            user: Some("pb-user".into()),
+            password: Some("hunter2-secret".into()),
+            ..Config::default()
+        })
+        .expect("a valid config");
+        *client.inner.token.lock() = Some("token-secret".into());
+        let shown = format!("{client:?} {client:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("token-secret"), "{shown}");
+        assert!(shown.contains("127.0.0.1:2379"), "{shown}");
+    }
+}

@@ -28,8 +28,9 @@ use super::error::Step;
 use super::output::{part_path, state_path};
 use super::pieces::fetch_piece_list_with;
 use super::rate::RateLimiter;
-use super::round::{self, piece_range, Outcome, Round};
+use super::round::{piece_range, Outcome, Round};
 use super::state::{salvage, ResumeState};
+use super::supervisor;
 use super::{DownloadOptions, FetchError, Holder, HolderSource, ProgressFn, Summary};
 use crate::protocol::PieceList;
 use crate::Sha1Digest;
@@ -146,7 +147,7 @@ pub fn download(
             rate,
         );
         round.add_holders(holders.clone());
-        let outcome = round::run(&round, &mut || known.requery(source, g), progress);
+        let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
         for slot in round.slots.lock().iter() {
             if slot.pieces > 0 {
                 used.insert(slot.holder.id.clone());

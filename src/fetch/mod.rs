@@ -56,6 +56,7 @@ pub mod rate;
 mod round;
 mod scheduler;
 pub mod state;
+mod supervisor;
 mod worker;
 
 use std::path::PathBuf;

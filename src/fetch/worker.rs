@@ -141,7 +141,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
         match result {
             Err(Fail::Busy) => {
                 // Give the worker back so another holder can use it; this
-                // one is asked again after `BUSY_RETRY` (see `round::fill`).
+                // one is asked again after `BUSY_RETRY` (see `supervisor::fill`).
                 release(round);
                 round.slots.lock()[slot].retry_at = Some(Instant::now() + client::BUSY_RETRY);
                 break;

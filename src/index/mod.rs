@@ -47,7 +47,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use cache::CacheError;
-pub use entry::{FileEntry, FileStat};
+pub use entry::{FileStat, IndexedFile};
 pub use walk::{skip_name, PART_STATE_SUFFIX, PART_SUFFIX};
 
 use crate::protocol::DEFAULT_PIECE_SIZE;
@@ -368,21 +368,21 @@ impl Index {
     }
 
     /// Every entry, sorted by first path.
-    pub fn files(&self) -> Vec<Arc<FileEntry>> {
+    pub fn files(&self) -> Vec<Arc<IndexedFile>> {
         let mut v: Vec<_> = self.shared.store.read().by_sha1.values().cloned().collect();
         v.sort_unstable_by(|a, b| paths_order(&a.paths, &b.paths));
         v
     }
 
     /// Every entry and the generation they were taken at, consistently.
-    pub fn snapshot(&self) -> (u64, Vec<Arc<FileEntry>>) {
+    pub fn snapshot(&self) -> (u64, Vec<Arc<IndexedFile>>) {
         let store = self.shared.store.read();
         let v = store.by_sha1.values().cloned().collect();
         (store.generation, v)
     }
 
     /// The entry of a content, if indexed.
-    pub fn get(&self, sha1: &Sha1Digest) -> Option<Arc<FileEntry>> {
+    pub fn get(&self, sha1: &Sha1Digest) -> Option<Arc<IndexedFile>> {
         self.shared.store.read().by_sha1.get(sha1).cloned()
     }
 
@@ -398,7 +398,7 @@ impl Index {
     pub fn open_file(
         &self,
         sha1: &Sha1Digest,
-    ) -> std::io::Result<Option<(std::fs::File, Arc<FileEntry>)>> {
+    ) -> std::io::Result<Option<(std::fs::File, Arc<IndexedFile>)>> {
         let Some(entry) = self.get(sha1) else {
             return Ok(None);
         };
@@ -431,7 +431,7 @@ impl Index {
         }
     }
 
-    fn drop_stale(&self, sha1: &Sha1Digest, entry: &FileEntry, stale: &[PathBuf]) {
+    fn drop_stale(&self, sha1: &Sha1Digest, entry: &IndexedFile, stale: &[PathBuf]) {
         if stale.is_empty() {
             return;
         }
