@@ -446,7 +446,12 @@ impl FileSource for IndexSource {
                 held: None,
             }));
         }
-        self.partials.open(sha1)
+        Ok(self.partials.open(sha1)?.map(|p| OpenedFile {
+            file: p.file,
+            size: p.size,
+            name: p.name,
+            held: Some((p.held, p.piece_size)),
+        }))
     }
 
     fn health(&self) -> Health {

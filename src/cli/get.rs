@@ -68,12 +68,16 @@ pub struct GetArgs {
     pub etcd_ca: Option<String>,
 }
 
+/// Whether `args` ask for one file by SHA1 (`run`); anything else is a
+/// batch (`get_batch::run`).
+pub fn is_one(args: &GetArgs) -> bool {
+    args.sha1.len() == 1 && args.search.is_none() && !args.all
+}
+
+/// One file by SHA1 (see [`is_one`]).
 pub fn run(args: GetArgs) -> CliResult {
-    if args.sha1.len() == 1 && args.search.is_none() && !args.all {
-        let sha1 = args.sha1[0].trim().parse()?;
-        return run_one(args, sha1);
-    }
-    super::get_batch::run(args)
+    let sha1 = args.sha1[0].trim().parse()?;
+    run_one(args, sha1)
 }
 
 /// One file: the progress of its bytes, its summary.

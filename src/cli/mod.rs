@@ -61,7 +61,8 @@ pub fn main() -> ExitCode {
         Command::List(a) => list::run(a),
         Command::Index(a) => index::run(a),
         Command::Files(a) => files::run(a),
-        Command::Get(a) => get::run(a),
+        Command::Get(a) if get::is_one(&a) => get::run(a),
+        Command::Get(a) => get_batch::run(a),
     };
     match result {
         Ok(code) => code,

@@ -203,7 +203,8 @@ fn status(route: Route, source: &dyn FileSource) -> Response {
     let response = match (route, &report) {
         (Route::Metrics, _) => Response::bytes(
             ResponseHead::new(Status::OK).header("Content-Type", CONTENT_TYPE_METRICS),
-            crate::metrics::render(report.as_ref()).into_bytes(),
+            crate::metrics::render(&report.as_ref().map(|r| r.gauges()).unwrap_or_default())
+                .into_bytes(),
         ),
         (Route::Status, Some(r)) => Response::json(r),
         (Route::Page, Some(r)) => Response::bytes(

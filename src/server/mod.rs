@@ -48,6 +48,7 @@ mod handler;
 mod limits;
 mod park;
 mod pool;
+mod shared;
 
 pub use config::{
     ServerConfig, DEFAULT_HEADER_DEADLINE, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_CONNECTIONS,

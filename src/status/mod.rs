@@ -81,6 +81,75 @@ pub struct StatusReport {
     pub history: History,
 }
 
+impl StatusReport {
+    /// This peer's values for `GET /metrics` (after the process counters,
+    /// see [`metrics::render`]).
+    pub fn gauges(&self) -> Vec<metrics::PeerGauge> {
+        let g = |name, help, value: usize| metrics::PeerGauge {
+            name,
+            help,
+            value: value as u64,
+        };
+        let n = |name, help, value: u64| metrics::PeerGauge { name, help, value };
+        vec![
+            n(
+                "pbs_uptime_seconds",
+                "Seconds since the peer started.",
+                self.peer.uptime_secs,
+            ),
+            n("pbs_index_files", "Files in the index.", self.index.files),
+            n(
+                "pbs_index_bytes",
+                "Bytes of the files in the index.",
+                self.index.bytes,
+            ),
+            n(
+                "pbs_index_generation",
+                "Current index generation.",
+                self.index.generation,
+            ),
+            n(
+                "pbs_index_hash_backlog_files",
+                "Files waiting to settle or being hashed.",
+                self.index.queued_files,
+            ),
+            n(
+                "pbs_index_hash_backlog_bytes",
+                "Bytes of the files waiting to settle or being hashed.",
+                self.index.queued_bytes,
+            ),
+            n(
+                "pbs_registered",
+                "1 if this peer's key is in etcd, else 0.",
+                u64::from(self.registration.registered),
+            ),
+            g(
+                "pbs_peers",
+                "Registered peers, this one included.",
+                self.peers.len(),
+            ),
+            g(
+                "pbs_peers_answering",
+                "Registered peers whose last health probe answered.",
+                self.peers
+                    .iter()
+                    .filter(|p| p.answers == Some(true))
+                    .count(),
+            ),
+            g(
+                "pbs_downloads_active",
+                "Downloads into the dataset in progress.",
+                self.downloads.iter().filter(|d| !d.finished).count(),
+            ),
+            g(
+                "pbs_uploads_active",
+                "Uploads (client, file) sending now.",
+                self.uploads.iter().filter(|u| u.active).count(),
+            ),
+        ]
+    }
+}
+
 /// This peer.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerStatus {
