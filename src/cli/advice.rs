@@ -10,13 +10,10 @@
 use std::error::Error;
 use std::io::ErrorKind;
 
-use piratebay_sync::digest::ParseDigestError;
-use piratebay_sync::discovery::DiscoveryError;
-use piratebay_sync::etcd;
-use piratebay_sync::fetch::{FetchError, HoldersError};
-use piratebay_sync::index::IndexError;
-use piratebay_sync::peer::PeerError;
-use piratebay_sync::server::ServerError;
+use piratebay_sync::{
+    etcd, DiscoveryError, FetchError, HoldersError, IndexError, ParseDigestError, PeerError,
+    ServerError,
+};
 
 /// `err: cause: cause; advice` on one line (no advice when none applies).
 pub fn line(e: &(dyn Error + 'static)) -> String {

@@ -64,7 +64,7 @@ pub fn run(args: ServeArgs) -> CliResult {
     // start-up still ends in a graceful stop.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     // The dataset first: its error is clearer than one of what starts before the index.
-    piratebay_sync::index::check_dataset(&cfg.dataset)?;
+    piratebay_sync::Index::check_dataset(&cfg.dataset)?;
     let peer = Peer::start(cfg)?;
     if let Some(sig) = signals.forever().next() {
         let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };

@@ -265,34 +265,35 @@ fn unix_millis() -> u64 {
         .unwrap_or(0)
 }
 
-/// The canonical path of a dataset directory, after checking that it
-/// exists, is a directory and can be listed: what [`Index::open`] checks
-/// first, for a caller that wants the answer before starting anything.
-pub fn check_dataset(root: &Path) -> Result<PathBuf, IndexError> {
-    let canonical = std::fs::canonicalize(root).map_err(|source| IndexError::OpenDataset {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    if !canonical.is_dir() {
-        return Err(IndexError::NotADirectory {
-            path: root.to_path_buf(),
-        });
-    }
-    std::fs::read_dir(&canonical).map_err(|source| IndexError::ListDataset {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    Ok(canonical)
-}
-
 impl Index {
+    /// The canonical path of a dataset directory, after checking that it
+    /// exists, is a directory and can be listed: what [`Index::open`]
+    /// checks first, for a caller that wants the answer before starting
+    /// anything else.
+    pub fn check_dataset(root: &Path) -> Result<PathBuf, IndexError> {
+        let canonical = std::fs::canonicalize(root).map_err(|source| IndexError::OpenDataset {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if !canonical.is_dir() {
+            return Err(IndexError::NotADirectory {
+                path: root.to_path_buf(),
+            });
+        }
+        std::fs::read_dir(&canonical).map_err(|source| IndexError::ListDataset {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(canonical)
+    }
+
     /// Loads the cache, starts background hashing (and the live watcher if
     /// `opts.live`); returns at once.
     pub fn open(opts: IndexOptions) -> Result<Index, IndexError> {
         if opts.piece_size == 0 {
             return Err(IndexError::PieceSize);
         }
-        let root = check_dataset(&opts.root)?;
+        let root = Index::check_dataset(&opts.root)?;
         let shared = Arc::new(Shared {
             root: root.clone(),
             store: RwLock::new(Store {
