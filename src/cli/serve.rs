@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use argh::FromArgs;
-use piratebay_sync::peer::{Peer, PeerConfig};
+use piratebay_sync::{parse_advertise, Peer, PeerConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -87,7 +87,7 @@ fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
         cfg.listen = parse_addr(&l, "--listen")?;
     }
     if let Some(a) = flag_or_env(args.advertise, "PIRATEBAY_ADVERTISE") {
-        cfg.advertise = piratebay_sync::discovery::parse_advertise(&a).map_err(|bad| {
+        cfg.advertise = parse_advertise(&a).map_err(|bad| {
             format!(
                 "--advertise {bad:?}: give comma-separated ip:port that other peers can dial, not 0.0.0.0 or port 0"
             )

@@ -18,9 +18,7 @@ pub use check::{Skipped, MAX_RECORD};
 pub(crate) use identity::random_id;
 pub use identity::{host_name, load_or_create_peer_id};
 pub use record::{unix_now, PeerInfo, PeerRecord};
-pub use registration::{
-    GenPublisher, Registration, RegistrationConfig, RegistrationState, RegistrationView,
-};
+pub use registration::{Registration, RegistrationConfig, RegistrationView};
 
 use crate::etcd::{self, Client};
 

@@ -170,14 +170,14 @@ impl Registration {
     }
 
     /// A handle other threads can use to publish index generations.
-    pub fn publisher(&self) -> GenPublisher {
+    pub(crate) fn publisher(&self) -> GenPublisher {
         GenPublisher {
             tx: self.tx.clone(),
         }
     }
 
     /// A handle that reads the state from any thread.
-    pub fn view(&self) -> RegistrationView {
+    pub(crate) fn view(&self) -> RegistrationView {
         RegistrationView {
             shared: self.shared.clone(),
         }

@@ -12,7 +12,9 @@
 //!
 //! Only what peers speak is supported: `Content-Length` bodies (a body
 //! without one is read to the end of the connection, under a limit);
-//! `Transfer-Encoding` is refused.
+//! `Transfer-Encoding` is refused. `Content-Encoding: gzip` is reported in
+//! the [`Head`] (asked for by [`PeerConn::get_gzip`], the catalog only);
+//! inflating it is the caller's, under its own limit.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -161,6 +163,8 @@ pub struct Head {
     pub close: bool,
     /// `X-Download-Id`, if given (short and plain, else ignored).
     pub download_id: Option<String>,
+    /// `Content-Encoding: gzip`: the body is gzip-compressed.
+    pub gzip: bool,
 }
 
 /// One connection to a peer, reused for successive requests while the
@@ -240,6 +244,21 @@ impl PeerConn {
     /// [`PeerConn::read_body`] or [`PeerConn::read_body_to_vec`], or the
     /// connection dropped.
     pub fn get(&mut self, path: &str, range: Option<(u64, u64)>) -> Result<Head, ClientError> {
+        self.send_get(path, range, false)
+    }
+
+    /// Sends `GET path` with `Accept-Encoding: gzip` and reads the response
+    /// head: the body may come compressed ([`Head::gzip`]).
+    pub fn get_gzip(&mut self, path: &str) -> Result<Head, ClientError> {
+        self.send_get(path, None, true)
+    }
+
+    fn send_get(
+        &mut self,
+        path: &str,
+        range: Option<(u64, u64)>,
+        gzip: bool,
+    ) -> Result<Head, ClientError> {
         let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: piratebay-sync/{}\r\n",
             self.addr,
@@ -247,6 +266,9 @@ impl PeerConn {
         );
         if let Some((a, b)) = range {
             req.push_str(&format!("Range: bytes={a}-{b}\r\n"));
+        }
+        if gzip {
+            req.push_str("Accept-Encoding: gzip\r\n");
         }
         req.push_str("\r\n");
         self.requests += 1;
@@ -441,6 +463,7 @@ fn parse_head(buf: &[u8], addr: &str) -> Result<Option<(Head, usize)>, ClientErr
         content_length: None,
         content_range: None,
         download_id: None,
+        gzip: false,
         close: resp.version == Some(0),
     };
     for h in resp.headers.iter() {
@@ -464,6 +487,12 @@ fn parse_head(buf: &[u8], addr: &str) -> Result<Option<(Head, usize)>, ClientErr
             {
                 head.close = true;
             }
+        } else if h.name.eq_ignore_ascii_case("content-encoding") {
+            head.gzip = match value.to_ascii_lowercase().as_str() {
+                "gzip" | "x-gzip" => true,
+                "" | "identity" => false,
+                other => return Err(bad(format!("content-encoding {other:?} is not supported"))),
+            };
         } else if h.name.eq_ignore_ascii_case("content-range") {
             head.content_range = parse_content_range(value);
         } else if h

@@ -53,9 +53,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 
-pub use cache::CacheError;
-pub use entry::{FileStat, IndexedFile};
-pub use walk::{skip_name, PART_STATE_SUFFIX, PART_SUFFIX};
+pub use entry::IndexedFile;
+pub use walk::{PART_STATE_SUFFIX, PART_SUFFIX};
 
 use crate::protocol::DEFAULT_PIECE_SIZE;
 use crate::Sha1Digest;
