@@ -31,8 +31,15 @@
 //! restarts of the same peer.
 
 mod cache;
+mod debounce;
+mod dispatch;
 mod entry;
 mod hasher;
+mod progress;
+mod reconcile;
+mod renames;
+mod saver;
+mod settle;
 mod store;
 mod walk;
 mod worker;
