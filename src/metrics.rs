@@ -180,11 +180,6 @@ pub fn request(route: &'static str, status: u16) {
     *REQUESTS.lock().entry((route, status)).or_insert(0) += 1;
 }
 
-/// Requests answered so far with `route` and `status`.
-pub fn requests(route: &'static str, status: u16) -> u64 {
-    REQUESTS.lock().get(&(route, status)).copied().unwrap_or(0)
-}
-
 /// One value of one peer, written as a gauge after the process counters
 /// (the peer's values come from its `StatusReport::gauges`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,8 +41,9 @@ pub struct PeerConfig {
     pub dataset: PathBuf,
     /// Where to listen (port 0 picks one).
     pub listen: SocketAddr,
-    /// The addresses to publish, best first; detected when empty
-    /// ([`discovery::detect_advertise`]).
+    /// The addresses to publish, best first ([`parse_advertise`](crate::parse_advertise)
+    /// reads them from text); when empty, every address another host could
+    /// dial is detected, the source address of the route to etcd first.
     pub advertise: Vec<SocketAddr>,
     /// How to reach etcd.
     pub etcd: etcd::Config,
@@ -108,7 +109,6 @@ pub struct Peer {
     gen_thread: Option<JoinHandle<()>>,
     partials_stop: Option<Sender<()>>,
     partials_thread: Option<JoinHandle<()>>,
-    partials: Arc<Partials>,
     status_stop: Option<Sender<()>>,
     status_thread: Option<JoinHandle<()>>,
     monitor: Arc<Monitor>,
@@ -268,7 +268,6 @@ impl Peer {
             gen_thread: Some(gen_thread),
             partials_stop: Some(partials_stop),
             partials_thread: Some(partials_thread),
-            partials,
             status_stop: Some(status_stop),
             status_thread: Some(status_thread),
             monitor,
@@ -302,11 +301,6 @@ impl Peer {
     /// The dataset index.
     pub fn index(&self) -> &Arc<Index> {
         &self.index
-    }
-
-    /// Downloads in progress into the dataset, served piece by piece.
-    pub fn partials(&self) -> &Arc<Partials> {
-        &self.partials
     }
 
     /// The other registered peers, from the watch-fed cache (no etcd request).

@@ -45,7 +45,7 @@ use serde::Serialize;
 use budget::Budget;
 pub use cache::{CachedList, ListCache, CACHE_FILE};
 pub use network::NetworkHolders;
-pub use peer_list::{fetch_file_list, PeerListError, MAX_CATALOG_BODY};
+pub use peer_list::PeerListError;
 
 use crate::discovery::PeerInfo;
 use crate::fetch::client::Timeouts;
@@ -157,11 +157,6 @@ impl Catalog {
     /// Writes the cache to `path` atomically (never more than the budget).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         cache::save(path, &self.cache, self.opts.budget)
-    }
-
-    /// The cached lists by peer id.
-    pub fn cache(&self) -> &ListCache {
-        &self.cache
     }
 
     /// Asks every peer in `peers` whose list is not cached at its current
@@ -446,6 +441,7 @@ fn reason_kind(e: &str) -> String {
 /// all stay its holders (no claim by one holder removes another: the
 /// download groups holders by piece list and tries each group); the entry
 /// shows the size most holders give (the smallest on a tie).
+#[cfg(test)]
 pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<NetworkFile> {
     let refs: Vec<(Holder, Vec<&CatalogEntry>)> = lists
         .iter()

@@ -9,7 +9,7 @@
 //! [`PeerListError::Inflated`] having held at most the limit.
 
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::budget::Budget;
 use crate::fetch::client::{self, ClientError, Timeouts};
@@ -201,17 +201,4 @@ fn inflate(gz: &[u8], budget: &Budget) -> Result<(Vec<u8>, u64), PeerListError> 
             return Ok((out, reserved));
         }
     }
-}
-
-/// Fetches a peer's file list.
-pub fn fetch_file_list(
-    addrs: &[String],
-    timeouts: Timeouts,
-    deadline: Duration,
-) -> Result<FileList, PeerListError> {
-    let (head, body) = client::get_small(addrs, FILES_PATH, timeouts, MAX_CATALOG_BODY, deadline)?;
-    if head.status != 200 {
-        return Err(PeerListError::Status(head.status));
-    }
-    serde_json::from_slice(&body).map_err(|e| PeerListError::Json(e.to_string()))
 }

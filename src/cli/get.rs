@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use argh::FromArgs;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use piratebay_sync::catalog::{Catalog, CatalogOptions, NetworkHolders, CACHE_FILE};
-use piratebay_sync::fetch::{self, output::resolve_output, DownloadOptions, Progress};
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{
+    download, resolve_output, Catalog, CatalogOptions, DownloadOptions, NetworkHolders, Progress,
+    Sha1Digest, CACHE_FILE,
+};
 
 use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, state_dir};
 use super::files::human_size;
@@ -83,7 +84,7 @@ pub fn run(args: GetArgs) -> CliResult {
 /// One file: the progress of its bytes, its summary.
 fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
     let max_rate = flag_or_env(args.max_rate, "PIRATEBAY_MAX_RATE")
-        .map(|r| fetch::parse_rate(&r))
+        .map(|r| piratebay_sync::parse_rate(&r))
         .transpose()?;
     let client = etcd_client(etcd_opts!(args))?;
     let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
@@ -116,7 +117,7 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
         bar.set_position(p.done);
         bar.set_message(format!("{} peers", p.peers_active));
     };
-    let result = fetch::download(&opts, &source, Some(&on_progress));
+    let result = download(&opts, &source, Some(&on_progress));
     bar.finish_and_clear();
     if let Err(e) = source.into_catalog().save(&cache_path) {
         log::warn!(

@@ -2,7 +2,7 @@
 //! TEXT`, `get --all`, into `--dir`.
 //!
 //! One catalog refresh for the whole batch gives every file's name, size
-//! and holders; [`fetch::download_many`] then runs `--jobs` downloads at
+//! and holders; [`download_many`] then runs `--jobs` downloads at
 //! once. One progress bar for the batch; a line per failed file on stderr
 //! (one JSON line per file with `--json`); exit 0 when every file is in
 //! place, 1 when some failed and the others completed (or, for `--search`
@@ -17,13 +17,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use piratebay_sync::catalog::{Catalog, CatalogOptions, NetworkFile, NetworkHolders, CACHE_FILE};
-use piratebay_sync::fetch::batch::DEFAULT_CONCURRENCY;
-use piratebay_sync::fetch::{
-    self, output::resolve_output, BatchItem, BatchOptions, BatchProgress, DownloadOptions,
-    FetchError, Holder, HolderSource, HoldersError, Summary,
+use piratebay_sync::{
+    download_many, resolve_output, BatchItem, BatchOptions, BatchProgress, Catalog, CatalogOptions,
+    DownloadOptions, FetchError, Holder, HolderSource, HoldersError, NetworkFile, NetworkHolders,
+    Sha1Digest, Summary, CACHE_FILE, DEFAULT_CONCURRENCY,
 };
-use piratebay_sync::Sha1Digest;
 use serde_json::Value;
 
 use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, state_dir};
@@ -51,7 +49,7 @@ pub fn run(args: GetArgs) -> CliResult {
         return Err("--jobs must be at least 1".into());
     }
     let max_rate = flag_or_env(args.max_rate, "PIRATEBAY_MAX_RATE")
-        .map(|r| fetch::parse_rate(&r))
+        .map(|r| piratebay_sync::parse_rate(&r))
         .transpose()?;
     let dir = PathBuf::from(args.dir.as_deref().unwrap_or("."));
     let client = etcd_client(etcd_opts!(args))?;
@@ -107,7 +105,7 @@ pub fn run(args: GetArgs) -> CliResult {
                 "piratebay-sync: failed {} ({}): {}",
                 item.sha1,
                 item.output.display(),
-                super::error_chain(e)
+                super::advice::line(e)
             ),
         };
         bar.suspend(|| {
@@ -121,7 +119,7 @@ pub fn run(args: GetArgs) -> CliResult {
             }
         });
     };
-    let results = fetch::download_many(&items, &opts, Some(&on_progress), &on_done);
+    let results = download_many(&items, &opts, Some(&on_progress), &on_done);
     bar.finish_and_clear();
     let interrupted = opts
         .template
@@ -350,11 +348,7 @@ impl HolderSource for SharedRequery {
             .is_none_or(|at| at.elapsed() >= self.interval);
         if stale {
             if let Some(_guard) = self.refreshing.try_lock() {
-                let files = self
-                    .network
-                    .refresh()
-                    .map_err(|e| HoldersError(e.to_string()))?
-                    .files;
+                let files = self.network.refresh().map_err(HoldersError::new)?.files;
                 *self.last.write() = (Some(Instant::now()), files);
             }
         }

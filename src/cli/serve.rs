@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use argh::FromArgs;
-use piratebay_sync::peer::{Peer, PeerConfig};
+use piratebay_sync::{parse_advertise, Peer, PeerConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -63,13 +63,8 @@ pub fn run(args: ServeArgs) -> CliResult {
     // Install the handlers before starting anything, so a signal during
     // start-up still ends in a graceful stop.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    if !cfg.dataset.is_dir() {
-        return Err(format!(
-            "dataset {} is not a directory: create it (mkdir -p {0}) or pass --dataset",
-            cfg.dataset.display()
-        )
-        .into());
-    }
+    // The dataset first: its error is clearer than one of what starts before the index.
+    piratebay_sync::Index::check_dataset(&cfg.dataset)?;
     let peer = Peer::start(cfg)?;
     if let Some(sig) = signals.forever().next() {
         let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
@@ -87,7 +82,7 @@ fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
         cfg.listen = parse_addr(&l, "--listen")?;
     }
     if let Some(a) = flag_or_env(args.advertise, "PIRATEBAY_ADVERTISE") {
-        cfg.advertise = piratebay_sync::discovery::parse_advertise(&a).map_err(|bad| {
+        cfg.advertise = parse_advertise(&a).map_err(|bad| {
             format!(
                 "--advertise {bad:?}: give comma-separated ip:port that other peers can dial, not 0.0.0.0 or port 0"
             )

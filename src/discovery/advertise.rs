@@ -133,8 +133,10 @@ fn route_ip(endpoint: &str) -> Option<IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
-/// Parses `--advertise`: one or more comma-separated `ip:port`, none of them
-/// unspecified or on port 0. Returns the first bad item on error.
+/// Parses a list of addresses to advertise ([`PeerConfig::advertise`](crate::PeerConfig::advertise),
+/// `--advertise`): one or more comma-separated `ip:port`, none of them
+/// unspecified or on port 0, duplicates dropped, at most 8 kept. Returns
+/// the first bad item on error.
 pub fn parse_advertise(list: &str) -> Result<Vec<SocketAddr>, String> {
     let mut out = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {

@@ -36,9 +36,9 @@ impl PeerCache {
 
     /// Like [`PeerCache::start`], also showing every event of the watch to
     /// `observe` (on the watch thread, before the cache applies it): a
-    /// [`super::KeyFeed`] of this peer's registration, so one watch serves
+    /// `KeyFeed` of this peer's registration, so one watch serves
     /// both.
-    pub fn start_observed(
+    pub(crate) fn start_observed(
         client: &Client,
         namespace: &str,
         observe: impl Fn(&WatchEvent) + Send + 'static,

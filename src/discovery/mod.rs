@@ -18,9 +18,7 @@ pub use check::{Skipped, MAX_RECORD};
 pub(crate) use identity::random_id;
 pub use identity::{host_name, load_or_create_peer_id};
 pub use record::{unix_now, PeerInfo, PeerRecord};
-pub use registration::{
-    GenPublisher, KeyFeed, Registration, RegistrationConfig, RegistrationState, RegistrationView,
-};
+pub use registration::{Registration, RegistrationConfig, RegistrationView};
 
 use crate::etcd::{self, Client};
 
@@ -36,26 +34,37 @@ pub enum DiscoveryError {
     /// Talking to etcd failed.
     #[error(transparent)]
     Etcd(#[from] etcd::Error),
-    /// The state directory could not be used.
-    #[error("state directory {path}: {source}; pass a writable --state-dir")]
-    StateDir {
-        /// The file or directory involved.
-        path: String,
+    /// The peer id file in the state directory could not be read.
+    #[error("cannot read the peer id {}: {source}", path.display())]
+    ReadPeerId {
+        /// The file.
+        path: std::path::PathBuf,
         /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer id could not be saved in the state directory (creating
+    /// the directory, writing or renaming the file).
+    #[error("cannot save the peer id in {}: {source}", dir.display())]
+    WritePeerId {
+        /// The state directory.
+        dir: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
         source: std::io::Error,
     },
     /// The TTL is too short to renew reliably.
-    #[error("lease ttl {0}s is too short: use --ttl 2 or more")]
+    #[error("lease ttl {0}s is too short (at least 2 s)")]
     Ttl(u64),
     /// The lease vanished between grant and put.
     #[error("lease lost while registering")]
     LeaseLost,
     /// The record could not be encoded.
     #[error("bug: cannot encode the peer record: {0}")]
-    Encode(String),
+    Encode(#[source] serde_json::Error),
     /// A thread could not be started.
     #[error("cannot start a discovery thread: {0}")]
-    Thread(std::io::Error),
+    Thread(#[source] std::io::Error),
 }
 
 /// `/<ns>/peers/`.

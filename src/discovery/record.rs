@@ -27,8 +27,8 @@ pub struct PeerRecord {
 }
 
 impl PeerRecord {
-    /// The addresses to try, best first: `addrs` (at most
-    /// [`MAX_ADDRS`](super::MAX_ADDRS), duplicates dropped), else `addr`.
+    /// The addresses to try, best first: `addrs` (at most 8, duplicates
+    /// dropped), else `addr`.
     pub fn dial_addrs(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for a in self.addrs.iter().chain(std::iter::once(&self.addr)) {

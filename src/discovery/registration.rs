@@ -72,14 +72,14 @@ enum Msg {
 /// Feeds a registration started with [`Registration::start_fed`] the
 /// events of a watch over its key (events of other keys are ignored).
 #[derive(Clone)]
-pub struct KeyFeed {
+pub(crate) struct KeyFeed {
     tx: Sender<Msg>,
     key: Vec<u8>,
 }
 
 impl KeyFeed {
     /// Passes on what `ev` says of the registration's key, if anything.
-    pub fn observe(&self, ev: &WatchEvent) {
+    pub(crate) fn observe(&self, ev: &WatchEvent) {
         let key = &self.key;
         let msg = match ev {
             WatchEvent::Snapshot { kvs, revision } => Msg::Key {
@@ -176,7 +176,7 @@ impl Registration {
     /// events of a watch over the key (e.g. the peers prefix) to the
     /// returned [`KeyFeed`]. Without them a key taken by someone else is
     /// noticed only when the lease is found gone.
-    pub fn start_fed(
+    pub(crate) fn start_fed(
         client: Client,
         cfg: RegistrationConfig,
     ) -> Result<(Registration, KeyFeed), DiscoveryError> {
@@ -233,14 +233,14 @@ impl Registration {
     }
 
     /// A handle other threads can use to publish index generations.
-    pub fn publisher(&self) -> GenPublisher {
+    pub(crate) fn publisher(&self) -> GenPublisher {
         GenPublisher {
             tx: self.tx.clone(),
         }
     }
 
     /// A handle that reads the state from any thread.
-    pub fn view(&self) -> RegistrationView {
+    pub(crate) fn view(&self) -> RegistrationView {
         RegistrationView {
             shared: self.shared.clone(),
         }
@@ -440,8 +440,7 @@ impl Keeper {
                 }
             }
         }
-        let value =
-            serde_json::to_vec(&self.record).map_err(|e| DiscoveryError::Encode(e.to_string()))?;
+        let value = serde_json::to_vec(&self.record).map_err(DiscoveryError::Encode)?;
         // A lease found gone by the put (expired while etcd was out of
         // reach, noticed through the watch) is replaced at once, not after
         // a retry backoff: at most one new lease per step.
@@ -463,9 +462,7 @@ impl Keeper {
                     *put_revision = revision;
                     break id;
                 }
-                Err(crate::etcd::Error::Etcd { message, .. })
-                    if message.contains("lease not found") =>
-                {
+                Err(e) if e.is_lease_not_found() => {
                     *lease = None;
                     if granted {
                         return Err(DiscoveryError::LeaseLost);

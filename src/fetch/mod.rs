@@ -66,11 +66,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use batch::{download_many, BatchItem, BatchOptions, BatchProgress};
+pub use batch::{download_many, BatchItem, BatchOptions, BatchProgress, DEFAULT_CONCURRENCY};
 pub use download::download;
 pub use error::FetchError;
 pub use holders::{Holder, HolderSource, HoldersError};
-pub use pieces::{check_piece_list, fetch_piece_list, PieceListError, MAX_PIECE_SIZE};
+pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
 
 use crate::Sha1Digest;
@@ -88,13 +88,13 @@ pub struct DownloadOptions {
     pub max_rate: Option<u64>,
     /// A rate cap shared with other downloads (a batch's `--max-rate`);
     /// used instead of `max_rate` when set.
-    pub shared_rate: Option<Arc<rate::RateLimiter>>,
+    pub(crate) shared_rate: Option<Arc<rate::RateLimiter>>,
     /// fsync the output's directory after the rename (a batch turns it
     /// off and syncs each directory once at its end).
     pub sync_dir: bool,
     /// Idle connections shared with other downloads (a batch): piece-list
     /// requests and new workers take one before dialling.
-    pub pool: Option<Arc<client::ConnPool>>,
+    pub(crate) pool: Option<Arc<client::ConnPool>>,
     /// Longest wait for a TCP connection to a peer.
     pub connect_timeout: Duration,
     /// Longest a read from a peer may block: a stall.

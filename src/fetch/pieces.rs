@@ -33,17 +33,8 @@ pub enum PieceListError {
     Inconsistent(String),
 }
 
-/// Fetches and checks `holder`'s piece list for `sha1`.
-pub fn fetch_piece_list(
-    holder: &Holder,
-    sha1: &Sha1Digest,
-    timeouts: Timeouts,
-    deadline: Duration,
-) -> Result<PieceList, PieceListError> {
-    fetch_piece_list_with(None, holder, sha1, timeouts, deadline)
-}
-
-/// [`fetch_piece_list`] on a connection of `pool` if given (a batch).
+/// Fetches and checks `holder`'s piece list for `sha1`, on a connection
+/// of `pool` if given (a batch).
 pub(crate) fn fetch_piece_list_with(
     pool: Option<&ConnPool>,
     holder: &Holder,

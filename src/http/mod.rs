@@ -19,10 +19,8 @@ pub mod request;
 pub mod response;
 pub mod route;
 
-pub use range::{ByteRange, RangeSelection};
-pub use request::{parse_head, HeadError, Method, ParsedHead, RequestHead, Version};
+pub use request::{parse_head, HeadError, Method, ParsedHead, RequestHead};
 pub use response::{ResponseHead, Status};
-pub use route::{Route, RouteError};
 
 /// Longest request line accepted (method, target and version), in bytes.
 pub const MAX_REQUEST_LINE: usize = 8 * 1024;

@@ -59,13 +59,6 @@ impl FileStat {
             && self.mtime_nsec == other.mtime_nsec
             && self.ino == other.ino
     }
-
-    /// Same size and mtime: what "unchanged while settling" means.
-    pub fn same_size_mtime(&self, other: &FileStat) -> bool {
-        self.size == other.size
-            && self.mtime_sec == other.mtime_sec
-            && self.mtime_nsec == other.mtime_nsec
-    }
 }
 
 /// The hashes of one content, computed in one read.

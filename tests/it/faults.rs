@@ -12,11 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use piratebay_sync::discovery::{PeerRecord, Registration, RegistrationConfig};
 use piratebay_sync::etcd::{Client, Config};
-use piratebay_sync::fetch::output::{part_path, state_path};
-use piratebay_sync::fetch::state::ResumeState;
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{PeerRecord, Registration, RegistrationConfig, Sha1Digest};
 use serde_json::Value;
 
 use crate::fetch_support::*;
@@ -162,13 +159,6 @@ fn catalog_sha1s(addr: SocketAddr) -> Option<Vec<String>> {
             .filter_map(|f| f["sha1"].as_str().map(str::to_string))
             .collect(),
     )
-}
-
-/// Verified pieces recorded in a `.part.state`.
-fn verified_in_state(out: &Path, sha1: &Sha1Digest) -> usize {
-    ResumeState::load(&state_path(out), sha1)
-        .map(|s| s.verified_flags().into_iter().filter(|v| *v).count())
-        .unwrap_or(0)
 }
 
 /// Waits until `list --json` shows every id in `ids`.

@@ -7,9 +7,7 @@ use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use piratebay_sync::discovery::Registration;
-use piratebay_sync::fetch::output::{part_path, state_path};
-use piratebay_sync::fetch::state::ResumeState;
+use piratebay_sync::Registration;
 use serde_json::Value;
 
 use crate::fetch_support::*;
@@ -85,13 +83,6 @@ fn file_in(dir: &Path, name: &str, size: u64, seed: u64) -> Served {
     let path = dir.join(name);
     random_file(&path, size, seed);
     Served::honest(&path, SMALL_PIECE)
-}
-
-/// Verified pieces recorded in a `.part.state`, if it can be read.
-fn verified_in_state(out: &Path, sha1: &piratebay_sync::Sha1Digest) -> usize {
-    ResumeState::load(&state_path(out), sha1)
-        .map(|s| s.verified_flags().into_iter().filter(|v| *v).count())
-        .unwrap_or(0)
 }
 
 #[test]

@@ -7,8 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use piratebay_sync::index::{Index, IndexOptions, IndexedFile};
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{Index, IndexOptions, IndexedFile, Sha1Digest};
 
 const KIB: usize = 1024;
 

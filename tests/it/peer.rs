@@ -175,7 +175,7 @@ fn a_download_into_a_peers_dataset_becomes_shared_by_that_peer() {
 
 /// The etcd `version` of a peer's key: how many puts it has had.
 fn key_version(ep: &str, id: &str) -> Option<u64> {
-    let key = piratebay_sync::discovery::peer_key("piratebay", id);
+    let key = peer_key("piratebay", id);
     let json = etcdctl_ok(ep, &["get", &key, "-w", "json"]);
     let v: Value = serde_json::from_str(&json).ok()?;
     v["kvs"][0]["version"].as_u64()
@@ -237,7 +237,7 @@ fn an_idle_serve_keeps_one_watch_stream_on_etcd() {
         std::thread::sleep(Duration::from_millis(250));
     }
     // The one watch still guards the own key: deleted, it is put back.
-    let key = piratebay_sync::discovery::peer_key("piratebay", &id);
+    let key = peer_key("piratebay", &id);
     etcdctl_ok(&ep, &["del", &key]);
     wait_for(Duration::from_secs(5), "the key put back", || {
         key_version(&ep, &id)

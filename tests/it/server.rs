@@ -13,8 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use piratebay_sync::protocol::{FileList, Health, PieceList};
-use piratebay_sync::server::{Server, ServerConfig};
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{Server, ServerConfig, Sha1Digest};
 
 use support::*;
 

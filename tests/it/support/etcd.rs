@@ -846,3 +846,9 @@ impl Default for EtcdCluster {
         Self::new()
     }
 }
+
+/// The key a peer registers under: `/<namespace>/peers/<id>` (the layout
+/// ARCHITECTURE.md documents; written here, not taken from the library).
+pub fn peer_key(namespace: &str, id: &str) -> String {
+    format!("/{}/peers/{id}", namespace.trim_matches('/'))
+}

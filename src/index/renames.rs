@@ -1,0 +1,75 @@
+//! Hashes of recently removed files, by device and inode, kept a minute so
+//! a rename is not read again: a rename's two paths arrive in one batch of
+//! events, or one rescan, where removals are applied first. (No table of
+//! every indexed file's inode: at 100,000 files it cost more memory than it
+//! saved work.)
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::entry::{FileStat, Hashed};
+
+/// How long hashes of a removed file are kept for a rename to reuse.
+const KEEP_REMOVED: Duration = Duration::from_secs(60);
+
+struct Removed {
+    stat: FileStat,
+    hashed: Arc<Hashed>,
+    at: Instant,
+}
+
+/// Removed files' hashes, and the order they expire in.
+#[derive(Default)]
+pub struct Renames {
+    by_inode: HashMap<(u64, u64), Removed>,
+    /// (removed at, key), oldest first; a key removed again or reused
+    /// meanwhile leaves a stale entry, skipped when it expires.
+    order: VecDeque<(Instant, (u64, u64))>,
+}
+
+impl Renames {
+    /// A file with `stat` and `hashed` was removed at `now`.
+    pub fn remember(&mut self, stat: FileStat, hashed: Arc<Hashed>, now: Instant) {
+        let key = (stat.dev, stat.ino);
+        self.by_inode.insert(
+            key,
+            Removed {
+                stat,
+                hashed,
+                at: now,
+            },
+        );
+        self.order.push_back((now, key));
+    }
+
+    /// Hashes known without reading: a recently removed file with the same
+    /// device, inode, size and mtime (a rename), hashed with `piece_size`.
+    pub fn reuse(&self, stat: &FileStat, piece_size: u64) -> Option<Arc<Hashed>> {
+        let r = self.by_inode.get(&(stat.dev, stat.ino))?;
+        (r.stat == *stat && r.hashed.piece_size == piece_size).then(|| r.hashed.clone())
+    }
+
+    /// A file with `stat` is indexed again: its inode is no removed file's.
+    pub fn forget(&mut self, stat: &FileStat) {
+        if !self.by_inode.is_empty() {
+            self.by_inode.remove(&(stat.dev, stat.ino));
+        }
+    }
+
+    /// Drops what was removed `KEEP_REMOVED` or longer before `now`.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.order.front() {
+            if now.duration_since(at) < KEEP_REMOVED {
+                break;
+            }
+            self.order.pop_front();
+            if self.by_inode.get(&key).is_some_and(|r| r.at == at) {
+                self.by_inode.remove(&key);
+            }
+        }
+        if self.by_inode.is_empty() {
+            self.order.clear();
+        }
+    }
+}
