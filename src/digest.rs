@@ -30,7 +30,7 @@ impl Sha1Digest {
     }
 
     /// Finishes a running `sha1::Sha1` hasher.
-    pub fn from_hasher(h: Sha1) -> Self {
+    pub(crate) fn from_hasher(h: Sha1) -> Self {
         Sha1Digest(h.finalize().into())
     }
 

@@ -75,7 +75,7 @@ impl HolderSource for NetworkHolders {
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
         let (peers, refresh) = self
             .refresh_with(|catalog, peers| catalog.refresh_for(peers, sha1))
-            .map_err(|e| HoldersError(e.to_string()))?;
+            .map_err(HoldersError::new)?;
         let mut holders = refresh
             .find(sha1)
             .map(|f| f.holders.clone())

@@ -105,7 +105,7 @@ pub fn run(args: GetArgs) -> CliResult {
                 "piratebay-sync: failed {} ({}): {}",
                 item.sha1,
                 item.output.display(),
-                super::error_chain(e)
+                super::advice::line(e)
             ),
         };
         bar.suspend(|| {
@@ -348,11 +348,7 @@ impl HolderSource for SharedRequery {
             .is_none_or(|at| at.elapsed() >= self.interval);
         if stale {
             if let Some(_guard) = self.refreshing.try_lock() {
-                let files = self
-                    .network
-                    .refresh()
-                    .map_err(|e| HoldersError(e.to_string()))?
-                    .files;
+                let files = self.network.refresh().map_err(HoldersError::new)?.files;
                 *self.last.write() = (Some(Instant::now()), files);
             }
         }

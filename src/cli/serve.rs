@@ -63,13 +63,8 @@ pub fn run(args: ServeArgs) -> CliResult {
     // Install the handlers before starting anything, so a signal during
     // start-up still ends in a graceful stop.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    if !cfg.dataset.is_dir() {
-        return Err(format!(
-            "dataset {} is not a directory: create it (mkdir -p {0}) or pass --dataset",
-            cfg.dataset.display()
-        )
-        .into());
-    }
+    // The dataset first: its error is clearer than one of what starts before the index.
+    piratebay_sync::Index::check_dataset(&cfg.dataset)?;
     let peer = Peer::start(cfg)?;
     if let Some(sig) = signals.forever().next() {
         let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };

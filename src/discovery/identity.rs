@@ -12,9 +12,9 @@ const PEER_ID_FILE: &str = "peer-id";
 /// random, stable across restarts of the same peer.
 pub fn load_or_create_peer_id(state_dir: &Path) -> Result<String, DiscoveryError> {
     let path = state_dir.join(PEER_ID_FILE);
-    let err = |e: std::io::Error| DiscoveryError::StateDir {
-        path: path.display().to_string(),
-        source: e,
+    let err = |source: std::io::Error| DiscoveryError::WritePeerId {
+        dir: state_dir.to_path_buf(),
+        source,
     };
     match std::fs::read_to_string(&path) {
         Ok(s) => {
@@ -28,7 +28,7 @@ pub fn load_or_create_peer_id(state_dir: &Path) -> Result<String, DiscoveryError
             );
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+        Err(source) => return Err(DiscoveryError::ReadPeerId { path, source }),
     }
     std::fs::create_dir_all(state_dir).map_err(err)?;
     let id = random_id();

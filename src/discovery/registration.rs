@@ -393,8 +393,7 @@ impl Keeper {
                 }
             }
         }
-        let value =
-            serde_json::to_vec(&self.record).map_err(|e| DiscoveryError::Encode(e.to_string()))?;
+        let value = serde_json::to_vec(&self.record).map_err(DiscoveryError::Encode)?;
         // A lease found gone by the put (expired while etcd was out of
         // reach, noticed through the watch) is replaced at once, not after
         // a retry backoff: at most one new lease per step.
@@ -416,9 +415,7 @@ impl Keeper {
                     *put_revision = revision;
                     break id;
                 }
-                Err(crate::etcd::Error::Etcd { message, .. })
-                    if message.contains("lease not found") =>
-                {
+                Err(e) if e.is_lease_not_found() => {
                     *lease = None;
                     if granted {
                         return Err(DiscoveryError::LeaseLost);

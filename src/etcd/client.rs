@@ -15,16 +15,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::codec::{AuthResponse, ErrorBody};
-use super::{Config, Error, Result};
+use super::{Config, Error, Refusal, Result};
 
 /// Largest gateway answer read (the 3.4 gateway refuses replies over
 /// 4 MiB; 3.5 sends anything). A larger one is [`Error::TooLarge`], never
 /// a truncated body: prefix listings then page smaller (`kv.rs`).
 pub const MAX_ANSWER: u64 = 8 * 1024 * 1024;
-
-/// gRPC status codes that mean "try another member".
-const GRPC_UNAVAILABLE: i64 = 14;
-const GRPC_DEADLINE_EXCEEDED: i64 = 4;
 
 /// A synchronous etcd v3 client. Cheap to clone; clones share endpoints,
 /// connection pool and token.
@@ -55,13 +51,11 @@ impl Client {
     /// Builds a client. Nothing is sent until the first request.
     pub fn new(cfg: Config) -> Result<Client> {
         if cfg.endpoints.is_empty() {
-            return Err(Error::Config("no endpoint given".into()));
+            return Err(Error::NoEndpoint);
         }
         for ep in &cfg.endpoints {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                return Err(Error::Config(format!(
-                    "endpoint {ep:?} must start with http:// or https://"
-                )));
+                return Err(Error::BadEndpoint(ep.clone()));
             }
         }
         let tls = tls_config(&cfg)?;
@@ -123,10 +117,10 @@ impl Client {
         loop {
             let token = self.token_for(path)?;
             match self.post_any(&self.inner.agent, path, body, token.as_deref()) {
-                Err(Error::Etcd { message, .. })
+                Err(e)
                     if !reauthenticated
                         && self.inner.cfg.user.is_some()
-                        && is_token_error(&message) =>
+                        && e.refusal() == Some(Refusal::InvalidToken) =>
                 {
                     log::info!("etcd auth token expired; authenticating again");
                     self.invalidate_token();
@@ -207,7 +201,9 @@ impl Client {
                     self.inner.preferred.store(i, Ordering::Relaxed);
                     return Ok((i, bytes));
                 }
-                Ok(Answer::Refused { code, message }) if is_unavailable(code, &message) => {
+                Ok(Answer::Refused { code, message })
+                    if Refusal::of(code, &message) == Refusal::Unavailable =>
+                {
                     log::debug!("etcd {ep}{path}: {message}; trying the next endpoint");
                     last = format!("{ep}: {message}");
                 }
@@ -236,13 +232,13 @@ impl Client {
                 }
                 Err(e) => {
                     log::debug!("etcd {ep}{path}: {e}; trying the next endpoint");
+                    last = format!("{ep}: {e}");
                     if is_tls_failure(&e) {
                         tls_failure = Some(Error::Tls {
                             endpoint: ep.clone(),
-                            reason: e.to_string().trim_start_matches("io: ").to_string(),
+                            source: Box::new(e),
                         });
                     }
-                    last = format!("{ep}: {e}");
                 }
             }
         }
@@ -303,52 +299,50 @@ fn post_one(
     }
 }
 
-/// Whether a transport error is a failed TLS handshake (rustls reports
-/// certificate problems through an io error).
+/// Whether a transport error is a failed TLS handshake: ureq's own TLS
+/// errors, or a rustls error that ureq passes on inside an io error.
 fn is_tls_failure(e: &ureq::Error) -> bool {
-    if matches!(e, ureq::Error::Tls(_)) {
-        return true;
+    match e {
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => true,
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+        _ => false,
     }
-    let text = e.to_string();
-    text.contains("certificate") || text.contains("TLS") || text.contains("handshake")
 }
 
-fn is_unavailable(code: i64, message: &str) -> bool {
-    code == GRPC_UNAVAILABLE
-        || code == GRPC_DEADLINE_EXCEEDED
-        || message.contains("no leader")
-        || message.contains("leader changed")
-        || message.contains("request timed out")
-}
-
+/// Whether etcd's message (a watch error, an error body) says the auth
+/// token is invalid.
 pub(crate) fn is_token_error(message: &str) -> bool {
-    message.contains("invalid auth token") || message.contains("user name is empty")
+    Refusal::of(0, message) == Refusal::InvalidToken
 }
 
 fn tls_config(cfg: &Config) -> Result<ureq::tls::TlsConfig> {
     let Some(path) = &cfg.ca_file else {
         return Ok(ureq::tls::TlsConfig::default());
     };
-    let pem = std::fs::read(path)
-        .map_err(|e| Error::Config(format!("cannot read CA file {}: {e}", path.display())))?;
+    let pem = std::fs::read(path).map_err(|source| Error::ReadCa {
+        path: path.clone(),
+        source,
+    })?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
             Ok(_) => {}
             Err(e) => {
-                return Err(Error::Config(format!(
-                    "CA file {} is not valid PEM: {e}",
-                    path.display()
-                )))
+                return Err(Error::BadCa {
+                    path: path.clone(),
+                    problem: format!("is not valid PEM: {e}"),
+                })
             }
         }
     }
     if certs.is_empty() {
-        return Err(Error::Config(format!(
-            "CA file {} holds no certificate",
-            path.display()
-        )));
+        return Err(Error::BadCa {
+            path: path.clone(),
+            problem: "holds no certificate".into(),
+        });
     }
     Ok(ureq::tls::TlsConfig::builder()
         .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))

@@ -104,7 +104,10 @@ impl Client {
         let thread = std::thread::Builder::new()
             .name("pbs-etcd-watch".into())
             .spawn(move || state.run())
-            .map_err(|e| Error::Config(format!("cannot start the watch thread: {e}")))?;
+            .map_err(|source| Error::Thread {
+                name: "watch",
+                source,
+            })?;
         Ok(Watcher {
             stop,
             wake,

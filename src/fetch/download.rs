@@ -24,6 +24,7 @@ use std::time::Instant;
 use sha1::{Digest, Sha1};
 
 use super::client::Timeouts;
+use super::error::Step;
 use super::output::{part_path, state_path};
 use super::pieces::fetch_piece_list_with;
 use super::rate::RateLimiter;
@@ -86,10 +87,6 @@ pub fn download(
     );
     let part_path = part_path(&opts.output);
     let state_path = state_path(&opts.output);
-    let output_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| FetchError::output(path, source)
-    };
     // Never through a link: a `.part` planted as a symlink is refused.
     let part = OpenOptions::new()
         .read(true)
@@ -98,7 +95,7 @@ pub fn download(
         .truncate(false)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&part_path)
-        .map_err(output_err(&part_path))?;
+        .map_err(|source| FetchError::io(Step::Open, &part_path, source))?;
     // The state is only a hint: every piece it claims is hashed again.
     let mut claimed = ResumeState::load(&state_path, &sha1)
         .map(|state| state.verified_ranges())
@@ -121,9 +118,13 @@ pub fn download(
         let holders = known.groups[g].holders.clone();
         // Never grown up front (a peer's size is not trusted with disk
         // space): writes extend the file. Cut anything past this size.
-        let part_len = part.metadata().map_err(output_err(&part_path))?.len();
+        let part_len = part
+            .metadata()
+            .map_err(|source| FetchError::read(&part_path, source))?
+            .len();
         if part_len > list.size {
-            part.set_len(list.size).map_err(output_err(&part_path))?;
+            part.set_len(list.size)
+                .map_err(|source| FetchError::write(&part_path, source))?;
         }
         let done = salvage(&part, &list, &claimed);
         let done_bytes: u64 = (0..done.len())
@@ -220,17 +221,17 @@ fn verified_ranges(list: &PieceList, done: &[bool]) -> Vec<(u64, u64)> {
 /// `Some(size)` if the output already holds the file; an error if it holds
 /// something else and `force` is off.
 fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
-    let err = |source| FetchError::output(&opts.output, source);
+    let err = |source| FetchError::read(&opts.output, source);
     let mut file = match File::open(&opts.output) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(e)),
+        Err(e) => return Err(FetchError::io(Step::Open, &opts.output, e)),
     };
     let meta = file.metadata().map_err(err)?;
     if !meta.is_file() {
-        return Err(err(std::io::Error::other(
-            "it is not a regular file: use -o to pick a file path",
-        )));
+        return Err(FetchError::NotAFile {
+            path: opts.output.clone(),
+        });
     }
     let mut hasher = Sha1::new();
     let mut buf = vec![0u8; 1024 * 1024];
@@ -264,10 +265,7 @@ fn finish(
     state_path: &Path,
 ) -> Result<(), FetchError> {
     let output = opts.output.as_path();
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| FetchError::output(path, source)
-    };
+    let read_err = |source| FetchError::read(part_path, source);
     // The pieces are checked again while the fsync runs (it waits on the
     // disk, the check on the CPU); both end before the rename.
     let checked = Instant::now();
@@ -282,7 +280,7 @@ fn finish(
         };
         (synced, changed)
     });
-    synced.map_err(err(part_path))?;
+    synced.map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
     log::debug!(
         "fsync and {} pieces checked again on disk in {:.3}s",
         list.pieces.len(),
@@ -299,15 +297,27 @@ fn finish(
         use std::os::unix::fs::MetadataExt;
         m.dev() == n.dev() && m.ino() == n.ino()
     };
-    let ours = part.metadata().map_err(err(part_path))?;
-    let named = std::fs::symlink_metadata(part_path).map_err(err(part_path))?;
+    let ours = part.metadata().map_err(read_err)?;
+    let named = std::fs::symlink_metadata(part_path).map_err(read_err)?;
     if !same_file(&ours, &named) {
         return Err(FetchError::Changed {
             path: part_path.to_path_buf(),
             piece: 0,
         });
     }
-    std::fs::rename(part_path, output).map_err(err(output))?;
+    std::fs::rename(part_path, output).map_err(|source| {
+        if super::error::is_no_space(&source) {
+            FetchError::NoSpace {
+                path: output.to_path_buf(),
+            }
+        } else {
+            FetchError::Rename {
+                from: part_path.to_path_buf(),
+                to: output.to_path_buf(),
+                source,
+            }
+        }
+    })?;
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

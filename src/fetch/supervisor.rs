@@ -112,7 +112,7 @@ pub(crate) fn run(
         match hashed {
             Ok(Ok(Some(digest))) => Outcome::Complete(digest),
             Ok(Ok(None)) => Outcome::Interrupted,
-            Ok(Err(source)) => Outcome::Fatal(FetchError::output(round.part_path, source)),
+            Ok(Err(source)) => Outcome::Fatal(FetchError::read(round.part_path, source)),
             Err(_) => Outcome::Fatal(FetchError::Thread(std::io::Error::other(
                 "bug: the hasher thread panicked",
             ))),

@@ -151,7 +151,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                 if round.sched.claim(i) {
                     let (start, _) = round.piece_range(i);
                     if let Err(source) = round.part.write_all_at(&buf[..len], start) {
-                        round.set_fatal(FetchError::output(round.part_path, source));
+                        round.set_fatal(FetchError::write(round.part_path, source));
                         break;
                     }
                     if round.opts.pool.is_some() && round.sched.remaining() == 1 {

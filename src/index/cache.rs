@@ -42,6 +42,7 @@ pub enum CacheError {
         /// The cache file.
         path: PathBuf,
         /// Why.
+        #[source]
         source: io::Error,
     },
     /// The header is not the current version's.
@@ -65,11 +66,12 @@ pub enum CacheError {
         path: PathBuf,
     },
     /// Writing the cache failed.
-    #[error("cannot write index cache {path}: {source}; check the state directory")]
+    #[error("cannot write index cache {path}: {source}")]
     Write {
         /// The cache file.
         path: PathBuf,
         /// Why.
+        #[source]
         source: io::Error,
     },
 }

@@ -109,16 +109,27 @@ impl IndexOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
-    /// The dataset directory is missing or unreadable.
-    #[error("dataset directory {path} not found: create it or pass --dataset")]
+    /// The dataset directory cannot be opened: missing, or a parent
+    /// directory not searchable (the source says which).
+    #[error("cannot open dataset directory {}: {source}", path.display())]
     OpenDataset {
         /// The directory given.
         path: PathBuf,
         /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The dataset directory exists but cannot be listed.
+    #[error("cannot list dataset directory {}: {source}", path.display())]
+    ListDataset {
+        /// The directory given.
+        path: PathBuf,
+        /// Why (permission denied...).
+        #[source]
         source: std::io::Error,
     },
     /// The dataset path is not a directory.
-    #[error("dataset {path} is not a directory: pass a directory with --dataset")]
+    #[error("dataset {} is not a directory", path.display())]
     NotADirectory {
         /// The path given.
         path: PathBuf,
@@ -130,11 +141,12 @@ pub enum IndexError {
     /// the watch is set up on the index thread, after the cache is served,
     /// because a recursive watch stats the whole tree; a failure is logged
     /// and the periodic rescan keeps the index current.)
-    #[error("cannot watch {path} for changes: {source}")]
+    #[error("cannot watch {} for changes: {source}", path.display())]
     Watch {
         /// The directory.
         path: PathBuf,
         /// Why.
+        #[source]
         source: notify::Error,
     },
     /// The background thread could not be started.
@@ -261,19 +273,34 @@ fn unix_millis() -> u64 {
 }
 
 impl Index {
+    /// The canonical path of a dataset directory, after checking that it
+    /// exists, is a directory and can be listed: what [`Index::open`]
+    /// checks first, for a caller that wants the answer before starting
+    /// anything else.
+    pub fn check_dataset(root: &Path) -> Result<PathBuf, IndexError> {
+        let canonical = std::fs::canonicalize(root).map_err(|source| IndexError::OpenDataset {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if !canonical.is_dir() {
+            return Err(IndexError::NotADirectory {
+                path: root.to_path_buf(),
+            });
+        }
+        std::fs::read_dir(&canonical).map_err(|source| IndexError::ListDataset {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(canonical)
+    }
+
     /// Loads the cache, starts background hashing (and the live watcher if
     /// `opts.live`); returns at once.
     pub fn open(opts: IndexOptions) -> Result<Index, IndexError> {
         if opts.piece_size == 0 {
             return Err(IndexError::PieceSize);
         }
-        let root = std::fs::canonicalize(&opts.root).map_err(|source| IndexError::OpenDataset {
-            path: opts.root.clone(),
-            source,
-        })?;
-        if !root.is_dir() {
-            return Err(IndexError::NotADirectory { path: opts.root });
-        }
+        let root = Index::check_dataset(&opts.root)?;
         let shared = Arc::new(Shared {
             root: root.clone(),
             store: RwLock::new(Store {
