@@ -165,6 +165,10 @@ pub struct Head {
     pub download_id: Option<String>,
     /// `Content-Encoding: gzip`: the body is gzip-compressed.
     pub gzip: bool,
+    /// `Content-Disposition`, raw (at most 1 KiB, else ignored).
+    pub disposition: Option<String>,
+    /// `ETag`, raw (at most 128 bytes, else ignored).
+    pub etag: Option<String>,
 }
 
 /// One connection to a peer, reused for successive requests while the
@@ -244,23 +248,32 @@ impl PeerConn {
     /// [`PeerConn::read_body`] or [`PeerConn::read_body_to_vec`], or the
     /// connection dropped.
     pub fn get(&mut self, path: &str, range: Option<(u64, u64)>) -> Result<Head, ClientError> {
-        self.send_get(path, range, false)
+        self.send("GET", path, range, false)
     }
 
     /// Sends `GET path` with `Accept-Encoding: gzip` and reads the response
     /// head: the body may come compressed ([`Head::gzip`]).
     pub fn get_gzip(&mut self, path: &str) -> Result<Head, ClientError> {
-        self.send_get(path, None, true)
+        self.send("GET", path, None, true)
     }
 
-    fn send_get(
+    /// Sends `HEAD path` and reads the response head (there is no body:
+    /// the connection is reusable at once unless the peer closes it).
+    pub fn head(&mut self, path: &str) -> Result<Head, ClientError> {
+        let head = self.send("HEAD", path, None, false)?;
+        self.finish(&head);
+        Ok(head)
+    }
+
+    fn send(
         &mut self,
+        method: &str,
         path: &str,
         range: Option<(u64, u64)>,
         gzip: bool,
     ) -> Result<Head, ClientError> {
         let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: piratebay-sync/{}\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: piratebay-sync/{}\r\n",
             self.addr,
             crate::VERSION
         );
@@ -464,6 +477,8 @@ fn parse_head(buf: &[u8], addr: &str) -> Result<Option<(Head, usize)>, ClientErr
         content_range: None,
         download_id: None,
         gzip: false,
+        disposition: None,
+        etag: None,
         close: resp.version == Some(0),
     };
     for h in resp.headers.iter() {
@@ -487,6 +502,10 @@ fn parse_head(buf: &[u8], addr: &str) -> Result<Option<(Head, usize)>, ClientErr
             {
                 head.close = true;
             }
+        } else if h.name.eq_ignore_ascii_case("etag") {
+            head.etag = Some(value.to_string()).filter(|v| v.len() <= 128);
+        } else if h.name.eq_ignore_ascii_case("content-disposition") {
+            head.disposition = Some(value.to_string()).filter(|v| v.len() <= 1024);
         } else if h.name.eq_ignore_ascii_case("content-encoding") {
             head.gzip = match value.to_ascii_lowercase().as_str() {
                 "gzip" | "x-gzip" => true,
