@@ -7,6 +7,7 @@ mod batch;
 mod batch_cli;
 mod discovery;
 mod etcd;
+mod exit_codes;
 mod faults;
 mod fetch;
 mod fetch_cli;
