@@ -6,6 +6,7 @@ mod support;
 mod batch;
 mod batch_cli;
 mod discovery;
+mod env;
 mod etcd;
 mod exit_codes;
 mod faults;
