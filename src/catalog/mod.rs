@@ -125,7 +125,9 @@ impl Refresh {
     }
 }
 
-/// The catalog and its per-peer cache.
+/// The network's file list, merged from every peer's, with a per-peer
+/// cache: a peer is asked again only when the index generation it
+/// publishes in etcd (or its address) changes.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     opts: CatalogOptions,

@@ -78,7 +78,9 @@ pub fn peer_key(namespace: &str, id: &str) -> String {
 }
 
 /// Reads the registered peers once (no watch), sorted by id. Keys that are
-/// not valid peers (see `check`) are left out with one summary warning.
+/// not valid peers (a record over 16 KiB, not JSON, whose id is not its
+/// key's, or with an id or address no honest peer publishes) are left
+/// out with one summary warning.
 pub fn list_peers(client: &Client, namespace: &str) -> Result<Vec<PeerInfo>, DiscoveryError> {
     let (peers, skipped) = list_peers_counted(client, namespace)?;
     skipped.warn(&peers_prefix(namespace));
