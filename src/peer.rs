@@ -387,10 +387,8 @@ impl FileSource for IndexSource {
     }
 
     fn file_list(&self) -> FileList {
-        let generation = self.index.generation();
-        let files = self
-            .index
-            .files()
+        let (generation, files) = self.index.snapshot();
+        let files = files
             .iter()
             .map(|f| CatalogEntry::from(f.as_ref()))
             .collect();

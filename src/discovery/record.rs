@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::etcd::KeyValue;
-
 /// JSON stored at `/<ns>/peers/<id>`, attached to the peer's lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRecord {
@@ -50,24 +48,6 @@ pub struct PeerInfo {
     pub lease: i64,
     /// The etcd revision of the last change to its key.
     pub mod_revision: i64,
-}
-
-impl PeerInfo {
-    /// Decodes a key-value read under the peers prefix. `None` (with a
-    /// warning) for a value that is not a peer record.
-    pub fn from_kv(kv: &KeyValue) -> Option<PeerInfo> {
-        match serde_json::from_slice::<PeerRecord>(&kv.value) {
-            Ok(record) => Some(PeerInfo {
-                record,
-                lease: kv.lease,
-                mod_revision: kv.mod_revision,
-            }),
-            Err(e) => {
-                log::warn!("ignoring {}: not a peer record ({e})", kv.key_str());
-                None
-            }
-        }
-    }
 }
 
 /// Seconds since the Unix epoch, now.
