@@ -118,6 +118,7 @@ mod discovery;
 pub mod etcd;
 mod fanout;
 mod fetch;
+mod hex;
 mod http;
 mod index;
 mod metrics;

@@ -160,6 +160,8 @@ pub static LEASE_FAILURES: Counter = Counter::new();
 pub static ETCD_LATENCY: Histogram = Histogram::new();
 /// Requests to etcd that failed.
 pub static ETCD_ERRORS: Counter = Counter::new();
+/// Watch streams opened on etcd (first opens and reopens).
+pub static ETCD_WATCH_OPENS: Counter = Counter::new();
 /// Downloads into the dataset that finished (renamed into place).
 pub static DOWNLOADS_COMPLETED: Counter = Counter::new();
 /// Downloads into the dataset whose state vanished unfinished.
@@ -268,6 +270,12 @@ pub fn render(peer: &[PeerGauge]) -> String {
         "counter",
         "Requests to etcd that failed.",
         ETCD_ERRORS.get(),
+    );
+    w.one(
+        "pbs_etcd_watch_opens_total",
+        "counter",
+        "Watch streams opened on etcd (an idle peer keeps one open).",
+        ETCD_WATCH_OPENS.get(),
     );
     w.one(
         "pbs_downloads_completed_total",

@@ -39,7 +39,7 @@ use parking_lot::RwLock;
 use crate::fetch::state::ResumeState;
 use crate::index::{PART_STATE_SUFFIX, PART_SUFFIX};
 use crate::metrics;
-use crate::protocol::{piece_count, Bitfield, PieceList};
+use crate::protocol::{piece_bounds, piece_count, Bitfield, PieceList};
 use crate::Sha1Digest;
 
 /// A partial file opened for serving the pieces it holds (the peer serves
@@ -192,7 +192,7 @@ impl Partials {
         let on_disk = file.metadata()?.len();
         let needed = (0..p.have.len())
             .filter(|&i| p.have.get(i))
-            .map(|i| ((i as u64 + 1) * p.list.piece_size).min(p.list.size))
+            .map(|i| piece_bounds(p.list.size, p.list.piece_size, i).1)
             .max()
             .unwrap_or(0);
         if on_disk < needed {
@@ -338,9 +338,9 @@ fn count_new_pieces(list: &PieceList, before: Option<&Bitfield>, after: &Bitfiel
     let (mut pieces, mut bytes) = (0u64, 0u64);
     for i in 0..after.len() {
         if after.get(i) && !before.is_some_and(|b| i < b.len() && b.get(i)) {
-            let start = i as u64 * list.piece_size;
+            let (start, end) = piece_bounds(list.size, list.piece_size, i);
             pieces += 1;
-            bytes += list.piece_size.min(list.size.saturating_sub(start));
+            bytes += end - start;
         }
     }
     metrics::PIECES_VERIFIED.add(pieces);

@@ -200,7 +200,9 @@ impl Peer {
             started_at: unix_now(),
             index_gen: index.generation(),
         };
-        let registration = Registration::start(
+        // One watch on etcd: the peer cache's, which also tells the
+        // registration about its own key.
+        let (registration, key_feed) = Registration::start_fed(
             client.clone(),
             RegistrationConfig {
                 namespace: cfg.namespace.clone(),
@@ -208,7 +210,11 @@ impl Peer {
                 record,
             },
         )?;
-        let cache = Arc::new(PeerCache::start(&client, &cfg.namespace)?);
+        let cache = Arc::new(PeerCache::start_observed(
+            &client,
+            &cfg.namespace,
+            move |ev| key_feed.observe(ev),
+        )?);
         monitor.wire(advertised.clone(), registration.view(), cache.clone());
         let (status_stop, status_stopped) = crossbeam_channel::bounded::<()>(1);
         let status_thread = {
@@ -387,10 +393,8 @@ impl FileSource for IndexSource {
     }
 
     fn file_list(&self) -> FileList {
-        let generation = self.index.generation();
-        let files = self
-            .index
-            .files()
+        let (generation, files) = self.index.snapshot();
+        let files = files
             .iter()
             .map(|f| CatalogEntry::from(f.as_ref()))
             .collect();

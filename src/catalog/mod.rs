@@ -36,10 +36,8 @@ mod peer_list;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde::Serialize;
 
 use budget::Budget;
@@ -327,34 +325,19 @@ impl Catalog {
             io: self.opts.io_timeout,
         };
         let deadline = Instant::now() + self.opts.deadline;
-        let slots: Vec<Mutex<Option<Result<_, PeerListError>>>> =
-            addrs.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let work = || loop {
-            if Instant::now() >= deadline {
-                break;
-            }
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(key) = addrs.get(i) else { break };
-            let dial: Vec<String> = key.split(',').map(str::to_string).collect();
-            let r = peer_list::fetch_budgeted(&dial, timeouts, deadline, budget);
-            *slots[i].lock() = Some(r);
-        };
-        std::thread::scope(|s| {
-            for t in 0..self.opts.fan_out.max(1).min(addrs.len()) {
-                let spawned = std::thread::Builder::new()
-                    .name(format!("pb-catalog{t}"))
-                    .spawn_scoped(s, work);
-                if spawned.is_err() {
-                    break; // fewer threads; this one helps below
+        crate::fanout::map(
+            addrs,
+            self.opts.fan_out.max(1),
+            "pbs-catalog",
+            |key| {
+                if Instant::now() >= deadline {
+                    return Err(PeerListError::NotAsked);
                 }
-            }
-            work();
-        });
-        slots
-            .into_iter()
-            .map(|m| m.into_inner().unwrap_or(Err(PeerListError::NotAsked)))
-            .collect()
+                let dial: Vec<String> = key.split(',').map(str::to_string).collect();
+                peer_list::fetch_budgeted(&dial, timeouts, deadline, budget)
+            },
+            || Err(PeerListError::NotAsked),
+        )
     }
 }
 

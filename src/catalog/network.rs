@@ -108,7 +108,7 @@ fn partial_holders(sha1: &Sha1Digest, peers: &[&PeerInfo]) -> Vec<Holder> {
     let held = crate::fanout::map(
         peers,
         PROBE_FAN_OUT,
-        "pb-probe",
+        "pbs-probe",
         |p| {
             let addrs = p.record.dial_addrs();
             match client::get_small(&addrs, &path, timeouts, 1 << 20, PROBE_DEADLINE) {

@@ -66,7 +66,7 @@ pub(crate) fn random_id() -> String {
         h.write_u32(std::process::id());
         buf = h.finish().to_be_bytes();
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&buf)
 }
 
 /// The machine's host name (`/proc/sys/kernel/hostname`, `$HOSTNAME`, else "unknown").

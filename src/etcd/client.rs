@@ -5,6 +5,11 @@
 //! or an etcd "unavailable" answer (no leader, lost quorum) moves on to the
 //! next endpoint; any other etcd answer is final. With auth configured, a
 //! token is obtained on first use and again when etcd calls it invalid.
+//!
+//! Watch streams (`watch.rs`) use the same endpoint order
+//! ([`Client::endpoint_order`]) and record the endpoint that answered, so
+//! a dead first endpoint costs one connect timeout once, not on every
+//! reconnect. This module knows nothing of watches.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,8 +37,8 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) cfg: Config,
     agent: ureq::Agent,
-    /// An agent with no overall timeout, for watch streams.
-    pub(crate) stream_agent: ureq::Agent,
+    /// Trust for `https://` endpoints, for the agents of watch streams.
+    tls: ureq::tls::TlsConfig,
     /// Index of the endpoint that answered last.
     preferred: AtomicUsize,
     token: Mutex<Option<String>>,
@@ -71,15 +76,11 @@ impl Client {
             .timeout_global(Some(cfg.request_timeout))
             .build()
             .new_agent();
-        let stream_agent = base()
-            .timeout_per_read(Some(super::watch::WATCH_IDLE))
-            .build()
-            .new_agent();
         Ok(Client {
             inner: Arc::new(Inner {
                 cfg,
                 agent,
-                stream_agent,
+                tls,
                 preferred: AtomicUsize::new(0),
                 token: Mutex::new(None),
             }),
@@ -89,6 +90,37 @@ impl Client {
     /// The configured endpoints.
     pub fn endpoints(&self) -> &[String] {
         &self.inner.cfg.endpoints
+    }
+
+    /// A new agent for one long-lived stream: no overall timeout, reads
+    /// that may block for `idle` at most. Its own pool, so shutting it down
+    /// ([`ureq::Agent::shutdown`]) interrupts that stream and nothing else.
+    pub(crate) fn stream_agent(&self, idle: std::time::Duration) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .user_agent(format!("piratebay-sync/{}", crate::VERSION))
+            .timeout_connect(Some(self.inner.cfg.connect_timeout))
+            .timeout_per_read(Some(idle))
+            .tls_config(self.inner.tls.clone())
+            .max_idle_connections_per_host(1)
+            .build()
+            .new_agent()
+    }
+
+    /// The endpoints in the order to try them, with their index: the one
+    /// that answered last first, then the others in order.
+    pub(crate) fn endpoint_order(&self) -> impl Iterator<Item = (usize, &str)> + '_ {
+        let eps = &self.inner.cfg.endpoints;
+        let start = self.inner.preferred.load(Ordering::Relaxed);
+        (0..eps.len()).map(move |k| {
+            let i = (start + k) % eps.len();
+            (i, eps[i].as_str())
+        })
+    }
+
+    /// Records that endpoint `i` answered: it is tried first next time.
+    pub(crate) fn set_preferred(&self, i: usize) {
+        self.inner.preferred.store(i, Ordering::Relaxed);
     }
 
     /// POSTs `body` to `path` (e.g. `/v3/kv/range`) and decodes the answer.
@@ -190,15 +222,12 @@ impl Client {
         token: Option<&str>,
     ) -> Result<(usize, Vec<u8>)> {
         let eps = &self.inner.cfg.endpoints;
-        let start = self.inner.preferred.load(Ordering::Relaxed);
         let mut last = String::new();
         let mut tls_failure = None;
-        for k in 0..eps.len() {
-            let i = (start + k) % eps.len();
-            let ep = &eps[i];
+        for (i, ep) in self.endpoint_order() {
             match post_one(agent, ep, path, body, token) {
                 Ok(Answer::Ok(bytes)) => {
-                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    self.set_preferred(i);
                     return Ok((i, bytes));
                 }
                 Ok(Answer::Refused { code, message })
@@ -208,9 +237,9 @@ impl Client {
                     last = format!("{ep}: {message}");
                 }
                 Ok(Answer::Refused { code, message }) => {
-                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    self.set_preferred(i);
                     return Err(Error::Etcd {
-                        endpoint: ep.clone(),
+                        endpoint: ep.to_string(),
                         path: path.to_string(),
                         code,
                         message,
@@ -218,14 +247,14 @@ impl Client {
                 }
                 Ok(Answer::TooLarge) => {
                     return Err(Error::TooLarge {
-                        endpoint: ep.clone(),
+                        endpoint: ep.to_string(),
                         path: path.to_string(),
                         limit: MAX_ANSWER,
                     })
                 }
                 Ok(Answer::Status(status)) => {
                     return Err(Error::Status {
-                        endpoint: ep.clone(),
+                        endpoint: ep.to_string(),
                         path: path.to_string(),
                         status,
                     })
@@ -235,7 +264,7 @@ impl Client {
                     last = format!("{ep}: {e}");
                     if is_tls_failure(&e) {
                         tls_failure = Some(Error::Tls {
-                            endpoint: ep.clone(),
+                            endpoint: ep.to_string(),
                             source: Box::new(e),
                         });
                     }

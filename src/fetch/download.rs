@@ -28,7 +28,7 @@ use super::error::Step;
 use super::output::{part_path, state_path};
 use super::pieces::fetch_piece_list_with;
 use super::rate::RateLimiter;
-use super::round::{piece_range, Outcome, Round};
+use super::round::{Outcome, Round};
 use super::state::{salvage, ResumeState};
 use super::supervisor;
 use super::{DownloadOptions, FetchError, Holder, HolderSource, ProgressFn, Summary};
@@ -129,7 +129,7 @@ pub fn download(
         let done = salvage(&part, &list, &claimed);
         let done_bytes: u64 = (0..done.len())
             .filter(|&i| done[i])
-            .map(|i| piece_range(&list, i).1 as u64)
+            .map(|i| list.piece_range(i).1 as u64)
             .sum();
         resumed.get_or_insert(done_bytes);
         if done_bytes > 0 {
@@ -271,7 +271,7 @@ fn finish(
     let checked = Instant::now();
     let (synced, changed) = std::thread::scope(|s| {
         let check = std::thread::Builder::new()
-            .name("pb-get-check".into())
+            .name("pbs-get-check".into())
             .spawn_scoped(s, || super::state::changed_piece(part, list));
         let synced = part.sync_all();
         let changed = match check {
@@ -445,7 +445,7 @@ fn fetch_lists(opts: &DownloadOptions, holders: &[Holder]) -> Vec<Result<PieceLi
     crate::fanout::map(
         holders,
         LIST_FAN_OUT,
-        "pb-get-list",
+        "pbs-get-list",
         |h| {
             fetch_piece_list_with(
                 opts.pool.as_deref(),

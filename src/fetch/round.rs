@@ -109,7 +109,7 @@ impl<'a> Round<'a> {
             .iter()
             .enumerate()
             .filter(|(_, d)| **d)
-            .map(|(i, _)| piece_range(list, i).1 as u64)
+            .map(|(i, _)| list.piece_range(i).1 as u64)
             .sum();
         let by_memory = (opts.memory_budget / list.piece_size.max(1)).max(1) as usize;
         Round {
@@ -163,7 +163,7 @@ impl<'a> Round<'a> {
 
     /// The first byte and length of piece `i`.
     pub fn piece_range(&self, i: usize) -> (u64, usize) {
-        piece_range(self.list, i)
+        self.list.piece_range(i)
     }
 
     /// True once workers must stop.
@@ -267,11 +267,4 @@ impl<'a> Round<'a> {
             log::warn!("cannot save resume state {}: {e}", state_path.display());
         }
     }
-}
-
-/// The first byte and length of piece `i` of `list`.
-pub(crate) fn piece_range(list: &PieceList, i: usize) -> (u64, usize) {
-    let start = i as u64 * list.piece_size;
-    let end = (start + list.piece_size).min(list.size);
-    (start, (end - start) as usize)
 }

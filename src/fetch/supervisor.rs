@@ -35,7 +35,7 @@ pub(crate) fn run(
     let state_path = round.state_path;
     std::thread::scope(|scope| {
         let hasher = match std::thread::Builder::new()
-            .name("pb-get-hash".into())
+            .name("pbs-get-hash".into())
             .spawn_scoped(scope, || hash_prefix(round))
         {
             Ok(h) => h,
@@ -160,7 +160,7 @@ fn fill<'scope, 'env>(
             let Some(i) = pick else { break };
             *seq += 1;
             let spawned = std::thread::Builder::new()
-                .name(format!("pb-get-{i}-{seq}"))
+                .name(format!("pbs-get-{i}-{seq}"))
                 .spawn_scoped(scope, move || super::worker::run(round, i));
             if let Err(e) = spawned {
                 round.slots.lock()[i].workers -= 1;

@@ -376,16 +376,19 @@ impl Index {
 
     /// Every entry, sorted by first path.
     pub fn files(&self) -> Vec<Arc<IndexedFile>> {
-        let mut v: Vec<_> = self.shared.store.read().by_sha1.values().cloned().collect();
-        v.sort_unstable_by(|a, b| paths_order(&a.paths, &b.paths));
-        v
+        self.snapshot().1
     }
 
-    /// Every entry and the generation they were taken at, consistently.
+    /// Every entry, sorted by first path, and the generation they were
+    /// taken at: both read under one lock (sorted after it is released).
     pub fn snapshot(&self) -> (u64, Vec<Arc<IndexedFile>>) {
-        let store = self.shared.store.read();
-        let v = store.by_sha1.values().cloned().collect();
-        (store.generation, v)
+        let (generation, mut v) = {
+            let store = self.shared.store.read();
+            let v: Vec<_> = store.by_sha1.values().cloned().collect();
+            (store.generation, v)
+        };
+        v.sort_unstable_by(|a, b| paths_order(&a.paths, &b.paths));
+        (generation, v)
     }
 
     /// The entry of a content, if indexed.

@@ -201,7 +201,7 @@ impl TestPeer {
             SocketAddr::new(next_loopback_ip().into(), 0),
             ServerConfig {
                 workers: 4,
-                thread_name: "pb-test".into(),
+                thread_name: "pbs-test".into(),
                 ..ServerConfig::default()
             },
             source.clone(),

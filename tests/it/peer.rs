@@ -215,6 +215,35 @@ fn index_generations_are_published_at_most_once_a_second() {
     assert!(puts >= 1);
 }
 
+#[test]
+fn an_idle_serve_keeps_one_watch_stream_on_etcd() {
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let peer = Serve::new(&ep).start();
+    let id = peer.id();
+    wait_for(Duration::from_secs(10), "peer registered", || {
+        key_version(&ep, &id)
+    });
+    let open =
+        || etcd_metric(&ep, "etcd_debugging_mvcc_watch_stream_total", &[]).expect("etcd metrics");
+    wait_until(Duration::from_secs(10), "its watch open", || open() >= 1.0);
+    let started = etcd_watch_streams_started(&ep);
+    // Polled over 4 s: one stream (the peer cache's, which also guards the
+    // own key), never reopened.
+    let window = std::time::Instant::now();
+    while window.elapsed() < Duration::from_secs(4) {
+        assert_eq!(open(), 1.0, "one watch stream per idle peer");
+        assert_eq!(etcd_watch_streams_started(&ep), started, "never reopened");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The one watch still guards the own key: deleted, it is put back.
+    let key = peer_key("piratebay", &id);
+    etcdctl_ok(&ep, &["del", &key]);
+    wait_for(Duration::from_secs(5), "the key put back", || {
+        key_version(&ep, &id)
+    });
+}
+
 /// Names in a peer's catalog, sorted.
 fn catalog_names(addr: &std::net::SocketAddr) -> Option<Vec<String>> {
     let (status, body) = get(&format!("http://{addr}/v1/files"))?;

@@ -20,8 +20,9 @@ pub use bin::{
     bin_path, cli, cli_on, cli_with, command, command_on, stderr_text, stdout_text, PeerProcess,
 };
 pub use etcd::{
-    etcd_bin, etcdctl, etcdctl_bin, etcdctl_ok, gateway_get, gateway_post, gateway_put, is_healthy,
-    member_status, peer_key, EtcdCluster, EtcdServer,
+    etcd_bin, etcd_metric, etcd_watch_streams_started, etcdctl, etcdctl_bin, etcdctl_ok,
+    gateway_get, gateway_post, gateway_put, is_healthy, member_status, peer_key, EtcdCluster,
+    EtcdServer,
 };
 pub use lab::{command_in, Host, Lab};
 pub use log::init_test_log;
