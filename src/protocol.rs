@@ -12,7 +12,7 @@
 //! | `GET /v1/files/<sha1>/pieces`   | [`PieceList`]                           |
 //! | `GET /v1/files/<sha1>/have`     | [`Bitfield`] bytes, `X-Pieces` = count  |
 //! | `GET /`                         | the status page (HTML)                  |
-//! | `GET /v1/status`                | `status::StatusReport` (JSON)           |
+//! | `GET /v1/status`                | [`StatusReport`](crate::status::StatusReport) (JSON) |
 //! | `GET /metrics`                  | Prometheus text format                  |
 //!
 //! `Cache-Control`: file bytes `public, max-age=31536000, immutable` (named

@@ -136,7 +136,7 @@ fn partial_holders(sha1: &Sha1Digest, peers: &[&PeerInfo]) -> Vec<Holder> {
     // if every download took the same first ones, those hosts' uplinks
     // would carry the swarm while the others idle.
     if !found.is_empty() {
-        let turn = u64::from_str_radix(&crate::discovery::random_id(), 16).unwrap_or(0);
+        let turn = crate::discovery::random_u64();
         let n = found.len();
         found.rotate_left((turn % n as u64) as usize);
     }

@@ -57,6 +57,54 @@ pub enum PeerListError {
     NotAsked,
 }
 
+/// A short class of a [`PeerListError`], for the catalog's summary warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum FailureKind {
+    Unreachable,
+    Stalled,
+    TooSlow,
+    NotAsked,
+    OverBudget,
+    OverLimit,
+    BadList,
+    Refused,
+    Other,
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Stalled => "stalled",
+            FailureKind::TooSlow => "too slow",
+            FailureKind::NotAsked => "not asked before the deadline",
+            FailureKind::OverBudget => "over the catalog budget",
+            FailureKind::OverLimit => "over the size limit",
+            FailureKind::BadList => "sent a bad list",
+            FailureKind::Refused => "refused",
+            FailureKind::Other => "failed otherwise",
+        })
+    }
+}
+
+impl PeerListError {
+    /// The class of this failure.
+    pub(crate) fn kind(&self) -> FailureKind {
+        match self {
+            PeerListError::Request(ClientError::Connect { .. }) => FailureKind::Unreachable,
+            PeerListError::Request(ClientError::Stalled { .. }) => FailureKind::Stalled,
+            PeerListError::Request(ClientError::Deadline { .. }) => FailureKind::TooSlow,
+            PeerListError::Request(ClientError::TooLarge { .. })
+            | PeerListError::Inflated { .. } => FailureKind::OverLimit,
+            PeerListError::Request(_) => FailureKind::Other,
+            PeerListError::NotAsked => FailureKind::NotAsked,
+            PeerListError::Budget { .. } => FailureKind::OverBudget,
+            PeerListError::Json(_) | PeerListError::Gzip(_) => FailureKind::BadList,
+            PeerListError::Status(_) => FailureKind::Refused,
+        }
+    }
+}
+
 /// Fetches a peer's file list before `deadline`, reserving its body from
 /// `budget` (a body that does not fit is refused, nothing is read). A list
 /// returned keeps its reservation; a failed request gives it back.

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::peer_list::FailureKind;
 use crate::discovery::{self, DiscoveryError, PeerInfo};
 use crate::etcd::Client;
-use crate::fetch::client::{self, Timeouts};
+use crate::fetch::client::{self, ClientError, Timeouts};
 use crate::fetch::{Holder, HolderSource, HoldersError};
 use crate::http::response::disposition_filename;
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
@@ -134,6 +135,38 @@ impl HolderSource for ProbedHolders {
     }
 }
 
+/// Why one address could not say.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    /// The request failed (connect, timeout, bad head...).
+    #[error(transparent)]
+    Request(#[from] ClientError),
+    /// The overall deadline passed before this address was asked.
+    #[error("not asked: the deadline for asking peers passed")]
+    NotAsked,
+    /// An answer no peer gives.
+    #[error("bad answer: {0}")]
+    BadAnswer(&'static str),
+    /// Neither holds, partial nor absent.
+    #[error("refused: status {0}")]
+    Status(u16),
+}
+
+impl ProbeError {
+    /// The class of this failure, for the summary warning.
+    fn kind(&self) -> FailureKind {
+        match self {
+            ProbeError::Request(ClientError::Connect { .. }) => FailureKind::Unreachable,
+            ProbeError::Request(ClientError::Stalled { .. }) => FailureKind::Stalled,
+            ProbeError::Request(ClientError::Deadline { .. }) => FailureKind::TooSlow,
+            ProbeError::Request(_) => FailureKind::Other,
+            ProbeError::NotAsked => FailureKind::NotAsked,
+            ProbeError::BadAnswer(_) => FailureKind::BadList,
+            ProbeError::Status(_) => FailureKind::Refused,
+        }
+    }
+}
+
 /// What one address said.
 enum Answer {
     Complete { size: u64, name: Option<String> },
@@ -160,7 +193,7 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
         opts.fan_out.max(1),
         "pbs-probe",
         |addrs| ask(addrs, &path, opts, deadline),
-        || Err("bug: not asked".to_string()),
+        || Err(ProbeError::NotAsked),
     );
 
     let mut found = Lookup::default();
@@ -168,7 +201,7 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
     let mut vouched: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
     let mut claims: Vec<(u64, String)> = Vec::new();
     let mut sizes: Vec<u64> = Vec::new();
-    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failures: BTreeMap<FailureKind, usize> = BTreeMap::new();
     let mut examples: Vec<String> = Vec::new();
     for p in peers {
         let addrs = p.record.dial_addrs();
@@ -184,11 +217,13 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
             Ok(Answer::Partial) => found.partial.push(holder),
             Ok(Answer::Absent) => {}
             Err(e) => {
-                *failures.entry(super::reason_kind(e)).or_default() += 1;
+                *failures.entry(e.kind()).or_default() += 1;
+                // The error may quote what the peer sent.
+                let e = crate::text::escape(&e.to_string()).into_owned();
                 if examples.len() < 3 {
-                    examples.push(format!("{holder}: {}", crate::text::escape(e)));
+                    examples.push(format!("{holder}: {e}"));
                 }
-                found.failed.push((holder, e.clone()));
+                found.failed.push((holder, e));
             }
         }
     }
@@ -249,38 +284,36 @@ fn ask(
     path: &str,
     opts: &ProbeOptions,
     deadline: Instant,
-) -> Result<Answer, String> {
+) -> Result<Answer, ProbeError> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err("not asked: the deadline for asking peers passed".into());
+            return Err(ProbeError::NotAsked);
         }
         let timeouts = Timeouts {
             connect: opts.connect_timeout.min(left),
             io: opts.io_timeout.min(left),
         };
-        let mut conn = client::connect(addrs, timeouts).map_err(|e| e.to_string())?;
-        let head = conn.head(path).map_err(|e| e.to_string())?;
+        let mut conn = client::connect(addrs, timeouts)?;
+        let head = conn.head(path)?;
         let tag = format!("\"{}\"", &path[FILES_PATH.len() + 1..]);
         return match head.status {
             200 if head.etag.as_deref() != Some(tag.as_str()) => {
-                Err("bad answer: status 200 without the file's ETag".into())
+                Err(ProbeError::BadAnswer("status 200 without the file's ETag"))
             }
             200 => match head.content_length {
                 Some(size) => Ok(Answer::Complete {
                     size,
                     name: head.disposition.as_deref().and_then(disposition_filename),
                 }),
-                None => Err("bad answer: status 200 without a length".into()),
+                None => Err(ProbeError::BadAnswer("status 200 without a length")),
             },
             416 => {
                 // Some pieces, says the peer: it must show one.
                 let have = format!("{path}/{HAVE_SEGMENT}");
                 let started = Instant::now();
-                let head = conn.get(&have, None).map_err(|e| e.to_string())?;
-                let body = conn
-                    .read_body_to_vec(&head, 1 << 20, started, left)
-                    .map_err(|e| e.to_string())?;
+                let head = conn.get(&have, None)?;
+                let body = conn.read_body_to_vec(&head, 1 << 20, started, left)?;
                 let holds = head.status == 200
                     && Bitfield::from_bytes(&body, body.len() * 8).is_some_and(|b| b.count() > 0);
                 Ok(if holds {
@@ -294,7 +327,7 @@ fn ask(
                 std::thread::sleep(client::BUSY_RETRY);
                 continue;
             }
-            s => Err(format!("refused: status {s}")),
+            s => Err(ProbeError::Status(s)),
         };
     }
 }

@@ -30,13 +30,13 @@ pub struct GetArgs {
     /// download every file on the network not already in the output directory
     #[argh(switch)]
     pub all: bool,
-    /// downloads at once in a batch (default 16)
+    /// downloads at once in a batch (env PIRATEBAY_JOBS, default 16)
     #[argh(option)]
     pub jobs: Option<usize>,
     /// output path (one file only)
     #[argh(option, short = 'o')]
     pub output: Option<String>,
-    /// directory to save into under the catalog name (default: current directory)
+    /// directory to save into under the catalog name (env PIRATEBAY_DIR, default: current directory)
     #[argh(option)]
     pub dir: Option<String>,
     /// cap on the total rate in bytes per second, e.g. 200M, 5M, 800K (env PIRATEBAY_MAX_RATE)
@@ -101,9 +101,10 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
         )
         .into());
     }
+    let dir = flag_or_env(args.dir, "PIRATEBAY_DIR");
     let output = resolve_output(
         args.output.as_deref().map(std::path::Path::new),
-        args.dir.as_deref().map(std::path::Path::new),
+        dir.as_deref().map(std::path::Path::new),
         found.name.as_deref(),
         &sha1,
     );

@@ -24,7 +24,7 @@ use piratebay_sync::{
 };
 use serde_json::Value;
 
-use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, state_dir};
+use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, parsed_flag_or_env, state_dir};
 use super::files::{human_size, matches};
 use super::get::{cancel_on_signals, progress_bar, GetArgs};
 use super::{CliResult, EXIT_ERROR, EXIT_PARTIAL};
@@ -44,14 +44,14 @@ pub fn run(args: GetArgs) -> CliResult {
     if args.output.is_some() {
         return Err("-o names one file: use --dir to save several".into());
     }
-    let jobs = args.jobs.unwrap_or(DEFAULT_CONCURRENCY);
+    let jobs = parsed_flag_or_env(args.jobs, "PIRATEBAY_JOBS")?.unwrap_or(DEFAULT_CONCURRENCY);
     if jobs == 0 {
         return Err("--jobs must be at least 1".into());
     }
     let max_rate = flag_or_env(args.max_rate, "PIRATEBAY_MAX_RATE")
         .map(|r| piratebay_sync::parse_rate(&r))
         .transpose()?;
-    let dir = PathBuf::from(args.dir.as_deref().unwrap_or("."));
+    let dir = PathBuf::from(flag_or_env(args.dir, "PIRATEBAY_DIR").unwrap_or_else(|| ".".into()));
     let client = etcd_client(etcd_opts!(args))?;
     let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
     let catalog = Catalog::load(CatalogOptions::default(), &cache_path);

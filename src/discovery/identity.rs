@@ -48,8 +48,13 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// 16 random hex digits (`/dev/urandom`, else hashed time and pid).
+/// 16 random hex digits (see [`random_u64`]).
 pub(crate) fn random_id() -> String {
+    crate::hex::encode(&random_u64().to_be_bytes())
+}
+
+/// A random number (`/dev/urandom`, else hashed time and pid).
+pub(crate) fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
     let from_urandom = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
@@ -66,7 +71,7 @@ pub(crate) fn random_id() -> String {
         h.write_u32(std::process::id());
         buf = h.finish().to_be_bytes();
     }
-    crate::hex::encode(&buf)
+    u64::from_be_bytes(buf)
 }
 
 /// The machine's host name (`/proc/sys/kernel/hostname`, `$HOSTNAME`, else "unknown").

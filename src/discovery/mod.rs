@@ -15,8 +15,8 @@ mod registration;
 pub use advertise::{detect_advertise, parse_advertise, Reason as AdvertiseReason, MAX_ADDRS};
 pub use cache::PeerCache;
 pub use check::{Skipped, MAX_RECORD};
-pub(crate) use identity::random_id;
 pub use identity::{host_name, load_or_create_peer_id};
+pub(crate) use identity::{random_id, random_u64};
 pub use record::{unix_now, PeerInfo, PeerRecord};
 pub use registration::{Registration, RegistrationConfig, RegistrationView};
 

@@ -126,7 +126,7 @@ pub fn download(
             part.set_len(list.size)
                 .map_err(|source| FetchError::write(&part_path, source))?;
         }
-        let done = salvage(&part, &list, &claimed);
+        let done = salvage(&part, &list, &claimed, opts.memory_budget);
         let done_bytes: u64 = (0..done.len())
             .filter(|&i| done[i])
             .map(|i| list.piece_range(i).1 as u64)
@@ -272,11 +272,13 @@ fn finish(
     let (synced, changed) = std::thread::scope(|s| {
         let check = std::thread::Builder::new()
             .name("pbs-get-check".into())
-            .spawn_scoped(s, || super::state::changed_piece(part, list));
+            .spawn_scoped(s, || {
+                super::state::changed_piece(part, list, opts.memory_budget)
+            });
         let synced = part.sync_all();
         let changed = match check {
             Ok(t) => t.join().unwrap_or(Some(0)),
-            Err(_) => super::state::changed_piece(part, list),
+            Err(_) => super::state::changed_piece(part, list, opts.memory_budget),
         };
         (synced, changed)
     });

@@ -219,14 +219,20 @@ fn decode_bitmap(hex: &str, n: usize) -> Vec<bool> {
 /// inside a range in `claimed` is read back and hashed and kept only if it
 /// matches. Read errors count as not verified. The pieces are checked by
 /// the download's own threads (`pbs-get-verify<n>`, at most
-/// `VERIFY_THREADS` with the caller, each with one piece-sized buffer),
-/// joined before this returns.
-pub fn salvage(part: &File, list: &PieceList, claimed: &[(u64, u64)]) -> Vec<bool> {
+/// `VERIFY_THREADS` with the caller, each with one piece-sized buffer, and
+/// no more buffers than fit in `memory_budget`), joined before this returns.
+pub fn salvage(
+    part: &File,
+    list: &PieceList,
+    claimed: &[(u64, u64)],
+    memory_budget: u64,
+) -> Vec<bool> {
     let covered = |start: u64, end: u64| claimed.iter().any(|&(a, b)| a <= start && end <= b);
     let pieces: Vec<usize> = (0..list.pieces.len()).collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(VERIFY_THREADS);
+        .min(VERIFY_THREADS)
+        .min((memory_budget / list.piece_size.max(1)).max(1) as usize);
     crate::fanout::map_with(
         &pieces,
         threads - 1,
@@ -249,9 +255,11 @@ pub fn salvage(part: &File, list: &PieceList, claimed: &[(u64, u64)]) -> Vec<boo
 /// just before the rename, after the whole-file hash: pieces verified on
 /// arrival and all still matching mean the bytes renamed into place are the
 /// verified ones, whatever another process wrote to the `.part` meanwhile.
-pub fn changed_piece(part: &File, list: &PieceList) -> Option<usize> {
+pub fn changed_piece(part: &File, list: &PieceList, memory_budget: u64) -> Option<usize> {
     let all = [(0, list.size)];
-    salvage(part, list, &all).iter().position(|ok| !ok)
+    salvage(part, list, &all, memory_budget)
+        .iter()
+        .position(|ok| !ok)
 }
 
 #[cfg(test)]
@@ -311,8 +319,14 @@ mod tests {
             ],
         };
         let file = File::open(&path).unwrap();
-        assert_eq!(salvage(&file, &list, &[(0, 10)]), vec![true, false, true]);
-        assert_eq!(salvage(&file, &list, &[(0, 6)]), vec![true, false, false]);
+        assert_eq!(
+            salvage(&file, &list, &[(0, 10)], 1),
+            vec![true, false, true]
+        );
+        assert_eq!(
+            salvage(&file, &list, &[(0, 6)], 1 << 20),
+            vec![true, false, false]
+        );
         let state = ResumeState::new(&list, &[true, false, true]);
         assert_eq!(state.verified_ranges(), vec![(0, 4), (8, 10)]);
         let saved = dir.path().join("f.part.state");
@@ -321,7 +335,7 @@ mod tests {
         assert_eq!(ResumeState::load(&saved, &Sha1Digest::of(b"other")), None);
         std::fs::write(&saved, b"{corrupt").unwrap();
         assert_eq!(ResumeState::load(&saved, &list.sha1), None);
-        assert_eq!(changed_piece(&file, &list), Some(1));
+        assert_eq!(changed_piece(&file, &list, 1 << 20), Some(1));
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //! - [`conditional`]: `If-None-Match` and `If-Range` against an `ETag`.
 //! - [`encoding`]: `Accept-Encoding` (gzip for the catalog).
 //! - [`response`]: status lines, response heads, `Content-Disposition`, `Date`.
+//! - [`reply`]: the client's side: a `GET` request, a response head read
+//!   back (status, lengths, ranges, encoding) and how its body is framed.
 //!
 //! Every limit is a named constant below.
 
 pub mod conditional;
 pub mod encoding;
 pub mod range;
+pub mod reply;
 pub mod request;
 pub mod response;
 pub mod route;

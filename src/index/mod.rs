@@ -167,7 +167,8 @@ pub struct IndexEvent {
     pub updated: Vec<Sha1Digest>,
 }
 
-/// Counters, for progress and tests.
+/// What the index has done since it opened ([`Index::stats`]): files hashed,
+/// reused and queued, unreadable ones, scans; for progress displays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IndexStats {
     /// Files whose content was read and hashed since open.
