@@ -45,6 +45,7 @@ pub mod client;
 mod dial;
 mod download;
 mod error;
+mod fault;
 mod holders;
 pub mod output;
 mod pieces;

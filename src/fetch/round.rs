@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::client::{PeerConn, Timeouts};
+use super::fault::Dropped;
 use super::rate::RateLimiter;
 use super::scheduler::Scheduler;
 use super::state::ResumeState;
@@ -34,7 +35,7 @@ pub(crate) struct Slot {
     /// Consecutive failures.
     pub failures: u32,
     /// Why it was dropped, if it was.
-    pub dropped: Option<String>,
+    pub dropped: Option<Dropped>,
     /// Dropped for bad data.
     pub bad: bool,
     /// Worker threads running for it.
