@@ -53,8 +53,7 @@ pub(crate) fn fetch_piece_list_with(
     if head.status != 200 {
         return Err(PieceListError::Status(head.status));
     }
-    let list: PieceList =
-        serde_json::from_slice(&body).map_err(PieceListError::Json)?;
+    let list: PieceList = serde_json::from_slice(&body).map_err(PieceListError::Json)?;
     check_piece_list(&list, sha1)?;
     Ok(list)
 }
