@@ -43,6 +43,7 @@ use serde::Serialize;
 use budget::Budget;
 pub use cache::{CachedList, ListCache, CACHE_FILE};
 pub use network::NetworkHolders;
+use peer_list::FailureKind;
 pub use peer_list::PeerListError;
 
 use crate::discovery::PeerInfo;
@@ -240,7 +241,7 @@ impl Catalog {
 
         let mut refresh = Refresh::default();
         let mut failed_ids = HashSet::new();
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut reasons: BTreeMap<FailureKind, usize> = BTreeMap::new();
         let mut examples: Vec<String> = Vec::new();
         for peer in &to_ask {
             let r = &peer.record;
@@ -256,11 +257,11 @@ impl Catalog {
             let result = match by_addr.get(addr) {
                 Some(Ok(_)) if last_use => match by_addr.remove(addr) {
                     Some(Ok(list)) => Ok(list),
-                    _ => Err("bug: list taken twice".to_string()),
+                    _ => Err((FailureKind::Other, "bug: list taken twice".to_string())),
                 },
                 Some(Ok(list)) => Ok(list.clone()),
-                Some(Err(e)) => Err(e.to_string()),
-                None => Err("bug: address not asked".to_string()),
+                Some(Err(e)) => Err((e.kind(), e.to_string())),
+                None => Err((FailureKind::Other, "bug: address not asked".to_string())),
             };
             match result {
                 Ok(list) => {
@@ -273,9 +274,9 @@ impl Catalog {
                         },
                     );
                 }
-                Err(e) => {
+                Err((kind, e)) => {
                     log::debug!("peer {} ({key}) left out of the catalog: {e}", r.id);
-                    *reasons.entry(reason_kind(&e)).or_default() += 1;
+                    *reasons.entry(kind).or_default() += 1;
                     if examples.len() < MAX_EXAMPLES {
                         // The error may quote what the peer sent.
                         let e = crate::text::escape(&e);
@@ -401,25 +402,6 @@ fn most_common<T: PartialEq + Copy>(sorted: &[T]) -> Option<T> {
         }
     }
     best.map(|(v, _)| v)
-}
-
-/// A short class of a failure, for the summary warning.
-fn reason_kind(e: &str) -> String {
-    let kinds = [
-        ("cannot connect", "unreachable"),
-        ("stalled", "stalled"),
-        ("too slow", "too slow"),
-        ("not asked", "not asked before the deadline"),
-        ("budget", "over the catalog budget"),
-        ("limit", "over the size limit"),
-        ("bad file list", "sent a bad list"),
-        ("status", "refused"),
-    ];
-    kinds
-        .iter()
-        .find(|(needle, _)| e.contains(needle))
-        .map_or("failed otherwise", |(_, kind)| kind)
-        .to_string()
 }
 
 /// Merges per-peer lists by sha1. Holders that disagree on a file's size

@@ -34,7 +34,7 @@ pub enum PeerListError {
     Status(u16),
     /// Not a file list.
     #[error("peer sent a bad file list: {0}")]
-    Json(String),
+    Json(#[source] serde_json::Error),
     /// A gzip body that inflates past the per-peer limit (a gzip bomb?).
     #[error(
         "peer sent a gzip file list that inflates past the {limit}-byte limit for one peer's list"
@@ -45,7 +45,7 @@ pub enum PeerListError {
     },
     /// A gzip body that does not inflate.
     #[error("peer sent a bad gzip file list: {0}")]
-    Gzip(String),
+    Gzip(#[source] std::io::Error),
     /// The catalog's total byte budget is spent.
     #[error("catalog budget spent: {need} more bytes would exceed the total of all peers' lists")]
     Budget {
@@ -55,6 +55,54 @@ pub enum PeerListError {
     /// The overall deadline for asking peers passed before this one was asked.
     #[error("not asked: the deadline for asking peers passed")]
     NotAsked,
+}
+
+/// A short class of a [`PeerListError`], for the catalog's summary warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum FailureKind {
+    Unreachable,
+    Stalled,
+    TooSlow,
+    NotAsked,
+    OverBudget,
+    OverLimit,
+    BadList,
+    Refused,
+    Other,
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Stalled => "stalled",
+            FailureKind::TooSlow => "too slow",
+            FailureKind::NotAsked => "not asked before the deadline",
+            FailureKind::OverBudget => "over the catalog budget",
+            FailureKind::OverLimit => "over the size limit",
+            FailureKind::BadList => "sent a bad list",
+            FailureKind::Refused => "refused",
+            FailureKind::Other => "failed otherwise",
+        })
+    }
+}
+
+impl PeerListError {
+    /// The class of this failure.
+    pub(crate) fn kind(&self) -> FailureKind {
+        match self {
+            PeerListError::Request(ClientError::Connect { .. }) => FailureKind::Unreachable,
+            PeerListError::Request(ClientError::Stalled { .. }) => FailureKind::Stalled,
+            PeerListError::Request(ClientError::Deadline { .. }) => FailureKind::TooSlow,
+            PeerListError::Request(ClientError::TooLarge { .. })
+            | PeerListError::Inflated { .. } => FailureKind::OverLimit,
+            PeerListError::Request(_) => FailureKind::Other,
+            PeerListError::NotAsked => FailureKind::NotAsked,
+            PeerListError::Budget { .. } => FailureKind::OverBudget,
+            PeerListError::Json(_) | PeerListError::Gzip(_) => FailureKind::BadList,
+            PeerListError::Status(_) => FailureKind::Refused,
+        }
+    }
 }
 
 /// Fetches a peer's file list before `deadline`, reserving its body from
@@ -140,7 +188,7 @@ pub(crate) fn fetch_budgeted(
         };
         let list: FileList = match serde_json::from_slice(&body) {
             Ok(l) => l,
-            Err(e) => return fail(PeerListError::Json(e.to_string())),
+            Err(e) => return fail(PeerListError::Json(e)),
         };
         // What the list keeps: its JSON, but at least `ENTRY_COST` per entry
         // (many tiny entries take far more memory than their JSON).
@@ -189,7 +237,7 @@ fn inflate(gz: &[u8], budget: &Budget) -> Result<(Vec<u8>, u64), PeerListError> 
         out.resize(start + want, 0);
         let n = match decoder.read(&mut out[start..]) {
             Ok(n) => n,
-            Err(e) => return fail(reserved, PeerListError::Gzip(e.to_string())),
+            Err(e) => return fail(reserved, PeerListError::Gzip(e)),
         };
         out.truncate(start + n);
         // Give back what this chunk did not fill.
