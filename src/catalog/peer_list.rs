@@ -34,7 +34,7 @@ pub enum PeerListError {
     Status(u16),
     /// Not a file list.
     #[error("peer sent a bad file list: {0}")]
-    Json(String),
+    Json(#[source] serde_json::Error),
     /// A gzip body that inflates past the per-peer limit (a gzip bomb?).
     #[error(
         "peer sent a gzip file list that inflates past the {limit}-byte limit for one peer's list"
@@ -45,7 +45,7 @@ pub enum PeerListError {
     },
     /// A gzip body that does not inflate.
     #[error("peer sent a bad gzip file list: {0}")]
-    Gzip(String),
+    Gzip(#[source] std::io::Error),
     /// The catalog's total byte budget is spent.
     #[error("catalog budget spent: {need} more bytes would exceed the total of all peers' lists")]
     Budget {
@@ -188,7 +188,7 @@ pub(crate) fn fetch_budgeted(
         };
         let list: FileList = match serde_json::from_slice(&body) {
             Ok(l) => l,
-            Err(e) => return fail(PeerListError::Json(e.to_string())),
+            Err(e) => return fail(PeerListError::Json(e)),
         };
         // What the list keeps: its JSON, but at least `ENTRY_COST` per entry
         // (many tiny entries take far more memory than their JSON).
@@ -237,7 +237,7 @@ fn inflate(gz: &[u8], budget: &Budget) -> Result<(Vec<u8>, u64), PeerListError> 
         out.resize(start + want, 0);
         let n = match decoder.read(&mut out[start..]) {
             Ok(n) => n,
-            Err(e) => return fail(reserved, PeerListError::Gzip(e.to_string())),
+            Err(e) => return fail(reserved, PeerListError::Gzip(e)),
         };
         out.truncate(start + n);
         // Give back what this chunk did not fill.

@@ -82,9 +82,7 @@ pub fn run(args: GetArgs) -> CliResult {
 
 /// One file: the progress of its bytes, its summary.
 fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
-    let max_rate = flag_or_env(args.max_rate, "PIRATEBAY_MAX_RATE")
-        .map(|r| piratebay_sync::parse_rate(&r))
-        .transpose()?;
+    let max_rate = super::env::max_rate(args.max_rate)?;
     let client = etcd_client(etcd_opts!(args))?;
     // One file: every peer is asked about it alone (no catalog is read,
     // cached or saved); batches use the catalog (`get_batch`).

@@ -44,13 +44,12 @@ pub fn run(args: GetArgs) -> CliResult {
     if args.output.is_some() {
         return Err("-o names one file: use --dir to save several".into());
     }
+    let jobs_name = super::env::named(&args.jobs, "--jobs", "PIRATEBAY_JOBS");
     let jobs = parsed_flag_or_env(args.jobs, "PIRATEBAY_JOBS")?.unwrap_or(DEFAULT_CONCURRENCY);
     if jobs == 0 {
-        return Err("--jobs must be at least 1".into());
+        return Err(format!("{jobs_name} must be at least 1").into());
     }
-    let max_rate = flag_or_env(args.max_rate, "PIRATEBAY_MAX_RATE")
-        .map(|r| piratebay_sync::parse_rate(&r))
-        .transpose()?;
+    let max_rate = super::env::max_rate(args.max_rate)?;
     let dir = PathBuf::from(flag_or_env(args.dir, "PIRATEBAY_DIR").unwrap_or_else(|| ".".into()));
     let client = etcd_client(etcd_opts!(args))?;
     let cache_path = state_dir(args.state_dir).join(CACHE_FILE);

@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::env::{
-    dataset, etcd_config, etcd_opts, flag_or_env, namespace, parsed_flag_or_env, state_dir,
+    dataset, etcd_config, etcd_opts, flag_or_env, named, namespace, parsed_flag_or_env, state_dir,
 };
 use super::CliResult;
 
@@ -75,16 +75,19 @@ pub fn run(args: ServeArgs) -> CliResult {
 }
 
 fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
+    let listen_name = named(&args.listen, "--listen", "PIRATEBAY_LISTEN");
+    let advertise_name = named(&args.advertise, "--advertise", "PIRATEBAY_ADVERTISE");
+    let piece_name = named(&args.piece_size, "--piece-size", "PIRATEBAY_PIECE_SIZE");
     let mut cfg = PeerConfig::new(dataset(args.dataset), state_dir(args.state_dir));
     cfg.etcd = etcd_config(etcd_opts!(args))?;
     cfg.namespace = namespace(args.namespace);
     if let Some(l) = flag_or_env(args.listen, "PIRATEBAY_LISTEN") {
-        cfg.listen = parse_addr(&l, "--listen")?;
+        cfg.listen = parse_addr(&l, listen_name)?;
     }
     if let Some(a) = flag_or_env(args.advertise, "PIRATEBAY_ADVERTISE") {
         cfg.advertise = parse_advertise(&a).map_err(|bad| {
             format!(
-                "--advertise {bad:?}: give comma-separated ip:port that other peers can dial, not 0.0.0.0 or port 0"
+                "{advertise_name} {bad:?}: give comma-separated ip:port that other peers can dial, not 0.0.0.0 or port 0"
             )
         })?;
     }
@@ -93,7 +96,7 @@ fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
     }
     if let Some(p) = parsed_flag_or_env(args.piece_size, "PIRATEBAY_PIECE_SIZE")? {
         if p == 0 {
-            return Err("--piece-size must be at least 1 byte (default 4194304)".into());
+            return Err(format!("{piece_name} must be at least 1 byte (default 4194304)").into());
         }
         cfg.piece_size = p;
     }

@@ -27,7 +27,7 @@ const VIRTUAL_PREFIXES: &[&str] = &[
 /// Why an address was advertised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
-    /// Given with `--advertise`.
+    /// Given in the configuration (`PeerConfig::advertise`).
     Configured,
     /// The listener is bound to this specific IP.
     ListenIp,
@@ -44,7 +44,7 @@ pub enum Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Reason::Configured => f.write_str("--advertise"),
+            Reason::Configured => f.write_str("configured"),
             Reason::ListenIp => f.write_str("listen address"),
             Reason::RouteToEtcd(ep) => write!(f, "route to etcd {ep}"),
             Reason::Interface(name) => write!(f, "interface {name}"),

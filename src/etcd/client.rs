@@ -130,7 +130,7 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             endpoint,
             path: path.to_string(),
-            reason: e.to_string(),
+            source: e,
         })
     }
 
@@ -189,7 +189,7 @@ impl Client {
         let auth: AuthResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             endpoint: self.preferred_endpoint(),
             path: "/v3/auth/authenticate".into(),
-            reason: e.to_string(),
+            source: e,
         })?;
         if auth.token.is_empty() {
             return Err(Error::Auth {

@@ -62,14 +62,15 @@ pub enum Error {
         status: u16,
     },
     /// The answer could not be decoded.
-    #[error("undecodable answer from {endpoint}{path}: {reason}")]
+    #[error("undecodable answer from {endpoint}{path}: {source}")]
     Decode {
         /// The endpoint that answered.
         endpoint: String,
         /// The gateway path requested.
         path: String,
         /// What was wrong with it.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// The answer was larger than the client reads (8 MiB).
     #[error("answer from {endpoint}{path} is over the {limit}-byte limit")]

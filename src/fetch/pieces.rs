@@ -27,7 +27,7 @@ pub enum PieceListError {
     Status(u16),
     /// Not a piece list.
     #[error("bad piece list json: {0}")]
-    Json(String),
+    Json(#[source] serde_json::Error),
     /// A piece list that contradicts itself or the request.
     #[error("inconsistent piece list: {0}")]
     Inconsistent(String),
@@ -53,8 +53,7 @@ pub(crate) fn fetch_piece_list_with(
     if head.status != 200 {
         return Err(PieceListError::Status(head.status));
     }
-    let list: PieceList =
-        serde_json::from_slice(&body).map_err(|e| PieceListError::Json(e.to_string()))?;
+    let list: PieceList = serde_json::from_slice(&body).map_err(PieceListError::Json)?;
     check_piece_list(&list, sha1)?;
     Ok(list)
 }

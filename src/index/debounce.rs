@@ -146,3 +146,28 @@ impl Debounce {
         Some(scopes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirty_paths_come_out_once_after_the_quiet_time_and_too_many_mean_everything() {
+        let mut d = Debounce::new(Duration::from_millis(50));
+        assert_eq!(d.due(), None);
+        d.mark("a".into());
+        d.mark("b".into());
+        let due = d.due().expect("due");
+        assert!(d.take_due(due - Duration::from_millis(1)).is_none());
+        let mut scopes = d.take_due(due).expect("scopes");
+        scopes.sort();
+        assert_eq!(scopes, [PathBuf::from("a"), PathBuf::from("b")]);
+        assert_eq!(d.due(), None);
+        assert!(d.take_due(due + Duration::from_secs(9)).is_none());
+        for i in 0..=MAX_DIRTY {
+            d.mark(PathBuf::from(i.to_string()));
+        }
+        let due = d.due().expect("due");
+        assert_eq!(d.take_due(due), Some(vec![PathBuf::new()]));
+    }
+}

@@ -73,3 +73,52 @@ impl Renames {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Sha1Digest;
+
+    use super::*;
+
+    fn stat(ino: u64) -> FileStat {
+        FileStat {
+            size: 3,
+            mtime_sec: 1,
+            mtime_nsec: 0,
+            ino,
+            dev: 1,
+        }
+    }
+
+    fn hashed() -> Arc<Hashed> {
+        Arc::new(Hashed {
+            sha1: Sha1Digest::of(b"abc"),
+            size: 3,
+            piece_size: 4,
+            pieces: vec![Sha1Digest::of(b"abc")],
+        })
+    }
+
+    #[test]
+    fn a_removed_file_is_reused_until_it_expires_or_is_indexed_again() {
+        let t = Instant::now();
+        let mut r = Renames::default();
+        r.remember(stat(1), hashed(), t);
+        r.remember(stat(2), hashed(), t + Duration::from_secs(30));
+        assert!(r.reuse(&stat(1), 4).is_some());
+        assert!(r.reuse(&stat(1), 8).is_none(), "other piece size");
+        let mut touched = stat(1);
+        touched.mtime_sec = 2;
+        assert!(r.reuse(&touched, 4).is_none(), "changed since");
+        r.expire(t + KEEP_REMOVED);
+        assert!(r.reuse(&stat(1), 4).is_none(), "expired");
+        assert!(r.reuse(&stat(2), 4).is_some(), "not yet");
+        r.forget(&stat(2));
+        assert!(r.reuse(&stat(2), 4).is_none(), "indexed again");
+        // Removed again later: the first, stale expiry leaves it alone.
+        r.remember(stat(3), hashed(), t);
+        r.remember(stat(3), hashed(), t + Duration::from_secs(50));
+        r.expire(t + KEEP_REMOVED);
+        assert!(r.reuse(&stat(3), 4).is_some());
+    }
+}

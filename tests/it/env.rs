@@ -174,11 +174,11 @@ fn every_variable_is_honoured_by_every_command_that_has_it() {
                 }
                 "PIRATEBAY_ETCD" => {
                     let out = run(&as_refs(&args), &[(&var, ",")]);
-                    assert_fails_saying(&out, "--etcd is empty", &what);
+                    assert_fails_saying(&out, "PIRATEBAY_ETCD is empty", &what);
                 }
                 "PIRATEBAY_ETCD_USER" => {
                     let out = run(&as_refs(&args), &[(&var, "u")]);
-                    assert_fails_saying(&out, "needs --etcd-password", &what);
+                    assert_fails_saying(&out, "PIRATEBAY_ETCD_USER needs --etcd-password", &what);
                 }
                 "PIRATEBAY_ETCD_PASSWORD" => {
                     // With the password from the variable the user is
@@ -203,11 +203,11 @@ fn every_variable_is_honoured_by_every_command_that_has_it() {
                 "PIRATEBAY_LISTEN" => {
                     drop_flag(&mut args, "--listen");
                     let out = run(&as_refs(&args), &[(&var, "nowhere-env")]);
-                    assert_fails_saying(&out, "nowhere-env", &what);
+                    assert_fails_saying(&out, "PIRATEBAY_LISTEN \"nowhere-env\"", &what);
                 }
                 "PIRATEBAY_ADVERTISE" => {
                     let out = run(&as_refs(&args), &[(&var, "0.0.0.0:7070")]);
-                    assert_fails_saying(&out, "0.0.0.0:7070", &what);
+                    assert_fails_saying(&out, "PIRATEBAY_ADVERTISE \"0.0.0.0:7070\"", &what);
                 }
                 "PIRATEBAY_TTL"
                 | "PIRATEBAY_PIECE_SIZE"
@@ -224,7 +224,11 @@ fn every_variable_is_honoured_by_every_command_that_has_it() {
                 }
                 "PIRATEBAY_MAX_RATE" => {
                     let out = run(&as_refs(&args), &[(&var, "zz-rate")]);
-                    assert_fails_saying(&out, "zz-rate", &what);
+                    assert_fails_saying(
+                        &out,
+                        "PIRATEBAY_MAX_RATE: invalid rate \"zz-rate\"",
+                        &what,
+                    );
                 }
                 "PIRATEBAY_STATE_DIR" if command == "index" => {
                     drop_flag(&mut args, "--state-dir");
