@@ -59,9 +59,13 @@ impl UploadCounts {
             };
         }
         c.last = now;
-        let first = (start / piece_size) as usize;
-        let last = ((start + len - 1) / piece_size) as usize;
-        for n in c.counts.iter_mut().take(last + 1).skip(first) {
+        let Some((first, last)) =
+            crate::protocol::pieces_touching(piece_size, start, start.saturating_add(len))
+        else {
+            return;
+        };
+        let (first, last) = (first as usize, last as usize);
+        for n in c.counts.iter_mut().take(last.saturating_add(1)).skip(first) {
             *n = n.saturating_add(1);
         }
     }
