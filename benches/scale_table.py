@@ -98,10 +98,11 @@ def main():
                          f"{rate:.2f} requests/s ({detail})",
                          f"{bench_peers.IDLE_PEERS} peers, {bench_peers.IDLE_SECONDS:.0f} s; target 0.4"))
         if "get" in r:
-            t, kib, curl = r["get"]
+            t, kib, curl, cpu = r["get"]
             rows.append((f"get of one file, {bench_peers.GET_PEERS} peers x "
                          f"{bench_peers.GET_FILES} files", BEFORE["get one"],
-                         f"{ms(t)}, {kib / 1024:.0f} MiB RSS", f"curl {ms(curl)}; target 50 ms, 24 MiB"))
+                         f"{ms(t)} ({ms(cpu)} CPU), {kib / 1024:.0f} MiB RSS",
+                         f"curl {ms(curl)}; target 50 ms, 24 MiB"))
         if "list" in r:
             t, ref, n = r["list"]
             rows.append((f"list, {n} registered peers", BEFORE["list 1000"], ms(t),
