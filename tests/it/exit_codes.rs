@@ -288,3 +288,63 @@ fn index_exits_0_for_a_dataset_and_2_without_one() {
     assert_eq!(stderr_text(&out).trim_end().lines().count(), 1);
     assert_code(&index(&data.join("f")), 2, "not a directory");
 }
+
+/// A dataset this user may not reach is an error (2) whose advice differs
+/// from a missing one: access, not `mkdir`. Root reads anything, so as
+/// root the binary runs as `nobody` (setpriv), as in `index.rs`.
+#[test]
+fn index_tells_a_dataset_it_may_not_open_or_list_from_a_missing_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let set_mode =
+        |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    // `closed/ds`: the parent cannot be searched; `unlisted`: can be
+    // entered but not listed.
+    let closed = dir.path().join("closed");
+    std::fs::create_dir_all(closed.join("ds")).unwrap();
+    let unlisted = dir.path().join("unlisted");
+    std::fs::create_dir_all(&unlisted).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    set_mode(dir.path(), 0o755).unwrap();
+    set_mode(&state, 0o777).unwrap();
+    set_mode(&closed, 0o700).unwrap();
+    set_mode(&unlisted, 0o311).unwrap();
+    let privileged = std::fs::read_dir(&unlisted).is_ok();
+    let exe = dir.path().join("pbs");
+    std::fs::copy(bin_path(), &exe).unwrap();
+    set_mode(&exe, 0o755).unwrap();
+    let index = |dataset: &Path| {
+        let mut cmd = if privileged {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
+        cmd.args(["index", "--dataset"])
+            .arg(dataset)
+            .arg("--state-dir")
+            .arg(&state);
+        run_with_timeout(&mut cmd, DEFAULT_TIMEOUT)
+    };
+    let out = index(&closed.join("ds"));
+    assert_code(&out, 2, "cannot open dataset directory");
+    let err = stderr_text(&out);
+    assert!(err.to_lowercase().contains("permission denied"), "{err}");
+    assert!(
+        err.contains("give this user access") && !err.contains("mkdir"),
+        "{err}"
+    );
+
+    let out = index(&unlisted);
+    assert_code(&out, 2, "cannot list dataset directory");
+    assert!(
+        stderr_text(&out).contains("read access"),
+        "{}",
+        stderr_text(&out)
+    );
+    set_mode(&closed, 0o755).unwrap();
+    set_mode(&unlisted, 0o755).unwrap();
+}
