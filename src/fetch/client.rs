@@ -161,7 +161,15 @@ pub struct Head {
     pub close: bool,
     /// `X-Download-Id`, if given (short and plain, else ignored).
     pub download_id: Option<String>,
+    /// `X-Have`: the pieces a partial holder holds, as sent (hex, at most
+    /// [`MAX_BITMAP_HEX`] digits, else ignored).
+    pub have: Option<String>,
+    /// `X-Fresh`: a seed's least-uploaded pieces, as sent (same bound).
+    pub fresh: Option<String>,
 }
+
+/// Longest `X-Have` / `X-Fresh` value kept.
+const MAX_BITMAP_HEX: usize = crate::protocol::MAX_HEADER_PIECES.div_ceil(8) * 2;
 
 /// One connection to a peer, reused for successive requests while the
 /// peer keeps it alive.
@@ -441,6 +449,8 @@ fn parse_head(buf: &[u8], addr: &str) -> Result<Option<(Head, usize)>, ClientErr
         content_length: None,
         content_range: None,
         download_id: None,
+        have: None,
+        fresh: None,
         close: resp.version == Some(0),
     };
     for h in resp.headers.iter() {
@@ -472,6 +482,10 @@ fn parse_head(buf: &[u8], addr: &str) -> Result<Option<(Head, usize)>, ClientErr
         {
             head.download_id = Some(value.to_string())
                 .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric()));
+        } else if h.name.eq_ignore_ascii_case(crate::protocol::HAVE_HEADER) {
+            head.have = Some(value.to_string()).filter(|v| v.len() <= MAX_BITMAP_HEX);
+        } else if h.name.eq_ignore_ascii_case(crate::protocol::FRESH_HEADER) {
+            head.fresh = Some(value.to_string()).filter(|v| v.len() <= MAX_BITMAP_HEX);
         }
     }
     Ok(Some((head, used)))
