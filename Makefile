@@ -7,7 +7,8 @@
 #   make bench   build release, run every benches/bench_*.py (or BENCH=name)
 #   make bench-lan  build release, the LAN lab bench only (root: network namespaces)
 #   make soak    build release, 20 peers + 3 etcd members under chaos for 5 min
-#   make lint    rustfmt check + clippy with warnings as errors
+#   make lint    rustfmt check + clippy with warnings as errors + make doc
+#   make doc     the crate's docs (cargo doc --no-deps), rustdoc warnings as errors
 #
 # Variables: ARGS="..." extra flags for `serve`; BENCH=list runs only
 # benches/bench_list.py; SOAK_ARGS="..." flags for benches/soak.py; CARGO=cargo.
@@ -18,7 +19,7 @@ BENCH ?=
 SOAK_ARGS ?=
 BIN := target/release/piratebay-sync
 
-.PHONY: all run test test-compose bench bench-lan soak lint build release clean deps-etcd deps-test deps-bench
+.PHONY: all run test test-compose bench bench-lan soak lint doc build release clean deps-etcd deps-test deps-bench
 
 all: build
 
@@ -86,9 +87,14 @@ bench-lan: deps-bench release
 soak: deps-etcd release
 	exec python3 benches/soak.py $(SOAK_ARGS)
 
-lint:
+lint: doc
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The API docs are the library's user guide: a broken link or a public item
+# without a doc comment (#![deny(missing_docs)]) fails the build.
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
 clean:
 	$(CARGO) clean

@@ -30,7 +30,7 @@ impl Sha1Digest {
     }
 
     /// Finishes a running `sha1::Sha1` hasher.
-    pub fn from_hasher(h: Sha1) -> Self {
+    pub(crate) fn from_hasher(h: Sha1) -> Self {
         Sha1Digest(h.finalize().into())
     }
 
@@ -44,12 +44,8 @@ impl fmt::Display for Sha1Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // One write of 40 bytes: twenty `{:02x}` cost more than the rest of
         // printing an index line (issue 12: `index` of 100,000 files).
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 40];
-        for (i, b) in self.0.iter().enumerate() {
-            buf[2 * i] = HEX[usize::from(b >> 4)];
-            buf[2 * i + 1] = HEX[usize::from(b & 15)];
-        }
+        crate::hex::encode_to(&self.0, &mut buf);
         f.pad(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
@@ -73,43 +69,9 @@ impl FromStr for Sha1Digest {
         }
         let mut out = [0u8; 20];
         for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            let hi = hex_val(pair[0]).ok_or_else(err)?;
-            let lo = hex_val(pair[1]).ok_or_else(err)?;
-            out[i] = (hi << 4) | lo;
+            out[i] = crate::hex::byte(pair).ok_or_else(err)?;
         }
         Ok(Sha1Digest(out))
-    }
-}
-
-/// `bytes` as lowercase hex.
-pub(crate) fn hex_encode(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    out
-}
-
-/// Hex (either case) to bytes; `None` if not an even number of hex digits.
-pub(crate) fn hex_decode(hex: &str) -> Option<Vec<u8>> {
-    let bytes = hex.as_bytes();
-    if bytes.len() % 2 != 0 {
-        return None;
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|pair| Some((hex_val(pair[0])? << 4) | hex_val(pair[1])?))
-        .collect()
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 

@@ -3,68 +3,159 @@
 //! Peer-to-peer file sharing for a local network, in synchronous Rust.
 //!
 //! Every peer shares a directory and is a client and a server at once. Peers
-//! register their address in etcd under a lease that a dedicated thread
+//! register their addresses in etcd under a lease that a dedicated thread
 //! renews; clients list the peers, learn which peers hold which files, and
 //! download a file by its SHA1 from several peers at once, verifying every
-//! piece and the whole file.
+//! piece and the whole file. The SHA1 the caller gives is the root of trust:
+//! the piece list a peer sends is checked against it, and every piece
+//! against the piece list, so a lying peer costs time, never a wrong byte.
 //!
-//! The library has no async runtime: every call blocks, every thread it starts
-//! is owned by a handle that stops and joins it on drop, so it embeds in any
-//! ordinary program.
+//! The library has no async runtime: every call blocks, every thread it
+//! starts is named, owned by a handle that stops and joins it (on drop
+//! too), so it embeds in any ordinary program. It needs Linux and an etcd
+//! (v3.4 or later) reachable over its HTTP/JSON gateway.
 //!
-//! Downloading a file from a program, no runtime needed:
+//! ## Run a peer
+//!
+//! [`Peer::start`] indexes a directory (in the background), serves it over
+//! HTTP/1.1 and registers in etcd; dropping the [`Peer`] (or
+//! [`Peer::shutdown`]) unregisters and stops it.
 //!
 //! ```no_run
-//! use piratebay_sync::catalog::{Catalog, CatalogOptions, NetworkHolders};
+//! use std::time::Duration;
+//! use piratebay_sync::{etcd, Peer, PeerConfig};
+//!
+//! let mut cfg = PeerConfig::new("/srv/share", "/var/lib/piratebay-sync");
+//! cfg.etcd = etcd::Config::new(["http://10.0.0.5:2379"]);
+//! cfg.listen = "0.0.0.0:7070".parse()?;
+//! let peer = Peer::start(cfg)?;
+//! peer.wait_registered(Duration::from_secs(5));
+//! println!("peer {} at {:?}", peer.id(), peer.advertised_addrs());
+//! // ... serve for as long as the program wants, then:
+//! peer.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## List the peers
+//!
+//! ```no_run
 //! use piratebay_sync::etcd::{Client, Config};
-//! use piratebay_sync::fetch::{self, DownloadOptions};
+//! use piratebay_sync::{list_peers, DEFAULT_NAMESPACE};
+//!
+//! let client = Client::new(Config::new(["http://127.0.0.1:2379"]))?;
+//! for peer in list_peers(&client, DEFAULT_NAMESPACE)? {
+//!     println!("{} at {:?}", peer.record.id, peer.record.addrs);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## List the files of the network
+//!
+//! Every peer's file list, asked in parallel and merged by SHA1
+//! ([`Catalog`]); names come from peers and are untrusted
+//! ([`text::escape`] before printing them).
+//!
+//! ```no_run
+//! use piratebay_sync::etcd::{Client, Config};
+//! use piratebay_sync::{text, Catalog, CatalogOptions, NetworkHolders, DEFAULT_NAMESPACE};
+//!
+//! let client = Client::new(Config::new(["http://127.0.0.1:2379"]))?;
+//! let network = NetworkHolders::new(client, DEFAULT_NAMESPACE, Catalog::new(CatalogOptions::default()));
+//! let refresh = network.refresh()?;
+//! for file in &refresh.files {
+//!     println!("{} {:>12} {} ({} peers)", file.sha1, file.size, text::escape(&file.name), file.peers);
+//! }
+//! if !refresh.failed.is_empty() {
+//!     eprintln!("{} peers could not be asked: the list may be short", refresh.failed.len());
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Download a file
+//!
+//! [`download`] fetches from every holder at once, resumes from
+//! `<output>.part`, and renames the verified file into place.
+//!
+//! ```no_run
+//! use piratebay_sync::etcd::{Client, Config};
+//! use piratebay_sync::{download, Catalog, CatalogOptions, DownloadOptions, NetworkHolders, Progress};
 //!
 //! let client = Client::new(Config::new(["http://127.0.0.1:2379"]))?;
 //! let holders = NetworkHolders::new(client, "piratebay", Catalog::new(CatalogOptions::default()));
 //! let sha1 = "79c9d9035a15697674dfcb213cbf6223e5cb27ac".parse()?;
-//! let report = |p: &fetch::Progress| eprintln!("{}/{} bytes", p.done, p.size);
-//! let summary = fetch::download(&DownloadOptions::new(sha1, "big.bin"), &holders, Some(&report))?;
+//! let report = |p: &Progress| eprintln!("{}/{} bytes", p.done, p.size);
+//! let summary = download(&DownloadOptions::new(sha1, "big.bin"), &holders, Some(&report))?;
 //! println!("{} bytes from {} peers", summary.bytes, summary.peers_used.len());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Code map (see `ARCHITECTURE.md`):
+//! Many files at once: [`download_many`]. Holders from elsewhere: any
+//! [`HolderSource`] (a `Vec<Holder>` is one).
 //!
-//! - [`digest`]: the SHA1 value type that names files and pieces.
-//! - [`etcd`]: a small synchronous client for etcd's v3 JSON gateway.
-//! - [`discovery`]: peer registration under a renewed lease and the peer cache.
-//! - [`index`]: the hashed, persisted, live index of the shared directory.
-//! - [`http`]: the peer wire format (HTTP/1.1 parsing and writing, no I/O policy).
-//! - [`server`]: the accept loop and worker pool that serve files.
-//! - [`catalog`]: the network-wide file list, merged from every peer.
-//! - [`fetch`]: the verified multi-source download.
-//! - [`protocol`]: JSON bodies and routes of the peer API, shared by both sides.
-//! - [`peer`]: a whole running peer (index + server + registration).
-//! - [`status`]: what a peer shows of itself (the page at `/`, `/v1/status`).
-//! - [`metrics`]: process-wide counters and the `/metrics` text.
-//! - [`text`]: untrusted names escaped for a terminal.
+//! ## The rest of the API
+//!
+//! - [`Index`]: the hashed, persisted, live index of a directory, without
+//!   a server or etcd ([`Peer::index`] is the peer's own).
+//! - [`Server`] and [`FileSource`]: the peer's HTTP server over files of
+//!   your own; with a [`Registration`] the network finds them.
+//! - [`PeerCache`]: the peers, kept current by an etcd watch.
+//! - [`etcd`]: the small synchronous etcd client all of this uses.
+//! - [`protocol`]: the peer API's routes and JSON bodies.
+//! - [`status`]: what a running peer reports ([`Peer::status`], `/v1/status`).
+//!
+//! `ARCHITECTURE.md` explains how it works inside; `SECURITY.md` what a
+//! hostile peer or etcd user can and cannot do.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
+// Every type reachable from the public API can be named from the crate
+// root or a public module.
+#![deny(unnameable_types)]
 
-pub mod catalog;
-pub mod digest;
-pub mod discovery;
+mod catalog;
+mod digest;
+mod discovery;
 pub mod etcd;
 mod fanout;
-pub mod fetch;
-pub mod http;
-pub mod index;
-pub mod metrics;
-pub mod partial;
-pub mod peer;
+mod fetch;
+mod hex;
+mod http;
+mod index;
+mod metrics;
+mod partial;
+mod peer;
 pub mod protocol;
-pub mod seeding;
-pub mod server;
+mod seeding;
+mod server;
 pub mod status;
 pub mod text;
 
-pub use digest::Sha1Digest;
+// Run a peer.
+pub use peer::{Peer, PeerConfig, PeerError};
+// The peers of the network.
+pub use discovery::{
+    list_peers, parse_advertise, DiscoveryError, PeerCache, PeerInfo, PeerRecord, Registration,
+    RegistrationConfig, DEFAULT_NAMESPACE, DEFAULT_TTL,
+};
+// The files of the network.
+pub use catalog::{Catalog, CatalogOptions, NetworkFile, NetworkHolders, Refresh, CACHE_FILE};
+// Downloads.
+pub use fetch::{
+    download, download_many, parse_rate, resolve_output, BatchItem, BatchOptions, BatchProgress,
+    DownloadOptions, FetchError, Holder, HolderSource, HoldersError, ParseRateError, Progress,
+    ProgressFn, Summary, DEFAULT_CONCURRENCY,
+};
+// The index of a shared directory.
+pub use index::{Index, IndexError, IndexEvent, IndexOptions, IndexStats, IndexedFile};
+// Serving files of your own.
+pub use server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
+// Names of files.
+pub use digest::{ParseDigestError, Sha1Digest};
+
+/// The README's Rust examples, compiled and checked by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// The version string peers publish in their etcd record.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,7 +6,8 @@
 //! for the whole process: a `serve` process runs one peer, so they are that
 //! peer's; a program that runs several peers in one process sees their sum.
 //! Values that belong to one peer (index, registration, peers, downloads
-//! into the dataset) are read from its [`StatusReport`] when scraped.
+//! into the dataset) are read from its `StatusReport` when scraped and
+//! passed to [`render`] as [`PeerGauge`]s.
 //!
 //! The metric names are listed in the README; [`render`] writes them all,
 //! each with `# HELP` and `# TYPE`, checked by `promtool check metrics` in
@@ -18,8 +19,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{const_mutex, Mutex};
-
-use crate::status::StatusReport;
 
 /// A monotonic counter.
 #[derive(Debug)]
@@ -161,6 +160,8 @@ pub static LEASE_FAILURES: Counter = Counter::new();
 pub static ETCD_LATENCY: Histogram = Histogram::new();
 /// Requests to etcd that failed.
 pub static ETCD_ERRORS: Counter = Counter::new();
+/// Watch streams opened on etcd (first opens and reopens).
+pub static ETCD_WATCH_OPENS: Counter = Counter::new();
 /// Downloads into the dataset that finished (renamed into place).
 pub static DOWNLOADS_COMPLETED: Counter = Counter::new();
 /// Downloads into the dataset whose state vanished unfinished.
@@ -179,14 +180,21 @@ pub fn request(route: &'static str, status: u16) {
     *REQUESTS.lock().entry((route, status)).or_insert(0) += 1;
 }
 
-/// Requests answered so far with `route` and `status`.
-pub fn requests(route: &'static str, status: u16) -> u64 {
-    REQUESTS.lock().get(&(route, status)).copied().unwrap_or(0)
+/// One value of one peer, written as a gauge after the process counters
+/// (the peer's values come from its `StatusReport::gauges`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerGauge {
+    /// The metric name (`pbs_...`).
+    pub name: &'static str,
+    /// Its `# HELP` text.
+    pub help: &'static str,
+    /// Its value now.
+    pub value: u64,
 }
 
-/// The whole `/metrics` body: the process counters, and the peer's
-/// values when there is a peer behind the server.
-pub fn render(status: Option<&StatusReport>) -> String {
+/// The whole `/metrics` body: the process counters, then `peer`'s gauges
+/// (empty when there is no peer behind the server).
+pub fn render(peer: &[PeerGauge]) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let mut w = Writer { out: &mut out };
     w.one(
@@ -264,6 +272,12 @@ pub fn render(status: Option<&StatusReport>) -> String {
         ETCD_ERRORS.get(),
     );
     w.one(
+        "pbs_etcd_watch_opens_total",
+        "counter",
+        "Watch streams opened on etcd (an idle peer keeps one open).",
+        ETCD_WATCH_OPENS.get(),
+    );
+    w.one(
         "pbs_downloads_completed_total",
         "counter",
         "Downloads into the dataset that finished.",
@@ -287,74 +301,8 @@ pub fn render(status: Option<&StatusReport>) -> String {
         "Pieces rejected for a bad SHA1 by downloads run in this process.",
         PIECES_REJECTED.get(),
     );
-    if let Some(s) = status {
-        w.one(
-            "pbs_uptime_seconds",
-            "gauge",
-            "Seconds since the peer started.",
-            s.peer.uptime_secs,
-        );
-        w.one(
-            "pbs_index_files",
-            "gauge",
-            "Files in the index.",
-            s.index.files,
-        );
-        w.one(
-            "pbs_index_bytes",
-            "gauge",
-            "Bytes of the files in the index.",
-            s.index.bytes,
-        );
-        w.one(
-            "pbs_index_generation",
-            "gauge",
-            "Current index generation.",
-            s.index.generation,
-        );
-        w.one(
-            "pbs_index_hash_backlog_files",
-            "gauge",
-            "Files waiting to settle or being hashed.",
-            s.index.queued_files,
-        );
-        w.one(
-            "pbs_index_hash_backlog_bytes",
-            "gauge",
-            "Bytes of the files waiting to settle or being hashed.",
-            s.index.queued_bytes,
-        );
-        w.one(
-            "pbs_registered",
-            "gauge",
-            "1 if this peer's key is in etcd, else 0.",
-            u64::from(s.registration.registered),
-        );
-        w.one(
-            "pbs_peers",
-            "gauge",
-            "Registered peers, this one included.",
-            s.peers.len(),
-        );
-        w.one(
-            "pbs_peers_answering",
-            "gauge",
-            "Registered peers whose last health probe answered.",
-            s.peers.iter().filter(|p| p.answers == Some(true)).count(),
-        );
-        let active = s.downloads.iter().filter(|d| !d.finished).count();
-        w.one(
-            "pbs_downloads_active",
-            "gauge",
-            "Downloads into the dataset in progress.",
-            active,
-        );
-        w.one(
-            "pbs_uploads_active",
-            "gauge",
-            "Uploads (client, file) sending now.",
-            s.uploads.iter().filter(|u| u.active).count(),
-        );
+    for g in peer {
+        w.one(g.name, "gauge", g.help, g.value);
     }
     out
 }
@@ -423,7 +371,7 @@ mod tests {
     #[test]
     fn every_family_has_help_and_type() {
         request("health", 200);
-        let out = render(None);
+        let out = render(&[]);
         for line in out.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap_or_default();
             let family = name

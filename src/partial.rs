@@ -39,9 +39,24 @@ use parking_lot::RwLock;
 use crate::fetch::state::ResumeState;
 use crate::index::{PART_STATE_SUFFIX, PART_SUFFIX};
 use crate::metrics;
-use crate::protocol::{piece_count, Bitfield, PieceList};
-use crate::server::OpenedFile;
+use crate::protocol::{piece_bounds, piece_count, Bitfield, PieceList};
 use crate::Sha1Digest;
+
+/// A partial file opened for serving the pieces it holds (the peer serves
+/// it as a `server::OpenedFile`).
+#[derive(Debug)]
+pub struct OpenedPart {
+    /// The open `.part`, positioned at 0.
+    pub file: File,
+    /// The whole file's size.
+    pub size: u64,
+    /// The final file's name.
+    pub name: String,
+    /// The pieces verified and on disk.
+    pub held: Bitfield,
+    /// Its piece size.
+    pub piece_size: u64,
+}
 
 /// Largest `.part.state` read (about 700,000 pieces).
 const MAX_STATE_BYTES: u64 = 32 * 1024 * 1024;
@@ -156,7 +171,7 @@ impl Partials {
     }
 
     /// Opens a partial file for serving the pieces it holds.
-    pub fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {
+    pub fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedPart>> {
         let Some(p) = self.map.read().get(sha1).cloned() else {
             return Ok(None);
         };
@@ -177,7 +192,7 @@ impl Partials {
         let on_disk = file.metadata()?.len();
         let needed = (0..p.have.len())
             .filter(|&i| p.have.get(i))
-            .map(|i| ((i as u64 + 1) * p.list.piece_size).min(p.list.size))
+            .map(|i| piece_bounds(p.list.size, p.list.piece_size, i).1)
             .max()
             .unwrap_or(0);
         if on_disk < needed {
@@ -187,11 +202,12 @@ impl Partials {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| sha1.to_hex());
-        Ok(Some(OpenedFile {
+        Ok(Some(OpenedPart {
             file,
             size: p.list.size,
             name,
-            held: Some((p.have, p.list.piece_size)),
+            held: p.have,
+            piece_size: p.list.piece_size,
         }))
     }
 
@@ -322,9 +338,9 @@ fn count_new_pieces(list: &PieceList, before: Option<&Bitfield>, after: &Bitfiel
     let (mut pieces, mut bytes) = (0u64, 0u64);
     for i in 0..after.len() {
         if after.get(i) && !before.is_some_and(|b| i < b.len() && b.get(i)) {
-            let start = i as u64 * list.piece_size;
+            let (start, end) = piece_bounds(list.size, list.piece_size, i);
             pieces += 1;
-            bytes += list.piece_size.min(list.size.saturating_sub(start));
+            bytes += end - start;
         }
     }
     metrics::PIECES_VERIFIED.add(pieces);
@@ -457,7 +473,7 @@ mod tests {
         assert_eq!(p.pieces(&sha).unwrap().size, 10);
         let opened = p.open(&sha).unwrap().unwrap();
         assert_eq!(opened.name, "f");
-        assert!(opened.held.is_some());
+        assert_eq!(opened.held.count(), 1);
         state(sha, &[true, true, true], 10, 4).save(&st).unwrap();
         p.refresh(&st);
         assert!(p.have(&sha).unwrap().is_full());

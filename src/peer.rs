@@ -41,8 +41,9 @@ pub struct PeerConfig {
     pub dataset: PathBuf,
     /// Where to listen (port 0 picks one).
     pub listen: SocketAddr,
-    /// The addresses to publish, best first; detected when empty
-    /// ([`discovery::detect_advertise`]).
+    /// The addresses to publish, best first ([`parse_advertise`](crate::parse_advertise)
+    /// reads them from text); when empty, every address another host could
+    /// dial is detected, the source address of the route to etcd first.
     pub advertise: Vec<SocketAddr>,
     /// How to reach etcd.
     pub etcd: etcd::Config,
@@ -108,7 +109,6 @@ pub struct Peer {
     gen_thread: Option<JoinHandle<()>>,
     partials_stop: Option<Sender<()>>,
     partials_thread: Option<JoinHandle<()>>,
-    partials: Arc<Partials>,
     status_stop: Option<Sender<()>>,
     status_thread: Option<JoinHandle<()>>,
     monitor: Arc<Monitor>,
@@ -200,7 +200,9 @@ impl Peer {
             started_at: unix_now(),
             index_gen: index.generation(),
         };
-        let registration = Registration::start(
+        // One watch on etcd: the peer cache's, which also tells the
+        // registration about its own key.
+        let (registration, key_feed) = Registration::start_fed(
             client.clone(),
             RegistrationConfig {
                 namespace: cfg.namespace.clone(),
@@ -208,7 +210,11 @@ impl Peer {
                 record,
             },
         )?;
-        let cache = Arc::new(PeerCache::start(&client, &cfg.namespace)?);
+        let cache = Arc::new(PeerCache::start_observed(
+            &client,
+            &cfg.namespace,
+            move |ev| key_feed.observe(ev),
+        )?);
         monitor.wire(advertised.clone(), registration.view(), cache.clone());
         let (status_stop, status_stopped) = crossbeam_channel::bounded::<()>(1);
         let status_thread = {
@@ -262,7 +268,6 @@ impl Peer {
             gen_thread: Some(gen_thread),
             partials_stop: Some(partials_stop),
             partials_thread: Some(partials_thread),
-            partials,
             status_stop: Some(status_stop),
             status_thread: Some(status_thread),
             monitor,
@@ -296,11 +301,6 @@ impl Peer {
     /// The dataset index.
     pub fn index(&self) -> &Arc<Index> {
         &self.index
-    }
-
-    /// Downloads in progress into the dataset, served piece by piece.
-    pub fn partials(&self) -> &Arc<Partials> {
-        &self.partials
     }
 
     /// The other registered peers, from the watch-fed cache (no etcd request).
@@ -393,10 +393,8 @@ impl FileSource for IndexSource {
     }
 
     fn file_list(&self) -> FileList {
-        let generation = self.index.generation();
-        let files = self
-            .index
-            .files()
+        let (generation, files) = self.index.snapshot();
+        let files = files
             .iter()
             .map(|f| CatalogEntry::from(f.as_ref()))
             .collect();
@@ -446,7 +444,12 @@ impl FileSource for IndexSource {
                 held: None,
             }));
         }
-        self.partials.open(sha1)
+        Ok(self.partials.open(sha1)?.map(|p| OpenedFile {
+            file: p.file,
+            size: p.size,
+            name: p.name,
+            held: Some((p.held, p.piece_size)),
+        }))
     }
 
     fn health(&self) -> Health {
@@ -461,5 +464,20 @@ impl FileSource for IndexSource {
 
     fn status(&self) -> Option<StatusReport> {
         Some(self.monitor.report())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_etcd_password() {
+        let mut cfg = PeerConfig::new("/tmp/dataset", "/tmp/state");
+        cfg.etcd.user = Some("pb-user".into());
+        cfg.etcd.password = Some("hunter2-secret".into());
+        let shown = format!("{cfg:?} {cfg:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("pb-user"), "{shown}");
     }
 }

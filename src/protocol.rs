@@ -12,7 +12,7 @@
 //! | `GET /v1/files/<sha1>/pieces`   | [`PieceList`]                           |
 //! | `GET /v1/files/<sha1>/have`     | [`Bitfield`] bytes, `X-Pieces` = count  |
 //! | `GET /`                         | the status page (HTML)                  |
-//! | `GET /v1/status`                | `status::StatusReport` (JSON)           |
+//! | `GET /v1/status`                | [`StatusReport`](crate::status::StatusReport) (JSON) |
 //! | `GET /metrics`                  | Prometheus text format                  |
 //!
 //! `Cache-Control`: file bytes `public, max-age=31536000, immutable` (named
@@ -33,8 +33,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::Sha1Digest;
 
-/// Path prefix of every API route.
-pub const API_PREFIX: &str = "/v1";
 /// Health route.
 pub const HEALTH_PATH: &str = "/v1/health";
 /// The status page (HTML).
@@ -116,6 +114,22 @@ pub struct Health {
     pub index_gen: u64,
     /// Number of files indexed.
     pub files: u64,
+}
+
+/// The bytes `[start, end)` of piece `i` of a file of `size` bytes cut in
+/// pieces of `piece_size`: the last piece may be shorter, and a piece past
+/// the end is empty (at `size`). The crate's one piece-range arithmetic.
+pub(crate) fn piece_bounds(size: u64, piece_size: u64, i: usize) -> (u64, u64) {
+    let start = (i as u64).saturating_mul(piece_size).min(size);
+    (start, start.saturating_add(piece_size).min(size))
+}
+
+impl PieceList {
+    /// The first byte and length of piece `i` (see [`piece_bounds`]).
+    pub(crate) fn piece_range(&self, i: usize) -> (u64, usize) {
+        let (start, end) = piece_bounds(self.size, self.piece_size, i);
+        (start, (end - start) as usize)
+    }
 }
 
 /// Number of pieces of a file of `size` bytes cut in pieces of `piece_size`.
@@ -228,13 +242,13 @@ impl Bitfield {
 
     /// The wire bytes as lowercase hex (for a header).
     pub fn to_hex(&self) -> String {
-        crate::digest::hex_encode(&self.bytes)
+        crate::hex::encode(&self.bytes)
     }
 
     /// Decodes `len` pieces from [`Bitfield::to_hex`]'s form; `None` if it
     /// is not exactly that.
     pub fn from_hex(hex: &str, len: usize) -> Option<Self> {
-        Self::from_bytes(&crate::digest::hex_decode(hex)?, len)
+        Self::from_bytes(&crate::hex::decode(hex)?, len)
     }
 
     /// True if every piece overlapping bytes `[start, end)` of a file cut
@@ -252,6 +266,21 @@ impl Bitfield {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn piece_bounds_cut_the_last_piece_short_and_are_empty_past_the_end() {
+        assert_eq!(piece_bounds(10, 4, 0), (0, 4));
+        assert_eq!(piece_bounds(10, 4, 2), (8, 10));
+        assert_eq!(piece_bounds(10, 4, 3), (10, 10));
+        assert_eq!(piece_bounds(u64::MAX, u64::MAX, 5), (u64::MAX, u64::MAX));
+        let list = PieceList {
+            sha1: Sha1Digest::of(b""),
+            size: 10,
+            piece_size: 4,
+            pieces: vec![Sha1Digest::of(b""); 3],
+        };
+        assert_eq!(list.piece_range(2), (8, 2));
+    }
 
     #[test]
     fn bitfield_layout_and_wire_checks() {

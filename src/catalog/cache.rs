@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::CatalogEntry;
 
-/// File name of the cache inside the state directory.
+/// File name of the catalog's cache inside the state directory (for
+/// [`Catalog::load`](crate::Catalog::load) and [`Catalog::save`](crate::Catalog::save)).
 pub const CACHE_FILE: &str = "catalog-cache.json";
 
 /// One peer's cached list.

@@ -36,16 +36,15 @@ mod peer_list;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde::Serialize;
 
 use budget::Budget;
 pub use cache::{CachedList, ListCache, CACHE_FILE};
 pub use network::NetworkHolders;
-pub use peer_list::{fetch_file_list, PeerListError, MAX_CATALOG_BODY};
+use peer_list::FailureKind;
+pub use peer_list::PeerListError;
 
 use crate::discovery::PeerInfo;
 use crate::fetch::client::Timeouts;
@@ -92,7 +91,7 @@ impl Default for CatalogOptions {
 
 /// One file of the network, merged over its holders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FileEntry {
+pub struct NetworkFile {
     /// SHA1 of the content.
     pub sha1: Sha1Digest,
     /// Size in bytes.
@@ -111,7 +110,7 @@ pub struct FileEntry {
 #[derive(Debug, Clone, Default)]
 pub struct Refresh {
     /// Every file, sorted by name then sha1.
-    pub files: Vec<FileEntry>,
+    pub files: Vec<NetworkFile>,
     /// Ids of the peers asked over the network (the others came from the cache).
     pub asked: Vec<String>,
     /// Peers that could not be asked, with the reason.
@@ -120,12 +119,14 @@ pub struct Refresh {
 
 impl Refresh {
     /// The entry for `sha1`, if any peer holds it.
-    pub fn find(&self, sha1: &Sha1Digest) -> Option<&FileEntry> {
+    pub fn find(&self, sha1: &Sha1Digest) -> Option<&NetworkFile> {
         self.files.iter().find(|f| f.sha1 == *sha1)
     }
 }
 
-/// The catalog and its per-peer cache.
+/// The network's file list, merged from every peer's, with a per-peer
+/// cache: a peer is asked again only when the index generation it
+/// publishes in etcd (or its address) changes.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     opts: CatalogOptions,
@@ -157,11 +158,6 @@ impl Catalog {
     /// Writes the cache to `path` atomically (never more than the budget).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         cache::save(path, &self.cache, self.opts.budget)
-    }
-
-    /// The cached lists by peer id.
-    pub fn cache(&self) -> &ListCache {
-        &self.cache
     }
 
     /// Asks every peer in `peers` whose list is not cached at its current
@@ -245,7 +241,7 @@ impl Catalog {
 
         let mut refresh = Refresh::default();
         let mut failed_ids = HashSet::new();
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut reasons: BTreeMap<FailureKind, usize> = BTreeMap::new();
         let mut examples: Vec<String> = Vec::new();
         for peer in &to_ask {
             let r = &peer.record;
@@ -261,11 +257,11 @@ impl Catalog {
             let result = match by_addr.get(addr) {
                 Some(Ok(_)) if last_use => match by_addr.remove(addr) {
                     Some(Ok(list)) => Ok(list),
-                    _ => Err("bug: list taken twice".to_string()),
+                    _ => Err((FailureKind::Other, "bug: list taken twice".to_string())),
                 },
                 Some(Ok(list)) => Ok(list.clone()),
-                Some(Err(e)) => Err(e.to_string()),
-                None => Err("bug: address not asked".to_string()),
+                Some(Err(e)) => Err((e.kind(), e.to_string())),
+                None => Err((FailureKind::Other, "bug: address not asked".to_string())),
             };
             match result {
                 Ok(list) => {
@@ -278,9 +274,9 @@ impl Catalog {
                         },
                     );
                 }
-                Err(e) => {
+                Err((kind, e)) => {
                     log::debug!("peer {} ({key}) left out of the catalog: {e}", r.id);
-                    *reasons.entry(reason_kind(&e)).or_default() += 1;
+                    *reasons.entry(kind).or_default() += 1;
                     if examples.len() < MAX_EXAMPLES {
                         // The error may quote what the peer sent.
                         let e = crate::text::escape(&e);
@@ -330,34 +326,19 @@ impl Catalog {
             io: self.opts.io_timeout,
         };
         let deadline = Instant::now() + self.opts.deadline;
-        let slots: Vec<Mutex<Option<Result<_, PeerListError>>>> =
-            addrs.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let work = || loop {
-            if Instant::now() >= deadline {
-                break;
-            }
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(key) = addrs.get(i) else { break };
-            let dial: Vec<String> = key.split(',').map(str::to_string).collect();
-            let r = peer_list::fetch_budgeted(&dial, timeouts, deadline, budget);
-            *slots[i].lock() = Some(r);
-        };
-        std::thread::scope(|s| {
-            for t in 0..self.opts.fan_out.max(1).min(addrs.len()) {
-                let spawned = std::thread::Builder::new()
-                    .name(format!("pb-catalog{t}"))
-                    .spawn_scoped(s, work);
-                if spawned.is_err() {
-                    break; // fewer threads; this one helps below
+        crate::fanout::map(
+            addrs,
+            self.opts.fan_out.max(1),
+            "pbs-catalog",
+            |key| {
+                if Instant::now() >= deadline {
+                    return Err(PeerListError::NotAsked);
                 }
-            }
-            work();
-        });
-        slots
-            .into_iter()
-            .map(|m| m.into_inner().unwrap_or(Err(PeerListError::NotAsked)))
-            .collect()
+                let dial: Vec<String> = key.split(',').map(str::to_string).collect();
+                peer_list::fetch_budgeted(&dial, timeouts, deadline, budget)
+            },
+            || Err(PeerListError::NotAsked),
+        )
     }
 }
 
@@ -423,30 +404,12 @@ fn most_common<T: PartialEq + Copy>(sorted: &[T]) -> Option<T> {
     best.map(|(v, _)| v)
 }
 
-/// A short class of a failure, for the summary warning.
-fn reason_kind(e: &str) -> String {
-    let kinds = [
-        ("cannot connect", "unreachable"),
-        ("stalled", "stalled"),
-        ("too slow", "too slow"),
-        ("not asked", "not asked before the deadline"),
-        ("budget", "over the catalog budget"),
-        ("limit", "over the size limit"),
-        ("bad file list", "sent a bad list"),
-        ("status", "refused"),
-    ];
-    kinds
-        .iter()
-        .find(|(needle, _)| e.contains(needle))
-        .map_or("failed otherwise", |(_, kind)| kind)
-        .to_string()
-}
-
 /// Merges per-peer lists by sha1. Holders that disagree on a file's size
 /// all stay its holders (no claim by one holder removes another: the
 /// download groups holders by piece list and tries each group); the entry
 /// shows the size most holders give (the smallest on a tie).
-pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<FileEntry> {
+#[cfg(test)]
+pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<NetworkFile> {
     let refs: Vec<(Holder, Vec<&CatalogEntry>)> = lists
         .iter()
         .map(|(h, files)| (h.clone(), files.iter().collect()))
@@ -454,7 +417,7 @@ pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<FileEntry> {
     merge_refs(&refs)
 }
 
-fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<FileEntry> {
+fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<NetworkFile> {
     // Per file: each holder's claim (name, size) in a flat Vec, counted
     // once at the end (two small maps per file cost ~1 KB each with many
     // files).
@@ -480,7 +443,7 @@ fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<FileEntry> {
             acc.holders.push(holder.clone());
         }
     }
-    let mut out: Vec<FileEntry> = by_sha1
+    let mut out: Vec<NetworkFile> = by_sha1
         .into_iter()
         .map(|(sha1, acc)| {
             let mut names: Vec<&str> = acc.claims.iter().map(|c| c.0).collect();
@@ -496,7 +459,7 @@ fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<FileEntry> {
             }
             let mut holders = acc.holders;
             holders.sort();
-            FileEntry {
+            NetworkFile {
                 sha1,
                 size,
                 name,

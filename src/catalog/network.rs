@@ -75,7 +75,7 @@ impl HolderSource for NetworkHolders {
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
         let (peers, refresh) = self
             .refresh_with(|catalog, peers| catalog.refresh_for(peers, sha1))
-            .map_err(|e| HoldersError(e.to_string()))?;
+            .map_err(HoldersError::new)?;
         let mut holders = refresh
             .find(sha1)
             .map(|f| f.holders.clone())
@@ -108,7 +108,7 @@ fn partial_holders(sha1: &Sha1Digest, peers: &[&PeerInfo]) -> Vec<Holder> {
     let held = crate::fanout::map(
         peers,
         PROBE_FAN_OUT,
-        "pb-probe",
+        "pbs-probe",
         |p| {
             let addrs = p.record.dial_addrs();
             match client::get_small(&addrs, &path, timeouts, 1 << 20, PROBE_DEADLINE) {
@@ -136,7 +136,7 @@ fn partial_holders(sha1: &Sha1Digest, peers: &[&PeerInfo]) -> Vec<Holder> {
     // if every download took the same first ones, those hosts' uplinks
     // would carry the swarm while the others idle.
     if !found.is_empty() {
-        let turn = u64::from_str_radix(&crate::discovery::random_id(), 16).unwrap_or(0);
+        let turn = crate::discovery::random_u64();
         let n = found.len();
         found.rotate_left((turn % n as u64) as usize);
     }

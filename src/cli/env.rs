@@ -12,6 +12,24 @@ pub fn flag_or_env(flag: Option<String>, var: &str) -> Option<String> {
     flag.or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()))
 }
 
+/// How to name a setting in a message: the flag if it was given, else the
+/// variable it came from.
+pub fn named<T>(flag: &Option<T>, name: &'static str, var: &'static str) -> &'static str {
+    if flag.is_some() {
+        name
+    } else {
+        var
+    }
+}
+
+/// `--max-rate` or `PIRATEBAY_MAX_RATE`, parsed.
+pub fn max_rate(flag: Option<String>) -> Result<Option<u64>, CliError> {
+    let name = named(&flag, "--max-rate", "PIRATEBAY_MAX_RATE");
+    flag_or_env(flag, "PIRATEBAY_MAX_RATE")
+        .map(|r| piratebay_sync::parse_rate(&r).map_err(|e| format!("{name}: {e}").into()))
+        .transpose()
+}
+
 /// Like [`flag_or_env`] but parsed, with an error naming the variable on bad input.
 pub fn parsed_flag_or_env<T>(flag: Option<T>, var: &str) -> Result<Option<T>, CliError>
 where
@@ -60,6 +78,8 @@ pub fn etcd_client(o: EtcdOpts) -> Result<etcd::Client, CliError> {
 /// Builds the etcd client configuration from flags and `PIRATEBAY_ETCD*`.
 pub fn etcd_config(o: EtcdOpts) -> Result<etcd::Config, CliError> {
     let mut cfg = etcd::Config::default();
+    let etcd_name = named(&o.etcd, "--etcd", "PIRATEBAY_ETCD");
+    let user_name = named(&o.user, "--etcd-user", "PIRATEBAY_ETCD_USER");
     if let Some(list) = flag_or_env(o.etcd, "PIRATEBAY_ETCD") {
         let endpoints: Vec<String> = list
             .split(',')
@@ -68,16 +88,19 @@ pub fn etcd_config(o: EtcdOpts) -> Result<etcd::Config, CliError> {
             .map(normalize_endpoint)
             .collect();
         if endpoints.is_empty() {
-            return Err(
-                "--etcd is empty: give at least one URL such as http://127.0.0.1:2379".into(),
-            );
+            return Err(format!(
+                "{etcd_name} is empty: give at least one URL such as http://127.0.0.1:2379"
+            )
+            .into());
         }
         cfg.endpoints = endpoints;
     }
     cfg.user = flag_or_env(o.user, "PIRATEBAY_ETCD_USER");
     cfg.password = flag_or_env(o.password, "PIRATEBAY_ETCD_PASSWORD");
     if cfg.user.is_some() && cfg.password.is_none() {
-        return Err("--etcd-user needs --etcd-password (or PIRATEBAY_ETCD_PASSWORD)".into());
+        return Err(
+            format!("{user_name} needs --etcd-password (or PIRATEBAY_ETCD_PASSWORD)").into(),
+        );
     }
     cfg.ca_file = flag_or_env(o.ca, "PIRATEBAY_ETCD_CA").map(PathBuf::from);
     Ok(cfg)

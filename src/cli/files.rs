@@ -6,8 +6,7 @@
 use std::io::Write;
 
 use argh::FromArgs;
-use piratebay_sync::catalog::{Catalog, CatalogOptions, FileEntry, CACHE_FILE};
-use piratebay_sync::discovery;
+use piratebay_sync::{list_peers, Catalog, CatalogOptions, NetworkFile, CACHE_FILE};
 
 use super::env::{etcd_client, etcd_opts, namespace, state_dir};
 use super::CliResult;
@@ -44,7 +43,7 @@ pub struct FilesArgs {
 
 pub fn run(args: FilesArgs) -> CliResult {
     let client = etcd_client(etcd_opts!(args))?;
-    let peers = discovery::list_peers(&client, &namespace(args.namespace))?;
+    let peers = list_peers(&client, &namespace(args.namespace))?;
     let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
     let mut catalog = Catalog::load(CatalogOptions::default(), &cache_path);
     let refresh = catalog.refresh(&peers);
@@ -55,7 +54,7 @@ pub fn run(args: FilesArgs) -> CliResult {
         );
     }
     let needle = args.search.map(|s| s.to_lowercase());
-    let files: Vec<&FileEntry> = refresh
+    let files: Vec<&NetworkFile> = refresh
         .files
         .iter()
         .filter(|f| needle.as_deref().is_none_or(|n| matches(f, n)))
@@ -91,7 +90,7 @@ pub fn run(args: FilesArgs) -> CliResult {
 }
 
 /// True if the file's name, or any of its names, contains `needle` (lowercase).
-pub fn matches(f: &FileEntry, needle: &str) -> bool {
+pub fn matches(f: &NetworkFile, needle: &str) -> bool {
     f.names
         .iter()
         .chain(std::iter::once(&f.name))

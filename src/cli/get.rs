@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use argh::FromArgs;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use piratebay_sync::catalog::{Catalog, CatalogOptions, NetworkHolders, CACHE_FILE};
-use piratebay_sync::fetch::{self, output::resolve_output, DownloadOptions, Progress};
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{
+    download, resolve_output, Catalog, CatalogOptions, DownloadOptions, NetworkHolders, Progress,
+    Sha1Digest, CACHE_FILE,
+};
 
 use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, state_dir};
 use super::files::human_size;
@@ -30,13 +31,13 @@ pub struct GetArgs {
     /// download every file on the network not already in the output directory
     #[argh(switch)]
     pub all: bool,
-    /// downloads at once in a batch (default 16)
+    /// downloads at once in a batch (env PIRATEBAY_JOBS, default 16)
     #[argh(option)]
     pub jobs: Option<usize>,
     /// output path (one file only)
     #[argh(option, short = 'o')]
     pub output: Option<String>,
-    /// directory to save into under the catalog name (default: current directory)
+    /// directory to save into under the catalog name (env PIRATEBAY_DIR, default: current directory)
     #[argh(option)]
     pub dir: Option<String>,
     /// cap on the total rate in bytes per second, e.g. 200M, 5M, 800K (env PIRATEBAY_MAX_RATE)
@@ -68,19 +69,21 @@ pub struct GetArgs {
     pub etcd_ca: Option<String>,
 }
 
+/// Whether `args` ask for one file by SHA1 (`run`); anything else is a
+/// batch (`get_batch::run`).
+pub fn is_one(args: &GetArgs) -> bool {
+    args.sha1.len() == 1 && args.search.is_none() && !args.all
+}
+
+/// One file by SHA1 (see [`is_one`]).
 pub fn run(args: GetArgs) -> CliResult {
-    if args.sha1.len() == 1 && args.search.is_none() && !args.all {
-        let sha1 = args.sha1[0].trim().parse()?;
-        return run_one(args, sha1);
-    }
-    super::get_batch::run(args)
+    let sha1 = args.sha1[0].trim().parse()?;
+    run_one(args, sha1)
 }
 
 /// One file: the progress of its bytes, its summary.
 fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
-    let max_rate = flag_or_env(args.max_rate, "PIRATEBAY_MAX_RATE")
-        .map(|r| fetch::parse_rate(&r))
-        .transpose()?;
+    let max_rate = super::env::max_rate(args.max_rate)?;
     let client = etcd_client(etcd_opts!(args))?;
     let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
     let catalog = Catalog::load(CatalogOptions::default(), &cache_path);
@@ -91,9 +94,10 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
             format!("no peer holds {sha1}: check the sha1 with `piratebay-sync files`").into(),
         );
     };
+    let dir = flag_or_env(args.dir, "PIRATEBAY_DIR");
     let output = resolve_output(
         args.output.as_deref().map(std::path::Path::new),
-        args.dir.as_deref().map(std::path::Path::new),
+        dir.as_deref().map(std::path::Path::new),
         Some(&entry.name),
         &sha1,
     );
@@ -112,7 +116,7 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
         bar.set_position(p.done);
         bar.set_message(format!("{} peers", p.peers_active));
     };
-    let result = fetch::download(&opts, &source, Some(&on_progress));
+    let result = download(&opts, &source, Some(&on_progress));
     bar.finish_and_clear();
     if let Err(e) = source.into_catalog().save(&cache_path) {
         log::warn!(

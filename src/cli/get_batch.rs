@@ -2,7 +2,7 @@
 //! TEXT`, `get --all`, into `--dir`.
 //!
 //! One catalog refresh for the whole batch gives every file's name, size
-//! and holders; [`fetch::download_many`] then runs `--jobs` downloads at
+//! and holders; [`download_many`] then runs `--jobs` downloads at
 //! once. One progress bar for the batch; a line per failed file on stderr
 //! (one JSON line per file with `--json`); exit 0 when every file is in
 //! place, 1 when some failed and the others completed (or, for `--search`
@@ -17,16 +17,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use piratebay_sync::catalog::{Catalog, CatalogOptions, FileEntry, NetworkHolders, CACHE_FILE};
-use piratebay_sync::fetch::batch::DEFAULT_CONCURRENCY;
-use piratebay_sync::fetch::{
-    self, output::resolve_output, BatchItem, BatchOptions, BatchProgress, DownloadOptions,
-    FetchError, Holder, HolderSource, HoldersError, Summary,
+use piratebay_sync::{
+    download_many, resolve_output, BatchItem, BatchOptions, BatchProgress, Catalog, CatalogOptions,
+    DownloadOptions, FetchError, Holder, HolderSource, HoldersError, NetworkFile, NetworkHolders,
+    Sha1Digest, Summary, CACHE_FILE, DEFAULT_CONCURRENCY,
 };
-use piratebay_sync::Sha1Digest;
 use serde_json::Value;
 
-use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, state_dir};
+use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, parsed_flag_or_env, state_dir};
 use super::files::{human_size, matches};
 use super::get::{cancel_on_signals, progress_bar, GetArgs};
 use super::{CliResult, EXIT_ERROR, EXIT_PARTIAL};
@@ -46,14 +44,13 @@ pub fn run(args: GetArgs) -> CliResult {
     if args.output.is_some() {
         return Err("-o names one file: use --dir to save several".into());
     }
-    let jobs = args.jobs.unwrap_or(DEFAULT_CONCURRENCY);
+    let jobs_name = super::env::named(&args.jobs, "--jobs", "PIRATEBAY_JOBS");
+    let jobs = parsed_flag_or_env(args.jobs, "PIRATEBAY_JOBS")?.unwrap_or(DEFAULT_CONCURRENCY);
     if jobs == 0 {
-        return Err("--jobs must be at least 1".into());
+        return Err(format!("{jobs_name} must be at least 1").into());
     }
-    let max_rate = flag_or_env(args.max_rate, "PIRATEBAY_MAX_RATE")
-        .map(|r| fetch::parse_rate(&r))
-        .transpose()?;
-    let dir = PathBuf::from(args.dir.as_deref().unwrap_or("."));
+    let max_rate = super::env::max_rate(args.max_rate)?;
+    let dir = PathBuf::from(flag_or_env(args.dir, "PIRATEBAY_DIR").unwrap_or_else(|| ".".into()));
     let client = etcd_client(etcd_opts!(args))?;
     let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
     let catalog = Catalog::load(CatalogOptions::default(), &cache_path);
@@ -107,7 +104,7 @@ pub fn run(args: GetArgs) -> CliResult {
                 "piratebay-sync: failed {} ({}): {}",
                 item.sha1,
                 item.output.display(),
-                super::error_chain(e)
+                super::advice::line(e)
             ),
         };
         bar.suspend(|| {
@@ -121,7 +118,7 @@ pub fn run(args: GetArgs) -> CliResult {
             }
         });
     };
-    let results = fetch::download_many(&items, &opts, Some(&on_progress), &on_done);
+    let results = download_many(&items, &opts, Some(&on_progress), &on_done);
     bar.finish_and_clear();
     let interrupted = opts
         .template
@@ -210,10 +207,10 @@ fn selection(args: &GetArgs) -> Result<Selection, super::CliError> {
 /// would be refused without `--force`).
 fn plan(
     selection: &Selection,
-    files: &[FileEntry],
+    files: &[NetworkFile],
     dir: &Path,
 ) -> Result<Vec<BatchItem>, super::CliError> {
-    let chosen: Vec<(Sha1Digest, Option<&FileEntry>)> = match selection {
+    let chosen: Vec<(Sha1Digest, Option<&NetworkFile>)> = match selection {
         Selection::Sha1s(sha1s) => sha1s
             .iter()
             .map(|s| (*s, files.iter().find(|f| f.sha1 == *s)))
@@ -321,7 +318,7 @@ struct SharedRequery {
     network: NetworkHolders,
     interval: Duration,
     /// When the holders were last read, and the holders of every file then.
-    last: RwLock<(Option<Instant>, Vec<FileEntry>)>,
+    last: RwLock<(Option<Instant>, Vec<NetworkFile>)>,
     /// Held while one thread refreshes.
     refreshing: Mutex<()>,
 }
@@ -350,11 +347,7 @@ impl HolderSource for SharedRequery {
             .is_none_or(|at| at.elapsed() >= self.interval);
         if stale {
             if let Some(_guard) = self.refreshing.try_lock() {
-                let files = self
-                    .network
-                    .refresh()
-                    .map_err(|e| HoldersError(e.to_string()))?
-                    .files;
+                let files = self.network.refresh().map_err(HoldersError::new)?.files;
                 *self.last.write() = (Some(Instant::now()), files);
             }
         }

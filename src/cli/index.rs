@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use piratebay_sync::index::{Index, IndexOptions, IndexStats};
 use piratebay_sync::protocol::DEFAULT_PIECE_SIZE;
+use piratebay_sync::{Index, IndexOptions, IndexStats};
 
 use super::{env, CliResult, EXIT_PARTIAL};
 

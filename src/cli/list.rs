@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use argh::FromArgs;
-use piratebay_sync::discovery::{self, unix_now};
+use piratebay_sync::list_peers;
 
 use super::env::{etcd_client, etcd_opts, namespace};
 use super::CliResult;
@@ -34,13 +34,15 @@ pub struct ListArgs {
 
 pub fn run(args: ListArgs) -> CliResult {
     let client = etcd_client(etcd_opts!(args))?;
-    let peers = discovery::list_peers(&client, &namespace(args.namespace))?;
+    let peers = list_peers(&client, &namespace(args.namespace))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &peers)?;
         writeln!(out)?;
     } else {
-        let now = unix_now();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let mut rows = vec![[
             "ID".to_string(),
             "ADDRESSES".to_string(),

@@ -4,6 +4,7 @@
 //! `*Args` structs; each command's `run` merges the environment variables
 //! (flags win) and builds the library objects from the result.
 
+mod advice;
 mod env;
 mod files;
 mod get;
@@ -16,7 +17,8 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 
-/// The error type of the binary: any library error, printed on one line.
+/// The error type of the binary: any library error, printed on one line
+/// with its advice ([`advice::line`]).
 pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Result of a command: the exit code to use.
@@ -59,13 +61,14 @@ pub fn main() -> ExitCode {
         Command::List(a) => list::run(a),
         Command::Index(a) => index::run(a),
         Command::Files(a) => files::run(a),
-        Command::Get(a) => get::run(a),
+        Command::Get(a) if get::is_one(&a) => get::run(a),
+        Command::Get(a) => get_batch::run(a),
     };
     match result {
         Ok(code) => code,
         Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("piratebay-sync: {}", error_chain(e.as_ref()));
+            eprintln!("piratebay-sync: {}", advice::line(e.as_ref()));
             ExitCode::from(EXIT_ERROR)
         }
     }

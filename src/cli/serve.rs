@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use argh::FromArgs;
-use piratebay_sync::peer::{Peer, PeerConfig};
+use piratebay_sync::{parse_advertise, Peer, PeerConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::env::{
-    dataset, etcd_config, etcd_opts, flag_or_env, namespace, parsed_flag_or_env, state_dir,
+    dataset, etcd_config, etcd_opts, flag_or_env, named, namespace, parsed_flag_or_env, state_dir,
 };
 use super::CliResult;
 
@@ -63,13 +63,8 @@ pub fn run(args: ServeArgs) -> CliResult {
     // Install the handlers before starting anything, so a signal during
     // start-up still ends in a graceful stop.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    if !cfg.dataset.is_dir() {
-        return Err(format!(
-            "dataset {} is not a directory: create it (mkdir -p {0}) or pass --dataset",
-            cfg.dataset.display()
-        )
-        .into());
-    }
+    // The dataset first: its error is clearer than one of what starts before the index.
+    piratebay_sync::Index::check_dataset(&cfg.dataset)?;
     let peer = Peer::start(cfg)?;
     if let Some(sig) = signals.forever().next() {
         let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
@@ -80,16 +75,19 @@ pub fn run(args: ServeArgs) -> CliResult {
 }
 
 fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
+    let listen_name = named(&args.listen, "--listen", "PIRATEBAY_LISTEN");
+    let advertise_name = named(&args.advertise, "--advertise", "PIRATEBAY_ADVERTISE");
+    let piece_name = named(&args.piece_size, "--piece-size", "PIRATEBAY_PIECE_SIZE");
     let mut cfg = PeerConfig::new(dataset(args.dataset), state_dir(args.state_dir));
     cfg.etcd = etcd_config(etcd_opts!(args))?;
     cfg.namespace = namespace(args.namespace);
     if let Some(l) = flag_or_env(args.listen, "PIRATEBAY_LISTEN") {
-        cfg.listen = parse_addr(&l, "--listen")?;
+        cfg.listen = parse_addr(&l, listen_name)?;
     }
     if let Some(a) = flag_or_env(args.advertise, "PIRATEBAY_ADVERTISE") {
-        cfg.advertise = piratebay_sync::discovery::parse_advertise(&a).map_err(|bad| {
+        cfg.advertise = parse_advertise(&a).map_err(|bad| {
             format!(
-                "--advertise {bad:?}: give comma-separated ip:port that other peers can dial, not 0.0.0.0 or port 0"
+                "{advertise_name} {bad:?}: give comma-separated ip:port that other peers can dial, not 0.0.0.0 or port 0"
             )
         })?;
     }
@@ -98,7 +96,7 @@ fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
     }
     if let Some(p) = parsed_flag_or_env(args.piece_size, "PIRATEBAY_PIECE_SIZE")? {
         if p == 0 {
-            return Err("--piece-size must be at least 1 byte (default 4194304)".into());
+            return Err(format!("{piece_name} must be at least 1 byte (default 4194304)").into());
         }
         cfg.piece_size = p;
     }

@@ -27,7 +27,7 @@ const VIRTUAL_PREFIXES: &[&str] = &[
 /// Why an address was advertised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
-    /// Given with `--advertise`.
+    /// Given in the configuration (`PeerConfig::advertise`).
     Configured,
     /// The listener is bound to this specific IP.
     ListenIp,
@@ -44,7 +44,7 @@ pub enum Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Reason::Configured => f.write_str("--advertise"),
+            Reason::Configured => f.write_str("configured"),
             Reason::ListenIp => f.write_str("listen address"),
             Reason::RouteToEtcd(ep) => write!(f, "route to etcd {ep}"),
             Reason::Interface(name) => write!(f, "interface {name}"),
@@ -133,8 +133,10 @@ fn route_ip(endpoint: &str) -> Option<IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
-/// Parses `--advertise`: one or more comma-separated `ip:port`, none of them
-/// unspecified or on port 0. Returns the first bad item on error.
+/// Parses a list of addresses to advertise ([`PeerConfig::advertise`](crate::PeerConfig::advertise),
+/// `--advertise`): one or more comma-separated `ip:port`, none of them
+/// unspecified or on port 0, duplicates dropped, at most 8 kept. Returns
+/// the first bad item on error.
 pub fn parse_advertise(list: &str) -> Result<Vec<SocketAddr>, String> {
     let mut out = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {

@@ -31,12 +31,26 @@ impl PeerCache {
     /// Starts watching the peers under `namespace`. Returns at once; the
     /// cache fills when the first snapshot arrives ([`PeerCache::wait_synced`]).
     pub fn start(client: &Client, namespace: &str) -> Result<PeerCache, DiscoveryError> {
+        Self::start_observed(client, namespace, |_| {})
+    }
+
+    /// Like [`PeerCache::start`], also showing every event of the watch to
+    /// `observe` (on the watch thread, before the cache applies it): a
+    /// `KeyFeed` of this peer's registration, so one watch serves
+    /// both.
+    pub(crate) fn start_observed(
+        client: &Client,
+        namespace: &str,
+        observe: impl Fn(&WatchEvent) + Send + 'static,
+    ) -> Result<PeerCache, DiscoveryError> {
         let shared = Arc::new(CacheShared::default());
         let prefix = peers_prefix(namespace);
         let feed = shared.clone();
         let key_prefix = prefix.clone().into_bytes();
-        let watcher =
-            client.watch_prefix(prefix.as_bytes(), move |ev| feed.apply(ev, &key_prefix))?;
+        let watcher = client.watch_prefix(prefix.as_bytes(), move |ev| {
+            observe(&ev);
+            feed.apply(ev, &key_prefix)
+        })?;
         Ok(PeerCache {
             shared,
             _watcher: watcher,

@@ -12,9 +12,9 @@ const PEER_ID_FILE: &str = "peer-id";
 /// random, stable across restarts of the same peer.
 pub fn load_or_create_peer_id(state_dir: &Path) -> Result<String, DiscoveryError> {
     let path = state_dir.join(PEER_ID_FILE);
-    let err = |e: std::io::Error| DiscoveryError::StateDir {
-        path: path.display().to_string(),
-        source: e,
+    let err = |source: std::io::Error| DiscoveryError::WritePeerId {
+        dir: state_dir.to_path_buf(),
+        source,
     };
     match std::fs::read_to_string(&path) {
         Ok(s) => {
@@ -28,7 +28,7 @@ pub fn load_or_create_peer_id(state_dir: &Path) -> Result<String, DiscoveryError
             );
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+        Err(source) => return Err(DiscoveryError::ReadPeerId { path, source }),
     }
     std::fs::create_dir_all(state_dir).map_err(err)?;
     let id = random_id();
@@ -48,8 +48,13 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// 16 random hex digits (`/dev/urandom`, else hashed time and pid).
+/// 16 random hex digits (see [`random_u64`]).
 pub(crate) fn random_id() -> String {
+    crate::hex::encode(&random_u64().to_be_bytes())
+}
+
+/// A random number (`/dev/urandom`, else hashed time and pid).
+pub(crate) fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
     let from_urandom = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
@@ -66,7 +71,7 @@ pub(crate) fn random_id() -> String {
         h.write_u32(std::process::id());
         buf = h.finish().to_be_bytes();
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    u64::from_be_bytes(buf)
 }
 
 /// The machine's host name (`/proc/sys/kernel/hostname`, `$HOSTNAME`, else "unknown").

@@ -15,12 +15,10 @@ mod registration;
 pub use advertise::{detect_advertise, parse_advertise, Reason as AdvertiseReason, MAX_ADDRS};
 pub use cache::PeerCache;
 pub use check::{Skipped, MAX_RECORD};
-pub(crate) use identity::random_id;
 pub use identity::{host_name, load_or_create_peer_id};
+pub(crate) use identity::{random_id, random_u64};
 pub use record::{unix_now, PeerInfo, PeerRecord};
-pub use registration::{
-    GenPublisher, Registration, RegistrationConfig, RegistrationState, RegistrationView,
-};
+pub use registration::{Registration, RegistrationConfig, RegistrationView};
 
 use crate::etcd::{self, Client};
 
@@ -36,26 +34,37 @@ pub enum DiscoveryError {
     /// Talking to etcd failed.
     #[error(transparent)]
     Etcd(#[from] etcd::Error),
-    /// The state directory could not be used.
-    #[error("state directory {path}: {source}; pass a writable --state-dir")]
-    StateDir {
-        /// The file or directory involved.
-        path: String,
+    /// The peer id file in the state directory could not be read.
+    #[error("cannot read the peer id {}: {source}", path.display())]
+    ReadPeerId {
+        /// The file.
+        path: std::path::PathBuf,
         /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer id could not be saved in the state directory (creating
+    /// the directory, writing or renaming the file).
+    #[error("cannot save the peer id in {}: {source}", dir.display())]
+    WritePeerId {
+        /// The state directory.
+        dir: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
         source: std::io::Error,
     },
     /// The TTL is too short to renew reliably.
-    #[error("lease ttl {0}s is too short: use --ttl 2 or more")]
+    #[error("lease ttl {0}s is too short (at least 2 s)")]
     Ttl(u64),
     /// The lease vanished between grant and put.
     #[error("lease lost while registering")]
     LeaseLost,
     /// The record could not be encoded.
     #[error("bug: cannot encode the peer record: {0}")]
-    Encode(String),
+    Encode(#[source] serde_json::Error),
     /// A thread could not be started.
     #[error("cannot start a discovery thread: {0}")]
-    Thread(std::io::Error),
+    Thread(#[source] std::io::Error),
 }
 
 /// `/<ns>/peers/`.
@@ -69,7 +78,9 @@ pub fn peer_key(namespace: &str, id: &str) -> String {
 }
 
 /// Reads the registered peers once (no watch), sorted by id. Keys that are
-/// not valid peers (see `check`) are left out with one summary warning.
+/// not valid peers (a record over 16 KiB, not JSON, whose id is not its
+/// key's, or with an id or address no honest peer publishes) are left
+/// out with one summary warning.
 pub fn list_peers(client: &Client, namespace: &str) -> Result<Vec<PeerInfo>, DiscoveryError> {
     let (peers, skipped) = list_peers_counted(client, namespace)?;
     skipped.warn(&peers_prefix(namespace));

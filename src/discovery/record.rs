@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::etcd::KeyValue;
-
 /// JSON stored at `/<ns>/peers/<id>`, attached to the peer's lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRecord {
@@ -27,8 +25,8 @@ pub struct PeerRecord {
 }
 
 impl PeerRecord {
-    /// The addresses to try, best first: `addrs` (at most
-    /// [`MAX_ADDRS`](super::MAX_ADDRS), duplicates dropped), else `addr`.
+    /// The addresses to try, best first: `addrs` (at most 8, duplicates
+    /// dropped), else `addr`.
     pub fn dial_addrs(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for a in self.addrs.iter().chain(std::iter::once(&self.addr)) {
@@ -50,24 +48,6 @@ pub struct PeerInfo {
     pub lease: i64,
     /// The etcd revision of the last change to its key.
     pub mod_revision: i64,
-}
-
-impl PeerInfo {
-    /// Decodes a key-value read under the peers prefix. `None` (with a
-    /// warning) for a value that is not a peer record.
-    pub fn from_kv(kv: &KeyValue) -> Option<PeerInfo> {
-        match serde_json::from_slice::<PeerRecord>(&kv.value) {
-            Ok(record) => Some(PeerInfo {
-                record,
-                lease: kv.lease,
-                mod_revision: kv.mod_revision,
-            }),
-            Err(e) => {
-                log::warn!("ignoring {}: not a peer record ({e})", kv.key_str());
-                None
-            }
-        }
-    }
 }
 
 /// Seconds since the Unix epoch, now.

@@ -13,7 +13,11 @@
 //! The thread also watches its own key: when anyone else overwrites it (a
 //! value or lease that is not this peer's) or deletes it, the record is put
 //! back at once (within a second; at most every [`RECLAIM_EVERY`] so two
-//! processes sharing an id do not hammer etcd).
+//! processes sharing an id do not hammer etcd). [`Registration::start`]
+//! opens a watch of its own for that; [`Registration::start_fed`] opens
+//! none and is fed the events of a watch the caller already has over the
+//! key (a peer's [`super::PeerCache`] watches every peer, its own key
+//! included), so a running peer keeps one watch on etcd, not two.
 //!
 //! Failures (etcd unreachable, no leader) are retried with backoff on every
 //! endpoint; the first failure of a run of failures is logged at warn level,
@@ -63,6 +67,37 @@ enum Msg {
         kv: Option<KeyValue>,
     },
     Stop,
+}
+
+/// Feeds a registration started with [`Registration::start_fed`] the
+/// events of a watch over its key (events of other keys are ignored).
+#[derive(Clone)]
+pub(crate) struct KeyFeed {
+    tx: Sender<Msg>,
+    key: Vec<u8>,
+}
+
+impl KeyFeed {
+    /// Passes on what `ev` says of the registration's key, if anything.
+    pub(crate) fn observe(&self, ev: &WatchEvent) {
+        let key = &self.key;
+        let msg = match ev {
+            WatchEvent::Snapshot { kvs, revision } => Msg::Key {
+                revision: *revision,
+                kv: kvs.iter().find(|kv| kv.key == *key).cloned(),
+            },
+            WatchEvent::Put(kv) if kv.key == *key => Msg::Key {
+                revision: kv.mod_revision,
+                kv: Some(kv.clone()),
+            },
+            WatchEvent::Delete { key: k, revision } if k == key => Msg::Key {
+                revision: *revision,
+                kv: None,
+            },
+            _ => return,
+        };
+        let _ = self.tx.send(msg);
+    }
 }
 
 /// Publishes index generations into a running registration's record.
@@ -132,7 +167,27 @@ impl RegistrationView {
 impl Registration {
     /// Starts the renewal thread. The first registration is attempted at
     /// once, on that thread; use [`Registration::wait_registered`] to wait.
+    /// The thread watches the own key on a watch of its own.
     pub fn start(client: Client, cfg: RegistrationConfig) -> Result<Registration, DiscoveryError> {
+        Self::start_inner(client, cfg, true).map(|(r, _)| r)
+    }
+
+    /// Like [`Registration::start`], without a watch: the caller passes the
+    /// events of a watch over the key (e.g. the peers prefix) to the
+    /// returned [`KeyFeed`]. Without them a key taken by someone else is
+    /// noticed only when the lease is found gone.
+    pub(crate) fn start_fed(
+        client: Client,
+        cfg: RegistrationConfig,
+    ) -> Result<(Registration, KeyFeed), DiscoveryError> {
+        Self::start_inner(client, cfg, false)
+    }
+
+    fn start_inner(
+        client: Client,
+        cfg: RegistrationConfig,
+        own_watch: bool,
+    ) -> Result<(Registration, KeyFeed), DiscoveryError> {
         if cfg.ttl < Duration::from_secs(2) {
             return Err(DiscoveryError::Ttl(cfg.ttl.as_secs()));
         }
@@ -144,10 +199,15 @@ impl Registration {
             last_ok: Mutex::new(None),
             last_error: Mutex::new(None),
         });
-        let keeper = Keeper {
+        let key = peer_key(&cfg.namespace, &cfg.record.id);
+        let feed = KeyFeed {
             tx: tx.clone(),
+            key: key.clone().into_bytes(),
+        };
+        let keeper = Keeper {
+            feed: own_watch.then(|| feed.clone()),
             client,
-            key: peer_key(&cfg.namespace, &cfg.record.id),
+            key,
             ttl: cfg.ttl,
             record: cfg.record,
             rx,
@@ -157,11 +217,14 @@ impl Registration {
             .name("pbs-lease".into())
             .spawn(move || keeper.run())
             .map_err(DiscoveryError::Thread)?;
-        Ok(Registration {
-            tx,
-            shared,
-            thread: Some(thread),
-        })
+        Ok((
+            Registration {
+                tx,
+                shared,
+                thread: Some(thread),
+            },
+            feed,
+        ))
     }
 
     /// Publishes a new index generation in the peer record.
@@ -170,14 +233,14 @@ impl Registration {
     }
 
     /// A handle other threads can use to publish index generations.
-    pub fn publisher(&self) -> GenPublisher {
+    pub(crate) fn publisher(&self) -> GenPublisher {
         GenPublisher {
             tx: self.tx.clone(),
         }
     }
 
     /// A handle that reads the state from any thread.
-    pub fn view(&self) -> RegistrationView {
+    pub(crate) fn view(&self) -> RegistrationView {
         RegistrationView {
             shared: self.shared.clone(),
         }
@@ -225,7 +288,8 @@ impl Drop for Registration {
 }
 
 struct Keeper {
-    tx: Sender<Msg>,
+    /// Set when the keeper watches its key itself (fed by that watch).
+    feed: Option<KeyFeed>,
     client: Client,
     key: String,
     ttl: Duration,
@@ -235,27 +299,11 @@ struct Keeper {
 }
 
 impl Keeper {
-    /// Watches the own key, feeding what it sees back into the loop.
+    /// Watches the own key, feeding what it sees back into the loop (unless
+    /// the caller feeds it).
     fn watch_own_key(&self) -> Option<Watcher> {
-        let key = self.key.clone().into_bytes();
-        let tx = self.tx.clone();
-        let on_event = move |ev: WatchEvent| {
-            let msg = match ev {
-                WatchEvent::Snapshot { kvs, revision } => Msg::Key {
-                    revision,
-                    kv: kvs.into_iter().find(|kv| kv.key == key),
-                },
-                WatchEvent::Put(kv) if kv.key == key => Msg::Key {
-                    revision: kv.mod_revision,
-                    kv: Some(kv),
-                },
-                WatchEvent::Delete { key: k, revision } if k == key => {
-                    Msg::Key { revision, kv: None }
-                }
-                _ => return,
-            };
-            let _ = tx.send(msg);
-        };
+        let feed = self.feed.clone()?;
+        let on_event = move |ev: WatchEvent| feed.observe(&ev);
         match self.client.watch_prefix(self.key.as_bytes(), on_event) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -363,7 +411,6 @@ impl Keeper {
                 ),
             }
         }
-        // After the revoke: joining the watch takes up to its idle timeout.
         drop(watcher);
     }
 
@@ -393,8 +440,7 @@ impl Keeper {
                 }
             }
         }
-        let value =
-            serde_json::to_vec(&self.record).map_err(|e| DiscoveryError::Encode(e.to_string()))?;
+        let value = serde_json::to_vec(&self.record).map_err(DiscoveryError::Encode)?;
         // A lease found gone by the put (expired while etcd was out of
         // reach, noticed through the watch) is replaced at once, not after
         // a retry backoff: at most one new lease per step.
@@ -416,9 +462,7 @@ impl Keeper {
                     *put_revision = revision;
                     break id;
                 }
-                Err(crate::etcd::Error::Etcd { message, .. })
-                    if message.contains("lease not found") =>
-                {
+                Err(e) if e.is_lease_not_found() => {
                     *lease = None;
                     if granted {
                         return Err(DiscoveryError::LeaseLost);

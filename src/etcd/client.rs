@@ -5,6 +5,11 @@
 //! or an etcd "unavailable" answer (no leader, lost quorum) moves on to the
 //! next endpoint; any other etcd answer is final. With auth configured, a
 //! token is obtained on first use and again when etcd calls it invalid.
+//!
+//! Watch streams (`watch.rs`) use the same endpoint order
+//! ([`Client::endpoint_order`]) and record the endpoint that answered, so
+//! a dead first endpoint costs one connect timeout once, not on every
+//! reconnect. This module knows nothing of watches.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,16 +20,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::codec::{AuthResponse, ErrorBody};
-use super::{Config, Error, Result};
+use super::{Config, Error, Refusal, Result};
 
 /// Largest gateway answer read (the 3.4 gateway refuses replies over
 /// 4 MiB; 3.5 sends anything). A larger one is [`Error::TooLarge`], never
 /// a truncated body: prefix listings then page smaller (`kv.rs`).
 pub const MAX_ANSWER: u64 = 8 * 1024 * 1024;
-
-/// gRPC status codes that mean "try another member".
-const GRPC_UNAVAILABLE: i64 = 14;
-const GRPC_DEADLINE_EXCEEDED: i64 = 4;
 
 /// A synchronous etcd v3 client. Cheap to clone; clones share endpoints,
 /// connection pool and token.
@@ -36,8 +37,8 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) cfg: Config,
     agent: ureq::Agent,
-    /// An agent with no overall timeout, for watch streams.
-    pub(crate) stream_agent: ureq::Agent,
+    /// Trust for `https://` endpoints, for the agents of watch streams.
+    tls: ureq::tls::TlsConfig,
     /// Index of the endpoint that answered last.
     preferred: AtomicUsize,
     token: Mutex<Option<String>>,
@@ -55,13 +56,11 @@ impl Client {
     /// Builds a client. Nothing is sent until the first request.
     pub fn new(cfg: Config) -> Result<Client> {
         if cfg.endpoints.is_empty() {
-            return Err(Error::Config("no endpoint given".into()));
+            return Err(Error::NoEndpoint);
         }
         for ep in &cfg.endpoints {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                return Err(Error::Config(format!(
-                    "endpoint {ep:?} must start with http:// or https://"
-                )));
+                return Err(Error::BadEndpoint(ep.clone()));
             }
         }
         let tls = tls_config(&cfg)?;
@@ -77,15 +76,11 @@ impl Client {
             .timeout_global(Some(cfg.request_timeout))
             .build()
             .new_agent();
-        let stream_agent = base()
-            .timeout_per_read(Some(super::watch::WATCH_IDLE))
-            .build()
-            .new_agent();
         Ok(Client {
             inner: Arc::new(Inner {
                 cfg,
                 agent,
-                stream_agent,
+                tls,
                 preferred: AtomicUsize::new(0),
                 token: Mutex::new(None),
             }),
@@ -97,6 +92,37 @@ impl Client {
         &self.inner.cfg.endpoints
     }
 
+    /// A new agent for one long-lived stream: no overall timeout, reads
+    /// that may block for `idle` at most. Its own pool, so shutting it down
+    /// ([`ureq::Agent::shutdown`]) interrupts that stream and nothing else.
+    pub(crate) fn stream_agent(&self, idle: std::time::Duration) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .user_agent(format!("piratebay-sync/{}", crate::VERSION))
+            .timeout_connect(Some(self.inner.cfg.connect_timeout))
+            .timeout_per_read(Some(idle))
+            .tls_config(self.inner.tls.clone())
+            .max_idle_connections_per_host(1)
+            .build()
+            .new_agent()
+    }
+
+    /// The endpoints in the order to try them, with their index: the one
+    /// that answered last first, then the others in order.
+    pub(crate) fn endpoint_order(&self) -> impl Iterator<Item = (usize, &str)> + '_ {
+        let eps = &self.inner.cfg.endpoints;
+        let start = self.inner.preferred.load(Ordering::Relaxed);
+        (0..eps.len()).map(move |k| {
+            let i = (start + k) % eps.len();
+            (i, eps[i].as_str())
+        })
+    }
+
+    /// Records that endpoint `i` answered: it is tried first next time.
+    pub(crate) fn set_preferred(&self, i: usize) {
+        self.inner.preferred.store(i, Ordering::Relaxed);
+    }
+
     /// POSTs `body` to `path` (e.g. `/v3/kv/range`) and decodes the answer.
     pub(crate) fn call<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
         let bytes = self.call_raw(path, body)?;
@@ -104,7 +130,7 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             endpoint,
             path: path.to_string(),
-            reason: e.to_string(),
+            source: e,
         })
     }
 
@@ -123,10 +149,10 @@ impl Client {
         loop {
             let token = self.token_for(path)?;
             match self.post_any(&self.inner.agent, path, body, token.as_deref()) {
-                Err(Error::Etcd { message, .. })
+                Err(e)
                     if !reauthenticated
                         && self.inner.cfg.user.is_some()
-                        && is_token_error(&message) =>
+                        && e.refusal() == Some(Refusal::InvalidToken) =>
                 {
                     log::info!("etcd auth token expired; authenticating again");
                     self.invalidate_token();
@@ -163,7 +189,7 @@ impl Client {
         let auth: AuthResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             endpoint: self.preferred_endpoint(),
             path: "/v3/auth/authenticate".into(),
-            reason: e.to_string(),
+            source: e,
         })?;
         if auth.token.is_empty() {
             return Err(Error::Auth {
@@ -196,25 +222,24 @@ impl Client {
         token: Option<&str>,
     ) -> Result<(usize, Vec<u8>)> {
         let eps = &self.inner.cfg.endpoints;
-        let start = self.inner.preferred.load(Ordering::Relaxed);
         let mut last = String::new();
         let mut tls_failure = None;
-        for k in 0..eps.len() {
-            let i = (start + k) % eps.len();
-            let ep = &eps[i];
+        for (i, ep) in self.endpoint_order() {
             match post_one(agent, ep, path, body, token) {
                 Ok(Answer::Ok(bytes)) => {
-                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    self.set_preferred(i);
                     return Ok((i, bytes));
                 }
-                Ok(Answer::Refused { code, message }) if is_unavailable(code, &message) => {
+                Ok(Answer::Refused { code, message })
+                    if Refusal::of(code, &message) == Refusal::Unavailable =>
+                {
                     log::debug!("etcd {ep}{path}: {message}; trying the next endpoint");
                     last = format!("{ep}: {message}");
                 }
                 Ok(Answer::Refused { code, message }) => {
-                    self.inner.preferred.store(i, Ordering::Relaxed);
+                    self.set_preferred(i);
                     return Err(Error::Etcd {
-                        endpoint: ep.clone(),
+                        endpoint: ep.to_string(),
                         path: path.to_string(),
                         code,
                         message,
@@ -222,27 +247,27 @@ impl Client {
                 }
                 Ok(Answer::TooLarge) => {
                     return Err(Error::TooLarge {
-                        endpoint: ep.clone(),
+                        endpoint: ep.to_string(),
                         path: path.to_string(),
                         limit: MAX_ANSWER,
                     })
                 }
                 Ok(Answer::Status(status)) => {
                     return Err(Error::Status {
-                        endpoint: ep.clone(),
+                        endpoint: ep.to_string(),
                         path: path.to_string(),
                         status,
                     })
                 }
                 Err(e) => {
                     log::debug!("etcd {ep}{path}: {e}; trying the next endpoint");
+                    last = format!("{ep}: {e}");
                     if is_tls_failure(&e) {
                         tls_failure = Some(Error::Tls {
-                            endpoint: ep.clone(),
-                            reason: e.to_string().trim_start_matches("io: ").to_string(),
+                            endpoint: ep.to_string(),
+                            source: Box::new(e),
                         });
                     }
-                    last = format!("{ep}: {e}");
                 }
             }
         }
@@ -303,54 +328,72 @@ fn post_one(
     }
 }
 
-/// Whether a transport error is a failed TLS handshake (rustls reports
-/// certificate problems through an io error).
+/// Whether a transport error is a failed TLS handshake: ureq's own TLS
+/// errors, or a rustls error that ureq passes on inside an io error.
 fn is_tls_failure(e: &ureq::Error) -> bool {
-    if matches!(e, ureq::Error::Tls(_)) {
-        return true;
+    match e {
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => true,
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+        _ => false,
     }
-    let text = e.to_string();
-    text.contains("certificate") || text.contains("TLS") || text.contains("handshake")
 }
 
-fn is_unavailable(code: i64, message: &str) -> bool {
-    code == GRPC_UNAVAILABLE
-        || code == GRPC_DEADLINE_EXCEEDED
-        || message.contains("no leader")
-        || message.contains("leader changed")
-        || message.contains("request timed out")
-}
-
+/// Whether etcd's message (a watch error, an error body) says the auth
+/// token is invalid.
 pub(crate) fn is_token_error(message: &str) -> bool {
-    message.contains("invalid auth token") || message.contains("user name is empty")
+    Refusal::of(0, message) == Refusal::InvalidToken
 }
 
 fn tls_config(cfg: &Config) -> Result<ureq::tls::TlsConfig> {
     let Some(path) = &cfg.ca_file else {
         return Ok(ureq::tls::TlsConfig::default());
     };
-    let pem = std::fs::read(path)
-        .map_err(|e| Error::Config(format!("cannot read CA file {}: {e}", path.display())))?;
+    let pem = std::fs::read(path).map_err(|source| Error::ReadCa {
+        path: path.clone(),
+        source,
+    })?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
             Ok(_) => {}
             Err(e) => {
-                return Err(Error::Config(format!(
-                    "CA file {} is not valid PEM: {e}",
-                    path.display()
-                )))
+                return Err(Error::BadCa {
+                    path: path.clone(),
+                    problem: format!("is not valid PEM: {e}"),
+                })
             }
         }
     }
     if certs.is_empty() {
-        return Err(Error::Config(format!(
-            "CA file {} holds no certificate",
-            path.display()
-        )));
+        return Err(Error::BadCa {
+            path: path.clone(),
+            problem: "holds no certificate".into(),
+        });
     }
     Ok(ureq::tls::TlsConfig::builder()
         .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_password_or_token() {
+        let client = Client::new(Config {
+            user: Some("pb-user".into()),
+            password: Some("hunter2-secret".into()),
+            ..Config::default()
+        })
+        .expect("a valid config");
+        *client.inner.token.lock() = Some("token-secret".into());
+        let shown = format!("{client:?} {client:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("token-secret"), "{shown}");
+        assert!(shown.contains("127.0.0.1:2379"), "{shown}");
+    }
 }

@@ -39,11 +39,6 @@ pub fn de_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     de_int(d)
 }
 
-/// Deserializes a uint64 sent as a JSON string (or a number).
-pub fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    de_int(d)
-}
-
 /// An integer from a JSON string of digits or a JSON number; never through a float.
 fn de_int<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -77,9 +72,6 @@ pub struct Header {
     /// The store revision when the request was served.
     #[serde(default, deserialize_with = "de_i64")]
     pub revision: i64,
-    /// The member that served the request.
-    #[serde(default, deserialize_with = "de_u64")]
-    pub member_id: u64,
 }
 
 /// A key-value pair as etcd stores it.
@@ -257,7 +249,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(h.revision, i64::MAX - 1);
-        assert_eq!(h.member_id, u64::MAX);
     }
 
     #[test]

@@ -1,31 +1,35 @@
-//! The etcd client's one error type.
+//! The etcd client's one error type, and [`Refusal`]: what etcd's own
+//! refusals mean, read once from the gRPC code and etcd's message.
+//!
+//! Messages are one lowercase line saying what failed and why, in the
+//! library's terms (the cause is both in the text, so that a log line is
+//! whole, and the `source`); what a user should do about it (a flag, a
+//! command) is the binary's business (`src/cli/advice.rs`).
 
-/// What went wrong talking to etcd. Messages are one line and say what to do.
+use std::path::PathBuf;
+
+/// What went wrong talking to etcd.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No endpoint answered (connection refused, timeout, TLS failure...).
-    #[error(
-        "no etcd answered at {endpoints} ({last}); start one (`make run` starts a local etcd, \
-         or `docker compose up -d etcd`) or point --etcd / PIRATEBAY_ETCD at your cluster"
-    )]
+    /// No endpoint answered (connection refused, timeout, no leader...).
+    #[error("no etcd answered at {endpoints} ({last})")]
     Unreachable {
         /// The endpoints tried, comma-separated.
         endpoints: String,
-        /// The last transport error.
+        /// The last endpoint's failure.
         last: String,
     },
     /// A TLS handshake failed: the certificate is not trusted or not valid
     /// for the endpoint.
-    #[error(
-        "TLS to {endpoint} failed ({reason}); if etcd uses its own CA, pass its certificate \
-         with --etcd-ca FILE (PIRATEBAY_ETCD_CA)"
-    )]
+    #[error("tls handshake with {endpoint} failed: {source}")]
     Tls {
         /// The endpoint.
         endpoint: String,
-        /// rustls' reason (e.g. invalid peer certificate: UnknownIssuer).
-        reason: String,
+        /// The transport error (rustls' reason, e.g. invalid peer
+        /// certificate: UnknownIssuer).
+        #[source]
+        source: Box<ureq::Error>,
     },
     /// etcd answered with an error of its own.
     #[error("etcd at {endpoint} refused {path}: {message} (code {code})")]
@@ -40,9 +44,7 @@ pub enum Error {
         message: String,
     },
     /// Authentication failed: wrong user or password.
-    #[error(
-        "etcd authentication as {user:?} failed: {message}; check --etcd-user / --etcd-password"
-    )]
+    #[error("etcd authentication as {user:?} failed: {message}")]
     Auth {
         /// The user name given.
         user: String,
@@ -50,7 +52,7 @@ pub enum Error {
         message: String,
     },
     /// An HTTP status without an etcd error body (a proxy, or not an etcd at all).
-    #[error("{endpoint}{path} answered HTTP {status}; is this an etcd v3 endpoint?")]
+    #[error("{endpoint}{path} answered HTTP {status} without an etcd error")]
     Status {
         /// The endpoint that answered.
         endpoint: String,
@@ -60,14 +62,15 @@ pub enum Error {
         status: u16,
     },
     /// The answer could not be decoded.
-    #[error("undecodable answer from {endpoint}{path}: {reason}")]
+    #[error("undecodable answer from {endpoint}{path}: {source}")]
     Decode {
         /// The endpoint that answered.
         endpoint: String,
         /// The gateway path requested.
         path: String,
         /// What was wrong with it.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// The answer was larger than the client reads (8 MiB).
     #[error("answer from {endpoint}{path} is over the {limit}-byte limit")]
@@ -79,9 +82,94 @@ pub enum Error {
         /// The limit in bytes.
         limit: u64,
     },
-    /// The client configuration is unusable (bad URL, unreadable CA file...).
-    #[error("etcd client configuration: {0}")]
-    Config(String),
+    /// The configuration lists no endpoint.
+    #[error("no etcd endpoint given")]
+    NoEndpoint,
+    /// An endpoint is not an `http://` or `https://` URL.
+    #[error("etcd endpoint {0:?} is not an http:// or https:// URL")]
+    BadEndpoint(String),
+    /// The CA file could not be read.
+    #[error("cannot read the CA file {}: {source}", path.display())]
+    ReadCa {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA file is not PEM, or holds no certificate.
+    #[error("CA file {} {problem}", path.display())]
+    BadCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it: "is not valid PEM: ..." or "holds no certificate".
+        problem: String,
+    },
+    /// A client thread (the watch) could not be started.
+    #[error("cannot start the etcd {name} thread: {source}")]
+    Thread {
+        /// What the thread does.
+        name: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What an etcd refusal ([`Error::Etcd`]) means, from its gRPC code and,
+/// where etcd gives several meanings one code, its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The member cannot serve now (no leader, leader changed, timed out):
+    /// another endpoint may.
+    Unavailable,
+    /// The lease does not exist (expired, revoked, or etcd lost its data).
+    LeaseNotFound,
+    /// The auth token is invalid or expired: authenticate again.
+    InvalidToken,
+    /// The answer is over the gateway's message limit.
+    TooLarge,
+    /// Anything else.
+    Other,
+}
+
+/// gRPC status codes the gateway reports.
+const GRPC_DEADLINE_EXCEEDED: i64 = 4;
+const GRPC_NOT_FOUND: i64 = 5;
+const GRPC_RESOURCE_EXHAUSTED: i64 = 8;
+const GRPC_UNAVAILABLE: i64 = 14;
+const GRPC_UNAUTHENTICATED: i64 = 16;
+
+impl Refusal {
+    /// Classifies one refusal. etcd's messages are checked too because
+    /// some meanings share a code (a missing user name is `InvalidArgument`
+    /// like a wrong password) and the gateway of older releases reports
+    /// some refusals with code 2 (`Unknown`).
+    pub fn of(code: i64, message: &str) -> Refusal {
+        let says = |text: &str| message.contains(text);
+        if code == GRPC_UNAVAILABLE
+            || code == GRPC_DEADLINE_EXCEEDED
+            || says("no leader")
+            || says("leader changed")
+            || says("request timed out")
+        {
+            Refusal::Unavailable
+        } else if says("lease not found") {
+            Refusal::LeaseNotFound
+        } else if code == GRPC_UNAUTHENTICATED
+            || says("invalid auth token")
+            || says("user name is empty")
+        {
+            Refusal::InvalidToken
+        } else if code == GRPC_RESOURCE_EXHAUSTED || says("larger than max") {
+            Refusal::TooLarge
+        } else if code == GRPC_NOT_FOUND && says("lease") {
+            Refusal::LeaseNotFound
+        } else {
+            Refusal::Other
+        }
+    }
 }
 
 impl Error {
@@ -90,14 +178,23 @@ impl Error {
         matches!(self, Error::Unreachable { .. } | Error::Tls { .. })
     }
 
+    /// What etcd's refusal means; `None` when etcd did not refuse.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Error::Etcd { code, message, .. } => Some(Refusal::of(*code, message)),
+            _ => None,
+        }
+    }
+
     /// True when the answer was too large to read: over 8 MiB here,
     /// or over the gateway's own message limit (gRPC `RESOURCE_EXHAUSTED`).
     pub fn is_too_large(&self) -> bool {
-        match self {
-            Error::TooLarge { .. } => true,
-            Error::Etcd { code, message, .. } => *code == 8 || message.contains("larger than max"),
-            _ => false,
-        }
+        matches!(self, Error::TooLarge { .. }) || self.refusal() == Some(Refusal::TooLarge)
+    }
+
+    /// True when etcd says the lease does not exist.
+    pub fn is_lease_not_found(&self) -> bool {
+        self.refusal() == Some(Refusal::LeaseNotFound)
     }
 }
 

@@ -78,7 +78,7 @@ impl Client {
         match self.call::<serde_json::Value>("/v3/lease/revoke", &json!({ "ID": id.0.to_string() }))
         {
             Ok(_) => Ok(()),
-            Err(Error::Etcd { message, .. }) if message.contains("lease not found") => Ok(()),
+            Err(e) if e.is_lease_not_found() => Ok(()),
             Err(e) => Err(e),
         }
     }

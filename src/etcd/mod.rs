@@ -25,7 +25,7 @@
 //! ```
 
 mod client;
-pub mod codec;
+mod codec;
 mod config;
 mod error;
 mod kv;
@@ -33,9 +33,9 @@ mod lease;
 mod watch;
 
 pub use client::Client;
-pub use codec::{prefix_range_end, KeyValue};
+pub use codec::KeyValue;
 pub use config::{Config, DEFAULT_ENDPOINT};
-pub use error::{Error, Result};
+pub use error::{Error, Refusal, Result};
 pub use kv::Listing;
 pub use lease::{Lease, LeaseId, LeaseTtl};
 pub use watch::{WatchEvent, Watcher, WATCH_IDLE};

@@ -1,14 +1,23 @@
 //! Watching a prefix: the streaming `/v3/watch`, read line by line on its own thread.
 //!
 //! The thread first reads the whole prefix (a [`WatchEvent::Snapshot`]),
-//! then watches from the next revision. The gateway cannot cancel a watch
-//! (etcd #12333), so the stream is read with a short idle timeout: when it
-//! fires the thread checks whether it should stop, and otherwise reopens the
-//! watch from the next unseen revision, so no event is lost. A watch that
-//! etcd cancels because the revision was compacted, or any error that may
-//! have lost events, is followed by a fresh snapshot instead.
+//! then watches from the next revision on one stream that stays open
+//! while nothing changes: an idle peer costs etcd one watch stream, not a
+//! request a second. The stream is read with a long idle timeout
+//! ([`WATCH_IDLE`]), so a connection that died silently (a host gone
+//! without a reset) is noticed and the watch reopened from the next unseen
+//! revision, so no event is lost. The gateway cannot cancel a watch (etcd
+//! #12333): stopping shuts the stream's own `ureq` agent down, which
+//! interrupts the blocked read at once. A stream that ends otherwise
+//! (closed, an error line) is reopened after a backoff that grows while
+//! streams keep failing. A watch that etcd cancels because the revision
+//! was compacted, or any error that may have lost events, is followed by a
+//! fresh snapshot instead.
 //!
-//! Every watch sends `Grpc-Metadata-hasleader: true`, so a member that lost
+//! Streams open on the endpoint the client used last
+//! ([`Client::endpoint_order`]) and record the one that answered, so a
+//! dead endpoint costs one connect timeout, not one per reopen. Every
+//! watch sends `Grpc-Metadata-hasleader: true`, so a member that lost
 //! quorum closes the stream instead of staying silent (etcd #10819).
 
 use std::io::{BufRead, BufReader, Read};
@@ -24,9 +33,11 @@ use super::client::is_token_error;
 use super::codec::{b64, prefix_range_end, KeyValue, WatchLine};
 use super::{Client, Error, Result};
 
-/// How long a watch stream may stay silent before it is reopened (and the
-/// stop flag checked). Bounds how long dropping a [`Watcher`] can take.
-pub const WATCH_IDLE: Duration = Duration::from_millis(1000);
+/// How long a watch stream may stay silent before it is reopened: how late
+/// a connection that died without a reset is noticed. An idle watch costs
+/// etcd one request per this (the lease renewals cost one per TTL/3).
+/// Stopping does not wait for it.
+pub const WATCH_IDLE: Duration = Duration::from_secs(30);
 
 /// Longest line accepted from a watch stream.
 const MAX_LINE: u64 = 8 * 1024 * 1024;
@@ -61,11 +72,14 @@ pub enum WatchEvent {
 pub struct Watcher {
     stop: Arc<AtomicBool>,
     wake: Sender<()>,
+    /// The stream's agent: shutting it down interrupts a blocked read.
+    agent: ureq::Agent,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Watcher {
-    /// Stops the watch and waits for its thread (at most about [`WATCH_IDLE`]).
+    /// Stops the watch and waits for its thread: at once, unless it is
+    /// taking a snapshot (at most the client's request timeout).
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -73,6 +87,7 @@ impl Watcher {
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.wake.try_send(());
+        self.agent.clone().shutdown();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -94,8 +109,10 @@ impl Client {
     {
         let stop = Arc::new(AtomicBool::new(false));
         let (wake, woken) = crossbeam_channel::bounded(1);
+        let agent = self.stream_agent(WATCH_IDLE);
         let state = WatchLoop {
             client: self.clone(),
+            agent: agent.clone(),
             prefix: prefix.to_vec(),
             stop: stop.clone(),
             woken,
@@ -104,10 +121,14 @@ impl Client {
         let thread = std::thread::Builder::new()
             .name("pbs-etcd-watch".into())
             .spawn(move || state.run())
-            .map_err(|e| Error::Config(format!("cannot start the watch thread: {e}")))?;
+            .map_err(|source| Error::Thread {
+                name: "watch",
+                source,
+            })?;
         Ok(Watcher {
             stop,
             wake,
+            agent,
             thread: Some(thread),
         })
     }
@@ -115,6 +136,7 @@ impl Client {
 
 struct WatchLoop<F> {
     client: Client,
+    agent: ureq::Agent,
     prefix: Vec<u8>,
     stop: Arc<AtomicBool>,
     woken: Receiver<()>,
@@ -123,8 +145,12 @@ struct WatchLoop<F> {
 
 /// Why a stream ended.
 enum StreamEnd {
-    /// Idle timeout, closed connection: reopen from the next revision.
-    Reopen,
+    /// Silent for [`WATCH_IDLE`] (or stopping): reopen from the next
+    /// revision at once.
+    Idle,
+    /// Closed, or an error from etcd: reopen from the next revision after
+    /// a backoff.
+    Closed,
     /// Continuity lost: take a fresh snapshot.
     Resync,
 }
@@ -144,6 +170,8 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
         let mut next: Option<i64> = None;
         let mut backoff = BACKOFF_MIN;
         let mut failing = false;
+        // Backoff between streams that end early (closed, refused).
+        let mut reopen_backoff = BACKOFF_MIN;
         while !self.stopped() {
             let from = match next {
                 Some(rev) => rev,
@@ -172,9 +200,22 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
                         failing = false;
                     }
                     backoff = BACKOFF_MIN;
+                    let opened = std::time::Instant::now();
                     match self.read_stream(reader, &mut next) {
-                        StreamEnd::Reopen => {}
+                        StreamEnd::Idle => reopen_backoff = BACKOFF_MIN,
                         StreamEnd::Resync => next = None,
+                        StreamEnd::Closed => {
+                            // A stream that lasted is a normal end (a
+                            // member restarting); streams that keep ending
+                            // at once must not hammer etcd.
+                            if opened.elapsed() >= WATCH_IDLE {
+                                reopen_backoff = BACKOFF_MIN;
+                            }
+                            if self.pause(reopen_backoff) {
+                                return;
+                            }
+                            reopen_backoff = (reopen_backoff * 2).min(BACKOFF_MAX);
+                        }
                     }
                 }
                 Err(e) => {
@@ -204,7 +245,8 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
         String::from_utf8_lossy(&self.prefix).into_owned()
     }
 
-    /// Opens a watch stream from revision `from` on the first endpoint that answers.
+    /// Opens a watch stream from revision `from` on the first endpoint that
+    /// answers, the one that answered last first.
     fn open(&self, from: i64) -> Result<impl Read + use<F>> {
         let body = json!({ "create_request": {
             "key": b64(&self.prefix),
@@ -212,13 +254,11 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
             "start_revision": from.to_string(),
         }});
         let token = self.client.token_for("/v3/watch")?;
-        let eps = self.client.endpoints();
         let mut last = String::new();
-        for ep in eps {
+        crate::metrics::ETCD_WATCH_OPENS.inc();
+        for (i, ep) in self.client.endpoint_order() {
             let mut req = self
-                .client
-                .inner
-                .stream_agent
+                .agent
                 .post(format!("{ep}/v3/watch"))
                 .header("Content-Type", "application/json")
                 .header("Grpc-Metadata-hasleader", "true");
@@ -226,7 +266,10 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
                 req = req.header("Authorization", t.as_str());
             }
             match req.send(body.to_string().as_bytes()) {
-                Ok(resp) if resp.status() == 200 => return Ok(resp.into_body().into_reader()),
+                Ok(resp) if resp.status() == 200 => {
+                    self.client.set_preferred(i);
+                    return Ok(resp.into_body().into_reader());
+                }
                 Ok(resp) => {
                     let status = resp.status();
                     let body = resp.into_body().read_to_string().unwrap_or_default();
@@ -239,7 +282,7 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
             }
         }
         Err(Error::Unreachable {
-            endpoints: eps.join(","),
+            endpoints: self.client.endpoints().join(","),
             last,
         })
     }
@@ -249,11 +292,16 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
         let mut line = Vec::new();
         loop {
             if self.stopped() {
-                return StreamEnd::Reopen;
+                return StreamEnd::Idle;
             }
             line.clear();
             match (&mut lines).take(MAX_LINE).read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return StreamEnd::Reopen,
+                Ok(0) => return StreamEnd::Closed,
+                Err(e) if is_idle_timeout(&e) => return StreamEnd::Idle,
+                Err(e) => {
+                    log::debug!("watch on {}: {e}", self.prefix_str());
+                    return StreamEnd::Closed;
+                }
                 Ok(_) => {}
             }
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -279,7 +327,7 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
                     err.message,
                     err.grpc_code
                 );
-                return StreamEnd::Reopen;
+                return StreamEnd::Closed;
             }
             let Some(result) = parsed.result else {
                 continue;
@@ -305,7 +353,7 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
                     self.prefix_str(),
                     result.cancel_reason
                 );
-                return StreamEnd::Reopen;
+                return StreamEnd::Closed;
             }
             for ev in result.events {
                 let rev = ev.kv.mod_revision;
@@ -323,4 +371,16 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
             }
         }
     }
+}
+
+/// Whether a read error is the stream's idle timeout (ureq wraps its
+/// timeouts in an `io::Error` of kind `Other`).
+fn is_idle_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    ) || e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
 }

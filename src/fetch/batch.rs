@@ -130,7 +130,7 @@ pub fn download_many(
     let results = crate::fanout::map(
         items,
         concurrency - 1,
-        "pb-batch",
+        "pbs-batch",
         |item| {
             if opts
                 .template

@@ -10,18 +10,19 @@
 //! piece). That is a hundred lines over `httparse`; ureq would hide the
 //! socket behind its pool and body readers. The etcd client keeps ureq.
 //!
-//! Only what peers speak is supported: `Content-Length` bodies (a body
-//! without one is read to the end of the connection, under a limit);
-//! `Transfer-Encoding` is refused.
+//! The wire format (the request written, the response head parsed, how a
+//! body is framed) is [`crate::http::reply`]'s; this module owns the
+//! socket: timeouts, deadlines, keep-alive, body reads. `Content-Encoding:
+//! gzip` is reported in the [`Head`] (asked for by [`PeerConn::get_gzip`],
+//! the catalog only); inflating it is the caller's, under its own limit.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// Largest response head accepted.
-pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
-/// Most header fields accepted in a response.
-const MAX_RESPONSE_HEADERS: usize = 48;
+pub(crate) use crate::http::reply::Head;
+use crate::http::reply::{self, Framing, ReplyError, MAX_RESPONSE_HEAD};
+
 /// Read size for heads and small bodies.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -94,12 +95,12 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The response head is not valid HTTP/1.1 or too large.
-    #[error("peer {addr} sent a bad response head: {detail}")]
+    #[error("peer {addr} sent a bad response head: {source}")]
     BadHead {
         /// The peer.
         addr: String,
         /// What was wrong.
-        detail: String,
+        source: ReplyError,
     },
     /// The body ended before its announced length.
     #[error("peer {addr} sent a short body: {got} of {expected} bytes")]
@@ -147,29 +148,6 @@ pub struct Timeouts {
     /// Longest a single read or write may block (a stall).
     pub io: Duration,
 }
-
-/// A response head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    /// The status code.
-    pub status: u16,
-    /// `Content-Length`, if given.
-    pub content_length: Option<u64>,
-    /// `Content-Range: bytes a-b/size` as `(a, b, size)`, if given and valid.
-    pub content_range: Option<(u64, u64, u64)>,
-    /// The server closes the connection after this response.
-    pub close: bool,
-    /// `X-Download-Id`, if given (short and plain, else ignored).
-    pub download_id: Option<String>,
-    /// `X-Have`: the pieces a partial holder holds, as sent (hex, at most
-    /// [`MAX_BITMAP_HEX`] digits, else ignored).
-    pub have: Option<String>,
-    /// `X-Fresh`: a seed's least-uploaded pieces, as sent (same bound).
-    pub fresh: Option<String>,
-}
-
-/// Longest `X-Have` / `X-Fresh` value kept.
-const MAX_BITMAP_HEX: usize = crate::protocol::MAX_HEADER_PIECES.div_ceil(8) * 2;
 
 /// One connection to a peer, reused for successive requests while the
 /// peer keeps it alive.
@@ -248,15 +226,22 @@ impl PeerConn {
     /// [`PeerConn::read_body`] or [`PeerConn::read_body_to_vec`], or the
     /// connection dropped.
     pub fn get(&mut self, path: &str, range: Option<(u64, u64)>) -> Result<Head, ClientError> {
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: piratebay-sync/{}\r\n",
-            self.addr,
-            crate::VERSION
-        );
-        if let Some((a, b)) = range {
-            req.push_str(&format!("Range: bytes={a}-{b}\r\n"));
-        }
-        req.push_str("\r\n");
+        self.send_get(path, range, false)
+    }
+
+    /// Sends `GET path` with `Accept-Encoding: gzip` and reads the response
+    /// head: the body may come compressed ([`Head::gzip`]).
+    pub fn get_gzip(&mut self, path: &str) -> Result<Head, ClientError> {
+        self.send_get(path, None, true)
+    }
+
+    fn send_get(
+        &mut self,
+        path: &str,
+        range: Option<(u64, u64)>,
+        gzip: bool,
+    ) -> Result<Head, ClientError> {
+        let req = reply::get_request(&self.addr, path, range, gzip);
         self.requests += 1;
         self.reusable = false;
         self.stream
@@ -271,14 +256,19 @@ impl PeerConn {
     fn read_head(&mut self) -> Result<Head, ClientError> {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
-            if let Some((head, used)) = parse_head(&self.pending, &self.addr)? {
+            let parsed =
+                reply::parse_head(&self.pending).map_err(|source| ClientError::BadHead {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+            if let Some((head, used)) = parsed {
                 self.pending.drain(..used);
                 return Ok(head);
             }
             if self.pending.len() > MAX_RESPONSE_HEAD {
                 return Err(ClientError::BadHead {
                     addr: self.addr.clone(),
-                    detail: format!("head over {MAX_RESPONSE_HEAD} bytes"),
+                    source: ReplyError::TooLarge,
                 });
             }
             match self.stream.read(&mut chunk) {
@@ -290,7 +280,7 @@ impl PeerConn {
                 Ok(0) => {
                     return Err(ClientError::BadHead {
                         addr: self.addr.clone(),
-                        detail: "connection closed inside the head".into(),
+                        source: ReplyError::Truncated,
                     })
                 }
                 Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
@@ -382,7 +372,7 @@ impl PeerConn {
                 Ok(())
             }
         };
-        if let Some(len) = head.content_length {
+        if let Framing::Length(len) = head.framing() {
             if len > limit {
                 return Err(too_large());
             }
@@ -426,126 +416,6 @@ impl PeerConn {
         }
         self.reusable = false;
         Ok(body)
-    }
-}
-
-/// Parses a response head from the start of `buf`: `None` if incomplete,
-/// else the head and its length in bytes.
-fn parse_head(buf: &[u8], addr: &str) -> Result<Option<(Head, usize)>, ClientError> {
-    let bad = |detail: String| ClientError::BadHead {
-        addr: addr.to_string(),
-        detail,
-    };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let used = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(bad(e.to_string())),
-    };
-    let status = resp.code.ok_or_else(|| bad("no status code".into()))?;
-    let mut head = Head {
-        status,
-        content_length: None,
-        content_range: None,
-        download_id: None,
-        have: None,
-        fresh: None,
-        close: resp.version == Some(0),
-    };
-    for h in resp.headers.iter() {
-        let value = std::str::from_utf8(h.value)
-            .map_err(|_| bad(format!("header {} is not text", h.name)))?
-            .trim();
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let len: u64 = value
-                .parse()
-                .map_err(|_| bad(format!("bad content-length {value:?}")))?;
-            if head.content_length.is_some_and(|l| l != len) {
-                return Err(bad("conflicting content-length headers".into()));
-            }
-            head.content_length = Some(len);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(bad(format!("transfer-encoding {value:?} is not supported")));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            if value
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("close"))
-            {
-                head.close = true;
-            }
-        } else if h.name.eq_ignore_ascii_case("content-range") {
-            head.content_range = parse_content_range(value);
-        } else if h
-            .name
-            .eq_ignore_ascii_case(crate::protocol::DOWNLOAD_ID_HEADER)
-        {
-            head.download_id = Some(value.to_string())
-                .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric()));
-        } else if h.name.eq_ignore_ascii_case(crate::protocol::HAVE_HEADER) {
-            head.have = Some(value.to_string()).filter(|v| v.len() <= MAX_BITMAP_HEX);
-        } else if h.name.eq_ignore_ascii_case(crate::protocol::FRESH_HEADER) {
-            head.fresh = Some(value.to_string()).filter(|v| v.len() <= MAX_BITMAP_HEX);
-        }
-    }
-    Ok(Some((head, used)))
-}
-
-/// `bytes a-b/size` -> `(a, b, size)`.
-fn parse_content_range(v: &str) -> Option<(u64, u64, u64)> {
-    let rest = v.strip_prefix("bytes ")?;
-    let (range, size) = rest.split_once('/')?;
-    let (a, b) = range.split_once('-')?;
-    Some((
-        a.trim().parse().ok()?,
-        b.trim().parse().ok()?,
-        size.trim().parse().ok()?,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_a_range_head() {
-        let raw = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nContent-Range: bytes 0-9/100\r\n\r\nbody";
-        let (head, used) = parse_head(raw, "x").unwrap().unwrap();
-        assert_eq!(head.status, 206);
-        assert_eq!(head.content_length, Some(10));
-        assert_eq!(head.content_range, Some((0, 9, 100)));
-        assert!(!head.close);
-        assert_eq!(&raw[used..], b"body");
-    }
-
-    #[test]
-    fn partial_head_is_none_and_garbage_is_refused() {
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", "x")
-            .unwrap()
-            .is_none());
-        assert!(parse_head(b"\x00\x01garbage\r\n\r\n", "x").is_err());
-        assert!(parse_head(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "x"
-        )
-        .is_err());
-        assert!(parse_head(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            "x"
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn connection_close_and_http10_are_not_reused() {
-        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", "x")
-            .unwrap()
-            .unwrap();
-        assert!(h.close);
-        let (h, _) = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", "x")
-            .unwrap()
-            .unwrap();
-        assert!(h.close);
     }
 }
 

@@ -24,11 +24,13 @@ use std::time::Instant;
 use sha1::{Digest, Sha1};
 
 use super::client::Timeouts;
+use super::error::Step;
 use super::output::{part_path, state_path};
 use super::pieces::fetch_piece_list_with;
 use super::rate::RateLimiter;
-use super::round::{self, piece_range, Outcome, Round};
+use super::round::{Outcome, Round};
 use super::state::{salvage, ResumeState};
+use super::supervisor;
 use super::{DownloadOptions, FetchError, Holder, HolderSource, ProgressFn, Summary};
 use crate::protocol::PieceList;
 use crate::Sha1Digest;
@@ -85,10 +87,6 @@ pub fn download(
     );
     let part_path = part_path(&opts.output);
     let state_path = state_path(&opts.output);
-    let output_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| FetchError::output(path, source)
-    };
     // Never through a link: a `.part` planted as a symlink is refused.
     let part = OpenOptions::new()
         .read(true)
@@ -97,7 +95,7 @@ pub fn download(
         .truncate(false)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&part_path)
-        .map_err(output_err(&part_path))?;
+        .map_err(|source| FetchError::io(Step::Open, &part_path, source))?;
     // The state is only a hint: every piece it claims is hashed again.
     let mut claimed = ResumeState::load(&state_path, &sha1)
         .map(|state| state.verified_ranges())
@@ -120,14 +118,18 @@ pub fn download(
         let holders = known.groups[g].holders.clone();
         // Never grown up front (a peer's size is not trusted with disk
         // space): writes extend the file. Cut anything past this size.
-        let part_len = part.metadata().map_err(output_err(&part_path))?.len();
+        let part_len = part
+            .metadata()
+            .map_err(|source| FetchError::read(&part_path, source))?
+            .len();
         if part_len > list.size {
-            part.set_len(list.size).map_err(output_err(&part_path))?;
+            part.set_len(list.size)
+                .map_err(|source| FetchError::write(&part_path, source))?;
         }
-        let done = salvage(&part, &list, &claimed);
+        let done = salvage(&part, &list, &claimed, opts.memory_budget);
         let done_bytes: u64 = (0..done.len())
             .filter(|&i| done[i])
-            .map(|i| piece_range(&list, i).1 as u64)
+            .map(|i| list.piece_range(i).1 as u64)
             .sum();
         resumed.get_or_insert(done_bytes);
         if done_bytes > 0 {
@@ -145,7 +147,7 @@ pub fn download(
             rate,
         );
         round.add_holders(holders.clone());
-        let outcome = round::run(&round, &mut || known.requery(source, g), progress);
+        let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
         for slot in round.slots.lock().iter() {
             if slot.pieces > 0 {
                 used.insert(slot.holder.id.clone());
@@ -219,17 +221,17 @@ fn verified_ranges(list: &PieceList, done: &[bool]) -> Vec<(u64, u64)> {
 /// `Some(size)` if the output already holds the file; an error if it holds
 /// something else and `force` is off.
 fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
-    let err = |source| FetchError::output(&opts.output, source);
+    let err = |source| FetchError::read(&opts.output, source);
     let mut file = match File::open(&opts.output) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(e)),
+        Err(e) => return Err(FetchError::io(Step::Open, &opts.output, e)),
     };
     let meta = file.metadata().map_err(err)?;
     if !meta.is_file() {
-        return Err(err(std::io::Error::other(
-            "it is not a regular file: use -o to pick a file path",
-        )));
+        return Err(FetchError::NotAFile {
+            path: opts.output.clone(),
+        });
     }
     let mut hasher = Sha1::new();
     let mut buf = vec![0u8; 1024 * 1024];
@@ -265,25 +267,24 @@ fn finish(
     state_path: &Path,
 ) -> Result<(), FetchError> {
     let output = opts.output.as_path();
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| FetchError::output(path, source)
-    };
+    let read_err = |source| FetchError::read(part_path, source);
     // The pieces are checked again while the fsync runs (it waits on the
     // disk, the check on the CPU); both end before the rename.
     let checked = Instant::now();
     let (synced, changed) = std::thread::scope(|s| {
         let check = std::thread::Builder::new()
-            .name("pb-get-check".into())
-            .spawn_scoped(s, || super::state::changed_piece(part, list, early));
+            .name("pbs-get-check".into())
+            .spawn_scoped(s, || {
+                super::state::changed_piece(part, list, early, opts.memory_budget)
+            });
         let synced = part.sync_all();
         let changed = match check {
             Ok(t) => t.join().unwrap_or(Some(0)),
-            Err(_) => super::state::changed_piece(part, list, early),
+            Err(_) => super::state::changed_piece(part, list, early, opts.memory_budget),
         };
         (synced, changed)
     });
-    synced.map_err(err(part_path))?;
+    synced.map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
     log::debug!(
         "fsync and {early} of {} pieces checked again on disk in {:.3}s",
         list.pieces.len(),
@@ -300,15 +301,27 @@ fn finish(
         use std::os::unix::fs::MetadataExt;
         m.dev() == n.dev() && m.ino() == n.ino()
     };
-    let ours = part.metadata().map_err(err(part_path))?;
-    let named = std::fs::symlink_metadata(part_path).map_err(err(part_path))?;
+    let ours = part.metadata().map_err(read_err)?;
+    let named = std::fs::symlink_metadata(part_path).map_err(read_err)?;
     if !same_file(&ours, &named) {
         return Err(FetchError::Changed {
             path: part_path.to_path_buf(),
             piece: 0,
         });
     }
-    std::fs::rename(part_path, output).map_err(err(output))?;
+    std::fs::rename(part_path, output).map_err(|source| {
+        if super::error::is_no_space(&source) {
+            FetchError::NoSpace {
+                path: output.to_path_buf(),
+            }
+        } else {
+            FetchError::Rename {
+                from: part_path.to_path_buf(),
+                to: output.to_path_buf(),
+                source,
+            }
+        }
+    })?;
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -436,7 +449,7 @@ fn fetch_lists(opts: &DownloadOptions, holders: &[Holder]) -> Vec<Result<PieceLi
     crate::fanout::map(
         holders,
         LIST_FAN_OUT,
-        "pb-get-list",
+        "pbs-get-list",
         |h| {
             fetch_piece_list_with(
                 opts.pool.as_deref(),

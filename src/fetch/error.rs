@@ -1,5 +1,6 @@
-//! [`FetchError`]: why a download failed, one variant per step, each
-//! message saying what to do.
+//! [`FetchError`]: why a download failed, one variant per step that
+//! failed. Messages say what failed and why; what to do about it is the
+//! binary's business (`src/cli/advice.rs`).
 
 use std::path::PathBuf;
 
@@ -14,13 +15,13 @@ pub enum FetchError {
     #[error(transparent)]
     Holders(#[from] HoldersError),
     /// Nobody holds the file.
-    #[error("no peer holds {sha1}: check the sha1 with `piratebay-sync files`")]
+    #[error("no peer holds {sha1}")]
     NoHolders {
         /// The file.
         sha1: Sha1Digest,
     },
     /// No holder gave a usable piece list.
-    #[error("no holder of {sha1} gave a usable piece list ({details}): try again later")]
+    #[error("no holder of {sha1} gave a usable piece list ({details})")]
     NoPieceList {
         /// The file.
         sha1: Sha1Digest,
@@ -29,7 +30,7 @@ pub enum FetchError {
     },
     /// Every holder sent bad data, lied about the pieces, or failed.
     #[error(
-        "no peer could supply a correct copy of {sha1}: bad data from {}{}; the .part is kept",
+        "no peer could supply a correct copy of {sha1}: bad data from {}{} (the .part is kept)",
         bad.join(", "),
         others.as_deref().map(|o| format!("; others failed: {o}")).unwrap_or_default()
     )]
@@ -42,7 +43,7 @@ pub enum FetchError {
         others: Option<String>,
     },
     /// Every holder failed (died, stalled, refused) before the end.
-    #[error("every holder of {sha1} failed ({details}): rerun the same command to resume")]
+    #[error("every holder of {sha1} failed ({details})")]
     HoldersFailed {
         /// The file.
         sha1: Sha1Digest,
@@ -50,28 +51,74 @@ pub enum FetchError {
         details: String,
     },
     /// The output exists with other content.
-    #[error("{} exists with different content: use --force to overwrite it or -o to save elsewhere", path.display())]
+    #[error("{} exists with different content", path.display())]
     Exists {
         /// The output path.
         path: PathBuf,
     },
-    /// Reading or writing the output, `.part` or state failed.
-    #[error("cannot write {}: {source}", path.display())]
-    Output {
+    /// Opening the `.part` (or the existing output, to check it) failed.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
         /// The file involved.
         path: PathBuf,
         /// The I/O error.
+        #[source]
         source: std::io::Error,
     },
+    /// Reading the existing output (to compare it) or the `.part` (to hash
+    /// or check it) failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file involved.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a piece into the `.part` failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file involved.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Flushing the `.part` to disk before the rename failed.
+    #[error("cannot sync {} to disk: {source}", path.display())]
+    Sync {
+        /// The file involved.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Renaming the verified `.part` into place failed.
+    #[error("cannot rename {} to {}: {source}", from.display(), to.display())]
+    Rename {
+        /// The `.part`.
+        from: PathBuf,
+        /// The output path.
+        to: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The output path exists and is not a regular file (a directory...).
+    #[error("{} exists and is not a regular file", path.display())]
+    NotAFile {
+        /// The output path.
+        path: PathBuf,
+    },
     /// A `.part` or state file is a symbolic link: never written through.
-    #[error("{} is a symbolic link: remove it (downloads never write through a link)", path.display())]
+    #[error("{} is a symbolic link (downloads never write through one)", path.display())]
     Symlink {
         /// The link.
         path: PathBuf,
     },
     /// The `.part` changed on disk after its pieces were verified (another
     /// process wrote to it): it is not renamed into place.
-    #[error("{} changed on disk during the download (piece {piece} no longer matches; another process wrote to it): rerun the same command to fetch it again", path.display())]
+    #[error("{} changed on disk during the download (piece {piece} no longer matches; another process wrote to it)", path.display())]
     Changed {
         /// The `.part`.
         path: PathBuf,
@@ -79,13 +126,13 @@ pub enum FetchError {
         piece: usize,
     },
     /// The disk of the output is full; the `.part` and its state are kept.
-    #[error("no space left on device writing {}: free some space, then rerun the same command to resume", path.display())]
+    #[error("no space left on device writing {} (the .part and its state are kept)", path.display())]
     NoSpace {
         /// The file being written.
         path: PathBuf,
     },
     /// Stopped by the caller (Ctrl-C).
-    #[error("interrupted with {done} of {size} bytes in {}: rerun the same command to resume", part.display())]
+    #[error("interrupted with {done} of {size} bytes in {}", part.display())]
     Interrupted {
         /// The `.part` file kept.
         part: PathBuf,
@@ -96,21 +143,46 @@ pub enum FetchError {
     },
     /// A download thread could not be started.
     #[error("cannot start a download thread: {0}")]
-    Thread(std::io::Error),
+    Thread(#[source] std::io::Error),
+}
+
+/// The step of an I/O error on the download's files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Step {
+    Open,
+    Read,
+    Write,
+    Sync,
 }
 
 impl FetchError {
-    /// An error writing `path`: [`FetchError::NoSpace`] if the disk is
-    /// full, else [`FetchError::Output`].
-    pub(crate) fn output(path: impl Into<PathBuf>, source: std::io::Error) -> FetchError {
+    /// An I/O error of `step` on `path`: [`FetchError::NoSpace`] if the
+    /// disk is full, [`FetchError::Symlink`] for a link refused by
+    /// `O_NOFOLLOW`, else the step's variant.
+    pub(crate) fn io(step: Step, path: impl Into<PathBuf>, source: std::io::Error) -> FetchError {
         let path = path.into();
         if is_no_space(&source) {
-            FetchError::NoSpace { path }
-        } else if source.raw_os_error() == Some(libc::ELOOP) {
-            FetchError::Symlink { path }
-        } else {
-            FetchError::Output { path, source }
+            return FetchError::NoSpace { path };
         }
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            return FetchError::Symlink { path };
+        }
+        match step {
+            Step::Open => FetchError::Open { path, source },
+            Step::Read => FetchError::Read { path, source },
+            Step::Write => FetchError::Write { path, source },
+            Step::Sync => FetchError::Sync { path, source },
+        }
+    }
+
+    /// [`FetchError::io`] of a write.
+    pub(crate) fn write(path: impl Into<PathBuf>, source: std::io::Error) -> FetchError {
+        FetchError::io(Step::Write, path, source)
+    }
+
+    /// [`FetchError::io`] of a read.
+    pub(crate) fn read(path: impl Into<PathBuf>, source: std::io::Error) -> FetchError {
+        FetchError::io(Step::Read, path, source)
     }
 }
 

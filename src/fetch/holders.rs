@@ -56,10 +56,25 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// Why the holders of a file could not be found.
+/// Why the holders of a file could not be found: the [`HolderSource`]'s
+/// own error (for the network's holders, a
+/// [`DiscoveryError`](crate::discovery::DiscoveryError)).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot find the holders: {0}")]
-pub struct HoldersError(pub String);
+#[error("cannot find the holders: {source}")]
+pub struct HoldersError {
+    /// What the source reported.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl HoldersError {
+    /// Wraps a holder source's error.
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        HoldersError {
+            source: source.into(),
+        }
+    }
+}
 
 /// Where the download learns who holds a file. Called from the download's
 /// own thread, at the start and then every `requery_interval`.

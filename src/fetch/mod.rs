@@ -24,7 +24,9 @@
 //! - `pieces`: fetching and checking a piece list.
 //! - `scheduler`: which piece each connection fetches (endgame included).
 //! - `worker`: one connection's loop: fetch, verify, write, fail over.
-//! - `round`: one piece list's download with its threads.
+//! - `round`: the state one piece list's download shares between its threads.
+//! - `supervisor`: that download's calling thread: starts workers and the
+//!   hasher, saves state, re-queries holders, joins everything.
 //! - `state`: the `.part.state` resume file and the salvage of a `.part`.
 //! - `rate`: `--max-rate` parsing and the shared token bucket.
 //! - `output`: output paths and peer-supplied names made safe.
@@ -32,23 +34,18 @@
 //! Memory: each connection holds one piece buffer, and connections are
 //! capped so that `connections x piece size <= memory_budget`.
 //!
-//! Measured (`make bench`, release, 2-core VM, loopback, 3 `serve` peers,
-//! 4 MiB pieces, 512 MiB): `get` 1.03 s median vs `curl` from one peer
-//! 0.57 s (1.8x, short of the 1.1x target) and `curl` followed by an fsync
-//! of its output 0.89 s. Two costs curl does not pay: every byte is
-//! SHA1-hashed twice (per piece, then the whole file: ~0.67 s of CPU at
-//! 1.5 GB/s with SHA-NI, on two cores shared with the serving peers), and
-//! the fsync before the rename (the hasher thread flushes the `.part` every
-//! 16 MiB so the writeback overlaps the transfer; without any fsync `get`
-//! takes ~0.73 s, without piece hashing too ~0.6 s). Tried and dropped:
-//! flushing from the workers (same total, more variance), two connections
-//! per holder with 3 holders (1.03 s vs 0.93 s). Peak RSS for 1 GiB: 19 MiB.
+//! Threads (all named `pbs-get-*`, all joined before [`download`]
+//! returns): one per connection (`supervisor.rs` starts them), the
+//! whole-file hasher, the piece lists' fan-out, and at most
+//! `state::VERIFY_THREADS` checking a `.part`'s pieces (on resume, and
+//! before the rename).
 
 pub mod batch;
 pub mod client;
 mod dial;
 mod download;
 mod error;
+mod fault;
 mod holders;
 pub mod output;
 mod pieces;
@@ -56,6 +53,7 @@ pub mod rate;
 mod round;
 mod scheduler;
 pub mod state;
+mod supervisor;
 mod worker;
 
 use std::path::PathBuf;
@@ -65,11 +63,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use batch::{download_many, BatchItem, BatchOptions, BatchProgress};
+pub use batch::{download_many, BatchItem, BatchOptions, BatchProgress, DEFAULT_CONCURRENCY};
 pub use download::download;
 pub use error::FetchError;
 pub use holders::{Holder, HolderSource, HoldersError};
-pub use pieces::{check_piece_list, fetch_piece_list, PieceListError, MAX_PIECE_SIZE};
+pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
 
 use crate::Sha1Digest;
@@ -87,13 +85,13 @@ pub struct DownloadOptions {
     pub max_rate: Option<u64>,
     /// A rate cap shared with other downloads (a batch's `--max-rate`);
     /// used instead of `max_rate` when set.
-    pub shared_rate: Option<Arc<rate::RateLimiter>>,
+    pub(crate) shared_rate: Option<Arc<rate::RateLimiter>>,
     /// fsync the output's directory after the rename (a batch turns it
     /// off and syncs each directory once at its end).
     pub sync_dir: bool,
     /// Idle connections shared with other downloads (a batch): piece-list
     /// requests and new workers take one before dialling.
-    pub pool: Option<Arc<client::ConnPool>>,
+    pub(crate) pool: Option<Arc<client::ConnPool>>,
     /// Longest wait for a TCP connection to a peer.
     pub connect_timeout: Duration,
     /// Longest a read from a peer may block: a stall.

@@ -27,23 +27,14 @@ pub enum PieceListError {
     Status(u16),
     /// Not a piece list.
     #[error("bad piece list json: {0}")]
-    Json(String),
+    Json(#[source] serde_json::Error),
     /// A piece list that contradicts itself or the request.
     #[error("inconsistent piece list: {0}")]
     Inconsistent(String),
 }
 
-/// Fetches and checks `holder`'s piece list for `sha1`.
-pub fn fetch_piece_list(
-    holder: &Holder,
-    sha1: &Sha1Digest,
-    timeouts: Timeouts,
-    deadline: Duration,
-) -> Result<PieceList, PieceListError> {
-    fetch_piece_list_with(None, holder, sha1, timeouts, deadline)
-}
-
-/// [`fetch_piece_list`] on a connection of `pool` if given (a batch).
+/// Fetches and checks `holder`'s piece list for `sha1`, on a connection
+/// of `pool` if given (a batch).
 pub(crate) fn fetch_piece_list_with(
     pool: Option<&ConnPool>,
     holder: &Holder,
@@ -62,8 +53,7 @@ pub(crate) fn fetch_piece_list_with(
     if head.status != 200 {
         return Err(PieceListError::Status(head.status));
     }
-    let list: PieceList =
-        serde_json::from_slice(&body).map_err(|e| PieceListError::Json(e.to_string()))?;
+    let list: PieceList = serde_json::from_slice(&body).map_err(PieceListError::Json)?;
     check_piece_list(&list, sha1)?;
     Ok(list)
 }

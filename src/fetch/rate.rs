@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 /// Why a rate does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid rate {input:?}: use bytes per second such as 800K, 5M, 1G or 1048576")]
+#[error("invalid rate {input:?}: expected bytes per second such as 800K, 5M, 1G or 1048576")]
 pub struct ParseRateError {
     /// The input, cut to 32 characters.
     pub input: String,

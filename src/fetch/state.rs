@@ -14,11 +14,13 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::PieceList;
+use crate::protocol::{piece_bounds, PieceList};
 use crate::Sha1Digest;
+
+/// Most threads checking a `.part`'s pieces at once, the caller included.
+pub(crate) const VERIFY_THREADS: usize = 4;
 
 /// What `.part.state` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,8 +141,7 @@ impl ResumeState {
             if !ok {
                 continue;
             }
-            let start = i as u64 * self.piece_size;
-            let end = (start + self.piece_size).min(self.size);
+            let (start, end) = piece_bounds(self.size, self.piece_size, i);
             match out.last_mut() {
                 Some(last) if last.1 == start => last.1 = end,
                 _ => out.push((start, end)),
@@ -200,19 +201,14 @@ fn encode_bitmap(flags: &[bool]) -> String {
     for (i, _) in flags.iter().enumerate().filter(|(_, f)| **f) {
         bytes[i / 8] |= 1 << (i % 8);
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&bytes)
 }
 
 fn decode_bitmap(hex: &str, n: usize) -> Vec<bool> {
     let bytes: Vec<u8> = hex
         .as_bytes()
         .chunks(2)
-        .map(|p| {
-            std::str::from_utf8(p)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-                .unwrap_or(0)
-        })
+        .map(|p| crate::hex::byte(p).unwrap_or(0))
         .collect();
     (0..n)
         .map(|i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
@@ -220,39 +216,59 @@ fn decode_bitmap(hex: &str, n: usize) -> Vec<bool> {
 }
 
 /// Which pieces of `list` are already correct in `part`: each piece fully
-/// inside a range in `claimed` is read back and hashed (in parallel) and
-/// kept only if it matches. Read errors count as not verified.
-pub fn salvage(part: &File, list: &PieceList, claimed: &[(u64, u64)]) -> Vec<bool> {
-    let n = list.pieces.len();
+/// inside a range in `claimed` is read back and hashed and kept only if it
+/// matches. Read errors count as not verified. The pieces are checked by
+/// the download's own threads (`pbs-get-verify<n>`, at most
+/// `VERIFY_THREADS` with the caller, each with one piece-sized buffer, and
+/// no more buffers than fit in `memory_budget`), joined before this returns.
+pub fn salvage(
+    part: &File,
+    list: &PieceList,
+    claimed: &[(u64, u64)],
+    memory_budget: u64,
+) -> Vec<bool> {
     let covered = |start: u64, end: u64| claimed.iter().any(|&(a, b)| a <= start && end <= b);
-    (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let start = i as u64 * list.piece_size;
-            let end = (start + list.piece_size).min(list.size);
-            if !covered(start, end) {
+    let pieces: Vec<usize> = (0..list.pieces.len()).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(VERIFY_THREADS)
+        .min((memory_budget / list.piece_size.max(1)).max(1) as usize);
+    crate::fanout::map_with(
+        &pieces,
+        threads - 1,
+        "pbs-get-verify",
+        Vec::new,
+        |buf: &mut Vec<u8>, &i| {
+            let (start, len) = list.piece_range(i);
+            if !covered(start, start + len as u64) {
                 return false;
             }
-            let mut buf = vec![0u8; (end - start) as usize];
-            part.read_exact_at(&mut buf, start).is_ok() && Sha1Digest::of(&buf) == list.pieces[i]
-        })
-        .collect()
+            buf.resize(len, 0);
+            part.read_exact_at(buf, start).is_ok() && Sha1Digest::of(buf) == list.pieces[i]
+        },
+        || false,
+    )
 }
 
 /// The first of the first `pieces` pieces of `list` whose bytes in `part`
-/// no longer match (read back and hashed in parallel), or `None` if they
-/// all still do. Run just before the rename, after the whole-file hash, on
-/// the pieces that hash read before the download's last write (the others
-/// it read after every write, so the whole-file hash itself checked them):
-/// then the bytes renamed into place are the verified ones, whatever
-/// another process wrote to the `.part` meanwhile.
-pub fn changed_piece(part: &File, list: &PieceList, pieces: usize) -> Option<usize> {
+/// no longer match (read back and hashed by [`salvage`]'s threads), or
+/// `None` if they all still do. Run just before the rename, after the
+/// whole-file hash, on the pieces that hash read before the download's
+/// last write (the others it read after every write, so the whole-file
+/// hash itself checked them): then the bytes renamed into place are the
+/// verified ones, whatever another process wrote to the `.part` meanwhile.
+pub fn changed_piece(
+    part: &File,
+    list: &PieceList,
+    pieces: usize,
+    memory_budget: u64,
+) -> Option<usize> {
     let pieces = pieces.min(list.pieces.len());
     if pieces == 0 {
         return None;
     }
     let end = (pieces as u64 * list.piece_size).min(list.size);
-    salvage(part, list, &[(0, end)])
+    salvage(part, list, &[(0, end)], memory_budget)
         .iter()
         .take(pieces)
         .position(|ok| !ok)
@@ -315,8 +331,14 @@ mod tests {
             ],
         };
         let file = File::open(&path).unwrap();
-        assert_eq!(salvage(&file, &list, &[(0, 10)]), vec![true, false, true]);
-        assert_eq!(salvage(&file, &list, &[(0, 6)]), vec![true, false, false]);
+        assert_eq!(
+            salvage(&file, &list, &[(0, 10)], 1),
+            vec![true, false, true]
+        );
+        assert_eq!(
+            salvage(&file, &list, &[(0, 6)], 1 << 20),
+            vec![true, false, false]
+        );
         let state = ResumeState::new(&list, &[true, false, true]);
         assert_eq!(state.verified_ranges(), vec![(0, 4), (8, 10)]);
         let saved = dir.path().join("f.part.state");
@@ -325,9 +347,9 @@ mod tests {
         assert_eq!(ResumeState::load(&saved, &Sha1Digest::of(b"other")), None);
         std::fs::write(&saved, b"{corrupt").unwrap();
         assert_eq!(ResumeState::load(&saved, &list.sha1), None);
-        assert_eq!(changed_piece(&file, &list, 3), Some(1));
+        assert_eq!(changed_piece(&file, &list, 3, 1 << 20), Some(1));
         assert_eq!(
-            changed_piece(&file, &list, 1),
+            changed_piece(&file, &list, 1, 1 << 20),
             None,
             "only the first piece is checked"
         );

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use sha1::{Digest, Sha1};
 
 use super::client::{self, ClientError, PeerConn};
+use super::fault::{Asked, BadData, Dropped, Transfer};
 use super::round::Round;
 use super::scheduler::Next;
 use super::FetchError;
@@ -48,9 +49,9 @@ enum Fail {
     /// `503`: the holder's queue is full; ask again after `BUSY_RETRY`.
     Busy,
     /// The holder sent data that is provably wrong.
-    Bad(String),
+    Bad(BadData),
     /// The transfer failed.
-    Io(String),
+    Io(Transfer),
     /// `416`: the (partial) holder does not have this piece.
     NotThere,
     /// The holder serves this very download's `.part` (our own peer).
@@ -157,7 +158,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             if matches!(result, Err(Fail::Busy)) {
                 s.busy += 1;
                 if s.busy > MAX_BUSY_WAITS {
-                    result = Err(Fail::Io(format!("busy (503) {} times in a row", s.busy)));
+                    result = Err(Fail::Io(Transfer::Busy(s.busy)));
                     s.busy = 0;
                 }
             } else {
@@ -167,7 +168,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
         match result {
             Err(Fail::Busy) => {
                 // Give the worker back so another holder can use it; this
-                // one is asked again after `BUSY_RETRY` (see `round::fill`).
+                // one is asked again after `BUSY_RETRY` (see `supervisor::fill`).
                 release(round);
                 round.slots.lock()[slot].retry_at = Some(Instant::now() + client::BUSY_RETRY);
                 break;
@@ -177,7 +178,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                 if round.sched.claim(i) {
                     let (start, _) = round.piece_range(i);
                     if let Err(source) = round.part.write_all_at(&buf[..len], start) {
-                        round.set_fatal(FetchError::output(round.part_path, source));
+                        round.set_fatal(FetchError::write(round.part_path, source));
                         break;
                     }
                     if round.opts.pool.is_some() && round.sched.remaining() == 1 {
@@ -209,19 +210,14 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             Err(Fail::Ourselves) => {
                 release(round);
                 log::debug!("peer {holder} serves this download's own .part: not asked");
-                round.slots.lock()[slot].dropped = Some("it is this download's own peer".into());
+                round.slots.lock()[slot].dropped = Some(Dropped::Ourselves);
                 round.sched.holder_gone(slot);
                 break;
             }
             Err(Fail::NotThere) if round.sched.is_complete_holder(slot) => {
                 release(round);
                 let piece = i.map_or(0, |i| i);
-                drop_bad(
-                    round,
-                    slot,
-                    &holder,
-                    format!("it claims the whole file but refused piece {piece} (416): not the size it announced"),
-                );
+                drop_bad(round, slot, &holder, BadData::RefusedPiece(piece));
                 break;
             }
             Err(Fail::NotThere) => {
@@ -231,12 +227,7 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                     round.sched.not_there(slot, i);
                 }
                 if not_there > MAX_NOT_THERE {
-                    drop_bad(
-                        round,
-                        slot,
-                        &holder,
-                        format!("it claimed {not_there} pieces it then refused to serve (416)"),
-                    );
+                    drop_bad(round, slot, &holder, BadData::ClaimedNotServed(not_there));
                     break;
                 }
                 // Its bitmap is stale: ask again before the next piece.
@@ -261,7 +252,10 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                             "dropping peer {holder} for this download after {} failures: {reason}",
                             s.failures
                         );
-                        s.dropped = Some(reason);
+                        s.dropped = Some(Dropped::Failing {
+                            failures: s.failures,
+                            last: reason,
+                        });
                         drop(slots);
                         round.sched.holder_gone(slot);
                         break;
@@ -292,13 +286,13 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
 }
 
 /// Drops `slot`'s holder for this download as a source of bad data.
-fn drop_bad(round: &Round<'_>, slot: usize, holder: &str, reason: String) {
+fn drop_bad(round: &Round<'_>, slot: usize, holder: &str, reason: BadData) {
     log::warn!("dropping peer {holder} for this download: {reason}");
     {
         let mut slots = round.slots.lock();
         let s = &mut slots[slot];
         if s.dropped.is_none() {
-            s.dropped = Some(reason);
+            s.dropped = Some(Dropped::Bad(reason));
             s.bad = true;
         }
     }
@@ -335,16 +329,19 @@ fn fetch_piece(
     match head.status {
         206 => match head.content_range {
             Some((a, b, total)) if total != size => {
-                return Err(Fail::Bad(format!(
-                    "it serves {total} bytes for a {size}-byte file (bytes {a}-{b})"
-                )))
+                return Err(Fail::Bad(BadData::RangeOfOtherSize {
+                    total,
+                    size,
+                    first: a,
+                    last: b,
+                }))
             }
             Some(r) if r == (range.0, range.1, size) => {}
             other => {
-                return Err(Fail::Io(format!(
-                    "asked bytes {}-{}, got content-range {other:?}",
-                    range.0, range.1
-                )))
+                return Err(Fail::Io(Transfer::ContentRange {
+                    asked: range,
+                    got: other,
+                }))
             }
         },
         200 if start == 0 && len as u64 == size => {}
@@ -359,26 +356,25 @@ fn fetch_piece(
             }
             return Err(Fail::NotThere);
         }
-        status => return Err(Fail::Io(format!("status {status} for piece {i}"))),
+        status => {
+            return Err(Fail::Io(Transfer::Status {
+                status,
+                asked: Asked::Piece(i),
+            }))
+        }
     }
     match head.content_length {
         Some(l) if l == len as u64 => {}
         Some(l) if head.status == 200 => {
-            return Err(Fail::Bad(format!(
-                "it serves {l} bytes for a {size}-byte file"
-            )))
+            return Err(Fail::Bad(BadData::OtherSize { got: l, size }))
         }
-        other => {
-            return Err(Fail::Io(format!(
-                "content-length {other:?} for a {len}-byte piece"
-            )))
-        }
+        other => return Err(Fail::Io(Transfer::ContentLength { got: other, len })),
     }
     if buf.len() < len {
         buf.resize(len, 0);
     }
     let Some(c) = conn.as_mut() else {
-        return Err(Fail::Io("bug: no connection".into()));
+        return Err(Fail::Io(Transfer::NoConnection));
     };
     let mut hasher = Sha1::new();
     let rate = round.rate;
@@ -416,10 +412,11 @@ fn fetch_piece(
     let got = Sha1Digest::from_hasher(hasher);
     if got != round.list.pieces[i] {
         crate::metrics::PIECES_REJECTED.inc();
-        return Err(Fail::Bad(format!(
-            "piece {i} failed verification (sha1 {got}, want {})",
-            round.list.pieces[i]
-        )));
+        return Err(Fail::Bad(BadData::PieceHash {
+            piece: i,
+            got,
+            want: round.list.pieces[i],
+        }));
     }
     Ok((len, bitmaps))
 }
@@ -446,15 +443,13 @@ fn request(
             };
             let c = match pooled {
                 Some(c) => c,
-                None => {
-                    client::connect(addrs, round.timeouts).map_err(|e| Fail::Io(e.to_string()))?
-                }
+                None => client::connect(addrs, round.timeouts).map_err(|e| Fail::Io(e.into()))?,
             };
             let socket = round.register(&c);
             *conn = Some(Conn { conn: c, socket });
         }
         let Some(c) = conn.as_mut() else {
-            return Err(Fail::Io("bug: no connection".into()));
+            return Err(Fail::Io(Transfer::NoConnection));
         };
         let reused = c.conn.requests() > 0;
         match c.conn.get(path, range) {
@@ -483,7 +478,7 @@ fn fetch_have(
     }
     let n = round.list.pieces.len();
     let Some(c) = conn.as_mut() else {
-        return Err(Fail::Io("bug: no connection".into()));
+        return Err(Fail::Io(Transfer::NoConnection));
     };
     let body = c
         .conn
@@ -497,10 +492,10 @@ fn fetch_have(
     c.conn.finish(&head);
     let k = n.div_ceil(8);
     let bad = || {
-        Fail::Bad(format!(
-            "its piece bitmap has {} bytes for {n} pieces",
-            body.len()
-        ))
+        Fail::Bad(BadData::Bitmap {
+            len: body.len(),
+            pieces: n,
+        })
     };
     match head.status {
         200 if body.len() == 2 * k && k > 0 => {
@@ -514,7 +509,10 @@ fn fetch_have(
             .ok_or_else(bad),
         404 => Ok((None, None)),
         503 => Err(Fail::Busy),
-        status => Err(Fail::Io(format!("status {status} for its piece bitmap"))),
+        status => Err(Fail::Io(Transfer::Status {
+            status,
+            asked: Asked::Bitmap,
+        })),
     }
 }
 
@@ -524,6 +522,6 @@ fn io_fail(round: &Round<'_>, e: ClientError) -> Fail {
     if round.stopping() {
         Fail::Abandoned
     } else {
-        Fail::Io(e.to_string())
+        Fail::Io(e.into())
     }
 }

@@ -7,20 +7,23 @@
 //! - [`route`]: which endpoint a method and raw target name.
 //! - [`range`]: the `Range` header against a file size.
 //! - [`conditional`]: `If-None-Match` and `If-Range` against an `ETag`.
+//! - [`encoding`]: `Accept-Encoding` (gzip for the catalog).
 //! - [`response`]: status lines, response heads, `Content-Disposition`, `Date`.
+//! - [`reply`]: the client's side: a `GET` request, a response head read
+//!   back (status, lengths, ranges, encoding) and how its body is framed.
 //!
 //! Every limit is a named constant below.
 
 pub mod conditional;
+pub mod encoding;
 pub mod range;
+pub mod reply;
 pub mod request;
 pub mod response;
 pub mod route;
 
-pub use range::{ByteRange, RangeSelection};
-pub use request::{parse_head, HeadError, Method, ParsedHead, RequestHead, Version};
+pub use request::{parse_head, HeadError, Method, ParsedHead, RequestHead};
 pub use response::{ResponseHead, Status};
-pub use route::{Route, RouteError};
 
 /// Longest request line accepted (method, target and version), in bytes.
 pub const MAX_REQUEST_LINE: usize = 8 * 1024;

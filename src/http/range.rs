@@ -31,11 +31,6 @@ impl ByteRange {
         self.end - self.start + 1
     }
 
-    /// Always false: a range holds at least one byte.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// The `Content-Range` value of a `206`.
     pub fn content_range(&self, size: u64) -> String {
         format!("bytes {}-{}/{}", self.start, self.end, size)

@@ -24,7 +24,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::entry::{FileEntry, FileStat, Hashed};
+use super::entry::{FileStat, Hashed, IndexedFile};
 use crate::protocol::piece_count;
 use crate::Sha1Digest;
 
@@ -42,6 +42,7 @@ pub enum CacheError {
         /// The cache file.
         path: PathBuf,
         /// Why.
+        #[source]
         source: io::Error,
     },
     /// The header is not the current version's.
@@ -65,11 +66,12 @@ pub enum CacheError {
         path: PathBuf,
     },
     /// Writing the cache failed.
-    #[error("cannot write index cache {path}: {source}; check the state directory")]
+    #[error("cannot write index cache {path}: {source}")]
     Write {
         /// The cache file.
         path: PathBuf,
         /// Why.
+        #[source]
         source: io::Error,
     },
 }
@@ -224,7 +226,7 @@ fn write_bytes(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
     w.write_all(b)
 }
 
-fn write_record(w: &mut impl Write, rel: &Path, st: &FileStat, e: &FileEntry) -> io::Result<()> {
+fn write_record(w: &mut impl Write, rel: &Path, st: &FileStat, e: &IndexedFile) -> io::Result<()> {
     write_bytes(w, rel.as_os_str().as_bytes())?;
     w.write_all(&st.size.to_le_bytes())?;
     w.write_all(&st.mtime_sec.to_le_bytes())?;
@@ -249,7 +251,7 @@ pub fn save(
     path: &Path,
     root: &Path,
     generation: u64,
-    entries: &[Arc<FileEntry>],
+    entries: &[Arc<IndexedFile>],
 ) -> Result<usize, CacheError> {
     let werr = |source| CacheError::Write {
         path: path.into(),
@@ -332,13 +334,13 @@ mod tests {
         };
         let st0 = FileStat { size: 0, ..st };
         let st2 = FileStat { size: 2, ..st };
-        let entries: Vec<Arc<FileEntry>> = vec![
-            Arc::new(FileEntry::new(&three, vec![("a/b.txt".into(), st)])),
-            Arc::new(FileEntry::new(
+        let entries: Vec<Arc<IndexedFile>> = vec![
+            Arc::new(IndexedFile::new(&three, vec![("a/b.txt".into(), st)])),
+            Arc::new(IndexedFile::new(
                 &one,
                 vec![("one".into(), st2), ("z/one".into(), st2)],
             )),
-            Arc::new(FileEntry::new(&empty, vec![("e".into(), st0)])),
+            Arc::new(IndexedFile::new(&empty, vec![("e".into(), st0)])),
         ];
         assert_eq!(save(&path, root, 42, &entries).unwrap(), 4);
         let (generation, mut got) = records(2).unwrap().unwrap();

@@ -59,13 +59,6 @@ impl FileStat {
             && self.mtime_nsec == other.mtime_nsec
             && self.ino == other.ino
     }
-
-    /// Same size and mtime: what "unchanged while settling" means.
-    pub fn same_size_mtime(&self, other: &FileStat) -> bool {
-        self.size == other.size
-            && self.mtime_sec == other.mtime_sec
-            && self.mtime_nsec == other.mtime_nsec
-    }
 }
 
 /// The hashes of one content, computed in one read.
@@ -85,7 +78,7 @@ pub struct Hashed {
 ///
 /// Immutable: a change (a path added or removed) replaces the whole `Arc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileEntry {
+pub struct IndexedFile {
     /// SHA1 of the whole content.
     pub sha1: Sha1Digest,
     /// Size in bytes.
@@ -102,7 +95,7 @@ pub struct FileEntry {
     pub(crate) stats: Vec<FileStat>,
 }
 
-impl FileEntry {
+impl IndexedFile {
     /// An entry for `hashed` with the given locations (sorted here).
     pub(crate) fn new(hashed: &Hashed, locations: Vec<(PathBuf, FileStat)>) -> Self {
         Self::from_hashed(hashed.clone(), locations)
@@ -123,7 +116,7 @@ impl FileEntry {
             paths.push(p);
             stats.push(s);
         }
-        FileEntry {
+        IndexedFile {
             sha1: hashed.sha1,
             size: hashed.size,
             piece_size: hashed.piece_size,
@@ -172,8 +165,8 @@ impl FileEntry {
     }
 }
 
-impl From<&FileEntry> for CatalogEntry {
-    fn from(e: &FileEntry) -> Self {
+impl From<&IndexedFile> for CatalogEntry {
+    fn from(e: &IndexedFile) -> Self {
         CatalogEntry {
             sha1: e.sha1,
             size: e.size,
@@ -222,7 +215,7 @@ mod tests {
             ino: 1,
             dev: 1,
         };
-        let e = FileEntry::new(&h, vec![("b/z.txt".into(), st), ("a/y.txt".into(), st)]);
+        let e = IndexedFile::new(&h, vec![("b/z.txt".into(), st), ("a/y.txt".into(), st)]);
         assert_eq!(e.name(), "y.txt");
         let c = CatalogEntry::from(&e);
         assert_eq!((c.size, c.piece_size, c.name.as_str()), (1, 4, "y.txt"));

@@ -31,8 +31,15 @@
 //! restarts of the same peer.
 
 mod cache;
+mod debounce;
+mod dispatch;
 mod entry;
 mod hasher;
+mod progress;
+mod reconcile;
+mod renames;
+mod saver;
+mod settle;
 mod store;
 mod walk;
 mod worker;
@@ -46,9 +53,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 
-pub use cache::CacheError;
-pub use entry::{FileEntry, FileStat};
-pub use walk::{skip_name, PART_STATE_SUFFIX, PART_SUFFIX};
+pub use entry::IndexedFile;
+pub use walk::{PART_STATE_SUFFIX, PART_SUFFIX};
 
 use crate::protocol::DEFAULT_PIECE_SIZE;
 use crate::Sha1Digest;
@@ -103,16 +109,27 @@ impl IndexOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
-    /// The dataset directory is missing or unreadable.
-    #[error("dataset directory {path} not found: create it or pass --dataset")]
+    /// The dataset directory cannot be opened: missing, or a parent
+    /// directory not searchable (the source says which).
+    #[error("cannot open dataset directory {}: {source}", path.display())]
     OpenDataset {
         /// The directory given.
         path: PathBuf,
         /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The dataset directory exists but cannot be listed.
+    #[error("cannot list dataset directory {}: {source}", path.display())]
+    ListDataset {
+        /// The directory given.
+        path: PathBuf,
+        /// Why (permission denied...).
+        #[source]
         source: std::io::Error,
     },
     /// The dataset path is not a directory.
-    #[error("dataset {path} is not a directory: pass a directory with --dataset")]
+    #[error("dataset {} is not a directory", path.display())]
     NotADirectory {
         /// The path given.
         path: PathBuf,
@@ -124,11 +141,12 @@ pub enum IndexError {
     /// the watch is set up on the index thread, after the cache is served,
     /// because a recursive watch stats the whole tree; a failure is logged
     /// and the periodic rescan keeps the index current.)
-    #[error("cannot watch {path} for changes: {source}")]
+    #[error("cannot watch {} for changes: {source}", path.display())]
     Watch {
         /// The directory.
         path: PathBuf,
         /// Why.
+        #[source]
         source: notify::Error,
     },
     /// The background thread could not be started.
@@ -149,7 +167,8 @@ pub struct IndexEvent {
     pub updated: Vec<Sha1Digest>,
 }
 
-/// Counters, for progress and tests.
+/// What the index has done since it opened ([`Index::stats`]): files hashed,
+/// reused and queued, unreadable ones, scans; for progress displays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IndexStats {
     /// Files whose content was read and hashed since open.
@@ -255,19 +274,34 @@ fn unix_millis() -> u64 {
 }
 
 impl Index {
+    /// The canonical path of a dataset directory, after checking that it
+    /// exists, is a directory and can be listed: what [`Index::open`]
+    /// checks first, for a caller that wants the answer before starting
+    /// anything else.
+    pub fn check_dataset(root: &Path) -> Result<PathBuf, IndexError> {
+        let canonical = std::fs::canonicalize(root).map_err(|source| IndexError::OpenDataset {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        if !canonical.is_dir() {
+            return Err(IndexError::NotADirectory {
+                path: root.to_path_buf(),
+            });
+        }
+        std::fs::read_dir(&canonical).map_err(|source| IndexError::ListDataset {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(canonical)
+    }
+
     /// Loads the cache, starts background hashing (and the live watcher if
     /// `opts.live`); returns at once.
     pub fn open(opts: IndexOptions) -> Result<Index, IndexError> {
         if opts.piece_size == 0 {
             return Err(IndexError::PieceSize);
         }
-        let root = std::fs::canonicalize(&opts.root).map_err(|source| IndexError::OpenDataset {
-            path: opts.root.clone(),
-            source,
-        })?;
-        if !root.is_dir() {
-            return Err(IndexError::NotADirectory { path: opts.root });
-        }
+        let root = Index::check_dataset(&opts.root)?;
         let shared = Arc::new(Shared {
             root: root.clone(),
             store: RwLock::new(Store {
@@ -342,21 +376,24 @@ impl Index {
     }
 
     /// Every entry, sorted by first path.
-    pub fn files(&self) -> Vec<Arc<FileEntry>> {
-        let mut v: Vec<_> = self.shared.store.read().by_sha1.values().cloned().collect();
-        v.sort_unstable_by(|a, b| paths_order(&a.paths, &b.paths));
-        v
+    pub fn files(&self) -> Vec<Arc<IndexedFile>> {
+        self.snapshot().1
     }
 
-    /// Every entry and the generation they were taken at, consistently.
-    pub fn snapshot(&self) -> (u64, Vec<Arc<FileEntry>>) {
-        let store = self.shared.store.read();
-        let v = store.by_sha1.values().cloned().collect();
-        (store.generation, v)
+    /// Every entry, sorted by first path, and the generation they were
+    /// taken at: both read under one lock (sorted after it is released).
+    pub fn snapshot(&self) -> (u64, Vec<Arc<IndexedFile>>) {
+        let (generation, mut v) = {
+            let store = self.shared.store.read();
+            let v: Vec<_> = store.by_sha1.values().cloned().collect();
+            (store.generation, v)
+        };
+        v.sort_unstable_by(|a, b| paths_order(&a.paths, &b.paths));
+        (generation, v)
     }
 
     /// The entry of a content, if indexed.
-    pub fn get(&self, sha1: &Sha1Digest) -> Option<Arc<FileEntry>> {
+    pub fn get(&self, sha1: &Sha1Digest) -> Option<Arc<IndexedFile>> {
         self.shared.store.read().by_sha1.get(sha1).cloned()
     }
 
@@ -372,7 +409,7 @@ impl Index {
     pub fn open_file(
         &self,
         sha1: &Sha1Digest,
-    ) -> std::io::Result<Option<(std::fs::File, Arc<FileEntry>)>> {
+    ) -> std::io::Result<Option<(std::fs::File, Arc<IndexedFile>)>> {
         let Some(entry) = self.get(sha1) else {
             return Ok(None);
         };
@@ -405,7 +442,7 @@ impl Index {
         }
     }
 
-    fn drop_stale(&self, sha1: &Sha1Digest, entry: &FileEntry, stale: &[PathBuf]) {
+    fn drop_stale(&self, sha1: &Sha1Digest, entry: &IndexedFile, stale: &[PathBuf]) {
         if stale.is_empty() {
             return;
         }

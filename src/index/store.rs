@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::entry::{FileEntry, FileStat, Hashed};
+use super::entry::{FileStat, Hashed, IndexedFile};
 use super::IndexEvent;
 use crate::Sha1Digest;
 
@@ -21,7 +21,7 @@ pub struct Store {
     /// Current generation.
     pub generation: u64,
     /// Entries by content hash.
-    pub by_sha1: HashMap<Sha1Digest, Arc<FileEntry>>,
+    pub by_sha1: HashMap<Sha1Digest, Arc<IndexedFile>>,
     /// Content hash and stat by relative path.
     pub by_path: HashMap<PathBuf, (Sha1Digest, FileStat)>,
 }
@@ -63,8 +63,8 @@ impl Store {
         locations.push((rel.to_path_buf(), stat));
         // Keep the existing hashes when the content is already known.
         let entry = match self.by_sha1.get(&hashed.sha1) {
-            Some(e) => FileEntry::new(&e.hashed(), locations),
-            None => FileEntry::new(hashed, locations),
+            Some(e) => IndexedFile::new(&e.hashed(), locations),
+            None => IndexedFile::new(hashed, locations),
         };
         self.by_sha1.insert(hashed.sha1, Arc::new(entry));
         self.by_path.insert(rel.to_path_buf(), (hashed.sha1, stat));
@@ -93,12 +93,16 @@ impl Store {
             delta.fresh.push(sha1);
         }
         self.by_path.insert(rel.clone(), (sha1, stat));
-        let entry = FileEntry::from_hashed(hashed, vec![(rel, stat)]);
+        let entry = IndexedFile::from_hashed(hashed, vec![(rel, stat)]);
         self.by_sha1.insert(sha1, Arc::new(entry));
     }
 
     /// Removes `rel`; returns what it held.
-    pub fn remove(&mut self, rel: &Path, delta: &mut Delta) -> Option<(FileStat, Arc<FileEntry>)> {
+    pub fn remove(
+        &mut self,
+        rel: &Path,
+        delta: &mut Delta,
+    ) -> Option<(FileStat, Arc<IndexedFile>)> {
         let (sha1, stat) = self.by_path.remove(rel)?;
         self.touch(delta, sha1);
         let entry = self.by_sha1.remove(&sha1)?;
@@ -109,7 +113,7 @@ impl Store {
             .collect();
         if !rest.is_empty() {
             self.by_sha1
-                .insert(sha1, Arc::new(FileEntry::new(&entry.hashed(), rest)));
+                .insert(sha1, Arc::new(IndexedFile::new(&entry.hashed(), rest)));
         }
         Some((stat, entry))
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::Conn;
 use super::limits::{ClientKey, Refusal};
-use super::pool::Shared;
+use super::shared::Shared;
 use super::ServerConfig;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop

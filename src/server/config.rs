@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// address or an IPv6 /64).
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 128;
 /// Default prefix of the server's thread names.
-pub const DEFAULT_THREAD_NAME: &str = "pb-http";
+pub const DEFAULT_THREAD_NAME: &str = "pbs-http";
 
 /// How the peer server runs. `Default` gives production values.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! [`ServerError`]: why a server could not start.
+//! [`ServerError`]: why a server could not start, by the step that failed.
 
 use std::net::SocketAddr;
 
@@ -10,11 +10,12 @@ pub enum ServerError {
     #[error("invalid server config: {0}")]
     Config(&'static str),
     /// The listening socket could not be opened.
-    #[error("cannot listen on {addr}: {source}; is another process using the port?")]
+    #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
         /// The OS error.
+        #[source]
         source: std::io::Error,
     },
     /// The bound address could not be read back.
@@ -24,11 +25,12 @@ pub enum ServerError {
     #[error("cannot create the epoll instance for connections: {0}")]
     Poll(#[source] std::io::Error),
     /// A thread could not be started.
-    #[error("cannot start thread {name}: {source}; lower the worker count")]
+    #[error("cannot start thread {name}: {source}")]
     SpawnThread {
         /// The thread's name.
         name: String,
         /// The OS error.
+        #[source]
         source: std::io::Error,
     },
 }

@@ -48,12 +48,9 @@ mod handler;
 mod limits;
 mod park;
 mod pool;
+mod shared;
 
-pub use config::{
-    ServerConfig, DEFAULT_HEADER_DEADLINE, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_REQUESTS_PER_CONNECTION, DEFAULT_THREAD_NAME,
-    DEFAULT_WRITE_TIMEOUT,
-};
+pub use config::ServerConfig;
 pub use error::ServerError;
 pub use pool::Server;
 

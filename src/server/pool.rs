@@ -22,10 +22,11 @@ use std::thread::JoinHandle;
 use parking_lot::Mutex;
 
 use super::accept;
-use super::conn::{Context, Next};
+use super::conn::Next;
 use super::handler::CatalogCache;
 use super::limits::{fit_fd_limit, Admission};
 use super::park::{Parking, ReadyQueue};
+use super::shared::Shared;
 use super::{FileSource, ServerConfig, ServerError};
 
 /// Connections the kernel queues before the accept thread takes them
@@ -40,17 +41,6 @@ pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-/// State shared by the server handle and its threads.
-pub(crate) struct Shared {
-    pub(crate) closing: AtomicBool,
-    pub(crate) admission: Arc<Admission>,
-    pub(crate) parking: Parking,
-    pub(crate) ready: ReadyQueue,
-    catalog: CatalogCache,
-    pub(crate) next_id: AtomicU64,
-    panics: AtomicU64,
 }
 
 // The server handle can be shared and moved between threads.
@@ -196,17 +186,6 @@ impl std::fmt::Debug for Server {
             .field("local_addr", &self.local_addr)
             .field("closing", &self.shared.closing.load(Ordering::Relaxed))
             .finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    fn context<'a>(&'a self, config: &'a ServerConfig, source: &'a dyn FileSource) -> Context<'a> {
-        Context {
-            config,
-            source,
-            catalog: &self.catalog,
-            closing: &self.closing,
-        }
     }
 }
 

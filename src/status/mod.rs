@@ -1,18 +1,19 @@
-//! What a running peer shows of itself: the [`StatusReport`] behind
-//! `GET /v1/status` (JSON), the page at `GET /` ([`page`]) and the peer's
-//! part of `GET /metrics`.
+//! What a running peer shows of itself: the [`StatusReport`] that
+//! [`Peer::status`](crate::Peer::status) returns and `GET /v1/status`
+//! serves as JSON, drawn by the page at `GET /` (`page.rs`), and the
+//! peer's part of `GET /metrics`.
 //!
-//! The [`Monitor`] gathers it. Most of the report is read when asked
+//! Inside, the `Monitor` gathers it. Most of the report is read when asked
 //! (index, registration, peer cache, partial files, upload sessions); what
 //! needs time or the network is kept by the `pbs-status` thread
-//! ([`Monitor::run`], owned by the peer), which every [`TICK`]:
-//! - samples the upload sessions ([`uploads`]), the partial files (bytes
-//!   held) and the bytes served and received ([`crate::metrics`]) into
-//!   rates and a rate history of [`HISTORY_LEN`] ticks;
-//! - every [`PROBE_EVERY`] asks every registered peer's `/v1/health`
-//!   (at most [`MAX_PROBED`], 8 at once, 1 s each): "which answer";
-//! - every [`CATALOG_EVERY`] refreshes the network's file list through
-//!   [`crate::catalog::Catalog`] (cached per peer generation, so an
+//! (`Monitor::run`, owned by the peer), which every `TICK` (1 s):
+//! - samples the upload sessions (`uploads.rs`), the partial files (bytes
+//!   held) and the bytes served and received (`crate::metrics`) into
+//!   rates and a rate history of `HISTORY_LEN` (300) ticks;
+//! - every `PROBE_EVERY` (5 s) asks every registered peer's `/v1/health`
+//!   (at most `MAX_PROBED` (64), 8 at once, 1 s each): "which answer";
+//! - every `CATALOG_EVERY` (3 s) refreshes the network's file list through
+//!   [`crate::Catalog`] (cached per peer generation, so an
 //!   unchanged peer is not asked again).
 //!
 //! Locks: one `Mutex` around the sampled state and one `RwLock` around the
@@ -21,8 +22,8 @@
 //! sessions' lock is taken inside the sampled state's (never the reverse),
 //! the peer cache's inside the wired parts'.
 
-pub mod page;
-pub mod uploads;
+pub(crate) mod page;
+pub(crate) mod uploads;
 mod window;
 
 use std::collections::{HashMap, VecDeque};
@@ -45,20 +46,21 @@ use crate::protocol::HEALTH_PATH;
 use crate::Sha1Digest;
 use window::Window;
 
-pub use uploads::{Upload, UploadRow};
+pub(crate) use uploads::Upload;
+pub use uploads::UploadRow;
 
 /// How often the monitor samples.
-pub const TICK: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Duration = Duration::from_secs(1);
 /// Samples kept for the rate picture (5 minutes).
-pub const HISTORY_LEN: usize = 300;
+pub(crate) const HISTORY_LEN: usize = 300;
 /// How often the other peers' health is asked.
-pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// How often the network's file list is refreshed.
-pub const CATALOG_EVERY: Duration = Duration::from_secs(3);
+pub(crate) const CATALOG_EVERY: Duration = Duration::from_secs(3);
 /// Most peers probed.
-pub const MAX_PROBED: usize = 64;
+pub(crate) const MAX_PROBED: usize = 64;
 /// Most network files in a report (the page filters them in the browser).
-pub const MAX_FILES: usize = 2000;
+pub(crate) const MAX_FILES: usize = 2000;
 
 /// Everything the status page shows, as `GET /v1/status` sends it.
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +81,75 @@ pub struct StatusReport {
     pub downloads: Vec<DownloadRow>,
     /// Upload and download rates over the last minutes.
     pub history: History,
+}
+
+impl StatusReport {
+    /// This peer's values for `GET /metrics` (after the process counters,
+    /// see [`metrics::render`]).
+    pub(crate) fn gauges(&self) -> Vec<metrics::PeerGauge> {
+        let g = |name, help, value: usize| metrics::PeerGauge {
+            name,
+            help,
+            value: value as u64,
+        };
+        let n = |name, help, value: u64| metrics::PeerGauge { name, help, value };
+        vec![
+            n(
+                "pbs_uptime_seconds",
+                "Seconds since the peer started.",
+                self.peer.uptime_secs,
+            ),
+            n("pbs_index_files", "Files in the index.", self.index.files),
+            n(
+                "pbs_index_bytes",
+                "Bytes of the files in the index.",
+                self.index.bytes,
+            ),
+            n(
+                "pbs_index_generation",
+                "Current index generation.",
+                self.index.generation,
+            ),
+            n(
+                "pbs_index_hash_backlog_files",
+                "Files waiting to settle or being hashed.",
+                self.index.queued_files,
+            ),
+            n(
+                "pbs_index_hash_backlog_bytes",
+                "Bytes of the files waiting to settle or being hashed.",
+                self.index.queued_bytes,
+            ),
+            n(
+                "pbs_registered",
+                "1 if this peer's key is in etcd, else 0.",
+                u64::from(self.registration.registered),
+            ),
+            g(
+                "pbs_peers",
+                "Registered peers, this one included.",
+                self.peers.len(),
+            ),
+            g(
+                "pbs_peers_answering",
+                "Registered peers whose last health probe answered.",
+                self.peers
+                    .iter()
+                    .filter(|p| p.answers == Some(true))
+                    .count(),
+            ),
+            g(
+                "pbs_downloads_active",
+                "Downloads into the dataset in progress.",
+                self.downloads.iter().filter(|d| !d.finished).count(),
+            ),
+            g(
+                "pbs_uploads_active",
+                "Uploads (client, file) sending now.",
+                self.uploads.iter().filter(|u| u.active).count(),
+            ),
+        ]
+    }
 }
 
 /// This peer.
@@ -164,7 +235,7 @@ pub struct FilesStatus {
     pub total: usize,
     /// Seconds since that refresh (`None`: not yet).
     pub refreshed_secs_ago: Option<f64>,
-    /// The first [`MAX_FILES`] by name.
+    /// The first 2000 by name.
     pub list: Vec<FileRow>,
 }
 
@@ -204,8 +275,8 @@ pub struct DownloadRow {
     pub peers: Vec<String>,
 }
 
-/// Rates over time, oldest first, one point per [`TICK`] (each the rate
-/// over the few ticks before it).
+/// Rates over time, oldest first, one point per second (each the rate
+/// over the few seconds before it).
 #[derive(Debug, Clone, Serialize)]
 pub struct History {
     /// Seconds between points.
@@ -241,7 +312,7 @@ struct Sampled {
 
 /// Gathers a peer's status. Shared by the server (reports) and the
 /// `pbs-status` thread (samples).
-pub struct Monitor {
+pub(crate) struct Monitor {
     started: Instant,
     id: String,
     name: String,

@@ -1,4 +1,4 @@
-//! [`fetch::download_many`] (library level): many small files from an
+//! [`download_many`](piratebay_sync::download_many) (library level): many small files from an
 //! in-process peer, through a counting TCP relay that shows the batch's
 //! connections are shared.
 
@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use piratebay_sync::fetch::{
-    self, BatchItem, BatchOptions, BatchProgress, DownloadOptions, Holder,
+use piratebay_sync::{
+    download_many, BatchItem, BatchOptions, BatchProgress, DownloadOptions, Holder, Sha1Digest,
 };
-use piratebay_sync::Sha1Digest;
 
 use crate::fetch_support::*;
 use crate::support::*;
@@ -101,7 +100,7 @@ fn a_batch_of_small_files_is_verified_and_shares_its_connections() {
     };
     let done: Mutex<Vec<Sha1Digest>> = Mutex::new(Vec::new());
     let last: Mutex<Option<BatchProgress>> = Mutex::new(None);
-    let results = fetch::download_many(
+    let results = download_many(
         &items,
         &opts,
         Some(&|p: &BatchProgress| *last.lock() = Some(p.clone())),

@@ -333,12 +333,7 @@ fn an_interrupted_batch_keeps_its_verified_pieces_and_the_rerun_completes_it() {
         .spawn()
         .unwrap();
     let verified = |sha1: &Sha1Digest, i: usize| {
-        piratebay_sync::fetch::state::ResumeState::load(
-            &piratebay_sync::fetch::output::state_path(&out_dir.join(format!("big-{i}.bin"))),
-            sha1,
-        )
-        .map(|s| s.verified_flags().into_iter().filter(|v| *v).count())
-        .unwrap_or(0)
+        verified_in_state(&out_dir.join(format!("big-{i}.bin")), sha1)
     };
     let total = || -> usize { sha1s.iter().enumerate().map(|(i, s)| verified(s, i)).sum() };
     wait_until(Duration::from_secs(30), "6 pieces verified", || {

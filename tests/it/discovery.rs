@@ -2,10 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use piratebay_sync::discovery::{
-    list_peers, peer_key, PeerCache, PeerRecord, Registration, RegistrationConfig,
-};
 use piratebay_sync::etcd::{Client, Config};
+use piratebay_sync::{list_peers, PeerCache, PeerRecord, Registration, RegistrationConfig};
 use serde_json::Value;
 
 use crate::support::*;

@@ -12,11 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use piratebay_sync::discovery::{PeerRecord, Registration, RegistrationConfig};
 use piratebay_sync::etcd::{Client, Config};
-use piratebay_sync::fetch::output::{part_path, state_path};
-use piratebay_sync::fetch::state::ResumeState;
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{PeerRecord, Registration, RegistrationConfig, Sha1Digest};
 use serde_json::Value;
 
 use crate::fetch_support::*;
@@ -162,13 +159,6 @@ fn catalog_sha1s(addr: SocketAddr) -> Option<Vec<String>> {
             .filter_map(|f| f["sha1"].as_str().map(str::to_string))
             .collect(),
     )
-}
-
-/// Verified pieces recorded in a `.part.state`.
-fn verified_in_state(out: &Path, sha1: &Sha1Digest) -> usize {
-    ResumeState::load(&state_path(out), sha1)
-        .map(|s| s.verified_flags().into_iter().filter(|v| *v).count())
-        .unwrap_or(0)
 }
 
 /// Waits until `list --json` shows every id in `ids`.
@@ -537,6 +527,75 @@ fn hostile_catalogs_and_piece_lists_do_not_stop_files_or_get_and_memory_stays_bo
         "files peaked at {files_rss} KiB"
     );
     assert!(get_rss < CLIENT_PEAK_RSS_KIB, "get peaked at {get_rss} KiB");
+}
+
+/// A peer whose catalog is a gzip bomb: 40 KiB of gzip on the wire that
+/// inflates to 40 MiB of valid-looking JSON entries (the limit is 16 MiB).
+fn gzip_bomb_peer(served: &Served) -> RawPeer {
+    use std::sync::OnceLock;
+    static BOMB: OnceLock<Vec<u8>> = OnceLock::new();
+    let bomb = BOMB.get_or_init(|| {
+        let entry = format!(
+            r#"{{"sha1":"{}","size":1,"name":"bomb","piece_size":1}},"#,
+            served.sha1()
+        );
+        let block = entry.repeat((1 << 20) / entry.len());
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(br#"{"generation":1,"files":["#).unwrap();
+        for _ in 0..40 {
+            enc.write_all(block.as_bytes()).unwrap();
+        }
+        enc.finish().unwrap()
+    });
+    RawPeer::start("gzip-bomb", move |mut s, stop| {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut buf = Vec::new();
+        while next_request_head(&mut s, &mut buf, stop).is_some() {
+            let sent = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+                bomb.len()
+            )
+            .and_then(|()| s.write_all(bomb));
+            if sent.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn a_gzip_bomb_catalog_is_refused_with_a_clear_error_and_memory_stays_bounded() {
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let ns = "gzip-bomb";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wanted.bin");
+    random_file(&path, 100_000, 52);
+    let served = Served::honest(&path, SMALL_PIECE);
+    let honest = TestPeer::start("honest", vec![served.clone()]);
+    let bomb = HostilePeer(gzip_bomb_peer(&served));
+    let _regs = [honest.register(&ep, ns), bomb.register("bomber", &ep, ns)];
+
+    let state = dir.path().join("state");
+    let (out, rss) = run_measured(
+        &client_args("files", &ep, ns, &state, &["--json"]),
+        Duration::from_secs(30),
+    );
+    let err = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bomber") && err.contains("gzip file list that inflates past"),
+        "the bomb named with its reason: {err}"
+    );
+    let v: Value = serde_json::from_str(&stdout_text(&out)).expect("a JSON list");
+    let files = v.as_array().unwrap();
+    assert_eq!(files.len(), 1, "{v}");
+    assert_eq!(files[0]["sha1"], served.sha1().to_hex());
+    assert_eq!(files[0]["peers"], 1, "only the honest peer holds it");
+    eprintln!("files peak RSS {rss} KiB");
+    assert!(rss < CLIENT_PEAK_RSS_KIB, "files peaked at {rss} KiB");
 }
 
 // ---------------------------------------------------------------------------

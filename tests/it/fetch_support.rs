@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use piratebay_sync::discovery::{PeerRecord, Registration, RegistrationConfig};
 use piratebay_sync::etcd::{Client, Config};
-use piratebay_sync::fetch::Holder;
 use piratebay_sync::protocol::{CatalogEntry, FileList, Health, PieceList};
-use piratebay_sync::server::{FileSource, OpenedFile, Server, ServerConfig};
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{
+    FileSource, Holder, OpenedFile, PeerRecord, Registration, RegistrationConfig, Server,
+    ServerConfig, Sha1Digest,
+};
 
 use crate::support::next_loopback_ip;
 
@@ -201,7 +201,7 @@ impl TestPeer {
             SocketAddr::new(next_loopback_ip().into(), 0),
             ServerConfig {
                 workers: 4,
-                thread_name: "pb-test".into(),
+                thread_name: "pbs-test".into(),
                 ..ServerConfig::default()
             },
             source.clone(),

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use piratebay_sync::etcd::{Client, Config};
-use piratebay_sync::fetch::output::{part_path, state_path};
-use piratebay_sync::fetch::state::ResumeState;
 use piratebay_sync::protocol::PieceList;
 use serde_json::{json, Value};
 
@@ -573,9 +571,7 @@ fn a_part_changed_by_another_process_during_a_resumed_get_is_never_renamed_into_
     std::fs::write(part_path(&output), &data[..half]).unwrap();
     let list: &PieceList = &served.pieces;
     let done: Vec<bool> = (0..8).map(|i| i < 4).collect();
-    ResumeState::new(list, &done)
-        .save(&state_path(&output))
-        .unwrap();
+    write_state(&output, list, &done);
 
     let open = Arc::new(AtomicBool::new(false));
     let waiting = Arc::new(AtomicUsize::new(0));

@@ -7,8 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use piratebay_sync::index::{FileEntry, Index, IndexOptions};
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{Index, IndexOptions, IndexedFile, Sha1Digest};
 
 const KIB: usize = 1024;
 
@@ -77,7 +76,7 @@ fn open_ready(o: IndexOptions) -> Index {
 
 /// Checks that the entry for `rel` has the sha1 of `sha1sum` and the piece
 /// hashes of the file cut at its piece size.
-fn check_hashes(index: &Index, root: &Path, rel: &str) -> Arc<FileEntry> {
+fn check_hashes(index: &Index, root: &Path, rel: &str) -> Arc<IndexedFile> {
     let path = root.join(rel);
     let sha1 = index
         .sha1_of(Path::new(rel))

@@ -644,7 +644,7 @@ fn host_cut_off_from_etcd_disappears_keeps_serving_and_returns() {
     let healed = Instant::now();
     // Polled on etcd's gateway in-process (a `list` process per poll costs
     // a few hundred ms on a busy machine and blurs the measure).
-    let key = piratebay_sync::discovery::peer_key("piratebay", &id);
+    let key = peer_key("piratebay", &id);
     wait_until(
         Duration::from_secs(15),
         "the peer to register again",

@@ -175,7 +175,7 @@ fn a_download_into_a_peers_dataset_becomes_shared_by_that_peer() {
 
 /// The etcd `version` of a peer's key: how many puts it has had.
 fn key_version(ep: &str, id: &str) -> Option<u64> {
-    let key = piratebay_sync::discovery::peer_key("piratebay", id);
+    let key = peer_key("piratebay", id);
     let json = etcdctl_ok(ep, &["get", &key, "-w", "json"]);
     let v: Value = serde_json::from_str(&json).ok()?;
     v["kvs"][0]["version"].as_u64()
@@ -213,6 +213,35 @@ fn index_generations_are_published_at_most_once_a_second() {
         "{puts} puts of the record in {elapsed:.1}s"
     );
     assert!(puts >= 1);
+}
+
+#[test]
+fn an_idle_serve_keeps_one_watch_stream_on_etcd() {
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let peer = Serve::new(&ep).start();
+    let id = peer.id();
+    wait_for(Duration::from_secs(10), "peer registered", || {
+        key_version(&ep, &id)
+    });
+    let open =
+        || etcd_metric(&ep, "etcd_debugging_mvcc_watch_stream_total", &[]).expect("etcd metrics");
+    wait_until(Duration::from_secs(10), "its watch open", || open() >= 1.0);
+    let started = etcd_watch_streams_started(&ep);
+    // Polled over 4 s: one stream (the peer cache's, which also guards the
+    // own key), never reopened.
+    let window = std::time::Instant::now();
+    while window.elapsed() < Duration::from_secs(4) {
+        assert_eq!(open(), 1.0, "one watch stream per idle peer");
+        assert_eq!(etcd_watch_streams_started(&ep), started, "never reopened");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The one watch still guards the own key: deleted, it is put back.
+    let key = peer_key("piratebay", &id);
+    etcdctl_ok(&ep, &["del", &key]);
+    wait_for(Duration::from_secs(5), "the key put back", || {
+        key_version(&ep, &id)
+    });
 }
 
 /// Names in a peer's catalog, sorted.

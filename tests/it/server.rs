@@ -13,8 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use piratebay_sync::protocol::{FileList, Health, PieceList};
-use piratebay_sync::server::{Server, ServerConfig};
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{Server, ServerConfig, Sha1Digest};
 
 use support::*;
 
@@ -95,6 +94,62 @@ fn file_list_has_generation_etag_and_304() {
     assert_eq!(stale.status, 200, "a new generation must not be 304");
     let list: FileList = serde_json::from_slice(&stale.body).unwrap();
     assert_eq!(list.files.len(), 2);
+}
+
+#[test]
+fn file_list_in_gzip_when_asked_same_etag_and_304() {
+    let fx = Fixture::start(test_config("th-gzip"));
+    for i in 0..200 {
+        fx.add_file(&format!("f{i:03}.bin"), format!("content {i}").as_bytes());
+    }
+    let plain = get(fx.addr(), "/v1/files");
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    let zipped = request(
+        fx.addr(),
+        "GET",
+        "/v1/files",
+        &["Accept-Encoding: br, gzip;q=0.8"],
+    );
+    assert_eq!(zipped.status, 200);
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(zipped.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(zipped.header("etag"), plain.header("etag"));
+    assert_eq!(
+        zipped.header("content-length"),
+        Some(zipped.body.len().to_string().as_str())
+    );
+    assert!(
+        zipped.body.len() * 2 < plain.body.len(),
+        "gzip {} bytes, plain {}",
+        zipped.body.len(),
+        plain.body.len()
+    );
+    let mut inflated = Vec::new();
+    flate2::read::GzDecoder::new(&zipped.body[..])
+        .read_to_end(&mut inflated)
+        .unwrap();
+    assert!(inflated == plain.body, "gzip inflates to the plain catalog");
+
+    let refused = request(
+        fx.addr(),
+        "GET",
+        "/v1/files",
+        &["Accept-Encoding: gzip;q=0"],
+    );
+    assert_eq!(refused.header("content-encoding"), None);
+    assert!(refused.body == plain.body);
+
+    let etag = plain.header("etag").unwrap().to_string();
+    let cached = request(
+        fx.addr(),
+        "GET",
+        "/v1/files",
+        &["Accept-Encoding: gzip", &format!("If-None-Match: {etag}")],
+    );
+    assert_eq!(cached.status, 304);
+    assert!(cached.body.is_empty());
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use piratebay_sync::Sha1Digest;
 use serde_json::Value;
 
-use piratebay_sync::fetch::{self, DownloadOptions, Holder};
+use piratebay_sync::{download, DownloadOptions, Holder};
 
 use crate::fetch_support::*;
 use crate::support::*;
@@ -321,7 +321,7 @@ fn hostile_partial_holders_beside_an_honest_one_cannot_stop_the_download() {
     // the honest holder alone could finish, however busy the machine is.
     let mut o = opts(&served, &out);
     o.max_rate = Some(2 << 20);
-    let summary = fetch::download(&o, &holders, None).unwrap();
+    let summary = download(&o, &holders, None).unwrap();
     assert_eq!(sha1_of_file(&out), served.sha1());
     for liar in ["refuses", "garbage", "badmap"] {
         assert!(
@@ -359,7 +359,7 @@ fn sybil_records_that_answer_503_or_stall_do_not_starve_the_honest_holders() {
             .collect();
         holders.extend(honest.iter().map(TestPeer::holder));
         let out = dir.path().join(format!("out{count}"));
-        let summary = fetch::download(&opts(&served, &out), &holders, None)
+        let summary = download(&opts(&served, &out), &holders, None)
             .unwrap_or_else(|e| panic!("{count} sybils: {e}"));
         assert_eq!(sha1_of_file(&out), served.sha1());
         assert!(

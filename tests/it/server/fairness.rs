@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use piratebay_sync::server::ServerConfig;
+use piratebay_sync::ServerConfig;
 
 use super::support::*;
 

@@ -8,8 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use crate::support::next_loopback_ip;
 use std::time::{Duration, Instant};
 
-use piratebay_sync::server::ServerConfig;
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{ServerConfig, Sha1Digest};
 
 use super::support::*;
 

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use piratebay_sync::protocol::{CatalogEntry, FileList, Health, PieceList};
-use piratebay_sync::server::{FileSource, OpenedFile, Server, ServerConfig};
-use piratebay_sync::Sha1Digest;
+use piratebay_sync::{FileSource, OpenedFile, Server, ServerConfig, Sha1Digest};
 
 /// Piece size of the test source: small, so files have several pieces.
 pub const PIECE_SIZE: u64 = 64 * 1024;

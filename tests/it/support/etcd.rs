@@ -142,6 +142,44 @@ pub fn gateway_get(endpoint: &str, key: &str) -> Result<Option<String>, String> 
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// The sum of the samples of etcd's Prometheus metric `name` (at
+/// `<endpoint>/metrics`) whose labels contain every one of `labels`
+/// (e.g. `grpc_method="Watch"`); `None` if the page cannot be read.
+pub fn etcd_metric(endpoint: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let url = format!("{endpoint}/metrics");
+    let text = agent()
+        .get(&url)
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    let mut sum = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        if labels.iter().all(|l| rest.contains(l)) {
+            sum += rest.rsplit(' ').next()?.parse::<f64>().ok()?;
+        }
+    }
+    Some(sum)
+}
+
+/// Watch streams etcd has started so far (through the gateway, one per
+/// `/v3/watch` request).
+pub fn etcd_watch_streams_started(endpoint: &str) -> f64 {
+    etcd_metric(
+        endpoint,
+        "grpc_server_started_total",
+        &["grpc_method=\"Watch\"", "etcdserverpb.Watch"],
+    )
+    .expect("etcd metrics")
+}
+
 /// True when `GET <endpoint>/health` answers `"health":"true"` (the member
 /// has a leader and can serve a quorum read).
 pub fn is_healthy(endpoint: &str) -> bool {
@@ -807,4 +845,10 @@ impl Default for EtcdCluster {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The key a peer registers under: `/<namespace>/peers/<id>` (the layout
+/// ARCHITECTURE.md documents; written here, not taken from the library).
+pub fn peer_key(namespace: &str, id: &str) -> String {
+    format!("/{}/peers/{id}", namespace.trim_matches('/'))
 }

@@ -1,0 +1,131 @@
+//! Why a holder's request failed ([`Transfer`]), why its data is provably
+//! wrong ([`BadData`]), and why it was dropped from a download
+//! ([`Dropped`]): typed, so the worker decides by variant and the final
+//! error lists each holder's reason in the same words as before.
+
+use super::client::ClientError;
+use crate::Sha1Digest;
+
+/// What a request answered instead of the piece or bitmap asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Asked {
+    /// Piece `i`.
+    Piece(usize),
+    /// The holder's piece bitmap.
+    Bitmap,
+}
+
+impl std::fmt::Display for Asked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Asked::Piece(i) => write!(f, "piece {i}"),
+            Asked::Bitmap => f.write_str("its piece bitmap"),
+        }
+    }
+}
+
+/// A request to a holder failed (it may succeed again: retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Transfer {
+    /// Connecting, sending or reading failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// An HTTP status other than the ones expected.
+    #[error("status {status} for {asked}")]
+    Status {
+        /// The status.
+        status: u16,
+        /// What was asked.
+        asked: Asked,
+    },
+    /// A `206` for other bytes than asked.
+    #[error("asked bytes {}-{}, got content-range {got:?}", asked.0, asked.1)]
+    ContentRange {
+        /// The range asked (inclusive).
+        asked: (u64, u64),
+        /// The range answered (first, last, total), if any.
+        got: Option<(u64, u64, u64)>,
+    },
+    /// A body length other than the piece's.
+    #[error("content-length {got:?} for a {len}-byte piece")]
+    ContentLength {
+        /// The length announced.
+        got: Option<u64>,
+        /// The piece's length.
+        len: usize,
+    },
+    /// `503` too many times in a row.
+    #[error("busy (503) {0} times in a row")]
+    Busy(u32),
+    /// A worker without a connection after opening one.
+    #[error("bug: no connection")]
+    NoConnection,
+}
+
+/// The holder sent data that is provably wrong: it is dropped as bad.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BadData {
+    /// A range answer for a file of another size.
+    #[error("it serves {total} bytes for a {size}-byte file (bytes {first}-{last})")]
+    RangeOfOtherSize {
+        /// The total it announced.
+        total: u64,
+        /// The file's size.
+        size: u64,
+        /// First byte answered.
+        first: u64,
+        /// Last byte answered.
+        last: u64,
+    },
+    /// A whole-file answer of another size.
+    #[error("it serves {got} bytes for a {size}-byte file")]
+    OtherSize {
+        /// The length it announced.
+        got: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// A piece whose SHA1 is not the piece list's.
+    #[error("piece {piece} failed verification (sha1 {got}, want {want})")]
+    PieceHash {
+        /// The piece.
+        piece: usize,
+        /// The SHA1 of what it sent.
+        got: Sha1Digest,
+        /// The piece list's SHA1.
+        want: Sha1Digest,
+    },
+    /// A piece bitmap of the wrong length.
+    #[error("its piece bitmap has {len} bytes for {pieces} pieces")]
+    Bitmap {
+        /// Bytes received.
+        len: usize,
+        /// Pieces of the file.
+        pieces: usize,
+    },
+    /// A complete holder that refused a piece with `416`.
+    #[error("it claims the whole file but refused piece {0} (416): not the size it announced")]
+    RefusedPiece(usize),
+    /// A partial holder that keeps refusing pieces its bitmap claims.
+    #[error("it claimed {0} pieces it then refused to serve (416)")]
+    ClaimedNotServed(u32),
+}
+
+/// Why a holder was dropped from a download.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Dropped {
+    /// It serves this very download's `.part` (our own peer).
+    #[error("it is this download's own peer")]
+    Ourselves,
+    /// It sent provably wrong data.
+    #[error(transparent)]
+    Bad(#[from] BadData),
+    /// Too many consecutive failures.
+    #[error("{failures} failures in a row, the last: {last}")]
+    Failing {
+        /// Consecutive failures.
+        failures: u32,
+        /// The last one.
+        last: Transfer,
+    },
+}

@@ -1,0 +1,160 @@
+//! Hashing tasks: files to hash go to the rayon pool largest first, small
+//! ones in chunks (one task and one message per chunk); each file in flight
+//! has a token, so a result for a file that changed meanwhile (and was
+//! queued again) is dropped.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use super::entry::FileStat;
+use super::hasher::{self, HashedFile};
+use super::Shared;
+
+/// Most files in one hashing task.
+const CHUNK_FILES: usize = 64;
+/// Most bytes in one hashing task (a larger file is a task of its own).
+const CHUNK_BYTES: u64 = 4 << 20;
+
+/// One file's hashing result.
+pub struct HashResult {
+    /// The file, relative to the root.
+    pub rel: PathBuf,
+    /// The token it was queued with.
+    pub token: u64,
+    /// Its hashes and stat, or why it could not be read.
+    pub outcome: io::Result<HashedFile>,
+}
+
+/// The files being hashed: their stat when listed and their token.
+#[derive(Default)]
+pub struct Inflight {
+    files: HashMap<PathBuf, (FileStat, u64)>,
+    bytes: u64,
+    next_token: u64,
+}
+
+impl Inflight {
+    /// Files being hashed.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// No file being hashed.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Their bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The stat `rel` is being hashed for.
+    pub fn stat(&self, rel: &Path) -> Option<FileStat> {
+        self.files.get(rel).map(|(s, _)| *s)
+    }
+
+    /// `rel` is no longer being hashed (its result will be dropped).
+    pub fn remove(&mut self, rel: &Path) {
+        if let Some((s, _)) = self.files.remove(rel) {
+            self.bytes -= s.size;
+        }
+    }
+
+    /// Keeps only the files for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Path) -> bool) {
+        let mut dropped = 0;
+        self.files.retain(|p, (s, _)| {
+            let k = keep(p);
+            if !k {
+                dropped += s.size;
+            }
+            k
+        });
+        self.bytes -= dropped;
+    }
+
+    /// The stat `r` was queued with, if `r` is the current look at its
+    /// file (the file is then no longer in flight); `None`: superseded.
+    pub fn take_current(&mut self, r: &HashResult) -> Option<FileStat> {
+        let (stat, token) = *self.files.get(&r.rel)?;
+        if token != r.token {
+            return None;
+        }
+        self.remove(&r.rel);
+        Some(stat)
+    }
+
+    fn add(&mut self, rel: PathBuf, stat: FileStat) -> u64 {
+        self.next_token += 1;
+        let token = self.next_token;
+        self.remove(&rel);
+        self.bytes += stat.size;
+        self.files.insert(rel, (stat, token));
+        token
+    }
+
+    /// Queues `files` on `pool`, largest first, so one big file does not
+    /// finish last alone; small files go in chunks (100,000 tasks cost more
+    /// than their hashing). Results arrive on `res`.
+    pub fn start(
+        &mut self,
+        shared: &Arc<Shared>,
+        piece_size: u64,
+        pool: &rayon::ThreadPool,
+        res: &Sender<Vec<HashResult>>,
+        mut files: Vec<(PathBuf, FileStat)>,
+    ) {
+        files.sort_unstable_by_key(|f| std::cmp::Reverse(f.1.size));
+        let mut chunk: Vec<(PathBuf, u64, u64)> = Vec::new();
+        let mut chunk_bytes = 0u64;
+        let last = files.len().saturating_sub(1);
+        for (i, (rel, stat)) in files.into_iter().enumerate() {
+            let token = self.add(rel.clone(), stat);
+            chunk.push((rel, stat.size, token));
+            chunk_bytes += stat.size;
+            if i == last || chunk.len() >= CHUNK_FILES || chunk_bytes >= CHUNK_BYTES {
+                spawn_chunk(shared, piece_size, pool, res, std::mem::take(&mut chunk));
+                chunk_bytes = 0;
+            }
+        }
+    }
+}
+
+/// One task: hashes `chunk` (path, size, token) in order, sends the results
+/// together; stops early (sending nothing) when the index stops.
+fn spawn_chunk(
+    shared: &Arc<Shared>,
+    piece_size: u64,
+    pool: &rayon::ThreadPool,
+    res: &Sender<Vec<HashResult>>,
+    chunk: Vec<(PathBuf, u64, u64)>,
+) {
+    let shared = shared.clone();
+    let res = res.clone();
+    pool.spawn(move || {
+        let stop: &AtomicBool = &shared.stop;
+        let progress: &AtomicU64 = &shared.counters.bytes_read;
+        let mut out = Vec::with_capacity(chunk.len());
+        let mut abs = shared.root.clone();
+        for (rel, size, token) in chunk {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            abs.push(&rel);
+            let outcome = hasher::hash_file(&abs, size, piece_size, stop, progress);
+            abs.clone_from(&shared.root);
+            out.push(HashResult {
+                rel,
+                token,
+                outcome,
+            });
+        }
+        let _ = res.send(out);
+    });
+}

@@ -1,0 +1,124 @@
+//! Hashes of recently removed files, by device and inode, kept a minute so
+//! a rename is not read again: a rename's two paths arrive in one batch of
+//! events, or one rescan, where removals are applied first. (No table of
+//! every indexed file's inode: at 100,000 files it cost more memory than it
+//! saved work.)
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::entry::{FileStat, Hashed};
+
+/// How long hashes of a removed file are kept for a rename to reuse.
+const KEEP_REMOVED: Duration = Duration::from_secs(60);
+
+struct Removed {
+    stat: FileStat,
+    hashed: Arc<Hashed>,
+    at: Instant,
+}
+
+/// Removed files' hashes, and the order they expire in.
+#[derive(Default)]
+pub struct Renames {
+    by_inode: HashMap<(u64, u64), Removed>,
+    /// (removed at, key), oldest first; a key removed again or reused
+    /// meanwhile leaves a stale entry, skipped when it expires.
+    order: VecDeque<(Instant, (u64, u64))>,
+}
+
+impl Renames {
+    /// A file with `stat` and `hashed` was removed at `now`.
+    pub fn remember(&mut self, stat: FileStat, hashed: Arc<Hashed>, now: Instant) {
+        let key = (stat.dev, stat.ino);
+        self.by_inode.insert(
+            key,
+            Removed {
+                stat,
+                hashed,
+                at: now,
+            },
+        );
+        self.order.push_back((now, key));
+    }
+
+    /// Hashes known without reading: a recently removed file with the same
+    /// device, inode, size and mtime (a rename), hashed with `piece_size`.
+    pub fn reuse(&self, stat: &FileStat, piece_size: u64) -> Option<Arc<Hashed>> {
+        let r = self.by_inode.get(&(stat.dev, stat.ino))?;
+        (r.stat == *stat && r.hashed.piece_size == piece_size).then(|| r.hashed.clone())
+    }
+
+    /// A file with `stat` is indexed again: its inode is no removed file's.
+    pub fn forget(&mut self, stat: &FileStat) {
+        if !self.by_inode.is_empty() {
+            self.by_inode.remove(&(stat.dev, stat.ino));
+        }
+    }
+
+    /// Drops what was removed `KEEP_REMOVED` or longer before `now`.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.order.front() {
+            if now.duration_since(at) < KEEP_REMOVED {
+                break;
+            }
+            self.order.pop_front();
+            if self.by_inode.get(&key).is_some_and(|r| r.at == at) {
+                self.by_inode.remove(&key);
+            }
+        }
+        if self.by_inode.is_empty() {
+            self.order.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Sha1Digest;
+
+    use super::*;
+
+    fn stat(ino: u64) -> FileStat {
+        FileStat {
+            size: 3,
+            mtime_sec: 1,
+            mtime_nsec: 0,
+            ino,
+            dev: 1,
+        }
+    }
+
+    fn hashed() -> Arc<Hashed> {
+        Arc::new(Hashed {
+            sha1: Sha1Digest::of(b"abc"),
+            size: 3,
+            piece_size: 4,
+            pieces: vec![Sha1Digest::of(b"abc")],
+        })
+    }
+
+    #[test]
+    fn a_removed_file_is_reused_until_it_expires_or_is_indexed_again() {
+        let t = Instant::now();
+        let mut r = Renames::default();
+        r.remember(stat(1), hashed(), t);
+        r.remember(stat(2), hashed(), t + Duration::from_secs(30));
+        assert!(r.reuse(&stat(1), 4).is_some());
+        assert!(r.reuse(&stat(1), 8).is_none(), "other piece size");
+        let mut touched = stat(1);
+        touched.mtime_sec = 2;
+        assert!(r.reuse(&touched, 4).is_none(), "changed since");
+        r.expire(t + KEEP_REMOVED);
+        assert!(r.reuse(&stat(1), 4).is_none(), "expired");
+        assert!(r.reuse(&stat(2), 4).is_some(), "not yet");
+        r.forget(&stat(2));
+        assert!(r.reuse(&stat(2), 4).is_none(), "indexed again");
+        // Removed again later: the first, stale expiry leaves it alone.
+        r.remember(stat(3), hashed(), t);
+        r.remember(stat(3), hashed(), t + Duration::from_secs(50));
+        r.expire(t + KEEP_REMOVED);
+        assert!(r.reuse(&stat(3), 4).is_some());
+    }
+}
