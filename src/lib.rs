@@ -138,7 +138,10 @@ pub use discovery::{
     RegistrationConfig, DEFAULT_NAMESPACE, DEFAULT_TTL,
 };
 // The files of the network.
-pub use catalog::{Catalog, CatalogOptions, NetworkFile, NetworkHolders, Refresh, CACHE_FILE};
+pub use catalog::{
+    Catalog, CatalogOptions, Lookup, NetworkFile, NetworkHolders, ProbeOptions, ProbedHolders,
+    Refresh, CACHE_FILE,
+};
 // Downloads.
 pub use fetch::{
     download, download_many, parse_rate, resolve_output, BatchItem, BatchOptions, BatchProgress,

@@ -124,6 +124,12 @@ pub(crate) fn piece_bounds(size: u64, piece_size: u64, i: usize) -> (u64, u64) {
     (start, start.saturating_add(piece_size).min(size))
 }
 
+/// The pieces that bytes `[start, end)` touch, as `first..=last`, cut in
+/// pieces of `piece_size`; `None` for no bytes (or a zero piece size).
+pub(crate) fn pieces_touching(piece_size: u64, start: u64, end: u64) -> Option<(u64, u64)> {
+    (piece_size > 0 && end > start).then(|| (start / piece_size, (end - 1) / piece_size))
+}
+
 impl PieceList {
     /// The first byte and length of piece `i` (see [`piece_bounds`]).
     pub(crate) fn piece_range(&self, i: usize) -> (u64, usize) {
@@ -254,11 +260,12 @@ impl Bitfield {
     /// True if every piece overlapping bytes `[start, end)` of a file cut
     /// in `piece_size` pieces is held.
     pub fn covers(&self, piece_size: u64, start: u64, end: u64) -> bool {
-        if piece_size == 0 || end <= start {
-            return end <= start;
+        if end <= start {
+            return true;
         }
-        let first = start / piece_size;
-        let last = (end - 1) / piece_size;
+        let Some((first, last)) = pieces_touching(piece_size, start, end) else {
+            return false;
+        };
         (first..=last).all(|i| usize::try_from(i).is_ok_and(|i| self.get(i)))
     }
 }
@@ -280,6 +287,10 @@ mod tests {
             pieces: vec![Sha1Digest::of(b""); 3],
         };
         assert_eq!(list.piece_range(2), (8, 2));
+        assert_eq!(pieces_touching(4, 3, 9), Some((0, 2)));
+        assert_eq!(pieces_touching(4, 4, 8), Some((1, 1)));
+        assert_eq!(pieces_touching(4, 4, 4), None);
+        assert_eq!(pieces_touching(0, 0, 4), None);
     }
 
     #[test]

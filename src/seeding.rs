@@ -68,8 +68,12 @@ impl UploadCounts {
         let mut files = self.files.lock();
         let c = entry(&mut files, sha1, piece_size, pieces);
         c.last = Instant::now();
-        let first = (start / piece_size) as usize;
-        let last = ((start + len - 1) / piece_size) as usize;
+        let Some((first, last)) =
+            crate::protocol::pieces_touching(piece_size, start, start.saturating_add(len))
+        else {
+            return;
+        };
+        let (first, last) = (first as usize, last as usize);
         for i in first..=last.min(pieces - 1) {
             c.counts[i] = c.counts[i].saturating_add(1);
             c.offered[i] = None;

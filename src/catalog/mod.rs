@@ -28,11 +28,14 @@
 //! - `budget`: the shared byte budget.
 //! - [`cache`]: the on-disk cache.
 //! - `network`: [`NetworkHolders`], the download's holder source over etcd.
+//! - `probe`: [`ProbedHolders`], the holders of one file without any
+//!   catalog (`HEAD /v1/files/<sha1>` to every peer).
 
 mod budget;
 pub mod cache;
 mod network;
 mod peer_list;
+mod probe;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -45,6 +48,7 @@ pub use cache::{CachedList, ListCache, CACHE_FILE};
 pub use network::NetworkHolders;
 use peer_list::FailureKind;
 pub use peer_list::PeerListError;
+pub use probe::{Lookup, ProbeOptions, ProbedHolders};
 
 use crate::discovery::PeerInfo;
 use crate::fetch::client::Timeouts;

@@ -220,7 +220,10 @@ mod tests {
 
         let etcd_down = etcd::Error::Unreachable {
             endpoints: "http://127.0.0.1:1".into(),
-            last: "refused".into(),
+            last: etcd::EndpointError::Unavailable {
+                endpoint: "http://127.0.0.1:1".into(),
+                message: "etcdserver: no leader".into(),
+            },
         };
         let holders = FetchError::Holders(HoldersError::new(DiscoveryError::Etcd(etcd_down)));
         let text = line(&holders);

@@ -10,11 +10,10 @@ use std::sync::Arc;
 use argh::FromArgs;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use piratebay_sync::{
-    download, resolve_output, Catalog, CatalogOptions, DownloadOptions, NetworkHolders, Progress,
-    Sha1Digest, CACHE_FILE,
+    download, resolve_output, DownloadOptions, ProbeOptions, ProbedHolders, Progress, Sha1Digest,
 };
 
-use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, state_dir};
+use super::env::{etcd_client, etcd_opts, flag_or_env, namespace};
 use super::files::human_size;
 use super::CliResult;
 
@@ -85,24 +84,30 @@ pub fn run(args: GetArgs) -> CliResult {
 fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
     let max_rate = super::env::max_rate(args.max_rate)?;
     let client = etcd_client(etcd_opts!(args))?;
-    let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
-    let catalog = Catalog::load(CatalogOptions::default(), &cache_path);
-    let source = NetworkHolders::new(client, namespace(args.namespace), catalog);
-    let refresh = source.refresh_for(&sha1)?;
-    let Some(entry) = refresh.find(&sha1) else {
-        return Err(
-            format!("no peer holds {sha1}: check the sha1 with `piratebay-sync files`").into(),
-        );
-    };
+    // One file: every peer is asked about it alone (no catalog is read,
+    // cached or saved); batches use the catalog (`get_batch`).
+    let source = ProbedHolders::new(client, namespace(args.namespace), ProbeOptions::default());
+    let found = source.lookup(&sha1)?;
+    if found.complete.is_empty() && found.partial.is_empty() {
+        let asked = if found.failed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} peer(s) could not be asked)", found.failed.len())
+        };
+        return Err(format!(
+            "no peer holds {sha1}{asked}: check the sha1 with `piratebay-sync files`"
+        )
+        .into());
+    }
     let dir = flag_or_env(args.dir, "PIRATEBAY_DIR");
     let output = resolve_output(
         args.output.as_deref().map(std::path::Path::new),
         dir.as_deref().map(std::path::Path::new),
-        Some(&entry.name),
+        found.name.as_deref(),
         &sha1,
     );
-    let size = entry.size;
-    drop(refresh);
+    let size = found.size.unwrap_or(0);
+    drop(found);
 
     let cancel = cancel_on_signals()?;
     let mut opts = DownloadOptions::new(sha1, output);
@@ -118,12 +123,6 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
     };
     let result = download(&opts, &source, Some(&on_progress));
     bar.finish_and_clear();
-    if let Err(e) = source.into_catalog().save(&cache_path) {
-        log::warn!(
-            "cannot save the catalog cache {}: {e}",
-            cache_path.display()
-        );
-    }
     let summary = result?;
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::codec::{AuthResponse, ErrorBody};
-use super::{Config, Error, Refusal, Result};
+use super::{Config, EndpointError, Error, Refusal, Result};
 
 /// Largest gateway answer read (the 3.4 gateway refuses replies over
 /// 4 MiB; 3.5 sends anything). A larger one is [`Error::TooLarge`], never
@@ -222,7 +222,7 @@ impl Client {
         token: Option<&str>,
     ) -> Result<(usize, Vec<u8>)> {
         let eps = &self.inner.cfg.endpoints;
-        let mut last = String::new();
+        let mut last = None;
         let mut tls_failure = None;
         for (i, ep) in self.endpoint_order() {
             match post_one(agent, ep, path, body, token) {
@@ -234,7 +234,10 @@ impl Client {
                     if Refusal::of(code, &message) == Refusal::Unavailable =>
                 {
                     log::debug!("etcd {ep}{path}: {message}; trying the next endpoint");
-                    last = format!("{ep}: {message}");
+                    last = Some(EndpointError::Unavailable {
+                        endpoint: ep.to_string(),
+                        message,
+                    });
                 }
                 Ok(Answer::Refused { code, message }) => {
                     self.set_preferred(i);
@@ -261,9 +264,13 @@ impl Client {
                 }
                 Err(e) => {
                     log::debug!("etcd {ep}{path}: {e}; trying the next endpoint");
-                    last = format!("{ep}: {e}");
                     if is_tls_failure(&e) {
                         tls_failure = Some(Error::Tls {
+                            endpoint: ep.to_string(),
+                            source: Box::new(e),
+                        });
+                    } else {
+                        last = Some(EndpointError::Transport {
                             endpoint: ep.to_string(),
                             source: Box::new(e),
                         });
@@ -274,10 +281,13 @@ impl Client {
         if let Some(tls) = tls_failure {
             return Err(tls);
         }
-        Err(Error::Unreachable {
-            endpoints: eps.join(","),
-            last,
-        })
+        match last {
+            Some(last) => Err(Error::Unreachable {
+                endpoints: eps.join(","),
+                last,
+            }),
+            None => Err(Error::NoEndpoint),
+        }
     }
 }
 

@@ -18,7 +18,8 @@ pub enum Error {
         /// The endpoints tried, comma-separated.
         endpoints: String,
         /// The last endpoint's failure.
-        last: String,
+        #[source]
+        last: EndpointError,
     },
     /// A TLS handshake failed: the certificate is not trusted or not valid
     /// for the endpoint.
@@ -113,6 +114,41 @@ pub enum Error {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+}
+
+/// Why one endpoint gave no answer (the next one was tried); the last one
+/// is the source of [`Error::Unreachable`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// Connecting or the request failed (refused, timed out...).
+    #[error("{endpoint}: {source}")]
+    Transport {
+        /// The endpoint.
+        endpoint: String,
+        /// ureq's error.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// The member answered that it cannot serve now (no leader, leader
+    /// changed, timed out).
+    #[error("{endpoint}: {message}")]
+    Unavailable {
+        /// The endpoint.
+        endpoint: String,
+        /// etcd's message.
+        message: String,
+    },
+    /// The watch request was answered with an HTTP error.
+    #[error("{endpoint}: HTTP {status}: {body}")]
+    Status {
+        /// The endpoint.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+        /// The answer's body, trimmed.
+        body: String,
     },
 }
 

@@ -35,7 +35,7 @@ mod watch;
 pub use client::Client;
 pub use codec::KeyValue;
 pub use config::{Config, DEFAULT_ENDPOINT};
-pub use error::{Error, Refusal, Result};
+pub use error::{EndpointError, Error, Refusal, Result};
 pub use kv::Listing;
 pub use lease::{Lease, LeaseId, LeaseTtl};
 pub use watch::{WatchEvent, Watcher, WATCH_IDLE};

@@ -31,7 +31,7 @@ use serde_json::json;
 
 use super::client::is_token_error;
 use super::codec::{b64, prefix_range_end, KeyValue, WatchLine};
-use super::{Client, Error, Result};
+use super::{Client, EndpointError, Error, Result};
 
 /// How long a watch stream may stay silent before it is reopened: how late
 /// a connection that died without a reset is noticed. An idle watch costs
@@ -254,7 +254,7 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
             "start_revision": from.to_string(),
         }});
         let token = self.client.token_for("/v3/watch")?;
-        let mut last = String::new();
+        let mut last = None;
         crate::metrics::ETCD_WATCH_OPENS.inc();
         for (i, ep) in self.client.endpoint_order() {
             let mut req = self
@@ -276,15 +276,27 @@ impl<F: FnMut(WatchEvent)> WatchLoop<F> {
                     if is_token_error(&body) {
                         self.client.invalidate_token();
                     }
-                    last = format!("{ep}: HTTP {status}: {}", body.trim());
+                    last = Some(EndpointError::Status {
+                        endpoint: ep.to_string(),
+                        status: status.as_u16(),
+                        body: body.trim().to_string(),
+                    });
                 }
-                Err(e) => last = format!("{ep}: {e}"),
+                Err(e) => {
+                    last = Some(EndpointError::Transport {
+                        endpoint: ep.to_string(),
+                        source: Box::new(e),
+                    })
+                }
             }
         }
-        Err(Error::Unreachable {
-            endpoints: self.client.endpoints().join(","),
-            last,
-        })
+        match last {
+            Some(last) => Err(Error::Unreachable {
+                endpoints: self.client.endpoints().join(","),
+                last,
+            }),
+            None => Err(Error::NoEndpoint),
+        }
     }
 
     fn read_stream(&mut self, reader: impl Read, next: &mut Option<i64>) -> StreamEnd {

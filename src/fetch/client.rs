@@ -235,6 +235,15 @@ impl PeerConn {
         self.send_get(path, None, true)
     }
 
+    /// Sends `HEAD path` and reads the response head (there is no body:
+    /// the connection is reusable at once unless the peer closes it).
+    pub fn head(&mut self, path: &str) -> Result<Head, ClientError> {
+        let req = reply::head_request(&self.addr, path);
+        let head = self.send(&req)?;
+        self.finish(&head);
+        Ok(head)
+    }
+
     fn send_get(
         &mut self,
         path: &str,
@@ -242,6 +251,10 @@ impl PeerConn {
         gzip: bool,
     ) -> Result<Head, ClientError> {
         let req = reply::get_request(&self.addr, path, range, gzip);
+        self.send(&req)
+    }
+
+    fn send(&mut self, req: &str) -> Result<Head, ClientError> {
         self.requests += 1;
         self.reusable = false;
         self.stream

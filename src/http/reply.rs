@@ -38,6 +38,10 @@ pub struct Head {
     pub have: Option<String>,
     /// `X-Fresh`: the pieces a seed offers, as sent (same bound).
     pub fresh: Option<String>,
+    /// `Content-Disposition`, raw (at most 1 KiB, else ignored).
+    pub disposition: Option<String>,
+    /// `ETag`, raw (at most 128 bytes, else ignored).
+    pub etag: Option<String>,
 }
 
 /// How a response's body ends.
@@ -95,8 +99,17 @@ pub enum ReplyError {
 /// The request line and headers of `GET path` to `host`, with `Range:
 /// bytes=a-b` if `range` is given and `Accept-Encoding: gzip` if `gzip`.
 pub fn get_request(host: &str, path: &str, range: Option<(u64, u64)>, gzip: bool) -> String {
+    request("GET", host, path, range, gzip)
+}
+
+/// The request line and headers of `HEAD path` to `host`.
+pub fn head_request(host: &str, path: &str) -> String {
+    request("HEAD", host, path, None, false)
+}
+
+fn request(method: &str, host: &str, path: &str, range: Option<(u64, u64)>, gzip: bool) -> String {
     let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: piratebay-sync/{}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: piratebay-sync/{}\r\n",
         crate::VERSION
     );
     if let Some((a, b)) = range {
@@ -128,6 +141,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ReplyError> {
         gzip: false,
         have: None,
         fresh: None,
+        disposition: None,
+        etag: None,
         close: resp.version == Some(0),
     };
     for h in resp.headers.iter() {
@@ -151,6 +166,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ReplyError> {
             {
                 head.close = true;
             }
+        } else if h.name.eq_ignore_ascii_case("etag") {
+            head.etag = Some(value.to_string()).filter(|v| v.len() <= 128);
+        } else if h.name.eq_ignore_ascii_case("content-disposition") {
+            head.disposition = Some(value.to_string()).filter(|v| v.len() <= 1024);
         } else if h.name.eq_ignore_ascii_case("content-encoding") {
             head.gzip = match value.to_ascii_lowercase().as_str() {
                 "gzip" | "x-gzip" => true,

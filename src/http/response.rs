@@ -119,6 +119,69 @@ impl ResponseHead {
     }
 }
 
+/// The file name of a `Content-Disposition` value (what
+/// [`content_disposition`] writes, or any RFC 6266 value): the RFC 8187
+/// `filename*=UTF-8''...` form if present and valid, else the quoted or
+/// plain `filename=`. Untrusted: sanitize before use.
+pub fn disposition_filename(value: &str) -> Option<String> {
+    let mut plain = None;
+    let mut rest = value;
+    while let Some((_, after)) = rest.split_once(';') {
+        rest = after;
+        let param = after.trim_start();
+        let Some((name, v)) = param.split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("filename*") {
+            let v = v.split(';').next().unwrap_or("").trim();
+            if let Some(encoded) = v
+                .get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("UTF-8''"))
+                .map(|_| &v[7..])
+            {
+                if let Some(decoded) = percent_decode(encoded) {
+                    return Some(decoded);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("filename") && plain.is_none() {
+            plain = Some(if let Some(quoted) = v.trim_start().strip_prefix('"') {
+                let mut out = String::new();
+                let mut chars = quoted.chars();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => out.extend(chars.next()),
+                        '"' => break,
+                        c => out.push(c),
+                    }
+                }
+                out
+            } else {
+                v.split(';').next().unwrap_or("").trim().to_string()
+            });
+        }
+    }
+    plain
+}
+
+/// `%XX` decoding into UTF-8; `None` if malformed.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// `attachment; filename="..."` for a file name from disk: quotes and
 /// backslashes are escaped, control characters and non-ASCII become `_` in
 /// the quoted form, and a non-ASCII name also gets the RFC 8187
@@ -193,6 +256,33 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn disposition_filenames_round_trip() {
+        for name in [
+            "a.bin",
+            "with \"quotes\" and \\",
+            "été 日本.txt",
+            "tab\there",
+        ] {
+            let value = content_disposition(name, "x");
+            assert_eq!(
+                disposition_filename(&value).as_deref(),
+                Some(name),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            disposition_filename("attachment; filename=plain.txt").as_deref(),
+            Some("plain.txt")
+        );
+        assert_eq!(disposition_filename("attachment"), None);
+        assert_eq!(
+            disposition_filename("attachment; filename*=UTF-8''%ZZ; filename=\"b\"").as_deref(),
+            Some("b"),
+            "a bad extended form falls back to the plain one"
+        );
+    }
 
     fn check_date(secs: u64, expected: &str) {
         assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(secs)), expected);

@@ -180,6 +180,76 @@ fn get_saves_under_the_sanitized_catalog_name_with_a_json_summary() {
 }
 
 #[test]
+fn get_asks_each_peer_about_the_file_outvotes_a_liar_and_skips_dead_and_silent_peers() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let wanted = file_in(dir.path(), "wanted.bin", 3 * SMALL_PIECE + 7, 21);
+    let other = file_in(dir.path(), "other.bin", 5 * SMALL_PIECE, 22);
+    let mut liar = Served::lying_list(&wanted, &other.data);
+    liar.name = "evil.bin".into();
+    let mut net = Net::new("get-probe");
+    let a = net.add("peer-a", vec![wanted.clone(), other.clone()]);
+    let b = net.add("peer-b", vec![wanted.clone()]);
+    let l = net.add("peer-liar", vec![liar]);
+    let c = net.add("peer-c", vec![other.clone()]);
+    let dead = net.add("peer-dead", vec![wanted.clone()]);
+    net.peers[dead].kill();
+    // Accepts (the kernel does) and never answers.
+    let silent = std::net::TcpListener::bind((next_loopback_ip(), 0)).unwrap();
+    let _silent_reg = register_at(
+        &net.etcd.endpoint(),
+        &net.ns,
+        "peer-silent",
+        silent.local_addr().unwrap(),
+        1,
+    );
+
+    let dest = tempfile::tempdir().unwrap();
+    let dest_s = dest.path().display().to_string();
+    let sha1 = wanted.sha1().to_hex();
+    let started = std::time::Instant::now();
+    let out = cli(&net.args("get", &[&sha1, "--dir", &dest_s, "--json"]));
+    let took = started.elapsed();
+    let err = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let v = json(&out);
+    let path = dest.path().join("wanted.bin");
+    assert_eq!(
+        v["path"],
+        path.display().to_string().as_str(),
+        "the majority's name, not the liar's"
+    );
+    assert_eq!(sha1sum(&path), sha1);
+    assert_eq!(v["bytes"], 3 * SMALL_PIECE + 7);
+    let used: Vec<&str> = v["peers_used"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        !used.is_empty() && used.iter().all(|id| ["peer-a", "peer-b"].contains(id)),
+        "only the honest holders deliver: {v}"
+    );
+    // Dead and silent peers: one summary line, within the probe deadline.
+    assert!(
+        err.contains("2 of 6 peer(s) not asked about") && err.contains("peer-dead"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // No catalog was asked for.
+    for i in [a, b, l, c] {
+        assert_eq!(
+            net.peers[i].source.lists_served.load(Ordering::SeqCst),
+            0,
+            "{} listed its catalog",
+            net.peers[i].id
+        );
+    }
+}
+
+#[test]
 fn get_refuses_to_overwrite_a_different_file_without_force() {
     init_test_log();
     let dir = tempfile::tempdir().unwrap();

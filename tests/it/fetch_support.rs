@@ -228,6 +228,26 @@ impl TestPeer {
 
     /// Registers this peer in etcd under `namespace` (lease TTL 10 s).
     pub fn register(&self, endpoint: &str, namespace: &str) -> Registration {
+        register_at(
+            endpoint,
+            namespace,
+            &self.id,
+            self.addr,
+            self.source.generation,
+        )
+    }
+}
+
+/// Registers a peer record `id` -> `addr` in etcd under `namespace` (lease
+/// TTL 10 s), whatever listens there.
+pub fn register_at(
+    endpoint: &str,
+    namespace: &str,
+    id: &str,
+    addr: SocketAddr,
+    index_gen: u64,
+) -> Registration {
+    {
         let client = Client::new(Config::new([endpoint])).unwrap();
         let reg = Registration::start(
             client,
@@ -235,13 +255,13 @@ impl TestPeer {
                 namespace: namespace.into(),
                 ttl: Duration::from_secs(10),
                 record: PeerRecord {
-                    id: self.id.clone(),
-                    addr: self.addr.to_string(),
+                    id: id.into(),
+                    addr: addr.to_string(),
                     addrs: Vec::new(),
                     name: "test".into(),
                     version: piratebay_sync::VERSION.into(),
                     started_at: 0,
-                    index_gen: self.source.generation,
+                    index_gen,
                 },
             },
         )

@@ -498,6 +498,16 @@ fn gated_conn(
     let mut buf = Vec::new();
     while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
         let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        if head.starts_with("HEAD ") {
+            // What `get` asks every peer first: do you hold the whole file?
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"{}\"\r\nContent-Disposition: attachment; filename=\"gated.bin\"\r\n\r\n",
+                served.pieces.size,
+                served.sha1()
+            );
+            continue;
+        }
         let body: Vec<u8> = if target == "/v1/files" {
             json!({"generation": 1, "files": [{
                 "sha1": served.sha1(), "size": served.pieces.size,
