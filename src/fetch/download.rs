@@ -31,7 +31,9 @@ use super::rate::RateLimiter;
 use super::round::{Outcome, Round};
 use super::state::{salvage, ResumeState};
 use super::supervisor;
-use super::{DownloadOptions, FetchError, Holder, HolderSource, ProgressFn, Summary};
+use super::{
+    DownloadOptions, FetchError, Holder, HolderFailure, HolderSource, ProgressFn, Summary,
+};
 use crate::protocol::PieceList;
 use crate::Sha1Digest;
 
@@ -76,7 +78,7 @@ pub fn download(
     if known.groups.is_empty() {
         return Err(FetchError::NoPieceList {
             sha1,
-            details: errors.join("; "),
+            failures: errors,
         });
     }
 
@@ -110,7 +112,7 @@ pub fn download(
     let rate = opts.shared_rate.as_deref().or(own_rate.as_ref());
     let mut used = BTreeSet::new();
     let mut bad: Vec<String> = Vec::new();
-    let mut failed: Vec<String> = Vec::new();
+    let mut failed: Vec<HolderFailure> = Vec::new();
     let mut resumed = None;
     let mut g = 0;
     while g < known.groups.len() {
@@ -148,14 +150,14 @@ pub fn download(
         );
         round.add_holders(holders.clone());
         let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
-        for slot in round.slots.lock().iter() {
+        for slot in round.slots.lock().iter_mut() {
             if slot.pieces > 0 {
                 used.insert(slot.holder.id.clone());
             }
             if slot.bad {
                 bad.push(slot.holder.to_string());
-            } else if let Some(reason) = &slot.dropped {
-                failed.push(format!("{}: {reason}", slot.holder));
+            } else if let Some(reason) = slot.dropped.take() {
+                failed.push(HolderFailure::new(slot.holder.clone(), reason));
             }
         }
         log::debug!(
@@ -203,13 +205,13 @@ pub fn download(
     if bad.is_empty() {
         Err(FetchError::HoldersFailed {
             sha1,
-            details: failed.join("; "),
+            failures: failed,
         })
     } else {
         Err(FetchError::NoCorrectCopy {
             sha1,
             bad,
-            others: (!failed.is_empty()).then(|| failed.join("; ")),
+            others: failed,
         })
     }
 }
@@ -369,7 +371,7 @@ impl<'a> Known<'a> {
     /// Fetches the piece lists of the holders not seen yet (in parallel)
     /// and files them into groups, biggest first (only before the first
     /// round: later, new groups go to the end). Returns the errors.
-    fn add(&mut self, holders: Vec<Holder>) -> Vec<String> {
+    fn add(&mut self, holders: Vec<Holder>) -> Vec<HolderFailure> {
         let fresh: Vec<Holder> = holders
             .into_iter()
             .filter(|h| !self.seen.contains_key(&h.id))
@@ -395,7 +397,7 @@ impl<'a> Known<'a> {
                 }
                 Err(e) => {
                     log::warn!("peer {holder}: no usable piece list: {e}");
-                    errors.push(format!("{holder}: {e}"));
+                    errors.push(HolderFailure::new(holder, e));
                 }
             }
         }
