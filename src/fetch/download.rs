@@ -165,8 +165,8 @@ pub fn download(
             started.elapsed().as_secs_f64()
         );
         match outcome {
-            Outcome::Complete(digest) if digest == sha1 => {
-                finish(&part, &list, &part_path, opts, &state_path)?;
+            Outcome::Complete(digest, early) if digest == sha1 => {
+                finish(&part, &list, early, &part_path, opts, &state_path)?;
                 log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                 summary.bytes = list.size;
                 summary.bytes_received = received.load(Ordering::Relaxed);
@@ -177,7 +177,7 @@ pub fn download(
                 summary.bad_peers = bad;
                 return Ok(summary);
             }
-            Outcome::Complete(digest) => {
+            Outcome::Complete(digest, _) => {
                 let liars: Vec<String> = holders.iter().map(Holder::to_string).collect();
                 log::warn!(
                     "the piece list of {} is false: every piece matched it but the file hashes to {digest}; trying another holder's list",
@@ -256,12 +256,14 @@ fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
     })
 }
 
-/// fsync the `.part`, check that every piece still matches (the bytes
-/// renamed are the verified ones), rename it into place, fsync the
+/// fsync the `.part`, check that the first `early` pieces (those the
+/// whole-file hash read before the last write) still match, so the bytes
+/// renamed are the verified ones, rename it into place, fsync the
 /// directory (unless `sync_dir` is off: a batch does it once), drop the state.
 fn finish(
     part: &File,
     list: &PieceList,
+    early: usize,
     part_path: &Path,
     opts: &DownloadOptions,
     state_path: &Path,
@@ -275,18 +277,18 @@ fn finish(
         let check = std::thread::Builder::new()
             .name("pbs-get-check".into())
             .spawn_scoped(s, || {
-                super::state::changed_piece(part, list, opts.memory_budget)
+                super::state::changed_piece(part, list, early, opts.memory_budget)
             });
         let synced = part.sync_all();
         let changed = match check {
             Ok(t) => t.join().unwrap_or(Some(0)),
-            Err(_) => super::state::changed_piece(part, list, opts.memory_budget),
+            Err(_) => super::state::changed_piece(part, list, early, opts.memory_budget),
         };
         (synced, changed)
     });
     synced.map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
     log::debug!(
-        "fsync and {} pieces checked again on disk in {:.3}s",
+        "fsync and {early} of {} pieces checked again on disk in {:.3}s",
         list.pieces.len(),
         checked.elapsed().as_secs_f64()
     );
