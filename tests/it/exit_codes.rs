@@ -111,12 +111,25 @@ fn help_exits_0_and_usage_errors_exit_2_for_every_command() {
         assert_eq!(out.status.code(), Some(0), "{cmd} --help");
         assert!(stdout_text(&out).starts_with("Usage:"), "{cmd} --help");
         let out = cli(&[cmd, "--no-such-flag"]);
-        assert_code(&out, 2, "--help");
+        assert_code(&out, 2, &format!("run `piratebay-sync {cmd} --help`"));
+        assert_eq!(
+            stderr_text(&out).lines().count(),
+            1,
+            "{}",
+            stderr_text(&out)
+        );
     }
     assert_eq!(cli(&["--help"]).status.code(), Some(0));
     assert_eq!(cli(&["help"]).status.code(), Some(0));
     // No command, an unknown one, a flag without its value, a bad number.
-    assert_code(&cli::<&str>(&[]), 2, "--help");
+    let none = cli::<&str>(&[]);
+    assert_code(&none, 2, "serve, list, index, files, get");
+    assert_eq!(
+        stderr_text(&none).lines().count(),
+        1,
+        "{}",
+        stderr_text(&none)
+    );
     assert_code(&cli(&["fetch"]), 2, "--help");
     assert_code(&cli(&["list", "--etcd"]), 2, "--help");
     assert_code(&cli(&["index", "--piece-size", "big"]), 2, "--help");
