@@ -21,7 +21,10 @@ Swarm (issue 10), a 128 MiB file: one seed and N hosts, each running
 verified copy, one host alone with `curl` from the seed, their ratio
 (target <= 1.5 for N=8, <= 1.6 for N=16), and the bytes the seed uploaded
 (its eth0 tx_bytes, read inside its namespace; target <= 3x the file),
-plus the CPU the swarm's own processes used (their share of the machine's
+the lab's own limit with N hosts busy (a ring of N concurrent curls, each
+host fetching the file from the next one: every link carries the file
+once each way, as in a perfect swarm; on 2 cores the veth/bridge/tbf work
+makes this slower than one curl alone), plus the CPU the swarm's own processes used (their share of the machine's
 CPUs: "CPU-bound" at 90 % and more) and how busy the whole machine was.
 
 Exit status: 0 every target met; 1 a target missed or a command failed.
@@ -275,6 +278,7 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
     busy1, total1, kernel1 = cpu_busy()
     own_cpu = get_cpu + sum(proc_cpu(p.pid) for p in peers) - serve_cpu0
     uploaded = seed.tx_bytes() - tx0
+    t_ring = ring(hosts[:n], sha1, base) if not failed else None
     run.stop(only=peers)
     # The gets' logs stay with the peers' (RUST_LOG applies to them too).
     for i in range(n):
@@ -286,7 +290,32 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
     kernel = 100.0 * (kernel1 - kernel0) / max(1, total1 - total0)
     own = 100.0 * own_cpu / (t_all * (os.cpu_count() or 1))
     return {"n": n, "all": t_all, "alone": t_alone, "uploaded": uploaded, "busy": busy,
-            "own": own, "kernel": kernel, "failed": failed}
+            "own": own, "kernel": kernel, "failed": failed, "ring": t_ring}
+
+
+def ring(hosts, sha1, base):
+    """The lab's own limit with n hosts busy at once: every host downloads
+    the file with curl from the next host's peer (a ring: each link carries
+    the file once in and once out, as in a perfect swarm), all at the same
+    moment; the time until the last curl ends. On 2 cores this shows how
+    much the veth/bridge/tbf work itself costs at that aggregate rate."""
+    for h in hosts:
+        wait_serving(h, sha1)
+    outs = [os.path.join(base, f"ring{i}.bin") for i in range(len(hosts))]
+    t0 = time.perf_counter()
+    procs = [h.popen(["curl", "-fsS", "-o", outs[i], url(hosts[(i + 1) % len(hosts)], sha1)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=common.clean_env())
+             for i, h in enumerate(hosts)]
+    ends = []
+    for p in procs:
+        p.wait(timeout=600)
+        ends.append(time.perf_counter() - t0)
+    for o in outs:
+        if os.path.exists(o):
+            os.remove(o)
+    if any(p.returncode != 0 for p in procs):
+        return None
+    return max(ends)
 
 
 def main():
@@ -335,9 +364,12 @@ def main():
                 cpu = " (CPU-bound)" if r["own"] >= 90 else ""
                 done = (f"all verified in {r['all']:.2f}s" if not r["failed"] else
                         f"{n - len(r['failed'])} of {n} verified, {len(r['failed'])} failed, last exit at {r['all']:.2f}s")
+                lab_limit = (f"; the lab's limit with {n} hosts busy (a ring of {n} curls at once) "
+                             f"{r['ring']:.2f}s, ratio to it {r['all'] / r['ring']:.2f}x"
+                             if r["ring"] else "")
                 print(f"swarm, {n} hosts get {SWARM_MIB} MiB from 1 seed at once: {done}; "
                       f"one host alone, curl from the seed {r['alone']:.2f}s; "
-                      f"ratio {ratio:.2f}x (<= {target}x); seed uploaded {r['uploaded'] / 2**20:.0f} MiB "
+                      f"ratio {ratio:.2f}x (<= {target}x){lab_limit}; seed uploaded {r['uploaded'] / 2**20:.0f} MiB "
                       f"= {up:.2f}x the file (<= {SWARM_UPLOAD_TARGET:.0f}x); the swarm's processes used "
                       f"{r['own']:.0f}% of the {os.cpu_count()} CPUs{cpu}, the machine was {r['busy']:.0f}% busy "
                       f"({r['kernel']:.0f}% in the kernel: system, irq, softirq) "

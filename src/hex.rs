@@ -39,6 +39,15 @@ pub(crate) fn byte(pair: &[u8]) -> Option<u8> {
         .try_fold(0u8, |acc, c| Some((acc << 4) | digit(*c)?))
 }
 
+/// The bytes written as `hex` (an even number of digits, either case).
+pub(crate) fn decode(hex: &str) -> Option<Vec<u8>> {
+    let digits = hex.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits.chunks_exact(2).map(byte).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +65,8 @@ mod tests {
         let mut out = [b'.'; 5];
         encode_to(&[0xab, 0xcd], &mut out);
         assert_eq!(&out, b"abcd.");
+        assert_eq!(decode("009fA0"), Some(vec![0x00, 0x9f, 0xa0]));
+        assert_eq!(decode("009"), None);
+        assert_eq!(decode("0g"), None);
     }
 }

@@ -145,8 +145,8 @@ pub use catalog::{
 // Downloads.
 pub use fetch::{
     download, download_many, parse_rate, resolve_output, BatchItem, BatchOptions, BatchProgress,
-    DownloadOptions, FetchError, Holder, HolderSource, HoldersError, ParseRateError, Progress,
-    ProgressFn, Summary, DEFAULT_CONCURRENCY,
+    DownloadOptions, FetchError, Holder, HolderFailure, HolderSource, HoldersError, ParseRateError,
+    Progress, ProgressFn, Summary, DEFAULT_CONCURRENCY,
 };
 // The index of a shared directory.
 pub use index::{Index, IndexError, IndexEvent, IndexOptions, IndexStats, IndexedFile};

@@ -418,7 +418,7 @@ impl FileSource for IndexSource {
     fn fresh(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
         self.index
             .get(sha1)
-            .map(|f| self.uploads.fresh(sha1, f.pieces.len()))
+            .map(|f| self.uploads.offer(sha1, f.piece_size, f.pieces.len()))
     }
 
     fn download_id(&self, sha1: &Sha1Digest) -> Option<String> {

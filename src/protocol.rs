@@ -51,6 +51,17 @@ pub const PIECES_HEADER: &str = "X-Pieces";
 /// Response header of the availability route for a partial file: the id
 /// of the download writing it (so that download does not ask itself).
 pub const DOWNLOAD_ID_HEADER: &str = "X-Download-Id";
+/// Response header of a range answered from a partial file: the pieces
+/// the peer holds now (the `have` bitmap, hex), so a downloader's view
+/// of it stays fresh without asking `have` between pieces.
+pub const HAVE_HEADER: &str = "X-Have";
+/// Response header of a range answered by a seed that counts its uploads:
+/// its least-uploaded pieces (hex bitmap), as the second bitmap of `have`.
+pub const FRESH_HEADER: &str = "X-Fresh";
+/// Files of more pieces than this get no [`HAVE_HEADER`] or
+/// [`FRESH_HEADER`] (at most 1 KiB of hex per header); their downloaders
+/// ask `have`.
+pub const MAX_HEADER_PIECES: usize = 4096;
 
 /// Default piece size: 4 MiB.
 pub const DEFAULT_PIECE_SIZE: u64 = 4 * 1024 * 1024;
@@ -235,6 +246,17 @@ impl Bitfield {
         &self.bytes
     }
 
+    /// The wire bytes as lowercase hex (for a header).
+    pub fn to_hex(&self) -> String {
+        crate::hex::encode(&self.bytes)
+    }
+
+    /// Decodes `len` pieces from [`Bitfield::to_hex`]'s form; `None` if it
+    /// is not exactly that.
+    pub fn from_hex(hex: &str, len: usize) -> Option<Self> {
+        Self::from_bytes(&crate::hex::decode(hex)?, len)
+    }
+
     /// True if every piece overlapping bytes `[start, end)` of a file cut
     /// in `piece_size` pieces is held.
     pub fn covers(&self, piece_size: u64, start: u64, end: u64) -> bool {
@@ -278,6 +300,11 @@ mod tests {
         b.set(9);
         assert_eq!(b.as_bytes(), &[0b0000_0001, 0b0000_0010]);
         assert_eq!(b.count(), 2);
+        assert_eq!(b.to_hex(), "0102");
+        assert_eq!(Bitfield::from_hex("0102", 10), Some(b.clone()));
+        assert_eq!(Bitfield::from_hex("0106", 10), None, "a bit past the end");
+        assert_eq!(Bitfield::from_hex("010", 10), None);
+        assert_eq!(Bitfield::from_hex("01zz", 10), None);
         assert!(!b.is_full());
         assert_eq!(Bitfield::from_bytes(b.as_bytes(), 10), Some(b.clone()));
         // Wrong length, or bits set past the end: refused.

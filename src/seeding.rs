@@ -1,11 +1,16 @@
-//! Super-seeding hints: which pieces of a complete file this peer has
-//! uploaded the fewest times lately, so that downloaders ask it for those
-//! and fetch the others from each other.
+//! Super-seeding offers: which pieces of a complete file this peer would
+//! rather upload, so that downloaders ask it for those and fetch the
+//! others from each other.
 //!
-//! Counted when a range response of a complete file starts (so pieces in
-//! flight count at once). Forgotten for a file after [`QUIET`] without an
-//! upload (the next swarm starts afresh); at most [`MAX_FILES`] files are
-//! tracked (the one quiet the longest is dropped).
+//! Each downloader asking is offered [`OFFER`] pieces among those uploaded
+//! the fewest times, skipping those offered to another downloader in the
+//! last [`OFFER_TTL`] (as BitTorrent's super-seeding offers each peer a
+//! different piece): the seed's upload goes to pieces no one has yet, each
+//! once, before any goes out twice. Uploads are counted when a range
+//! response of a complete file starts (so pieces in flight count at once).
+//! Forgotten for a file after [`QUIET`] without an upload (the next swarm
+//! starts afresh); at most [`MAX_FILES`] files are tracked (the one quiet
+//! the longest is dropped).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,11 +24,32 @@ use crate::Sha1Digest;
 pub const QUIET: Duration = Duration::from_secs(60);
 /// Files tracked at most.
 pub const MAX_FILES: usize = 256;
+/// Pieces offered to one downloader at a time.
+pub const OFFER: usize = 4;
+/// An offered piece is not offered to another downloader for this long,
+/// unless it is uploaded (or every other candidate is offered too).
+pub const OFFER_TTL: Duration = Duration::from_millis(500);
 
 struct Counts {
     piece_size: u64,
     counts: Vec<u32>,
+    /// When each piece was last offered and not yet uploaded.
+    offered: Vec<Option<Instant>>,
+    /// Where the next offer starts looking (ties go round the file).
+    cursor: usize,
     last: Instant,
+}
+
+impl Counts {
+    fn new(piece_size: u64, pieces: usize, now: Instant) -> Self {
+        Counts {
+            piece_size,
+            counts: vec![0; pieces],
+            offered: vec![None; pieces],
+            cursor: 0,
+            last: now,
+        }
+    }
 }
 
 /// Upload counts per piece, per file.
@@ -39,72 +65,104 @@ impl UploadCounts {
         if piece_size == 0 || len == 0 || pieces == 0 {
             return;
         }
-        let now = Instant::now();
         let mut files = self.files.lock();
-        if !files.contains_key(sha1) && files.len() >= MAX_FILES {
-            if let Some(oldest) = files.iter().min_by_key(|(_, c)| c.last).map(|(s, _)| *s) {
-                files.remove(&oldest);
-            }
-        }
-        let c = files.entry(*sha1).or_insert_with(|| Counts {
-            piece_size,
-            counts: vec![0; pieces],
-            last: now,
-        });
-        if c.piece_size != piece_size || c.counts.len() != pieces || now - c.last > QUIET {
-            *c = Counts {
-                piece_size,
-                counts: vec![0; pieces],
-                last: now,
-            };
-        }
-        c.last = now;
+        let c = entry(&mut files, sha1, piece_size, pieces);
+        c.last = Instant::now();
         let Some((first, last)) =
             crate::protocol::pieces_touching(piece_size, start, start.saturating_add(len))
         else {
             return;
         };
         let (first, last) = (first as usize, last as usize);
-        for n in c.counts.iter_mut().take(last.saturating_add(1)).skip(first) {
-            *n = n.saturating_add(1);
+        for i in first..=last.min(pieces - 1) {
+            c.counts[i] = c.counts[i].saturating_add(1);
+            c.offered[i] = None;
         }
     }
 
-    /// The pieces of `sha1` uploaded the fewest times lately (all of them
-    /// for a file not tracked), given `pieces`. Relative, not "never": a
-    /// seed that uploaded everything once stays useful for the next round.
-    pub fn fresh(&self, sha1: &Sha1Digest, pieces: usize) -> Bitfield {
-        let files = self.files.lock();
-        match files
-            .get(sha1)
-            .filter(|c| c.last.elapsed() <= QUIET && c.counts.len() == pieces)
-        {
-            Some(c) => {
-                let min = c.counts.iter().copied().min().unwrap_or(0);
-                Bitfield::from_flags(&c.counts.iter().map(|n| *n == min).collect::<Vec<_>>())
-            }
-            None => Bitfield::full(pieces),
+    /// The pieces of `sha1` (`pieces` pieces of `piece_size`) offered to
+    /// one downloader: [`OFFER`] of the least uploaded, not offered to
+    /// another one lately if others are as little uploaded; marked offered.
+    pub fn offer(&self, sha1: &Sha1Digest, piece_size: u64, pieces: usize) -> Bitfield {
+        if piece_size == 0 || pieces == 0 {
+            return Bitfield::full(pieces);
+        }
+        let now = Instant::now();
+        let mut files = self.files.lock();
+        let c = entry(&mut files, sha1, piece_size, pieces);
+        let mut out = Bitfield::empty(pieces);
+        let reserved = |c: &Counts, i: usize| c.offered[i].is_some_and(|t| now - t < OFFER_TTL);
+        for _ in 0..OFFER.min(pieces) {
+            let pick = (0..pieces)
+                .map(|k| (c.cursor + k) % pieces)
+                .filter(|&i| !out.get(i))
+                .min_by_key(|&i| (c.counts[i], reserved(c, i)));
+            let Some(i) = pick else { break };
+            out.set(i);
+            c.offered[i] = Some(now);
+            c.cursor = (i + 1) % pieces;
+        }
+        out
+    }
+}
+
+/// The counts of `sha1`, new (or reset: another piece size, or quiet for
+/// [`QUIET`]) as needed; the file quiet the longest makes room.
+fn entry<'a>(
+    files: &'a mut HashMap<Sha1Digest, Counts>,
+    sha1: &Sha1Digest,
+    piece_size: u64,
+    pieces: usize,
+) -> &'a mut Counts {
+    let now = Instant::now();
+    if !files.contains_key(sha1) && files.len() >= MAX_FILES {
+        if let Some(oldest) = files.iter().min_by_key(|(_, c)| c.last).map(|(s, _)| *s) {
+            files.remove(&oldest);
         }
     }
+    let c = files
+        .entry(*sha1)
+        .or_insert_with(|| Counts::new(piece_size, pieces, now));
+    if c.piece_size != piece_size || c.counts.len() != pieces || now - c.last > QUIET {
+        *c = Counts::new(piece_size, pieces, now);
+    }
+    c
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sha() -> Sha1Digest {
+        "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap()
+    }
+
     #[test]
-    fn the_least_uploaded_pieces_are_fresh() {
+    fn downloaders_are_offered_different_pieces_until_each_went_out_once() {
         let u = UploadCounts::default();
-        let sha: Sha1Digest = "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap();
-        assert!(u.fresh(&sha, 4).is_full());
-        u.note(&sha, 10, 4, 0, 10);
-        u.note(&sha, 10, 4, 15, 10); // pieces 1 and 2
-        let f = u.fresh(&sha, 4);
-        assert_eq!(
-            (f.get(0), f.get(1), f.get(2), f.get(3)),
-            (false, false, false, true)
+        let a = u.offer(&sha(), 10, 8);
+        let b = u.offer(&sha(), 10, 8);
+        assert_eq!((a.count(), b.count()), (OFFER, OFFER));
+        assert!(
+            (0..8).all(|i| !(a.get(i) && b.get(i))),
+            "two offers overlap"
         );
-        u.note(&sha, 10, 4, 30, 10);
-        assert_eq!(u.fresh(&sha, 4).count(), 4, "every piece went out once");
+        // Everything is offered now: a third asker still gets pieces.
+        assert_eq!(u.offer(&sha(), 10, 8).count(), OFFER);
+        // Pieces 0..4 uploaded: the rest (uploaded 0 times) come first.
+        for i in 0..4 {
+            u.note(&sha(), 10, 8, i * 10, 10);
+        }
+        let c = u.offer(&sha(), 10, 8);
+        assert!((4..8).all(|i| c.get(i)), "{c:?}");
+    }
+
+    #[test]
+    fn ranges_count_every_piece_they_touch() {
+        let u = UploadCounts::default();
+        u.note(&sha(), 10, 4, 5, 20); // pieces 0, 1 and 2
+        let offer = u.offer(&sha(), 10, 4);
+        assert!(offer.get(3), "{offer:?}");
+        assert_eq!(u.offer(&sha(), 10, 0).len(), 0);
     }
 }

@@ -31,7 +31,9 @@ use super::rate::RateLimiter;
 use super::round::{Outcome, Round};
 use super::state::{salvage, ResumeState};
 use super::supervisor;
-use super::{DownloadOptions, FetchError, Holder, HolderSource, ProgressFn, Summary};
+use super::{
+    DownloadOptions, FetchError, Holder, HolderFailure, HolderSource, ProgressFn, Summary,
+};
 use crate::protocol::PieceList;
 use crate::Sha1Digest;
 
@@ -76,7 +78,7 @@ pub fn download(
     if known.groups.is_empty() {
         return Err(FetchError::NoPieceList {
             sha1,
-            details: errors.join("; "),
+            failures: errors,
         });
     }
 
@@ -110,7 +112,7 @@ pub fn download(
     let rate = opts.shared_rate.as_deref().or(own_rate.as_ref());
     let mut used = BTreeSet::new();
     let mut bad: Vec<String> = Vec::new();
-    let mut failed: Vec<String> = Vec::new();
+    let mut failed: Vec<HolderFailure> = Vec::new();
     let mut resumed = None;
     let mut g = 0;
     while g < known.groups.len() {
@@ -148,14 +150,14 @@ pub fn download(
         );
         round.add_holders(holders.clone());
         let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
-        for slot in round.slots.lock().iter() {
+        for slot in round.slots.lock().iter_mut() {
             if slot.pieces > 0 {
                 used.insert(slot.holder.id.clone());
             }
             if slot.bad {
                 bad.push(slot.holder.to_string());
-            } else if let Some(reason) = &slot.dropped {
-                failed.push(format!("{}: {reason}", slot.holder));
+            } else if let Some(reason) = slot.dropped.take() {
+                failed.push(HolderFailure::new(slot.holder.clone(), reason));
             }
         }
         log::debug!(
@@ -163,8 +165,8 @@ pub fn download(
             started.elapsed().as_secs_f64()
         );
         match outcome {
-            Outcome::Complete(digest) if digest == sha1 => {
-                finish(&part, &list, &part_path, opts, &state_path)?;
+            Outcome::Complete(digest, early) if digest == sha1 => {
+                finish(&part, &list, early, &part_path, opts, &state_path)?;
                 log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                 summary.bytes = list.size;
                 summary.bytes_received = received.load(Ordering::Relaxed);
@@ -175,7 +177,7 @@ pub fn download(
                 summary.bad_peers = bad;
                 return Ok(summary);
             }
-            Outcome::Complete(digest) => {
+            Outcome::Complete(digest, _) => {
                 let liars: Vec<String> = holders.iter().map(Holder::to_string).collect();
                 log::warn!(
                     "the piece list of {} is false: every piece matched it but the file hashes to {digest}; trying another holder's list",
@@ -203,13 +205,13 @@ pub fn download(
     if bad.is_empty() {
         Err(FetchError::HoldersFailed {
             sha1,
-            details: failed.join("; "),
+            failures: failed,
         })
     } else {
         Err(FetchError::NoCorrectCopy {
             sha1,
             bad,
-            others: (!failed.is_empty()).then(|| failed.join("; ")),
+            others: failed,
         })
     }
 }
@@ -254,12 +256,14 @@ fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
     })
 }
 
-/// fsync the `.part`, check that every piece still matches (the bytes
-/// renamed are the verified ones), rename it into place, fsync the
+/// fsync the `.part`, check that the first `early` pieces (those the
+/// whole-file hash read before the last write) still match, so the bytes
+/// renamed are the verified ones, rename it into place, fsync the
 /// directory (unless `sync_dir` is off: a batch does it once), drop the state.
 fn finish(
     part: &File,
     list: &PieceList,
+    early: usize,
     part_path: &Path,
     opts: &DownloadOptions,
     state_path: &Path,
@@ -273,18 +277,18 @@ fn finish(
         let check = std::thread::Builder::new()
             .name("pbs-get-check".into())
             .spawn_scoped(s, || {
-                super::state::changed_piece(part, list, opts.memory_budget)
+                super::state::changed_piece(part, list, early, opts.memory_budget)
             });
         let synced = part.sync_all();
         let changed = match check {
             Ok(t) => t.join().unwrap_or(Some(0)),
-            Err(_) => super::state::changed_piece(part, list, opts.memory_budget),
+            Err(_) => super::state::changed_piece(part, list, early, opts.memory_budget),
         };
         (synced, changed)
     });
     synced.map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
     log::debug!(
-        "fsync and {} pieces checked again on disk in {:.3}s",
+        "fsync and {early} of {} pieces checked again on disk in {:.3}s",
         list.pieces.len(),
         checked.elapsed().as_secs_f64()
     );
@@ -367,7 +371,7 @@ impl<'a> Known<'a> {
     /// Fetches the piece lists of the holders not seen yet (in parallel)
     /// and files them into groups, biggest first (only before the first
     /// round: later, new groups go to the end). Returns the errors.
-    fn add(&mut self, holders: Vec<Holder>) -> Vec<String> {
+    fn add(&mut self, holders: Vec<Holder>) -> Vec<HolderFailure> {
         let fresh: Vec<Holder> = holders
             .into_iter()
             .filter(|h| !self.seen.contains_key(&h.id))
@@ -393,7 +397,7 @@ impl<'a> Known<'a> {
                 }
                 Err(e) => {
                     log::warn!("peer {holder}: no usable piece list: {e}");
-                    errors.push(format!("{holder}: {e}"));
+                    errors.push(HolderFailure::new(holder, e));
                 }
             }
         }

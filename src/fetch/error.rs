@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::HoldersError;
+use super::{Holder, HoldersError};
 use crate::Sha1Digest;
 
 /// Why a download failed.
@@ -21,18 +21,18 @@ pub enum FetchError {
         sha1: Sha1Digest,
     },
     /// No holder gave a usable piece list.
-    #[error("no holder of {sha1} gave a usable piece list ({details})")]
+    #[error("no holder of {sha1} gave a usable piece list ({})", Joined(failures))]
     NoPieceList {
         /// The file.
         sha1: Sha1Digest,
         /// Each holder and what went wrong.
-        details: String,
+        failures: Vec<HolderFailure>,
     },
     /// Every holder sent bad data, lied about the pieces, or failed.
     #[error(
         "no peer could supply a correct copy of {sha1}: bad data from {}{} (the .part is kept)",
         bad.join(", "),
-        others.as_deref().map(|o| format!("; others failed: {o}")).unwrap_or_default()
+        if others.is_empty() { String::new() } else { format!("; others failed: {}", Joined(others)) }
     )]
     NoCorrectCopy {
         /// The file.
@@ -40,15 +40,15 @@ pub enum FetchError {
         /// Peers that sent bad data or a false piece list (`id (addr)`).
         bad: Vec<String>,
         /// The other holders' failures, if any.
-        others: Option<String>,
+        others: Vec<HolderFailure>,
     },
     /// Every holder failed (died, stalled, refused) before the end.
-    #[error("every holder of {sha1} failed ({details})")]
+    #[error("every holder of {sha1} failed ({})", Joined(failures))]
     HoldersFailed {
         /// The file.
         sha1: Sha1Digest,
-        /// Each holder and its last error.
-        details: String,
+        /// Each holder and why it was dropped.
+        failures: Vec<HolderFailure>,
     },
     /// The output exists with other content.
     #[error("{} exists with different content", path.display())]
@@ -144,6 +144,44 @@ pub enum FetchError {
     /// A download thread could not be started.
     #[error("cannot start a download thread: {0}")]
     Thread(#[source] std::io::Error),
+}
+
+/// One holder that could not be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{holder}: {reason}")]
+pub struct HolderFailure {
+    /// The holder.
+    pub holder: Holder,
+    /// Why (its piece list could not be read, it failed too often...).
+    #[source]
+    pub reason: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl HolderFailure {
+    pub(crate) fn new(
+        holder: Holder,
+        reason: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        HolderFailure {
+            holder,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Holder failures joined with `; `.
+struct Joined<'a>(&'a [HolderFailure]);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, h) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{h}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The step of an I/O error on the download's files.

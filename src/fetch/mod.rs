@@ -65,7 +65,7 @@ use serde::Serialize;
 
 pub use batch::{download_many, BatchItem, BatchOptions, BatchProgress, DEFAULT_CONCURRENCY};
 pub use download::download;
-pub use error::FetchError;
+pub use error::{FetchError, HolderFailure};
 pub use holders::{Holder, HolderSource, HoldersError};
 pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
@@ -145,7 +145,7 @@ impl DownloadOptions {
             max_connections: 8,
             memory_budget: 48 * 1024 * 1024,
             max_retries: 3,
-            requery_interval: Duration::from_millis(500),
+            requery_interval: Duration::from_millis(150),
             state_interval: Duration::from_millis(100),
             endgame_copies: 2,
             cancel: None,

@@ -50,8 +50,10 @@ pub(crate) struct Slot {
 
 /// How a round ended.
 pub(crate) enum Outcome {
-    /// Every piece is on disk; the whole-file SHA1 of the `.part`.
-    Complete(Sha1Digest),
+    /// Every piece is on disk; the whole-file SHA1 of the `.part`, and how
+    /// many pieces (from the first) it read before the round's last write
+    /// (to be checked again before the rename: see [`super::state::changed_piece`]).
+    Complete(Sha1Digest, usize),
     /// Every holder of this round was dropped and no new one came.
     Failed,
     /// The caller cancelled.
@@ -160,6 +162,38 @@ impl<'a> Round<'a> {
         }
         drop(slots);
         self.sched.wake_all();
+    }
+
+    /// Usable holders other than `except` without a connection, free to
+    /// get one now (not waiting out a `503` or a rotation), in slot order.
+    pub(super) fn idle_holders(&self, except: Option<usize>) -> Vec<usize> {
+        let now = Instant::now();
+        let slots = self.slots.lock();
+        let mut per_addr: HashMap<&str, usize> = HashMap::new();
+        for s in slots.iter() {
+            *per_addr.entry(s.holder.addr.as_str()).or_default() += s.workers;
+        }
+        slots
+            .iter()
+            .enumerate()
+            .filter(|(j, s)| {
+                Some(*j) != except
+                    && s.dropped.is_none()
+                    && s.workers == 0
+                    && per_addr.get(s.holder.addr.as_str()).copied().unwrap_or(0) == 0
+                    && s.retry_at.is_none_or(|t| t <= now)
+            })
+            .map(|(j, _)| j)
+            .collect()
+    }
+
+    /// True if a holder without a connection may have a piece this
+    /// download lacks: a connection whose (partial) holder has nothing to
+    /// give had better go there (see [`super::worker`]).
+    pub fn better_holder_waits(&self, slot: usize) -> bool {
+        self.idle_holders(Some(slot))
+            .into_iter()
+            .any(|j| self.sched.useful(j))
     }
 
     /// The first byte and length of piece `i`.

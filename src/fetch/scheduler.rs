@@ -186,6 +186,22 @@ impl Scheduler {
             || s.fresh.get(holder).is_some_and(Option::is_some)
     }
 
+    /// True if `holder` may have a piece this download still lacks: its
+    /// pieces are not known yet, or one of them is missing here (false for
+    /// a dropped holder).
+    pub fn useful(&self, holder: usize) -> bool {
+        let s = self.state.lock();
+        if s.gone.get(holder).copied().unwrap_or(false) {
+            return false;
+        }
+        match s.have.get(holder) {
+            Some(Some(b)) => {
+                (0..s.pieces.len()).any(|i| s.pieces[i] == PieceState::Missing && b.get(i))
+            }
+            _ => true,
+        }
+    }
+
     /// True if `holder` is a seed that says which pieces it would rather upload.
     pub fn has_hint(&self, holder: usize) -> bool {
         self.state

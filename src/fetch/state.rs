@@ -250,15 +250,27 @@ pub fn salvage(
     )
 }
 
-/// The first piece of `list` whose bytes in `part` no longer match (read
-/// back and hashed by [`salvage`]'s threads), or `None` if every piece still does. Run
-/// just before the rename, after the whole-file hash: pieces verified on
-/// arrival and all still matching mean the bytes renamed into place are the
+/// The first of the first `pieces` pieces of `list` whose bytes in `part`
+/// no longer match (read back and hashed by [`salvage`]'s threads), or
+/// `None` if they all still do. Run just before the rename, after the
+/// whole-file hash, on the pieces that hash read before the download's
+/// last write (the others it read after every write, so the whole-file
+/// hash itself checked them): then the bytes renamed into place are the
 /// verified ones, whatever another process wrote to the `.part` meanwhile.
-pub fn changed_piece(part: &File, list: &PieceList, memory_budget: u64) -> Option<usize> {
-    let all = [(0, list.size)];
-    salvage(part, list, &all, memory_budget)
+pub fn changed_piece(
+    part: &File,
+    list: &PieceList,
+    pieces: usize,
+    memory_budget: u64,
+) -> Option<usize> {
+    let pieces = pieces.min(list.pieces.len());
+    if pieces == 0 {
+        return None;
+    }
+    let end = (pieces as u64 * list.piece_size).min(list.size);
+    salvage(part, list, &[(0, end)], memory_budget)
         .iter()
+        .take(pieces)
         .position(|ok| !ok)
 }
 
@@ -335,7 +347,12 @@ mod tests {
         assert_eq!(ResumeState::load(&saved, &Sha1Digest::of(b"other")), None);
         std::fs::write(&saved, b"{corrupt").unwrap();
         assert_eq!(ResumeState::load(&saved, &list.sha1), None);
-        assert_eq!(changed_piece(&file, &list, 1 << 20), Some(1));
+        assert_eq!(changed_piece(&file, &list, 3, 1 << 20), Some(1));
+        assert_eq!(
+            changed_piece(&file, &list, 1, 1 << 20),
+            None,
+            "only the first piece is checked"
+        );
     }
 
     #[test]

@@ -20,9 +20,9 @@ use crate::Sha1Digest;
 
 /// Read size of the whole-file hasher.
 const HASH_CHUNK: usize = 1024 * 1024;
-/// The hasher flushes the `.part` to disk each time it has hashed this
-/// much, so the final fsync only waits for the tail (the writeback overlaps
-/// the transfer instead of following it).
+/// The syncer flushes the `.part` to disk each time this much more of it
+/// is written, so the final fsync only waits for the tail (the writeback
+/// overlaps the transfer instead of following it).
 const SYNC_EVERY: u64 = 16 * 1024 * 1024;
 
 /// Runs `round` to its end on the calling thread. `requery` returns new
@@ -41,6 +41,14 @@ pub(crate) fn run(
             Ok(h) => h,
             Err(e) => return Outcome::Fatal(FetchError::Thread(e)),
         };
+        // Joined with the scope; it ends with the round (abort or done).
+        if let Err(e) = std::thread::Builder::new()
+            .name("pbs-get-sync".into())
+            .spawn_scoped(scope, || sync_behind(round))
+        {
+            round.abort.store(true, Ordering::Release);
+            return Outcome::Fatal(FetchError::Thread(e));
+        }
         // Written at once, so a state of the right length exists even if
         // the disk fills before the first periodic save (see `save`).
         round.save_state(&round.sched.done_flags(), state_path);
@@ -110,7 +118,7 @@ pub(crate) fn run(
             return outcome;
         }
         match hashed {
-            Ok(Ok(Some(digest))) => Outcome::Complete(digest),
+            Ok(Ok(Some((digest, early)))) => Outcome::Complete(digest, early),
             Ok(Ok(None)) => Outcome::Interrupted,
             Ok(Err(source)) => Outcome::Fatal(FetchError::read(round.part_path, source)),
             Err(_) => Outcome::Fatal(FetchError::Thread(std::io::Error::other(
@@ -133,6 +141,17 @@ fn fill<'scope, 'env>(
     let per_holder = round.opts.connections_per_holder.max(1);
     for level in 1..=per_holder {
         loop {
+            // Among the holders without a connection, one that may have a
+            // piece this download lacks goes first (looked up before the
+            // slot table is locked: never two locks at once).
+            let preferred = if level == 1 {
+                round
+                    .idle_holders(None)
+                    .into_iter()
+                    .find(|&j| round.sched.useful(j))
+            } else {
+                None
+            };
             let pick = {
                 let mut slots = round.slots.lock();
                 let total: usize = slots.iter().map(|s| s.workers).sum();
@@ -146,12 +165,15 @@ fn fill<'scope, 'env>(
                 for s in slots.iter() {
                     *per_addr.entry(s.holder.addr.as_str()).or_default() += s.workers;
                 }
-                let pick = slots.iter().position(|s| {
+                let eligible = |s: &super::round::Slot| {
                     s.dropped.is_none()
                         && s.workers < level
                         && per_addr.get(s.holder.addr.as_str()).copied().unwrap_or(0) < level
                         && s.retry_at.is_none_or(|t| t <= now)
-                });
+                };
+                let pick = preferred
+                    .filter(|&j| slots.get(j).is_some_and(eligible))
+                    .or_else(|| slots.iter().position(eligible));
                 if let Some(i) = pick {
                     slots[i].workers += 1;
                 }
@@ -171,18 +193,44 @@ fn fill<'scope, 'env>(
     Ok(())
 }
 
-/// Hashes the `.part` piece by piece as pieces are done, in order. `None`
-/// if the round was aborted first.
-fn hash_prefix(round: &Round<'_>) -> std::io::Result<Option<Sha1Digest>> {
+/// Flushes the `.part` to disk every [`SYNC_EVERY`] bytes written, on its
+/// own thread (an fsync blocks: neither the hasher nor a worker waits on
+/// it), until every piece is written or the round is aborted. A failed
+/// flush is left to the final fsync, which reports it.
+fn sync_behind(round: &Round<'_>) {
+    let mut synced = round.sched.done_bytes();
+    loop {
+        if round.abort.load(Ordering::Acquire) || round.sched.remaining() == 0 {
+            return;
+        }
+        let done = round.sched.done_bytes();
+        if done >= synced + SYNC_EVERY {
+            if let Err(e) = round.part.sync_data() {
+                log::debug!("flushing {}: {e}", round.part_path.display());
+            }
+            synced = done;
+        }
+        round.sched.wait(TICK);
+    }
+}
+
+/// Hashes the `.part` piece by piece as pieces are done, in order: the
+/// whole-file SHA1 and the number of pieces read before every piece was
+/// written. `None` if the round was aborted first.
+fn hash_prefix(round: &Round<'_>) -> std::io::Result<Option<(Sha1Digest, usize)>> {
     let mut hasher = Sha1::new();
     let mut buf = vec![0u8; HASH_CHUNK.min(round.list.size as usize)];
-    let mut unsynced = 0u64;
+    let mut early = round.list.pieces.len();
     for i in 0..round.list.pieces.len() {
         while !round.sched.is_done(i) {
             if round.abort.load(Ordering::Acquire) {
                 return Ok(None);
             }
             round.sched.wait(TICK);
+        }
+        if early > i && round.sched.remaining() == 0 {
+            // Every write is done: what is read from here on is final.
+            early = i;
         }
         let (start, len) = round.piece_range(i);
         let mut off = 0usize;
@@ -194,11 +242,6 @@ fn hash_prefix(round: &Round<'_>) -> std::io::Result<Option<Sha1Digest>> {
             hasher.update(&buf[..n]);
             off += n;
         }
-        unsynced += len as u64;
-        if unsynced >= SYNC_EVERY {
-            round.part.sync_data()?;
-            unsynced = 0;
-        }
     }
-    Ok(Some(Sha1Digest::from_hasher(hasher)))
+    Ok(Some((Sha1Digest::from_hasher(hasher), early)))
 }

@@ -33,6 +33,11 @@ const MAX_BUSY_WAITS: u32 = 30;
 /// How often a partial holder's piece bitmap is asked again while it has
 /// nothing this download needs.
 const HAVE_POLL: Duration = Duration::from_millis(100);
+/// How long a partial holder that had nothing for this download waits
+/// before a connection goes back to it (when it left for another holder).
+const ROTATE_AWAY: Duration = Duration::from_millis(500);
+/// How often a seed's hint (its least-uploaded pieces) is asked again.
+const HINT_POLL: Duration = Duration::from_millis(300);
 /// Pieces a holder may claim and then not serve (`416`) before it is
 /// dropped as lying.
 const MAX_NOT_THERE: u32 = 8;
@@ -86,8 +91,9 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
         // piece (it goes stale as others ask the seed), a partial holder's
         // only when it has nothing this download needs.
         let polled_long_ago = last_poll.is_none_or(|t| t.elapsed() >= HAVE_POLL);
+        let hint_stale = last_poll.is_none_or(|t| t.elapsed() >= HINT_POLL);
         let mut piece = None;
-        if last_poll.is_some() && !(round.sched.has_hint(slot) && polled_long_ago) {
+        if last_poll.is_some() && !(round.sched.has_hint(slot) && hint_stale) {
             match round.sched.next(slot) {
                 Next::Stop => {
                     clean_exit = true;
@@ -95,6 +101,18 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
                 }
                 Next::Piece(i) => piece = Some(i),
                 Next::Wait if round.sched.needs_poll(slot) && polled_long_ago => {}
+                Next::Wait
+                    if !round.sched.is_complete_holder(slot)
+                        && !round.sched.useful(slot)
+                        && round.better_holder_waits(slot) =>
+                {
+                    // Nothing here for us, and a holder without a
+                    // connection may have something: this connection goes
+                    // there; this holder is asked again later.
+                    round.slots.lock()[slot].retry_at = Some(Instant::now() + ROTATE_AWAY);
+                    clean_exit = true;
+                    break;
+                }
                 Next::Wait => {
                     round.sched.wait(IDLE_WAIT);
                     continue;
@@ -116,7 +134,15 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
         };
         // A failed bitmap request is handled as a failed piece without a piece.
         let (i, mut result) = match step {
-            Ok(i) => (Some(i), fetch_piece(round, &mut conn, &addrs, i, &mut buf)),
+            Ok(i) => {
+                let fetched = fetch_piece(round, &mut conn, &addrs, i, &mut buf);
+                if let Some(bitmaps) = fetched.as_ref().ok().and_then(|f| f.1.clone()) {
+                    // Its view came with the piece: no `have` needed now.
+                    round.sched.set_have(slot, bitmaps.0, bitmaps.1);
+                    last_poll = Some(Instant::now());
+                }
+                (Some(i), fetched.map(|f| f.0))
+            }
             Err(fail) => (None, Err(fail)),
         };
         let release = |round: &Round<'_>| {
@@ -279,14 +305,22 @@ fn close(round: &Round<'_>, conn: &mut Option<Conn>) {
     }
 }
 
-/// Fetches and verifies piece `i` into `buf`; returns its length.
+/// A holder's pieces and its least-uploaded ones, as [`Scheduler::set_have`]
+/// takes them.
+///
+/// [`Scheduler::set_have`]: super::scheduler::Scheduler::set_have
+type Bitmaps = (Option<Bitfield>, Option<Bitfield>);
+
+/// Fetches and verifies piece `i` into `buf`; returns its length and the
+/// holder's bitmaps if its answer carried them ([`crate::protocol::HAVE_HEADER`],
+/// [`crate::protocol::FRESH_HEADER`]; ignored unless well-formed for this file).
 fn fetch_piece(
     round: &Round<'_>,
     conn: &mut Option<Conn>,
     addrs: &[String],
     i: usize,
     buf: &mut Vec<u8>,
-) -> Result<usize, Fail> {
+) -> Result<(usize, Option<Bitmaps>), Fail> {
     let (start, len) = round.piece_range(i);
     let size = round.list.size;
     let path = format!("{FILES_PATH}/{}", round.list.sha1);
@@ -362,6 +396,14 @@ fn fetch_piece(
             }
         },
     );
+    let n = round.list.pieces.len();
+    let have = head.have.as_deref().and_then(|h| Bitfield::from_hex(h, n));
+    let fresh = head.fresh.as_deref().and_then(|h| Bitfield::from_hex(h, n));
+    let bitmaps = match (have, fresh) {
+        (Some(have), _) => Some((Some(have), None)),
+        (None, Some(fresh)) => Some((None, Some(fresh))),
+        (None, None) => None,
+    };
     match read {
         Ok(()) => c.conn.finish(&head),
         Err(ClientError::Abandoned) => return Err(Fail::Abandoned),
@@ -376,7 +418,7 @@ fn fetch_piece(
             want: round.list.pieces[i],
         }));
     }
-    Ok(len)
+    Ok((len, bitmaps))
 }
 
 /// Sends `GET path` on the worker's connection, opening it (or a new one

@@ -14,6 +14,9 @@ pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 48;
 /// Longest `X-Download-Id` value kept.
 const MAX_DOWNLOAD_ID: usize = 64;
+/// Longest `X-Have` / `X-Fresh` value kept (hex of
+/// [`crate::protocol::MAX_HEADER_PIECES`] bits).
+const MAX_BITMAP_HEX: usize = crate::protocol::MAX_HEADER_PIECES.div_ceil(8) * 2;
 
 /// A response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,11 @@ pub struct Head {
     pub download_id: Option<String>,
     /// `Content-Encoding: gzip`: the body is gzip-compressed.
     pub gzip: bool,
+    /// `X-Have`: the pieces a partial holder holds, as sent (hex, at most
+    /// `MAX_BITMAP_HEX` digits, else ignored).
+    pub have: Option<String>,
+    /// `X-Fresh`: the pieces a seed offers, as sent (same bound).
+    pub fresh: Option<String>,
     /// `Content-Disposition`, raw (at most 1 KiB, else ignored).
     pub disposition: Option<String>,
     /// `ETag`, raw (at most 128 bytes, else ignored).
@@ -131,6 +139,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ReplyError> {
         content_range: None,
         download_id: None,
         gzip: false,
+        have: None,
+        fresh: None,
         disposition: None,
         etag: None,
         close: resp.version == Some(0),
@@ -175,6 +185,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ReplyError> {
             head.download_id = Some(value.to_string()).filter(|v| {
                 v.len() <= MAX_DOWNLOAD_ID && v.bytes().all(|b| b.is_ascii_alphanumeric())
             });
+        } else if h.name.eq_ignore_ascii_case(crate::protocol::HAVE_HEADER) {
+            head.have = Some(value.to_string()).filter(|v| v.len() <= MAX_BITMAP_HEX);
+        } else if h.name.eq_ignore_ascii_case(crate::protocol::FRESH_HEADER) {
+            head.fresh = Some(value.to_string()).filter(|v| v.len() <= MAX_BITMAP_HEX);
         }
     }
     Ok(Some((head, used)))
@@ -262,6 +276,24 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(h.download_id, None);
+    }
+
+    #[test]
+    fn piece_bitmaps_are_kept_as_sent_up_to_their_bound() {
+        let (h, _) =
+            parse_head(b"HTTP/1.1 206 Partial Content\r\nX-Have: 0f01\r\nX-Fresh: 10\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            (h.have.as_deref(), h.fresh.as_deref()),
+            (Some("0f01"), Some("10"))
+        );
+        let long = format!(
+            "HTTP/1.1 206 Partial Content\r\nX-Have: {}\r\n\r\n",
+            "0".repeat(MAX_BITMAP_HEX + 2)
+        );
+        let (h, _) = parse_head(long.as_bytes()).unwrap().unwrap();
+        assert_eq!(h.have, None);
     }
 
     #[test]

@@ -25,7 +25,9 @@ use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
 use crate::http::response::content_disposition;
 use crate::http::route::{self, Route, ALLOW};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
-use crate::protocol::{DOWNLOAD_ID_HEADER, PIECES_HEADER};
+use crate::protocol::{
+    DOWNLOAD_ID_HEADER, FRESH_HEADER, HAVE_HEADER, MAX_HEADER_PIECES, PIECES_HEADER,
+};
 use crate::Sha1Digest;
 
 const CONTENT_TYPE_JSON: &str = "application/json";
@@ -405,8 +407,23 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
     };
     // Only range requests count for super-seeding: a whole-file download
     // (curl) is not a swarm member that will pass pieces on.
-    if opened.held.is_none() && request.method == Method::Get && len < size {
-        source.note_upload(sha1, start, len);
+    let mut head = head;
+    if request.method == Method::Get && len < size {
+        // The downloader's view of this peer rides on each piece: a partial
+        // holder's pieces, a seed's least-uploaded ones (after counting
+        // this one), so it need not ask `have` between pieces.
+        match &opened.held {
+            Some((have, _)) if have.len() <= MAX_HEADER_PIECES => {
+                head = head.header(HAVE_HEADER, have.to_hex());
+            }
+            Some(_) => {}
+            None => {
+                source.note_upload(sha1, start, len);
+                if let Some(fresh) = source.fresh(sha1).filter(|f| f.len() <= MAX_HEADER_PIECES) {
+                    head = head.header(FRESH_HEADER, fresh.to_hex());
+                }
+            }
+        }
     }
     let head = head
         .header("Content-Type", CONTENT_TYPE_BYTES)

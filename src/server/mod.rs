@@ -70,9 +70,10 @@ pub trait FileSource: Send + Sync + 'static {
     fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
         self.pieces(sha1).map(|p| Bitfield::full(p.pieces.len()))
     }
-    /// A hint for downloaders of a file this peer holds whole: the pieces
-    /// it has uploaded the fewest times lately (sent after the `have` bitmap). `None`:
-    /// no hint.
+    /// A hint for a downloader of a file this peer holds whole: the pieces
+    /// it offers that downloader (a few of the least uploaded, different
+    /// from those just offered to others; sent after the `have` bitmap and
+    /// with each piece). `None`: no hint.
     fn fresh(&self, _sha1: &Sha1Digest) -> Option<Bitfield> {
         None
     }

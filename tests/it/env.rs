@@ -277,7 +277,8 @@ fn has_file_starting(dir: &Path, prefix: &str) -> bool {
 
 /// The variables that need a network: `PIRATEBAY_ETCD` and
 /// `PIRATEBAY_NAMESPACE` for every command, `PIRATEBAY_STATE_DIR` of
-/// `files` and `get`, `PIRATEBAY_DIR` of `get`, with no flag given.
+/// `files` and `get` (a batch: one file reads no catalog), `PIRATEBAY_DIR`
+/// of `get`, with no flag given.
 #[test]
 fn variables_reach_etcd_and_the_catalog() {
     let etcd = EtcdServer::new();
@@ -329,5 +330,14 @@ fn variables_reach_etcd_and_the_catalog() {
         std::fs::read(out_dir.join("env.txt")).unwrap(),
         b"from the environment"
     );
+
+    // A batch reads the catalog, cached in the state directory.
+    let all_dir = tmp.path().join("all");
+    std::fs::create_dir_all(&all_dir).unwrap();
+    let mut env = env_of(&get_state);
+    env.push(("PIRATEBAY_DIR".into(), all_dir.display().to_string()));
+    let out = run_env(&["get", "--all"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
+    assert!(all_dir.join("env.txt").is_file());
     assert!(get_state.join("catalog-cache.json").is_file());
 }
