@@ -418,7 +418,13 @@ impl Monitor {
                 let peers = self.peer_list();
                 let now: Vec<(String, u64, Vec<String>)> = peers
                     .iter()
-                    .map(|p| (p.record.id.clone(), p.record.index_gen, p.record.dial_addrs()))
+                    .map(|p| {
+                        (
+                            p.record.id.clone(),
+                            p.record.index_gen,
+                            p.record.dial_addrs(),
+                        )
+                    })
                     .collect();
                 let stale = listed.is_none_or(|t| t.elapsed() >= RELIST_EVERY);
                 if stale || now != listed_for {
