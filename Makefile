@@ -6,6 +6,7 @@
 #   make test-compose  docker-compose.yml and the Dockerfile on a real Docker engine (root)
 #   make bench   build release, run every benches/bench_*.py (or BENCH=name)
 #   make bench-lan  build release, the LAN lab bench only (root: network namespaces)
+#   make bench-scale  build release, issue 12's table before/after (benches/scale_table.py)
 #   make soak    build release, 20 peers + 3 etcd members under chaos for 5 min
 #   make lint    rustfmt check + clippy with warnings as errors + make doc
 #   make doc     the crate's docs (cargo doc --no-deps), rustdoc warnings as errors
@@ -19,7 +20,7 @@ BENCH ?=
 SOAK_ARGS ?=
 BIN := target/release/piratebay-sync
 
-.PHONY: all run test test-compose bench bench-lan soak lint doc build release clean deps-etcd deps-test deps-bench
+.PHONY: all run test test-compose bench bench-lan bench-scale soak lint doc build release clean deps-etcd deps-test deps-bench
 
 all: build
 
@@ -81,6 +82,13 @@ bench: deps-bench release
 # the figures to trust for a LAN. Also part of `make bench`.
 bench-lan: deps-bench release
 	python3 benches/bench_lan.py
+
+# Issue 12's rows (index at 100k files, catalog, 1,000 peers, idle etcd
+# load, one-file get on 50 peers, batches, fair share), before and after,
+# beside their references. Sizes: BENCH_SCALE_FILES, BENCH_GET_PEERS,
+# BENCH_BATCH_FILES, BENCH_FAIR_MIB, BENCH_RUNS; BENCH_SCALE_PARTS picks.
+bench-scale: deps-bench release
+	python3 benches/scale_table.py
 
 # Defaults: 20 peers, 5 minutes, 200 downloads. Shorter:
 #   make soak SOAK_ARGS="--peers 6 --minutes 1 --downloads 20"

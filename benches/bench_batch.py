@@ -34,6 +34,9 @@ WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
 FILES = int(os.environ.get("BENCH_BATCH_FILES", "1000"))
 TARGET_RATIO = 1.0
 
+#: Figures of the last run (see scale_table.py).
+RESULTS = {}
+
 
 def wait_listed(binary, endpoint, state, count, timeout=300):
     """Waits until `files --json` lists `count` files."""
@@ -132,6 +135,7 @@ def main():
             print()
             common.print_table(rows, rows[0][0])
             print(f"peak RSS of get --all: {rss}")
+            RESULTS.update(rows=dict(rows), rss=rss, files=FILES, load=os.getloadavg()[0])
             if ok:
                 ratio = rows[1][1]["median"] / rows[0][1]["median"]
                 met = ratio <= TARGET_RATIO

@@ -35,6 +35,9 @@ CLIENTS = int(os.environ.get("BENCH_FAIR_CLIENTS", "20"))
 WORKERS = 8
 TARGET_RATIO = 1.2
 
+#: Figures of the last run (see scale_table.py).
+RESULTS = {}
+
 
 
 def round_of(cmds):
@@ -137,6 +140,8 @@ def main():
             ratio = rows[1][1]["median"] / rows[0][1]["median"]
             print(f"gets that stalled: {stalls}, failed: {failures} "
                   f"(of {CLIENTS * RUNS}; target 0)")
+            RESULTS.update(rows=dict(rows), stalls=stalls, failures=failures, runs=RUNS,
+                           clients=CLIENTS, mib=MIB, load=os.getloadavg()[0])
             met = ratio <= TARGET_RATIO and stalls == 0 and failures == 0
             print(f"target no stall and get <= {TARGET_RATIO}x curl: "
                   f"{'met' if met else 'MISSED'} ({ratio:.2f}x)")

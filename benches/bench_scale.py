@@ -14,11 +14,14 @@ printed beside its reference or target, measured in the same run:
 - `serve` restarted on the unchanged dataset: time from exec until
   `GET /v1/files` returns the full catalog (polled every 5 ms), medians
   of BENCH_RUNS restarts, and its RSS per file once idle (real etcd from
-  common.Etcd; the peer checks the dataset in the background meanwhile).
+  common.Etcd; the peer checks the dataset in the background meanwhile);
+- `GET /v1/files` of the whole catalog from that peer by `curl
+  --compressed` (gzip) and plain `curl`: median time and bytes on the
+  wire of BENCH_RUNS requests after one (which builds the body).
 
 Targets on 2 cores: cold <= 1.0x the openssl pipeline, warm <= 10 % of
 cold, restart <= 0.3 s, <= 600 bytes of RSS per file, no cache rewrite
-when nothing changed. The machine may be loaded: compare the rows of one
+when nothing changed, the gzip catalog <= 50 ms and <= 4 MB. The machine may be loaded: compare the rows of one
 run with each other, not with another run's; CPU seconds (user + system
 from getrusage) are printed too, being less sensitive to other load than
 wall time.
@@ -45,6 +48,9 @@ FILES = int(os.environ.get("BENCH_SCALE_FILES", "100000"))
 DIRS = 100
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 DATA = f"/tmp/piratebay-bench/scale-data-{FILES}"
+
+#: Figures of the last run (see scale_table.py).
+RESULTS = {}
 
 
 def make_data():
@@ -142,6 +148,52 @@ def serve_restarts(exe, etcd, state, env):
     return times, idle_rss
 
 
+def catalog_wire(exe, etcd, state, env):
+    """(seconds, bytes) medians of the whole catalog by curl, gzip and plain."""
+    curl = common.find_tool("curl")
+    port = common.free_port()
+    url = f"http://127.0.0.1:{port}/v1/files"
+    p = subprocess.Popen([exe, "serve", "--dataset", DATA, "--state-dir", state,
+                          "--listen", f"127.0.0.1:{port}", "--advertise", f"127.0.0.1:{port}",
+                          "--etcd", etcd.endpoint, "--namespace", "bench-scale"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.perf_counter() + 120
+        while catalog_len(url) != FILES:
+            if p.poll() is not None or time.perf_counter() > deadline:
+                sys.exit("bench: serve never served the full catalog")
+            time.sleep(0.05)
+        time.sleep(2.0)  # the background check of the dataset is over
+        out = {}
+        for kind, extra in (("gzip", ["--compressed"]), ("plain", [])):
+            samples = []
+            for i in range(RUNS + 1):
+                r = subprocess.run([curl, "-s", "-f", "-o", "/dev/null", "-w",
+                                    "%{time_total} %{size_download}", *extra, url],
+                                   capture_output=True, text=True, check=True)
+                t, size = r.stdout.split()
+                if i:
+                    samples.append((float(t), int(size)))
+            out[kind] = (statistics.median(s[0] for s in samples),
+                         statistics.median(s[1] for s in samples))
+        # `files --json` over the whole catalog: the first run fetches it,
+        # the next ones find it cached at the peer's generation (warm).
+        client = tempfile.mkdtemp(prefix="pbs-bench-files-")
+        try:
+            files = [exe, "files", "--json", "--etcd", etcd.endpoint, "--namespace", "bench-scale",
+                     "--state-dir", client]
+            runs = [run_timed(files, env) for _ in range(RUNS + 1)]
+            out["files_cold"] = runs[0][:2]
+            out["files_warm"] = (statistics.median(r[0] for r in runs[1:]),
+                                 statistics.median(r[1] for r in runs[1:]))
+        finally:
+            shutil.rmtree(client, ignore_errors=True)
+        return out
+    finally:
+        common.stop_process(p)
+
+
 def main():
     exe = common.release_bin()
     for tool in ("openssl", "find", "xargs"):
@@ -175,6 +227,7 @@ def main():
         rewritten = (before.st_ino, before.st_mtime_ns) != (after.st_ino, after.st_mtime_ns)
         with common.Etcd() as etcd:
             restart, idle_rss = serve_restarts(exe, etcd, state, env)
+            wire = catalog_wire(exe, etcd, state, env)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -195,7 +248,18 @@ def main():
         ("RSS per file: index cold (peak)", f"{med(cold_rss) / FILES:.0f} B", "", "<= 600 B"),
         ("RSS per file: index warm (peak)", f"{med(warm_rss) / FILES:.0f} B", "", "<= 600 B"),
         ("RSS per file: serve idle", f"{idle_rss / FILES:.0f} B", "", "<= 600 B"),
+        ("GET /v1/files, gzip (curl --compressed)", f"{wire['gzip'][0] * 1000:.1f} ms",
+         f"{wire['gzip'][1] / 1e6:.2f} MB on the wire", "<= 50 ms, 4 MB"),
+        ("GET /v1/files, plain", f"{wire['plain'][0] * 1000:.1f} ms",
+         f"{wire['plain'][1] / 1e6:.2f} MB on the wire", ""),
+        ("files --json, first (fetches the catalog)", f"{wire['files_cold'][0]:.3f} s",
+         f"{wire['files_cold'][1] / 2**20:.0f} MiB peak RSS", ""),
+        ("files --json, warm (cached by generation)", f"{wire['files_warm'][0]:.3f} s",
+         f"{wire['files_warm'][1] / 2**20:.0f} MiB peak RSS", "<= 0.300 s"),
     ]
+    RESULTS.update(ref=m_ref, cold=m_cold, warm=m_warm, restart=m_restart, rewritten=rewritten,
+                   cold_rss=med(cold_rss), warm_rss=med(warm_rss), idle_rss=idle_rss,
+                   wire=wire, files=FILES, load=os.getloadavg()[0])
     print(f"{'row':<42}{'measured':>12}  {'vs reference':<22}{'target':>10}")
     for name, value, ratio, target in rows:
         print(f"{name:<42}{value:>12}  {ratio:<22}{target:>10}")

@@ -100,13 +100,41 @@ fn parse_args() -> Result<Cli, ExitCode> {
             ExitCode::SUCCESS
         }
         Err(()) => {
+            let command = rest
+                .first()
+                .filter(|c| COMMANDS.contains(c))
+                .map(|c| format!(" {c}"))
+                .unwrap_or_default();
             eprintln!(
-                "{}\nRun {name} --help for more information.",
-                early.output.trim_end()
+                "{name}: {}; run `{name}{command} --help`",
+                usage_line(&early.output)
             );
             ExitCode::from(EXIT_ERROR)
         }
     })
+}
+
+/// The subcommands, to point a usage error at the right `--help`.
+const COMMANDS: [&str; 5] = ["serve", "list", "index", "files", "get"];
+
+/// argh's usage error on one line: lowercase start, no final period, the
+/// lines of a list (after a colon) joined with commas.
+fn usage_line(output: &str) -> String {
+    let mut lines = output.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut line = lines
+        .next()
+        .unwrap_or("bad arguments")
+        .trim_end_matches('.')
+        .to_string();
+    let rest: Vec<&str> = lines.collect();
+    if !rest.is_empty() {
+        line = format!("{line} {}", rest.join(", "));
+    }
+    let mut chars = line.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => line,
+    }
 }
 
 /// `err: cause: cause`, on one line, without repeating a cause already in the message.

@@ -14,7 +14,10 @@
 //!   (at most `MAX_PROBED` (64), 8 at once, 1 s each): "which answer";
 //! - every `CATALOG_EVERY` (3 s) refreshes the network's file list through
 //!   [`crate::Catalog`] (cached per peer generation, so an
-//!   unchanged peer is not asked again).
+//!   unchanged peer is not asked again) if a peer came, went, moved or
+//!   changed its index generation, else every `RELIST_EVERY` (30 s): the
+//!   merge of a 50-peer network's lists (100,000 files) every 3 s on every
+//!   peer kept two cores busy.
 //!
 //! Locks: one `Mutex` around the sampled state and one `RwLock` around the
 //! parts wired in after start; each held for copies only, never across
@@ -57,6 +60,9 @@ pub(crate) const HISTORY_LEN: usize = 300;
 pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// How often the network's file list is refreshed.
 pub(crate) const CATALOG_EVERY: Duration = Duration::from_secs(3);
+/// How often the network's file list is refreshed when no peer changed
+/// (peers that failed are asked again, and the list's age stays bounded).
+const RELIST_EVERY: Duration = Duration::from_secs(30);
 /// Most peers probed.
 pub(crate) const MAX_PROBED: usize = 64;
 /// Most network files in a report (the page filters them in the browser).
@@ -397,6 +403,7 @@ impl Monitor {
         });
         let mut probed: Option<Instant> = None;
         let mut listed: Option<Instant> = None;
+        let mut listed_for: Vec<(String, u64, Vec<String>)> = Vec::new();
         loop {
             match stop.recv_timeout(TICK) {
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -408,8 +415,23 @@ impl Monitor {
                 self.probe();
             }
             if listed.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
-                listed = Some(Instant::now());
-                self.list_files(&mut catalog);
+                let peers = self.peer_list();
+                let now: Vec<(String, u64, Vec<String>)> = peers
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.record.id.clone(),
+                            p.record.index_gen,
+                            p.record.dial_addrs(),
+                        )
+                    })
+                    .collect();
+                let stale = listed.is_none_or(|t| t.elapsed() >= RELIST_EVERY);
+                if stale || now != listed_for {
+                    listed = Some(Instant::now());
+                    listed_for = now;
+                    self.list_files(&mut catalog, &peers);
+                }
             }
         }
     }
@@ -467,12 +489,11 @@ impl Monitor {
     }
 
     /// Refreshes the network's file list (outside any lock).
-    fn list_files(&self, catalog: &mut Catalog) {
-        let peers = self.peer_list();
+    fn list_files(&self, catalog: &mut Catalog, peers: &[PeerInfo]) {
         if peers.is_empty() {
             return;
         }
-        let refresh = catalog.refresh(&peers);
+        let refresh = catalog.refresh(peers);
         let total = refresh.files.len();
         let files = refresh
             .files

@@ -111,12 +111,25 @@ fn help_exits_0_and_usage_errors_exit_2_for_every_command() {
         assert_eq!(out.status.code(), Some(0), "{cmd} --help");
         assert!(stdout_text(&out).starts_with("Usage:"), "{cmd} --help");
         let out = cli(&[cmd, "--no-such-flag"]);
-        assert_code(&out, 2, "--help");
+        assert_code(&out, 2, &format!("run `piratebay-sync {cmd} --help`"));
+        assert_eq!(
+            stderr_text(&out).lines().count(),
+            1,
+            "{}",
+            stderr_text(&out)
+        );
     }
     assert_eq!(cli(&["--help"]).status.code(), Some(0));
     assert_eq!(cli(&["help"]).status.code(), Some(0));
     // No command, an unknown one, a flag without its value, a bad number.
-    assert_code(&cli::<&str>(&[]), 2, "--help");
+    let none = cli::<&str>(&[]);
+    assert_code(&none, 2, "serve, list, index, files, get");
+    assert_eq!(
+        stderr_text(&none).lines().count(),
+        1,
+        "{}",
+        stderr_text(&none)
+    );
     assert_code(&cli(&["fetch"]), 2, "--help");
     assert_code(&cli(&["list", "--etcd"]), 2, "--help");
     assert_code(&cli(&["index", "--piece-size", "big"]), 2, "--help");
@@ -287,4 +300,64 @@ fn index_exits_0_for_a_dataset_and_2_without_one() {
     assert_code(&out, 2, "mkdir -p");
     assert_eq!(stderr_text(&out).trim_end().lines().count(), 1);
     assert_code(&index(&data.join("f")), 2, "not a directory");
+}
+
+/// A dataset this user may not reach is an error (2) whose advice differs
+/// from a missing one: access, not `mkdir`. Root reads anything, so as
+/// root the binary runs as `nobody` (setpriv), as in `index.rs`.
+#[test]
+fn index_tells_a_dataset_it_may_not_open_or_list_from_a_missing_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let set_mode =
+        |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    // `closed/ds`: the parent cannot be searched; `unlisted`: can be
+    // entered but not listed.
+    let closed = dir.path().join("closed");
+    std::fs::create_dir_all(closed.join("ds")).unwrap();
+    let unlisted = dir.path().join("unlisted");
+    std::fs::create_dir_all(&unlisted).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    set_mode(dir.path(), 0o755).unwrap();
+    set_mode(&state, 0o777).unwrap();
+    set_mode(&closed, 0o700).unwrap();
+    set_mode(&unlisted, 0o311).unwrap();
+    let privileged = std::fs::read_dir(&unlisted).is_ok();
+    let exe = dir.path().join("pbs");
+    std::fs::copy(bin_path(), &exe).unwrap();
+    set_mode(&exe, 0o755).unwrap();
+    let index = |dataset: &Path| {
+        let mut cmd = if privileged {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
+        cmd.args(["index", "--dataset"])
+            .arg(dataset)
+            .arg("--state-dir")
+            .arg(&state);
+        run_with_timeout(&mut cmd, DEFAULT_TIMEOUT)
+    };
+    let out = index(&closed.join("ds"));
+    assert_code(&out, 2, "cannot open dataset directory");
+    let err = stderr_text(&out);
+    assert!(err.to_lowercase().contains("permission denied"), "{err}");
+    assert!(
+        err.contains("give this user access") && !err.contains("mkdir"),
+        "{err}"
+    );
+
+    let out = index(&unlisted);
+    assert_code(&out, 2, "cannot list dataset directory");
+    assert!(
+        stderr_text(&out).contains("read access"),
+        "{}",
+        stderr_text(&out)
+    );
+    set_mode(&closed, 0o755).unwrap();
+    set_mode(&unlisted, 0o755).unwrap();
 }
