@@ -63,8 +63,10 @@ pub const FRESH_HEADER: &str = "X-Fresh";
 /// ask `have`.
 pub const MAX_HEADER_PIECES: usize = 4096;
 
-/// Default piece size: 4 MiB.
-pub const DEFAULT_PIECE_SIZE: u64 = 4 * 1024 * 1024;
+/// Default piece size: 1 MiB. A piece is passed on only once verified, so
+/// smaller pieces spread through a swarm sooner (see ARCHITECTURE.md, the
+/// swarm); much smaller ones cost a request each.
+pub const DEFAULT_PIECE_SIZE: u64 = 1024 * 1024;
 
 /// One file a peer serves, as listed by `GET /v1/files`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

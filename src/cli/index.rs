@@ -20,7 +20,7 @@ pub struct IndexArgs {
     /// directory holding the index cache (env PIRATEBAY_STATE_DIR)
     #[argh(option)]
     pub state_dir: Option<String>,
-    /// piece size in bytes (env PIRATEBAY_PIECE_SIZE, default 4194304)
+    /// piece size in bytes (env PIRATEBAY_PIECE_SIZE, default 1048576)
     #[argh(option)]
     pub piece_size: Option<u64>,
     /// print a JSON array instead of a table

@@ -47,7 +47,7 @@ pub struct ServeArgs {
     /// directory for the peer id and index cache (env PIRATEBAY_STATE_DIR)
     #[argh(option)]
     pub state_dir: Option<String>,
-    /// piece size in bytes (env PIRATEBAY_PIECE_SIZE, default 4194304)
+    /// piece size in bytes (env PIRATEBAY_PIECE_SIZE, default 1048576)
     #[argh(option)]
     pub piece_size: Option<u64>,
     /// worker threads serving files (env PIRATEBAY_WORKERS, default 4 x cores)
@@ -96,7 +96,7 @@ fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
     }
     if let Some(p) = parsed_flag_or_env(args.piece_size, "PIRATEBAY_PIECE_SIZE")? {
         if p == 0 {
-            return Err(format!("{piece_name} must be at least 1 byte (default 4194304)").into());
+            return Err(format!("{piece_name} must be at least 1 byte (default 1048576)").into());
         }
         cfg.piece_size = p;
     }

@@ -159,6 +159,9 @@ pub struct PeerConn {
     pending: Vec<u8>,
     /// The connection can carry another request.
     reusable: bool,
+    /// Requests sent ahead ([`PeerConn::send_ahead`]) whose heads are not
+    /// read yet.
+    queued: u32,
     /// Requests sent on this connection so far.
     requests: u64,
 }
@@ -195,6 +198,7 @@ pub fn connect(addrs: &[String], timeouts: Timeouts) -> Result<PeerConn, ClientE
         timeouts,
         pending: Vec::new(),
         reusable: true,
+        queued: 0,
         requests: 0,
     })
 }
@@ -233,6 +237,31 @@ impl PeerConn {
     /// head: the body may come compressed ([`Head::gzip`]).
     pub fn get_gzip(&mut self, path: &str) -> Result<Head, ClientError> {
         self.send_get(path, None, true)
+    }
+
+    /// Sends `GET path` with `Range: bytes=a-b` without waiting for its
+    /// answer, while the body of the previous one is still being read
+    /// (HTTP/1.1 pipelining: the peer answers in order, and the link does
+    /// not idle for a round trip between pieces). Its head is read with
+    /// [`PeerConn::next_head`] once that body is read in full.
+    pub fn send_ahead(&mut self, path: &str, range: (u64, u64)) -> Result<(), ClientError> {
+        let req = reply::get_request(&self.addr, path, Some(range), false);
+        self.requests += 1;
+        self.queued += 1;
+        self.reusable = false;
+        self.stream
+            .write_all(req.as_bytes())
+            .map_err(|source| ClientError::Send {
+                addr: self.addr.clone(),
+                source,
+            })
+    }
+
+    /// Reads the head of the answer to the oldest request sent ahead.
+    pub fn next_head(&mut self) -> Result<Head, ClientError> {
+        self.queued = self.queued.saturating_sub(1);
+        self.reusable = false;
+        self.read_head()
     }
 
     /// Sends `HEAD path` and reads the response head (there is no body:
@@ -358,7 +387,7 @@ impl PeerConn {
     /// Marks the connection reusable after a body was read in full (the
     /// caller knows the head did not ask to close).
     pub fn finish(&mut self, head: &Head) {
-        self.reusable = !head.close && self.pending.is_empty();
+        self.reusable = !head.close && self.queued == 0 && self.pending.is_empty();
     }
 
     /// Reads a whole body of at most `limit` bytes, finishing within

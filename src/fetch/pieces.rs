@@ -12,8 +12,8 @@ use crate::Sha1Digest;
 
 /// Largest piece size accepted from a peer (bounds memory per connection).
 pub const MAX_PIECE_SIZE: u64 = 64 * 1024 * 1024;
-/// Largest piece-list body accepted: about 390,000 piece hashes, a 1.5 TiB
-/// file at the default 4 MiB pieces.
+/// Largest piece-list body accepted: about 390,000 piece hashes, a 390 GiB
+/// file at the default 1 MiB pieces.
 pub const MAX_PIECE_LIST_BODY: u64 = 16 * 1024 * 1024;
 
 /// Why a holder's piece list was not usable.

@@ -229,10 +229,21 @@ impl Scheduler {
         let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
             && s.has_partials()
             && (s.partials_can_help() || s.last_progress.elapsed() < SEED_FALLBACK);
+        // A seed's offer is preferred only in a swarm: among seeds alone
+        // the rotation keeps the pieces in order (the whole-file hash
+        // keeps up), and the offers, different for every asker, would
+        // scatter them.
+        let swarm = s.has_partials();
         let pick = (0..n)
             .filter(|&i| s.pieces[i] == PieceState::Missing && s.has(holder, i))
             .filter(|&i| !restricted || (s.is_fresh(holder, i) && s.avail[i] <= 1))
-            .min_by_key(|&i| (s.avail[i], !s.is_fresh(holder, i), (i + n - offset) % n));
+            .min_by_key(|&i| {
+                (
+                    s.avail[i],
+                    swarm && !s.is_fresh(holder, i),
+                    (i + n - offset) % n,
+                )
+            });
         if let Some(i) = pick {
             s.pieces[i] = PieceState::InFlight;
             s.fetchers[i].push(holder);
@@ -476,16 +487,18 @@ mod tests {
     }
 
     #[test]
-    fn a_seed_is_asked_for_the_pieces_it_uploaded_least() {
+    fn a_seed_offer_comes_first_in_a_swarm_and_the_rotation_among_seeds_alone() {
+        let offer = || Some(Bitfield::from_flags(&[false, false, true, false]));
+        // Seeds alone: in order (the whole-file hash keeps up).
         let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
-        s.set_have(
-            0,
-            None,
-            Some(Bitfield::from_flags(&[false, false, true, false])),
-        );
+        s.set_have(0, None, offer());
         assert!(s.needs_poll(0));
-        assert_eq!(s.next(0), Next::Piece(2));
         assert_eq!(s.next(0), Next::Piece(0));
+        // With a partial holder known: the offered piece first.
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
+        s.set_have(0, None, offer());
+        s.set_have(1, Some(Bitfield::empty(4)), None);
+        assert_eq!(s.next(0), Next::Piece(2));
     }
 
     #[test]

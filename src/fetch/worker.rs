@@ -82,10 +82,41 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
     let mut clean_exit = false;
     // The connection left the socket table after the last piece.
     let mut unhooked = false;
+    // The piece whose request went out ahead on `conn` (pipelining).
+    let mut ahead: Option<usize> = None;
     loop {
+        if conn.is_none() {
+            if let Some(j) = ahead.take() {
+                round.sched.release(j, slot);
+            }
+        }
         if round.stopping() || round.slots.lock()[slot].dropped.is_some() {
             clean_exit = true;
             break;
+        }
+        if let Some(j) = ahead.take() {
+            // Asked already: read its answer.
+            let fetched = fetch_piece(
+                round, slot, &mut conn, &addrs, j, true, &mut ahead, &mut buf,
+            );
+            if matches!(fetched, Ok((_, true))) {
+                last_poll = Some(Instant::now());
+            }
+            if !settle(
+                round,
+                slot,
+                &holder,
+                &mut conn,
+                Some(j),
+                fetched.map(|f| f.0),
+                &mut not_there,
+                &mut last_poll,
+                &mut buf,
+                &mut unhooked,
+            ) {
+                break;
+            }
+            continue;
         }
         // A holder's bitmap is asked first; then a seed's hint before each
         // piece (it goes stale as others ask the seed), a partial holder's
@@ -133,143 +164,36 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
             }
         };
         // A failed bitmap request is handled as a failed piece without a piece.
-        let (i, mut result) = match step {
+        let (i, result) = match step {
             Ok(i) => {
-                let fetched = fetch_piece(round, &mut conn, &addrs, i, &mut buf);
-                if let Some(bitmaps) = fetched.as_ref().ok().and_then(|f| f.1.clone()) {
+                let fetched = fetch_piece(
+                    round, slot, &mut conn, &addrs, i, false, &mut ahead, &mut buf,
+                );
+                if matches!(fetched, Ok((_, true))) {
                     // Its view came with the piece: no `have` needed now.
-                    round.sched.set_have(slot, bitmaps.0, bitmaps.1);
                     last_poll = Some(Instant::now());
                 }
                 (Some(i), fetched.map(|f| f.0))
             }
             Err(fail) => (None, Err(fail)),
         };
-        let release = |round: &Round<'_>| {
-            if let Some(i) = i {
-                round.sched.release(i, slot);
-            }
-        };
-        {
-            // Consecutive `503`s are counted on the holder (workers come
-            // and go); past `MAX_BUSY_WAITS` one counts as a failure.
-            let mut slots = round.slots.lock();
-            let s = &mut slots[slot];
-            if matches!(result, Err(Fail::Busy)) {
-                s.busy += 1;
-                if s.busy > MAX_BUSY_WAITS {
-                    result = Err(Fail::Io(Transfer::Busy(s.busy)));
-                    s.busy = 0;
-                }
-            } else {
-                s.busy = 0;
-            }
+        if !settle(
+            round,
+            slot,
+            &holder,
+            &mut conn,
+            i,
+            result,
+            &mut not_there,
+            &mut last_poll,
+            &mut buf,
+            &mut unhooked,
+        ) {
+            break;
         }
-        match result {
-            Err(Fail::Busy) => {
-                // Give the worker back so another holder can use it; this
-                // one is asked again after `BUSY_RETRY` (see `supervisor::fill`).
-                release(round);
-                round.slots.lock()[slot].retry_at = Some(Instant::now() + client::BUSY_RETRY);
-                break;
-            }
-            Ok(len) => {
-                let Some(i) = i else { continue };
-                if round.sched.claim(i) {
-                    let (start, _) = round.piece_range(i);
-                    if let Err(source) = round.part.write_all_at(&buf[..len], start) {
-                        round.set_fatal(FetchError::write(round.part_path, source));
-                        break;
-                    }
-                    if round.opts.pool.is_some() && round.sched.remaining() == 1 {
-                        // The last piece: this connection leaves the socket
-                        // table now, before the round's end (which this
-                        // write triggers) shuts every registered socket down,
-                        // so it can go back to the batch's pool.
-                        if let Some(c) = conn.as_mut() {
-                            if round.take_registration(c.socket) {
-                                c.socket = None;
-                                unhooked = true;
-                            }
-                        }
-                    }
-                    round.sched.written(i, len as u64, slot);
-                    log::trace!("piece {i} from {holder}");
-                    round.maybe_save_state();
-                    let mut slots = round.slots.lock();
-                    slots[slot].pieces += 1;
-                    slots[slot].failures = 0;
-                } else {
-                    round.sched.release(i, slot);
-                }
-            }
-            Err(Fail::Abandoned) => {
-                release(round);
-                close(round, &mut conn);
-            }
-            Err(Fail::Ourselves) => {
-                release(round);
-                log::debug!("peer {holder} serves this download's own .part: not asked");
-                round.slots.lock()[slot].dropped = Some(Dropped::Ourselves);
-                round.sched.holder_gone(slot);
-                break;
-            }
-            Err(Fail::NotThere) if round.sched.is_complete_holder(slot) => {
-                release(round);
-                let piece = i.map_or(0, |i| i);
-                drop_bad(round, slot, &holder, BadData::RefusedPiece(piece));
-                break;
-            }
-            Err(Fail::NotThere) => {
-                release(round);
-                not_there += 1;
-                if let Some(i) = i {
-                    round.sched.not_there(slot, i);
-                }
-                if not_there > MAX_NOT_THERE {
-                    drop_bad(round, slot, &holder, BadData::ClaimedNotServed(not_there));
-                    break;
-                }
-                // Its bitmap is stale: ask again before the next piece.
-                last_poll = last_poll.map(|t| t.checked_sub(HAVE_POLL).unwrap_or(t));
-            }
-            Err(Fail::Bad(reason)) => {
-                release(round);
-                round.retried.fetch_add(1, Ordering::Relaxed);
-                drop_bad(round, slot, &holder, reason);
-                break;
-            }
-            Err(Fail::Io(reason)) => {
-                release(round);
-                round.retried.fetch_add(1, Ordering::Relaxed);
-                close(round, &mut conn);
-                let failures = {
-                    let mut slots = round.slots.lock();
-                    let s = &mut slots[slot];
-                    s.failures += 1;
-                    if s.failures > round.opts.max_retries && s.dropped.is_none() {
-                        log::warn!(
-                            "dropping peer {holder} for this download after {} failures: {reason}",
-                            s.failures
-                        );
-                        s.dropped = Some(Dropped::Failing {
-                            failures: s.failures,
-                            last: reason,
-                        });
-                        drop(slots);
-                        round.sched.holder_gone(slot);
-                        break;
-                    }
-                    let piece = i.map_or("its piece bitmap".to_string(), |i| format!("piece {i}"));
-                    log::info!("peer {holder}: {piece} failed, retrying elsewhere: {reason}");
-                    s.failures
-                };
-                let backoff = BACKOFF_MIN
-                    .saturating_mul(1 << failures.saturating_sub(1).min(8))
-                    .min(BACKOFF_MAX);
-                round.sleep(backoff);
-            }
-        }
+    }
+    if let Some(j) = ahead.take() {
+        round.sched.release(j, slot);
     }
     match (clean_exit, conn.take(), round.opts.pool.as_ref()) {
         // Back to the batch's pool, unless the round already shut the
@@ -283,6 +207,151 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
     }
     round.slots.lock()[slot].workers -= 1;
     round.sched.wake_all();
+}
+
+/// Handles the outcome of one request (a piece, or a bitmap when `i` is
+/// `None`): writes a verified piece, gives a failed one back, counts the
+/// holder's failures, drops it when it must go. False when the worker
+/// must stop.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    round: &Round<'_>,
+    slot: usize,
+    holder: &str,
+    conn: &mut Option<Conn>,
+    i: Option<usize>,
+    mut result: Result<usize, Fail>,
+    not_there: &mut u32,
+    last_poll: &mut Option<Instant>,
+    buf: &mut [u8],
+    unhooked: &mut bool,
+) -> bool {
+    let release = |round: &Round<'_>| {
+        if let Some(i) = i {
+            round.sched.release(i, slot);
+        }
+    };
+    {
+        // Consecutive `503`s are counted on the holder (workers come
+        // and go); past `MAX_BUSY_WAITS` one counts as a failure.
+        let mut slots = round.slots.lock();
+        let s = &mut slots[slot];
+        if matches!(result, Err(Fail::Busy)) {
+            s.busy += 1;
+            if s.busy > MAX_BUSY_WAITS {
+                result = Err(Fail::Io(Transfer::Busy(s.busy)));
+                s.busy = 0;
+            }
+        } else {
+            s.busy = 0;
+        }
+    }
+    match result {
+        Err(Fail::Busy) => {
+            // Give the worker back so another holder can use it; this
+            // one is asked again after `BUSY_RETRY` (see `supervisor::fill`).
+            release(round);
+            round.slots.lock()[slot].retry_at = Some(Instant::now() + client::BUSY_RETRY);
+            return false;
+        }
+        Ok(len) => {
+            let Some(i) = i else { return true };
+            if round.sched.claim(i) {
+                let (start, _) = round.piece_range(i);
+                if let Err(source) = round.part.write_all_at(&buf[..len], start) {
+                    round.set_fatal(FetchError::write(round.part_path, source));
+                    return false;
+                }
+                if round.opts.pool.is_some() && round.sched.remaining() == 1 {
+                    // The last piece: this connection leaves the socket
+                    // table now, before the round's end (which this
+                    // write triggers) shuts every registered socket down,
+                    // so it can go back to the batch's pool.
+                    if let Some(c) = conn.as_mut() {
+                        if round.take_registration(c.socket) {
+                            c.socket = None;
+                            *unhooked = true;
+                        }
+                    }
+                }
+                round.sched.written(i, len as u64, slot);
+                log::trace!("piece {i} from {holder}");
+                round.maybe_save_state();
+                let mut slots = round.slots.lock();
+                slots[slot].pieces += 1;
+                slots[slot].failures = 0;
+            } else {
+                round.sched.release(i, slot);
+            }
+        }
+        Err(Fail::Abandoned) => {
+            release(round);
+            close(round, conn);
+        }
+        Err(Fail::Ourselves) => {
+            release(round);
+            log::debug!("peer {holder} serves this download's own .part: not asked");
+            round.slots.lock()[slot].dropped = Some(Dropped::Ourselves);
+            round.sched.holder_gone(slot);
+            return false;
+        }
+        Err(Fail::NotThere) if round.sched.is_complete_holder(slot) => {
+            release(round);
+            let piece = i.map_or(0, |i| i);
+            drop_bad(round, slot, holder, BadData::RefusedPiece(piece));
+            return false;
+        }
+        Err(Fail::NotThere) => {
+            release(round);
+            *not_there += 1;
+            if let Some(i) = i {
+                round.sched.not_there(slot, i);
+            }
+            if *not_there > MAX_NOT_THERE {
+                drop_bad(round, slot, holder, BadData::ClaimedNotServed(*not_there));
+                return false;
+            }
+            // Its bitmap is stale: ask again before the next piece.
+            *last_poll = last_poll.map(|t| t.checked_sub(HAVE_POLL).unwrap_or(t));
+        }
+        Err(Fail::Bad(reason)) => {
+            release(round);
+            round.retried.fetch_add(1, Ordering::Relaxed);
+            drop_bad(round, slot, holder, reason);
+            return false;
+        }
+        Err(Fail::Io(reason)) => {
+            release(round);
+            round.retried.fetch_add(1, Ordering::Relaxed);
+            close(round, conn);
+            let failures = {
+                let mut slots = round.slots.lock();
+                let s = &mut slots[slot];
+                s.failures += 1;
+                if s.failures > round.opts.max_retries && s.dropped.is_none() {
+                    log::warn!(
+                        "dropping peer {holder} for this download after {} failures: {reason}",
+                        s.failures
+                    );
+                    s.dropped = Some(Dropped::Failing {
+                        failures: s.failures,
+                        last: reason,
+                    });
+                    drop(slots);
+                    round.sched.holder_gone(slot);
+                    return false;
+                }
+                let piece = i.map_or("its piece bitmap".to_string(), |i| format!("piece {i}"));
+                log::info!("peer {holder}: {piece} failed, retrying elsewhere: {reason}");
+                s.failures
+            };
+            let backoff = BACKOFF_MIN
+                .saturating_mul(1 << failures.saturating_sub(1).min(8))
+                .min(BACKOFF_MAX);
+            round.sleep(backoff);
+        }
+    }
+    true
 }
 
 /// Drops `slot`'s holder for this download as a source of bad data.
@@ -305,27 +374,42 @@ fn close(round: &Round<'_>, conn: &mut Option<Conn>) {
     }
 }
 
-/// A holder's pieces and its least-uploaded ones, as [`Scheduler::set_have`]
-/// takes them.
-///
-/// [`Scheduler::set_have`]: super::scheduler::Scheduler::set_have
-type Bitmaps = (Option<Bitfield>, Option<Bitfield>);
-
-/// Fetches and verifies piece `i` into `buf`; returns its length and the
-/// holder's bitmaps if its answer carried them ([`crate::protocol::HAVE_HEADER`],
-/// [`crate::protocol::FRESH_HEADER`]; ignored unless well-formed for this file).
+/// Fetches and verifies piece `i` into `buf` (its request already went
+/// out ahead if `sent`); returns its length and whether the answer carried
+/// the holder's bitmaps ([`crate::protocol::HAVE_HEADER`],
+/// [`crate::protocol::FRESH_HEADER`]; ignored unless well-formed for this
+/// file), which are passed to the scheduler at once. Once the answer's
+/// head is good, the next piece for this holder is asked for ahead on the
+/// same connection (`ahead`), so the link does not idle between pieces.
+#[allow(clippy::too_many_arguments)]
 fn fetch_piece(
     round: &Round<'_>,
+    slot: usize,
     conn: &mut Option<Conn>,
     addrs: &[String],
     i: usize,
+    sent: bool,
+    ahead: &mut Option<usize>,
     buf: &mut Vec<u8>,
-) -> Result<(usize, Option<Bitmaps>), Fail> {
+) -> Result<(usize, bool), Fail> {
     let (start, len) = round.piece_range(i);
     let size = round.list.size;
     let path = format!("{FILES_PATH}/{}", round.list.sha1);
     let range = (start, start + len as u64 - 1);
-    let head = request(round, conn, addrs, &path, Some(range))?;
+    let head = if sent {
+        let Some(c) = conn.as_mut() else {
+            return Err(Fail::Io(Transfer::NoConnection));
+        };
+        match c.conn.next_head() {
+            Ok(head) => head,
+            // The peer closed a kept-alive connection before this answer:
+            // not its fault, ask again on a new one.
+            Err(e) if e.is_stale_connection() => return Err(Fail::Abandoned),
+            Err(e) => return Err(io_fail(round, e)),
+        }
+    } else {
+        request(round, conn, addrs, &path, Some(range))?
+    };
     match head.status {
         206 => match head.content_range {
             Some((a, b, total)) if total != size => {
@@ -376,6 +460,32 @@ fn fetch_piece(
     let Some(c) = conn.as_mut() else {
         return Err(Fail::Io(Transfer::NoConnection));
     };
+    let n = round.list.pieces.len();
+    let have = head.have.as_deref().and_then(|h| Bitfield::from_hex(h, n));
+    let fresh = head.fresh.as_deref().and_then(|h| Bitfield::from_hex(h, n));
+    let refreshed = match (have, fresh) {
+        (Some(have), _) => {
+            round.sched.set_have(slot, Some(have), None);
+            true
+        }
+        (None, Some(fresh)) => {
+            round.sched.set_have(slot, None, Some(fresh));
+            true
+        }
+        (None, None) => false,
+    };
+    // Not with a batch's shared connections: they go back to the pool
+    // between files, with nothing pending.
+    if ahead.is_none() && round.opts.pool.is_none() && !head.close {
+        if let Next::Piece(j) = round.sched.next(slot) {
+            let (s, l) = round.piece_range(j);
+            match c.conn.send_ahead(&path, (s, s + l as u64 - 1)) {
+                Ok(()) => *ahead = Some(j),
+                // The body read below fails too, and says why.
+                Err(_) => round.sched.release(j, slot),
+            }
+        }
+    }
     let mut hasher = Sha1::new();
     let rate = round.rate;
     let read = c.conn.read_body(
@@ -396,14 +506,6 @@ fn fetch_piece(
             }
         },
     );
-    let n = round.list.pieces.len();
-    let have = head.have.as_deref().and_then(|h| Bitfield::from_hex(h, n));
-    let fresh = head.fresh.as_deref().and_then(|h| Bitfield::from_hex(h, n));
-    let bitmaps = match (have, fresh) {
-        (Some(have), _) => Some((Some(have), None)),
-        (None, Some(fresh)) => Some((None, Some(fresh))),
-        (None, None) => None,
-    };
     match read {
         Ok(()) => c.conn.finish(&head),
         Err(ClientError::Abandoned) => return Err(Fail::Abandoned),
@@ -418,7 +520,7 @@ fn fetch_piece(
             want: round.list.pieces[i],
         }));
     }
-    Ok((len, bitmaps))
+    Ok((len, refreshed))
 }
 
 /// Sends `GET path` on the worker's connection, opening it (or a new one

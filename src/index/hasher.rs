@@ -1,7 +1,7 @@
 //! Whole-file and piece SHA1s in one read of the file.
 //!
 //! The first piece's hash is the whole-file hasher's state at the first
-//! piece boundary, so a file of one piece (the common case with 4 MiB pieces)
+//! piece boundary, so a file of one piece (the common case with 1 MiB pieces)
 //! is hashed once, and a file of `n` pieces costs `2 - 1/n` passes of SHA1
 //! over its bytes instead of 2.
 

@@ -88,7 +88,7 @@ pub struct IndexOptions {
 }
 
 impl IndexOptions {
-    /// Defaults for `root`: no state dir, 4 MiB pieces, not live.
+    /// Defaults for `root`: no state dir, 1 MiB pieces, not live.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         IndexOptions {
             root: root.into(),

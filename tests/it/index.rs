@@ -124,7 +124,7 @@ fn hashes_match_sha1sum_at_piece_edges() {
 fn hashes_match_at_default_piece_size() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let p = 4 * 1024 * KIB;
+    let p = piratebay_sync::protocol::DEFAULT_PIECE_SIZE as usize;
     put_old(root, "exact", &data(p, 7));
     put_old(root, "three-and-a-bit", &data(3 * p + 123, 8));
     let index = open_ready(opts(root));
@@ -142,7 +142,10 @@ fn hundred_megabyte_file_matches_sha1sum() {
     put_old(root, "big.bin", &data(100_000_000, 42));
     let index = open_ready(opts(root));
     let e = check_hashes(&index, root, "big.bin");
-    assert_eq!(e.pieces.len(), 24);
+    assert_eq!(
+        e.pieces.len() as u64,
+        100_000_000u64.div_ceil(piratebay_sync::protocol::DEFAULT_PIECE_SIZE)
+    );
 }
 
 #[test]
@@ -476,7 +479,10 @@ fn cli_index_json_matches_sha1sum_and_reuses_cache() {
         serde_json::json!(["a.bin", "sub/a-copy.bin"])
     );
     let big = rows.iter().find(|r| r["path"] == "sub/b.bin").unwrap();
-    assert_eq!(big["pieces"], 2);
+    assert_eq!(
+        big["pieces"],
+        (5 * 1024 * KIB as u64).div_ceil(piratebay_sync::protocol::DEFAULT_PIECE_SIZE)
+    );
     assert_eq!(run(), rows, "second run from the cache prints the same");
 }
 

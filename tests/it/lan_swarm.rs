@@ -47,7 +47,15 @@ impl Swarm {
             .start();
         let peers: Vec<ServePeer> = hosts
             .iter()
-            .map(|h| Serve::new(&etcd.endpoint()).on_host(h).start())
+            .map(|h| {
+                // The seed's piece size: a host indexes the finished file
+                // with its own, and one size across the swarm keeps every
+                // holder's piece list the same.
+                Serve::new(&etcd.endpoint())
+                    .on_host(h)
+                    .arg("--piece-size", PIECE)
+                    .start()
+            })
             .collect();
         let ids: Vec<String> = std::iter::once(&seed)
             .chain(&peers)

@@ -368,3 +368,123 @@ fn sybil_records_that_answer_503_or_stall_do_not_starve_the_honest_holders() {
         );
     }
 }
+
+/// Status, one header's value, and the body of a GET.
+fn http_header(
+    url: &str,
+    range: Option<(u64, u64)>,
+    header: &str,
+) -> (u16, Option<String>, Vec<u8>) {
+    let mut req = ureq::get(url).config().http_status_as_error(false).build();
+    if let Some((a, b)) = range {
+        req = req.header("Range", &format!("bytes={a}-{b}"));
+    }
+    let resp = req.call().expect("the peer answers");
+    let status = resp.status().as_u16();
+    let value = resp
+        .headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .expect("a body");
+    (status, value, body)
+}
+
+fn bits(bytes: &[u8], n: usize) -> Vec<usize> {
+    (0..n)
+        .filter(|i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+        .collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Super-seeding offers and the bitmaps that ride on piece answers: two
+/// downloaders asking a seed are offered different pieces, a seed's piece
+/// answer carries its next offer (`X-Fresh`), and a partial holder's piece
+/// answer carries what it holds now (`X-Have`), equal to its `/have`.
+#[test]
+fn a_seed_offers_downloaders_different_pieces_and_piece_answers_carry_bitmaps() {
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let size = 40 * PIECE + 7;
+    let n = size.div_ceil(PIECE) as usize;
+    let (seed, sha) = seed(&ep, dir.path(), size);
+    let seed_addr = addr_of(&ep, &seed.id());
+    let have_url = format!("http://{seed_addr}/v1/files/{sha}/have");
+    let offer = |body: &[u8]| bits(&body[n.div_ceil(8)..], n);
+    let (status, _, first) = http_header(&have_url, None, "x-fresh");
+    assert_eq!(status, 200);
+    assert_eq!(
+        first.len(),
+        2 * n.div_ceil(8),
+        "a seed's /have has its offer"
+    );
+    assert_eq!(
+        bits(&first[..n.div_ceil(8)], n).len(),
+        n,
+        "a seed has every piece"
+    );
+    let (_, _, second) = http_header(&have_url, None, "x-fresh");
+    let (a, b) = (offer(&first), offer(&second));
+    assert_eq!((a.len(), b.len()), (4, 4), "{a:?} {b:?}");
+    assert!(
+        a.iter().all(|i| !b.contains(i)),
+        "offers overlap: {a:?} {b:?}"
+    );
+    // A piece answer carries the next offer.
+    let i = a[0] as u64;
+    let file_url = format!("http://{seed_addr}/v1/files/{sha}");
+    let (status, fresh, body) =
+        http_header(&file_url, Some((i * PIECE, (i + 1) * PIECE - 1)), "x-fresh");
+    assert_eq!((status, body.len() as u64), (206, PIECE));
+    let fresh = unhex(&fresh.expect("X-Fresh on a seed's piece"));
+    assert_eq!(bits(&fresh, n).len(), 4);
+    assert!(
+        !bits(&fresh, n).contains(&(i as usize)),
+        "the piece just sent is offered again"
+    );
+
+    // A partial holder: pieces 0 and 2 of the file, verified, in a host's dataset.
+    let host = Serve::new(&ep).start();
+    let host_addr = addr_of(&ep, &host.id());
+    let whole = std::fs::read(dir.path().join("seed-data/big.bin")).unwrap();
+    let list = piece_list(&dir.path().join("seed-data/big.bin"), PIECE);
+    let out = host.dataset.join("partial.bin");
+    let mut data = vec![0u8; size as usize];
+    for p in [0usize, 2] {
+        let r = p * PIECE as usize..(p + 1) * PIECE as usize;
+        data[r.clone()].copy_from_slice(&whole[r]);
+    }
+    std::fs::write(part_path(&out), &data).unwrap();
+    let done: Vec<bool> = (0..n).map(|p| p == 0 || p == 2).collect();
+    write_state(&out, &list, &done);
+    let host_have = format!("http://{host_addr}/v1/files/{sha}/have");
+    let have = wait_for(
+        Duration::from_secs(20),
+        "the host serves its pieces",
+        || http(&host_have, None).filter(|(s, b)| *s == 200 && bits(b, n) == vec![0, 2]),
+    )
+    .1;
+    let (status, x_have, body) = http_header(
+        &format!("http://{host_addr}/v1/files/{sha}"),
+        Some((2 * PIECE, 3 * PIECE - 1)),
+        "x-have",
+    );
+    assert_eq!(status, 206);
+    assert_eq!(Sha1Digest::of(&body), list.pieces[2]);
+    assert_eq!(
+        unhex(&x_have.expect("X-Have on a partial holder's piece")),
+        have
+    );
+}
