@@ -249,7 +249,23 @@ def part_get(binary, work):
                 if time.monotonic() > deadline:
                     sys.exit("bench_peers: the 50 peers did not index their files in time")
                 time.sleep(1)
-            time.sleep(10)
+            # Then quiet: the peers' first catalog refreshes and health
+            # probes over (their CPU under 20 % of a core for 2 s, at most 60 s).
+            def cpu_seconds():
+                total = 0
+                for proc in procs:
+                    try:
+                        fields = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()
+                        total += int(fields[11]) + int(fields[12])
+                    except OSError:
+                        pass
+                return total / os.sysconf("SC_CLK_TCK")
+            quiet_by = time.monotonic() + 60
+            while time.monotonic() < quiet_by:
+                before = cpu_seconds()
+                time.sleep(2)
+                if cpu_seconds() - before < 0.4:
+                    break
             out = os.path.join(work, "got.bin")
             state = os.path.join(work, "client")
             get = ["sh", "-c", 'rm -f "$0" && exec "$@"', out, binary, "get", sha1, "-o", out,
