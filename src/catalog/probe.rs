@@ -87,10 +87,11 @@ impl Lookup {
 }
 
 /// The holders of one file, by asking the peers registered under a
-/// namespace about it (see the module doc). A lookup made by
-/// [`ProbedHolders::lookup`] is reused by the download's first
-/// [`HolderSource::holders`] call if it is under a second old, so a `get`
-/// asks the network once to start.
+/// namespace about it (see the module doc). A lookup is reused by
+/// [`HolderSource::holders`] while it is under 500 ms old: a `get` asks
+/// the network once to start, and a running download, which asks for
+/// holders every 150 ms, probes every peer at most twice a second (partial
+/// holders that appear meanwhile join within that).
 pub struct ProbedHolders {
     client: Client,
     namespace: String,
@@ -98,8 +99,8 @@ pub struct ProbedHolders {
     last: Mutex<Option<(Instant, Sha1Digest, Vec<Holder>)>>,
 }
 
-/// How long a lookup is reused by the next `holders` call.
-const REUSE: Duration = Duration::from_secs(1);
+/// How long a lookup is reused by `holders` calls.
+const REUSE: Duration = Duration::from_millis(500);
 
 impl ProbedHolders {
     /// Holders among the peers registered under `namespace`.
@@ -123,10 +124,9 @@ impl ProbedHolders {
 
 impl HolderSource for ProbedHolders {
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
-        let reused = self.last.lock().take();
-        if let Some((at, s, holders)) = reused {
-            if s == *sha1 && at.elapsed() < REUSE {
-                return Ok(holders);
+        if let Some((at, s, holders)) = self.last.lock().as_ref() {
+            if s == sha1 && at.elapsed() < REUSE {
+                return Ok(holders.clone());
             }
         }
         self.lookup(sha1)
