@@ -202,6 +202,11 @@ impl Scheduler {
         }
     }
 
+    /// True once a usable partial holder is known (a swarm).
+    pub fn in_swarm(&self) -> bool {
+        self.state.lock().has_partials()
+    }
+
     /// True if `holder` is a seed that says which pieces it would rather upload.
     pub fn has_hint(&self, holder: usize) -> bool {
         self.state

@@ -84,6 +84,9 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
     let mut unhooked = false;
     // The piece whose request went out ahead on `conn` (pipelining).
     let mut ahead: Option<usize> = None;
+    // This worker already gave its place back (see the seed's second
+    // connection below).
+    let mut retired = false;
     loop {
         if conn.is_none() {
             if let Some(j) = ahead.take() {
@@ -93,6 +96,19 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
         if round.stopping() || round.slots.lock()[slot].dropped.is_some() {
             clean_exit = true;
             break;
+        }
+        if ahead.is_none() && round.sched.has_hint(slot) && round.sched.in_swarm() {
+            // A seed's second connection (opened while it was the only
+            // holder) goes once partial holders are known: the seed's
+            // uplink is shared evenly among the downloaders, each taking
+            // one offer at a time.
+            let mut slots = round.slots.lock();
+            if slots[slot].workers > 1 {
+                slots[slot].workers -= 1;
+                retired = true;
+                clean_exit = true;
+                break;
+            }
         }
         if let Some(j) = ahead.take() {
             // Asked already: read its answer.
@@ -205,7 +221,9 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
         }
         (_, mut c, _) => close(round, &mut c),
     }
-    round.slots.lock()[slot].workers -= 1;
+    if !retired {
+        round.slots.lock()[slot].workers -= 1;
+    }
     round.sched.wake_all();
 }
 
