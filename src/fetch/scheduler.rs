@@ -492,6 +492,23 @@ mod tests {
     }
 
     #[test]
+    fn a_holder_is_useful_while_it_has_a_missing_piece_or_is_not_known_yet() {
+        let s = Scheduler::with_offset(&[false, false, true], 0, 2, 0);
+        assert!(s.useful(5), "never asked: may have anything");
+        assert!(!s.in_swarm());
+        s.set_have(1, Some(Bitfield::from_flags(&[false, false, true])), None);
+        assert!(s.in_swarm());
+        assert!(!s.useful(1), "only a piece already done here");
+        s.set_have(1, Some(Bitfield::from_flags(&[true, false, true])), None);
+        assert!(s.useful(1));
+        assert_eq!(s.next(1), Next::Piece(0));
+        assert!(!s.useful(1), "its one useful piece is in flight");
+        s.holder_gone(1);
+        assert!(!s.useful(1));
+        assert!(!s.in_swarm(), "a dropped partial holder is no swarm");
+    }
+
+    #[test]
     fn a_seed_offer_comes_first_in_a_swarm_and_the_rotation_among_seeds_alone() {
         let offer = || Some(Bitfield::from_flags(&[false, false, true, false]));
         // Seeds alone: in order (the whole-file hash keeps up).

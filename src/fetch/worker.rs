@@ -1,6 +1,15 @@
 //! One connection to one holder: pull a piece from the scheduler, fetch it
 //! with a `Range` request into a buffer while hashing it, verify it, write
-//! it with `write_at`, repeat on the same kept-alive connection.
+//! it with `write_at`, repeat on the same kept-alive connection. The next
+//! piece's request goes out as soon as the current answer's head is good
+//! (pipelining, depth 1), and the holder's bitmap (`X-Have`) or a seed's
+//! offer (`X-Fresh`) riding on the answer updates the scheduler.
+//!
+//! A worker leaves its holder (its slot goes to another) when the holder
+//! is a partial one with nothing this download lacks while a holder
+//! without a connection may have something, and when it is a seed's second
+//! connection once partial holders are known (see ARCHITECTURE.md, the
+//! swarm).
 //!
 //! Failures: bad data (a piece that does not match its hash, or a file of
 //! another size) drops the holder for this download at once; anything else
