@@ -145,7 +145,7 @@ impl DownloadOptions {
             max_connections: 8,
             memory_budget: 48 * 1024 * 1024,
             max_retries: 3,
-            requery_interval: Duration::from_millis(150),
+            requery_interval: Duration::from_millis(500),
             state_interval: Duration::from_millis(100),
             endgame_copies: 2,
             cancel: None,

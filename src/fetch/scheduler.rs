@@ -202,6 +202,11 @@ impl Scheduler {
         }
     }
 
+    /// True once a usable partial holder is known (a swarm).
+    pub fn in_swarm(&self) -> bool {
+        self.state.lock().has_partials()
+    }
+
     /// True if `holder` is a seed that says which pieces it would rather upload.
     pub fn has_hint(&self, holder: usize) -> bool {
         self.state
@@ -484,6 +489,23 @@ mod tests {
         assert_eq!(s.state.lock().avail, vec![1, 0, 0, 0]);
         assert!(s.is_complete_holder(0));
         assert!(!s.is_complete_holder(1));
+    }
+
+    #[test]
+    fn a_holder_is_useful_while_it_has_a_missing_piece_or_is_not_known_yet() {
+        let s = Scheduler::with_offset(&[false, false, true], 0, 2, 0);
+        assert!(s.useful(5), "never asked: may have anything");
+        assert!(!s.in_swarm());
+        s.set_have(1, Some(Bitfield::from_flags(&[false, false, true])), None);
+        assert!(s.in_swarm());
+        assert!(!s.useful(1), "only a piece already done here");
+        s.set_have(1, Some(Bitfield::from_flags(&[true, false, true])), None);
+        assert!(s.useful(1));
+        assert_eq!(s.next(1), Next::Piece(0));
+        assert!(!s.useful(1), "its one useful piece is in flight");
+        s.holder_gone(1);
+        assert!(!s.useful(1));
+        assert!(!s.in_swarm(), "a dropped partial holder is no swarm");
     }
 
     #[test]

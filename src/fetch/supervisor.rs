@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
@@ -24,6 +24,12 @@ const HASH_CHUNK: usize = 1024 * 1024;
 /// is written, so the final fsync only waits for the tail (the writeback
 /// overlaps the transfer instead of following it).
 const SYNC_EVERY: u64 = 16 * 1024 * 1024;
+
+/// Re-query interval during the first [`FAST_REQUERY_FOR`] of a round
+/// (unless `requery_interval` is shorter).
+const FAST_REQUERY: Duration = Duration::from_millis(150);
+/// How long a round re-queries every [`FAST_REQUERY`].
+const FAST_REQUERY_FOR: Duration = Duration::from_secs(2);
 
 /// Runs `round` to its end on the calling thread. `requery` returns new
 /// holders for this round's piece list.
@@ -53,6 +59,7 @@ pub(crate) fn run(
         // the disk fills before the first periodic save (see `save`).
         round.save_state(&round.sched.done_flags(), state_path);
         let mut last_query = Instant::now();
+        let started = Instant::now();
         let mut seq = 0usize;
         let ended = loop {
             if let Some(e) = round.fatal.lock().take() {
@@ -88,7 +95,14 @@ pub(crate) fn run(
                 round.add_holders(fresh);
                 continue;
             }
-            if last_query.elapsed() >= round.opts.requery_interval {
+            // Partial holders have their first pieces within a fraction
+            // of a second: asked sooner at the start, they join sooner.
+            let interval = if started.elapsed() < FAST_REQUERY_FOR {
+                round.opts.requery_interval.min(FAST_REQUERY)
+            } else {
+                round.opts.requery_interval
+            };
+            if last_query.elapsed() >= interval {
                 let asked = Instant::now();
                 round.add_holders(requery());
                 log::trace!(

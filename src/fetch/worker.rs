@@ -1,6 +1,15 @@
 //! One connection to one holder: pull a piece from the scheduler, fetch it
 //! with a `Range` request into a buffer while hashing it, verify it, write
-//! it with `write_at`, repeat on the same kept-alive connection.
+//! it with `write_at`, repeat on the same kept-alive connection. The next
+//! piece's request goes out as soon as the current answer's head is good
+//! (pipelining, depth 1), and the holder's bitmap (`X-Have`) or a seed's
+//! offer (`X-Fresh`) riding on the answer updates the scheduler.
+//!
+//! A worker leaves its holder (its slot goes to another) when the holder
+//! is a partial one with nothing this download lacks while a holder
+//! without a connection may have something, and when it is a seed's second
+//! connection once partial holders are known (see ARCHITECTURE.md, the
+//! swarm).
 //!
 //! Failures: bad data (a piece that does not match its hash, or a file of
 //! another size) drops the holder for this download at once; anything else
@@ -84,6 +93,9 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
     let mut unhooked = false;
     // The piece whose request went out ahead on `conn` (pipelining).
     let mut ahead: Option<usize> = None;
+    // This worker already gave its place back (see the seed's second
+    // connection below).
+    let mut retired = false;
     loop {
         if conn.is_none() {
             if let Some(j) = ahead.take() {
@@ -93,6 +105,19 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
         if round.stopping() || round.slots.lock()[slot].dropped.is_some() {
             clean_exit = true;
             break;
+        }
+        if ahead.is_none() && round.sched.has_hint(slot) && round.sched.in_swarm() {
+            // A seed's second connection (opened while it was the only
+            // holder) goes once partial holders are known: the seed's
+            // uplink is shared evenly among the downloaders, each taking
+            // one offer at a time.
+            let mut slots = round.slots.lock();
+            if slots[slot].workers > 1 {
+                slots[slot].workers -= 1;
+                retired = true;
+                clean_exit = true;
+                break;
+            }
         }
         if let Some(j) = ahead.take() {
             // Asked already: read its answer.
@@ -205,7 +230,9 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
         }
         (_, mut c, _) => close(round, &mut c),
     }
-    round.slots.lock()[slot].workers -= 1;
+    if !retired {
+        round.slots.lock()[slot].workers -= 1;
+    }
     round.sched.wake_all();
 }
 
