@@ -88,10 +88,10 @@ impl Lookup {
 
 /// The holders of one file, by asking the peers registered under a
 /// namespace about it (see the module doc). A lookup is reused by
-/// [`HolderSource::holders`] while it is under 500 ms old: a `get` asks
-/// the network once to start, and a running download, which asks for
-/// holders every 150 ms, probes every peer at most twice a second (partial
-/// holders that appear meanwhile join within that).
+/// [`HolderSource::holders`] while it is under 100 ms old, so a `get` asks
+/// the network once to start; a running download's re-queries (every
+/// 150 ms for its first 2 s, when partial holders get their first pieces,
+/// then every 500 ms) each probe, so partial holders join within one.
 pub struct ProbedHolders {
     client: Client,
     namespace: String,
@@ -100,7 +100,7 @@ pub struct ProbedHolders {
 }
 
 /// How long a lookup is reused by `holders` calls.
-const REUSE: Duration = Duration::from_millis(500);
+const REUSE: Duration = Duration::from_millis(100);
 
 impl ProbedHolders {
     /// Holders among the peers registered under `namespace`.
