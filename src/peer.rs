@@ -419,9 +419,10 @@ impl FileSource for IndexSource {
         }
     }
 
-    fn fresh(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
+    fn fresh(&self, sha1: &Sha1Digest, max_pieces: usize) -> Option<Bitfield> {
         self.index
             .get(sha1)
+            .filter(|f| f.pieces.len() <= max_pieces)
             .map(|f| self.uploads.offer(sha1, f.piece_size, f.pieces.len()))
     }
 

@@ -238,7 +238,10 @@ pub(crate) fn handle(
         Route::Have(sha1) => match source.have(&sha1) {
             Some(have) => {
                 let mut body = have.as_bytes().to_vec();
-                if let Some(fresh) = source.fresh(&sha1).filter(|f| f.len() == have.len()) {
+                if let Some(fresh) = source
+                    .fresh(&sha1, have.len())
+                    .filter(|f| f.len() == have.len())
+                {
                     body.extend_from_slice(fresh.as_bytes());
                 }
                 let mut head = ResponseHead::new(Status::OK)
@@ -416,7 +419,7 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
             Some(_) => {}
             None => {
                 source.note_upload(sha1, start, len);
-                if let Some(fresh) = source.fresh(sha1).filter(|f| f.len() <= MAX_HEADER_PIECES) {
+                if let Some(fresh) = source.fresh(sha1, MAX_HEADER_PIECES) {
                     head = head.header(FRESH_HEADER, fresh.to_hex());
                 }
             }

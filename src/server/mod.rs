@@ -79,8 +79,9 @@ pub trait FileSource: Send + Sync + 'static {
     /// A hint for a downloader of a file this peer holds whole: the pieces
     /// it offers that downloader (a few of the least uploaded, different
     /// from those just offered to others; sent after the `have` bitmap and
-    /// with each piece). `None`: no hint.
-    fn fresh(&self, _sha1: &Sha1Digest) -> Option<Bitfield> {
+    /// with each piece). `None`: no hint, and for a file of more than
+    /// `max_pieces` pieces (nothing is marked offered then).
+    fn fresh(&self, _sha1: &Sha1Digest, _max_pieces: usize) -> Option<Bitfield> {
         None
     }
     /// For a file still being downloaded here: the id of that download

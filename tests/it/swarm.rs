@@ -488,3 +488,67 @@ fn a_seed_offers_downloaders_different_pieces_and_piece_answers_carry_bitmaps() 
         have
     );
 }
+
+/// A worker asks for its next piece while the current one's body is still
+/// coming (pipelining): a holder that holds each body back until the next
+/// request is in its socket (at most 300 ms) sees it nearly every time,
+/// and the download is whole and correct.
+#[test]
+fn a_worker_asks_for_the_next_piece_before_the_current_body_is_read() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    random_file(&src, 12 * SMALL_PIECE + 3, 22);
+    let served = Served::honest(&src, SMALL_PIECE);
+    let data = std::fs::read(&src).unwrap();
+    let size = served.pieces.size;
+    let (ahead, alone) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (ahead2, alone2) = (ahead.clone(), alone.clone());
+    let peer = raw_partial("pipelined", &served, move |s, t| {
+        use std::io::Write;
+        if t.contains("/have ") {
+            return respond(s, "404 Not Found", "", b"complete\n");
+        }
+        let spec = t
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("range: bytes=")
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| format!("0-{}", size - 1));
+        let (a, b) = spec.split_once('-').unwrap();
+        let (a, b): (usize, usize) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+        let head = format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{size}\r\n\r\n",
+            b - a + 1
+        );
+        if s.write_all(head.as_bytes()).is_err() {
+            return false;
+        }
+        // The body waits until the next request is here, or 300 ms (well
+        // within the download's 1 s stall timeout).
+        let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut probe = [0u8; 1];
+        match s.peek(&mut probe) {
+            Ok(n) if n > 0 => ahead2.fetch_add(1, Ordering::SeqCst),
+            _ => alone2.fetch_add(1, Ordering::SeqCst),
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+        s.write_all(&data[a..=b]).is_ok()
+    });
+    let out = dir.path().join("out");
+    let holders = vec![peer.holder("pipelined")];
+    let summary = download(&opts(&served, &out), &holders, None).unwrap();
+    assert_eq!(sha1_of_file(&out), served.sha1());
+    assert!(summary.bad_peers.is_empty(), "{:?}", summary.bad_peers);
+    let (ahead, alone) = (ahead.load(Ordering::SeqCst), alone.load(Ordering::SeqCst));
+    // Only the last piece of a connection has nothing to ask after it
+    // (a loaded machine may be late once or twice).
+    assert!(
+        ahead >= 9 && ahead > 2 * alone,
+        "pipelined {ahead}, alone {alone}"
+    );
+}
