@@ -1,6 +1,6 @@
 //! `piratebay-sync files`: the files every peer holds, merged by sha1.
 //!
-//! The per-peer lists are cached in `<state-dir>/catalog-cache.json` by
+//! The per-peer lists are cached in `<state-dir>/catalog-cache.bin` by
 //! (peer id, index generation), so a second run asks no unchanged peer.
 
 use std::io::Write;

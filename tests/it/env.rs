@@ -317,7 +317,7 @@ fn variables_reach_etcd_and_the_catalog() {
         stdout_text(&out).contains(&sha1).then_some(out)
     });
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
-    assert!(files_state.join("catalog-cache.json").is_file());
+    assert!(files_state.join("catalog-cache.bin").is_file());
 
     let get_state = tmp.path().join("get-state");
     let out_dir = tmp.path().join("out");
@@ -339,5 +339,5 @@ fn variables_reach_etcd_and_the_catalog() {
     let out = run_env(&["get", "--all"], &env);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     assert!(all_dir.join("env.txt").is_file());
-    assert!(get_state.join("catalog-cache.json").is_file());
+    assert!(get_state.join("catalog-cache.bin").is_file());
 }

@@ -338,7 +338,7 @@ fn thirty_huge_catalogs_leave_files_and_get_bounded_in_memory_and_cache() {
     assert_eq!(warnings(&err).len(), 1, "{err}");
     eprintln!("files: peak RSS {} MiB", rss / 1024);
     assert!(rss < PEAK_RSS_KIB, "files peaked at {rss} KiB");
-    let cache = std::fs::metadata(state.join("catalog-cache.json"))
+    let cache = std::fs::metadata(state.join("catalog-cache.bin"))
         .unwrap()
         .len();
     assert!(cache <= 64 << 20, "catalog cache of {cache} bytes");
