@@ -401,6 +401,10 @@ impl FileSource for IndexSource {
         FileList { generation, files }
     }
 
+    fn file_list_json(&self) -> Result<(u64, Vec<u8>), serde_json::Error> {
+        Ok(self.index.catalog_json())
+    }
+
     fn pieces(&self, sha1: &Sha1Digest) -> Option<PieceList> {
         match self.index.get(sha1) {
             Some(f) => Some(f.piece_list()),

@@ -135,6 +135,9 @@ impl Refresh {
 pub struct Catalog {
     opts: CatalogOptions,
     cache: ListCache,
+    /// Whether `cache` changed since it was loaded (else saving it would
+    /// write what the file holds already).
+    changed: bool,
     /// Addresses that failed, and when (in memory only).
     failed_at: HashMap<String, Instant>,
 }
@@ -145,6 +148,7 @@ impl Catalog {
         Catalog {
             opts,
             cache: ListCache::new(),
+            changed: true,
             failed_at: HashMap::new(),
         }
     }
@@ -152,15 +156,22 @@ impl Catalog {
     /// A catalog whose cache is read from `path` (empty if missing, corrupt
     /// or larger than the budget).
     pub fn load(opts: CatalogOptions, path: &Path) -> Self {
+        let cache = cache::load(path, opts.budget);
         Catalog {
             opts,
-            cache: cache::load(path, opts.budget),
+            // An empty cache (none, or one ignored) is written back.
+            changed: cache.is_empty(),
+            cache,
             failed_at: HashMap::new(),
         }
     }
 
-    /// Writes the cache to `path` atomically (never more than the budget).
+    /// Writes the cache to `path` atomically (never more than the budget),
+    /// unless it is unchanged since [`Catalog::load`] read it from there.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        if !self.changed && path.exists() {
+            return Ok(());
+        }
         cache::save(path, &self.cache, self.opts.budget)
     }
 
@@ -179,6 +190,24 @@ impl Catalog {
     pub fn refresh_for(&mut self, peers: &[PeerInfo], sha1: &Sha1Digest) -> Refresh {
         let (mut refresh, failed) = self.update(peers);
         refresh.files = merge_refs(&self.lists(peers, &failed, |e| e.sha1 == *sha1));
+        refresh
+    }
+
+    /// Like [`Catalog::refresh`], but merges only the files of which some
+    /// holder's entry passes `wanted` (every holder of such a file is
+    /// kept): `files --search` merges only what it prints.
+    pub fn refresh_matching(
+        &mut self,
+        peers: &[PeerInfo],
+        wanted: impl Fn(&CatalogEntry) -> bool,
+    ) -> Refresh {
+        let (mut refresh, failed) = self.update(peers);
+        let found: HashSet<Sha1Digest> = self
+            .lists(peers, &failed, wanted)
+            .iter()
+            .flat_map(|(_, files)| files.iter().map(|e| e.sha1))
+            .collect();
+        refresh.files = merge_refs(&self.lists(peers, &failed, |e| found.contains(&e.sha1)));
         refresh
     }
 
@@ -209,11 +238,13 @@ impl Catalog {
         let registered: HashMap<&str, &PeerInfo> =
             peers.iter().map(|p| (p.record.id.as_str(), p)).collect();
         // Forget peers that are gone or moved; keep a failed peer's old list.
+        let before = self.cache.len();
         self.cache.retain(|id, c| {
             registered
                 .get(id.as_str())
                 .is_some_and(|p| dial_key(&p.record) == c.addr)
         });
+        self.changed |= self.cache.len() != before;
         let fresh = |p: &PeerInfo| {
             p.record.index_gen != 0
                 && self
@@ -269,6 +300,7 @@ impl Catalog {
             };
             match result {
                 Ok(list) => {
+                    self.changed = true;
                     self.cache.insert(
                         r.id.clone(),
                         CachedList {
@@ -422,59 +454,69 @@ pub fn merge(lists: &[(Holder, &[CatalogEntry])]) -> Vec<NetworkFile> {
 }
 
 fn merge_refs(lists: &[(Holder, Vec<&CatalogEntry>)]) -> Vec<NetworkFile> {
-    // Per file: each holder's claim (name, size) in a flat Vec, counted
-    // once at the end (two small maps per file cost ~1 KB each with many
-    // files).
-    struct Acc<'a> {
-        claims: Vec<(&'a str, u64)>,
-        holders: Vec<Holder>,
-        /// Index of the last list that claimed it (one claim per holder).
-        last: usize,
-    }
-    let mut by_sha1: BTreeMap<Sha1Digest, Acc> = BTreeMap::new();
-    for (k, (holder, files)) in lists.iter().enumerate() {
-        for f in files.iter() {
-            let acc = by_sha1.entry(f.sha1).or_insert_with(|| Acc {
-                claims: Vec::new(),
-                holders: Vec::new(),
-                last: usize::MAX,
-            });
-            if acc.last == k {
-                continue;
-            }
-            acc.last = k;
-            acc.claims.push((f.name.as_str(), f.size));
-            acc.holders.push(holder.clone());
-        }
-    }
-    let mut out: Vec<NetworkFile> = by_sha1
-        .into_iter()
-        .map(|(sha1, acc)| {
-            let mut names: Vec<&str> = acc.claims.iter().map(|c| c.0).collect();
+    // Every claim (sha1, list, entry) in one flat vector sorted by sha1 then
+    // list: a file's claims are then one run, one claim per holder (its
+    // first). No map and no per-file allocation but the output's own
+    // (a BTreeMap of per-file vectors made merging 100,000 files ~200 ms).
+    let mut claims: Vec<(Sha1Digest, usize, usize)> = lists
+        .iter()
+        .enumerate()
+        .flat_map(|(k, (_, files))| (0..files.len()).map(move |i| (files[i].sha1, k, i)))
+        .collect();
+    claims.sort_unstable();
+    claims.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1);
+    let mut out: Vec<NetworkFile> = Vec::with_capacity(claims.len());
+    for run in claims.chunk_by(|a, b| a.0 == b.0) {
+        let sha1 = run[0].0;
+        let entries = || run.iter().map(|&(_, k, i)| lists[k].1[i]);
+        let mut holders: Vec<Holder> = run.iter().map(|&(_, k, _)| lists[k].0.clone()).collect();
+        let (name, names, size) = if let [(_, k, i)] = run {
+            let e = lists[*k].1[*i];
+            (e.name.clone(), vec![e.name.clone()], e.size)
+        } else {
+            let mut names: Vec<&str> = entries().map(|e| e.name.as_str()).collect();
             names.sort_unstable();
             let name = most_common(&names).unwrap_or_default().to_string();
             names.dedup();
-            let mut sizes: Vec<u64> = acc.claims.iter().map(|c| c.1).collect();
+            let mut sizes: Vec<u64> = entries().map(|e| e.size).collect();
             sizes.sort_unstable();
             let size = most_common(&sizes).unwrap_or(0);
             if sizes.first() != sizes.last() {
                 sizes.dedup();
                 log::debug!("holders of {sha1} disagree on its size: {sizes:?}");
             }
-            let mut holders = acc.holders;
             holders.sort();
-            NetworkFile {
-                sha1,
-                size,
-                name,
-                names: names.into_iter().map(str::to_string).collect(),
-                peers: holders.len(),
-                holders,
-            }
-        })
+            let names = names.into_iter().map(str::to_string).collect();
+            (name, names, size)
+        };
+        out.push(NetworkFile {
+            sha1,
+            size,
+            name,
+            names,
+            peers: holders.len(),
+            holders,
+        });
+    }
+    // Sorted through a vector of keys: moving the files themselves, and
+    // reaching each name through them, cost more than the comparisons.
+    // The first 8 bytes of the name lead the key (big-endian, zero-padded:
+    // the same order), so most comparisons do not read the name itself.
+    let prefix = |name: &str| {
+        let mut b = [0u8; 8];
+        let n = name.len().min(8);
+        b[..n].copy_from_slice(&name.as_bytes()[..n]);
+        u64::from_be_bytes(b)
+    };
+    let mut order: Vec<(u64, &str, Sha1Digest, usize)> = out
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (prefix(&f.name), f.name.as_str(), f.sha1, i))
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.sha1.cmp(&b.sha1)));
-    out
+    order.sort_unstable();
+    let order: Vec<usize> = order.into_iter().map(|(_, _, _, i)| i).collect();
+    let mut slots: Vec<Option<NetworkFile>> = out.into_iter().map(Some).collect();
+    order.iter().filter_map(|&i| slots[i].take()).collect()
 }
 
 #[cfg(test)]
@@ -520,6 +562,38 @@ mod tests {
                 .map(|h| h.id.as_str())
                 .collect::<Vec<_>>(),
             vec!["a", "b", "c"]
+        );
+    }
+
+    #[test]
+    fn an_unchanged_cache_is_not_written_again_and_a_corrupt_one_is() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CACHE_FILE);
+        let mut peers = ListCache::new();
+        peers.insert(
+            "p1".into(),
+            CachedList {
+                generation: 3,
+                addr: "10.0.0.1:7070".into(),
+                files: vec![entry(b"one", "x")],
+            },
+        );
+        cache::save(&path, &peers, 1 << 20).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        let catalog = Catalog::load(CatalogOptions::default(), &path);
+        catalog.save(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode, "rewritten");
+        assert_eq!(cache::load(&path, 1 << 20), peers);
+
+        std::fs::write(&path, b"{\"version\":1,\"peers\":{\"p1\":").unwrap();
+        let catalog = Catalog::load(CatalogOptions::default(), &path);
+        catalog.save(&path).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            written["version"], 1,
+            "the corrupt cache replaced: {written}"
         );
     }
 

@@ -46,20 +46,24 @@ pub fn run(args: FilesArgs) -> CliResult {
     let peers = list_peers(&client, &namespace(args.namespace))?;
     let cache_path = state_dir(args.state_dir).join(CACHE_FILE);
     let mut catalog = Catalog::load(CatalogOptions::default(), &cache_path);
-    let refresh = catalog.refresh(&peers);
+    let needle = args.search.map(|s| s.to_lowercase());
+    let refresh = match needle.as_deref() {
+        Some(n) => catalog.refresh_matching(&peers, |e| name_matches(&e.name, n)),
+        None => catalog.refresh(&peers),
+    };
     if let Err(e) = catalog.save(&cache_path) {
         log::warn!(
             "cannot save the catalog cache {}: {e}",
             cache_path.display()
         );
     }
-    let needle = args.search.map(|s| s.to_lowercase());
     let files: Vec<&NetworkFile> = refresh
         .files
         .iter()
         .filter(|f| needle.as_deref().is_none_or(|n| matches(f, n)))
         .collect();
-    let mut out = std::io::stdout().lock();
+    // One buffer: stdout alone flushes at every line.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     if args.json {
         serde_json::to_writer_pretty(&mut out, &files)?;
         writeln!(out)?;
@@ -94,7 +98,22 @@ pub fn matches(f: &NetworkFile, needle: &str) -> bool {
     f.names
         .iter()
         .chain(std::iter::once(&f.name))
-        .any(|n| n.to_lowercase().contains(needle))
+        .any(|n| name_matches(n, needle))
+}
+
+/// True if `name` contains `needle` (lowercase), ignoring case; without
+/// an allocation when both are ASCII.
+pub fn name_matches(name: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if name.is_ascii() && needle.is_ascii() {
+        return name
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()));
+    }
+    name.to_lowercase().contains(needle)
 }
 
 /// `512 B`, `1.5 KiB`, `200.0 MiB`, `1.0 GiB`.
@@ -115,6 +134,16 @@ pub fn human_size(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_match_ignoring_case() {
+        assert!(name_matches("Holiday-PHOTOS.zip", "photos"));
+        assert!(name_matches("anything", ""));
+        assert!(!name_matches("ab", "abc"));
+        assert!(name_matches("ÉTÉ 2024.jpg", "été"));
+        assert!(name_matches("\u{212A}elvin", "kelvin"), "as to_lowercase");
+        assert!(!name_matches("photos", "photoz"));
+    }
 
     #[test]
     fn sizes_are_human() {

@@ -156,14 +156,7 @@ pub fn load(
     // A first pass checks the whole file, so a corrupt one gives nothing.
     let start = Reader { buf: r.buf };
     for _ in 0..count {
-        let rec = read_record(&mut r).ok_or_else(|| corrupt("truncated record"))?;
-        let (rel, _, hashed, stored_pieces) = rec;
-        let pieces = piece_count(hashed.size, hashed.piece_size);
-        let ok = match stored_pieces {
-            None => pieces == 1,
-            Some(n) => n as u64 == pieces,
-        };
-        if !ok || rel.as_os_str().is_empty() {
+        if !check_record(&mut r).ok_or_else(|| corrupt("truncated record"))? {
             return Err(corrupt("bad piece count or path in a record"));
         }
     }
@@ -182,6 +175,28 @@ pub fn load(
 }
 
 type Record = (PathBuf, FileStat, Hashed, Option<usize>);
+
+/// Walks over one record without building it (the checking pass of
+/// [`load`]): `None` if truncated, `Some(false)` if its piece count or
+/// path is wrong.
+fn check_record(r: &mut Reader<'_>) -> Option<bool> {
+    let rel = r.bytes()?;
+    let size = r.u64()?;
+    r.take(8 + 4 + 8 + 8)?; // mtime, inode, device
+    let piece_size = r.u64()?;
+    r.take(20)?;
+    let n = u64::from(r.u32()?);
+    if n > 0 {
+        r.take(usize::try_from(n).ok()?.checked_mul(20)?)?;
+    }
+    let pieces = piece_count(size, piece_size);
+    let ok = if n == 0 && size > 0 {
+        pieces == 1
+    } else {
+        n == pieces
+    };
+    Some(ok && !rel.is_empty())
+}
 
 fn read_record(r: &mut Reader<'_>) -> Option<Record> {
     let rel = PathBuf::from(std::ffi::OsString::from_vec(r.bytes()?.to_vec()));

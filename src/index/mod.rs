@@ -31,6 +31,7 @@
 //! restarts of the same peer.
 
 mod cache;
+mod catalog_json;
 mod debounce;
 mod dispatch;
 mod entry;
@@ -266,6 +267,35 @@ fn paths_order(a: &[PathBuf], b: &[PathBuf]) -> std::cmp::Ordering {
     a.len().cmp(&b.len())
 }
 
+/// `files` in [`paths_order`], each compared by its first path first
+/// (the paths of two entries never coincide, so that decides): the keys
+/// are gathered in one vector so the sort does not chase three pointers
+/// per comparison (it took ~100 ms for 100,000 entries that way).
+fn sort_by_paths(files: Vec<Arc<IndexedFile>>) -> Vec<Arc<IndexedFile>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut keyed: Vec<(&[u8], usize)> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let first = f.paths.first().map(|p| p.as_os_str().as_bytes());
+            (first.unwrap_or_default(), i)
+        })
+        .collect();
+    keyed.sort_unstable_by(|a, b| {
+        bytes_order(a.0, b.0).then_with(|| paths_order(&files[a.1].paths, &files[b.1].paths))
+    });
+    keyed.iter().map(|(_, i)| files[*i].clone()).collect()
+}
+
+/// One path's bytes in the order of [`paths_order`].
+fn bytes_order(x: &[u8], y: &[u8]) -> std::cmp::Ordering {
+    let key = |c: u8| if c == b'/' { 0 } else { u16::from(c) + 1 };
+    match x.iter().zip(y).position(|(p, q)| p != q) {
+        Some(i) => key(x[i]).cmp(&key(y[i])),
+        None => x.len().cmp(&y.len()),
+    }
+}
+
 fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -383,13 +413,22 @@ impl Index {
     /// Every entry, sorted by first path, and the generation they were
     /// taken at: both read under one lock (sorted after it is released).
     pub fn snapshot(&self) -> (u64, Vec<Arc<IndexedFile>>) {
-        let (generation, mut v) = {
+        let (generation, v) = {
             let store = self.shared.store.read();
             let v: Vec<_> = store.by_sha1.values().cloned().collect();
             (store.generation, v)
         };
-        v.sort_unstable_by(|a, b| paths_order(&a.paths, &b.paths));
-        (generation, v)
+        (generation, sort_by_paths(v))
+    }
+
+    /// The catalog body (`GET /v1/files`, JSON) at the current generation,
+    /// and that generation: [`snapshot`](Self::snapshot) written straight
+    /// into one buffer.
+    pub fn catalog_json(&self) -> (u64, Vec<u8>) {
+        let (generation, files) = self.snapshot();
+        let mut out = Vec::new();
+        catalog_json::write(generation, &files, &mut out);
+        (generation, out)
     }
 
     /// The entry of a content, if indexed.

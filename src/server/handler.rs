@@ -171,15 +171,15 @@ impl CatalogCache {
         if let Some(hit) = self.shared_plain(source.generation()) {
             return Ok(hit);
         }
-        let list = source.file_list();
-        let body: Arc<[u8]> = serde_json::to_vec(&list)?.into();
-        *self.current.lock() = Some((list.generation, Arc::downgrade(&body)));
-        Ok((list.generation, body))
+        let (generation, body) = source.file_list_json()?;
+        let body: Arc<[u8]> = body.into();
+        *self.current.lock() = Some((generation, Arc::downgrade(&body)));
+        Ok((generation, body))
     }
 
     /// The gzip catalog body at the source's current generation, and that
     /// generation: compressed from the plain body if one is in flight, else
-    /// serialized straight into the encoder (no plain copy held).
+    /// from one written for it (and dropped once compressed).
     fn gzip_body(&self, source: &dyn FileSource) -> Result<(u64, Arc<[u8]>), serde_json::Error> {
         if let Some(hit) = self.shared_gzip(source.generation()) {
             return Ok(hit);
@@ -198,14 +198,11 @@ impl CatalogCache {
                 (g, enc.finish().map_err(serde_json::Error::io)?)
             }
             None => {
-                let list = source.file_list();
+                let (generation, plain) = source.file_list_json()?;
                 let mut enc =
-                    flate2::write::GzEncoder::new(Vec::with_capacity(list.files.len() * 40), level);
-                serde_json::to_writer(&mut enc, &list)?;
-                (
-                    list.generation,
-                    enc.finish().map_err(serde_json::Error::io)?,
-                )
+                    flate2::write::GzEncoder::new(Vec::with_capacity(plain.len() / 3), level);
+                std::io::Write::write_all(&mut enc, &plain).map_err(serde_json::Error::io)?;
+                (generation, enc.finish().map_err(serde_json::Error::io)?)
             }
         };
         let body: Arc<[u8]> = compressed.into();

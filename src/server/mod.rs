@@ -63,6 +63,12 @@ pub trait FileSource: Send + Sync + 'static {
     fn generation(&self) -> u64;
     /// The whole catalog at the current generation.
     fn file_list(&self) -> FileList;
+    /// The JSON of [`file_list`](Self::file_list) and its generation (the
+    /// catalog body); a source may write it faster than serde does.
+    fn file_list_json(&self) -> Result<(u64, Vec<u8>), serde_json::Error> {
+        let list = self.file_list();
+        Ok((list.generation, serde_json::to_vec(&list)?))
+    }
     /// The piece hashes of a served file; `None` if it is not served.
     fn pieces(&self, sha1: &Sha1Digest) -> Option<PieceList>;
     /// The pieces held of a served file (all of them unless the file is

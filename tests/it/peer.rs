@@ -347,3 +347,67 @@ fn usage_errors_exit_2_and_help_exits_0() {
         assert!(stdout_text(&out).starts_with("Usage:"), "{args:?}");
     }
 }
+
+/// The catalog body of a peer: its `files` array, and whether the bytes
+/// are what serde_json writes for them.
+fn catalog_files(addr: &std::net::SocketAddr) -> Option<(Vec<Value>, bool)> {
+    let (status, body) = get(&format!("http://{addr}/v1/files"))?;
+    if status != 200 {
+        return None;
+    }
+    let list: piratebay_sync::protocol::FileList = serde_json::from_slice(&body).ok()?;
+    let as_serde = serde_json::to_vec(&list).ok()? == body;
+    let value: Value = serde_json::from_slice(&body).ok()?;
+    Some((value["files"].as_array()?.clone(), as_serde))
+}
+
+#[test]
+fn the_catalog_served_after_a_restart_equals_the_one_after_a_fresh_index() {
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let dirs = tempfile::tempdir().unwrap();
+    let dataset = dirs.path().join("dataset");
+    let state = dirs.path().join("state");
+    std::fs::create_dir_all(dataset.join("sub")).unwrap();
+    // Names the hand-written body must escape as serde_json does, a
+    // content held at two paths, an empty file.
+    let names = [
+        "a \"quoted\" name.txt",
+        "back\\slash",
+        "tab\there",
+        "ünïcödé €.bin",
+        "dup-1",
+        "sub/dup-2",
+        "sub/plain.bin",
+        "empty",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let body = match *name {
+            "dup-1" | "sub/dup-2" => "same content".repeat(50),
+            "empty" => String::new(),
+            _ => format!("content {i}").repeat(10 + i),
+        };
+        std::fs::write(dataset.join(name), body).unwrap();
+    }
+    let files = names.len() - 1;
+    let peer = Serve::new(&ep).dataset(&dataset).state_dir(&state).start();
+    let addr = peer.bound_addr();
+    let (fresh, as_serde) = wait_for(Duration::from_secs(20), "the fresh index", || {
+        catalog_files(&addr).filter(|(f, _)| f.len() == files)
+    });
+    assert!(as_serde, "the body is serde_json's bytes: {fresh:?}");
+    wait_until(Duration::from_secs(10), "index cache saved", || {
+        std::fs::read_dir(&state).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cache")))
+        })
+    });
+    drop(peer);
+
+    let peer = Serve::new(&ep).dataset(&dataset).state_dir(&state).start();
+    let addr = peer.bound_addr();
+    let (restarted, as_serde) = wait_for(Duration::from_secs(20), "the cached catalog", || {
+        catalog_files(&addr).filter(|(f, _)| !f.is_empty())
+    });
+    assert!(as_serde, "the body is serde_json's bytes: {restarted:?}");
+    assert_eq!(restarted, fresh, "same entries in the same order");
+}
