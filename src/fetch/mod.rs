@@ -116,7 +116,8 @@ pub struct DownloadOptions {
     pub max_retries: u32,
     /// How often the holders are asked again (new peers join the download).
     pub requery_interval: Duration,
-    /// How often the resume state is saved at most.
+    /// How often the resume state is saved at most (for files of up to 512
+    /// pieces; proportionally less often for bigger ones).
     pub state_interval: Duration,
     /// Copies of one piece fetched at once in the endgame.
     pub endgame_copies: usize,
@@ -129,9 +130,9 @@ impl DownloadOptions {
     /// Defaults: 500 ms connect, 5 s stall, 1 connection per holder, at
     /// most 8, 48 MiB of buffers, 3 retries, holders re-queried every
     /// 500 ms (every 150 ms for the first 2 s: partial holders join
-    /// quickly), state saved every 100 ms (a peer
-    /// sharing the output's directory serves the pieces it marks), 2 copies
-    /// in the endgame.
+    /// quickly), state saved every 50 ms (a peer sharing the output's
+    /// directory serves the pieces it marks; less often past 512 pieces),
+    /// 2 copies in the endgame.
     pub fn new(sha1: Sha1Digest, output: impl Into<PathBuf>) -> Self {
         DownloadOptions {
             sha1,
@@ -150,7 +151,7 @@ impl DownloadOptions {
             memory_budget: 48 * 1024 * 1024,
             max_retries: 3,
             requery_interval: Duration::from_millis(500),
-            state_interval: Duration::from_millis(100),
+            state_interval: Duration::from_millis(50),
             endgame_copies: 2,
             cancel: None,
         }
