@@ -17,7 +17,9 @@ printed beside its reference or target, measured in the same run:
   common.Etcd; the peer checks the dataset in the background meanwhile);
 - `GET /v1/files` of the whole catalog from that peer by `curl
   --compressed` (gzip) and plain `curl`: median time and bytes on the
-  wire of BENCH_RUNS requests after one (which builds the body).
+  wire of BENCH_RUNS requests after one (which builds the body);
+- `files --json` over that catalog, first and warm (cached by
+  generation), and `files --search` warm (1 % of the names match).
 
 Targets on 2 cores: cold <= 1.0x the openssl pipeline, warm <= 10 % of
 cold, restart <= 0.3 s, <= 600 bytes of RSS per file, no cache rewrite
@@ -187,6 +189,12 @@ def catalog_wire(exe, etcd, state, env):
             out["files_cold"] = runs[0][:2]
             out["files_warm"] = (statistics.median(r[0] for r in runs[1:]),
                                  statistics.median(r[1] for r in runs[1:]))
+            # `files --search`, warm: 1,000 of the 100,000 names match.
+            search = [exe, "files", "--search", "f0099", "--etcd", etcd.endpoint,
+                      "--namespace", "bench-scale", "--state-dir", client]
+            runs = [run_timed(search, env) for _ in range(RUNS)]
+            out["files_search"] = (statistics.median(r[0] for r in runs),
+                                   statistics.median(r[1] for r in runs))
         finally:
             shutil.rmtree(client, ignore_errors=True)
         return out
@@ -256,6 +264,8 @@ def main():
          f"{wire['files_cold'][1] / 2**20:.0f} MiB peak RSS", ""),
         ("files --json, warm (cached by generation)", f"{wire['files_warm'][0]:.3f} s",
          f"{wire['files_warm'][1] / 2**20:.0f} MiB peak RSS", "<= 0.300 s"),
+        ("files --search f0099, warm", f"{wire['files_search'][0]:.3f} s",
+         f"{wire['files_search'][1] / 2**20:.0f} MiB peak RSS", "<= 0.200 s"),
     ]
     RESULTS.update(ref=m_ref, cold=m_cold, warm=m_warm, restart=m_restart, rewritten=rewritten,
                    cold_rss=med(cold_rss), warm_rss=med(warm_rss), idle_rss=idle_rss,

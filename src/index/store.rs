@@ -81,20 +81,32 @@ impl Store {
     /// is built once and noted in `delta` without a lookup table. A path
     /// already present is left alone.
     pub fn load(&mut self, rel: PathBuf, stat: FileStat, hashed: Hashed, delta: &mut Delta) {
-        if self.by_path.contains_key(&rel) {
-            return;
-        }
-        if self.by_sha1.contains_key(&hashed.sha1) {
-            self.insert(&rel, stat, &hashed, delta);
-            return;
-        }
+        use std::collections::hash_map::Entry;
         let sha1 = hashed.sha1;
-        if !delta.before.contains_key(&sha1) {
-            delta.fresh.push(sha1);
+        let by_sha1 = match self.by_sha1.entry(sha1) {
+            Entry::Occupied(_) => {
+                if !self.by_path.contains_key(&rel) {
+                    self.insert(&rel, stat, &hashed, delta);
+                }
+                return;
+            }
+            Entry::Vacant(v) => v,
+        };
+        // One hash of the path (the key goes in only if it is new).
+        match self.by_path.entry(rel) {
+            Entry::Occupied(_) => {}
+            Entry::Vacant(v) => {
+                if !delta.before.contains_key(&sha1) {
+                    delta.fresh.push(sha1);
+                }
+                let rel = v.key().clone();
+                v.insert((sha1, stat));
+                by_sha1.insert(Arc::new(IndexedFile::from_hashed(
+                    hashed,
+                    vec![(rel, stat)],
+                )));
+            }
         }
-        self.by_path.insert(rel.clone(), (sha1, stat));
-        let entry = IndexedFile::from_hashed(hashed, vec![(rel, stat)]);
-        self.by_sha1.insert(sha1, Arc::new(entry));
     }
 
     /// Removes `rel`; returns what it held.
