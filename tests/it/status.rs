@@ -574,3 +574,34 @@ fn caching_headers_fit_each_resource() {
         "the page fetches nothing from elsewhere"
     );
 }
+
+/// The page lists the peer's own files from its index (one holder: itself)
+/// without the peer asking itself for its catalog over HTTP.
+#[test]
+fn own_files_are_listed_without_fetching_the_own_catalog() {
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let peer = Serve::new(&ep).start();
+    let data = b"only here\n".repeat(50);
+    std::fs::write(peer.dataset.join("mine.txt"), &data).unwrap();
+    let sha = Sha1Digest::of(&data).to_hex();
+    let base = format!("http://{}", peer.bound_addr());
+    let listed = try_wait_for(Duration::from_secs(30), || {
+        let s = status_json(&base);
+        let row = s["files"]["list"]
+            .as_array()?
+            .iter()
+            .find(|f| f["sha1"] == sha.as_str())?
+            .clone();
+        (s["registration"]["registered"] == true).then_some(row)
+    })
+    .expect("the page lists the peer's own file");
+    assert_eq!(listed["name"], "mine.txt");
+    assert_eq!(listed["holders"], 1);
+    let metrics = get(&format!("{base}/metrics"), &[]).text();
+    assert!(
+        !metrics.contains("route=\"files\""),
+        "the peer asked itself for its catalog:\n{metrics}"
+    );
+}
