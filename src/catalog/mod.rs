@@ -335,20 +335,10 @@ impl Catalog {
             ));
             failed_ids.insert(r.id.clone());
         }
-        if !reasons.is_empty() {
-            let total: usize = reasons.values().sum();
-            let detail: Vec<String> = reasons.iter().map(|(k, n)| format!("{n} {k}")).collect();
-            let more = total.saturating_sub(examples.len());
+        if let Some((total, why)) = failure_summary(&reasons, &examples) {
             log::warn!(
-                "{total} of {} peer(s) left out of the catalog ({}): {}{}",
-                peers.len(),
-                detail.join(", "),
-                examples.join("; "),
-                if more > 0 {
-                    format!("; and {more} more")
-                } else {
-                    String::new()
-                }
+                "{total} of {} peer(s) left out of the catalog {why}",
+                peers.len()
             );
         }
         (refresh, failed_ids)
@@ -381,6 +371,39 @@ impl Catalog {
 /// What a peer is dialled at, as one string: its dial addresses joined
 /// by `,` (no address has one: see `discovery::check`). Peers are asked,
 /// cached and rested by this, never by the id they claim.
+/// The one warning line's tail for peers that failed: `(n kind, ...):
+/// example; example; and k more`, and their number; `None` if none failed.
+fn failure_summary(
+    counts: &BTreeMap<FailureKind, usize>,
+    examples: &[String],
+) -> Option<(usize, String)> {
+    let total: usize = counts.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let detail: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let more = total.saturating_sub(examples.len());
+    let more = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    Some((
+        total,
+        format!("({}): {}{more}", detail.join(", "), examples.join("; ")),
+    ))
+}
+
+/// Rotates `holders` by a random amount: a download connects to at most 8
+/// holders, and if every download took the same first ones, those hosts'
+/// uplinks would carry the swarm while the others idle.
+fn rotate_randomly<T>(holders: &mut [T]) {
+    if !holders.is_empty() {
+        let n = holders.len() as u64;
+        holders.rotate_left((crate::discovery::random_u64() % n) as usize);
+    }
+}
+
 fn dial_key(r: &crate::discovery::PeerRecord) -> String {
     r.dial_addrs().join(",")
 }

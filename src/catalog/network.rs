@@ -132,13 +132,6 @@ fn partial_holders(sha1: &Sha1Digest, peers: &[&PeerInfo]) -> Vec<Holder> {
         .filter(|(_, h)| *h)
         .map(|(p, _)| Holder::with_addrs(&p.record.id, p.record.dial_addrs()))
         .collect();
-    // In a random rotation: a download connects to at most 8 holders, and
-    // if every download took the same first ones, those hosts' uplinks
-    // would carry the swarm while the others idle.
-    if !found.is_empty() {
-        let turn = crate::discovery::random_u64();
-        let n = found.len();
-        found.rotate_left((turn % n as u64) as usize);
-    }
+    super::rotate_randomly(&mut found);
     found
 }

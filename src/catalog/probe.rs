@@ -250,28 +250,11 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
         order.sort_by_key(|(other, _)| *other);
         found.complete = order.into_iter().map(|(_, h)| h).collect();
     }
-    // In a random rotation: a download connects to at most 8 holders, and
-    // if every download took the same first ones, those hosts' uplinks
-    // would carry the swarm while the others idle.
-    if !found.partial.is_empty() {
-        let turn = u64::from_str_radix(&discovery::random_id(), 16).unwrap_or(0);
-        let n = found.partial.len();
-        found.partial.rotate_left((turn % n as u64) as usize);
-    }
-    if !failures.is_empty() {
-        let total: usize = failures.values().sum();
-        let detail: Vec<String> = failures.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        let more = total.saturating_sub(examples.len());
+    super::rotate_randomly(&mut found.partial);
+    if let Some((total, why)) = super::failure_summary(&failures, &examples) {
         log::warn!(
-            "{total} of {} peer(s) not asked about {sha1} ({}): {}{}",
-            peers.len(),
-            detail.join(", "),
-            examples.join("; "),
-            if more > 0 {
-                format!("; and {more} more")
-            } else {
-                String::new()
-            }
+            "{total} of {} peer(s) not asked about {sha1} {why}",
+            peers.len()
         );
     }
     found
