@@ -113,6 +113,7 @@
 #![deny(unnameable_types)]
 
 mod catalog;
+mod cursor;
 mod digest;
 mod discovery;
 pub mod etcd;

@@ -20,8 +20,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cursor::Reader;
 use crate::protocol::CatalogEntry;
-use crate::Sha1Digest;
 
 /// File name of the catalog's cache inside the state directory (for
 /// [`Catalog::load`](crate::Catalog::load) and [`Catalog::save`](crate::Catalog::save)).
@@ -99,37 +99,6 @@ pub fn load(path: &Path, max_bytes: u64) -> ListCache {
     }
 }
 
-/// A cursor over the cache bytes; every read fails cleanly past the end.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.buf.len() < n {
-            return None;
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Some(head)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = usize::try_from(self.u32()?).ok()?;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-    /// A count of items of at least `min` bytes each that fit in what is left.
-    fn count(&mut self, min: usize) -> Option<usize> {
-        let n = usize::try_from(self.u32()?).ok()?;
-        (n.checked_mul(min)? <= self.buf.len()).then_some(n)
-    }
-}
-
 /// The peers of a version 2 cache; `None` if anything does not parse.
 fn parse(bytes: &[u8]) -> Option<ListCache> {
     let body = bytes.strip_prefix(MAGIC)?.strip_suffix(TRAILER)?;
@@ -142,7 +111,7 @@ fn parse(bytes: &[u8]) -> Option<ListCache> {
         let n = r.count(MIN_RECORD)?;
         let mut files = Vec::with_capacity(n);
         for _ in 0..n {
-            let sha1 = Sha1Digest(r.take(20)?.try_into().ok()?);
+            let sha1 = r.sha1()?;
             let size = r.u64()?;
             let piece_size = r.u64()?;
             let name = r.string()?;

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::entry::{FileStat, Hashed, IndexedFile};
+use crate::cursor::Reader;
 use crate::protocol::piece_count;
 use crate::Sha1Digest;
 
@@ -80,35 +81,6 @@ pub enum CacheError {
 pub fn cache_path(state_dir: &Path, root: &Path) -> PathBuf {
     let id = Sha1Digest::of(root.as_os_str().as_bytes()).to_hex();
     state_dir.join(format!("index-{}.cache", &id[..16]))
-}
-
-/// A cursor over the cache bytes; every read fails cleanly past the end.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.buf.len() < n {
-            return None;
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Some(head)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = usize::try_from(self.u32()?).ok()?;
-        self.take(n)
-    }
-    fn sha1(&mut self) -> Option<Sha1Digest> {
-        Some(Sha1Digest(self.take(20)?.try_into().ok()?))
-    }
 }
 
 /// Reads the cache at `path` for `root`: checks all of it, then hands each
