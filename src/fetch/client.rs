@@ -246,15 +246,8 @@ impl PeerConn {
     /// [`PeerConn::next_head`] once that body is read in full.
     pub fn send_ahead(&mut self, path: &str, range: (u64, u64)) -> Result<(), ClientError> {
         let req = reply::get_request(&self.addr, path, Some(range), false);
-        self.requests += 1;
         self.queued += 1;
-        self.reusable = false;
-        self.stream
-            .write_all(req.as_bytes())
-            .map_err(|source| ClientError::Send {
-                addr: self.addr.clone(),
-                source,
-            })
+        self.write_request(&req)
     }
 
     /// Reads the head of the answer to the oldest request sent ahead.
@@ -284,6 +277,13 @@ impl PeerConn {
     }
 
     fn send(&mut self, req: &str) -> Result<Head, ClientError> {
+        self.write_request(req)?;
+        self.read_head()
+    }
+
+    /// Writes one request; the connection is not reusable until its answer
+    /// is read in full.
+    fn write_request(&mut self, req: &str) -> Result<(), ClientError> {
         self.requests += 1;
         self.reusable = false;
         self.stream
@@ -291,8 +291,7 @@ impl PeerConn {
             .map_err(|source| ClientError::Send {
                 addr: self.addr.clone(),
                 source,
-            })?;
-        self.read_head()
+            })
     }
 
     fn read_head(&mut self) -> Result<Head, ClientError> {

@@ -32,6 +32,28 @@ pub(super) const TICK: Duration = Duration::from_millis(100);
 /// `state_interval`; bigger ones proportionally less often.
 const STATE_PIECES: usize = 512;
 
+/// The usable slots that may get another worker at `level` (a holder has
+/// fewer than `level` workers, counted by address: records that point at
+/// one listener share its workers) and are not waiting out a `503` or a
+/// rotation, in slot order.
+pub(super) fn open_slots(slots: &[Slot], level: usize, now: Instant) -> Vec<usize> {
+    let mut per_addr: HashMap<&str, usize> = HashMap::new();
+    for s in slots {
+        *per_addr.entry(s.holder.addr.as_str()).or_default() += s.workers;
+    }
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            s.dropped.is_none()
+                && s.workers < level
+                && per_addr.get(s.holder.addr.as_str()).copied().unwrap_or(0) < level
+                && s.retry_at.is_none_or(|t| t <= now)
+        })
+        .map(|(j, _)| j)
+        .collect()
+}
+
 /// One holder in a round.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -171,24 +193,9 @@ impl<'a> Round<'a> {
     /// Usable holders other than `except` without a connection, free to
     /// get one now (not waiting out a `503` or a rotation), in slot order.
     pub(super) fn idle_holders(&self, except: Option<usize>) -> Vec<usize> {
-        let now = Instant::now();
-        let slots = self.slots.lock();
-        let mut per_addr: HashMap<&str, usize> = HashMap::new();
-        for s in slots.iter() {
-            *per_addr.entry(s.holder.addr.as_str()).or_default() += s.workers;
-        }
-        slots
-            .iter()
-            .enumerate()
-            .filter(|(j, s)| {
-                Some(*j) != except
-                    && s.dropped.is_none()
-                    && s.workers == 0
-                    && per_addr.get(s.holder.addr.as_str()).copied().unwrap_or(0) == 0
-                    && s.retry_at.is_none_or(|t| t <= now)
-            })
-            .map(|(j, _)| j)
-            .collect()
+        let mut idle = open_slots(&self.slots.lock(), 1, Instant::now());
+        idle.retain(|&j| Some(j) != except);
+        idle
     }
 
     /// True if a holder without a connection may have a piece this

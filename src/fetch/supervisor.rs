@@ -7,14 +7,13 @@
 //! sockets down so none waits on a stalled peer) and joins every thread
 //! (`std::thread::scope`).
 
-use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
-use super::round::{Outcome, Round, TICK};
+use super::round::{open_slots, Outcome, Round, TICK};
 use super::{FetchError, Holder, ProgressFn};
 use crate::Sha1Digest;
 
@@ -174,20 +173,10 @@ fn fill<'scope, 'env>(
                 {
                     return Ok(());
                 }
-                let now = Instant::now();
-                let mut per_addr: HashMap<&str, usize> = HashMap::new();
-                for s in slots.iter() {
-                    *per_addr.entry(s.holder.addr.as_str()).or_default() += s.workers;
-                }
-                let eligible = |s: &super::round::Slot| {
-                    s.dropped.is_none()
-                        && s.workers < level
-                        && per_addr.get(s.holder.addr.as_str()).copied().unwrap_or(0) < level
-                        && s.retry_at.is_none_or(|t| t <= now)
-                };
+                let open = open_slots(&slots, level, Instant::now());
                 let pick = preferred
-                    .filter(|&j| slots.get(j).is_some_and(eligible))
-                    .or_else(|| slots.iter().position(eligible));
+                    .filter(|j| open.contains(j))
+                    .or_else(|| open.first().copied());
                 if let Some(i) = pick {
                     slots[i].workers += 1;
                 }

@@ -228,6 +228,21 @@ fn respond(s: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]
     s.write_all(head.as_bytes()).is_ok() && s.write_all(body).is_ok()
 }
 
+/// The byte range (first, last) a request head asks for; the whole file
+/// of `size` bytes without a `Range`.
+fn asked_range(head: &str, size: u64) -> (u64, u64) {
+    let spec = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("range: bytes=")
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| format!("0-{}", size - 1));
+    let (a, b) = spec.split_once('-').unwrap();
+    (a.trim().parse().unwrap(), b.trim().parse().unwrap())
+}
+
 /// A raw peer answering the honest piece list, and `rest` (given the
 /// request head) for everything else.
 fn raw_partial<F>(name: &str, served: &Served, rest: F) -> RawPeer
@@ -288,16 +303,7 @@ fn hostile_partial_holders_beside_an_honest_one_cannot_stop_the_download() {
             return respond(s, "200 OK", "", &bits);
         }
         // The range asked, with bytes of the right length and wrong content.
-        let spec = t
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("range: bytes=")
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| format!("0-{}", size - 1));
-        let (a, b) = spec.split_once('-').unwrap();
-        let (a, b): (u64, u64) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+        let (a, b) = asked_range(t, size);
         let range = format!("Content-Range: bytes {a}-{b}/{size}\r\n");
         respond(
             s,
@@ -511,16 +517,8 @@ fn a_worker_asks_for_the_next_piece_before_the_current_body_is_read() {
         if t.contains("/have ") {
             return respond(s, "404 Not Found", "", b"complete\n");
         }
-        let spec = t
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("range: bytes=")
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| format!("0-{}", size - 1));
-        let (a, b) = spec.split_once('-').unwrap();
-        let (a, b): (usize, usize) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+        let (a, b) = asked_range(t, size);
+        let (a, b) = (a as usize, b as usize);
         let head = format!(
             "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{size}\r\n\r\n",
             b - a + 1
