@@ -63,6 +63,16 @@ fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     }
 }
 
+/// A real etcd and one `serve` peer with `data` as `name` in its dataset;
+/// the sha1 of `data` and the peer's base URL.
+fn peer_with_file(name: &str, data: &[u8]) -> (EtcdServer, ServePeer, Sha1Digest, String) {
+    let etcd = EtcdServer::new();
+    let peer = Serve::new(&etcd.endpoint()).start();
+    std::fs::write(peer.dataset.join(name), data).unwrap();
+    let base = format!("http://{}", peer.bound_addr());
+    (etcd, peer, Sha1Digest::of(data), base)
+}
+
 fn status_json(base: &str) -> Value {
     let r = get(&format!("{base}/v1/status"), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -400,13 +410,8 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
 fn metrics_pass_promtool_and_count_what_the_peer_did() {
     init_test_log();
     let promtool = tool("promtool", "prometheus");
-    let etcd = EtcdServer::new();
-    let ep = etcd.endpoint();
-    let peer = Serve::new(&ep).start();
     let data = b"some bytes to serve\n".repeat(100);
-    std::fs::write(peer.dataset.join("a.txt"), &data).unwrap();
-    let sha = Sha1Digest::of(&data);
-    let base = format!("http://{}", peer.bound_addr());
+    let (_etcd, _peer, sha, base) = peer_with_file("a.txt", &data);
     wait_until(
         Duration::from_secs(20),
         "file indexed and peer registered",
@@ -502,13 +507,8 @@ fn a_download_into_the_dataset_counts_its_pieces_bytes_and_completion() {
 #[test]
 fn caching_headers_fit_each_resource() {
     init_test_log();
-    let etcd = EtcdServer::new();
-    let ep = etcd.endpoint();
-    let peer = Serve::new(&ep).start();
     let data = b"cache me\n".repeat(10);
-    std::fs::write(peer.dataset.join("c.txt"), &data).unwrap();
-    let sha = Sha1Digest::of(&data);
-    let base = format!("http://{}", peer.bound_addr());
+    let (_etcd, _peer, sha, base) = peer_with_file("c.txt", &data);
     wait_until(Duration::from_secs(20), "file indexed", || {
         get(&format!("{base}/v1/files/{sha}"), &[]).status == 200
     });
@@ -580,13 +580,9 @@ fn caching_headers_fit_each_resource() {
 #[test]
 fn own_files_are_listed_without_fetching_the_own_catalog() {
     init_test_log();
-    let etcd = EtcdServer::new();
-    let ep = etcd.endpoint();
-    let peer = Serve::new(&ep).start();
     let data = b"only here\n".repeat(50);
-    std::fs::write(peer.dataset.join("mine.txt"), &data).unwrap();
-    let sha = Sha1Digest::of(&data).to_hex();
-    let base = format!("http://{}", peer.bound_addr());
+    let (_etcd, _peer, sha, base) = peer_with_file("mine.txt", &data);
+    let sha = sha.to_hex();
     let listed = try_wait_for(Duration::from_secs(30), || {
         let s = status_json(&base);
         let row = s["files"]["list"]
