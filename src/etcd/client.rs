@@ -225,7 +225,15 @@ impl Client {
         let mut last = None;
         let mut tls_failure = None;
         for (i, ep) in self.endpoint_order() {
-            match post_one(agent, ep, path, body, token) {
+            let mut answer = post_one(agent, ep, path, body, token);
+            if matches!(answer, Err(ureq::Error::Timeout(ureq::Timeout::Connect))) {
+                // A lost SYN is sent again by TCP only after 1 s, past the
+                // connect timeout: one more try sends a fresh one (1 %
+                // packet loss otherwise fails a request now and then).
+                log::debug!("etcd {ep}{path}: connect timed out; trying it once more");
+                answer = post_one(agent, ep, path, body, token);
+            }
+            match answer {
                 Ok(Answer::Ok(bytes)) => {
                     self.set_preferred(i);
                     return Ok((i, bytes));
