@@ -80,17 +80,12 @@ impl Worker {
             let store = self.shared.store.read();
             let hits = files
                 .iter()
-                .filter(|(p, st)| {
-                    store
-                        .by_path
-                        .get(p)
-                        .is_some_and(|(_, s)| s.same_content_key(st))
-                })
+                .filter(|(p, st)| store.lookup(p).is_some_and(|(_, s)| s.same_content_key(st)))
                 .count();
             let store_under = if full {
-                store.by_path.len()
+                store.path_count()
             } else {
-                store.by_path.keys().filter(|p| under(p)).count()
+                store.paths().filter(|(p, _)| under(p)).count()
             };
             (hits, store_under)
         };
@@ -118,15 +113,11 @@ impl Worker {
                 // rehashed.
                 let store = self.shared.store.read();
                 stale = store
-                    .by_path
-                    .iter()
-                    .filter(|(p, (_, st))| {
-                        under(p)
-                            && !found
-                                .get(p.as_path())
-                                .is_some_and(|f| f.same_content_key(st))
+                    .paths()
+                    .filter(|(p, st)| {
+                        under(p) && !found.get(p).is_some_and(|f| f.same_content_key(st))
                     })
-                    .map(|(p, _)| p.clone())
+                    .map(|(p, _)| p.to_path_buf())
                     .collect();
             }
         }
@@ -149,7 +140,7 @@ impl Worker {
             }
             let initial = !self.ready;
             for (rel, stat) in files {
-                if let Some(&(sha1, s)) = store.by_path.get(&rel) {
+                if let Some((sha1, s)) = store.lookup(&rel) {
                     if s.same_content_key(&stat) {
                         if initial {
                             // A cache record confirmed by the first scan.
@@ -159,8 +150,7 @@ impl Worker {
                                 .fetch_add(1, Ordering::Relaxed);
                         }
                         if s != stat {
-                            if let Some(h) = store.by_sha1.get(&sha1).map(|e| Arc::new(e.hashed()))
-                            {
+                            if let Some(h) = store.get(&sha1).map(|e| Arc::new(e.hashed())) {
                                 self.insert_path(&mut store, &rel, stat, h, &mut delta);
                             }
                         }
