@@ -272,20 +272,32 @@ fn paths_order<'a>(
 }
 
 /// `files` in [`paths_order`], each compared by its first path first
-/// (the paths of two entries never coincide, so that decides): the keys
-/// are gathered in one vector so the sort does not chase three pointers
-/// per comparison (it took ~100 ms for 100,000 entries that way).
+/// (the paths of two entries never coincide, so that decides). Each entry
+/// gets a 16-byte key first: its path's first bytes with `/` written as 0
+/// (a path holds no NUL, so the byte order of the keys is the order of
+/// [`bytes_order`]); most comparisons are then one `u128` comparison, and
+/// only equal keys compare the whole paths (sorting 100,000 entries byte
+/// by byte took ~25 ms).
 fn sort_by_paths(files: Vec<Arc<IndexedFile>>) -> Vec<Arc<IndexedFile>> {
     use std::os::unix::ffi::OsStrExt;
-    let mut keyed: Vec<(&[u8], usize)> = files
+    let mut keyed: Vec<(u128, &[u8], usize)> = files
         .iter()
         .enumerate()
-        .map(|(i, f)| (f.path().as_os_str().as_bytes(), i))
+        .map(|(i, f)| {
+            let path = f.path().as_os_str().as_bytes();
+            let mut key = [0u8; 16];
+            for (k, c) in key.iter_mut().zip(path) {
+                *k = if *c == b'/' { 0 } else { *c };
+            }
+            (u128::from_be_bytes(key), path, i)
+        })
         .collect();
     keyed.sort_unstable_by(|a, b| {
-        bytes_order(a.0, b.0).then_with(|| paths_order(files[a.1].paths(), files[b.1].paths()))
+        a.0.cmp(&b.0)
+            .then_with(|| bytes_order(a.1, b.1))
+            .then_with(|| paths_order(files[a.2].paths(), files[b.2].paths()))
     });
-    keyed.iter().map(|(_, i)| files[*i].clone()).collect()
+    keyed.iter().map(|(_, _, i)| files[*i].clone()).collect()
 }
 
 /// One path's bytes in the order of [`paths_order`].
