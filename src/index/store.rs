@@ -5,13 +5,12 @@
 //! up by one and one [`IndexEvent`](super::IndexEvent) describes the batch.
 //! Nothing here does I/O.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::Arc;
 
 use hashbrown::hash_table::Entry;
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use super::entry::{FileStat, Hashed, IndexedFile, Location};
 use super::IndexEvent;
