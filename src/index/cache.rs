@@ -303,7 +303,6 @@ pub fn save(
         w.write_all(TRAILER)?;
         w.into_inner().map_err(|e| e.into_error())?;
         fs::rename(&tmp, path)
-
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);

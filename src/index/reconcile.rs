@@ -92,15 +92,18 @@ impl Worker {
         // file found exactly as indexed needs nothing more below (100,000
         // of them on a warm start).
         let (seen, hits, store_under) = {
+            use rayon::prelude::*;
             let store = self.shared.store.read();
-            let seen: Vec<Seen> = files
-                .iter()
-                .map(|(p, st)| match store.lookup(p) {
-                    Some((_, s)) if s == *st => Seen::Same,
-                    Some((_, s)) if s.same_content_key(st) => Seen::SameContent,
-                    _ => Seen::Other,
-                })
-                .collect();
+            let seen: Vec<Seen> = pool.install(|| {
+                files
+                    .par_iter()
+                    .map(|(p, st)| match store.lookup(p) {
+                        Some((_, s)) if s == *st => Seen::Same,
+                        Some((_, s)) if s.same_content_key(st) => Seen::SameContent,
+                        _ => Seen::Other,
+                    })
+                    .collect()
+            });
             let hits = seen.iter().filter(|s| **s != Seen::Other).count();
             let store_under = if full {
                 store.path_count()
@@ -224,6 +227,9 @@ impl Worker {
                     ),
                 }
             }
+            // Room for what is about to be hashed (100,000 files on a
+            // first start), so the tables do not grow step by step.
+            store.reserve(to_hash.len());
             self.commit(&mut store, delta);
         }
         self.start_hashing(pool, res, to_hash);
@@ -250,7 +256,7 @@ impl Worker {
         h: Arc<Hashed>,
         delta: &mut Delta,
     ) {
-        store.insert(rel, stat, &h, delta);
+        store.insert_with(rel, stat, h.sha1, || Arc::unwrap_or_clone(h), delta);
         self.renames.forget(&stat);
     }
 

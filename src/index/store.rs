@@ -162,25 +162,39 @@ impl Store {
 
     /// Adds (or moves) `rel` to the content `hashed`.
     pub fn insert(&mut self, rel: &Path, stat: FileStat, hashed: &Hashed, delta: &mut Delta) {
+        self.insert_with(rel, stat, hashed.sha1, || hashed.clone(), delta);
+    }
+
+    /// [`insert`](Self::insert) of the content `sha1`, whose hashes
+    /// `hashed` gives only if the content is new here (no copy of them
+    /// otherwise, or when they can be moved).
+    pub fn insert_with(
+        &mut self,
+        rel: &Path,
+        stat: FileStat,
+        sha1: Sha1Digest,
+        hashed: impl FnOnce() -> Hashed,
+        delta: &mut Delta,
+    ) {
         if let Some((old, old_stat)) = self.lookup(rel) {
-            if old == hashed.sha1 && old_stat == stat {
+            if old == sha1 && old_stat == stat {
                 return;
             }
             self.remove(rel, delta);
         }
-        self.touch(delta, hashed.sha1);
+        self.touch(delta, sha1);
         let new = Location {
             path: rel.into(),
             stat,
         };
         // Keep the existing hashes when the content is already known.
-        let entry = match self.get(&hashed.sha1) {
+        let entry = match self.get(&sha1) {
             Some(e) => {
                 let mut locations = e.locations().to_vec();
                 locations.push(new);
                 IndexedFile::with_locations(e.hashed(), locations)
             }
-            None => IndexedFile::with_locations(hashed.clone(), vec![new]),
+            None => IndexedFile::with_locations(hashed(), vec![new]),
         };
         self.put(Arc::new(entry));
     }
