@@ -20,7 +20,9 @@ printed beside its reference or target, measured in the same run:
   common.Etcd; the peer checks the dataset in the background meanwhile);
 - `GET /v1/files` of the whole catalog from that peer by `curl
   --compressed` (gzip) and plain `curl`: median time and bytes on the
-  wire of BENCH_RUNS requests after one (which builds the body);
+  wire of BENCH_RUNS requests after one (which builds the body); then how
+  much the peer's peak RSS rises while 10 slow plain requests are in
+  flight at once (its peak reset through /proc/PID/clear_refs first);
 - `files --json` over that catalog, first and warm (cached by
   generation), and `files --search` warm (1 % of the names match).
 
@@ -153,6 +155,31 @@ def serve_restarts(exe, etcd, state, env):
     return times, idle_rss
 
 
+def status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def concurrent_catalogs(curl, url, pid):
+    """Bytes the peer's peak RSS rose by while CLIENTS plain catalog requests
+    (10 MB each at 100,000 files) were read at once, each slowly (50 MB/s),
+    so all of them are in flight together: the body is shared, so this
+    should be about one body at most. The peak is reset first (clear_refs)."""
+    clients = 10
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+    before = status_kib(pid, "VmRSS")
+    procs = [subprocess.Popen([curl, "-s", "-f", "-o", "/dev/null", "--limit-rate", "50M", url])
+             for _ in range(clients)]
+    for c in procs:
+        if c.wait() != 0:
+            sys.exit("bench: a concurrent catalog request failed")
+    return (status_kib(pid, "VmHWM") - before) * 1024
+
+
 def catalog_wire(exe, etcd, state, env):
     """(seconds, bytes) medians of the whole catalog by curl, gzip and plain."""
     curl = common.find_tool("curl")
@@ -182,6 +209,7 @@ def catalog_wire(exe, etcd, state, env):
                     samples.append((float(t), int(size)))
             out[kind] = (statistics.median(s[0] for s in samples),
                          statistics.median(s[1] for s in samples))
+        out["concurrent_rss"] = concurrent_catalogs(curl, url, p.pid)
         # `files --json` over the whole catalog: the first run fetches it,
         # the next ones find it cached at the peer's generation (warm).
         client = tempfile.mkdtemp(prefix="pbs-bench-files-")
@@ -269,6 +297,8 @@ def main():
          f"{wire['gzip'][1] / 1e6:.2f} MB on the wire", "<= 50 ms, 4 MB"),
         ("GET /v1/files, plain", f"{wire['plain'][0] * 1000:.1f} ms",
          f"{wire['plain'][1] / 1e6:.2f} MB on the wire", ""),
+        ("10 concurrent plain catalogs: peak RSS up", f"{wire['concurrent_rss'] / 2**20:.1f} MiB",
+         "", "<= 16 MiB"),
         ("files --json, first (fetches the catalog)", f"{wire['files_cold'][0]:.3f} s",
          f"{wire['files_cold'][1] / 2**20:.0f} MiB peak RSS", ""),
         ("files --json, warm (cached by generation)", f"{wire['files_warm'][0]:.3f} s",

@@ -82,6 +82,8 @@ def main():
                  f"gzip {w['gzip'][1] / 1e6:.2f} MB, {w['gzip'][0] * 1000:.0f} ms "
                  f"(plain {w['plain'][1] / 1e6:.1f} MB, {w['plain'][0] * 1000:.0f} ms)",
                  "curl --compressed; target 4 MB, 50 ms"),
+                ("10 concurrent catalog requests", "",
+                 f"peak RSS up {w['concurrent_rss'] / 2**20:.1f} MiB", "target <= 16 MiB"),
                 ("files --json, whole catalog", BEFORE["files"],
                  f"warm {w['files_warm'][0]:.2f} s, {w['files_warm'][1] / 1e6:.0f} MB "
                  f"(first {w['files_cold'][0]:.2f} s); --search {w['files_search'][0]:.2f} s",
