@@ -322,6 +322,71 @@ mod tests {
         }
     }
 
+    /// Random inserts, moves and removals of 12 paths over 4 contents,
+    /// checked after each step against a plain map: every path's content
+    /// and stat, every entry's paths, the counts, and the events.
+    #[test]
+    fn random_changes_keep_both_tables_in_step_with_a_model() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let contents: Vec<Hashed> = [&b"a"[..], b"bb", b"ccc", b"dddd"]
+            .iter()
+            .map(|d| h(d))
+            .collect();
+        let paths: Vec<String> = (0..12).map(|i| format!("d{}/f{i}", i % 3)).collect();
+        let mut s = Store::default();
+        let mut model: BTreeMap<String, (usize, FileStat)> = BTreeMap::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for step in 0..3000u64 {
+            let (p, c) = (next(paths.len()), next(contents.len()));
+            let path = Path::new(&paths[p]);
+            let before: BTreeSet<Sha1Digest> = s.entries().map(|e| e.sha1).collect();
+            let mut d = Delta::default();
+            if next(3) == 0 {
+                let removed = s.remove(path, &mut d);
+                assert_eq!(
+                    removed.map(|(st, _)| st),
+                    model.remove(&paths[p]).map(|m| m.1)
+                );
+            } else {
+                let stat = st(step);
+                s.insert(path, stat, &contents[c], &mut d);
+                model.insert(paths[p].clone(), (c, stat));
+            }
+            let ev = s.commit(d);
+            let after: BTreeSet<Sha1Digest> = s.entries().map(|e| e.sha1).collect();
+            if let Some(ev) = ev {
+                let added: BTreeSet<_> = ev.added.iter().copied().collect();
+                let removed: BTreeSet<_> = ev.removed.iter().copied().collect();
+                assert_eq!(added, &after - &before, "step {step}");
+                assert_eq!(removed, &before - &after, "step {step}");
+            }
+            assert_eq!(s.path_count(), model.len(), "step {step}");
+            for (path, (c, stat)) in &model {
+                let want = (contents[*c].sha1, *stat);
+                assert_eq!(s.lookup(Path::new(path)), Some(want), "step {step} {path}");
+            }
+            let mut held: BTreeMap<Sha1Digest, Vec<String>> = BTreeMap::new();
+            for (path, (c, _)) in &model {
+                held.entry(contents[*c].sha1)
+                    .or_default()
+                    .push(path.clone());
+            }
+            assert_eq!(s.len(), held.len(), "step {step}");
+            for (sha1, want) in &held {
+                let e = s.get(sha1).expect("entry of a held content");
+                let got: Vec<String> = e.paths().map(|p| p.display().to_string()).collect();
+                assert_eq!(&got, want, "step {step}: paths sorted, once each");
+                assert_eq!(e.pieces(), [*sha1], "one piece, its hash the content's");
+            }
+        }
+    }
+
     #[test]
     fn same_content_two_paths_is_one_entry() {
         let mut s = Store::default();
