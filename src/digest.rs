@@ -38,15 +38,20 @@ impl Sha1Digest {
     pub fn to_hex(&self) -> String {
         self.to_string()
     }
+
+    /// [`to_hex`](Self::to_hex) as ASCII bytes, without allocating.
+    pub fn hex_bytes(&self) -> [u8; 40] {
+        let mut buf = [0u8; 40];
+        crate::hex::encode_to(&self.0, &mut buf);
+        buf
+    }
 }
 
 impl fmt::Display for Sha1Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // One write of 40 bytes: twenty `{:02x}` cost more than the rest of
         // printing an index line (issue 12: `index` of 100,000 files).
-        let mut buf = [0u8; 40];
-        crate::hex::encode_to(&self.0, &mut buf);
-        f.pad(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        f.pad(std::str::from_utf8(&self.hex_bytes()).map_err(|_| fmt::Error)?)
     }
 }
 

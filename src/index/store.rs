@@ -221,17 +221,39 @@ impl Store {
         hashed: impl FnOnce() -> Hashed,
         delta: &mut Delta,
     ) {
-        if self.slot(rel).is_some() {
+        let hp = self.hash_path(rel);
+        if self
+            .paths
+            .find(hp, |s| &*s.location().path == rel)
+            .is_some()
+        {
             return;
         }
-        if self.get(&sha1).is_some() {
+        let hs = self.hash_sha1(&sha1);
+        if self.entries.find(hs, |e| e.sha1 == sha1).is_some() {
             self.insert(rel, stat, &hashed(), delta);
             return;
         }
         if !delta.before.contains_key(&sha1) {
             delta.fresh.push(sha1);
         }
-        self.put(Arc::new(entry()));
+        let entry = Arc::new(entry());
+        if entry.locations().len() != 1 || entry.path() != rel {
+            return self.put(entry);
+        }
+        // Both looked up already: in without hashing or probing again
+        // (100,000 records at start).
+        let hasher = &self.hasher;
+        self.paths.insert_unique(
+            hp,
+            PathSlot {
+                entry: entry.clone(),
+                at: 0,
+            },
+            |s| hasher.hash_one(path_bytes(&s.location().path)),
+        );
+        self.entries
+            .insert_unique(hs, entry, |e| hasher.hash_one(e.sha1.0));
     }
 
     /// Removes `rel`; returns what it held.
