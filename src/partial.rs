@@ -18,7 +18,12 @@
 //!
 //! When the state disappears because the download finished (renamed into
 //! place), the finished file is served as a complete partial until the
-//! index has hashed it, so remote downloaders see no gap.
+//! index has it, so remote downloaders see no gap. If the final file is
+//! the very `.part` whose pieces were all verified (same inode, size and
+//! mtime as when its last state said so), its hashes go to the index
+//! ([`Landed`]), which takes them instead of reading the file again: in a
+//! swarm every host would otherwise hash the whole file once more just as
+//! the others need the CPU.
 //!
 //! [`IndexOptions::partial_events`]: crate::index::IndexOptions::partial_events
 
@@ -37,7 +42,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::RwLock;
 
 use crate::fetch::state::ResumeState;
-use crate::index::{PART_STATE_SUFFIX, PART_SUFFIX};
+use crate::index::{FileStat, Hashed, PART_STATE_SUFFIX, PART_SUFFIX};
 use crate::metrics;
 use crate::protocol::{piece_bounds, piece_count, Bitfield, PieceList};
 use crate::Sha1Digest;
@@ -78,6 +83,20 @@ struct Partial {
     peers: Vec<String>,
     /// The id of the download writing it (from its state).
     download: Option<String>,
+    /// The `.part`'s stat when its state said every piece was verified:
+    /// if the final file has the same one, it holds those bytes.
+    complete: Option<FileStat>,
+}
+
+/// A download that landed: its final file's stat and its verified hashes,
+/// for the index to take instead of reading the file again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Landed {
+    /// The final file's stat.
+    pub stat: FileStat,
+    /// Its hashes (the piece list every piece was verified against; the
+    /// download verified the whole file against the SHA1 before renaming).
+    pub hashed: Hashed,
 }
 
 /// One partial file as the status page shows it.
@@ -211,14 +230,19 @@ impl Partials {
         }))
     }
 
-    /// Reads `state_path` again: adds, updates or removes its entry.
-    pub fn refresh(&self, state_path: &Path) {
+    /// Reads `state_path` again: adds, updates or removes its entry. A
+    /// download that landed since is returned.
+    pub fn refresh(&self, state_path: &Path) -> Option<Landed> {
         match read_state(state_path) {
-            Ok(state) => self.insert(state_path, state),
+            Ok(state) => {
+                self.insert(state_path, state);
+                None
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.finished(state_path),
             Err(e) => {
                 log::debug!("partial {}: {e}", state_path.display());
                 self.forget(state_path);
+                None
             }
         }
     }
@@ -257,6 +281,15 @@ impl Partials {
             piece_size: state.piece_size,
             pieces: state.pieces,
         };
+        // Every piece verified: the `.part`'s stat now says which bytes
+        // those are (the download renames it next, keeping inode and mtime).
+        let data_path = part_of(state_path);
+        let complete = have
+            .is_full()
+            .then(|| std::fs::symlink_metadata(&data_path).ok())
+            .flatten()
+            .filter(|m| m.is_file())
+            .map(|m| FileStat::of(&m));
         let mut map = self.map.write();
         if map.len() >= MAX_PARTIALS && !map.contains_key(&list.sha1) {
             return;
@@ -273,32 +306,47 @@ impl Partials {
             list.sha1,
             Partial {
                 state_path: state_path.to_path_buf(),
-                data_path: part_of(state_path),
+                data_path,
                 list,
                 have,
                 peers,
                 download,
+                complete,
             },
         );
     }
 
     /// The state is gone: if the final file is in place with the right
-    /// size, serve it whole until the index has it; else forget it.
-    fn finished(&self, state_path: &Path) {
+    /// size, serve it whole until the index has it; else forget it. If it
+    /// is the very file whose pieces were all verified (same inode, size
+    /// and mtime), it is returned as landed.
+    fn finished(&self, state_path: &Path) -> Option<Landed> {
         let done = final_path(state_path);
         let mut map = self.map.write();
-        let Some(sha1) = map
+        let sha1 = map
             .iter()
             .find(|(_, p)| p.state_path == state_path)
-            .map(|(s, _)| *s)
-        else {
-            return;
-        };
-        let complete = std::fs::symlink_metadata(&done)
+            .map(|(s, _)| *s)?;
+        let final_meta = std::fs::symlink_metadata(&done)
             .ok()
-            .filter(|m| m.is_file())
+            .filter(|m| m.is_file());
+        let complete = final_meta
+            .as_ref()
             .zip(map.get(&sha1))
             .is_some_and(|(m, p)| m.len() == p.list.size && p.have.is_full());
+        let landed = final_meta
+            .map(|m| FileStat::of(&m))
+            .zip(map.get(&sha1))
+            .filter(|(now, p)| complete && p.complete.is_some_and(|c| c.same_content_key(now)))
+            .map(|(stat, p)| Landed {
+                stat,
+                hashed: Hashed {
+                    sha1,
+                    size: p.list.size,
+                    piece_size: p.list.piece_size,
+                    pieces: p.list.pieces.clone(),
+                },
+            });
         if self.counting.load(Ordering::Relaxed) {
             if let Some(p) = map.get(&sha1).filter(|p| {
                 p.data_path
@@ -325,6 +373,7 @@ impl Partials {
         } else {
             map.remove(&sha1);
         }
+        landed
     }
 
     fn forget(&self, state_path: &Path) {
@@ -415,9 +464,15 @@ pub(crate) fn run(
     events: &Receiver<PathBuf>,
     stop: &Receiver<()>,
     indexed: &dyn Fn(&Sha1Digest) -> bool,
+    landed: &dyn Fn(Landed),
 ) {
+    let refresh = |path: &Path| {
+        if let Some(l) = partials.refresh(path) {
+            landed(l);
+        }
+    };
     for path in find_states(root) {
-        partials.refresh(&path);
+        refresh(&path);
     }
     partials.counting.store(true, Ordering::Relaxed);
     loop {
@@ -426,14 +481,14 @@ pub(crate) fn run(
         }
         match events.recv_timeout(Duration::from_millis(200)) {
             Ok(path) => {
-                partials.refresh(&path);
+                refresh(&path);
                 // Coalesce a burst: each path once.
                 let mut more: Vec<PathBuf> = events.try_iter().take(4096).collect();
                 more.sort();
                 more.dedup();
                 more.retain(|p| *p != path);
                 for p in more {
-                    partials.refresh(&p);
+                    refresh(&p);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}

@@ -142,7 +142,15 @@ impl Peer {
                 .name("pbs-partials".into())
                 .spawn(move || {
                     let indexed = |sha1: &Sha1Digest| index.get(sha1).is_some();
-                    partial::run(&partials, &root, &partial_rx, &partials_stopped, &indexed);
+                    let landed = |l: partial::Landed| index.adopt(l.stat, l.hashed);
+                    partial::run(
+                        &partials,
+                        &root,
+                        &partial_rx,
+                        &partials_stopped,
+                        &indexed,
+                        &landed,
+                    );
                 })
                 .map_err(PeerError::Thread)?
         };

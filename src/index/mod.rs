@@ -55,6 +55,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use entry::IndexedFile;
+pub(crate) use entry::{FileStat, Hashed};
 pub use walk::{PART_STATE_SUFFIX, PART_SUFFIX};
 
 use crate::protocol::DEFAULT_PIECE_SIZE;
@@ -517,6 +518,14 @@ impl Index {
             );
             let _ = self.ctl.send(worker::Ctl::Recheck(rel.clone()));
         }
+    }
+
+    /// A file with `stat` is known to hold `hashed` (a download verified
+    /// it and renamed it into the dataset): when the index finds a path
+    /// with that exact stat within a minute, it takes these hashes instead
+    /// of reading the file.
+    pub(crate) fn adopt(&self, stat: FileStat, hashed: Hashed) {
+        let _ = self.ctl.send(worker::Ctl::Adopt(stat, Arc::new(hashed)));
     }
 
     /// Change notifications: one [`IndexEvent`] per committed batch.

@@ -293,6 +293,28 @@ impl Worker {
                 }
             }
         }
+        // Hashes that became known while the file settled (a download that
+        // landed, `Index::adopt`) are taken instead of reading it.
+        if !to_hash.is_empty() {
+            let shared = self.shared.clone();
+            let mut store = shared.store.write();
+            let mut delta = Delta::default();
+            let mut rest = Vec::with_capacity(to_hash.len());
+            for (rel, st) in to_hash {
+                match self.renames.reuse(&st, self.opts.piece_size) {
+                    Some(h) => {
+                        self.insert_path(&mut store, &rel, st, h, &mut delta);
+                        self.shared
+                            .counters
+                            .files_reused
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => rest.push((rel, st)),
+                }
+            }
+            to_hash = rest;
+            self.commit(&mut store, delta);
+        }
         self.start_hashing(pool, res, to_hash);
     }
 

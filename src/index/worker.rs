@@ -44,6 +44,8 @@ pub enum Ctl {
     Recheck(PathBuf),
     /// Rescan everything now.
     Rescan,
+    /// A file with this stat holds these hashes (see `Index::adopt`).
+    Adopt(FileStat, Arc<super::entry::Hashed>),
     /// Stop the thread.
     Stop,
 }
@@ -188,6 +190,9 @@ impl Worker {
                 recv(self.ctl) -> c => match c {
                     Ok(Ctl::Recheck(rel)) => self.debounce.mark(rel),
                     Ok(Ctl::Rescan) => self.debounce.mark_full(),
+                    Ok(Ctl::Adopt(stat, hashed)) => {
+                        self.renames.remember(stat, hashed, Instant::now());
+                    }
                     Ok(Ctl::Stop) | Err(_) => break,
                 },
                 default(timeout) => {}

@@ -550,3 +550,90 @@ fn a_worker_asks_for_the_next_piece_before_the_current_body_is_read() {
         "pipelined {ahead}, alone {alone}"
     );
 }
+
+/// The index of `addr`'s peer, from `/v1/status`.
+fn index_status(addr: &str) -> Option<Value> {
+    let (status, body) = http(&format!("http://{addr}/v1/status"), None)?;
+    let v: Value = serde_json::from_slice(&body).ok()?;
+    (status == 200).then(|| v["index"].clone())
+}
+
+/// A download that lands in the dataset of a serving peer is indexed from
+/// the hashes it verified: the peer does not read the file again (in a
+/// swarm every host would, just as the others need the CPU). The download's
+/// files are written here as `get` writes them (its last state claims every
+/// piece, then the `.part` is renamed and the state removed), so the peer's
+/// registry has read that state before the rename, which a real `get` only
+/// makes likely.
+#[test]
+fn a_landed_download_is_indexed_from_its_verified_hashes_without_reading_it() {
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let host = Serve::new(&ep)
+        .arg("--piece-size", &PIECE.to_string())
+        .start();
+    let addr = addr_of(&ep, &host.id());
+    let out = host.dataset.join("landed.bin");
+    let content = host.state_dir.join("content");
+    let sha = random_file(&content, 3 * PIECE + 100, 9);
+    let list = piece_list(&content, PIECE);
+    std::fs::copy(&content, part_path(&out)).unwrap();
+    write_state(&out, &list, &[true; 4]);
+    wait_until(
+        Duration::from_secs(10),
+        "the host serves the partial",
+        || http(&format!("http://{addr}/v1/files/{sha}/have"), None).is_some_and(|(s, _)| s == 200),
+    );
+    std::fs::rename(part_path(&out), &out).unwrap();
+    std::fs::remove_file(state_path(&out)).unwrap();
+    let index = wait_for(Duration::from_secs(20), "the host indexes the file", || {
+        index_status(&addr).filter(|i| i["files"] == 1 && i["queued_files"] == 0)
+    });
+    assert_eq!(index["hashed_files"], 0, "taken from the download: {index}");
+    let (status, catalog) = http(&format!("http://{addr}/v1/files"), None).unwrap();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&catalog).contains(&sha.to_hex()));
+    let (status, body) = http(&format!("http://{addr}/v1/files/{sha}"), None).unwrap();
+    assert_eq!((status, Sha1Digest::of(&body)), (200, sha));
+}
+
+/// A state that claims every piece of one content, beside a final file
+/// that is not its `.part` (another inode, other bytes of the same size):
+/// the peer hashes the file and indexes what it really holds.
+#[test]
+fn a_claimed_download_whose_file_is_not_the_part_is_hashed_not_adopted() {
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let host = Serve::new(&ep)
+        .arg("--piece-size", &PIECE.to_string())
+        .start();
+    let addr = addr_of(&ep, &host.id());
+    let out = host.dataset.join("claimed.bin");
+    let claimed = host.state_dir.join("claimed-content");
+    let sha_claimed = random_file(&claimed, 3 * PIECE, 7);
+    let list = piece_list(&claimed, PIECE);
+    std::fs::copy(&claimed, part_path(&out)).unwrap();
+    write_state(&out, &list, &[true, true, true]);
+    wait_until(
+        Duration::from_secs(10),
+        "the host serves the partial",
+        || {
+            http(&format!("http://{addr}/v1/files/{sha_claimed}/have"), None)
+                .is_some_and(|(s, _)| s == 200)
+        },
+    );
+    // Other bytes under the final name, in a new file; the .part goes.
+    let other = host.state_dir.join("other-content");
+    let sha_other = random_file(&other, 3 * PIECE, 8);
+    std::fs::copy(&other, &out).unwrap();
+    std::fs::remove_file(part_path(&out)).unwrap();
+    std::fs::remove_file(state_path(&out)).unwrap();
+    let index = wait_for(Duration::from_secs(20), "the host indexes the file", || {
+        index_status(&addr).filter(|i| i["files"] == 1 && i["queued_files"] == 0)
+    });
+    assert_eq!(index["hashed_files"], 1, "read, not adopted: {index}");
+    let (status, _) = http(&format!("http://{addr}/v1/files/{sha_other}"), None).unwrap();
+    assert_eq!(status, 200, "indexed under what it holds");
+}
