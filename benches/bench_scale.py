@@ -9,7 +9,10 @@ printed beside its reference or target, measured in the same run:
 - cold `index` (fresh state dir) vs `find -print0 | xargs -0 -P2 openssl
   sha1` over the same tree; runs alternate, medians of BENCH_RUNS (5);
 - warm `index` (nothing changed) as a share of cold, and whether it
-  rewrote the cache (inode or mtime of the cache file changed);
+  rewrote the cache (inode or mtime of the cache file changed); beside it
+  the floor of any warm check that looks at every file: `find -printf`
+  of each file's size, mtime and inode, two processes of 50 directories
+  each (runs alternate with the warm ones);
 - peak RSS of the cold and warm `index` per indexed file (getrusage);
 - `serve` restarted on the unchanged dataset: time from exec until
   `GET /v1/files` returns the full catalog (polled every 5 ms), medians
@@ -17,7 +20,9 @@ printed beside its reference or target, measured in the same run:
   common.Etcd; the peer checks the dataset in the background meanwhile);
 - `GET /v1/files` of the whole catalog from that peer by `curl
   --compressed` (gzip) and plain `curl`: median time and bytes on the
-  wire of BENCH_RUNS requests after one (which builds the body);
+  wire of BENCH_RUNS requests after one (which builds the body); then how
+  much the peer's peak RSS rises while 10 slow plain requests are in
+  flight at once (its peak reset through /proc/PID/clear_refs first);
 - `files --json` over that catalog, first and warm (cached by
   generation), and `files --search` warm (1 % of the names match).
 
@@ -150,6 +155,31 @@ def serve_restarts(exe, etcd, state, env):
     return times, idle_rss
 
 
+def status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def concurrent_catalogs(curl, url, pid):
+    """Bytes the peer's peak RSS rose by while CLIENTS plain catalog requests
+    (10 MB each at 100,000 files) were read at once, each slowly (50 MB/s),
+    so all of them are in flight together: the body is shared, so this
+    should be about one body at most. The peak is reset first (clear_refs)."""
+    clients = 10
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+    before = status_kib(pid, "VmRSS")
+    procs = [subprocess.Popen([curl, "-s", "-f", "-o", "/dev/null", "--limit-rate", "50M", url])
+             for _ in range(clients)]
+    for c in procs:
+        if c.wait() != 0:
+            sys.exit("bench: a concurrent catalog request failed")
+    return (status_kib(pid, "VmHWM") - before) * 1024
+
+
 def catalog_wire(exe, etcd, state, env):
     """(seconds, bytes) medians of the whole catalog by curl, gzip and plain."""
     curl = common.find_tool("curl")
@@ -179,6 +209,7 @@ def catalog_wire(exe, etcd, state, env):
                     samples.append((float(t), int(size)))
             out[kind] = (statistics.median(s[0] for s in samples),
                          statistics.median(s[1] for s in samples))
+        out["concurrent_rss"] = concurrent_catalogs(curl, url, p.pid)
         # `files --json` over the whole catalog: the first run fetches it,
         # the next ones find it cached at the peer's generation (warm).
         client = tempfile.mkdtemp(prefix="pbs-bench-files-")
@@ -211,6 +242,8 @@ def main():
     env = dict(common.clean_env(), RUST_LOG="warn")
     index = [exe, "index", "--dataset", DATA, "--state-dir"]
     openssl = f"find {DATA}/ -type f -print0 | xargs -0 -P2 openssl sha1 > /dev/null"
+    stat_every_file = (f"find {DATA}/ -mindepth 1 -maxdepth 1 -type d -print0 | xargs -0 -n {DIRS // 2} -P2 "
+                       "sh -c 'find \"$@\" -type f -printf \"%s %T@ %i\\n\"' _ > /dev/null")
     scratch = tempfile.mkdtemp(prefix="pbs-bench-scale-")
     try:
         ref, cold, cold_rss, ref_cpu, cold_cpu = [], [], [], [], []
@@ -225,8 +258,10 @@ def main():
         state = os.path.join(scratch, "cold-0")
         cache = cache_file(state)
         before = os.stat(cache)
-        warm, warm_rss, warm_cpu = [], [], []
+        warm, warm_rss, warm_cpu, stat_ref = [], [], [], []
         for _ in range(RUNS):
+            dt, _, _ = run_timed(stat_every_file, env, shell=True)
+            stat_ref.append(dt)
             dt, peak, cpu = run_timed(index + [state], env)
             warm.append(dt)
             warm_rss.append(peak)
@@ -248,6 +283,8 @@ def main():
         ("reference: find | xargs -P2 openssl sha1", f"{m_ref:.3f} s", "", ""),
         ("index, cold", f"{m_cold:.3f} s", f"{m_cold / m_ref:.2f}x openssl", "<= 1.00x"),
         ("index, warm (nothing changed)", f"{m_warm:.3f} s", f"{m_warm / m_cold * 100:.1f} % of cold", "<= 10 %"),
+        ("  floor: stat every file, 2 x find -printf", f"{med(stat_ref):.3f} s",
+         f"{med(stat_ref) / m_cold * 100:.1f} % of cold", ""),
         ("  CPU time: openssl pipeline", f"{med(ref_cpu):.3f} s", "", ""),
         ("  CPU time: index, cold", f"{med(cold_cpu):.3f} s", f"{med(cold_cpu) / med(ref_cpu):.2f}x openssl", ""),
         ("  CPU time: index, warm", f"{med(warm_cpu):.3f} s", f"{med(warm_cpu) / med(cold_cpu) * 100:.1f} % of cold", ""),
@@ -260,6 +297,8 @@ def main():
          f"{wire['gzip'][1] / 1e6:.2f} MB on the wire", "<= 50 ms, 4 MB"),
         ("GET /v1/files, plain", f"{wire['plain'][0] * 1000:.1f} ms",
          f"{wire['plain'][1] / 1e6:.2f} MB on the wire", ""),
+        ("10 concurrent plain catalogs: peak RSS up", f"{wire['concurrent_rss'] / 2**20:.1f} MiB",
+         "", "<= 16 MiB"),
         ("files --json, first (fetches the catalog)", f"{wire['files_cold'][0]:.3f} s",
          f"{wire['files_cold'][1] / 2**20:.0f} MiB peak RSS", ""),
         ("files --json, warm (cached by generation)", f"{wire['files_warm'][0]:.3f} s",
@@ -267,7 +306,8 @@ def main():
         ("files --search f0099, warm", f"{wire['files_search'][0]:.3f} s",
          f"{wire['files_search'][1] / 2**20:.0f} MiB peak RSS", "<= 0.200 s"),
     ]
-    RESULTS.update(ref=m_ref, cold=m_cold, warm=m_warm, restart=m_restart, rewritten=rewritten,
+    RESULTS.update(ref=m_ref, cold=m_cold, warm=m_warm, stat_floor=med(stat_ref), restart=m_restart,
+                   rewritten=rewritten,
                    cold_rss=med(cold_rss), warm_rss=med(warm_rss), idle_rss=idle_rss,
                    wire=wire, files=FILES, load=os.getloadavg()[0])
     print(f"{'row':<42}{'measured':>12}  {'vs reference':<22}{'target':>10}")
@@ -276,6 +316,7 @@ def main():
     print("samples (s): openssl " + " ".join(f"{x:.2f}" for x in ref)
           + " | cold " + " ".join(f"{x:.2f}" for x in cold)
           + " | warm " + " ".join(f"{x:.3f}" for x in warm)
+          + " | stat floor " + " ".join(f"{x:.3f}" for x in stat_ref)
           + " | restart " + " ".join(f"{x:.3f}" for x in restart))
     print("reproduce: cargo build --release && python3 benches/bench_scale.py")
     return 0

@@ -414,7 +414,7 @@ impl FileSource for IndexSource {
 
     fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
         match self.index.get(sha1) {
-            Some(f) => Some(Bitfield::full(f.pieces.len())),
+            Some(f) => Some(Bitfield::full(f.pieces().len())),
             None => self.partials.have(sha1),
         }
     }
@@ -422,8 +422,8 @@ impl FileSource for IndexSource {
     fn fresh(&self, sha1: &Sha1Digest, max_pieces: usize) -> Option<Bitfield> {
         self.index
             .get(sha1)
-            .filter(|f| f.pieces.len() <= max_pieces)
-            .map(|f| self.uploads.offer(sha1, f.piece_size, f.pieces.len()))
+            .filter(|f| f.pieces().len() <= max_pieces)
+            .map(|f| self.uploads.offer(sha1, f.piece_size, f.pieces().len()))
     }
 
     fn download_id(&self, sha1: &Sha1Digest) -> Option<String> {
@@ -436,7 +436,7 @@ impl FileSource for IndexSource {
     fn note_upload(&self, sha1: &Sha1Digest, start: u64, len: u64) {
         if let Some(f) = self.index.get(sha1) {
             self.uploads
-                .note(sha1, f.piece_size, f.pieces.len(), start, len);
+                .note(sha1, f.piece_size, f.pieces().len(), start, len);
         }
     }
 

@@ -85,8 +85,14 @@ pub fn run(args: FilesArgs) -> CliResult {
         super::print_table(&mut out, &rows)?;
     }
     out.flush()?;
+    let complete = refresh.failed.is_empty();
+    // No teardown: freeing 100,000 entries (names, holders) one by one
+    // took a quarter of a warm `files --json`; the process exits now.
+    std::mem::forget(files);
+    std::mem::forget(refresh);
+    std::mem::forget(catalog);
     // Some peers could not be asked: the list may be short (a warning said which).
-    if refresh.failed.is_empty() {
+    if complete {
         Ok(std::process::ExitCode::SUCCESS)
     } else {
         Ok(std::process::ExitCode::from(super::EXIT_PARTIAL))

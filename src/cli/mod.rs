@@ -11,6 +11,7 @@ mod get;
 mod get_batch;
 mod index;
 mod list;
+mod memory;
 mod serve;
 
 use std::process::ExitCode;
@@ -48,6 +49,7 @@ enum Command {
 
 /// Parses the command line, runs the command and turns its result into an exit code.
 pub fn main() -> ExitCode {
+    memory::tune();
     let cli = match parse_args() {
         Ok(cli) => cli,
         Err(code) => return code,

@@ -10,21 +10,25 @@
 //! file of exactly one piece, whose piece hash is the whole-file hash and is
 //! not repeated (count 0 stands for it). Then the bytes `END!`. Version 1
 //! (JSON, hex) cost 24 MB and a second to parse for 100,000 files; this one
-//! is ~80 bytes a file (100,000 files load in about 120 ms).
+//! is ~80 bytes a file (100,000 files load in about 50 ms).
 //!
 //! One file per dataset root in the state directory, named after the SHA1 of
-//! the root path. Written atomically: a temporary file in the same
-//! directory, fsync, rename, fsync of the directory. Anything that does not
-//! parse (missing, truncated, corrupt, another version, another root) is
+//! the root path. Written to a temporary file in the same directory, then
+//! renamed over the old one. Not fsynced: it is a cache, and what a crash
+//! can leave (the old file, or a torn or zeroed new one) is either checked
+//! record by record against the disk's stat at start or fails to parse
+//! (end marker, counts, piece counts) and is rebuilt; the two fsyncs cost
+//! 10-30 ms before `index` could finish. Anything that does not parse
+//! (missing, truncated, corrupt, another version, another root) is
 //! reported as a [`CacheError`] and the caller starts from nothing.
 
 use std::fs;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::entry::{FileStat, Hashed, IndexedFile};
+use super::entry::{FileStat, Hashed, IndexedFile, Location};
 use crate::cursor::Reader;
 use crate::protocol::piece_count;
 use crate::Sha1Digest;
@@ -83,15 +87,68 @@ pub fn cache_path(state_dir: &Path, root: &Path) -> PathBuf {
     state_dir.join(format!("index-{}.cache", &id[..16]))
 }
 
+/// One record of the cache, borrowed from the file's bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Relative path.
+    pub rel: &'a Path,
+    /// Stat when hashed.
+    pub stat: FileStat,
+    /// Whole-file SHA1.
+    pub sha1: Sha1Digest,
+    /// Piece size.
+    pub piece_size: u64,
+    /// The piece hashes, 20 bytes each; `None`: the content is one piece
+    /// (its hash is `sha1`) or empty.
+    pieces: Option<&'a [u8]>,
+}
+
+impl Record<'_> {
+    fn piece_hashes(&self) -> Vec<Sha1Digest> {
+        match self.pieces {
+            None if self.stat.size == 0 => Vec::new(),
+            None => vec![self.sha1],
+            Some(raw) => raw
+                .chunks_exact(20)
+                .filter_map(|c| c.try_into().ok().map(Sha1Digest))
+                .collect(),
+        }
+    }
+
+    /// The record's hashes.
+    pub fn hashed(&self) -> Hashed {
+        Hashed {
+            sha1: self.sha1,
+            size: self.stat.size,
+            piece_size: self.piece_size,
+            pieces: self.piece_hashes(),
+        }
+    }
+
+    /// The record as an index entry of one location.
+    pub fn entry(&self) -> IndexedFile {
+        match self.pieces {
+            None => IndexedFile::single(self.sha1, self.piece_size, self.rel.into(), self.stat),
+            Some(_) => IndexedFile::with_locations(
+                self.hashed(),
+                vec![Location {
+                    path: self.rel.into(),
+                    stat: self.stat,
+                }],
+            ),
+        }
+    }
+}
+
 /// Reads the cache at `path` for `root`: checks all of it, then hands each
-/// record cut at `piece_size` to `each` (the number of records in the file,
-/// to reserve room; relative path, stat when hashed, hashes), and returns
-/// the saved generation. `Ok(None)`: there is none yet.
+/// record cut at `piece_size` to `each` (with the number of records in the
+/// file, to reserve room), and returns the saved generation. `Ok(None)`:
+/// there is none yet.
 pub fn load(
     path: &Path,
     root: &Path,
     piece_size: u64,
-    mut each: impl FnMut(usize, PathBuf, FileStat, Hashed),
+    mut each: impl FnMut(usize, Record<'_>),
 ) -> Result<Option<u64>, CacheError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -128,7 +185,10 @@ pub fn load(
     // A first pass checks the whole file, so a corrupt one gives nothing.
     let start = Reader { buf: r.buf };
     for _ in 0..count {
-        if !check_record(&mut r).ok_or_else(|| corrupt("truncated record"))? {
+        if read_record(&mut r)
+            .ok_or_else(|| corrupt("truncated record"))?
+            .is_none()
+        {
             return Err(corrupt("bad piece count or path in a record"));
         }
     }
@@ -137,41 +197,20 @@ pub fn load(
     }
     let mut r = start;
     for _ in 0..count {
-        let (rel, stat, hashed, _) =
-            read_record(&mut r).ok_or_else(|| corrupt("truncated record"))?;
-        if hashed.piece_size == piece_size {
-            each(count, rel, stat, hashed);
+        let rec = read_record(&mut r)
+            .flatten()
+            .ok_or_else(|| corrupt("truncated record"))?;
+        if rec.piece_size == piece_size {
+            each(count, rec);
         }
     }
     Ok(Some(generation))
 }
 
-type Record = (PathBuf, FileStat, Hashed, Option<usize>);
-
-/// Walks over one record without building it (the checking pass of
-/// [`load`]): `None` if truncated, `Some(false)` if its piece count or
-/// path is wrong.
-fn check_record(r: &mut Reader<'_>) -> Option<bool> {
+/// Reads one record: `None` if truncated, `Some(None)` if its piece count
+/// or path is wrong.
+fn read_record<'a>(r: &mut Reader<'a>) -> Option<Option<Record<'a>>> {
     let rel = r.bytes()?;
-    let size = r.u64()?;
-    r.take(8 + 4 + 8 + 8)?; // mtime, inode, device
-    let piece_size = r.u64()?;
-    r.take(20)?;
-    let n = u64::from(r.u32()?);
-    if n > 0 {
-        r.take(usize::try_from(n).ok()?.checked_mul(20)?)?;
-    }
-    let pieces = piece_count(size, piece_size);
-    let ok = if n == 0 && size > 0 {
-        pieces == 1
-    } else {
-        n == pieces
-    };
-    Some(ok && !rel.is_empty())
-}
-
-fn read_record(r: &mut Reader<'_>) -> Option<Record> {
-    let rel = PathBuf::from(std::ffi::OsString::from_vec(r.bytes()?.to_vec()));
     let size = r.u64()?;
     let mtime_sec = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
     let mtime_nsec = i64::from(r.u32()?);
@@ -180,31 +219,32 @@ fn read_record(r: &mut Reader<'_>) -> Option<Record> {
     let piece_size = r.u64()?;
     let sha1 = r.sha1()?;
     let n = usize::try_from(r.u32()?).ok()?;
-    let (pieces, stored) = if n == 0 && size > 0 {
-        (vec![sha1], None)
+    let pieces = if n == 0 {
+        None
     } else {
-        let raw = r.take(n.checked_mul(20)?)?;
-        let pieces = raw
-            .chunks_exact(20)
-            .map(|c| c.try_into().map(Sha1Digest))
-            .collect::<Result<Vec<_>, _>>()
-            .ok()?;
-        (pieces, Some(n))
+        Some(r.take(n.checked_mul(20)?)?)
     };
-    let stat = FileStat {
-        size,
-        mtime_sec,
-        mtime_nsec,
-        ino,
-        dev,
+    let count = piece_count(size, piece_size);
+    let ok = match pieces {
+        None => count <= 1,
+        Some(_) => n as u64 == count,
     };
-    let hashed = Hashed {
+    if !ok || rel.is_empty() {
+        return Some(None);
+    }
+    Some(Some(Record {
+        rel: Path::new(std::ffi::OsStr::from_bytes(rel)),
+        stat: FileStat {
+            size,
+            mtime_sec,
+            mtime_nsec,
+            ino,
+            dev,
+        },
         sha1,
-        size,
         piece_size,
         pieces,
-    };
-    Some((rel, stat, hashed, stored))
+    }))
 }
 
 fn write_bytes(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
@@ -223,12 +263,13 @@ fn write_record(w: &mut impl Write, rel: &Path, st: &FileStat, e: &IndexedFile) 
     w.write_all(&st.dev.to_le_bytes())?;
     w.write_all(&e.piece_size.to_le_bytes())?;
     w.write_all(&e.sha1.0)?;
-    if e.pieces.len() == 1 && e.pieces[0] == e.sha1 {
+    let pieces = e.pieces();
+    if pieces.len() <= 1 && pieces.first().is_none_or(|p| *p == e.sha1) {
         w.write_all(&0u32.to_le_bytes())
     } else {
-        let n = u32::try_from(e.pieces.len()).map_err(|_| io::Error::other("too many pieces"))?;
+        let n = u32::try_from(pieces.len()).map_err(|_| io::Error::other("too many pieces"))?;
         w.write_all(&n.to_le_bytes())?;
-        e.pieces.iter().try_for_each(|p| w.write_all(&p.0))
+        pieces.iter().try_for_each(|p| w.write_all(&p.0))
     }
 }
 
@@ -247,7 +288,7 @@ pub fn save(
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(werr)?;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let count: usize = entries.iter().map(|e| e.paths.len()).sum();
+    let count: usize = entries.iter().map(|e| e.locations().len()).sum();
     let write = || -> io::Result<()> {
         let mut w = BufWriter::with_capacity(1 << 16, fs::File::create(&tmp)?);
         w.write_all(MAGIC.as_bytes())?;
@@ -255,18 +296,13 @@ pub fn save(
         w.write_all(&generation.to_le_bytes())?;
         w.write_all(&(count as u64).to_le_bytes())?;
         for e in entries {
-            for (rel, st) in e.locations() {
-                write_record(&mut w, rel, st, e)?;
+            for l in e.locations() {
+                write_record(&mut w, &l.path, &l.stat, e)?;
             }
         }
         w.write_all(TRAILER)?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        w.into_inner().map_err(|e| e.into_error())?;
+        fs::rename(&tmp, path)
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);
@@ -286,7 +322,10 @@ mod tests {
         let path = cache_path(dir.path(), root);
         let records = |piece_size| {
             let mut v = Vec::new();
-            let g = load(&path, root, piece_size, |_, p, s, h| v.push((p, s, h)))?;
+            let g = load(&path, root, piece_size, |_, r| {
+                v.push((r.rel.to_path_buf(), r.stat, r.hashed()));
+                assert_eq!(r.entry().hashed(), r.hashed());
+            })?;
             Ok::<_, CacheError>(g.map(|g| (g, v)))
         };
         assert!(records(2).unwrap().is_none());
@@ -344,7 +383,7 @@ mod tests {
         assert!(records(4).unwrap().unwrap().1.is_empty());
 
         assert!(matches!(
-            load(&path, Path::new("/other"), 2, |_, _, _, _| ()),
+            load(&path, Path::new("/other"), 2, |_, _| ()),
             Err(CacheError::OtherRoot { .. })
         ));
         let full = fs::read(&path).unwrap();

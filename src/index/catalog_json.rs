@@ -58,11 +58,7 @@ fn hex(bytes: &[u8], out: &mut Vec<u8>) {
 /// The entry's name as a JSON string: the bytes as they are when they
 /// need no escape, else what serde_json writes for [`IndexedFile::name`].
 fn name(f: &IndexedFile, out: &mut Vec<u8>) {
-    let raw = f
-        .paths
-        .first()
-        .and_then(|p| p.file_name())
-        .map(|n| n.as_bytes());
+    let raw = f.path().file_name().map(|n| n.as_bytes());
     if let Some(raw) = raw {
         let plain = raw.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\');
         if plain && std::str::from_utf8(raw).is_ok() {

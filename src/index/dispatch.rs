@@ -3,13 +3,14 @@
 //! has a token, so a result for a file that changed meanwhile (and was
 //! queued again) is dropped.
 
-use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
+use hashbrown::HashMap;
 
 use super::entry::FileStat;
 use super::hasher::{self, HashedFile};
@@ -30,10 +31,12 @@ pub struct HashResult {
     pub outcome: io::Result<HashedFile>,
 }
 
-/// The files being hashed: their stat when listed and their token.
+/// The files being hashed: their stat when listed and their token. Keyed
+/// by the path's bytes (a `PathBuf` key hashes and compares component by
+/// component), with foldhash.
 #[derive(Default)]
 pub struct Inflight {
-    files: HashMap<PathBuf, (FileStat, u64)>,
+    files: HashMap<OsString, (FileStat, u64)>,
     bytes: u64,
     next_token: u64,
 }
@@ -56,12 +59,12 @@ impl Inflight {
 
     /// The stat `rel` is being hashed for.
     pub fn stat(&self, rel: &Path) -> Option<FileStat> {
-        self.files.get(rel).map(|(s, _)| *s)
+        self.files.get(rel.as_os_str()).map(|(s, _)| *s)
     }
 
     /// `rel` is no longer being hashed (its result will be dropped).
     pub fn remove(&mut self, rel: &Path) {
-        if let Some((s, _)) = self.files.remove(rel) {
+        if let Some((s, _)) = self.files.remove(rel.as_os_str()) {
             self.bytes -= s.size;
         }
     }
@@ -70,7 +73,7 @@ impl Inflight {
     pub fn retain(&mut self, mut keep: impl FnMut(&Path) -> bool) {
         let mut dropped = 0;
         self.files.retain(|p, (s, _)| {
-            let k = keep(p);
+            let k = keep(Path::new(p));
             if !k {
                 dropped += s.size;
             }
@@ -82,7 +85,7 @@ impl Inflight {
     /// The stat `r` was queued with, if `r` is the current look at its
     /// file (the file is then no longer in flight); `None`: superseded.
     pub fn take_current(&mut self, r: &HashResult) -> Option<FileStat> {
-        let (stat, token) = *self.files.get(&r.rel)?;
+        let (stat, token) = *self.files.get(r.rel.as_os_str())?;
         if token != r.token {
             return None;
         }
@@ -95,7 +98,7 @@ impl Inflight {
         let token = self.next_token;
         self.remove(&rel);
         self.bytes += stat.size;
-        self.files.insert(rel, (stat, token));
+        self.files.insert(rel.into_os_string(), (stat, token));
         token
     }
 
@@ -110,7 +113,11 @@ impl Inflight {
         res: &Sender<Vec<HashResult>>,
         mut files: Vec<(PathBuf, FileStat)>,
     ) {
-        files.sort_unstable_by_key(|f| std::cmp::Reverse(f.1.size));
+        // Large files first, largest first; small ones (the rest) in the
+        // order given, which is the listing's: a chunk's files then share
+        // directories, each opened once.
+        files
+            .sort_by_key(|f| std::cmp::Reverse(if f.1.size >= CHUNK_BYTES { f.1.size } else { 0 }));
         let mut chunk: Vec<(PathBuf, u64, u64)> = Vec::new();
         let mut chunk_bytes = 0u64;
         let last = files.len().saturating_sub(1);
@@ -142,13 +149,32 @@ fn spawn_chunk(
         let progress: &AtomicU64 = &shared.counters.bytes_read;
         let mut out = Vec::with_capacity(chunk.len());
         let mut abs = shared.root.clone();
+        // The directory of the last file, open, if it could be.
+        let mut dir: Option<(PathBuf, rustix::fd::OwnedFd)> = None;
         for (rel, size, token) in chunk {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            abs.push(&rel);
-            let outcome = hasher::hash_file(&abs, size, piece_size, stop, progress);
-            abs.clone_from(&shared.root);
+            let (parent, name) = (rel.parent().unwrap_or(Path::new("")), rel.file_name());
+            if dir
+                .as_ref()
+                .is_none_or(|(p, _)| p.as_os_str() != parent.as_os_str())
+            {
+                dir = hasher::open_dir(&shared.root.join(parent))
+                    .ok()
+                    .map(|fd| (parent.to_path_buf(), fd));
+            }
+            let outcome = match (&dir, name) {
+                (Some((_, fd)), Some(name)) => {
+                    hasher::hash_file_at(fd, name, size, piece_size, stop, progress)
+                }
+                _ => {
+                    abs.push(&rel);
+                    let outcome = hasher::hash_file(&abs, size, piece_size, stop, progress);
+                    abs.clone_from(&shared.root);
+                    outcome
+                }
+            };
             out.push(HashResult {
                 rel,
                 token,

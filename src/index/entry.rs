@@ -3,7 +3,7 @@
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::protocol::{CatalogEntry, PieceList};
@@ -74,57 +74,124 @@ pub struct Hashed {
     pub pieces: Vec<Sha1Digest>,
 }
 
+/// One place a content lives: a path relative to the index root, and its
+/// stat fingerprint when it was hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Location {
+    /// Relative path.
+    pub path: Box<Path>,
+    /// Stat fingerprint when hashed.
+    pub stat: FileStat,
+}
+
 /// One distinct content in the index, with every path that holds it.
 ///
 /// Immutable: a change (a path added or removed) replaces the whole `Arc`.
+/// Compact, because the index holds one per file (100,000 of them take
+/// about 20 MB): three allocations for a file of one piece (this, its
+/// location list, its path), whose piece hash is its SHA1 and is not kept
+/// twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedFile {
     /// SHA1 of the whole content.
     pub sha1: Sha1Digest,
     /// Size in bytes.
     pub size: u64,
-    /// Piece size of `pieces`.
+    /// Piece size of [`pieces`](Self::pieces).
     pub piece_size: u64,
-    /// SHA1 of each piece, in order; the last piece may be shorter; none for an empty file.
-    pub pieces: Vec<Sha1Digest>,
-    /// Every path holding this content, relative to the index root, sorted.
-    pub paths: Vec<PathBuf>,
-    /// Modification time of the first path.
-    pub mtime: SystemTime,
-    /// Stat fingerprint of each path, parallel to `paths`.
-    pub(crate) stats: Vec<FileStat>,
+    /// The piece hashes, or none when the content is one piece (its hash
+    /// is then `sha1`).
+    pieces: Box<[Sha1Digest]>,
+    /// Every path holding this content, sorted by path; never empty.
+    locations: Box<[Location]>,
 }
 
 impl IndexedFile {
-    /// An entry for `hashed` with the given locations (sorted here).
-    pub(crate) fn new(hashed: &Hashed, locations: Vec<(PathBuf, FileStat)>) -> Self {
+    /// An entry for `hashed` with the given locations (sorted here; at least one).
+    #[cfg(test)]
+    pub(crate) fn new(hashed: &Hashed, locations: Vec<(std::path::PathBuf, FileStat)>) -> Self {
         Self::from_hashed(hashed.clone(), locations)
     }
 
     /// [`new`](Self::new), taking the hashes (no copy of the piece list).
-    pub(crate) fn from_hashed(hashed: Hashed, mut locations: Vec<(PathBuf, FileStat)>) -> Self {
-        locations.sort_by(|a, b| a.0.cmp(&b.0));
-        let mtime = locations
-            .first()
-            .map(|(_, s)| s.mtime())
-            .unwrap_or(UNIX_EPOCH);
-        // Exact capacities: `unzip` reserves 4 slots at least, which made
-        // these two vectors most of an entry's memory.
-        let mut paths = Vec::with_capacity(locations.len());
-        let mut stats = Vec::with_capacity(locations.len());
-        for (p, s) in locations {
-            paths.push(p);
-            stats.push(s);
-        }
+    #[cfg(test)]
+    pub(crate) fn from_hashed(
+        hashed: Hashed,
+        locations: Vec<(std::path::PathBuf, FileStat)>,
+    ) -> Self {
+        let locations = locations
+            .into_iter()
+            .map(|(path, stat)| Location {
+                path: path.into_boxed_path(),
+                stat,
+            })
+            .collect();
+        Self::with_locations(hashed, locations)
+    }
+
+    /// An entry for `hashed` at `locations` (sorted here).
+    pub(crate) fn with_locations(hashed: Hashed, mut locations: Vec<Location>) -> Self {
+        locations.sort_by(|a, b| a.path.cmp(&b.path));
+        let one_piece = hashed.pieces.len() == 1 && hashed.pieces[0] == hashed.sha1;
         IndexedFile {
             sha1: hashed.sha1,
             size: hashed.size,
             piece_size: hashed.piece_size,
-            pieces: hashed.pieces,
-            paths,
-            mtime,
-            stats,
+            pieces: if one_piece {
+                Box::default()
+            } else {
+                hashed.pieces.into_boxed_slice()
+            },
+            locations: locations.into_boxed_slice(),
         }
+    }
+
+    /// An entry of one location whose content is one piece or empty (no
+    /// piece list to allocate): what most cache records are.
+    pub(crate) fn single(
+        sha1: Sha1Digest,
+        piece_size: u64,
+        path: Box<Path>,
+        stat: FileStat,
+    ) -> Self {
+        IndexedFile {
+            sha1,
+            size: stat.size,
+            piece_size,
+            pieces: Box::default(),
+            locations: Box::new([Location { path, stat }]),
+        }
+    }
+
+    /// SHA1 of each piece, in order; the last piece may be shorter; none
+    /// for an empty file.
+    pub fn pieces(&self) -> &[Sha1Digest] {
+        if self.pieces.is_empty() && self.size > 0 {
+            std::slice::from_ref(&self.sha1)
+        } else {
+            &self.pieces
+        }
+    }
+
+    /// Every path holding this content, relative to the index root, sorted.
+    pub fn paths(&self) -> impl ExactSizeIterator<Item = &Path> {
+        self.locations.iter().map(|l| &*l.path)
+    }
+
+    /// The first of [`paths`](Self::paths).
+    pub fn path(&self) -> &Path {
+        self.locations
+            .first()
+            .map(|l| &*l.path)
+            .unwrap_or(Path::new(""))
+    }
+
+    /// Modification time of the first path.
+    pub fn mtime(&self) -> SystemTime {
+        self.locations
+            .first()
+            .map(|l| l.stat.mtime())
+            .unwrap_or(UNIX_EPOCH)
     }
 
     /// The hashes of this entry, without its locations.
@@ -133,23 +200,19 @@ impl IndexedFile {
             sha1: self.sha1,
             size: self.size,
             piece_size: self.piece_size,
-            pieces: self.pieces.clone(),
+            pieces: self.pieces().to_vec(),
         }
     }
 
-    /// Each path with its stat fingerprint.
-    pub(crate) fn locations(&self) -> impl Iterator<Item = (&Path, &FileStat)> {
-        self.paths
-            .iter()
-            .map(PathBuf::as_path)
-            .zip(self.stats.iter())
+    /// Each location (path and stat fingerprint), sorted by path.
+    pub(crate) fn locations(&self) -> &[Location] {
+        &self.locations
     }
 
     /// The base name of the first path (the sha1 if it has none).
     pub fn name(&self) -> String {
-        self.paths
-            .first()
-            .and_then(|p| p.file_name())
+        self.path()
+            .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| self.sha1.to_hex())
     }
@@ -160,7 +223,7 @@ impl IndexedFile {
             sha1: self.sha1,
             size: self.size,
             piece_size: self.piece_size,
-            pieces: self.pieces.clone(),
+            pieces: self.pieces().to_vec(),
         }
     }
 }
@@ -217,8 +280,21 @@ mod tests {
         };
         let e = IndexedFile::new(&h, vec![("b/z.txt".into(), st), ("a/y.txt".into(), st)]);
         assert_eq!(e.name(), "y.txt");
+        assert_eq!(
+            e.paths().collect::<Vec<_>>(),
+            [Path::new("a/y.txt"), Path::new("b/z.txt")]
+        );
+        assert_eq!(e.pieces(), h.pieces, "one piece, not stored twice");
         let c = CatalogEntry::from(&e);
         assert_eq!((c.size, c.piece_size, c.name.as_str()), (1, 4, "y.txt"));
         assert_eq!(e.piece_list().pieces, h.pieces);
+        let empty = Hashed {
+            sha1: Sha1Digest::of(b""),
+            size: 0,
+            piece_size: 4,
+            pieces: vec![],
+        };
+        let e = IndexedFile::new(&empty, vec![("e".into(), FileStat { size: 0, ..st })]);
+        assert!(e.pieces().is_empty());
     }
 }

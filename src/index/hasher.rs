@@ -6,6 +6,7 @@
 //! over its bytes instead of 2.
 
 use std::cell::RefCell;
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -150,10 +151,51 @@ pub fn hash_file(
     stop: &AtomicBool,
     progress: &AtomicU64,
 ) -> io::Result<HashedFile> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
+    hash_open(file, size, piece_size, stop, progress)
+}
+
+/// [`hash_file`] for the file `name` of the open directory `dir`: the
+/// name is resolved in that directory alone, not from the root down (a
+/// third of the kernel's time per small file went to walking the path).
+pub fn hash_file_at(
+    dir: &rustix::fd::OwnedFd,
+    name: &OsStr,
+    size: u64,
+    piece_size: u64,
+    stop: &AtomicBool,
+    progress: &AtomicU64,
+) -> io::Result<HashedFile> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    hash_open(File::from(fd), size, piece_size, stop, progress)
+}
+
+/// Opens the directory at `path` to open files in it ([`hash_file_at`]).
+pub fn open_dir(path: &Path) -> io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn hash_open(
+    mut file: File,
+    size: u64,
+    piece_size: u64,
+    stop: &AtomicBool,
+    progress: &AtomicU64,
+) -> io::Result<HashedFile> {
     let hashed = hash_reader((&mut file).take(size), piece_size, stop, progress)?;
     let meta = file.metadata()?;
     if !meta.is_file() {

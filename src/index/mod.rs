@@ -251,10 +251,14 @@ pub struct Index {
 /// the bytes with `/` ranked lowest: the same order for the relative,
 /// normalized paths of the index, without `Path::components` (which made
 /// sorting 100,000 entries cost more than listing them).
-fn paths_order(a: &[PathBuf], b: &[PathBuf]) -> std::cmp::Ordering {
+fn paths_order<'a>(
+    a: impl ExactSizeIterator<Item = &'a Path>,
+    b: impl ExactSizeIterator<Item = &'a Path>,
+) -> std::cmp::Ordering {
     use std::os::unix::ffi::OsStrExt;
     let key = |c: &u8| if *c == b'/' { 0 } else { u16::from(*c) + 1 };
-    for (x, y) in a.iter().zip(b) {
+    let (na, nb) = (a.len(), b.len());
+    for (x, y) in a.zip(b) {
         let (x, y) = (x.as_os_str().as_bytes(), y.as_os_str().as_bytes());
         let o = match x.iter().zip(y).find(|(p, q)| p != q) {
             Some((p, q)) => key(p).cmp(&key(q)),
@@ -264,27 +268,36 @@ fn paths_order(a: &[PathBuf], b: &[PathBuf]) -> std::cmp::Ordering {
             return o;
         }
     }
-    a.len().cmp(&b.len())
+    na.cmp(&nb)
 }
 
 /// `files` in [`paths_order`], each compared by its first path first
-/// (the paths of two entries never coincide, so that decides): the keys
-/// are gathered in one vector so the sort does not chase three pointers
-/// per comparison (it took ~100 ms for 100,000 entries that way).
+/// (the paths of two entries never coincide, so that decides). Each entry
+/// gets a 16-byte key first: its path's first bytes with `/` written as 0
+/// (a path holds no NUL, so the byte order of the keys is the order of
+/// [`bytes_order`]); most comparisons are then one `u128` comparison, and
+/// only equal keys compare the whole paths (sorting 100,000 entries byte
+/// by byte took ~25 ms).
 fn sort_by_paths(files: Vec<Arc<IndexedFile>>) -> Vec<Arc<IndexedFile>> {
     use std::os::unix::ffi::OsStrExt;
-    let mut keyed: Vec<(&[u8], usize)> = files
+    let mut keyed: Vec<(u128, &[u8], usize)> = files
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let first = f.paths.first().map(|p| p.as_os_str().as_bytes());
-            (first.unwrap_or_default(), i)
+            let path = f.path().as_os_str().as_bytes();
+            let mut key = [0u8; 16];
+            for (k, c) in key.iter_mut().zip(path) {
+                *k = if *c == b'/' { 0 } else { *c };
+            }
+            (u128::from_be_bytes(key), path, i)
         })
         .collect();
     keyed.sort_unstable_by(|a, b| {
-        bytes_order(a.0, b.0).then_with(|| paths_order(&files[a.1].paths, &files[b.1].paths))
+        a.0.cmp(&b.0)
+            .then_with(|| bytes_order(a.1, b.1))
+            .then_with(|| paths_order(files[a.2].paths(), files[b.2].paths()))
     });
-    keyed.iter().map(|(_, i)| files[*i].clone()).collect()
+    keyed.iter().map(|(_, _, i)| files[*i].clone()).collect()
 }
 
 /// One path's bytes in the order of [`paths_order`].
@@ -334,10 +347,7 @@ impl Index {
         let root = Index::check_dataset(&opts.root)?;
         let shared = Arc::new(Shared {
             root: root.clone(),
-            store: RwLock::new(Store {
-                generation: unix_millis(),
-                ..Store::default()
-            }),
+            store: RwLock::new(Store::new(unix_millis())),
             subscribers: Mutex::new(Vec::new()),
             ready: Mutex::new(false),
             ready_cv: Condvar::new(),
@@ -397,7 +407,7 @@ impl Index {
 
     /// Number of distinct contents indexed.
     pub fn len(&self) -> usize {
-        self.shared.store.read().by_sha1.len()
+        self.shared.store.read().len()
     }
 
     /// True if nothing is indexed (yet).
@@ -415,7 +425,7 @@ impl Index {
     pub fn snapshot(&self) -> (u64, Vec<Arc<IndexedFile>>) {
         let (generation, v) = {
             let store = self.shared.store.read();
-            let v: Vec<_> = store.by_sha1.values().cloned().collect();
+            let v: Vec<_> = store.entries().cloned().collect();
             (store.generation, v)
         };
         (generation, sort_by_paths(v))
@@ -433,12 +443,12 @@ impl Index {
 
     /// The entry of a content, if indexed.
     pub fn get(&self, sha1: &Sha1Digest) -> Option<Arc<IndexedFile>> {
-        self.shared.store.read().by_sha1.get(sha1).cloned()
+        self.shared.store.read().get(sha1).cloned()
     }
 
     /// The sha1 indexed for a path relative to the root, if any.
     pub fn sha1_of(&self, rel: &Path) -> Option<Sha1Digest> {
-        self.shared.store.read().by_path.get(rel).map(|(s, _)| *s)
+        self.shared.store.read().lookup(rel).map(|(s, _)| s)
     }
 
     /// Opens the file's bytes for serving after checking size, mtime and
@@ -454,7 +464,8 @@ impl Index {
         };
         let mut stale = Vec::new();
         let mut last_err = None;
-        for (rel, indexed) in entry.locations() {
+        for loc in entry.locations() {
+            let (rel, indexed) = (&*loc.path, &loc.stat);
             match hasher::open_regular(&self.shared.root.join(rel)) {
                 Ok((file, now)) if now.same_content_key(indexed) => {
                     if !stale.is_empty() {
@@ -489,10 +500,10 @@ impl Index {
             let mut store = self.shared.store.write();
             let mut delta = Delta::default();
             for rel in stale {
-                let indexed = entry.locations().find(|(p, _)| *p == rel.as_path());
-                let current = store.by_path.get(rel).copied();
-                if let (Some((_, st)), Some((s, cur))) = (indexed, current) {
-                    if s == *sha1 && cur == *st {
+                let indexed = entry.locations().iter().find(|l| *l.path == **rel);
+                let current = store.lookup(rel);
+                if let (Some(l), Some((s, cur))) = (indexed, current) {
+                    if s == *sha1 && cur == l.stat {
                         store.remove(rel, &mut delta);
                     }
                 }
@@ -570,9 +581,12 @@ mod tests {
             .iter()
             .flat_map(|p| [vec![p.clone()], vec![p.clone(), PathBuf::from("z")]])
             .collect();
+        fn it(v: &[PathBuf]) -> impl ExactSizeIterator<Item = &Path> {
+            v.iter().map(PathBuf::as_path)
+        }
         for x in &lists {
             for y in &lists {
-                assert_eq!(paths_order(x, y), x.cmp(y), "{x:?} vs {y:?}");
+                assert_eq!(paths_order(it(x), it(y)), x.cmp(y), "{x:?} vs {y:?}");
             }
         }
     }

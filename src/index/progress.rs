@@ -61,7 +61,7 @@ impl Progress {
             let mbs = bytes as f64 / 1e6 / secs;
             let (paths, contents) = {
                 let s = shared.store.read();
-                (s.by_path.len(), s.by_sha1.len())
+                (s.path_count(), s.len())
             };
             log::info!(
                 "index: ready: {paths} files ({contents} distinct); hashed {files} files, {:.1} MiB in {secs:.2} s ({mbs:.0} MB/s); {} reused",

@@ -24,6 +24,18 @@ use super::store::{Delta, Store};
 use super::walk::Kind;
 use super::worker::Worker;
 
+/// How a listed file compares with what the store holds at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// The same stat: nothing to do.
+    Same,
+    /// The same size, mtime and inode (another device number: the path's
+    /// record is updated, the content not read again).
+    SameContent,
+    /// Nothing there, or another content.
+    Other,
+}
+
 impl Worker {
     /// Brings the store in line with the disk under each scope (relative
     /// paths; empty = everything): removes what is gone or changed, reuses
@@ -76,23 +88,29 @@ impl Worker {
         // The common cases (first scan, nothing changed) need no map of what
         // was found: only when some indexed path was not confirmed by the
         // listing, or other state needs lookups, is one built.
-        let (hits, store_under) = {
+        // What the store holds for each listed file, looked up once: a
+        // file found exactly as indexed needs nothing more below (100,000
+        // of them on a warm start).
+        let (seen, hits, store_under) = {
+            use rayon::prelude::*;
             let store = self.shared.store.read();
-            let hits = files
-                .iter()
-                .filter(|(p, st)| {
-                    store
-                        .by_path
-                        .get(p)
-                        .is_some_and(|(_, s)| s.same_content_key(st))
-                })
-                .count();
+            let seen: Vec<Seen> = pool.install(|| {
+                files
+                    .par_iter()
+                    .map(|(p, st)| match store.lookup(p) {
+                        Some((_, s)) if s == *st => Seen::Same,
+                        Some((_, s)) if s.same_content_key(st) => Seen::SameContent,
+                        _ => Seen::Other,
+                    })
+                    .collect()
+            });
+            let hits = seen.iter().filter(|s| **s != Seen::Other).count();
             let store_under = if full {
-                store.by_path.len()
+                store.path_count()
             } else {
-                store.by_path.keys().filter(|p| under(p)).count()
+                store.paths().filter(|(p, _)| under(p)).count()
             };
-            (hits, store_under)
+            (seen, hits, store_under)
         };
         let need_map = hits != store_under
             || !self.settling.is_empty()
@@ -118,15 +136,11 @@ impl Worker {
                 // rehashed.
                 let store = self.shared.store.read();
                 stale = store
-                    .by_path
-                    .iter()
-                    .filter(|(p, (_, st))| {
-                        under(p)
-                            && !found
-                                .get(p.as_path())
-                                .is_some_and(|f| f.same_content_key(st))
+                    .paths()
+                    .filter(|(p, st)| {
+                        under(p) && !found.get(p).is_some_and(|f| f.same_content_key(st))
                     })
-                    .map(|(p, _)| p.clone())
+                    .map(|(p, _)| p.to_path_buf())
                     .collect();
             }
         }
@@ -148,8 +162,17 @@ impl Worker {
                 self.remove_path(&mut store, &p, &mut delta, now);
             }
             let initial = !self.ready;
-            for (rel, stat) in files {
-                if let Some(&(sha1, s)) = store.by_path.get(&rel) {
+            for ((rel, stat), seen) in files.into_iter().zip(seen) {
+                if seen == Seen::Same {
+                    if initial {
+                        self.shared
+                            .counters
+                            .files_reused
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                if let Some((sha1, s)) = store.lookup(&rel) {
                     if s.same_content_key(&stat) {
                         if initial {
                             // A cache record confirmed by the first scan.
@@ -159,8 +182,7 @@ impl Worker {
                                 .fetch_add(1, Ordering::Relaxed);
                         }
                         if s != stat {
-                            if let Some(h) = store.by_sha1.get(&sha1).map(|e| Arc::new(e.hashed()))
-                            {
+                            if let Some(h) = store.get(&sha1).map(|e| Arc::new(e.hashed())) {
                                 self.insert_path(&mut store, &rel, stat, h, &mut delta);
                             }
                         }
@@ -205,6 +227,9 @@ impl Worker {
                     ),
                 }
             }
+            // Room for what is about to be hashed (100,000 files on a
+            // first start), so the tables do not grow step by step.
+            store.reserve(to_hash.len());
             self.commit(&mut store, delta);
         }
         self.start_hashing(pool, res, to_hash);
@@ -231,7 +256,7 @@ impl Worker {
         h: Arc<Hashed>,
         delta: &mut Delta,
     ) {
-        store.insert(rel, stat, &h, delta);
+        store.insert_with(rel, stat, h.sha1, || Arc::unwrap_or_clone(h), delta);
         self.renames.forget(&stat);
     }
 

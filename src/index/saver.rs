@@ -42,11 +42,18 @@ impl Saver {
         let mut store = shared.store.write();
         let mut delta = Delta::default();
         let mut n = 0usize;
-        let loaded = cache::load(path, root, piece_size, |count, rel, stat, h| {
+        let loaded = cache::load(path, root, piece_size, |count, rec| {
             if n == 0 {
                 store.reserve(count);
             }
-            store.load(rel, stat, h, &mut delta);
+            store.load(
+                rec.rel,
+                rec.sha1,
+                rec.stat,
+                || rec.entry(),
+                || rec.hashed(),
+                &mut delta,
+            );
             n += 1;
         });
         match loaded {
@@ -72,10 +79,7 @@ impl Saver {
         let Some(path) = &self.path else { return };
         let (generation, entries) = {
             let s = shared.store.read();
-            (
-                s.generation,
-                s.by_sha1.values().cloned().collect::<Vec<_>>(),
-            )
+            (s.generation, s.entries().cloned().collect::<Vec<_>>())
         };
         match cache::save(path, root, generation, &entries) {
             Ok(n) => log::debug!("index: saved {n} records to {}", path.display()),

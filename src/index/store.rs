@@ -5,25 +5,49 @@
 //! up by one and one [`IndexEvent`](super::IndexEvent) describes the batch.
 //! Nothing here does I/O.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::hash::BuildHasher;
+use std::path::Path;
 use std::sync::Arc;
 
-use super::entry::{FileStat, Hashed, IndexedFile};
+use hashbrown::hash_table::Entry;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+
+use super::entry::{FileStat, Hashed, IndexedFile, Location};
 use super::IndexEvent;
 use crate::Sha1Digest;
 
-/// The maps. Invariant: every path in `by_path` appears in exactly one entry
-/// of `by_sha1` (the one it names), with the same stat, and every entry has
-/// at least one path.
+/// One path of the index: the entry holding it and its place in the
+/// entry's locations. The path and its stat are the entry's: nothing is
+/// stored twice.
+#[derive(Debug)]
+struct PathSlot {
+    entry: Arc<IndexedFile>,
+    at: u32,
+}
+
+impl PathSlot {
+    fn location(&self) -> &Location {
+        &self.entry.locations()[self.at as usize]
+    }
+}
+
+/// The maps. Invariant: every location of every entry has exactly one slot
+/// in `paths` pointing at that entry, and no other slot exists; every
+/// entry has at least one location.
+///
+/// Both tables hold `Arc`s (8 bytes a slot) and hash with a per-process
+/// random seed (foldhash, HashDoS-resistant enough for paths of the local
+/// dataset and content hashes); a path or a stat is kept once, in its
+/// entry.
 #[derive(Debug, Default)]
 pub struct Store {
     /// Current generation.
     pub generation: u64,
+    hasher: DefaultHashBuilder,
     /// Entries by content hash.
-    pub by_sha1: HashMap<Sha1Digest, Arc<IndexedFile>>,
-    /// Content hash and stat by relative path.
-    pub by_path: HashMap<PathBuf, (Sha1Digest, FileStat)>,
+    entries: HashTable<Arc<IndexedFile>>,
+    /// Paths, each to its entry.
+    paths: HashTable<PathSlot>,
 }
 
 /// Changes made in one batch: for each touched sha1, whether it was present before.
@@ -42,71 +66,172 @@ impl Delta {
 }
 
 impl Store {
+    /// An empty store at `generation`.
+    pub fn new(generation: u64) -> Self {
+        Store {
+            generation,
+            ..Store::default()
+        }
+    }
+
+    fn hash_sha1(&self, sha1: &Sha1Digest) -> u64 {
+        self.hasher.hash_one(sha1.0)
+    }
+
+    fn hash_path(&self, path: &Path) -> u64 {
+        use std::os::unix::ffi::OsStrExt;
+        self.hasher.hash_one(path.as_os_str().as_bytes())
+    }
+
+    /// Number of distinct contents.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Number of paths.
+    pub fn path_count(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// The entry of a content.
+    pub fn get(&self, sha1: &Sha1Digest) -> Option<&Arc<IndexedFile>> {
+        self.entries.find(self.hash_sha1(sha1), |e| e.sha1 == *sha1)
+    }
+
+    /// The content and stat indexed at `rel`.
+    pub fn lookup(&self, rel: &Path) -> Option<(Sha1Digest, FileStat)> {
+        self.slot(rel).map(|s| (s.entry.sha1, s.location().stat))
+    }
+
+    fn slot(&self, rel: &Path) -> Option<&PathSlot> {
+        self.paths
+            .find(self.hash_path(rel), |s| &*s.location().path == rel)
+    }
+
+    /// Every entry, in no order.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = &Arc<IndexedFile>> {
+        self.entries.iter()
+    }
+
+    /// Every path with its stat, in no order.
+    pub fn paths(&self) -> impl Iterator<Item = (&Path, &FileStat)> {
+        self.paths.iter().map(|s| {
+            let l = s.location();
+            (&*l.path, &l.stat)
+        })
+    }
+
     fn touch(&self, delta: &mut Delta, sha1: Sha1Digest) {
-        let present = self.by_sha1.contains_key(&sha1);
+        let present = self.get(&sha1).is_some();
         delta.before.entry(sha1).or_insert(present);
+    }
+
+    /// Puts `entry` in the entries table (replacing the one of the same
+    /// content) and points a slot at each of its locations.
+    fn put(&mut self, entry: Arc<IndexedFile>) {
+        let hasher = &self.hasher;
+        for (at, l) in entry.locations().iter().enumerate() {
+            let slot = PathSlot {
+                entry: entry.clone(),
+                at: u32::try_from(at).unwrap_or(u32::MAX),
+            };
+            let h = hasher.hash_one(path_bytes(&l.path));
+            match self.paths.entry(
+                h,
+                |s| s.location().path == l.path,
+                |s| hasher.hash_one(path_bytes(&s.location().path)),
+            ) {
+                Entry::Occupied(mut o) => *o.get_mut() = slot,
+                Entry::Vacant(v) => {
+                    v.insert(slot);
+                }
+            }
+        }
+        let sha1 = entry.sha1;
+        match self.entries.entry(
+            hasher.hash_one(sha1.0),
+            |e| e.sha1 == sha1,
+            |e| hasher.hash_one(e.sha1.0),
+        ) {
+            Entry::Occupied(mut o) => *o.get_mut() = entry,
+            Entry::Vacant(v) => {
+                v.insert(entry);
+            }
+        }
     }
 
     /// Adds (or moves) `rel` to the content `hashed`.
     pub fn insert(&mut self, rel: &Path, stat: FileStat, hashed: &Hashed, delta: &mut Delta) {
-        if let Some((old, old_stat)) = self.by_path.get(rel) {
-            if *old == hashed.sha1 && *old_stat == stat {
+        self.insert_with(rel, stat, hashed.sha1, || hashed.clone(), delta);
+    }
+
+    /// [`insert`](Self::insert) of the content `sha1`, whose hashes
+    /// `hashed` gives only if the content is new here (no copy of them
+    /// otherwise, or when they can be moved).
+    pub fn insert_with(
+        &mut self,
+        rel: &Path,
+        stat: FileStat,
+        sha1: Sha1Digest,
+        hashed: impl FnOnce() -> Hashed,
+        delta: &mut Delta,
+    ) {
+        if let Some((old, old_stat)) = self.lookup(rel) {
+            if old == sha1 && old_stat == stat {
                 return;
             }
             self.remove(rel, delta);
         }
-        self.touch(delta, hashed.sha1);
-        let mut locations: Vec<(PathBuf, FileStat)> = match self.by_sha1.get(&hashed.sha1) {
-            Some(e) => e.locations().map(|(p, s)| (p.to_path_buf(), *s)).collect(),
-            None => Vec::new(),
+        self.touch(delta, sha1);
+        let new = Location {
+            path: rel.into(),
+            stat,
         };
-        locations.push((rel.to_path_buf(), stat));
         // Keep the existing hashes when the content is already known.
-        let entry = match self.by_sha1.get(&hashed.sha1) {
-            Some(e) => IndexedFile::new(&e.hashed(), locations),
-            None => IndexedFile::new(hashed, locations),
+        let entry = match self.get(&sha1) {
+            Some(e) => {
+                let mut locations = e.locations().to_vec();
+                locations.push(new);
+                IndexedFile::with_locations(e.hashed(), locations)
+            }
+            None => IndexedFile::with_locations(hashed(), vec![new]),
         };
-        self.by_sha1.insert(hashed.sha1, Arc::new(entry));
-        self.by_path.insert(rel.to_path_buf(), (hashed.sha1, stat));
+        self.put(Arc::new(entry));
     }
 
     /// Room for `n` more paths and contents (a cache about to be loaded).
     pub fn reserve(&mut self, n: usize) {
-        self.by_path.reserve(n);
-        self.by_sha1.reserve(n);
+        let hasher = &self.hasher;
+        self.paths
+            .reserve(n, |s| hasher.hash_one(path_bytes(&s.location().path)));
+        self.entries.reserve(n, |e| hasher.hash_one(e.sha1.0));
     }
 
     /// Adds one cache record at start (before the first scan): cheaper than
     /// [`insert`](Store::insert) for a content not yet present, whose entry
     /// is built once and noted in `delta` without a lookup table. A path
-    /// already present is left alone.
-    pub fn load(&mut self, rel: PathBuf, stat: FileStat, hashed: Hashed, delta: &mut Delta) {
-        use std::collections::hash_map::Entry;
-        let sha1 = hashed.sha1;
-        let by_sha1 = match self.by_sha1.entry(sha1) {
-            Entry::Occupied(_) => {
-                if !self.by_path.contains_key(&rel) {
-                    self.insert(&rel, stat, &hashed, delta);
-                }
-                return;
-            }
-            Entry::Vacant(v) => v,
-        };
-        // One hash of the path (the key goes in only if it is new).
-        match self.by_path.entry(rel) {
-            Entry::Occupied(_) => {}
-            Entry::Vacant(v) => {
-                if !delta.before.contains_key(&sha1) {
-                    delta.fresh.push(sha1);
-                }
-                let rel = v.key().clone();
-                v.insert((sha1, stat));
-                by_sha1.insert(Arc::new(IndexedFile::from_hashed(
-                    hashed,
-                    vec![(rel, stat)],
-                )));
-            }
+    /// already present is left alone. `entry` builds the record's entry,
+    /// `hashed` its hashes (for a content already present).
+    pub fn load(
+        &mut self,
+        rel: &Path,
+        sha1: Sha1Digest,
+        stat: FileStat,
+        entry: impl FnOnce() -> IndexedFile,
+        hashed: impl FnOnce() -> Hashed,
+        delta: &mut Delta,
+    ) {
+        if self.slot(rel).is_some() {
+            return;
         }
+        if self.get(&sha1).is_some() {
+            self.insert(rel, stat, &hashed(), delta);
+            return;
+        }
+        if !delta.before.contains_key(&sha1) {
+            delta.fresh.push(sha1);
+        }
+        self.put(Arc::new(entry()));
     }
 
     /// Removes `rel`; returns what it held.
@@ -115,17 +240,27 @@ impl Store {
         rel: &Path,
         delta: &mut Delta,
     ) -> Option<(FileStat, Arc<IndexedFile>)> {
-        let (sha1, stat) = self.by_path.remove(rel)?;
-        self.touch(delta, sha1);
-        let entry = self.by_sha1.remove(&sha1)?;
-        let rest: Vec<(PathBuf, FileStat)> = entry
+        let h = self.hash_path(rel);
+        let slot = match self.paths.find_entry(h, |s| &*s.location().path == rel) {
+            Ok(o) => o.remove().0,
+            Err(_) => return None,
+        };
+        let stat = slot.location().stat;
+        let entry = slot.entry;
+        self.touch(delta, entry.sha1);
+        let rest: Vec<Location> = entry
             .locations()
-            .filter(|(p, _)| *p != rel)
-            .map(|(p, s)| (p.to_path_buf(), *s))
+            .iter()
+            .filter(|l| &*l.path != rel)
+            .cloned()
             .collect();
-        if !rest.is_empty() {
-            self.by_sha1
-                .insert(sha1, Arc::new(IndexedFile::new(&entry.hashed(), rest)));
+        if rest.is_empty() {
+            let hs = self.hash_sha1(&entry.sha1);
+            if let Ok(o) = self.entries.find_entry(hs, |e| e.sha1 == entry.sha1) {
+                o.remove();
+            }
+        } else {
+            self.put(Arc::new(IndexedFile::with_locations(entry.hashed(), rest)));
         }
         Some((stat, entry))
     }
@@ -143,12 +278,12 @@ impl Store {
             updated: Vec::new(),
         };
         for sha1 in delta.fresh {
-            if !delta.before.contains_key(&sha1) && self.by_sha1.contains_key(&sha1) {
+            if !delta.before.contains_key(&sha1) && self.get(&sha1).is_some() {
                 ev.added.push(sha1);
             }
         }
         for (sha1, was) in delta.before {
-            match (was, self.by_sha1.contains_key(&sha1)) {
+            match (was, self.get(&sha1).is_some()) {
                 (false, true) => ev.added.push(sha1),
                 (true, false) => ev.removed.push(sha1),
                 (true, true) => ev.updated.push(sha1),
@@ -157,6 +292,11 @@ impl Store {
         }
         Some(ev)
     }
+}
+
+fn path_bytes(p: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes()
 }
 
 #[cfg(test)]
@@ -182,6 +322,71 @@ mod tests {
         }
     }
 
+    /// Random inserts, moves and removals of 12 paths over 4 contents,
+    /// checked after each step against a plain map: every path's content
+    /// and stat, every entry's paths, the counts, and the events.
+    #[test]
+    fn random_changes_keep_both_tables_in_step_with_a_model() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let contents: Vec<Hashed> = [&b"a"[..], b"bb", b"ccc", b"dddd"]
+            .iter()
+            .map(|d| h(d))
+            .collect();
+        let paths: Vec<String> = (0..12).map(|i| format!("d{}/f{i}", i % 3)).collect();
+        let mut s = Store::default();
+        let mut model: BTreeMap<String, (usize, FileStat)> = BTreeMap::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for step in 0..3000u64 {
+            let (p, c) = (next(paths.len()), next(contents.len()));
+            let path = Path::new(&paths[p]);
+            let before: BTreeSet<Sha1Digest> = s.entries().map(|e| e.sha1).collect();
+            let mut d = Delta::default();
+            if next(3) == 0 {
+                let removed = s.remove(path, &mut d);
+                assert_eq!(
+                    removed.map(|(st, _)| st),
+                    model.remove(&paths[p]).map(|m| m.1)
+                );
+            } else {
+                let stat = st(step);
+                s.insert(path, stat, &contents[c], &mut d);
+                model.insert(paths[p].clone(), (c, stat));
+            }
+            let ev = s.commit(d);
+            let after: BTreeSet<Sha1Digest> = s.entries().map(|e| e.sha1).collect();
+            if let Some(ev) = ev {
+                let added: BTreeSet<_> = ev.added.iter().copied().collect();
+                let removed: BTreeSet<_> = ev.removed.iter().copied().collect();
+                assert_eq!(added, &after - &before, "step {step}");
+                assert_eq!(removed, &before - &after, "step {step}");
+            }
+            assert_eq!(s.path_count(), model.len(), "step {step}");
+            for (path, (c, stat)) in &model {
+                let want = (contents[*c].sha1, *stat);
+                assert_eq!(s.lookup(Path::new(path)), Some(want), "step {step} {path}");
+            }
+            let mut held: BTreeMap<Sha1Digest, Vec<String>> = BTreeMap::new();
+            for (path, (c, _)) in &model {
+                held.entry(contents[*c].sha1)
+                    .or_default()
+                    .push(path.clone());
+            }
+            assert_eq!(s.len(), held.len(), "step {step}");
+            for (sha1, want) in &held {
+                let e = s.get(sha1).expect("entry of a held content");
+                let got: Vec<String> = e.paths().map(|p| p.display().to_string()).collect();
+                assert_eq!(&got, want, "step {step}: paths sorted, once each");
+                assert_eq!(e.pieces(), [*sha1], "one piece, its hash the content's");
+            }
+        }
+    }
+
     #[test]
     fn same_content_two_paths_is_one_entry() {
         let mut s = Store::default();
@@ -190,14 +395,27 @@ mod tests {
         s.insert(Path::new("a"), st(2), &h(b"x"), &mut d);
         let ev = s.commit(d).unwrap();
         assert_eq!(ev.added, vec![Sha1Digest::of(b"x")]);
-        assert_eq!(s.by_sha1.len(), 1);
-        let e = &s.by_sha1[&Sha1Digest::of(b"x")];
-        assert_eq!(e.paths, [PathBuf::from("a"), PathBuf::from("b")]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.path_count(), 2);
+        let e = s.get(&Sha1Digest::of(b"x")).unwrap();
+        assert_eq!(
+            e.paths().collect::<Vec<_>>(),
+            [Path::new("a"), Path::new("b")]
+        );
+        assert_eq!(
+            s.lookup(Path::new("b")),
+            Some((Sha1Digest::of(b"x"), st(1)))
+        );
 
         let mut d = Delta::default();
         s.remove(Path::new("a"), &mut d);
         let ev = s.commit(d).unwrap();
         assert_eq!(ev.updated, vec![Sha1Digest::of(b"x")]);
+        assert_eq!(s.lookup(Path::new("a")), None);
+        assert_eq!(
+            s.lookup(Path::new("b")),
+            Some((Sha1Digest::of(b"x"), st(1)))
+        );
         assert_eq!(ev.generation, 2);
         let mut d = Delta::default();
         s.insert(Path::new("b"), st(1), &h(b"y"), &mut d);

@@ -122,7 +122,7 @@ struct Outgoing {
     head: Vec<u8>,
     head_sent: usize,
     /// A shared body and how much of it is sent.
-    shared: Option<(Arc<[u8]>, usize)>,
+    shared: Option<(Arc<Vec<u8>>, usize)>,
     file: Option<FileBody>,
     keep_alive: bool,
     /// Body bytes sent.

@@ -50,7 +50,7 @@ pub(crate) enum Body {
     /// A small body built in memory (JSON, error reasons).
     Bytes(Vec<u8>),
     /// A body shared between responses (the catalog).
-    Shared(Arc<[u8]>),
+    Shared(Arc<Vec<u8>>),
     /// `len` bytes of `file` from `start`, sent zero-copy.
     File {
         /// The open file.
@@ -135,8 +135,8 @@ const GZIP_LEVEL: u32 = 6;
 /// the expensive part, so it is built once per generation.
 #[derive(Default)]
 pub(crate) struct CatalogCache {
-    current: Mutex<Option<(u64, Weak<[u8]>)>>,
-    gzip: Mutex<Option<(u64, Arc<[u8]>)>>,
+    current: Mutex<Option<(u64, Weak<Vec<u8>>)>>,
+    gzip: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
     /// Held while a new body is built, so concurrent requests for a new
     /// generation build it once (CPU work only, no I/O under it).
     building: Mutex<()>,
@@ -144,7 +144,7 @@ pub(crate) struct CatalogCache {
 
 impl CatalogCache {
     /// The plain body of `generation`, if some response still holds it.
-    fn shared_plain(&self, generation: u64) -> Option<(u64, Arc<[u8]>)> {
+    fn shared_plain(&self, generation: u64) -> Option<(u64, Arc<Vec<u8>>)> {
         self.current
             .lock()
             .as_ref()
@@ -153,7 +153,7 @@ impl CatalogCache {
     }
 
     /// The gzip body of `generation`, if built.
-    fn shared_gzip(&self, generation: u64) -> Option<(u64, Arc<[u8]>)> {
+    fn shared_gzip(&self, generation: u64) -> Option<(u64, Arc<Vec<u8>>)> {
         self.gzip
             .lock()
             .as_ref()
@@ -163,7 +163,7 @@ impl CatalogCache {
 
     /// The catalog body at the source's current generation, and that
     /// generation.
-    fn body(&self, source: &dyn FileSource) -> Result<(u64, Arc<[u8]>), serde_json::Error> {
+    fn body(&self, source: &dyn FileSource) -> Result<(u64, Arc<Vec<u8>>), serde_json::Error> {
         if let Some(hit) = self.shared_plain(source.generation()) {
             return Ok(hit);
         }
@@ -172,7 +172,9 @@ impl CatalogCache {
             return Ok(hit);
         }
         let (generation, body) = source.file_list_json()?;
-        let body: Arc<[u8]> = body.into();
+        // An `Arc<Vec>`, not an `Arc<[u8]>`: the `Weak` kept here must not
+        // keep 10 MB alive once no response holds the body.
+        let body = Arc::new(body);
         *self.current.lock() = Some((generation, Arc::downgrade(&body)));
         Ok((generation, body))
     }
@@ -180,7 +182,7 @@ impl CatalogCache {
     /// The gzip catalog body at the source's current generation, and that
     /// generation: compressed from the plain body if one is in flight, else
     /// from one written for it (and dropped once compressed).
-    fn gzip_body(&self, source: &dyn FileSource) -> Result<(u64, Arc<[u8]>), serde_json::Error> {
+    fn gzip_body(&self, source: &dyn FileSource) -> Result<(u64, Arc<Vec<u8>>), serde_json::Error> {
         if let Some(hit) = self.shared_gzip(source.generation()) {
             return Ok(hit);
         }
@@ -205,7 +207,9 @@ impl CatalogCache {
                 (generation, enc.finish().map_err(serde_json::Error::io)?)
             }
         };
-        let body: Arc<[u8]> = compressed.into();
+        let mut compressed = compressed;
+        compressed.shrink_to_fit();
+        let body = Arc::new(compressed);
         *self.gzip.lock() = Some((generation, body.clone()));
         Ok((generation, body))
     }

@@ -540,6 +540,8 @@ impl Monitor {
         }
         let total = rows.len();
         rows.truncate(MAX_FILES);
+        // The list had room for every file (100,000 rows are 6 MB).
+        rows.shrink_to_fit();
         let files = rows;
         let mut s = self.sampled.lock();
         s.files = files;

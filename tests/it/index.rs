@@ -88,7 +88,7 @@ fn check_hashes(index: &Index, root: &Path, rel: &str) -> Arc<IndexedFile> {
         .chunks(usize::try_from(e.piece_size).unwrap())
         .map(Sha1Digest::of)
         .collect();
-    assert_eq!(e.pieces, want, "{rel} pieces");
+    assert_eq!(e.pieces(), want, "{rel} pieces");
     assert_eq!(e.size, bytes.len() as u64);
     assert_eq!(e.piece_list().pieces.len(), want.len());
     e
@@ -115,7 +115,7 @@ fn hashes_match_sha1sum_at_piece_edges() {
     let index = open_ready(o);
     for (name, len) in cases {
         let e = check_hashes(&index, root, name);
-        assert_eq!(e.pieces.len(), len.div_ceil(piece), "{name}");
+        assert_eq!(e.pieces().len(), len.div_ceil(piece), "{name}");
     }
     assert_eq!(index.len(), cases.len());
 }
@@ -128,9 +128,9 @@ fn hashes_match_at_default_piece_size() {
     put_old(root, "exact", &data(p, 7));
     put_old(root, "three-and-a-bit", &data(3 * p + 123, 8));
     let index = open_ready(opts(root));
-    assert_eq!(check_hashes(&index, root, "exact").pieces.len(), 1);
+    assert_eq!(check_hashes(&index, root, "exact").pieces().len(), 1);
     assert_eq!(
-        check_hashes(&index, root, "three-and-a-bit").pieces.len(),
+        check_hashes(&index, root, "three-and-a-bit").pieces().len(),
         4
     );
 }
@@ -143,7 +143,7 @@ fn hundred_megabyte_file_matches_sha1sum() {
     let index = open_ready(opts(root));
     let e = check_hashes(&index, root, "big.bin");
     assert_eq!(
-        e.pieces.len() as u64,
+        e.pieces().len() as u64,
         100_000_000u64.div_ceil(piratebay_sync::protocol::DEFAULT_PIECE_SIZE)
     );
 }
@@ -159,8 +159,8 @@ fn same_content_under_two_paths_is_one_entry() {
     assert_eq!(index.len(), 2);
     let e = index.get(&Sha1Digest::of(b"same bytes")).unwrap();
     assert_eq!(
-        e.paths,
-        [PathBuf::from("a/copy1.txt"), PathBuf::from("b/copy2.txt")]
+        e.paths().collect::<Vec<_>>(),
+        [Path::new("a/copy1.txt"), Path::new("b/copy2.txt")]
     );
     assert_eq!(e.name(), "copy1.txt");
 }
@@ -206,7 +206,11 @@ fn skips_hidden_part_special_files_and_links_outside() {
         .unwrap();
     assert!(fifo.success());
     let index = open_ready(opts(root));
-    let paths: Vec<PathBuf> = index.files().iter().flat_map(|e| e.paths.clone()).collect();
+    let paths: Vec<PathBuf> = index
+        .files()
+        .iter()
+        .flat_map(|e| e.paths().map(Path::to_path_buf).collect::<Vec<_>>())
+        .collect();
     assert_eq!(paths, [PathBuf::from("keep.txt")]);
     assert_eq!(index.stats().unreadable, 0);
 
@@ -358,7 +362,7 @@ fn live_index_sees_add_modify_rename_delete_within_two_seconds() {
     assert!(
         wait_until(two, || index
             .get(&modified)
-            .is_some_and(|e| e.paths == [PathBuf::from("renamed")])),
+            .is_some_and(|e| e.paths().eq([Path::new("renamed")]))),
         "rename"
     );
     assert_eq!(
@@ -572,7 +576,11 @@ fn state_dir_inside_the_dataset_is_not_indexed() {
         "cache written"
     );
     let index = open_ready(o);
-    let paths: Vec<PathBuf> = index.files().iter().flat_map(|e| e.paths.clone()).collect();
+    let paths: Vec<PathBuf> = index
+        .files()
+        .iter()
+        .flat_map(|e| e.paths().map(Path::to_path_buf).collect::<Vec<_>>())
+        .collect();
     assert_eq!(paths, [PathBuf::from("shared.txt")]);
 }
 
