@@ -85,12 +85,12 @@ impl Worker {
         let full = scopes.iter().any(|s| s.as_os_str().is_empty());
         let under = |p: &Path| full || scopes.iter().any(|s| p.starts_with(s));
         let now = Instant::now();
-        // The common cases (first scan, nothing changed) need no map of what
-        // was found: only when some indexed path was not confirmed by the
-        // listing, or other state needs lookups, is one built.
-        // What the store holds for each listed file, looked up once: a
-        // file found exactly as indexed needs nothing more below (100,000
-        // of them on a warm start).
+        // What the store holds for each listed file, looked up once (on the
+        // hashing pool): a file found exactly as indexed needs nothing more
+        // below (100,000 of them on a warm start). The common cases (first
+        // scan, nothing changed) need no map of what was found either: only
+        // when some indexed path was not confirmed by the listing, or other
+        // state needs lookups, is one built.
         let (seen, hits, store_under) = {
             use rayon::prelude::*;
             let store = self.shared.store.read();
