@@ -81,11 +81,12 @@ pub fn run(args: IndexArgs) -> CliResult {
     }
     out.flush()?;
     let unreadable = index.stats().unreadable;
-    // No teardown: this index is not live and its cache was written when
-    // the scan ended, so nothing is left to do but free 100,000 entries one
-    // by one, which took longer than printing them. The process exits.
+    // Waits for the cache to be written (it was, while the table was
+    // printed) and stops the index thread; the entries themselves are not
+    // freed one by one (`files` holds them: forgotten), which took longer
+    // than printing them. The process exits.
     std::mem::forget(files);
-    std::mem::forget(index);
+    drop(index);
     if unreadable > 0 {
         eprintln!("piratebay-sync: {unreadable} files or directories could not be read (see warnings above)");
         return Ok(ExitCode::from(EXIT_PARTIAL));

@@ -254,10 +254,12 @@ impl Worker {
         if !self.ready && self.inflight.is_empty() && !self.settling.has_initial() {
             self.ready = true;
             self.progress.log(&self.shared, true, queued);
+            // Ready first: the caller's use of the index (`index` printing
+            // its table) runs while the cache is written.
+            self.shared.set_ready();
             if self.saver.due().is_some() {
                 self.saver.save(&self.shared, &self.rules.root);
             }
-            self.shared.set_ready();
         } else if !self.inflight.is_empty() && now >= self.progress.due() {
             self.progress.log(&self.shared, false, queued);
         }
