@@ -52,6 +52,14 @@ impl FileStat {
         }
     }
 
+    /// True if the file was last modified `settle` or longer ago: not
+    /// being written (a file modified in the future is not).
+    pub fn settled(&self, settle: Duration) -> bool {
+        SystemTime::now()
+            .duration_since(self.mtime())
+            .is_ok_and(|age| age >= settle)
+    }
+
     /// Same size, mtime and inode (the device is ignored, as in the cache).
     pub fn same_content_key(&self, other: &FileStat) -> bool {
         self.size == other.size

@@ -12,6 +12,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use sha1::{Digest, Sha1};
 
@@ -139,36 +140,19 @@ pub struct HashedFile {
     pub stat: FileStat,
 }
 
-/// Hashes the regular file at `path`, listed with `size` bytes: reads that
-/// many and no more (no last `read` to see the end, and no `fstat` before:
-/// two syscalls in six for a small file), then checks with one `fstat` that
-/// what was read is a regular file. Opened non-blocking, so a FIFO that
+/// Opens the file at `path` for hashing: non-blocking, so a FIFO that
 /// replaced the file since it was listed does not hang the read.
-pub fn hash_file(
-    path: &Path,
-    size: u64,
-    piece_size: u64,
-    stop: &AtomicBool,
-    progress: &AtomicU64,
-) -> io::Result<HashedFile> {
-    let file = OpenOptions::new()
+pub fn open_path(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    hash_open(file, size, piece_size, stop, progress)
+        .open(path)
 }
 
-/// [`hash_file`] for the file `name` of the open directory `dir`: the
+/// [`open_path`] for the file `name` of the open directory `dir`: the
 /// name is resolved in that directory alone, not from the root down (a
 /// third of the kernel's time per small file went to walking the path).
-pub fn hash_file_at(
-    dir: &rustix::fd::OwnedFd,
-    name: &OsStr,
-    size: u64,
-    piece_size: u64,
-    stop: &AtomicBool,
-    progress: &AtomicU64,
-) -> io::Result<HashedFile> {
+pub fn open_at(dir: &rustix::fd::OwnedFd, name: &OsStr) -> io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::openat(
         dir,
@@ -176,10 +160,10 @@ pub fn hash_file_at(
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    hash_open(File::from(fd), size, piece_size, stop, progress)
+    Ok(File::from(fd))
 }
 
-/// Opens the directory at `path` to open files in it ([`hash_file_at`]).
+/// Opens the directory at `path` to open files in it ([`open_at`]).
 pub fn open_dir(path: &Path) -> io::Result<rustix::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags};
     Ok(rustix::fs::open(
@@ -189,7 +173,51 @@ pub fn open_dir(path: &Path) -> io::Result<rustix::fd::OwnedFd> {
     )?)
 }
 
-fn hash_open(
+/// What reading a file listed without its stat gave.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Its hashes, and the stat they hold for.
+    Hashed(HashedFile),
+    /// Modified less than `settle` ago, or during the read: it waits to
+    /// settle, with this stat.
+    Unsettled(FileStat),
+}
+
+/// Hashes `file`, listed without its stat: `fstat` first (a file modified
+/// less than `settle` ago is not read), then its size read, then `fstat`
+/// again: a change in between sends it to settle too. The two `fstat`s
+/// of the open file cost less than one `statx` by name.
+pub fn hash_unlisted(
+    file: File,
+    settle: Duration,
+    piece_size: u64,
+    stop: &AtomicBool,
+    progress: &AtomicU64,
+) -> io::Result<Outcome> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let before = FileStat::of(&meta);
+    if !before.settled(settle) {
+        return Ok(Outcome::Unsettled(before));
+    }
+    let read = hash_listed(file, before.size, piece_size, stop, progress)?;
+    if read.stat.same_content_key(&before) && read.hashed.size == read.stat.size {
+        Ok(Outcome::Hashed(read))
+    } else {
+        Ok(Outcome::Unsettled(read.stat))
+    }
+}
+
+/// Hashes `file`, listed with `size` bytes: reads that many and no more
+/// (no last `read` to see the end, and no `fstat` before: two syscalls in
+/// six for a small file), then checks with one `fstat` that what was read
+/// is a regular file. The caller compares that stat with the listed one.
+pub fn hash_listed(
     mut file: File,
     size: u64,
     piece_size: u64,
@@ -249,6 +277,42 @@ mod tests {
                 assert_eq!(got, want, "dribble piece {piece} len {len}");
             }
         }
+    }
+
+    #[test]
+    fn a_file_listed_without_its_stat_is_read_only_once_settled() {
+        let stop = AtomicBool::new(false);
+        let prog = AtomicU64::new(0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let settle = Duration::from_secs(60);
+        match hash_unlisted(open_path(&path).unwrap(), settle, 4, &stop, &prog).unwrap() {
+            Outcome::Unsettled(st) => assert_eq!(st.size, 10),
+            Outcome::Hashed(_) => panic!("a file written just now was read"),
+        }
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        match hash_unlisted(open_path(&path).unwrap(), settle, 4, &stop, &prog).unwrap() {
+            Outcome::Hashed(h) => {
+                assert_eq!(h.hashed, reference(b"0123456789", 4));
+                assert_eq!(h.stat.size, 10);
+            }
+            Outcome::Unsettled(_) => panic!("an old file waits"),
+        }
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let err = hash_unlisted(open_path(&fifo).unwrap(), settle, 4, &stop, &prog).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

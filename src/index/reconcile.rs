@@ -12,16 +12,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
 use super::dispatch::HashResult;
 use super::entry::{FileStat, Hashed};
-use super::hasher::HashedFile;
+use super::hasher::{HashedFile, Outcome};
 use super::settle::Waiting;
 use super::store::{Delta, Store};
-use super::walk::Kind;
+use super::walk::{Kind, Stat};
 use super::worker::Worker;
 
 /// How a listed file compares with what the store holds at its path.
@@ -50,7 +50,7 @@ impl Worker {
         let mut files: Vec<(PathBuf, FileStat)> = Vec::new();
         let mut errors = Vec::new();
         for scope in scopes {
-            let listing = self.rules.list_in(scope, Some(pool));
+            let listing = self.rules.list_in(scope, Some(pool), Stat::Now);
             errors.extend(listing.errors);
             if files.is_empty() {
                 files = listing.files; // moved, not copied: it can be 100,000 long
@@ -236,9 +236,7 @@ impl Worker {
     }
 
     fn settled_by_age(&self, stat: &FileStat) -> bool {
-        SystemTime::now()
-            .duration_since(stat.mtime())
-            .is_ok_and(|age| age >= self.opts.settle)
+        stat.settled(self.opts.settle)
     }
 
     fn commit(&mut self, store: &mut Store, delta: Delta) {
@@ -332,11 +330,26 @@ impl Worker {
                 continue; // superseded by a newer look at this path
             };
             match r.outcome {
-                Ok(HashedFile {
+                Ok(Outcome::Unsettled(stat)) => {
+                    // Listed without its stat, and modified lately (or
+                    // while read): it waits to settle like any new file.
+                    self.settling.insert(
+                        r.rel,
+                        Waiting {
+                            stat,
+                            due: now + self.opts.settle,
+                            initial: !self.ready,
+                        },
+                    );
+                }
+                Ok(Outcome::Hashed(HashedFile {
                     hashed,
                     stat: opened,
-                }) => {
-                    let stable = opened.same_content_key(&listed) && hashed.size == opened.size;
+                })) => {
+                    // Without a listed stat, the hasher compared the stats
+                    // before and after its read.
+                    let stable = listed.is_none_or(|l| opened.same_content_key(&l))
+                        && hashed.size == opened.size;
                     if !stable {
                         // Written to while we read it: wait for it to settle.
                         self.settling.insert(
@@ -361,7 +374,7 @@ impl Worker {
                         "index: skipping unreadable {}: {e}",
                         self.rules.root.join(&r.rel).display()
                     );
-                    self.failed.insert(r.rel, Some(listed));
+                    self.failed.insert(r.rel, listed);
                 }
             }
         }

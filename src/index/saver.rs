@@ -30,6 +30,11 @@ impl Saver {
         self.due.get_or_insert_with(|| Instant::now() + SAVE_DELAY);
     }
 
+    /// Whether there is a cache file to load.
+    pub fn has_cache(&self) -> bool {
+        self.path.as_ref().is_some_and(|p| p.exists())
+    }
+
     /// When a save is due, if one is.
     pub fn due(&self) -> Option<Instant> {
         self.due

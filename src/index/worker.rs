@@ -35,7 +35,7 @@ use super::progress::Progress;
 use super::renames::Renames;
 use super::saver::Saver;
 use super::settle::Settling;
-use super::walk::WalkRules;
+use super::walk::{Stat, WalkRules};
 use super::{IndexOptions, Shared};
 
 /// Messages from the handle.
@@ -130,6 +130,13 @@ impl Worker {
         // the cache is served (a recursive watch lists the whole tree too).
         let rules = self.rules.clone();
         let live = self.opts.live;
+        // Nothing to compare the listing with (no cache): the files are
+        // listed by name and stat'ed once opened for hashing.
+        let stat = if self.saver.has_cache() {
+            Stat::Now
+        } else {
+            Stat::Later
+        };
         let ((), (watched, listing)) = pool.join(
             || {
                 self.saver.load(
@@ -141,7 +148,7 @@ impl Worker {
             },
             || {
                 let watched = live.then(|| watch(&rules.root));
-                (watched, rules.list_in(Path::new(""), Some(pool)))
+                (watched, rules.list_in(Path::new(""), Some(pool), stat))
             },
         );
         match watched {
@@ -160,6 +167,7 @@ impl Worker {
             listing.files,
             listing.errors,
         );
+        self.start_hashing_unlisted(pool, &res_tx, listing.unstated);
         self.shared.counters.scans.fetch_add(1, Ordering::Relaxed);
         let events = match &self.watch {
             Some(w) => w.events.clone(),
@@ -276,13 +284,36 @@ impl Worker {
         res: &Sender<Vec<HashResult>>,
         files: Vec<(PathBuf, FileStat)>,
     ) {
+        let files = files.into_iter().map(|(p, s)| (p, Some(s))).collect();
+        self.start_queued(pool, res, files);
+    }
+
+    /// Queues `files` (listed without their stat, `walk::Stat::Later`)
+    /// for hashing; each is read only once settled.
+    pub(super) fn start_hashing_unlisted(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        res: &Sender<Vec<HashResult>>,
+        files: Vec<PathBuf>,
+    ) {
+        let files = files.into_iter().map(|p| (p, None)).collect();
+        self.start_queued(pool, res, files);
+    }
+
+    fn start_queued(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        res: &Sender<Vec<HashResult>>,
+        files: Vec<(PathBuf, Option<FileStat>)>,
+    ) {
         if files.is_empty() {
             return;
         }
         if self.inflight.is_empty() {
             self.progress.restart(&self.shared.counters);
         }
+        let (piece_size, settle) = (self.opts.piece_size, self.opts.settle);
         self.inflight
-            .start(&self.shared, self.opts.piece_size, pool, res, files);
+            .start(&self.shared, piece_size, settle, pool, res, files);
     }
 }

@@ -376,6 +376,35 @@ fn live_index_sees_add_modify_rename_delete_within_two_seconds() {
     assert!(index.get(&Sha1Digest::of(b"existing")).is_some());
 }
 
+/// A first scan with no cache lists files by name and stats them once
+/// opened: a file modified just before is still waited for (ready comes
+/// only after it settled and was hashed), an old one is hashed at once,
+/// and both are read once.
+#[test]
+fn a_first_scan_without_cache_waits_for_a_fresh_file_to_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put_old(root, "sub/old.bin", b"old bytes");
+    fs::write(root.join("fresh.bin"), b"fresh bytes").unwrap();
+    let written = std::time::Instant::now();
+    let mut o = opts(root);
+    o.settle = Duration::from_millis(400);
+    let index = open_ready(o);
+    assert!(
+        written.elapsed() >= Duration::from_millis(400),
+        "ready before the fresh file could settle"
+    );
+    assert_eq!(
+        index.sha1_of(Path::new("fresh.bin")),
+        Some(Sha1Digest::of(b"fresh bytes"))
+    );
+    assert_eq!(
+        index.sha1_of(Path::new("sub/old.bin")),
+        Some(Sha1Digest::of(b"old bytes"))
+    );
+    assert_eq!(index.stats().files_hashed, 2);
+}
+
 #[test]
 fn half_written_file_is_not_announced_until_stable() {
     let dir = tempfile::tempdir().unwrap();
