@@ -173,13 +173,13 @@ pub fn open_dir(path: &Path) -> io::Result<rustix::fd::OwnedFd> {
     )?)
 }
 
-/// What reading a file listed without its stat gave.
+/// What hashing one file gave.
 #[derive(Debug)]
 pub enum Outcome {
     /// Its hashes, and the stat they hold for.
     Hashed(HashedFile),
-    /// Modified less than `settle` ago, or during the read: it waits to
-    /// settle, with this stat.
+    /// (Listed without its stat only.) Modified less than `settle` ago, or
+    /// during the read: it waits to settle, with this stat.
     Unsettled(FileStat),
 }
 
