@@ -253,7 +253,8 @@ fn plan(
 }
 
 /// One `--json` line: the download's summary with `"ok": true`, or the
-/// file with `"ok": false` and the error.
+/// file with `"ok": false`, the error and what to do about it (`advice`,
+/// when one applies; the same words as the line on stderr).
 fn json_line(item: &BatchItem, result: &Result<Summary, FetchError>) -> String {
     let value = match result {
         Ok(summary) => match serde_json::to_value(summary) {
@@ -268,6 +269,7 @@ fn json_line(item: &BatchItem, result: &Result<Summary, FetchError>) -> String {
             "path": item.output,
             "ok": false,
             "error": super::error_chain(e),
+            "advice": super::advice::advice(e),
         }),
     };
     value.to_string()
