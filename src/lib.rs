@@ -150,7 +150,9 @@ pub use fetch::{
     Progress, ProgressFn, Summary, DEFAULT_CONCURRENCY,
 };
 // The index of a shared directory.
-pub use index::{Index, IndexError, IndexEvent, IndexOptions, IndexStats, IndexedFile};
+pub use index::{
+    Index, IndexError, IndexEvent, IndexEvents, IndexOptions, IndexStats, IndexedFile,
+};
 // Serving files of your own.
 pub use server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
 // Names of files.

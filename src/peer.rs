@@ -234,7 +234,7 @@ impl Peer {
         };
 
         let (gen_stop, stopped) = crossbeam_channel::bounded::<()>(1);
-        let changes = index.subscribe();
+        let events = index.subscribe();
         let gen_index = index.clone();
         let gen_sink = registration.publisher();
         let gen_thread = std::thread::Builder::new()
@@ -250,6 +250,7 @@ impl Peer {
                         (true, None) => Duration::ZERO,
                         (false, _) => Duration::from_secs(3600),
                     };
+                    let changes = events.receiver();
                     select! {
                         recv(changes) -> ev => {
                             if ev.is_err() { return; }

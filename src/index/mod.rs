@@ -169,6 +169,36 @@ pub struct IndexEvent {
     pub updated: Vec<Sha1Digest>,
 }
 
+/// The change notifications of one subscriber ([`Index::subscribe`]): one
+/// [`IndexEvent`] per committed batch, in order. A subscriber that falls
+/// 4096 events behind misses the next ones (the generation stays exact).
+/// Ends when the index is dropped.
+#[derive(Debug)]
+pub struct IndexEvents(Receiver<IndexEvent>);
+
+impl IndexEvents {
+    /// The next event; `None` once the index is dropped.
+    pub fn recv(&self) -> Option<IndexEvent> {
+        self.0.recv().ok()
+    }
+
+    /// The next event within `timeout`; `None` if none came (or the index
+    /// is dropped).
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<IndexEvent> {
+        self.0.recv_timeout(timeout).ok()
+    }
+
+    /// The events already there, without waiting.
+    pub fn try_iter(&self) -> impl Iterator<Item = IndexEvent> + '_ {
+        self.0.try_iter()
+    }
+
+    /// The channel, for `select!` in the crate.
+    pub(crate) fn receiver(&self) -> &Receiver<IndexEvent> {
+        &self.0
+    }
+}
+
 /// What the index has done since it opened ([`Index::stats`]): files hashed,
 /// reused and queued, unreadable ones, scans; for progress displays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -529,10 +559,10 @@ impl Index {
     }
 
     /// Change notifications: one [`IndexEvent`] per committed batch.
-    pub fn subscribe(&self) -> Receiver<IndexEvent> {
+    pub fn subscribe(&self) -> IndexEvents {
         let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_BACKLOG);
         self.shared.subscribers.lock().push(tx);
-        rx
+        IndexEvents(rx)
     }
 
     /// Asks for a stat rescan of the whole dataset now (live or not).

@@ -258,7 +258,10 @@ fn a_batch_with_a_sha1_nobody_holds_completes_the_others_and_exits_1() {
     assert_eq!(bad["ok"], false);
     assert!(bad["error"].as_str().unwrap().contains("no peer holds"));
     assert!(
-        bad["advice"].as_str().unwrap().contains("piratebay-sync files"),
+        bad["advice"]
+            .as_str()
+            .unwrap()
+            .contains("piratebay-sync files"),
         "{bad}"
     );
     let good = lines.iter().find(|v| v["sha1"] == hexes[0]).unwrap();
