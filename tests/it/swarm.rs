@@ -558,6 +558,42 @@ fn index_status(addr: &str) -> Option<Value> {
     (status == 200).then(|| v["index"].clone())
 }
 
+/// A download the way `get` leaves it just before its rename, in the
+/// dataset of a new serving peer: `<name>.part` holds `size` random bytes
+/// (`seed`) and its last state claims every piece verified. Returns the
+/// peer, its address, the final path and the content's SHA1, once the
+/// peer serves the partial (its registry has read that state).
+fn host_with_complete_part(
+    ep: &str,
+    name: &str,
+    size: u64,
+    seed: u64,
+) -> (ServePeer, String, PathBuf, Sha1Digest) {
+    let host = Serve::new(ep)
+        .arg("--piece-size", &PIECE.to_string())
+        .start();
+    let addr = addr_of(ep, &host.id());
+    let out = host.dataset.join(name);
+    let content = host.state_dir.join(format!("{name}.content"));
+    let sha = random_file(&content, size, seed);
+    let list = piece_list(&content, PIECE);
+    std::fs::copy(&content, part_path(&out)).unwrap();
+    write_state(&out, &list, &vec![true; list.pieces.len()]);
+    wait_until(
+        Duration::from_secs(10),
+        "the host serves the partial",
+        || http(&format!("http://{addr}/v1/files/{sha}/have"), None).is_some_and(|(s, _)| s == 200),
+    );
+    (host, addr, out, sha)
+}
+
+/// The index of `addr`'s peer once it holds one file and nothing is queued.
+fn one_file_indexed(addr: &str) -> Value {
+    wait_for(Duration::from_secs(20), "the host indexes the file", || {
+        index_status(addr).filter(|i| i["files"] == 1 && i["queued_files"] == 0)
+    })
+}
+
 /// A download that lands in the dataset of a serving peer is indexed from
 /// the hashes it verified: the peer does not read the file again (in a
 /// swarm every host would, just as the others need the CPU). The download's
@@ -569,27 +605,11 @@ fn index_status(addr: &str) -> Option<Value> {
 fn a_landed_download_is_indexed_from_its_verified_hashes_without_reading_it() {
     init_test_log();
     let etcd = EtcdServer::new();
-    let ep = etcd.endpoint();
-    let host = Serve::new(&ep)
-        .arg("--piece-size", &PIECE.to_string())
-        .start();
-    let addr = addr_of(&ep, &host.id());
-    let out = host.dataset.join("landed.bin");
-    let content = host.state_dir.join("content");
-    let sha = random_file(&content, 3 * PIECE + 100, 9);
-    let list = piece_list(&content, PIECE);
-    std::fs::copy(&content, part_path(&out)).unwrap();
-    write_state(&out, &list, &[true; 4]);
-    wait_until(
-        Duration::from_secs(10),
-        "the host serves the partial",
-        || http(&format!("http://{addr}/v1/files/{sha}/have"), None).is_some_and(|(s, _)| s == 200),
-    );
+    let (_host, addr, out, sha) =
+        host_with_complete_part(&etcd.endpoint(), "landed.bin", 3 * PIECE + 100, 9);
     std::fs::rename(part_path(&out), &out).unwrap();
     std::fs::remove_file(state_path(&out)).unwrap();
-    let index = wait_for(Duration::from_secs(20), "the host indexes the file", || {
-        index_status(&addr).filter(|i| i["files"] == 1 && i["queued_files"] == 0)
-    });
+    let index = one_file_indexed(&addr);
     assert_eq!(index["hashed_files"], 0, "taken from the download: {index}");
     let (status, catalog) = http(&format!("http://{addr}/v1/files"), None).unwrap();
     assert_eq!(status, 200);
@@ -605,34 +625,15 @@ fn a_landed_download_is_indexed_from_its_verified_hashes_without_reading_it() {
 fn a_claimed_download_whose_file_is_not_the_part_is_hashed_not_adopted() {
     init_test_log();
     let etcd = EtcdServer::new();
-    let ep = etcd.endpoint();
-    let host = Serve::new(&ep)
-        .arg("--piece-size", &PIECE.to_string())
-        .start();
-    let addr = addr_of(&ep, &host.id());
-    let out = host.dataset.join("claimed.bin");
-    let claimed = host.state_dir.join("claimed-content");
-    let sha_claimed = random_file(&claimed, 3 * PIECE, 7);
-    let list = piece_list(&claimed, PIECE);
-    std::fs::copy(&claimed, part_path(&out)).unwrap();
-    write_state(&out, &list, &[true, true, true]);
-    wait_until(
-        Duration::from_secs(10),
-        "the host serves the partial",
-        || {
-            http(&format!("http://{addr}/v1/files/{sha_claimed}/have"), None)
-                .is_some_and(|(s, _)| s == 200)
-        },
-    );
+    let (host, addr, out, _claimed) =
+        host_with_complete_part(&etcd.endpoint(), "claimed.bin", 3 * PIECE, 7);
     // Other bytes under the final name, in a new file; the .part goes.
     let other = host.state_dir.join("other-content");
     let sha_other = random_file(&other, 3 * PIECE, 8);
     std::fs::copy(&other, &out).unwrap();
     std::fs::remove_file(part_path(&out)).unwrap();
     std::fs::remove_file(state_path(&out)).unwrap();
-    let index = wait_for(Duration::from_secs(20), "the host indexes the file", || {
-        index_status(&addr).filter(|i| i["files"] == 1 && i["queued_files"] == 0)
-    });
+    let index = one_file_indexed(&addr);
     assert_eq!(index["hashed_files"], 1, "read, not adopted: {index}");
     let (status, _) = http(&format!("http://{addr}/v1/files/{sha_other}"), None).unwrap();
     assert_eq!(status, 200, "indexed under what it holds");
