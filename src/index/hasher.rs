@@ -31,10 +31,14 @@ thread_local! {
 /// Opens `path` for reading without blocking on a FIFO that replaced a file
 /// since it was listed, and checks that what was opened is a regular file.
 pub fn open_regular(path: &Path) -> io::Result<(File, FileStat)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
+    let file = open_path(path)?;
+    let stat = regular_stat(&file)?;
+    Ok((file, stat))
+}
+
+/// The stat of the open `file`; an `InvalidInput` error if it is not a
+/// regular file.
+fn regular_stat(file: &File) -> io::Result<FileStat> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::new(
@@ -42,7 +46,7 @@ pub fn open_regular(path: &Path) -> io::Result<(File, FileStat)> {
             "not a regular file",
         ));
     }
-    Ok((file, FileStat::of(&meta)))
+    Ok(FileStat::of(&meta))
 }
 
 /// Hashes everything `r` yields. `progress` counts bytes as they are read;
@@ -194,14 +198,7 @@ pub fn hash_unlisted(
     stop: &AtomicBool,
     progress: &AtomicU64,
 ) -> io::Result<Outcome> {
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let before = FileStat::of(&meta);
+    let before = regular_stat(&file)?;
     if !before.settled(settle) {
         return Ok(Outcome::Unsettled(before));
     }
@@ -225,16 +222,9 @@ pub fn hash_listed(
     progress: &AtomicU64,
 ) -> io::Result<HashedFile> {
     let hashed = hash_reader((&mut file).take(size), piece_size, stop, progress)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
     Ok(HashedFile {
         hashed,
-        stat: FileStat::of(&meta),
+        stat: regular_stat(&file)?,
     })
 }
 

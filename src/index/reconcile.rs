@@ -196,16 +196,10 @@ impl Worker {
                     continue;
                 }
                 self.inflight.remove(&rel);
-                if let Some(h) = self.renames.reuse(&stat, self.opts.piece_size) {
-                    self.settling.remove(&rel);
-                    self.insert_path(&mut store, &rel, stat, h, &mut delta);
-                    self.shared
-                        .counters
-                        .files_reused
-                        .fetch_add(1, Ordering::Relaxed);
+                if self.reuse_known(&mut store, &rel, stat, &mut delta) {
                     continue;
                 }
-                let settled = self.settled_by_age(&stat);
+                let settled = stat.settled(self.opts.settle);
                 match self.settling.get(&rel) {
                     Some(w) if w.stat == stat => {}
                     Some(_) => self.settling.insert(
@@ -235,8 +229,26 @@ impl Worker {
         self.start_hashing(pool, res, to_hash);
     }
 
-    fn settled_by_age(&self, stat: &FileStat) -> bool {
-        stat.settled(self.opts.settle)
+    /// Indexes `rel` with hashes already known for its exact stat (a
+    /// rename's, or a landed download's, `Renames`) instead of reading it:
+    /// true if there were some.
+    fn reuse_known(
+        &mut self,
+        store: &mut Store,
+        rel: &Path,
+        stat: FileStat,
+        delta: &mut Delta,
+    ) -> bool {
+        let Some(h) = self.renames.reuse(&stat, self.opts.piece_size) else {
+            return false;
+        };
+        self.settling.remove(rel);
+        self.insert_path(store, rel, stat, h, delta);
+        self.shared
+            .counters
+            .files_reused
+            .fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     fn commit(&mut self, store: &mut Store, delta: Delta) {
@@ -299,15 +311,8 @@ impl Worker {
             let mut delta = Delta::default();
             let mut rest = Vec::with_capacity(to_hash.len());
             for (rel, st) in to_hash {
-                match self.renames.reuse(&st, self.opts.piece_size) {
-                    Some(h) => {
-                        self.insert_path(&mut store, &rel, st, h, &mut delta);
-                        self.shared
-                            .counters
-                            .files_reused
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => rest.push((rel, st)),
+                if !self.reuse_known(&mut store, &rel, st, &mut delta) {
+                    rest.push((rel, st));
                 }
             }
             to_hash = rest;
