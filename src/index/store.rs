@@ -75,12 +75,11 @@ impl Store {
     }
 
     fn hash_sha1(&self, sha1: &Sha1Digest) -> u64 {
-        self.hasher.hash_one(sha1.0)
+        sha1_hash(&self.hasher, sha1)
     }
 
     fn hash_path(&self, path: &Path) -> u64 {
-        use std::os::unix::ffi::OsStrExt;
-        self.hasher.hash_one(path.as_os_str().as_bytes())
+        path_hash(&self.hasher, path)
     }
 
     /// Number of distinct contents.
@@ -135,11 +134,11 @@ impl Store {
                 entry: entry.clone(),
                 at: u32::try_from(at).unwrap_or(u32::MAX),
             };
-            let h = hasher.hash_one(path_bytes(&l.path));
+            let h = path_hash(hasher, &l.path);
             match self.paths.entry(
                 h,
                 |s| s.location().path == l.path,
-                |s| hasher.hash_one(path_bytes(&s.location().path)),
+                |s| path_hash(hasher, &s.location().path),
             ) {
                 Entry::Occupied(mut o) => *o.get_mut() = slot,
                 Entry::Vacant(v) => {
@@ -149,9 +148,9 @@ impl Store {
         }
         let sha1 = entry.sha1;
         match self.entries.entry(
-            hasher.hash_one(sha1.0),
+            sha1_hash(hasher, &sha1),
             |e| e.sha1 == sha1,
-            |e| hasher.hash_one(e.sha1.0),
+            |e| sha1_hash(hasher, &e.sha1),
         ) {
             Entry::Occupied(mut o) => *o.get_mut() = entry,
             Entry::Vacant(v) => {
@@ -203,8 +202,8 @@ impl Store {
     pub fn reserve(&mut self, n: usize) {
         let hasher = &self.hasher;
         self.paths
-            .reserve(n, |s| hasher.hash_one(path_bytes(&s.location().path)));
-        self.entries.reserve(n, |e| hasher.hash_one(e.sha1.0));
+            .reserve(n, |s| path_hash(hasher, &s.location().path));
+        self.entries.reserve(n, |e| sha1_hash(hasher, &e.sha1));
     }
 
     /// Adds one cache record at start (before the first scan): cheaper than
@@ -250,10 +249,10 @@ impl Store {
                 entry: entry.clone(),
                 at: 0,
             },
-            |s| hasher.hash_one(path_bytes(&s.location().path)),
+            |s| path_hash(hasher, &s.location().path),
         );
         self.entries
-            .insert_unique(hs, entry, |e| hasher.hash_one(e.sha1.0));
+            .insert_unique(hs, entry, |e| sha1_hash(hasher, &e.sha1));
     }
 
     /// Removes `rel`; returns what it held.
@@ -316,9 +315,15 @@ impl Store {
     }
 }
 
-fn path_bytes(p: &Path) -> &[u8] {
+/// The hash a path has in the paths table (its bytes, not its components).
+fn path_hash(hasher: &DefaultHashBuilder, path: &Path) -> u64 {
     use std::os::unix::ffi::OsStrExt;
-    p.as_os_str().as_bytes()
+    hasher.hash_one(path.as_os_str().as_bytes())
+}
+
+/// The hash a content has in the entries table.
+fn sha1_hash(hasher: &DefaultHashBuilder, sha1: &Sha1Digest) -> u64 {
+    hasher.hash_one(sha1.0)
 }
 
 #[cfg(test)]
