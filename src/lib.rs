@@ -125,9 +125,12 @@ mod index;
 mod metrics;
 mod partial;
 mod peer;
+mod policy;
 pub mod protocol;
 mod seeding;
 mod server;
+#[cfg(test)]
+mod sim;
 pub mod status;
 pub mod text;
 

@@ -30,13 +30,66 @@ pub const OFFER: usize = 4;
 /// unless it is uploaded (or every other candidate is offered too).
 pub const OFFER_TTL: Duration = Duration::from_millis(500);
 
-struct Counts {
-    piece_size: u64,
+/// The offers of one file: upload counts per piece and what was offered
+/// lately. Pure (the time is passed in): the peer keeps one per file in
+/// [`UploadCounts`], the simulator one per complete holder.
+#[derive(Debug, Clone)]
+pub(crate) struct Offers {
     counts: Vec<u32>,
     /// When each piece was last offered and not yet uploaded.
     offered: Vec<Option<Instant>>,
     /// Where the next offer starts looking (ties go round the file).
     cursor: usize,
+}
+
+impl Offers {
+    /// Nothing uploaded or offered yet, for a file of `pieces` pieces.
+    pub fn new(pieces: usize) -> Self {
+        Offers {
+            counts: vec![0; pieces],
+            offered: vec![None; pieces],
+            cursor: 0,
+        }
+    }
+
+    /// Pieces `first..=last` are being uploaded.
+    pub fn note(&mut self, first: usize, last: usize) {
+        let n = self.counts.len();
+        if n == 0 {
+            return;
+        }
+        for i in first..=last.min(n - 1) {
+            self.counts[i] = self.counts[i].saturating_add(1);
+            self.offered[i] = None;
+        }
+    }
+
+    /// The pieces offered to one downloader: [`OFFER`] of the least
+    /// uploaded, not offered to another one in the last [`OFFER_TTL`] if
+    /// others are as little uploaded; marked offered at `now`.
+    pub fn offer(&mut self, now: Instant) -> Bitfield {
+        let pieces = self.counts.len();
+        let mut out = Bitfield::empty(pieces);
+        let reserved = |c: &Offers, i: usize| {
+            c.offered[i].is_some_and(|t| now.saturating_duration_since(t) < OFFER_TTL)
+        };
+        for _ in 0..OFFER.min(pieces) {
+            let pick = (0..pieces)
+                .map(|k| (self.cursor + k) % pieces)
+                .filter(|&i| !out.get(i))
+                .min_by_key(|&i| (self.counts[i], reserved(self, i)));
+            let Some(i) = pick else { break };
+            out.set(i);
+            self.offered[i] = Some(now);
+            self.cursor = (i + 1) % pieces;
+        }
+        out
+    }
+}
+
+struct Counts {
+    piece_size: u64,
+    offers: Offers,
     last: Instant,
 }
 
@@ -44,9 +97,7 @@ impl Counts {
     fn new(piece_size: u64, pieces: usize, now: Instant) -> Self {
         Counts {
             piece_size,
-            counts: vec![0; pieces],
-            offered: vec![None; pieces],
-            cursor: 0,
+            offers: Offers::new(pieces),
             last: now,
         }
     }
@@ -65,19 +116,16 @@ impl UploadCounts {
         if piece_size == 0 || len == 0 || pieces == 0 {
             return;
         }
+        let now = Instant::now();
         let mut files = self.files.lock();
-        let c = entry(&mut files, sha1, piece_size, pieces);
-        c.last = Instant::now();
+        let c = entry(&mut files, sha1, piece_size, pieces, now);
+        c.last = now;
         let Some((first, last)) =
             crate::protocol::pieces_touching(piece_size, start, start.saturating_add(len))
         else {
             return;
         };
-        let (first, last) = (first as usize, last as usize);
-        for i in first..=last.min(pieces - 1) {
-            c.counts[i] = c.counts[i].saturating_add(1);
-            c.offered[i] = None;
-        }
+        c.offers.note(first as usize, last as usize);
     }
 
     /// The pieces of `sha1` (`pieces` pieces of `piece_size`) offered to
@@ -89,20 +137,9 @@ impl UploadCounts {
         }
         let now = Instant::now();
         let mut files = self.files.lock();
-        let c = entry(&mut files, sha1, piece_size, pieces);
-        let mut out = Bitfield::empty(pieces);
-        let reserved = |c: &Counts, i: usize| c.offered[i].is_some_and(|t| now - t < OFFER_TTL);
-        for _ in 0..OFFER.min(pieces) {
-            let pick = (0..pieces)
-                .map(|k| (c.cursor + k) % pieces)
-                .filter(|&i| !out.get(i))
-                .min_by_key(|&i| (c.counts[i], reserved(c, i)));
-            let Some(i) = pick else { break };
-            out.set(i);
-            c.offered[i] = Some(now);
-            c.cursor = (i + 1) % pieces;
-        }
-        out
+        entry(&mut files, sha1, piece_size, pieces, now)
+            .offers
+            .offer(now)
     }
 }
 
@@ -113,8 +150,8 @@ fn entry<'a>(
     sha1: &Sha1Digest,
     piece_size: u64,
     pieces: usize,
+    now: Instant,
 ) -> &'a mut Counts {
-    let now = Instant::now();
     if !files.contains_key(sha1) && files.len() >= MAX_FILES {
         if let Some(oldest) = files.iter().min_by_key(|(_, c)| c.last).map(|(s, _)| *s) {
             files.remove(&oldest);
@@ -123,7 +160,7 @@ fn entry<'a>(
     let c = files
         .entry(*sha1)
         .or_insert_with(|| Counts::new(piece_size, pieces, now));
-    if c.piece_size != piece_size || c.counts.len() != pieces || now - c.last > QUIET {
+    if c.piece_size != piece_size || c.offers.counts.len() != pieces || now.saturating_duration_since(c.last) > QUIET {
         *c = Counts::new(piece_size, pieces, now);
     }
     c

@@ -51,7 +51,7 @@ pub mod output;
 mod pieces;
 pub mod rate;
 mod round;
-mod scheduler;
+pub(crate) mod scheduler;
 pub mod state;
 mod supervisor;
 mod worker;

@@ -1,0 +1,87 @@
+//! The simulator's cases: 200 hosts in `make test` (the targets asserted),
+//! the curve for 100, 1,000 and 10,000 hosts in `make bench-sim`
+//! (`cargo test --release --lib sim::tests::curve -- --ignored --nocapture`).
+
+use super::*;
+
+fn row(label: &str, cfg: &Config, took: Duration) -> Outcome {
+    let _ = took;
+    let t = Instant::now();
+    let out = run(cfg);
+    let alone = cfg.alone();
+    let fast = |q| out.quantile(false, q, alone).unwrap_or(f64::NAN);
+    let slow_max = out.quantile(true, 1.0, alone);
+    let req = out.requests.iter().sum::<u64>() as f64 / out.requests.len().max(1) as f64;
+    println!(
+        "{label:<28} {:>6} {:>5} | {:>5.2} {:>5.2} {:>5.2} {:>5.2} | {:>6} | {:>5.2} | {:>6.0} {:>8} | {:>6.1}s",
+        cfg.hosts,
+        crate::protocol::piece_count(cfg.file, cfg.piece),
+        fast(0.5),
+        fast(0.9),
+        fast(0.99),
+        fast(1.0),
+        slow_max.map_or("-".to_string(), |s| format!("{s:.2}")),
+        out.seed_bytes / cfg.file as f64,
+        req,
+        out.busy_answers,
+        t.elapsed().as_secs_f64(),
+    );
+    out
+}
+
+fn header() {
+    println!(
+        "{:<28} {:>6} {:>5} | {:>5} {:>5} {:>5} {:>5} | {:>6} | {:>5} | {:>6} {:>8} | {:>7}",
+        "case", "hosts", "pcs", "p50", "p90", "p99", "max", "slow", "seed", "req/dl", "busy", "wall"
+    );
+}
+
+#[test]
+fn two_hundred_hosts_finish_within_the_targets() {
+    header();
+    let cfg = Config::lan(200);
+    let out = row("200 equal", &cfg, Duration::ZERO);
+    let alone = cfg.alone();
+    assert!(out.finish.iter().all(|t| t.is_finite()), "a download never ended");
+    let max = out.quantile(false, 1.0, alone).unwrap();
+    assert!(max <= 1.3, "all done at {max:.2}x one host alone");
+    let seed = out.seed_bytes / cfg.file as f64;
+    assert!(seed <= 1.5, "the seed uploaded {seed:.2}x the file");
+
+    let cfg = Config {
+        slow_fraction: 0.1,
+        ..Config::lan(200)
+    };
+    let out = row("200, 10 % at 1/10", &cfg, Duration::ZERO);
+    let max = out.quantile(false, 1.0, alone).unwrap();
+    assert!(max <= 1.3, "fast hosts done at {max:.2}x one host alone");
+    assert!(out.finish.iter().all(|t| t.is_finite()), "a download never ended");
+}
+
+#[test]
+fn a_run_is_a_function_of_its_config() {
+    let cfg = Config::lan(30);
+    let a = run(&cfg);
+    let b = run(&cfg);
+    assert_eq!(a.finish, b.finish);
+    assert_eq!(a.events, b.events);
+    let c = run(&Config { seed: 2, ..cfg });
+    assert_ne!(a.finish, c.finish);
+}
+
+#[test]
+#[ignore = "make bench-sim: release build, minutes"]
+fn curve() {
+    header();
+    for hosts in [100, 1_000, 10_000] {
+        row("equal links", &Config::lan(hosts), Duration::ZERO);
+        row(
+            "10 % at 1/10",
+            &Config {
+                slow_fraction: 0.1,
+                ..Config::lan(hosts)
+            },
+            Duration::ZERO,
+        );
+    }
+}
