@@ -277,7 +277,7 @@ impl HolderSource for ProbedHolders {
     /// The first call reuses the lookup made to start (if under 100 ms
     /// old); later ones (a running download's re-queries) read a random
     /// sample of the tracker: the peers that announced the file, at most
-    /// [`TRACKER_SAMPLE`], a few etcd reads whatever the number of peers.
+    /// 32, a few etcd reads whatever the number of peers.
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
         if let Some((at, s, holders)) = self.last.lock().as_ref() {
             if s == sha1 && at.elapsed() < REUSE {
