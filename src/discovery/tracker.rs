@@ -35,7 +35,7 @@ use sha1::{Digest, Sha1};
 
 use super::DiscoveryError;
 use crate::etcd::{Client, LeaseId};
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// Most files one peer announces at once.
 pub const MAX_ANNOUNCED: usize = 64;
