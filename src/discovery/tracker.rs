@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use super::DiscoveryError;
-use crate::etcd::{Client, LeaseId};
 use crate::digest::Sha1Digest;
+use crate::etcd::{Client, LeaseId};
 
 /// Most files one peer announces at once.
 pub const MAX_ANNOUNCED: usize = 64;
