@@ -24,8 +24,8 @@ use super::fault::Dropped;
 use super::scheduler::Scheduler;
 use super::state::ResumeState;
 use super::{FetchError, Holder, Progress};
+use crate::digest::Sha1Digest;
 use crate::protocol::PieceList;
-use crate::Sha1Digest;
 
 /// How often the supervisor wakes up when nothing happens.
 pub(super) const TICK: Duration = Duration::from_millis(100);
