@@ -66,23 +66,36 @@ impl Offers {
 
     /// The pieces offered to one downloader: [`OFFER`] of the least
     /// uploaded, not offered to another one in the last [`OFFER_TTL`] if
-    /// others are as little uploaded; marked offered at `now`.
+    /// others are as little uploaded, ties in file order from where the
+    /// last offer ended; marked offered at `now`. One pass over the pieces.
     pub fn offer(&mut self, now: Instant) -> Bitfield {
         let pieces = self.counts.len();
         let mut out = Bitfield::empty(pieces);
-        let reserved = |c: &Offers, i: usize| {
-            c.offered[i].is_some_and(|t| now.saturating_duration_since(t) < OFFER_TTL)
-        };
-        for _ in 0..OFFER.min(pieces) {
-            let pick = (0..pieces)
-                .map(|k| (self.cursor + k) % pieces)
-                .filter(|&i| !out.get(i))
-                .min_by_key(|&i| (self.counts[i], reserved(self, i)));
-            let Some(i) = pick else { break };
+        if pieces == 0 {
+            return out;
+        }
+        let cutoff = now.checked_sub(OFFER_TTL);
+        // The best OFFER (count, reserved, position from the cursor), sorted.
+        let mut best: Vec<(u32, bool, usize)> = Vec::with_capacity(OFFER + 1);
+        for k in 0..pieces {
+            let i = (self.cursor + k) % pieces;
+            let reserved = self.offered[i].is_some_and(|t| cutoff.is_none_or(|c| t > c));
+            let key = (self.counts[i], reserved, k);
+            if best.len() == OFFER && key >= best[OFFER - 1] {
+                continue;
+            }
+            let at = best.partition_point(|b| *b < key);
+            best.insert(at, key);
+            best.truncate(OFFER);
+        }
+        let mut last = 0;
+        for &(_, _, k) in &best {
+            let i = (self.cursor + k) % pieces;
             out.set(i);
             self.offered[i] = Some(now);
-            self.cursor = (i + 1) % pieces;
+            last = last.max(k);
         }
+        self.cursor = (self.cursor + last + 1) % pieces;
         out
     }
 }

@@ -1,6 +1,7 @@
 //! The swarm's policies as pure code: no I/O, no locks, no clock read
 //! inside (the time is passed in), so that the peer's server, the download
-//! and the simulator ([`crate::sim`]) run the very same decisions.
+//! and the swarm simulator (`src/sim/`, compiled for tests) run the very
+//! same decisions.
 //!
 //! - [`slots`]: upload slots, how many downloads a holder serves at once and
 //!   which (BitTorrent's choking, without tit-for-tat).

@@ -347,9 +347,9 @@ mod tests {
         let mut served = [0u32; 6];
         for tick in 0..60u64 {
             let now = ms(t0, tick * 100);
-            for who in 0..6usize {
+            for (who, count) in served.iter_mut().enumerate() {
                 if s.admit(&who, now) == Admit::Serve {
-                    served[who] += 1;
+                    *count += 1;
                     s.finished(&who, if who == 0 { 1000 } else { 10 }, now);
                 }
             }

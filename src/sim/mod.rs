@@ -65,13 +65,13 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// `hosts` downloaders of a 16 MiB file in 256 KiB pieces over 25 Mbit/s
+    /// `hosts` downloaders of a 16 MiB file in 64 KiB pieces over 25 Mbit/s
     /// links (the LAN bench's case), today's policies.
     pub fn lan(hosts: usize) -> Self {
         Config {
             hosts,
             file: 16 << 20,
-            piece: 256 << 10,
+            piece: 64 << 10,
             link: 25e6 / 8.0,
             slow_fraction: 0.0,
             slow_factor: 0.1,

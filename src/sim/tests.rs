@@ -85,3 +85,31 @@ fn curve() {
         );
     }
 }
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One case from the environment, for choosing the constants:
+/// `SIM_HOSTS SIM_PIECE_KIB SIM_SUBSET SIM_CONNS SIM_REGULAR SIM_OPTIMISTIC
+/// SIM_RECHOKE_MS SIM_IDLE_MS SIM_SLOW SIM_SEED SIM_FILE_MIB`.
+#[test]
+#[ignore = "by hand: cargo test --release --lib sim::tests::explore -- --ignored --nocapture"]
+fn explore() {
+    let mut cfg = Config::lan(env("SIM_HOSTS", 1000));
+    cfg.file = env("SIM_FILE_MIB", 16u64) << 20;
+    cfg.piece = env("SIM_PIECE_KIB", 64u64) << 10;
+    cfg.subset = env("SIM_SUBSET", cfg.subset);
+    cfg.connections = env("SIM_CONNS", cfg.connections);
+    cfg.slots.regular = env("SIM_REGULAR", cfg.slots.regular);
+    cfg.slots.optimistic = env("SIM_OPTIMISTIC", cfg.slots.optimistic);
+    cfg.slots.rechoke = Duration::from_millis(env("SIM_RECHOKE_MS", 1000));
+    cfg.slots.idle = Duration::from_millis(env("SIM_IDLE_MS", 300));
+    cfg.slow_fraction = env("SIM_SLOW", 0.0);
+    cfg.seed = env("SIM_SEED", 1);
+    header();
+    row("explore", &cfg, Duration::ZERO);
+}
