@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Sender};
 
+use crate::digest::Sha1Digest;
 use crate::discovery::{
     self, detect_advertise, host_name, load_or_create_peer_id, unix_now, AdvertiseReason,
     DiscoveryError, PeerCache, PeerInfo, PeerRecord, Registration, RegistrationConfig,
@@ -28,7 +29,6 @@ use crate::protocol::{Bitfield, CatalogEntry, FileList, Health, PieceList};
 use crate::seeding::UploadCounts;
 use crate::server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
 use crate::status::{Monitor, StatusReport};
-use crate::Sha1Digest;
 
 /// Index generations are published in etcd at most this often (a dataset
 /// being hashed changes generation many times a second).
@@ -204,7 +204,7 @@ impl Peer {
             addr: addrs.first().cloned().unwrap_or_else(|| bound.to_string()),
             addrs,
             name: host_name(),
-            version: crate::VERSION.into(),
+            version: crate::version::VERSION.into(),
             started_at: unix_now(),
             index_gen: index.generation(),
         };
@@ -470,7 +470,7 @@ impl FileSource for IndexSource {
         Health {
             status: "ok".into(),
             id: Some(self.id.clone()),
-            version: crate::VERSION.into(),
+            version: crate::version::VERSION.into(),
             index_gen: self.index.generation(),
             files: self.index.len() as u64,
         }

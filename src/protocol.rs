@@ -31,7 +31,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// Health route.
 pub const HEALTH_PATH: &str = "/v1/health";

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::digest::Sha1Digest;
 use crate::protocol::Bitfield;
-use crate::Sha1Digest;
 
 /// Counts of a file quiet this long are reset.
 pub const QUIET: Duration = Duration::from_secs(60);

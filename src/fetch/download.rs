@@ -34,8 +34,8 @@ use super::supervisor;
 use super::{
     DownloadOptions, FetchError, Holder, HolderFailure, HolderSource, ProgressFn, Summary,
 };
+use crate::digest::Sha1Digest;
 use crate::protocol::PieceList;
-use crate::Sha1Digest;
 
 /// Threads fetching piece lists at once.
 const LIST_FAN_OUT: usize = 16;

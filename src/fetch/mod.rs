@@ -70,7 +70,7 @@ pub use holders::{Holder, HolderSource, HoldersError};
 pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
 
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// How a download runs. `DownloadOptions::new(sha1, output)` gives defaults.
 #[derive(Debug, Clone)]

@@ -22,8 +22,8 @@ use super::rate::RateLimiter;
 use super::scheduler::Scheduler;
 use super::state::ResumeState;
 use super::{DownloadOptions, FetchError, Holder, Progress};
+use crate::digest::Sha1Digest;
 use crate::protocol::PieceList;
-use crate::Sha1Digest;
 
 /// How often the supervisor wakes up when nothing happens.
 pub(super) const TICK: Duration = Duration::from_millis(100);

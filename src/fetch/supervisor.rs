@@ -15,7 +15,7 @@ use sha1::{Digest, Sha1};
 
 use super::round::{open_slots, Outcome, Round, TICK};
 use super::{FetchError, Holder, ProgressFn};
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// Read size of the whole-file hasher.
 const HASH_CHUNK: usize = 1024 * 1024;

@@ -30,8 +30,8 @@ use super::fault::{Asked, BadData, Dropped, Transfer};
 use super::round::Round;
 use super::scheduler::Next;
 use super::FetchError;
+use crate::digest::Sha1Digest;
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
-use crate::Sha1Digest;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);

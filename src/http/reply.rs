@@ -110,7 +110,7 @@ pub fn head_request(host: &str, path: &str) -> String {
 fn request(method: &str, host: &str, path: &str, range: Option<(u64, u64)>, gzip: bool) -> String {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: piratebay-sync/{}\r\n",
-        crate::VERSION
+        crate::version::VERSION
     );
     if let Some((a, b)) = range {
         req.push_str(&format!("Range: bytes={a}-{b}\r\n"));

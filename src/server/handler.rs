@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::FileSource;
+use crate::digest::Sha1Digest;
 use crate::http::conditional::{if_range_matches, none_match};
 use crate::http::encoding::accepts_gzip;
 use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
@@ -28,7 +29,6 @@ use crate::http::{Method, RequestHead, ResponseHead, Status};
 use crate::protocol::{
     DOWNLOAD_ID_HEADER, FRESH_HEADER, HAVE_HEADER, MAX_HEADER_PIECES, PIECES_HEADER,
 };
-use crate::Sha1Digest;
 
 const CONTENT_TYPE_JSON: &str = "application/json";
 const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";

@@ -54,8 +54,8 @@ pub use config::ServerConfig;
 pub use error::ServerError;
 pub use pool::Server;
 
+use crate::digest::Sha1Digest;
 use crate::protocol::{Bitfield, FileList, Health, PieceList};
-use crate::Sha1Digest;
 
 /// What the server serves.
 pub trait FileSource: Send + Sync + 'static {
