@@ -59,12 +59,6 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> CliResult {
-    // First, so a bug report's log says which build it came from.
-    log::info!(
-        "piratebay-sync {} (pid {})",
-        piratebay_sync::VERSION,
-        std::process::id()
-    );
     let cfg = config(args)?;
     // Install the handlers before starting anything, so a signal during
     // start-up still ends in a graceful stop.

@@ -147,7 +147,7 @@ fn help_exits_0_and_usage_errors_exit_2_for_every_command() {
 }
 
 /// `--version` and `-V` print the version alone and exit 0, whatever
-/// follows; `serve` logs it first and `/v1/health` carries it.
+/// follows; `serve` logs it at start and `/v1/health` carries it.
 #[test]
 fn version_flag_serve_log_and_health_name_the_version() {
     let line = format!("piratebay-sync {}\n", env!("CARGO_PKG_VERSION"));
@@ -167,9 +167,13 @@ fn version_flag_serve_log_and_health_name_the_version() {
     let etcd = EtcdServer::new();
     let peer = Serve::new(&etcd.endpoint()).start();
     let addr = peer.bound_addr();
+    // The start-up line (an error before it stays one line on stderr).
     let log = peer.proc.log_text();
-    let first = log.lines().next().unwrap_or_default();
-    assert!(first.contains(line.trim_end()), "first log line: {first}");
+    let start = log.lines().find(|l| l.contains(" sharing "));
+    assert!(
+        start.is_some_and(|l| l.contains(&format!("{}: peer ", line.trim_end()))),
+        "{log}"
+    );
     let body = ureq::get(format!("http://{addr}/v1/health"))
         .call()
         .expect("health answers")
