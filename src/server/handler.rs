@@ -21,6 +21,7 @@ use serde::Serialize;
 use super::FileSource;
 use crate::digest::Sha1Digest;
 use crate::http::conditional::{if_range_matches, none_match};
+use crate::http::content_type;
 use crate::http::encoding::accepts_gzip;
 use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
 use crate::http::response::content_disposition;
@@ -215,12 +216,19 @@ impl CatalogCache {
     }
 }
 
-/// The answer to `request`.
+/// The answer to `request`. Every answer says `X-Content-Type-Options:
+/// nosniff`: its `Content-Type` is the only one a browser may use.
 pub(crate) fn handle(
     request: &RequestHead,
     source: &dyn FileSource,
     catalog: &CatalogCache,
 ) -> Response {
+    let mut response = answer(request, source, catalog);
+    response.head = response.head.header("X-Content-Type-Options", "nosniff");
+    response
+}
+
+fn answer(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
     let route = match route::route(&request.method, &request.target) {
         Ok(route) => route,
         Err(e) => {
@@ -279,8 +287,7 @@ fn status(route: Route, source: &dyn FileSource) -> Response {
                 .header(
                     "Content-Security-Policy",
                     crate::status::page::CONTENT_SECURITY_POLICY,
-                )
-                .header("X-Content-Type-Options", "nosniff"),
+                ),
             crate::status::page::render(r).into_bytes(),
         ),
         _ => Response::error(
@@ -430,7 +437,7 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
         }
     }
     let head = head
-        .header("Content-Type", CONTENT_TYPE_BYTES)
+        .header("Content-Type", content_type::for_name(&opened.name))
         .header(
             "Content-Disposition",
             content_disposition(&opened.name, &sha1.to_hex()),

@@ -365,6 +365,54 @@ fn content_disposition_escapes_names() {
     );
 }
 
+/// The type comes from the name (`http::content_type` has the full
+/// table); active content gets none a browser would render, and every
+/// file is an attachment that may not be sniffed.
+#[test]
+fn file_content_type_comes_from_the_name_and_active_content_is_never_inline() {
+    let fx = Fixture::start(test_config("th-ctype"));
+    for (name, want) in [
+        ("photo.JPG", "image/jpeg"),
+        ("clip.mp4", "video/mp4"),
+        ("paper.pdf", "application/pdf"),
+        ("notes.txt", "text/plain; charset=utf-8"),
+        ("page.html", "application/octet-stream"),
+        ("logo.svg", "application/octet-stream"),
+        ("feed.xml", "application/octet-stream"),
+        ("data.bin", "application/octet-stream"),
+    ] {
+        let (sha1, _) = fx.add_file(name, format!("<b>{name}</b>").as_bytes());
+        let path = format!("/v1/files/{sha1}");
+        for answer in [
+            get(fx.addr(), &path),
+            request(fx.addr(), "HEAD", &path, &[]),
+            request(fx.addr(), "GET", &path, &["Range: bytes=0-1"]),
+        ] {
+            assert!(matches!(answer.status, 200 | 206), "{name}");
+            assert_eq!(answer.header("content-type"), Some(want), "{name}");
+            assert_eq!(
+                answer.header("x-content-type-options"),
+                Some("nosniff"),
+                "{name}"
+            );
+            let disposition = answer.header("content-disposition").unwrap_or_default();
+            assert!(
+                disposition.starts_with("attachment;"),
+                "{name}: {disposition}"
+            );
+        }
+    }
+    // The other answers may not be sniffed either.
+    for path in ["/v1/health", "/v1/files", &format!("/v1/files/{MISSING}")] {
+        let answer = get(fx.addr(), path);
+        assert_eq!(
+            answer.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+}
+
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
     let fx = Fixture::start(test_config("th-keep"));
