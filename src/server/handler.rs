@@ -8,8 +8,9 @@
 //! memory. A client that sends `Accept-Encoding: gzip` gets the gzip body,
 //! compressed once per generation and kept (about a quarter of the JSON),
 //! with `Content-Encoding: gzip`; both answers say `Vary: Accept-Encoding`
-//! and carry the same `ETag` (the generation), so `If-None-Match` works
-//! for either.
+//! and each carries its own `ETag` (the generation, with `-gzip` for the
+//! gzip body: [`catalog_etag`]), and `If-None-Match` is answered `304` for
+//! either.
 
 use std::fs::File;
 use std::sync::{Arc, Weak};
@@ -305,8 +306,22 @@ fn not_served(sha1: &Sha1Digest) -> Response {
     )
 }
 
+/// The `ETag` of the catalog at `generation` in one encoding: `"<gen>"`
+/// for the JSON, `"<gen>-gzip"` for its gzip body. The two bodies differ,
+/// so they may not share a strong tag (RFC 9110 section 8.8.3): a cache
+/// holding both tells them apart, and `If-None-Match` is compared with the
+/// tag of the representation that would be sent.
+pub(crate) fn catalog_etag(generation: u64, gzip: bool) -> String {
+    if gzip {
+        format!("\"{generation}-gzip\"")
+    } else {
+        format!("\"{generation}\"")
+    }
+}
+
 fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
-    let current = format!("\"{}\"", source.generation());
+    let gzip = accepts_gzip(request.header_values("accept-encoding"));
+    let current = catalog_etag(source.generation(), gzip);
     if none_match(request.header_values("if-none-match"), &current) {
         let mut response = Response::not_modified(current);
         response.head = response
@@ -315,7 +330,6 @@ fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCa
             .header("Vary", "Accept-Encoding");
         return response;
     }
-    let gzip = accepts_gzip(request.header_values("accept-encoding"));
     let built = if gzip {
         catalog.gzip_body(source)
     } else {
@@ -325,7 +339,7 @@ fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCa
         Ok((generation, body)) => {
             let mut head = ResponseHead::new(Status::OK)
                 .header("Content-Type", CONTENT_TYPE_JSON)
-                .header("ETag", format!("\"{generation}\""))
+                .header("ETag", catalog_etag(generation, gzip))
                 .header("Cache-Control", CACHE_REVALIDATE)
                 .header("Vary", "Accept-Encoding");
             if gzip {
