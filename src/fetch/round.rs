@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::client::{PeerConn, Timeouts};
 use super::fault::Dropped;
 use super::rate::RateLimiter;
 use super::scheduler::Scheduler;
 use super::state::ResumeState;
-use super::{DownloadOptions, FetchError, Holder, Progress};
+use super::{DownloadOptions, FetchError, Progress};
+use crate::client::{PeerConn, Timeouts};
 use crate::digest::Sha1Digest;
+use crate::holders::Holder;
 use crate::protocol::PieceList;
 
 /// How often the supervisor wakes up when nothing happens.
