@@ -20,8 +20,10 @@
 //! - `batch`: many files in one call, a bounded number of downloads at once.
 //! - `pieces`: fetching and checking a piece list.
 //! - `scheduler`: which piece each connection fetches (endgame included).
-//! - `worker`: one connection's loop: fetch, verify, write, fail over.
+//! - `download`: one file's download (`Download`: options, `.part`,
+//!   counters) round by round; the whole-file check and the rename.
 //! - `round`: the state one piece list's download shares between its threads.
+//! - `worker`: one connection's `Worker`: fetch, verify, write, fail over.
 //! - `supervisor`: that download's calling thread: starts workers and the
 //!   hasher, saves state, re-queries holders, joins everything.
 //! - `state`: the `.part.state` resume file and the salvage of a `.part`.
