@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::{DownloadRow, FileRow, History, PeerRow, StatusReport, HISTORY_LEN};
 use crate::digest::Sha1Digest;
 use crate::protocol::FILES_PATH;
+use crate::text::human_size;
 
 /// Pages rendered by this process.
 static RENDERS: AtomicU64 = AtomicU64::new(0);
@@ -101,24 +102,8 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// `1536` -> `1.5 KiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn rate(r: f64) -> String {
-    format!("{}/s", bytes(r.max(0.0) as u64))
+    format!("{}/s", human_size(r.max(0.0) as u64))
 }
 
 fn duration(secs: u64) -> String {
@@ -196,7 +181,7 @@ fn this_peer(o: &mut String, r: &StatusReport) {
         &format!(
             "{} files, {} · generation <code>{}</code>",
             i.files,
-            bytes(i.bytes),
+            human_size(i.bytes),
             i.generation
         ),
     );
@@ -204,14 +189,14 @@ fn this_peer(o: &mut String, r: &StatusReport) {
         format!(
             "first scan: {} files ({}) to hash, {} done",
             i.queued_files,
-            bytes(i.queued_bytes),
+            human_size(i.queued_bytes),
             i.hashed_files
         )
     } else if i.queued_files > 0 {
         format!(
             "{} files ({}) to hash",
             i.queued_files,
-            bytes(i.queued_bytes)
+            human_size(i.queued_bytes)
         )
     } else {
         "idle".into()
@@ -275,7 +260,7 @@ fn transfers(o: &mut String, r: &StatusReport) {
                 escape(&u.client),
                 u.sha1,
                 escape(&u.name),
-                bytes(u.bytes),
+                human_size(u.bytes),
                 if u.active {
                     rate(u.rate)
                 } else {
@@ -317,7 +302,7 @@ fn download(o: &mut String, d: &DownloadRow) {
 <td class=\"num\">{}/{}</td><td class=\"num\">{}</td></tr>",
         d.sha1,
         escape(&d.name),
-        bytes(d.size),
+        human_size(d.size),
         peers,
         d.pieces_held,
         d.pieces_total.max(1),
@@ -502,7 +487,7 @@ fn file_row(o: &mut String, e: &FileRow, peers: &HashMap<&str, &PeerRow>) {
         o,
         "<tr><td class=\"name\">{name}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
 <td class=\"from\">{}</td><td><code>{}</code></td></tr>",
-        bytes(e.size),
+        human_size(e.size),
         e.holders,
         held_by.join(", "),
         e.sha1,
@@ -796,9 +781,9 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_read_well() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024), "3.0 MiB");
         assert_eq!(duration(59), "59s");
         assert_eq!(duration(3661), "1h 1m");
         assert_eq!(duration(90000), "1d 1h");
