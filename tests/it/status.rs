@@ -12,6 +12,7 @@ use piratebay_sync::Sha1Digest;
 use serde_json::Value;
 
 use crate::fetch_support::*;
+use crate::support::devtools::Browser;
 use crate::support::*;
 
 /// A file name that is markup, to prove names are shown as text.
@@ -628,7 +629,8 @@ fn file_row<'a>(dom: &'a str, name: &str) -> &'a str {
 /// at the address it advertises, and name the peers holding it. The link
 /// targets are read from the DOM headless Chromium built (script run) and
 /// fetched: each answers the file's bytes (SHA1 checked) as an attachment
-/// named like the row.
+/// named like the row; and a click on each row in Chromium (driven over
+/// the DevTools protocol) saves the file under its name, SHA1 checked.
 #[test]
 fn file_rows_link_a_copy_whose_sha1_matches_and_name_their_holders() {
     let etcd = EtcdServer::new();
@@ -705,6 +707,25 @@ fn file_rows_link_a_copy_whose_sha1_matches_and_name_their_holders() {
             "{url}"
         );
     }
+    // A click on each row's name downloads the file under its name.
+    let mut browser = Browser::open(&tool("chromium", "chromium"), &format!("{base}/"));
+    browser.wait_true(
+        "document.querySelectorAll('#files a.dl').length === 3",
+        Duration::from_secs(20),
+    );
+    for (_, name, data) in files {
+        let clicked = browser.eval(&format!(
+            "(function(){{var a=Array.from(document.querySelectorAll('#files a.dl'))\
+             .find(function(x){{return x.textContent==={name:?};}});\
+             if(!a){{return false;}}a.click();return true;}})()"
+        ));
+        assert_eq!(clicked, Value::Bool(true), "no link to click for {name}");
+        let saved = browser.downloaded(name, Duration::from_secs(30));
+        let got = std::fs::read(&saved).unwrap();
+        assert_eq!(Sha1Digest::of(&got), Sha1Digest::of(data), "{name}");
+    }
+    drop(browser);
+
     // Which peers hold it: this peer, the other by host name and short id
     // (a link to its copy).
     let short = |id: &str| format!("<code>{}</code>", &id[..8]);
