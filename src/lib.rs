@@ -147,8 +147,8 @@ pub use catalog::{
 // Downloads.
 pub use fetch::{
     download, download_many, parse_rate, resolve_output, BatchItem, BatchOptions, BatchProgress,
-    DownloadOptions, FetchError, Holder, HolderFailure, HolderSource, HoldersError, ParseRateError,
-    Progress, ProgressFn, Summary, DEFAULT_CONCURRENCY,
+    DownloadOptions, FetchError, Holder, HolderFailure, HolderFault, HolderFaultKind, HolderSource,
+    HoldersError, ParseRateError, Progress, ProgressFn, Summary, DEFAULT_CONCURRENCY,
 };
 // The index of a shared directory.
 pub use index::{

@@ -188,13 +188,9 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
         }
     }
     let deadline = Instant::now() + opts.deadline;
-    let answers = crate::fanout::map(
-        &keys,
-        opts.fan_out.max(1),
-        "pbs-probe",
-        |addrs| ask(addrs, &path, opts, deadline),
-        || Err(ProbeError::NotAsked),
-    );
+    let answers = crate::fanout::map(&keys, opts.fan_out.max(1), "pbs-probe", |addrs| {
+        ask(addrs, &path, opts, deadline)
+    });
 
     let mut found = Lookup::default();
     // size -> the distinct addresses that give it; (size, name) claims.
