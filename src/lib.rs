@@ -141,8 +141,8 @@ pub use discovery::{
 };
 // The files of the network.
 pub use catalog::{
-    Catalog, CatalogOptions, Lookup, NetworkFile, NetworkHolders, ProbeOptions, ProbedHolders,
-    Refresh, CACHE_FILE,
+    Catalog, CatalogOptions, Lookup, NetworkFile, NetworkHolders, NotFound, ProbeOptions,
+    ProbedHolders, Refresh, CACHE_FILE,
 };
 // Downloads.
 pub use fetch::{

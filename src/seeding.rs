@@ -80,6 +80,20 @@ impl UploadCounts {
         }
     }
 
+    /// The files with a range uploaded within the last [`QUIET`]: a swarm
+    /// is fetching them (announced in the tracker), the most recent first.
+    pub fn active(&self) -> Vec<Sha1Digest> {
+        let now = Instant::now();
+        let files = self.files.lock();
+        let mut active: Vec<(Instant, Sha1Digest)> = files
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last) < QUIET)
+            .map(|(s, c)| (c.last, *s))
+            .collect();
+        active.sort_unstable_by(|a, b| b.cmp(a));
+        active.into_iter().map(|(_, s)| s).collect()
+    }
+
     /// The pieces of `sha1` (`pieces` pieces of `piece_size`) offered to
     /// one downloader: [`OFFER`] of the least uploaded, not offered to
     /// another one lately if others are as little uploaded; marked offered.

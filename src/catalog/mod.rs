@@ -48,7 +48,7 @@ pub use cache::{CachedList, ListCache, CACHE_FILE};
 pub use network::NetworkHolders;
 use peer_list::FailureKind;
 pub use peer_list::PeerListError;
-pub use probe::{Lookup, ProbeOptions, ProbedHolders};
+pub use probe::{Lookup, NotFound, ProbeOptions, ProbedHolders};
 
 use crate::digest::Sha1Digest;
 use crate::discovery::PeerInfo;

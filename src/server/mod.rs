@@ -89,6 +89,11 @@ pub trait FileSource: Send + Sync + 'static {
     fn download_id(&self, _sha1: &Sha1Digest) -> Option<String> {
         None
     }
+    /// While the first scan of the index runs: the files indexed so far
+    /// (a `404` then says "not yet", so a lookup asks again). `None`: ready.
+    fn indexing(&self) -> Option<u64> {
+        None
+    }
     /// Bytes `[start, start + len)` of a complete file are about to be sent.
     fn note_upload(&self, _sha1: &Sha1Digest, _start: u64, _len: u64) {}
     /// Opens a file to send its bytes, after checking that it did not change
