@@ -5,8 +5,8 @@
 //! public [`HolderFault`] carries one of them (or the piece list's
 //! failure) to the caller, with its [`HolderFaultKind`] to act on.
 
-use super::client::ClientError;
 use super::pieces::PieceListError;
+use crate::client::ClientError;
 use crate::digest::Sha1Digest;
 
 /// Why one holder could not be used for a download: its piece list could
