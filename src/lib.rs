@@ -159,7 +159,9 @@ pub use index::{
     Index, IndexError, IndexEvent, IndexEvents, IndexOptions, IndexStats, IndexedFile,
 };
 // Serving files of your own.
-pub use server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
+pub use server::{
+    FileSource, OpenedFile, Page, PageBody, Server, ServerConfig, ServerError, UploadCounter,
+};
 // Names of files.
 pub use digest::{ParseDigestError, Sha1Digest};
 // The version peers publish.

@@ -26,6 +26,7 @@
 //! sessions' lock is taken inside the sampled state's (never the reverse),
 //! the peer cache's inside the wired parts'.
 
+mod answer;
 pub(crate) mod page;
 pub(crate) mod uploads;
 mod window;
@@ -50,6 +51,7 @@ use crate::partial::Partials;
 use crate::protocol::HEALTH_PATH;
 use window::Window;
 
+pub(crate) use answer::answer;
 pub(crate) use uploads::Upload;
 pub use uploads::UploadRow;
 
