@@ -118,8 +118,9 @@ pub struct DownloadOptions {
 
 impl Default for DownloadOptions {
     /// 500 ms connect, 5 s stall, 10 s for a piece list; one connection per
-    /// holder (`target_connections` 1; up to 2 per holder while fewer are
-    /// open in total), at most 8, 48 MiB of buffers, 3 retries; holders
+    /// holder (`connections_per_holder` 2 allows a second, but it opens only
+    /// while fewer than `target_connections`, 1, are open in total: with
+    /// these defaults, never), at most 8, 48 MiB of buffers, 3 retries; holders
     /// re-queried every 500 ms (every 150 ms for the first 2 s: partial
     /// holders join quickly); state saved every 50 ms (a peer sharing the
     /// output's directory serves the pieces it marks; less often past 512

@@ -226,9 +226,9 @@ fn sync_behind(round: &Round<'_>) {
 /// (see [`super::state::changed_piece`]); one hashed after it is not. So
 /// hashing early buys a shorter tail (the check runs on every core, the
 /// whole-file hash on one) with more CPU: worth it while the hasher has a
-/// core to itself, not when the CPU is what the download waits on (20
-/// concurrent downloads on 2 cores spent a quarter of their CPU above
-/// curl's on this). The hasher therefore measures its own CPU time against
+/// core to itself, not when the CPU is what the download waits on (many
+/// downloads at once on few cores: docs/benchmarks.md). The hasher
+/// therefore measures its own CPU time against
 /// the wall time of its reads: below [`CONTENDED`] it waits for the last
 /// write (or [`PROBE_AGAIN`], to look again) instead of hashing early.
 fn hash_prefix(round: &Round<'_>) -> std::io::Result<Option<(Sha1Digest, usize)>> {
