@@ -6,7 +6,7 @@
 #   make test-compose  docker-compose.yml and the Dockerfile on a real Docker engine (root)
 #   make bench   build release, run every benches/bench_*.py (or BENCH=name)
 #   make bench-lan  build release, the LAN lab bench only (root: network namespaces)
-#   make bench-scale  build release, issue 12's table before/after (benches/scale_table.py)
+#   make bench-scale  build release, the at-scale table (benches/scale_table.py)
 #   make soak    build release, 20 peers + 3 etcd members under chaos for 5 min
 #   make lint    rustfmt check + clippy with warnings as errors + make doc
 #   make doc     the crate's docs (cargo doc --no-deps), rustdoc warnings as errors
