@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::download::{Job, Mode};
+use super::job::{Job, Mode};
 use super::rate::RateLimiter;
 use super::{DownloadOptions, FetchError, ProgressFn, Summary};
 use crate::client::ConnPool;
