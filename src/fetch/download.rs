@@ -24,14 +24,16 @@ use std::time::Instant;
 
 use sha1::{Digest, Sha1};
 
+use super::downloader::Downloader;
 use super::error::Step;
+use super::error::{FetchError, HolderFailure};
 use super::fault::HolderFault;
 use super::job::{Download, Job, Mode};
 use super::pieces::{fetch_piece_list_with, PieceListError};
 use super::round::{Outcome, Round};
 use super::state::{salvage, ResumeState};
 use super::supervisor;
-use super::{Downloader, FetchError, HolderFailure, ProgressFn, Summary};
+use super::{ProgressFn, Summary};
 use crate::client::Timeouts;
 use crate::digest::Sha1Digest;
 use crate::holders::{Holder, HolderSource};
@@ -41,6 +43,26 @@ use crate::protocol::PieceList;
 const LIST_FAN_OUT: usize = 16;
 
 impl Downloader {
+    /// Downloads `sha1` from the holders `source` names into `output`
+    /// (`<output>.part` and `<output>.part.state` beside it meanwhile).
+    ///
+    /// Blocks until the file is in place (verified), or fails; `progress`
+    /// is called about ten times a second from this thread.
+    pub fn download(
+        &self,
+        sha1: Sha1Digest,
+        output: impl AsRef<Path>,
+        source: &dyn HolderSource,
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<Summary, FetchError> {
+        let job = Job {
+            sha1,
+            output: output.as_ref(),
+            mode: Mode::Alone,
+        };
+        self.run(&job, source, progress)
+    }
+
     /// Downloads `job` from the holders `source` names: the steps of
     /// [`Downloader::download`], also run by each file of a batch.
     pub(super) fn run(
@@ -111,7 +133,7 @@ struct Tally {
     failed: Vec<HolderFailure>,
 }
 
-impl<'a> Download<'a> {
+impl Download<'_> {
     /// Runs a round per group of identical piece lists, biggest group
     /// first, until one gives the file.
     fn rounds(

@@ -1,20 +1,20 @@
-//! What one file's download is, shared by its steps and its rounds: the
-//! [`Job`] a call on a [`Downloader`] asks for (the file, alone or in a
-//! batch) and the [`Download`] that carries it through its rounds (the
-//! downloader, the `.part` and its state file, the counters), with what
-//! they read of the downloader. The steps themselves are in `download`;
-//! `round`, `worker` and `supervisor` read a download through this module
-//! only, so none of them imports the steps that run them.
+//! One file's download as its rounds share it: the file and how it runs
+//! ([`Job`], [`Mode`]) and [`Download`]: the downloader it runs on, its
+//! `.part`, state file and counters, and what the job's mode makes of the
+//! downloader's options. Read by `round`, `supervisor` and `worker`
+//! through [`Round::dl`](super::round::Round); the steps that use it are in
+//! `download`.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
-use super::error::Step;
+use super::downloader::Downloader;
+use super::error::{FetchError, Step};
 use super::output::{part_path, state_path};
 use super::rate::RateLimiter;
-use super::{DownloadOptions, Downloader, FetchError};
+use super::DownloadOptions;
 use crate::client::ConnPool;
 use crate::digest::Sha1Digest;
 
@@ -48,7 +48,7 @@ pub(crate) enum Mode {
 impl Job<'_> {
     /// The downloader's idle connections for a file of a batch; `None` for
     /// a download alone (its connections are its own, and pipelined).
-    pub(super) fn pool<'d>(&self, by: &'d Downloader) -> Option<&'d ConnPool> {
+    pub fn pool<'d>(&self, by: &'d Downloader) -> Option<&'d ConnPool> {
         match self.mode {
             Mode::Alone => None,
             Mode::Batch { .. } => Some(by.pool()),
@@ -58,11 +58,11 @@ impl Job<'_> {
 
 /// One file's download, the same through its rounds: the downloader (its
 /// options, pool and rate limit), the file asked for, its `.part` and state
-/// file, and its counters. Each round reads it through `Round::dl`; its
-/// steps after the piece lists are known are methods in `download`.
+/// file, and its counters. Its steps after the piece lists are known
+/// (`rounds`, `salvage`, `finish`) are in `download`.
 pub(crate) struct Download<'a> {
     /// The downloader running it.
-    pub(super) by: &'a Downloader,
+    by: &'a Downloader,
     /// The file and how it shares the downloader.
     pub job: &'a Job<'a>,
     /// The `.part`, open for reading and writing.
@@ -79,7 +79,7 @@ pub(crate) struct Download<'a> {
 impl<'a> Download<'a> {
     /// Opens (or creates) the `.part` of `job`, never through a link: a
     /// `.part` planted as a symlink is refused.
-    pub(super) fn open(by: &'a Downloader, job: &'a Job<'a>) -> Result<Self, FetchError> {
+    pub fn open(by: &'a Downloader, job: &'a Job<'a>) -> Result<Self, FetchError> {
         let part_path = part_path(job.output);
         let part = OpenOptions::new()
             .read(true)
