@@ -113,6 +113,7 @@
 #![deny(unnameable_types)]
 
 mod catalog;
+mod chain;
 mod cursor;
 mod digest;
 mod discovery;
@@ -157,6 +158,8 @@ pub use index::{
 pub use server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
 // Names of files.
 pub use digest::{ParseDigestError, Sha1Digest};
+// Verifying pieces.
+pub use chain::ChainValue;
 
 /// The README's Rust examples, compiled and checked by `cargo test --doc`.
 #[cfg(doctest)]
