@@ -122,7 +122,6 @@ fn index(e: &IndexError) -> Option<String> {
         IndexError::NotADirectory { .. } => {
             "pass a directory with --dataset (PIRATEBAY_DATASET)".into()
         }
-        IndexError::PieceSize => "use --piece-size 1 or more (PIRATEBAY_PIECE_SIZE)".into(),
         _ => return None,
     })
 }

@@ -7,11 +7,14 @@
 //!    first (sybil records of one listener count once).
 //! 3. Each round downloads with one group's list and holders (see `round`),
 //!    after salvaging the pieces of the `.part` that a previous run or
-//!    round verified and that still hash right.
-//! 4. If the whole-file SHA1 of the `.part` is the requested one: fsync,
-//!    rename into place, fsync the directory, remove the state. If not,
-//!    that group's piece list was a lie: its holders are named bad and the
-//!    next group's list is tried, keeping every piece that matches it.
+//!    round verified and that still verify against this list.
+//! 4. Every piece verified against the chain as it arrived, the last one
+//!    against the requested SHA1, so the file is right once every piece is
+//!    in: fsync, rename into place, fsync the directory, remove the state.
+//!    A false chain fails the pieces of the holders that vouched for it
+//!    (at the latest its last piece, which must finish to the SHA1): they
+//!    are dropped and named bad, and the next group's list is tried,
+//!    keeping every piece that verifies against it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
@@ -25,10 +28,11 @@ use sha1::{Digest, Sha1};
 
 use super::client::Timeouts;
 use super::error::Step;
-use super::output::{part_path, state_path};
+use super::output::{chain_path, part_path, state_path};
 use super::pieces::fetch_piece_list_with;
 use super::rate::RateLimiter;
 use super::round::{Outcome, Round};
+use super::seal::Sealed;
 use super::state::{salvage, ResumeState};
 use super::supervisor;
 use super::{
@@ -60,6 +64,7 @@ pub fn download(
         peers_used: Vec::new(),
         pieces_retried: 0,
         resumed_bytes: 0,
+        rechecked_bytes: 0,
         bad_peers: Vec::new(),
         already_present: false,
     };
@@ -89,19 +94,29 @@ pub fn download(
     );
     let part_path = part_path(&opts.output);
     let state_path = state_path(&opts.output);
+    let chain_path = chain_path(&opts.output);
     // Never through a link: a `.part` planted as a symlink is refused.
-    let part = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&part_path)
-        .map_err(|source| FetchError::io(Step::Open, &part_path, source))?;
-    // The state is only a hint: every piece it claims is hashed again.
+    let open_err = |source| FetchError::io(Step::Open, &part_path, source);
+    if std::fs::symlink_metadata(&part_path).is_ok_and(|m| m.is_symlink()) {
+        return Err(open_err(std::io::Error::from_raw_os_error(libc::ELOOP)));
+    }
+    // The state is only a hint: every piece it claims is verified again,
+    // from a fresh `.part` the claimed ranges are copied into (see `seal`).
     let mut claimed = ResumeState::load(&state_path, &sha1)
         .map(|state| state.verified_ranges())
         .unwrap_or_default();
+    let old = match claimed.is_empty() {
+        true => None,
+        false => OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&part_path)
+            .ok(),
+    };
+    let mut sealed = Sealed::create(&part_path, old.as_ref(), &claimed).map_err(open_err)?;
+    drop(old);
+    let part = &sealed.file;
+    let mut rechecked = 0u64;
 
     let received = AtomicU64::new(0);
     let retried = AtomicU64::new(0);
@@ -128,7 +143,8 @@ pub fn download(
             part.set_len(list.size)
                 .map_err(|source| FetchError::write(&part_path, source))?;
         }
-        let done = salvage(&part, &list, &claimed, opts.memory_budget);
+        let (done, checked) = salvage(part, &list, &claimed, opts.memory_budget);
+        rechecked += checked;
         let done_bytes: u64 = (0..done.len())
             .filter(|&i| done[i])
             .map(|i| list.piece_range(i).1 as u64)
@@ -140,9 +156,10 @@ pub fn download(
         let round = Round::new(
             opts,
             &list,
-            &part,
+            part,
             &part_path,
             &state_path,
+            &chain_path,
             &done,
             &received,
             &retried,
@@ -165,8 +182,8 @@ pub fn download(
             started.elapsed().as_secs_f64()
         );
         match outcome {
-            Outcome::Complete(digest, early) if digest == sha1 => {
-                finish(&part, &list, early, &part_path, opts, &state_path)?;
+            Outcome::Complete => {
+                rechecked += finish(&mut sealed, &list, &part_path, opts, &state_path)?;
                 log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                 summary.bytes = list.size;
                 summary.bytes_received = received.load(Ordering::Relaxed);
@@ -174,17 +191,9 @@ pub fn download(
                 summary.peers_used = used.into_iter().collect();
                 summary.pieces_retried = retried.load(Ordering::Relaxed);
                 summary.resumed_bytes = resumed.unwrap_or(0);
+                summary.rechecked_bytes = rechecked;
                 summary.bad_peers = bad;
                 return Ok(summary);
-            }
-            Outcome::Complete(digest, _) => {
-                let liars: Vec<String> = holders.iter().map(Holder::to_string).collect();
-                log::warn!(
-                    "the piece list of {} is false: every piece matched it but the file hashes to {digest}; trying another holder's list",
-                    liars.join(", ")
-                );
-                bad.extend(liars);
-                claimed = vec![(0, list.size)];
             }
             Outcome::Failed => {
                 claimed = verified_ranges(&list, &round.sched.done_flags());
@@ -256,48 +265,46 @@ fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
     })
 }
 
-/// fsync the `.part`, check that the first `early` pieces (those the
-/// whole-file hash read before the last write) still match, so the bytes
-/// renamed are the verified ones, rename it into place, fsync the
-/// directory (unless `sync_dir` is off: a batch does it once), drop the state.
+/// fsync the `.part`; if another process may have written to it (its
+/// watch saw an open, see `seal`), read every piece back and verify it
+/// again (returns the bytes so read), so the bytes renamed are the
+/// verified ones; rename it into place, fsync the directory (unless
+/// `sync_dir` is off: a batch does it once), drop the state and chain.
 fn finish(
-    part: &File,
+    sealed: &mut Sealed,
     list: &PieceList,
-    early: usize,
     part_path: &Path,
     opts: &DownloadOptions,
     state_path: &Path,
-) -> Result<(), FetchError> {
+) -> Result<u64, FetchError> {
     let output = opts.output.as_path();
     let read_err = |source| FetchError::read(part_path, source);
-    // The pieces are checked again while the fsync runs (it waits on the
-    // disk, the check on the CPU); both end before the rename.
-    let checked = Instant::now();
-    let (synced, changed) = std::thread::scope(|s| {
-        let check = std::thread::Builder::new()
-            .name("pbs-get-check".into())
-            .spawn_scoped(s, || {
-                super::state::changed_piece(part, list, early, opts.memory_budget)
+    let part = &sealed.file;
+    part.sync_all()
+        .map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
+    let mut rechecked = 0;
+    if let Err(why) = sealed.untouched() {
+        let checked = Instant::now();
+        log::debug!(
+            "{}: {why}; every piece is read back and verified before the rename",
+            part_path.display()
+        );
+        let part = &sealed.file;
+        let changed = super::state::changed_piece(part, list, opts.memory_budget);
+        rechecked = list.size;
+        log::debug!(
+            "{} pieces checked again on disk in {:.3}s",
+            list.len(),
+            checked.elapsed().as_secs_f64()
+        );
+        if let Some(piece) = changed {
+            return Err(FetchError::Changed {
+                path: part_path.to_path_buf(),
+                piece,
             });
-        let synced = part.sync_all();
-        let changed = match check {
-            Ok(t) => t.join().unwrap_or(Some(0)),
-            Err(_) => super::state::changed_piece(part, list, early, opts.memory_budget),
-        };
-        (synced, changed)
-    });
-    synced.map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
-    log::debug!(
-        "fsync and {early} of {} pieces checked again on disk in {:.3}s",
-        list.pieces.len(),
-        checked.elapsed().as_secs_f64()
-    );
-    if let Some(piece) = changed {
-        return Err(FetchError::Changed {
-            path: part_path.to_path_buf(),
-            piece,
-        });
+        }
     }
+    let part = &sealed.file;
     // The name must still be this file (not one swapped in under it).
     let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
         use std::os::unix::fs::MetadataExt;
@@ -336,14 +343,18 @@ fn finish(
     // Looked up first: a file of one piece has no state, and an unlink,
     // even of nothing, locks the directory against a batch's other files.
     if std::fs::symlink_metadata(state_path).is_err() {
-        return Ok(());
+        return Ok(rechecked);
     }
-    match std::fs::remove_file(state_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => log::warn!("cannot remove {}: {e}", state_path.display()),
+    // The state first: a peer sharing the directory that reads it sees the
+    // download landed; then the chain it named.
+    for path in [state_path.to_path_buf(), chain_path(output)] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
+        }
     }
-    Ok(())
+    Ok(rechecked)
 }
 
 /// A group of holders that gave the same piece list.

@@ -4,7 +4,6 @@
 //! error lists each holder's reason in the same words as before.
 
 use super::client::ClientError;
-use crate::Sha1Digest;
 
 /// What a request answered instead of the piece or bitmap asked for.
 #[derive(Debug, Clone, Copy)]
@@ -85,15 +84,14 @@ pub(crate) enum BadData {
         /// The file's size.
         size: u64,
     },
-    /// A piece whose SHA1 is not the piece list's.
-    #[error("piece {piece} failed verification (sha1 {got}, want {want})")]
-    PieceHash {
+    /// A piece that does not verify against the chaining values of the
+    /// piece list its holder gave: its bytes are false, or the list is.
+    #[error("piece {piece} failed verification against the chaining values{}", if *.last { " (the last piece: it does not finish to the file's SHA1, so the chain or the bytes are false)" } else { "" })]
+    Piece {
         /// The piece.
         piece: usize,
-        /// The SHA1 of what it sent.
-        got: Sha1Digest,
-        /// The piece list's SHA1.
-        want: Sha1Digest,
+        /// It is the file's last piece.
+        last: bool,
     },
     /// A piece bitmap of the wrong length.
     #[error("its piece bitmap has {len} bytes for {pieces} pieces")]

@@ -23,15 +23,12 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sha1::{Digest, Sha1};
-
 use super::client::{self, ClientError, PeerConn};
 use super::fault::{Asked, BadData, Dropped, Transfer};
 use super::round::Round;
 use super::scheduler::Next;
 use super::FetchError;
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
-use crate::Sha1Digest;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -506,7 +503,7 @@ fn fetch_piece(
     let Some(c) = conn.as_mut() else {
         return Err(Fail::Io(Transfer::NoConnection));
     };
-    let n = round.list.pieces.len();
+    let n = round.list.len();
     let have = head.have.as_deref().and_then(|h| Bitfield::from_hex(h, n));
     let fresh = head.fresh.as_deref().and_then(|h| Bitfield::from_hex(h, n));
     let refreshed = match (have, fresh) {
@@ -532,7 +529,9 @@ fn fetch_piece(
             }
         }
     }
-    let mut hasher = Sha1::new();
+    let Some(mut check) = round.list.check_piece(i) else {
+        return Err(Fail::Io(Transfer::NoConnection));
+    };
     let rate = round.rate;
     let read = c.conn.read_body(
         &mut buf[..len],
@@ -543,7 +542,7 @@ fn fetch_piece(
             Some(rate.map_or(want, |r| want.min(r.chunk())))
         },
         |chunk| {
-            hasher.update(chunk);
+            check.update(chunk);
             round
                 .received
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -557,13 +556,11 @@ fn fetch_piece(
         Err(ClientError::Abandoned) => return Err(Fail::Abandoned),
         Err(e) => return Err(io_fail(round, e)),
     }
-    let got = Sha1Digest::from_hasher(hasher);
-    if got != round.list.pieces[i] {
+    if !round.list.check_done(i, &check) {
         crate::metrics::PIECES_REJECTED.inc();
-        return Err(Fail::Bad(BadData::PieceHash {
+        return Err(Fail::Bad(BadData::Piece {
             piece: i,
-            got,
-            want: round.list.pieces[i],
+            last: i + 1 == n,
         }));
     }
     Ok((len, refreshed))
@@ -624,7 +621,7 @@ fn fetch_have(
     if head.download_id.as_deref() == Some(round.download_id.as_str()) {
         return Err(Fail::Ourselves);
     }
-    let n = round.list.pieces.len();
+    let n = round.list.len();
     let Some(c) = conn.as_mut() else {
         return Err(Fail::Io(Transfer::NoConnection));
     };
