@@ -19,7 +19,7 @@ use std::fmt;
 use sha1::digest::block_buffer::{BlockBuffer, Eager};
 use sha1::digest::consts::U64;
 
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// SHA-1's block size: every piece boundary is a multiple of it.
 pub const BLOCK: u64 = 64;

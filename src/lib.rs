@@ -131,6 +131,7 @@ mod seeding;
 mod server;
 pub mod status;
 pub mod text;
+mod version;
 
 // Run a peer.
 pub use peer::{Peer, PeerConfig, PeerError};
@@ -141,8 +142,8 @@ pub use discovery::{
 };
 // The files of the network.
 pub use catalog::{
-    Catalog, CatalogOptions, Lookup, NetworkFile, NetworkHolders, ProbeOptions, ProbedHolders,
-    Refresh, CACHE_FILE,
+    Catalog, CatalogOptions, Lookup, NetworkFile, NetworkHolders, NotFound, ProbeOptions,
+    ProbedHolders, Refresh, CACHE_FILE,
 };
 // Downloads.
 pub use fetch::{
@@ -160,11 +161,10 @@ pub use server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
 pub use digest::{ParseDigestError, Sha1Digest};
 // Verifying pieces.
 pub use chain::ChainValue;
+// The version peers publish.
+pub use version::VERSION;
 
 /// The README's Rust examples, compiled and checked by `cargo test --doc`.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
-
-/// The version string peers publish in their etcd record.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");

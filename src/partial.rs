@@ -43,11 +43,11 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::RwLock;
 
+use crate::digest::Sha1Digest;
 use crate::fetch::state::{load_chain, ResumeState};
 use crate::index::{FileStat, Hashed, PART_CHAIN_SUFFIX, PART_STATE_SUFFIX, PART_SUFFIX};
 use crate::metrics;
 use crate::protocol::{piece_bounds, Bitfield, PieceList, PIECE_LIST_FORM};
-use crate::Sha1Digest;
 
 /// A partial file opened for serving the pieces it holds (the peer serves
 /// it as a `server::OpenedFile`).

@@ -31,7 +31,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChainValue, Sha1Digest};
+use crate::chain::ChainValue;
+use crate::digest::Sha1Digest;
 
 /// Health route.
 pub const HEALTH_PATH: &str = "/v1/health";
@@ -58,6 +59,10 @@ pub const HAVE_HEADER: &str = "X-Have";
 /// Response header of a range answered by a seed that counts its uploads:
 /// its least-uploaded pieces (hex bitmap), as the second bitmap of `have`.
 pub const FRESH_HEADER: &str = "X-Fresh";
+/// Response header of a `404` from a peer whose index is still being
+/// built (its first scan): the number of files indexed so far. The file
+/// may yet be found there; a lookup asks again.
+pub const INDEXING_HEADER: &str = "X-Indexing";
 /// Files of more pieces than this get no [`HAVE_HEADER`] or
 /// [`FRESH_HEADER`] (at most 1 KiB of hex per header); their downloaders
 /// ask `have`.
@@ -152,7 +157,7 @@ pub struct PieceList {
 mod chain_hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::ChainValue;
+    use crate::chain::ChainValue;
 
     pub fn serialize<S: Serializer>(chain: &[ChainValue], s: S) -> Result<S::Ok, S::Error> {
         let mut out = vec![0u8; chain.len() * 40];

@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -32,14 +32,14 @@ use super::output::{chain_path, part_path, state_path};
 use super::pieces::fetch_piece_list_with;
 use super::rate::RateLimiter;
 use super::round::{Outcome, Round};
-use super::seal::Sealed;
+use super::seal::Watch;
 use super::state::{salvage, ResumeState};
 use super::supervisor;
 use super::{
     DownloadOptions, FetchError, Holder, HolderFailure, HolderSource, ProgressFn, Summary,
 };
+use crate::digest::Sha1Digest;
 use crate::protocol::PieceList;
-use crate::Sha1Digest;
 
 /// Threads fetching piece lists at once.
 const LIST_FAN_OUT: usize = 16;
@@ -93,13 +93,12 @@ pub fn download(
         started.elapsed().as_secs_f64()
     );
     let part_path = part_path(&opts.output);
-    let state_path = state_path(&opts.output);
-    let chain_path = chain_path(&opts.output);
     // Never through a link: a `.part` planted as a symlink is refused.
     let open_err = |source| FetchError::io(Step::Open, &part_path, source);
     if std::fs::symlink_metadata(&part_path).is_ok_and(|m| m.is_symlink()) {
         return Err(open_err(std::io::Error::from_raw_os_error(libc::ELOOP)));
     }
+    let state_path = state_path(&opts.output);
     // The state is only a hint: every piece it claims is verified again,
     // from a fresh `.part` the claimed ranges are copied into (see `seal`).
     let mut claimed = ResumeState::load(&state_path, &sha1)
@@ -113,18 +112,25 @@ pub fn download(
             .open(&part_path)
             .ok(),
     };
-    let mut sealed = Sealed::create(&part_path, old.as_ref(), &claimed).map_err(open_err)?;
+    let (part, mut watch) = Watch::create(&part_path, old.as_ref(), &claimed).map_err(open_err)?;
     drop(old);
-    let part = &sealed.file;
     let mut rechecked = 0u64;
 
-    let received = AtomicU64::new(0);
-    let retried = AtomicU64::new(0);
     let own_rate = match opts.shared_rate {
         Some(_) => None,
         None => opts.max_rate.map(RateLimiter::new),
     };
-    let rate = opts.shared_rate.as_deref().or(own_rate.as_ref());
+    let dl = Download {
+        opts,
+        part,
+        part_path,
+        state_path,
+        chain_path: chain_path(&opts.output),
+        rate: opts.shared_rate.as_deref().or(own_rate.as_ref()),
+        received: AtomicU64::new(0),
+        retried: AtomicU64::new(0),
+    };
+    let (part, part_path) = (&dl.part, &dl.part_path);
     let mut used = BTreeSet::new();
     let mut bad: Vec<String> = Vec::new();
     let mut failed: Vec<HolderFailure> = Vec::new();
@@ -137,11 +143,11 @@ pub fn download(
         // space): writes extend the file. Cut anything past this size.
         let part_len = part
             .metadata()
-            .map_err(|source| FetchError::read(&part_path, source))?
+            .map_err(|source| FetchError::read(part_path, source))?
             .len();
         if part_len > list.size {
             part.set_len(list.size)
-                .map_err(|source| FetchError::write(&part_path, source))?;
+                .map_err(|source| FetchError::write(part_path, source))?;
         }
         let (done, checked) = salvage(part, &list, &claimed, opts.memory_budget);
         rechecked += checked;
@@ -153,18 +159,7 @@ pub fn download(
         if done_bytes > 0 {
             log::info!("resuming {sha1}: {done_bytes} bytes already verified");
         }
-        let round = Round::new(
-            opts,
-            &list,
-            part,
-            &part_path,
-            &state_path,
-            &chain_path,
-            &done,
-            &received,
-            &retried,
-            rate,
-        );
+        let round = Round::new(&dl, &list, &done);
         round.add_holders(holders.clone());
         let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
         for slot in round.slots.lock().iter_mut() {
@@ -183,13 +178,13 @@ pub fn download(
         );
         match outcome {
             Outcome::Complete => {
-                rechecked += finish(&mut sealed, &list, &part_path, opts, &state_path)?;
+                rechecked += finish(&dl, &mut watch, &list)?;
                 log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                 summary.bytes = list.size;
-                summary.bytes_received = received.load(Ordering::Relaxed);
+                summary.bytes_received = dl.received.load(Ordering::Relaxed);
                 summary.seconds = started.elapsed().as_secs_f64();
                 summary.peers_used = used.into_iter().collect();
-                summary.pieces_retried = retried.load(Ordering::Relaxed);
+                summary.pieces_retried = dl.retried.load(Ordering::Relaxed);
                 summary.resumed_bytes = resumed.unwrap_or(0);
                 summary.rechecked_bytes = rechecked;
                 summary.bad_peers = bad;
@@ -270,26 +265,20 @@ fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
 /// again (returns the bytes so read), so the bytes renamed are the
 /// verified ones; rename it into place, fsync the directory (unless
 /// `sync_dir` is off: a batch does it once), drop the state and chain.
-fn finish(
-    sealed: &mut Sealed,
-    list: &PieceList,
-    part_path: &Path,
-    opts: &DownloadOptions,
-    state_path: &Path,
-) -> Result<u64, FetchError> {
+fn finish(dl: &Download<'_>, watch: &mut Watch, list: &PieceList) -> Result<u64, FetchError> {
+    let (part, part_path, state_path) = (&dl.part, dl.part_path.as_path(), &dl.state_path);
+    let opts = dl.opts;
     let output = opts.output.as_path();
     let read_err = |source| FetchError::read(part_path, source);
-    let part = &sealed.file;
     part.sync_all()
         .map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
     let mut rechecked = 0;
-    if let Err(why) = sealed.untouched() {
+    if let Err(why) = watch.untouched() {
         let checked = Instant::now();
         log::debug!(
             "{}: {why}; every piece is read back and verified before the rename",
             part_path.display()
         );
-        let part = &sealed.file;
         let changed = super::state::changed_piece(part, list, opts.memory_budget);
         rechecked = list.size;
         log::debug!(
@@ -304,7 +293,6 @@ fn finish(
             });
         }
     }
-    let part = &sealed.file;
     // The name must still be this file (not one swapped in under it).
     let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
         use std::os::unix::fs::MetadataExt;
@@ -347,14 +335,34 @@ fn finish(
     }
     // The state first: a peer sharing the directory that reads it sees the
     // download landed; then the chain it named.
-    for path in [state_path.to_path_buf(), chain_path(output)] {
-        match std::fs::remove_file(&path) {
+    for path in [state_path, &dl.chain_path] {
+        match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
         }
     }
     Ok(rechecked)
+}
+
+/// One file's download, the same through its rounds: its options, its
+/// `.part` and state file, its rate limit and counters. Each round reads it
+/// through [`Round::dl`].
+pub(crate) struct Download<'a> {
+    pub opts: &'a DownloadOptions,
+    /// The `.part`, open for reading and writing.
+    pub part: File,
+    pub part_path: PathBuf,
+    /// The `.part.state` saved as pieces verify.
+    pub state_path: PathBuf,
+    /// The `.part.chain` written once a round, before its first state.
+    pub chain_path: PathBuf,
+    /// The cap on the bytes per second received, if any.
+    pub rate: Option<&'a RateLimiter>,
+    /// Bytes received from the network in this run.
+    pub received: AtomicU64,
+    /// Pieces fetched again after a failure or bad data.
+    pub retried: AtomicU64,
 }
 
 /// A group of holders that gave the same piece list.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::client::{self, ClientError, ConnPool, Timeouts};
 use super::Holder;
+use crate::digest::Sha1Digest;
 use crate::protocol::{piece_count, piece_size, PieceList, FILES_PATH, PIECE_LIST_FORM};
-use crate::Sha1Digest;
 
 /// Largest piece-list body accepted: about 420,000 chaining values, a
 /// 410 GiB file at 1 MiB pieces.

@@ -4,26 +4,28 @@
 //! supervisor (`supervisor.rs`).
 //!
 //! Locks: the scheduler's state, the slot table, the socket table and the
-//! fatal-error cell; each is held for a lookup or an update, never across
-//! I/O, and never two at once.
+//! fatal-error cell, each held for a lookup or an update, never across I/O
+//! and never two at once; and the two of the state file. Saving it takes
+//! `last_save` (only tried: a thread that finds it taken skips the save),
+//! then `saving`, held across the write of the file (a worker's periodic
+//! save and the supervisor's last one share its `.tmp` name); under them
+//! the scheduler's state, then the slot table, are each taken for a moment.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::net::{Shutdown, TcpStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::client::{PeerConn, Timeouts};
+use super::download::Download;
 use super::fault::Dropped;
-use super::rate::RateLimiter;
 use super::scheduler::Scheduler;
 use super::state::ResumeState;
-use super::{DownloadOptions, FetchError, Holder, Progress};
+use super::{FetchError, Holder, Progress};
+use crate::digest::Sha1Digest;
 use crate::protocol::PieceList;
-use crate::Sha1Digest;
 
 /// How often the supervisor wakes up when nothing happens.
 pub(super) const TICK: Duration = Duration::from_millis(100);
@@ -85,14 +87,9 @@ pub(crate) enum Outcome {
 
 /// The state a round's threads share.
 pub(crate) struct Round<'a> {
-    pub opts: &'a DownloadOptions,
+    /// The download this round is part of: its options, files, counters.
+    pub dl: &'a Download<'a>,
     pub list: &'a PieceList,
-    pub part: &'a File,
-    pub part_path: &'a Path,
-    /// The `.part.state` saved as pieces verify.
-    pub state_path: &'a Path,
-    /// The `.part.chain` written once, before the first state.
-    pub chain_path: &'a Path,
     /// The id of `list`'s chain, in every state saved.
     chain_id: Sha1Digest,
     /// When the state was last saved (by a worker or the supervisor).
@@ -102,38 +99,33 @@ pub(crate) struct Round<'a> {
     saving: Mutex<()>,
     pub sched: Scheduler,
     pub slots: Mutex<Vec<Slot>>,
-    pub received: &'a AtomicU64,
-    pub retried: &'a AtomicU64,
-    pub rate: Option<&'a RateLimiter>,
     pub timeouts: Timeouts,
     /// Workers stop (set at the end of the round, or on abort).
     stop_workers: AtomicBool,
     /// The round is over early (failure, cancel).
     pub(super) abort: AtomicBool,
     pub(super) fatal: Mutex<Option<FetchError>>,
-    sockets: Mutex<HashMap<u64, TcpStream>>,
-    next_socket: AtomicU64,
+    /// The workers' connections, shut down at the end of the round.
+    sockets: Sockets,
     pub(super) max_workers: usize,
     /// This round's id in the state file (a peer serving our `.part`
     /// answers it: that holder is ourselves).
     pub download_id: String,
 }
 
+/// Clones of the workers' sockets, so the end of a round can shut down
+/// every connection (none waits on a stalled peer).
+#[derive(Default)]
+struct Sockets {
+    table: Mutex<HashMap<u64, TcpStream>>,
+    next: AtomicU64,
+}
+
 impl<'a> Round<'a> {
-    /// A round over `list` with the pieces flagged in `done` already on disk.
-    #[allow(clippy::too_many_arguments)] // the round's context, passed once
-    pub fn new(
-        opts: &'a DownloadOptions,
-        list: &'a PieceList,
-        part: &'a File,
-        part_path: &'a Path,
-        state_path: &'a Path,
-        chain_path: &'a Path,
-        done: &[bool],
-        received: &'a AtomicU64,
-        retried: &'a AtomicU64,
-        rate: Option<&'a RateLimiter>,
-    ) -> Self {
+    /// A round of `dl` over `list` with the pieces flagged in `done`
+    /// already on disk.
+    pub fn new(dl: &'a Download<'a>, list: &'a PieceList, done: &[bool]) -> Self {
+        let opts = dl.opts;
         let done_bytes = done
             .iter()
             .enumerate()
@@ -142,20 +134,13 @@ impl<'a> Round<'a> {
             .sum();
         let by_memory = (opts.memory_budget / list.piece_size.max(1)).max(1) as usize;
         Round {
-            opts,
+            dl,
             list,
-            part,
-            part_path,
-            state_path,
-            chain_path,
             chain_id: super::state::chain_id(list),
             last_save: Mutex::new(Instant::now()),
             saving: Mutex::new(()),
             sched: Scheduler::new(done, done_bytes, opts.endgame_copies),
             slots: Mutex::new(Vec::new()),
-            received,
-            retried,
-            rate,
             timeouts: Timeouts {
                 connect: opts.connect_timeout,
                 io: opts.io_timeout,
@@ -163,8 +148,7 @@ impl<'a> Round<'a> {
             stop_workers: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             fatal: Mutex::new(None),
-            sockets: Mutex::new(HashMap::new()),
-            next_socket: AtomicU64::new(0),
+            sockets: Sockets::default(),
             max_workers: opts.max_connections.max(1).min(by_memory),
             download_id: crate::discovery::random_id(),
         }
@@ -176,8 +160,8 @@ impl<'a> Round<'a> {
         if self.list.len() <= 1 {
             return;
         }
-        if let Err(e) = super::state::save_chain(self.chain_path, self.list) {
-            log::warn!("cannot save {}: {e}", self.chain_path.display());
+        if let Err(e) = super::state::save_chain(&self.dl.chain_path, self.list) {
+            log::warn!("cannot save {}: {e}", self.dl.chain_path.display());
         }
     }
 
@@ -239,21 +223,21 @@ impl<'a> Round<'a> {
     /// Registers a worker's connection so the supervisor can shut it down.
     pub fn register(&self, conn: &PeerConn) -> Option<u64> {
         let clone = conn.try_clone_stream().ok()?;
-        let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
-        self.sockets.lock().insert(id, clone);
+        let id = self.sockets.next.fetch_add(1, Ordering::Relaxed);
+        self.sockets.table.lock().insert(id, clone);
         Some(id)
     }
 
     /// Forgets a registered connection; true if it was still registered
     /// (so the end of the round has not shut it down and will not).
     pub fn take_registration(&self, id: Option<u64>) -> bool {
-        id.is_some_and(|id| self.sockets.lock().remove(&id).is_some())
+        id.is_some_and(|id| self.sockets.table.lock().remove(&id).is_some())
     }
 
     /// Forgets a registered connection.
     pub fn unregister(&self, id: Option<u64>) {
         if let Some(id) = id {
-            self.sockets.lock().remove(&id);
+            self.sockets.table.lock().remove(&id);
         }
     }
 
@@ -271,7 +255,7 @@ impl<'a> Round<'a> {
 
     pub(super) fn stop_all_workers(&self) {
         self.stop_workers.store(true, Ordering::Release);
-        let sockets: Vec<TcpStream> = self.sockets.lock().drain().map(|(_, s)| s).collect();
+        let sockets: Vec<TcpStream> = self.sockets.table.lock().drain().map(|(_, s)| s).collect();
         for s in sockets {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -283,7 +267,7 @@ impl<'a> Round<'a> {
         Progress {
             size: self.list.size,
             done: self.sched.done_bytes(),
-            received: self.received.load(Ordering::Relaxed),
+            received: self.dl.received.load(Ordering::Relaxed),
             peers_active: slots.iter().filter(|s| s.workers > 0).count(),
         }
     }
@@ -295,7 +279,7 @@ impl<'a> Round<'a> {
     /// A save writes the bitmap (a 10 GiB file's: 2.5 KiB of hex), never
     /// the chain, which went to `.part.chain` once.
     fn state_interval(&self) -> Duration {
-        self.opts.state_interval
+        self.dl.opts.state_interval
     }
 
     pub fn maybe_save_state(&self) {
@@ -306,7 +290,7 @@ impl<'a> Round<'a> {
             return;
         }
         if let Some(flags) = self.sched.take_changes() {
-            self.save_state(&flags, self.state_path);
+            self.save_state(&flags);
         }
         *last = Instant::now();
     }
@@ -315,7 +299,8 @@ impl<'a> Round<'a> {
     /// nothing to resume inside a piece, and skipping the file keeps a
     /// batch of small files from creating and deleting two files each
     /// (ext4's inode allocator made that most of the batch's system time).
-    pub(super) fn save_state(&self, flags: &[bool], state_path: &Path) {
+    pub(super) fn save_state(&self, flags: &[bool]) {
+        let state_path = &self.dl.state_path;
         if self.list.len() <= 1 {
             return;
         }

@@ -40,22 +40,25 @@ const WATCHED: WatchFlags = WatchFlags::OPEN
     .union(WatchFlags::MOVE_SELF)
     .union(WatchFlags::DELETE_SELF);
 
-/// A `.part` created by this run of a download, with its watch.
-pub(crate) struct Sealed {
-    /// The `.part`, open for reading and writing.
-    pub file: File,
+/// The watch on a `.part` created by this run of a download.
+pub(crate) struct Watch {
     /// The inotify instance watching it; `None` if it could not be set up
     /// (then the file is checked again before the rename).
-    watch: Option<OwnedFd>,
+    fd: Option<OwnedFd>,
     /// Why the file cannot be trusted unread, if known already.
     tainted: Option<String>,
 }
 
-impl Sealed {
+impl Watch {
     /// Creates the `.part` at `part_path` anew, replacing whatever is
     /// there, with the ranges `keep` copied from `old` (the previous
-    /// `.part`, when resuming).
-    pub fn create(part_path: &Path, old: Option<&File>, keep: &[(u64, u64)]) -> io::Result<Sealed> {
+    /// `.part`, when resuming): the file, open for reading and writing,
+    /// and its watch.
+    pub fn create(
+        part_path: &Path,
+        old: Option<&File>,
+        keep: &[(u64, u64)],
+    ) -> io::Result<(File, Watch)> {
         let dir = match part_path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
@@ -97,14 +100,13 @@ impl Sealed {
             )?;
         }
         std::fs::rename(tmp, part_path)?;
-        let mut sealed = Sealed {
-            file,
-            watch,
+        let mut w = Watch {
+            fd: watch,
             tainted: None,
         };
         // Naming it was ours: a link (attributes) and a move.
-        sealed.tainted = sealed.events(ReadFlags::ATTRIB | ReadFlags::MOVE_SELF);
-        Ok(sealed)
+        w.tainted = w.events(ReadFlags::ATTRIB | ReadFlags::MOVE_SELF);
+        Ok((file, w))
     }
 
     /// `Ok` if no other process can have written the `.part` since it was
@@ -126,7 +128,7 @@ impl Sealed {
     /// Reads the queued events: `Some(why)` for the first that is not in
     /// `ours`, or if there is no watch or it failed.
     fn events(&self, ours: ReadFlags) -> Option<String> {
-        let Some(fd) = &self.watch else {
+        let Some(fd) = &self.fd else {
             return Some("it could not be watched".into());
         };
         let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
@@ -243,10 +245,10 @@ mod tests {
         let part = dir.path().join("f.part");
         std::fs::write(&part, b"old bytes of a previous run").unwrap();
         let old = File::open(&part).unwrap();
-        let mut s = Sealed::create(&part, Some(&old), &[(4, 9)]).unwrap();
+        let (file, mut s) = Watch::create(&part, Some(&old), &[(4, 9)]).unwrap();
         drop(old);
-        s.file.write_all_at(b"new", 0).unwrap();
-        s.file.set_len(9).unwrap();
+        file.write_all_at(b"new", 0).unwrap();
+        file.set_len(9).unwrap();
         assert_eq!(s.untouched(), Ok(()));
         assert_eq!(std::fs::read(&part).unwrap(), b"new\0bytes");
         assert!(!dir.path().join("f.part.new").exists());
@@ -263,12 +265,12 @@ mod tests {
         std::fs::write(&part, b"0123456789").unwrap();
         let stale = OpenOptions::new().write(true).open(&part).unwrap();
         let old = File::open(&part).unwrap();
-        let mut s = Sealed::create(&part, Some(&old), &[(0, 10)]).unwrap();
+        let (file, mut s) = Watch::create(&part, Some(&old), &[(0, 10)]).unwrap();
         stale.write_all_at(b"X", 0).unwrap();
         drop(stale);
         assert_eq!(s.untouched(), Ok(()));
         let mut back = vec![0u8; 10];
-        s.file.read_exact_at(&mut back, 0).unwrap();
+        file.read_exact_at(&mut back, 0).unwrap();
         assert_eq!(back, b"0123456789");
     }
 }

@@ -21,8 +21,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Sha1Digest;
 use crate::protocol::{piece_bounds, piece_count, PieceList, PIECE_LIST_FORM};
-use crate::Sha1Digest;
 
 /// Most threads checking a `.part`'s pieces at once, the caller included.
 pub(crate) const VERIFY_THREADS: usize = 4;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::round::{open_slots, Outcome, Round, TICK};
 use super::{FetchError, Holder, ProgressFn};
+
 /// The syncer flushes the `.part` to disk each time this much more of it
 /// is written, so the final fsync only waits for the tail (the writeback
 /// overlaps the transfer instead of following it).
@@ -29,7 +30,6 @@ pub(crate) fn run(
     requery: &mut dyn FnMut() -> Vec<Holder>,
     progress: Option<ProgressFn<'_>>,
 ) -> Outcome {
-    let state_path = round.state_path;
     std::thread::scope(|scope| {
         // Joined with the scope; it ends with the round (abort or done).
         if let Err(e) = std::thread::Builder::new()
@@ -43,7 +43,7 @@ pub(crate) fn run(
         // length exists even if the disk fills before the first periodic
         // save (see `save`).
         round.save_chain();
-        round.save_state(&round.sched.done_flags(), state_path);
+        round.save_state(&round.sched.done_flags());
         let mut last_query = Instant::now();
         let started = Instant::now();
         let mut seq = 0usize;
@@ -55,6 +55,7 @@ pub(crate) fn run(
                 break None;
             }
             if round
+                .dl
                 .opts
                 .cancel
                 .as_ref()
@@ -84,9 +85,9 @@ pub(crate) fn run(
             // Partial holders have their first pieces within a fraction
             // of a second: asked sooner at the start, they join sooner.
             let interval = if started.elapsed() < FAST_REQUERY_FOR {
-                round.opts.requery_interval.min(FAST_REQUERY)
+                round.dl.opts.requery_interval.min(FAST_REQUERY)
             } else {
-                round.opts.requery_interval
+                round.dl.opts.requery_interval
             };
             if last_query.elapsed() >= interval {
                 let asked = Instant::now();
@@ -108,7 +109,7 @@ pub(crate) fn run(
         if ended.is_some() {
             round.abort.store(true, Ordering::Release);
         }
-        round.save_state(&round.sched.done_flags(), state_path);
+        round.save_state(&round.sched.done_flags());
         if let Some(cb) = progress {
             cb(&round.progress());
         }
@@ -126,7 +127,7 @@ fn fill<'scope, 'env>(
     round: &'env Round<'env>,
     seq: &mut usize,
 ) -> std::io::Result<()> {
-    let per_holder = round.opts.connections_per_holder.max(1);
+    let per_holder = round.dl.opts.connections_per_holder.max(1);
     for level in 1..=per_holder {
         loop {
             // Among the holders without a connection, one that may have a
@@ -144,7 +145,7 @@ fn fill<'scope, 'env>(
                 let mut slots = round.slots.lock();
                 let total: usize = slots.iter().map(|s| s.workers).sum();
                 if total >= round.max_workers
-                    || (level > 1 && total >= round.opts.target_connections)
+                    || (level > 1 && total >= round.dl.opts.target_connections)
                 {
                     return Ok(());
                 }
@@ -172,8 +173,9 @@ fn fill<'scope, 'env>(
 }
 
 /// Flushes the `.part` to disk every [`SYNC_EVERY`] bytes written, on its
-/// own thread (an fsync blocks: no worker waits on it), until every piece is written or the round is aborted. A failed
-/// flush is left to the final fsync, which reports it.
+/// own thread (an fsync blocks: no worker waits on it), until every piece
+/// is written or the round is aborted. A failed flush is left to the final
+/// fsync, which reports it.
 fn sync_behind(round: &Round<'_>) {
     let mut synced = round.sched.done_bytes();
     loop {
@@ -182,8 +184,8 @@ fn sync_behind(round: &Round<'_>) {
         }
         let done = round.sched.done_bytes();
         if done >= synced + SYNC_EVERY {
-            if let Err(e) = round.part.sync_data() {
-                log::debug!("flushing {}: {e}", round.part_path.display());
+            if let Err(e) = round.dl.part.sync_data() {
+                log::debug!("flushing {}: {e}", round.dl.part_path.display());
             }
             synced = done;
         }

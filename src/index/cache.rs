@@ -30,9 +30,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::entry::{FileStat, Hashed, IndexedFile, Location};
+use crate::chain::ChainValue;
 use crate::cursor::Reader;
+use crate::digest::Sha1Digest;
 use crate::protocol::{piece_count, piece_size};
-use crate::{ChainValue, Sha1Digest};
 
 /// First line of a cache file of the current version.
 pub const MAGIC: &str = "piratebay-sync index cache v3\n";

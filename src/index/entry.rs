@@ -6,8 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::chain::ChainValue;
+use crate::digest::Sha1Digest;
 use crate::protocol::{piece_count, piece_size, CatalogEntry, PieceList};
-use crate::{ChainValue, Sha1Digest};
 
 /// The stat fingerprint of a file: if any part of it changed, its hashes are stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -242,7 +242,7 @@ mod tests {
         ] {
             let d = &data[..len];
             let want = reference(d);
-            assert_eq!(want.sha1, crate::Sha1Digest::of(d));
+            assert_eq!(want.sha1, crate::digest::Sha1Digest::of(d));
             let got = hash_reader(d, len as u64, &stop, &prog).unwrap();
             assert_eq!(got, want, "len {len}");
             let got = hash_reader(Dribble(d), len as u64, &stop, &prog).unwrap();

@@ -58,7 +58,7 @@ pub use entry::IndexedFile;
 pub(crate) use entry::{FileStat, Hashed};
 pub use walk::{PART_CHAIN_SUFFIX, PART_STATE_SUFFIX, PART_SUFFIX};
 
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 use store::{Delta, Store};
 
 /// How to build and maintain an index.

@@ -18,6 +18,7 @@ mod hostile_lan;
 mod index;
 mod lan;
 mod lan_swarm;
+mod patience;
 mod peer;
 mod server;
 mod status;
