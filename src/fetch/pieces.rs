@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use super::client::{self, ClientError, ConnPool, Timeouts};
-use super::Holder;
+use crate::client::{self, ClientError, ConnPool, Timeouts};
 use crate::digest::Sha1Digest;
+use crate::holders::Holder;
 use crate::protocol::{piece_count, piece_size, PieceList, FILES_PATH, PIECE_LIST_FORM};
 
 /// Largest piece-list body accepted: about 420,000 chaining values, a

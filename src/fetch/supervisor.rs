@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::round::{open_slots, Outcome, Round, TICK};
-use super::{FetchError, Holder, ProgressFn};
+use super::{FetchError, ProgressFn};
+use crate::holders::Holder;
 
 /// The syncer flushes the `.part` to disk each time this much more of it
 /// is written, so the final fsync only waits for the tail (the writeback

@@ -24,11 +24,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::client::{self, ClientError, PeerConn};
 use super::fault::{Asked, BadData, Dropped, Transfer};
 use super::round::Round;
 use super::scheduler::Next;
 use super::FetchError;
+use crate::client::{self, ClientError, PeerConn};
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);

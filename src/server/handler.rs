@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use serde::Serialize;
 
-use super::FileSource;
+use super::{FileSource, Page};
 use crate::digest::Sha1Digest;
 use crate::http::conditional::{if_range_matches, none_match};
 use crate::http::encoding::accepts_gzip;
@@ -34,8 +34,6 @@ use crate::protocol::{
 const CONTENT_TYPE_JSON: &str = "application/json";
 const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
 const CONTENT_TYPE_BYTES: &str = "application/octet-stream";
-const CONTENT_TYPE_HTML: &str = "text/html; charset=utf-8";
-const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// File bytes are named by their SHA1: they never change.
 const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// The catalog changes with the index generation: revalidate (`ETag`).
@@ -233,7 +231,9 @@ pub(crate) fn handle(
         }
     };
     match route {
-        Route::Page | Route::Status | Route::Metrics => status(route, source),
+        Route::Page => page(Page::Status, source),
+        Route::Status => page(Page::StatusJson, source),
+        Route::Metrics => page(Page::Metrics, source),
         Route::Health => Response::json(&source.health()).no_store(),
         Route::FileList => file_list(request, source, catalog),
         Route::Pieces(sha1) => match source.pieces(&sha1) {
@@ -264,30 +264,29 @@ pub(crate) fn handle(
     }
 }
 
-/// The status page, its JSON, and the metrics.
-fn status(route: Route, source: &dyn FileSource) -> Response {
-    let report = source.status();
-    let response = match (route, &report) {
-        (Route::Metrics, _) => Response::bytes(
-            ResponseHead::new(Status::OK).header("Content-Type", CONTENT_TYPE_METRICS),
-            crate::metrics::render(&report.as_ref().map(|r| r.gauges()).unwrap_or_default())
-                .into_bytes(),
+/// A page the source renders (the status page, its JSON, the metrics);
+/// without one, `/metrics` has the process counters and the others `404`.
+fn page(page: Page, source: &dyn FileSource) -> Response {
+    let response = match source.page(page) {
+        Ok(Some(p)) => {
+            let mut head = ResponseHead::new(Status::OK).header("Content-Type", p.content_type);
+            for (name, value) in p.headers {
+                head = head.header(name, value);
+            }
+            Response::bytes(head, p.body)
+        }
+        Ok(None) if page == Page::Metrics => Response::bytes(
+            ResponseHead::new(Status::OK).header("Content-Type", crate::metrics::CONTENT_TYPE),
+            crate::metrics::render(&[]).into_bytes(),
         ),
-        (Route::Status, Some(r)) => Response::json(r),
-        (Route::Page, Some(r)) => Response::bytes(
-            ResponseHead::new(Status::OK)
-                .header("Content-Type", CONTENT_TYPE_HTML)
-                .header(
-                    "Content-Security-Policy",
-                    crate::status::page::CONTENT_SECURITY_POLICY,
-                )
-                .header("X-Content-Type-Options", "nosniff"),
-            crate::status::page::render(r).into_bytes(),
-        ),
-        _ => Response::error(
+        Ok(None) => Response::error(
             Status::NOT_FOUND,
             "this server has no status: it serves files only",
         ),
+        Err(e) => {
+            log::error!("bug: cannot encode a json body: {e}");
+            Response::error(Status::INTERNAL_SERVER_ERROR, "cannot encode the answer")
+        }
     };
     response.no_store()
 }
