@@ -189,8 +189,10 @@ impl Peer {
             .iter()
             .map(|(a, r)| format!("{a} ({r})"))
             .collect();
+        // The version first, so a bug report's log says which build it is.
         log::info!(
-            "peer {id} sharing {} on {bound} advertised as {}",
+            "piratebay-sync {}: peer {id} sharing {} on {bound} advertised as {}",
+            crate::version::VERSION,
             cfg.dataset.display(),
             why.join(", ")
         );

@@ -8,8 +8,9 @@
 //! memory. A client that sends `Accept-Encoding: gzip` gets the gzip body,
 //! compressed once per generation and kept (about a quarter of the JSON),
 //! with `Content-Encoding: gzip`; both answers say `Vary: Accept-Encoding`
-//! and carry the same `ETag` (the generation), so `If-None-Match` works
-//! for either.
+//! and each carries its own `ETag` (the generation, with `-gzip` for the
+//! gzip body: [`catalog_etag`]), and `If-None-Match` is answered `304` for
+//! either.
 
 use std::fs::File;
 use std::sync::{Arc, Weak};
@@ -21,6 +22,7 @@ use serde::Serialize;
 use super::{FileSource, Page};
 use crate::digest::Sha1Digest;
 use crate::http::conditional::{if_range_matches, none_match};
+use crate::http::content_type;
 use crate::http::encoding::accepts_gzip;
 use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
 use crate::http::response::content_disposition;
@@ -214,12 +216,19 @@ impl CatalogCache {
     }
 }
 
-/// The answer to `request`.
+/// The answer to `request`. Every answer says `X-Content-Type-Options:
+/// nosniff`: its `Content-Type` is the only one a browser may use.
 pub(crate) fn handle(
     request: &RequestHead,
     source: &dyn FileSource,
     catalog: &CatalogCache,
 ) -> Response {
+    let mut response = answer(request, source, catalog);
+    response.head = response.head.header("X-Content-Type-Options", "nosniff");
+    response
+}
+
+fn answer(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
     let route = match route::route(&request.method, &request.target) {
         Ok(route) => route,
         Err(e) => {
@@ -314,8 +323,22 @@ fn not_served(sha1: &Sha1Digest, source: &dyn FileSource) -> Response {
     }
 }
 
+/// The `ETag` of the catalog at `generation` in one encoding: `"<gen>"`
+/// for the JSON, `"<gen>-gzip"` for its gzip body. The two bodies differ,
+/// so they may not share a strong tag (RFC 9110 section 8.8.3): a cache
+/// holding both tells them apart, and `If-None-Match` is compared with the
+/// tag of the representation that would be sent.
+pub(crate) fn catalog_etag(generation: u64, gzip: bool) -> String {
+    if gzip {
+        format!("\"{generation}-gzip\"")
+    } else {
+        format!("\"{generation}\"")
+    }
+}
+
 fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
-    let current = format!("\"{}\"", source.generation());
+    let gzip = accepts_gzip(request.header_values("accept-encoding"));
+    let current = catalog_etag(source.generation(), gzip);
     if none_match(request.header_values("if-none-match"), &current) {
         let mut response = Response::not_modified(current);
         response.head = response
@@ -324,7 +347,6 @@ fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCa
             .header("Vary", "Accept-Encoding");
         return response;
     }
-    let gzip = accepts_gzip(request.header_values("accept-encoding"));
     let built = if gzip {
         catalog.gzip_body(source)
     } else {
@@ -334,7 +356,7 @@ fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCa
         Ok((generation, body)) => {
             let mut head = ResponseHead::new(Status::OK)
                 .header("Content-Type", CONTENT_TYPE_JSON)
-                .header("ETag", format!("\"{generation}\""))
+                .header("ETag", catalog_etag(generation, gzip))
                 .header("Cache-Control", CACHE_REVALIDATE)
                 .header("Vary", "Accept-Encoding");
             if gzip {
@@ -446,7 +468,7 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
         }
     }
     let head = head
-        .header("Content-Type", CONTENT_TYPE_BYTES)
+        .header("Content-Type", content_type::for_name(&opened.name))
         .header(
             "Content-Disposition",
             content_disposition(&opened.name, &sha1.to_hex()),

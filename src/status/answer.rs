@@ -16,13 +16,11 @@ pub(crate) fn answer(page: Page, report: &StatusReport) -> Result<PageBody, serd
     Ok(match page {
         Page::Status => PageBody {
             content_type: CONTENT_TYPE_HTML,
-            headers: vec![
-                (
-                    "Content-Security-Policy",
-                    page::CONTENT_SECURITY_POLICY.into(),
-                ),
-                ("X-Content-Type-Options", "nosniff".into()),
-            ],
+            // (`X-Content-Type-Options: nosniff` the server puts on every answer.)
+            headers: vec![(
+                "Content-Security-Policy",
+                page::CONTENT_SECURITY_POLICY.into(),
+            )],
             body: page::render(report).into_bytes(),
         },
         Page::StatusJson => PageBody {
