@@ -150,8 +150,8 @@ pub use catalog::{
 // Downloads.
 pub use fetch::{
     download, download_many, parse_rate, resolve_output, BatchItem, BatchOptions, BatchProgress,
-    DownloadOptions, FetchError, HolderFailure, ParseRateError, Progress, ProgressFn, Summary,
-    DEFAULT_CONCURRENCY,
+    DownloadOptions, FetchError, HolderFailure, HolderFault, HolderFaultKind, ParseRateError,
+    Progress, ProgressFn, Summary, DEFAULT_CONCURRENCY,
 };
 // Who holds a file: what the download asks, what the catalog answers.
 pub use holders::{Holder, HolderSource, HoldersError};

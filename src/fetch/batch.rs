@@ -128,50 +128,44 @@ pub fn download_many(
         (Some(shared), _) => Some(Arc::clone(shared)),
         (None, rate) => rate.map(|r| Arc::new(RateLimiter::new(r))),
     };
-    let results = crate::fanout::map(
-        items,
-        concurrency - 1,
-        "pbs-batch",
-        |item| {
-            if opts
-                .template
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-            {
-                return None;
-            }
-            let mut dl = opts.template.clone();
-            dl.sha1 = item.sha1;
-            dl.output = item.output.clone();
-            dl.memory_budget = budget;
-            // One connection per holder: the batch's concurrency comes from
-            // its files (a second connection to a one-piece file's only
-            // holder would only ask it for its bitmap).
-            dl.target_connections = 1;
-            dl.sync_dir = false;
-            dl.shared_rate = shared_rate.clone();
-            dl.pool = Some(Arc::clone(&pool));
-            // Bytes of this file counted into `done` so far.
-            let counted = AtomicU64::new(0);
-            let on_progress = |p: &Progress| {
-                let before = counted.swap(p.done, Ordering::Relaxed);
-                add_delta(&done, before, p.done);
-                report();
-            };
-            let result = download(&dl, &source, Some(&on_progress));
-            let full = match &result {
-                Ok(s) => s.bytes,
-                Err(_) => item.size,
-            };
-            add_delta(&done, counted.swap(full, Ordering::Relaxed), full);
-            finished.fetch_add(1, Ordering::Relaxed);
-            on_done(item, &result);
+    let results = crate::fanout::map(items, concurrency - 1, "pbs-batch", |item| {
+        if opts
+            .template
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return None;
+        }
+        let mut dl = opts.template.clone();
+        dl.sha1 = item.sha1;
+        dl.output = item.output.clone();
+        dl.memory_budget = budget;
+        // One connection per holder: the batch's concurrency comes from
+        // its files (a second connection to a one-piece file's only
+        // holder would only ask it for its bitmap).
+        dl.target_connections = 1;
+        dl.sync_dir = false;
+        dl.shared_rate = shared_rate.clone();
+        dl.pool = Some(Arc::clone(&pool));
+        // Bytes of this file counted into `done` so far.
+        let counted = AtomicU64::new(0);
+        let on_progress = |p: &Progress| {
+            let before = counted.swap(p.done, Ordering::Relaxed);
+            add_delta(&done, before, p.done);
             report();
-            Some(result)
-        },
-        || None,
-    );
+        };
+        let result = download(&dl, &source, Some(&on_progress));
+        let full = match &result {
+            Ok(s) => s.bytes,
+            Err(_) => item.size,
+        };
+        add_delta(&done, counted.swap(full, Ordering::Relaxed), full);
+        finished.fetch_add(1, Ordering::Relaxed);
+        on_done(item, &result);
+        report();
+        Some(result)
+    });
     if opts.template.sync_dir {
         sync_dirs(items);
     }

@@ -27,8 +27,9 @@ use std::time::Instant;
 use sha1::{Digest, Sha1};
 
 use super::error::Step;
+use super::fault::HolderFault;
 use super::output::{chain_path, part_path, state_path};
-use super::pieces::fetch_piece_list_with;
+use super::pieces::{fetch_piece_list_with, PieceListError};
 use super::rate::RateLimiter;
 use super::round::{Outcome, Round};
 use super::seal::Watch;
@@ -168,7 +169,10 @@ pub fn download(
             if slot.bad {
                 bad.push(slot.holder.to_string());
             } else if let Some(reason) = slot.dropped.take() {
-                failed.push(HolderFailure::new(slot.holder.clone(), reason));
+                failed.push(HolderFailure::new(
+                    slot.holder.clone(),
+                    HolderFault::dropped(reason),
+                ));
             }
         }
         log::debug!(
@@ -415,7 +419,7 @@ impl<'a> Known<'a> {
                 }
                 Err(e) => {
                     log::warn!("peer {holder}: no usable piece list: {e}");
-                    errors.push(HolderFailure::new(holder, e));
+                    errors.push(HolderFailure::new(holder, HolderFault::piece_list(e)));
                 }
             }
         }
@@ -461,25 +465,21 @@ impl<'a> Known<'a> {
 }
 
 /// The piece lists of `holders`, in order, fetched by up to 16 threads.
-fn fetch_lists(opts: &DownloadOptions, holders: &[Holder]) -> Vec<Result<PieceList, String>> {
+fn fetch_lists(
+    opts: &DownloadOptions,
+    holders: &[Holder],
+) -> Vec<Result<PieceList, PieceListError>> {
     let timeouts = Timeouts {
         connect: opts.connect_timeout,
         io: opts.io_timeout,
     };
-    crate::fanout::map(
-        holders,
-        LIST_FAN_OUT,
-        "pbs-get-list",
-        |h| {
-            fetch_piece_list_with(
-                opts.pool.as_deref(),
-                h,
-                &opts.sha1,
-                timeouts,
-                opts.request_timeout,
-            )
-            .map_err(|e| e.to_string())
-        },
-        || Err("bug: piece list not fetched".into()),
-    )
+    crate::fanout::map(holders, LIST_FAN_OUT, "pbs-get-list", |h| {
+        fetch_piece_list_with(
+            opts.pool.as_deref(),
+            h,
+            &opts.sha1,
+            timeouts,
+            opts.request_timeout,
+        )
+    })
 }

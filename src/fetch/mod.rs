@@ -63,6 +63,7 @@ use serde::Serialize;
 pub use batch::{download_many, BatchItem, BatchOptions, BatchProgress, DEFAULT_CONCURRENCY};
 pub use download::download;
 pub use error::{FetchError, HolderFailure};
+pub use fault::{HolderFault, HolderFaultKind};
 pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
 

@@ -316,7 +316,6 @@ pub fn salvage(
             buf.resize(len, 0);
             part.read_exact_at(buf, start).is_ok() && list.verify(i, buf)
         },
-        || false,
     );
     let mut flags = vec![false; list.len()];
     for (i, ok) in pieces.into_iter().zip(ok) {
