@@ -364,10 +364,16 @@ fn a_holder_of_the_previous_piece_list_form_is_never_mixed_in() {
     let elder = TestPeer::start("elder", vec![old]);
     let out = dir.path().join("out");
     let err = download(&opts(&served, &out), &vec![elder.holder()], None).unwrap_err();
-    assert!(matches!(err, FetchError::NoPieceList { .. }), "{err}");
     assert!(
         err.to_string().contains("previous piece-list form"),
         "{err}"
+    );
+    let FetchError::NoPieceList { failures, .. } = err else {
+        panic!("not a piece-list failure: {err}");
+    };
+    assert_eq!(
+        failures[0].reason.kind(),
+        piratebay_sync::HolderFaultKind::OtherVersion
     );
     let honest = TestPeer::start("honest", vec![served.clone()]);
     let summary = download(
