@@ -275,15 +275,21 @@ mod tests {
 
     #[test]
     fn a_holder_failures_typed_cause_reaches_the_advice() {
-        use piratebay_sync::{download, DownloadOptions, Holder, Sha1Digest};
+        use piratebay_sync::{Downloader, Holder, Sha1Digest};
         // A port nobody listens on: the holder refuses the connection.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
         let dir = tempfile::tempdir().expect("a temp dir");
-        let opts = DownloadOptions::new(Sha1Digest::of(b"some file"), dir.path().join("out"));
         let holders = vec![Holder::new("gone", closed.to_string())];
-        let err = download(&opts, &holders, None).expect_err("nobody serves it");
+        let err = Downloader::default()
+            .download(
+                Sha1Digest::of(b"some file"),
+                dir.path().join("out"),
+                &holders,
+                None,
+            )
+            .expect_err("nobody serves it");
         let FetchError::NoPieceList { failures, .. } = &err else {
             panic!("{err}");
         };

@@ -126,14 +126,14 @@ impl<'a> Round<'a> {
     /// A round of `dl` over `list` with the pieces flagged in `done`
     /// already on disk.
     pub fn new(dl: &'a Download<'a>, list: &'a PieceList, done: &[bool]) -> Self {
-        let opts = dl.opts;
+        let opts = dl.opts();
         let done_bytes = done
             .iter()
             .enumerate()
             .filter(|(_, d)| **d)
             .map(|(i, _)| list.piece_range(i).1 as u64)
             .sum();
-        let by_memory = (opts.memory_budget / list.piece_size.max(1)).max(1) as usize;
+        let by_memory = (dl.memory_budget() / list.piece_size.max(1)).max(1) as usize;
         Round {
             dl,
             list,
@@ -280,7 +280,7 @@ impl<'a> Round<'a> {
     /// A save writes the bitmap (a 10 GiB file's: 2.5 KiB of hex), never
     /// the chain, which went to `.part.chain` once.
     fn state_interval(&self) -> Duration {
-        self.dl.opts.state_interval
+        self.dl.opts().state_interval
     }
 
     pub fn maybe_save_state(&self) {

@@ -30,6 +30,7 @@ use std::mem::MaybeUninit;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
+use parking_lot::Mutex;
 use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
@@ -46,7 +47,7 @@ pub(crate) struct Watch {
     /// (then the file is checked again before the rename).
     fd: Option<OwnedFd>,
     /// Why the file cannot be trusted unread, if known already.
-    tainted: Option<String>,
+    tainted: Mutex<Option<String>>,
 }
 
 impl Watch {
@@ -100,28 +101,25 @@ impl Watch {
             )?;
         }
         std::fs::rename(tmp, part_path)?;
-        let mut w = Watch {
+        let w = Watch {
             fd: watch,
-            tainted: None,
+            tainted: Mutex::new(None),
         };
         // Naming it was ours: a link (attributes) and a move.
-        w.tainted = w.events(ReadFlags::ATTRIB | ReadFlags::MOVE_SELF);
+        *w.tainted.lock() = w.events(ReadFlags::ATTRIB | ReadFlags::MOVE_SELF);
         Ok((file, w))
     }
 
     /// `Ok` if no other process can have written the `.part` since it was
     /// created; else why it may have.
-    pub fn untouched(&mut self) -> Result<(), String> {
-        if let Some(why) = self.tainted.take() {
-            self.tainted = Some(why.clone());
-            return Err(why);
+    pub fn untouched(&self) -> Result<(), String> {
+        let mut tainted = self.tainted.lock();
+        if tainted.is_none() {
+            *tainted = self.events(ReadFlags::empty());
         }
-        match self.events(ReadFlags::empty()) {
+        match &*tainted {
             None => Ok(()),
-            Some(why) => {
-                self.tainted = Some(why.clone());
-                Err(why)
-            }
+            Some(why) => Err(why.clone()),
         }
     }
 
@@ -245,7 +243,7 @@ mod tests {
         let part = dir.path().join("f.part");
         std::fs::write(&part, b"old bytes of a previous run").unwrap();
         let old = File::open(&part).unwrap();
-        let (file, mut s) = Watch::create(&part, Some(&old), &[(4, 9)]).unwrap();
+        let (file, s) = Watch::create(&part, Some(&old), &[(4, 9)]).unwrap();
         drop(old);
         file.write_all_at(b"new", 0).unwrap();
         file.set_len(9).unwrap();
@@ -265,7 +263,7 @@ mod tests {
         std::fs::write(&part, b"0123456789").unwrap();
         let stale = OpenOptions::new().write(true).open(&part).unwrap();
         let old = File::open(&part).unwrap();
-        let (file, mut s) = Watch::create(&part, Some(&old), &[(0, 10)]).unwrap();
+        let (file, s) = Watch::create(&part, Some(&old), &[(0, 10)]).unwrap();
         stale.write_all_at(b"X", 0).unwrap();
         drop(stale);
         assert_eq!(s.untouched(), Ok(()));

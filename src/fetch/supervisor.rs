@@ -57,7 +57,7 @@ pub(crate) fn run(
             }
             if round
                 .dl
-                .opts
+                .opts()
                 .cancel
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::Relaxed))
@@ -86,9 +86,9 @@ pub(crate) fn run(
             // Partial holders have their first pieces within a fraction
             // of a second: asked sooner at the start, they join sooner.
             let interval = if started.elapsed() < FAST_REQUERY_FOR {
-                round.dl.opts.requery_interval.min(FAST_REQUERY)
+                round.dl.opts().requery_interval.min(FAST_REQUERY)
             } else {
-                round.dl.opts.requery_interval
+                round.dl.opts().requery_interval
             };
             if last_query.elapsed() >= interval {
                 let asked = Instant::now();
@@ -128,7 +128,7 @@ fn fill<'scope, 'env>(
     round: &'env Round<'env>,
     seq: &mut usize,
 ) -> std::io::Result<()> {
-    let per_holder = round.dl.opts.connections_per_holder.max(1);
+    let per_holder = round.dl.opts().connections_per_holder.max(1);
     for level in 1..=per_holder {
         loop {
             // Among the holders without a connection, one that may have a
@@ -146,7 +146,7 @@ fn fill<'scope, 'env>(
                 let mut slots = round.slots.lock();
                 let total: usize = slots.iter().map(|s| s.workers).sum();
                 if total >= round.max_workers
-                    || (level > 1 && total >= round.dl.opts.target_connections)
+                    || (level > 1 && total >= round.dl.target_connections())
                 {
                     return Ok(());
                 }
