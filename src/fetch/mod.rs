@@ -38,10 +38,10 @@
 //! capped so that `connections x piece size <= memory_budget`.
 //!
 //! Threads (all named `pbs-get-*`, all joined before
-//! [`Downloader::download`] returns): one per connection (`supervisor.rs` starts them), the
-//! whole-file hasher, the piece lists' fan-out, and at most
+//! [`Downloader::download`] returns): one per connection (`supervisor.rs`
+//! starts them), the syncer, the piece lists' fan-out, and at most
 //! `state::VERIFY_THREADS` checking a `.part`'s pieces (on resume, and
-//! before the rename).
+//! before the rename when another process opened the `.part`).
 
 pub mod batch;
 mod download;
