@@ -47,8 +47,8 @@
 //! fetching yet: the first downloads of a flash crowd) every registered
 //! peer is asked: one etcd range and one tiny request per peer, instead
 //! of every peer's whole catalog. A running download's re-queries read the
-//! tracker only. Batches (`download_many`) keep the catalog: one refresh
-//! answers for every file.
+//! tracker only. Batches (`Downloader::download_many`) keep the catalog:
+//! one refresh answers for every file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -56,11 +56,11 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::peer_list::FailureKind;
+use crate::client::{self, ClientError, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::discovery::{self, tracker, DiscoveryError, PeerInfo, PeerRecord};
 use crate::etcd::Client;
-use crate::fetch::client::{self, ClientError, Timeouts};
-use crate::fetch::{Holder, HolderSource, HoldersError};
+use crate::holders::{Holder, HolderSource, HoldersError};
 use crate::http::response::disposition_filename;
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
 

@@ -1,4 +1,6 @@
-//! [`download`]: the whole download, round by round.
+//! One file's download, round by round ([`Downloader::download`], and
+//! each file of a batch): `Downloader::run` up to the piece lists, then
+//! [`Download`]'s steps.
 //!
 //! 1. An output that already has the content is success; one with other
 //!    content is refused unless `force`.
@@ -7,209 +9,339 @@
 //!    first (sybil records of one listener count once).
 //! 3. Each round downloads with one group's list and holders (see `round`),
 //!    after salvaging the pieces of the `.part` that a previous run or
-//!    round verified and that still hash right.
-//! 4. If the whole-file SHA1 of the `.part` is the requested one: fsync,
-//!    rename into place, fsync the directory, remove the state. If not,
-//!    that group's piece list was a lie: its holders are named bad and the
-//!    next group's list is tried, keeping every piece that matches it.
+//!    round verified and that still verify against this list.
+//! 4. Every piece verified against the chain as it arrived, the last one
+//!    against the requested SHA1, so the file is right once every piece is
+//!    in: fsync, rename into place, fsync the directory, remove the state.
+//!    A false chain fails the pieces of the holders that vouched for it
+//!    (at the latest its last piece, which must finish to the SHA1): they
+//!    are dropped and named bad, and the next group's list is tried,
+//!    keeping every piece that verifies against it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use sha1::{Digest, Sha1};
 
-use super::client::Timeouts;
+use super::downloader::Downloader;
 use super::error::Step;
-use super::output::{part_path, state_path};
-use super::pieces::fetch_piece_list_with;
-use super::rate::RateLimiter;
+use super::error::{FetchError, HolderFailure};
+use super::fault::HolderFault;
+use super::job::{Download, Job, Mode};
+use super::pieces::{fetch_piece_list_with, PieceListError};
 use super::round::{Outcome, Round};
 use super::state::{salvage, ResumeState};
 use super::supervisor;
-use super::{
-    DownloadOptions, FetchError, Holder, HolderFailure, HolderSource, ProgressFn, Summary,
-};
+use super::{ProgressFn, Summary};
+use crate::client::Timeouts;
 use crate::digest::Sha1Digest;
+use crate::holders::{Holder, HolderSource};
 use crate::protocol::PieceList;
 
 /// Threads fetching piece lists at once.
 const LIST_FAN_OUT: usize = 16;
 
-/// Downloads `opts.sha1` from the holders `source` names into `opts.output`.
-///
-/// Blocks until the file is in place (verified), or fails; `progress` is
-/// called about ten times a second from this thread.
-pub fn download(
-    opts: &DownloadOptions,
-    source: &dyn HolderSource,
-    progress: Option<ProgressFn<'_>>,
-) -> Result<Summary, FetchError> {
-    let started = Instant::now();
-    let sha1 = opts.sha1;
-    let mut summary = Summary {
-        sha1,
-        path: opts.output.clone(),
-        bytes: 0,
-        bytes_received: 0,
-        seconds: 0.0,
-        peers_used: Vec::new(),
-        pieces_retried: 0,
-        resumed_bytes: 0,
-        bad_peers: Vec::new(),
-        already_present: false,
-    };
-    if let Some(size) = existing_output(opts)? {
-        summary.bytes = size;
-        summary.already_present = true;
-        summary.seconds = started.elapsed().as_secs_f64();
-        return Ok(summary);
-    }
-    let holders = source.holders(&sha1)?;
-    if holders.is_empty() {
-        return Err(FetchError::NoHolders { sha1 });
-    }
-    let mut known = Known::new(opts);
-    let errors = known.add(holders);
-    if known.groups.is_empty() {
-        return Err(FetchError::NoPieceList {
+impl Downloader {
+    /// Downloads `sha1` from the holders `source` names into `output`
+    /// (`<output>.part` and `<output>.part.state` beside it meanwhile).
+    ///
+    /// Blocks until the file is in place (verified), or fails; `progress`
+    /// is called about ten times a second from this thread.
+    pub fn download(
+        &self,
+        sha1: Sha1Digest,
+        output: impl AsRef<Path>,
+        source: &dyn HolderSource,
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<Summary, FetchError> {
+        let job = Job {
             sha1,
-            failures: errors,
-        });
+            output: output.as_ref(),
+            mode: Mode::Alone,
+        };
+        self.run(&job, source, progress)
     }
 
-    log::debug!(
-        "{} piece list(s) after {:.3}s",
-        known.groups.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let part_path = part_path(&opts.output);
-    // Never through a link: a `.part` planted as a symlink is refused.
-    let part = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&part_path)
-        .map_err(|source| FetchError::io(Step::Open, &part_path, source))?;
-    let state_path = state_path(&opts.output);
-    // The state is only a hint: every piece it claims is hashed again.
-    let mut claimed = ResumeState::load(&state_path, &sha1)
-        .map(|state| state.verified_ranges())
-        .unwrap_or_default();
-
-    let own_rate = match opts.shared_rate {
-        Some(_) => None,
-        None => opts.max_rate.map(RateLimiter::new),
-    };
-    let dl = Download {
-        opts,
-        part,
-        part_path,
-        state_path,
-        rate: opts.shared_rate.as_deref().or(own_rate.as_ref()),
-        received: AtomicU64::new(0),
-        retried: AtomicU64::new(0),
-    };
-    let (part, part_path) = (&dl.part, &dl.part_path);
-    let mut used = BTreeSet::new();
-    let mut bad: Vec<String> = Vec::new();
-    let mut failed: Vec<HolderFailure> = Vec::new();
-    let mut resumed = None;
-    let mut g = 0;
-    while g < known.groups.len() {
-        let list = known.groups[g].list.clone();
-        let holders = known.groups[g].holders.clone();
-        // Never grown up front (a peer's size is not trusted with disk
-        // space): writes extend the file. Cut anything past this size.
-        let part_len = part
-            .metadata()
-            .map_err(|source| FetchError::read(part_path, source))?
-            .len();
-        if part_len > list.size {
-            part.set_len(list.size)
-                .map_err(|source| FetchError::write(part_path, source))?;
+    /// Downloads `job` from the holders `source` names: the steps of
+    /// [`Downloader::download`], also run by each file of a batch.
+    pub(super) fn run(
+        &self,
+        job: &Job<'_>,
+        source: &dyn HolderSource,
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<Summary, FetchError> {
+        let started = Instant::now();
+        let sha1 = job.sha1;
+        if let Some(size) = existing_output(job, self.options().force)? {
+            let mut summary = Summary::new(job);
+            summary.bytes = size;
+            summary.already_present = true;
+            summary.seconds = started.elapsed().as_secs_f64();
+            return Ok(summary);
         }
-        let done = salvage(part, &list, &claimed, opts.memory_budget);
-        let done_bytes: u64 = (0..done.len())
-            .filter(|&i| done[i])
-            .map(|i| list.piece_range(i).1 as u64)
-            .sum();
-        resumed.get_or_insert(done_bytes);
-        if done_bytes > 0 {
-            log::info!("resuming {sha1}: {done_bytes} bytes already verified");
+        let holders = source.holders(&sha1)?;
+        if holders.is_empty() {
+            return Err(FetchError::NoHolders { sha1 });
         }
-        let round = Round::new(&dl, &list, &done);
-        round.add_holders(holders.clone());
-        let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
-        for slot in round.slots.lock().iter_mut() {
-            if slot.pieces > 0 {
-                used.insert(slot.holder.id.clone());
-            }
-            if slot.bad {
-                bad.push(slot.holder.to_string());
-            } else if let Some(reason) = slot.dropped.take() {
-                failed.push(HolderFailure::new(slot.holder.clone(), reason));
-            }
+        let mut known = Known::new(self, job);
+        let errors = known.add(holders);
+        if known.groups.is_empty() {
+            return Err(FetchError::NoPieceList {
+                sha1,
+                failures: errors,
+            });
         }
         log::debug!(
-            "round {g} over after {:.3}s",
+            "{} piece list(s) after {:.3}s",
+            known.groups.len(),
             started.elapsed().as_secs_f64()
         );
-        match outcome {
-            Outcome::Complete(digest, early) if digest == sha1 => {
-                finish(&dl, &list, early)?;
-                log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
-                summary.bytes = list.size;
-                summary.bytes_received = dl.received.load(Ordering::Relaxed);
-                summary.seconds = started.elapsed().as_secs_f64();
-                summary.peers_used = used.into_iter().collect();
-                summary.pieces_retried = dl.retried.load(Ordering::Relaxed);
-                summary.resumed_bytes = resumed.unwrap_or(0);
-                summary.bad_peers = bad;
-                return Ok(summary);
-            }
-            Outcome::Complete(digest, _) => {
-                let liars: Vec<String> = holders.iter().map(Holder::to_string).collect();
-                log::warn!(
-                    "the piece list of {} is false: every piece matched it but the file hashes to {digest}; trying another holder's list",
-                    liars.join(", ")
-                );
-                bad.extend(liars);
-                claimed = vec![(0, list.size)];
-            }
-            Outcome::Failed => {
-                claimed = verified_ranges(&list, &round.sched.done_flags());
-            }
-            Outcome::Interrupted => {
-                return Err(FetchError::Interrupted {
-                    part: part_path.clone(),
-                    done: round.sched.done_bytes(),
-                    size: list.size,
-                })
-            }
-            Outcome::Fatal(e) => return Err(e),
-        }
-        g += 1;
+        let dl = Download::open(self, job)?;
+        let mut summary = dl.rounds(&mut known, source, progress, started)?;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
     }
-    bad.sort();
-    bad.dedup();
-    if bad.is_empty() {
-        Err(FetchError::HoldersFailed {
-            sha1,
-            failures: failed,
-        })
-    } else {
-        Err(FetchError::NoCorrectCopy {
-            sha1,
-            bad,
-            others: failed,
-        })
+}
+
+impl Summary {
+    /// A summary of nothing done yet for `job`.
+    fn new(job: &Job<'_>) -> Self {
+        Summary {
+            sha1: job.sha1,
+            path: job.output.to_path_buf(),
+            bytes: 0,
+            bytes_received: 0,
+            seconds: 0.0,
+            peers_used: Vec::new(),
+            pieces_retried: 0,
+            resumed_bytes: 0,
+            rechecked_bytes: 0,
+            bad_peers: Vec::new(),
+            already_present: false,
+        }
+    }
+}
+
+/// What the rounds of a download found out about its holders.
+#[derive(Default)]
+struct Tally {
+    /// Ids of the holders that delivered a verified piece.
+    used: BTreeSet<String>,
+    /// Holders that sent bad data or a false piece list (`id (addr)`).
+    bad: Vec<String>,
+    /// The other holders dropped, and why.
+    failed: Vec<HolderFailure>,
+}
+
+impl Download<'_> {
+    /// Runs a round per group of identical piece lists, biggest group
+    /// first, until one gives the file.
+    fn rounds(
+        &self,
+        known: &mut Known<'_>,
+        source: &dyn HolderSource,
+        progress: Option<ProgressFn<'_>>,
+        started: Instant,
+    ) -> Result<Summary, FetchError> {
+        let sha1 = self.job.sha1;
+        let mut claimed = self.claimed.clone();
+        let mut tally = Tally::default();
+        let mut resumed = None;
+        let mut g = 0;
+        while g < known.groups.len() {
+            let list = known.groups[g].list.clone();
+            let holders = known.groups[g].holders.clone();
+            let done = self.salvage(&list, &claimed)?;
+            let done_bytes: u64 = (0..done.len())
+                .filter(|&i| done[i])
+                .map(|i| list.piece_range(i).1 as u64)
+                .sum();
+            resumed.get_or_insert(done_bytes);
+            if done_bytes > 0 {
+                log::info!("resuming {sha1}: {done_bytes} bytes already verified");
+            }
+            let round = Round::new(self, &list, &done);
+            round.add_holders(holders.clone());
+            let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
+            tally.add(&round);
+            log::debug!(
+                "round {g} over after {:.3}s",
+                started.elapsed().as_secs_f64()
+            );
+            match outcome {
+                Outcome::Complete => {
+                    self.finish(&list)?;
+                    log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
+                    let mut summary = Summary::new(self.job);
+                    summary.bytes = list.size;
+                    summary.bytes_received = self.received.load(Ordering::Relaxed);
+                    summary.peers_used = tally.used.into_iter().collect();
+                    summary.pieces_retried = self.retried.load(Ordering::Relaxed);
+                    summary.resumed_bytes = resumed.unwrap_or(0);
+                    summary.rechecked_bytes = self.rechecked.load(Ordering::Relaxed);
+                    summary.bad_peers = tally.bad;
+                    return Ok(summary);
+                }
+                Outcome::Failed => {
+                    claimed = verified_ranges(&list, &round.sched.done_flags());
+                }
+                Outcome::Interrupted => {
+                    return Err(FetchError::Interrupted {
+                        part: self.part_path.clone(),
+                        done: round.sched.done_bytes(),
+                        size: list.size,
+                    })
+                }
+                Outcome::Fatal(e) => return Err(e),
+            }
+            g += 1;
+        }
+        Err(tally.into_error(sha1))
+    }
+
+    /// Cuts the `.part` to `list`'s size (never grown up front: a peer's
+    /// size is not trusted with disk space, writes extend the file) and
+    /// flags its pieces that `claimed` covers and that still verify
+    /// against `list` (the bytes so read count as rechecked).
+    fn salvage(&self, list: &PieceList, claimed: &[(u64, u64)]) -> Result<Vec<bool>, FetchError> {
+        let part_len = self
+            .part
+            .metadata()
+            .map_err(|source| FetchError::read(&self.part_path, source))?
+            .len();
+        if part_len > list.size {
+            self.part
+                .set_len(list.size)
+                .map_err(|source| FetchError::write(&self.part_path, source))?;
+        }
+        let (done, checked) = salvage(&self.part, list, claimed, self.memory_budget());
+        self.rechecked.fetch_add(checked, Ordering::Relaxed);
+        Ok(done)
+    }
+
+    /// fsync the `.part`; if another process may have written to it (its
+    /// watch saw an open, see `seal`), read every piece back and verify it
+    /// again (counted as rechecked), so the bytes renamed are the verified
+    /// ones; rename it into place, fsync the directory (a batch does it
+    /// once at its end instead), drop the state and the chain.
+    fn finish(&self, list: &PieceList) -> Result<(), FetchError> {
+        let (part, part_path, state_path) =
+            (&self.part, self.part_path.as_path(), &self.state_path);
+        let output = self.job.output;
+        let read_err = |source| FetchError::read(part_path, source);
+        part.sync_all()
+            .map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
+        if let Err(why) = self.watch.untouched() {
+            let checked = Instant::now();
+            log::debug!(
+                "{}: {why}; every piece is read back and verified before the rename",
+                part_path.display()
+            );
+            let changed = super::state::changed_piece(part, list, self.memory_budget());
+            self.rechecked.fetch_add(list.size, Ordering::Relaxed);
+            log::debug!(
+                "{} pieces checked again on disk in {:.3}s",
+                list.len(),
+                checked.elapsed().as_secs_f64()
+            );
+            if let Some(piece) = changed {
+                return Err(FetchError::Changed {
+                    path: part_path.to_path_buf(),
+                    piece,
+                });
+            }
+        }
+        // The name must still be this file (not one swapped in under it).
+        let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
+            use std::os::unix::fs::MetadataExt;
+            m.dev() == n.dev() && m.ino() == n.ino()
+        };
+        let ours = part.metadata().map_err(read_err)?;
+        let named = std::fs::symlink_metadata(part_path).map_err(read_err)?;
+        if !same_file(&ours, &named) {
+            return Err(FetchError::Changed {
+                path: part_path.to_path_buf(),
+                piece: 0,
+            });
+        }
+        std::fs::rename(part_path, output).map_err(|source| {
+            if super::error::is_no_space(&source) {
+                FetchError::NoSpace {
+                    path: output.to_path_buf(),
+                }
+            } else {
+                FetchError::Rename {
+                    from: part_path.to_path_buf(),
+                    to: output.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let dir = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if matches!(self.job.mode, Mode::Alone) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        // Looked up first: a file of one piece has no state, and an unlink,
+        // even of nothing, locks the directory against a batch's other files.
+        if std::fs::symlink_metadata(state_path).is_err() {
+            return Ok(());
+        }
+        // The state first: a peer sharing the directory that reads it sees
+        // the download landed; then the chain it named.
+        for path in [state_path, &self.chain_path] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Tally {
+    /// Records what `round` found about its holders.
+    fn add(&mut self, round: &Round<'_>) {
+        for slot in round.slots.lock().iter_mut() {
+            if slot.pieces > 0 {
+                self.used.insert(slot.holder.id.clone());
+            }
+            if slot.bad {
+                self.bad.push(slot.holder.to_string());
+            } else if let Some(reason) = slot.dropped.take() {
+                self.failed.push(HolderFailure::new(
+                    slot.holder.clone(),
+                    HolderFault::dropped(reason),
+                ));
+            }
+        }
+    }
+
+    /// The error of a download whose every round failed.
+    fn into_error(mut self, sha1: Sha1Digest) -> FetchError {
+        self.bad.sort();
+        self.bad.dedup();
+        if self.bad.is_empty() {
+            FetchError::HoldersFailed {
+                sha1,
+                failures: self.failed,
+            }
+        } else {
+            FetchError::NoCorrectCopy {
+                sha1,
+                bad: self.bad,
+                others: self.failed,
+            }
+        }
     }
 }
 
@@ -219,17 +351,18 @@ fn verified_ranges(list: &PieceList, done: &[bool]) -> Vec<(u64, u64)> {
 
 /// `Some(size)` if the output already holds the file; an error if it holds
 /// something else and `force` is off.
-fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
-    let err = |source| FetchError::read(&opts.output, source);
-    let mut file = match File::open(&opts.output) {
+fn existing_output(job: &Job<'_>, force: bool) -> Result<Option<u64>, FetchError> {
+    let output = job.output;
+    let err = |source| FetchError::read(output, source);
+    let mut file = match File::open(output) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FetchError::io(Step::Open, &opts.output, e)),
+        Err(e) => return Err(FetchError::io(Step::Open, output, e)),
     };
     let meta = file.metadata().map_err(err)?;
     if !meta.is_file() {
         return Err(FetchError::NotAFile {
-            path: opts.output.clone(),
+            path: output.to_path_buf(),
         });
     }
     let mut hasher = Sha1::new();
@@ -241,119 +374,16 @@ fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
         }
         hasher.update(&buf[..n]);
     }
-    if Sha1Digest::from_hasher(hasher) == opts.sha1 {
-        log::debug!("{} already holds {}", opts.output.display(), opts.sha1);
+    if Sha1Digest::from_hasher(hasher) == job.sha1 {
+        log::debug!("{} already holds {}", output.display(), job.sha1);
         return Ok(Some(meta.len()));
     }
-    if opts.force {
+    if force {
         return Ok(None);
     }
     Err(FetchError::Exists {
-        path: opts.output.clone(),
+        path: output.to_path_buf(),
     })
-}
-
-/// fsync the `.part`, check that the first `early` pieces (those the
-/// whole-file hash read before the last write) still match, so the bytes
-/// renamed are the verified ones, rename it into place, fsync the
-/// directory (unless `sync_dir` is off: a batch does it once), drop the state.
-fn finish(dl: &Download<'_>, list: &PieceList, early: usize) -> Result<(), FetchError> {
-    let (part, part_path, state_path) = (&dl.part, dl.part_path.as_path(), &dl.state_path);
-    let opts = dl.opts;
-    let output = opts.output.as_path();
-    let read_err = |source| FetchError::read(part_path, source);
-    // The pieces are checked again while the fsync runs (it waits on the
-    // disk, the check on the CPU); both end before the rename.
-    let checked = Instant::now();
-    let (synced, changed) = std::thread::scope(|s| {
-        let check = std::thread::Builder::new()
-            .name("pbs-get-check".into())
-            .spawn_scoped(s, || {
-                super::state::changed_piece(part, list, early, opts.memory_budget)
-            });
-        let synced = part.sync_all();
-        let changed = match check {
-            Ok(t) => t.join().unwrap_or(Some(0)),
-            Err(_) => super::state::changed_piece(part, list, early, opts.memory_budget),
-        };
-        (synced, changed)
-    });
-    synced.map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
-    log::debug!(
-        "fsync and {early} of {} pieces checked again on disk in {:.3}s",
-        list.pieces.len(),
-        checked.elapsed().as_secs_f64()
-    );
-    if let Some(piece) = changed {
-        return Err(FetchError::Changed {
-            path: part_path.to_path_buf(),
-            piece,
-        });
-    }
-    // The name must still be this file (not one swapped in under it).
-    let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
-        use std::os::unix::fs::MetadataExt;
-        m.dev() == n.dev() && m.ino() == n.ino()
-    };
-    let ours = part.metadata().map_err(read_err)?;
-    let named = std::fs::symlink_metadata(part_path).map_err(read_err)?;
-    if !same_file(&ours, &named) {
-        return Err(FetchError::Changed {
-            path: part_path.to_path_buf(),
-            piece: 0,
-        });
-    }
-    std::fs::rename(part_path, output).map_err(|source| {
-        if super::error::is_no_space(&source) {
-            FetchError::NoSpace {
-                path: output.to_path_buf(),
-            }
-        } else {
-            FetchError::Rename {
-                from: part_path.to_path_buf(),
-                to: output.to_path_buf(),
-                source,
-            }
-        }
-    })?;
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if opts.sync_dir {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    // Looked up first: a file of one piece has no state, and an unlink,
-    // even of nothing, locks the directory against a batch's other files.
-    if std::fs::symlink_metadata(state_path).is_err() {
-        return Ok(());
-    }
-    match std::fs::remove_file(state_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => log::warn!("cannot remove {}: {e}", state_path.display()),
-    }
-    Ok(())
-}
-
-/// One file's download, the same through its rounds: its options, its
-/// `.part` and state file, its rate limit and counters. Each round reads it
-/// through [`Round::dl`].
-pub(crate) struct Download<'a> {
-    pub opts: &'a DownloadOptions,
-    /// The `.part`, open for reading and writing.
-    pub part: File,
-    pub part_path: PathBuf,
-    /// The `.part.state` saved as pieces verify.
-    pub state_path: PathBuf,
-    /// The cap on the bytes per second received, if any.
-    pub rate: Option<&'a RateLimiter>,
-    /// Bytes received from the network in this run.
-    pub received: AtomicU64,
-    /// Pieces fetched again after a failure or bad data.
-    pub retried: AtomicU64,
 }
 
 /// A group of holders that gave the same piece list.
@@ -364,15 +394,17 @@ struct Group {
 
 /// Every holder seen, by id, and the groups of identical piece lists.
 struct Known<'a> {
-    opts: &'a DownloadOptions,
+    by: &'a Downloader,
+    job: &'a Job<'a>,
     seen: HashMap<String, usize>,
     groups: Vec<Group>,
 }
 
 impl<'a> Known<'a> {
-    fn new(opts: &'a DownloadOptions) -> Self {
+    fn new(by: &'a Downloader, job: &'a Job<'a>) -> Self {
         Known {
-            opts,
+            by,
+            job,
             seen: HashMap::new(),
             groups: Vec::new(),
         }
@@ -386,7 +418,7 @@ impl<'a> Known<'a> {
             .into_iter()
             .filter(|h| !self.seen.contains_key(&h.id))
             .collect();
-        let lists = fetch_lists(self.opts, &fresh);
+        let lists = fetch_lists(self.by, self.job, &fresh);
         let mut errors = Vec::new();
         let initial = self.groups.is_empty();
         for (holder, result) in fresh.into_iter().zip(lists) {
@@ -407,7 +439,7 @@ impl<'a> Known<'a> {
                 }
                 Err(e) => {
                     log::warn!("peer {holder}: no usable piece list: {e}");
-                    errors.push(HolderFailure::new(holder, e));
+                    errors.push(HolderFailure::new(holder, HolderFault::piece_list(e)));
                 }
             }
         }
@@ -430,7 +462,7 @@ impl<'a> Known<'a> {
 
     /// Asks `source` again; returns the new holders whose list is group `g`'s.
     fn requery(&mut self, source: &dyn HolderSource, g: usize) -> Vec<Holder> {
-        let holders = match source.holders(&self.opts.sha1) {
+        let holders = match source.holders(&self.job.sha1) {
             Ok(h) => h,
             Err(e) => {
                 log::warn!("{e}");
@@ -453,25 +485,17 @@ impl<'a> Known<'a> {
 }
 
 /// The piece lists of `holders`, in order, fetched by up to 16 threads.
-fn fetch_lists(opts: &DownloadOptions, holders: &[Holder]) -> Vec<Result<PieceList, String>> {
+fn fetch_lists(
+    by: &Downloader,
+    job: &Job<'_>,
+    holders: &[Holder],
+) -> Vec<Result<PieceList, PieceListError>> {
+    let opts = by.options();
     let timeouts = Timeouts {
         connect: opts.connect_timeout,
         io: opts.io_timeout,
     };
-    crate::fanout::map(
-        holders,
-        LIST_FAN_OUT,
-        "pbs-get-list",
-        |h| {
-            fetch_piece_list_with(
-                opts.pool.as_deref(),
-                h,
-                &opts.sha1,
-                timeouts,
-                opts.request_timeout,
-            )
-            .map_err(|e| e.to_string())
-        },
-        || Err("bug: piece list not fetched".into()),
-    )
+    crate::fanout::map(holders, LIST_FAN_OUT, "pbs-get-list", |h| {
+        fetch_piece_list_with(job.pool(by), h, &job.sha1, timeouts, opts.request_timeout)
+    })
 }

@@ -1,6 +1,6 @@
 //! One connection to one holder ([`Worker`], one thread each): pull a
 //! piece from the scheduler, fetch it with a `Range` request into a buffer
-//! while hashing it, verify it ([`Worker::fetch_piece`]), write it with
+//! while verifying it against the chain ([`Worker::fetch_piece`]), write it with
 //! `write_at` ([`Worker::keep`]), repeat on the same kept-alive connection. The next
 //! piece's request goes out as soon as the current answer's head is good
 //! (pipelining, depth 1), and the holder's bitmap (`X-Have`) or a seed's
@@ -24,14 +24,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sha1::{Digest, Sha1};
-
-use super::client::{self, ClientError, PeerConn};
 use super::fault::{Asked, BadData, Dropped, Transfer};
 use super::round::Round;
 use super::scheduler::Next;
 use super::FetchError;
-use crate::digest::Sha1Digest;
+use crate::client::{self, ClientError, PeerConn};
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -350,7 +347,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             round.set_fatal(FetchError::write(&round.dl.part_path, source));
             return false;
         }
-        if round.dl.opts.pool.is_some() && round.sched.remaining() == 1 {
+        if round.dl.pool().is_some() && round.sched.remaining() == 1 {
             // The last piece: this connection leaves the socket table now,
             // before the round's end (which this write triggers) shuts
             // every registered socket down, so it can go back to the
@@ -407,7 +404,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             let mut slots = round.slots.lock();
             let s = &mut slots[self.slot];
             s.failures += 1;
-            if s.failures > round.dl.opts.max_retries && s.dropped.is_none() {
+            if s.failures > round.dl.opts().max_retries && s.dropped.is_none() {
                 log::warn!(
                     "dropping peer {holder} for this download after {} failures: {reason}",
                     s.failures
@@ -460,11 +457,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         if let Some(j) = self.ahead.take() {
             round.sched.release(j, self.slot);
         }
-        match (
-            self.clean_exit,
-            self.conn.take(),
-            round.dl.opts.pool.as_ref(),
-        ) {
+        match (self.clean_exit, self.conn.take(), round.dl.pool()) {
             (true, Some(c), Some(pool)) if c.conn.is_reusable() => {
                 if (self.unhooked && c.socket.is_none()) || round.take_registration(c.socket) {
                     pool.put(&self.addrs, c.conn);
@@ -557,7 +550,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         let Some(c) = self.conn.as_mut() else {
             return Err(Fail::Io(Transfer::NoConnection));
         };
-        let n = round.list.pieces.len();
+        let n = round.list.len();
         let have = head.have.as_deref().and_then(|h| Bitfield::from_hex(h, n));
         let fresh = head.fresh.as_deref().and_then(|h| Bitfield::from_hex(h, n));
         let refreshed = match (have, fresh) {
@@ -573,7 +566,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         };
         // Not with a batch's shared connections: they go back to the pool
         // between files, with nothing pending.
-        if self.ahead.is_none() && round.dl.opts.pool.is_none() && !head.close {
+        if self.ahead.is_none() && round.dl.pool().is_none() && !head.close {
             if let Next::Piece(j) = round.sched.next(slot) {
                 let (s, l) = round.piece_range(j);
                 match c.conn.send_ahead(&path, (s, s + l as u64 - 1)) {
@@ -583,8 +576,10 @@ impl<'r, 'a> Worker<'r, 'a> {
                 }
             }
         }
-        let mut hasher = Sha1::new();
-        let rate = round.dl.rate;
+        let Some(mut check) = round.list.check_piece(i) else {
+            return Err(Fail::Io(Transfer::NoConnection));
+        };
+        let rate = round.dl.rate();
         let read = c.conn.read_body(
             &mut self.buf[..len],
             |want| {
@@ -594,7 +589,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                 Some(rate.map_or(want, |r| want.min(r.chunk())))
             },
             |chunk| {
-                hasher.update(chunk);
+                check.update(chunk);
                 round
                     .dl
                     .received
@@ -609,13 +604,11 @@ impl<'r, 'a> Worker<'r, 'a> {
             Err(ClientError::Abandoned) => return Err(Fail::Abandoned),
             Err(e) => return Err(io_fail(round, e)),
         }
-        let got = Sha1Digest::from_hasher(hasher);
-        if got != round.list.pieces[i] {
+        if !round.list.check_done(i, &check) {
             crate::metrics::PIECES_REJECTED.inc();
-            return Err(Fail::Bad(BadData::PieceHash {
+            return Err(Fail::Bad(BadData::Piece {
                 piece: i,
-                got,
-                want: round.list.pieces[i],
+                last: i + 1 == round.list.len(),
             }));
         }
         Ok((len, refreshed))
@@ -633,12 +626,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                 // A batch's idle connection to this peer first (its first
                 // request counts as a reuse: a stale one is replaced below).
                 let pooled = match attempt {
-                    1 => round
-                        .dl
-                        .opts
-                        .pool
-                        .as_ref()
-                        .and_then(|p| p.take(&self.addrs)),
+                    1 => round.dl.pool().and_then(|p| p.take(&self.addrs)),
                     _ => None,
                 };
                 let c = match pooled {
@@ -672,7 +660,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         if head.download_id.as_deref() == Some(round.download_id.as_str()) {
             return Err(Fail::Ourselves);
         }
-        let n = round.list.pieces.len();
+        let n = round.list.len();
         let Some(c) = self.conn.as_mut() else {
             return Err(Fail::Io(Transfer::NoConnection));
         };

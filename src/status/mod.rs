@@ -26,6 +26,7 @@
 //! sessions' lock is taken inside the sampled state's (never the reverse),
 //! the peer cache's inside the wired parts'.
 
+mod answer;
 pub(crate) mod page;
 pub(crate) mod uploads;
 mod window;
@@ -41,15 +42,16 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogOptions};
+use crate::client::{get_small, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::discovery::{PeerCache, PeerInfo, RegistrationView};
-use crate::fetch::client::{get_small, Timeouts};
 use crate::index::Index;
 use crate::metrics;
 use crate::partial::Partials;
 use crate::protocol::HEALTH_PATH;
 use window::Window;
 
+pub(crate) use answer::answer;
 pub(crate) use uploads::Upload;
 pub use uploads::UploadRow;
 
@@ -68,6 +70,9 @@ const RELIST_EVERY: Duration = Duration::from_secs(30);
 pub(crate) const MAX_PROBED: usize = 64;
 /// Most network files in a report (the page filters them in the browser).
 pub(crate) const MAX_FILES: usize = 2000;
+
+/// Holders named per file on the page (and in `/v1/status`).
+pub const MAX_HOLDER_IDS: usize = 4;
 
 /// Everything the status page shows, as `GET /v1/status` sends it.
 #[derive(Debug, Clone, Serialize)]
@@ -257,6 +262,11 @@ pub struct FileRow {
     pub size: u64,
     /// Peers holding it whole.
     pub holders: usize,
+    /// Whether this peer holds it whole (the page links its own copy).
+    pub here: bool,
+    /// The ids of some other peers holding it (at most [`MAX_HOLDER_IDS`]):
+    /// the page names them and links the file on one when it is not here.
+    pub holder_ids: Vec<String>,
 }
 
 /// One download into the dataset.
@@ -468,24 +478,18 @@ impl Monitor {
             connect: Duration::from_millis(300),
             io: Duration::from_millis(700),
         };
-        let results = crate::fanout::map(
-            &peers,
-            8,
-            "pbs-status-probe",
-            |p| {
-                let started = Instant::now();
-                let answered = get_small(
-                    &p.record.dial_addrs(),
-                    HEALTH_PATH,
-                    timeouts,
-                    16 * 1024,
-                    Duration::from_secs(1),
-                )
-                .is_ok_and(|(head, _)| head.status == 200);
-                (p.record.id.clone(), (answered, started.elapsed()))
-            },
-            || (String::new(), (false, Duration::ZERO)),
-        );
+        let results = crate::fanout::map(&peers, 8, "pbs-status-probe", |p| {
+            let started = Instant::now();
+            let answered = get_small(
+                &p.record.dial_addrs(),
+                HEALTH_PATH,
+                timeouts,
+                16 * 1024,
+                Duration::from_secs(1),
+            )
+            .is_ok_and(|(head, _)| head.status == 200);
+            (p.record.id.clone(), (answered, started.elapsed()))
+        });
         self.sampled.lock().probes = results.into_iter().collect();
     }
 
@@ -515,6 +519,13 @@ impl Monitor {
                     name: f.name,
                     size: f.size,
                     holders: f.peers,
+                    here: false,
+                    holder_ids: f
+                        .holders
+                        .into_iter()
+                        .take(MAX_HOLDER_IDS)
+                        .map(|h| h.id)
+                        .collect(),
                 })
                 .collect()
         };
@@ -523,7 +534,10 @@ impl Monitor {
         let mut added = false;
         for f in &own {
             match at.get(&f.sha1) {
-                Some(&i) => rows[i].holders += 1,
+                Some(&i) => {
+                    rows[i].holders += 1;
+                    rows[i].here = true;
+                }
                 None => {
                     added = true;
                     rows.push(FileRow {
@@ -531,6 +545,8 @@ impl Monitor {
                         name: f.name(),
                         size: f.size,
                         holders: 1,
+                        here: true,
+                        holder_ids: Vec::new(),
                     });
                 }
             }

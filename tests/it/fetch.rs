@@ -2,27 +2,39 @@
 //! servers over real files on loopback, faulty peers, resume, and holders
 //! found through a real etcd. CLI-level tests are in `fetch_cli`.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use piratebay_sync::etcd::{Client, Config};
-use piratebay_sync::protocol::DEFAULT_PIECE_SIZE;
 use piratebay_sync::{
-    download, Catalog, CatalogOptions, DownloadOptions, FetchError, Holder, NetworkHolders,
-    PeerInfo, PeerRecord, Progress, Summary,
+    Catalog, CatalogOptions, DownloadOptions, Downloader, FetchError, Holder, HolderSource,
+    NetworkHolders, PeerInfo, PeerRecord, Progress, ProgressFn, Summary,
 };
 
 use crate::fetch_support::*;
 use crate::support::*;
 
 /// Options for tests: short stall timeout and fast re-queries.
-fn opts(served: &Served, out: &std::path::Path) -> DownloadOptions {
-    let mut o = DownloadOptions::new(served.sha1(), out);
-    o.io_timeout = Duration::from_secs(1);
-    o.requery_interval = Duration::from_millis(300);
-    o
+fn opts() -> DownloadOptions {
+    DownloadOptions {
+        io_timeout: Duration::from_secs(1),
+        requery_interval: Duration::from_millis(300),
+        ..DownloadOptions::default()
+    }
+}
+
+/// Downloads `served`'s file into `out` with a downloader of `opts`.
+fn download(
+    opts: DownloadOptions,
+    served: &Served,
+    out: &Path,
+    source: &dyn HolderSource,
+    progress: Option<ProgressFn<'_>>,
+) -> Result<Summary, FetchError> {
+    Downloader::new(opts).download(served.sha1(), out, source, progress)
 }
 
 fn holders(peers: &[TestPeer]) -> Vec<Holder> {
@@ -38,6 +50,10 @@ fn assert_downloaded(summary: &Summary, served: &Served) {
         !state_path(&summary.path).exists(),
         ".part.state left behind"
     );
+    assert!(
+        !chain_path(&summary.path).exists(),
+        ".part.chain left behind"
+    );
 }
 
 #[test]
@@ -48,11 +64,11 @@ fn sizes_from_one_three_and_eight_holders() {
     for (k, size) in [0, 1, p, p + 1, 5 * p + 17].into_iter().enumerate() {
         let src = dir.path().join(format!("src{k}"));
         random_file(&src, size, k as u64);
-        let served = Served::honest(&src, p);
+        let served = Served::honest(&src);
         for n in [1, 3, 8] {
             let peers = peers(n, std::slice::from_ref(&served));
             let out = dir.path().join(format!("out{k}-{n}"));
-            let summary = download(&opts(&served, &out), &holders(&peers), None)
+            let summary = download(opts(), &served, &out, &holders(&peers), None)
                 .unwrap_or_else(|e| panic!("size {size} from {n} holders: {e}"));
             assert_downloaded(&summary, &served);
             // With several holders the endgame may fetch a slow last piece twice.
@@ -63,20 +79,23 @@ fn sizes_from_one_three_and_eight_holders() {
                 summary.bytes_received
             );
             assert!(summary.bad_peers.is_empty());
+            // One SHA-1 pass per byte: nothing opened the .part, so
+            // nothing was read back.
+            assert_eq!(summary.rechecked_bytes, 0, "size {size} from {n}");
         }
     }
 }
 
 #[test]
-fn two_hundred_mib_with_default_pieces_from_three_holders() {
+fn two_hundred_mib_in_pieces_of_1_mib_from_three_holders() {
     init_test_log();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("big.bin");
     random_file(&src, 200 << 20, 42);
-    let served = Served::honest(&src, DEFAULT_PIECE_SIZE);
+    let served = Served::honest(&src);
     let peers = peers(3, std::slice::from_ref(&served));
     let out = dir.path().join("big.out");
-    let summary = download(&opts(&served, &out), &holders(&peers), None).unwrap();
+    let summary = download(opts(), &served, &out, &holders(&peers), None).unwrap();
     assert_downloaded(&summary, &served);
     assert_eq!(sha1sum(&out), served.sha1().to_hex());
     assert!(
@@ -92,12 +111,12 @@ fn a_holder_shut_down_mid_download_leaves_the_others_to_finish() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 48 * SMALL_PIECE, 7);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let mut all = peers(3, std::slice::from_ref(&served));
     let list = holders(&all);
     let victim = Mutex::new(Some(all.remove(0)));
     let out = dir.path().join("out");
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.max_rate = Some(6 << 20); // about 2 s: the kill lands mid-way
     let killed = AtomicBool::new(false);
     let on_progress = |p: &Progress| {
@@ -108,7 +127,7 @@ fn a_holder_shut_down_mid_download_leaves_the_others_to_finish() {
             }
         }
     };
-    let summary = download(&o, &list, Some(&on_progress)).unwrap();
+    let summary = download(o, &served, &out, &list, Some(&on_progress)).unwrap();
     assert!(
         killed.load(Ordering::SeqCst),
         "the victim was killed mid-way"
@@ -124,20 +143,20 @@ fn a_holder_serving_wrong_bytes_is_dropped_and_named() {
     let (src, other) = (dir.path().join("real"), dir.path().join("other"));
     random_file(&src, 12 * SMALL_PIECE + 5, 1);
     random_file(&other, 12 * SMALL_PIECE + 5, 2);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let liar = TestPeer::start("liar", vec![Served::wrong_bytes(&served, &other)]);
     let honest = peers(2, std::slice::from_ref(&served));
     let mut list = vec![liar.holder()];
     list.extend(holders(&honest));
     let out = dir.path().join("out");
-    let summary = download(&opts(&served, &out), &list, None).unwrap();
+    let summary = download(opts(), &served, &out, &list, None).unwrap();
     assert_downloaded(&summary, &served);
     assert_eq!(summary.bad_peers, vec![liar.holder().to_string()]);
     assert!(!summary.peers_used.contains(&"liar".to_string()));
 }
 
 #[test]
-fn a_false_piece_list_is_caught_by_the_whole_file_hash() {
+fn a_false_chain_is_caught_when_its_last_piece_arrives_and_its_holders_named() {
     init_test_log();
     let dir = tempfile::tempdir().unwrap();
     let (src, other) = (dir.path().join("real"), dir.path().join("other"));
@@ -148,7 +167,7 @@ fn a_false_piece_list_is_caught_by_the_whole_file_hash() {
     bytes[10] ^= 1;
     bytes[5 * SMALL_PIECE as usize] ^= 1;
     std::fs::write(&other, bytes).unwrap();
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let lie = Served::lying_list(&served, &other);
     // Two liars agree, so their list is tried first.
     let liars = [
@@ -159,7 +178,7 @@ fn a_false_piece_list_is_caught_by_the_whole_file_hash() {
     let mut list = holders(&liars);
     list.push(honest.holder());
     let out = dir.path().join("out");
-    let summary = download(&opts(&served, &out), &list, None).unwrap();
+    let summary = download(opts(), &served, &out, &list, None).unwrap();
     assert_downloaded(&summary, &served);
     let mut bad = summary.bad_peers.clone();
     bad.sort();
@@ -182,12 +201,14 @@ fn only_bad_holders_fail_cleanly_naming_them() {
     let (src, other) = (dir.path().join("real"), dir.path().join("other"));
     random_file(&src, 4 * SMALL_PIECE, 4);
     random_file(&other, 4 * SMALL_PIECE, 5);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let bad_bytes = TestPeer::start("bad-bytes", vec![Served::wrong_bytes(&served, &other)]);
     let bad_list = TestPeer::start("bad-list", vec![Served::lying_list(&served, &other)]);
     let out = dir.path().join("out");
     let err = download(
-        &opts(&served, &out),
+        opts(),
+        &served,
+        &out,
         &vec![bad_bytes.holder(), bad_list.holder()],
         None,
     )
@@ -209,7 +230,7 @@ fn stalling_dripping_short_long_and_hanging_up_peers_are_survived() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 16 * SMALL_PIECE + 9, 6);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let evil: Vec<RawPeer> = [
         Evil::Stall,
         Evil::Drip,
@@ -228,7 +249,7 @@ fn stalling_dripping_short_long_and_hanging_up_peers_are_survived() {
         .collect();
     list.push(honest.holder());
     let out = dir.path().join("out");
-    let summary = download(&opts(&served, &out), &list, None).unwrap();
+    let summary = download(opts(), &served, &out, &list, None).unwrap();
     assert_downloaded(&summary, &served);
     assert!(summary.peers_used.contains(&"honest".to_string()));
     assert!(
@@ -244,10 +265,10 @@ fn every_holder_dead_is_a_clean_error() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 3 * SMALL_PIECE, 8);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let evil = EvilPeer::start(Evil::Short, &served);
     let out = dir.path().join("out");
-    let err = download(&opts(&served, &out), &vec![evil.holder("cut")], None).unwrap_err();
+    let err = download(opts(), &served, &out, &vec![evil.holder("cut")], None).unwrap_err();
     assert!(matches!(err, FetchError::HoldersFailed { .. }), "{err}");
     assert!(err.to_string().contains("cut"), "{err}");
     assert!(!out.exists());
@@ -260,11 +281,11 @@ fn cancel_then_resume_fetches_only_the_missing_pieces() {
     let src = dir.path().join("f");
     let size = 40 * SMALL_PIECE;
     random_file(&src, size, 9);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peers = peers(2, std::slice::from_ref(&served));
     let out = dir.path().join("out");
     let cancel = Arc::new(AtomicBool::new(false));
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.max_rate = Some(4 << 20);
     o.cancel = Some(cancel.clone());
     let on_progress = |p: &Progress| {
@@ -272,7 +293,7 @@ fn cancel_then_resume_fetches_only_the_missing_pieces() {
             cancel.store(true, Ordering::SeqCst);
         }
     };
-    let err = download(&o, &holders(&peers), Some(&on_progress)).unwrap_err();
+    let err = download(o, &served, &out, &holders(&peers), Some(&on_progress)).unwrap_err();
     assert!(matches!(err, FetchError::Interrupted { .. }), "{err}");
     // The library names the kept .part; "rerun" is the binary's advice.
     assert!(err.to_string().contains(".part"), "{err}");
@@ -280,9 +301,14 @@ fn cancel_then_resume_fetches_only_the_missing_pieces() {
     assert!(state_path(&out).exists() && part_path(&out).exists());
     assert!(!out.exists());
 
-    let summary = download(&opts(&served, &out), &holders(&peers), None).unwrap();
+    let summary = download(opts(), &served, &out, &holders(&peers), None).unwrap();
     assert_downloaded(&summary, &served);
     assert!(summary.resumed_bytes >= size / 2, "{summary:?}");
+    // Only the pieces the state claimed are read back and verified.
+    assert_eq!(
+        summary.rechecked_bytes, summary.resumed_bytes,
+        "{summary:?}"
+    );
     assert!(
         summary.bytes_received < size * 6 / 10,
         "only the missing half is fetched: {summary:?}"
@@ -296,7 +322,7 @@ fn a_corrupted_part_is_not_trusted_on_resume() {
     let src = dir.path().join("f");
     let size = 8 * SMALL_PIECE;
     random_file(&src, size, 10);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peer = TestPeer::start("p", vec![served.clone()]);
     let out = dir.path().join("out");
     // A .part claiming every piece verified, with one byte flipped.
@@ -304,10 +330,78 @@ fn a_corrupted_part_is_not_trusted_on_resume() {
     bytes[3 * SMALL_PIECE as usize + 1] ^= 0xff;
     std::fs::write(part_path(&out), &bytes).unwrap();
     write_state(&out, &served.pieces, &[true; 8]);
-    let summary = download(&opts(&served, &out), &vec![peer.holder()], None).unwrap();
+    let summary = download(opts(), &served, &out, &vec![peer.holder()], None).unwrap();
     assert_downloaded(&summary, &served);
     assert_eq!(summary.resumed_bytes, 7 * SMALL_PIECE);
     assert_eq!(summary.bytes_received, SMALL_PIECE);
+    assert_eq!(
+        summary.rechecked_bytes,
+        8 * SMALL_PIECE,
+        "the claimed pieces, once"
+    );
+}
+
+#[test]
+fn a_state_of_the_previous_form_still_saves_its_verified_bytes() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f");
+    let size = 10 * SMALL_PIECE + 5;
+    random_file(&src, size, 12);
+    let served = Served::honest(&src);
+    let peer = TestPeer::start("p", vec![served.clone()]);
+    let out = dir.path().join("out");
+    // The previous version cut it in pieces of 4 base blocks and verified
+    // its first two (8 base blocks); the .part holds them.
+    let bytes = std::fs::read(&src).unwrap();
+    let old_piece = 4 * SMALL_PIECE;
+    std::fs::write(part_path(&out), &bytes[..2 * old_piece as usize]).unwrap();
+    write_old_state(&out, &bytes, old_piece, &[true, true, false]);
+    let summary = download(opts(), &served, &out, &vec![peer.holder()], None).unwrap();
+    assert_downloaded(&summary, &served);
+    assert_eq!(summary.resumed_bytes, 8 * SMALL_PIECE);
+    assert_eq!(summary.rechecked_bytes, 8 * SMALL_PIECE);
+    assert_eq!(summary.bytes_received, size - 8 * SMALL_PIECE);
+}
+
+#[test]
+fn a_holder_of_the_previous_piece_list_form_is_never_mixed_in() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f");
+    random_file(&src, 6 * SMALL_PIECE + 1, 13);
+    let served = Served::honest(&src);
+    // What a peer of the previous version answers: no form, no chain
+    // (its per-piece SHA1s are not read).
+    let mut old = served.clone();
+    old.pieces.form.clear();
+    old.pieces.chain.clear();
+    let elder = TestPeer::start("elder", vec![old]);
+    let out = dir.path().join("out");
+    let err = download(opts(), &served, &out, &vec![elder.holder()], None).unwrap_err();
+    assert!(
+        err.to_string().contains("previous piece-list form"),
+        "{err}"
+    );
+    let FetchError::NoPieceList { failures, .. } = err else {
+        panic!("not a piece-list failure: {err}");
+    };
+    assert_eq!(
+        failures[0].reason.kind(),
+        piratebay_sync::HolderFaultKind::OtherVersion
+    );
+    let honest = TestPeer::start("honest", vec![served.clone()]);
+    let summary = download(
+        opts(),
+        &served,
+        &out,
+        &vec![elder.holder(), honest.holder()],
+        None,
+    )
+    .unwrap();
+    assert_downloaded(&summary, &served);
+    assert_eq!(summary.peers_used, vec!["honest".to_string()]);
+    assert!(summary.bad_peers.is_empty(), "skipped, not bad");
 }
 
 #[test]
@@ -316,21 +410,21 @@ fn existing_output_same_content_is_success_different_needs_force() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 3 * SMALL_PIECE, 11);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peer = TestPeer::start("p", vec![served.clone()]);
     let out = dir.path().join("out");
     std::fs::copy(&src, &out).unwrap();
-    let s = download(&opts(&served, &out), &vec![peer.holder()], None).unwrap();
+    let s = download(opts(), &served, &out, &vec![peer.holder()], None).unwrap();
     assert!(s.already_present && s.bytes_received == 0);
     std::fs::write(&out, b"different").unwrap();
-    let err = download(&opts(&served, &out), &vec![peer.holder()], None).unwrap_err();
+    let err = download(opts(), &served, &out, &vec![peer.holder()], None).unwrap_err();
     assert!(matches!(err, FetchError::Exists { .. }), "{err}");
     // The library says what failed; `--force` is the binary's advice.
     assert!(!err.to_string().contains("--force"), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"different");
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.force = true;
-    let s = download(&o, &vec![peer.holder()], None).unwrap();
+    let s = download(o, &served, &out, &vec![peer.holder()], None).unwrap();
     assert_downloaded(&s, &served);
 }
 
@@ -342,14 +436,14 @@ fn holders_found_through_etcd_and_a_holder_joining_mid_download() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 32 * SMALL_PIECE, 12);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let first = TestPeer::start("first", vec![served.clone()]);
     let late = TestPeer::start("late", vec![served.clone()]);
     let _reg1 = first.register(&etcd.endpoint(), ns);
     let client = Client::new(Config::new([etcd.endpoint()])).unwrap();
     let source = NetworkHolders::new(client, ns, Catalog::new(CatalogOptions::default()));
     let out = dir.path().join("out");
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.max_rate = Some(3 << 20); // about 3 s
     let late_reg = Mutex::new(None);
     let on_progress = |p: &Progress| {
@@ -357,7 +451,7 @@ fn holders_found_through_etcd_and_a_holder_joining_mid_download() {
             *late_reg.lock() = Some(late.register(&etcd.endpoint(), ns));
         }
     };
-    let summary = download(&o, &source, Some(&on_progress)).unwrap();
+    let summary = download(o, &served, &out, &source, Some(&on_progress)).unwrap();
     assert_downloaded(&summary, &served);
     assert_eq!(
         summary.peers_used,
@@ -371,17 +465,16 @@ fn a_peer_claiming_a_huge_size_costs_no_disk_space() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 3 * SMALL_PIECE, 14);
-    let served = Served::honest(&src, SMALL_PIECE);
-    let piece_size = 64 << 20; // the largest piece size a download accepts
-    let size = 10u64 << 40; // 10 TiB
+    let served = Served::honest(&src);
+    let size = 100u64 << 30; // 100 GiB, a chain of 102,399 values
+    let n = piratebay_sync::protocol::piece_count(size, piratebay_sync::protocol::piece_size(size));
     let huge = Served {
         name: "huge".into(),
-        pieces: piratebay_sync::protocol::PieceList {
-            sha1: served.sha1(),
+        pieces: piratebay_sync::protocol::PieceList::new(
+            served.sha1(),
             size,
-            piece_size,
-            pieces: vec![piratebay_sync::Sha1Digest::of(b"x"); (size / piece_size) as usize],
-        },
+            vec![piratebay_sync::ChainValue([7; 20]); n as usize - 1],
+        ),
         data: src.clone(),
     };
     let liar = TestPeer::start("huge", vec![huge]);
@@ -389,9 +482,16 @@ fn a_peer_claiming_a_huge_size_costs_no_disk_space() {
     let out = dir.path().join("out");
     // The liar's piece list is ~7 MB of JSON: give a debug build on a busy
     // machine time to produce it (this test is about disk space, not stalls).
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.io_timeout = Duration::from_secs(10);
-    let summary = download(&o, &vec![liar.holder(), honest.holder()], None).unwrap();
+    let summary = download(
+        o,
+        &served,
+        &out,
+        &vec![liar.holder(), honest.holder()],
+        None,
+    )
+    .unwrap();
     assert_downloaded(&summary, &served);
     assert_eq!(summary.bad_peers, vec![liar.holder().to_string()]);
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 3 * SMALL_PIECE);
@@ -404,13 +504,13 @@ fn max_rate_caps_the_total_rate_across_holders() {
     let src = dir.path().join("f");
     let size = 12 * SMALL_PIECE; // 3 MiB
     random_file(&src, size, 15);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peers = peers(3, std::slice::from_ref(&served));
     let out = dir.path().join("out");
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     let rate = 2u64 << 20;
     o.max_rate = Some(rate);
-    let summary = download(&o, &holders(&peers), None).unwrap();
+    let summary = download(o, &served, &out, &holders(&peers), None).unwrap();
     assert_downloaded(&summary, &served);
     // A lower bound only: 3 MiB at 2 MiB/s, minus the bucket's 0.1 s burst.
     let floor = size as f64 / rate as f64 - 0.1;
@@ -443,7 +543,7 @@ fn catalog_asks_a_peer_again_only_when_its_generation_changes() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("a.txt");
     random_file(&src, 100, 16);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peer = TestPeer::start("p", vec![served.clone()]);
     let dead = free_addr().to_string();
     let mut catalog = Catalog::new(CatalogOptions::default());
@@ -488,7 +588,7 @@ fn a_holder_whose_first_addresses_refuse_is_dialled_on_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     random_file(&src, 3 * SMALL_PIECE + 5, 11);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peer = TestPeer::start("multi", vec![served.clone()]);
     let closed = |ip: &str| {
         let l = std::net::TcpListener::bind((ip, 0)).unwrap();
@@ -503,7 +603,7 @@ fn a_holder_whose_first_addresses_refuse_is_dialled_on_the_next() {
         ],
     );
     let out = dir.path().join("out");
-    let summary = download(&opts(&served, &out), &vec![holder], None).unwrap();
+    let summary = download(opts(), &served, &out, &vec![holder], None).unwrap();
     assert_downloaded(&summary, &served);
     assert!(summary.bad_peers.is_empty());
 }
