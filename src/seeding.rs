@@ -187,7 +187,10 @@ fn entry<'a>(
     let c = files
         .entry(*sha1)
         .or_insert_with(|| Counts::new(piece_size, pieces, now));
-    if c.piece_size != piece_size || c.offers.counts.len() != pieces || now.saturating_duration_since(c.last) > QUIET {
+    if c.piece_size != piece_size
+        || c.offers.counts.len() != pieces
+        || now.saturating_duration_since(c.last) > QUIET
+    {
         *c = Counts::new(piece_size, pieces, now);
     }
     c

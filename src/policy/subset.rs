@@ -121,7 +121,10 @@ mod tests {
         let c: Vec<Candidate> = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| Candidate { host: v4(i as u32), id })
+            .map(|(i, id)| Candidate {
+                host: v4(i as u32),
+                id,
+            })
             .collect();
         let a = choose(7, &c, 10, 1);
         assert_eq!(a.len(), 10);
@@ -147,7 +150,10 @@ mod tests {
         let c: Vec<Candidate> = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| Candidate { host: v4(i as u32), id })
+            .map(|(i, id)| Candidate {
+                host: v4(i as u32),
+                id,
+            })
             .collect();
         let mut indegree = vec![0u32; c.len()];
         for key in 0..500u64 {
@@ -172,12 +178,10 @@ mod tests {
             host: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, 0, i as u16)),
             id,
         }));
-        c.extend(
-            honest
-                .iter()
-                .enumerate()
-                .map(|(i, id)| Candidate { host: v4(i as u32), id }),
-        );
+        c.extend(honest.iter().enumerate().map(|(i, id)| Candidate {
+            host: v4(i as u32),
+            id,
+        }));
         for key in 0..50 {
             let got = choose(key, &c, 10, 1);
             let bad = got.iter().filter(|&&i| c[i].id.starts_with('s')).count();

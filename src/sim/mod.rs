@@ -459,10 +459,11 @@ impl Sim {
         dl.sched.set_have(j, have, fresh);
         dl.conns[j].state = ConnState::Idle;
         self.ready(d, j);
-        self.wake(d);
     }
 
-    /// Wakes the idle connections of `d` (the scheduler's condvar).
+    /// Wakes the idle connections of `d` (the scheduler's condvar) when a
+    /// piece went back to the queue; other changes give no idle
+    /// connection new work before its next look (every `IDLE_WAIT`).
     fn wake(&mut self, d: usize) {
         let now = self.now;
         let mut evs = Vec::new();
@@ -508,10 +509,7 @@ impl Sim {
         if dl.conns[j].state != ConnState::Idle || dl.conns[j].retry_at > now {
             return;
         }
-        let stale_hint = dl
-            .conns[j]
-            .last_poll
-            .is_none_or(|t| now - t >= HINT_POLL);
+        let stale_hint = dl.conns[j].last_poll.is_none_or(|t| now - t >= HINT_POLL);
         if dl.sched.has_hint(j) && stale_hint {
             self.poll(d, j);
             return;
@@ -706,6 +704,8 @@ impl Sim {
                 dl.conns[k].flow = None;
                 dl.conns[k].state = ConnState::Idle;
                 dl.sched.release(i, k);
+                let now = self.now;
+                self.sleep(d, k, now);
             }
         } else {
             dl.sched.release(i, j);
@@ -723,7 +723,6 @@ impl Sim {
             return;
         }
         self.ready(d, j);
-        self.wake(d);
     }
 
     fn complete(&mut self, d: usize) {
