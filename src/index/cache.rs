@@ -1,11 +1,13 @@
-//! The index cache on disk: what was hashed, keyed by (path, size, mtime, inode),
-//! so a restart rehashes only the files that changed.
+//! The index cache on disk: what was hashed, keyed by (path, size, mtime,
+//! ctime, inode), so a restart rehashes only the files that changed.
 //!
-//! Format (version 2, binary, little-endian): the line
-//! `piratebay-sync index cache v2`, then the root path (u32 length, bytes),
+//! Format (version 3, binary, little-endian): the line
+//! `piratebay-sync index cache v3`, then the root path (u32 length, bytes),
 //! the generation (u64), the record count (u64), and per record: the
 //! relative path (u32 length, bytes), size, mtime seconds (i64), mtime
-//! nanoseconds (u32), inode, device, piece size (u64 each), the whole-file
+//! nanoseconds (u32), ctime in nanoseconds (i64; version 3: version 2
+//! had none, so an edit with its mtime put back went unseen), inode,
+//! device, piece size (u64 each), the whole-file
 //! SHA1 (20 bytes), the piece count (u32) and the piece SHA1s, except for a
 //! file of exactly one piece, whose piece hash is the whole-file hash and is
 //! not repeated (count 0 stands for it). Then the bytes `END!`. Version 1
@@ -34,7 +36,7 @@ use crate::protocol::piece_count;
 use crate::Sha1Digest;
 
 /// First line of a cache file of the current version.
-pub const MAGIC: &str = "piratebay-sync index cache v2\n";
+pub const MAGIC: &str = "piratebay-sync index cache v3\n";
 /// Last bytes of a complete cache file.
 const TRAILER: &[u8; 4] = b"END!";
 
@@ -51,7 +53,7 @@ pub enum CacheError {
         source: io::Error,
     },
     /// The header is not the current version's.
-    #[error("index cache {path} is not a version 2 cache; rebuilding it")]
+    #[error("index cache {path} is not a version 3 cache; rebuilding it")]
     Version {
         /// The cache file.
         path: PathBuf,
@@ -214,6 +216,7 @@ fn read_record<'a>(r: &mut Reader<'a>) -> Option<Option<Record<'a>>> {
     let size = r.u64()?;
     let mtime_sec = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
     let mtime_nsec = i64::from(r.u32()?);
+    let ctime_ns = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
     let ino = r.u64()?;
     let dev = r.u64()?;
     let piece_size = r.u64()?;
@@ -240,6 +243,7 @@ fn read_record<'a>(r: &mut Reader<'a>) -> Option<Option<Record<'a>>> {
             mtime_nsec,
             ino,
             dev,
+            ctime_ns,
         },
         sha1,
         piece_size,
@@ -259,6 +263,7 @@ fn write_record(w: &mut impl Write, rel: &Path, st: &FileStat, e: &IndexedFile) 
     w.write_all(&st.mtime_sec.to_le_bytes())?;
     let nsec = u32::try_from(st.mtime_nsec).unwrap_or(0);
     w.write_all(&nsec.to_le_bytes())?;
+    w.write_all(&st.ctime_ns.to_le_bytes())?;
     w.write_all(&st.ino.to_le_bytes())?;
     w.write_all(&st.dev.to_le_bytes())?;
     w.write_all(&e.piece_size.to_le_bytes())?;
@@ -335,6 +340,7 @@ mod tests {
             mtime_nsec: 9,
             ino: 11,
             dev: 13,
+            ctime_ns: 0,
         };
         let three = Hashed {
             sha1: Sha1Digest::of(b"hello"),
