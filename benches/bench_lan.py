@@ -15,23 +15,24 @@ holders' links are the limit):
   3. `get` from 6 holders vs six parallel range `curl`s, one per holder
      (the links' limit): target <= 1.25x.
 
-Swarm (issue 10), a 128 MiB file: one seed and N hosts, each running
-`serve` on its own dataset and, all at the same moment,
-`get SHA -o <its dataset>/file`. Printed: the time until all N hold a
-verified copy, one host alone with `curl` from the seed, their ratio
-(target <= 1.5 for N=8, <= 1.6 for N=16), and the bytes the seed uploaded
-(its eth0 tx_bytes, read inside its namespace; target <= 3x the file),
-the lab's own limit with N hosts busy (a ring of N concurrent curls, each
-host fetching the file from the next one: every link carries the file
-once each way, as in a perfect swarm; on 2 cores the veth/bridge/tbf work
-makes this slower than one curl alone), plus the CPU the swarm's own processes used (their share of the machine's
-CPUs: "CPU-bound" at 90 % and more) and how busy the whole machine was.
+Swarm (issues 10 and 19): one seed and N hosts, each running `serve` on
+its own dataset and, all at the same moment, `get SHA -o <its dataset>/file`.
+Rows (BENCH_SWARM_ROWS, `N:Mbit/s:MiB`, default 8:400:128, 16:25:16,
+32:25:16, 47:25:16), each the median of BENCH_RUNS runs, with every link
+(the seed's and the hosts') capped at the row's rate. Printed per row: the
+time until all N hold a verified copy (the slowest host's time), the median
+host's, one host alone with `curl` from the seed (median), their ratio
+(targets 1.4 / 1.5 / 1.5 / 1.6), the lab's own limit with N hosts busy (a
+ring of N concurrent curls, each host fetching the file from the next:
+every link carries the file once each way, as in a perfect swarm; target
+<= 1.2x it at 32 and 47), the seed's upload in files (its eth0 tx_bytes;
+target <= 1.5), the CPU-seconds (user + system) of the swarm's processes
+(the peers and the gets) per GiB delivered, and the failed gets (target 0).
 
 Exit status: 0 every target met; 1 a target missed or a command failed.
 Needs root (network namespaces). python3 standard library only.
 Environment: BENCH_LAN_ONLY=swarm (the swarm only), BENCH_RUNS (default 3), BENCH_LAN_MIB (256),
-BENCH_SWARM_MIB (128), BENCH_SWARM_N (comma-separated, default "8,16"),
-BENCH_RATE_MBIT (400).
+BENCH_SWARM_ROWS (see above), BENCH_RATE_MBIT (400, the multi-source part).
 """
 
 import os
@@ -49,16 +50,19 @@ from lab import Lab  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 LAN_MIB = int(os.environ.get("BENCH_LAN_MIB", "256"))
-SWARM_MIB = int(os.environ.get("BENCH_SWARM_MIB", "128"))
-SWARM_N = [int(x) for x in os.environ.get("BENCH_SWARM_N", "8,16").split(",") if x.strip()]
+SWARM_ROWS = [tuple(int(v) for v in x.split(":"))
+              for x in os.environ.get("BENCH_SWARM_ROWS", "8:400:128,16:25:16,32:25:16,47:25:16").split(",")
+              if x.strip()]
 RATE = int(os.environ.get("BENCH_RATE_MBIT", "400"))
 # BENCH_PIECE_SIZE=BYTES: the peers' piece size (default: serve's, 4 MiB).
 PIECE_SIZE = os.environ.get("BENCH_PIECE_SIZE", "")
 # BENCH_LAN_ONLY=swarm skips the multi-source comparisons.
 ONLY = os.environ.get("BENCH_LAN_ONLY", "")
 PORT = 7070
-SWARM_TARGETS = {8: 1.5, 16: 1.6}
-SWARM_UPLOAD_TARGET = 3.0
+SWARM_TARGETS = {8: 1.4, 16: 1.5, 32: 1.5, 47: 1.6}
+# Ratio to the ring of N curls (issue 19: at 32 and 47 hosts).
+RING_TARGETS = {32: 1.2, 47: 1.2}
+SWARM_UPLOAD_TARGET = 1.5
 
 
 
@@ -222,13 +226,13 @@ def multi_source(lab, run, binary, etcd, client, holders):
     return rows
 
 
-def swarm(lab, run, binary, etcd, seed, hosts, n):
-    """Issue 10's swarm: one seed, n hosts getting into their own datasets at once."""
-    ns = f"swarm{n}"
+def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k):
+    """One run of the swarm: one seed, n hosts getting into their own datasets at once."""
+    ns = f"swarm{n}r{k}"
     base = os.path.join(run.work, ns)
     seed_data = os.path.join(base, "seed")
     os.makedirs(seed_data)
-    sha1 = common.random_file(os.path.join(seed_data, "swarm.bin"), SWARM_MIB)
+    sha1 = common.random_file(os.path.join(seed_data, "swarm.bin"), mib)
     peers = [start_peer(run, binary, seed, etcd, seed_data, ns, f"{ns}-seed")]
     datasets = []
     for i, h in enumerate(hosts[:n]):
@@ -240,10 +244,13 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
     for h in hosts[:n]:
         wait_serving(h, None)
 
-    # One host alone with curl from the seed (the reference).
-    alone_out = os.path.join(base, "alone.bin")
-    t_alone = median_of(lambda: timed(hosts[0], ["curl", "-fsS", "-o", alone_out, url(seed, sha1)],
-                                      lambda: os.path.exists(alone_out) and os.remove(alone_out)))
+    # One host alone with curl from the seed (the reference), measured in
+    # the first run of each row.
+    t_alone = None
+    if k == 0:
+        alone_out = os.path.join(base, "alone.bin")
+        t_alone = median_of(lambda: timed(hosts[0], ["curl", "-fsS", "-o", alone_out, url(seed, sha1)],
+                                          lambda: os.path.exists(alone_out) and os.remove(alone_out)))
 
     tx0 = seed.tx_bytes()
     busy0, total0, kernel0 = cpu_busy()
@@ -284,13 +291,14 @@ def swarm(lab, run, binary, etcd, seed, hosts, n):
     for i in range(n):
         shutil.copy(os.path.join(base, f"get{i + 1}.log"), os.path.join(run.work, f"{ns}-get{i + 1}.log"))
     print(f"  {ns}: each get's end, seconds after the start: "
-          + " ".join(f"{t:.2f}" for t in sorted(finish)))
+          + " ".join(f"{t:.2f}" for t in sorted(finish)), file=sys.stderr)
     shutil.rmtree(base, ignore_errors=True)
     busy = 100.0 * (busy1 - busy0) / max(1, total1 - total0)
     kernel = 100.0 * (kernel1 - kernel0) / max(1, total1 - total0)
     own = 100.0 * own_cpu / (t_all * (os.cpu_count() or 1))
-    return {"n": n, "all": t_all, "alone": t_alone, "uploaded": uploaded, "busy": busy,
-            "own": own, "kernel": kernel, "failed": failed, "ring": t_ring}
+    return {"n": n, "all": t_all, "median_host": statistics.median(finish), "alone": t_alone,
+            "uploaded": uploaded, "busy": busy, "own": own, "own_cpu": own_cpu, "kernel": kernel,
+            "failed": failed, "ring": t_ring}
 
 
 def ring(hosts, sha1, base):
@@ -346,36 +354,48 @@ def main():
                 print(f"{name:<{w}}{t:>8.2f}s  {ref_name:<30}{t_ref:>8.2f}s{ratio:>7.2f}x  "
                       f"<= {target:.2f}x {'ok' if ok else 'MISSED'}")
 
-            # The swarm: a seed and up to max(N) hosts, all at RATE.
+            # The swarm: a seed and up to max(N) hosts, every link at the row's rate.
             seed = holders[0]
-            need = max(SWARM_N) if SWARM_N else 0
-            client.set_rate(RATE)
+            need = max((r[0] for r in SWARM_ROWS), default=0)
             swarm_hosts = [client] + holders[1:]
             while len(swarm_hosts) < need:
-                swarm_hosts.append(lab.add_host(RATE))
-            for n in SWARM_N:
-                r = swarm(lab, run, binary, etcd, seed, swarm_hosts, n)
-                size = SWARM_MIB << 20
-                ratio = r["all"] / r["alone"]
-                up = r["uploaded"] / size
+                swarm_hosts.append(lab.add_host())
+            print()
+            print(f"swarm: 1 seed, N hosts `get` one file at once into their shared datasets; "
+                  f"median of {RUNS} runs (uptime: {os.getloadavg()[0]:.1f} load)")
+            head = (f"{'N':>3} {'link':>9} {'file':>8} {'all done':>9} {'median':>7} {'alone':>7} "
+                    f"{'ratio':>7} {'ring':>7} {'/ring':>6} {'seed up':>8} {'CPU-s/GiB':>9} {'failed':>6}  targets")
+            print(head)
+            for n, mbit, mib in SWARM_ROWS:
+                seed.set_rate(mbit)
+                for h in swarm_hosts[:n]:
+                    h.set_rate(mbit)
+                runs = [swarm(lab, run, binary, etcd, seed, swarm_hosts, n, mib, k) for k in range(RUNS)]
+                size = mib << 20
+                t_alone = runs[0]["alone"]
+                med = lambda key: statistics.median(r[key] for r in runs)
+                t_all = med("all")
+                rings = [r["ring"] for r in runs if r["ring"]]
+                t_ring = statistics.median(rings) if rings else None
+                up = med("uploaded") / size
+                cpu_gib = med("own_cpu") / (n * size / 2**30)
+                failed = sum(len(r["failed"]) for r in runs)
+                ratio = t_all / t_alone
                 target = SWARM_TARGETS.get(n, 1.6)
-                ok = ratio <= target and up <= SWARM_UPLOAD_TARGET and not r["failed"]
+                ring_target = RING_TARGETS.get(n)
+                ok = ratio <= target and up <= SWARM_UPLOAD_TARGET and failed == 0
+                if ring_target and t_ring:
+                    ok &= t_all / t_ring <= ring_target
                 missed |= not ok
-                cpu = " (CPU-bound)" if r["own"] >= 90 else ""
-                done = (f"all verified in {r['all']:.2f}s" if not r["failed"] else
-                        f"{n - len(r['failed'])} of {n} verified, {len(r['failed'])} failed, last exit at {r['all']:.2f}s")
-                lab_limit = (f"; the lab's limit with {n} hosts busy (a ring of {n} curls at once) "
-                             f"{r['ring']:.2f}s, ratio to it {r['all'] / r['ring']:.2f}x"
-                             if r["ring"] else "")
-                print(f"swarm, {n} hosts get {SWARM_MIB} MiB from 1 seed at once: {done}; "
-                      f"one host alone, curl from the seed {r['alone']:.2f}s; "
-                      f"ratio {ratio:.2f}x (<= {target}x){lab_limit}; seed uploaded {r['uploaded'] / 2**20:.0f} MiB "
-                      f"= {up:.2f}x the file (<= {SWARM_UPLOAD_TARGET:.0f}x); the swarm's processes used "
-                      f"{r['own']:.0f}% of the {os.cpu_count()} CPUs{cpu}, the machine was {r['busy']:.0f}% busy "
-                      f"({r['kernel']:.0f}% in the kernel: system, irq, softirq) "
-                      f"{'ok' if ok else 'MISSED'}")
-                for f in r["failed"]:
-                    print(f"  get failed on {f}")
+                ring_s = f"{t_ring:>6.2f}s {t_all / t_ring:>5.2f}x" if t_ring else f"{'-':>7} {'-':>6}"
+                targets = f"<= {target}x alone" + (f", <= {ring_target}x ring" if ring_target else "") + \
+                          f", seed <= {SWARM_UPLOAD_TARGET}, 0 failed"
+                print(f"{n:>3} {mbit:>4}Mbit/s {mib:>4} MiB {t_all:>8.2f}s {med('median_host'):>6.2f}s "
+                      f"{t_alone:>6.2f}s {ratio:>6.2f}x {ring_s} {up:>7.2f}x {cpu_gib:>9.1f} "
+                      f"{failed:>3}/{n * RUNS:<3} {targets} {'ok' if ok else 'MISSED'}", flush=True)
+                for r in runs:
+                    for f in r["failed"]:
+                        print(f"    get failed on {f}")
         except common.CommandFailed as e:
             print(f"bench: {e}")
             missed = True

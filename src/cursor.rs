@@ -2,7 +2,7 @@
 //! catalog cache): every read fails cleanly (`None`) past the end, so a
 //! truncated or corrupt file is refused, never a panic.
 
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// Reads from the front of `buf`, which shrinks as it goes.
 pub(crate) struct Reader<'a> {

@@ -130,6 +130,7 @@ mod seeding;
 mod server;
 pub mod status;
 pub mod text;
+mod version;
 
 // Run a peer.
 pub use peer::{Peer, PeerConfig, PeerError};
@@ -140,8 +141,8 @@ pub use discovery::{
 };
 // The files of the network.
 pub use catalog::{
-    Catalog, CatalogOptions, Lookup, NetworkFile, NetworkHolders, ProbeOptions, ProbedHolders,
-    Refresh, CACHE_FILE,
+    Catalog, CatalogOptions, Lookup, NetworkFile, NetworkHolders, NotFound, ProbeOptions,
+    ProbedHolders, Refresh, CACHE_FILE,
 };
 // Downloads.
 pub use fetch::{
@@ -157,11 +158,10 @@ pub use index::{
 pub use server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
 // Names of files.
 pub use digest::{ParseDigestError, Sha1Digest};
+// The version peers publish.
+pub use version::VERSION;
 
 /// The README's Rust examples, compiled and checked by `cargo test --doc`.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
-
-/// The version string peers publish in their etcd record.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");

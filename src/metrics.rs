@@ -162,6 +162,8 @@ pub static ETCD_LATENCY: Histogram = Histogram::new();
 pub static ETCD_ERRORS: Counter = Counter::new();
 /// Watch streams opened on etcd (first opens and reopens).
 pub static ETCD_WATCH_OPENS: Counter = Counter::new();
+/// Swarm announcements this peer put in etcd (`discovery::tracker`).
+pub static SWARM_ANNOUNCES: Counter = Counter::new();
 /// Downloads into the dataset that finished (renamed into place).
 pub static DOWNLOADS_COMPLETED: Counter = Counter::new();
 /// Downloads into the dataset whose state vanished unfinished.
@@ -276,6 +278,12 @@ pub fn render(peer: &[PeerGauge]) -> String {
         "counter",
         "Watch streams opened on etcd (an idle peer keeps one open).",
         ETCD_WATCH_OPENS.get(),
+    );
+    w.one(
+        "pbs_swarm_announces_total",
+        "counter",
+        "Swarm announcements put in etcd (a file this peer downloads or seeds to a swarm).",
+        SWARM_ANNOUNCES.get(),
     );
     w.one(
         "pbs_downloads_completed_total",

@@ -41,11 +41,11 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::RwLock;
 
+use crate::digest::Sha1Digest;
 use crate::fetch::state::ResumeState;
 use crate::index::{FileStat, Hashed, PART_STATE_SUFFIX, PART_SUFFIX};
 use crate::metrics;
 use crate::protocol::{piece_bounds, piece_count, Bitfield, PieceList};
-use crate::Sha1Digest;
 
 /// A partial file opened for serving the pieces it holds (the peer serves
 /// it as a `server::OpenedFile`).

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Sender};
 
+use crate::digest::Sha1Digest;
+use crate::discovery::tracker::Announcer;
 use crate::discovery::{
     self, detect_advertise, host_name, load_or_create_peer_id, unix_now, AdvertiseReason,
     DiscoveryError, PeerCache, PeerInfo, PeerRecord, Registration, RegistrationConfig,
@@ -28,7 +30,6 @@ use crate::protocol::{Bitfield, CatalogEntry, FileList, Health, PieceList};
 use crate::seeding::UploadCounts;
 use crate::server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
 use crate::status::{Monitor, StatusReport};
-use crate::Sha1Digest;
 
 /// Index generations are published in etcd at most this often (a dataset
 /// being hashed changes generation many times a second).
@@ -113,6 +114,7 @@ pub struct Peer {
     status_thread: Option<JoinHandle<()>>,
     monitor: Arc<Monitor>,
     registration: Option<Registration>,
+    announcer: Option<Announcer>,
     cache: Option<Arc<PeerCache>>,
     server: Option<Server>,
     index: Arc<Index>,
@@ -167,11 +169,12 @@ impl Peer {
         if let Some(w) = cfg.workers {
             scfg.workers = w.max(1);
         }
+        let uploads = Arc::new(UploadCounts::default());
         let source = Arc::new(IndexSource {
             index: index.clone(),
             id: id.clone(),
             partials: partials.clone(),
-            uploads: UploadCounts::default(),
+            uploads: uploads.clone(),
             monitor: monitor.clone(),
         });
         let server = Server::bind(cfg.listen, scfg, source)?;
@@ -204,7 +207,7 @@ impl Peer {
             addr: addrs.first().cloned().unwrap_or_else(|| bound.to_string()),
             addrs,
             name: host_name(),
-            version: crate::VERSION.into(),
+            version: crate::version::VERSION.into(),
             started_at: unix_now(),
             index_gen: index.generation(),
         };
@@ -269,6 +272,19 @@ impl Peer {
             })
             .map_err(PeerError::Thread)?;
         registration.set_index_gen(index.generation());
+        let announcer = {
+            let view = registration.view();
+            let index = index.clone();
+            let partials = partials.clone();
+            Announcer::start(
+                client.clone(),
+                cfg.namespace.clone(),
+                id.clone(),
+                advertised.iter().map(SocketAddr::to_string).collect(),
+                Box::new(move || view.state().lease),
+                Box::new(move || holdings(&index, &partials, &uploads)),
+            )?
+        };
 
         Ok(Peer {
             id,
@@ -281,6 +297,7 @@ impl Peer {
             status_thread: Some(status_thread),
             monitor,
             registration: Some(registration),
+            announcer: Some(announcer),
             cache: Some(cache),
             server: Some(server),
             index,
@@ -359,6 +376,9 @@ impl Peer {
         if let Some(tx) = self.status_stop.take() {
             let _ = tx.try_send(());
         }
+        if let Some(a) = self.announcer.take() {
+            a.stop();
+        }
         if let Some(r) = self.registration.take() {
             r.stop();
         }
@@ -387,12 +407,30 @@ impl Drop for Peer {
     }
 }
 
+/// What the peer announces in the swarm tracker: its downloads in
+/// progress with at least one piece, then the complete files it uploaded
+/// ranges of lately (seeding a swarm), most recent first.
+fn holdings(index: &Index, partials: &Partials, uploads: &UploadCounts) -> Vec<(Sha1Digest, bool)> {
+    let mut out: Vec<(Sha1Digest, bool)> = partials
+        .snapshot()
+        .into_iter()
+        .filter(|p| p.held > 0)
+        .map(|p| (p.sha1, !p.downloading))
+        .collect();
+    for sha1 in uploads.active() {
+        if index.get(&sha1).is_some() && !out.iter().any(|(s, _)| *s == sha1) {
+            out.push((sha1, true));
+        }
+    }
+    out
+}
+
 /// The server's view of the index.
 struct IndexSource {
     index: Arc<Index>,
     id: String,
     partials: Arc<Partials>,
-    uploads: UploadCounts,
+    uploads: Arc<UploadCounts>,
     monitor: Arc<Monitor>,
 }
 
@@ -442,6 +480,12 @@ impl FileSource for IndexSource {
         self.partials.download_id(sha1)
     }
 
+    fn indexing(&self) -> Option<u64> {
+        // The first scan, or files waiting to settle or being hashed.
+        let busy = !self.index.is_ready() || self.index.stats().files_queued > 0;
+        busy.then(|| self.index.len() as u64)
+    }
+
     fn note_upload(&self, sha1: &Sha1Digest, start: u64, len: u64) {
         if let Some(f) = self.index.get(sha1) {
             self.uploads
@@ -470,7 +514,7 @@ impl FileSource for IndexSource {
         Health {
             status: "ok".into(),
             id: Some(self.id.clone()),
-            version: crate::VERSION.into(),
+            version: crate::version::VERSION.into(),
             index_gen: self.index.generation(),
             files: self.index.len() as u64,
         }

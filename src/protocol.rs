@@ -31,7 +31,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// Health route.
 pub const HEALTH_PATH: &str = "/v1/health";
@@ -58,6 +58,10 @@ pub const HAVE_HEADER: &str = "X-Have";
 /// Response header of a range answered by a seed that counts its uploads:
 /// its least-uploaded pieces (hex bitmap), as the second bitmap of `have`.
 pub const FRESH_HEADER: &str = "X-Fresh";
+/// Response header of a `404` from a peer whose index is still being
+/// built (its first scan): the number of files indexed so far. The file
+/// may yet be found there; a lookup asks again.
+pub const INDEXING_HEADER: &str = "X-Indexing";
 /// Files of more pieces than this get no [`HAVE_HEADER`] or
 /// [`FRESH_HEADER`] (at most 1 KiB of hex per header); their downloaders
 /// ask `have`.

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::digest::Sha1Digest;
 use crate::protocol::Bitfield;
-use crate::Sha1Digest;
 
 /// Counts of a file quiet this long are reset.
 pub const QUIET: Duration = Duration::from_secs(60);
@@ -78,6 +78,20 @@ impl UploadCounts {
             c.counts[i] = c.counts[i].saturating_add(1);
             c.offered[i] = None;
         }
+    }
+
+    /// The files with a range uploaded within the last [`QUIET`]: a swarm
+    /// is fetching them (announced in the tracker), the most recent first.
+    pub fn active(&self) -> Vec<Sha1Digest> {
+        let now = Instant::now();
+        let files = self.files.lock();
+        let mut active: Vec<(Instant, Sha1Digest)> = files
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last) < QUIET)
+            .map(|(s, c)| (c.last, *s))
+            .collect();
+        active.sort_unstable_by(|a, b| b.cmp(a));
+        active.into_iter().map(|(_, s)| s).collect()
     }
 
     /// The pieces of `sha1` (`pieces` pieces of `piece_size`) offered to

@@ -197,7 +197,7 @@ pub fn save(path: &Path, peers: &ListCache, max_bytes: u64) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Sha1Digest;
+    use crate::digest::Sha1Digest;
 
     #[test]
     fn round_trips_and_ignores_corruption() {

@@ -48,13 +48,13 @@ pub use cache::{CachedList, ListCache, CACHE_FILE};
 pub use network::NetworkHolders;
 use peer_list::FailureKind;
 pub use peer_list::PeerListError;
-pub use probe::{Lookup, ProbeOptions, ProbedHolders};
+pub use probe::{Lookup, NotFound, ProbeOptions, ProbedHolders};
 
+use crate::digest::Sha1Digest;
 use crate::discovery::PeerInfo;
 use crate::fetch::client::Timeouts;
 use crate::fetch::Holder;
 use crate::protocol::{CatalogEntry, FileList};
-use crate::Sha1Digest;
 
 /// Failed peers named in the summary warning (the others are counted).
 const MAX_EXAMPLES: usize = 3;

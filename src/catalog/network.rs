@@ -14,13 +14,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::{Catalog, Refresh};
+use crate::digest::Sha1Digest;
 use crate::discovery::PeerInfo;
 use crate::discovery::{self, DiscoveryError};
 use crate::etcd::Client;
 use crate::fetch::client::{self, Timeouts};
 use crate::fetch::{Holder, HolderSource, HoldersError};
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
-use crate::Sha1Digest;
 
 /// Holders found through etcd and the peers' catalogs.
 pub struct NetworkHolders {

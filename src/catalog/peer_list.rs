@@ -68,6 +68,7 @@ pub(crate) enum FailureKind {
     OverLimit,
     BadList,
     Refused,
+    Indexing,
     Other,
 }
 
@@ -82,6 +83,7 @@ impl std::fmt::Display for FailureKind {
             FailureKind::OverLimit => "over the size limit",
             FailureKind::BadList => "sent a bad list",
             FailureKind::Refused => "refused",
+            FailureKind::Indexing => "still indexing",
             FailureKind::Other => "failed otherwise",
         })
     }

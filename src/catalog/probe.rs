@@ -1,16 +1,37 @@
 //! [`ProbedHolders`]: the holders of one file, found by asking every
 //! registered peer about that file alone, without any catalog.
 //!
-//! One `HEAD /v1/files/<sha1>` per peer address, in parallel (at most
-//! [`ProbeOptions::fan_out`] at once), each address asked once however
-//! many records name it, all within one overall deadline: a dead or silent
-//! peer costs at most the deadline, and the others' answers are used. The
-//! answer says what the peer has: `200` with `ETag: "<sha1>"` the whole
-//! file (its size in `Content-Length`, its name in `Content-Disposition`),
-//! `416` some pieces of it (a partial holder, still downloading it; then
-//! `GET /v1/files/<sha1>/have` on the same connection must show at least
-//! one piece), `404` nothing. A server that answers anything else (a `200`
-//! without the file's tag, say) is not a holder.
+//! One `HEAD /v1/files/<sha1>` per peer address, each address asked once
+//! however many records name it. The answer says what the peer has: `200`
+//! with `ETag: "<sha1>"` the whole file (its size in `Content-Length`, its
+//! name in `Content-Disposition`), `416` some pieces of it (a partial
+//! holder, still downloading it; then `GET /v1/files/<sha1>/have` on the
+//! same connection must show at least one piece), `404` nothing (with
+//! `X-Indexing`: nothing *yet*, its index is still being built). A server
+//! that answers anything else (a `200` without the file's tag, say) is not
+//! a holder.
+//!
+//! Patience, not failure: a peer that could not be asked is not a peer
+//! that lacks the file. A seed whose link is full drops handshakes (so
+//! does a busy switch), and a peer started a moment ago may still be
+//! indexing. Such a peer is asked again after a randomized backoff (so 47
+//! hosts started together do not retry in step: 200 ms doubling to 2 s,
+//! each wait drawn from half to one and a half of it) until some holder is
+//! found, or until [`ProbeOptions::patience`] passes without progress (an
+//! answer from a peer not heard before, or an indexing peer that indexed
+//! more files). [`Lookup::not_found`] then tells "no peer holds it" (every
+//! peer answered) from "no reachable peer holds it (N could not be asked:
+//! ...)".
+//!
+//! Spread over hosts, most promising first: at most
+//! [`ProbeOptions::per_host`] requests in flight to one host (IP), the next
+//! request going to the host with the fewest failures so far and, among
+//! those, the fewest asked (round robin). 100 silent records on one IP
+//! whose ids sort first therefore cost that host's slots and at most one
+//! read timeout of the lookup, never the other hosts' turn: the order of
+//! etcd keys, which an attacker chooses through its id, decides nothing.
+//! Once a holder is found, the lookup ends as soon as every host that has
+//! not failed has answered (or at [`ProbeOptions::deadline`]).
 //!
 //! Nothing a peer says is trusted here: the size and name shown are the
 //! ones the most distinct addresses give, and the download groups the
@@ -18,45 +39,62 @@
 //! most distinct addresses first, so a lying peer (another size, other
 //! pieces) is outvoted and never trusted with a byte that does not verify.
 //!
-//! A `get` of one small file therefore costs one etcd range and one tiny
-//! request per peer, instead of every peer's whole catalog. Batches
-//! (`download_many`) keep the catalog: one refresh answers for every file.
+//! Finding holders without asking everyone: a file being downloaded has
+//! a swarm in etcd's tracker (`discovery::tracker`: the peers that hold
+//! pieces of it, and seeds that uploaded some lately, announce it). A
+//! lookup first reads a random sample of it; if a peer there claims the
+//! whole file, only the sampled peers are asked. Else (a file no swarm is
+//! fetching yet: the first downloads of a flash crowd) every registered
+//! peer is asked: one etcd range and one tiny request per peer, instead
+//! of every peer's whole catalog. A running download's re-queries read the
+//! tracker only. Batches (`download_many`) keep the catalog: one refresh
+//! answers for every file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::peer_list::FailureKind;
-use crate::discovery::{self, DiscoveryError, PeerInfo};
+use crate::digest::Sha1Digest;
+use crate::discovery::{self, tracker, DiscoveryError, PeerInfo, PeerRecord};
 use crate::etcd::Client;
 use crate::fetch::client::{self, ClientError, Timeouts};
 use crate::fetch::{Holder, HolderSource, HoldersError};
 use crate::http::response::disposition_filename;
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
-use crate::Sha1Digest;
 
 /// How peers are asked about one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeOptions {
-    /// Longest wait for a TCP connection to a peer.
+    /// Longest wait for a TCP connection to a peer (one attempt).
     pub connect_timeout: Duration,
     /// Longest a single read from a peer may block.
     pub io_timeout: Duration,
-    /// Longest asking all peers may take.
+    /// Once a holder is known, the longest the lookup waits for the other
+    /// peers' answers.
     pub deadline: Duration,
+    /// While no holder is known, how long the lookup keeps asking again
+    /// the peers that could not be asked (or are still indexing) without
+    /// progress before it gives up. Zero: no second attempt.
+    pub patience: Duration,
     /// Peers asked at once.
     pub fan_out: usize,
+    /// Requests in flight to one host (IP) at most.
+    pub per_host: usize,
 }
 
 impl Default for ProbeOptions {
-    /// 500 ms connect, 1 s read, 3 s for all peers, 32 at once.
+    /// 500 ms connect, 1 s read, 3 s for all peers once a holder is known,
+    /// 10 s of patience without progress, 32 at once, 4 per host.
     fn default() -> Self {
         ProbeOptions {
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(3),
+            patience: Duration::from_secs(10),
             fan_out: 32,
+            per_host: 4,
         }
     }
 }
@@ -75,7 +113,8 @@ pub struct Lookup {
     /// Peers that hold some of its pieces (downloading it), in a random
     /// rotation.
     pub partial: Vec<Holder>,
-    /// Peers that could not be asked, with the reason.
+    /// Peers that could not be asked (or were still indexing at the end),
+    /// with the reason.
     pub failed: Vec<(Holder, String)>,
 }
 
@@ -84,6 +123,58 @@ impl Lookup {
     pub fn holders(&self) -> Vec<Holder> {
         self.complete.iter().chain(&self.partial).cloned().collect()
     }
+
+    /// Why no holder was found, if none was: every peer answered that it
+    /// lacks the file, or some could not be asked.
+    pub fn not_found(&self, sha1: &Sha1Digest) -> Option<NotFound> {
+        if !self.complete.is_empty() || !self.partial.is_empty() {
+            return None;
+        }
+        if self.failed.is_empty() {
+            return Some(NotFound::NoPeerHolds { sha1: *sha1 });
+        }
+        let mut why: Vec<String> = self
+            .failed
+            .iter()
+            .take(MAX_EXAMPLES)
+            .map(|(h, e)| format!("{h}: {e}"))
+            .collect();
+        if self.failed.len() > MAX_EXAMPLES {
+            why.push(format!("and {} more", self.failed.len() - MAX_EXAMPLES));
+        }
+        Some(NotFound::NoReachablePeerHolds {
+            sha1: *sha1,
+            unasked: self.failed.len(),
+            why: why.join("; "),
+        })
+    }
+}
+
+/// Failed peers named in [`NotFound`] (the others are counted).
+const MAX_EXAMPLES: usize = 3;
+
+/// Why the one-file lookup found no holder.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotFound {
+    /// Every registered peer answered, and none holds the file.
+    #[error("no peer holds {sha1}")]
+    NoPeerHolds {
+        /// The file.
+        sha1: Sha1Digest,
+    },
+    /// Some peers could not be asked (unreachable, silent, busy or still
+    /// indexing until the lookup's patience ran out); those that answered
+    /// do not hold the file.
+    #[error("no reachable peer holds {sha1} ({unasked} peer(s) could not be asked: {why})")]
+    NoReachablePeerHolds {
+        /// The file.
+        sha1: Sha1Digest,
+        /// Peers that could not be asked.
+        unasked: usize,
+        /// A few of them with the reason (escaped).
+        why: String,
+    },
 }
 
 /// The holders of one file, by asking the peers registered under a
@@ -91,7 +182,9 @@ impl Lookup {
 /// [`HolderSource::holders`] while it is under 100 ms old, so a `get` asks
 /// the network once to start; a running download's re-queries (every
 /// 150 ms for its first 2 s, when partial holders get their first pieces,
-/// then every 500 ms) each probe, so partial holders join within one.
+/// then every 500 ms) each read a random sample of the swarm's tracker
+/// (`discovery::tracker`), so partial holders join within one, and a
+/// re-query costs a few etcd reads, not a request to every peer.
 pub struct ProbedHolders {
     client: Client,
     namespace: String,
@@ -113,25 +206,90 @@ impl ProbedHolders {
         }
     }
 
-    /// Reads the peers from etcd and asks each about `sha1`.
+    /// The holders of `sha1`, with patience (see the module doc): first
+    /// the swarm's tracker (a random sample of the peers that announced
+    /// the file, asked alone if one of them claims the whole file), else
+    /// every registered peer.
     pub fn lookup(&self, sha1: &Sha1Digest) -> Result<Lookup, DiscoveryError> {
+        let sampled = self.tracked(sha1);
+        if sampled.iter().any(|p| p.1) {
+            let peers: Vec<PeerInfo> = sampled.into_iter().map(|(p, _)| p).collect();
+            let opts = ProbeOptions {
+                patience: Duration::ZERO,
+                deadline: TRACKED_DEADLINE,
+                ..self.opts
+            };
+            let found = probe(sha1, &peers, &opts);
+            if !found.complete.is_empty() {
+                log::debug!(
+                    "{sha1}: {} holder(s) from the tracker, no broadcast",
+                    found.holders().len()
+                );
+                *self.last.lock() = Some((Instant::now(), *sha1, found.holders()));
+                return Ok(found);
+            }
+        }
         let peers = discovery::list_peers(&self.client, &self.namespace)?;
         let found = probe(sha1, &peers, &self.opts);
         *self.last.lock() = Some((Instant::now(), *sha1, found.holders()));
         Ok(found)
     }
+
+    /// A random sample of the peers that announced `sha1` in the tracker
+    /// (each with whether it claims the whole file); none if etcd fails.
+    fn tracked(&self, sha1: &Sha1Digest) -> Vec<(PeerInfo, bool)> {
+        match tracker::sample(&self.client, &self.namespace, sha1, TRACKER_SAMPLE) {
+            Ok(found) => found
+                .into_iter()
+                .map(|a| {
+                    let record = PeerRecord {
+                        id: a.id,
+                        addr: a.addrs.first().cloned().unwrap_or_default(),
+                        addrs: a.addrs,
+                        name: String::new(),
+                        version: String::new(),
+                        started_at: 0,
+                        index_gen: 0,
+                    };
+                    let info = PeerInfo {
+                        record,
+                        lease: 0,
+                        mod_revision: 0,
+                    };
+                    (info, a.complete)
+                })
+                .collect(),
+            Err(e) => {
+                log::debug!("cannot read the swarm tracker for {sha1}: {e}");
+                Vec::new()
+            }
+        }
+    }
 }
 
+/// Announcements read from the tracker per lookup or re-query at most.
+const TRACKER_SAMPLE: usize = 32;
+/// How long the peers sampled from the tracker are given to answer before
+/// the lookup asks every registered peer instead.
+const TRACKED_DEADLINE: Duration = Duration::from_secs(1);
+
 impl HolderSource for ProbedHolders {
+    /// The first call reuses the lookup made to start (if under 100 ms
+    /// old); later ones (a running download's re-queries) read a random
+    /// sample of the tracker: the peers that announced the file, at most
+    /// 32, a few etcd reads whatever the number of peers.
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
         if let Some((at, s, holders)) = self.last.lock().as_ref() {
             if s == sha1 && at.elapsed() < REUSE {
                 return Ok(holders.clone());
             }
         }
-        self.lookup(sha1)
-            .map(|l| l.holders())
-            .map_err(HoldersError::new)
+        let announced = tracker::sample(&self.client, &self.namespace, sha1, TRACKER_SAMPLE)
+            .map_err(HoldersError::new)?;
+        Ok(announced
+            .into_iter()
+            .map(|a| Holder::with_addrs(a.id, a.addrs))
+            .collect())
     }
 }
 
@@ -141,8 +299,8 @@ enum ProbeError {
     /// The request failed (connect, timeout, bad head...).
     #[error(transparent)]
     Request(#[from] ClientError),
-    /// The overall deadline passed before this address was asked.
-    #[error("not asked: the deadline for asking peers passed")]
+    /// The lookup ended before this address was asked.
+    #[error("not asked: the lookup ended first")]
     NotAsked,
     /// An answer no peer gives.
     #[error("bad answer: {0}")]
@@ -150,6 +308,12 @@ enum ProbeError {
     /// Neither holds, partial nor absent.
     #[error("refused: status {0}")]
     Status(u16),
+    /// Too busy to answer (`503`) when last asked.
+    #[error("busy (status 503)")]
+    Busy,
+    /// Its index was still being built when last asked.
+    #[error("still indexing ({0} files so far)")]
+    Indexing(u64),
 }
 
 impl ProbeError {
@@ -162,7 +326,16 @@ impl ProbeError {
             ProbeError::Request(_) => FailureKind::Other,
             ProbeError::NotAsked => FailureKind::NotAsked,
             ProbeError::BadAnswer(_) => FailureKind::BadList,
-            ProbeError::Status(_) => FailureKind::Refused,
+            ProbeError::Status(_) | ProbeError::Busy => FailureKind::Refused,
+            ProbeError::Indexing(_) => FailureKind::Indexing,
+        }
+    }
+
+    /// Whether asking again later may give an answer.
+    fn transient(&self) -> bool {
+        match self {
+            ProbeError::Request(_) | ProbeError::Busy | ProbeError::Indexing(_) => true,
+            ProbeError::NotAsked | ProbeError::BadAnswer(_) | ProbeError::Status(_) => false,
         }
     }
 }
@@ -174,27 +347,235 @@ enum Answer {
     Absent,
 }
 
+/// First backoff before a peer is asked again; doubles per attempt.
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+/// Longest backoff.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The wait before attempt `attempt + 1` (`attempt` >= 1): the doubling
+/// backoff, drawn from half to one and a half of it.
+fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF_FIRST
+        .saturating_mul(1 << attempt.saturating_sub(1).min(8))
+        .min(BACKOFF_MAX);
+    let jitter = (crate::discovery::random_u64() % 1000) as u32;
+    base / 2 + base * jitter / 1000
+}
+
+/// Where one address is.
+enum Step {
+    /// To be asked at (or after) this time.
+    Waiting(Instant),
+    Asking,
+    Answered(Answer),
+    /// Not to be asked again.
+    Failed,
+}
+
+struct Target {
+    addrs: Vec<String>,
+    host: usize,
+    step: Step,
+    attempts: u32,
+    last_error: Option<ProbeError>,
+    /// Files indexed at its last "still indexing" answer.
+    indexed: Option<u64>,
+}
+
+#[derive(Default)]
+struct HostLoad {
+    in_flight: usize,
+    asked: usize,
+    failures: usize,
+}
+
+/// The lookup's shared state (one lock, held to pick or record).
+struct Sched {
+    targets: Vec<Target>,
+    hosts: Vec<HostLoad>,
+    started: Instant,
+    last_progress: Instant,
+    found: bool,
+}
+
+impl Sched {
+    /// Whether the lookup is over at `now`.
+    fn over(&self, now: Instant, opts: &ProbeOptions) -> bool {
+        let settled = |t: &Target| matches!(t.step, Step::Answered(_) | Step::Failed);
+        if self.targets.iter().all(settled) {
+            return true;
+        }
+        if self.found {
+            return now >= self.started + opts.deadline
+                || self
+                    .targets
+                    .iter()
+                    .filter(|t| self.hosts[t.host].failures == 0)
+                    .all(settled);
+        }
+        now >= self.give_up_at(opts)
+    }
+
+    /// When a lookup without a holder gives up: `patience` after the last
+    /// progress, and not before the deadline.
+    fn give_up_at(&self, opts: &ProbeOptions) -> Instant {
+        (self.last_progress + opts.patience).max(self.started + opts.deadline)
+    }
+
+    /// The next address to ask now, if any: a waiting one whose time has
+    /// come on a host below its cap, the host with the fewest failures
+    /// first, then the fewest asked, then listing order.
+    fn pick(&self, now: Instant, opts: &ProbeOptions) -> Option<usize> {
+        let per_host = opts.per_host.max(1);
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| matches!(t.step, Step::Waiting(at) if at <= now))
+            .filter(|(_, t)| self.hosts[t.host].in_flight < per_host)
+            .min_by_key(|(i, t)| {
+                let h = &self.hosts[t.host];
+                (h.failures, h.asked, *i)
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// When a worker with nothing to ask should look again.
+    fn wake_at(&self, opts: &ProbeOptions) -> Instant {
+        let retry = self
+            .targets
+            .iter()
+            .filter_map(|t| match t.step {
+                Step::Waiting(at) => Some(at),
+                _ => None,
+            })
+            .min();
+        let end = if self.found {
+            self.started + opts.deadline
+        } else {
+            self.give_up_at(opts)
+        };
+        retry.map_or(end, |r| r.min(end))
+    }
+
+    fn record(&mut self, i: usize, result: Result<Answer, ProbeError>, opts: &ProbeOptions) {
+        let now = Instant::now();
+        let host = self.targets[i].host;
+        self.hosts[host].in_flight -= 1;
+        let t = &mut self.targets[i];
+        match result {
+            Ok(answer) => {
+                if !matches!(answer, Answer::Absent) {
+                    self.found = true;
+                }
+                t.step = Step::Answered(answer);
+                self.last_progress = now;
+            }
+            Err(e) => {
+                if let ProbeError::Indexing(files) = e {
+                    if t.indexed.is_some_and(|n| n != files) {
+                        // It is getting on: worth waiting for.
+                        self.last_progress = now;
+                    }
+                    t.indexed = Some(files);
+                } else {
+                    self.hosts[host].failures += 1;
+                }
+                t.step = if e.transient() && !self.found && !opts.patience.is_zero() {
+                    Step::Waiting(now + backoff(t.attempts))
+                } else {
+                    Step::Failed
+                };
+                t.last_error = Some(e);
+            }
+        }
+        if self.found {
+            // With a holder known, nobody is asked a second time.
+            for t in &mut self.targets {
+                if t.attempts > 0 && matches!(t.step, Step::Waiting(_)) {
+                    t.step = Step::Failed;
+                }
+            }
+        }
+    }
+}
+
+/// The host part of a dial key's first address (`ip` of `ip:port`).
+fn host_of(addrs: &[String]) -> &str {
+    let first = addrs.first().map_or("", String::as_str);
+    first.rsplit_once(':').map_or(first, |(h, _)| h)
+}
+
 /// Asks every distinct address of `peers` about `sha1` (see the module doc).
 pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) -> Lookup {
     let path = format!("{FILES_PATH}/{sha1}");
-    let mut keys: Vec<Vec<String>> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut host_ids: HashMap<String, usize> = HashMap::new();
+    let started = Instant::now();
+    let mut sched = Sched {
+        targets: Vec::new(),
+        hosts: Vec::new(),
+        started,
+        last_progress: started,
+        found: false,
+    };
     for p in peers {
         let addrs = p.record.dial_addrs();
         let key = addrs.join(",");
         if let std::collections::hash_map::Entry::Vacant(e) = index.entry(key) {
-            e.insert(keys.len());
-            keys.push(addrs);
+            e.insert(sched.targets.len());
+            let n = host_ids.len();
+            let host = *host_ids.entry(host_of(&addrs).to_string()).or_insert(n);
+            if host == sched.hosts.len() {
+                sched.hosts.push(HostLoad::default());
+            }
+            sched.targets.push(Target {
+                addrs,
+                host,
+                step: Step::Waiting(started),
+                attempts: 0,
+                last_error: None,
+                indexed: None,
+            });
         }
     }
-    let deadline = Instant::now() + opts.deadline;
-    let answers = crate::fanout::map(
-        &keys,
-        opts.fan_out.max(1),
-        "pbs-probe",
-        |addrs| ask(addrs, &path, opts, deadline),
-        || Err(ProbeError::NotAsked),
-    );
+    let workers = opts.fan_out.max(1).min(sched.targets.len());
+    let shared = (Mutex::new(sched), Condvar::new());
+    std::thread::scope(|s| {
+        for n in 0..workers {
+            let shared = &shared;
+            let path = path.as_str();
+            let spawned = std::thread::Builder::new()
+                .name(format!("pbs-probe{n}"))
+                .spawn_scoped(s, move || work(shared, path, opts));
+            if let Err(e) = spawned {
+                // The others (at least the calling thread's share) go on.
+                log::warn!("cannot start a probe thread: {e}");
+                if n == 0 {
+                    work(shared, path, opts);
+                }
+                break;
+            }
+        }
+    });
+    let sched = shared.0.into_inner();
+    let asked: Vec<Result<&Answer, String>> = sched
+        .targets
+        .iter()
+        .map(|t| match (&t.step, &t.last_error) {
+            (Step::Answered(a), _) => Ok(a),
+            (_, Some(e)) => Err(e.to_string()),
+            (_, None) => Err(ProbeError::NotAsked.to_string()),
+        })
+        .collect();
+    let kinds: Vec<FailureKind> = sched
+        .targets
+        .iter()
+        .map(|t| {
+            t.last_error
+                .as_ref()
+                .map_or(FailureKind::NotAsked, ProbeError::kind)
+        })
+        .collect();
 
     let mut found = Lookup::default();
     // size -> the distinct addresses that give it; (size, name) claims.
@@ -207,7 +588,7 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
         let addrs = p.record.dial_addrs();
         let k = index[&addrs.join(",")];
         let holder = Holder::with_addrs(&p.record.id, addrs);
-        match &answers[k] {
+        match &asked[k] {
             Ok(Answer::Complete { size, name }) => {
                 vouched.entry(*size).or_default().insert(k);
                 claims.push((*size, name.clone().unwrap_or_default()));
@@ -217,9 +598,9 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
             Ok(Answer::Partial) => found.partial.push(holder),
             Ok(Answer::Absent) => {}
             Err(e) => {
-                *failures.entry(e.kind()).or_default() += 1;
+                *failures.entry(kinds[k]).or_default() += 1;
                 // The error may quote what the peer sent.
-                let e = crate::text::escape(&e.to_string()).into_owned();
+                let e = crate::text::escape(e).into_owned();
                 if examples.len() < 3 {
                     examples.push(format!("{holder}: {e}"));
                 }
@@ -260,57 +641,93 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
     found
 }
 
-/// One `HEAD` to one peer before `deadline` (a busy peer's `503` is asked
-/// again while the deadline allows).
+/// One probe worker: asks the address [`Sched::pick`] gives, records the
+/// answer, until the lookup is over.
+fn work(shared: &(Mutex<Sched>, Condvar), path: &str, opts: &ProbeOptions) {
+    let (lock, cv) = shared;
+    let mut g = lock.lock();
+    loop {
+        let now = Instant::now();
+        if g.over(now, opts) {
+            cv.notify_all();
+            return;
+        }
+        let Some(i) = g.pick(now, opts) else {
+            let wake = g.wake_at(opts);
+            cv.wait_until(&mut g, wake);
+            continue;
+        };
+        let end = if g.found {
+            g.started + opts.deadline
+        } else {
+            g.give_up_at(opts)
+        };
+        let host = g.targets[i].host;
+        g.hosts[host].in_flight += 1;
+        g.hosts[host].asked += 1;
+        let t = &mut g.targets[i];
+        t.step = Step::Asking;
+        t.attempts += 1;
+        let addrs = t.addrs.clone();
+        drop(g);
+        let result = ask(&addrs, path, opts, end);
+        g = lock.lock();
+        g.record(i, result, opts);
+        cv.notify_all();
+    }
+}
+
+/// One `HEAD` to one peer, all before `deadline`.
 fn ask(
     addrs: &[String],
     path: &str,
     opts: &ProbeOptions,
     deadline: Instant,
 ) -> Result<Answer, ProbeError> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ProbeError::NotAsked);
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ProbeError::NotAsked);
+    }
+    let timeouts = Timeouts {
+        connect: opts.connect_timeout.min(left),
+        io: opts.io_timeout.min(left),
+    };
+    let mut conn = client::connect(addrs, timeouts)?;
+    let head = conn.head(path)?;
+    let tag = format!("\"{}\"", &path[FILES_PATH.len() + 1..]);
+    match head.status {
+        200 if head.etag.as_deref() != Some(tag.as_str()) => {
+            Err(ProbeError::BadAnswer("status 200 without the file's ETag"))
         }
-        let timeouts = Timeouts {
-            connect: opts.connect_timeout.min(left),
-            io: opts.io_timeout.min(left),
-        };
-        let mut conn = client::connect(addrs, timeouts)?;
-        let head = conn.head(path)?;
-        let tag = format!("\"{}\"", &path[FILES_PATH.len() + 1..]);
-        return match head.status {
-            200 if head.etag.as_deref() != Some(tag.as_str()) => {
-                Err(ProbeError::BadAnswer("status 200 without the file's ETag"))
+        200 => match head.content_length {
+            Some(size) => Ok(Answer::Complete {
+                size,
+                name: head.disposition.as_deref().and_then(disposition_filename),
+            }),
+            None => Err(ProbeError::BadAnswer("status 200 without a length")),
+        },
+        416 => {
+            // Some pieces, says the peer: it must show one.
+            let have = format!("{path}/{HAVE_SEGMENT}");
+            let started = Instant::now();
+            let head = conn.get(&have, None)?;
+            let body = conn.read_body_to_vec(&head, 1 << 20, started, left)?;
+            let holds = head.status == 200
+                && Bitfield::from_bytes(&body, body.len() * 8).is_some_and(|b| b.count() > 0);
+            Ok(if holds {
+                Answer::Partial
+            } else {
+                Answer::Absent
+            })
+        }
+        404 => match head.indexing {
+            Some(files) => {
+                log::debug!("{}: still indexing ({files} files so far)", addrs.join(","));
+                Err(ProbeError::Indexing(files))
             }
-            200 => match head.content_length {
-                Some(size) => Ok(Answer::Complete {
-                    size,
-                    name: head.disposition.as_deref().and_then(disposition_filename),
-                }),
-                None => Err(ProbeError::BadAnswer("status 200 without a length")),
-            },
-            416 => {
-                // Some pieces, says the peer: it must show one.
-                let have = format!("{path}/{HAVE_SEGMENT}");
-                let started = Instant::now();
-                let head = conn.get(&have, None)?;
-                let body = conn.read_body_to_vec(&head, 1 << 20, started, left)?;
-                let holds = head.status == 200
-                    && Bitfield::from_bytes(&body, body.len() * 8).is_some_and(|b| b.count() > 0);
-                Ok(if holds {
-                    Answer::Partial
-                } else {
-                    Answer::Absent
-                })
-            }
-            404 => Ok(Answer::Absent),
-            503 if Instant::now() + client::BUSY_RETRY < deadline => {
-                std::thread::sleep(client::BUSY_RETRY);
-                continue;
-            }
-            s => Err(ProbeError::Status(s)),
-        };
+            None => Ok(Answer::Absent),
+        },
+        503 => Err(ProbeError::Busy),
+        s => Err(ProbeError::Status(s)),
     }
 }

@@ -11,8 +11,8 @@ use std::error::Error;
 use std::io::ErrorKind;
 
 use piratebay_sync::{
-    etcd, DiscoveryError, FetchError, HoldersError, IndexError, ParseDigestError, PeerError,
-    ServerError,
+    etcd, DiscoveryError, FetchError, HoldersError, IndexError, NotFound, ParseDigestError,
+    PeerError, ServerError,
 };
 
 /// `err: cause: cause; advice` on one line (no advice when none applies).
@@ -58,6 +58,14 @@ fn one(e: &(dyn Error + 'static)) -> Option<String> {
     }
     if let Some(e) = e.downcast_ref::<HoldersError>() {
         return advice(e.source.as_ref());
+    }
+    if let Some(e) = e.downcast_ref::<NotFound>() {
+        return Some(match e {
+            NotFound::NoReachablePeerHolds { .. } => {
+                "check that those peers are up and reachable from here, then try again".into()
+            }
+            _ => "check the SHA1 with `piratebay-sync files`".into(),
+        });
     }
     if e.downcast_ref::<ParseDigestError>().is_some() {
         return Some("copy the SHA1 from `piratebay-sync files`".into());

@@ -88,16 +88,8 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
     // cached or saved); batches use the catalog (`get_batch`).
     let source = ProbedHolders::new(client, namespace(args.namespace), ProbeOptions::default());
     let found = source.lookup(&sha1)?;
-    if found.complete.is_empty() && found.partial.is_empty() {
-        let asked = if found.failed.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} peer(s) could not be asked)", found.failed.len())
-        };
-        return Err(format!(
-            "no peer holds {sha1}{asked}: check the sha1 with `piratebay-sync files`"
-        )
-        .into());
+    if let Some(missing) = found.not_found(&sha1) {
+        return Err(missing.into());
     }
     let dir = flag_or_env(args.dir, "PIRATEBAY_DIR");
     let output = resolve_output(

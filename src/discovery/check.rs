@@ -52,7 +52,7 @@ pub(crate) fn peer_of(kv: &KeyValue, prefix: &[u8]) -> Result<PeerInfo, Reject> 
 
 /// `host:port` in printable ASCII without spaces or commas, at most 256
 /// bytes.
-fn is_plain_addr(addr: &str) -> bool {
+pub(super) fn is_plain_addr(addr: &str) -> bool {
     !addr.is_empty()
         && addr.len() <= MAX_ADDR
         && addr.bytes().all(|b| b.is_ascii_graphic() && b != b',')

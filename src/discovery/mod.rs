@@ -3,7 +3,8 @@
 //!
 //! Key layout (namespace default `piratebay`): `/<ns>/peers/<peer-id>` ->
 //! JSON [`PeerRecord`], attached to the peer's lease. A graceful stop revokes
-//! the lease; a crash lets it expire after the TTL.
+//! the lease; a crash lets it expire after the TTL. The swarm's tracker
+//! ([`tracker`]): `/<ns>/swarm/<sha1>/<bucket>/<peer-id>`.
 
 mod advertise;
 mod cache;
@@ -11,6 +12,7 @@ mod check;
 mod identity;
 mod record;
 mod registration;
+pub(crate) mod tracker;
 
 pub use advertise::{detect_advertise, parse_advertise, Reason as AdvertiseReason, MAX_ADDRS};
 pub use cache::PeerCache;

@@ -67,7 +67,7 @@ impl Client {
         let base = || {
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
-                .user_agent(format!("piratebay-sync/{}", crate::VERSION))
+                .user_agent(format!("piratebay-sync/{}", crate::version::VERSION))
                 .timeout_connect(Some(cfg.connect_timeout))
                 .tls_config(tls.clone())
                 .max_idle_connections_per_host(4)
@@ -98,7 +98,7 @@ impl Client {
     pub(crate) fn stream_agent(&self, idle: std::time::Duration) -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .user_agent(format!("piratebay-sync/{}", crate::VERSION))
+            .user_agent(format!("piratebay-sync/{}", crate::version::VERSION))
             .timeout_connect(Some(self.inner.cfg.connect_timeout))
             .timeout_per_read(Some(idle))
             .tls_config(self.inner.tls.clone())

@@ -110,6 +110,44 @@ impl Client {
         }
     }
 
+    /// One request: at most `limit` keys under `prefix` from the key
+    /// `from` up to `until` (excluded; `None`: the prefix's end), sorted by
+    /// key, leaving out (and counting) every value over `max_value` bytes.
+    /// A window of a prefix, for readers that want a bounded sample rather
+    /// than the whole prefix ([`Client::get_prefix`] pages through it all).
+    pub fn get_window(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        until: Option<&[u8]>,
+        limit: usize,
+        max_value: usize,
+    ) -> Result<Listing> {
+        let end = match until {
+            Some(u) => u.to_vec(),
+            None => prefix_range_end(prefix),
+        };
+        let from = if from < prefix { prefix } else { from };
+        let body = json!({
+            "key": b64(from),
+            "range_end": b64(&end),
+            "limit": limit.max(1).to_string(),
+        });
+        let r: RangeResponse = self.call("/v3/kv/range", &body)?;
+        let mut out = Listing {
+            revision: r.header.revision,
+            ..Listing::default()
+        };
+        for kv in r.kvs {
+            if kv.value.len() > max_value {
+                out.oversized += 1;
+            } else {
+                out.kvs.push(kv);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes one key. Returns how many keys were deleted (0 or 1).
     pub fn delete(&self, key: &[u8]) -> Result<i64> {
         let r: DeleteResponse = self.call("/v3/kv/deleterange", &json!({ "key": b64(key) }))?;

@@ -39,7 +39,7 @@ use super::client::ConnPool;
 use super::rate::RateLimiter;
 use super::{download, DownloadOptions, FetchError, Holder, HolderSource, HoldersError};
 use super::{Progress, Summary};
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// Default number of downloads running at once.
 pub const DEFAULT_CONCURRENCY: usize = 16;

@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -34,8 +34,8 @@ use super::supervisor;
 use super::{
     DownloadOptions, FetchError, Holder, HolderFailure, HolderSource, ProgressFn, Summary,
 };
+use crate::digest::Sha1Digest;
 use crate::protocol::PieceList;
-use crate::Sha1Digest;
 
 /// Threads fetching piece lists at once.
 const LIST_FAN_OUT: usize = 16;
@@ -88,7 +88,6 @@ pub fn download(
         started.elapsed().as_secs_f64()
     );
     let part_path = part_path(&opts.output);
-    let state_path = state_path(&opts.output);
     // Never through a link: a `.part` planted as a symlink is refused.
     let part = OpenOptions::new()
         .read(true)
@@ -98,18 +97,26 @@ pub fn download(
         .custom_flags(libc::O_NOFOLLOW)
         .open(&part_path)
         .map_err(|source| FetchError::io(Step::Open, &part_path, source))?;
+    let state_path = state_path(&opts.output);
     // The state is only a hint: every piece it claims is hashed again.
     let mut claimed = ResumeState::load(&state_path, &sha1)
         .map(|state| state.verified_ranges())
         .unwrap_or_default();
 
-    let received = AtomicU64::new(0);
-    let retried = AtomicU64::new(0);
     let own_rate = match opts.shared_rate {
         Some(_) => None,
         None => opts.max_rate.map(RateLimiter::new),
     };
-    let rate = opts.shared_rate.as_deref().or(own_rate.as_ref());
+    let dl = Download {
+        opts,
+        part,
+        part_path,
+        state_path,
+        rate: opts.shared_rate.as_deref().or(own_rate.as_ref()),
+        received: AtomicU64::new(0),
+        retried: AtomicU64::new(0),
+    };
+    let (part, part_path) = (&dl.part, &dl.part_path);
     let mut used = BTreeSet::new();
     let mut bad: Vec<String> = Vec::new();
     let mut failed: Vec<HolderFailure> = Vec::new();
@@ -122,13 +129,13 @@ pub fn download(
         // space): writes extend the file. Cut anything past this size.
         let part_len = part
             .metadata()
-            .map_err(|source| FetchError::read(&part_path, source))?
+            .map_err(|source| FetchError::read(part_path, source))?
             .len();
         if part_len > list.size {
             part.set_len(list.size)
-                .map_err(|source| FetchError::write(&part_path, source))?;
+                .map_err(|source| FetchError::write(part_path, source))?;
         }
-        let done = salvage(&part, &list, &claimed, opts.memory_budget);
+        let done = salvage(part, &list, &claimed, opts.memory_budget);
         let done_bytes: u64 = (0..done.len())
             .filter(|&i| done[i])
             .map(|i| list.piece_range(i).1 as u64)
@@ -137,17 +144,7 @@ pub fn download(
         if done_bytes > 0 {
             log::info!("resuming {sha1}: {done_bytes} bytes already verified");
         }
-        let round = Round::new(
-            opts,
-            &list,
-            &part,
-            &part_path,
-            &state_path,
-            &done,
-            &received,
-            &retried,
-            rate,
-        );
+        let round = Round::new(&dl, &list, &done);
         round.add_holders(holders.clone());
         let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
         for slot in round.slots.lock().iter_mut() {
@@ -166,13 +163,13 @@ pub fn download(
         );
         match outcome {
             Outcome::Complete(digest, early) if digest == sha1 => {
-                finish(&part, &list, early, &part_path, opts, &state_path)?;
+                finish(&dl, &list, early)?;
                 log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                 summary.bytes = list.size;
-                summary.bytes_received = received.load(Ordering::Relaxed);
+                summary.bytes_received = dl.received.load(Ordering::Relaxed);
                 summary.seconds = started.elapsed().as_secs_f64();
                 summary.peers_used = used.into_iter().collect();
-                summary.pieces_retried = retried.load(Ordering::Relaxed);
+                summary.pieces_retried = dl.retried.load(Ordering::Relaxed);
                 summary.resumed_bytes = resumed.unwrap_or(0);
                 summary.bad_peers = bad;
                 return Ok(summary);
@@ -260,14 +257,9 @@ fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
 /// whole-file hash read before the last write) still match, so the bytes
 /// renamed are the verified ones, rename it into place, fsync the
 /// directory (unless `sync_dir` is off: a batch does it once), drop the state.
-fn finish(
-    part: &File,
-    list: &PieceList,
-    early: usize,
-    part_path: &Path,
-    opts: &DownloadOptions,
-    state_path: &Path,
-) -> Result<(), FetchError> {
+fn finish(dl: &Download<'_>, list: &PieceList, early: usize) -> Result<(), FetchError> {
+    let (part, part_path, state_path) = (&dl.part, dl.part_path.as_path(), &dl.state_path);
+    let opts = dl.opts;
     let output = opts.output.as_path();
     let read_err = |source| FetchError::read(part_path, source);
     // The pieces are checked again while the fsync runs (it waits on the
@@ -344,6 +336,24 @@ fn finish(
         Err(e) => log::warn!("cannot remove {}: {e}", state_path.display()),
     }
     Ok(())
+}
+
+/// One file's download, the same through its rounds: its options, its
+/// `.part` and state file, its rate limit and counters. Each round reads it
+/// through [`Round::dl`].
+pub(crate) struct Download<'a> {
+    pub opts: &'a DownloadOptions,
+    /// The `.part`, open for reading and writing.
+    pub part: File,
+    pub part_path: PathBuf,
+    /// The `.part.state` saved as pieces verify.
+    pub state_path: PathBuf,
+    /// The cap on the bytes per second received, if any.
+    pub rate: Option<&'a RateLimiter>,
+    /// Bytes received from the network in this run.
+    pub received: AtomicU64,
+    /// Pieces fetched again after a failure or bad data.
+    pub retried: AtomicU64,
 }
 
 /// A group of holders that gave the same piece list.

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::{Holder, HoldersError};
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]

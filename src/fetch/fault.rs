@@ -4,7 +4,7 @@
 //! error lists each holder's reason in the same words as before.
 
 use super::client::ClientError;
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// What a request answered instead of the piece or bitmap asked for.
 #[derive(Debug, Clone, Copy)]

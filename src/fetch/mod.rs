@@ -23,8 +23,10 @@
 //! - `holders`: [`Holder`], [`HolderSource`].
 //! - `pieces`: fetching and checking a piece list.
 //! - `scheduler`: which piece each connection fetches (endgame included).
-//! - `worker`: one connection's loop: fetch, verify, write, fail over.
+//! - `download`: one file's download (`Download`: options, `.part`,
+//!   counters) round by round; the whole-file check and the rename.
 //! - `round`: the state one piece list's download shares between its threads.
+//! - `worker`: one connection's `Worker`: fetch, verify, write, fail over.
 //! - `supervisor`: that download's calling thread: starts workers and the
 //!   hasher, saves state, re-queries holders, joins everything.
 //! - `state`: the `.part.state` resume file and the salvage of a `.part`.
@@ -70,7 +72,7 @@ pub use holders::{Holder, HolderSource, HoldersError};
 pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
 
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// How a download runs. `DownloadOptions::new(sha1, output)` gives defaults.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// Longest file name kept from a peer, in bytes.
 const MAX_NAME_BYTES: usize = 200;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::client::{self, ClientError, ConnPool, Timeouts};
 use super::Holder;
+use crate::digest::Sha1Digest;
 use crate::protocol::{piece_count, PieceList, FILES_PATH};
-use crate::Sha1Digest;
 
 /// Largest piece size accepted from a peer (bounds memory per connection).
 pub const MAX_PIECE_SIZE: u64 = 64 * 1024 * 1024;

@@ -4,26 +4,28 @@
 //! supervisor (`supervisor.rs`).
 //!
 //! Locks: the scheduler's state, the slot table, the socket table and the
-//! fatal-error cell; each is held for a lookup or an update, never across
-//! I/O, and never two at once.
+//! fatal-error cell, each held for a lookup or an update, never across I/O
+//! and never two at once; and the two of the state file. Saving it takes
+//! `last_save` (only tried: a thread that finds it taken skips the save),
+//! then `saving`, held across the write of the file (a worker's periodic
+//! save and the supervisor's last one share its `.tmp` name); under them
+//! the scheduler's state, then the slot table, are each taken for a moment.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::net::{Shutdown, TcpStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::client::{PeerConn, Timeouts};
+use super::download::Download;
 use super::fault::Dropped;
-use super::rate::RateLimiter;
 use super::scheduler::Scheduler;
 use super::state::ResumeState;
-use super::{DownloadOptions, FetchError, Holder, Progress};
+use super::{FetchError, Holder, Progress};
+use crate::digest::Sha1Digest;
 use crate::protocol::PieceList;
-use crate::Sha1Digest;
 
 /// How often the supervisor wakes up when nothing happens.
 pub(super) const TICK: Duration = Duration::from_millis(100);
@@ -90,12 +92,9 @@ pub(crate) enum Outcome {
 
 /// The state a round's threads share.
 pub(crate) struct Round<'a> {
-    pub opts: &'a DownloadOptions,
+    /// The download this round is part of: its options, files, counters.
+    pub dl: &'a Download<'a>,
     pub list: &'a PieceList,
-    pub part: &'a File,
-    pub part_path: &'a Path,
-    /// The `.part.state` saved as pieces verify.
-    pub state_path: &'a Path,
     /// When the state was last saved (by a worker or the supervisor).
     last_save: Mutex<Instant>,
     /// Held while the state file is written: a worker's periodic save and
@@ -103,37 +102,33 @@ pub(crate) struct Round<'a> {
     saving: Mutex<()>,
     pub sched: Scheduler,
     pub slots: Mutex<Vec<Slot>>,
-    pub received: &'a AtomicU64,
-    pub retried: &'a AtomicU64,
-    pub rate: Option<&'a RateLimiter>,
     pub timeouts: Timeouts,
     /// Workers stop (set at the end of the round, or on abort).
     stop_workers: AtomicBool,
     /// The hasher stops too (failure, cancel).
     pub(super) abort: AtomicBool,
     pub(super) fatal: Mutex<Option<FetchError>>,
-    sockets: Mutex<HashMap<u64, TcpStream>>,
-    next_socket: AtomicU64,
+    /// The workers' connections, shut down at the end of the round.
+    sockets: Sockets,
     pub(super) max_workers: usize,
     /// This round's id in the state file (a peer serving our `.part`
     /// answers it: that holder is ourselves).
     pub download_id: String,
 }
 
+/// Clones of the workers' sockets, so the end of a round can shut down
+/// every connection (none waits on a stalled peer).
+#[derive(Default)]
+struct Sockets {
+    table: Mutex<HashMap<u64, TcpStream>>,
+    next: AtomicU64,
+}
+
 impl<'a> Round<'a> {
-    /// A round over `list` with the pieces flagged in `done` already on disk.
-    #[allow(clippy::too_many_arguments)] // the round's context, passed once
-    pub fn new(
-        opts: &'a DownloadOptions,
-        list: &'a PieceList,
-        part: &'a File,
-        part_path: &'a Path,
-        state_path: &'a Path,
-        done: &[bool],
-        received: &'a AtomicU64,
-        retried: &'a AtomicU64,
-        rate: Option<&'a RateLimiter>,
-    ) -> Self {
+    /// A round of `dl` over `list` with the pieces flagged in `done`
+    /// already on disk.
+    pub fn new(dl: &'a Download<'a>, list: &'a PieceList, done: &[bool]) -> Self {
+        let opts = dl.opts;
         let done_bytes = done
             .iter()
             .enumerate()
@@ -142,18 +137,12 @@ impl<'a> Round<'a> {
             .sum();
         let by_memory = (opts.memory_budget / list.piece_size.max(1)).max(1) as usize;
         Round {
-            opts,
+            dl,
             list,
-            part,
-            part_path,
-            state_path,
             last_save: Mutex::new(Instant::now()),
             saving: Mutex::new(()),
             sched: Scheduler::new(done, done_bytes, opts.endgame_copies),
             slots: Mutex::new(Vec::new()),
-            received,
-            retried,
-            rate,
             timeouts: Timeouts {
                 connect: opts.connect_timeout,
                 io: opts.io_timeout,
@@ -161,8 +150,7 @@ impl<'a> Round<'a> {
             stop_workers: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             fatal: Mutex::new(None),
-            sockets: Mutex::new(HashMap::new()),
-            next_socket: AtomicU64::new(0),
+            sockets: Sockets::default(),
             max_workers: opts.max_connections.max(1).min(by_memory),
             download_id: crate::discovery::random_id(),
         }
@@ -226,21 +214,21 @@ impl<'a> Round<'a> {
     /// Registers a worker's connection so the supervisor can shut it down.
     pub fn register(&self, conn: &PeerConn) -> Option<u64> {
         let clone = conn.try_clone_stream().ok()?;
-        let id = self.next_socket.fetch_add(1, Ordering::Relaxed);
-        self.sockets.lock().insert(id, clone);
+        let id = self.sockets.next.fetch_add(1, Ordering::Relaxed);
+        self.sockets.table.lock().insert(id, clone);
         Some(id)
     }
 
     /// Forgets a registered connection; true if it was still registered
     /// (so the end of the round has not shut it down and will not).
     pub fn take_registration(&self, id: Option<u64>) -> bool {
-        id.is_some_and(|id| self.sockets.lock().remove(&id).is_some())
+        id.is_some_and(|id| self.sockets.table.lock().remove(&id).is_some())
     }
 
     /// Forgets a registered connection.
     pub fn unregister(&self, id: Option<u64>) {
         if let Some(id) = id {
-            self.sockets.lock().remove(&id);
+            self.sockets.table.lock().remove(&id);
         }
     }
 
@@ -258,7 +246,7 @@ impl<'a> Round<'a> {
 
     pub(super) fn stop_all_workers(&self) {
         self.stop_workers.store(true, Ordering::Release);
-        let sockets: Vec<TcpStream> = self.sockets.lock().drain().map(|(_, s)| s).collect();
+        let sockets: Vec<TcpStream> = self.sockets.table.lock().drain().map(|(_, s)| s).collect();
         for s in sockets {
             let _ = s.shutdown(Shutdown::Both);
         }
@@ -270,7 +258,7 @@ impl<'a> Round<'a> {
         Progress {
             size: self.list.size,
             done: self.sched.done_bytes(),
-            received: self.received.load(Ordering::Relaxed),
+            received: self.dl.received.load(Ordering::Relaxed),
             peers_active: slots.iter().filter(|s| s.workers > 0).count(),
         }
     }
@@ -285,7 +273,8 @@ impl<'a> Round<'a> {
     /// 512-piece file (a 10 GiB file at 1 MiB pieces: one save a second).
     fn state_interval(&self) -> Duration {
         let scale = (self.list.pieces.len() / STATE_PIECES).max(1);
-        self.opts
+        self.dl
+            .opts
             .state_interval
             .saturating_mul(u32::try_from(scale).unwrap_or(u32::MAX))
     }
@@ -298,7 +287,7 @@ impl<'a> Round<'a> {
             return;
         }
         if let Some(flags) = self.sched.take_changes() {
-            self.save_state(&flags, self.state_path);
+            self.save_state(&flags);
         }
         *last = Instant::now();
     }
@@ -307,7 +296,8 @@ impl<'a> Round<'a> {
     /// nothing to resume inside a piece, and skipping the file keeps a
     /// batch of small files from creating and deleting two files each
     /// (ext4's inode allocator made that most of the batch's system time).
-    pub(super) fn save_state(&self, flags: &[bool], state_path: &Path) {
+    pub(super) fn save_state(&self, flags: &[bool]) {
+        let state_path = &self.dl.state_path;
         if self.list.pieces.len() <= 1 {
             return;
         }

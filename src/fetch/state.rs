@@ -16,8 +16,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Sha1Digest;
 use crate::protocol::{piece_bounds, PieceList};
-use crate::Sha1Digest;
 
 /// Most threads checking a `.part`'s pieces at once, the caller included.
 pub(crate) const VERIFY_THREADS: usize = 4;

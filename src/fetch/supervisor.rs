@@ -15,7 +15,7 @@ use sha1::{Digest, Sha1};
 
 use super::round::{open_slots, Outcome, Round, TICK};
 use super::{FetchError, Holder, ProgressFn};
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// Read size of the whole-file hasher.
 const HASH_CHUNK: usize = 1024 * 1024;
@@ -37,7 +37,6 @@ pub(crate) fn run(
     requery: &mut dyn FnMut() -> Vec<Holder>,
     progress: Option<ProgressFn<'_>>,
 ) -> Outcome {
-    let state_path = round.state_path;
     std::thread::scope(|scope| {
         let hasher = match std::thread::Builder::new()
             .name("pbs-get-hash".into())
@@ -56,7 +55,7 @@ pub(crate) fn run(
         }
         // Written at once, so a state of the right length exists even if
         // the disk fills before the first periodic save (see `save`).
-        round.save_state(&round.sched.done_flags(), state_path);
+        round.save_state(&round.sched.done_flags());
         let mut last_query = Instant::now();
         let started = Instant::now();
         let mut seq = 0usize;
@@ -68,6 +67,7 @@ pub(crate) fn run(
                 break None;
             }
             if round
+                .dl
                 .opts
                 .cancel
                 .as_ref()
@@ -97,9 +97,9 @@ pub(crate) fn run(
             // Partial holders have their first pieces within a fraction
             // of a second: asked sooner at the start, they join sooner.
             let interval = if started.elapsed() < FAST_REQUERY_FOR {
-                round.opts.requery_interval.min(FAST_REQUERY)
+                round.dl.opts.requery_interval.min(FAST_REQUERY)
             } else {
-                round.opts.requery_interval
+                round.dl.opts.requery_interval
             };
             if last_query.elapsed() >= interval {
                 let asked = Instant::now();
@@ -123,7 +123,7 @@ pub(crate) fn run(
         }
         let hashed = hasher.join();
         log::debug!("round: whole-file hash done");
-        round.save_state(&round.sched.done_flags(), state_path);
+        round.save_state(&round.sched.done_flags());
         if let Some(cb) = progress {
             cb(&round.progress());
         }
@@ -133,7 +133,7 @@ pub(crate) fn run(
         match hashed {
             Ok(Ok(Some((digest, early)))) => Outcome::Complete(digest, early),
             Ok(Ok(None)) => Outcome::Interrupted,
-            Ok(Err(source)) => Outcome::Fatal(FetchError::read(round.part_path, source)),
+            Ok(Err(source)) => Outcome::Fatal(FetchError::read(&round.dl.part_path, source)),
             Err(_) => Outcome::Fatal(FetchError::Thread(std::io::Error::other(
                 "bug: the hasher thread panicked",
             ))),
@@ -151,7 +151,7 @@ fn fill<'scope, 'env>(
     round: &'env Round<'env>,
     seq: &mut usize,
 ) -> std::io::Result<()> {
-    let per_holder = round.opts.connections_per_holder.max(1);
+    let per_holder = round.dl.opts.connections_per_holder.max(1);
     for level in 1..=per_holder {
         loop {
             // Among the holders without a connection, one that may have a
@@ -169,7 +169,7 @@ fn fill<'scope, 'env>(
                 let mut slots = round.slots.lock();
                 let total: usize = slots.iter().map(|s| s.workers).sum();
                 if total >= round.max_workers
-                    || (level > 1 && total >= round.opts.target_connections)
+                    || (level > 1 && total >= round.dl.opts.target_connections)
                 {
                     return Ok(());
                 }
@@ -208,8 +208,8 @@ fn sync_behind(round: &Round<'_>) {
         }
         let done = round.sched.done_bytes();
         if done >= synced + SYNC_EVERY {
-            if let Err(e) = round.part.sync_data() {
-                log::debug!("flushing {}: {e}", round.part_path.display());
+            if let Err(e) = round.dl.part.sync_data() {
+                log::debug!("flushing {}: {e}", round.dl.part_path.display());
             }
             synced = done;
         }
@@ -261,6 +261,7 @@ fn hash_prefix(round: &Round<'_>) -> std::io::Result<Option<(Sha1Digest, usize)>
         while off < len {
             let n = (len - off).min(buf.len());
             round
+                .dl
                 .part
                 .read_exact_at(&mut buf[..n], start + off as u64)?;
             hasher.update(&buf[..n]);

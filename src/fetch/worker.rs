@@ -1,6 +1,7 @@
-//! One connection to one holder: pull a piece from the scheduler, fetch it
-//! with a `Range` request into a buffer while hashing it, verify it, write
-//! it with `write_at`, repeat on the same kept-alive connection. The next
+//! One connection to one holder ([`Worker`], one thread each): pull a
+//! piece from the scheduler, fetch it with a `Range` request into a buffer
+//! while hashing it, verify it ([`Worker::fetch_piece`]), write it with
+//! `write_at` ([`Worker::keep`]), repeat on the same kept-alive connection. The next
 //! piece's request goes out as soon as the current answer's head is good
 //! (pipelining, depth 1), and the holder's bitmap (`X-Have`) or a seed's
 //! offer (`X-Fresh`) riding on the answer updates the scheduler.
@@ -30,8 +31,8 @@ use super::fault::{Asked, BadData, Dropped, Transfer};
 use super::round::Round;
 use super::scheduler::Next;
 use super::FetchError;
+use crate::digest::Sha1Digest;
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
-use crate::Sha1Digest;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -48,12 +49,8 @@ const ROTATE_AWAY: Duration = Duration::from_millis(500);
 /// How often a seed's hint (its least-uploaded pieces) is asked again.
 const HINT_POLL: Duration = Duration::from_millis(300);
 /// Largest write into the `.part`: a verified piece goes in chunks of
-/// this size. Measured with 20 concurrent `get`s of 256 MiB on 2 cores
-/// (benches/bench_fair.py): one 1 MiB `pwrite` per piece cost 2-3 s more
-/// system CPU than 64 KiB ones (the page-cache copy,
-/// `copy_folio_from_iter_atomic`, was 29 % of all samples; the kernel
-/// takes a large folio for a large write, and those came from colder
-/// memory), 1-2 s of wall time; 16 KiB was no better than 64 KiB.
+/// this size (with many downloads at once, one piece-sized write cost more
+/// system CPU than these: see docs/benchmarks.md).
 const WRITE_CHUNK: usize = 64 * 1024;
 /// Pieces a holder may claim and then not serve (`416`) before it is
 /// dropped as lying.
@@ -81,312 +78,639 @@ struct Conn {
     socket: Option<u64>,
 }
 
-/// The worker loop for the holder in slot `slot`.
-pub(crate) fn run(round: &Round<'_>, slot: usize) {
-    let (holder, addrs) = {
-        let slots = round.slots.lock();
-        (
-            slots[slot].holder.to_string(),
-            slots[slot].holder.dial_addrs().to_vec(),
-        )
-    };
-    let mut conn: Option<Conn> = None;
-    let mut buf = Vec::new();
-    let mut not_there = 0u32;
-    // Every holder is asked its bitmap first; only partial ones again.
-    let mut last_poll: Option<Instant> = None;
-    // Left between requests (the last answer read in full, or none).
-    let mut clean_exit = false;
-    // The connection left the socket table after the last piece.
-    let mut unhooked = false;
-    // The piece whose request went out ahead on `conn` (pipelining).
-    let mut ahead: Option<usize> = None;
-    // This worker already gave its place back (see the seed's second
-    // connection below).
-    let mut retired = false;
-    loop {
-        if conn.is_none() {
-            if let Some(j) = ahead.take() {
-                round.sched.release(j, slot);
-            }
-        }
-        if round.stopping() || round.slots.lock()[slot].dropped.is_some() {
-            clean_exit = true;
-            break;
-        }
-        if ahead.is_none() && round.sched.has_hint(slot) && round.sched.in_swarm() {
-            // A seed's second connection (opened while it was the only
-            // holder) goes once partial holders are known: the seed's
-            // uplink is shared evenly among the downloaders, each taking
-            // one offer at a time.
-            let mut slots = round.slots.lock();
-            if slots[slot].workers > 1 {
-                slots[slot].workers -= 1;
-                retired = true;
-                clean_exit = true;
-                break;
-            }
-        }
-        if let Some(j) = ahead.take() {
-            // Asked already: read its answer.
-            let fetched = fetch_piece(
-                round, slot, &mut conn, &addrs, j, true, &mut ahead, &mut buf,
-            );
-            if matches!(fetched, Ok((_, true))) {
-                last_poll = Some(Instant::now());
-            }
-            if !settle(
-                round,
-                slot,
-                &holder,
-                &mut conn,
-                Some(j),
-                fetched.map(|f| f.0),
-                &mut not_there,
-                &mut last_poll,
-                &mut buf,
-                &mut unhooked,
-            ) {
-                break;
-            }
-            continue;
-        }
-        // A holder's bitmap is asked first; then a seed's hint before each
-        // piece (it goes stale as others ask the seed), a partial holder's
-        // only when it has nothing this download needs.
-        let polled_long_ago = last_poll.is_none_or(|t| t.elapsed() >= HAVE_POLL);
-        let hint_stale = last_poll.is_none_or(|t| t.elapsed() >= HINT_POLL);
-        let mut piece = None;
-        if last_poll.is_some() && !(round.sched.has_hint(slot) && hint_stale) {
-            match round.sched.next(slot) {
-                Next::Stop => {
-                    clean_exit = true;
-                    break;
-                }
-                Next::Piece(i) => piece = Some(i),
-                Next::Wait if round.sched.needs_poll(slot) && polled_long_ago => {}
-                Next::Wait
-                    if !round.sched.is_complete_holder(slot)
-                        && !round.sched.useful(slot)
-                        && round.better_holder_waits(slot) =>
-                {
-                    // Nothing here for us, and a holder without a
-                    // connection may have something: this connection goes
-                    // there; this holder is asked again later.
-                    round.slots.lock()[slot].retry_at = Some(Instant::now() + ROTATE_AWAY);
-                    clean_exit = true;
-                    break;
-                }
-                Next::Wait => {
-                    round.sched.wait(IDLE_WAIT);
-                    continue;
-                }
-            }
-        }
-        let step = match piece {
-            Some(i) => Ok(i),
-            None => {
-                last_poll = Some(Instant::now());
-                match fetch_have(round, &mut conn, &addrs) {
-                    Ok((have, fresh)) => {
-                        round.sched.set_have(slot, have, fresh);
-                        continue;
-                    }
-                    Err(fail) => Err(fail),
-                }
-            }
-        };
-        // A failed bitmap request is handled as a failed piece without a piece.
-        let (i, result) = match step {
-            Ok(i) => {
-                let fetched = fetch_piece(
-                    round, slot, &mut conn, &addrs, i, false, &mut ahead, &mut buf,
-                );
-                if matches!(fetched, Ok((_, true))) {
-                    // Its view came with the piece: no `have` needed now.
-                    last_poll = Some(Instant::now());
-                }
-                (Some(i), fetched.map(|f| f.0))
-            }
-            Err(fail) => (None, Err(fail)),
-        };
-        if !settle(
-            round,
-            slot,
-            &holder,
-            &mut conn,
-            i,
-            result,
-            &mut not_there,
-            &mut last_poll,
-            &mut buf,
-            &mut unhooked,
-        ) {
-            break;
-        }
-    }
-    if let Some(j) = ahead.take() {
-        round.sched.release(j, slot);
-    }
-    match (clean_exit, conn.take(), round.opts.pool.as_ref()) {
-        // Back to the batch's pool, unless the round already shut the
-        // socket down (it does so to every socket still registered).
-        (true, Some(c), Some(pool)) if c.conn.is_reusable() => {
-            if (unhooked && c.socket.is_none()) || round.take_registration(c.socket) {
-                pool.put(&addrs, c.conn);
-            }
-        }
-        (_, mut c, _) => close(round, &mut c),
-    }
-    if !retired {
-        round.slots.lock()[slot].workers -= 1;
-    }
-    round.sched.wake_all();
+/// What a worker does next when no answer is pending on its connection.
+enum Step {
+    /// Fetch this piece.
+    Piece(usize),
+    /// Ask the holder for its bitmap (and a seed for its hint).
+    Poll,
+    /// Nothing to fetch now: wait for the scheduler.
+    Idle,
+    /// Nothing here for this download while a holder without a connection
+    /// may have something: this connection goes there.
+    Rotate,
+    /// No piece is left for this worker.
+    Stop,
 }
 
-/// Handles the outcome of one request (a piece, or a bitmap when `i` is
-/// `None`): writes a verified piece, gives a failed one back, counts the
-/// holder's failures, drops it when it must go. False when the worker
-/// must stop.
-#[allow(clippy::too_many_arguments)]
-fn settle(
-    round: &Round<'_>,
+/// One connection to one holder, and what it remembers between requests.
+/// Its methods are its steps: [`Worker::work`] loops over choosing the next
+/// request, fetching (and verifying) a piece or the bitmap, and
+/// [`Worker::settle`]-ing the outcome; [`Worker::leave`] hands the
+/// connection back.
+struct Worker<'r, 'a> {
+    round: &'r Round<'a>,
+    /// The holder's slot in the round.
     slot: usize,
-    holder: &str,
-    conn: &mut Option<Conn>,
-    i: Option<usize>,
-    mut result: Result<usize, Fail>,
-    not_there: &mut u32,
-    last_poll: &mut Option<Instant>,
-    buf: &mut [u8],
-    unhooked: &mut bool,
-) -> bool {
-    let release = |round: &Round<'_>| {
-        if let Some(i) = i {
-            round.sched.release(i, slot);
+    /// The holder, for messages.
+    holder: String,
+    /// Its addresses, in dialling order.
+    addrs: Vec<String>,
+    conn: Option<Conn>,
+    /// One piece's buffer.
+    buf: Vec<u8>,
+    /// Pieces the holder claimed and then refused (`416`).
+    not_there: u32,
+    /// When the holder's bitmap last came (asked, or riding on an answer).
+    /// Every holder is asked its bitmap first; only partial ones again.
+    last_poll: Option<Instant>,
+    /// The piece whose request went out ahead on `conn` (pipelining).
+    ahead: Option<usize>,
+    /// Left between requests (the last answer read in full, or none).
+    clean_exit: bool,
+    /// The connection left the socket table after the last piece.
+    unhooked: bool,
+    /// This worker already gave its place back (a seed's second
+    /// connection, see [`Worker::retire_from_seed`]).
+    retired: bool,
+}
+
+/// The worker loop for the holder in slot `slot`.
+pub(crate) fn run(round: &Round<'_>, slot: usize) {
+    let mut worker = Worker::new(round, slot);
+    worker.work();
+    worker.leave();
+}
+
+impl<'r, 'a> Worker<'r, 'a> {
+    fn new(round: &'r Round<'a>, slot: usize) -> Self {
+        let (holder, addrs) = {
+            let slots = round.slots.lock();
+            (
+                slots[slot].holder.to_string(),
+                slots[slot].holder.dial_addrs().to_vec(),
+            )
+        };
+        Worker {
+            round,
+            slot,
+            holder,
+            addrs,
+            conn: None,
+            buf: Vec::new(),
+            not_there: 0,
+            last_poll: None,
+            ahead: None,
+            clean_exit: false,
+            unhooked: false,
+            retired: false,
         }
-    };
-    {
-        // Consecutive `503`s are counted on the holder (workers come
-        // and go); past `MAX_BUSY_WAITS` one counts as a failure.
+    }
+
+    /// Requests and settles until the worker must stop: the round ends,
+    /// the holder is dropped, has nothing left or must wait.
+    fn work(&mut self) {
+        loop {
+            if self.conn.is_none() {
+                if let Some(j) = self.ahead.take() {
+                    self.round.sched.release(j, self.slot);
+                }
+            }
+            if self.round.stopping() || self.round.slots.lock()[self.slot].dropped.is_some() {
+                self.clean_exit = true;
+                return;
+            }
+            if self.ahead.is_none() && self.retire_from_seed() {
+                return;
+            }
+            let go_on = match self.ahead.take() {
+                // Asked already: read its answer.
+                Some(j) => self.piece(j, true),
+                None => match self.next_step() {
+                    Step::Piece(i) => self.piece(i, false),
+                    Step::Poll => self.poll(),
+                    Step::Idle => {
+                        self.round.sched.wait(IDLE_WAIT);
+                        true
+                    }
+                    Step::Rotate => {
+                        // This holder is asked again later.
+                        self.round.slots.lock()[self.slot].retry_at =
+                            Some(Instant::now() + ROTATE_AWAY);
+                        self.clean_exit = true;
+                        return;
+                    }
+                    Step::Stop => {
+                        self.clean_exit = true;
+                        return;
+                    }
+                },
+            };
+            if !go_on {
+                return;
+            }
+        }
+    }
+
+    /// A seed's second connection (opened while it was the only holder)
+    /// goes once partial holders are known: the seed's uplink is shared
+    /// evenly among the downloaders, each taking one offer at a time. True
+    /// if this worker gave its place back.
+    fn retire_from_seed(&mut self) -> bool {
+        let (round, slot) = (self.round, self.slot);
+        if !(round.sched.has_hint(slot) && round.sched.in_swarm()) {
+            return false;
+        }
         let mut slots = round.slots.lock();
-        let s = &mut slots[slot];
+        if slots[slot].workers > 1 {
+            slots[slot].workers -= 1;
+            self.retired = true;
+            self.clean_exit = true;
+            return true;
+        }
+        false
+    }
+
+    /// The next request: a holder's bitmap is asked first; then a seed's
+    /// hint before each piece (it goes stale as others ask the seed), a
+    /// partial holder's only when it has nothing this download needs.
+    fn next_step(&self) -> Step {
+        let (round, slot) = (self.round, self.slot);
+        let polled_long_ago = self.last_poll.is_none_or(|t| t.elapsed() >= HAVE_POLL);
+        let hint_stale = self.last_poll.is_none_or(|t| t.elapsed() >= HINT_POLL);
+        if self.last_poll.is_none() || (round.sched.has_hint(slot) && hint_stale) {
+            return Step::Poll;
+        }
+        match round.sched.next(slot) {
+            Next::Stop => Step::Stop,
+            Next::Piece(i) => Step::Piece(i),
+            Next::Wait if round.sched.needs_poll(slot) && polled_long_ago => Step::Poll,
+            Next::Wait
+                if !round.sched.is_complete_holder(slot)
+                    && !round.sched.useful(slot)
+                    && round.better_holder_waits(slot) =>
+            {
+                Step::Rotate
+            }
+            Next::Wait => Step::Idle,
+        }
+    }
+
+    /// Asks the holder's bitmap and hands it to the scheduler; a failed
+    /// request is settled as a failed piece without a piece. False when
+    /// the worker must stop.
+    fn poll(&mut self) -> bool {
+        self.last_poll = Some(Instant::now());
+        match self.fetch_have() {
+            Ok((have, fresh)) => {
+                self.round.sched.set_have(self.slot, have, fresh);
+                true
+            }
+            Err(fail) => self.settle(None, Err(fail)),
+        }
+    }
+
+    /// Fetches, verifies and settles piece `i` (its request already sent
+    /// ahead if `sent`). False when the worker must stop.
+    fn piece(&mut self, i: usize, sent: bool) -> bool {
+        let fetched = self.fetch_piece(i, sent);
+        if matches!(fetched, Ok((_, true))) {
+            // Its view came with the piece: no `have` needed now.
+            self.last_poll = Some(Instant::now());
+        }
+        self.settle(Some(i), fetched.map(|f| f.0))
+    }
+
+    /// Handles the outcome of one request (a piece, or a bitmap when `i`
+    /// is `None`): keeps a verified piece, gives a failed one back, counts
+    /// the holder's failures, drops it when it must go. False when the
+    /// worker must stop.
+    fn settle(&mut self, i: Option<usize>, result: Result<usize, Fail>) -> bool {
+        let round = self.round;
+        let result = self.count_busy(result);
+        if result.is_err() {
+            if let Some(i) = i {
+                round.sched.release(i, self.slot);
+            }
+        }
+        match result {
+            Err(Fail::Busy) => {
+                // Give the worker back so another holder can use it; this
+                // one is asked again after `BUSY_RETRY` (see
+                // `supervisor::fill`).
+                round.slots.lock()[self.slot].retry_at = Some(Instant::now() + client::BUSY_RETRY);
+                false
+            }
+            Ok(len) => match i {
+                Some(i) => self.keep(i, len),
+                None => true,
+            },
+            Err(Fail::Abandoned) => {
+                self.close();
+                true
+            }
+            Err(Fail::Ourselves) => {
+                log::debug!(
+                    "peer {} serves this download's own .part: not asked",
+                    self.holder
+                );
+                round.slots.lock()[self.slot].dropped = Some(Dropped::Ourselves);
+                round.sched.holder_gone(self.slot);
+                false
+            }
+            Err(Fail::NotThere) => self.not_there(i),
+            Err(Fail::Bad(reason)) => {
+                round.dl.retried.fetch_add(1, Ordering::Relaxed);
+                self.drop_bad(reason);
+                false
+            }
+            Err(Fail::Io(reason)) => self.failed(i, reason),
+        }
+    }
+
+    /// Consecutive `503`s are counted on the holder (workers come and go);
+    /// past `MAX_BUSY_WAITS` one counts as a failure.
+    fn count_busy(&self, result: Result<usize, Fail>) -> Result<usize, Fail> {
+        let mut slots = self.round.slots.lock();
+        let s = &mut slots[self.slot];
         if matches!(result, Err(Fail::Busy)) {
             s.busy += 1;
             if s.busy > MAX_BUSY_WAITS {
-                result = Err(Fail::Io(Transfer::Busy(s.busy)));
+                let busy = s.busy;
                 s.busy = 0;
+                return Err(Fail::Io(Transfer::Busy(busy)));
             }
         } else {
             s.busy = 0;
         }
+        result
     }
-    match result {
-        Err(Fail::Busy) => {
-            // Give the worker back so another holder can use it; this
-            // one is asked again after `BUSY_RETRY` (see `supervisor::fill`).
-            release(round);
-            round.slots.lock()[slot].retry_at = Some(Instant::now() + client::BUSY_RETRY);
+
+    /// Writes verified piece `i` (its `len` bytes in the buffer) unless
+    /// another copy was written first. False when the write failed (the
+    /// round's fatal error).
+    fn keep(&mut self, i: usize, len: usize) -> bool {
+        let round = self.round;
+        if !round.sched.claim(i) {
+            round.sched.release(i, self.slot);
+            return true;
+        }
+        let (start, _) = round.piece_range(i);
+        if let Err(source) = write_piece(round, &self.buf[..len], start) {
+            round.set_fatal(FetchError::write(&round.dl.part_path, source));
             return false;
         }
-        Ok(len) => {
-            let Some(i) = i else { return true };
-            if round.sched.claim(i) {
-                let (start, _) = round.piece_range(i);
-                if let Err(source) = write_piece(round, &buf[..len], start) {
-                    round.set_fatal(FetchError::write(round.part_path, source));
-                    return false;
+        if round.dl.opts.pool.is_some() && round.sched.remaining() == 1 {
+            // The last piece: this connection leaves the socket table now,
+            // before the round's end (which this write triggers) shuts
+            // every registered socket down, so it can go back to the
+            // batch's pool.
+            if let Some(c) = self.conn.as_mut() {
+                if round.take_registration(c.socket) {
+                    c.socket = None;
+                    self.unhooked = true;
                 }
-                if round.opts.pool.is_some() && round.sched.remaining() == 1 {
-                    // The last piece: this connection leaves the socket
-                    // table now, before the round's end (which this
-                    // write triggers) shuts every registered socket down,
-                    // so it can go back to the batch's pool.
-                    if let Some(c) = conn.as_mut() {
-                        if round.take_registration(c.socket) {
-                            c.socket = None;
-                            *unhooked = true;
-                        }
-                    }
-                }
-                round.sched.written(i, len as u64, slot);
-                log::trace!("piece {i} from {holder}");
-                round.maybe_save_state();
-                let mut slots = round.slots.lock();
-                slots[slot].pieces += 1;
-                slots[slot].failures = 0;
-            } else {
-                round.sched.release(i, slot);
             }
         }
-        Err(Fail::Abandoned) => {
-            release(round);
-            close(round, conn);
-        }
-        Err(Fail::Ourselves) => {
-            release(round);
-            log::debug!("peer {holder} serves this download's own .part: not asked");
-            round.slots.lock()[slot].dropped = Some(Dropped::Ourselves);
-            round.sched.holder_gone(slot);
+        round.sched.written(i, len as u64, self.slot);
+        log::trace!("piece {i} from {}", self.holder);
+        round.maybe_save_state();
+        let mut slots = round.slots.lock();
+        slots[self.slot].pieces += 1;
+        slots[self.slot].failures = 0;
+        true
+    }
+
+    /// A `416`: a complete holder that refuses a piece is dropped as bad; a
+    /// partial one is asked its bitmap again, and dropped once it refused
+    /// more than `MAX_NOT_THERE` pieces it claimed. False when dropped.
+    fn not_there(&mut self, i: Option<usize>) -> bool {
+        let (round, slot) = (self.round, self.slot);
+        if round.sched.is_complete_holder(slot) {
+            self.drop_bad(BadData::RefusedPiece(i.unwrap_or(0)));
             return false;
         }
-        Err(Fail::NotThere) if round.sched.is_complete_holder(slot) => {
-            release(round);
-            let piece = i.map_or(0, |i| i);
-            drop_bad(round, slot, holder, BadData::RefusedPiece(piece));
+        self.not_there += 1;
+        if let Some(i) = i {
+            round.sched.not_there(slot, i);
+        }
+        if self.not_there > MAX_NOT_THERE {
+            self.drop_bad(BadData::ClaimedNotServed(self.not_there));
             return false;
         }
-        Err(Fail::NotThere) => {
-            release(round);
-            *not_there += 1;
-            if let Some(i) = i {
-                round.sched.not_there(slot, i);
-            }
-            if *not_there > MAX_NOT_THERE {
-                drop_bad(round, slot, holder, BadData::ClaimedNotServed(*not_there));
+        // Its bitmap is stale: ask again before the next piece.
+        self.last_poll = self
+            .last_poll
+            .map(|t| t.checked_sub(HAVE_POLL).unwrap_or(t));
+        true
+    }
+
+    /// A failed transfer: the connection is closed and the holder's
+    /// failure counted; past `max_retries` in a row it is dropped (false),
+    /// else the worker backs off and goes on.
+    fn failed(&mut self, i: Option<usize>, reason: Transfer) -> bool {
+        let round = self.round;
+        round.dl.retried.fetch_add(1, Ordering::Relaxed);
+        self.close();
+        let holder = &self.holder;
+        let failures = {
+            let mut slots = round.slots.lock();
+            let s = &mut slots[self.slot];
+            s.failures += 1;
+            if s.failures > round.dl.opts.max_retries && s.dropped.is_none() {
+                log::warn!(
+                    "dropping peer {holder} for this download after {} failures: {reason}",
+                    s.failures
+                );
+                s.dropped = Some(Dropped::Failing {
+                    failures: s.failures,
+                    last: reason,
+                });
+                drop(slots);
+                round.sched.holder_gone(self.slot);
                 return false;
             }
-            // Its bitmap is stale: ask again before the next piece.
-            *last_poll = last_poll.map(|t| t.checked_sub(HAVE_POLL).unwrap_or(t));
+            let piece = i.map_or("its piece bitmap".to_string(), |i| format!("piece {i}"));
+            log::info!("peer {holder}: {piece} failed, retrying elsewhere: {reason}");
+            s.failures
+        };
+        let backoff = BACKOFF_MIN
+            .saturating_mul(1 << failures.saturating_sub(1).min(8))
+            .min(BACKOFF_MAX);
+        round.sleep(backoff);
+        true
+    }
+
+    /// Drops the holder for this download as a source of bad data.
+    fn drop_bad(&self, reason: BadData) {
+        log::warn!("dropping peer {} for this download: {reason}", self.holder);
+        {
+            let mut slots = self.round.slots.lock();
+            let s = &mut slots[self.slot];
+            if s.dropped.is_none() {
+                s.dropped = Some(Dropped::Bad(reason));
+                s.bad = true;
+            }
         }
-        Err(Fail::Bad(reason)) => {
-            release(round);
-            round.retried.fetch_add(1, Ordering::Relaxed);
-            drop_bad(round, slot, holder, reason);
-            return false;
-        }
-        Err(Fail::Io(reason)) => {
-            release(round);
-            round.retried.fetch_add(1, Ordering::Relaxed);
-            close(round, conn);
-            let failures = {
-                let mut slots = round.slots.lock();
-                let s = &mut slots[slot];
-                s.failures += 1;
-                if s.failures > round.opts.max_retries && s.dropped.is_none() {
-                    log::warn!(
-                        "dropping peer {holder} for this download after {} failures: {reason}",
-                        s.failures
-                    );
-                    s.dropped = Some(Dropped::Failing {
-                        failures: s.failures,
-                        last: reason,
-                    });
-                    drop(slots);
-                    round.sched.holder_gone(slot);
-                    return false;
-                }
-                let piece = i.map_or("its piece bitmap".to_string(), |i| format!("piece {i}"));
-                log::info!("peer {holder}: {piece} failed, retrying elsewhere: {reason}");
-                s.failures
-            };
-            let backoff = BACKOFF_MIN
-                .saturating_mul(1 << failures.saturating_sub(1).min(8))
-                .min(BACKOFF_MAX);
-            round.sleep(backoff);
+        self.round.sched.holder_gone(self.slot);
+    }
+
+    /// Closes the connection (a new one is opened for the next request).
+    fn close(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.round.unregister(c.socket);
         }
     }
-    true
+
+    /// Gives back the piece asked ahead, the connection (to a batch's pool
+    /// when it is clean, unless the round already shut it down: it does so
+    /// to every socket still registered) and the worker's place.
+    fn leave(mut self) {
+        let round = self.round;
+        if let Some(j) = self.ahead.take() {
+            round.sched.release(j, self.slot);
+        }
+        match (
+            self.clean_exit,
+            self.conn.take(),
+            round.dl.opts.pool.as_ref(),
+        ) {
+            (true, Some(c), Some(pool)) if c.conn.is_reusable() => {
+                if (self.unhooked && c.socket.is_none()) || round.take_registration(c.socket) {
+                    pool.put(&self.addrs, c.conn);
+                }
+            }
+            (_, Some(c), _) => round.unregister(c.socket),
+            (_, None, _) => {}
+        }
+        if !self.retired {
+            round.slots.lock()[self.slot].workers -= 1;
+        }
+        round.sched.wake_all();
+    }
+
+    /// Fetches and verifies piece `i` into the buffer (its request already
+    /// went out ahead if `sent`); returns its length and whether the answer
+    /// carried the holder's bitmaps ([`crate::protocol::HAVE_HEADER`],
+    /// [`crate::protocol::FRESH_HEADER`]; ignored unless well-formed for
+    /// this file), which are passed to the scheduler at once. Once the
+    /// answer's head is good, the next piece for this holder is asked for
+    /// ahead on the same connection, so the link does not idle between
+    /// pieces.
+    fn fetch_piece(&mut self, i: usize, sent: bool) -> Result<(usize, bool), Fail> {
+        let (round, slot) = (self.round, self.slot);
+        let (start, len) = round.piece_range(i);
+        let size = round.list.size;
+        let path = format!("{FILES_PATH}/{}", round.list.sha1);
+        let range = (start, start + len as u64 - 1);
+        let head = if sent {
+            let Some(c) = self.conn.as_mut() else {
+                return Err(Fail::Io(Transfer::NoConnection));
+            };
+            match c.conn.next_head() {
+                Ok(head) => head,
+                // The peer closed a kept-alive connection before this
+                // answer: not its fault, ask again on a new one.
+                Err(e) if e.is_stale_connection() => return Err(Fail::Abandoned),
+                Err(e) => return Err(io_fail(round, e)),
+            }
+        } else {
+            self.request(&path, Some(range))?
+        };
+        match head.status {
+            206 => match head.content_range {
+                Some((a, b, total)) if total != size => {
+                    return Err(Fail::Bad(BadData::RangeOfOtherSize {
+                        total,
+                        size,
+                        first: a,
+                        last: b,
+                    }))
+                }
+                Some(r) if r == (range.0, range.1, size) => {}
+                other => {
+                    return Err(Fail::Io(Transfer::ContentRange {
+                        asked: range,
+                        got: other,
+                    }))
+                }
+            },
+            200 if start == 0 && len as u64 == size => {}
+            503 => return Err(Fail::Busy),
+            416 => {
+                // A partial holder without this piece: read the short reason.
+                if let Some(c) = self.conn.as_mut() {
+                    let _ = c
+                        .conn
+                        .read_body_to_vec(&head, 4096, Instant::now(), round.timeouts.io);
+                    c.conn.finish(&head);
+                }
+                return Err(Fail::NotThere);
+            }
+            status => {
+                return Err(Fail::Io(Transfer::Status {
+                    status,
+                    asked: Asked::Piece(i),
+                }))
+            }
+        }
+        match head.content_length {
+            Some(l) if l == len as u64 => {}
+            Some(l) if head.status == 200 => {
+                return Err(Fail::Bad(BadData::OtherSize { got: l, size }))
+            }
+            other => return Err(Fail::Io(Transfer::ContentLength { got: other, len })),
+        }
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        let Some(c) = self.conn.as_mut() else {
+            return Err(Fail::Io(Transfer::NoConnection));
+        };
+        let n = round.list.pieces.len();
+        let have = head.have.as_deref().and_then(|h| Bitfield::from_hex(h, n));
+        let fresh = head.fresh.as_deref().and_then(|h| Bitfield::from_hex(h, n));
+        let refreshed = match (have, fresh) {
+            (Some(have), _) => {
+                round.sched.set_have(slot, Some(have), None);
+                true
+            }
+            (None, Some(fresh)) => {
+                round.sched.set_have(slot, None, Some(fresh));
+                true
+            }
+            (None, None) => false,
+        };
+        // Not with a batch's shared connections: they go back to the pool
+        // between files, with nothing pending.
+        if self.ahead.is_none() && round.dl.opts.pool.is_none() && !head.close {
+            if let Next::Piece(j) = round.sched.next(slot) {
+                let (s, l) = round.piece_range(j);
+                match c.conn.send_ahead(&path, (s, s + l as u64 - 1)) {
+                    Ok(()) => self.ahead = Some(j),
+                    // The body read below fails too, and says why.
+                    Err(_) => round.sched.release(j, slot),
+                }
+            }
+        }
+        let mut hasher = Sha1::new();
+        let rate = round.dl.rate;
+        let read = c.conn.read_body(
+            &mut self.buf[..len],
+            |want| {
+                if round.stopping() || round.sched.is_done(i) {
+                    return None;
+                }
+                Some(rate.map_or(want, |r| want.min(r.chunk())))
+            },
+            |chunk| {
+                hasher.update(chunk);
+                round
+                    .dl
+                    .received
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                if let Some(r) = rate {
+                    round.sleep(r.reserve(chunk.len()));
+                }
+            },
+        );
+        match read {
+            Ok(()) => c.conn.finish(&head),
+            Err(ClientError::Abandoned) => return Err(Fail::Abandoned),
+            Err(e) => return Err(io_fail(round, e)),
+        }
+        let got = Sha1Digest::from_hasher(hasher);
+        if got != round.list.pieces[i] {
+            crate::metrics::PIECES_REJECTED.inc();
+            return Err(Fail::Bad(BadData::PieceHash {
+                piece: i,
+                got,
+                want: round.list.pieces[i],
+            }));
+        }
+        Ok((len, refreshed))
+    }
+
+    /// Sends `GET path` on the worker's connection, opening it (or a new
+    /// one when the kept-alive one turned out stale) as needed.
+    fn request(&mut self, path: &str, range: Option<(u64, u64)>) -> Result<client::Head, Fail> {
+        let round = self.round;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.conn.as_ref().is_none_or(|c| !c.conn.is_reusable()) {
+                self.close();
+                // A batch's idle connection to this peer first (its first
+                // request counts as a reuse: a stale one is replaced below).
+                let pooled = match attempt {
+                    1 => round
+                        .dl
+                        .opts
+                        .pool
+                        .as_ref()
+                        .and_then(|p| p.take(&self.addrs)),
+                    _ => None,
+                };
+                let c = match pooled {
+                    Some(c) => c,
+                    None => client::connect(&self.addrs, round.timeouts)
+                        .map_err(|e| Fail::Io(e.into()))?,
+                };
+                let socket = round.register(&c);
+                self.conn = Some(Conn { conn: c, socket });
+            }
+            let Some(c) = self.conn.as_mut() else {
+                return Err(Fail::Io(Transfer::NoConnection));
+            };
+            let reused = c.conn.requests() > 0;
+            match c.conn.get(path, range) {
+                Ok(head) => return Ok(head),
+                Err(e) if reused && attempt == 1 && e.is_stale_connection() => self.close(),
+                Err(e) => return Err(io_fail(round, e)),
+            }
+        }
+    }
+
+    /// Asks the holder which pieces it has: `Some` bitmap (full for a
+    /// complete holder), `None` if it does not know the route (an older
+    /// peer: assumed complete, its range answers tell); and the seed's hint
+    /// of the pieces it would rather upload, if it sent one.
+    fn fetch_have(&mut self) -> Result<(Option<Bitfield>, Option<Bitfield>), Fail> {
+        let round = self.round;
+        let path = format!("{FILES_PATH}/{}/{HAVE_SEGMENT}", round.list.sha1);
+        let head = self.request(&path, None)?;
+        if head.download_id.as_deref() == Some(round.download_id.as_str()) {
+            return Err(Fail::Ourselves);
+        }
+        let n = round.list.pieces.len();
+        let Some(c) = self.conn.as_mut() else {
+            return Err(Fail::Io(Transfer::NoConnection));
+        };
+        let body = c
+            .conn
+            .read_body_to_vec(
+                &head,
+                (n.div_ceil(8) + 4096) as u64,
+                Instant::now(),
+                round.timeouts.io,
+            )
+            .map_err(|e| io_fail(round, e))?;
+        c.conn.finish(&head);
+        let k = n.div_ceil(8);
+        let bad = || {
+            Fail::Bad(BadData::Bitmap {
+                len: body.len(),
+                pieces: n,
+            })
+        };
+        match head.status {
+            200 if body.len() == 2 * k && k > 0 => {
+                let have = Bitfield::from_bytes(&body[..k], n).ok_or_else(bad)?;
+                let fresh = Bitfield::from_bytes(&body[k..], n).ok_or_else(bad)?;
+                // Only a holder of every piece gives a hint.
+                Ok((Some(have), Some(fresh)))
+            }
+            200 => Bitfield::from_bytes(&body, n)
+                .map(|b| (Some(b), None))
+                .ok_or_else(bad),
+            404 => Ok((None, None)),
+            503 => Err(Fail::Busy),
+            status => Err(Fail::Io(Transfer::Status {
+                status,
+                asked: Asked::Bitmap,
+            })),
+        }
+    }
 }
 
 /// Writes a verified piece at `start` of the `.part`, [`WRITE_CHUNK`]
@@ -394,274 +718,10 @@ fn settle(
 fn write_piece(round: &Round<'_>, piece: &[u8], start: u64) -> std::io::Result<()> {
     let mut at = start;
     for chunk in piece.chunks(WRITE_CHUNK) {
-        round.part.write_all_at(chunk, at)?;
+        round.dl.part.write_all_at(chunk, at)?;
         at += chunk.len() as u64;
     }
     Ok(())
-}
-
-/// Drops `slot`'s holder for this download as a source of bad data.
-fn drop_bad(round: &Round<'_>, slot: usize, holder: &str, reason: BadData) {
-    log::warn!("dropping peer {holder} for this download: {reason}");
-    {
-        let mut slots = round.slots.lock();
-        let s = &mut slots[slot];
-        if s.dropped.is_none() {
-            s.dropped = Some(Dropped::Bad(reason));
-            s.bad = true;
-        }
-    }
-    round.sched.holder_gone(slot);
-}
-
-fn close(round: &Round<'_>, conn: &mut Option<Conn>) {
-    if let Some(c) = conn.take() {
-        round.unregister(c.socket);
-    }
-}
-
-/// Fetches and verifies piece `i` into `buf` (its request already went
-/// out ahead if `sent`); returns its length and whether the answer carried
-/// the holder's bitmaps ([`crate::protocol::HAVE_HEADER`],
-/// [`crate::protocol::FRESH_HEADER`]; ignored unless well-formed for this
-/// file), which are passed to the scheduler at once. Once the answer's
-/// head is good, the next piece for this holder is asked for ahead on the
-/// same connection (`ahead`), so the link does not idle between pieces.
-#[allow(clippy::too_many_arguments)]
-fn fetch_piece(
-    round: &Round<'_>,
-    slot: usize,
-    conn: &mut Option<Conn>,
-    addrs: &[String],
-    i: usize,
-    sent: bool,
-    ahead: &mut Option<usize>,
-    buf: &mut Vec<u8>,
-) -> Result<(usize, bool), Fail> {
-    let (start, len) = round.piece_range(i);
-    let size = round.list.size;
-    let path = format!("{FILES_PATH}/{}", round.list.sha1);
-    let range = (start, start + len as u64 - 1);
-    let head = if sent {
-        let Some(c) = conn.as_mut() else {
-            return Err(Fail::Io(Transfer::NoConnection));
-        };
-        match c.conn.next_head() {
-            Ok(head) => head,
-            // The peer closed a kept-alive connection before this answer:
-            // not its fault, ask again on a new one.
-            Err(e) if e.is_stale_connection() => return Err(Fail::Abandoned),
-            Err(e) => return Err(io_fail(round, e)),
-        }
-    } else {
-        request(round, conn, addrs, &path, Some(range))?
-    };
-    match head.status {
-        206 => match head.content_range {
-            Some((a, b, total)) if total != size => {
-                return Err(Fail::Bad(BadData::RangeOfOtherSize {
-                    total,
-                    size,
-                    first: a,
-                    last: b,
-                }))
-            }
-            Some(r) if r == (range.0, range.1, size) => {}
-            other => {
-                return Err(Fail::Io(Transfer::ContentRange {
-                    asked: range,
-                    got: other,
-                }))
-            }
-        },
-        200 if start == 0 && len as u64 == size => {}
-        503 => return Err(Fail::Busy),
-        416 => {
-            // A partial holder without this piece: read the short reason.
-            if let Some(c) = conn.as_mut() {
-                let _ = c
-                    .conn
-                    .read_body_to_vec(&head, 4096, Instant::now(), round.timeouts.io);
-                c.conn.finish(&head);
-            }
-            return Err(Fail::NotThere);
-        }
-        status => {
-            return Err(Fail::Io(Transfer::Status {
-                status,
-                asked: Asked::Piece(i),
-            }))
-        }
-    }
-    match head.content_length {
-        Some(l) if l == len as u64 => {}
-        Some(l) if head.status == 200 => {
-            return Err(Fail::Bad(BadData::OtherSize { got: l, size }))
-        }
-        other => return Err(Fail::Io(Transfer::ContentLength { got: other, len })),
-    }
-    if buf.len() < len {
-        buf.resize(len, 0);
-    }
-    let Some(c) = conn.as_mut() else {
-        return Err(Fail::Io(Transfer::NoConnection));
-    };
-    let n = round.list.pieces.len();
-    let have = head.have.as_deref().and_then(|h| Bitfield::from_hex(h, n));
-    let fresh = head.fresh.as_deref().and_then(|h| Bitfield::from_hex(h, n));
-    let refreshed = match (have, fresh) {
-        (Some(have), _) => {
-            round.sched.set_have(slot, Some(have), None);
-            true
-        }
-        (None, Some(fresh)) => {
-            round.sched.set_have(slot, None, Some(fresh));
-            true
-        }
-        (None, None) => false,
-    };
-    // Not with a batch's shared connections: they go back to the pool
-    // between files, with nothing pending.
-    if ahead.is_none() && round.opts.pool.is_none() && !head.close {
-        if let Next::Piece(j) = round.sched.next(slot) {
-            let (s, l) = round.piece_range(j);
-            match c.conn.send_ahead(&path, (s, s + l as u64 - 1)) {
-                Ok(()) => *ahead = Some(j),
-                // The body read below fails too, and says why.
-                Err(_) => round.sched.release(j, slot),
-            }
-        }
-    }
-    let mut hasher = Sha1::new();
-    let rate = round.rate;
-    let read = c.conn.read_body(
-        &mut buf[..len],
-        |want| {
-            if round.stopping() || round.sched.is_done(i) {
-                return None;
-            }
-            Some(rate.map_or(want, |r| want.min(r.chunk())))
-        },
-        |chunk| {
-            hasher.update(chunk);
-            round
-                .received
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if let Some(r) = rate {
-                round.sleep(r.reserve(chunk.len()));
-            }
-        },
-    );
-    match read {
-        Ok(()) => c.conn.finish(&head),
-        Err(ClientError::Abandoned) => return Err(Fail::Abandoned),
-        Err(e) => return Err(io_fail(round, e)),
-    }
-    let got = Sha1Digest::from_hasher(hasher);
-    if got != round.list.pieces[i] {
-        crate::metrics::PIECES_REJECTED.inc();
-        return Err(Fail::Bad(BadData::PieceHash {
-            piece: i,
-            got,
-            want: round.list.pieces[i],
-        }));
-    }
-    Ok((len, refreshed))
-}
-
-/// Sends `GET path` on the worker's connection, opening it (or a new one
-/// when the kept-alive one turned out stale) as needed.
-fn request(
-    round: &Round<'_>,
-    conn: &mut Option<Conn>,
-    addrs: &[String],
-    path: &str,
-    range: Option<(u64, u64)>,
-) -> Result<client::Head, Fail> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        if conn.as_ref().is_none_or(|c| !c.conn.is_reusable()) {
-            close(round, conn);
-            // A batch's idle connection to this peer first (its first
-            // request counts as a reuse: a stale one is replaced below).
-            let pooled = match attempt {
-                1 => round.opts.pool.as_ref().and_then(|p| p.take(addrs)),
-                _ => None,
-            };
-            let c = match pooled {
-                Some(c) => c,
-                None => client::connect(addrs, round.timeouts).map_err(|e| Fail::Io(e.into()))?,
-            };
-            let socket = round.register(&c);
-            *conn = Some(Conn { conn: c, socket });
-        }
-        let Some(c) = conn.as_mut() else {
-            return Err(Fail::Io(Transfer::NoConnection));
-        };
-        let reused = c.conn.requests() > 0;
-        match c.conn.get(path, range) {
-            Ok(head) => return Ok(head),
-            Err(e) if reused && attempt == 1 && e.is_stale_connection() => {
-                close(round, conn);
-            }
-            Err(e) => return Err(io_fail(round, e)),
-        }
-    }
-}
-
-/// Asks the holder which pieces it has: `Some` bitmap (full for a complete
-/// holder), `None` if it does not know the route (an older peer: assumed
-/// complete, its range answers tell); and the seed's hint of the pieces it
-/// would rather upload, if it sent one.
-fn fetch_have(
-    round: &Round<'_>,
-    conn: &mut Option<Conn>,
-    addrs: &[String],
-) -> Result<(Option<Bitfield>, Option<Bitfield>), Fail> {
-    let path = format!("{FILES_PATH}/{}/{HAVE_SEGMENT}", round.list.sha1);
-    let head = request(round, conn, addrs, &path, None)?;
-    if head.download_id.as_deref() == Some(round.download_id.as_str()) {
-        return Err(Fail::Ourselves);
-    }
-    let n = round.list.pieces.len();
-    let Some(c) = conn.as_mut() else {
-        return Err(Fail::Io(Transfer::NoConnection));
-    };
-    let body = c
-        .conn
-        .read_body_to_vec(
-            &head,
-            (n.div_ceil(8) + 4096) as u64,
-            Instant::now(),
-            round.timeouts.io,
-        )
-        .map_err(|e| io_fail(round, e))?;
-    c.conn.finish(&head);
-    let k = n.div_ceil(8);
-    let bad = || {
-        Fail::Bad(BadData::Bitmap {
-            len: body.len(),
-            pieces: n,
-        })
-    };
-    match head.status {
-        200 if body.len() == 2 * k && k > 0 => {
-            let have = Bitfield::from_bytes(&body[..k], n).ok_or_else(bad)?;
-            let fresh = Bitfield::from_bytes(&body[k..], n).ok_or_else(bad)?;
-            // Only a holder of every piece gives a hint.
-            Ok((Some(have), Some(fresh)))
-        }
-        200 => Bitfield::from_bytes(&body, n)
-            .map(|b| (Some(b), None))
-            .ok_or_else(bad),
-        404 => Ok((None, None)),
-        503 => Err(Fail::Busy),
-        status => Err(Fail::Io(Transfer::Status {
-            status,
-            asked: Asked::Bitmap,
-        })),
-    }
 }
 
 /// An I/O failure, or an abandon when the round is ending (its sockets are

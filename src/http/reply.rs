@@ -42,6 +42,9 @@ pub struct Head {
     pub disposition: Option<String>,
     /// `ETag`, raw (at most 128 bytes, else ignored).
     pub etag: Option<String>,
+    /// `X-Indexing`: the peer's index is still being built (the files
+    /// indexed so far); a `404` then means "not yet", not "never".
+    pub indexing: Option<u64>,
 }
 
 /// How a response's body ends.
@@ -110,7 +113,7 @@ pub fn head_request(host: &str, path: &str) -> String {
 fn request(method: &str, host: &str, path: &str, range: Option<(u64, u64)>, gzip: bool) -> String {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: piratebay-sync/{}\r\n",
-        crate::VERSION
+        crate::version::VERSION
     );
     if let Some((a, b)) = range {
         req.push_str(&format!("Range: bytes={a}-{b}\r\n"));
@@ -143,6 +146,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ReplyError> {
         fresh: None,
         disposition: None,
         etag: None,
+        indexing: None,
         close: resp.version == Some(0),
     };
     for h in resp.headers.iter() {
@@ -187,6 +191,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ReplyError> {
             });
         } else if h.name.eq_ignore_ascii_case(crate::protocol::HAVE_HEADER) {
             head.have = Some(value.to_string()).filter(|v| v.len() <= MAX_BITMAP_HEX);
+        } else if h
+            .name
+            .eq_ignore_ascii_case(crate::protocol::INDEXING_HEADER)
+        {
+            head.indexing = value.parse().ok();
         } else if h.name.eq_ignore_ascii_case(crate::protocol::FRESH_HEADER) {
             head.fresh = Some(value.to_string()).filter(|v| v.len() <= MAX_BITMAP_HEX);
         }

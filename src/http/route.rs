@@ -9,10 +9,10 @@
 use super::request::Method;
 use super::response::Status;
 use crate::digest::ParseDigestError;
+use crate::digest::Sha1Digest;
 use crate::protocol::{
     FILES_PATH, HAVE_SEGMENT, HEALTH_PATH, METRICS_PATH, PAGE_PATH, STATUS_PATH,
 };
-use crate::Sha1Digest;
 
 /// The `Allow` value of a `405`.
 pub const ALLOW: &str = "GET, HEAD";

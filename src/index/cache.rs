@@ -32,8 +32,8 @@ use std::sync::Arc;
 
 use super::entry::{FileStat, Hashed, IndexedFile, Location};
 use crate::cursor::Reader;
+use crate::digest::Sha1Digest;
 use crate::protocol::piece_count;
-use crate::Sha1Digest;
 
 /// First line of a cache file of the current version.
 pub const MAGIC: &str = "piratebay-sync index cache v3\n";

@@ -75,9 +75,9 @@ fn name(f: &IndexedFile, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::Sha1Digest;
     use crate::index::entry::{FileStat, Hashed};
     use crate::protocol::{CatalogEntry, FileList};
-    use crate::Sha1Digest;
     use std::ffi::OsStr;
     use std::path::PathBuf;
 

@@ -6,8 +6,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::digest::Sha1Digest;
 use crate::protocol::{CatalogEntry, PieceList};
-use crate::Sha1Digest;
 
 /// The stat fingerprint of a file: if any part of it changed, its hashes are stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

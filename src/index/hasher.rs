@@ -17,7 +17,7 @@ use std::time::Duration;
 use sha1::{Digest, Sha1};
 
 use super::entry::{FileStat, Hashed};
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// Read buffer size: large enough to amortise syscalls, small enough for L2.
 const BUF_SIZE: usize = 1 << 20;

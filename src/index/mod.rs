@@ -58,8 +58,8 @@ pub use entry::IndexedFile;
 pub(crate) use entry::{FileStat, Hashed};
 pub use walk::{PART_STATE_SUFFIX, PART_SUFFIX};
 
+use crate::digest::Sha1Digest;
 use crate::protocol::DEFAULT_PIECE_SIZE;
-use crate::Sha1Digest;
 use store::{Delta, Store};
 
 /// How to build and maintain an index.

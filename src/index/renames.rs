@@ -95,7 +95,7 @@ impl Renames {
 
 #[cfg(test)]
 mod tests {
-    use crate::Sha1Digest;
+    use crate::digest::Sha1Digest;
 
     use super::*;
 

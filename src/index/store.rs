@@ -14,7 +14,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use super::entry::{FileStat, Hashed, IndexedFile, Location};
 use super::IndexEvent;
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// One path of the index: the entry holding it and its place in the
 /// entry's locations. The path and its stat are the entry's: nothing is

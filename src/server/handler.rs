@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::FileSource;
+use crate::digest::Sha1Digest;
 use crate::http::conditional::{if_range_matches, none_match};
 use crate::http::encoding::accepts_gzip;
 use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
@@ -26,9 +27,9 @@ use crate::http::response::content_disposition;
 use crate::http::route::{self, Route, ALLOW};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
 use crate::protocol::{
-    DOWNLOAD_ID_HEADER, FRESH_HEADER, HAVE_HEADER, MAX_HEADER_PIECES, PIECES_HEADER,
+    DOWNLOAD_ID_HEADER, FRESH_HEADER, HAVE_HEADER, INDEXING_HEADER, MAX_HEADER_PIECES,
+    PIECES_HEADER,
 };
-use crate::Sha1Digest;
 
 const CONTENT_TYPE_JSON: &str = "application/json";
 const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
@@ -237,7 +238,7 @@ pub(crate) fn handle(
         Route::FileList => file_list(request, source, catalog),
         Route::Pieces(sha1) => match source.pieces(&sha1) {
             Some(pieces) => Response::json(&pieces),
-            None => not_served(&sha1),
+            None => not_served(&sha1, source),
         },
         Route::Have(sha1) => match source.have(&sha1) {
             Some(have) => {
@@ -257,7 +258,7 @@ pub(crate) fn handle(
                 }
                 Response::bytes(head, body)
             }
-            None => not_served(&sha1),
+            None => not_served(&sha1, source),
         },
         Route::File(sha1) => file(request, source, &sha1),
     }
@@ -291,11 +292,27 @@ fn status(route: Route, source: &dyn FileSource) -> Response {
     response.no_store()
 }
 
-fn not_served(sha1: &Sha1Digest) -> Response {
-    Response::error(
-        Status::NOT_FOUND,
-        &format!("file {sha1} is not served here: ask another peer"),
-    )
+/// `404` for a file this peer does not serve; while its index is still
+/// being built, with [`INDEXING_HEADER`] (the file may yet appear: ask
+/// again).
+fn not_served(sha1: &Sha1Digest, source: &dyn FileSource) -> Response {
+    match source.indexing() {
+        Some(files) => {
+            let mut response = Response::error(
+                Status::NOT_FOUND,
+                &format!("file {sha1} is not indexed here yet: this peer is still indexing"),
+            );
+            response.head = response
+                .head
+                .header(INDEXING_HEADER, files.to_string())
+                .header("Cache-Control", CACHE_NEVER);
+            response
+        }
+        None => Response::error(
+            Status::NOT_FOUND,
+            &format!("file {sha1} is not served here: ask another peer"),
+        ),
+    }
 }
 
 fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
@@ -339,7 +356,7 @@ fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCa
 fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Response {
     let opened = match source.open(sha1) {
         Ok(Some(opened)) => opened,
-        Ok(None) => return not_served(sha1),
+        Ok(None) => return not_served(sha1, source),
         Err(e) => {
             log::error!("cannot open file {sha1}: {e}");
             return Response::error(

@@ -54,8 +54,8 @@ pub use config::ServerConfig;
 pub use error::ServerError;
 pub use pool::Server;
 
+use crate::digest::Sha1Digest;
 use crate::protocol::{Bitfield, FileList, Health, PieceList};
-use crate::Sha1Digest;
 
 /// What the server serves.
 pub trait FileSource: Send + Sync + 'static {
@@ -87,6 +87,11 @@ pub trait FileSource: Send + Sync + 'static {
     /// For a file still being downloaded here: the id of that download
     /// (sent with `/have`, so the download recognizes itself).
     fn download_id(&self, _sha1: &Sha1Digest) -> Option<String> {
+        None
+    }
+    /// While the first scan of the index runs: the files indexed so far
+    /// (a `404` then says "not yet", so a lookup asks again). `None`: ready.
+    fn indexing(&self) -> Option<u64> {
         None
     }
     /// Bytes `[start, start + len)` of a complete file are about to be sent.

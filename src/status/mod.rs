@@ -41,13 +41,13 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogOptions};
+use crate::digest::Sha1Digest;
 use crate::discovery::{PeerCache, PeerInfo, RegistrationView};
 use crate::fetch::client::{get_small, Timeouts};
 use crate::index::Index;
 use crate::metrics;
 use crate::partial::Partials;
 use crate::protocol::HEALTH_PATH;
-use crate::Sha1Digest;
 use window::Window;
 
 pub(crate) use uploads::Upload;
@@ -632,7 +632,7 @@ impl Monitor {
             peer: PeerStatus {
                 id: self.id.clone(),
                 name: self.name.clone(),
-                version: crate::VERSION.into(),
+                version: crate::version::VERSION.into(),
                 addrs: advertised.iter().map(SocketAddr::to_string).collect(),
                 dataset: self.dataset.display().to_string(),
                 uptime_secs: self.started.elapsed().as_secs(),

@@ -475,7 +475,8 @@ mod tests {
     fn hostile_report() -> StatusReport {
         use super::super::*;
         let evil = "<x onmouseover=alert(1)>\"'&";
-        let sha1: crate::Sha1Digest = "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap();
+        let sha1: crate::digest::Sha1Digest =
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap();
         StatusReport {
             peer: PeerStatus {
                 id: evil.into(),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{const_mutex, Mutex};
 
-use crate::Sha1Digest;
+use crate::digest::Sha1Digest;
 
 /// How long a session stays listed after its last byte.
 pub const LINGER: Duration = Duration::from_secs(10);

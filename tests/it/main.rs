@@ -19,6 +19,7 @@ mod hostile_swarm;
 mod index;
 mod lan;
 mod lan_swarm;
+mod patience;
 mod peer;
 mod server;
 mod status;
