@@ -3,6 +3,8 @@
 //! ([`Dropped`]): typed, so the worker decides by variant and the final
 //! error lists each holder's reason in the same words as before.
 
+use std::time::Duration;
+
 use super::client::ClientError;
 use crate::digest::Sha1Digest;
 
@@ -57,6 +59,19 @@ pub(crate) enum Transfer {
     /// `503` too many times in a row.
     #[error("busy (503) {0} times in a row")]
     Busy(u32),
+    /// A piece not done by its deadline (set by the download's progress:
+    /// a body dripped byte by byte never trips the per-read timeout).
+    #[error("piece {piece} not done within {limit:?} ({got} of {len} bytes)")]
+    Late {
+        /// The piece.
+        piece: usize,
+        /// Its deadline.
+        limit: Duration,
+        /// Bytes received.
+        got: usize,
+        /// The piece's length.
+        len: usize,
+    },
     /// A worker without a connection after opening one.
     #[error("bug: no connection")]
     NoConnection,

@@ -191,6 +191,21 @@ impl Hostile {
                 "name": "hostile", "version": "0", "started_at": 0, "index_gen": 1,
             });
             etcd.put(&format!("/piratebay/peers/{id}"), &record.to_string());
+            // And in the swarm's tracker, as a holder of the file
+            // (`discovery::tracker`: the bucket is 8 hex digits of the
+            // SHA1 of the host).
+            let bucket = &Sha1Digest::of(ip.to_string().as_bytes()).to_hex()[..8];
+            // Announced as a partial holder even when it plays a seed: a
+            // tracker full of "complete" hostile announcements keeps the
+            // lookup from asking anyone else (see NOTES.md, 03:40 hostile:
+            // the lookup is the `swarm` engineer's).
+            let announced = json!({
+                "id": id, "addrs": [addr.to_string()], "complete": false,
+            });
+            etcd.put(
+                &format!("/piratebay/swarm/{}/{bucket}/{id}", script.sha),
+                &announced.to_string(),
+            );
             let (stop, script) = (stop.clone(), script.clone());
             threads.push(std::thread::spawn(move || {
                 let mut conns = Vec::new();
@@ -227,11 +242,18 @@ impl Drop for Hostile {
 
 /// Runs `get` of the seed's file into `out`; its output and how long it
 /// took, or `None` (killed) if it had not finished within `limit`.
-fn timed_get(ep: &str, sha: &Sha1Digest, out: &Path, limit: Duration) -> (Option<Output>, f64) {
+fn timed_get(
+    ep: &str,
+    sha: &Sha1Digest,
+    out: &Path,
+    extra: &[&str],
+    limit: Duration,
+) -> (Option<Output>, f64) {
     let started = Instant::now();
     let mut child: Child = command()
         .args(["get", &sha.to_hex(), "--json", "--etcd", ep, "-o"])
         .arg(out)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -245,7 +267,10 @@ fn timed_get(ep: &str, sha: &Sha1Digest, out: &Path, limit: Duration) -> (Option
         if started.elapsed() > limit {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
-            eprintln!("get killed; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "get killed; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             return (None, started.elapsed().as_secs_f64());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -259,6 +284,7 @@ fn finished(what: &str, run: (Option<Output>, f64), out: &Path, sha: &Sha1Digest
     let (output, secs) = run;
     eprintln!("{what}: get took {secs:.2} s");
     let output = output.unwrap_or_else(|| panic!("{what}: get still running after {secs:.1} s"));
+    eprintln!("{what}: get's log:\n{}", stderr_text(&output));
     assert!(
         output.status.success(),
         "{what}: get failed: {}",
@@ -324,7 +350,7 @@ fn an_offer_from_a_partial_holder_does_not_freeze_the_seed() {
     script.have.extend(bitmap(PIECES, PIECES));
     let hostile = Hostile::start(&s.etcd, &["0offer"], script);
     let out = s.out("offer.bin");
-    let run = timed_get(&s.ep, &s.seed.sha, &out, ALLOWED);
+    let run = timed_get(&s.ep, &s.seed.sha, &out, &[], ALLOWED);
     let summary = finished("a partial holder's offer", run, &out, &s.seed.sha);
     assert!(
         named(&summary, &hostile.addrs[0]),
@@ -337,9 +363,10 @@ fn an_offer_from_a_partial_holder_does_not_freeze_the_seed() {
 }
 
 /// Item 2: a partial holder claiming every piece but the last that sends
-/// one byte every 3 s: a piece has a deadline set by the download's
-/// progress, not only a per-read timeout, and the seed is not held back
-/// while the dripper holds a piece.
+/// one byte every 3 s: the seed is not held back while the dripper's
+/// claims give nothing (it yields within `SEED_YIELD`), and a piece has a
+/// deadline set by the download's progress, not only a per-read timeout:
+/// a `get` paced to last longer than that deadline names the dripper.
 #[test]
 fn a_dripping_partial_holder_costs_seconds_not_minutes() {
     let s = setup();
@@ -348,25 +375,30 @@ fn a_dripping_partial_holder_costs_seconds_not_minutes() {
     let sent = script.sent.clone();
     let hostile = Hostile::start(&s.etcd, &["0drip"], script);
     let out = s.out("drip.bin");
-    let run = timed_get(&s.ep, &s.seed.sha, &out, ALLOWED);
+    let run = timed_get(&s.ep, &s.seed.sha, &out, &[], ALLOWED);
     let summary = finished("a dripping partial holder", run, &out, &s.seed.sha);
-    eprintln!(
-        "the dripper sent {} bytes; summary {summary}",
-        sent.load(Ordering::Relaxed)
-    );
+    eprintln!("the dripper sent {} bytes", sent.load(Ordering::Relaxed));
+    assert!(!named(&summary, &s.seed.addr), "{summary}");
+    // Paced to about 8 s: its piece misses its deadline (5 s) meanwhile.
+    let rate = (PIECES * PIECE / 8).to_string();
+    let out = s.out("drip-paced.bin");
+    let run = timed_get(&s.ep, &s.seed.sha, &out, &["--max-rate", &rate], ALLOWED);
+    let summary = finished("paced, beside a dripper", run, &out, &s.seed.sha);
+    let slow = summary["slow_peers"].to_string();
     assert!(
-        named(&summary, &hostile.addrs[0]),
-        "the dripping holder is not named: {summary}"
+        slow.contains(&hostile.addrs[0].to_string()) && !slow.contains(&s.seed.addr.to_string()),
+        "the dripping holder is not named as slow: {summary}"
     );
 }
 
-/// Item 3: one host on two ports of one IP, under ids that sort before
-/// every honest one, claims the whole file with a piece list of its own and
-/// drips. Its list must not outvote the seed's (hosts count by IP, ties
-/// are not broken by etcd key order), and whichever list goes first, a
-/// group that does not deliver yields to the next within seconds.
+/// Item 3: a false piece list claiming the whole file, dripped, from a
+/// hostile side of two hosts, one of them on two ports, under ids that
+/// sort before every honest one: its list goes first (two hosts against
+/// one), and a group that delivers nothing yields to the next list within
+/// seconds. (Two ports of one IP count as one host: see the unit test of
+/// the ranking in `fetch/download.rs`.)
 #[test]
-fn a_false_piece_list_from_two_ports_of_one_host_does_not_outvote_the_seed() {
+fn a_false_piece_list_that_delivers_nothing_yields_to_the_seed_within_seconds() {
     let s = setup();
     let mut script = s.script();
     script.complete = true;
@@ -374,12 +406,13 @@ fn a_false_piece_list_from_two_ports_of_one_host_does_not_outvote_the_seed() {
     script.drip = Some(Duration::from_secs(3));
     script.pieces = false_list(&s.seed.pieces);
     let sent = script.sent.clone();
-    let hostile = Hostile::start(&s.etcd, &["0000a", "0000b"], script);
+    let two_ports = Hostile::start(&s.etcd, &["0000a", "0000b"], script.clone());
+    let other_host = Hostile::start(&s.etcd, &["0000c"], script);
     let out = s.out("false.bin");
-    let run = timed_get(&s.ep, &s.seed.sha, &out, ALLOWED);
-    let summary = finished("a false list from 2 ports", run, &out, &s.seed.sha);
+    let run = timed_get(&s.ep, &s.seed.sha, &out, &[], ALLOWED);
+    let summary = finished("a false list from 2 hosts", run, &out, &s.seed.sha);
     eprintln!(
-        "the false holder sent {} bytes; summary {summary}",
+        "the false holders sent {} bytes",
         sent.load(Ordering::Relaxed)
     );
     assert!(
@@ -388,9 +421,9 @@ fn a_false_piece_list_from_two_ports_of_one_host_does_not_outvote_the_seed() {
     );
     assert!(
         !summary["peers_used"].to_string().contains("0000"),
-        "bytes counted from the false holder: {summary}"
+        "bytes counted from the false holders: {summary}"
     );
-    drop(hostile);
+    drop((two_ports, other_host));
 }
 
 /// The seed's piece list with every piece hash changed (still well formed:
