@@ -78,7 +78,9 @@ setTimeout(tick,REFRESH);
 })();
 "#;
 
-/// HTML-escapes `s` for text and attribute values.
+/// HTML-escapes `s` for text and attribute values; control, bidi and
+/// zero-width characters are shown as `\u{...}`, as the terminal output
+/// shows them ([`crate::text`]): `gnp\u{202e}exe` cannot pass for `exe.png`.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -88,8 +90,9 @@ pub fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            // Controls are shown as U+FFFD: they have no business in a name.
-            c if c.is_control() => out.push('\u{fffd}'),
+            c if crate::text::is_unsafe_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
             c => out.push(c),
         }
     }
@@ -162,6 +165,16 @@ pub fn render(r: &StatusReport) -> String {
         REFRESH_SECS * 1000
     );
     o
+}
+
+/// The last row of a table that shows only the first rows: how many more.
+fn more(o: &mut String, hidden: usize, what: &str) {
+    if hidden > 0 {
+        let _ = write!(
+            o,
+            "<tr class=\"more\"><td colspan=\"7\" class=\"mute\">and {hidden} more {what}</td></tr>"
+        );
+    }
 }
 
 fn row(o: &mut String, key: &str, value_html: &str) {
@@ -373,7 +386,7 @@ fn peers(o: &mut String, r: &StatusReport) {
     let _ = write!(
         o,
         "<section id=\"peers\"><h2>Peers <span class=\"mute\">{} registered, {answering} answering</span></h2>",
-        r.peers.len()
+        r.peers_total
     );
     if r.peers.is_empty() {
         o.push_str("<p class=\"mute\">no peer registered (is etcd reachable?)</p></section>");
@@ -414,6 +427,7 @@ fn peers(o: &mut String, r: &StatusReport) {
             p.index_gen,
         );
     }
+    more(o, r.peers_total.saturating_sub(r.peers.len()), "peers");
     o.push_str("</tbody></table></section>");
 }
 
@@ -452,6 +466,7 @@ fn files(o: &mut String, r: &StatusReport) {
                 e.sha1,
             );
         }
+        more(o, f.total.saturating_sub(f.list.len()), "files");
         o.push_str("</tbody></table>");
     }
     o.push_str("</div></section>");
@@ -468,7 +483,25 @@ mod tests {
             "&lt;img src=x onerror=alert(1)&gt;"
         );
         assert_eq!(escape("a&b\"c'd"), "a&amp;b&quot;c&#39;d");
-        assert_eq!(escape("x\u{1b}[31m\n"), "x\u{fffd}[31m\u{fffd}");
+        // Controls, bidi and zero-width characters as the terminal shows them.
+        assert_eq!(escape("x\u{1b}[31m\n"), "x\\u{1b}[31m\\u{a}");
+        assert_eq!(escape("gnp\u{202e}.exe"), "gnp\\u{202e}.exe");
+        assert_eq!(escape("a\u{200b}b\u{2066}"), "a\\u{200b}b\\u{2066}");
+    }
+
+    #[test]
+    fn rows_past_the_caps_are_counted_not_shown() {
+        let mut r = hostile_report();
+        r.peers_total = 300;
+        r.files.total = 1234;
+        let html = render(&r);
+        assert!(html.contains("and 299 more peers"), "{html}");
+        assert!(html.contains("and 1233 more files"));
+        assert!(html.contains("300 registered"));
+        let long = super::super::clip("x".repeat(200_000));
+        assert_eq!(long.chars().count(), super::super::NAME_CHARS + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(super::super::clip("short".into()), "short");
     }
 
     /// A report whose every untrusted string is markup.
@@ -514,6 +547,7 @@ mod tests {
                 latency_ms: None,
                 this: false,
             }],
+            peers_total: 1,
             files: FilesStatus {
                 total: 1,
                 refreshed_secs_ago: Some(1.0),
