@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
+use piratebay_sync::text::human_size;
 use piratebay_sync::{
     download_many, resolve_output, BatchItem, BatchOptions, BatchProgress, Catalog, CatalogOptions,
     DownloadOptions, FetchError, Holder, HolderSource, HoldersError, NetworkFile, NetworkHolders,
@@ -25,7 +26,7 @@ use piratebay_sync::{
 use serde_json::Value;
 
 use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, parsed_flag_or_env, state_dir};
-use super::files::{human_size, matches};
+use super::files::matches;
 use super::get::{cancel_on_signals, progress_bar, GetArgs};
 use super::{CliResult, EXIT_ERROR, EXIT_PARTIAL};
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::client::ClientError;
+use crate::client::ClientError;
 use crate::digest::Sha1Digest;
 
 /// What a request answered instead of the piece or bitmap asked for.

@@ -26,6 +26,7 @@
 //! sessions' lock is taken inside the sampled state's (never the reverse),
 //! the peer cache's inside the wired parts'.
 
+mod answer;
 pub(crate) mod page;
 pub(crate) mod uploads;
 mod window;
@@ -41,15 +42,16 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogOptions};
+use crate::client::{get_small, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::discovery::{PeerCache, PeerInfo, RegistrationView};
-use crate::fetch::client::{get_small, Timeouts};
 use crate::index::Index;
 use crate::metrics;
 use crate::partial::Partials;
 use crate::protocol::HEALTH_PATH;
 use window::Window;
 
+pub(crate) use answer::answer;
 pub(crate) use uploads::Upload;
 pub use uploads::UploadRow;
 

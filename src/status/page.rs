@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{DownloadRow, History, StatusReport, HISTORY_LEN};
+use crate::text::human_size;
 
 /// Pages rendered by this process.
 static RENDERS: AtomicU64 = AtomicU64::new(0);
@@ -99,24 +100,8 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// `1536` -> `1.5 KiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn rate(r: f64) -> String {
-    format!("{}/s", bytes(r.max(0.0) as u64))
+    format!("{}/s", human_size(r.max(0.0) as u64))
 }
 
 fn duration(secs: u64) -> String {
@@ -204,7 +189,7 @@ fn this_peer(o: &mut String, r: &StatusReport) {
         &format!(
             "{} files, {} · generation <code>{}</code>",
             i.files,
-            bytes(i.bytes),
+            human_size(i.bytes),
             i.generation
         ),
     );
@@ -212,14 +197,14 @@ fn this_peer(o: &mut String, r: &StatusReport) {
         format!(
             "first scan: {} files ({}) to hash, {} done",
             i.queued_files,
-            bytes(i.queued_bytes),
+            human_size(i.queued_bytes),
             i.hashed_files
         )
     } else if i.queued_files > 0 {
         format!(
             "{} files ({}) to hash",
             i.queued_files,
-            bytes(i.queued_bytes)
+            human_size(i.queued_bytes)
         )
     } else {
         "idle".into()
@@ -283,7 +268,7 @@ fn transfers(o: &mut String, r: &StatusReport) {
                 escape(&u.client),
                 u.sha1,
                 escape(&u.name),
-                bytes(u.bytes),
+                human_size(u.bytes),
                 if u.active {
                     rate(u.rate)
                 } else {
@@ -325,7 +310,7 @@ fn download(o: &mut String, d: &DownloadRow) {
 <td class=\"num\">{}/{}</td><td class=\"num\">{}</td></tr>",
         d.sha1,
         escape(&d.name),
-        bytes(d.size),
+        human_size(d.size),
         peers,
         d.pieces_held,
         d.pieces_total.max(1),
@@ -461,7 +446,7 @@ fn files(o: &mut String, r: &StatusReport) {
                 "<tr><td class=\"name\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
 <td><code>{}</code></td></tr>",
                 escape(&e.name),
-                bytes(e.size),
+                human_size(e.size),
                 e.holders,
                 e.sha1,
             );
@@ -621,9 +606,9 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_read_well() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024), "3.0 MiB");
         assert_eq!(duration(59), "59s");
         assert_eq!(duration(3661), "1h 1m");
         assert_eq!(duration(90000), "1d 1h");
