@@ -105,8 +105,7 @@ pub struct StatusReport {
     pub index: IndexStatus,
     /// Its registration in etcd.
     pub registration: RegistrationStatus,
-    /// Registered peers (this one included), by id: at most
-    /// [`MAX_PEERS`].
+    /// Registered peers (this one included), by id: at most 256.
     pub peers: Vec<PeerRow>,
     /// Registered peers in all (`peers` may show fewer).
     pub peers_total: usize,
@@ -373,7 +372,7 @@ struct Bodies {
 
 /// Which body of the status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Body {
+pub(crate) enum Body {
     /// The HTML page (`GET /`).
     Page,
     /// The JSON report (`GET /v1/status`).

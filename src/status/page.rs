@@ -73,6 +73,7 @@ function swap(d,id){var n=d.getElementById(id),o=document.getElementById(id);if(
 function tick(){
 fetch(location.href,{cache:'no-store'}).then(function(r){if(!r.ok){throw r.status;}return r.text();}).then(function(t){
 var d=new DOMParser().parseFromString(t,'text/html');swap(d,'live');swap(d,'files');filter();
+document.body.dataset.refreshes=(+document.body.dataset.refreshes||0)+1;
 document.getElementById('stale').hidden=true;
 }).catch(function(){document.getElementById('stale').hidden=false;}).then(function(){setTimeout(tick,REFRESH);});}
 setTimeout(tick,REFRESH);
