@@ -11,7 +11,7 @@ use argh::FromArgs;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use piratebay_sync::text::human_size;
 use piratebay_sync::{
-    download, resolve_output, DownloadOptions, ProbeOptions, ProbedHolders, Progress, Sha1Digest,
+    resolve_output, DownloadOptions, Downloader, ProbeOptions, ProbedHolders, Progress, Sha1Digest,
 };
 
 use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, with_etcd_flags};
@@ -89,11 +89,12 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
     let size = found.size.unwrap_or(0);
     drop(found);
 
-    let cancel = cancel_on_signals()?;
-    let mut opts = DownloadOptions::new(sha1, output);
-    opts.force = args.force;
-    opts.max_rate = max_rate;
-    opts.cancel = Some(cancel);
+    let downloader = Downloader::new(DownloadOptions {
+        force: args.force,
+        max_rate,
+        cancel: Some(cancel_on_signals()?),
+        ..DownloadOptions::default()
+    });
 
     let bar = progress_bar(size);
     let on_progress = |p: &Progress| {
@@ -101,7 +102,7 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
         bar.set_position(p.done);
         bar.set_message(format!("{} peers", p.peers_active));
     };
-    let result = download(&opts, &source, Some(&on_progress));
+    let result = downloader.download(sha1, &output, &source, Some(&on_progress));
     bar.finish_and_clear();
     let summary = result?;
     let mut out = std::io::stdout().lock();

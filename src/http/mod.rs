@@ -1,7 +1,7 @@
 //! The peer wire format: HTTP/1.1 request parsing (with `httparse`), routes,
 //! `Range` and conditional headers, and response heads. Bytes in, messages
 //! out; no sockets and no policy about connections here (that is
-//! [`crate::server`]).
+//! [`crate::server`]'s, and [`crate::client`]'s for the other side).
 //!
 //! - [`request`]: a request head from a byte buffer, with size limits.
 //! - [`route`]: which endpoint a method and raw target name.

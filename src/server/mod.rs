@@ -34,9 +34,10 @@
 //! `<thread_name>-w<i>`, all joined by [`Server::shutdown`] or drop.
 //! Locks, each held only to insert, remove or pick (never across client
 //! I/O) and never two at once: the parking map (also across the
-//! `epoll_ctl` that arms a socket), the fair queue, the admission counts,
-//! and the catalog cache (its build lock is held while one new catalog
-//! body is serialized).
+//! `epoll_ctl` that arms a socket), the fair queue, the admission counts.
+//! The catalog cache's build lock is the one held with others: while one
+//! new catalog body is serialized, the source's own locks and then the
+//! cache's `current` or `gzip` are taken under it.
 //!
 //! Zero-copy: file bodies leave by `sendfile(2)`; `strace -f -e
 //! trace=sendfile,read,sendto` on the test binary shows
