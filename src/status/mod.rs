@@ -96,6 +96,9 @@ pub(crate) fn clip(s: String) -> String {
     }
 }
 
+/// Holders named per file on the page (and in `/v1/status`).
+pub const MAX_HOLDER_IDS: usize = 4;
+
 /// Everything the status page shows, as `GET /v1/status` sends it.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
@@ -286,6 +289,11 @@ pub struct FileRow {
     pub size: u64,
     /// Peers holding it whole.
     pub holders: usize,
+    /// Whether this peer holds it whole (the page links its own copy).
+    pub here: bool,
+    /// The ids of some other peers holding it (at most [`MAX_HOLDER_IDS`]):
+    /// the page names them and links the file on one when it is not here.
+    pub holder_ids: Vec<String>,
 }
 
 /// One download into the dataset.
@@ -558,6 +566,13 @@ impl Monitor {
                     name: clip(f.name),
                     size: f.size,
                     holders: f.peers,
+                    here: false,
+                    holder_ids: f
+                        .holders
+                        .into_iter()
+                        .take(MAX_HOLDER_IDS)
+                        .map(|h| h.id)
+                        .collect(),
                 })
                 .collect()
         };
@@ -566,7 +581,10 @@ impl Monitor {
         let mut added = false;
         for f in &own {
             match at.get(&f.sha1) {
-                Some(&i) => rows[i].holders += 1,
+                Some(&i) => {
+                    rows[i].holders += 1;
+                    rows[i].here = true;
+                }
                 None => {
                     added = true;
                     rows.push(FileRow {
@@ -574,6 +592,8 @@ impl Monitor {
                         name: clip(f.name()),
                         size: f.size,
                         holders: 1,
+                        here: true,
+                        holder_ids: Vec::new(),
                     });
                 }
             }
