@@ -239,7 +239,7 @@ impl Worker {
         stat: FileStat,
         delta: &mut Delta,
     ) -> bool {
-        let Some(h) = self.renames.reuse(&stat, rel, self.opts.piece_size) else {
+        let Some(h) = self.renames.reuse(&stat, rel) else {
             return false;
         };
         self.settling.remove(rel);

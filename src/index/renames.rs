@@ -55,18 +55,18 @@ impl Renames {
         self.order.push_back((now, key));
     }
 
-    /// Hashes known without reading for `rel`, hashed with `piece_size`: a
-    /// recently removed file with the same stat, or with the same device,
-    /// inode, size and mtime found under another path (a rename, which
-    /// moved its ctime). The same path back with another ctime is an
-    /// in-place edit whose mtime was put back: read again.
-    pub fn reuse(&self, stat: &FileStat, rel: &Path, piece_size: u64) -> Option<Arc<Hashed>> {
+    /// Hashes known without reading for `rel`: a recently removed file
+    /// with the same stat, or with the same device, inode, size and mtime
+    /// found under another path (a rename, which moved its ctime). The
+    /// same path back with another ctime is an in-place edit whose mtime
+    /// was put back: read again.
+    pub fn reuse(&self, stat: &FileStat, rel: &Path) -> Option<Arc<Hashed>> {
         let r = self.by_inode.get(&(stat.dev, stat.ino))?;
         let same = r.stat == *stat
             || (r.stat.same_moved_key(stat)
                 && r.stat.dev == stat.dev
                 && r.path.as_deref().is_some_and(|p| p != rel));
-        (same && r.hashed.piece_size == piece_size).then(|| r.hashed.clone())
+        same.then(|| r.hashed.clone())
     }
 
     /// A file with `stat` is indexed again: its inode is no removed file's.
@@ -114,8 +114,7 @@ mod tests {
         Arc::new(Hashed {
             sha1: Sha1Digest::of(b"abc"),
             size: 3,
-            piece_size: 4,
-            pieces: vec![Sha1Digest::of(b"abc")],
+            chain: vec![],
         })
     }
 
@@ -126,32 +125,31 @@ mod tests {
         let mut r = Renames::default();
         r.remember(stat(1), Some(a), hashed(), t);
         r.remember(stat(2), Some(a), hashed(), t + Duration::from_secs(30));
-        assert!(r.reuse(&stat(1), b, 4).is_some());
-        assert!(r.reuse(&stat(1), a, 4).is_some(), "back unchanged");
-        assert!(r.reuse(&stat(1), b, 8).is_none(), "other piece size");
+        assert!(r.reuse(&stat(1), b).is_some());
+        assert!(r.reuse(&stat(1), a).is_some(), "back unchanged");
         let mut touched = stat(1);
         touched.mtime_sec = 2;
-        assert!(r.reuse(&touched, b, 4).is_none(), "changed since");
+        assert!(r.reuse(&touched, b).is_none(), "changed since");
         // Only the ctime moved: a rename under another path; under the
         // same path, an edit whose mtime was put back.
         let mut moved = stat(1);
         moved.ctime_ns = 5;
-        assert!(r.reuse(&moved, b, 4).is_some(), "renamed");
-        assert!(r.reuse(&moved, a, 4).is_none(), "edited in place");
+        assert!(r.reuse(&moved, b).is_some(), "renamed");
+        assert!(r.reuse(&moved, a).is_none(), "edited in place");
         r.expire(t + KEEP_REMOVED);
-        assert!(r.reuse(&stat(1), b, 4).is_none(), "expired");
-        assert!(r.reuse(&stat(2), b, 4).is_some(), "not yet");
+        assert!(r.reuse(&stat(1), b).is_none(), "expired");
+        assert!(r.reuse(&stat(2), b).is_some(), "not yet");
         r.forget(&stat(2));
-        assert!(r.reuse(&stat(2), b, 4).is_none(), "indexed again");
+        assert!(r.reuse(&stat(2), b).is_none(), "indexed again");
         // Removed again later: the first, stale expiry leaves it alone.
         r.remember(stat(3), Some(a), hashed(), t);
         r.remember(stat(3), Some(a), hashed(), t + Duration::from_secs(50));
         r.expire(t + KEEP_REMOVED);
-        assert!(r.reuse(&stat(3), b, 4).is_some());
+        assert!(r.reuse(&stat(3), b).is_some());
         // A landed download is known by its exact stat only.
         r.remember(stat(4), None, hashed(), t);
-        assert!(r.reuse(&moved_ino(4), b, 4).is_none());
-        assert!(r.reuse(&stat(4), b, 4).is_some());
+        assert!(r.reuse(&moved_ino(4), b).is_none());
+        assert!(r.reuse(&stat(4), b).is_some());
     }
 
     fn moved_ino(ino: u64) -> FileStat {

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use crate::fetch_support::*;
 use crate::support::*;
 
-/// The seed's piece size: 64 pieces of 64 KiB.
+/// The seed's file: 64 pieces of 64 KiB (the piece size of a 4 MiB file).
 const PIECE: u64 = 64 * 1024;
 const PIECES: u64 = 64;
 /// What the tests allow an honest `get` beside one hostile host (measured:
@@ -43,10 +43,8 @@ fn seed(ep: &str, dir: &Path) -> Seed {
     let data = dir.join("seed-data");
     std::fs::create_dir_all(&data).unwrap();
     let sha = random_file(&data.join("film.bin"), PIECES * PIECE, 23);
-    let peer = Serve::new(ep)
-        .dataset(&data)
-        .arg("--piece-size", &PIECE.to_string())
-        .start();
+    // 4 MiB: 64 KiB pieces (`protocol::piece_size`).
+    let peer = Serve::new(ep).dataset(&data).start();
     let addr = peer.bound_addr();
     let url = format!("http://{addr}/v1/files/{sha}/pieces");
     let pieces = wait_for(Duration::from_secs(20), "the seed's piece list", || {
@@ -426,12 +424,13 @@ fn a_false_piece_list_that_delivers_nothing_yields_to_the_seed_within_seconds() 
     drop((two_ports, other_host));
 }
 
-/// The seed's piece list with every piece hash changed (still well formed:
-/// each 40-hex-digit string gets another first digit).
+/// The seed's piece list made false (still well formed: each string of
+/// 40-hex-digit values but the file's SHA1 gets another first digit).
 fn false_list(honest: &[u8]) -> Vec<u8> {
     fn walk(v: &mut Value, sha: &str) {
         match v {
-            Value::String(s) if s.len() == 40 && s != sha => {
+            // A piece hash, or the chaining values (40 hex digits each).
+            Value::String(s) if !s.is_empty() && s.len() % 40 == 0 && s != sha => {
                 let first = if s.starts_with('0') { "1" } else { "0" };
                 s.replace_range(0..1, first);
             }
