@@ -23,6 +23,9 @@ enum Cause {
     PieceList(PieceListError),
     #[error(transparent)]
     Dropped(Dropped),
+    /// Its piece list is false: every piece matched it, the whole file not.
+    #[error("its piece list is false: every piece matched it but the file hashes to {0}")]
+    FalseList(Sha1Digest),
 }
 
 /// The class of a [`HolderFault`]: what the user can do about it differs.
@@ -58,7 +61,7 @@ impl HolderFault {
                 K::BadData
             }
             Cause::Dropped(Dropped::Ourselves) => K::Ourselves,
-            Cause::Dropped(Dropped::Bad(_)) => K::BadData,
+            Cause::Dropped(Dropped::Bad(_)) | Cause::FalseList(_) => K::BadData,
             Cause::Dropped(Dropped::Failing { last, .. }) => match last {
                 Transfer::Client(e) => client_kind(e),
                 Transfer::Busy(_) => K::Busy,
@@ -81,6 +84,11 @@ impl HolderFault {
     /// It was dropped during the download.
     pub(crate) fn dropped(e: Dropped) -> Self {
         HolderFault(Cause::Dropped(e))
+    }
+
+    /// Its piece list gave a file that hashes to `got`, not the one asked.
+    pub(crate) fn false_list(got: Sha1Digest) -> Self {
+        HolderFault(Cause::FalseList(got))
     }
 }
 
