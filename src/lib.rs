@@ -116,6 +116,7 @@
 #![deny(unnameable_types)]
 
 mod catalog;
+mod chain;
 mod client;
 mod cursor;
 mod digest;
@@ -168,6 +169,8 @@ pub use server::{
 };
 // Names of files.
 pub use digest::{ParseDigestError, Sha1Digest};
+// Verifying pieces.
+pub use chain::ChainValue;
 // The version peers publish.
 pub use version::VERSION;
 

@@ -19,7 +19,6 @@ use crate::support::*;
 
 /// Piece size of the peers here: several pieces per file, so a download
 /// is spread over the holders.
-const PIECE: &str = "1048576";
 const MIB: u64 = 1024 * 1024;
 /// Limit for a `get` or `list` that should succeed.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,13 +48,9 @@ impl Dataset {
     }
 }
 
-/// A peer on `host` sharing `data`, registering at `etcd`, 1 MiB pieces.
+/// A peer on `host` sharing `data`, registering at `etcd`.
 fn holder(host: &Host, etcd: &str, data: &Dataset) -> ServePeer {
-    Serve::new(etcd)
-        .on_host(host)
-        .dataset(data.path())
-        .arg("--piece-size", PIECE)
-        .start()
+    Serve::new(etcd).on_host(host).dataset(data.path()).start()
 }
 
 /// `piratebay-sync list --json` on `host` (`None`: this namespace).
