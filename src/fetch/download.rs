@@ -56,6 +56,8 @@ pub fn download(
         path: opts.output.clone(),
         bytes: 0,
         bytes_received: 0,
+        bytes_from_seeds: 0,
+        bytes_from_partials: 0,
         seconds: 0.0,
         peers_used: Vec::new(),
         pieces_retried: 0,
@@ -115,6 +117,8 @@ pub fn download(
         rate: opts.shared_rate.as_deref().or(own_rate.as_ref()),
         received: AtomicU64::new(0),
         retried: AtomicU64::new(0),
+        from_seeds: AtomicU64::new(0),
+        from_partials: AtomicU64::new(0),
     };
     let (part, part_path) = (&dl.part, &dl.part_path);
     let mut used = BTreeSet::new();
@@ -167,6 +171,8 @@ pub fn download(
                 log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                 summary.bytes = list.size;
                 summary.bytes_received = dl.received.load(Ordering::Relaxed);
+                summary.bytes_from_seeds = dl.from_seeds.load(Ordering::Relaxed);
+                summary.bytes_from_partials = dl.from_partials.load(Ordering::Relaxed);
                 summary.seconds = started.elapsed().as_secs_f64();
                 summary.peers_used = used.into_iter().collect();
                 summary.pieces_retried = dl.retried.load(Ordering::Relaxed);
@@ -354,6 +360,13 @@ pub(crate) struct Download<'a> {
     pub received: AtomicU64,
     /// Pieces fetched again after a failure or bad data.
     pub retried: AtomicU64,
+    /// Bytes of verified pieces kept in this run from complete holders
+    /// (seeds) and from partial holders (other downloads): whether the
+    /// swarm was used at all, shown by the status page of a peer sharing
+    /// the output's directory (through the state) and in the summary.
+    pub from_seeds: AtomicU64,
+    /// See `from_seeds`.
+    pub from_partials: AtomicU64,
 }
 
 /// A group of holders that gave the same piece list.

@@ -172,6 +172,17 @@ impl Scheduler {
         }
     }
 
+    /// `holder`, dropped by [`Scheduler::holder_gone`], is asked again
+    /// (its failures were transient): its pieces count again.
+    pub fn holder_back(&self, holder: usize) {
+        let mut s = self.state.lock();
+        s.ensure(holder);
+        if s.gone[holder] {
+            s.gone[holder] = false;
+            s.count(holder, 1);
+        }
+    }
+
     /// True if `holder` is known to have every piece.
     pub fn is_complete_holder(&self, holder: usize) -> bool {
         let s = self.state.lock();
