@@ -113,6 +113,7 @@
 #![deny(unnameable_types)]
 
 mod catalog;
+mod client;
 mod cursor;
 mod digest;
 mod discovery;
@@ -120,6 +121,7 @@ pub mod etcd;
 mod fanout;
 mod fetch;
 mod hex;
+mod holders;
 mod http;
 mod index;
 mod metrics;
@@ -147,9 +149,11 @@ pub use catalog::{
 // Downloads.
 pub use fetch::{
     download, download_many, parse_rate, resolve_output, BatchItem, BatchOptions, BatchProgress,
-    DownloadOptions, FetchError, Holder, HolderFailure, HolderSource, HoldersError, ParseRateError,
-    Progress, ProgressFn, Summary, DEFAULT_CONCURRENCY,
+    DownloadOptions, FetchError, HolderFailure, ParseRateError, Progress, ProgressFn, Summary,
+    DEFAULT_CONCURRENCY,
 };
+// Who holds a file: what the download asks, what the catalog answers.
+pub use holders::{Holder, HolderSource, HoldersError};
 // The index of a shared directory.
 pub use index::{
     Index, IndexError, IndexEvent, IndexEvents, IndexOptions, IndexStats, IndexedFile,

@@ -50,10 +50,10 @@ use peer_list::FailureKind;
 pub use peer_list::PeerListError;
 pub use probe::{Lookup, NotFound, ProbeOptions, ProbedHolders};
 
+use crate::client::Timeouts;
 use crate::digest::Sha1Digest;
 use crate::discovery::PeerInfo;
-use crate::fetch::client::Timeouts;
-use crate::fetch::Holder;
+use crate::holders::Holder;
 use crate::protocol::{CatalogEntry, FileList};
 
 /// Failed peers named in the summary warning (the others are counted).

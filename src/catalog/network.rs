@@ -14,12 +14,12 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::{Catalog, Refresh};
+use crate::client::{self, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::discovery::PeerInfo;
 use crate::discovery::{self, DiscoveryError};
 use crate::etcd::Client;
-use crate::fetch::client::{self, Timeouts};
-use crate::fetch::{Holder, HolderSource, HoldersError};
+use crate::holders::{Holder, HolderSource, HoldersError};
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
 
 /// Holders found through etcd and the peers' catalogs.

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::time::Instant;
 
 use super::budget::Budget;
-use crate::fetch::client::{self, ClientError, Timeouts};
+use crate::client::{self, ClientError, Timeouts};
 use crate::protocol::{FileList, FILES_PATH};
 
 /// Largest catalog body accepted from one peer: about 100,000 files. The

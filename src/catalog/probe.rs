@@ -56,11 +56,11 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::peer_list::FailureKind;
+use crate::client::{self, ClientError, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::discovery::{self, tracker, DiscoveryError, PeerInfo, PeerRecord};
 use crate::etcd::Client;
-use crate::fetch::client::{self, ClientError, Timeouts};
-use crate::fetch::{Holder, HolderSource, HoldersError};
+use crate::holders::{Holder, HolderSource, HoldersError};
 use crate::http::response::disposition_filename;
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
 

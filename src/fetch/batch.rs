@@ -35,11 +35,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::client::ConnPool;
 use super::rate::RateLimiter;
-use super::{download, DownloadOptions, FetchError, Holder, HolderSource, HoldersError};
+use super::{download, DownloadOptions, FetchError};
 use super::{Progress, Summary};
+use crate::client::ConnPool;
 use crate::digest::Sha1Digest;
+use crate::holders::{Holder, HolderSource, HoldersError};
 
 /// Default number of downloads running at once.
 pub const DEFAULT_CONCURRENCY: usize = 16;

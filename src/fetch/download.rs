@@ -23,7 +23,6 @@ use std::time::Instant;
 
 use sha1::{Digest, Sha1};
 
-use super::client::Timeouts;
 use super::error::Step;
 use super::output::{part_path, state_path};
 use super::pieces::fetch_piece_list_with;
@@ -31,10 +30,10 @@ use super::rate::RateLimiter;
 use super::round::{Outcome, Round};
 use super::state::{salvage, ResumeState};
 use super::supervisor;
-use super::{
-    DownloadOptions, FetchError, Holder, HolderFailure, HolderSource, ProgressFn, Summary,
-};
+use super::{DownloadOptions, FetchError, HolderFailure, ProgressFn, Summary};
+use crate::client::Timeouts;
 use crate::digest::Sha1Digest;
+use crate::holders::{Holder, HolderSource};
 use crate::protocol::PieceList;
 
 /// Threads fetching piece lists at once.

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use super::{Holder, HoldersError};
 use crate::digest::Sha1Digest;
+use crate::holders::{Holder, HoldersError};
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! ([`Dropped`]): typed, so the worker decides by variant and the final
 //! error lists each holder's reason in the same words as before.
 
-use super::client::ClientError;
+use crate::client::ClientError;
 use crate::digest::Sha1Digest;
 
 /// What a request answered instead of the piece or bitmap asked for.

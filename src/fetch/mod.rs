@@ -18,9 +18,6 @@
 //! ```
 //!
 //! - `batch`: many files in one call, a bounded number of downloads at once.
-//! - `client`: the HTTP/1.1 client (why not ureq: see there).
-//! - `dial`: racing a peer's addresses, remembering the one that answered.
-//! - `holders`: [`Holder`], [`HolderSource`].
 //! - `pieces`: fetching and checking a piece list.
 //! - `scheduler`: which piece each connection fetches (endgame included).
 //! - `download`: one file's download (`Download`: options, `.part`,
@@ -43,12 +40,9 @@
 //! before the rename).
 
 pub mod batch;
-pub mod client;
-mod dial;
 mod download;
 mod error;
 mod fault;
-mod holders;
 pub mod output;
 mod pieces;
 pub mod rate;
@@ -68,7 +62,6 @@ use serde::Serialize;
 pub use batch::{download_many, BatchItem, BatchOptions, BatchProgress, DEFAULT_CONCURRENCY};
 pub use download::download;
 pub use error::{FetchError, HolderFailure};
-pub use holders::{Holder, HolderSource, HoldersError};
 pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
 
@@ -93,7 +86,7 @@ pub struct DownloadOptions {
     pub sync_dir: bool,
     /// Idle connections shared with other downloads (a batch): piece-list
     /// requests and new workers take one before dialling.
-    pub(crate) pool: Option<Arc<client::ConnPool>>,
+    pub(crate) pool: Option<Arc<crate::client::ConnPool>>,
     /// Longest wait for a TCP connection to a peer.
     pub connect_timeout: Duration,
     /// Longest a read from a peer may block: a stall.

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use super::client::{self, ClientError, ConnPool, Timeouts};
-use super::Holder;
+use crate::client::{self, ClientError, ConnPool, Timeouts};
 use crate::digest::Sha1Digest;
+use crate::holders::Holder;
 use crate::protocol::{piece_count, PieceList, FILES_PATH};
 
 /// Largest piece size accepted from a peer (bounds memory per connection).

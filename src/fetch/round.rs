@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::client::{PeerConn, Timeouts};
 use super::download::Download;
 use super::fault::Dropped;
 use super::scheduler::Scheduler;
 use super::state::ResumeState;
-use super::{FetchError, Holder, Progress};
+use super::{FetchError, Progress};
+use crate::client::{PeerConn, Timeouts};
 use crate::digest::Sha1Digest;
+use crate::holders::Holder;
 use crate::protocol::PieceList;
 
 /// How often the supervisor wakes up when nothing happens.

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use sha1::{Digest, Sha1};
 
 use super::round::{open_slots, Outcome, Round, TICK};
-use super::{FetchError, Holder, ProgressFn};
+use super::{FetchError, ProgressFn};
 use crate::digest::Sha1Digest;
+use crate::holders::Holder;
 
 /// Read size of the whole-file hasher.
 const HASH_CHUNK: usize = 1024 * 1024;

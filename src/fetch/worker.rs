@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
-use super::client::{self, ClientError, PeerConn};
 use super::fault::{Asked, BadData, Dropped, Transfer};
 use super::round::Round;
 use super::scheduler::Next;
 use super::FetchError;
+use crate::client::{self, ClientError, PeerConn};
 use crate::digest::Sha1Digest;
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
 

@@ -2,7 +2,7 @@
 //! the response head it reads back (status, `Content-Length`,
 //! `Content-Range`, `Connection`, `Content-Encoding`, `X-Download-Id`) with
 //! how its body is framed. Bytes in, head out; the sockets, timeouts and
-//! body reads are `fetch::client`'s.
+//! body reads are [`crate::client`]'s.
 //!
 //! Only what peers speak is accepted: `Content-Length` bodies (a body
 //! without one runs to the end of the connection); `Transfer-Encoding` is

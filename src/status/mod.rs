@@ -41,9 +41,9 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogOptions};
+use crate::client::{get_small, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::discovery::{PeerCache, PeerInfo, RegistrationView};
-use crate::fetch::client::{get_small, Timeouts};
 use crate::index::Index;
 use crate::metrics;
 use crate::partial::Partials;

@@ -15,6 +15,13 @@
 //! socket: timeouts, deadlines, keep-alive, body reads. `Content-Encoding:
 //! gzip` is reported in the [`Head`] (asked for by [`PeerConn::get_gzip`],
 //! the catalog only); inflating it is the caller's, under its own limit.
+//!
+//! It sits beside the wire code, below everything that talks to peers:
+//! the catalog, the one-file lookup, the status monitor and the download.
+//!
+//! - `dial`: racing a peer's addresses, remembering the one that answered.
+
+mod dial;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -177,13 +184,12 @@ impl std::fmt::Debug for PeerConn {
 
 /// Opens a TCP connection to the first of a peer's addresses (`ip:port` or
 /// `host:port`, best first) that answers within the connect timeout
-/// ([`dial`](super::dial) races them and remembers which one answered).
+/// (`dial` races them and remembers which one answered).
 pub fn connect(addrs: &[String], timeouts: Timeouts) -> Result<PeerConn, ClientError> {
-    let (stream, addr) =
-        super::dial::dial(addrs, timeouts.connect).map_err(|e| ClientError::Connect {
-            addr: e.addrs,
-            source: e.source,
-        })?;
+    let (stream, addr) = dial::dial(addrs, timeouts.connect).map_err(|e| ClientError::Connect {
+        addr: e.addrs,
+        source: e.source,
+    })?;
     stream
         .set_read_timeout(Some(timeouts.io))
         .and_then(|()| stream.set_write_timeout(Some(timeouts.io)))
