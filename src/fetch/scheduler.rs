@@ -80,6 +80,10 @@ const MIN_STEAL_AFTER: Duration = Duration::from_millis(50);
 /// A download that got no piece for this long asks seeds for anything
 /// again (see super-seeding in [`Scheduler::next`]).
 const SEED_FALLBACK: Duration = Duration::from_secs(1);
+/// A restricted seed yields after this long without a piece even while
+/// partial holders claim pieces this download lacks (they may be busy:
+/// their upload slots full, or lying).
+const SEED_YIELD: Duration = Duration::from_secs(3);
 
 /// The shared piece state of one download round.
 pub(crate) struct Scheduler {
@@ -242,9 +246,16 @@ impl Scheduler {
         // partial holders, and the seed's upload goes to new pieces. Unless
         // the partial holders have nothing this download lacks and it got
         // nothing for SEED_FALLBACK.
+        // (`hostile` refines this: only the partial holders' own progress
+        // counts.) Either way it yields once nothing arrived for a while.
         let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
             && s.has_partials()
-            && (s.partials_can_help() || s.last_progress.elapsed() < SEED_FALLBACK);
+            && s.last_progress.elapsed()
+                < if s.partials_can_help() {
+                    SEED_YIELD
+                } else {
+                    SEED_FALLBACK
+                };
         // A seed's offer is preferred only in a swarm: among seeds alone
         // the rotation keeps the pieces in order (the whole-file hash
         // keeps up), and the offers, different for every asker, would
@@ -265,6 +276,12 @@ impl Scheduler {
             s.fetchers[i].push(holder);
             s.started[i] = Some(Instant::now());
             return Next::Piece(i);
+        }
+        // A restricted seed does not duplicate pieces in flight elsewhere
+        // either: its upload goes to new pieces (the restriction yields
+        // after SEED_FALLBACK without progress).
+        if restricted {
+            return Next::Wait;
         }
         // Endgame: help with a slow in-flight piece this holder is not fetching.
         let steal_after = s
