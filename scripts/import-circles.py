@@ -6,13 +6,28 @@ module, in code outside `#[cfg(test)] mod tests`. A child using its
 parent's types (`super::Foo` from `x/y.rs` to `x/mod.rs`) is the usual
 Rust layout and is not counted. Prints each circle; exits 1 if any.
 
-    python3 scripts/import-circles.py [repo]
+With `--upward`, also lists every import that goes up the layer order of
+ARCHITECTURE.md ("## Layers": a table, top layer first, each row's first
+column naming its top-level modules in backticks): an edge from a module
+to a module of a higher layer, or to the crate root (a re-export of
+lib.rs instead of the module that defines it). Exits 1 if there are more
+than `--max N` (default 2) or a module of src/ is in no layer.
+
+    python3 scripts/import-circles.py [--upward [--max N]] [repo]
 """
 import os
 import re
 import sys
 
-root = os.path.join(sys.argv[1] if len(sys.argv) > 1 else ".", "src")
+args = sys.argv[1:]
+upward = "--upward" in args
+max_upward = 2
+if "--max" in args:
+    max_upward = int(args[args.index("--max") + 1])
+    del args[args.index("--max") : args.index("--max") + 2]
+args = [a for a in args if a != "--upward"]
+repo = args[0] if args else "."
+root = os.path.join(repo, "src")
 mods = {}
 for dirpath, _, files in os.walk(root):
     for f in files:
@@ -34,6 +49,7 @@ def resolve(parts):
 
 
 edges = {}
+to_root = {}
 for m, path in mods.items():
     text = open(path, encoding="utf-8").read()
     text = re.sub(r"#\[cfg\(test\)\]\s*mod tests\s*\{.*", "", text, flags=re.S)
@@ -54,6 +70,9 @@ for m, path in mods.items():
             # Not itself, not the crate root, not one of its ancestors.
             if r is not None and r != m and r != m[: len(r)]:
                 out.add(r)
+            # A path into the crate root from below it (`crate::Sha1Digest`).
+            if r == () and m != () and (base == "crate" or not start):
+                to_root.setdefault(m, set()).add("::".join(t))
     edges[m] = out
 
 index, low, stack, on, circles, counter = {}, {}, [], set(), [], [0]
@@ -95,4 +114,40 @@ for comp in circles:
             print(f"  {name(a)} -> {name(b)}")
 if not circles:
     print(f"no import circles among {len(mods)} modules")
-sys.exit(1 if circles else 0)
+failed = bool(circles)
+
+
+def layers_of(path):
+    """Top-level module -> layer number (0 the top) from ARCHITECTURE.md."""
+    text = open(path, encoding="utf-8").read()
+    section = re.search(r"^## Layers\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    if not section:
+        sys.exit(f"{path}: no '## Layers' section")
+    rows = [r for r in section.group(1).splitlines() if r.startswith("|")]
+    layer = {}
+    for i, row in enumerate(rows[2:]):  # after the header and its separator
+        for module in re.findall(r"`([a-z_]+)`", row.split("|")[1]):
+            layer[module] = i
+    return layer
+
+
+if upward:
+    layer = layers_of(os.path.join(repo, "ARCHITECTURE.md"))
+    tops = sorted({m[0] for m in mods if m})
+    unplaced = [t for t in tops if t not in layer]
+    for t in unplaced:
+        print(f"module {t} is in no layer of ARCHITECTURE.md")
+    up = []
+    for m in sorted(edges):
+        if not m or m[0] not in layer:
+            continue
+        for t in sorted(edges[m]):
+            if t[0] in layer and layer[t[0]] < layer[m[0]]:
+                up.append(f"{name(m)} -> {name(t)}")
+        for t in sorted(to_root.get(m, ())):
+            up.append(f"{name(m)} -> crate::{t} (the crate root)")
+    for u in up:
+        print("upward:", u)
+    print(f"{len(up)} upward imports (at most {max_upward}) over {len(layer)} layered modules")
+    failed = failed or bool(unplaced) or len(up) > max_upward
+sys.exit(1 if failed else 0)

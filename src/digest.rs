@@ -50,7 +50,7 @@ impl Sha1Digest {
 impl fmt::Display for Sha1Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // One write of 40 bytes: twenty `{:02x}` cost more than the rest of
-        // printing an index line (issue 12: `index` of 100,000 files).
+        // printing an index line.
         f.pad(std::str::from_utf8(&self.hex_bytes()).map_err(|_| fmt::Error)?)
     }
 }

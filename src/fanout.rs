@@ -5,28 +5,21 @@
 //! checks (`fetch::state::salvage`). Every name starts with `pbs-`.
 //!
 //! Threads are scoped (joined before returning); if a thread cannot be
-//! started, fewer do the work, and the calling thread always helps.
+//! started, fewer do the work, and the calling thread always helps. A
+//! panic in `f` is not caught: it reaches the caller (as
+//! `std::thread::scope` does), so every item that returns has its result.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
-
 /// `f` over every item, on at most `threads` threads named `<name><n>`
-/// (plus the caller). `missing` stands in for a result that was never
-/// produced (only if `f` panicked on another thread).
-pub(crate) fn map<T, R, F>(
-    items: &[T],
-    threads: usize,
-    name: &str,
-    f: F,
-    missing: impl Fn() -> R,
-) -> Vec<R>
+/// (plus the caller).
+pub(crate) fn map<T, R, F>(items: &[T], threads: usize, name: &str, f: F) -> Vec<R>
 where
     T: Sync,
     R: Send,
     F: Fn(&T) -> R + Sync,
 {
-    map_with(items, threads, name, || (), |(), item| f(item), missing)
+    map_with(items, threads, name, || (), |(), item| f(item))
 }
 
 /// [`map`] where each thread first makes its own state with `init` (a
@@ -37,39 +30,48 @@ pub(crate) fn map_with<T, S, R, F>(
     name: &str,
     init: impl Fn() -> S + Sync,
     f: F,
-    missing: impl Fn() -> R,
 ) -> Vec<R>
 where
     T: Sync,
     R: Send,
     F: Fn(&mut S, &T) -> R + Sync,
 {
-    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
+    // Each thread's results with their items' places.
     let work = || {
         let mut state = init();
+        let mut done = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(item) = items.get(i) else { break };
-            let r = f(&mut state, item);
-            *results[i].lock() = Some(r);
+            done.push((i, f(&mut state, item)));
         }
+        done
     };
-    std::thread::scope(|s| {
+    let mut done = std::thread::scope(|s| {
+        let mut helpers = Vec::new();
         for t in 0..threads.min(items.len().saturating_sub(1)) {
             let spawned = std::thread::Builder::new()
                 .name(format!("{name}{t}"))
                 .spawn_scoped(s, work);
-            if spawned.is_err() {
-                break;
+            match spawned {
+                Ok(h) => helpers.push(h),
+                Err(_) => break,
             }
         }
-        work();
+        let mut done = work();
+        for h in helpers {
+            match h.join() {
+                Ok(mut theirs) => done.append(&mut theirs),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        done
     });
-    results
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(&missing))
-        .collect()
+    // Every item was taken by exactly one thread, and every thread
+    // returned: one result per item.
+    done.sort_unstable_by_key(|&(i, _)| i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 #[cfg(test)]
@@ -77,10 +79,10 @@ mod tests {
     #[test]
     fn results_keep_the_items_order() {
         let items: Vec<u32> = (0..100).collect();
-        let out = super::map(&items, 4, "pbs-test", |x| x * 2, || 0);
+        let out = super::map(&items, 4, "pbs-test", |x| x * 2);
         assert_eq!(out, items.iter().map(|x| x * 2).collect::<Vec<_>>());
         let none: Vec<u32> = Vec::new();
-        assert!(super::map(&none, 4, "pbs-test", |x| *x, || 0).is_empty());
+        assert!(super::map(&none, 4, "pbs-test", |x| *x).is_empty());
     }
 
     #[test]
@@ -96,12 +98,25 @@ mod tests {
                 *seen += 1;
                 (*seen, x + 1)
             },
-            || (0, 0),
         );
         assert!(out.iter().all(|(seen, _)| (1..=50).contains(seen)));
         assert_eq!(
             out.iter().map(|(_, x)| *x).collect::<Vec<_>>(),
             (1..=50).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_panic_on_any_thread_reaches_the_caller() {
+        let items: Vec<u32> = (0..40).collect();
+        // Item 7 panics on whichever thread takes it: no result is made
+        // up for it, the caller sees the panic.
+        let caught = std::panic::catch_unwind(|| {
+            super::map(&items, 3, "pbs-test", |&x| {
+                assert_ne!(x, 7, "item 7");
+                x
+            })
+        });
+        assert!(caught.is_err());
     }
 }

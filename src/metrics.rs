@@ -210,6 +210,9 @@ pub struct DownloadSources {
     pub from_partials: u64,
 }
 
+/// The `Content-Type` of the `/metrics` body.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// The whole `/metrics` body: the process counters, then `peer`'s gauges
 /// (empty when there is no peer behind the server).
 pub fn render(peer: &[PeerGauge]) -> String {

@@ -9,7 +9,7 @@
 //! ([`crate::status::Monitor`]). Stop order is the reverse, registration
 //! first, so the peer disappears from etcd before it stops answering.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,8 +28,10 @@ use crate::index::{Index, IndexError, IndexOptions};
 use crate::partial::{self, Partials};
 use crate::protocol::{Bitfield, CatalogEntry, FileList, Health, PieceList};
 use crate::seeding::UploadCounts;
-use crate::server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
-use crate::status::{Monitor, StatusReport};
+use crate::server::{
+    FileSource, OpenedFile, Page, PageBody, Server, ServerConfig, ServerError, UploadCounter,
+};
+use crate::status::{self, Monitor, StatusReport, Upload};
 
 /// Index generations are published in etcd at most this often (a dataset
 /// being hashed changes generation many times a second).
@@ -198,8 +200,10 @@ impl Peer {
             .iter()
             .map(|(a, r)| format!("{a} ({r})"))
             .collect();
+        // The version first, so a bug report's log says which build it is.
         log::info!(
-            "peer {id} sharing {} on {bound} advertised as {}",
+            "piratebay-sync {}: peer {id} sharing {} on {bound} advertised as {}",
+            crate::version::VERSION,
             cfg.dataset.display(),
             why.join(", ")
         );
@@ -527,8 +531,17 @@ impl FileSource for IndexSource {
         }
     }
 
-    fn status(&self) -> Option<StatusReport> {
-        Some(self.monitor.report())
+    fn page(&self, page: Page) -> Result<Option<PageBody>, serde_json::Error> {
+        status::answer(page, &self.monitor.report()).map(Some)
+    }
+
+    fn start_upload(
+        &self,
+        client: IpAddr,
+        sha1: &Sha1Digest,
+        name: &str,
+    ) -> Option<Box<dyn UploadCounter>> {
+        Some(Box::new(Upload::start(client, *sha1, name)))
     }
 }
 

@@ -7,7 +7,7 @@
 //! | request                         | answer                                  |
 //! |---------------------------------|-----------------------------------------|
 //! | `GET /v1/health`                | [`Health`]                              |
-//! | `GET /v1/files`                 | [`FileList`], `ETag` = generation       |
+//! | `GET /v1/files`                 | [`FileList`], `ETag` = generation (`-gzip` appended for the gzip body) |
 //! | `HEAD/GET /v1/files/<sha1>`     | the bytes, `Range` supported            |
 //! | `GET /v1/files/<sha1>/pieces`   | [`PieceList`]                           |
 //! | `GET /v1/files/<sha1>/have`     | [`Bitfield`] bytes, `X-Pieces` = count  |
@@ -92,7 +92,9 @@ pub struct CatalogEntry {
 /// `GET /v1/files`: a peer's whole catalog at one index generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileList {
-    /// The index generation this list was taken at (also the `ETag`).
+    /// The index generation this list was taken at (also the `ETag`:
+    /// `"<generation>"`, or `"<generation>-gzip"` for the gzip body). A
+    /// catalog client keys its cache on this field, not on the `ETag`.
     pub generation: u64,
     /// The files, in no particular order.
     pub files: Vec<CatalogEntry>,

@@ -1,7 +1,8 @@
 //! Untrusted text (peer records, catalog names) made safe to show: control,
 //! bidirectional-override and zero-width characters are escaped as
 //! `\u{...}`, so a name can neither drive the terminal (`ESC[2J`, OSC title
-//! sequences) nor hide or reorder what is printed around it.
+//! sequences) nor hide or reorder what is printed around it. And sizes
+//! as people read them ([`human_size`]), for the CLI and the status page.
 
 use std::borrow::Cow;
 
@@ -41,9 +42,34 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A byte count in binary units, one decimal: `1536` -> `1.5 KiB`,
+/// `1023` -> `1023 B`.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(200 << 20), "200.0 MiB");
+        assert_eq!(human_size(1 << 30), "1.0 GiB");
+    }
 
     #[test]
     fn escapes_controls_bidi_and_zero_width_only() {

@@ -352,19 +352,13 @@ impl Catalog {
             io: self.opts.io_timeout,
         };
         let deadline = Instant::now() + self.opts.deadline;
-        crate::fanout::map(
-            addrs,
-            self.opts.fan_out.max(1),
-            "pbs-catalog",
-            |key| {
-                if Instant::now() >= deadline {
-                    return Err(PeerListError::NotAsked);
-                }
-                let dial: Vec<String> = key.split(',').map(str::to_string).collect();
-                peer_list::fetch_budgeted(&dial, timeouts, deadline, budget)
-            },
-            || Err(PeerListError::NotAsked),
-        )
+        crate::fanout::map(addrs, self.opts.fan_out.max(1), "pbs-catalog", |key| {
+            if Instant::now() >= deadline {
+                return Err(PeerListError::NotAsked);
+            }
+            let dial: Vec<String> = key.split(',').map(str::to_string).collect();
+            peer_list::fetch_budgeted(&dial, timeouts, deadline, budget)
+        })
     }
 }
 

@@ -105,27 +105,21 @@ fn partial_holders(sha1: &Sha1Digest, peers: &[&PeerInfo]) -> Vec<Holder> {
         connect: Duration::from_millis(300),
         io: PROBE_DEADLINE,
     };
-    let held = crate::fanout::map(
-        peers,
-        PROBE_FAN_OUT,
-        "pbs-probe",
-        |p| {
-            let addrs = p.record.dial_addrs();
-            match client::get_small(&addrs, &path, timeouts, 1 << 20, PROBE_DEADLINE) {
-                Ok((head, body)) if head.status == 200 => {
-                    // The length is checked against the piece list later;
-                    // here any piece held is enough.
-                    Bitfield::from_bytes(&body, body.len() * 8).is_some_and(|b| b.count() > 0)
-                }
-                Ok(_) => false,
-                Err(e) => {
-                    log::debug!("peer {} not asked about {sha1}: {e}", p.record.id);
-                    false
-                }
+    let held = crate::fanout::map(peers, PROBE_FAN_OUT, "pbs-probe", |p| {
+        let addrs = p.record.dial_addrs();
+        match client::get_small(&addrs, &path, timeouts, 1 << 20, PROBE_DEADLINE) {
+            Ok((head, body)) if head.status == 200 => {
+                // The length is checked against the piece list later;
+                // here any piece held is enough.
+                Bitfield::from_bytes(&body, body.len() * 8).is_some_and(|b| b.count() > 0)
             }
-        },
-        || false,
-    );
+            Ok(_) => false,
+            Err(e) => {
+                log::debug!("peer {} not asked about {sha1}: {e}", p.record.id);
+                false
+            }
+        }
+    });
     let mut found: Vec<Holder> = peers
         .iter()
         .zip(held)

@@ -47,8 +47,8 @@
 //! fetching yet: the first downloads of a flash crowd) every registered
 //! peer is asked: one etcd range and one tiny request per peer, instead
 //! of every peer's whole catalog. A running download's re-queries read the
-//! tracker only. Batches (`download_many`) keep the catalog: one refresh
-//! answers for every file.
+//! tracker only. Batches (`Downloader::download_many`) keep the catalog:
+//! one refresh answers for every file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};

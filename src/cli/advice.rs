@@ -11,8 +11,8 @@ use std::error::Error;
 use std::io::ErrorKind;
 
 use piratebay_sync::{
-    etcd, DiscoveryError, FetchError, HoldersError, IndexError, NotFound, ParseDigestError,
-    PeerError, ServerError,
+    etcd, DiscoveryError, FetchError, HolderFailure, HolderFaultKind, HoldersError, IndexError,
+    NotFound, ParseDigestError, PeerError, ServerError,
 };
 
 /// `err: cause: cause; advice` on one line (no advice when none applies).
@@ -174,9 +174,16 @@ fn fetch(e: &FetchError) -> Option<String> {
     Some(match e {
         F::Holders(h) => return advice(h.source.as_ref()),
         F::NoHolders { .. } => "check the SHA1 with `piratebay-sync files`".into(),
-        F::NoPieceList { .. } => "try again later".into(),
+        F::NoPieceList { failures, .. } => match holders(failures) {
+            Some(a) => format!("{a}, then try again"),
+            None => "try again later".into(),
+        },
         F::NoCorrectCopy { .. } => "try again when other peers hold the file".into(),
-        F::HoldersFailed { .. } | F::Interrupted { .. } => RESUME.into(),
+        F::HoldersFailed { failures, .. } => match holders(failures) {
+            Some(a) => format!("{a}, then {RESUME}"),
+            None => RESUME.into(),
+        },
+        F::Interrupted { .. } => RESUME.into(),
         F::Exists { .. } => "use --force to overwrite it, or -o / --dir to save elsewhere".into(),
         F::NotAFile { .. } => "use -o to pick a file path".into(),
         F::Symlink { .. } => "remove the link".into(),
@@ -194,6 +201,24 @@ fn fetch(e: &FetchError) -> Option<String> {
         }
         _ => return None,
     })
+}
+
+/// What the holders' failures have in common, when they all failed the
+/// same way and the user can do something about it.
+fn holders(failures: &[HolderFailure]) -> Option<&'static str> {
+    let first = failures.first()?.reason.kind();
+    if failures.iter().any(|f| f.reason.kind() != first) {
+        return None;
+    }
+    match first {
+        HolderFaultKind::Unreachable => Some(
+            "no holder accepted a connection: check that this host can reach the \
+             address and port they advertise (a firewall, their --advertise)",
+        ),
+        HolderFaultKind::Stalled => Some("every holder stalled: check the network to them"),
+        HolderFaultKind::Busy => Some("every holder is busy serving others: wait a while"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -243,5 +268,33 @@ mod tests {
     fn errors_without_advice_print_their_chain_only() {
         let e = std::io::Error::other("boom");
         assert_eq!(line(&e), "boom");
+    }
+
+    #[test]
+    fn a_holder_failures_typed_cause_reaches_the_advice() {
+        use piratebay_sync::{Downloader, Holder, Sha1Digest};
+        // A port nobody listens on: the holder refuses the connection.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let holders = vec![Holder::new("gone", closed.to_string())];
+        let err = Downloader::default()
+            .download(
+                Sha1Digest::of(b"some file"),
+                dir.path().join("out"),
+                &holders,
+                None,
+            )
+            .expect_err("nobody serves it");
+        let FetchError::NoPieceList { failures, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(failures[0].reason.kind(), HolderFaultKind::Unreachable);
+        let text = line(&err);
+        assert!(
+            text.ends_with("; no holder accepted a connection: check that this host can reach the address and port they advertise (a firewall, their --advertise), then try again"),
+            "{text}"
+        );
     }
 }

@@ -48,6 +48,48 @@ where
     }
 }
 
+/// A command's args struct with the flags of every command that talks to
+/// etcd spliced in where it says `@etcd_flags`: `--etcd`, `--namespace`,
+/// `--etcd-user`, `--etcd-password`, `--etcd-ca`, each with its
+/// `PIRATEBAY_*` variable in its help. argh has no flattened option groups
+/// (a nested `FromArgs` struct can only be a subcommand), so the fields are
+/// written once here and the `--help` order stays where each command puts
+/// them. A field's type is a name with at most one argument (`bool`,
+/// `Option<String>`): argh reads `bool`, `Option` and `Vec` from the tokens,
+/// which a `ty` fragment would hide. [`etcd_opts!`] reads them back.
+macro_rules! with_etcd_flags {
+    (
+        $(#[$($meta:tt)*])*
+        pub struct $name:ident {
+            $( $(#[$($b_attr:tt)*])* pub $b:ident : $b_ty:ident $(<$b_arg:ident>)? , )*
+            @etcd_flags
+            $( $(#[$($a_attr:tt)*])* pub $a:ident : $a_ty:ident $(<$a_arg:ident>)? , )*
+        }
+    ) => {
+        $(#[$($meta)*])*
+        pub struct $name {
+            $( $(#[$($b_attr)*])* pub $b: $b_ty $(<$b_arg>)?, )*
+            /// etcd endpoints, comma-separated (env PIRATEBAY_ETCD, default http://127.0.0.1:2379)
+            #[argh(option)]
+            pub etcd: Option<String>,
+            /// key namespace (env PIRATEBAY_NAMESPACE, default piratebay)
+            #[argh(option)]
+            pub namespace: Option<String>,
+            /// etcd user name (env PIRATEBAY_ETCD_USER)
+            #[argh(option)]
+            pub etcd_user: Option<String>,
+            /// etcd password (env PIRATEBAY_ETCD_PASSWORD)
+            #[argh(option)]
+            pub etcd_password: Option<String>,
+            /// PEM file of CA certificates for https endpoints (env PIRATEBAY_ETCD_CA)
+            #[argh(option)]
+            pub etcd_ca: Option<String>,
+            $( $(#[$($a_attr)*])* pub $a: $a_ty $(<$a_arg>)?, )*
+        }
+    };
+}
+pub(crate) use with_etcd_flags;
+
 /// The etcd options every command that talks to etcd accepts.
 pub struct EtcdOpts {
     pub etcd: Option<String>,
@@ -56,8 +98,8 @@ pub struct EtcdOpts {
     pub ca: Option<String>,
 }
 
-/// The [`EtcdOpts`] of a command's args struct (every command that talks
-/// to etcd has the same four fields: argh cannot share them).
+/// The [`EtcdOpts`] of a command's args struct (its fields from
+/// [`with_etcd_flags!`]).
 macro_rules! etcd_opts {
     ($args:expr) => {
         $crate::cli::env::EtcdOpts {

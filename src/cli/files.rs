@@ -6,39 +6,28 @@
 use std::io::Write;
 
 use argh::FromArgs;
+use piratebay_sync::text::human_size;
 use piratebay_sync::{list_peers, Catalog, CatalogOptions, NetworkFile, CACHE_FILE};
 
-use super::env::{etcd_client, etcd_opts, namespace, state_dir};
+use super::env::{etcd_client, etcd_opts, namespace, state_dir, with_etcd_flags};
 use super::CliResult;
 
-/// List the files shared on the network, merged from every peer.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "files")]
-pub struct FilesArgs {
-    /// etcd endpoints, comma-separated (env PIRATEBAY_ETCD, default http://127.0.0.1:2379)
-    #[argh(option)]
-    pub etcd: Option<String>,
-    /// key namespace (env PIRATEBAY_NAMESPACE, default piratebay)
-    #[argh(option)]
-    pub namespace: Option<String>,
-    /// etcd user name (env PIRATEBAY_ETCD_USER)
-    #[argh(option)]
-    pub etcd_user: Option<String>,
-    /// etcd password (env PIRATEBAY_ETCD_PASSWORD)
-    #[argh(option)]
-    pub etcd_password: Option<String>,
-    /// PEM file of CA certificates for https endpoints (env PIRATEBAY_ETCD_CA)
-    #[argh(option)]
-    pub etcd_ca: Option<String>,
-    /// directory holding the catalog cache (env PIRATEBAY_STATE_DIR)
-    #[argh(option)]
-    pub state_dir: Option<String>,
-    /// only files whose name contains TEXT (case-insensitive)
-    #[argh(option)]
-    pub search: Option<String>,
-    /// print a JSON array instead of a table
-    #[argh(switch)]
-    pub json: bool,
+with_etcd_flags! {
+    /// List the files shared on the network, merged from every peer.
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "files")]
+    pub struct FilesArgs {
+        @etcd_flags
+        /// directory holding the catalog cache (env PIRATEBAY_STATE_DIR)
+        #[argh(option)]
+        pub state_dir: Option<String>,
+        /// only files whose name contains TEXT (case-insensitive)
+        #[argh(option)]
+        pub search: Option<String>,
+        /// print a JSON array instead of a table
+        #[argh(switch)]
+        pub json: bool,
+    }
 }
 
 pub fn run(args: FilesArgs) -> CliResult {
@@ -122,21 +111,6 @@ pub fn name_matches(name: &str, needle: &str) -> bool {
     name.to_lowercase().contains(needle)
 }
 
-/// `512 B`, `1.5 KiB`, `200.0 MiB`, `1.0 GiB`.
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,14 +123,5 @@ mod tests {
         assert!(name_matches("ÉTÉ 2024.jpg", "été"));
         assert!(name_matches("\u{212A}elvin", "kelvin"), "as to_lowercase");
         assert!(!name_matches("photos", "photoz"));
-    }
-
-    #[test]
-    fn sizes_are_human() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(1023), "1023 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(200 << 20), "200.0 MiB");
-        assert_eq!(human_size(1 << 30), "1.0 GiB");
     }
 }

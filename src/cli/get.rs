@@ -9,63 +9,51 @@ use std::sync::Arc;
 
 use argh::FromArgs;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use piratebay_sync::text::human_size;
 use piratebay_sync::{
-    download, resolve_output, DownloadOptions, ProbeOptions, ProbedHolders, Progress, Sha1Digest,
+    resolve_output, DownloadOptions, Downloader, ProbeOptions, ProbedHolders, Progress, Sha1Digest,
 };
 
-use super::env::{etcd_client, etcd_opts, flag_or_env, namespace};
-use super::files::human_size;
+use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, with_etcd_flags};
 use super::CliResult;
 
-/// Download files by SHA1 from every peer that holds them, verified.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "get")]
-pub struct GetArgs {
-    /// SHA1 of a file (40 hex digits); several download them all
-    #[argh(positional)]
-    pub sha1: Vec<String>,
-    /// download every file whose name contains TEXT (case-insensitive)
-    #[argh(option)]
-    pub search: Option<String>,
-    /// download every file on the network not already in the output directory
-    #[argh(switch)]
-    pub all: bool,
-    /// downloads at once in a batch (env PIRATEBAY_JOBS, default 16)
-    #[argh(option)]
-    pub jobs: Option<usize>,
-    /// output path (one file only)
-    #[argh(option, short = 'o')]
-    pub output: Option<String>,
-    /// directory to save into under the catalog name (env PIRATEBAY_DIR, default: current directory)
-    #[argh(option)]
-    pub dir: Option<String>,
-    /// cap on the total rate in bytes per second, e.g. 200M, 5M, 800K (env PIRATEBAY_MAX_RATE)
-    #[argh(option)]
-    pub max_rate: Option<String>,
-    /// overwrite an existing different file
-    #[argh(switch)]
-    pub force: bool,
-    /// print one JSON summary at the end (a batch: one line per file)
-    #[argh(switch)]
-    pub json: bool,
-    /// directory holding the catalog cache (env PIRATEBAY_STATE_DIR)
-    #[argh(option)]
-    pub state_dir: Option<String>,
-    /// etcd endpoints, comma-separated (env PIRATEBAY_ETCD, default http://127.0.0.1:2379)
-    #[argh(option)]
-    pub etcd: Option<String>,
-    /// key namespace (env PIRATEBAY_NAMESPACE, default piratebay)
-    #[argh(option)]
-    pub namespace: Option<String>,
-    /// etcd user name (env PIRATEBAY_ETCD_USER)
-    #[argh(option)]
-    pub etcd_user: Option<String>,
-    /// etcd password (env PIRATEBAY_ETCD_PASSWORD)
-    #[argh(option)]
-    pub etcd_password: Option<String>,
-    /// PEM file of CA certificates for https endpoints (env PIRATEBAY_ETCD_CA)
-    #[argh(option)]
-    pub etcd_ca: Option<String>,
+with_etcd_flags! {
+    /// Download files by SHA1 from every peer that holds them, verified.
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "get")]
+    pub struct GetArgs {
+        /// SHA1 of a file (40 hex digits); several download them all
+        #[argh(positional)]
+        pub sha1: Vec<String>,
+        /// download every file whose name contains TEXT (case-insensitive)
+        #[argh(option)]
+        pub search: Option<String>,
+        /// download every file on the network not already in the output directory
+        #[argh(switch)]
+        pub all: bool,
+        /// downloads at once in a batch (env PIRATEBAY_JOBS, default 16)
+        #[argh(option)]
+        pub jobs: Option<usize>,
+        /// output path (one file only)
+        #[argh(option, short = 'o')]
+        pub output: Option<String>,
+        /// directory to save into under the catalog name (env PIRATEBAY_DIR, default: current directory)
+        #[argh(option)]
+        pub dir: Option<String>,
+        /// cap on the total rate in bytes per second, e.g. 200M, 5M, 800K (env PIRATEBAY_MAX_RATE)
+        #[argh(option)]
+        pub max_rate: Option<String>,
+        /// overwrite an existing different file
+        #[argh(switch)]
+        pub force: bool,
+        /// print one JSON summary at the end (a batch: one line per file)
+        #[argh(switch)]
+        pub json: bool,
+        /// directory holding the catalog cache (env PIRATEBAY_STATE_DIR)
+        #[argh(option)]
+        pub state_dir: Option<String>,
+        @etcd_flags
+    }
 }
 
 /// Whether `args` ask for one file by SHA1 (`run`); anything else is a
@@ -101,11 +89,12 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
     let size = found.size.unwrap_or(0);
     drop(found);
 
-    let cancel = cancel_on_signals()?;
-    let mut opts = DownloadOptions::new(sha1, output);
-    opts.force = args.force;
-    opts.max_rate = max_rate;
-    opts.cancel = Some(cancel);
+    let downloader = Downloader::new(DownloadOptions {
+        force: args.force,
+        max_rate,
+        cancel: Some(cancel_on_signals()?),
+        ..DownloadOptions::default()
+    });
 
     let bar = progress_bar(size);
     let on_progress = |p: &Progress| {
@@ -113,7 +102,7 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
         bar.set_position(p.done);
         bar.set_message(format!("{} peers", p.peers_active));
     };
-    let result = download(&opts, &source, Some(&on_progress));
+    let result = downloader.download(sha1, &output, &source, Some(&on_progress));
     bar.finish_and_clear();
     let summary = result?;
     let mut out = std::io::stdout().lock();

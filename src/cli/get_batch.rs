@@ -2,7 +2,7 @@
 //! TEXT`, `get --all`, into `--dir`.
 //!
 //! One catalog refresh for the whole batch gives every file's name, size
-//! and holders; [`download_many`] then runs `--jobs` downloads at
+//! and holders; [`Downloader::download_many`] then runs `--jobs` downloads at
 //! once. One progress bar for the batch; a line per failed file on stderr
 //! (one JSON line per file with `--json`); exit 0 when every file is in
 //! place, 1 when some failed and the others completed (or, for `--search`
@@ -14,18 +14,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
+use piratebay_sync::text::human_size;
 use piratebay_sync::{
-    download_many, resolve_output, BatchItem, BatchOptions, BatchProgress, Catalog, CatalogOptions,
-    DownloadOptions, FetchError, Holder, HolderSource, HoldersError, NetworkFile, NetworkHolders,
-    Sha1Digest, Summary, CACHE_FILE, DEFAULT_CONCURRENCY,
+    resolve_output, BatchItem, BatchOptions, BatchProgress, Catalog, CatalogOptions,
+    DownloadOptions, Downloader, FetchError, Holder, HolderSource, HoldersError, NetworkFile,
+    NetworkHolders, Sha1Digest, Summary, CACHE_FILE, DEFAULT_CONCURRENCY,
 };
 use serde_json::Value;
 
 use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, parsed_flag_or_env, state_dir};
-use super::files::{human_size, matches};
+use super::files::matches;
 use super::get::{cancel_on_signals, progress_bar, GetArgs};
 use super::{CliResult, EXIT_ERROR, EXIT_PARTIAL};
 
@@ -77,13 +79,15 @@ pub fn run(args: GetArgs) -> CliResult {
         });
     }
 
-    let mut template = DownloadOptions::new(Sha1Digest::of(b""), &dir);
-    template.force = args.force;
-    template.max_rate = max_rate;
-    template.cancel = Some(cancel_on_signals()?);
-    let requery = SharedRequery::new(network, template.requery_interval);
+    let cancel = cancel_on_signals()?;
+    let downloader = Downloader::new(DownloadOptions {
+        force: args.force,
+        max_rate,
+        cancel: Some(Arc::clone(&cancel)),
+        ..DownloadOptions::default()
+    });
+    let requery = SharedRequery::new(network, downloader.options().requery_interval);
     let opts = BatchOptions {
-        template,
         concurrency: jobs,
         requery: &requery,
     };
@@ -118,13 +122,9 @@ pub fn run(args: GetArgs) -> CliResult {
             }
         });
     };
-    let results = download_many(&items, &opts, Some(&on_progress), &on_done);
+    let results = downloader.download_many(&items, &opts, Some(&on_progress), &on_done);
     bar.finish_and_clear();
-    let interrupted = opts
-        .template
-        .cancel
-        .as_ref()
-        .is_some_and(|c| c.load(Ordering::Relaxed));
+    let interrupted = cancel.load(Ordering::Relaxed);
     if let Err(e) = requery.into_catalog().save(&cache_path) {
         log::warn!(
             "cannot save the catalog cache {}: {e}",

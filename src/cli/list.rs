@@ -5,31 +5,19 @@ use std::io::Write;
 use argh::FromArgs;
 use piratebay_sync::list_peers;
 
-use super::env::{etcd_client, etcd_opts, namespace};
+use super::env::{etcd_client, etcd_opts, namespace, with_etcd_flags};
 use super::CliResult;
 
-/// List the peers registered in etcd.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "list")]
-pub struct ListArgs {
-    /// etcd endpoints, comma-separated (env PIRATEBAY_ETCD, default http://127.0.0.1:2379)
-    #[argh(option)]
-    pub etcd: Option<String>,
-    /// key namespace (env PIRATEBAY_NAMESPACE, default piratebay)
-    #[argh(option)]
-    pub namespace: Option<String>,
-    /// etcd user name (env PIRATEBAY_ETCD_USER)
-    #[argh(option)]
-    pub etcd_user: Option<String>,
-    /// etcd password (env PIRATEBAY_ETCD_PASSWORD)
-    #[argh(option)]
-    pub etcd_password: Option<String>,
-    /// PEM file of CA certificates for https endpoints (env PIRATEBAY_ETCD_CA)
-    #[argh(option)]
-    pub etcd_ca: Option<String>,
-    /// print a JSON array instead of a table
-    #[argh(switch)]
-    pub json: bool,
+with_etcd_flags! {
+    /// List the peers registered in etcd.
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "list")]
+    pub struct ListArgs {
+        @etcd_flags
+        /// print a JSON array instead of a table
+        #[argh(switch)]
+        pub json: bool,
+    }
 }
 
 pub fn run(args: ListArgs) -> CliResult {

@@ -33,8 +33,11 @@ pub const EXIT_ERROR: u8 = 2;
 /// Peer-to-peer file sharing for a local network, found through etcd.
 #[derive(FromArgs)]
 struct Cli {
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    version: bool,
     #[argh(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(FromArgs)]
@@ -50,15 +53,15 @@ enum Command {
 /// Parses the command line, runs the command and turns its result into an exit code.
 pub fn main() -> ExitCode {
     memory::tune();
-    let cli = match parse_args() {
-        Ok(cli) => cli,
+    let command = match parse_args() {
+        Ok(command) => command,
         Err(code) => return code,
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .format_timestamp_millis()
         .init();
-    let result = match cli.command {
+    let result = match command {
         Command::Serve(a) => serve::run(a),
         Command::List(a) => list::run(a),
         Command::Index(a) => index::run(a),
@@ -76,11 +79,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The command line, parsed. `--help` prints the usage and exits 0; a usage
-/// error (unknown flag, bad value, non-UTF-8 argument) prints one line and
-/// exits 2 like every other error (argh's own `from_env` exits 1, the code
-/// of a partial result here).
-fn parse_args() -> Result<Cli, ExitCode> {
+/// The version line `--version` prints and every `--help` ends with.
+fn version_line() -> String {
+    format!("piratebay-sync {}", piratebay_sync::VERSION)
+}
+
+/// The command to run, parsed. `--help` prints the usage (ending with the
+/// version) and `--version` the version, and both exit 0; a usage error
+/// (unknown flag, bad value, non-UTF-8 argument, no command) prints one
+/// line and exits 2 like every other error (argh's own `from_env` exits 1,
+/// the code of a partial result here).
+///
+/// argh has no version flag of its own: `--version` is a switch of the top
+/// level, whose command is therefore optional, and a missing command is
+/// refused here as argh would.
+fn parse_args() -> Result<Command, ExitCode> {
     let mut args = Vec::new();
     for a in std::env::args_os() {
         match a.into_string() {
@@ -96,9 +109,9 @@ fn parse_args() -> Result<Cli, ExitCode> {
     }
     let name = "piratebay-sync";
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    Cli::from_args(&[name], &rest).map_err(|early| match early.status {
+    let cli = Cli::from_args(&[name], &rest).map_err(|early| match early.status {
         Ok(()) => {
-            println!("{}", early.output);
+            println!("{}\n\nVersion: {}", early.output.trim_end(), version_line());
             ExitCode::SUCCESS
         }
         Err(()) => {
@@ -113,6 +126,17 @@ fn parse_args() -> Result<Cli, ExitCode> {
             );
             ExitCode::from(EXIT_ERROR)
         }
+    })?;
+    if cli.version {
+        println!("{}", version_line());
+        return Err(ExitCode::SUCCESS);
+    }
+    cli.command.ok_or_else(|| {
+        eprintln!(
+            "{name}: no command given: expected one of {}; run `{name} --help`",
+            COMMANDS.join(", ")
+        );
+        ExitCode::from(EXIT_ERROR)
     })
 }
 

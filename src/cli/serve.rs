@@ -10,55 +10,44 @@ use signal_hook::iterator::Signals;
 
 use super::env::{
     dataset, etcd_config, etcd_opts, flag_or_env, named, namespace, parsed_flag_or_env, state_dir,
+    with_etcd_flags,
 };
 use super::CliResult;
 
-/// Share a directory: index it, serve it, register in etcd.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "serve")]
-pub struct ServeArgs {
-    /// directory to share (env PIRATEBAY_DATASET, default /tmp/dataset)
-    #[argh(option)]
-    pub dataset: Option<String>,
-    /// address to listen on (env PIRATEBAY_LISTEN, default 0.0.0.0:7070)
-    #[argh(option)]
-    pub listen: Option<String>,
-    /// addresses other peers dial, comma-separated ip:port, best first (env PIRATEBAY_ADVERTISE, default detected: see `list`)
-    #[argh(option)]
-    pub advertise: Option<String>,
-    /// etcd endpoints, comma-separated (env PIRATEBAY_ETCD, default http://127.0.0.1:2379)
-    #[argh(option)]
-    pub etcd: Option<String>,
-    /// key namespace (env PIRATEBAY_NAMESPACE, default piratebay)
-    #[argh(option)]
-    pub namespace: Option<String>,
-    /// etcd user name (env PIRATEBAY_ETCD_USER)
-    #[argh(option)]
-    pub etcd_user: Option<String>,
-    /// etcd password (env PIRATEBAY_ETCD_PASSWORD)
-    #[argh(option)]
-    pub etcd_password: Option<String>,
-    /// PEM file of CA certificates for https endpoints (env PIRATEBAY_ETCD_CA)
-    #[argh(option)]
-    pub etcd_ca: Option<String>,
-    /// lease TTL in seconds (env PIRATEBAY_TTL, default 10)
-    #[argh(option)]
-    pub ttl: Option<u64>,
-    /// directory for the peer id and index cache (env PIRATEBAY_STATE_DIR)
-    #[argh(option)]
-    pub state_dir: Option<String>,
-    /// piece size in bytes (env PIRATEBAY_PIECE_SIZE, default 1048576)
-    #[argh(option)]
-    pub piece_size: Option<u64>,
-    /// worker threads serving files (env PIRATEBAY_WORKERS, default 4 x cores)
-    #[argh(option)]
-    pub workers: Option<usize>,
-    /// downloads served pieces at once, rotated every second; others are told to come back (env PIRATEBAY_UPLOAD_SLOTS, default 5, 0 = no limit)
-    #[argh(option)]
-    pub upload_slots: Option<usize>,
-    /// seconds between stat rescans of the dataset (env PIRATEBAY_RESCAN, default 30)
-    #[argh(option)]
-    pub rescan: Option<u64>,
+with_etcd_flags! {
+    /// Share a directory: index it, serve it, register in etcd.
+    #[derive(FromArgs)]
+    #[argh(subcommand, name = "serve")]
+    pub struct ServeArgs {
+        /// directory to share (env PIRATEBAY_DATASET, default /tmp/dataset)
+        #[argh(option)]
+        pub dataset: Option<String>,
+        /// address to listen on (env PIRATEBAY_LISTEN, default 0.0.0.0:7070)
+        #[argh(option)]
+        pub listen: Option<String>,
+        /// addresses other peers dial, comma-separated ip:port, best first (env PIRATEBAY_ADVERTISE, default detected: see `list`)
+        #[argh(option)]
+        pub advertise: Option<String>,
+        @etcd_flags
+        /// lease TTL in seconds (env PIRATEBAY_TTL, default 10)
+        #[argh(option)]
+        pub ttl: Option<u64>,
+        /// directory for the peer id and index cache (env PIRATEBAY_STATE_DIR)
+        #[argh(option)]
+        pub state_dir: Option<String>,
+        /// piece size in bytes (env PIRATEBAY_PIECE_SIZE, default 1048576)
+        #[argh(option)]
+        pub piece_size: Option<u64>,
+        /// worker threads serving files (env PIRATEBAY_WORKERS, default 4 x cores)
+        #[argh(option)]
+        pub workers: Option<usize>,
+        /// downloads served pieces at once, rotated every second; others are told to come back (env PIRATEBAY_UPLOAD_SLOTS, default 5, 0 = no limit)
+        #[argh(option)]
+        pub upload_slots: Option<usize>,
+        /// seconds between stat rescans of the dataset (env PIRATEBAY_RESCAN, default 30)
+        #[argh(option)]
+        pub rescan: Option<u64>,
+    }
 }
 
 pub fn run(args: ServeArgs) -> CliResult {

@@ -1,10 +1,10 @@
-//! [`download_many`]: many files in one call (`get SHA1 SHA1 ...`,
-//! `get --search`, `get --all`).
+//! [`Downloader::download_many`]: many files in one call (`get SHA1 SHA1
+//! ...`, `get --search`, `get --all`).
 //!
-//! Each file is a whole [`download`](super::download) (verified, resumable,
-//! atomic rename); up to `concurrency` of them run at once on scoped, named
-//! threads (`pb-batch<n>`), so many small files overlap their round trips
-//! instead of paying them one after another.
+//! Each file is a whole download of the one [`Downloader`] (verified,
+//! resumable, atomic rename); up to `concurrency` of them run at once on
+//! scoped, named threads (`pbs-batch<n>`), so many small files overlap their
+//! round trips instead of paying them one after another.
 //!
 //! - Holders: the caller found every file's holders once for the whole
 //!   batch (one catalog refresh); each download's first query is answered
@@ -16,29 +16,26 @@
 //! - Memory: each download gets `memory_budget / concurrency` of piece
 //!   buffers (at least one piece, which `round` always allows), so the
 //!   batch stays within about the budget of one download.
-//! - Connections: one [`ConnPool`] for the batch: a file's piece-list
-//!   request and its workers take an idle kept-alive connection to the
-//!   peer and give it back, so a batch from one peer runs on about one
-//!   connection per download at once (24 files, 4 at once: 4 connections
-//!   instead of 48).
+//! - Connections: the downloader's pool of idle connections: a file's
+//!   piece-list request and its workers take an idle kept-alive connection
+//!   to the peer and give it back, so a batch from one peer runs on about
+//!   one connection per download at once (24 files, 4 at once: 4
+//!   connections instead of 48).
 //! - Durability: each file is fsynced before its rename as always; the
 //!   directories are fsynced once at the end instead of after every rename.
-//! - Rate: `template.max_rate` is one limiter shared by every download of
-//!   the batch (`shared_rate`), so the cap is the batch's total.
-//! - Cancel: once `cancel` is set no new download starts; the running ones
-//!   save their state and return [`FetchError::Interrupted`].
+//! - Rate: the downloader's `max_rate` is one limiter shared by every
+//!   download, so the cap is the batch's total.
+//! - Cancel: once the options' `cancel` is set no new download starts; the
+//!   running ones save their state and return [`FetchError::Interrupted`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::rate::RateLimiter;
-use super::{download, DownloadOptions, FetchError};
-use super::{Progress, Summary};
-use crate::client::ConnPool;
+use super::download::{Job, Mode};
+use super::{Downloader, FetchError, Progress, Summary};
 use crate::digest::Sha1Digest;
 use crate::holders::{Holder, HolderSource, HoldersError};
 
@@ -71,11 +68,8 @@ pub struct BatchProgress {
     pub done: u64,
 }
 
-/// How a batch runs: `template` gives every download's options (its
-/// `sha1` and `output` are replaced per file).
+/// How a batch runs (every download's options are its [`Downloader`]'s).
 pub struct BatchOptions<'a> {
-    /// Options of every download (`force`, `max_rate`, `cancel`, timeouts, ...).
-    pub template: DownloadOptions,
     /// Downloads at once (at least 1).
     pub concurrency: usize,
     /// Asked for the holders of a file whose download re-queries.
@@ -85,73 +79,56 @@ pub struct BatchOptions<'a> {
 /// The result of one file: `None` if it was never started (cancelled).
 pub type ItemResult = Option<Result<Summary, FetchError>>;
 
-/// Downloads every item, `opts.concurrency` at once. `on_done` is called
-/// (from a batch thread) as soon as each file is finished; `progress` about
-/// ten times a second per running download. Returns the results in the
-/// items' order.
-pub fn download_many(
-    items: &[BatchItem],
-    opts: &BatchOptions<'_>,
-    progress: Option<&(dyn Fn(&BatchProgress) + Sync)>,
-    on_done: &(dyn Fn(&BatchItem, &Result<Summary, FetchError>) + Sync),
-) -> Vec<ItemResult> {
-    let concurrency = opts.concurrency.max(1);
-    let source = FirstFromSnapshot {
-        snapshot: Mutex::new(
-            items
-                .iter()
-                .map(|it| (it.sha1, it.holders.clone()))
-                .collect(),
-        ),
-        requery: opts.requery,
-    };
-    let size: u64 = items.iter().map(|it| it.size).sum();
-    let done = AtomicU64::new(0);
-    let finished = AtomicUsize::new(0);
-    let report = || {
-        if let Some(p) = progress {
-            p(&BatchProgress {
-                files: items.len(),
-                finished: finished.load(Ordering::Relaxed),
-                size,
-                done: done.load(Ordering::Relaxed),
-            });
-        }
-    };
-    let budget = (opts.template.memory_budget / concurrency as u64).max(1);
-    let pool = opts
-        .template
-        .pool
-        .clone()
-        .unwrap_or_else(|| Arc::new(ConnPool::new()));
-    let shared_rate = match (&opts.template.shared_rate, opts.template.max_rate) {
-        (Some(shared), _) => Some(Arc::clone(shared)),
-        (None, rate) => rate.map(|r| Arc::new(RateLimiter::new(r))),
-    };
-    let results = crate::fanout::map(
-        items,
-        concurrency - 1,
-        "pbs-batch",
-        |item| {
-            if opts
-                .template
+impl Downloader {
+    /// Downloads every item, `opts.concurrency` at once. `on_done` is called
+    /// (from a batch thread) as soon as each file is finished; `progress` about
+    /// ten times a second per running download. Returns the results in the
+    /// items' order.
+    pub fn download_many(
+        &self,
+        items: &[BatchItem],
+        opts: &BatchOptions<'_>,
+        progress: Option<&(dyn Fn(&BatchProgress) + Sync)>,
+        on_done: &(dyn Fn(&BatchItem, &Result<Summary, FetchError>) + Sync),
+    ) -> Vec<ItemResult> {
+        let concurrency = opts.concurrency.max(1);
+        let source = FirstFromSnapshot {
+            snapshot: Mutex::new(
+                items
+                    .iter()
+                    .map(|it| (it.sha1, it.holders.clone()))
+                    .collect(),
+            ),
+            requery: opts.requery,
+        };
+        let size: u64 = items.iter().map(|it| it.size).sum();
+        let done = AtomicU64::new(0);
+        let finished = AtomicUsize::new(0);
+        let report = || {
+            if let Some(p) = progress {
+                p(&BatchProgress {
+                    files: items.len(),
+                    finished: finished.load(Ordering::Relaxed),
+                    size,
+                    done: done.load(Ordering::Relaxed),
+                });
+            }
+        };
+        let memory_budget = (self.options().memory_budget / concurrency as u64).max(1);
+        let results = crate::fanout::map(items, concurrency - 1, "pbs-batch", |item| {
+            if self
+                .options()
                 .cancel
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::Relaxed))
             {
                 return None;
             }
-            let mut dl = opts.template.clone();
-            dl.sha1 = item.sha1;
-            dl.output = item.output.clone();
-            dl.memory_budget = budget;
-            // One connection per holder: the batch's concurrency comes from
-            // its files (a second connection to a one-piece file's only
-            // holder would only ask it for its bitmap).
-            dl.target_connections = 1;
-            dl.sync_dir = false;
-            dl.shared_rate = shared_rate.clone();
-            dl.pool = Some(Arc::clone(&pool));
+            let job = Job {
+                sha1: item.sha1,
+                output: &item.output,
+                mode: Mode::Batch { memory_budget },
+            };
             // Bytes of this file counted into `done` so far.
             let counted = AtomicU64::new(0);
             let on_progress = |p: &Progress| {
@@ -159,7 +136,7 @@ pub fn download_many(
                 add_delta(&done, before, p.done);
                 report();
             };
-            let result = download(&dl, &source, Some(&on_progress));
+            let result = self.run(&job, &source, Some(&on_progress));
             let full = match &result {
                 Ok(s) => s.bytes,
                 Err(_) => item.size,
@@ -169,13 +146,10 @@ pub fn download_many(
             on_done(item, &result);
             report();
             Some(result)
-        },
-        || None,
-    );
-    if opts.template.sync_dir {
+        });
         sync_dirs(items);
+        results
     }
-    results
 }
 
 /// fsync every output directory once (each file was fsynced before its

@@ -1,4 +1,6 @@
-//! [`download`]: the whole download, round by round.
+//! One file's download, round by round ([`Downloader::download`], and
+//! each file of a batch): `Downloader::run` up to the piece lists, then
+//! [`Download`]'s steps.
 //!
 //! 1. An output that already has the content is success; one with other
 //!    content is refused unless `force`.
@@ -24,14 +26,15 @@ use std::time::Instant;
 use sha1::{Digest, Sha1};
 
 use super::error::Step;
+use super::fault::HolderFault;
 use super::output::{part_path, state_path};
-use super::pieces::fetch_piece_list_with;
+use super::pieces::{fetch_piece_list_with, PieceListError};
 use super::rate::RateLimiter;
 use super::round::{Outcome, Round};
 use super::state::{salvage, ResumeState};
 use super::supervisor;
-use super::{DownloadOptions, FetchError, HolderFailure, ProgressFn, Summary};
-use crate::client::Timeouts;
+use super::{DownloadOptions, Downloader, FetchError, HolderFailure, ProgressFn, Summary};
+use crate::client::{ConnPool, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::holders::{Holder, HolderSource};
 use crate::protocol::PieceList;
@@ -39,322 +42,120 @@ use crate::protocol::PieceList;
 /// Threads fetching piece lists at once.
 const LIST_FAN_OUT: usize = 16;
 
-/// Downloads `opts.sha1` from the holders `source` names into `opts.output`.
-///
-/// Blocks until the file is in place (verified), or fails; `progress` is
-/// called about ten times a second from this thread.
-pub fn download(
-    opts: &DownloadOptions,
-    source: &dyn HolderSource,
-    progress: Option<ProgressFn<'_>>,
-) -> Result<Summary, FetchError> {
-    let started = Instant::now();
-    let sha1 = opts.sha1;
-    let mut summary = Summary {
-        sha1,
-        path: opts.output.clone(),
-        bytes: 0,
-        bytes_received: 0,
-        bytes_from_seeds: 0,
-        bytes_from_partials: 0,
-        seconds: 0.0,
-        peers_used: Vec::new(),
-        pieces_retried: 0,
-        resumed_bytes: 0,
-        bad_peers: Vec::new(),
-        already_present: false,
-    };
-    if let Some(size) = existing_output(opts)? {
-        summary.bytes = size;
-        summary.already_present = true;
-        summary.seconds = started.elapsed().as_secs_f64();
-        return Ok(summary);
-    }
-    let holders = source.holders(&sha1)?;
-    if holders.is_empty() {
-        return Err(FetchError::NoHolders { sha1 });
-    }
-    let mut known = Known::new(opts);
-    let errors = known.add(holders);
-    if known.groups.is_empty() {
-        return Err(FetchError::NoPieceList {
-            sha1,
-            failures: errors,
-        });
-    }
+/// One file a call on a [`Downloader`] fetches, and how.
+pub(crate) struct Job<'a> {
+    /// The file.
+    pub sha1: Sha1Digest,
+    /// Its final path.
+    pub output: &'a Path,
+    /// Alone, or one file of a batch.
+    pub mode: Mode,
+}
 
-    log::debug!(
-        "{} piece list(s) after {:.3}s",
-        known.groups.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let part_path = part_path(&opts.output);
-    // Never through a link: a `.part` planted as a symlink is refused.
-    let part = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&part_path)
-        .map_err(|source| FetchError::io(Step::Open, &part_path, source))?;
-    let state_path = state_path(&opts.output);
-    // The state is only a hint: every piece it claims is hashed again.
-    let mut claimed = ResumeState::load(&state_path, &sha1)
-        .map(|state| state.verified_ranges())
-        .unwrap_or_default();
+/// How a file's download shares the [`Downloader`] with others.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mode {
+    /// The only one: pipelined connections of its own, the options'
+    /// memory budget and connection target, the directory fsynced after
+    /// the rename.
+    Alone,
+    /// One file of a batch: `memory_budget` of piece buffers (its share),
+    /// one connection per holder taken from and given back to the
+    /// downloader's pool (nothing pipelined, so nothing is pending when it
+    /// goes back), the directories fsynced once at the batch's end.
+    Batch {
+        /// This file's share of the batch's piece buffers.
+        memory_budget: u64,
+    },
+}
 
-    let own_rate = match opts.shared_rate {
-        Some(_) => None,
-        None => opts.max_rate.map(RateLimiter::new),
-    };
-    let dl = Download {
-        opts,
-        part,
-        part_path,
-        state_path,
-        rate: opts.shared_rate.as_deref().or(own_rate.as_ref()),
-        received: AtomicU64::new(0),
-        retried: AtomicU64::new(0),
-        from_seeds: AtomicU64::new(0),
-        from_partials: AtomicU64::new(0),
-    };
-    let (part, part_path) = (&dl.part, &dl.part_path);
-    let mut used = BTreeSet::new();
-    let mut bad: Vec<String> = Vec::new();
-    let mut failed: Vec<HolderFailure> = Vec::new();
-    let mut resumed = None;
-    let mut g = 0;
-    while g < known.groups.len() {
-        let list = known.groups[g].list.clone();
-        let holders = known.groups[g].holders.clone();
-        // Never grown up front (a peer's size is not trusted with disk
-        // space): writes extend the file. Cut anything past this size.
-        let part_len = part
-            .metadata()
-            .map_err(|source| FetchError::read(part_path, source))?
-            .len();
-        if part_len > list.size {
-            part.set_len(list.size)
-                .map_err(|source| FetchError::write(part_path, source))?;
+impl Job<'_> {
+    /// The downloader's idle connections for a file of a batch; `None` for
+    /// a download alone (its connections are its own, and pipelined).
+    fn pool<'d>(&self, by: &'d Downloader) -> Option<&'d ConnPool> {
+        match self.mode {
+            Mode::Alone => None,
+            Mode::Batch { .. } => Some(by.pool()),
         }
-        let done = salvage(part, &list, &claimed, opts.memory_budget);
-        let done_bytes: u64 = (0..done.len())
-            .filter(|&i| done[i])
-            .map(|i| list.piece_range(i).1 as u64)
-            .sum();
-        resumed.get_or_insert(done_bytes);
-        if done_bytes > 0 {
-            log::info!("resuming {sha1}: {done_bytes} bytes already verified");
+    }
+}
+
+impl Downloader {
+    /// Downloads `job` from the holders `source` names: the steps of
+    /// [`Downloader::download`], also run by each file of a batch.
+    pub(super) fn run(
+        &self,
+        job: &Job<'_>,
+        source: &dyn HolderSource,
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<Summary, FetchError> {
+        let started = Instant::now();
+        let sha1 = job.sha1;
+        if let Some(size) = existing_output(job, self.options().force)? {
+            let mut summary = Summary::new(job);
+            summary.bytes = size;
+            summary.already_present = true;
+            summary.seconds = started.elapsed().as_secs_f64();
+            return Ok(summary);
         }
-        let round = Round::new(&dl, &list, &done);
-        round.add_holders(holders.clone());
-        let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
-        for slot in round.slots.lock().iter_mut() {
-            if slot.pieces > 0 {
-                used.insert(slot.holder.id.clone());
-            }
-            if slot.bad {
-                bad.push(slot.holder.to_string());
-            } else if let Some(reason) = slot.dropped.take() {
-                failed.push(HolderFailure::new(slot.holder.clone(), reason));
-            }
+        let holders = source.holders(&sha1)?;
+        if holders.is_empty() {
+            return Err(FetchError::NoHolders { sha1 });
+        }
+        let mut known = Known::new(self, job);
+        let errors = known.add(holders);
+        if known.groups.is_empty() {
+            return Err(FetchError::NoPieceList {
+                sha1,
+                failures: errors,
+            });
         }
         log::debug!(
-            "round {g} over after {:.3}s",
+            "{} piece list(s) after {:.3}s",
+            known.groups.len(),
             started.elapsed().as_secs_f64()
         );
-        match outcome {
-            Outcome::Complete(digest, early) if digest == sha1 => {
-                finish(&dl, &list, early)?;
-                log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
-                summary.bytes = list.size;
-                summary.bytes_received = dl.received.load(Ordering::Relaxed);
-                summary.bytes_from_seeds = dl.from_seeds.load(Ordering::Relaxed);
-                summary.bytes_from_partials = dl.from_partials.load(Ordering::Relaxed);
-                summary.seconds = started.elapsed().as_secs_f64();
-                summary.peers_used = used.into_iter().collect();
-                summary.pieces_retried = dl.retried.load(Ordering::Relaxed);
-                summary.resumed_bytes = resumed.unwrap_or(0);
-                summary.bad_peers = bad;
-                return Ok(summary);
-            }
-            Outcome::Complete(digest, _) => {
-                let liars: Vec<String> = holders.iter().map(Holder::to_string).collect();
-                log::warn!(
-                    "the piece list of {} is false: every piece matched it but the file hashes to {digest}; trying another holder's list",
-                    liars.join(", ")
-                );
-                bad.extend(liars);
-                claimed = vec![(0, list.size)];
-            }
-            Outcome::Failed => {
-                claimed = verified_ranges(&list, &round.sched.done_flags());
-            }
-            Outcome::Interrupted => {
-                return Err(FetchError::Interrupted {
-                    part: part_path.clone(),
-                    done: round.sched.done_bytes(),
-                    size: list.size,
-                })
-            }
-            Outcome::Fatal(e) => return Err(e),
-        }
-        g += 1;
-    }
-    bad.sort();
-    bad.dedup();
-    if bad.is_empty() {
-        Err(FetchError::HoldersFailed {
-            sha1,
-            failures: failed,
-        })
-    } else {
-        Err(FetchError::NoCorrectCopy {
-            sha1,
-            bad,
-            others: failed,
-        })
+        let dl = Download::open(self, job)?;
+        let mut summary = dl.rounds(&mut known, source, progress, started)?;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
     }
 }
 
-fn verified_ranges(list: &PieceList, done: &[bool]) -> Vec<(u64, u64)> {
-    ResumeState::new(list, done).verified_ranges()
-}
-
-/// `Some(size)` if the output already holds the file; an error if it holds
-/// something else and `force` is off.
-fn existing_output(opts: &DownloadOptions) -> Result<Option<u64>, FetchError> {
-    let err = |source| FetchError::read(&opts.output, source);
-    let mut file = match File::open(&opts.output) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FetchError::io(Step::Open, &opts.output, e)),
-    };
-    let meta = file.metadata().map_err(err)?;
-    if !meta.is_file() {
-        return Err(FetchError::NotAFile {
-            path: opts.output.clone(),
-        });
-    }
-    let mut hasher = Sha1::new();
-    let mut buf = vec![0u8; 1024 * 1024];
-    loop {
-        let n = file.read(&mut buf).map_err(err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    if Sha1Digest::from_hasher(hasher) == opts.sha1 {
-        log::debug!("{} already holds {}", opts.output.display(), opts.sha1);
-        return Ok(Some(meta.len()));
-    }
-    if opts.force {
-        return Ok(None);
-    }
-    Err(FetchError::Exists {
-        path: opts.output.clone(),
-    })
-}
-
-/// fsync the `.part`, check that the first `early` pieces (those the
-/// whole-file hash read before the last write) still match, so the bytes
-/// renamed are the verified ones, rename it into place, fsync the
-/// directory (unless `sync_dir` is off: a batch does it once), drop the state.
-fn finish(dl: &Download<'_>, list: &PieceList, early: usize) -> Result<(), FetchError> {
-    let (part, part_path, state_path) = (&dl.part, dl.part_path.as_path(), &dl.state_path);
-    let opts = dl.opts;
-    let output = opts.output.as_path();
-    let read_err = |source| FetchError::read(part_path, source);
-    // The pieces are checked again while the fsync runs (it waits on the
-    // disk, the check on the CPU); both end before the rename.
-    let checked = Instant::now();
-    let (synced, changed) = std::thread::scope(|s| {
-        let check = std::thread::Builder::new()
-            .name("pbs-get-check".into())
-            .spawn_scoped(s, || {
-                super::state::changed_piece(part, list, early, opts.memory_budget)
-            });
-        let synced = part.sync_all();
-        let changed = match check {
-            Ok(t) => t.join().unwrap_or(Some(0)),
-            Err(_) => super::state::changed_piece(part, list, early, opts.memory_budget),
-        };
-        (synced, changed)
-    });
-    synced.map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
-    log::debug!(
-        "fsync and {early} of {} pieces checked again on disk in {:.3}s",
-        list.pieces.len(),
-        checked.elapsed().as_secs_f64()
-    );
-    if let Some(piece) = changed {
-        return Err(FetchError::Changed {
-            path: part_path.to_path_buf(),
-            piece,
-        });
-    }
-    // The name must still be this file (not one swapped in under it).
-    let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
-        use std::os::unix::fs::MetadataExt;
-        m.dev() == n.dev() && m.ino() == n.ino()
-    };
-    let ours = part.metadata().map_err(read_err)?;
-    let named = std::fs::symlink_metadata(part_path).map_err(read_err)?;
-    if !same_file(&ours, &named) {
-        return Err(FetchError::Changed {
-            path: part_path.to_path_buf(),
-            piece: 0,
-        });
-    }
-    std::fs::rename(part_path, output).map_err(|source| {
-        if super::error::is_no_space(&source) {
-            FetchError::NoSpace {
-                path: output.to_path_buf(),
-            }
-        } else {
-            FetchError::Rename {
-                from: part_path.to_path_buf(),
-                to: output.to_path_buf(),
-                source,
-            }
-        }
-    })?;
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if opts.sync_dir {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
+impl Summary {
+    /// A summary of nothing done yet for `job`.
+    fn new(job: &Job<'_>) -> Self {
+        Summary {
+            sha1: job.sha1,
+            path: job.output.to_path_buf(),
+            bytes: 0,
+            bytes_received: 0,
+            bytes_from_seeds: 0,
+            bytes_from_partials: 0,
+            seconds: 0.0,
+            peers_used: Vec::new(),
+            pieces_retried: 0,
+            resumed_bytes: 0,
+            bad_peers: Vec::new(),
+            already_present: false,
         }
     }
-    // Looked up first: a file of one piece has no state, and an unlink,
-    // even of nothing, locks the directory against a batch's other files.
-    if std::fs::symlink_metadata(state_path).is_err() {
-        return Ok(());
-    }
-    match std::fs::remove_file(state_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => log::warn!("cannot remove {}: {e}", state_path.display()),
-    }
-    Ok(())
 }
 
-/// One file's download, the same through its rounds: its options, its
-/// `.part` and state file, its rate limit and counters. Each round reads it
-/// through [`Round::dl`].
+/// One file's download, the same through its rounds: the downloader (its
+/// options, pool and rate limit), the file asked for, its `.part` and state
+/// file, and its counters. Each round reads it through [`Round::dl`]; its
+/// methods are the download's steps after the piece lists are known.
 pub(crate) struct Download<'a> {
-    pub opts: &'a DownloadOptions,
+    /// The downloader running it.
+    by: &'a Downloader,
+    /// The file and how it shares the downloader.
+    pub job: &'a Job<'a>,
     /// The `.part`, open for reading and writing.
     pub part: File,
     pub part_path: PathBuf,
     /// The `.part.state` saved as pieces verify.
     pub state_path: PathBuf,
-    /// The cap on the bytes per second received, if any.
-    pub rate: Option<&'a RateLimiter>,
     /// Bytes received from the network in this run.
     pub received: AtomicU64,
     /// Pieces fetched again after a failure or bad data.
@@ -368,6 +169,337 @@ pub(crate) struct Download<'a> {
     pub from_partials: AtomicU64,
 }
 
+/// What the rounds of a download found out about its holders.
+#[derive(Default)]
+struct Tally {
+    /// Ids of the holders that delivered a verified piece.
+    used: BTreeSet<String>,
+    /// Holders that sent bad data or a false piece list (`id (addr)`).
+    bad: Vec<String>,
+    /// The other holders dropped, and why.
+    failed: Vec<HolderFailure>,
+}
+
+impl<'a> Download<'a> {
+    /// Opens (or creates) the `.part` of `job`, never through a link: a
+    /// `.part` planted as a symlink is refused.
+    fn open(by: &'a Downloader, job: &'a Job<'a>) -> Result<Self, FetchError> {
+        let part_path = part_path(job.output);
+        let part = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&part_path)
+            .map_err(|source| FetchError::io(Step::Open, &part_path, source))?;
+        Ok(Download {
+            by,
+            job,
+            part,
+            part_path,
+            state_path: state_path(job.output),
+            received: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            from_seeds: AtomicU64::new(0),
+            from_partials: AtomicU64::new(0),
+        })
+    }
+
+    /// The downloader's options.
+    pub fn opts(&self) -> &'a DownloadOptions {
+        self.by.options()
+    }
+
+    /// The batch's idle connections; `None` for a download alone (its
+    /// connections are its own, and pipelined).
+    pub fn pool(&self) -> Option<&'a ConnPool> {
+        self.job.pool(self.by)
+    }
+
+    /// The cap on the bytes per second received, shared by every download
+    /// of the downloader.
+    pub fn rate(&self) -> Option<&'a RateLimiter> {
+        self.by.rate()
+    }
+
+    /// Bytes of piece buffers this download may hold.
+    pub fn memory_budget(&self) -> u64 {
+        match self.job.mode {
+            Mode::Alone => self.opts().memory_budget,
+            Mode::Batch { memory_budget } => memory_budget,
+        }
+    }
+
+    /// More connections per holder open only while the total is below this
+    /// (see [`DownloadOptions::target_connections`]). One per holder in a
+    /// batch: its concurrency comes from its files (a second connection to
+    /// a one-piece file's only holder would only ask it for its bitmap).
+    pub fn target_connections(&self) -> usize {
+        match self.job.mode {
+            Mode::Alone => self.opts().target_connections,
+            Mode::Batch { .. } => 1,
+        }
+    }
+
+    /// Runs a round per group of identical piece lists, biggest group
+    /// first, until one gives the file.
+    fn rounds(
+        &self,
+        known: &mut Known<'_>,
+        source: &dyn HolderSource,
+        progress: Option<ProgressFn<'_>>,
+        started: Instant,
+    ) -> Result<Summary, FetchError> {
+        let sha1 = self.job.sha1;
+        // The state is only a hint: every piece it claims is hashed again.
+        let mut claimed = ResumeState::load(&self.state_path, &sha1)
+            .map(|state| state.verified_ranges())
+            .unwrap_or_default();
+        let mut tally = Tally::default();
+        let mut resumed = None;
+        let mut g = 0;
+        while g < known.groups.len() {
+            let list = known.groups[g].list.clone();
+            let holders = known.groups[g].holders.clone();
+            let done = self.salvage(&list, &claimed)?;
+            let done_bytes: u64 = (0..done.len())
+                .filter(|&i| done[i])
+                .map(|i| list.piece_range(i).1 as u64)
+                .sum();
+            resumed.get_or_insert(done_bytes);
+            if done_bytes > 0 {
+                log::info!("resuming {sha1}: {done_bytes} bytes already verified");
+            }
+            let round = Round::new(self, &list, &done);
+            round.add_holders(holders.clone());
+            let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
+            tally.add(&round);
+            log::debug!(
+                "round {g} over after {:.3}s",
+                started.elapsed().as_secs_f64()
+            );
+            match outcome {
+                Outcome::Complete(digest, early) if digest == sha1 => {
+                    self.finish(&list, early)?;
+                    log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
+                    let mut summary = Summary::new(self.job);
+                    summary.bytes = list.size;
+                    summary.bytes_received = self.received.load(Ordering::Relaxed);
+                    summary.bytes_from_seeds = self.from_seeds.load(Ordering::Relaxed);
+                    summary.bytes_from_partials = self.from_partials.load(Ordering::Relaxed);
+                    summary.peers_used = tally.used.into_iter().collect();
+                    summary.pieces_retried = self.retried.load(Ordering::Relaxed);
+                    summary.resumed_bytes = resumed.unwrap_or(0);
+                    summary.bad_peers = tally.bad;
+                    return Ok(summary);
+                }
+                Outcome::Complete(digest, _) => {
+                    let liars: Vec<String> = holders.iter().map(Holder::to_string).collect();
+                    log::warn!(
+                        "the piece list of {} is false: every piece matched it but the file hashes to {digest}; trying another holder's list",
+                        liars.join(", ")
+                    );
+                    tally.bad.extend(liars);
+                    claimed = vec![(0, list.size)];
+                }
+                Outcome::Failed => {
+                    claimed = verified_ranges(&list, &round.sched.done_flags());
+                }
+                Outcome::Interrupted => {
+                    return Err(FetchError::Interrupted {
+                        part: self.part_path.clone(),
+                        done: round.sched.done_bytes(),
+                        size: list.size,
+                    })
+                }
+                Outcome::Fatal(e) => return Err(e),
+            }
+            g += 1;
+        }
+        Err(tally.into_error(sha1))
+    }
+
+    /// Cuts the `.part` to `list`'s size (never grown up front: a peer's
+    /// size is not trusted with disk space, writes extend the file) and
+    /// flags its pieces that `claimed` covers and that still hash right.
+    fn salvage(&self, list: &PieceList, claimed: &[(u64, u64)]) -> Result<Vec<bool>, FetchError> {
+        let part_len = self
+            .part
+            .metadata()
+            .map_err(|source| FetchError::read(&self.part_path, source))?
+            .len();
+        if part_len > list.size {
+            self.part
+                .set_len(list.size)
+                .map_err(|source| FetchError::write(&self.part_path, source))?;
+        }
+        Ok(salvage(&self.part, list, claimed, self.memory_budget()))
+    }
+
+    /// fsync the `.part`, check that the first `early` pieces (those the
+    /// whole-file hash read before the last write) still match, so the bytes
+    /// renamed are the verified ones, rename it into place, fsync the
+    /// directory (a batch does it once at its end instead), drop the state.
+    fn finish(&self, list: &PieceList, early: usize) -> Result<(), FetchError> {
+        let (part, part_path, state_path) =
+            (&self.part, self.part_path.as_path(), &self.state_path);
+        let output = self.job.output;
+        let budget = self.memory_budget();
+        let read_err = |source| FetchError::read(part_path, source);
+        // The pieces are checked again while the fsync runs (it waits on the
+        // disk, the check on the CPU); both end before the rename.
+        let checked = Instant::now();
+        let (synced, changed) = std::thread::scope(|s| {
+            let check = std::thread::Builder::new()
+                .name("pbs-get-check".into())
+                .spawn_scoped(s, || super::state::changed_piece(part, list, early, budget));
+            let synced = part.sync_all();
+            let changed = match check {
+                Ok(t) => t.join().unwrap_or(Some(0)),
+                Err(_) => super::state::changed_piece(part, list, early, budget),
+            };
+            (synced, changed)
+        });
+        synced.map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
+        log::debug!(
+            "fsync and {early} of {} pieces checked again on disk in {:.3}s",
+            list.pieces.len(),
+            checked.elapsed().as_secs_f64()
+        );
+        if let Some(piece) = changed {
+            return Err(FetchError::Changed {
+                path: part_path.to_path_buf(),
+                piece,
+            });
+        }
+        // The name must still be this file (not one swapped in under it).
+        let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
+            use std::os::unix::fs::MetadataExt;
+            m.dev() == n.dev() && m.ino() == n.ino()
+        };
+        let ours = part.metadata().map_err(read_err)?;
+        let named = std::fs::symlink_metadata(part_path).map_err(read_err)?;
+        if !same_file(&ours, &named) {
+            return Err(FetchError::Changed {
+                path: part_path.to_path_buf(),
+                piece: 0,
+            });
+        }
+        std::fs::rename(part_path, output).map_err(|source| {
+            if super::error::is_no_space(&source) {
+                FetchError::NoSpace {
+                    path: output.to_path_buf(),
+                }
+            } else {
+                FetchError::Rename {
+                    from: part_path.to_path_buf(),
+                    to: output.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let dir = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if matches!(self.job.mode, Mode::Alone) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        // Looked up first: a file of one piece has no state, and an unlink,
+        // even of nothing, locks the directory against a batch's other files.
+        if std::fs::symlink_metadata(state_path).is_err() {
+            return Ok(());
+        }
+        match std::fs::remove_file(state_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("cannot remove {}: {e}", state_path.display()),
+        }
+        Ok(())
+    }
+}
+
+impl Tally {
+    /// Records what `round` found about its holders.
+    fn add(&mut self, round: &Round<'_>) {
+        for slot in round.slots.lock().iter_mut() {
+            if slot.pieces > 0 {
+                self.used.insert(slot.holder.id.clone());
+            }
+            if slot.bad {
+                self.bad.push(slot.holder.to_string());
+            } else if let Some(reason) = slot.dropped.take() {
+                self.failed.push(HolderFailure::new(
+                    slot.holder.clone(),
+                    HolderFault::dropped(reason),
+                ));
+            }
+        }
+    }
+
+    /// The error of a download whose every round failed.
+    fn into_error(mut self, sha1: Sha1Digest) -> FetchError {
+        self.bad.sort();
+        self.bad.dedup();
+        if self.bad.is_empty() {
+            FetchError::HoldersFailed {
+                sha1,
+                failures: self.failed,
+            }
+        } else {
+            FetchError::NoCorrectCopy {
+                sha1,
+                bad: self.bad,
+                others: self.failed,
+            }
+        }
+    }
+}
+
+fn verified_ranges(list: &PieceList, done: &[bool]) -> Vec<(u64, u64)> {
+    ResumeState::new(list, done).verified_ranges()
+}
+
+/// `Some(size)` if the output already holds the file; an error if it holds
+/// something else and `force` is off.
+fn existing_output(job: &Job<'_>, force: bool) -> Result<Option<u64>, FetchError> {
+    let output = job.output;
+    let err = |source| FetchError::read(output, source);
+    let mut file = match File::open(output) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FetchError::io(Step::Open, output, e)),
+    };
+    let meta = file.metadata().map_err(err)?;
+    if !meta.is_file() {
+        return Err(FetchError::NotAFile {
+            path: output.to_path_buf(),
+        });
+    }
+    let mut hasher = Sha1::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    if Sha1Digest::from_hasher(hasher) == job.sha1 {
+        log::debug!("{} already holds {}", output.display(), job.sha1);
+        return Ok(Some(meta.len()));
+    }
+    if force {
+        return Ok(None);
+    }
+    Err(FetchError::Exists {
+        path: output.to_path_buf(),
+    })
+}
+
 /// A group of holders that gave the same piece list.
 struct Group {
     list: PieceList,
@@ -376,15 +508,17 @@ struct Group {
 
 /// Every holder seen, by id, and the groups of identical piece lists.
 struct Known<'a> {
-    opts: &'a DownloadOptions,
+    by: &'a Downloader,
+    job: &'a Job<'a>,
     seen: HashMap<String, usize>,
     groups: Vec<Group>,
 }
 
 impl<'a> Known<'a> {
-    fn new(opts: &'a DownloadOptions) -> Self {
+    fn new(by: &'a Downloader, job: &'a Job<'a>) -> Self {
         Known {
-            opts,
+            by,
+            job,
             seen: HashMap::new(),
             groups: Vec::new(),
         }
@@ -398,7 +532,7 @@ impl<'a> Known<'a> {
             .into_iter()
             .filter(|h| !self.seen.contains_key(&h.id))
             .collect();
-        let lists = fetch_lists(self.opts, &fresh);
+        let lists = fetch_lists(self.by, self.job, &fresh);
         let mut errors = Vec::new();
         let initial = self.groups.is_empty();
         for (holder, result) in fresh.into_iter().zip(lists) {
@@ -419,7 +553,7 @@ impl<'a> Known<'a> {
                 }
                 Err(e) => {
                     log::warn!("peer {holder}: no usable piece list: {e}");
-                    errors.push(HolderFailure::new(holder, e));
+                    errors.push(HolderFailure::new(holder, HolderFault::piece_list(e)));
                 }
             }
         }
@@ -442,7 +576,7 @@ impl<'a> Known<'a> {
 
     /// Asks `source` again; returns the new holders whose list is group `g`'s.
     fn requery(&mut self, source: &dyn HolderSource, g: usize) -> Vec<Holder> {
-        let holders = match source.holders(&self.opts.sha1) {
+        let holders = match source.holders(&self.job.sha1) {
             Ok(h) => h,
             Err(e) => {
                 log::warn!("{e}");
@@ -465,25 +599,17 @@ impl<'a> Known<'a> {
 }
 
 /// The piece lists of `holders`, in order, fetched by up to 16 threads.
-fn fetch_lists(opts: &DownloadOptions, holders: &[Holder]) -> Vec<Result<PieceList, String>> {
+fn fetch_lists(
+    by: &Downloader,
+    job: &Job<'_>,
+    holders: &[Holder],
+) -> Vec<Result<PieceList, PieceListError>> {
+    let opts = by.options();
     let timeouts = Timeouts {
         connect: opts.connect_timeout,
         io: opts.io_timeout,
     };
-    crate::fanout::map(
-        holders,
-        LIST_FAN_OUT,
-        "pbs-get-list",
-        |h| {
-            fetch_piece_list_with(
-                opts.pool.as_deref(),
-                h,
-                &opts.sha1,
-                timeouts,
-                opts.request_timeout,
-            )
-            .map_err(|e| e.to_string())
-        },
-        || Err("bug: piece list not fetched".into()),
-    )
+    crate::fanout::map(holders, LIST_FAN_OUT, "pbs-get-list", |h| {
+        fetch_piece_list_with(job.pool(by), h, &job.sha1, timeouts, opts.request_timeout)
+    })
 }

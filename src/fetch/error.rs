@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::fault::HolderFault;
 use crate::digest::Sha1Digest;
 use crate::holders::{Holder, HoldersError};
 
@@ -154,18 +155,12 @@ pub struct HolderFailure {
     pub holder: Holder,
     /// Why (its piece list could not be read, it failed too often...).
     #[source]
-    pub reason: Box<dyn std::error::Error + Send + Sync + 'static>,
+    pub reason: HolderFault,
 }
 
 impl HolderFailure {
-    pub(crate) fn new(
-        holder: Holder,
-        reason: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
-        HolderFailure {
-            holder,
-            reason: reason.into(),
-        }
+    pub(crate) fn new(holder: Holder, reason: HolderFault) -> Self {
+        HolderFailure { holder, reason }
     }
 }
 

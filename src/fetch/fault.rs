@@ -1,10 +1,97 @@
 //! Why a holder's request failed ([`Transfer`]), why its data is provably
 //! wrong ([`BadData`]), and why it was dropped from a download
 //! ([`Dropped`]): typed, so the worker decides by variant and the final
-//! error lists each holder's reason in the same words as before.
+//! error lists each holder's reason in the same words as before. The
+//! public [`HolderFault`] carries one of them (or the piece list's
+//! failure) to the caller, with its [`HolderFaultKind`] to act on.
 
+use super::pieces::PieceListError;
 use crate::client::ClientError;
 use crate::digest::Sha1Digest;
+
+/// Why one holder could not be used for a download: its piece list could
+/// not be had, or it was dropped during the download. Its message names
+/// the cause; [`HolderFault::kind`] classifies it.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct HolderFault(Cause);
+
+/// What [`HolderFault`] holds.
+#[derive(Debug, thiserror::Error)]
+enum Cause {
+    #[error(transparent)]
+    PieceList(PieceListError),
+    #[error(transparent)]
+    Dropped(Dropped),
+}
+
+/// The class of a [`HolderFault`]: what the user can do about it differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HolderFaultKind {
+    /// None of its addresses accepted a connection (refused, unreachable).
+    Unreachable,
+    /// It stopped sending, or was slower than the deadline.
+    Stalled,
+    /// It answered busy (`503`): its upload queue was full.
+    Busy,
+    /// It answered with another error status (`404`: it no longer has
+    /// the file).
+    Refused,
+    /// It sent provably wrong data or an unusable piece list.
+    BadData,
+    /// It is this very download's own peer (serving the `.part`).
+    Ourselves,
+    /// Any other transfer failure (a reset, a short body, a bad head...).
+    Other,
+}
+
+impl HolderFault {
+    /// The class of this fault.
+    pub fn kind(&self) -> HolderFaultKind {
+        use HolderFaultKind as K;
+        match &self.0 {
+            Cause::PieceList(PieceListError::Request(e)) => client_kind(e),
+            Cause::PieceList(PieceListError::Status(503)) => K::Busy,
+            Cause::PieceList(PieceListError::Status(_)) => K::Refused,
+            Cause::PieceList(PieceListError::Json(_) | PieceListError::Inconsistent(_)) => {
+                K::BadData
+            }
+            Cause::Dropped(Dropped::Ourselves) => K::Ourselves,
+            Cause::Dropped(Dropped::Bad(_)) => K::BadData,
+            Cause::Dropped(Dropped::Failing { last, .. }) => match last {
+                Transfer::Client(e) => client_kind(e),
+                Transfer::Busy(_) => K::Busy,
+                Transfer::Status { .. } => K::Refused,
+                Transfer::ContentRange { .. }
+                | Transfer::ContentLength { .. }
+                | Transfer::NoConnection => K::Other,
+            },
+        }
+    }
+}
+
+// Not `From`: a public impl would make the internal types public.
+impl HolderFault {
+    /// Its piece list could not be had.
+    pub(crate) fn piece_list(e: PieceListError) -> Self {
+        HolderFault(Cause::PieceList(e))
+    }
+
+    /// It was dropped during the download.
+    pub(crate) fn dropped(e: Dropped) -> Self {
+        HolderFault(Cause::Dropped(e))
+    }
+}
+
+/// The class of a failed request.
+fn client_kind(e: &ClientError) -> HolderFaultKind {
+    match e {
+        ClientError::Connect { .. } => HolderFaultKind::Unreachable,
+        ClientError::Stalled { .. } | ClientError::Deadline { .. } => HolderFaultKind::Stalled,
+        _ => HolderFaultKind::Other,
+    }
+}
 
 /// What a request answered instead of the piece or bitmap asked for.
 #[derive(Debug, Clone, Copy)]

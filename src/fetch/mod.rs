@@ -1,8 +1,11 @@
 //! The verified multi-source download: piece scheduling over every holder,
 //! per-piece and whole-file SHA1 checks, failover, resume, atomic rename.
 //!
-//! [`download`] runs a whole download on the calling thread (plus threads it
-//! owns and joins before returning): no async runtime, no global state.
+//! A [`Downloader`], built once from its [`DownloadOptions`], owns the rate
+//! limit and the idle connections its downloads share;
+//! [`Downloader::download`] runs one file's download on the calling thread
+//! (plus threads it owns and joins before returning): no async runtime, no
+//! global state.
 //!
 //! ```text
 //! download ── existing output? ── holders (HolderSource) ── piece lists of
@@ -17,6 +20,7 @@
 //!         else that group's piece list lied: next group, keep what matches.
 //! ```
 //!
+//! - `downloader`: [`Downloader`], its options, pool and rate limit.
 //! - `batch`: many files in one call, a bounded number of downloads at once.
 //! - `pieces`: fetching and checking a piece list.
 //! - `scheduler`: which piece each connection fetches (endgame included).
@@ -33,14 +37,15 @@
 //! Memory: each connection holds one piece buffer, and connections are
 //! capped so that `connections x piece size <= memory_budget`.
 //!
-//! Threads (all named `pbs-get-*`, all joined before [`download`]
-//! returns): one per connection (`supervisor.rs` starts them), the
+//! Threads (all named `pbs-get-*`, all joined before
+//! [`Downloader::download`] returns): one per connection (`supervisor.rs` starts them), the
 //! whole-file hasher, the piece lists' fan-out, and at most
 //! `state::VERIFY_THREADS` checking a `.part`'s pieces (on resume, and
 //! before the rename).
 
 pub mod batch;
 mod download;
+mod downloader;
 mod error;
 mod fault;
 pub mod output;
@@ -59,34 +64,25 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use batch::{download_many, BatchItem, BatchOptions, BatchProgress, DEFAULT_CONCURRENCY};
-pub use download::download;
+pub use batch::{BatchItem, BatchOptions, BatchProgress, DEFAULT_CONCURRENCY};
+pub use downloader::Downloader;
 pub use error::{FetchError, HolderFailure};
+pub use fault::{HolderFault, HolderFaultKind};
 pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
 
 use crate::digest::Sha1Digest;
 
-/// How a download runs. `DownloadOptions::new(sha1, output)` gives defaults.
+/// What a [`Downloader`] does, as its user sets it. `DownloadOptions::default()`
+/// gives the defaults; change a field or two with
+/// `DownloadOptions { force: true, ..Default::default() }`.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
-    /// The file to download.
-    pub sha1: Sha1Digest,
-    /// The final path (`<output>.part` and `<output>.part.state` beside it).
-    pub output: PathBuf,
     /// Overwrite an existing output with different content.
     pub force: bool,
-    /// Total rate cap in bytes per second, across all connections.
+    /// Total rate cap in bytes per second, across every download of the
+    /// [`Downloader`] and all their connections.
     pub max_rate: Option<u64>,
-    /// A rate cap shared with other downloads (a batch's `--max-rate`);
-    /// used instead of `max_rate` when set.
-    pub(crate) shared_rate: Option<Arc<rate::RateLimiter>>,
-    /// fsync the output's directory after the rename (a batch turns it
-    /// off and syncs each directory once at its end).
-    pub sync_dir: bool,
-    /// Idle connections shared with other downloads (a batch): piece-list
-    /// requests and new workers take one before dialling.
-    pub(crate) pool: Option<Arc<crate::client::ConnPool>>,
     /// Longest wait for a TCP connection to a peer.
     pub connect_timeout: Duration,
     /// Longest a read from a peer may block: a stall.
@@ -97,15 +93,14 @@ pub struct DownloadOptions {
     pub connections_per_holder: usize,
     /// Every holder gets one connection; more per holder (up to
     /// `connections_per_holder`) are opened only while the total is below
-    /// this. Default 1: with pipelined requests one connection keeps a
-    /// holder's link busy (on loopback with 3 holders, 1 each beat 2 each:
-    /// 0.93 s vs 1.03 s for 512 MiB on 2 cores), and in a swarm a seed
-    /// shares its uplink among more downloaders, each piece done sooner
-    /// (LAN lab, 8 hosts: 4.0 s instead of 4.2-4.5 s).
+    /// this. With pipelined requests one connection keeps a holder's link
+    /// busy, and in a swarm a seed shares its uplink among more
+    /// downloaders (docs/benchmarks.md has the measurements).
     pub target_connections: usize,
     /// Connections in total.
     pub max_connections: usize,
-    /// Bytes of piece buffers allowed in total (caps the connections).
+    /// Bytes of piece buffers allowed in total (caps the connections; a
+    /// batch splits it among the files running at once).
     pub memory_budget: u64,
     /// Consecutive failures of a holder before it is dropped.
     pub max_retries: u32,
@@ -116,27 +111,24 @@ pub struct DownloadOptions {
     pub state_interval: Duration,
     /// Copies of one piece fetched at once in the endgame.
     pub endgame_copies: usize,
-    /// Set to stop the download (Ctrl-C): the state is saved and
-    /// [`FetchError::Interrupted`] returned.
+    /// Set to stop the downloads (Ctrl-C): the state is saved and
+    /// [`FetchError::Interrupted`] returned; a batch starts no new file.
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
-impl DownloadOptions {
-    /// Defaults: 500 ms connect, 5 s stall, 1 connection per holder, at
-    /// most 8, 48 MiB of buffers, 3 retries, holders re-queried every
-    /// 500 ms (every 150 ms for the first 2 s: partial holders join
-    /// quickly), state saved every 50 ms (a peer sharing the output's
-    /// directory serves the pieces it marks; less often past 512 pieces),
-    /// 2 copies in the endgame.
-    pub fn new(sha1: Sha1Digest, output: impl Into<PathBuf>) -> Self {
+impl Default for DownloadOptions {
+    /// 500 ms connect, 5 s stall, 10 s for a piece list; one connection per
+    /// holder (`connections_per_holder` 2 allows a second, but it opens only
+    /// while fewer than `target_connections`, 1, are open in total: with
+    /// these defaults, never), at most 8, 48 MiB of buffers, 3 retries; holders
+    /// re-queried every 500 ms (every 150 ms for the first 2 s: partial
+    /// holders join quickly); state saved every 50 ms (a peer sharing the
+    /// output's directory serves the pieces it marks; less often past 512
+    /// pieces); 2 copies in the endgame.
+    fn default() -> Self {
         DownloadOptions {
-            sha1,
-            output: output.into(),
             force: false,
             max_rate: None,
-            shared_rate: None,
-            pool: None,
-            sync_dir: true,
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),

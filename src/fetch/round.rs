@@ -129,14 +129,14 @@ impl<'a> Round<'a> {
     /// A round of `dl` over `list` with the pieces flagged in `done`
     /// already on disk.
     pub fn new(dl: &'a Download<'a>, list: &'a PieceList, done: &[bool]) -> Self {
-        let opts = dl.opts;
+        let opts = dl.opts();
         let done_bytes = done
             .iter()
             .enumerate()
             .filter(|(_, d)| **d)
             .map(|(i, _)| list.piece_range(i).1 as u64)
             .sum();
-        let by_memory = (opts.memory_budget / list.piece_size.max(1)).max(1) as usize;
+        let by_memory = (dl.memory_budget() / list.piece_size.max(1)).max(1) as usize;
         Round {
             dl,
             list,
@@ -303,7 +303,7 @@ impl<'a> Round<'a> {
     fn state_interval(&self) -> Duration {
         let scale = (self.list.pieces.len() / STATE_PIECES).max(1);
         self.dl
-            .opts
+            .opts()
             .state_interval
             .saturating_mul(u32::try_from(scale).unwrap_or(u32::MAX))
     }

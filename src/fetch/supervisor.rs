@@ -88,7 +88,7 @@ pub(crate) fn run(
             }
             if round
                 .dl
-                .opts
+                .opts()
                 .cancel
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::Relaxed))
@@ -138,9 +138,9 @@ pub(crate) fn run(
             // Partial holders have their first pieces within a fraction
             // of a second: asked sooner at the start, they join sooner.
             let interval = if started.elapsed() < FAST_REQUERY_FOR {
-                round.dl.opts.requery_interval.min(FAST_REQUERY)
+                round.dl.opts().requery_interval.min(FAST_REQUERY)
             } else {
-                round.dl.opts.requery_interval
+                round.dl.opts().requery_interval
             };
             if last_query.elapsed() >= interval {
                 let asked = Instant::now();
@@ -192,7 +192,7 @@ fn fill<'scope, 'env>(
     round: &'env Round<'env>,
     seq: &mut usize,
 ) -> std::io::Result<()> {
-    let per_holder = round.dl.opts.connections_per_holder.max(1);
+    let per_holder = round.dl.opts().connections_per_holder.max(1);
     for level in 1..=per_holder {
         loop {
             // Among the holders without a connection, one that may have a
@@ -210,7 +210,7 @@ fn fill<'scope, 'env>(
                 let mut slots = round.slots.lock();
                 let total: usize = slots.iter().map(|s| s.workers).sum();
                 if total >= round.max_workers
-                    || (level > 1 && total >= round.dl.opts.target_connections)
+                    || (level > 1 && total >= round.dl.target_connections())
                 {
                     return Ok(());
                 }
@@ -266,9 +266,9 @@ fn sync_behind(round: &Round<'_>) {
 /// (see [`super::state::changed_piece`]); one hashed after it is not. So
 /// hashing early buys a shorter tail (the check runs on every core, the
 /// whole-file hash on one) with more CPU: worth it while the hasher has a
-/// core to itself, not when the CPU is what the download waits on (20
-/// concurrent downloads on 2 cores spent a quarter of their CPU above
-/// curl's on this). The hasher therefore measures its own CPU time against
+/// core to itself, not when the CPU is what the download waits on (many
+/// downloads at once on few cores: docs/benchmarks.md). The hasher
+/// therefore measures its own CPU time against
 /// the wall time of its reads: below [`CONTENDED`] it waits for the last
 /// write (or [`PROBE_AGAIN`], to look again) instead of hashing early.
 fn hash_prefix(round: &Round<'_>) -> std::io::Result<Option<(Sha1Digest, usize)>> {

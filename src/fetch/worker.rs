@@ -369,7 +369,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             round.set_fatal(FetchError::write(&round.dl.part_path, source));
             return false;
         }
-        if round.dl.opts.pool.is_some() && round.sched.remaining() == 1 {
+        if round.dl.pool().is_some() && round.sched.remaining() == 1 {
             // The last piece: this connection leaves the socket table now,
             // before the round's end (which this write triggers) shuts
             // every registered socket down, so it can go back to the
@@ -432,7 +432,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             let mut slots = round.slots.lock();
             let s = &mut slots[self.slot];
             s.failures += 1;
-            if s.failures > round.dl.opts.max_retries && s.dropped.is_none() {
+            if s.failures > round.dl.opts().max_retries && s.dropped.is_none() {
                 log::warn!(
                     "dropping peer {holder} for this download after {} failures: {reason}",
                     s.failures
@@ -485,11 +485,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         if let Some(j) = self.ahead.take() {
             round.sched.release(j, self.slot);
         }
-        match (
-            self.clean_exit,
-            self.conn.take(),
-            round.dl.opts.pool.as_ref(),
-        ) {
+        match (self.clean_exit, self.conn.take(), round.dl.pool()) {
             (true, Some(c), Some(pool)) if c.conn.is_reusable() => {
                 if (self.unhooked && c.socket.is_none()) || round.take_registration(c.socket) {
                     pool.put(&self.addrs, c.conn);
@@ -603,7 +599,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         };
         // Not with a batch's shared connections: they go back to the pool
         // between files, with nothing pending.
-        if self.ahead.is_none() && round.dl.opts.pool.is_none() && !head.close {
+        if self.ahead.is_none() && round.dl.pool().is_none() && !head.close {
             if let Next::Piece(j) = round.sched.next(slot) {
                 let (s, l) = round.piece_range(j);
                 match c.conn.send_ahead(&path, (s, s + l as u64 - 1)) {
@@ -614,7 +610,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             }
         }
         let mut hasher = Sha1::new();
-        let rate = round.dl.rate;
+        let rate = round.dl.rate();
         let read = c.conn.read_body(
             &mut self.buf[..len],
             |want| {
@@ -663,12 +659,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                 // A batch's idle connection to this peer first (its first
                 // request counts as a reuse: a stale one is replaced below).
                 let pooled = match attempt {
-                    1 => round
-                        .dl
-                        .opts
-                        .pool
-                        .as_ref()
-                        .and_then(|p| p.take(&self.addrs)),
+                    1 => round.dl.pool().and_then(|p| p.take(&self.addrs)),
                     _ => None,
                 };
                 let c = match pooled {

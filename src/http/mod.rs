@@ -1,13 +1,14 @@
 //! The peer wire format: HTTP/1.1 request parsing (with `httparse`), routes,
 //! `Range` and conditional headers, and response heads. Bytes in, messages
 //! out; no sockets and no policy about connections here (that is
-//! [`crate::server`]).
+//! [`crate::server`]'s, and [`crate::client`]'s for the other side).
 //!
 //! - [`request`]: a request head from a byte buffer, with size limits.
 //! - [`route`]: which endpoint a method and raw target name.
 //! - [`range`]: the `Range` header against a file size.
 //! - [`conditional`]: `If-None-Match` and `If-Range` against an `ETag`.
 //! - [`encoding`]: `Accept-Encoding` (gzip for the catalog).
+//! - [`content_type`]: a shared file's `Content-Type` from its name.
 //! - [`response`]: status lines, response heads, `Content-Disposition`, `Date`.
 //! - [`reply`]: the client's side: a `GET` request, a response head read
 //!   back (status, lengths, ranges, encoding) and how its body is framed.
@@ -15,6 +16,7 @@
 //! Every limit is a named constant below.
 
 pub mod conditional;
+pub mod content_type;
 pub mod encoding;
 pub mod range;
 pub mod reply;

@@ -134,8 +134,8 @@ struct Outgoing {
     started: Instant,
     /// Abandoned if nothing more is sent by then.
     stall_until: Instant,
-    /// The upload session a file body counts in (status page).
-    upload: Option<crate::status::Upload>,
+    /// What counts a file body's bytes ([`FileSource::start_upload`](super::FileSource::start_upload)).
+    upload: Option<Box<dyn super::UploadCounter>>,
     /// The upload slot a piece answer holds until it ends (dropped with
     /// this answer, sent or cut).
     slot: Option<super::slots::SlotGuard>,
@@ -388,7 +388,7 @@ impl Conn {
                 slot: s,
             } => {
                 slot = s;
-                upload = Some(crate::status::Upload::start(self.peer.ip(), sha1, &name));
+                upload = ctx.source.start_upload(self.peer.ip(), &sha1, &name);
                 file = Some(FileBody {
                     file: f,
                     offset: start,

@@ -8,8 +8,9 @@
 //! memory. A client that sends `Accept-Encoding: gzip` gets the gzip body,
 //! compressed once per generation and kept (about a quarter of the JSON),
 //! with `Content-Encoding: gzip`; both answers say `Vary: Accept-Encoding`
-//! and carry the same `ETag` (the generation), so `If-None-Match` works
-//! for either.
+//! and each carries its own `ETag` (the generation, with `-gzip` for the
+//! gzip body: [`catalog_etag`]), and `If-None-Match` is answered `304` for
+//! either.
 
 use std::fs::File;
 use std::sync::{Arc, Weak};
@@ -20,9 +21,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::slots::SlotGuard;
-use super::FileSource;
+use super::{FileSource, Page};
 use crate::digest::Sha1Digest;
 use crate::http::conditional::{if_range_matches, none_match};
+use crate::http::content_type;
 use crate::http::encoding::accepts_gzip;
 use crate::http::range::{self, unsatisfiable_content_range, RangeSelection};
 use crate::http::response::content_disposition;
@@ -36,8 +38,6 @@ use crate::protocol::{
 const CONTENT_TYPE_JSON: &str = "application/json";
 const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
 const CONTENT_TYPE_BYTES: &str = "application/octet-stream";
-const CONTENT_TYPE_HTML: &str = "text/html; charset=utf-8";
-const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// File bytes are named by their SHA1: they never change.
 const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// The catalog changes with the index generation: revalidate (`ETag`).
@@ -220,10 +220,21 @@ impl CatalogCache {
     }
 }
 
-/// The answer to `request`.
-/// `slot` asks for an upload slot for the client (piece requests only),
-/// or says how long until the slots rotate.
+/// The answer to `request` (`slot` asks for an upload slot for the
+/// client, piece requests only, or says how long until the slots rotate). Every answer says `X-Content-Type-Options:
+/// nosniff`: its `Content-Type` is the only one a browser may use.
 pub(crate) fn handle(
+    request: &RequestHead,
+    source: &dyn FileSource,
+    catalog: &CatalogCache,
+    slot: &dyn Fn() -> Result<SlotGuard, Duration>,
+) -> Response {
+    let mut response = answer(request, source, catalog, slot);
+    response.head = response.head.header("X-Content-Type-Options", "nosniff");
+    response
+}
+
+fn answer(
     request: &RequestHead,
     source: &dyn FileSource,
     catalog: &CatalogCache,
@@ -240,7 +251,9 @@ pub(crate) fn handle(
         }
     };
     match route {
-        Route::Page | Route::Status | Route::Metrics => status(route, source),
+        Route::Page => page(Page::Status, source),
+        Route::Status => page(Page::StatusJson, source),
+        Route::Metrics => page(Page::Metrics, source),
         Route::Health => Response::json(&source.health()).no_store(),
         Route::FileList => file_list(request, source, catalog),
         Route::Pieces(sha1) => match source.pieces(&sha1) {
@@ -271,33 +284,29 @@ pub(crate) fn handle(
     }
 }
 
-/// The status page, its JSON, and the metrics.
-fn status(route: Route, source: &dyn FileSource) -> Response {
-    let report = source.status();
-    let response = match (route, &report) {
-        (Route::Metrics, _) => Response::bytes(
-            ResponseHead::new(Status::OK).header("Content-Type", CONTENT_TYPE_METRICS),
-            match &report {
-                Some(r) => crate::metrics::render_with(&r.gauges(), &r.download_sources()),
-                None => crate::metrics::render(&[]),
+/// A page the source renders (the status page, its JSON, the metrics);
+/// without one, `/metrics` has the process counters and the others `404`.
+fn page(page: Page, source: &dyn FileSource) -> Response {
+    let response = match source.page(page) {
+        Ok(Some(p)) => {
+            let mut head = ResponseHead::new(Status::OK).header("Content-Type", p.content_type);
+            for (name, value) in p.headers {
+                head = head.header(name, value);
             }
-            .into_bytes(),
+            Response::bytes(head, p.body)
+        }
+        Ok(None) if page == Page::Metrics => Response::bytes(
+            ResponseHead::new(Status::OK).header("Content-Type", crate::metrics::CONTENT_TYPE),
+            crate::metrics::render(&[]).into_bytes(),
         ),
-        (Route::Status, Some(r)) => Response::json(r),
-        (Route::Page, Some(r)) => Response::bytes(
-            ResponseHead::new(Status::OK)
-                .header("Content-Type", CONTENT_TYPE_HTML)
-                .header(
-                    "Content-Security-Policy",
-                    crate::status::page::CONTENT_SECURITY_POLICY,
-                )
-                .header("X-Content-Type-Options", "nosniff"),
-            crate::status::page::render(r).into_bytes(),
-        ),
-        _ => Response::error(
+        Ok(None) => Response::error(
             Status::NOT_FOUND,
             "this server has no status: it serves files only",
         ),
+        Err(e) => {
+            log::error!("bug: cannot encode a json body: {e}");
+            Response::error(Status::INTERNAL_SERVER_ERROR, "cannot encode the answer")
+        }
     };
     response.no_store()
 }
@@ -325,8 +334,22 @@ fn not_served(sha1: &Sha1Digest, source: &dyn FileSource) -> Response {
     }
 }
 
+/// The `ETag` of the catalog at `generation` in one encoding: `"<gen>"`
+/// for the JSON, `"<gen>-gzip"` for its gzip body. The two bodies differ,
+/// so they may not share a strong tag (RFC 9110 section 8.8.3): a cache
+/// holding both tells them apart, and `If-None-Match` is compared with the
+/// tag of the representation that would be sent.
+pub(crate) fn catalog_etag(generation: u64, gzip: bool) -> String {
+    if gzip {
+        format!("\"{generation}-gzip\"")
+    } else {
+        format!("\"{generation}\"")
+    }
+}
+
 fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
-    let current = format!("\"{}\"", source.generation());
+    let gzip = accepts_gzip(request.header_values("accept-encoding"));
+    let current = catalog_etag(source.generation(), gzip);
     if none_match(request.header_values("if-none-match"), &current) {
         let mut response = Response::not_modified(current);
         response.head = response
@@ -335,7 +358,6 @@ fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCa
             .header("Vary", "Accept-Encoding");
         return response;
     }
-    let gzip = accepts_gzip(request.header_values("accept-encoding"));
     let built = if gzip {
         catalog.gzip_body(source)
     } else {
@@ -345,7 +367,7 @@ fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCa
         Ok((generation, body)) => {
             let mut head = ResponseHead::new(Status::OK)
                 .header("Content-Type", CONTENT_TYPE_JSON)
-                .header("ETag", format!("\"{generation}\""))
+                .header("ETag", catalog_etag(generation, gzip))
                 .header("Cache-Control", CACHE_REVALIDATE)
                 .header("Vary", "Accept-Encoding");
             if gzip {
@@ -480,7 +502,7 @@ fn file(
         }
     }
     let head = head
-        .header("Content-Type", CONTENT_TYPE_BYTES)
+        .header("Content-Type", content_type::for_name(&opened.name))
         .header(
             "Content-Disposition",
             content_disposition(&opened.name, &sha1.to_hex()),

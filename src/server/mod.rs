@@ -1,9 +1,14 @@
 //! The peer server: HTTP/1.1 with keep-alive and `Range` over non-blocking
 //! sockets, served fairly by a fixed pool of worker threads.
 //!
-//! The server does not know about the index: it serves whatever a
-//! [`FileSource`] gives it. The running peer implements it over the index;
-//! tests implement it over plain files.
+//! The server does not know about the index, the status page or the
+//! network: it serves whatever a [`FileSource`] gives it, asks it for the
+//! pages beside the files ([`Page`]: the peer renders its status page
+//! there), and tells it which file bodies it sends
+//! ([`FileSource::start_upload`], [`UploadCounter`]). The running peer
+//! implements it over the index; tests implement it over plain files. It
+//! sits below everything but the wire code (`crate::http`), the protocol's
+//! bodies and the process counters (`crate::metrics`).
 //!
 //! How a connection moves: the accept thread admits it under the caps
 //! (total and per client address) and parks it; the poll thread's epoll
@@ -29,9 +34,10 @@
 //! `<thread_name>-w<i>`, all joined by [`Server::shutdown`] or drop.
 //! Locks, each held only to insert, remove or pick (never across client
 //! I/O) and never two at once: the parking map (also across the
-//! `epoll_ctl` that arms a socket), the fair queue, the admission counts,
-//! and the catalog cache (its build lock is held while one new catalog
-//! body is serialized).
+//! `epoll_ctl` that arms a socket), the fair queue, the admission counts.
+//! The catalog cache's build lock is the one held with others: while one
+//! new catalog body is serialized, the source's own locks and then the
+//! cache's `current` or `gzip` are taken under it.
 //!
 //! Zero-copy: file bodies leave by `sendfile(2)`; `strace -f -e
 //! trace=sendfile,read,sendto` on the test binary shows
@@ -54,6 +60,8 @@ mod slots;
 pub use config::ServerConfig;
 pub use error::ServerError;
 pub use pool::Server;
+
+use std::net::IpAddr;
 
 use crate::digest::Sha1Digest;
 use crate::protocol::{Bitfield, FileList, Health, PieceList};
@@ -103,12 +111,56 @@ pub trait FileSource: Send + Sync + 'static {
     fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>>;
     /// The health report.
     fn health(&self) -> Health;
-    /// What the status page, `/v1/status` and the peer's part of
-    /// `/metrics` show; `None` (the default): no status page, and only the
-    /// process counters in `/metrics`.
-    fn status(&self) -> Option<crate::status::StatusReport> {
+    /// A page beside the files (the status page, its JSON, `/metrics`),
+    /// rendered by the source. `Ok(None)` (the default): no status page
+    /// (`404`), and only the process counters in `/metrics`. An error is
+    /// a bug (a body that does not encode): `500`.
+    fn page(&self, _page: Page) -> Result<Option<PageBody>, serde_json::Error> {
+        Ok(None)
+    }
+    /// A body of file `sha1` (named `name` here) starts going to `client`:
+    /// what counts its bytes as they leave (dropped when the response
+    /// ends). `None` (the default): not counted.
+    fn start_upload(
+        &self,
+        _client: IpAddr,
+        _sha1: &Sha1Digest,
+        _name: &str,
+    ) -> Option<Box<dyn UploadCounter>> {
         None
     }
+}
+
+/// The pages a [`FileSource`] may answer beside the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Page {
+    /// `GET /`: the status page.
+    Status,
+    /// `GET /v1/status`: the status as JSON.
+    StatusJson,
+    /// `GET /metrics`: the process counters and the source's own values.
+    Metrics,
+}
+
+/// A page rendered by a [`FileSource`]: sent with `Cache-Control:
+/// no-store` and its length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageBody {
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// More header fields (for HTML, a `Content-Security-Policy`).
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Counts the bytes of one file body as they leave the server (the
+/// peer's upload sessions on its status page); dropped when the response
+/// ends.
+pub trait UploadCounter: Send {
+    /// `n` more bytes sent.
+    fn add(&self, n: u64);
 }
 
 /// A file opened for serving.

@@ -26,6 +26,7 @@
 //! sessions' lock is taken inside the sampled state's (never the reverse),
 //! the peer cache's inside the wired parts'.
 
+mod answer;
 pub(crate) mod page;
 pub(crate) mod uploads;
 mod window;
@@ -50,6 +51,7 @@ use crate::partial::Partials;
 use crate::protocol::HEALTH_PATH;
 use window::Window;
 
+pub(crate) use answer::answer;
 pub(crate) use uploads::Upload;
 pub use uploads::UploadRow;
 
@@ -485,24 +487,18 @@ impl Monitor {
             connect: Duration::from_millis(300),
             io: Duration::from_millis(700),
         };
-        let results = crate::fanout::map(
-            &peers,
-            8,
-            "pbs-status-probe",
-            |p| {
-                let started = Instant::now();
-                let answered = get_small(
-                    &p.record.dial_addrs(),
-                    HEALTH_PATH,
-                    timeouts,
-                    16 * 1024,
-                    Duration::from_secs(1),
-                )
-                .is_ok_and(|(head, _)| head.status == 200);
-                (p.record.id.clone(), (answered, started.elapsed()))
-            },
-            || (String::new(), (false, Duration::ZERO)),
-        );
+        let results = crate::fanout::map(&peers, 8, "pbs-status-probe", |p| {
+            let started = Instant::now();
+            let answered = get_small(
+                &p.record.dial_addrs(),
+                HEALTH_PATH,
+                timeouts,
+                16 * 1024,
+                Duration::from_secs(1),
+            )
+            .is_ok_and(|(head, _)| head.status == 200);
+            (p.record.id.clone(), (answered, started.elapsed()))
+        });
         self.sampled.lock().probes = results.into_iter().collect();
     }
 

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{DownloadRow, History, StatusReport, HISTORY_LEN};
+use crate::text::human_size;
 
 /// Pages rendered by this process.
 static RENDERS: AtomicU64 = AtomicU64::new(0);
@@ -96,24 +97,8 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// `1536` -> `1.5 KiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn rate(r: f64) -> String {
-    format!("{}/s", bytes(r.max(0.0) as u64))
+    format!("{}/s", human_size(r.max(0.0) as u64))
 }
 
 fn duration(secs: u64) -> String {
@@ -191,7 +176,7 @@ fn this_peer(o: &mut String, r: &StatusReport) {
         &format!(
             "{} files, {} · generation <code>{}</code>",
             i.files,
-            bytes(i.bytes),
+            human_size(i.bytes),
             i.generation
         ),
     );
@@ -199,14 +184,14 @@ fn this_peer(o: &mut String, r: &StatusReport) {
         format!(
             "first scan: {} files ({}) to hash, {} done",
             i.queued_files,
-            bytes(i.queued_bytes),
+            human_size(i.queued_bytes),
             i.hashed_files
         )
     } else if i.queued_files > 0 {
         format!(
             "{} files ({}) to hash",
             i.queued_files,
-            bytes(i.queued_bytes)
+            human_size(i.queued_bytes)
         )
     } else {
         "idle".into()
@@ -270,7 +255,7 @@ fn transfers(o: &mut String, r: &StatusReport) {
                 escape(&u.client),
                 u.sha1,
                 escape(&u.name),
-                bytes(u.bytes),
+                human_size(u.bytes),
                 if u.active {
                     rate(u.rate)
                 } else {
@@ -309,8 +294,8 @@ fn download(o: &mut String, d: &DownloadRow) {
     let sources = if d.from_seeds + d.from_partials > 0 {
         format!(
             "<div class=\"from\">{} from seeds, {} from peers downloading it</div>",
-            bytes(d.from_seeds),
-            bytes(d.from_partials)
+            human_size(d.from_seeds),
+            human_size(d.from_partials)
         )
     } else {
         String::new()
@@ -322,7 +307,7 @@ fn download(o: &mut String, d: &DownloadRow) {
 <td class=\"num\">{}/{}</td><td class=\"num\">{}</td></tr>",
         d.sha1,
         escape(&d.name),
-        bytes(d.size),
+        human_size(d.size),
         peers,
         sources,
         d.pieces_held,
@@ -458,7 +443,7 @@ fn files(o: &mut String, r: &StatusReport) {
                 "<tr><td class=\"name\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
 <td><code>{}</code></td></tr>",
                 escape(&e.name),
-                bytes(e.size),
+                human_size(e.size),
                 e.holders,
                 e.sha1,
             );
@@ -604,9 +589,9 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_read_well() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024), "3.0 MiB");
         assert_eq!(duration(59), "59s");
         assert_eq!(duration(3661), "1h 1m");
         assert_eq!(duration(90000), "1d 1h");

@@ -81,6 +81,12 @@ impl Upload {
     }
 }
 
+impl crate::server::UploadCounter for Upload {
+    fn add(&self, n: u64) {
+        Upload::add(self, n);
+    }
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
         let Some(key) = self.key else { return };

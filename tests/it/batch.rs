@@ -1,6 +1,6 @@
-//! [`download_many`](piratebay_sync::download_many) (library level): many small files from an
-//! in-process peer, through a counting TCP relay that shows the batch's
-//! connections are shared.
+//! [`Downloader::download_many`](piratebay_sync::Downloader::download_many)
+//! (library level): many small files from an in-process peer, through a
+//! counting TCP relay that shows the batch's connections are shared.
 
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use piratebay_sync::{
-    download_many, BatchItem, BatchOptions, BatchProgress, DownloadOptions, Holder, Sha1Digest,
+    BatchItem, BatchOptions, BatchProgress, DownloadOptions, Downloader, Holder, Sha1Digest,
 };
 
 use crate::fetch_support::*;
@@ -91,16 +91,17 @@ fn a_batch_of_small_files_is_verified_and_shares_its_connections() {
         holders: Vec::new(),
     });
     let requery: Vec<Holder> = Vec::new();
-    let mut template = DownloadOptions::new(nobody, &out);
-    template.io_timeout = Duration::from_secs(2);
+    let downloader = Downloader::new(DownloadOptions {
+        io_timeout: Duration::from_secs(2),
+        ..DownloadOptions::default()
+    });
     let opts = BatchOptions {
-        template,
         concurrency: 4,
         requery: &requery,
     };
     let done: Mutex<Vec<Sha1Digest>> = Mutex::new(Vec::new());
     let last: Mutex<Option<BatchProgress>> = Mutex::new(None);
-    let results = download_many(
+    let results = downloader.download_many(
         &items,
         &opts,
         Some(&|p: &BatchProgress| *last.lock() = Some(p.clone())),

@@ -1,6 +1,6 @@
 //! The exit codes README documents, command by command, against a real
 //! etcd and real `serve` processes: 0 success, 1 partial result, 2 error
-//! (usage errors included), `--help` 0. Each error line is one line that
+//! (usage errors included), `--help` and `--version` 0. Each error line is one line that
 //! says what to do.
 
 use std::path::Path;
@@ -106,10 +106,13 @@ fn path_str(p: &Path) -> &str {
 
 #[test]
 fn help_exits_0_and_usage_errors_exit_2_for_every_command() {
+    let version = format!("Version: piratebay-sync {}", env!("CARGO_PKG_VERSION"));
     for cmd in ["serve", "list", "files", "get", "index"] {
         let out = cli(&[cmd, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{cmd} --help");
-        assert!(stdout_text(&out).starts_with("Usage:"), "{cmd} --help");
+        let help = stdout_text(&out);
+        assert!(help.starts_with("Usage:"), "{cmd} --help");
+        assert_eq!(help.lines().last(), Some(version.as_str()), "{cmd} --help");
         let out = cli(&[cmd, "--no-such-flag"]);
         assert_code(&out, 2, &format!("run `piratebay-sync {cmd} --help`"));
         assert_eq!(
@@ -119,7 +122,14 @@ fn help_exits_0_and_usage_errors_exit_2_for_every_command() {
             stderr_text(&out)
         );
     }
-    assert_eq!(cli(&["--help"]).status.code(), Some(0));
+    let top = cli(&["--help"]);
+    assert_eq!(top.status.code(), Some(0));
+    assert!(
+        stdout_text(&top).contains("-V, --version"),
+        "{}",
+        stdout_text(&top)
+    );
+    assert!(stdout_text(&top).ends_with(&format!("{version}\n")));
     assert_eq!(cli(&["help"]).status.code(), Some(0));
     // No command, an unknown one, a flag without its value, a bad number.
     let none = cli::<&str>(&[]);
@@ -134,6 +144,44 @@ fn help_exits_0_and_usage_errors_exit_2_for_every_command() {
     assert_code(&cli(&["list", "--etcd"]), 2, "--help");
     assert_code(&cli(&["index", "--piece-size", "big"]), 2, "--help");
     assert_code(&cli(&["get", "--jobs", "-1", "x"]), 2, "--help");
+}
+
+/// `--version` and `-V` print the version alone and exit 0, whatever
+/// follows; `serve` logs it at start and `/v1/health` carries it.
+#[test]
+fn version_flag_serve_log_and_health_name_the_version() {
+    let line = format!("piratebay-sync {}\n", env!("CARGO_PKG_VERSION"));
+    for args in [&["--version"][..], &["-V"], &["-V", "list"]] {
+        let out = cli(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert_eq!(stdout_text(&out), line, "{args:?}");
+        assert_eq!(stderr_text(&out), "", "{args:?}");
+    }
+    // Commands have no version flag: a usage error like any other.
+    assert_code(
+        &cli(&["list", "--version"]),
+        2,
+        "run `piratebay-sync list --help`",
+    );
+
+    let etcd = EtcdServer::new();
+    let peer = Serve::new(&etcd.endpoint()).start();
+    let addr = peer.bound_addr();
+    // The start-up line (an error before it stays one line on stderr).
+    let log = peer.proc.log_text();
+    let start = log.lines().find(|l| l.contains(" sharing "));
+    assert!(
+        start.is_some_and(|l| l.contains(&format!("{}: peer ", line.trim_end()))),
+        "{log}"
+    );
+    let body = ureq::get(format!("http://{addr}/v1/health"))
+        .call()
+        .expect("health answers")
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "{health}");
 }
 
 #[test]

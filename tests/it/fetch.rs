@@ -2,6 +2,7 @@
 //! servers over real files on loopback, faulty peers, resume, and holders
 //! found through a real etcd. CLI-level tests are in `fetch_cli`.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,19 +11,31 @@ use parking_lot::Mutex;
 use piratebay_sync::etcd::{Client, Config};
 use piratebay_sync::protocol::DEFAULT_PIECE_SIZE;
 use piratebay_sync::{
-    download, Catalog, CatalogOptions, DownloadOptions, FetchError, Holder, NetworkHolders,
-    PeerInfo, PeerRecord, Progress, Summary,
+    Catalog, CatalogOptions, DownloadOptions, Downloader, FetchError, Holder, HolderSource,
+    NetworkHolders, PeerInfo, PeerRecord, Progress, ProgressFn, Summary,
 };
 
 use crate::fetch_support::*;
 use crate::support::*;
 
 /// Options for tests: short stall timeout and fast re-queries.
-fn opts(served: &Served, out: &std::path::Path) -> DownloadOptions {
-    let mut o = DownloadOptions::new(served.sha1(), out);
-    o.io_timeout = Duration::from_secs(1);
-    o.requery_interval = Duration::from_millis(300);
-    o
+fn opts() -> DownloadOptions {
+    DownloadOptions {
+        io_timeout: Duration::from_secs(1),
+        requery_interval: Duration::from_millis(300),
+        ..DownloadOptions::default()
+    }
+}
+
+/// Downloads `served`'s file into `out` with a downloader of `opts`.
+fn download(
+    opts: DownloadOptions,
+    served: &Served,
+    out: &Path,
+    source: &dyn HolderSource,
+    progress: Option<ProgressFn<'_>>,
+) -> Result<Summary, FetchError> {
+    Downloader::new(opts).download(served.sha1(), out, source, progress)
 }
 
 fn holders(peers: &[TestPeer]) -> Vec<Holder> {
@@ -52,7 +65,7 @@ fn sizes_from_one_three_and_eight_holders() {
         for n in [1, 3, 8] {
             let peers = peers(n, std::slice::from_ref(&served));
             let out = dir.path().join(format!("out{k}-{n}"));
-            let summary = download(&opts(&served, &out), &holders(&peers), None)
+            let summary = download(opts(), &served, &out, &holders(&peers), None)
                 .unwrap_or_else(|e| panic!("size {size} from {n} holders: {e}"));
             assert_downloaded(&summary, &served);
             // With several holders the endgame may fetch a slow last piece twice.
@@ -76,7 +89,7 @@ fn two_hundred_mib_with_default_pieces_from_three_holders() {
     let served = Served::honest(&src, DEFAULT_PIECE_SIZE);
     let peers = peers(3, std::slice::from_ref(&served));
     let out = dir.path().join("big.out");
-    let summary = download(&opts(&served, &out), &holders(&peers), None).unwrap();
+    let summary = download(opts(), &served, &out, &holders(&peers), None).unwrap();
     assert_downloaded(&summary, &served);
     assert_eq!(sha1sum(&out), served.sha1().to_hex());
     assert!(
@@ -97,7 +110,7 @@ fn a_holder_shut_down_mid_download_leaves_the_others_to_finish() {
     let list = holders(&all);
     let victim = Mutex::new(Some(all.remove(0)));
     let out = dir.path().join("out");
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.max_rate = Some(6 << 20); // about 2 s: the kill lands mid-way
     let killed = AtomicBool::new(false);
     let on_progress = |p: &Progress| {
@@ -108,7 +121,7 @@ fn a_holder_shut_down_mid_download_leaves_the_others_to_finish() {
             }
         }
     };
-    let summary = download(&o, &list, Some(&on_progress)).unwrap();
+    let summary = download(o, &served, &out, &list, Some(&on_progress)).unwrap();
     assert!(
         killed.load(Ordering::SeqCst),
         "the victim was killed mid-way"
@@ -130,7 +143,7 @@ fn a_holder_serving_wrong_bytes_is_dropped_and_named() {
     let mut list = vec![liar.holder()];
     list.extend(holders(&honest));
     let out = dir.path().join("out");
-    let summary = download(&opts(&served, &out), &list, None).unwrap();
+    let summary = download(opts(), &served, &out, &list, None).unwrap();
     assert_downloaded(&summary, &served);
     assert_eq!(summary.bad_peers, vec![liar.holder().to_string()]);
     assert!(!summary.peers_used.contains(&"liar".to_string()));
@@ -159,7 +172,7 @@ fn a_false_piece_list_is_caught_by_the_whole_file_hash() {
     let mut list = holders(&liars);
     list.push(honest.holder());
     let out = dir.path().join("out");
-    let summary = download(&opts(&served, &out), &list, None).unwrap();
+    let summary = download(opts(), &served, &out, &list, None).unwrap();
     assert_downloaded(&summary, &served);
     let mut bad = summary.bad_peers.clone();
     bad.sort();
@@ -187,7 +200,9 @@ fn only_bad_holders_fail_cleanly_naming_them() {
     let bad_list = TestPeer::start("bad-list", vec![Served::lying_list(&served, &other)]);
     let out = dir.path().join("out");
     let err = download(
-        &opts(&served, &out),
+        opts(),
+        &served,
+        &out,
         &vec![bad_bytes.holder(), bad_list.holder()],
         None,
     )
@@ -228,7 +243,7 @@ fn stalling_dripping_short_long_and_hanging_up_peers_are_survived() {
         .collect();
     list.push(honest.holder());
     let out = dir.path().join("out");
-    let summary = download(&opts(&served, &out), &list, None).unwrap();
+    let summary = download(opts(), &served, &out, &list, None).unwrap();
     assert_downloaded(&summary, &served);
     assert!(summary.peers_used.contains(&"honest".to_string()));
     assert!(
@@ -247,7 +262,7 @@ fn every_holder_dead_is_a_clean_error() {
     let served = Served::honest(&src, SMALL_PIECE);
     let evil = EvilPeer::start(Evil::Short, &served);
     let out = dir.path().join("out");
-    let err = download(&opts(&served, &out), &vec![evil.holder("cut")], None).unwrap_err();
+    let err = download(opts(), &served, &out, &vec![evil.holder("cut")], None).unwrap_err();
     assert!(matches!(err, FetchError::HoldersFailed { .. }), "{err}");
     assert!(err.to_string().contains("cut"), "{err}");
     assert!(!out.exists());
@@ -264,7 +279,7 @@ fn cancel_then_resume_fetches_only_the_missing_pieces() {
     let peers = peers(2, std::slice::from_ref(&served));
     let out = dir.path().join("out");
     let cancel = Arc::new(AtomicBool::new(false));
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.max_rate = Some(4 << 20);
     o.cancel = Some(cancel.clone());
     let on_progress = |p: &Progress| {
@@ -272,7 +287,7 @@ fn cancel_then_resume_fetches_only_the_missing_pieces() {
             cancel.store(true, Ordering::SeqCst);
         }
     };
-    let err = download(&o, &holders(&peers), Some(&on_progress)).unwrap_err();
+    let err = download(o, &served, &out, &holders(&peers), Some(&on_progress)).unwrap_err();
     assert!(matches!(err, FetchError::Interrupted { .. }), "{err}");
     // The library names the kept .part; "rerun" is the binary's advice.
     assert!(err.to_string().contains(".part"), "{err}");
@@ -280,7 +295,7 @@ fn cancel_then_resume_fetches_only_the_missing_pieces() {
     assert!(state_path(&out).exists() && part_path(&out).exists());
     assert!(!out.exists());
 
-    let summary = download(&opts(&served, &out), &holders(&peers), None).unwrap();
+    let summary = download(opts(), &served, &out, &holders(&peers), None).unwrap();
     assert_downloaded(&summary, &served);
     assert!(summary.resumed_bytes >= size / 2, "{summary:?}");
     assert!(
@@ -304,7 +319,7 @@ fn a_corrupted_part_is_not_trusted_on_resume() {
     bytes[3 * SMALL_PIECE as usize + 1] ^= 0xff;
     std::fs::write(part_path(&out), &bytes).unwrap();
     write_state(&out, &served.pieces, &[true; 8]);
-    let summary = download(&opts(&served, &out), &vec![peer.holder()], None).unwrap();
+    let summary = download(opts(), &served, &out, &vec![peer.holder()], None).unwrap();
     assert_downloaded(&summary, &served);
     assert_eq!(summary.resumed_bytes, 7 * SMALL_PIECE);
     assert_eq!(summary.bytes_received, SMALL_PIECE);
@@ -320,17 +335,17 @@ fn existing_output_same_content_is_success_different_needs_force() {
     let peer = TestPeer::start("p", vec![served.clone()]);
     let out = dir.path().join("out");
     std::fs::copy(&src, &out).unwrap();
-    let s = download(&opts(&served, &out), &vec![peer.holder()], None).unwrap();
+    let s = download(opts(), &served, &out, &vec![peer.holder()], None).unwrap();
     assert!(s.already_present && s.bytes_received == 0);
     std::fs::write(&out, b"different").unwrap();
-    let err = download(&opts(&served, &out), &vec![peer.holder()], None).unwrap_err();
+    let err = download(opts(), &served, &out, &vec![peer.holder()], None).unwrap_err();
     assert!(matches!(err, FetchError::Exists { .. }), "{err}");
     // The library says what failed; `--force` is the binary's advice.
     assert!(!err.to_string().contains("--force"), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"different");
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.force = true;
-    let s = download(&o, &vec![peer.holder()], None).unwrap();
+    let s = download(o, &served, &out, &vec![peer.holder()], None).unwrap();
     assert_downloaded(&s, &served);
 }
 
@@ -349,7 +364,7 @@ fn holders_found_through_etcd_and_a_holder_joining_mid_download() {
     let client = Client::new(Config::new([etcd.endpoint()])).unwrap();
     let source = NetworkHolders::new(client, ns, Catalog::new(CatalogOptions::default()));
     let out = dir.path().join("out");
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.max_rate = Some(3 << 20); // about 3 s
     let late_reg = Mutex::new(None);
     let on_progress = |p: &Progress| {
@@ -357,7 +372,7 @@ fn holders_found_through_etcd_and_a_holder_joining_mid_download() {
             *late_reg.lock() = Some(late.register(&etcd.endpoint(), ns));
         }
     };
-    let summary = download(&o, &source, Some(&on_progress)).unwrap();
+    let summary = download(o, &served, &out, &source, Some(&on_progress)).unwrap();
     assert_downloaded(&summary, &served);
     assert_eq!(
         summary.peers_used,
@@ -389,9 +404,16 @@ fn a_peer_claiming_a_huge_size_costs_no_disk_space() {
     let out = dir.path().join("out");
     // The liar's piece list is ~7 MB of JSON: give a debug build on a busy
     // machine time to produce it (this test is about disk space, not stalls).
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.io_timeout = Duration::from_secs(10);
-    let summary = download(&o, &vec![liar.holder(), honest.holder()], None).unwrap();
+    let summary = download(
+        o,
+        &served,
+        &out,
+        &vec![liar.holder(), honest.holder()],
+        None,
+    )
+    .unwrap();
     assert_downloaded(&summary, &served);
     assert_eq!(summary.bad_peers, vec![liar.holder().to_string()]);
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 3 * SMALL_PIECE);
@@ -407,10 +429,10 @@ fn max_rate_caps_the_total_rate_across_holders() {
     let served = Served::honest(&src, SMALL_PIECE);
     let peers = peers(3, std::slice::from_ref(&served));
     let out = dir.path().join("out");
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     let rate = 2u64 << 20;
     o.max_rate = Some(rate);
-    let summary = download(&o, &holders(&peers), None).unwrap();
+    let summary = download(o, &served, &out, &holders(&peers), None).unwrap();
     assert_downloaded(&summary, &served);
     // A lower bound only: 3 MiB at 2 MiB/s, minus the bucket's 0.1 s burst.
     let floor = size as f64 / rate as f64 - 0.1;
@@ -503,7 +525,7 @@ fn a_holder_whose_first_addresses_refuse_is_dialled_on_the_next() {
         ],
     );
     let out = dir.path().join("out");
-    let summary = download(&opts(&served, &out), &vec![holder], None).unwrap();
+    let summary = download(opts(), &served, &out, &vec![holder], None).unwrap();
     assert_downloaded(&summary, &served);
     assert!(summary.bad_peers.is_empty());
 }

@@ -96,8 +96,11 @@ fn file_list_has_generation_etag_and_304() {
     assert_eq!(list.files.len(), 2);
 }
 
+/// Each representation of the catalog has its own `ETag` (REDbot's
+/// VARY_ETAG_DOESNT_CHANGE), and `If-None-Match` gives `304` for each,
+/// compared with the tag of the encoding that would be sent.
 #[test]
-fn file_list_in_gzip_when_asked_same_etag_and_304() {
+fn file_list_in_gzip_when_asked_with_its_own_etag_and_304_for_each_encoding() {
     let fx = Fixture::start(test_config("th-gzip"));
     for i in 0..200 {
         fx.add_file(&format!("f{i:03}.bin"), format!("content {i}").as_bytes());
@@ -115,7 +118,6 @@ fn file_list_in_gzip_when_asked_same_etag_and_304() {
     assert_eq!(zipped.status, 200);
     assert_eq!(zipped.header("content-encoding"), Some("gzip"));
     assert_eq!(zipped.header("vary"), Some("Accept-Encoding"));
-    assert_eq!(zipped.header("etag"), plain.header("etag"));
     assert_eq!(
         zipped.header("content-length"),
         Some(zipped.body.len().to_string().as_str())
@@ -132,6 +134,13 @@ fn file_list_in_gzip_when_asked_same_etag_and_304() {
         .unwrap();
     assert!(inflated == plain.body, "gzip inflates to the plain catalog");
 
+    // Two bodies, two tags, both naming the generation the body carries.
+    let list: FileList = serde_json::from_slice(&plain.body).unwrap();
+    let plain_tag = plain.header("etag").unwrap().to_string();
+    let gzip_tag = zipped.header("etag").unwrap().to_string();
+    assert_eq!(plain_tag, format!("\"{}\"", list.generation));
+    assert_eq!(gzip_tag, format!("\"{}-gzip\"", list.generation));
+
     let refused = request(
         fx.addr(),
         "GET",
@@ -139,17 +148,46 @@ fn file_list_in_gzip_when_asked_same_etag_and_304() {
         &["Accept-Encoding: gzip;q=0"],
     );
     assert_eq!(refused.header("content-encoding"), None);
+    assert_eq!(refused.header("etag"), Some(plain_tag.as_str()));
     assert!(refused.body == plain.body);
 
-    let etag = plain.header("etag").unwrap().to_string();
-    let cached = request(
-        fx.addr(),
-        "GET",
-        "/v1/files",
-        &["Accept-Encoding: gzip", &format!("If-None-Match: {etag}")],
-    );
-    assert_eq!(cached.status, 304);
-    assert!(cached.body.is_empty());
+    // Each encoding revalidates with its own tag (weak or strong, or in a
+    // list); the other encoding's tag gets that encoding's full body.
+    let ask = |gzip: bool, tag: &str| {
+        let inm = format!("If-None-Match: {tag}");
+        let headers: Vec<&str> = if gzip {
+            vec!["Accept-Encoding: gzip", &inm]
+        } else {
+            vec![&inm]
+        };
+        request(fx.addr(), "GET", "/v1/files", &headers)
+    };
+    for (gzip, mine, other) in [
+        (false, &plain_tag, &gzip_tag),
+        (true, &gzip_tag, &plain_tag),
+    ] {
+        for tag in [mine.clone(), format!("W/{mine}"), format!("\"1\", {mine}")] {
+            let cached = ask(gzip, &tag);
+            assert_eq!(cached.status, 304, "gzip {gzip}, If-None-Match {tag}");
+            assert!(cached.body.is_empty());
+            assert_eq!(cached.header("etag"), Some(mine.as_str()));
+            assert_eq!(cached.header("vary"), Some("Accept-Encoding"));
+            assert_eq!(cached.header("cache-control"), Some("no-cache"));
+        }
+        let full = ask(gzip, other);
+        assert_eq!(full.status, 200, "gzip {gzip}, If-None-Match {other}");
+        assert_eq!(full.header("etag"), Some(mine.as_str()));
+        assert_eq!(full.header("content-encoding").is_some(), gzip);
+        assert!(!full.body.is_empty());
+    }
+
+    // A new generation: neither old tag matches.
+    fx.add_file("new.bin", b"new");
+    for (gzip, tag) in [(false, &plain_tag), (true, &gzip_tag)] {
+        let stale = ask(gzip, tag);
+        assert_eq!(stale.status, 200, "gzip {gzip}: a new generation");
+        assert_ne!(stale.header("etag"), Some(tag.as_str()));
+    }
 }
 
 #[test]
@@ -363,6 +401,54 @@ fn content_disposition_escapes_names() {
         answer.header("content-disposition"),
         Some("attachment; filename=\"say \\\"hi\\\" _.txt\"; filename*=UTF-8''say%20%22hi%22%20%C3%A9.txt")
     );
+}
+
+/// The type comes from the name (`http::content_type` has the full
+/// table); active content gets none a browser would render, and every
+/// file is an attachment that may not be sniffed.
+#[test]
+fn file_content_type_comes_from_the_name_and_active_content_is_never_inline() {
+    let fx = Fixture::start(test_config("th-ctype"));
+    for (name, want) in [
+        ("photo.JPG", "image/jpeg"),
+        ("clip.mp4", "video/mp4"),
+        ("paper.pdf", "application/pdf"),
+        ("notes.txt", "text/plain; charset=utf-8"),
+        ("page.html", "application/octet-stream"),
+        ("logo.svg", "application/octet-stream"),
+        ("feed.xml", "application/octet-stream"),
+        ("data.bin", "application/octet-stream"),
+    ] {
+        let (sha1, _) = fx.add_file(name, format!("<b>{name}</b>").as_bytes());
+        let path = format!("/v1/files/{sha1}");
+        for answer in [
+            get(fx.addr(), &path),
+            request(fx.addr(), "HEAD", &path, &[]),
+            request(fx.addr(), "GET", &path, &["Range: bytes=0-1"]),
+        ] {
+            assert!(matches!(answer.status, 200 | 206), "{name}");
+            assert_eq!(answer.header("content-type"), Some(want), "{name}");
+            assert_eq!(
+                answer.header("x-content-type-options"),
+                Some("nosniff"),
+                "{name}"
+            );
+            let disposition = answer.header("content-disposition").unwrap_or_default();
+            assert!(
+                disposition.starts_with("attachment;"),
+                "{name}: {disposition}"
+            );
+        }
+    }
+    // The other answers may not be sniffed either.
+    for path in ["/v1/health", "/v1/files", &format!("/v1/files/{MISSING}")] {
+        let answer = get(fx.addr(), path);
+        assert_eq!(
+            answer.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
 }
 
 #[test]

@@ -9,17 +9,31 @@ use std::time::Duration;
 use piratebay_sync::Sha1Digest;
 use serde_json::Value;
 
-use piratebay_sync::{download, DownloadOptions, Holder};
+use piratebay_sync::{
+    DownloadOptions, Downloader, FetchError, Holder, HolderSource, ProgressFn, Summary,
+};
 
 use crate::fetch_support::*;
 use crate::support::*;
 
 /// Library-level options: short stall timeout, fast re-queries.
-fn opts(served: &Served, out: &Path) -> DownloadOptions {
-    let mut o = DownloadOptions::new(served.sha1(), out);
-    o.io_timeout = Duration::from_secs(1);
-    o.requery_interval = Duration::from_millis(300);
-    o
+fn opts() -> DownloadOptions {
+    DownloadOptions {
+        io_timeout: Duration::from_secs(1),
+        requery_interval: Duration::from_millis(300),
+        ..DownloadOptions::default()
+    }
+}
+
+/// Downloads `served`'s file into `out` with a downloader of `opts`.
+fn download(
+    opts: DownloadOptions,
+    served: &Served,
+    out: &Path,
+    source: &dyn HolderSource,
+    progress: Option<ProgressFn<'_>>,
+) -> Result<Summary, FetchError> {
+    Downloader::new(opts).download(served.sha1(), out, source, progress)
 }
 
 /// Piece size of the seed: small, so a few MiB make many pieces.
@@ -325,9 +339,9 @@ fn hostile_partial_holders_beside_an_honest_one_cannot_stop_the_download() {
     let out = dir.path().join("out");
     // Paced (about 1.5 s), so every liar's worker is asked something before
     // the honest holder alone could finish, however busy the machine is.
-    let mut o = opts(&served, &out);
+    let mut o = opts();
     o.max_rate = Some(2 << 20);
-    let summary = download(&o, &holders, None).unwrap();
+    let summary = download(o, &served, &out, &holders, None).unwrap();
     assert_eq!(sha1_of_file(&out), served.sha1());
     for liar in ["refuses", "garbage", "badmap"] {
         assert!(
@@ -365,7 +379,7 @@ fn sybil_records_that_answer_503_or_stall_do_not_starve_the_honest_holders() {
             .collect();
         holders.extend(honest.iter().map(TestPeer::holder));
         let out = dir.path().join(format!("out{count}"));
-        let summary = download(&opts(&served, &out), &holders, None)
+        let summary = download(opts(), &served, &out, &holders, None)
             .unwrap_or_else(|e| panic!("{count} sybils: {e}"));
         assert_eq!(sha1_of_file(&out), served.sha1());
         assert!(
@@ -539,7 +553,7 @@ fn a_worker_asks_for_the_next_piece_before_the_current_body_is_read() {
     });
     let out = dir.path().join("out");
     let holders = vec![peer.holder("pipelined")];
-    let summary = download(&opts(&served, &out), &holders, None).unwrap();
+    let summary = download(opts(), &served, &out, &holders, None).unwrap();
     assert_eq!(sha1_of_file(&out), served.sha1());
     assert!(summary.bad_peers.is_empty(), "{:?}", summary.bad_peers);
     let (ahead, alone) = (ahead.load(Ordering::SeqCst), alone.load(Ordering::SeqCst));
