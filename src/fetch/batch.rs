@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use super::download::{Job, Mode};
+use super::job::{Job, Mode};
 use super::{Downloader, FetchError, Progress, Summary};
 use crate::digest::Sha1Digest;
 use crate::holders::{Holder, HolderSource, HoldersError};

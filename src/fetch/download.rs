@@ -16,25 +16,25 @@
 //!    next group's list is tried, keeping every piece that matches it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use sha1::{Digest, Sha1};
 
+use super::downloader::Downloader;
 use super::error::Step;
+use super::error::{FetchError, HolderFailure};
 use super::fault::HolderFault;
-use super::output::{part_path, state_path};
+use super::job::{Download, Job, Mode};
 use super::pieces::{fetch_piece_list_with, PieceListError};
-use super::rate::RateLimiter;
 use super::round::{Outcome, Round};
 use super::state::{salvage, ResumeState};
 use super::supervisor;
-use super::{DownloadOptions, Downloader, FetchError, HolderFailure, ProgressFn, Summary};
-use crate::client::{ConnPool, Timeouts};
+use super::{ProgressFn, Summary};
+use crate::client::Timeouts;
 use crate::digest::Sha1Digest;
 use crate::holders::{Holder, HolderSource};
 use crate::protocol::PieceList;
@@ -42,45 +42,27 @@ use crate::protocol::PieceList;
 /// Threads fetching piece lists at once.
 const LIST_FAN_OUT: usize = 16;
 
-/// One file a call on a [`Downloader`] fetches, and how.
-pub(crate) struct Job<'a> {
-    /// The file.
-    pub sha1: Sha1Digest,
-    /// Its final path.
-    pub output: &'a Path,
-    /// Alone, or one file of a batch.
-    pub mode: Mode,
-}
-
-/// How a file's download shares the [`Downloader`] with others.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Mode {
-    /// The only one: pipelined connections of its own, the options'
-    /// memory budget and connection target, the directory fsynced after
-    /// the rename.
-    Alone,
-    /// One file of a batch: `memory_budget` of piece buffers (its share),
-    /// one connection per holder taken from and given back to the
-    /// downloader's pool (nothing pipelined, so nothing is pending when it
-    /// goes back), the directories fsynced once at the batch's end.
-    Batch {
-        /// This file's share of the batch's piece buffers.
-        memory_budget: u64,
-    },
-}
-
-impl Job<'_> {
-    /// The downloader's idle connections for a file of a batch; `None` for
-    /// a download alone (its connections are its own, and pipelined).
-    fn pool<'d>(&self, by: &'d Downloader) -> Option<&'d ConnPool> {
-        match self.mode {
-            Mode::Alone => None,
-            Mode::Batch { .. } => Some(by.pool()),
-        }
-    }
-}
-
 impl Downloader {
+    /// Downloads `sha1` from the holders `source` names into `output`
+    /// (`<output>.part` and `<output>.part.state` beside it meanwhile).
+    ///
+    /// Blocks until the file is in place (verified), or fails; `progress`
+    /// is called about ten times a second from this thread.
+    pub fn download(
+        &self,
+        sha1: Sha1Digest,
+        output: impl AsRef<Path>,
+        source: &dyn HolderSource,
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<Summary, FetchError> {
+        let job = Job {
+            sha1,
+            output: output.as_ref(),
+            mode: Mode::Alone,
+        };
+        self.run(&job, source, progress)
+    }
+
     /// Downloads `job` from the holders `source` names: the steps of
     /// [`Downloader::download`], also run by each file of a batch.
     pub(super) fn run(
@@ -142,33 +124,6 @@ impl Summary {
     }
 }
 
-/// One file's download, the same through its rounds: the downloader (its
-/// options, pool and rate limit), the file asked for, its `.part` and state
-/// file, and its counters. Each round reads it through [`Round::dl`]; its
-/// methods are the download's steps after the piece lists are known.
-pub(crate) struct Download<'a> {
-    /// The downloader running it.
-    by: &'a Downloader,
-    /// The file and how it shares the downloader.
-    pub job: &'a Job<'a>,
-    /// The `.part`, open for reading and writing.
-    pub part: File,
-    pub part_path: PathBuf,
-    /// The `.part.state` saved as pieces verify.
-    pub state_path: PathBuf,
-    /// Bytes received from the network in this run.
-    pub received: AtomicU64,
-    /// Pieces fetched again after a failure or bad data.
-    pub retried: AtomicU64,
-    /// Bytes of verified pieces kept in this run from complete holders
-    /// (seeds) and from partial holders (other downloads): whether the
-    /// swarm was used at all, shown by the status page of a peer sharing
-    /// the output's directory (through the state) and in the summary.
-    pub from_seeds: AtomicU64,
-    /// See `from_seeds`.
-    pub from_partials: AtomicU64,
-}
-
 /// What the rounds of a download found out about its holders.
 #[derive(Default)]
 struct Tally {
@@ -180,68 +135,7 @@ struct Tally {
     failed: Vec<HolderFailure>,
 }
 
-impl<'a> Download<'a> {
-    /// Opens (or creates) the `.part` of `job`, never through a link: a
-    /// `.part` planted as a symlink is refused.
-    fn open(by: &'a Downloader, job: &'a Job<'a>) -> Result<Self, FetchError> {
-        let part_path = part_path(job.output);
-        let part = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&part_path)
-            .map_err(|source| FetchError::io(Step::Open, &part_path, source))?;
-        Ok(Download {
-            by,
-            job,
-            part,
-            part_path,
-            state_path: state_path(job.output),
-            received: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
-            from_seeds: AtomicU64::new(0),
-            from_partials: AtomicU64::new(0),
-        })
-    }
-
-    /// The downloader's options.
-    pub fn opts(&self) -> &'a DownloadOptions {
-        self.by.options()
-    }
-
-    /// The batch's idle connections; `None` for a download alone (its
-    /// connections are its own, and pipelined).
-    pub fn pool(&self) -> Option<&'a ConnPool> {
-        self.job.pool(self.by)
-    }
-
-    /// The cap on the bytes per second received, shared by every download
-    /// of the downloader.
-    pub fn rate(&self) -> Option<&'a RateLimiter> {
-        self.by.rate()
-    }
-
-    /// Bytes of piece buffers this download may hold.
-    pub fn memory_budget(&self) -> u64 {
-        match self.job.mode {
-            Mode::Alone => self.opts().memory_budget,
-            Mode::Batch { memory_budget } => memory_budget,
-        }
-    }
-
-    /// More connections per holder open only while the total is below this
-    /// (see [`DownloadOptions::target_connections`]). One per holder in a
-    /// batch: its concurrency comes from its files (a second connection to
-    /// a one-piece file's only holder would only ask it for its bitmap).
-    pub fn target_connections(&self) -> usize {
-        match self.job.mode {
-            Mode::Alone => self.opts().target_connections,
-            Mode::Batch { .. } => 1,
-        }
-    }
-
+impl Download<'_> {
     /// Runs a round per group of identical piece lists, biggest group
     /// first, until one gives the file.
     fn rounds(

@@ -24,8 +24,10 @@
 //! - `batch`: many files in one call, a bounded number of downloads at once.
 //! - `pieces`: fetching and checking a piece list.
 //! - `scheduler`: which piece each connection fetches (endgame included).
-//! - `download`: one file's download (`Download`: options, `.part`,
-//!   counters) round by round; the whole-file check and the rename.
+//! - `job`: one file's download as its rounds share it (`Download`: the
+//!   downloader, the file, its `.part` and counters).
+//! - `download`: [`Downloader::download`]: piece lists, then the rounds;
+//!   the whole-file check and the rename.
 //! - `round`: the state one piece list's download shares between its threads.
 //! - `worker`: one connection's `Worker`: fetch, verify, write, fail over.
 //! - `supervisor`: that download's calling thread: starts workers and the
@@ -48,6 +50,7 @@ mod download;
 mod downloader;
 mod error;
 mod fault;
+mod job;
 pub mod output;
 mod pieces;
 pub mod rate;

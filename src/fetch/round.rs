@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::download::Download;
 use super::fault::Dropped;
+use super::job::Download;
 use super::scheduler::Scheduler;
 use super::state::ResumeState;
 use super::{FetchError, Progress};

@@ -71,6 +71,9 @@ pub(crate) const MAX_PROBED: usize = 64;
 /// Most network files in a report (the page filters them in the browser).
 pub(crate) const MAX_FILES: usize = 2000;
 
+/// Holders named per file on the page (and in `/v1/status`).
+pub const MAX_HOLDER_IDS: usize = 4;
+
 /// Everything the status page shows, as `GET /v1/status` sends it.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
@@ -272,6 +275,11 @@ pub struct FileRow {
     pub size: u64,
     /// Peers holding it whole.
     pub holders: usize,
+    /// Whether this peer holds it whole (the page links its own copy).
+    pub here: bool,
+    /// The ids of some other peers holding it (at most [`MAX_HOLDER_IDS`]):
+    /// the page names them and links the file on one when it is not here.
+    pub holder_ids: Vec<String>,
 }
 
 /// One download into the dataset.
@@ -528,6 +536,13 @@ impl Monitor {
                     name: f.name,
                     size: f.size,
                     holders: f.peers,
+                    here: false,
+                    holder_ids: f
+                        .holders
+                        .into_iter()
+                        .take(MAX_HOLDER_IDS)
+                        .map(|h| h.id)
+                        .collect(),
                 })
                 .collect()
         };
@@ -536,7 +551,10 @@ impl Monitor {
         let mut added = false;
         for f in &own {
             match at.get(&f.sha1) {
-                Some(&i) => rows[i].holders += 1,
+                Some(&i) => {
+                    rows[i].holders += 1;
+                    rows[i].here = true;
+                }
                 None => {
                     added = true;
                     rows.push(FileRow {
@@ -544,6 +562,8 @@ impl Monitor {
                         name: f.name(),
                         size: f.size,
                         holders: 1,
+                        here: true,
+                        holder_ids: Vec::new(),
                     });
                 }
             }

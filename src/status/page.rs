@@ -14,7 +14,12 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{DownloadRow, History, StatusReport, HISTORY_LEN};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use super::{DownloadRow, FileRow, History, PeerRow, StatusReport, HISTORY_LEN};
+use crate::digest::Sha1Digest;
+use crate::protocol::FILES_PATH;
 use crate::text::human_size;
 
 /// Pages rendered by this process.
@@ -435,22 +440,126 @@ fn files(o: &mut String, r: &StatusReport) {
     } else {
         o.push_str(
             "<table class=\"files\"><thead><tr><th>name</th><th class=\"num\">size</th>\
-<th class=\"num\">holders</th><th>sha1</th></tr></thead><tbody>",
+<th class=\"num\">holders</th><th>held by</th><th>sha1</th></tr></thead><tbody>",
         );
+        let peers: HashMap<&str, &PeerRow> = r.peers.iter().map(|p| (p.id.as_str(), p)).collect();
         for e in &f.list {
-            let _ = write!(
-                o,
-                "<tr><td class=\"name\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-<td><code>{}</code></td></tr>",
-                escape(&e.name),
-                human_size(e.size),
-                e.holders,
-                e.sha1,
-            );
+            file_row(o, e, &peers);
         }
         o.push_str("</tbody></table>");
     }
     o.push_str("</div></section>");
+}
+
+/// One file: its name links the file where a browser can get it
+/// ([`file_href`]), and the peers holding it are named, each a link to
+/// its copy.
+fn file_row(o: &mut String, e: &FileRow, peers: &HashMap<&str, &PeerRow>) {
+    let name = match file_href(e, peers) {
+        Some(href) => format!(
+            "<a class=\"dl\" href=\"{}\" rel=\"noreferrer\">{}</a>",
+            escape(&href),
+            escape(&e.name)
+        ),
+        None => escape(&e.name),
+    };
+    let mut held_by: Vec<String> = Vec::new();
+    if e.here {
+        held_by.push(format!(
+            "<a href=\"{}\">this peer</a>",
+            escape(&own_href(&e.sha1))
+        ));
+    }
+    for id in &e.holder_ids {
+        let short: String = id.chars().take(8).collect();
+        held_by.push(match peers.get(id.as_str()) {
+            Some(p) => {
+                let label = format!("{} <code>{}</code>", escape(&p.name), escape(&short));
+                match holder_href(&e.sha1, p) {
+                    Some(href) => format!(
+                        "<a href=\"{}\" rel=\"noreferrer\" title=\"{}\">{label}</a>",
+                        escape(&href),
+                        escape(id)
+                    ),
+                    None => label,
+                }
+            }
+            None => format!("<code>{}</code>", escape(&short)),
+        });
+    }
+    let named = usize::from(e.here) + e.holder_ids.len();
+    if e.holders > named {
+        held_by.push(format!(
+            "<span class=\"mute\">+{} more</span>",
+            e.holders - named
+        ));
+    }
+    let _ = write!(
+        o,
+        "<tr><td class=\"name\">{name}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+<td class=\"from\">{}</td><td><code>{}</code></td></tr>",
+        human_size(e.size),
+        e.holders,
+        held_by.join(", "),
+        e.sha1,
+    );
+}
+
+/// This peer's copy of a file: a path on the page's own origin, which the
+/// browser showing the page can reach whatever address it used.
+fn own_href(sha1: &Sha1Digest) -> String {
+    format!("{FILES_PATH}/{sha1}")
+}
+
+/// Where a browser gets the file: this peer's own copy when it holds it,
+/// else the copy of a holder that answered its last health probe (else of
+/// any holder with an address a browser can use).
+fn file_href(e: &FileRow, peers: &HashMap<&str, &PeerRow>) -> Option<String> {
+    if e.here {
+        return Some(own_href(&e.sha1));
+    }
+    let holders: Vec<&PeerRow> = e
+        .holder_ids
+        .iter()
+        .filter_map(|id| peers.get(id.as_str()).copied())
+        .collect();
+    let answering = holders.iter().filter(|p| p.answers == Some(true));
+    answering
+        .chain(&holders)
+        .find_map(|p| holder_href(&e.sha1, p))
+}
+
+/// The file's URL on another peer, at the address of it a browser on
+/// another host of the LAN can reach ([`browser_addr`]).
+fn holder_href(sha1: &Sha1Digest, peer: &PeerRow) -> Option<String> {
+    browser_addr(&peer.addrs).map(|a| format!("http://{a}{}", own_href(sha1)))
+}
+
+/// Of a peer's advertised addresses (best first, untrusted), the one a
+/// browser on another host of the LAN can dial: the first that is not
+/// loopback or link-local (the advertised order puts the address of the
+/// route to etcd first: the LAN address other peers dial too). Only when
+/// there is none, the first loopback or link-local one (every peer on one
+/// machine). Only an `ip:port` that parses is used, printed from the
+/// parsed value, so a record cannot put anything else into a link; an
+/// IPv6 address with a zone (`%eth0`) has no URL form and is skipped.
+fn browser_addr(addrs: &[String]) -> Option<SocketAddr> {
+    let mut usable = addrs
+        .iter()
+        .filter_map(|a| a.parse::<SocketAddr>().ok())
+        .filter(|a| {
+            a.port() != 0
+                && !a.ip().is_unspecified()
+                && !a.ip().is_multicast()
+                && !matches!(a, SocketAddr::V6(v) if v.scope_id() != 0)
+        })
+        .peekable();
+    let first = usable.peek().copied();
+    let local_only = |ip: IpAddr| match ip {
+        IpAddr::V4(v) => v.is_loopback() || v.is_link_local(),
+        IpAddr::V6(v) => v.is_loopback() || v.segments()[0] & 0xffc0 == 0xfe80,
+    };
+    usable.find(|a| !local_only(a.ip())).or(first)
 }
 
 #[cfg(test)]
@@ -518,6 +627,8 @@ mod tests {
                     name: evil.into(),
                     size: 1,
                     holders: 1,
+                    here: false,
+                    holder_ids: vec![evil.into()],
                 }],
             },
             uploads: vec![UploadRow {
@@ -585,6 +696,104 @@ mod tests {
         assert!(html.contains("no files yet"));
         assert_eq!(html.matches("<p class=\"mute\">none</p>").count(), 2);
         assert!(html.ends_with("</html>\n"));
+    }
+
+    fn check_browser_addr(addrs: &[&str], want: Option<&str>) {
+        let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            browser_addr(&addrs).map(|a| a.to_string()).as_deref(),
+            want,
+            "{addrs:?}"
+        );
+    }
+
+    #[test]
+    fn a_browser_gets_the_first_lan_address_else_a_local_one() {
+        // The advertised order: route to etcd, other interfaces, bridges,
+        // link-local, loopback.
+        check_browser_addr(
+            &[
+                "10.0.0.5:7070",
+                "172.17.0.1:7070",
+                "169.254.1.2:7070",
+                "127.0.0.1:7070",
+            ],
+            Some("10.0.0.5:7070"),
+        );
+        check_browser_addr(
+            &[
+                "169.254.1.2:7070",
+                "[fe80::1%2]:7070",
+                "[fe80::1]:7070",
+                "[fd00::5]:7070",
+            ],
+            Some("[fd00::5]:7070"),
+        );
+        check_browser_addr(&["127.0.0.1:7070", "[::1]:7070"], Some("127.0.0.1:7070"));
+        check_browser_addr(&["[::1]:7070"], Some("[::1]:7070"));
+        // Nothing a URL can hold, or nothing to dial.
+        check_browser_addr(
+            &[
+                "evil.example/x?:80",
+                "a@10.0.0.9:80",
+                "0.0.0.0:7070",
+                "10.0.0.9:0",
+                "[fe80::1%2]:7070",
+                "224.0.0.1:7070",
+            ],
+            None,
+        );
+        check_browser_addr(&[], None);
+    }
+
+    #[test]
+    fn a_file_links_this_peers_copy_else_an_answering_holders() {
+        let mut r = hostile_report();
+        let peer = |id: &str, addr: &str, answers| PeerRow {
+            id: id.into(),
+            name: format!("host-{id}"),
+            version: "v".into(),
+            addrs: vec![addr.into(), "127.0.0.1:7070".into()],
+            age_secs: 1,
+            index_gen: 2,
+            answers,
+            latency_ms: None,
+            this: false,
+        };
+        r.peers = vec![
+            peer("silent", "10.0.0.1:7070", Some(false)),
+            peer("answers", "10.0.0.2:7070", Some(true)),
+        ];
+        let row = &mut r.files.list[0];
+        let sha1 = row.sha1;
+        row.name = "film.mp4".into();
+        row.holders = 5;
+        row.holder_ids = vec!["silent".into(), "answers".into(), "gone".into()];
+        let html = render(&r);
+        let link = format!(
+            "<a class=\"dl\" href=\"http://10.0.0.2:7070/v1/files/{sha1}\" rel=\"noreferrer\">film.mp4</a>"
+        );
+        assert!(html.contains(&link), "{html}");
+        assert!(html.contains(&format!("href=\"http://10.0.0.1:7070/v1/files/{sha1}\"")));
+        assert!(html.contains("host-silent <code>silent</code>"), "{html}");
+        assert!(html.contains("host-answers <code>answers</code>"), "{html}");
+        assert!(
+            html.contains("<code>gone</code>, <span class=\"mute\">+2 more</span>"),
+            "{html}"
+        );
+
+        r.files.list[0].here = true;
+        let html = render(&r);
+        let own = format!("<a class=\"dl\" href=\"/v1/files/{sha1}\" rel=\"noreferrer\">");
+        assert!(html.contains(&own), "{html}");
+        assert!(html.contains(&format!("<a href=\"/v1/files/{sha1}\">this peer</a>")));
+        assert!(html.contains("+1 more"), "{html}");
+
+        // No holder with a usable address: the name alone.
+        r.files.list[0].here = false;
+        r.files.list[0].holder_ids = vec!["gone".into()];
+        let html = render(&r);
+        assert!(!html.contains("class=\"dl\""), "{html}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use piratebay_sync::Sha1Digest;
 use serde_json::Value;
 
 use crate::fetch_support::*;
+use crate::support::devtools::Browser;
 use crate::support::*;
 
 /// A file name that is markup, to prove names are shown as text.
@@ -333,7 +334,7 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
             .split("<tr")
             .skip(2)
             .filter(|r| r.starts_with(" hidden") == hidden)
-            .map(|r| r.chars().take(120).collect())
+            .map(|r| r.chars().take(400).collect())
             .collect()
     };
     let (shown, hidden) = (rows(&filtered, false), rows(&filtered, true));
@@ -599,5 +600,148 @@ fn own_files_are_listed_without_fetching_the_own_catalog() {
     assert!(
         !metrics.contains("route=\"files\""),
         "the peer asked itself for its catalog:\n{metrics}"
+    );
+}
+
+/// The `href` of the download link (`<a class="dl" ...>`) whose text is
+/// `name` in a serialized DOM.
+fn download_href(dom: &str, name: &str) -> Option<String> {
+    dom.split("<a class=\"dl\" href=\"")
+        .skip(1)
+        .find_map(|rest| {
+            let (href, after) = rest.split_once('"')?;
+            let text = after.split_once('>')?.1.split_once("</a>")?.0;
+            (text == name).then(|| href.replace("&amp;", "&"))
+        })
+}
+
+/// The row of the files table that shows `name`, as serialized.
+fn file_row<'a>(dom: &'a str, name: &str) -> &'a str {
+    let files = dom.split("id=\"files\"").nth(1).unwrap_or_default();
+    files
+        .split("<tr")
+        .find(|r| r.contains(&format!(">{name}</a>")))
+        .unwrap_or_else(|| panic!("no row for {name}: {files}"))
+}
+
+/// The "Files in the network" rows link each file where a browser gets
+/// it: the page's own peer's copy on its own origin, else another peer's
+/// at the address it advertises, and name the peers holding it. The link
+/// targets are read from the DOM headless Chromium built (script run) and
+/// fetched: each answers the file's bytes (SHA1 checked) as an attachment
+/// named like the row; and a click on each row in Chromium (driven over
+/// the DevTools protocol) saves the file under its name, SHA1 checked.
+#[test]
+fn file_rows_link_a_copy_whose_sha1_matches_and_name_their_holders() {
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let page = Serve::new(&ep).start();
+    let other = Serve::new(&ep).start();
+    let files: [(&ServePeer, &str, &[u8]); 3] = [
+        (&page, "mine.txt", b"held by the page's peer\n"),
+        (&other, "theirs.mp4", b"held by the other peer only"),
+        (&other, "both.pdf", b"%PDF held by both"),
+    ];
+    for (peer, name, data) in files {
+        std::fs::write(peer.dataset.join(name), data).unwrap();
+    }
+    std::fs::write(page.dataset.join("both.pdf"), b"%PDF held by both").unwrap();
+    let other_id = other.id();
+    let other_addr = other.bound_addr();
+    let base = format!("http://{}", page.bound_addr());
+    wait_until(Duration::from_secs(30), "all three files listed", || {
+        let s = status_json(&base);
+        let list = s["files"]["list"].as_array().cloned().unwrap_or_default();
+        let holders = |name: &str| {
+            list.iter()
+                .find(|f| f["name"] == name)
+                .and_then(|f| f["holders"].as_u64())
+        };
+        holders("mine.txt") == Some(1)
+            && holders("theirs.mp4") == Some(1)
+            && holders("both.pdf") == Some(2)
+    });
+    let status = status_json(&base);
+    let row_json = |name: &str| -> Value {
+        status["files"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row_json("theirs.mp4")["here"], false);
+    assert_eq!(row_json("theirs.mp4")["holder_ids"][0], other_id.as_str());
+    assert_eq!(row_json("both.pdf")["here"], true);
+
+    let dom = chromium(
+        &format!("{base}/"),
+        &["--virtual-time-budget=3000", "--dump-dom"],
+    );
+    let own_path = |data: &[u8]| format!("/v1/files/{}", Sha1Digest::of(data));
+    // Where each link must lead: the own copy on the page's origin, the
+    // other peer's at its advertised address.
+    let expected = [
+        ("mine.txt", own_path(files[0].2)),
+        (
+            "theirs.mp4",
+            format!("http://{other_addr}{}", own_path(files[1].2)),
+        ),
+        ("both.pdf", own_path(files[2].2)),
+    ];
+    for ((_, name, data), (_, want)) in files.iter().zip(&expected) {
+        let href = download_href(&dom, name).unwrap_or_else(|| panic!("no link for {name}: {dom}"));
+        assert_eq!(&href, want, "{name}");
+        let url = if href.starts_with('/') {
+            format!("{base}{href}")
+        } else {
+            href
+        };
+        let r = get(&url, &[]);
+        assert_eq!(r.status, 200, "{url}");
+        assert_eq!(Sha1Digest::of(&r.body), Sha1Digest::of(data), "{url}");
+        assert_eq!(
+            r.header("content-disposition"),
+            Some(format!("attachment; filename=\"{name}\"").as_str()),
+            "{url}"
+        );
+    }
+    // A click on each row's name downloads the file under its name.
+    let mut browser = Browser::open(&tool("chromium", "chromium"), &format!("{base}/"));
+    browser.wait_true(
+        "document.querySelectorAll('#files a.dl').length === 3",
+        Duration::from_secs(20),
+    );
+    for (_, name, data) in files {
+        let clicked = browser.eval(&format!(
+            "(function(){{var a=Array.from(document.querySelectorAll('#files a.dl'))\
+             .find(function(x){{return x.textContent==={name:?};}});\
+             if(!a){{return false;}}a.click();return true;}})()"
+        ));
+        assert_eq!(clicked, Value::Bool(true), "no link to click for {name}");
+        let saved = browser.downloaded(name, Duration::from_secs(30));
+        let got = std::fs::read(&saved).unwrap();
+        assert_eq!(Sha1Digest::of(&got), Sha1Digest::of(data), "{name}");
+    }
+    drop(browser);
+
+    // Which peers hold it: this peer, the other by host name and short id
+    // (a link to its copy).
+    let short = |id: &str| format!("<code>{}</code>", &id[..8]);
+    let theirs = file_row(&dom, "theirs.mp4");
+    assert!(theirs.contains(&short(&other_id)), "{theirs}");
+    assert!(!theirs.contains("this peer"), "{theirs}");
+    let both = file_row(&dom, "both.pdf");
+    assert!(both.contains(">this peer</a>"), "{both}");
+    assert!(both.contains(&short(&other_id)), "{both}");
+    assert!(
+        both.contains(&format!("href=\"http://{other_addr}/v1/files/")),
+        "{both}"
+    );
+    let mine = file_row(&dom, "mine.txt");
+    assert!(
+        mine.contains(">this peer</a>") && !mine.contains(&short(&other_id)),
+        "{mine}"
     );
 }

@@ -6,6 +6,7 @@
 #![allow(unused_imports)] // the re-exports below are for the other test modules
 
 pub mod bin;
+pub mod devtools;
 pub mod etcd;
 pub mod lab;
 pub mod log;
