@@ -206,6 +206,9 @@ fn the_download_over_the_seeds_upload_slots_is_turned_away_at_once_and_finishes_
     seed_host.set_rate(16);
     other_host.set_rate(16);
     let hosts = lab.add_hosts(2, None);
+    // Host A is slow (8 s for the file): it holds the seed's slot while B
+    // starts.
+    hosts[0].set_rate(8);
     let data = tempfile::tempdir().unwrap();
     let sha1 = random_file(&data.path().join("f.bin"), 8 * MIB, 31).to_string();
     let seed = Serve::new(&etcd.endpoint())
