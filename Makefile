@@ -6,9 +6,10 @@
 #   make test-compose  docker-compose.yml and the Dockerfile on a real Docker engine (root)
 #   make bench   build release, run every benches/bench_*.py (or BENCH=name)
 #   make bench-lan  build release, the LAN lab bench only (root: network namespaces)
-#   make bench-scale  build release, issue 12's table before/after (benches/scale_table.py)
+#   make bench-scale  build release, the at-scale table (benches/scale_table.py)
 #   make soak    build release, 20 peers + 3 etcd members under chaos for 5 min
-#   make lint    rustfmt check + clippy with warnings as errors + make doc
+#   make lint    rustfmt check + clippy with warnings as errors + make doc + the import
+#                graph (no circle, at most 2 imports up ARCHITECTURE.md's layers)
 #   make doc     the crate's docs (cargo doc --no-deps), rustdoc warnings as errors
 #
 # Variables: ARGS="..." extra flags for `serve`; BENCH=list runs only
@@ -98,6 +99,7 @@ soak: deps-etcd release
 lint: doc
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	python3 scripts/import-circles.py --upward
 
 # The API docs are the library's user guide: a broken link or a public item
 # without a doc comment (#![deny(missing_docs)]) fails the build.

@@ -11,7 +11,8 @@ get, BENCH_RUNS (default 5) of each. Reported: the median, min and max
 round time of each, their ratio (and, for information, curls followed
 by an fsync of their file, as get fsyncs), and how many gets printed a stall
 ("stalled: no data") or failed. Targets: no stall, no failure, and the
-median get round <= 1.2x the median curl round.
+median get round <= 1.3x the median curl round (issue 20: one SHA-1 pass
+per byte; two passes put the floor near 1.6x on 2 cores).
 
 Exit status: 0 every target met; 1 otherwise. python3 standard library
 only. Environment: BENCH_RUNS (default 5), BENCH_FAIR_MIB (default 256),
@@ -33,7 +34,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 MIB = int(os.environ.get("BENCH_FAIR_MIB", "256"))
 CLIENTS = int(os.environ.get("BENCH_FAIR_CLIENTS", "20"))
 WORKERS = 8
-TARGET_RATIO = 1.2
+TARGET_RATIO = 1.3
 
 #: Figures of the last run (see scale_table.py).
 RESULTS = {}

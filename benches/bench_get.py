@@ -5,11 +5,16 @@ On loopback: a throwaway etcd and 3 `piratebay-sync serve` peers (own state
 dirs, own 127.0.0.x addresses) share a dataset with a 512 MiB and a 1 GiB
 file of random bytes.
 
-1. Median wall time of `get <sha1> -o out --etcd ...` (every piece and the
-   whole file SHA1-verified, atomic rename) vs `curl -s -o out
+1. Median wall time of `get <sha1> -o out --etcd ...` (every piece
+   verified against the SHA-1 chaining values, the last against the
+   file's SHA1, atomic rename) vs `curl -s -o out
    http://<peer>/v1/files/<sha1>` from one peer (no verification), side by
-   side with the ratio. Target: get <= 1.1x curl.
-2. Peak RSS of `get` for the 1 GiB file (ru_maxrss of a fresh child).
+   side with the ratio. Target: get <= 1.6x curl (issue 20; 2.0x before).
+2. The user CPU of `get` per GiB, median of the runs. With
+   BENCH_BASELINE_BIN=<a piratebay-sync binary of the previous version>,
+   3 peers of that version serve the same dataset (their own namespace)
+   and its `get` is measured in the same run: target now <= 0.6x then.
+3. Peak RSS of `get` for the 1 GiB file (ru_maxrss of a fresh child).
    Target: <= 64 MiB.
 
 Exit status: 0 both targets met; 1 a target missed, a command failed, or
@@ -22,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,12 +41,14 @@ WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
 GET_MIB = int(os.environ.get("BENCH_GET_MIB", "512"))
 RSS_MIB = int(os.environ.get("BENCH_RSS_MIB", "1024"))
 PEERS = 3
-TARGET_RATIO = 1.1
+TARGET_RATIO = 1.6
+TARGET_CPU_RATIO = 0.6
 TARGET_RSS_MIB = 64
+BASELINE = os.environ.get("BENCH_BASELINE_BIN", "")
 
 
 
-def start_peer(binary, endpoint, dataset, state, ip, port, log_path):
+def start_peer(binary, endpoint, dataset, state, ip, port, log_path, namespace="piratebay"):
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [
@@ -50,6 +58,7 @@ def start_peer(binary, endpoint, dataset, state, ip, port, log_path):
             "--listen", f"{ip}:{port}",
             "--advertise", f"{ip}:{port}",
             "--etcd", endpoint,
+            "--namespace", namespace,
         ],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=common.clean_env(),
     )
@@ -57,12 +66,26 @@ def start_peer(binary, endpoint, dataset, state, ip, port, log_path):
     return proc
 
 
-def wait_holders(binary, endpoint, state, sha1s, timeout=300):
+def user_cpu(cmd):
+    """User CPU seconds of one run of `cmd` (and its children)."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=common.clean_env())
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise common.CommandFailed(cmd, code, err.decode(errors="replace"))
+    return usage.ru_utime
+
+
+def wait_holders(binary, endpoint, state, sha1s, timeout=300, namespace="piratebay"):
     """Waits until `files --json` lists every sha1 with PEERS holders."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         p = subprocess.run(
-            [binary, "files", "--json", "--etcd", endpoint, "--state-dir", state],
+            [binary, "files", "--json", "--etcd", endpoint, "--state-dir", state,
+             "--namespace", namespace],
             capture_output=True, env=common.clean_env(), timeout=60,
         )
         if p.returncode == 0:
@@ -137,6 +160,14 @@ def main():
                 log = os.path.join(work, f"peer{i}.log")
                 procs.append((start_peer(binary, ep, dataset, state, ip, port, log), log))
                 addrs.append(f"{ip}:{port}")
+            if BASELINE:
+                for i in range(PEERS):
+                    ip = f"127.0.0.{21 + i}"
+                    port = common.free_port(ip)
+                    state = os.path.join(work, f"base{i}")
+                    log = os.path.join(work, f"base{i}.log")
+                    procs.append((start_peer(BASELINE, ep, dataset, state, ip, port, log,
+                                             namespace="baseline"), log))
             time.sleep(1.0)
             for proc, log in procs:
                 if proc.poll() is not None:
@@ -151,6 +182,11 @@ def main():
             if not wait_holders(binary, ep, client_state, [sha_get, sha_rss]):
                 print("bench_get: the peers did not list both files in time")
                 return 1
+            base_state = os.path.join(work, "base-client")
+            if BASELINE and not wait_holders(BASELINE, ep, base_state, [sha_get],
+                                             namespace="baseline"):
+                print("bench_get: the baseline peers did not list the file in time")
+                return 1
 
             out = os.path.join(work, "out.bin")
             get_cmd = ["sh", "-c", 'rm -f "$0"; exec "$@"', out,
@@ -162,11 +198,17 @@ def main():
             # plain curl.
             curl_sync_cmd = ["sh", "-c", 'rm -f "$0"; "$@" && sync "$0"', out,
                              curl, "-s", "-f", "-o", out, f"http://{addrs[0]}/v1/files/{sha_get}"]
+            base_cmd = ["sh", "-c", 'rm -f "$0"; exec "$@"', out,
+                        BASELINE, "get", sha_get, "-o", out, "--etcd", ep, "--state-dir", base_state,
+                        "--namespace", "baseline"]
             rows = []
             ok = True
-            for name, cmd in [(f"curl one peer ({GET_MIB} MiB)", curl_cmd),
-                              (f"get {PEERS} peers verified", get_cmd),
-                              ("curl + fsync (info)", curl_sync_cmd)]:
+            cases = [(f"curl one peer ({GET_MIB} MiB)", curl_cmd),
+                     (f"get {PEERS} peers verified", get_cmd),
+                     ("curl + fsync (info)", curl_sync_cmd)]
+            if BASELINE:
+                cases.append(("get, previous version (info)", base_cmd))
+            for name, cmd in cases:
                 try:
                     rows.append((name, common.median_time(cmd, runs=RUNS, warmup=WARMUP, timeout=600)))
                 except common.CommandFailed as e:
@@ -184,6 +226,22 @@ def main():
                 met = ratio <= TARGET_RATIO
                 print(f"target get <= {TARGET_RATIO}x curl: {'met' if met else 'MISSED'} ({ratio:.2f}x)")
                 ok = met
+            gib = GET_MIB / 1024
+            try:
+                now = statistics.median(user_cpu(get_cmd) for _ in range(RUNS)) / gib
+                print(f"get user CPU per GiB: {now:.2f} s (median of {RUNS})")
+                if BASELINE:
+                    then = statistics.median(user_cpu(base_cmd) for _ in range(RUNS)) / gib
+                    met = now <= TARGET_CPU_RATIO * then
+                    print(f"previous version's get user CPU per GiB: {then:.2f} s; now / then = "
+                          f"{now / then:.2f} (target <= {TARGET_CPU_RATIO}: {'met' if met else 'MISSED'})")
+                    ok = ok and met
+                else:
+                    print("(set BENCH_BASELINE_BIN to a binary of the previous version to print "
+                          "its figure beside it)")
+            except common.CommandFailed as e:
+                print(f"user CPU run FAILED: {e}")
+                ok = False
 
             rss_out = os.path.join(work, "rss.out")
             try:

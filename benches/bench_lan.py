@@ -54,8 +54,6 @@ SWARM_ROWS = [tuple(int(v) for v in x.split(":"))
               for x in os.environ.get("BENCH_SWARM_ROWS", "8:400:128,16:25:16,32:25:16,47:25:16").split(",")
               if x.strip()]
 RATE = int(os.environ.get("BENCH_RATE_MBIT", "400"))
-# BENCH_PIECE_SIZE=BYTES: the peers' piece size (default: serve's, 4 MiB).
-PIECE_SIZE = os.environ.get("BENCH_PIECE_SIZE", "")
 # BENCH_LAN_ONLY=swarm skips the multi-source comparisons.
 ONLY = os.environ.get("BENCH_LAN_ONLY", "")
 PORT = 7070
@@ -132,7 +130,7 @@ def start_peer(run, binary, host, etcd, dataset, ns, name):
     return run.start(host, [
         binary, "serve", "--dataset", dataset, "--state-dir", state,
         "--listen", f"0.0.0.0:{PORT}", "--etcd", etcd, "--namespace", ns,
-    ] + (["--piece-size", PIECE_SIZE] if PIECE_SIZE else []), name)
+    ], name)
 
 
 def timed(host, argv, cleanup=None):

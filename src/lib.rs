@@ -73,23 +73,26 @@
 //!
 //! ## Download a file
 //!
-//! [`download`] fetches from every holder at once, resumes from
-//! `<output>.part`, and renames the verified file into place.
+//! A [`Downloader`] fetches from every holder at once, resumes from
+//! `<output>.part`, and renames the verified file into place; build it once
+//! (from [`DownloadOptions`]) and call it for each file.
 //!
 //! ```no_run
 //! use piratebay_sync::etcd::{Client, Config};
-//! use piratebay_sync::{download, Catalog, CatalogOptions, DownloadOptions, NetworkHolders, Progress};
+//! use piratebay_sync::{Catalog, CatalogOptions, Downloader, NetworkHolders, Progress};
 //!
 //! let client = Client::new(Config::new(["http://127.0.0.1:2379"]))?;
 //! let holders = NetworkHolders::new(client, "piratebay", Catalog::new(CatalogOptions::default()));
 //! let sha1 = "79c9d9035a15697674dfcb213cbf6223e5cb27ac".parse()?;
 //! let report = |p: &Progress| eprintln!("{}/{} bytes", p.done, p.size);
-//! let summary = download(&DownloadOptions::new(sha1, "big.bin"), &holders, Some(&report))?;
+//! // Built once: its options, rate limit and connection pool serve every call.
+//! let downloader = Downloader::default();
+//! let summary = downloader.download(sha1, "big.bin", &holders, Some(&report))?;
 //! println!("{} bytes from {} peers", summary.bytes, summary.peers_used.len());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Many files at once: [`download_many`]. Holders from elsewhere: any
+//! Many files at once: [`Downloader::download_many`]. Holders from elsewhere: any
 //! [`HolderSource`] (a `Vec<Holder>` is one).
 //!
 //! ## The rest of the API
@@ -113,6 +116,7 @@
 #![deny(unnameable_types)]
 
 mod catalog;
+mod chain;
 mod client;
 mod cursor;
 mod digest;
@@ -148,9 +152,9 @@ pub use catalog::{
 };
 // Downloads.
 pub use fetch::{
-    download, download_many, parse_rate, resolve_output, BatchItem, BatchOptions, BatchProgress,
-    DownloadOptions, FetchError, HolderFailure, ParseRateError, Progress, ProgressFn, Summary,
-    DEFAULT_CONCURRENCY,
+    parse_rate, resolve_output, BatchItem, BatchOptions, BatchProgress, DownloadOptions,
+    Downloader, FetchError, HolderFailure, HolderFault, HolderFaultKind, ParseRateError, Progress,
+    ProgressFn, Summary, DEFAULT_CONCURRENCY,
 };
 // Who holds a file: what the download asks, what the catalog answers.
 pub use holders::{Holder, HolderSource, HoldersError};
@@ -159,9 +163,13 @@ pub use index::{
     Index, IndexError, IndexEvent, IndexEvents, IndexOptions, IndexStats, IndexedFile,
 };
 // Serving files of your own.
-pub use server::{FileSource, OpenedFile, Server, ServerConfig, ServerError};
+pub use server::{
+    FileSource, OpenedFile, Page, PageBody, Server, ServerConfig, ServerError, UploadCounter,
+};
 // Names of files.
 pub use digest::{ParseDigestError, Sha1Digest};
+// Verifying pieces.
+pub use chain::ChainValue;
 // The version peers publish.
 pub use version::VERSION;
 

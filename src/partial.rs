@@ -2,9 +2,11 @@
 //! piece by piece while they run (the swarm).
 //!
 //! How the peer learns of them: a download writes `<name>.part` and keeps
-//! `<name>.part.state` beside it (sha1, size, piece hashes, and a bitmap of
-//! the pieces verified and written; rewritten by rename at most every
-//! `state_interval`, 100 ms by default). The index's file-system watch
+//! `<name>.part.chain` (its piece list: the SHA-1 chaining values, once per
+//! list) and `<name>.part.state` beside it (sha1, size, the chain's id, and
+//! a bitmap of the pieces verified and written; rewritten by rename at most
+//! every `state_interval`, 100 ms by default). The chain is read again only
+//! when the state names another one. The index's file-system watch
 //! already sees every event in the dataset; it forwards the paths of
 //! `*.part.state` files here ([`IndexOptions::partial_events`]), and the
 //! `pbs-partials` thread reads the state again. A download started before
@@ -42,10 +44,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use parking_lot::RwLock;
 
 use crate::digest::Sha1Digest;
-use crate::fetch::state::ResumeState;
-use crate::index::{FileStat, Hashed, PART_STATE_SUFFIX, PART_SUFFIX};
+use crate::fetch::state::{load_chain, ResumeState};
+use crate::index::{FileStat, Hashed, PART_CHAIN_SUFFIX, PART_STATE_SUFFIX, PART_SUFFIX};
 use crate::metrics;
-use crate::protocol::{piece_bounds, piece_count, Bitfield, PieceList};
+use crate::protocol::{piece_bounds, Bitfield, PieceList, PIECE_LIST_FORM};
 
 /// A partial file opened for serving the pieces it holds (the peer serves
 /// it as a `server::OpenedFile`).
@@ -78,6 +80,8 @@ struct Partial {
     /// Where the bytes are: the `.part`, or the final file once renamed.
     data_path: PathBuf,
     list: PieceList,
+    /// The id of `list`'s chain (from the state).
+    chain_id: Sha1Digest,
     have: Bitfield,
     /// Peers the download was fetching from (from its state).
     peers: Vec<String>,
@@ -97,8 +101,8 @@ struct Partial {
 pub(crate) struct Landed {
     /// The final file's stat.
     pub stat: FileStat,
-    /// Its hashes (the piece list every piece was verified against; the
-    /// download verified the whole file against the SHA1 before renaming).
+    /// Its hashes (the chain every piece was verified against; its last
+    /// piece finished to the SHA1).
     pub hashed: Hashed,
 }
 
@@ -271,12 +275,24 @@ impl Partials {
     }
 
     fn insert(&self, state_path: &Path, state: ResumeState) {
-        let consistent = state.piece_size > 0
-            && piece_count(state.size, state.piece_size) == state.pieces.len() as u64;
-        if !consistent {
+        // A state of the previous version (piece SHA1s) has no chain to
+        // serve by: not served.
+        let Some(chain_id) = state.chain_id.filter(|_| state.form == PIECE_LIST_FORM) else {
             self.forget(state_path);
             return;
-        }
+        };
+        let known = self
+            .map
+            .read()
+            .get(&state.sha1)
+            .filter(|p| p.state_path == state_path && p.chain_id == chain_id)
+            .map(|p| p.list.clone());
+        let list =
+            known.or_else(|| load_chain(&chain_of(state_path), &state.sha1, state.size, &chain_id));
+        let Some(list) = list.filter(|l| l.piece_size == state.piece_size) else {
+            self.forget(state_path);
+            return;
+        };
         let have = Bitfield::from_flags(&state.verified_flags());
         let peers = state
             .peers
@@ -286,12 +302,6 @@ impl Partials {
             .collect();
         let download = state.download.clone();
         let from = (state.from_seeds, state.from_partials);
-        let list = PieceList {
-            sha1: state.sha1,
-            size: state.size,
-            piece_size: state.piece_size,
-            pieces: state.pieces,
-        };
         // Every piece verified: the `.part`'s stat now says which bytes
         // those are (the download renames it next, keeping inode and mtime).
         let data_path = part_of(state_path);
@@ -319,6 +329,7 @@ impl Partials {
                 state_path: state_path.to_path_buf(),
                 data_path,
                 list,
+                chain_id,
                 have,
                 peers,
                 download,
@@ -355,8 +366,7 @@ impl Partials {
                 hashed: Hashed {
                     sha1,
                     size: p.list.size,
-                    piece_size: p.list.piece_size,
-                    pieces: p.list.pieces.clone(),
+                    chain: p.list.chain.clone(),
                 },
             });
         if self.counting.load(Ordering::Relaxed) {
@@ -415,6 +425,13 @@ fn part_of(state_path: &Path) -> PathBuf {
         .len()
         .saturating_sub(PART_STATE_SUFFIX.len() - PART_SUFFIX.len());
     PathBuf::from(OsStr::from_bytes(&s[..cut]))
+}
+
+/// `x.part.state` -> `x.part.chain`.
+fn chain_of(state_path: &Path) -> PathBuf {
+    let mut p = final_path(state_path).into_os_string();
+    p.push(PART_CHAIN_SUFFIX);
+    PathBuf::from(p)
 }
 
 /// `x.part.state` -> `x`.
@@ -516,44 +533,67 @@ pub(crate) fn run(
 mod tests {
     use super::*;
 
-    fn state(sha: Sha1Digest, verified: &[bool], size: u64, piece: u64) -> ResumeState {
-        let n = piece_count(size, piece) as usize;
-        let list = PieceList {
-            sha1: sha,
-            size,
-            piece_size: piece,
-            pieces: vec![sha; n],
-        };
-        ResumeState::new(&list, verified)
+    /// The state of a download of `data` with `verified` pieces, its
+    /// chain written beside `st` once.
+    fn state(st: &Path, data: &[u8], verified: &[bool]) -> (Sha1Digest, ResumeState) {
+        let list = PieceList::of_content(data);
+        crate::fetch::state::save_chain(&chain_of(st), &list).unwrap();
+        (list.sha1, ResumeState::new(&list, verified))
     }
 
     #[test]
     fn a_state_file_makes_a_partial_whose_pieces_grow_then_it_finishes() {
         let dir = tempfile::tempdir().unwrap();
-        let sha: Sha1Digest = "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap();
+        let data = vec![7u8; 150_000];
         let st = dir.path().join("f.part.state");
-        std::fs::write(dir.path().join("f.part"), vec![7u8; 10]).unwrap();
+        std::fs::write(dir.path().join("f.part"), &data).unwrap();
         let p = Partials::new();
-        state(sha, &[true, false, false], 10, 4).save(&st).unwrap();
+        let (sha, s) = state(&st, &data, &[true, false, false]);
+        s.save(&st).unwrap();
         p.refresh(&st);
         assert_eq!(p.have(&sha).unwrap().count(), 1);
-        assert_eq!(p.pieces(&sha).unwrap().size, 10);
+        assert_eq!(p.pieces(&sha).unwrap(), PieceList::of_content(&data));
         let opened = p.open(&sha).unwrap().unwrap();
         assert_eq!(opened.name, "f");
         assert_eq!(opened.held.count(), 1);
-        state(sha, &[true, true, true], 10, 4).save(&st).unwrap();
+        // Later states rewrite the bitmap only: the chain is not read again.
+        std::fs::remove_file(chain_of(&st)).unwrap();
+        let (_, s) = state(&st, &data, &[true, true, true]);
+        std::fs::remove_file(chain_of(&st)).unwrap();
+        s.save(&st).unwrap();
         p.refresh(&st);
         assert!(p.have(&sha).unwrap().is_full());
         // Finished: renamed into place, state removed.
         std::fs::rename(dir.path().join("f.part"), dir.path().join("f")).unwrap();
         std::fs::remove_file(&st).unwrap();
-        p.refresh(&st);
+        let landed = p.refresh(&st).expect("landed");
+        assert_eq!(landed.hashed.chain, PieceList::of_content(&data).chain);
         assert!(
             p.open(&sha).unwrap().is_some(),
             "served whole until indexed"
         );
         p.retain_unindexed(|s| *s == sha);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_state_without_its_chain_or_of_the_previous_form_is_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![1u8; 100];
+        let st = dir.path().join("h.part.state");
+        std::fs::write(dir.path().join("h.part"), &data).unwrap();
+        let p = Partials::new();
+        let (sha, s) = state(&st, &data, &[true]);
+        std::fs::remove_file(chain_of(&st)).unwrap();
+        s.save(&st).unwrap();
+        p.refresh(&st);
+        assert!(p.is_empty(), "no chain");
+        let old = format!(
+            r#"{{"sha1":"{sha}","size":100,"piece_size":65536,"pieces":["{sha}"],"verified":"01"}}"#
+        );
+        std::fs::write(&st, old).unwrap();
+        p.refresh(&st);
+        assert!(p.is_empty(), "previous form");
     }
 
     #[test]
@@ -565,8 +605,8 @@ mod tests {
         p.refresh(&st);
         assert!(p.is_empty());
         let outside = dir.path().join("outside.json");
-        let sha: Sha1Digest = "da39a3ee5e6b4b0d3255bfef95601890afd80709".parse().unwrap();
-        state(sha, &[true], 1, 4).save(&outside).unwrap();
+        let (_, s) = state(&dir.path().join("l.part.state"), b"x", &[true]);
+        s.save(&outside).unwrap();
         let link = dir.path().join("l.part.state");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
         p.refresh(&link);

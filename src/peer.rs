@@ -56,8 +56,6 @@ pub struct PeerConfig {
     pub ttl: Duration,
     /// Where the peer id and index cache live.
     pub state_dir: PathBuf,
-    /// Piece size for hashing.
-    pub piece_size: u64,
     /// Server worker threads (`None`: 4 x cores).
     pub workers: Option<usize>,
     /// Downloads served pieces at once (upload slots, rotated); `None`:
@@ -78,7 +76,6 @@ impl PeerConfig {
             namespace: discovery::DEFAULT_NAMESPACE.into(),
             ttl: discovery::DEFAULT_TTL,
             state_dir: state_dir.into(),
-            piece_size: crate::protocol::DEFAULT_PIECE_SIZE,
             workers: None,
             upload_slots: None,
             rescan_interval: Duration::from_secs(30),
@@ -133,7 +130,6 @@ impl Peer {
         let id = load_or_create_peer_id(&cfg.state_dir)?;
         let mut iopts = IndexOptions::new(&cfg.dataset);
         iopts.state_dir = Some(cfg.state_dir.clone());
-        iopts.piece_size = cfg.piece_size;
         iopts.live = true;
         iopts.rescan_interval = cfg.rescan_interval;
         let (partial_tx, partial_rx) = crossbeam_channel::bounded(4096);
@@ -472,7 +468,7 @@ impl FileSource for IndexSource {
 
     fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
         match self.index.get(sha1) {
-            Some(f) => Some(Bitfield::full(f.pieces().len())),
+            Some(f) => Some(Bitfield::full(f.piece_count())),
             None => self.partials.have(sha1),
         }
     }
@@ -480,8 +476,8 @@ impl FileSource for IndexSource {
     fn fresh(&self, sha1: &Sha1Digest, max_pieces: usize) -> Option<Bitfield> {
         self.index
             .get(sha1)
-            .filter(|f| f.pieces().len() <= max_pieces)
-            .map(|f| self.uploads.offer(sha1, f.piece_size, f.pieces().len()))
+            .filter(|f| f.piece_count() <= max_pieces)
+            .map(|f| self.uploads.offer(sha1, f.piece_size(), f.piece_count()))
     }
 
     fn download_id(&self, sha1: &Sha1Digest) -> Option<String> {
@@ -500,7 +496,7 @@ impl FileSource for IndexSource {
     fn note_upload(&self, sha1: &Sha1Digest, start: u64, len: u64) {
         if let Some(f) = self.index.get(sha1) {
             self.uploads
-                .note(sha1, f.piece_size, f.pieces().len(), start, len);
+                .note(sha1, f.piece_size(), f.piece_count(), start, len);
         }
     }
 

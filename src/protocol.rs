@@ -31,6 +31,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chain::ChainValue;
 use crate::digest::Sha1Digest;
 
 /// Health route.
@@ -71,10 +72,35 @@ pub const SLOTS_HEADER: &str = "X-Slots";
 /// ask `have`.
 pub const MAX_HEADER_PIECES: usize = 4096;
 
-/// Default piece size: 1 MiB. A piece is passed on only once verified, so
-/// smaller pieces spread through a swarm sooner (see ARCHITECTURE.md, the
-/// swarm); much smaller ones cost a request each.
-pub const DEFAULT_PIECE_SIZE: u64 = 1024 * 1024;
+/// Every piece size is a multiple of this base block (and so of SHA-1's
+/// 64-byte block, which chaining values need), and no piece is smaller
+/// unless it is a file's last.
+pub const BASE_BLOCK: u64 = 64 * 1024;
+/// Pieces double from [`BASE_BLOCK`] until a file has at most this many.
+pub const TARGET_PIECES: u64 = 256;
+/// ... but never grow past 1 MiB: larger files get more pieces.
+pub const LARGEST_PIECE: u64 = 1024 * 1024;
+
+/// The piece size of every file of `size` bytes: the smallest power of two
+/// from [`BASE_BLOCK`] to [`LARGEST_PIECE`] that cuts it in at most
+/// [`TARGET_PIECES`] pieces (the largest for larger files). Every peer cuts
+/// a file the same way, so their `have` bitmaps and piece lists always
+/// agree: up to 16 MiB, 64 KiB pieces (a 16 MiB file has 256: enough to
+/// trade in a swarm of 47 hosts); 128 MiB, 512 KiB; above 256 MiB, 1 MiB
+/// (10 GiB: 10,240 pieces). A pure function of the size, part of the wire
+/// format: changing it is a new piece-list form.
+pub fn piece_size(size: u64) -> u64 {
+    size.div_ceil(TARGET_PIECES)
+        .max(1)
+        .checked_next_power_of_two()
+        .unwrap_or(LARGEST_PIECE)
+        .clamp(BASE_BLOCK, LARGEST_PIECE)
+}
+
+/// The piece-list form this version speaks and accepts (see [`PieceList`]).
+/// A list without it comes from a version before chaining values (one SHA1
+/// per piece) and is not used.
+pub const PIECE_LIST_FORM: &str = "sha1-chain";
 
 /// One file a peer serves, as listed by `GET /v1/files`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,17 +126,70 @@ pub struct FileList {
     pub files: Vec<CatalogEntry>,
 }
 
-/// `GET /v1/files/<sha1>/pieces`: the piece hashes of one file.
+/// `GET /v1/files/<sha1>/pieces`: how to verify each piece of one file on
+/// its own: the SHA-1 chaining values at its piece boundaries.
+///
+/// Piece `i` (0-based, of `n`) is verified by running SHA-1's compression
+/// function from `c_i` over its bytes and comparing with `c_(i+1)`, where
+/// `c_0` is SHA-1's initial value and `c_1 .. c_(n-1)` are [`chain`](Self::chain);
+/// the last piece by finishing from `c_(n-1)` with the padding of the
+/// whole file's length and comparing with [`sha1`](Self::sha1) itself.
+/// So the list needs no trust: a piece that passes is the file's, and the
+/// last one proves the whole chain.
+///
+/// JSON: `{"sha1", "size", "piece_size", "form": "sha1-chain", "chain":
+/// "<40 hex digits per value, concatenated>"}`. A list from a peer of the
+/// previous version has no `form` (it carried `pieces`, one SHA1 each).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PieceList {
     /// SHA1 of the whole content.
     pub sha1: Sha1Digest,
     /// Size in bytes.
     pub size: u64,
-    /// Piece size; the last piece may be shorter. An empty file has no pieces.
+    /// Piece size ([`piece_size`] of the size); the last piece may be
+    /// shorter. An empty file has no pieces.
     pub piece_size: u64,
-    /// SHA1 of each piece, in order.
-    pub pieces: Vec<Sha1Digest>,
+    /// The form of the list: [`PIECE_LIST_FORM`]; empty when the peer did
+    /// not say (a version before chaining values).
+    #[serde(default)]
+    pub form: String,
+    /// The chaining values `c_1 .. c_(n-1)` at the piece boundaries (none
+    /// for a file of one piece or empty).
+    #[serde(default, with = "chain_hex")]
+    pub chain: Vec<ChainValue>,
+}
+
+/// [`PieceList::chain`] on the wire: one string of 40 hex digits per value.
+mod chain_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::chain::ChainValue;
+
+    pub fn serialize<S: Serializer>(chain: &[ChainValue], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = vec![0u8; chain.len() * 40];
+        for (v, hex) in chain.iter().zip(out.chunks_exact_mut(40)) {
+            crate::hex::encode_to(&v.0, hex);
+        }
+        s.serialize_str(std::str::from_utf8(&out).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ChainValue>, D::Error> {
+        let hex = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let bad = || serde::de::Error::custom("chain: not 40 hex digits per value");
+        if hex.len() % 40 != 0 {
+            return Err(bad());
+        }
+        hex.as_bytes()
+            .chunks_exact(40)
+            .map(|c| {
+                let mut v = [0u8; 20];
+                for (b, pair) in v.iter_mut().zip(c.chunks_exact(2)) {
+                    *b = crate::hex::byte(pair).ok_or_else(bad)?;
+                }
+                Ok(ChainValue(v))
+            })
+            .collect()
+    }
 }
 
 /// `GET /v1/health`.
@@ -143,10 +222,83 @@ pub(crate) fn pieces_touching(piece_size: u64, start: u64, end: u64) -> Option<(
 }
 
 impl PieceList {
+    /// The list of `sha1`, `size` bytes, with chaining values `chain`, cut
+    /// by [`piece_size`], in this version's form.
+    pub fn new(sha1: Sha1Digest, size: u64, chain: Vec<ChainValue>) -> Self {
+        PieceList {
+            sha1,
+            size,
+            piece_size: piece_size(size),
+            form: PIECE_LIST_FORM.to_string(),
+            chain,
+        }
+    }
+
+    /// The list of `data`, computed in one SHA-1 pass.
+    pub fn of_content(data: &[u8]) -> Self {
+        let (sha1, chain) = crate::chain::chain_of(data, piece_size(data.len() as u64));
+        Self::new(sha1, data.len() as u64, chain)
+    }
+
+    /// Number of pieces.
+    pub fn len(&self) -> usize {
+        usize::try_from(piece_count(self.size, self.piece_size)).unwrap_or(usize::MAX)
+    }
+
+    /// True for an empty file (no pieces).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The first byte and length of piece `i` (see [`piece_bounds`]).
     pub(crate) fn piece_range(&self, i: usize) -> (u64, usize) {
         let (start, end) = piece_bounds(self.size, self.piece_size, i);
         (start, (end - start) as usize)
+    }
+
+    /// `c_i`, the chaining value where piece `i` starts (`None` past the
+    /// chain).
+    fn chain_at(&self, i: usize) -> Option<ChainValue> {
+        match i {
+            0 => Some(ChainValue::INITIAL),
+            i => self.chain.get(i - 1).copied(),
+        }
+    }
+
+    /// True if `data` is piece `i`: compressed from `c_i` it ends at
+    /// `c_(i+1)`, or, for the last piece, it finishes to the file's SHA1.
+    /// Each piece alone, in any order, one SHA-1 pass over its bytes.
+    pub fn verify(&self, i: usize, data: &[u8]) -> bool {
+        let n = self.len();
+        if i >= n || self.piece_range(i).1 != data.len() {
+            return false;
+        }
+        let Some(from) = self.chain_at(i) else {
+            return false;
+        };
+        if i + 1 == n {
+            crate::chain::verify_last(&from, data, self.size, &self.sha1)
+        } else {
+            self.chain_at(i + 1)
+                .is_some_and(|to| crate::chain::verify_piece(&from, data, &to))
+        }
+    }
+
+    /// A check of piece `i` fed as its bytes arrive ([`Self::check_done`]
+    /// says whether they were the piece); `None` past the last piece.
+    pub(crate) fn check_piece(&self, i: usize) -> Option<crate::chain::PieceCheck> {
+        let from = self.chain_at(i).filter(|_| i < self.len())?;
+        Some(crate::chain::PieceCheck::new(&from, self.piece_range(i).0))
+    }
+
+    /// True if the bytes fed to `check` (from [`Self::check_piece`]`(i)`)
+    /// are piece `i` (whole: the length is the caller's to check).
+    pub(crate) fn check_done(&self, i: usize, check: &crate::chain::PieceCheck) -> bool {
+        if i + 1 == self.len() {
+            check.finishes_to(self.size, &self.sha1)
+        } else {
+            self.chain_at(i + 1).is_some_and(|to| check.ends_at(&to))
+        }
     }
 }
 
@@ -292,13 +444,10 @@ mod tests {
         assert_eq!(piece_bounds(10, 4, 2), (8, 10));
         assert_eq!(piece_bounds(10, 4, 3), (10, 10));
         assert_eq!(piece_bounds(u64::MAX, u64::MAX, 5), (u64::MAX, u64::MAX));
-        let list = PieceList {
-            sha1: Sha1Digest::of(b""),
-            size: 10,
-            piece_size: 4,
-            pieces: vec![Sha1Digest::of(b""); 3],
-        };
-        assert_eq!(list.piece_range(2), (8, 2));
+        let list = PieceList::of_content(&[7u8; 150_000]);
+        assert_eq!(list.piece_size, BASE_BLOCK);
+        assert_eq!(list.len(), 3);
+        assert_eq!(list.piece_range(2), (2 * BASE_BLOCK, 150_000 - 2 * 65536));
         assert_eq!(pieces_touching(4, 3, 9), Some((0, 2)));
         assert_eq!(pieces_touching(4, 4, 8), Some((1, 1)));
         assert_eq!(pieces_touching(4, 4, 4), None);
@@ -335,8 +484,53 @@ mod tests {
     }
 
     #[test]
+    fn piece_size_rule() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(piece_size(0), BASE_BLOCK);
+        assert_eq!(piece_size(1), BASE_BLOCK);
+        assert_eq!(piece_size(16 * MIB), BASE_BLOCK);
+        assert_eq!(piece_count(16 * MIB, piece_size(16 * MIB)), 256);
+        assert_eq!(piece_size(16 * MIB + 1), 2 * BASE_BLOCK);
+        assert_eq!(piece_size(128 * MIB), 512 * 1024);
+        assert_eq!(piece_size(256 * MIB), LARGEST_PIECE);
+        assert_eq!(piece_size(10 * 1024 * MIB), LARGEST_PIECE);
+        assert_eq!(piece_size(u64::MAX), LARGEST_PIECE);
+        for size in [0, 1, 5 * MIB + 3, 100 * MIB, 1 << 40] {
+            let p = piece_size(size);
+            assert_eq!(p % BASE_BLOCK, 0);
+            assert!(piece_count(size, p) <= TARGET_PIECES || p == LARGEST_PIECE);
+        }
+    }
+
+    #[test]
+    fn piece_lists_verify_each_piece_and_round_trip_as_json() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let list = PieceList::of_content(&data);
+        assert_eq!(list.len(), 5);
+        assert_eq!(list.chain.len(), 4);
+        for i in 0..5 {
+            let (start, len) = list.piece_range(i);
+            let piece = &data[start as usize..start as usize + len];
+            assert!(list.verify(i, piece), "piece {i}");
+            assert!(!list.verify(i, &piece[1..]), "short piece {i}");
+            let mut bad = piece.to_vec();
+            bad[len / 2] ^= 1;
+            assert!(!list.verify(i, &bad), "bad piece {i}");
+        }
+        assert!(!list.verify(5, &[]));
+        let json = serde_json::to_string(&list).unwrap();
+        assert!(json.contains(r#""form":"sha1-chain""#), "{json}");
+        assert_eq!(serde_json::from_str::<PieceList>(&json).unwrap(), list);
+        // The previous form parses, without a form or a chain.
+        let old = r#"{"sha1":"a9993e364706816aba3e25717850c26c9cd0d89d","size":3,"piece_size":1048576,"pieces":["a9993e364706816aba3e25717850c26c9cd0d89d"]}"#;
+        let old: PieceList = serde_json::from_str(old).unwrap();
+        assert!(old.form.is_empty() && old.chain.is_empty());
+        assert!(serde_json::from_str::<PieceList>(r#"{"sha1":"a9993e364706816aba3e25717850c26c9cd0d89d","size":3,"piece_size":1,"chain":"abc"}"#).is_err());
+    }
+
+    #[test]
     fn piece_count_edges() {
-        let p = DEFAULT_PIECE_SIZE;
+        let p = LARGEST_PIECE;
         assert_eq!(piece_count(0, p), 0);
         assert_eq!(piece_count(1, p), 1);
         assert_eq!(piece_count(p, p), 1);

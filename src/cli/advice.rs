@@ -130,7 +130,6 @@ fn index(e: &IndexError) -> Option<String> {
         IndexError::NotADirectory { .. } => {
             "pass a directory with --dataset (PIRATEBAY_DATASET)".into()
         }
-        IndexError::PieceSize => "use --piece-size 1 or more (PIRATEBAY_PIECE_SIZE)".into(),
         _ => return None,
     })
 }
@@ -217,6 +216,10 @@ fn holders(failures: &[HolderFailure]) -> Option<&'static str> {
         ),
         HolderFaultKind::Stalled => Some("every holder stalled: check the network to them"),
         HolderFaultKind::Busy => Some("every holder is busy serving others: wait a while"),
+        HolderFaultKind::OtherVersion => Some(
+            "every holder runs an older piratebay-sync (piece SHA1s, not chaining values): \
+             upgrade them",
+        ),
         _ => None,
     }
 }

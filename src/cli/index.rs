@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
-use piratebay_sync::protocol::DEFAULT_PIECE_SIZE;
 use piratebay_sync::{Index, IndexOptions, IndexStats, Sha1Digest};
 
 use super::{env, CliResult, EXIT_PARTIAL};
@@ -20,9 +19,6 @@ pub struct IndexArgs {
     /// directory holding the index cache (env PIRATEBAY_STATE_DIR)
     #[argh(option)]
     pub state_dir: Option<String>,
-    /// piece size in bytes (env PIRATEBAY_PIECE_SIZE, default 1048576)
-    #[argh(option)]
-    pub piece_size: Option<u64>,
     /// print a JSON array instead of a table
     #[argh(switch)]
     pub json: bool,
@@ -43,8 +39,6 @@ struct JsonEntry {
 pub fn run(args: IndexArgs) -> CliResult {
     let mut opts = IndexOptions::new(env::dataset(args.dataset));
     opts.state_dir = Some(env::state_dir(args.state_dir));
-    opts.piece_size = env::parsed_flag_or_env(args.piece_size, "PIRATEBAY_PIECE_SIZE")?
-        .unwrap_or(DEFAULT_PIECE_SIZE);
     let index = Index::open(opts)?;
     wait_with_progress(&index);
     let files = index.files();
@@ -64,8 +58,8 @@ pub fn run(args: IndexArgs) -> CliResult {
                     path: paths.first().cloned().unwrap_or_default(),
                     paths,
                     name: e.name(),
-                    piece_size: e.piece_size,
-                    pieces: e.pieces().len(),
+                    piece_size: e.piece_size(),
+                    pieces: e.piece_count(),
                 }
             })
             .collect();

@@ -35,9 +35,6 @@ with_etcd_flags! {
         /// directory for the peer id and index cache (env PIRATEBAY_STATE_DIR)
         #[argh(option)]
         pub state_dir: Option<String>,
-        /// piece size in bytes (env PIRATEBAY_PIECE_SIZE, default 1048576)
-        #[argh(option)]
-        pub piece_size: Option<u64>,
         /// worker threads serving files (env PIRATEBAY_WORKERS, default 4 x cores)
         #[argh(option)]
         pub workers: Option<usize>,
@@ -69,7 +66,6 @@ pub fn run(args: ServeArgs) -> CliResult {
 fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
     let listen_name = named(&args.listen, "--listen", "PIRATEBAY_LISTEN");
     let advertise_name = named(&args.advertise, "--advertise", "PIRATEBAY_ADVERTISE");
-    let piece_name = named(&args.piece_size, "--piece-size", "PIRATEBAY_PIECE_SIZE");
     let mut cfg = PeerConfig::new(dataset(args.dataset), state_dir(args.state_dir));
     cfg.etcd = etcd_config(etcd_opts!(args))?;
     cfg.namespace = namespace(args.namespace);
@@ -85,12 +81,6 @@ fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
     }
     if let Some(ttl) = parsed_flag_or_env(args.ttl, "PIRATEBAY_TTL")? {
         cfg.ttl = Duration::from_secs(ttl);
-    }
-    if let Some(p) = parsed_flag_or_env(args.piece_size, "PIRATEBAY_PIECE_SIZE")? {
-        if p == 0 {
-            return Err(format!("{piece_name} must be at least 1 byte (default 1048576)").into());
-        }
-        cfg.piece_size = p;
     }
     cfg.workers = parsed_flag_or_env(args.workers, "PIRATEBAY_WORKERS")?;
     cfg.upload_slots = parsed_flag_or_env(args.upload_slots, "PIRATEBAY_UPLOAD_SLOTS")?;

@@ -9,11 +9,14 @@
 //!    first (sybil records of one listener count once).
 //! 3. Each round downloads with one group's list and holders (see `round`),
 //!    after salvaging the pieces of the `.part` that a previous run or
-//!    round verified and that still hash right.
-//! 4. If the whole-file SHA1 of the `.part` is the requested one: fsync,
-//!    rename into place, fsync the directory, remove the state. If not,
-//!    that group's piece list was a lie: its holders are named bad and the
-//!    next group's list is tried, keeping every piece that matches it.
+//!    round verified and that still verify against this list.
+//! 4. Every piece verified against the chain as it arrived, the last one
+//!    against the requested SHA1, so the file is right once every piece is
+//!    in: fsync, rename into place, fsync the directory, remove the state.
+//!    A false chain fails the pieces of the holders that vouched for it
+//!    (at the latest its last piece, which must finish to the SHA1): they
+//!    are dropped and named bad, and the next group's list is tried,
+//!    keeping every piece that verifies against it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -118,6 +121,7 @@ impl Summary {
             peers_used: Vec::new(),
             pieces_retried: 0,
             resumed_bytes: 0,
+            rechecked_bytes: 0,
             bad_peers: Vec::new(),
             already_present: false,
         }
@@ -146,10 +150,7 @@ impl Download<'_> {
         started: Instant,
     ) -> Result<Summary, FetchError> {
         let sha1 = self.job.sha1;
-        // The state is only a hint: every piece it claims is hashed again.
-        let mut claimed = ResumeState::load(&self.state_path, &sha1)
-            .map(|state| state.verified_ranges())
-            .unwrap_or_default();
+        let mut claimed = self.claimed.clone();
         let mut tally = Tally::default();
         let mut resumed = None;
         let mut g = 0;
@@ -174,8 +175,8 @@ impl Download<'_> {
                 started.elapsed().as_secs_f64()
             );
             match outcome {
-                Outcome::Complete(digest, early) if digest == sha1 => {
-                    self.finish(&list, early)?;
+                Outcome::Complete => {
+                    self.finish(&list)?;
                     log::debug!("in place after {:.3}s", started.elapsed().as_secs_f64());
                     let mut summary = Summary::new(self.job);
                     summary.bytes = list.size;
@@ -185,17 +186,9 @@ impl Download<'_> {
                     summary.peers_used = tally.used.into_iter().collect();
                     summary.pieces_retried = self.retried.load(Ordering::Relaxed);
                     summary.resumed_bytes = resumed.unwrap_or(0);
+                    summary.rechecked_bytes = self.rechecked.load(Ordering::Relaxed);
                     summary.bad_peers = tally.bad;
                     return Ok(summary);
-                }
-                Outcome::Complete(digest, _) => {
-                    let liars: Vec<String> = holders.iter().map(Holder::to_string).collect();
-                    log::warn!(
-                        "the piece list of {} is false: every piece matched it but the file hashes to {digest}; trying another holder's list",
-                        liars.join(", ")
-                    );
-                    tally.bad.extend(liars);
-                    claimed = vec![(0, list.size)];
                 }
                 Outcome::Failed => {
                     claimed = verified_ranges(&list, &round.sched.done_flags());
@@ -216,7 +209,8 @@ impl Download<'_> {
 
     /// Cuts the `.part` to `list`'s size (never grown up front: a peer's
     /// size is not trusted with disk space, writes extend the file) and
-    /// flags its pieces that `claimed` covers and that still hash right.
+    /// flags its pieces that `claimed` covers and that still verify
+    /// against `list` (the bytes so read count as rechecked).
     fn salvage(&self, list: &PieceList, claimed: &[(u64, u64)]) -> Result<Vec<bool>, FetchError> {
         let part_len = self
             .part
@@ -228,44 +222,42 @@ impl Download<'_> {
                 .set_len(list.size)
                 .map_err(|source| FetchError::write(&self.part_path, source))?;
         }
-        Ok(salvage(&self.part, list, claimed, self.memory_budget()))
+        let (done, checked) = salvage(&self.part, list, claimed, self.memory_budget());
+        self.rechecked.fetch_add(checked, Ordering::Relaxed);
+        Ok(done)
     }
 
-    /// fsync the `.part`, check that the first `early` pieces (those the
-    /// whole-file hash read before the last write) still match, so the bytes
-    /// renamed are the verified ones, rename it into place, fsync the
-    /// directory (a batch does it once at its end instead), drop the state.
-    fn finish(&self, list: &PieceList, early: usize) -> Result<(), FetchError> {
+    /// fsync the `.part`; if another process may have written to it (its
+    /// watch saw an open, see `seal`), read every piece back and verify it
+    /// again (counted as rechecked), so the bytes renamed are the verified
+    /// ones; rename it into place, fsync the directory (a batch does it
+    /// once at its end instead), drop the state and the chain.
+    fn finish(&self, list: &PieceList) -> Result<(), FetchError> {
         let (part, part_path, state_path) =
             (&self.part, self.part_path.as_path(), &self.state_path);
         let output = self.job.output;
-        let budget = self.memory_budget();
         let read_err = |source| FetchError::read(part_path, source);
-        // The pieces are checked again while the fsync runs (it waits on the
-        // disk, the check on the CPU); both end before the rename.
-        let checked = Instant::now();
-        let (synced, changed) = std::thread::scope(|s| {
-            let check = std::thread::Builder::new()
-                .name("pbs-get-check".into())
-                .spawn_scoped(s, || super::state::changed_piece(part, list, early, budget));
-            let synced = part.sync_all();
-            let changed = match check {
-                Ok(t) => t.join().unwrap_or(Some(0)),
-                Err(_) => super::state::changed_piece(part, list, early, budget),
-            };
-            (synced, changed)
-        });
-        synced.map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
-        log::debug!(
-            "fsync and {early} of {} pieces checked again on disk in {:.3}s",
-            list.pieces.len(),
-            checked.elapsed().as_secs_f64()
-        );
-        if let Some(piece) = changed {
-            return Err(FetchError::Changed {
-                path: part_path.to_path_buf(),
-                piece,
-            });
+        part.sync_all()
+            .map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
+        if let Err(why) = self.watch.untouched() {
+            let checked = Instant::now();
+            log::debug!(
+                "{}: {why}; every piece is read back and verified before the rename",
+                part_path.display()
+            );
+            let changed = super::state::changed_piece(part, list, self.memory_budget());
+            self.rechecked.fetch_add(list.size, Ordering::Relaxed);
+            log::debug!(
+                "{} pieces checked again on disk in {:.3}s",
+                list.len(),
+                checked.elapsed().as_secs_f64()
+            );
+            if let Some(piece) = changed {
+                return Err(FetchError::Changed {
+                    path: part_path.to_path_buf(),
+                    piece,
+                });
+            }
         }
         // The name must still be this file (not one swapped in under it).
         let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
@@ -307,10 +299,14 @@ impl Download<'_> {
         if std::fs::symlink_metadata(state_path).is_err() {
             return Ok(());
         }
-        match std::fs::remove_file(state_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!("cannot remove {}: {e}", state_path.display()),
+        // The state first: a peer sharing the directory that reads it sees
+        // the download landed; then the chain it named.
+        for path in [state_path, &self.chain_path] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
+            }
         }
         Ok(())
     }

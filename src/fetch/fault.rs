@@ -7,7 +7,6 @@
 
 use super::pieces::PieceListError;
 use crate::client::ClientError;
-use crate::digest::Sha1Digest;
 
 /// Why one holder could not be used for a download: its piece list could
 /// not be had, or it was dropped during the download. Its message names
@@ -42,6 +41,9 @@ pub enum HolderFaultKind {
     BadData,
     /// It is this very download's own peer (serving the `.part`).
     Ourselves,
+    /// It speaks another piece-list form (a peer of the version before
+    /// SHA-1 chaining values): it is never mixed into a download.
+    OtherVersion,
     /// Any other transfer failure (a reset, a short body, a bad head...).
     Other,
 }
@@ -57,6 +59,7 @@ impl HolderFault {
             Cause::PieceList(PieceListError::Json(_) | PieceListError::Inconsistent(_)) => {
                 K::BadData
             }
+            Cause::PieceList(PieceListError::Form(_)) => K::OtherVersion,
             Cause::Dropped(Dropped::Ourselves) => K::Ourselves,
             Cause::Dropped(Dropped::Bad(_)) => K::BadData,
             Cause::Dropped(Dropped::Failing { last, .. }) => match last {
@@ -172,15 +175,14 @@ pub(crate) enum BadData {
         /// The file's size.
         size: u64,
     },
-    /// A piece whose SHA1 is not the piece list's.
-    #[error("piece {piece} failed verification (sha1 {got}, want {want})")]
-    PieceHash {
+    /// A piece that does not verify against the chaining values of the
+    /// piece list its holder gave: its bytes are false, or the list is.
+    #[error("piece {piece} failed verification against the chaining values{}", if *.last { " (the last piece: it does not finish to the file's SHA1, so the chain or the bytes are false)" } else { "" })]
+    Piece {
         /// The piece.
         piece: usize,
-        /// The SHA1 of what it sent.
-        got: Sha1Digest,
-        /// The piece list's SHA1.
-        want: Sha1Digest,
+        /// It is the file's last piece.
+        last: bool,
     },
     /// A piece bitmap of the wrong length.
     #[error("its piece bitmap has {len} bytes for {pieces} pieces")]

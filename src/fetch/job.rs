@@ -12,8 +12,10 @@ use std::sync::atomic::AtomicU64;
 
 use super::downloader::Downloader;
 use super::error::{FetchError, Step};
-use super::output::{part_path, state_path};
+use super::output::{chain_path, part_path, state_path};
 use super::rate::RateLimiter;
+use super::seal::Watch;
+use super::state::ResumeState;
 use super::DownloadOptions;
 use crate::client::ConnPool;
 use crate::digest::Sha1Digest;
@@ -65,11 +67,21 @@ pub(crate) struct Download<'a> {
     by: &'a Downloader,
     /// The file and how it shares the downloader.
     pub job: &'a Job<'a>,
-    /// The `.part`, open for reading and writing.
+    /// The `.part`, open for reading and writing: created by this run and
+    /// watched (see `seal`).
     pub part: File,
+    /// The watch on the `.part`: whether another process opened it.
+    pub watch: Watch,
     pub part_path: PathBuf,
     /// The `.part.state` saved as pieces verify.
     pub state_path: PathBuf,
+    /// The `.part.chain` written once a round, before its first state.
+    pub chain_path: PathBuf,
+    /// The byte ranges the state of an earlier run claimed verified (copied
+    /// into the new `.part`, verified again before use).
+    pub claimed: Vec<(u64, u64)>,
+    /// Bytes read back from the `.part` and verified again.
+    pub rechecked: AtomicU64,
     /// Bytes received from the network in this run.
     pub received: AtomicU64,
     /// Pieces fetched again after a failure or bad data.
@@ -84,24 +96,40 @@ pub(crate) struct Download<'a> {
 }
 
 impl<'a> Download<'a> {
-    /// Opens (or creates) the `.part` of `job`, never through a link: a
-    /// `.part` planted as a symlink is refused.
+    /// Creates the `.part` of `job` anew and watched (see `seal`), with the
+    /// ranges an earlier run's state claims copied from the old one; never
+    /// through a link: a `.part` planted as a symlink is refused.
     pub fn open(by: &'a Downloader, job: &'a Job<'a>) -> Result<Self, FetchError> {
         let part_path = part_path(job.output);
-        let part = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&part_path)
-            .map_err(|source| FetchError::io(Step::Open, &part_path, source))?;
+        let open_err = |source| FetchError::io(Step::Open, &part_path, source);
+        if std::fs::symlink_metadata(&part_path).is_ok_and(|m| m.is_symlink()) {
+            return Err(open_err(std::io::Error::from_raw_os_error(libc::ELOOP)));
+        }
+        let state_path = state_path(job.output);
+        // The state is only a hint: every piece it claims is verified
+        // again, from the new `.part` (see `Download::salvage`).
+        let claimed = ResumeState::load(&state_path, &job.sha1)
+            .map(|state| state.verified_ranges())
+            .unwrap_or_default();
+        let old = match claimed.is_empty() {
+            true => None,
+            false => OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&part_path)
+                .ok(),
+        };
+        let (part, watch) = Watch::create(&part_path, old.as_ref(), &claimed).map_err(open_err)?;
         Ok(Download {
             by,
             job,
             part,
+            watch,
             part_path,
-            state_path: state_path(job.output),
+            state_path,
+            chain_path: chain_path(job.output),
+            claimed,
+            rechecked: AtomicU64::new(0),
             received: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             from_seeds: AtomicU64::new(0),

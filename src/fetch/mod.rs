@@ -40,10 +40,10 @@
 //! capped so that `connections x piece size <= memory_budget`.
 //!
 //! Threads (all named `pbs-get-*`, all joined before
-//! [`Downloader::download`] returns): one per connection (`supervisor.rs` starts them), the
-//! whole-file hasher, the piece lists' fan-out, and at most
+//! [`Downloader::download`] returns): one per connection (`supervisor.rs`
+//! starts them), the syncer, the piece lists' fan-out, and at most
 //! `state::VERIFY_THREADS` checking a `.part`'s pieces (on resume, and
-//! before the rename).
+//! before the rename when another process opened the `.part`).
 
 pub mod batch;
 mod download;
@@ -56,6 +56,7 @@ mod pieces;
 pub mod rate;
 mod round;
 mod scheduler;
+mod seal;
 pub mod state;
 mod supervisor;
 mod worker;
@@ -189,6 +190,11 @@ pub struct Summary {
     pub pieces_retried: u64,
     /// Bytes kept from an earlier run's `.part`.
     pub resumed_bytes: u64,
+    /// Bytes read back from the `.part` and verified again: the pieces an
+    /// earlier run's state claimed, and every piece when another process
+    /// opened the `.part` during the download (see SECURITY.md). The
+    /// pieces received were each hashed once, as they arrived.
+    pub rechecked_bytes: u64,
     /// Peers dropped for bad data or a false piece list (`id (addr)`).
     pub bad_peers: Vec<String>,
     /// The output already had this content: nothing was downloaded.

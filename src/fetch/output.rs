@@ -61,6 +61,12 @@ pub fn state_path(final_path: &Path) -> PathBuf {
     with_suffix(final_path, ".part.state")
 }
 
+/// `<final>.part.chain`: the piece list the `.part` is verified against,
+/// written once per list beside the state.
+pub fn chain_path(final_path: &Path) -> PathBuf {
+    with_suffix(final_path, ".part.chain")
+}
+
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_os_string();
     s.push(suffix);

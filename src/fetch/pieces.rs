@@ -1,19 +1,20 @@
 //! Getting a file's piece list from a holder and checking it is usable:
-//! for the requested sha1, a piece size in `1..=MAX_PIECE_SIZE`, and exactly
-//! `ceil(size / piece_size)` hashes. Whether its hashes are *true* is only
-//! known at the end (the whole-file SHA1), see `download`.
+//! this version's form (SHA-1 chaining values), for the requested sha1,
+//! the piece size every peer uses for that size (`protocol::piece_size`),
+//! and exactly one chaining value per piece boundary. Whether its values
+//! are *true* is known piece by piece: a false one fails the pieces on both
+//! sides of it, and a false chain of forged bytes fails at the last piece,
+//! which must finish to the requested SHA1 (see `crate::chain`).
 
 use std::time::Duration;
 
 use crate::client::{self, ClientError, ConnPool, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::holders::Holder;
-use crate::protocol::{piece_count, PieceList, FILES_PATH};
+use crate::protocol::{piece_count, piece_size, PieceList, FILES_PATH, PIECE_LIST_FORM};
 
-/// Largest piece size accepted from a peer (bounds memory per connection).
-pub const MAX_PIECE_SIZE: u64 = 64 * 1024 * 1024;
-/// Largest piece-list body accepted: about 390,000 piece hashes, a 390 GiB
-/// file at the default 1 MiB pieces.
+/// Largest piece-list body accepted: about 420,000 chaining values, a
+/// 410 GiB file at 1 MiB pieces.
 pub const MAX_PIECE_LIST_BODY: u64 = 16 * 1024 * 1024;
 
 /// Why a holder's piece list was not usable.
@@ -28,6 +29,10 @@ pub enum PieceListError {
     /// Not a piece list.
     #[error("bad piece list json: {0}")]
     Json(#[source] serde_json::Error),
+    /// A piece list of another form: an empty one is the previous
+    /// version's (one SHA1 per piece), never mixed into a download.
+    #[error("{}", form_message(.0))]
+    Form(String),
     /// A piece list that contradicts itself or the request.
     #[error("inconsistent piece list: {0}")]
     Inconsistent(String),
@@ -58,23 +63,39 @@ pub(crate) fn fetch_piece_list_with(
     Ok(list)
 }
 
-/// Checks that `list` is self-consistent and for `sha1`.
+fn form_message(form: &str) -> String {
+    if form.is_empty() {
+        "it speaks the previous piece-list form (one SHA1 per piece, a version before SHA-1 chaining values); not used".into()
+    } else {
+        format!(
+            "piece-list form {:?} is not {PIECE_LIST_FORM:?}; not used",
+            form.chars().take(32).collect::<String>()
+        )
+    }
+}
+
+/// Checks that `list` is of this version's form, self-consistent and for `sha1`.
 pub fn check_piece_list(list: &PieceList, sha1: &Sha1Digest) -> Result<(), PieceListError> {
     let bad = |s: String| Err(PieceListError::Inconsistent(s));
+    if list.form != PIECE_LIST_FORM {
+        return Err(PieceListError::Form(list.form.clone()));
+    }
     if list.sha1 != *sha1 {
         return bad(format!("it is for {} instead", list.sha1));
     }
-    if list.piece_size == 0 || list.piece_size > MAX_PIECE_SIZE {
+    if list.piece_size != piece_size(list.size) {
         return bad(format!(
-            "piece size {} not in 1..={MAX_PIECE_SIZE}",
-            list.piece_size
+            "piece size {} for {} bytes (every peer uses {})",
+            list.piece_size,
+            list.size,
+            piece_size(list.size)
         ));
     }
-    let want = piece_count(list.size, list.piece_size);
-    if list.pieces.len() as u64 != want {
+    let want = piece_count(list.size, list.piece_size).saturating_sub(1);
+    if list.chain.len() as u64 != want {
         return bad(format!(
-            "{} hashes for {} bytes in pieces of {} (want {want})",
-            list.pieces.len(),
+            "{} chaining values for {} bytes in pieces of {} (want {want})",
+            list.chain.len(),
             list.size,
             list.piece_size
         ));
@@ -91,28 +112,27 @@ mod tests {
 
     #[test]
     fn inconsistent_lists_are_refused() {
-        let sha1 = Sha1Digest::of(b"abc");
-        let ok = PieceList {
-            sha1,
-            size: 3,
-            piece_size: 2,
-            pieces: vec![Sha1Digest::of(b"ab"), Sha1Digest::of(b"c")],
-        };
+        let data = vec![9u8; 200_000];
+        let ok = PieceList::of_content(&data);
+        let sha1 = ok.sha1;
         assert!(check_piece_list(&ok, &sha1).is_ok());
         let mut l = ok.clone();
-        l.piece_size = 0;
+        l.piece_size *= 2;
         assert!(check_piece_list(&l, &sha1).is_err());
         let mut l = ok.clone();
-        l.pieces.pop();
+        l.chain.pop();
         assert!(check_piece_list(&l, &sha1).is_err());
         let mut l = ok.clone();
         l.size = 0;
-        l.pieces.clear();
+        l.chain.clear();
         assert!(check_piece_list(&l, &sha1).is_err());
         assert!(check_piece_list(&ok, &Sha1Digest::of(b"x")).is_err());
-        let mut l = ok;
-        l.piece_size = MAX_PIECE_SIZE + 1;
-        l.pieces = vec![Sha1Digest::of(b"abc")];
-        assert!(check_piece_list(&l, &sha1).is_err());
+        let mut l = ok.clone();
+        l.form.clear();
+        let e = check_piece_list(&l, &sha1).unwrap_err();
+        assert!(matches!(e, PieceListError::Form(_)));
+        assert!(e.to_string().contains("previous piece-list form"), "{e}");
+        let empty = PieceList::of_content(b"");
+        assert!(check_piece_list(&empty, &Sha1Digest::of(b"")).is_ok());
     }
 }

@@ -31,10 +31,6 @@ use crate::protocol::PieceList;
 /// How often the supervisor wakes up when nothing happens.
 pub(super) const TICK: Duration = Duration::from_millis(100);
 
-/// Files of up to this many pieces save their state every
-/// `state_interval`; bigger ones proportionally less often.
-const STATE_PIECES: usize = 512;
-
 /// The usable slots that may get another worker at `level` (a holder has
 /// fewer than `level` workers, counted by address: records that point at
 /// one listener share its workers) and are not waiting out a `503` or a
@@ -79,10 +75,9 @@ pub(crate) struct Slot {
 
 /// How a round ended.
 pub(crate) enum Outcome {
-    /// Every piece is on disk; the whole-file SHA1 of the `.part`, and how
-    /// many pieces (from the first) it read before the round's last write
-    /// (to be checked again before the rename: see [`super::state::changed_piece`]).
-    Complete(Sha1Digest, usize),
+    /// Every piece is on disk, each verified against the chain, the last
+    /// one finishing to the requested SHA1: the file is the one asked for.
+    Complete,
     /// Every holder of this round was dropped and no new one came.
     Failed,
     /// The caller cancelled.
@@ -96,6 +91,8 @@ pub(crate) struct Round<'a> {
     /// The download this round is part of: its options, files, counters.
     pub dl: &'a Download<'a>,
     pub list: &'a PieceList,
+    /// The id of `list`'s chain, in every state saved.
+    chain_id: Sha1Digest,
     /// When the state was last saved (by a worker or the supervisor).
     last_save: Mutex<Instant>,
     /// Held while the state file is written: a worker's periodic save and
@@ -106,7 +103,7 @@ pub(crate) struct Round<'a> {
     pub timeouts: Timeouts,
     /// Workers stop (set at the end of the round, or on abort).
     stop_workers: AtomicBool,
-    /// The hasher stops too (failure, cancel).
+    /// The round is over early (failure, cancel).
     pub(super) abort: AtomicBool,
     pub(super) fatal: Mutex<Option<FetchError>>,
     /// The workers' connections, shut down at the end of the round.
@@ -140,6 +137,7 @@ impl<'a> Round<'a> {
         Round {
             dl,
             list,
+            chain_id: super::state::chain_id(list),
             last_save: Mutex::new(Instant::now()),
             saving: Mutex::new(()),
             sched: Scheduler::new(done, done_bytes, opts.endgame_copies),
@@ -154,6 +152,17 @@ impl<'a> Round<'a> {
             sockets: Sockets::default(),
             max_workers: opts.max_connections.max(1).min(by_memory),
             download_id: crate::discovery::random_id(),
+        }
+    }
+
+    /// Writes the chain beside the `.part` (once a round, before its first
+    /// state; not for a file of one piece, which has no state).
+    pub(super) fn save_chain(&self) {
+        if self.list.len() <= 1 {
+            return;
+        }
+        if let Err(e) = super::state::save_chain(&self.dl.chain_path, self.list) {
+            log::warn!("cannot save {}: {e}", self.dl.chain_path.display());
         }
     }
 
@@ -296,16 +305,10 @@ impl<'a> Round<'a> {
     /// `state_interval` has passed. Called by workers after each piece (so
     /// a peer sharing the directory serves it soon, whatever the supervisor
     /// is busy with) and by the supervisor; skipped if another thread saves.
-    /// `state_interval`, longer for a file of many pieces: the state holds
-    /// every piece hash and the sharing peer reads it again on each save,
-    /// so the bytes written and parsed per second stay about those of a
-    /// 512-piece file (a 10 GiB file at 1 MiB pieces: one save a second).
+    /// A save writes the bitmap (a 10 GiB file's: 2.5 KiB of hex), never
+    /// the chain, which went to `.part.chain` once.
     fn state_interval(&self) -> Duration {
-        let scale = (self.list.pieces.len() / STATE_PIECES).max(1);
-        self.dl
-            .opts()
-            .state_interval
-            .saturating_mul(u32::try_from(scale).unwrap_or(u32::MAX))
+        self.dl.opts().state_interval
     }
 
     pub fn maybe_save_state(&self) {
@@ -327,11 +330,12 @@ impl<'a> Round<'a> {
     /// (ext4's inode allocator made that most of the batch's system time).
     pub(super) fn save_state(&self, flags: &[bool]) {
         let state_path = &self.dl.state_path;
-        if self.list.pieces.len() <= 1 {
+        if self.list.len() <= 1 {
             return;
         }
         let _saving = self.saving.lock();
-        let mut state = ResumeState::new(self.list, flags).with_download(&self.download_id);
+        let mut state = ResumeState::with_chain_id(self.list, self.chain_id, flags)
+            .with_download(&self.download_id);
         state.peers = self
             .slots
             .lock()

@@ -1,13 +1,18 @@
-//! The resume state: `<final>.part.state`, JSON with the sha1, size, piece
-//! size, piece hashes and a bitmap of the pieces verified and written to
-//! the `.part`. Written atomically (temp file + rename) at most every
-//! `state_interval` (100 ms) while pieces verify, and at exit. A peer
-//! sharing the directory reads it to serve the verified pieces meanwhile
-//! (`crate::partial`).
+//! The resume state of a download: `<final>.part.chain`, its piece list
+//! (the SHA-1 chaining values, the JSON of `GET .../pieces`), written once
+//! per list; and `<final>.part.state`, JSON with the sha1, size, piece
+//! size, the list's form and id, and a bitmap of the pieces verified and
+//! written to the `.part`, rewritten atomically (temp file + rename) at
+//! most every `state_interval` (100 ms) while pieces verify, and at exit:
+//! a 10 GiB file's save writes its 2.5 KiB of bitmap, not its 200 KiB of
+//! chain. A peer sharing the directory reads both to serve the verified
+//! pieces meanwhile (`crate::partial`).
 //!
 //! The state is a hint, never trusted alone: on restart every piece it
-//! marks verified is hashed again from the `.part` ([`salvage`]) and kept
-//! only if it matches the piece list in use.
+//! marks verified is checked again from the `.part` ([`salvage`]) against
+//! the piece list in use, and kept only if it passes. A state of the
+//! previous version (one SHA1 per piece, no `form`) still says which
+//! bytes were verified: those ranges are checked against the chain.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -17,10 +22,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha1Digest;
-use crate::protocol::{piece_bounds, PieceList};
+use crate::protocol::{piece_bounds, piece_count, PieceList, PIECE_LIST_FORM};
 
 /// Most threads checking a `.part`'s pieces at once, the caller included.
 pub(crate) const VERIFY_THREADS: usize = 4;
+/// Largest `.part.chain` read (a 16 MiB piece-list body, like a peer's).
+pub(crate) const MAX_CHAIN_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What `.part.state` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,10 +36,17 @@ pub struct ResumeState {
     pub sha1: Sha1Digest,
     /// Its size.
     pub size: u64,
-    /// Piece size of `pieces`.
+    /// Piece size of the bitmap.
     pub piece_size: u64,
-    /// The piece hashes the `.part` was verified against.
-    pub pieces: Vec<Sha1Digest>,
+    /// The form of the piece list in `.part.chain` (`"sha1-chain"`); empty
+    /// in a state of the previous version, which carried piece SHA1s here
+    /// (not read: only its bitmap is used, as verified byte ranges).
+    #[serde(default)]
+    pub form: String,
+    /// Which list `.part.chain` holds: the SHA1 of its chaining values
+    /// (20 bytes each, concatenated), so a reader knows when to read it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<Sha1Digest>,
     /// Verified pieces: hex of a bitset, bit `i` of byte `i / 8` (LSB first).
     pub verified: String,
     /// Ids of the peers the download was fetching from when the state was
@@ -52,14 +66,29 @@ pub struct ResumeState {
     pub from_partials: u64,
 }
 
+/// The id of a piece list's chain (see [`ResumeState::chain_id`]).
+pub(crate) fn chain_id(list: &PieceList) -> Sha1Digest {
+    let mut bytes = Vec::with_capacity(list.chain.len() * 20);
+    for v in &list.chain {
+        bytes.extend_from_slice(&v.0);
+    }
+    Sha1Digest::of(&bytes)
+}
+
 impl ResumeState {
     /// A state for `list` with the pieces flagged in `done`.
     pub fn new(list: &PieceList, done: &[bool]) -> Self {
+        Self::with_chain_id(list, chain_id(list), done)
+    }
+
+    /// [`new`](Self::new), with the id of `list`'s chain known.
+    pub(crate) fn with_chain_id(list: &PieceList, id: Sha1Digest, done: &[bool]) -> Self {
         ResumeState {
             sha1: list.sha1,
             size: list.size,
             piece_size: list.piece_size,
-            pieces: list.pieces.clone(),
+            form: PIECE_LIST_FORM.to_string(),
+            chain_id: Some(id),
             verified: encode_bitmap(done),
             peers: Vec::new(),
             download: None,
@@ -74,10 +103,15 @@ impl ResumeState {
         self
     }
 
+    /// Number of pieces of the bitmap.
+    pub fn pieces(&self) -> usize {
+        usize::try_from(piece_count(self.size, self.piece_size)).unwrap_or(usize::MAX)
+    }
+
     /// Reads a state file; `None` (with a warning) if it is missing,
     /// unreadable, corrupt or for another file.
     pub fn load(path: &Path, sha1: &Sha1Digest) -> Option<ResumeState> {
-        let bytes = match read_nofollow(path) {
+        let bytes = match read_nofollow(path, MAX_CHAIN_BYTES) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
@@ -92,27 +126,29 @@ impl ResumeState {
                 return None;
             }
         };
-        let consistent = state.sha1 == *sha1
-            && state.piece_size > 0
-            && crate::protocol::piece_count(state.size, state.piece_size)
-                == state.pieces.len() as u64;
-        if !consistent {
+        if state.sha1 != *sha1 || state.piece_size == 0 {
             log::warn!(
                 "ignoring resume state {}: it is for another file or inconsistent",
                 path.display()
             );
             return None;
         }
+        if state.form != PIECE_LIST_FORM {
+            log::info!(
+                "resume state {} is of the previous version (piece SHA1s): its verified pieces are checked against the chaining values",
+                path.display()
+            );
+        }
         Some(state)
     }
 
     /// Writes the state atomically (temp file in the same directory, then
     /// rename). On a full disk, where the temp file cannot be written, an
-    /// existing state at least as long (the same piece list: only the
-    /// bitmap changed) is overwritten in place instead, without the peers
-    /// in use and padded with spaces to its length, which needs no new
-    /// blocks; a write torn by a crash there only makes the state corrupt,
-    /// and a corrupt state is ignored on resume.
+    /// existing state at least as long (the same list: only the bitmap
+    /// changed) is overwritten in place instead, without the peers in use
+    /// and padded with spaces to its length, which needs no new blocks; a
+    /// write torn by a crash there only makes the state corrupt, and a
+    /// corrupt state is ignored on resume.
     ///
     /// No link is followed: the temp file is created anew (a link or file
     /// left in its place is removed first, and `create_new` refuses one put
@@ -120,12 +156,8 @@ impl ResumeState {
     /// the rename replaces a link at `path` rather than writing through it.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        let mut tmp = path.as_os_str().to_os_string();
-        tmp.push(".tmp");
-        match write_new(Path::new(&tmp), &json) {
-            Ok(()) => std::fs::rename(&tmp, path),
+        match write_atomic(path, &json) {
             Err(e) if super::error::is_no_space(&e) => {
-                let _ = std::fs::remove_file(&tmp);
                 let lean = ResumeState {
                     peers: Vec::new(),
                     ..self.clone()
@@ -133,13 +165,13 @@ impl ResumeState {
                 let json = serde_json::to_vec(&lean).map_err(std::io::Error::other)?;
                 overwrite_in_place(path, &json).map_err(|_| e)
             }
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
     /// The verified flags, one per piece.
     pub fn verified_flags(&self) -> Vec<bool> {
-        decode_bitmap(&self.verified, self.pieces.len())
+        decode_bitmap(&self.verified, self.pieces())
     }
 
     /// Byte ranges `[start, end)` the state claims verified, merged.
@@ -159,6 +191,36 @@ impl ResumeState {
     }
 }
 
+/// Writes `list` to `path` (`<final>.part.chain`) atomically, never
+/// through a link: once per piece list a download uses.
+pub fn save_chain(path: &Path, list: &PieceList) -> std::io::Result<()> {
+    let json = serde_json::to_vec(list).map_err(std::io::Error::other)?;
+    write_atomic(path, &json)
+}
+
+/// Reads the piece list at `path` (no link, at most [`MAX_CHAIN_BYTES`]):
+/// `None` unless it is this version's form, for `sha1` of `size` bytes,
+/// consistent, and its chain's id is `id`.
+pub fn load_chain(path: &Path, sha1: &Sha1Digest, size: u64, id: &Sha1Digest) -> Option<PieceList> {
+    let bytes = read_nofollow(path, MAX_CHAIN_BYTES).ok()?;
+    let list: PieceList = serde_json::from_slice(&bytes).ok()?;
+    let ok = list.size == size
+        && super::pieces::check_piece_list(&list, sha1).is_ok()
+        && chain_id(&list) == *id;
+    ok.then_some(list)
+}
+
+/// Writes `bytes` to `path` by a temp file beside it and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let written = write_new(Path::new(&tmp), bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Writes `bytes` to a file created at `path`, never through a link: an
 /// entry already there (a stale temp file, or a link planted in its place)
 /// is removed first, and `create_new` (`O_EXCL`) fails if one reappears.
@@ -176,14 +238,18 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)
 }
 
-/// Reads a whole file, refusing a symbolic link (`O_NOFOLLOW`).
-fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut file = OpenOptions::new()
+/// Reads a whole file of at most `max` bytes, refusing a symbolic link
+/// (`O_NOFOLLOW`).
+pub(crate) fn read_nofollow(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(&file, max + 1), &mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other("too large"));
+    }
     Ok(bytes)
 }
 
@@ -224,60 +290,56 @@ fn decode_bitmap(hex: &str, n: usize) -> Vec<bool> {
 }
 
 /// Which pieces of `list` are already correct in `part`: each piece fully
-/// inside a range in `claimed` is read back and hashed and kept only if it
-/// matches. Read errors count as not verified. The pieces are checked by
-/// the download's own threads (`pbs-get-verify<n>`, at most
-/// `VERIFY_THREADS` with the caller, each with one piece-sized buffer, and
-/// no more buffers than fit in `memory_budget`), joined before this returns.
+/// inside a range in `claimed` is read back and verified against the
+/// chain, and kept only if it passes; also the bytes read so. Read errors
+/// count as not verified. The pieces are checked by the download's own
+/// threads (`pbs-get-verify<n>`, at most `VERIFY_THREADS` with the caller,
+/// each with one piece-sized buffer, and no more buffers than fit in
+/// `memory_budget`), joined before this returns.
 pub fn salvage(
     part: &File,
     list: &PieceList,
     claimed: &[(u64, u64)],
     memory_budget: u64,
-) -> Vec<bool> {
+) -> (Vec<bool>, u64) {
     let covered = |start: u64, end: u64| claimed.iter().any(|&(a, b)| a <= start && end <= b);
-    let pieces: Vec<usize> = (0..list.pieces.len()).collect();
+    let pieces: Vec<usize> = (0..list.len())
+        .filter(|&i| {
+            let (start, len) = list.piece_range(i);
+            covered(start, start + len as u64)
+        })
+        .collect();
+    let checked: u64 = pieces.iter().map(|&i| list.piece_range(i).1 as u64).sum();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(VERIFY_THREADS)
         .min((memory_budget / list.piece_size.max(1)).max(1) as usize);
-    crate::fanout::map_with(
+    let ok = crate::fanout::map_with(
         &pieces,
         threads - 1,
         "pbs-get-verify",
         Vec::new,
         |buf: &mut Vec<u8>, &i| {
             let (start, len) = list.piece_range(i);
-            if !covered(start, start + len as u64) {
-                return false;
-            }
             buf.resize(len, 0);
-            part.read_exact_at(buf, start).is_ok() && Sha1Digest::of(buf) == list.pieces[i]
+            part.read_exact_at(buf, start).is_ok() && list.verify(i, buf)
         },
-    )
+    );
+    let mut flags = vec![false; list.len()];
+    for (i, ok) in pieces.into_iter().zip(ok) {
+        flags[i] = ok;
+    }
+    (flags, checked)
 }
 
-/// The first of the first `pieces` pieces of `list` whose bytes in `part`
-/// no longer match (read back and hashed by [`salvage`]'s threads), or
-/// `None` if they all still do. Run just before the rename, after the
-/// whole-file hash, on the pieces that hash read before the download's
-/// last write (the others it read after every write, so the whole-file
-/// hash itself checked them): then the bytes renamed into place are the
-/// verified ones, whatever another process wrote to the `.part` meanwhile.
-pub fn changed_piece(
-    part: &File,
-    list: &PieceList,
-    pieces: usize,
-    memory_budget: u64,
-) -> Option<usize> {
-    let pieces = pieces.min(list.pieces.len());
-    if pieces == 0 {
-        return None;
-    }
-    let end = (pieces as u64 * list.piece_size).min(list.size);
-    salvage(part, list, &[(0, end)], memory_budget)
+/// The first piece of `list` whose bytes in `part` do not verify (read
+/// back by [`salvage`]'s threads), or `None` if every one does: the check
+/// before the rename when the `.part` may have been written by another
+/// process (see `seal`).
+pub fn changed_piece(part: &File, list: &PieceList, memory_budget: u64) -> Option<usize> {
+    salvage(part, list, &[(0, list.size)], memory_budget)
+        .0
         .iter()
-        .take(pieces)
         .position(|ok| !ok)
 }
 
@@ -306,13 +368,15 @@ mod tests {
     }
 
     #[test]
-    fn the_peers_in_use_are_optional_in_the_state_file() {
+    fn the_peers_in_use_are_optional_and_a_state_of_the_previous_form_is_a_hint() {
         let sha = Sha1Digest::of(b"x");
         let old = format!(
-            r#"{{"sha1":"{sha}","size":1,"piece_size":4,"pieces":["{sha}"],"verified":"01"}}"#
+            r#"{{"sha1":"{sha}","size":9,"piece_size":4,"pieces":["{sha}","{sha}","{sha}"],"verified":"05"}}"#
         );
         let state: ResumeState = serde_json::from_str(&old).unwrap();
         assert!(state.peers.is_empty());
+        assert!(state.form.is_empty());
+        assert_eq!(state.verified_ranges(), vec![(0, 4), (8, 9)]);
         assert!(!serde_json::to_string(&state).unwrap().contains("peers"));
         let mut with = state.clone();
         with.peers = vec!["a".into(), "b".into()];
@@ -321,45 +385,59 @@ mod tests {
         assert_eq!(back.peers, ["a", "b"]);
     }
 
+    fn content(n: usize) -> Vec<u8> {
+        (0..n as u32).map(|i| (i * 13 % 251) as u8).collect()
+    }
+
     #[test]
-    fn salvage_keeps_only_matching_claimed_pieces() {
+    fn salvage_keeps_only_claimed_pieces_that_verify() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.part");
-        let data: Vec<u8> = (0..10u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let list = PieceList {
-            sha1: Sha1Digest::of(&data),
-            size: 10,
-            piece_size: 4,
-            pieces: vec![
-                Sha1Digest::of(&data[0..4]),
-                Sha1Digest::of(b"not it"),
-                Sha1Digest::of(&data[8..10]),
-            ],
-        };
+        let p = crate::protocol::BASE_BLOCK as usize;
+        let data = content(3 * p - 10);
+        let list = PieceList::of_content(&data);
+        let mut on_disk = data.clone();
+        on_disk[p + 5] ^= 1;
+        std::fs::write(&path, &on_disk).unwrap();
         let file = File::open(&path).unwrap();
+        let all = (0, data.len() as u64);
         assert_eq!(
-            salvage(&file, &list, &[(0, 10)], 1),
-            vec![true, false, true]
+            salvage(&file, &list, &[all], 1),
+            (vec![true, false, true], data.len() as u64)
         );
         assert_eq!(
-            salvage(&file, &list, &[(0, 6)], 1 << 20),
-            vec![true, false, false]
+            salvage(&file, &list, &[(0, p as u64 + 6)], 1 << 20),
+            (vec![true, false, false], p as u64),
+            "only whole claimed pieces are read"
         );
         let state = ResumeState::new(&list, &[true, false, true]);
-        assert_eq!(state.verified_ranges(), vec![(0, 4), (8, 10)]);
+        assert_eq!(
+            state.verified_ranges(),
+            vec![(0, p as u64), (2 * p as u64, data.len() as u64)]
+        );
         let saved = dir.path().join("f.part.state");
         state.save(&saved).unwrap();
-        assert_eq!(ResumeState::load(&saved, &list.sha1), Some(state));
+        assert_eq!(ResumeState::load(&saved, &list.sha1), Some(state.clone()));
         assert_eq!(ResumeState::load(&saved, &Sha1Digest::of(b"other")), None);
         std::fs::write(&saved, b"{corrupt").unwrap();
         assert_eq!(ResumeState::load(&saved, &list.sha1), None);
-        assert_eq!(changed_piece(&file, &list, 3, 1 << 20), Some(1));
+        assert_eq!(changed_piece(&file, &list, 1 << 20), Some(1));
+        // The chain goes once to its own file, and is read back by its id.
+        let chain = dir.path().join("f.part.chain");
+        save_chain(&chain, &list).unwrap();
+        let id = state.chain_id.unwrap();
         assert_eq!(
-            changed_piece(&file, &list, 1, 1 << 20),
-            None,
-            "only the first piece is checked"
+            load_chain(&chain, &list.sha1, list.size, &id),
+            Some(list.clone())
         );
+        assert_eq!(
+            load_chain(&chain, &list.sha1, list.size, &Sha1Digest::of(b"")),
+            None
+        );
+        assert_eq!(load_chain(&chain, &list.sha1, 5, &id), None);
+        assert!(!serde_json::to_string(&state)
+            .unwrap()
+            .contains(&list.chain[0].to_string()));
     }
 
     #[test]
@@ -367,14 +445,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"precious").unwrap();
-        let data = b"0123456789".to_vec();
-        let list = PieceList {
-            sha1: Sha1Digest::of(&data),
-            size: 10,
-            piece_size: 4,
-            pieces: vec![Sha1Digest::of(b"x"); 3],
-        };
-        let state = ResumeState::new(&list, &[true, false, false]);
+        let list = PieceList::of_content(&content(200_000));
+        let state = ResumeState::new(&list, &[true, false, false, false]);
         let saved = dir.path().join("f.part.state");
         let tmp = dir.path().join("f.part.state.tmp");
         std::os::unix::fs::symlink(&victim, &tmp).unwrap();

@@ -1,25 +1,18 @@
 //! The supervisor of one round of a download: it runs on the calling
 //! thread, starts worker threads (one per connection, `worker.rs`) up to the
-//! limits, runs a hasher thread that hashes the verified prefix of the
-//! `.part` as it grows (so the whole-file SHA1 is ready almost as soon as
-//! the last piece lands), saves the resume state, re-queries holders,
-//! reports progress, and at the end stops the workers (shutting their
-//! sockets down so none waits on a stalled peer) and joins every thread
-//! (`std::thread::scope`).
+//! limits, saves the resume state, re-queries holders, reports progress,
+//! and at the end stops the workers (shutting their sockets down so none
+//! waits on a stalled peer) and joins every thread (`std::thread::scope`).
+//! No thread reads the `.part` back: every piece was verified against the
+//! chain as it arrived, and the last one against the file's SHA1.
 
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sha1::{Digest, Sha1};
-
 use super::round::{open_slots, Outcome, Round, TICK};
 use super::{FetchError, ProgressFn};
-use crate::digest::Sha1Digest;
 use crate::holders::Holder;
 
-/// Read size of the whole-file hasher.
-const HASH_CHUNK: usize = 1024 * 1024;
 /// The syncer flushes the `.part` to disk each time this much more of it
 /// is written, so the final fsync only waits for the tail (the writeback
 /// overlaps the transfer instead of following it).
@@ -54,13 +47,6 @@ pub(crate) fn run(
     progress: Option<ProgressFn<'_>>,
 ) -> Outcome {
     std::thread::scope(|scope| {
-        let hasher = match std::thread::Builder::new()
-            .name("pbs-get-hash".into())
-            .spawn_scoped(scope, || hash_prefix(round))
-        {
-            Ok(h) => h,
-            Err(e) => return Outcome::Fatal(FetchError::Thread(e)),
-        };
         // Joined with the scope; it ends with the round (abort or done).
         if let Err(e) = std::thread::Builder::new()
             .name("pbs-get-sync".into())
@@ -69,8 +55,10 @@ pub(crate) fn run(
             round.abort.store(true, Ordering::Release);
             return Outcome::Fatal(FetchError::Thread(e));
         }
-        // Written at once, so a state of the right length exists even if
-        // the disk fills before the first periodic save (see `save`).
+        // The chain once; the state at once, so a state of the right
+        // length exists even if the disk fills before the first periodic
+        // save (see `save`).
+        round.save_chain();
         round.save_state(&round.sched.done_flags());
         let mut last_query = Instant::now();
         let started = Instant::now();
@@ -162,23 +150,11 @@ pub(crate) fn run(
         if ended.is_some() {
             round.abort.store(true, Ordering::Release);
         }
-        let hashed = hasher.join();
-        log::debug!("round: whole-file hash done");
         round.save_state(&round.sched.done_flags());
         if let Some(cb) = progress {
             cb(&round.progress());
         }
-        if let Some(outcome) = ended {
-            return outcome;
-        }
-        match hashed {
-            Ok(Ok(Some((digest, early)))) => Outcome::Complete(digest, early),
-            Ok(Ok(None)) => Outcome::Interrupted,
-            Ok(Err(source)) => Outcome::Fatal(FetchError::read(&round.dl.part_path, source)),
-            Err(_) => Outcome::Fatal(FetchError::Thread(std::io::Error::other(
-                "bug: the hasher thread panicked",
-            ))),
-        }
+        ended.unwrap_or(Outcome::Complete)
     })
 }
 
@@ -238,9 +214,9 @@ fn fill<'scope, 'env>(
 }
 
 /// Flushes the `.part` to disk every [`SYNC_EVERY`] bytes written, on its
-/// own thread (an fsync blocks: neither the hasher nor a worker waits on
-/// it), until every piece is written or the round is aborted. A failed
-/// flush is left to the final fsync, which reports it.
+/// own thread (an fsync blocks: no worker waits on it), until every piece
+/// is written or the round is aborted. A failed flush is left to the final
+/// fsync, which reports it.
 fn sync_behind(round: &Round<'_>) {
     let mut synced = round.sched.done_bytes();
     loop {
@@ -256,99 +232,4 @@ fn sync_behind(round: &Round<'_>) {
         }
         round.sched.wait(TICK);
     }
-}
-
-/// Hashes the `.part` piece by piece as pieces are done, in order: the
-/// whole-file SHA1 and the number of pieces read before every piece was
-/// written. `None` if the round was aborted first.
-///
-/// A piece hashed before the last write is hashed again before the rename
-/// (see [`super::state::changed_piece`]); one hashed after it is not. So
-/// hashing early buys a shorter tail (the check runs on every core, the
-/// whole-file hash on one) with more CPU: worth it while the hasher has a
-/// core to itself, not when the CPU is what the download waits on (many
-/// downloads at once on few cores: docs/benchmarks.md). The hasher
-/// therefore measures its own CPU time against
-/// the wall time of its reads: below [`CONTENDED`] it waits for the last
-/// write (or [`PROBE_AGAIN`], to look again) instead of hashing early.
-fn hash_prefix(round: &Round<'_>) -> std::io::Result<Option<(Sha1Digest, usize)>> {
-    let mut hasher = Sha1::new();
-    let mut buf = vec![0u8; HASH_CHUNK.min(round.list.size as usize)];
-    let mut early = round.list.pieces.len();
-    let mut share = CpuShare::default();
-    let mut deferred_until: Option<Instant> = None;
-    for i in 0..round.list.pieces.len() {
-        loop {
-            if round.abort.load(Ordering::Acquire) {
-                return Ok(None);
-            }
-            let now = Instant::now();
-            let defer = deferred_until.filter(|&t| t > now);
-            if round.sched.is_done(i) && (defer.is_none() || round.sched.remaining() == 0) {
-                break;
-            }
-            round
-                .sched
-                .wait(defer.map_or(TICK, |t| (t - now).min(TICK)));
-        }
-        // Every write is done: what is read from here on is final.
-        let last = round.sched.remaining() == 0;
-        if early > i && last {
-            early = i;
-        }
-        let started = (Instant::now(), thread_cpu());
-        let (start, len) = round.piece_range(i);
-        let mut off = 0usize;
-        while off < len {
-            let n = (len - off).min(buf.len());
-            round
-                .dl
-                .part
-                .read_exact_at(&mut buf[..n], start + off as u64)?;
-            hasher.update(&buf[..n]);
-            off += n;
-        }
-        if !last {
-            if let Some(contended) = share.add(started) {
-                deferred_until = contended.then(|| Instant::now() + PROBE_AGAIN);
-            }
-        }
-    }
-    Ok(Some((Sha1Digest::from_hasher(hasher), early)))
-}
-
-/// Below this share of a core while it reads and hashes, the hasher stops
-/// hashing ahead of the last write (see [`hash_prefix`]).
-const CONTENDED: f64 = 0.5;
-/// Wall time of reading and hashing over which the share is judged.
-const SHARE_WINDOW: Duration = Duration::from_millis(20);
-/// A hasher that found the CPU contended looks again after this long.
-const PROBE_AGAIN: Duration = Duration::from_secs(2);
-
-/// The hasher's share of a core over its last [`SHARE_WINDOW`] of work.
-#[derive(Default)]
-struct CpuShare {
-    wall: Duration,
-    cpu: Duration,
-}
-
-impl CpuShare {
-    /// Adds the work begun at `started` (wall clock, thread CPU clock);
-    /// once a window is full, whether the CPU was contended over it.
-    fn add(&mut self, started: (Instant, Duration)) -> Option<bool> {
-        self.wall += started.0.elapsed();
-        self.cpu += thread_cpu().saturating_sub(started.1);
-        if self.wall < SHARE_WINDOW {
-            return None;
-        }
-        let contended = self.cpu.as_secs_f64() < self.wall.as_secs_f64() * CONTENDED;
-        *self = CpuShare::default();
-        Some(contended)
-    }
-}
-
-/// CPU time this thread has used.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::try_from(t).unwrap_or_default()
 }

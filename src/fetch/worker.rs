@@ -1,6 +1,6 @@
 //! One connection to one holder ([`Worker`], one thread each): pull a
 //! piece from the scheduler, fetch it with a `Range` request into a buffer
-//! while hashing it, verify it ([`Worker::fetch_piece`]), write it with
+//! while verifying it against the chain ([`Worker::fetch_piece`]), write it with
 //! `write_at` ([`Worker::keep`]), repeat on the same kept-alive connection. The next
 //! piece's request goes out as soon as the current answer's head is good
 //! (pipelining, depth 1), and the holder's bitmap (`X-Have`) or a seed's
@@ -27,14 +27,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sha1::{Digest, Sha1};
-
 use super::fault::{Asked, BadData, Dropped, Transfer};
 use super::round::Round;
 use super::scheduler::Next;
 use super::FetchError;
 use crate::client::{self, ClientError, PeerConn};
-use crate::digest::Sha1Digest;
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -583,7 +580,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         let Some(c) = self.conn.as_mut() else {
             return Err(Fail::Io(Transfer::NoConnection));
         };
-        let n = round.list.pieces.len();
+        let n = round.list.len();
         let have = head.have.as_deref().and_then(|h| Bitfield::from_hex(h, n));
         let fresh = head.fresh.as_deref().and_then(|h| Bitfield::from_hex(h, n));
         let refreshed = match (have, fresh) {
@@ -609,7 +606,9 @@ impl<'r, 'a> Worker<'r, 'a> {
                 }
             }
         }
-        let mut hasher = Sha1::new();
+        let Some(mut check) = round.list.check_piece(i) else {
+            return Err(Fail::Io(Transfer::NoConnection));
+        };
         let rate = round.dl.rate();
         let read = c.conn.read_body(
             &mut self.buf[..len],
@@ -620,7 +619,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                 Some(rate.map_or(want, |r| want.min(r.chunk())))
             },
             |chunk| {
-                hasher.update(chunk);
+                check.update(chunk);
                 round
                     .dl
                     .received
@@ -635,13 +634,11 @@ impl<'r, 'a> Worker<'r, 'a> {
             Err(ClientError::Abandoned) => return Err(Fail::Abandoned),
             Err(e) => return Err(io_fail(round, e)),
         }
-        let got = Sha1Digest::from_hasher(hasher);
-        if got != round.list.pieces[i] {
+        if !round.list.check_done(i, &check) {
             crate::metrics::PIECES_REJECTED.inc();
-            return Err(Fail::Bad(BadData::PieceHash {
+            return Err(Fail::Bad(BadData::Piece {
                 piece: i,
-                got,
-                want: round.list.pieces[i],
+                last: i + 1 == round.list.len(),
             }));
         }
         Ok((len, refreshed))
@@ -693,7 +690,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         if head.download_id.as_deref() == Some(round.download_id.as_str()) {
             return Err(Fail::Ourselves);
         }
-        let n = round.list.pieces.len();
+        let n = round.list.len();
         let Some(c) = self.conn.as_mut() else {
             return Err(Fail::Io(Transfer::NoConnection));
         };

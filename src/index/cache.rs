@@ -1,16 +1,17 @@
 //! The index cache on disk: what was hashed, keyed by (path, size, mtime, inode),
 //! so a restart rehashes only the files that changed.
 //!
-//! Format (version 2, binary, little-endian): the line
-//! `piratebay-sync index cache v2`, then the root path (u32 length, bytes),
+//! Format (version 3, binary, little-endian): the line
+//! `piratebay-sync index cache v3`, then the root path (u32 length, bytes),
 //! the generation (u64), the record count (u64), and per record: the
 //! relative path (u32 length, bytes), size, mtime seconds (i64), mtime
-//! nanoseconds (u32), inode, device, piece size (u64 each), the whole-file
-//! SHA1 (20 bytes), the piece count (u32) and the piece SHA1s, except for a
-//! file of exactly one piece, whose piece hash is the whole-file hash and is
-//! not repeated (count 0 stands for it). Then the bytes `END!`. Version 1
-//! (JSON, hex) cost 24 MB and a second to parse for 100,000 files; this one
-//! is ~80 bytes a file (100,000 files load in about 50 ms).
+//! nanoseconds (u32), inode, device (u64 each), the whole-file SHA1 (20
+//! bytes), the number of chaining values (u32: the piece count less one,
+//! the pieces cut by `protocol::piece_size` of the size) and the values,
+//! 20 bytes each. Then the bytes `END!`. Version 1 (JSON, hex) cost 24 MB
+//! and a second to parse for 100,000 files; version 2 (one SHA1 per piece,
+//! at a configured piece size) is rebuilt once, with a log line saying why.
+//! ~70 bytes a file of one piece (100,000 files load in about 50 ms).
 //!
 //! One file per dataset root in the state directory, named after the SHA1 of
 //! the root path. Written to a temporary file in the same directory, then
@@ -29,12 +30,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::entry::{FileStat, Hashed, IndexedFile, Location};
+use crate::chain::ChainValue;
 use crate::cursor::Reader;
 use crate::digest::Sha1Digest;
-use crate::protocol::piece_count;
+use crate::protocol::{piece_count, piece_size};
 
 /// First line of a cache file of the current version.
-pub const MAGIC: &str = "piratebay-sync index cache v2\n";
+pub const MAGIC: &str = "piratebay-sync index cache v3\n";
+/// First line of a cache of the previous version (piece SHA1s).
+const MAGIC_V2: &str = "piratebay-sync index cache v2\n";
 /// Last bytes of a complete cache file.
 const TRAILER: &[u8; 4] = b"END!";
 
@@ -51,8 +55,14 @@ pub enum CacheError {
         source: io::Error,
     },
     /// The header is not the current version's.
-    #[error("index cache {path} is not a version 2 cache; rebuilding it")]
+    #[error("index cache {path} is not a version 3 cache; rebuilding it")]
     Version {
+        /// The cache file.
+        path: PathBuf,
+    },
+    /// The cache is of the previous version, which kept one SHA1 per piece.
+    #[error("index cache {path} holds piece SHA1s of the previous version, not SHA-1 chaining values; hashing the dataset again, once, to rebuild it")]
+    PieceHashes {
         /// The cache file.
         path: PathBuf,
     },
@@ -96,58 +106,46 @@ pub struct Record<'a> {
     pub stat: FileStat,
     /// Whole-file SHA1.
     pub sha1: Sha1Digest,
-    /// Piece size.
-    pub piece_size: u64,
-    /// The piece hashes, 20 bytes each; `None`: the content is one piece
-    /// (its hash is `sha1`) or empty.
-    pieces: Option<&'a [u8]>,
+    /// The chaining values, 20 bytes each (empty for one piece or none).
+    chain: &'a [u8],
 }
 
 impl Record<'_> {
-    fn piece_hashes(&self) -> Vec<Sha1Digest> {
-        match self.pieces {
-            None if self.stat.size == 0 => Vec::new(),
-            None => vec![self.sha1],
-            Some(raw) => raw
-                .chunks_exact(20)
-                .filter_map(|c| c.try_into().ok().map(Sha1Digest))
-                .collect(),
-        }
-    }
-
     /// The record's hashes.
     pub fn hashed(&self) -> Hashed {
         Hashed {
             sha1: self.sha1,
             size: self.stat.size,
-            piece_size: self.piece_size,
-            pieces: self.piece_hashes(),
+            chain: self
+                .chain
+                .chunks_exact(20)
+                .filter_map(|c| c.try_into().ok().map(ChainValue))
+                .collect(),
         }
     }
 
     /// The record as an index entry of one location.
     pub fn entry(&self) -> IndexedFile {
-        match self.pieces {
-            None => IndexedFile::single(self.sha1, self.piece_size, self.rel.into(), self.stat),
-            Some(_) => IndexedFile::with_locations(
+        if self.chain.is_empty() {
+            IndexedFile::single(self.sha1, self.rel.into(), self.stat)
+        } else {
+            IndexedFile::with_locations(
                 self.hashed(),
                 vec![Location {
                     path: self.rel.into(),
                     stat: self.stat,
                 }],
-            ),
+            )
         }
     }
 }
 
 /// Reads the cache at `path` for `root`: checks all of it, then hands each
-/// record cut at `piece_size` to `each` (with the number of records in the
-/// file, to reserve room), and returns the saved generation. `Ok(None)`:
-/// there is none yet.
+/// record to `each` (with the number of records in the file, to reserve
+/// room), and returns the saved generation. `Ok(None)`: there is none yet.
 pub fn load(
     path: &Path,
     root: &Path,
-    piece_size: u64,
     mut each: impl FnMut(usize, Record<'_>),
 ) -> Result<Option<u64>, CacheError> {
     let bytes = match fs::read(path) {
@@ -160,6 +158,9 @@ pub fn load(
             })
         }
     };
+    if bytes.starts_with(MAGIC_V2.as_bytes()) {
+        return Err(CacheError::PieceHashes { path: path.into() });
+    }
     let body = bytes
         .strip_prefix(MAGIC.as_bytes())
         .ok_or_else(|| CacheError::Version { path: path.into() })?;
@@ -177,10 +178,10 @@ pub fn load(
     }
     let generation = r.u64().ok_or_else(|| corrupt("truncated header"))?;
     let count = r.u64().ok_or_else(|| corrupt("truncated header"))?;
-    // Each record takes at least 72 bytes: a count beyond that is corrupt.
+    // Each record takes at least 65 bytes: a count beyond that is corrupt.
     let count = usize::try_from(count)
         .ok()
-        .filter(|c| c.saturating_mul(72) <= body.len())
+        .filter(|c| c.saturating_mul(65) <= body.len())
         .ok_or_else(|| corrupt("record count"))?;
     // A first pass checks the whole file, so a corrupt one gives nothing.
     let start = Reader { buf: r.buf };
@@ -189,7 +190,7 @@ pub fn load(
             .ok_or_else(|| corrupt("truncated record"))?
             .is_none()
         {
-            return Err(corrupt("bad piece count or path in a record"));
+            return Err(corrupt("bad chain length or path in a record"));
         }
     }
     if !r.buf.is_empty() {
@@ -200,15 +201,13 @@ pub fn load(
         let rec = read_record(&mut r)
             .flatten()
             .ok_or_else(|| corrupt("truncated record"))?;
-        if rec.piece_size == piece_size {
-            each(count, rec);
-        }
+        each(count, rec);
     }
     Ok(Some(generation))
 }
 
-/// Reads one record: `None` if truncated, `Some(None)` if its piece count
-/// or path is wrong.
+/// Reads one record: `None` if truncated, `Some(None)` if its chain
+/// length or path is wrong.
 fn read_record<'a>(r: &mut Reader<'a>) -> Option<Option<Record<'a>>> {
     let rel = r.bytes()?;
     let size = r.u64()?;
@@ -216,20 +215,11 @@ fn read_record<'a>(r: &mut Reader<'a>) -> Option<Option<Record<'a>>> {
     let mtime_nsec = i64::from(r.u32()?);
     let ino = r.u64()?;
     let dev = r.u64()?;
-    let piece_size = r.u64()?;
     let sha1 = r.sha1()?;
     let n = usize::try_from(r.u32()?).ok()?;
-    let pieces = if n == 0 {
-        None
-    } else {
-        Some(r.take(n.checked_mul(20)?)?)
-    };
-    let count = piece_count(size, piece_size);
-    let ok = match pieces {
-        None => count <= 1,
-        Some(_) => n as u64 == count,
-    };
-    if !ok || rel.is_empty() {
+    let chain = r.take(n.checked_mul(20)?)?;
+    let want = piece_count(size, piece_size(size)).saturating_sub(1);
+    if n as u64 != want || rel.is_empty() {
         return Some(None);
     }
     Some(Some(Record {
@@ -242,8 +232,7 @@ fn read_record<'a>(r: &mut Reader<'a>) -> Option<Option<Record<'a>>> {
             dev,
         },
         sha1,
-        piece_size,
-        pieces,
+        chain,
     }))
 }
 
@@ -261,16 +250,11 @@ fn write_record(w: &mut impl Write, rel: &Path, st: &FileStat, e: &IndexedFile) 
     w.write_all(&nsec.to_le_bytes())?;
     w.write_all(&st.ino.to_le_bytes())?;
     w.write_all(&st.dev.to_le_bytes())?;
-    w.write_all(&e.piece_size.to_le_bytes())?;
     w.write_all(&e.sha1.0)?;
-    let pieces = e.pieces();
-    if pieces.len() <= 1 && pieces.first().is_none_or(|p| *p == e.sha1) {
-        w.write_all(&0u32.to_le_bytes())
-    } else {
-        let n = u32::try_from(pieces.len()).map_err(|_| io::Error::other("too many pieces"))?;
-        w.write_all(&n.to_le_bytes())?;
-        pieces.iter().try_for_each(|p| w.write_all(&p.0))
-    }
+    let chain = e.chain();
+    let n = u32::try_from(chain.len()).map_err(|_| io::Error::other("too many pieces"))?;
+    w.write_all(&n.to_le_bytes())?;
+    chain.iter().try_for_each(|c| w.write_all(&c.0))
 }
 
 /// Writes the cache of `entries` (every location of each) atomically;
@@ -320,48 +304,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Path::new("/data/set");
         let path = cache_path(dir.path(), root);
-        let records = |piece_size| {
+        let records = || {
             let mut v = Vec::new();
-            let g = load(&path, root, piece_size, |_, r| {
+            let g = load(&path, root, |_, r| {
                 v.push((r.rel.to_path_buf(), r.stat, r.hashed()));
                 assert_eq!(r.entry().hashed(), r.hashed());
             })?;
             Ok::<_, CacheError>(g.map(|g| (g, v)))
         };
-        assert!(records(2).unwrap().is_none());
+        assert!(records().unwrap().is_none());
+        let data = vec![5u8; 200_000];
+        let list = crate::protocol::PieceList::of_content(&data);
         let st = FileStat {
-            size: 5,
+            size: 200_000,
             mtime_sec: 7,
             mtime_nsec: 9,
             ino: 11,
             dev: 13,
         };
-        let three = Hashed {
-            sha1: Sha1Digest::of(b"hello"),
-            size: 5,
-            piece_size: 2,
-            pieces: vec![
-                Sha1Digest::of(b"he"),
-                Sha1Digest::of(b"ll"),
-                Sha1Digest::of(b"o"),
-            ],
+        let four = Hashed {
+            sha1: list.sha1,
+            size: list.size,
+            chain: list.chain,
         };
+        assert_eq!(four.chain.len(), 3);
         let one = Hashed {
             sha1: Sha1Digest::of(b"hi"),
             size: 2,
-            piece_size: 2,
-            pieces: vec![Sha1Digest::of(b"hi")],
+            chain: vec![],
         };
         let empty = Hashed {
             sha1: Sha1Digest::of(b""),
             size: 0,
-            piece_size: 2,
-            pieces: vec![],
+            chain: vec![],
         };
         let st0 = FileStat { size: 0, ..st };
         let st2 = FileStat { size: 2, ..st };
         let entries: Vec<Arc<IndexedFile>> = vec![
-            Arc::new(IndexedFile::new(&three, vec![("a/b.txt".into(), st)])),
+            Arc::new(IndexedFile::new(&four, vec![("a/b.txt".into(), st)])),
             Arc::new(IndexedFile::new(
                 &one,
                 vec![("one".into(), st2), ("z/one".into(), st2)],
@@ -369,32 +349,35 @@ mod tests {
             Arc::new(IndexedFile::new(&empty, vec![("e".into(), st0)])),
         ];
         assert_eq!(save(&path, root, 42, &entries).unwrap(), 4);
-        let (generation, mut got) = records(2).unwrap().unwrap();
+        let (generation, mut got) = records().unwrap().unwrap();
         assert_eq!(generation, 42);
         got.sort_by(|a, b| a.0.cmp(&b.0));
         let want = vec![
-            (PathBuf::from("a/b.txt"), st, three),
+            (PathBuf::from("a/b.txt"), st, four),
             (PathBuf::from("e"), st0, empty),
             (PathBuf::from("one"), st2, one.clone()),
             (PathBuf::from("z/one"), st2, one),
         ];
         assert_eq!(got, want);
-        // Records of another piece size are dropped, not an error.
-        assert!(records(4).unwrap().unwrap().1.is_empty());
 
         assert!(matches!(
-            load(&path, Path::new("/other"), 2, |_, _| ()),
+            load(&path, Path::new("/other"), |_, _| ()),
             Err(CacheError::OtherRoot { .. })
         ));
         let full = fs::read(&path).unwrap();
         for cut in [full.len() / 2, full.len() - 1, MAGIC.len() + 3] {
             fs::write(&path, &full[..cut]).unwrap();
             assert!(
-                matches!(records(2), Err(CacheError::Corrupt { .. })),
+                matches!(records(), Err(CacheError::Corrupt { .. })),
                 "cut at {cut}"
             );
         }
         fs::write(&path, b"piratebay-sync index cache v1\n{}").unwrap();
-        assert!(matches!(records(2), Err(CacheError::Version { .. })));
+        assert!(matches!(records(), Err(CacheError::Version { .. })));
+        // A cache of piece SHA1s is rebuilt, and the error says why.
+        fs::write(&path, b"piratebay-sync index cache v2\nEND!").unwrap();
+        let err = records().unwrap_err();
+        assert!(matches!(err, CacheError::PieceHashes { .. }));
+        assert!(err.to_string().contains("chaining values"), "{err}");
     }
 }

@@ -26,7 +26,7 @@ pub(crate) fn write(generation: u64, files: &[Arc<IndexedFile>], out: &mut Vec<u
         out.extend_from_slice(b",\"name\":");
         name(f, out);
         out.extend_from_slice(b",\"piece_size\":");
-        decimal(f.piece_size, out);
+        decimal(f.piece_size(), out);
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
@@ -114,8 +114,7 @@ mod tests {
                 let h = Hashed {
                     sha1: Sha1Digest::of(p.as_os_str().as_bytes()),
                     size: 3 + i as u64,
-                    piece_size: 1 << (10 + i),
-                    pieces: vec![Sha1Digest::of(b"x")],
+                    chain: vec![],
                 };
                 Arc::new(IndexedFile::new(&h, vec![(p.clone(), st)]))
             })

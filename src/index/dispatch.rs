@@ -113,7 +113,6 @@ impl Inflight {
     pub fn start(
         &mut self,
         shared: &Arc<Shared>,
-        piece_size: u64,
         settle: Duration,
         pool: &rayon::ThreadPool,
         res: &Sender<Vec<HashResult>>,
@@ -139,7 +138,6 @@ impl Inflight {
             chunk_bytes += size(&stat);
             if i == last || chunk.len() >= CHUNK_FILES || chunk_bytes >= CHUNK_BYTES {
                 let task = Task {
-                    piece_size,
                     settle,
                     files: std::mem::take(&mut chunk),
                 };
@@ -152,7 +150,6 @@ impl Inflight {
 
 /// One hashing task.
 struct Task {
-    piece_size: u64,
     settle: Duration,
     /// Path, size when listed (`None`: listed without its stat), token.
     files: Vec<(PathBuf, Option<u64>, u64)>,
@@ -172,7 +169,6 @@ fn spawn_chunk(
         let stop: &AtomicBool = &shared.stop;
         let progress: &AtomicU64 = &shared.counters.bytes_read;
         let Task {
-            piece_size,
             settle,
             files: chunk,
         } = task;
@@ -203,10 +199,8 @@ fn spawn_chunk(
                 }
             };
             let outcome = opened.and_then(|file| match size {
-                Some(size) => {
-                    hasher::hash_listed(file, size, piece_size, stop, progress).map(Outcome::Hashed)
-                }
-                None => hasher::hash_unlisted(file, settle, piece_size, stop, progress),
+                Some(size) => hasher::hash_listed(file, size, stop, progress).map(Outcome::Hashed),
+                None => hasher::hash_unlisted(file, settle, stop, progress),
             });
             out.push(HashResult {
                 rel,

@@ -6,8 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::chain::ChainValue;
 use crate::digest::Sha1Digest;
-use crate::protocol::{CatalogEntry, PieceList};
+use crate::protocol::{piece_count, piece_size, CatalogEntry, PieceList};
 
 /// The stat fingerprint of a file: if any part of it changed, its hashes are stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,17 +70,18 @@ impl FileStat {
     }
 }
 
-/// The hashes of one content, computed in one read.
+/// The hashes of one content, computed in one read: its SHA1 and the
+/// SHA-1 chaining values at its piece boundaries ([`piece_size`] of its
+/// size).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hashed {
     /// SHA1 of the whole content.
     pub sha1: Sha1Digest,
     /// Bytes hashed.
     pub size: u64,
-    /// Piece size the pieces were cut at.
-    pub piece_size: u64,
-    /// SHA1 of each piece; none for an empty file.
-    pub pieces: Vec<Sha1Digest>,
+    /// The chaining values `c_1 .. c_(n-1)` of its `n` pieces; none for a
+    /// content of one piece or empty.
+    pub chain: Vec<ChainValue>,
 }
 
 /// One place a content lives: a path relative to the index root, and its
@@ -97,19 +99,15 @@ pub(crate) struct Location {
 /// Immutable: a change (a path added or removed) replaces the whole `Arc`.
 /// Compact, because the index holds one per file (100,000 of them take
 /// about 20 MB): three allocations for a file of one piece (this, its
-/// location list, its path), whose piece hash is its SHA1 and is not kept
-/// twice.
+/// location list, its path), which has no chaining values to keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedFile {
     /// SHA1 of the whole content.
     pub sha1: Sha1Digest,
     /// Size in bytes.
     pub size: u64,
-    /// Piece size of [`pieces`](Self::pieces).
-    pub piece_size: u64,
-    /// The piece hashes, or none when the content is one piece (its hash
-    /// is then `sha1`).
-    pieces: Box<[Sha1Digest]>,
+    /// The chaining values at the piece boundaries (none for one piece).
+    chain: Box<[ChainValue]>,
     /// Every path holding this content, sorted by path; never empty.
     locations: Box<[Location]>,
 }
@@ -121,7 +119,7 @@ impl IndexedFile {
         Self::from_hashed(hashed.clone(), locations)
     }
 
-    /// [`new`](Self::new), taking the hashes (no copy of the piece list).
+    /// [`new`](Self::new), taking the hashes (no copy of the chain).
     #[cfg(test)]
     pub(crate) fn from_hashed(
         hashed: Hashed,
@@ -140,45 +138,39 @@ impl IndexedFile {
     /// An entry for `hashed` at `locations` (sorted here).
     pub(crate) fn with_locations(hashed: Hashed, mut locations: Vec<Location>) -> Self {
         locations.sort_by(|a, b| a.path.cmp(&b.path));
-        let one_piece = hashed.pieces.len() == 1 && hashed.pieces[0] == hashed.sha1;
         IndexedFile {
             sha1: hashed.sha1,
             size: hashed.size,
-            piece_size: hashed.piece_size,
-            pieces: if one_piece {
-                Box::default()
-            } else {
-                hashed.pieces.into_boxed_slice()
-            },
+            chain: hashed.chain.into_boxed_slice(),
             locations: locations.into_boxed_slice(),
         }
     }
 
     /// An entry of one location whose content is one piece or empty (no
-    /// piece list to allocate): what most cache records are.
-    pub(crate) fn single(
-        sha1: Sha1Digest,
-        piece_size: u64,
-        path: Box<Path>,
-        stat: FileStat,
-    ) -> Self {
+    /// chain to allocate): what most cache records are.
+    pub(crate) fn single(sha1: Sha1Digest, path: Box<Path>, stat: FileStat) -> Self {
         IndexedFile {
             sha1,
             size: stat.size,
-            piece_size,
-            pieces: Box::default(),
+            chain: Box::default(),
             locations: Box::new([Location { path, stat }]),
         }
     }
 
-    /// SHA1 of each piece, in order; the last piece may be shorter; none
-    /// for an empty file.
-    pub fn pieces(&self) -> &[Sha1Digest] {
-        if self.pieces.is_empty() && self.size > 0 {
-            std::slice::from_ref(&self.sha1)
-        } else {
-            &self.pieces
-        }
+    /// The piece size: [`piece_size`](crate::protocol::piece_size) of the size.
+    pub fn piece_size(&self) -> u64 {
+        piece_size(self.size)
+    }
+
+    /// Number of pieces (none for an empty file).
+    pub fn piece_count(&self) -> usize {
+        usize::try_from(piece_count(self.size, self.piece_size())).unwrap_or(usize::MAX)
+    }
+
+    /// The SHA-1 chaining values at the piece boundaries, `c_1 .. c_(n-1)`
+    /// (see [`PieceList`]).
+    pub fn chain(&self) -> &[ChainValue] {
+        &self.chain
     }
 
     /// Every path holding this content, relative to the index root, sorted.
@@ -207,8 +199,7 @@ impl IndexedFile {
         Hashed {
             sha1: self.sha1,
             size: self.size,
-            piece_size: self.piece_size,
-            pieces: self.pieces().to_vec(),
+            chain: self.chain.to_vec(),
         }
     }
 
@@ -225,14 +216,9 @@ impl IndexedFile {
             .unwrap_or_else(|| self.sha1.to_hex())
     }
 
-    /// The piece hashes in the wire format of `GET /v1/files/<sha1>/pieces`.
+    /// The chain in the wire format of `GET /v1/files/<sha1>/pieces`.
     pub fn piece_list(&self) -> PieceList {
-        PieceList {
-            sha1: self.sha1,
-            size: self.size,
-            piece_size: self.piece_size,
-            pieces: self.pieces().to_vec(),
-        }
+        PieceList::new(self.sha1, self.size, self.chain.to_vec())
     }
 }
 
@@ -242,7 +228,7 @@ impl From<&IndexedFile> for CatalogEntry {
             sha1: e.sha1,
             size: e.size,
             name: e.name(),
-            piece_size: e.piece_size,
+            piece_size: e.piece_size(),
         }
     }
 }
@@ -273,14 +259,15 @@ mod tests {
 
     #[test]
     fn name_and_wire_conversions() {
+        let data = vec![3u8; 200_000];
+        let list = PieceList::of_content(&data);
         let h = Hashed {
-            sha1: Sha1Digest::of(b"x"),
-            size: 1,
-            piece_size: 4,
-            pieces: vec![Sha1Digest::of(b"x")],
+            sha1: list.sha1,
+            size: list.size,
+            chain: list.chain.clone(),
         };
         let st = FileStat {
-            size: 1,
+            size: 200_000,
             mtime_sec: 0,
             mtime_nsec: 0,
             ino: 1,
@@ -292,17 +279,21 @@ mod tests {
             e.paths().collect::<Vec<_>>(),
             [Path::new("a/y.txt"), Path::new("b/z.txt")]
         );
-        assert_eq!(e.pieces(), h.pieces, "one piece, not stored twice");
+        assert_eq!(e.piece_count(), 4);
+        assert_eq!(e.chain().len(), 3);
         let c = CatalogEntry::from(&e);
-        assert_eq!((c.size, c.piece_size, c.name.as_str()), (1, 4, "y.txt"));
-        assert_eq!(e.piece_list().pieces, h.pieces);
+        assert_eq!(
+            (c.size, c.piece_size, c.name.as_str()),
+            (200_000, 65536, "y.txt")
+        );
+        assert_eq!(e.piece_list(), list);
+        assert_eq!(e.hashed(), h);
         let empty = Hashed {
             sha1: Sha1Digest::of(b""),
             size: 0,
-            piece_size: 4,
-            pieces: vec![],
+            chain: vec![],
         };
         let e = IndexedFile::new(&empty, vec![("e".into(), FileStat { size: 0, ..st })]);
-        assert!(e.pieces().is_empty());
+        assert_eq!(e.piece_count(), 0);
     }
 }

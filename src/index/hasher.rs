@@ -1,9 +1,7 @@
-//! Whole-file and piece SHA1s in one read of the file.
-//!
-//! The first piece's hash is the whole-file hasher's state at the first
-//! piece boundary, so a file of one piece (the common case with 1 MiB pieces)
-//! is hashed once, and a file of `n` pieces costs `2 - 1/n` passes of SHA1
-//! over its bytes instead of 2.
+//! A file's SHA1 and its SHA-1 chaining values in one read and one SHA-1
+//! pass: the chaining values are the whole-file hasher's state at each
+//! piece boundary ([`crate::chain::Chainer`]), so the pieces cost nothing
+//! beyond the file's SHA1.
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
@@ -14,10 +12,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sha1::{Digest, Sha1};
-
 use super::entry::{FileStat, Hashed};
-use crate::digest::Sha1Digest;
+use crate::chain::Chainer;
+use crate::protocol::piece_size;
 
 /// Read buffer size: large enough to amortise syscalls, small enough for L2.
 const BUF_SIZE: usize = 1 << 20;
@@ -49,11 +46,12 @@ fn regular_stat(file: &File) -> io::Result<FileStat> {
     Ok(FileStat::of(&meta))
 }
 
-/// Hashes everything `r` yields. `progress` counts bytes as they are read;
-/// `stop` aborts the read with `ErrorKind::Interrupted`.
+/// Hashes everything `r` yields, cut by the piece size of `expected`
+/// bytes (the size listed). `progress` counts bytes
+/// as they are read; `stop` aborts the read with `ErrorKind::Interrupted`.
 pub fn hash_reader(
     r: impl Read,
-    piece_size: u64,
+    expected: u64,
     stop: &AtomicBool,
     progress: &AtomicU64,
 ) -> io::Result<Hashed> {
@@ -62,27 +60,22 @@ pub fn hash_reader(
             if buf.len() < BUF_SIZE {
                 buf.resize(BUF_SIZE, 0);
             }
-            hash_with(r, &mut buf, piece_size, stop, progress)
+            hash_with(r, &mut buf, expected, stop, progress)
         }
         // Re-entered on this thread (cannot happen today): use a fresh buffer.
-        Err(_) => hash_with(r, &mut vec![0u8; BUF_SIZE], piece_size, stop, progress),
+        Err(_) => hash_with(r, &mut vec![0u8; BUF_SIZE], expected, stop, progress),
     })
 }
 
 fn hash_with(
     mut r: impl Read,
     buf: &mut [u8],
-    piece_size: u64,
+    expected: u64,
     stop: &AtomicBool,
     progress: &AtomicU64,
 ) -> io::Result<Hashed> {
-    let piece_size = piece_size.max(1);
-    let mut whole = Sha1::new();
-    // `None` while in the first piece: the whole-file hasher stands for it.
-    let mut piece: Option<Sha1> = None;
-    let mut in_piece: u64 = 0;
+    let mut chainer = Chainer::new(piece_size(expected));
     let mut total: u64 = 0;
-    let mut pieces = Vec::new();
     loop {
         if stop.load(Ordering::Relaxed) {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "index stopped"));
@@ -95,40 +88,16 @@ fn hash_with(
         };
         total += n as u64;
         progress.fetch_add(n as u64, Ordering::Relaxed);
-        let mut data = &buf[..n];
-        while !data.is_empty() {
-            let room = piece_size - in_piece;
-            let take = usize::try_from(room).unwrap_or(usize::MAX).min(data.len());
-            let (now, rest) = data.split_at(take);
-            whole.update(now);
-            if let Some(p) = piece.as_mut() {
-                p.update(now);
-            }
-            in_piece += take as u64;
-            if in_piece == piece_size {
-                let done = match piece.take() {
-                    Some(p) => p,
-                    None => whole.clone(),
-                };
-                pieces.push(Sha1Digest::from_hasher(done));
-                piece = Some(Sha1::new());
-                in_piece = 0;
-            }
-            data = rest;
-        }
+        chainer.update(&buf[..n]);
     }
-    if in_piece > 0 {
-        let last = match piece {
-            Some(p) => p,
-            None => whole.clone(),
-        };
-        pieces.push(Sha1Digest::from_hasher(last));
-    }
+    // A read of another size than listed is cut at the listed size's
+    // pieces, but never used: the callers compare the size read with the
+    // stat and send the file to settle.
+    let (sha1, chain) = chainer.finish();
     Ok(Hashed {
-        sha1: Sha1Digest::from_hasher(whole),
+        sha1,
         size: total,
-        piece_size,
-        pieces,
+        chain,
     })
 }
 
@@ -194,7 +163,6 @@ pub enum Outcome {
 pub fn hash_unlisted(
     file: File,
     settle: Duration,
-    piece_size: u64,
     stop: &AtomicBool,
     progress: &AtomicU64,
 ) -> io::Result<Outcome> {
@@ -202,7 +170,7 @@ pub fn hash_unlisted(
     if !before.settled(settle) {
         return Ok(Outcome::Unsettled(before));
     }
-    let read = hash_listed(file, before.size, piece_size, stop, progress)?;
+    let read = hash_listed(file, before.size, stop, progress)?;
     if read.stat.same_content_key(&before) && read.hashed.size == read.stat.size {
         Ok(Outcome::Hashed(read))
     } else {
@@ -217,11 +185,10 @@ pub fn hash_unlisted(
 pub fn hash_listed(
     mut file: File,
     size: u64,
-    piece_size: u64,
     stop: &AtomicBool,
     progress: &AtomicU64,
 ) -> io::Result<HashedFile> {
-    let hashed = hash_reader((&mut file).take(size), piece_size, stop, progress)?;
+    let hashed = hash_reader((&mut file).take(size), size, stop, progress)?;
     Ok(HashedFile {
         hashed,
         stat: regular_stat(&file)?,
@@ -232,12 +199,12 @@ pub fn hash_listed(
 mod tests {
     use super::*;
 
-    fn reference(data: &[u8], piece: usize) -> Hashed {
+    fn reference(data: &[u8]) -> Hashed {
+        let list = crate::protocol::PieceList::of_content(data);
         Hashed {
-            sha1: Sha1Digest::of(data),
-            size: data.len() as u64,
-            piece_size: piece as u64,
-            pieces: data.chunks(piece).map(Sha1Digest::of).collect(),
+            sha1: list.sha1,
+            size: list.size,
+            chain: list.chain,
         }
     }
 
@@ -245,7 +212,7 @@ mod tests {
     struct Dribble<'a>(&'a [u8]);
     impl Read for Dribble<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.0.len().min(buf.len()).min(7);
+            let n = self.0.len().min(buf.len()).min(7 + buf.len() % 5000);
             buf[..n].copy_from_slice(&self.0[..n]);
             self.0 = &self.0[n..];
             Ok(n)
@@ -253,19 +220,33 @@ mod tests {
     }
 
     #[test]
-    fn pieces_match_reference_at_every_edge() {
+    fn chains_match_reference_at_every_edge() {
         let stop = AtomicBool::new(false);
         let prog = AtomicU64::new(0);
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
-        for piece in [1usize, 10, 64, 100, 999, 1000, 1001] {
-            for len in [0usize, 1, 9, 10, 11, 63, 64, 65, 100, 101, 999, 1000] {
-                let d = &data[..len];
-                let want = reference(d, piece);
-                let got = hash_reader(d, piece as u64, &stop, &prog).unwrap();
-                assert_eq!(got, want, "piece {piece} len {len}");
-                let got = hash_reader(Dribble(d), piece as u64, &stop, &prog).unwrap();
-                assert_eq!(got, want, "dribble piece {piece} len {len}");
-            }
+        let p = crate::protocol::BASE_BLOCK as usize;
+        let data: Vec<u8> = (0..5 * p as u32 + 100)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        for len in [
+            0usize,
+            1,
+            63,
+            64,
+            65,
+            p - 1,
+            p,
+            p + 1,
+            3 * p,
+            3 * p + 64,
+            5 * p + 99,
+        ] {
+            let d = &data[..len];
+            let want = reference(d);
+            assert_eq!(want.sha1, crate::digest::Sha1Digest::of(d));
+            let got = hash_reader(d, len as u64, &stop, &prog).unwrap();
+            assert_eq!(got, want, "len {len}");
+            let got = hash_reader(Dribble(d), len as u64, &stop, &prog).unwrap();
+            assert_eq!(got, want, "dribble len {len}");
         }
     }
 
@@ -277,7 +258,7 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, b"0123456789").unwrap();
         let settle = Duration::from_secs(60);
-        match hash_unlisted(open_path(&path).unwrap(), settle, 4, &stop, &prog).unwrap() {
+        match hash_unlisted(open_path(&path).unwrap(), settle, &stop, &prog).unwrap() {
             Outcome::Unsettled(st) => assert_eq!(st.size, 10),
             Outcome::Hashed(_) => panic!("a file written just now was read"),
         }
@@ -288,9 +269,9 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        match hash_unlisted(open_path(&path).unwrap(), settle, 4, &stop, &prog).unwrap() {
+        match hash_unlisted(open_path(&path).unwrap(), settle, &stop, &prog).unwrap() {
             Outcome::Hashed(h) => {
-                assert_eq!(h.hashed, reference(b"0123456789", 4));
+                assert_eq!(h.hashed, reference(b"0123456789"));
                 assert_eq!(h.stat.size, 10);
             }
             Outcome::Unsettled(_) => panic!("an old file waits"),
@@ -301,7 +282,7 @@ mod tests {
             .status()
             .unwrap()
             .success());
-        let err = hash_unlisted(open_path(&fifo).unwrap(), settle, 4, &stop, &prog).unwrap_err();
+        let err = hash_unlisted(open_path(&fifo).unwrap(), settle, &stop, &prog).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
@@ -309,7 +290,7 @@ mod tests {
     fn stop_flag_aborts() {
         let stop = AtomicBool::new(true);
         let prog = AtomicU64::new(0);
-        let err = hash_reader(&b"abc"[..], 4, &stop, &prog).unwrap_err();
+        let err = hash_reader(&b"abc"[..], 3, &stop, &prog).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Interrupted);
     }
 }

@@ -56,10 +56,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use entry::IndexedFile;
 pub(crate) use entry::{FileStat, Hashed};
-pub use walk::{PART_STATE_SUFFIX, PART_SUFFIX};
+pub use walk::{PART_CHAIN_SUFFIX, PART_STATE_SUFFIX, PART_SUFFIX};
 
 use crate::digest::Sha1Digest;
-use crate::protocol::DEFAULT_PIECE_SIZE;
 use store::{Delta, Store};
 
 /// How to build and maintain an index.
@@ -69,8 +68,6 @@ pub struct IndexOptions {
     pub root: PathBuf,
     /// Where the cache is kept; `None`: no persistence.
     pub state_dir: Option<PathBuf>,
-    /// Piece size in bytes (default [`DEFAULT_PIECE_SIZE`]).
-    pub piece_size: u64,
     /// Watch the directory and rescan periodically after the initial scan.
     pub live: bool,
     /// Time between stat rescans when live (default 30 s).
@@ -90,12 +87,11 @@ pub struct IndexOptions {
 }
 
 impl IndexOptions {
-    /// Defaults for `root`: no state dir, 1 MiB pieces, not live.
+    /// Defaults for `root`: no state dir, not live.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         IndexOptions {
             root: root.into(),
             state_dir: None,
-            piece_size: DEFAULT_PIECE_SIZE,
             live: false,
             rescan_interval: Duration::from_secs(30),
             settle: Duration::from_millis(500),
@@ -136,9 +132,6 @@ pub enum IndexError {
         /// The path given.
         path: PathBuf,
     },
-    /// The piece size is zero.
-    #[error("piece size must be at least 1 byte")]
-    PieceSize,
     /// The file-system watcher could not be started. (No longer returned:
     /// the watch is set up on the index thread, after the cache is served,
     /// because a recursive watch stats the whole tree; a failure is logged
@@ -372,9 +365,6 @@ impl Index {
     /// Loads the cache, starts background hashing (and the live watcher if
     /// `opts.live`); returns at once.
     pub fn open(opts: IndexOptions) -> Result<Index, IndexError> {
-        if opts.piece_size == 0 {
-            return Err(IndexError::PieceSize);
-        }
         let root = Index::check_dataset(&opts.root)?;
         let shared = Arc::new(Shared {
             root: root.clone(),

@@ -239,7 +239,7 @@ impl Worker {
         stat: FileStat,
         delta: &mut Delta,
     ) -> bool {
-        let Some(h) = self.renames.reuse(&stat, self.opts.piece_size) else {
+        let Some(h) = self.renames.reuse(&stat) else {
             return false;
         };
         self.settling.remove(rel);

@@ -44,10 +44,10 @@ impl Renames {
     }
 
     /// Hashes known without reading: a recently removed file with the same
-    /// device, inode, size and mtime (a rename), hashed with `piece_size`.
-    pub fn reuse(&self, stat: &FileStat, piece_size: u64) -> Option<Arc<Hashed>> {
+    /// device, inode, size and mtime (a rename).
+    pub fn reuse(&self, stat: &FileStat) -> Option<Arc<Hashed>> {
         let r = self.by_inode.get(&(stat.dev, stat.ino))?;
-        (r.stat == *stat && r.hashed.piece_size == piece_size).then(|| r.hashed.clone())
+        (r.stat == *stat).then(|| r.hashed.clone())
     }
 
     /// A file with `stat` is indexed again: its inode is no removed file's.
@@ -94,8 +94,7 @@ mod tests {
         Arc::new(Hashed {
             sha1: Sha1Digest::of(b"abc"),
             size: 3,
-            piece_size: 4,
-            pieces: vec![Sha1Digest::of(b"abc")],
+            chain: vec![],
         })
     }
 
@@ -105,20 +104,19 @@ mod tests {
         let mut r = Renames::default();
         r.remember(stat(1), hashed(), t);
         r.remember(stat(2), hashed(), t + Duration::from_secs(30));
-        assert!(r.reuse(&stat(1), 4).is_some());
-        assert!(r.reuse(&stat(1), 8).is_none(), "other piece size");
+        assert!(r.reuse(&stat(1)).is_some());
         let mut touched = stat(1);
         touched.mtime_sec = 2;
-        assert!(r.reuse(&touched, 4).is_none(), "changed since");
+        assert!(r.reuse(&touched).is_none(), "changed since");
         r.expire(t + KEEP_REMOVED);
-        assert!(r.reuse(&stat(1), 4).is_none(), "expired");
-        assert!(r.reuse(&stat(2), 4).is_some(), "not yet");
+        assert!(r.reuse(&stat(1)).is_none(), "expired");
+        assert!(r.reuse(&stat(2)).is_some(), "not yet");
         r.forget(&stat(2));
-        assert!(r.reuse(&stat(2), 4).is_none(), "indexed again");
+        assert!(r.reuse(&stat(2)).is_none(), "indexed again");
         // Removed again later: the first, stale expiry leaves it alone.
         r.remember(stat(3), hashed(), t);
         r.remember(stat(3), hashed(), t + Duration::from_secs(50));
         r.expire(t + KEEP_REMOVED);
-        assert!(r.reuse(&stat(3), 4).is_some());
+        assert!(r.reuse(&stat(3)).is_some());
     }
 }

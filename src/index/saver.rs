@@ -42,12 +42,12 @@ impl Saver {
 
     /// Puts the cache's records into the store (`opened`: when the index
     /// opened, for the log line).
-    pub fn load(&self, shared: &Shared, root: &Path, piece_size: u64, opened: Instant) {
+    pub fn load(&self, shared: &Shared, root: &Path, opened: Instant) {
         let Some(path) = &self.path else { return };
         let mut store = shared.store.write();
         let mut delta = Delta::default();
         let mut n = 0usize;
-        let loaded = cache::load(path, root, piece_size, |count, rec| {
+        let loaded = cache::load(path, root, |count, rec| {
             if n == 0 {
                 store.reserve(count);
             }

@@ -18,6 +18,9 @@ use super::entry::FileStat;
 pub const PART_SUFFIX: &str = ".part";
 /// Suffix of the piece state kept next to a download in progress.
 pub const PART_STATE_SUFFIX: &str = ".part.state";
+/// Suffix of the piece list (chaining values) a download in progress
+/// verifies against, written once beside its state.
+pub const PART_CHAIN_SUFFIX: &str = ".part.chain";
 
 /// What to skip while listing.
 #[derive(Debug, Clone)]
@@ -74,6 +77,7 @@ pub fn skip_name(name: &OsStr, include_hidden: bool) -> bool {
     (!include_hidden && b.first() == Some(&b'.'))
         || b.ends_with(PART_SUFFIX.as_bytes())
         || b.ends_with(PART_STATE_SUFFIX.as_bytes())
+        || b.ends_with(PART_CHAIN_SUFFIX.as_bytes())
 }
 
 impl WalkRules {

@@ -139,12 +139,8 @@ impl Worker {
         };
         let ((), (watched, listing)) = pool.join(
             || {
-                self.saver.load(
-                    &self.shared,
-                    &self.rules.root,
-                    self.opts.piece_size,
-                    self.progress.opened,
-                )
+                self.saver
+                    .load(&self.shared, &self.rules.root, self.progress.opened)
             },
             || {
                 let watched = live.then(|| watch(&rules.root));
@@ -312,8 +308,7 @@ impl Worker {
         if self.inflight.is_empty() {
             self.progress.restart(&self.shared.counters);
         }
-        let (piece_size, settle) = (self.opts.piece_size, self.opts.settle);
-        self.inflight
-            .start(&self.shared, piece_size, settle, pool, res, files);
+        let settle = self.opts.settle;
+        self.inflight.start(&self.shared, settle, pool, res, files);
     }
 }

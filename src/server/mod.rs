@@ -83,7 +83,7 @@ pub trait FileSource: Send + Sync + 'static {
     /// The pieces held of a served file (all of them unless the file is
     /// still being downloaded); `None` if it is not served.
     fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
-        self.pieces(sha1).map(|p| Bitfield::full(p.pieces.len()))
+        self.pieces(sha1).map(|p| Bitfield::full(p.len()))
     }
     /// A hint for a downloader of a file this peer holds whole: the pieces
     /// it offers that downloader (a few of the least uploaded, different

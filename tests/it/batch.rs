@@ -64,7 +64,7 @@ fn a_batch_of_small_files_is_verified_and_shares_its_connections() {
         .map(|i| {
             let src = dir.path().join(format!("src{i}"));
             random_file(&src, 1000 + i * 1500, 300 + i);
-            Served::honest(&src, SMALL_PIECE)
+            Served::honest(&src)
         })
         .collect();
     let peer = TestPeer::start("batch-peer", files.clone());

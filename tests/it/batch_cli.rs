@@ -291,7 +291,6 @@ fn an_interrupted_batch_keeps_its_verified_pieces_and_the_rerun_completes_it() {
         .collect();
     let _peer = Serve::new(&etcd.endpoint())
         .arg("--namespace", "batch-int")
-        .arg("--piece-size", "65536")
         .dataset(&dataset)
         .state_dir(dir.path().join("peer-state"))
         .start();

@@ -142,7 +142,7 @@ fn help_exits_0_and_usage_errors_exit_2_for_every_command() {
     );
     assert_code(&cli(&["fetch"]), 2, "--help");
     assert_code(&cli(&["list", "--etcd"]), 2, "--help");
-    assert_code(&cli(&["index", "--piece-size", "big"]), 2, "--help");
+    assert_code(&cli(&["index", "--piece-size", "65536"]), 2, "--help");
     assert_code(&cli(&["get", "--jobs", "-1", "x"]), 2, "--help");
 }
 

@@ -450,7 +450,7 @@ fn hostile_catalogs_and_piece_lists_do_not_stop_files_or_get_and_memory_stays_bo
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wanted.bin");
     random_file(&path, 4 << 20, 51);
-    let served = Served::honest(&path, SMALL_PIECE);
+    let served = Served::honest(&path);
     let sha1 = served.sha1();
 
     let honest: Vec<TestPeer> = (0..2)
@@ -573,7 +573,7 @@ fn a_gzip_bomb_catalog_is_refused_with_a_clear_error_and_memory_stays_bounded() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wanted.bin");
     random_file(&path, 100_000, 52);
-    let served = Served::honest(&path, SMALL_PIECE);
+    let served = Served::honest(&path);
     let honest = TestPeer::start("honest", vec![served.clone()]);
     let bomb = HostilePeer(gzip_bomb_peer(&served));
     let _regs = [honest.register(&ep, ns), bomb.register("bomber", &ep, ns)];
@@ -673,7 +673,7 @@ fn disk_full_stops_get_with_a_clear_error_and_the_same_command_resumes() {
     let size = 16u64 << 20;
     let path = dir.path().join("big.bin");
     random_file(&path, size, 61);
-    let served = Served::honest(&path, SMALL_PIECE);
+    let served = Served::honest(&path);
     let sha1 = served.sha1();
     let peers: Vec<TestPeer> = (0..2)
         .map(|i| TestPeer::start(&format!("p{i}"), vec![served.clone()]))
@@ -737,7 +737,6 @@ fn files_deleted_or_truncated_while_served_fail_over_and_the_index_follows() {
         .map(|d| {
             Serve::new(&ep)
                 .arg("--namespace", ns)
-                .arg("--piece-size", &SMALL_PIECE.to_string())
                 .arg("--rescan", "1")
                 .dataset(d)
                 .start()

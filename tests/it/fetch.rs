@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use piratebay_sync::etcd::{Client, Config};
-use piratebay_sync::protocol::DEFAULT_PIECE_SIZE;
 use piratebay_sync::{
     Catalog, CatalogOptions, DownloadOptions, Downloader, FetchError, Holder, HolderSource,
     NetworkHolders, PeerInfo, PeerRecord, Progress, ProgressFn, Summary,
@@ -51,6 +50,10 @@ fn assert_downloaded(summary: &Summary, served: &Served) {
         !state_path(&summary.path).exists(),
         ".part.state left behind"
     );
+    assert!(
+        !chain_path(&summary.path).exists(),
+        ".part.chain left behind"
+    );
 }
 
 #[test]
@@ -61,7 +64,7 @@ fn sizes_from_one_three_and_eight_holders() {
     for (k, size) in [0, 1, p, p + 1, 5 * p + 17].into_iter().enumerate() {
         let src = dir.path().join(format!("src{k}"));
         random_file(&src, size, k as u64);
-        let served = Served::honest(&src, p);
+        let served = Served::honest(&src);
         for n in [1, 3, 8] {
             let peers = peers(n, std::slice::from_ref(&served));
             let out = dir.path().join(format!("out{k}-{n}"));
@@ -76,17 +79,20 @@ fn sizes_from_one_three_and_eight_holders() {
                 summary.bytes_received
             );
             assert!(summary.bad_peers.is_empty());
+            // One SHA-1 pass per byte: nothing opened the .part, so
+            // nothing was read back.
+            assert_eq!(summary.rechecked_bytes, 0, "size {size} from {n}");
         }
     }
 }
 
 #[test]
-fn two_hundred_mib_with_default_pieces_from_three_holders() {
+fn two_hundred_mib_in_pieces_of_1_mib_from_three_holders() {
     init_test_log();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("big.bin");
     random_file(&src, 200 << 20, 42);
-    let served = Served::honest(&src, DEFAULT_PIECE_SIZE);
+    let served = Served::honest(&src);
     let peers = peers(3, std::slice::from_ref(&served));
     let out = dir.path().join("big.out");
     let summary = download(opts(), &served, &out, &holders(&peers), None).unwrap();
@@ -105,7 +111,7 @@ fn a_holder_shut_down_mid_download_leaves_the_others_to_finish() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 48 * SMALL_PIECE, 7);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let mut all = peers(3, std::slice::from_ref(&served));
     let list = holders(&all);
     let victim = Mutex::new(Some(all.remove(0)));
@@ -137,7 +143,7 @@ fn a_holder_serving_wrong_bytes_is_dropped_and_named() {
     let (src, other) = (dir.path().join("real"), dir.path().join("other"));
     random_file(&src, 12 * SMALL_PIECE + 5, 1);
     random_file(&other, 12 * SMALL_PIECE + 5, 2);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let liar = TestPeer::start("liar", vec![Served::wrong_bytes(&served, &other)]);
     let honest = peers(2, std::slice::from_ref(&served));
     let mut list = vec![liar.holder()];
@@ -150,7 +156,7 @@ fn a_holder_serving_wrong_bytes_is_dropped_and_named() {
 }
 
 #[test]
-fn a_false_piece_list_is_caught_by_the_whole_file_hash() {
+fn a_false_chain_is_caught_when_its_last_piece_arrives_and_its_holders_named() {
     init_test_log();
     let dir = tempfile::tempdir().unwrap();
     let (src, other) = (dir.path().join("real"), dir.path().join("other"));
@@ -161,7 +167,7 @@ fn a_false_piece_list_is_caught_by_the_whole_file_hash() {
     bytes[10] ^= 1;
     bytes[5 * SMALL_PIECE as usize] ^= 1;
     std::fs::write(&other, bytes).unwrap();
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let lie = Served::lying_list(&served, &other);
     // Two liars agree, so their list is tried first.
     let liars = [
@@ -195,7 +201,7 @@ fn only_bad_holders_fail_cleanly_naming_them() {
     let (src, other) = (dir.path().join("real"), dir.path().join("other"));
     random_file(&src, 4 * SMALL_PIECE, 4);
     random_file(&other, 4 * SMALL_PIECE, 5);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let bad_bytes = TestPeer::start("bad-bytes", vec![Served::wrong_bytes(&served, &other)]);
     let bad_list = TestPeer::start("bad-list", vec![Served::lying_list(&served, &other)]);
     let out = dir.path().join("out");
@@ -224,7 +230,7 @@ fn stalling_dripping_short_long_and_hanging_up_peers_are_survived() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 16 * SMALL_PIECE + 9, 6);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let evil: Vec<RawPeer> = [
         Evil::Stall,
         Evil::Drip,
@@ -259,7 +265,7 @@ fn every_holder_dead_is_a_clean_error() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 3 * SMALL_PIECE, 8);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let evil = EvilPeer::start(Evil::Short, &served);
     let out = dir.path().join("out");
     let err = download(opts(), &served, &out, &vec![evil.holder("cut")], None).unwrap_err();
@@ -275,7 +281,7 @@ fn cancel_then_resume_fetches_only_the_missing_pieces() {
     let src = dir.path().join("f");
     let size = 40 * SMALL_PIECE;
     random_file(&src, size, 9);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peers = peers(2, std::slice::from_ref(&served));
     let out = dir.path().join("out");
     let cancel = Arc::new(AtomicBool::new(false));
@@ -298,6 +304,11 @@ fn cancel_then_resume_fetches_only_the_missing_pieces() {
     let summary = download(opts(), &served, &out, &holders(&peers), None).unwrap();
     assert_downloaded(&summary, &served);
     assert!(summary.resumed_bytes >= size / 2, "{summary:?}");
+    // Only the pieces the state claimed are read back and verified.
+    assert_eq!(
+        summary.rechecked_bytes, summary.resumed_bytes,
+        "{summary:?}"
+    );
     assert!(
         summary.bytes_received < size * 6 / 10,
         "only the missing half is fetched: {summary:?}"
@@ -311,7 +322,7 @@ fn a_corrupted_part_is_not_trusted_on_resume() {
     let src = dir.path().join("f");
     let size = 8 * SMALL_PIECE;
     random_file(&src, size, 10);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peer = TestPeer::start("p", vec![served.clone()]);
     let out = dir.path().join("out");
     // A .part claiming every piece verified, with one byte flipped.
@@ -323,6 +334,74 @@ fn a_corrupted_part_is_not_trusted_on_resume() {
     assert_downloaded(&summary, &served);
     assert_eq!(summary.resumed_bytes, 7 * SMALL_PIECE);
     assert_eq!(summary.bytes_received, SMALL_PIECE);
+    assert_eq!(
+        summary.rechecked_bytes,
+        8 * SMALL_PIECE,
+        "the claimed pieces, once"
+    );
+}
+
+#[test]
+fn a_state_of_the_previous_form_still_saves_its_verified_bytes() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f");
+    let size = 10 * SMALL_PIECE + 5;
+    random_file(&src, size, 12);
+    let served = Served::honest(&src);
+    let peer = TestPeer::start("p", vec![served.clone()]);
+    let out = dir.path().join("out");
+    // The previous version cut it in pieces of 4 base blocks and verified
+    // its first two (8 base blocks); the .part holds them.
+    let bytes = std::fs::read(&src).unwrap();
+    let old_piece = 4 * SMALL_PIECE;
+    std::fs::write(part_path(&out), &bytes[..2 * old_piece as usize]).unwrap();
+    write_old_state(&out, &bytes, old_piece, &[true, true, false]);
+    let summary = download(opts(), &served, &out, &vec![peer.holder()], None).unwrap();
+    assert_downloaded(&summary, &served);
+    assert_eq!(summary.resumed_bytes, 8 * SMALL_PIECE);
+    assert_eq!(summary.rechecked_bytes, 8 * SMALL_PIECE);
+    assert_eq!(summary.bytes_received, size - 8 * SMALL_PIECE);
+}
+
+#[test]
+fn a_holder_of_the_previous_piece_list_form_is_never_mixed_in() {
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f");
+    random_file(&src, 6 * SMALL_PIECE + 1, 13);
+    let served = Served::honest(&src);
+    // What a peer of the previous version answers: no form, no chain
+    // (its per-piece SHA1s are not read).
+    let mut old = served.clone();
+    old.pieces.form.clear();
+    old.pieces.chain.clear();
+    let elder = TestPeer::start("elder", vec![old]);
+    let out = dir.path().join("out");
+    let err = download(opts(), &served, &out, &vec![elder.holder()], None).unwrap_err();
+    assert!(
+        err.to_string().contains("previous piece-list form"),
+        "{err}"
+    );
+    let FetchError::NoPieceList { failures, .. } = err else {
+        panic!("not a piece-list failure: {err}");
+    };
+    assert_eq!(
+        failures[0].reason.kind(),
+        piratebay_sync::HolderFaultKind::OtherVersion
+    );
+    let honest = TestPeer::start("honest", vec![served.clone()]);
+    let summary = download(
+        opts(),
+        &served,
+        &out,
+        &vec![elder.holder(), honest.holder()],
+        None,
+    )
+    .unwrap();
+    assert_downloaded(&summary, &served);
+    assert_eq!(summary.peers_used, vec!["honest".to_string()]);
+    assert!(summary.bad_peers.is_empty(), "skipped, not bad");
 }
 
 #[test]
@@ -331,7 +410,7 @@ fn existing_output_same_content_is_success_different_needs_force() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 3 * SMALL_PIECE, 11);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peer = TestPeer::start("p", vec![served.clone()]);
     let out = dir.path().join("out");
     std::fs::copy(&src, &out).unwrap();
@@ -357,7 +436,7 @@ fn holders_found_through_etcd_and_a_holder_joining_mid_download() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 32 * SMALL_PIECE, 12);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let first = TestPeer::start("first", vec![served.clone()]);
     let late = TestPeer::start("late", vec![served.clone()]);
     let _reg1 = first.register(&etcd.endpoint(), ns);
@@ -386,17 +465,16 @@ fn a_peer_claiming_a_huge_size_costs_no_disk_space() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("f");
     random_file(&src, 3 * SMALL_PIECE, 14);
-    let served = Served::honest(&src, SMALL_PIECE);
-    let piece_size = 64 << 20; // the largest piece size a download accepts
-    let size = 10u64 << 40; // 10 TiB
+    let served = Served::honest(&src);
+    let size = 100u64 << 30; // 100 GiB, a chain of 102,399 values
+    let n = piratebay_sync::protocol::piece_count(size, piratebay_sync::protocol::piece_size(size));
     let huge = Served {
         name: "huge".into(),
-        pieces: piratebay_sync::protocol::PieceList {
-            sha1: served.sha1(),
+        pieces: piratebay_sync::protocol::PieceList::new(
+            served.sha1(),
             size,
-            piece_size,
-            pieces: vec![piratebay_sync::Sha1Digest::of(b"x"); (size / piece_size) as usize],
-        },
+            vec![piratebay_sync::ChainValue([7; 20]); n as usize - 1],
+        ),
         data: src.clone(),
     };
     let liar = TestPeer::start("huge", vec![huge]);
@@ -426,7 +504,7 @@ fn max_rate_caps_the_total_rate_across_holders() {
     let src = dir.path().join("f");
     let size = 12 * SMALL_PIECE; // 3 MiB
     random_file(&src, size, 15);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peers = peers(3, std::slice::from_ref(&served));
     let out = dir.path().join("out");
     let mut o = opts();
@@ -465,7 +543,7 @@ fn catalog_asks_a_peer_again_only_when_its_generation_changes() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("a.txt");
     random_file(&src, 100, 16);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peer = TestPeer::start("p", vec![served.clone()]);
     let dead = free_addr().to_string();
     let mut catalog = Catalog::new(CatalogOptions::default());
@@ -510,7 +588,7 @@ fn a_holder_whose_first_addresses_refuse_is_dialled_on_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     random_file(&src, 3 * SMALL_PIECE + 5, 11);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let peer = TestPeer::start("multi", vec![served.clone()]);
     let closed = |ip: &str| {
         let l = std::net::TcpListener::bind((ip, 0)).unwrap();

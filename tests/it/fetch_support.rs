@@ -21,8 +21,9 @@ use piratebay_sync::{
 
 use crate::support::next_loopback_ip;
 
-/// Piece size used where it does not matter (fast tests).
-pub const SMALL_PIECE: u64 = 256 * 1024;
+/// The piece size of every file of up to 16 MiB (the base block): tests
+/// size their files in it.
+pub const SMALL_PIECE: u64 = piratebay_sync::protocol::BASE_BLOCK;
 
 /// Writes `size` pseudo-random bytes (seeded) to `path`.
 pub fn random_file(path: &Path, size: u64, seed: u64) -> Sha1Digest {
@@ -58,18 +59,10 @@ pub fn sha1sum(path: &Path) -> String {
         .to_string()
 }
 
-/// The piece list of a file's content.
-pub fn piece_list(path: &Path, piece_size: u64) -> PieceList {
-    let data = std::fs::read(path).unwrap();
-    PieceList {
-        sha1: Sha1Digest::of(&data),
-        size: data.len() as u64,
-        piece_size,
-        pieces: data
-            .chunks(piece_size as usize)
-            .map(Sha1Digest::of)
-            .collect(),
-    }
+/// The piece list of a file's content (its chaining values, cut by the
+/// piece size every peer uses for its size).
+pub fn piece_list(path: &Path) -> PieceList {
+    PieceList::of_content(&std::fs::read(path).unwrap())
 }
 
 /// One file a test source serves: what it advertises and where its bytes are.
@@ -82,10 +75,10 @@ pub struct Served {
 
 impl Served {
     /// The file at `path`, honestly.
-    pub fn honest(path: &Path, piece_size: u64) -> Served {
+    pub fn honest(path: &Path) -> Served {
         Served {
             name: path.file_name().unwrap().to_string_lossy().into_owned(),
-            pieces: piece_list(path, piece_size),
+            pieces: piece_list(path),
             data: path.to_path_buf(),
         }
     }
@@ -98,9 +91,11 @@ impl Served {
         }
     }
 
-    /// `real`'s sha1 with `other`'s bytes and a piece list that matches them.
+    /// `real`'s sha1 with `other`'s bytes and a chain that matches them
+    /// (every piece but the last verifies: that one cannot finish to the
+    /// SHA1).
     pub fn lying_list(real: &Served, other: &Path) -> Served {
-        let mut pieces = piece_list(other, real.pieces.piece_size);
+        let mut pieces = piece_list(other);
         pieces.sha1 = real.pieces.sha1;
         Served {
             name: real.name.clone(),

@@ -213,11 +213,11 @@ fn catalog_names_are_escaped_on_screen_and_never_give_hidden_or_bidi_file_names(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("src.bin");
     random_file(&path, 200_000, 3);
-    let mut served = Served::honest(&path, SMALL_PIECE);
+    let mut served = Served::honest(&path);
     served.name = ".bashrc\u{202e}gpj.exe".into();
     let other = dir.path().join("other.bin");
     random_file(&other, 1000, 4);
-    let mut shouting = Served::honest(&other, SMALL_PIECE);
+    let mut shouting = Served::honest(&other);
     shouting.name = "\u{1b}]0;owned\u{7}\u{1b}[31mred\u{200b}\u{2067}".into();
     let peer = TestPeer::start("names0", vec![served.clone(), shouting]);
     let _reg = peer.register(&ep, ns);
@@ -302,7 +302,7 @@ fn thirty_huge_catalogs_leave_files_and_get_bounded_in_memory_and_cache() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wanted.bin");
     random_file(&path, 1 << 20, 9);
-    let served = Served::honest(&path, SMALL_PIECE);
+    let served = Served::honest(&path);
     let honest = TestPeer::start("honest", vec![served.clone()]);
     let _reg = honest.register(&ep, ns);
     let hostile: Vec<RawPeer> = (0..30)
@@ -372,7 +372,7 @@ fn ten_thousand_records_at_silent_or_closed_ports_cost_one_deadline_and_one_warn
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wanted.bin");
     random_file(&path, 300_000, 11);
-    let served = Served::honest(&path, SMALL_PIECE);
+    let served = Served::honest(&path);
     let honest = TestPeer::start("zz-honest", vec![served.clone()]);
     let _reg = honest.register(&ep, ns);
     // 64 listeners on one host that accept (in the kernel) and never answer,
@@ -448,7 +448,7 @@ fn part_and_state_files_planted_as_symlinks_are_never_written_through() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("src.bin");
     random_file(&path, 600_000, 5);
-    let served = Served::honest(&path, SMALL_PIECE);
+    let served = Served::honest(&path);
     let peer = TestPeer::start("links0", vec![served.clone()]);
     let _reg = peer.register(&ep, ns);
     let state = dir.path().join("state");
@@ -571,7 +571,7 @@ fn a_part_changed_by_another_process_during_a_resumed_get_is_never_renamed_into_
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("src.bin");
     random_file(&path, 8 * SMALL_PIECE, 13);
-    let served = Served::honest(&path, SMALL_PIECE);
+    let served = Served::honest(&path);
     let sha1 = served.sha1();
     // A resumable .part: the first half verified.
     let out_dir = tempfile::tempdir().unwrap();

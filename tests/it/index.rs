@@ -84,13 +84,18 @@ fn check_hashes(index: &Index, root: &Path, rel: &str) -> Arc<IndexedFile> {
     assert_eq!(sha1.to_hex(), sha1sum(&path), "{rel}");
     let e = index.get(&sha1).unwrap();
     let bytes = fs::read(&path).unwrap();
-    let want: Vec<Sha1Digest> = bytes
-        .chunks(usize::try_from(e.piece_size).unwrap())
-        .map(Sha1Digest::of)
-        .collect();
-    assert_eq!(e.pieces(), want, "{rel} pieces");
+    let want = piratebay_sync::protocol::PieceList::of_content(&bytes);
+    assert_eq!(e.piece_list(), want, "{rel} chain");
     assert_eq!(e.size, bytes.len() as u64);
-    assert_eq!(e.piece_list().pieces.len(), want.len());
+    // Every piece verifies against the index's chain, the last one to the SHA1.
+    let list = e.piece_list();
+    for (i, piece) in bytes.chunks(e.piece_size() as usize).enumerate() {
+        assert!(list.verify(i, piece), "{rel} piece {i}");
+    }
+    assert_eq!(
+        e.piece_count(),
+        bytes.len().div_ceil(e.piece_size() as usize)
+    );
     e
 }
 
@@ -110,29 +115,26 @@ fn hashes_match_sha1sum_at_piece_edges() {
     for (i, (name, len)) in cases.iter().enumerate() {
         put_old(root, name, &data(*len, i as u64 + 1));
     }
-    let mut o = opts(root);
-    o.piece_size = piece as u64;
-    let index = open_ready(o);
+    let index = open_ready(opts(root));
     for (name, len) in cases {
         let e = check_hashes(&index, root, name);
-        assert_eq!(e.pieces().len(), len.div_ceil(piece), "{name}");
+        assert_eq!(e.piece_count(), len.div_ceil(piece), "{name}");
     }
     assert_eq!(index.len(), cases.len());
 }
 
 #[test]
-fn hashes_match_at_default_piece_size() {
+fn hashes_match_where_the_piece_size_doubles() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let p = piratebay_sync::protocol::DEFAULT_PIECE_SIZE as usize;
-    put_old(root, "exact", &data(p, 7));
-    put_old(root, "three-and-a-bit", &data(3 * p + 123, 8));
+    let mib = 1024 * KIB;
+    put_old(root, "sixteen", &data(16 * mib, 7));
+    put_old(root, "sixteen-and-a-bit", &data(16 * mib + 123, 8));
     let index = open_ready(opts(root));
-    assert_eq!(check_hashes(&index, root, "exact").pieces().len(), 1);
-    assert_eq!(
-        check_hashes(&index, root, "three-and-a-bit").pieces().len(),
-        4
-    );
+    let e = check_hashes(&index, root, "sixteen");
+    assert_eq!((e.piece_size(), e.piece_count()), (64 * KIB as u64, 256));
+    let e = check_hashes(&index, root, "sixteen-and-a-bit");
+    assert_eq!((e.piece_size(), e.piece_count()), (128 * KIB as u64, 129));
 }
 
 #[test]
@@ -142,10 +144,8 @@ fn hundred_megabyte_file_matches_sha1sum() {
     put_old(root, "big.bin", &data(100_000_000, 42));
     let index = open_ready(opts(root));
     let e = check_hashes(&index, root, "big.bin");
-    assert_eq!(
-        e.pieces().len() as u64,
-        100_000_000u64.div_ceil(piratebay_sync::protocol::DEFAULT_PIECE_SIZE)
-    );
+    assert_eq!(e.piece_size(), 512 * KIB as u64);
+    assert_eq!(e.piece_count() as u64, 100_000_000u64.div_ceil(512 * 1024));
 }
 
 #[test]
@@ -514,7 +514,7 @@ fn cli_index_json_matches_sha1sum_and_reuses_cache() {
     let big = rows.iter().find(|r| r["path"] == "sub/b.bin").unwrap();
     assert_eq!(
         big["pieces"],
-        (5 * 1024 * KIB as u64).div_ceil(piratebay_sync::protocol::DEFAULT_PIECE_SIZE)
+        (5 * 1024 * KIB as u64).div_ceil(piratebay_sync::protocol::BASE_BLOCK)
     );
     assert_eq!(run(), rows, "second run from the cache prints the same");
 }

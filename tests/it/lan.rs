@@ -19,7 +19,6 @@ use crate::support::*;
 
 /// Piece size of the peers here: several pieces per file, so a download
 /// is spread over the holders.
-const PIECE: &str = "1048576";
 const MIB: u64 = 1024 * 1024;
 /// Limit for a `get` or `list` that should succeed.
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,13 +48,9 @@ impl Dataset {
     }
 }
 
-/// A peer on `host` sharing `data`, registering at `etcd`, 1 MiB pieces.
+/// A peer on `host` sharing `data`, registering at `etcd`.
 fn holder(host: &Host, etcd: &str, data: &Dataset) -> ServePeer {
-    Serve::new(etcd)
-        .on_host(host)
-        .dataset(data.path())
-        .arg("--piece-size", PIECE)
-        .start()
+    Serve::new(etcd).on_host(host).dataset(data.path()).start()
 }
 
 /// `piratebay-sync list --json` on `host` (`None`: this namespace).
@@ -391,6 +386,68 @@ fn peer_on_the_etcd_host_is_downloadable_from_another_host() {
     let out = get_on(&b, &etcd_lan, &data.sha1, &dest, state.path());
     assert_got(&out, &dest, &data.sha1);
     drop(etcd);
+}
+
+/// A browser on a third LAN host opens one peer's status page: the row of
+/// a file only the other peer holds links it at that peer's LAN address
+/// (not its loopback one, which it also advertises), the row of the page
+/// peer's own file links it on the page's origin; a click on each row in
+/// that browser downloads the file, SHA1 checked.
+#[test]
+fn status_page_links_download_from_a_browser_on_another_host() {
+    let mut lab = Lab::new();
+    let a = lab.add_host();
+    let b = lab.add_host();
+    let c = lab.add_host();
+    let etcd = EtcdServer::on_host(&a);
+    let etcd_lan = format!("http://{}:2379", a.ip);
+    let mine = Dataset::new("mine.bin", 200_000, 21);
+    let theirs = Dataset::new("theirs.bin", 300_000, 22);
+    let page_peer = holder(&a, "http://127.0.0.1:2379", &mine);
+    let other = holder(&b, &etcd_lan, &theirs);
+    wait_indexed(&etcd_lan, &[(&a, &page_peer)], &mine.sha1);
+    wait_indexed(&etcd_lan, &[(&b, &other)], &theirs.sha1);
+    let page = format!("http://{}:{LAB_PORT}/", a.ip);
+    wait_until(Duration::from_secs(30), "the page lists both files", || {
+        ureq::get(format!("{page}v1/status"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .is_some_and(|s| s.contains(&mine.sha1) && s.contains(&theirs.sha1))
+    });
+    let mut browser = crate::support::devtools::Browser::open_with(c.command("chromium"), &page);
+    browser.wait_true(
+        "document.querySelectorAll('#files a.dl').length === 2",
+        Duration::from_secs(30),
+    );
+    let mut href = |name: &str| {
+        browser.eval(&format!(
+            "Array.from(document.querySelectorAll('#files a.dl'))\
+             .filter(function(a){{return a.textContent==={name:?};}})\
+             .map(function(a){{return a.getAttribute('href');}})[0]"
+        ))
+    };
+    assert_eq!(
+        href("theirs.bin"),
+        format!("http://{}:{LAB_PORT}/v1/files/{}", b.ip, theirs.sha1).as_str()
+    );
+    assert_eq!(
+        href("mine.bin"),
+        format!("/v1/files/{}", mine.sha1).as_str()
+    );
+    for data in [&mine, &theirs] {
+        let name = data.file.file_name().unwrap().to_str().unwrap();
+        let clicked = browser.eval(&format!(
+            "(function(){{var a=Array.from(document.querySelectorAll('#files a.dl'))\
+             .find(function(x){{return x.textContent==={name:?};}});\
+             if(!a){{return false;}}a.click();return true;}})()"
+        ));
+        assert_eq!(clicked, Value::Bool(true), "{name}");
+        let saved = browser.downloaded(name, Duration::from_secs(30));
+        assert_eq!(sha1_of_file(&saved).to_string(), data.sha1, "{name}");
+    }
+    drop(browser);
+    drop((page_peer, other, etcd));
 }
 
 /// A host with two interfaces, the first (with the default route) on a

@@ -11,8 +11,6 @@ use std::time::Duration;
 use crate::fetch_support::{random_file, sha1_of_file};
 use crate::support::*;
 
-const PIECE: &str = "524288";
-const PIECE_BYTES: u64 = 524_288;
 const MIB: u64 = 1024 * 1024;
 const GET_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -43,19 +41,10 @@ impl Swarm {
         let seed = Serve::new(&etcd.endpoint())
             .on_host(&seed_host)
             .dataset(data.path())
-            .arg("--piece-size", PIECE)
             .start();
         let peers: Vec<ServePeer> = hosts
             .iter()
-            .map(|h| {
-                // The seed's piece size: a host indexes the finished file
-                // with its own, and one size across the swarm keeps every
-                // holder's piece list the same.
-                Serve::new(&etcd.endpoint())
-                    .on_host(h)
-                    .arg("--piece-size", PIECE)
-                    .start()
-            })
+            .map(|h| Serve::new(&etcd.endpoint()).on_host(h).start())
             .collect();
         let ids: Vec<String> = std::iter::once(&seed)
             .chain(&peers)
@@ -133,7 +122,10 @@ impl Swarm {
             .and_then(|mut r| r.body_mut().read_to_vec().ok())
             // The have bitmap only: a complete holder appends a second one.
             .map_or(0, |b| {
-                let n = self.size.div_ceil(PIECE_BYTES).div_ceil(8) as usize;
+                let n = self
+                    .size
+                    .div_ceil(piratebay_sync::protocol::piece_size(self.size))
+                    .div_ceil(8) as usize;
                 b.iter().take(n).map(|x| x.count_ones() as usize).sum()
             })
     }
@@ -169,7 +161,10 @@ fn six_hosts_fetching_at_once_all_finish_correct_and_the_seed_uploads_far_less_t
     // Every host now serves the whole file.
     for i in 0..6 {
         wait_until(Duration::from_secs(10), "host serves every piece", || {
-            s.pieces_held(i) == s.size.div_ceil(PIECE_BYTES) as usize
+            s.pieces_held(i)
+                == s.size
+                    .div_ceil(piratebay_sync::protocol::piece_size(s.size))
+                    as usize
         });
     }
 }

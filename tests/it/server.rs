@@ -351,11 +351,11 @@ fn pieces_and_errors() {
     let pieces: PieceList = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(pieces.sha1, sha1);
     assert_eq!(pieces.size, 200_000);
-    assert_eq!(pieces.pieces.len(), 4);
-    assert_eq!(
-        pieces.pieces[0],
-        Sha1Digest::of(&content[..PIECE_SIZE as usize])
-    );
+    assert_eq!(pieces.form, "sha1-chain");
+    assert_eq!(pieces.len(), 4);
+    assert_eq!(pieces.chain.len(), 3);
+    assert_eq!(pieces, PieceList::of_content(&content));
+    assert!(pieces.verify(0, &content[..PIECE_SIZE as usize]));
 
     let check_error = |method: &str, target: &str, status: u16| {
         let answer = request(fx.addr(), method, target, &[]);

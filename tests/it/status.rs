@@ -17,8 +17,8 @@ use crate::support::*;
 
 /// A file name that is markup, to prove names are shown as text.
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
-/// Piece size of the seed: small, so a few MiB make many pieces.
-const PIECE: u64 = 128 * 1024;
+/// The piece size of every file of up to 16 MiB: tests size files in it.
+const PIECE: u64 = piratebay_sync::protocol::BASE_BLOCK;
 
 struct Reply {
     status: u16,
@@ -186,10 +186,7 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
     let size = 40 * PIECE + 777;
     let sha = random_file(&seed_data.join(HOSTILE), size, 11);
     std::fs::write(seed_data.join("notes.txt"), b"status page test\n").unwrap();
-    let seed = Serve::new(&ep)
-        .dataset(&seed_data)
-        .arg("--piece-size", &PIECE.to_string())
-        .start();
+    let seed = Serve::new(&ep).dataset(&seed_data).start();
     let host = Serve::new(&ep).start();
     let (seed_id, host_id) = (seed.id(), host.id());
     // A record someone else wrote: markup for a host name and an address
@@ -473,10 +470,7 @@ fn a_download_into_the_dataset_counts_its_pieces_bytes_and_completion() {
     let piece = 64 * 1024;
     let size = 6 * piece + 100;
     let sha = random_file(&seed_data.join("d.bin"), size, 5);
-    let _seed = Serve::new(&ep)
-        .dataset(&seed_data)
-        .arg("--piece-size", &piece.to_string())
-        .start();
+    let _seed = Serve::new(&ep).dataset(&seed_data).start();
     let peer = Serve::new(&ep).start();
     let base = format!("http://{}", peer.bound_addr());
     wait_until(Duration::from_secs(20), "the seed lists its file", || {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use piratebay_sync::protocol::PieceList;
 use piratebay_sync::Sha1Digest;
 use serde_json::Value;
 
@@ -36,8 +37,8 @@ fn download(
     Downloader::new(opts).download(served.sha1(), out, source, progress)
 }
 
-/// Piece size of the seed: small, so a few MiB make many pieces.
-const PIECE: u64 = 128 * 1024;
+/// The piece size of every file of up to 16 MiB: tests size files in it.
+const PIECE: u64 = piratebay_sync::protocol::BASE_BLOCK;
 
 fn http(url: &str, range: Option<(u64, u64)>) -> Option<(u16, Vec<u8>)> {
     let mut req = ureq::get(url).config().http_status_as_error(false).build();
@@ -84,10 +85,7 @@ fn seed(ep: &str, dir: &Path, size: u64) -> (ServePeer, Sha1Digest) {
     let data = dir.join("seed-data");
     std::fs::create_dir_all(&data).unwrap();
     let sha = random_file(&data.join("big.bin"), size, 42);
-    let peer = Serve::new(ep)
-        .dataset(&data)
-        .arg("--piece-size", &PIECE.to_string())
-        .start();
+    let peer = Serve::new(ep).dataset(&data).start();
     wait_until(Duration::from_secs(20), "seed lists its file", || {
         let out = cli(&["files", "--json", "--etcd", ep]);
         stdout_text(&out).contains(&sha.to_hex())
@@ -205,7 +203,7 @@ fn a_killed_get_keeps_its_verified_pieces_shared_and_only_those() {
     // The piece list is the seed's; a held piece is served and right...
     let (status, list) = http(&format!("http://{addr}/v1/files/{sha}/pieces"), None).unwrap();
     assert_eq!(status, 200);
-    let list: Value = serde_json::from_slice(&list).unwrap();
+    let list: PieceList = serde_json::from_slice(&list).unwrap();
     let i = held[0] as u64;
     let (status, bytes) = http(
         &format!("http://{addr}/v1/files/{sha}"),
@@ -213,10 +211,7 @@ fn a_killed_get_keeps_its_verified_pieces_shared_and_only_those() {
     )
     .unwrap();
     assert_eq!(status, 206);
-    assert_eq!(
-        Sha1Digest::of(&bytes).to_hex(),
-        list["pieces"][i as usize].as_str().unwrap()
-    );
+    assert!(list.verify(i as usize, &bytes), "piece {i} verifies");
     // ...a missing one, or the whole file, is not.
     let j = missing[0] as u64;
     let (status, _) = http(
@@ -292,8 +287,8 @@ fn hostile_partial_holders_beside_an_honest_one_cannot_stop_the_download() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     random_file(&src, 12 * SMALL_PIECE + 3, 21);
-    let served = Served::honest(&src, SMALL_PIECE);
-    let n = served.pieces.pieces.len();
+    let served = Served::honest(&src);
+    let n = served.pieces.len();
     let full = vec![0xffu8; n.div_ceil(8)];
     let mut full_bits = full.clone();
     if n % 8 != 0 {
@@ -359,7 +354,7 @@ fn sybil_records_that_answer_503_or_stall_do_not_starve_the_honest_holders() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     random_file(&src, 16 * SMALL_PIECE, 22);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let honest: Vec<TestPeer> = (0..2)
         .map(|i| TestPeer::start(&format!("honest{i}"), vec![served.clone()]))
         .collect();
@@ -479,7 +474,7 @@ fn a_seed_offers_downloaders_different_pieces_and_piece_answers_carry_bitmaps() 
     let host = Serve::new(&ep).start();
     let host_addr = addr_of(&ep, &host.id());
     let whole = std::fs::read(dir.path().join("seed-data/big.bin")).unwrap();
-    let list = piece_list(&dir.path().join("seed-data/big.bin"), PIECE);
+    let list = piece_list(&dir.path().join("seed-data/big.bin"));
     let out = host.dataset.join("partial.bin");
     let mut data = vec![0u8; size as usize];
     for p in [0usize, 2] {
@@ -502,7 +497,7 @@ fn a_seed_offers_downloaders_different_pieces_and_piece_answers_carry_bitmaps() 
         "x-have",
     );
     assert_eq!(status, 206);
-    assert_eq!(Sha1Digest::of(&body), list.pieces[2]);
+    assert!(list.verify(2, &body), "piece 2 verifies against the chain");
     assert_eq!(
         unhex(&x_have.expect("X-Have on a partial holder's piece")),
         have
@@ -521,7 +516,7 @@ fn a_worker_asks_for_the_next_piece_before_the_current_body_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     random_file(&src, 12 * SMALL_PIECE + 3, 22);
-    let served = Served::honest(&src, SMALL_PIECE);
+    let served = Served::honest(&src);
     let data = std::fs::read(&src).unwrap();
     let size = served.pieces.size;
     let (ahead, alone) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -583,16 +578,14 @@ fn host_with_complete_part(
     size: u64,
     seed: u64,
 ) -> (ServePeer, String, PathBuf, Sha1Digest) {
-    let host = Serve::new(ep)
-        .arg("--piece-size", &PIECE.to_string())
-        .start();
+    let host = Serve::new(ep).start();
     let addr = addr_of(ep, &host.id());
     let out = host.dataset.join(name);
     let content = host.state_dir.join(format!("{name}.content"));
     let sha = random_file(&content, size, seed);
-    let list = piece_list(&content, PIECE);
+    let list = piece_list(&content);
     std::fs::copy(&content, part_path(&out)).unwrap();
-    write_state(&out, &list, &vec![true; list.pieces.len()]);
+    write_state(&out, &list, &vec![true; list.len()]);
     wait_until(
         Duration::from_secs(10),
         "the host serves the partial",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use piratebay_sync::protocol::{CatalogEntry, FileList, Health, PieceList};
-use piratebay_sync::{FileSource, OpenedFile, Server, ServerConfig, Sha1Digest};
+use piratebay_sync::{ChainValue, FileSource, OpenedFile, Server, ServerConfig, Sha1Digest};
 
 /// Piece size of the test source: small, so files have several pieces.
 pub const PIECE_SIZE: u64 = 64 * 1024;
@@ -63,7 +63,7 @@ struct Entry {
     path: PathBuf,
     size: u64,
     name: String,
-    pieces: Option<Vec<Sha1Digest>>,
+    pieces: Option<Vec<ChainValue>>,
 }
 
 /// A `FileSource` over files the test chooses. `open` trusts the entry
@@ -84,16 +84,11 @@ impl DirSource {
         })
     }
 
-    /// Hashes `path` (whole and per piece) and serves it.
+    /// Hashes `path` (its SHA1 and chain) and serves it.
     pub fn add(&self, path: &Path) -> Sha1Digest {
-        let data = fs::read(path).unwrap();
-        let sha1 = Sha1Digest::of(&data);
-        let pieces = data
-            .chunks(PIECE_SIZE as usize)
-            .map(Sha1Digest::of)
-            .collect();
-        self.insert(sha1, path, data.len() as u64, Some(pieces));
-        sha1
+        let list = PieceList::of_content(&fs::read(path).unwrap());
+        self.insert(list.sha1, path, list.size, Some(list.chain));
+        list.sha1
     }
 
     /// Serves `path` under `sha1` with `size`, without hashing (big files,
@@ -102,7 +97,7 @@ impl DirSource {
         self.insert(sha1, path, size, None);
     }
 
-    fn insert(&self, sha1: Sha1Digest, path: &Path, size: u64, pieces: Option<Vec<Sha1Digest>>) {
+    fn insert(&self, sha1: Sha1Digest, path: &Path, size: u64, pieces: Option<Vec<ChainValue>>) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         self.entries.write().insert(
             sha1,
@@ -132,7 +127,7 @@ impl FileSource for DirSource {
                     sha1: *sha1,
                     size: e.size,
                     name: e.name.clone(),
-                    piece_size: PIECE_SIZE,
+                    piece_size: piratebay_sync::protocol::piece_size(e.size),
                 })
                 .collect(),
         }
@@ -141,12 +136,7 @@ impl FileSource for DirSource {
     fn pieces(&self, sha1: &Sha1Digest) -> Option<PieceList> {
         let entries = self.entries.read();
         let e = entries.get(sha1)?;
-        Some(PieceList {
-            sha1: *sha1,
-            size: e.size,
-            piece_size: PIECE_SIZE,
-            pieces: e.pieces.clone()?,
-        })
+        Some(PieceList::new(*sha1, e.size, e.pieces.clone()?))
     }
 
     fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {

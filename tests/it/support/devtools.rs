@@ -58,12 +58,17 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 impl Browser {
     /// Starts `chromium` (the path given) and opens `url` in a page.
     pub fn open(chromium: &Path, url: &str) -> Browser {
+        Browser::open_with(Command::new(chromium), url)
+    }
+
+    /// As [`Browser::open`], with `cmd` running Chromium (e.g. inside a
+    /// lab host's network namespace).
+    pub fn open_with(mut cmd: Command, url: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let downloads = tempfile::tempdir().unwrap();
         let (to_browser_r, to_browser_w) = pipe();
         let (from_browser_r, from_browser_w) = pipe();
         let (in_fd, out_fd) = (to_browser_r.as_raw_fd(), from_browser_w.as_raw_fd());
-        let mut cmd = Command::new(chromium);
         cmd.args([
             "--headless",
             "--no-sandbox",

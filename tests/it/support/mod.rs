@@ -28,7 +28,9 @@ pub use etcd::{
 pub use lab::{command_in, Host, Lab};
 pub use log::init_test_log;
 pub use net::{free_addr, free_port, next_loopback_ip};
-pub use part::{part_path, state_path, verified_in_state, write_state};
+pub use part::{
+    chain_path, part_path, state_path, verified_in_state, write_old_state, write_state,
+};
 pub use process::{run_with_timeout, send_signal, tail, wait_timeout, DEFAULT_TIMEOUT};
 pub use serve::{Serve, ServePeer, LAB_PORT};
 pub use tls::TestCerts;
