@@ -131,6 +131,7 @@ mod index;
 mod metrics;
 mod partial;
 mod peer;
+mod policy;
 pub mod protocol;
 mod seeding;
 mod server;

@@ -133,8 +133,8 @@ impl Summary {
 struct Tally {
     /// Ids of the holders that delivered a verified piece.
     used: BTreeSet<String>,
-    /// Holders that sent bad data or a false piece list (`id (addr)`).
-    bad: Vec<String>,
+    /// Holders that sent bad data or a false piece list, and what.
+    bad: Vec<HolderFailure>,
     /// The other holders dropped, and why.
     failed: Vec<HolderFailure>,
 }
@@ -187,7 +187,7 @@ impl Download<'_> {
                     summary.pieces_retried = self.retried.load(Ordering::Relaxed);
                     summary.resumed_bytes = resumed.unwrap_or(0);
                     summary.rechecked_bytes = self.rechecked.load(Ordering::Relaxed);
-                    summary.bad_peers = tally.bad;
+                    summary.bad_peers = tally.bad.iter().map(|f| f.holder.to_string()).collect();
                     return Ok(summary);
                 }
                 Outcome::Failed => {
@@ -319,21 +319,22 @@ impl Tally {
             if slot.pieces > 0 {
                 self.used.insert(slot.holder.id.clone());
             }
-            if slot.bad {
-                self.bad.push(slot.holder.to_string());
-            } else if let Some(reason) = slot.dropped.take() {
-                self.failed.push(HolderFailure::new(
-                    slot.holder.clone(),
-                    HolderFault::dropped(reason),
-                ));
+            if let Some(reason) = slot.dropped.take() {
+                let failure = HolderFailure::new(slot.holder.clone(), HolderFault::dropped(reason));
+                if slot.bad {
+                    self.bad.push(failure);
+                } else {
+                    self.failed.push(failure);
+                }
             }
         }
     }
 
     /// The error of a download whose every round failed.
     fn into_error(mut self, sha1: Sha1Digest) -> FetchError {
-        self.bad.sort();
-        self.bad.dedup();
+        self.bad.sort_by_key(|f| f.holder.to_string());
+        self.bad
+            .dedup_by(|a, b| a.holder.to_string() == b.holder.to_string());
         if self.bad.is_empty() {
             FetchError::HoldersFailed {
                 sha1,

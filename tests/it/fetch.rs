@@ -10,8 +10,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use piratebay_sync::etcd::{Client, Config};
 use piratebay_sync::{
-    Catalog, CatalogOptions, DownloadOptions, Downloader, FetchError, Holder, HolderSource,
-    NetworkHolders, PeerInfo, PeerRecord, Progress, ProgressFn, Summary,
+    Catalog, CatalogOptions, DownloadOptions, Downloader, FetchError, Holder, HolderFaultKind,
+    HolderSource, NetworkHolders, PeerInfo, PeerRecord, Progress, ProgressFn, Summary,
 };
 
 use crate::fetch_support::*;
@@ -222,6 +222,34 @@ fn only_bad_holders_fail_cleanly_naming_them() {
     assert!(!text.contains('\n'), "one line: {text}");
     assert!(!out.exists(), "nothing under the final name");
     assert!(part_path(&out).exists(), "the .part stays for resume");
+    // Each bad holder keeps its typed cause: a piece that failed its
+    // check (the lying list's last piece does not finish to the file's SHA1).
+    let FetchError::NoCorrectCopy { bad, .. } = &err else {
+        unreachable!()
+    };
+    let causes: Vec<(String, HolderFaultKind, String)> = bad
+        .iter()
+        .map(|f| (f.holder.id.clone(), f.reason.kind(), f.reason.to_string()))
+        .collect();
+    assert_eq!(causes.len(), 2, "{causes:?}");
+    assert!(
+        causes
+            .iter()
+            .all(|(_, kind, _)| *kind == HolderFaultKind::BadData),
+        "{causes:?}"
+    );
+    assert!(
+        causes
+            .iter()
+            .any(|(id, _, why)| id == "bad-bytes" && why.contains("failed verification")),
+        "{causes:?}"
+    );
+    assert!(
+        causes
+            .iter()
+            .any(|(id, _, why)| id == "bad-list" && why.contains("failed verification")),
+        "{causes:?}"
+    );
 }
 
 #[test]

@@ -1,0 +1,389 @@
+//! Upload slots: a holder serves pieces to at most a few downloads at once,
+//! so a seed's uplink is split `regular + optimistic` ways and not forty,
+//! each piece it sends arrives soon, and the others learn at once to come
+//! back later (or to ask the holders that have what they need).
+//!
+//! BitTorrent's choking without tit-for-tat (peers on a LAN cooperate):
+//! every [`SlotConfig::rechoke`] the regular slots go to the downloads this
+//! holder served the most bytes in the last term (the fast ones keep them:
+//! a slot held by a slow host wastes the uplink), and the optimistic slot
+//! to the download that has waited longest (so nobody starves, and a new or
+//! slow download gets its turn). A slot whose download asked nothing for
+//! [`SlotConfig::idle`] (and has no answer in progress) is free again, and
+//! goes to the next download that asks. A download turned away is told
+//! when the next rechoke is (`Admit::Busy { retry_after }`).
+//!
+//! `K` names a download as the server sees it (a client host); the caller
+//! keeps one `UploadSlots` per uplink behind its own lock and passes the
+//! time. Memory: at most `regular + optimistic` holders and
+//! [`SlotConfig::max_waiting`] waiting downloads.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+/// How many slots, and how they rotate.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotConfig {
+    /// Slots kept by the fastest downloads from one rechoke to the next.
+    pub regular: usize,
+    /// Slots that go round the waiting downloads, longest wait first.
+    pub optimistic: usize,
+    /// How often the slots are given out again.
+    pub rechoke: Duration,
+    /// A slot whose download asked nothing for this long (with no answer
+    /// in progress) is free.
+    pub idle: Duration,
+    /// A slot is free after this long without a request even if answers
+    /// seem in progress (a caller that lost count cannot block it for ever).
+    pub stale: Duration,
+    /// Waiting downloads remembered at most (the one that asked least
+    /// lately is forgotten).
+    pub max_waiting: usize,
+}
+
+impl Default for SlotConfig {
+    fn default() -> Self {
+        SlotConfig {
+            regular: 4,
+            optimistic: 1,
+            rechoke: Duration::from_secs(1),
+            idle: Duration::from_millis(300),
+            stale: Duration::from_secs(30),
+            max_waiting: 1024,
+        }
+    }
+}
+
+/// The answer to a download that asks for a piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// It holds a slot: serve it.
+    Serve,
+    /// Every slot is taken: ask again after `retry_after` (when the slots
+    /// are given out again), or ask another holder meanwhile.
+    Busy {
+        /// Time until the next rechoke.
+        retry_after: Duration,
+    },
+}
+
+#[derive(Debug)]
+struct Holder {
+    /// Last request or answer end.
+    last: Instant,
+    /// Answers started and not yet finished.
+    in_flight: u32,
+    /// Bytes served since the last rechoke.
+    bytes: u64,
+    /// Order of arrival (ties between equal rates).
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    /// First turned away (since it last held a slot).
+    since: Instant,
+    last: Instant,
+    /// Order of arrival (ties between equal waits).
+    seq: u64,
+}
+
+/// The upload slots of one holder.
+#[derive(Debug)]
+pub(crate) struct UploadSlots<K> {
+    cfg: SlotConfig,
+    holders: HashMap<K, Holder>,
+    waiting: HashMap<K, Waiter>,
+    next_rechoke: Option<Instant>,
+    seq: u64,
+}
+
+impl<K: Hash + Eq + Clone> UploadSlots<K> {
+    /// No slot given yet.
+    pub fn new(cfg: SlotConfig) -> Self {
+        UploadSlots {
+            cfg,
+            holders: HashMap::new(),
+            waiting: HashMap::new(),
+            next_rechoke: None,
+            seq: 0,
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        (self.cfg.regular + self.cfg.optimistic).max(1)
+    }
+
+    /// `who` asks for a piece: serve it (then call [`UploadSlots::finished`]
+    /// when the answer ends) or turn it away.
+    pub fn admit(&mut self, who: &K, now: Instant) -> Admit {
+        self.tick(now);
+        if let Some(h) = self.holders.get_mut(who) {
+            h.last = now;
+            h.in_flight = h.in_flight.saturating_add(1);
+            return Admit::Serve;
+        }
+        if self.holders.len() < self.capacity() {
+            self.waiting.remove(who);
+            let seq = self.next_seq();
+            self.holders.insert(
+                who.clone(),
+                Holder {
+                    last: now,
+                    in_flight: 1,
+                    bytes: 0,
+                    seq,
+                },
+            );
+            return Admit::Serve;
+        }
+        self.wait(who, now);
+        let next = self.next_rechoke.unwrap_or(now);
+        Admit::Busy {
+            retry_after: next.saturating_duration_since(now),
+        }
+    }
+
+    /// An answer to `who` that [`UploadSlots::admit`] let through ended
+    /// (sent whole or not), after `bytes`.
+    pub fn finished(&mut self, who: &K, bytes: u64, now: Instant) {
+        if let Some(h) = self.holders.get_mut(who) {
+            h.in_flight = h.in_flight.saturating_sub(1);
+            h.bytes = h.bytes.saturating_add(bytes);
+            h.last = now;
+        }
+    }
+
+    /// Downloads holding a slot.
+    pub fn busy(&self) -> usize {
+        self.holders.len()
+    }
+
+    /// Downloads turned away and still remembered.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// True if `who` holds a slot now.
+    pub fn holds(&self, who: &K) -> bool {
+        self.holders.contains_key(who)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn wait(&mut self, who: &K, now: Instant) {
+        if let Some(w) = self.waiting.get_mut(who) {
+            w.last = now;
+            return;
+        }
+        if self.waiting.len() >= self.cfg.max_waiting.max(1) {
+            let quietest = self
+                .waiting
+                .iter()
+                .min_by_key(|(_, w)| (w.last, w.seq))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = quietest {
+                self.waiting.remove(&k);
+            }
+        }
+        let seq = self.next_seq();
+        self.waiting.insert(
+            who.clone(),
+            Waiter {
+                since: now,
+                last: now,
+                seq,
+            },
+        );
+    }
+
+    /// Frees idle slots, forgets downloads that stopped asking, and gives
+    /// the slots out again when a term is over.
+    fn tick(&mut self, now: Instant) {
+        let (idle, stale) = (self.cfg.idle, self.cfg.stale);
+        self.holders.retain(|_, h| {
+            let quiet = now.saturating_duration_since(h.last);
+            !((h.in_flight == 0 && quiet >= idle) || quiet >= stale)
+        });
+        // A download told to come back at the next rechoke does so within
+        // a term; one silent for two terms went elsewhere or finished.
+        let forget = self.cfg.rechoke.saturating_mul(2).max(self.cfg.idle);
+        self.waiting
+            .retain(|_, w| now.saturating_duration_since(w.last) < forget);
+        match self.next_rechoke {
+            None => self.next_rechoke = Some(now + self.cfg.rechoke),
+            Some(t) if now >= t => self.rechoke(now),
+            Some(_) => {}
+        }
+    }
+
+    fn rechoke(&mut self, now: Instant) {
+        self.next_rechoke = Some(now + self.cfg.rechoke);
+        if self.waiting.is_empty() {
+            for h in self.holders.values_mut() {
+                h.bytes = 0;
+            }
+            return;
+        }
+        // Regular slots: the holders served the most bytes this term.
+        let mut ranked: Vec<(K, u64, u64)> = self
+            .holders
+            .iter()
+            .map(|(k, h)| (k.clone(), h.bytes, h.seq))
+            .collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+        let keep = self.cfg.regular.min(self.capacity().saturating_sub(1));
+        for (k, _, _) in ranked.into_iter().skip(keep) {
+            if self.holders.remove(&k).is_some() {
+                let seq = self.next_seq();
+                self.waiting.insert(
+                    k,
+                    Waiter {
+                        since: now,
+                        last: now,
+                        seq,
+                    },
+                );
+            }
+        }
+        for h in self.holders.values_mut() {
+            h.bytes = 0;
+        }
+        // The rest, longest wait first: the optimistic slot(s), and any
+        // regular slot no fast download kept. Granted now; the download
+        // has `idle` to come and use it.
+        while self.holders.len() < self.capacity() {
+            let Some(k) = self
+                .waiting
+                .iter()
+                .min_by_key(|(_, w)| (w.since, w.seq))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.waiting.remove(&k);
+            let seq = self.next_seq();
+            self.holders.insert(
+                k,
+                Holder {
+                    last: now,
+                    in_flight: 0,
+                    bytes: 0,
+                    seq,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(regular: usize, optimistic: usize) -> SlotConfig {
+        SlotConfig {
+            regular,
+            optimistic,
+            rechoke: Duration::from_secs(1),
+            idle: Duration::from_millis(300),
+            stale: Duration::from_secs(30),
+            max_waiting: 8,
+        }
+    }
+
+    fn ms(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn the_slot_after_the_last_is_turned_away_at_once_until_the_next_rechoke() {
+        let t0 = Instant::now();
+        let mut s = UploadSlots::new(cfg(2, 1));
+        for who in 0..3 {
+            assert_eq!(s.admit(&who, t0), Admit::Serve);
+        }
+        assert_eq!(
+            s.admit(&3, ms(t0, 200)),
+            Admit::Busy {
+                retry_after: Duration::from_millis(800)
+            }
+        );
+        assert_eq!(s.busy(), 3);
+        assert_eq!(s.waiting(), 1);
+        // A holder asks again while its answer is in progress: still served.
+        assert_eq!(s.admit(&0, ms(t0, 250)), Admit::Serve);
+    }
+
+    #[test]
+    fn the_fastest_keep_their_slots_and_the_longest_waiter_gets_the_optimistic_one() {
+        let t0 = Instant::now();
+        let mut s = UploadSlots::new(cfg(2, 1));
+        for who in 0..3 {
+            assert_eq!(s.admit(&who, t0), Admit::Serve);
+        }
+        s.finished(&0, 300, ms(t0, 100));
+        s.finished(&1, 100, ms(t0, 100));
+        s.finished(&2, 200, ms(t0, 100));
+        for who in [0, 1, 2] {
+            assert_eq!(s.admit(&who, ms(t0, 150)), Admit::Serve);
+        }
+        assert!(matches!(s.admit(&7, ms(t0, 200)), Admit::Busy { .. }));
+        assert!(matches!(s.admit(&8, ms(t0, 300)), Admit::Busy { .. }));
+        // Rechoke: 0 and 2 served most; 7 waited longest.
+        assert_eq!(s.admit(&7, ms(t0, 1000)), Admit::Serve);
+        assert!(s.holds(&0) && s.holds(&2) && !s.holds(&1));
+        assert!(matches!(s.admit(&1, ms(t0, 1000)), Admit::Busy { .. }));
+        assert!(matches!(s.admit(&8, ms(t0, 1000)), Admit::Busy { .. }));
+    }
+
+    #[test]
+    fn nobody_starves_behind_downloads_that_keep_asking() {
+        let t0 = Instant::now();
+        let mut s = UploadSlots::new(cfg(1, 1));
+        let mut served = [0u32; 6];
+        for tick in 0..60u64 {
+            let now = ms(t0, tick * 100);
+            for (who, count) in served.iter_mut().enumerate() {
+                if s.admit(&who, now) == Admit::Serve {
+                    *count += 1;
+                    s.finished(&who, if who == 0 { 1000 } else { 10 }, now);
+                }
+            }
+        }
+        assert!(served.iter().all(|&n| n > 0), "{served:?}");
+        // The fast one keeps its regular slot.
+        assert!(served[0] >= 55, "{served:?}");
+    }
+
+    #[test]
+    fn an_idle_slot_is_free_but_not_while_an_answer_is_in_progress() {
+        let t0 = Instant::now();
+        let mut s = UploadSlots::new(cfg(1, 0));
+        assert_eq!(s.admit(&1, t0), Admit::Serve);
+        // A long answer: the slot stays taken.
+        assert!(matches!(s.admit(&2, ms(t0, 500)), Admit::Busy { .. }));
+        s.finished(&1, 10, ms(t0, 600));
+        assert!(matches!(s.admit(&2, ms(t0, 700)), Admit::Busy { .. }));
+        // 300 ms after its answer ended without a new request: free.
+        assert_eq!(s.admit(&2, ms(t0, 900)), Admit::Serve);
+        // A lost count does not hold it for ever.
+        assert!(matches!(s.admit(&3, ms(t0, 950)), Admit::Busy { .. }));
+        assert_eq!(s.admit(&3, ms(t0, 31_000)), Admit::Serve);
+    }
+
+    #[test]
+    fn waiting_downloads_are_bounded() {
+        let t0 = Instant::now();
+        let mut s = UploadSlots::new(cfg(1, 0));
+        assert_eq!(s.admit(&0, t0), Admit::Serve);
+        for who in 1..100 {
+            assert!(matches!(s.admit(&who, ms(t0, who)), Admit::Busy { .. }));
+        }
+        assert_eq!(s.waiting(), 8);
+        assert_eq!(s.busy(), 1);
+    }
+}
