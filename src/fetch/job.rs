@@ -70,7 +70,8 @@ pub(crate) struct Download<'a> {
     /// The `.part`, open for reading and writing: created by this run and
     /// watched (see `seal`).
     pub part: File,
-    /// The watch on the `.part`: whether another process opened it.
+    /// The watch on the `.part`: whether another process opened it for
+    /// writing.
     pub watch: Watch,
     pub part_path: PathBuf,
     /// The `.part.state` saved as pieces verify.

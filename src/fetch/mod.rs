@@ -192,8 +192,9 @@ pub struct Summary {
     pub resumed_bytes: u64,
     /// Bytes read back from the `.part` and verified again: the pieces an
     /// earlier run's state claimed, and every piece when another process
-    /// opened the `.part` during the download (see SECURITY.md). The
-    /// pieces received were each hashed once, as they arrived.
+    /// opened the `.part` for writing during the download, or had it open
+    /// at its end (see SECURITY.md). The pieces received were each hashed
+    /// once, as they arrived.
     pub rechecked_bytes: u64,
     /// Peers dropped for bad data or a false piece list (`id (addr)`).
     pub bad_peers: Vec<String>,

@@ -140,6 +140,8 @@ pub(crate) fn run(
                 last_query = Instant::now();
             }
             round.maybe_save_state();
+            // The .part's watch counts the opens by others (see `seal`).
+            round.dl.watch.poll();
             if let Some(cb) = progress {
                 cb(&round.progress());
             }
