@@ -230,6 +230,17 @@ impl Scheduler {
         s.gone[holder] = true;
     }
 
+    /// `holder`, dropped by [`Scheduler::holder_gone`], is asked again
+    /// (its failures were transient): its pieces count again.
+    pub fn holder_back(&self, holder: usize) {
+        let mut s = self.state.lock();
+        s.ensure(holder);
+        if s.gone[holder] {
+            s.gone[holder] = false;
+            s.count(holder, 1);
+        }
+    }
+
     /// True if `holder` is known to have every piece.
     pub fn is_complete_holder(&self, holder: usize) -> bool {
         let s = self.state.lock();
@@ -318,6 +329,12 @@ impl Scheduler {
             s.fetchers[i].push(holder);
             s.started[i] = Some(Instant::now());
             return Next::Piece(i);
+        }
+        // A restricted seed does not duplicate pieces in flight elsewhere
+        // either: its upload goes to new pieces (the restriction yields
+        // after SEED_FALLBACK without progress).
+        if restricted {
+            return Next::Wait;
         }
         // Endgame: help with a slow in-flight piece this holder is not fetching.
         let steal_after = s

@@ -35,7 +35,10 @@ pub(crate) fn answer(page: Page, monitor: &Monitor) -> Result<PageBody, serde_js
         Page::Metrics => PageBody {
             content_type: metrics::CONTENT_TYPE,
             headers: Vec::new(),
-            body: Arc::new(metrics::render(&monitor.report().gauges()).into_bytes()),
+            body: Arc::new({
+                let report = monitor.report();
+                metrics::render_with(&report.gauges(), &report.download_sources()).into_bytes()
+            }),
         },
     })
 }
