@@ -287,7 +287,8 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k):
     busy1, total1, kernel1 = cpu_busy()
     own_cpu = get_cpu + sum(proc_cpu(p.pid) for p in peers) - serve_cpu0
     uploaded = seed.tx_bytes() - tx0
-    t_ring = ring(hosts[:n], sha1, base) if not failed else None
+    # The ring once per row (after its last run), on the same hosts.
+    t_ring = ring(hosts[:n], sha1, base) if not failed and k == RUNS - 1 else None
     run.stop(only=peers)
     # The gets' logs stay with the peers' (RUST_LOG applies to them too).
     for i in range(n):

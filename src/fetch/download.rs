@@ -115,6 +115,8 @@ impl Summary {
             path: job.output.to_path_buf(),
             bytes: 0,
             bytes_received: 0,
+            bytes_from_seeds: 0,
+            bytes_from_partials: 0,
             seconds: 0.0,
             peers_used: Vec::new(),
             pieces_retried: 0,
@@ -179,6 +181,8 @@ impl Download<'_> {
                     let mut summary = Summary::new(self.job);
                     summary.bytes = list.size;
                     summary.bytes_received = self.received.load(Ordering::Relaxed);
+                    summary.bytes_from_seeds = self.from_seeds.load(Ordering::Relaxed);
+                    summary.bytes_from_partials = self.from_partials.load(Ordering::Relaxed);
                     summary.peers_used = tally.used.into_iter().collect();
                     summary.pieces_retried = self.retried.load(Ordering::Relaxed);
                     summary.resumed_bytes = resumed.unwrap_or(0);

@@ -177,6 +177,11 @@ pub struct Summary {
     pub bytes: u64,
     /// Bytes fetched over the network in this run.
     pub bytes_received: u64,
+    /// Bytes of verified pieces from complete holders (seeds) in this run.
+    pub bytes_from_seeds: u64,
+    /// Bytes of verified pieces from partial holders (peers still
+    /// downloading the file: the swarm) in this run.
+    pub bytes_from_partials: u64,
     /// Wall time of this run.
     pub seconds: f64,
     /// Ids of the peers that delivered at least one verified piece.

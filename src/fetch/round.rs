@@ -188,6 +188,34 @@ impl<'a> Round<'a> {
         self.sched.wake_all();
     }
 
+    /// Patience: the holders dropped for failures that may pass (refused,
+    /// timed out, busy: not bad data, not ourselves) are asked again from
+    /// `at`. Returns how many.
+    pub(super) fn readmit_failing(&self, at: Instant) -> usize {
+        let back: Vec<usize> = {
+            let mut slots = self.slots.lock();
+            slots
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| !s.bad && matches!(s.dropped, Some(Dropped::Failing { .. })))
+                .map(|(i, s)| {
+                    s.dropped = None;
+                    s.failures = 0;
+                    s.busy = 0;
+                    s.retry_at = Some(at);
+                    i
+                })
+                .collect()
+        };
+        for &i in &back {
+            self.sched.holder_back(i);
+        }
+        if !back.is_empty() {
+            self.sched.wake_all();
+        }
+        back.len()
+    }
+
     /// Usable holders other than `except` without a connection, free to
     /// get one now (not waiting out a `503` or a rotation), in slot order.
     pub(super) fn idle_holders(&self, except: Option<usize>) -> Vec<usize> {
@@ -315,6 +343,8 @@ impl<'a> Round<'a> {
             .filter(|s| s.workers > 0)
             .map(|s| s.holder.id.clone())
             .collect();
+        state.from_seeds = self.dl.from_seeds.load(Ordering::Relaxed);
+        state.from_partials = self.dl.from_partials.load(Ordering::Relaxed);
         if let Err(e) = state.save(state_path) {
             log::warn!("cannot save resume state {}: {e}", state_path.display());
         }

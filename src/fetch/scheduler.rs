@@ -80,6 +80,10 @@ const MIN_STEAL_AFTER: Duration = Duration::from_millis(50);
 /// A download that got no piece for this long asks seeds for anything
 /// again (see super-seeding in [`Scheduler::next`]).
 const SEED_FALLBACK: Duration = Duration::from_secs(1);
+/// A restricted seed yields after this long without a piece even while
+/// partial holders claim pieces this download lacks (they may be busy:
+/// their upload slots full, or lying).
+const SEED_YIELD: Duration = Duration::from_secs(3);
 
 /// The shared piece state of one download round.
 pub(crate) struct Scheduler {
@@ -172,6 +176,17 @@ impl Scheduler {
         }
     }
 
+    /// `holder`, dropped by [`Scheduler::holder_gone`], is asked again
+    /// (its failures were transient): its pieces count again.
+    pub fn holder_back(&self, holder: usize) {
+        let mut s = self.state.lock();
+        s.ensure(holder);
+        if s.gone[holder] {
+            s.gone[holder] = false;
+            s.count(holder, 1);
+        }
+    }
+
     /// True if `holder` is known to have every piece.
     pub fn is_complete_holder(&self, holder: usize) -> bool {
         let s = self.state.lock();
@@ -231,9 +246,16 @@ impl Scheduler {
         // partial holders, and the seed's upload goes to new pieces. Unless
         // the partial holders have nothing this download lacks and it got
         // nothing for SEED_FALLBACK.
+        // (`hostile` refines this: only the partial holders' own progress
+        // counts.) Either way it yields once nothing arrived for a while.
         let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
             && s.has_partials()
-            && (s.partials_can_help() || s.last_progress.elapsed() < SEED_FALLBACK);
+            && s.last_progress.elapsed()
+                < if s.partials_can_help() {
+                    SEED_YIELD
+                } else {
+                    SEED_FALLBACK
+                };
         // A seed's offer is preferred only in a swarm: among seeds alone
         // the rotation keeps the pieces in order (the whole-file hash
         // keeps up), and the offers, different for every asker, would
@@ -254,6 +276,12 @@ impl Scheduler {
             s.fetchers[i].push(holder);
             s.started[i] = Some(Instant::now());
             return Next::Piece(i);
+        }
+        // A restricted seed does not duplicate pieces in flight elsewhere
+        // either: its upload goes to new pieces (the restriction yields
+        // after SEED_FALLBACK without progress).
+        if restricted {
+            return Next::Wait;
         }
         // Endgame: help with a slow in-flight piece this holder is not fetching.
         let steal_after = s

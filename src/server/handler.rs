@@ -14,11 +14,13 @@
 
 use std::fs::File;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use serde::Serialize;
 
+use super::slots::SlotGuard;
 use super::{FileSource, Page};
 use crate::digest::Sha1Digest;
 use crate::http::conditional::{if_range_matches, none_match};
@@ -30,7 +32,7 @@ use crate::http::route::{self, Route, ALLOW};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
 use crate::protocol::{
     DOWNLOAD_ID_HEADER, FRESH_HEADER, HAVE_HEADER, INDEXING_HEADER, MAX_HEADER_PIECES,
-    PIECES_HEADER,
+    PIECES_HEADER, SLOTS_HEADER,
 };
 
 const CONTENT_TYPE_JSON: &str = "application/json";
@@ -64,6 +66,8 @@ pub(crate) enum Body {
         start: u64,
         /// Bytes to send.
         len: u64,
+        /// The upload slot a piece answer holds (`None`: not a piece).
+        slot: Option<SlotGuard>,
     },
 }
 
@@ -216,19 +220,26 @@ impl CatalogCache {
     }
 }
 
-/// The answer to `request`. Every answer says `X-Content-Type-Options:
+/// The answer to `request` (`slot` asks for an upload slot for the
+/// client, piece requests only, or says how long until the slots rotate). Every answer says `X-Content-Type-Options:
 /// nosniff`: its `Content-Type` is the only one a browser may use.
 pub(crate) fn handle(
     request: &RequestHead,
     source: &dyn FileSource,
     catalog: &CatalogCache,
+    slot: &dyn Fn() -> Result<SlotGuard, Duration>,
 ) -> Response {
-    let mut response = answer(request, source, catalog);
+    let mut response = answer(request, source, catalog, slot);
     response.head = response.head.header("X-Content-Type-Options", "nosniff");
     response
 }
 
-fn answer(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
+fn answer(
+    request: &RequestHead,
+    source: &dyn FileSource,
+    catalog: &CatalogCache,
+    slot: &dyn Fn() -> Result<SlotGuard, Duration>,
+) -> Response {
     let route = match route::route(&request.method, &request.target) {
         Ok(route) => route,
         Err(e) => {
@@ -269,7 +280,7 @@ fn answer(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache
             }
             None => not_served(&sha1, source),
         },
-        Route::File(sha1) => file(request, source, &sha1),
+        Route::File(sha1) => file(request, source, &sha1, slot),
     }
 }
 
@@ -374,7 +385,24 @@ fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCa
     }
 }
 
-fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Response {
+/// `503` at once, without a body, for a piece request while every upload
+/// slot is taken: `Retry-After` in whole seconds, `X-Slots` the time to
+/// the next rotation in milliseconds.
+fn slots_full(retry_after: Duration) -> Response {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let head = ResponseHead::new(Status::SERVICE_UNAVAILABLE)
+        .header("Retry-After", secs.max(1).to_string())
+        .header(SLOTS_HEADER, retry_after.as_millis().to_string())
+        .header("Cache-Control", CACHE_NEVER);
+    Response::bytes(head, Vec::new())
+}
+
+fn file(
+    request: &RequestHead,
+    source: &dyn FileSource,
+    sha1: &Sha1Digest,
+    gate: &dyn Fn() -> Result<SlotGuard, Duration>,
+) -> Response {
     let opened = match source.open(sha1) {
         Ok(Some(opened)) => opened,
         Ok(None) => return not_served(sha1, source),
@@ -450,7 +478,13 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
     // Only range requests count for super-seeding: a whole-file download
     // (curl) is not a swarm member that will pass pieces on.
     let mut head = head;
+    let mut slot = None;
     if request.method == Method::Get && len < size {
+        // A piece: served within the upload slots, else turned away now.
+        match gate() {
+            Ok(g) => slot = Some(g),
+            Err(retry_after) => return slots_full(retry_after),
+        }
         // The downloader's view of this peer rides on each piece: a partial
         // holder's pieces, a seed's least-uploaded ones (after counting
         // this one), so it need not ask `have` between pieces.
@@ -482,6 +516,7 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
             name: opened.name,
             start,
             len,
+            slot,
         },
     }
 }

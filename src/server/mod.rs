@@ -55,6 +55,7 @@ mod limits;
 mod park;
 mod pool;
 mod shared;
+mod slots;
 
 pub use config::ServerConfig;
 pub use error::ServerError;

@@ -31,7 +31,7 @@ pub(crate) fn answer(page: Page, report: &StatusReport) -> Result<PageBody, serd
         Page::Metrics => PageBody {
             content_type: metrics::CONTENT_TYPE,
             headers: Vec::new(),
-            body: metrics::render(&report.gauges()).into_bytes(),
+            body: metrics::render_with(&report.gauges(), &report.download_sources()).into_bytes(),
         },
     })
 }

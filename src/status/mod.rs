@@ -98,6 +98,19 @@ pub struct StatusReport {
 impl StatusReport {
     /// This peer's values for `GET /metrics` (after the process counters,
     /// see [`metrics::render`]).
+    /// Per download into the dataset: its sha1 and the bytes it took from
+    /// seeds and from partial holders (`/metrics`).
+    pub(crate) fn download_sources(&self) -> Vec<metrics::DownloadSources> {
+        self.downloads
+            .iter()
+            .map(|d| metrics::DownloadSources {
+                sha1: d.sha1.to_hex(),
+                from_seeds: d.from_seeds,
+                from_partials: d.from_partials,
+            })
+            .collect()
+    }
+
     pub(crate) fn gauges(&self) -> Vec<metrics::PeerGauge> {
         let g = |name, help, value: usize| metrics::PeerGauge {
             name,
@@ -290,6 +303,10 @@ pub struct DownloadRow {
     pub finished: bool,
     /// Ids of the peers it fetches from (untrusted).
     pub peers: Vec<String>,
+    /// Bytes it took from complete holders (seeds), at its last save.
+    pub from_seeds: u64,
+    /// Bytes it took from partial holders (the swarm), at its last save.
+    pub from_partials: u64,
 }
 
 /// Rates over time, oldest first, one point per second (each the rate
@@ -621,6 +638,8 @@ impl Monitor {
                 pieces_total: v.total,
                 finished: !v.downloading,
                 peers: v.peers,
+                from_seeds: v.from_seeds,
+                from_partials: v.from_partials,
             })
             .collect();
         let registration = match registration {

@@ -295,15 +295,26 @@ fn download(o: &mut String, d: &DownloadRow) {
             .collect();
         format!("<div class=\"from\">from {}</div>", ids.join(" "))
     };
+    // Whether the swarm was used at all: bytes from seeds, from peers.
+    let sources = if d.from_seeds + d.from_partials > 0 {
+        format!(
+            "<div class=\"from\">{} from seeds, {} from peers downloading it</div>",
+            human_size(d.from_seeds),
+            human_size(d.from_partials)
+        )
+    } else {
+        String::new()
+    };
     let _ = write!(
         o,
-        "<tr><td class=\"name\" title=\"{}\">{} <span class=\"mute\">{}</span>{}</td>\
+        "<tr><td class=\"name\" title=\"{}\">{} <span class=\"mute\">{}</span>{}{}</td>\
 <td><progress value=\"{}\" max=\"{}\">{:.0}%</progress></td>\
 <td class=\"num\">{}/{}</td><td class=\"num\">{}</td></tr>",
         d.sha1,
         escape(&d.name),
         human_size(d.size),
         peers,
+        sources,
         d.pieces_held,
         d.pieces_total.max(1),
         d.progress * 100.0,
@@ -626,6 +637,8 @@ mod tests {
                 rate: 1.0,
                 finished: false,
                 peers: vec![evil.into()],
+                from_seeds: 3 << 20,
+                from_partials: 5 << 20,
             }],
             history: History {
                 interval_secs: 1,
@@ -651,6 +664,10 @@ mod tests {
                 >= 15
         );
         assert!(html.contains("<code>&lt;x onmou</code>"));
+        assert!(
+            html.contains("3.0 MiB from seeds, 5.0 MiB from peers downloading it"),
+            "where a download's bytes came from is shown"
+        );
     }
 
     #[test]
