@@ -22,7 +22,8 @@ Rows (BENCH_SWARM_ROWS, `N:Mbit/s:MiB`, default 8:400:128, 16:25:16,
 (the seed's and the hosts') capped at the row's rate. Printed per row: the
 time until all N hold a verified copy (the slowest host's time), the median
 host's, one host alone with `curl` from the seed (median), their ratio
-(targets 1.4 / 1.5 / 1.5 / 1.6), the lab's own limit with N hosts busy (a
+(targets 1.4 / 1.5 / 1.5 / 1.6; 1.8 for 16:400:128, issue 20's row, which
+the 2-core VM's CPU bounds), the lab's own limit with N hosts busy (a
 ring of N concurrent curls, each host fetching the file from the next:
 every link carries the file once each way, as in a perfect swarm; target
 <= 1.2x it at 32 and 47), the seed's upload in files (its eth0 tx_bytes;
@@ -58,6 +59,9 @@ RATE = int(os.environ.get("BENCH_RATE_MBIT", "400"))
 ONLY = os.environ.get("BENCH_LAN_ONLY", "")
 PORT = 7070
 SWARM_TARGETS = {8: 1.4, 16: 1.5, 32: 1.5, 47: 1.6}
+# Rows of a given link and file with their own target: issue 20's CPU-bound
+# row (16 hosts at 400 Mbit/s, 128 MiB: one SHA-1 pass per byte).
+ROW_TARGETS = {(16, 400, 128): 1.8}
 # Ratio to the ring of N curls (issue 19: at 32 and 47 hosts).
 RING_TARGETS = {32: 1.2, 47: 1.2}
 SWARM_UPLOAD_TARGET = 1.5
@@ -283,7 +287,8 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k):
     busy1, total1, kernel1 = cpu_busy()
     own_cpu = get_cpu + sum(proc_cpu(p.pid) for p in peers) - serve_cpu0
     uploaded = seed.tx_bytes() - tx0
-    t_ring = ring(hosts[:n], sha1, base) if not failed else None
+    # The ring once per row (after its last run), on the same hosts.
+    t_ring = ring(hosts[:n], sha1, base) if not failed and k == RUNS - 1 else None
     run.stop(only=peers)
     # The gets' logs stay with the peers' (RUST_LOG applies to them too).
     for i in range(n):
@@ -379,7 +384,7 @@ def main():
                 cpu_gib = med("own_cpu") / (n * size / 2**30)
                 failed = sum(len(r["failed"]) for r in runs)
                 ratio = t_all / t_alone
-                target = SWARM_TARGETS.get(n, 1.6)
+                target = ROW_TARGETS.get((n, mbit, mib), SWARM_TARGETS.get(n, 1.6))
                 ring_target = RING_TARGETS.get(n)
                 ok = ratio <= target and up <= SWARM_UPLOAD_TARGET and failed == 0
                 if ring_target and t_ring:

@@ -152,6 +152,11 @@ pub static QUEUE_DEPTH: Gauge = Gauge::new();
 pub static REFUSED_BUSY: Counter = Counter::new();
 /// Connections refused with `503` because their client was at its cap.
 pub static REFUSED_CLIENT_CAP: Counter = Counter::new();
+/// Piece requests turned away at once because every upload slot was taken.
+pub static SLOTS_REFUSED: Counter = Counter::new();
+/// Piece requests of downloads in this process that a holder turned away
+/// (its upload slots full): they asked another holder.
+pub static SLOTS_TURNED_AWAY: Counter = Counter::new();
 /// Lease keepalives that etcd accepted.
 pub static LEASE_RENEWALS: Counter = Counter::new();
 /// Registration attempts (grant, put or keepalive) that failed.
@@ -194,12 +199,30 @@ pub struct PeerGauge {
     pub value: u64,
 }
 
+/// Where one download into the peer's dataset got its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadSources {
+    /// The file (hex).
+    pub sha1: String,
+    /// Bytes from complete holders (seeds).
+    pub from_seeds: u64,
+    /// Bytes from partial holders (the swarm).
+    pub from_partials: u64,
+}
+
 /// The `Content-Type` of the `/metrics` body.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The whole `/metrics` body: the process counters, then `peer`'s gauges
 /// (empty when there is no peer behind the server).
 pub fn render(peer: &[PeerGauge]) -> String {
+    render_with(peer, &[])
+}
+
+/// [`render`], plus one `pbs_download_source_bytes` sample per download
+/// and source (`from="seed"` or `from="partial"`): whether the swarm was
+/// used at all.
+pub fn render_with(peer: &[PeerGauge], downloads: &[DownloadSources]) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let mut w = Writer { out: &mut out };
     w.one(
@@ -252,6 +275,11 @@ pub fn render(peer: &[PeerGauge]) -> String {
         "pbs_http_refused_total",
         "reason=\"client_cap\"",
         REFUSED_CLIENT_CAP.get(),
+    );
+    w.sample(
+        "pbs_http_refused_total",
+        "reason=\"upload_slots\"",
+        SLOTS_REFUSED.get(),
     );
     w.one(
         "pbs_lease_renewals_total",
@@ -307,6 +335,12 @@ pub fn render(peer: &[PeerGauge]) -> String {
         PIECES_VERIFIED.get(),
     );
     w.one(
+        "pbs_download_slots_turned_away_total",
+        "counter",
+        "Piece requests of downloads in this process turned away by a holder whose upload slots were full.",
+        SLOTS_TURNED_AWAY.get(),
+    );
+    w.one(
         "pbs_pieces_rejected_total",
         "counter",
         "Pieces rejected for a bad SHA1 by downloads run in this process.",
@@ -314,6 +348,19 @@ pub fn render(peer: &[PeerGauge]) -> String {
     );
     for g in peer {
         w.one(g.name, "gauge", g.help, g.value);
+    }
+    if !downloads.is_empty() {
+        let name = "pbs_download_source_bytes";
+        w.head(
+            name,
+            "gauge",
+            "Bytes a download into the dataset took from seeds (complete holders) and from partial holders.",
+        );
+        for d in downloads {
+            for (from, v) in [("seed", d.from_seeds), ("partial", d.from_partials)] {
+                w.sample(name, &format!("sha1=\"{}\",from=\"{from}\"", d.sha1), v);
+            }
+        }
     }
     out
 }
@@ -395,5 +442,34 @@ mod tests {
             );
         }
         assert!(out.contains("pbs_http_requests_total{route=\"health\",code=\"200\"}"));
+    }
+
+    #[test]
+    fn each_download_shows_its_bytes_from_seeds_and_from_partial_holders() {
+        let out = render_with(
+            &[],
+            &[DownloadSources {
+                sha1: "ab".repeat(20),
+                from_seeds: 7,
+                from_partials: 9,
+            }],
+        );
+        let sha1 = "ab".repeat(20);
+        assert!(
+            out.contains("# TYPE pbs_download_source_bytes gauge"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "pbs_download_source_bytes{{sha1=\"{sha1}\",from=\"seed\"}} 7\n"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "pbs_download_source_bytes{{sha1=\"{sha1}\",from=\"partial\"}} 9\n"
+            )),
+            "{out}"
+        );
     }
 }

@@ -87,6 +87,9 @@ struct Partial {
     peers: Vec<String>,
     /// The id of the download writing it (from its state).
     download: Option<String>,
+    /// Bytes its download took from seeds and from partial holders (from
+    /// its state).
+    from: (u64, u64),
     /// The `.part`'s stat when its state said every piece was verified:
     /// if the final file has the same one, it holds those bytes.
     complete: Option<FileStat>,
@@ -123,6 +126,11 @@ pub struct PartialView {
     /// Ids of the peers the download was fetching from at its last save
     /// (untrusted when shown: escape them).
     pub peers: Vec<String>,
+    /// Bytes the download took from complete holders (seeds), at its last
+    /// save.
+    pub from_seeds: u64,
+    /// Bytes the download took from partial holders (the swarm).
+    pub from_partials: u64,
 }
 
 /// The partial files of a dataset, by sha1.
@@ -187,6 +195,8 @@ impl Partials {
                     .as_bytes()
                     .ends_with(PART_SUFFIX.as_bytes()),
                 peers: p.peers.clone(),
+                from_seeds: p.from.0,
+                from_partials: p.from.1,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.sha1.cmp(&b.sha1)));
@@ -291,6 +301,7 @@ impl Partials {
             .map(|p| p.chars().take(64).collect())
             .collect();
         let download = state.download.clone();
+        let from = (state.from_seeds, state.from_partials);
         // Every piece verified: the `.part`'s stat now says which bytes
         // those are (the download renames it next, keeping inode and mtime).
         let data_path = part_of(state_path);
@@ -322,6 +333,7 @@ impl Partials {
                 have,
                 peers,
                 download,
+                from,
                 complete,
             },
         );
@@ -348,7 +360,7 @@ impl Partials {
         let landed = final_meta
             .map(|m| FileStat::of(&m))
             .zip(map.get(&sha1))
-            .filter(|(now, p)| complete && p.complete.is_some_and(|c| c.same_content_key(now)))
+            .filter(|(now, p)| complete && p.complete.is_some_and(|c| c.same_moved_key(now)))
             .map(|(stat, p)| Landed {
                 stat,
                 hashed: Hashed {

@@ -58,6 +58,9 @@ pub struct PeerConfig {
     pub state_dir: PathBuf,
     /// Server worker threads (`None`: 4 x cores).
     pub workers: Option<usize>,
+    /// Downloads served pieces at once (upload slots, rotated); `None`:
+    /// the server's default (5); 0: no limit.
+    pub upload_slots: Option<usize>,
     /// Interval of the fallback stat rescan of the dataset.
     pub rescan_interval: Duration,
 }
@@ -74,6 +77,7 @@ impl PeerConfig {
             ttl: discovery::DEFAULT_TTL,
             state_dir: state_dir.into(),
             workers: None,
+            upload_slots: None,
             rescan_interval: Duration::from_secs(30),
         }
     }
@@ -166,6 +170,9 @@ impl Peer {
         let mut scfg = ServerConfig::default();
         if let Some(w) = cfg.workers {
             scfg.workers = w.max(1);
+        }
+        if let Some(s) = cfg.upload_slots {
+            scfg.upload_slots = s;
         }
         let uploads = Arc::new(UploadCounts::default());
         let source = Arc::new(IndexSource {
@@ -521,7 +528,7 @@ impl FileSource for IndexSource {
     }
 
     fn page(&self, page: Page) -> Result<Option<PageBody>, serde_json::Error> {
-        status::answer(page, &self.monitor.report()).map(Some)
+        status::answer(page, &self.monitor).map(Some)
     }
 
     fn start_upload(

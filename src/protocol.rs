@@ -63,6 +63,10 @@ pub const FRESH_HEADER: &str = "X-Fresh";
 /// built (its first scan): the number of files indexed so far. The file
 /// may yet be found there; a lookup asks again.
 pub const INDEXING_HEADER: &str = "X-Indexing";
+/// Response header of a `503` to a piece request while every upload slot
+/// of the peer is taken: milliseconds until the slots rotate. The
+/// downloader gives the piece back and asks another holder meanwhile.
+pub const SLOTS_HEADER: &str = "X-Slots";
 /// Files of more pieces than this get no [`HAVE_HEADER`] or
 /// [`FRESH_HEADER`] (at most 1 KiB of hex per header); their downloaders
 /// ask `have`.

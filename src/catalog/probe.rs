@@ -62,6 +62,7 @@ use crate::discovery::{self, tracker, DiscoveryError, PeerInfo, PeerRecord};
 use crate::etcd::Client;
 use crate::holders::{Holder, HolderSource, HoldersError};
 use crate::http::response::disposition_filename;
+use crate::policy::subset::{self, Candidate};
 use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
 
 /// How peers are asked about one file.
@@ -178,9 +179,9 @@ pub enum NotFound {
 }
 
 /// The holders of one file, by asking the peers registered under a
-/// namespace about it (see the module doc). A lookup is reused by
-/// [`HolderSource::holders`] while it is under 100 ms old, so a `get` asks
-/// the network once to start; a running download's re-queries (every
+/// namespace about it (see the module doc). A lookup is handed to the
+/// next [`HolderSource::holders`] call for that file, so a `get` asks the
+/// network once to start; a running download's re-queries (every
 /// 150 ms for its first 2 s, when partial holders get their first pieces,
 /// then every 500 ms) each read a random sample of the swarm's tracker
 /// (`discovery::tracker`), so partial holders join within one, and a
@@ -189,11 +190,12 @@ pub struct ProbedHolders {
     client: Client,
     namespace: String,
     opts: ProbeOptions,
-    last: Mutex<Option<(Instant, Sha1Digest, Vec<Holder>)>>,
+    /// The last file looked up, with its holders until a `holders` call
+    /// takes them.
+    last: Mutex<Option<(Sha1Digest, Option<Vec<Holder>>)>>,
+    /// This download's secret key for its subset of holders.
+    key: u64,
 }
-
-/// How long a lookup is reused by `holders` calls.
-const REUSE: Duration = Duration::from_millis(100);
 
 impl ProbedHolders {
     /// Holders among the peers registered under `namespace`.
@@ -203,6 +205,7 @@ impl ProbedHolders {
             namespace: namespace.into(),
             opts,
             last: Mutex::new(None),
+            key: crate::discovery::random_u64(),
         }
     }
 
@@ -225,13 +228,13 @@ impl ProbedHolders {
                     "{sha1}: {} holder(s) from the tracker, no broadcast",
                     found.holders().len()
                 );
-                *self.last.lock() = Some((Instant::now(), *sha1, found.holders()));
+                *self.last.lock() = Some((*sha1, Some(found.holders())));
                 return Ok(found);
             }
         }
         let peers = discovery::list_peers(&self.client, &self.namespace)?;
         let found = probe(sha1, &peers, &self.opts);
-        *self.last.lock() = Some((Instant::now(), *sha1, found.holders()));
+        *self.last.lock() = Some((*sha1, Some(found.holders())));
         Ok(found)
     }
 
@@ -267,6 +270,9 @@ impl ProbedHolders {
     }
 }
 
+/// Holders a re-query hands the download at most (its subset of the
+/// tracker's sample, one per host).
+const SUBSET: usize = 10;
 /// Announcements read from the tracker per lookup or re-query at most.
 const TRACKER_SAMPLE: usize = 32;
 /// How long the peers sampled from the tracker are given to answer before
@@ -274,21 +280,65 @@ const TRACKER_SAMPLE: usize = 32;
 const TRACKED_DEADLINE: Duration = Duration::from_secs(1);
 
 impl HolderSource for ProbedHolders {
-    /// The first call reuses the lookup made to start (if under 100 ms
-    /// old); later ones (a running download's re-queries) read a random
-    /// sample of the tracker: the peers that announced the file, at most
-    /// 32, a few etcd reads whatever the number of peers.
+    /// The first call takes the lookup made to start (or makes one); later
+    /// ones (a running download's re-queries) read a random
+    /// sample of the tracker (the peers that announced the file, at most
+    /// 32: a few etcd reads whatever the number of peers) and hand the
+    /// download its own subset of it: at most 10, one per host, ranked by
+    /// this download's secret key (`policy::subset`).
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
-        if let Some((at, s, holders)) = self.last.lock().as_ref() {
-            if s == sha1 && at.elapsed() < REUSE {
-                return Ok(holders.clone());
+        {
+            let mut last = self.last.lock();
+            match last.as_mut() {
+                Some((s, taken)) if s == sha1 => {
+                    if let Some(holders) = taken.take() {
+                        return Ok(holders);
+                    }
+                }
+                _ => {
+                    drop(last);
+                    let found = self.lookup(sha1).map_err(HoldersError::new)?;
+                    *self.last.lock() = Some((*sha1, None));
+                    return Ok(found.holders());
+                }
             }
         }
         let announced = tracker::sample(&self.client, &self.namespace, sha1, TRACKER_SAMPLE)
             .map_err(HoldersError::new)?;
-        Ok(announced
+        // This download's own subset of them (`policy::subset`): ranked by
+        // its secret key, one per host, so no holder is everyone's.
+        let hosts: Vec<Option<std::net::IpAddr>> = announced
+            .iter()
+            .map(|a| {
+                let first = a.addrs.first()?;
+                first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())
+            })
+            .collect();
+        let candidates: Vec<(usize, Candidate<'_>)> = announced
+            .iter()
+            .zip(&hosts)
+            .enumerate()
+            .filter_map(|(i, (a, h))| {
+                Some((
+                    i,
+                    Candidate {
+                        host: (*h)?,
+                        id: &a.id,
+                    },
+                ))
+            })
+            .collect();
+        let only: Vec<Candidate<'_>> = candidates.iter().map(|(_, c)| *c).collect();
+        let chosen: Vec<usize> = subset::choose(self.key, &only, SUBSET, 1)
             .into_iter()
-            .map(|a| Holder::with_addrs(a.id, a.addrs))
+            .map(|k| candidates[k].0)
+            .collect();
+        Ok(chosen
+            .into_iter()
+            .map(|i| {
+                let a = &announced[i];
+                Holder::with_addrs(a.id.clone(), a.addrs.clone())
+            })
             .collect())
     }
 }

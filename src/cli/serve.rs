@@ -38,6 +38,9 @@ with_etcd_flags! {
         /// worker threads serving files (env PIRATEBAY_WORKERS, default 4 x cores)
         #[argh(option)]
         pub workers: Option<usize>,
+        /// downloads served pieces at once, rotated every second; others are told to come back (env PIRATEBAY_UPLOAD_SLOTS, default 5, 0 = no limit)
+        #[argh(option)]
+        pub upload_slots: Option<usize>,
         /// seconds between stat rescans of the dataset (env PIRATEBAY_RESCAN, default 30)
         #[argh(option)]
         pub rescan: Option<u64>,
@@ -80,6 +83,7 @@ fn config(args: ServeArgs) -> Result<PeerConfig, super::CliError> {
         cfg.ttl = Duration::from_secs(ttl);
     }
     cfg.workers = parsed_flag_or_env(args.workers, "PIRATEBAY_WORKERS")?;
+    cfg.upload_slots = parsed_flag_or_env(args.upload_slots, "PIRATEBAY_UPLOAD_SLOTS")?;
     if let Some(r) = parsed_flag_or_env(args.rescan, "PIRATEBAY_RESCAN")? {
         cfg.rescan_interval = Duration::from_secs(r.max(1));
     }

@@ -11,7 +11,8 @@
 //! files it holds some pieces of (its downloads in progress) and the
 //! complete files it uploaded pieces of lately (a seed of a swarm); at
 //! most [`MAX_ANNOUNCED`] keys at once, each put again only when its lease
-//! or completeness changes (at most [`PUTS_PER_TICK`] puts per second),
+//! or completeness changes (at most [`PUTS_PER_TICK`] puts per tick of
+//! [`ANNOUNCE_EVERY`]),
 //! deleted when the file is neither.
 //!
 //! Readers ([`sample`]): a random window, not the whole prefix. A random
@@ -39,10 +40,10 @@ use crate::etcd::{Client, LeaseId};
 
 /// Most files one peer announces at once.
 pub const MAX_ANNOUNCED: usize = 64;
-/// Most puts (and deletes) per announcer tick.
+/// Most puts (and deletes) per announcer tick (64 a second).
 pub const PUTS_PER_TICK: usize = 16;
 /// How often the announcer looks at what it holds.
-pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
 /// Keys per etcd range of a sample.
 pub const PAGE: usize = 32;
 /// Ranges of one sample at most.

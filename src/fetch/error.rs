@@ -32,14 +32,15 @@ pub enum FetchError {
     /// Every holder sent bad data, lied about the pieces, or failed.
     #[error(
         "no peer could supply a correct copy of {sha1}: bad data from {}{} (the .part is kept)",
-        bad.join(", "),
+        Names(bad),
         if others.is_empty() { String::new() } else { format!("; others failed: {}", Joined(others)) }
     )]
     NoCorrectCopy {
         /// The file.
         sha1: Sha1Digest,
-        /// Peers that sent bad data or a false piece list (`id (addr)`).
-        bad: Vec<String>,
+        /// Peers that sent bad data or a false piece list, and what was
+        /// wrong (the message names them only).
+        bad: Vec<HolderFailure>,
         /// The other holders' failures, if any.
         others: Vec<HolderFailure>,
     },
@@ -161,6 +162,21 @@ pub struct HolderFailure {
 impl HolderFailure {
     pub(crate) fn new(holder: Holder, reason: HolderFault) -> Self {
         HolderFailure { holder, reason }
+    }
+}
+
+/// The holders of failures joined with `, `.
+struct Names<'a>(&'a [HolderFailure]);
+
+impl std::fmt::Display for Names<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, h) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}", h.holder)?;
+        }
+        Ok(())
     }
 }
 

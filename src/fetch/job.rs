@@ -70,7 +70,8 @@ pub(crate) struct Download<'a> {
     /// The `.part`, open for reading and writing: created by this run and
     /// watched (see `seal`).
     pub part: File,
-    /// The watch on the `.part`: whether another process opened it.
+    /// The watch on the `.part`: whether another process opened it for
+    /// writing.
     pub watch: Watch,
     pub part_path: PathBuf,
     /// The `.part.state` saved as pieces verify.
@@ -86,6 +87,13 @@ pub(crate) struct Download<'a> {
     pub received: AtomicU64,
     /// Pieces fetched again after a failure or bad data.
     pub retried: AtomicU64,
+    /// Bytes of verified pieces kept in this run from complete holders
+    /// (seeds) and from partial holders (other downloads): whether the
+    /// swarm was used at all, shown by the status page of a peer sharing
+    /// the output's directory (through the state) and in the summary.
+    pub from_seeds: AtomicU64,
+    /// See `from_seeds`.
+    pub from_partials: AtomicU64,
 }
 
 impl<'a> Download<'a> {
@@ -125,6 +133,8 @@ impl<'a> Download<'a> {
             rechecked: AtomicU64::new(0),
             received: AtomicU64::new(0),
             retried: AtomicU64::new(0),
+            from_seeds: AtomicU64::new(0),
+            from_partials: AtomicU64::new(0),
         })
     }
 

@@ -177,6 +177,11 @@ pub struct Summary {
     pub bytes: u64,
     /// Bytes fetched over the network in this run.
     pub bytes_received: u64,
+    /// Bytes of verified pieces from complete holders (seeds) in this run.
+    pub bytes_from_seeds: u64,
+    /// Bytes of verified pieces from partial holders (peers still
+    /// downloading the file: the swarm) in this run.
+    pub bytes_from_partials: u64,
     /// Wall time of this run.
     pub seconds: f64,
     /// Ids of the peers that delivered at least one verified piece.
@@ -187,11 +192,15 @@ pub struct Summary {
     pub resumed_bytes: u64,
     /// Bytes read back from the `.part` and verified again: the pieces an
     /// earlier run's state claimed, and every piece when another process
-    /// opened the `.part` during the download (see SECURITY.md). The
-    /// pieces received were each hashed once, as they arrived.
+    /// opened the `.part` for writing during the download, or had it open
+    /// at its end (see SECURITY.md). The pieces received were each hashed
+    /// once, as they arrived.
     pub rechecked_bytes: u64,
     /// Peers dropped for bad data or a false piece list (`id (addr)`).
     pub bad_peers: Vec<String>,
+    /// Peers that held a piece past its deadline (dripping or stalled
+    /// bodies; `id (addr)`): their claims stopped counting.
+    pub slow_peers: Vec<String>,
     /// The output already had this content: nothing was downloaded.
     pub already_present: bool,
 }

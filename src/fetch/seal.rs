@@ -4,17 +4,26 @@
 //!
 //! Every piece is verified in memory before it is written, so the `.part`
 //! can differ from what was verified only if another process wrote to it.
-//! To write, a process must open the file. The `.part` is therefore
-//! created anew by each run of the download, unnamed (`O_TMPFILE`), and an
-//! inotify watch is put on its inode before it gets a name; from then on
-//! any open of it by anyone (`IN_OPEN`), a close after writing, a change of
-//! its attributes or links, a move or removal is queued on the watch (the
-//! download itself opens it no more). Before the rename the queue is read:
-//! empty, nobody else ever opened the file, and what is on disk is what
-//! the download wrote. Anything there (a reader too: the peer serving the
-//! pieces of a download into its dataset opens it), or no watch at all,
-//! and the download reads every piece back and verifies it against the
-//! chain before renaming (counted in `Summary::rechecked_bytes`).
+//! To write, a process must open the file for writing. The `.part` is
+//! therefore created anew by each run of the download, unnamed
+//! (`O_TMPFILE`), and inotify watches are put on its inode and on its
+//! directory before it gets a name. From then on every open of it by
+//! anyone queues one `IN_OPEN`, and every close one `IN_CLOSE_NOWRITE`
+//! (opened read-only) or `IN_CLOSE_WRITE` (opened for writing, written or
+//! not); a change of its attributes or links, a move or a removal queue
+//! their own events. inotify merges an event into the last one queued if
+//! they are identical; the directory's watch queues its own copy of each
+//! open and close of the file just before the inode's (another watch
+//! descriptor), so two opens never merge and the inode's events can be
+//! counted. Before the rename the queue is read: no close after writing,
+//! no attribute, link, move or removal, and every open closed read-only
+//! (readers, such as the peer sharing the directory serving the
+//! download's pieces, are waited for a moment): nobody else can have
+//! written the file, and what is on disk is what the download wrote.
+//! Anything else, an overflowed queue, or no watch at all, and the
+//! download reads every piece back and verifies it against the chain
+//! before renaming (counted in `Summary::rechecked_bytes`). The download
+//! itself never opens the `.part` again nor closes it before the check.
 //!
 //! A resumed download copies the ranges its state claims from the old
 //! `.part` into the new file (`copy_file_range`: no hashing) before it
@@ -22,32 +31,57 @@
 //! that is no longer used; the copied pieces are then verified from the
 //! new file (`state::salvage`). Where `O_TMPFILE` is not supported the new
 //! file is created under a temporary name and watched at once, which
-//! leaves the few microseconds between the two unwatched.
+//! leaves the few microseconds between the two unwatched. Out of reach of
+//! the watch: a process opening the file by handle (`open_by_handle_at`,
+//! which needs `CAP_DAC_READ_SEARCH`), like any process that can trace
+//! the download itself.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
-/// What the watch reports: any of these from another process taints the file.
-const WATCHED: WatchFlags = WatchFlags::OPEN
+/// What the inode's watch reports.
+const ON_FILE: WatchFlags = WatchFlags::OPEN
+    .union(WatchFlags::CLOSE_NOWRITE)
     .union(WatchFlags::CLOSE_WRITE)
     .union(WatchFlags::ATTRIB)
     .union(WatchFlags::MOVE_SELF)
     .union(WatchFlags::DELETE_SELF);
+/// What the directory's watch reports (its events only keep the file's
+/// from merging: they are not counted).
+const ON_DIR: WatchFlags = WatchFlags::OPEN
+    .union(WatchFlags::CLOSE_NOWRITE)
+    .union(WatchFlags::CLOSE_WRITE);
+/// How long the check before the rename waits for readers to close.
+const READERS_GRACE: Duration = Duration::from_millis(500);
 
 /// The watch on a `.part` created by this run of a download.
 pub(crate) struct Watch {
-    /// The inotify instance watching it; `None` if it could not be set up
-    /// (then the file is checked again before the rename).
+    /// The inotify instance; `None` if it could not be set up (then the
+    /// file is checked again before the rename).
     fd: Option<OwnedFd>,
-    /// Why the file cannot be trusted unread, if known already.
-    tainted: Mutex<Option<String>>,
+    /// The inode's watch descriptor.
+    file_wd: i32,
+    /// What the events read so far say.
+    seen: Mutex<Seen>,
+}
+
+/// The file's events read so far.
+#[derive(Default)]
+struct Seen {
+    /// Opens by anyone since the watch began.
+    opens: u64,
+    /// Closes of files opened read-only.
+    read_closes: u64,
+    /// Why the file cannot be trusted unread, once known.
+    tainted: Option<String>,
 }
 
 impl Watch {
@@ -67,11 +101,8 @@ impl Watch {
         let mut tmp = part_path.as_os_str().to_os_string();
         tmp.push(".new");
         let tmp = Path::new(&tmp);
-        let (file, watch, named) = match unnamed(dir) {
-            Ok(file) => {
-                let watch = watch(&file);
-                (file, watch, false)
-            }
+        let (file, named) = match unnamed(dir) {
+            Ok(file) => (file, false),
             Err(_) => {
                 remove_if_there(tmp)?;
                 let file = OpenOptions::new()
@@ -80,9 +111,12 @@ impl Watch {
                     .create_new(true)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(tmp)?;
-                let watch = watch(&file);
-                (file, watch, true)
+                (file, true)
             }
+        };
+        let (fd, file_wd) = match watch(&file, dir) {
+            Some((fd, wd)) => (Some(fd), wd),
+            None => (None, -1),
         };
         if let Some(old) = old {
             for &(start, end) in keep {
@@ -102,32 +136,55 @@ impl Watch {
         }
         std::fs::rename(tmp, part_path)?;
         let w = Watch {
-            fd: watch,
-            tainted: Mutex::new(None),
+            fd,
+            file_wd,
+            seen: Mutex::new(Seen::default()),
         };
         // Naming it was ours: a link (attributes) and a move.
-        *w.tainted.lock() = w.events(ReadFlags::ATTRIB | ReadFlags::MOVE_SELF);
+        w.drain(ReadFlags::ATTRIB | ReadFlags::MOVE_SELF);
         Ok((file, w))
     }
 
+    /// Reads the events queued so far (called now and then while the
+    /// download runs, so a busy directory does not overflow the queue).
+    pub fn poll(&self) {
+        self.drain(ReadFlags::empty());
+    }
+
     /// `Ok` if no other process can have written the `.part` since it was
-    /// created; else why it may have.
+    /// created; else why it may have. Waits up to [`READERS_GRACE`] for
+    /// readers still open to close.
     pub fn untouched(&self) -> Result<(), String> {
-        let mut tainted = self.tainted.lock();
-        if tainted.is_none() {
-            *tainted = self.events(ReadFlags::empty());
-        }
-        match &*tainted {
-            None => Ok(()),
-            Some(why) => Err(why.clone()),
+        let until = Instant::now() + READERS_GRACE;
+        loop {
+            self.drain(ReadFlags::empty());
+            let seen = self.seen.lock();
+            if let Some(why) = &seen.tainted {
+                return Err(why.clone());
+            }
+            if seen.opens == seen.read_closes {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "{} of the {} opens of it by other processes are not closed",
+                    seen.opens - seen.read_closes,
+                    seen.opens
+                ));
+            }
+            drop(seen);
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    /// Reads the queued events: `Some(why)` for the first that is not in
-    /// `ours`, or if there is no watch or it failed.
-    fn events(&self, ours: ReadFlags) -> Option<String> {
+    /// Reads the queued events into the counts; `ours` are the file's
+    /// events this download caused (accepted once each, before any other).
+    fn drain(&self, ours: ReadFlags) {
+        let mut seen = self.seen.lock();
         let Some(fd) = &self.fd else {
-            return Some("it could not be watched".into());
+            seen.tainted
+                .get_or_insert_with(|| "it could not be watched".into());
+            return;
         };
         let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
         let mut reader = inotify::Reader::new(fd, &mut buf);
@@ -135,13 +192,26 @@ impl Watch {
             match reader.next() {
                 Ok(event) => {
                     let flags = event.events();
-                    if !ours.contains(flags) || flags.is_empty() {
-                        return Some(describe(flags));
+                    if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+                        seen.tainted.get_or_insert_with(|| describe(flags));
+                    } else if event.wd() != self.file_wd {
+                        // The directory's copy of an open or close, or
+                        // another file of the directory.
+                    } else if flags.contains(ReadFlags::OPEN) {
+                        seen.opens += 1;
+                    } else if flags.contains(ReadFlags::CLOSE_NOWRITE) {
+                        seen.read_closes += 1;
+                    } else if !ours.contains(flags) || flags.is_empty() {
+                        seen.tainted.get_or_insert_with(|| describe(flags));
                     }
                 }
-                Err(rustix::io::Errno::AGAIN) => return None,
+                Err(rustix::io::Errno::AGAIN) => return,
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Some(format!("its watch failed: {e}")),
+                Err(e) => {
+                    seen.tainted
+                        .get_or_insert_with(|| format!("its watch failed: {e}"));
+                    return;
+                }
             }
         }
     }
@@ -152,7 +222,7 @@ fn describe(flags: ReadFlags) -> String {
     let what = if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
         "its watch overflowed"
     } else if flags.contains(ReadFlags::CLOSE_WRITE) {
-        "another process wrote to it"
+        "another process opened it for writing"
     } else if flags.contains(ReadFlags::OPEN) {
         "another process opened it"
     } else if flags.contains(ReadFlags::ATTRIB) {
@@ -176,20 +246,20 @@ fn unnamed(dir: &Path) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// A non-blocking inotify watch on `file`'s inode (through its
-/// descriptor's `/proc` link, so the watch is on this very file).
-fn watch(file: &File) -> Option<OwnedFd> {
+/// A non-blocking inotify instance watching `file`'s inode (through its
+/// descriptor's `/proc` link, so the watch is on this very file) and its
+/// directory `dir`; and the inode's watch descriptor.
+fn watch(file: &File, dir: &Path) -> Option<(OwnedFd, i32)> {
+    let no = |e: rustix::io::Errno| log::debug!("no inotify watch on the .part: {e}");
     let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)
-        .map_err(|e| log::debug!("no inotify watch on the .part: {e}"))
+        .map_err(no)
         .ok()?;
+    inotify::add_watch(&fd, dir, ON_DIR).map_err(no).ok()?;
     let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-    match inotify::add_watch(&fd, path.as_str(), WATCHED) {
-        Ok(_) => Some(fd),
-        Err(e) => {
-            log::debug!("no inotify watch on the .part: {e}");
-            None
-        }
-    }
+    let wd = inotify::add_watch(&fd, path.as_str(), ON_FILE)
+        .map_err(no)
+        .ok()?;
+    Some((fd, wd))
 }
 
 fn remove_if_there(path: &Path) -> io::Result<()> {
@@ -238,7 +308,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fresh_part_is_untouched_until_another_process_opens_it() {
+    fn readers_that_closed_leave_it_untouched_a_writer_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("f.part");
         std::fs::write(&part, b"old bytes of a previous run").unwrap();
@@ -250,10 +320,37 @@ mod tests {
         assert_eq!(s.untouched(), Ok(()));
         assert_eq!(std::fs::read(&part).unwrap(), b"new\0bytes");
         assert!(!dir.path().join("f.part.new").exists());
-        // Another open, even to read: the file must be read back.
+        // Readers, many at once, all closed: still untouched.
+        let readers: Vec<File> = (0..5).map(|_| File::open(&part).unwrap()).collect();
+        s.poll();
+        drop(readers);
         drop(File::open(&part).unwrap());
+        assert_eq!(s.untouched(), Ok(()));
+        // A reader still open: not trusted once the grace is over.
+        let slow = File::open(&part).unwrap();
+        assert!(s.untouched().is_err());
+        drop(slow);
+        assert_eq!(s.untouched(), Ok(()), "it closed");
+        // Opened for writing, even without a write: read back.
+        drop(OpenOptions::new().write(true).open(&part).unwrap());
         assert!(s.untouched().is_err());
         assert!(s.untouched().is_err(), "it stays tainted");
+    }
+
+    #[test]
+    fn a_writer_opened_among_readers_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("h.part");
+        let (_file, s) = Watch::create(&part, None, &[]).unwrap();
+        // Opens in a row, nothing read in between: none is merged away.
+        let a = File::open(&part).unwrap();
+        let w = OpenOptions::new().write(true).open(&part).unwrap();
+        let b = File::open(&part).unwrap();
+        drop(a);
+        drop(b);
+        assert!(s.untouched().is_err(), "the writer is still open");
+        drop(w);
+        assert!(s.untouched().is_err(), "and it closed after writing");
     }
 
     #[test]

@@ -58,6 +58,12 @@ pub struct ResumeState {
     /// meanwhile reports it, so the download knows that peer is itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download: Option<String>,
+    /// Bytes this run of the download took from complete holders (seeds).
+    #[serde(default)]
+    pub from_seeds: u64,
+    /// Bytes this run of the download took from partial holders.
+    #[serde(default)]
+    pub from_partials: u64,
 }
 
 /// The id of a piece list's chain (see [`ResumeState::chain_id`]).
@@ -86,6 +92,8 @@ impl ResumeState {
             verified: encode_bitmap(done),
             peers: Vec::new(),
             download: None,
+            from_seeds: 0,
+            from_partials: 0,
         }
     }
 

@@ -24,6 +24,21 @@ const FAST_REQUERY: Duration = Duration::from_millis(150);
 /// How long a round re-queries every [`FAST_REQUERY`].
 const FAST_REQUERY_FOR: Duration = Duration::from_secs(2);
 
+/// How long a round waits for holders that failed to answer (every one
+/// of them) without a piece arriving, before it gives up.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The wait before holders that all failed are asked again for the
+/// `n`-th time: 250 ms doubling to 4 s, drawn from half to one and a half
+/// of it (so hosts that lost the same seed do not come back in step).
+fn backoff(n: u32) -> Duration {
+    let base = Duration::from_millis(250)
+        .saturating_mul(1 << n.saturating_sub(1).min(4))
+        .min(Duration::from_secs(4));
+    let jitter = (crate::discovery::random_u64() % 1000) as u32;
+    base / 2 + base * jitter / 1000
+}
+
 /// Runs `round` to its end on the calling thread. `requery` returns new
 /// holders for this round's piece list.
 pub(crate) fn run(
@@ -47,6 +62,10 @@ pub(crate) fn run(
         round.save_state(&round.sched.done_flags());
         let mut last_query = Instant::now();
         let started = Instant::now();
+        // Patience: the last time a piece was written, and how many
+        // bytes were done then.
+        let mut progress_at = (Instant::now(), round.sched.done_bytes());
+        let mut waits = 0u32;
         let mut seq = 0usize;
         let ended = loop {
             if let Some(e) = round.fatal.lock().take() {
@@ -64,6 +83,12 @@ pub(crate) fn run(
             {
                 break Some(Outcome::Interrupted);
             }
+            if let Some(turn) = round.yield_turn {
+                let patience = round.piece_deadline() * 2u32.saturating_pow(turn.min(4));
+                if round.sched.since_progress() > patience {
+                    break Some(Outcome::Yielded);
+                }
+            }
             if let Err(e) = fill(scope, round, &mut seq) {
                 break Some(Outcome::Fatal(FetchError::Thread(e)));
             }
@@ -74,13 +99,34 @@ pub(crate) fn run(
                     slots.iter().map(|s| s.workers).sum::<usize>(),
                 )
             };
+            let done = round.sched.done_bytes();
+            if done != progress_at.1 {
+                progress_at = (Instant::now(), done);
+                waits = 0;
+            }
             if usable == 0 && active == 0 {
                 let fresh = requery();
                 last_query = Instant::now();
-                if fresh.is_empty() {
+                if !fresh.is_empty() {
+                    round.add_holders(fresh);
+                    continue;
+                }
+                // Patience, not failure: holders that only failed to
+                // answer (a full link drops handshakes) are asked again
+                // after a randomized backoff, until PATIENCE passes
+                // without a piece.
+                if progress_at.0.elapsed() >= PATIENCE {
                     break Some(Outcome::Failed);
                 }
-                round.add_holders(fresh);
+                waits += 1;
+                let at = Instant::now() + backoff(waits);
+                if round.readmit_failing(at) == 0 {
+                    break Some(Outcome::Failed);
+                }
+                log::info!(
+                    "every holder failed; asking them again (no piece for {:.1}s)",
+                    progress_at.0.elapsed().as_secs_f64()
+                );
                 continue;
             }
             // Partial holders have their first pieces within a fraction
@@ -100,6 +146,8 @@ pub(crate) fn run(
                 last_query = Instant::now();
             }
             round.maybe_save_state();
+            // The .part's watch counts the opens by others (see `seal`).
+            round.dl.watch.poll();
             if let Some(cb) = progress {
                 cb(&round.progress());
             }

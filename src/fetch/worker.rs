@@ -19,6 +19,9 @@
 //! 2 s); after `max_retries` consecutive failures the holder is dropped.
 //! A `503` (the holder's queue is full) is not a failure: the piece goes
 //! back and the worker asks again after a second, up to 30 times in a row.
+//! A `503` with `X-Slots` (every upload slot of the holder taken) is not
+//! one either: the piece goes back, the connection goes to another holder
+//! at once, and this one is asked again when it rotates its slots.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -49,6 +52,9 @@ const HINT_POLL: Duration = Duration::from_millis(300);
 /// this size (with many downloads at once, one piece-sized write cost more
 /// system CPU than these: see docs/benchmarks.md).
 const WRITE_CHUNK: usize = 64 * 1024;
+/// Bounds on the wait a holder whose upload slots are full asks for.
+const SLOTS_RETRY_MIN: Duration = Duration::from_millis(100);
+const SLOTS_RETRY_MAX: Duration = Duration::from_secs(2);
 /// Pieces a holder may claim and then not serve (`416`) before it is
 /// dropped as lying.
 const MAX_NOT_THERE: u32 = 8;
@@ -59,6 +65,10 @@ enum Fail {
     Abandoned,
     /// `503`: the holder's queue is full; ask again after `BUSY_RETRY`.
     Busy,
+    /// `503` with `X-Slots`: every upload slot of the holder is taken, it
+    /// rotates them after this long. Not a failure, and no wait: the
+    /// connection goes to another holder meanwhile.
+    SlotsFull(Duration),
     /// The holder sent data that is provably wrong.
     Bad(BadData),
     /// The transfer failed.
@@ -281,6 +291,15 @@ impl<'r, 'a> Worker<'r, 'a> {
             }
         }
         match result {
+            Err(Fail::SlotsFull(after)) => {
+                // Turned away at once: this connection serves another
+                // holder meanwhile; this one is asked again after its
+                // rotation (bounded, so a peer cannot park us for long).
+                let after = after.clamp(SLOTS_RETRY_MIN, SLOTS_RETRY_MAX);
+                round.slots.lock()[self.slot].retry_at = Some(Instant::now() + after);
+                crate::metrics::SLOTS_TURNED_AWAY.inc();
+                false
+            }
             Err(Fail::Busy) => {
                 // Give the worker back so another holder can use it; this
                 // one is asked again after `BUSY_RETRY` (see
@@ -359,6 +378,12 @@ impl<'r, 'a> Worker<'r, 'a> {
                 }
             }
         }
+        let from = if round.sched.is_complete_holder(self.slot) {
+            &round.dl.from_seeds
+        } else {
+            &round.dl.from_partials
+        };
+        from.fetch_add(len as u64, Ordering::Relaxed);
         round.sched.written(i, len as u64, self.slot);
         log::trace!("piece {i} from {}", self.holder);
         round.maybe_save_state();
@@ -400,6 +425,14 @@ impl<'r, 'a> Worker<'r, 'a> {
         round.dl.retried.fetch_add(1, Ordering::Relaxed);
         self.close();
         let holder = &self.holder;
+        if matches!(reason, Transfer::Late { .. }) {
+            // Its claims turned into no bytes in time: they stop holding
+            // seeds back and stop counting as availability.
+            round.slots.lock()[self.slot].late += 1;
+            if round.sched.discredit(self.slot) {
+                log::warn!("peer {holder}: {reason}; its claims no longer count");
+            }
+        }
         let failures = {
             let mut slots = round.slots.lock();
             let s = &mut slots[self.slot];
@@ -519,7 +552,12 @@ impl<'r, 'a> Worker<'r, 'a> {
                 }
             },
             200 if start == 0 && len as u64 == size => {}
-            503 => return Err(Fail::Busy),
+            503 => {
+                return Err(match head.slots_full {
+                    Some(after) => Fail::SlotsFull(after),
+                    None => Fail::Busy,
+                })
+            }
             416 => {
                 // A partial holder without this piece: read the short reason.
                 if let Some(c) = self.conn.as_mut() {
@@ -559,7 +597,8 @@ impl<'r, 'a> Worker<'r, 'a> {
                 true
             }
             (None, Some(fresh)) => {
-                round.sched.set_have(slot, None, Some(fresh));
+                // Taken only from a holder whose own bitmap is full.
+                round.sched.set_fresh(slot, fresh);
                 true
             }
             (None, None) => false,
@@ -580,10 +619,20 @@ impl<'r, 'a> Worker<'r, 'a> {
             return Err(Fail::Io(Transfer::NoConnection));
         };
         let rate = round.dl.rate();
+        // The body's deadline, set by the round's progress; waits for the
+        // rate cap do not count against it.
+        let limit = round.piece_deadline();
+        let started = Instant::now();
+        let paced = std::cell::Cell::new(Duration::ZERO);
+        let late = std::cell::Cell::new(None);
         let read = c.conn.read_body(
             &mut self.buf[..len],
             |want| {
                 if round.stopping() || round.sched.is_done(i) {
+                    return None;
+                }
+                if started.elapsed() > limit + paced.get() {
+                    late.set(Some(len - want));
                     return None;
                 }
                 Some(rate.map_or(want, |r| want.min(r.chunk())))
@@ -595,13 +644,25 @@ impl<'r, 'a> Worker<'r, 'a> {
                     .received
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 if let Some(r) = rate {
-                    round.sleep(r.reserve(chunk.len()));
+                    let wait = r.reserve(chunk.len());
+                    paced.set(paced.get() + wait);
+                    round.sleep(wait);
                 }
             },
         );
         match read {
             Ok(()) => c.conn.finish(&head),
-            Err(ClientError::Abandoned) => return Err(Fail::Abandoned),
+            Err(ClientError::Abandoned) => {
+                return Err(match late.get() {
+                    Some(got) => Fail::Io(Transfer::Late {
+                        piece: i,
+                        limit,
+                        got,
+                        len,
+                    }),
+                    None => Fail::Abandoned,
+                })
+            }
             Err(e) => return Err(io_fail(round, e)),
         }
         if !round.list.check_done(i, &check) {

@@ -45,6 +45,9 @@ pub struct Head {
     /// `X-Indexing`: the peer's index is still being built (the files
     /// indexed so far); a `404` then means "not yet", not "never".
     pub indexing: Option<u64>,
+    /// `X-Slots` on a `503`: every upload slot of the holder is taken;
+    /// they rotate after this long (ask another holder meanwhile).
+    pub slots_full: Option<std::time::Duration>,
 }
 
 /// How a response's body ends.
@@ -147,6 +150,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ReplyError> {
         disposition: None,
         etag: None,
         indexing: None,
+        slots_full: None,
         close: resp.version == Some(0),
     };
     for h in resp.headers.iter() {
@@ -191,6 +195,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ReplyError> {
             });
         } else if h.name.eq_ignore_ascii_case(crate::protocol::HAVE_HEADER) {
             head.have = Some(value.to_string()).filter(|v| v.len() <= MAX_BITMAP_HEX);
+        } else if h.name.eq_ignore_ascii_case(crate::protocol::SLOTS_HEADER) {
+            head.slots_full = value
+                .parse::<u64>()
+                .ok()
+                .map(|ms| std::time::Duration::from_millis(ms.min(60_000)));
         } else if h
             .name
             .eq_ignore_ascii_case(crate::protocol::INDEXING_HEADER)

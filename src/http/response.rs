@@ -37,6 +37,8 @@ impl Status {
     pub const INTERNAL_SERVER_ERROR: Status = Status(500);
     /// 505.
     pub const HTTP_VERSION_NOT_SUPPORTED: Status = Status(505);
+    /// 503: busy (every upload slot taken); come back after `Retry-After`.
+    pub const SERVICE_UNAVAILABLE: Status = Status(503);
 
     /// The reason phrase of the status line.
     pub fn reason(self) -> &'static str {

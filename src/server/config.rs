@@ -17,6 +17,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default cap on open connections from one client address (an IPv4
 /// address or an IPv6 /64).
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 128;
+/// Default upload slots: 4 kept by the fastest downloads, 1 rotated
+/// (BitTorrent's 4 unchoked + 1 optimistic).
+pub const DEFAULT_UPLOAD_SLOTS: usize = 5;
 /// Default prefix of the server's thread names.
 pub const DEFAULT_THREAD_NAME: &str = "pbs-http";
 
@@ -46,6 +49,11 @@ pub struct ServerConfig {
     pub keepalive_idle: Duration,
     /// Requests served on one connection before closing it.
     pub max_requests_per_connection: usize,
+    /// Downloads (client hosts) served pieces at once: upload slots,
+    /// rotated every second (the fastest keep theirs, one goes round the
+    /// waiting ones); the others are told at once to come back later.
+    /// 0: no limit.
+    pub upload_slots: usize,
     /// Prefix of thread names: `<prefix>-accept`, `<prefix>-w<i>`. Linux
     /// shows at most 15 bytes of a thread name, so keep it short.
     pub thread_name: String,
@@ -62,6 +70,7 @@ impl Default for ServerConfig {
             header_deadline: DEFAULT_HEADER_DEADLINE,
             keepalive_idle: DEFAULT_KEEPALIVE_IDLE,
             max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+            upload_slots: DEFAULT_UPLOAD_SLOTS,
             thread_name: DEFAULT_THREAD_NAME.to_owned(),
         }
     }

@@ -58,6 +58,7 @@ pub(crate) struct Context<'a> {
     pub source: &'a dyn FileSource,
     pub catalog: &'a CatalogCache,
     pub closing: &'a AtomicBool,
+    pub slots: &'a std::sync::Arc<super::slots::Slots>,
 }
 
 /// What a connection waits for in the parking lot.
@@ -135,6 +136,9 @@ struct Outgoing {
     stall_until: Instant,
     /// What counts a file body's bytes ([`FileSource::start_upload`](super::FileSource::start_upload)).
     upload: Option<Box<dyn super::UploadCounter>>,
+    /// The upload slot a piece answer holds until it ends (dropped with
+    /// this answer, sent or cut).
+    slot: Option<super::slots::SlotGuard>,
 }
 
 struct FileBody {
@@ -328,7 +332,9 @@ impl Conn {
         let keep_alive = request.keep_alive()
             && self.served < ctx.config.max_requests_per_connection
             && !ctx.closing.load(Ordering::Acquire);
-        let response = handle(&request, ctx.source, ctx.catalog);
+        let key = self.key;
+        let gate = || ctx.slots.admit(key);
+        let response = handle(&request, ctx.source, ctx.catalog, &gate);
         self.start(Some(&request), response, keep_alive, started, ctx);
         self.send(ctx)
     }
@@ -356,6 +362,7 @@ impl Conn {
             status.0,
         );
         let mut upload = None;
+        let mut slot = None;
         let head = response
             .head
             .header("Server", SERVER_NAME)
@@ -378,7 +385,9 @@ impl Conn {
                 name,
                 start,
                 len,
+                slot: s,
             } => {
+                slot = s;
                 upload = ctx.source.start_upload(self.peer.ip(), &sha1, &name);
                 file = Some(FileBody {
                     file: f,
@@ -406,6 +415,7 @@ impl Conn {
             started,
             stall_until: Instant::now() + ctx.config.write_timeout,
             upload,
+            slot,
         }));
     }
 
@@ -544,6 +554,9 @@ impl Outgoing {
                         crate::metrics::SERVED_BYTES.add(n);
                         if let Some(u) = &self.upload {
                             u.add(n);
+                        }
+                        if let Some(s) = &mut self.slot {
+                            s.add(n);
                         }
                     }
                     Ok(Progress::Blocked) => return Pushed::Blocked,

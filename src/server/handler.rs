@@ -12,13 +12,16 @@
 //! gzip body: [`catalog_etag`]), and `If-None-Match` is answered `304` for
 //! either.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use serde::Serialize;
 
+use super::slots::SlotGuard;
 use super::{FileSource, Page};
 use crate::digest::Sha1Digest;
 use crate::http::conditional::{if_range_matches, none_match};
@@ -30,7 +33,7 @@ use crate::http::route::{self, Route, ALLOW};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
 use crate::protocol::{
     DOWNLOAD_ID_HEADER, FRESH_HEADER, HAVE_HEADER, INDEXING_HEADER, MAX_HEADER_PIECES,
-    PIECES_HEADER,
+    PIECES_HEADER, SLOTS_HEADER,
 };
 
 const CONTENT_TYPE_JSON: &str = "application/json";
@@ -64,6 +67,8 @@ pub(crate) enum Body {
         start: u64,
         /// Bytes to send.
         len: u64,
+        /// The upload slot a piece answer holds (`None`: not a piece).
+        slot: Option<SlotGuard>,
     },
 }
 
@@ -141,9 +146,28 @@ pub(crate) struct CatalogCache {
     /// Held while a new body is built, so concurrent requests for a new
     /// generation build it once (CPU work only, no I/O under it).
     building: Mutex<()>,
+    /// Piece-list bodies in flight, by file, held weakly: the answers
+    /// sending one list share one copy (a 100 GiB file's list is MBs).
+    pieces: Mutex<HashMap<Sha1Digest, Weak<Vec<u8>>>>,
 }
 
 impl CatalogCache {
+    /// `body`, the piece list of `sha1` just serialized, or the same bytes
+    /// another answer is still sending (then `body` is dropped at once).
+    /// Bodies no answer holds any more are forgotten here.
+    fn shared_pieces(&self, sha1: Sha1Digest, body: Vec<u8>) -> Arc<Vec<u8>> {
+        let mut map = self.pieces.lock();
+        if let Some(live) = map.get(&sha1).and_then(Weak::upgrade) {
+            if *live == body {
+                return live;
+            }
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let body = Arc::new(body);
+        map.insert(sha1, Arc::downgrade(&body));
+        body
+    }
+
     /// The plain body of `generation`, if some response still holds it.
     fn shared_plain(&self, generation: u64) -> Option<(u64, Arc<Vec<u8>>)> {
         self.current
@@ -216,19 +240,26 @@ impl CatalogCache {
     }
 }
 
-/// The answer to `request`. Every answer says `X-Content-Type-Options:
+/// The answer to `request` (`slot` asks for an upload slot for the
+/// client, piece requests only, or says how long until the slots rotate). Every answer says `X-Content-Type-Options:
 /// nosniff`: its `Content-Type` is the only one a browser may use.
 pub(crate) fn handle(
     request: &RequestHead,
     source: &dyn FileSource,
     catalog: &CatalogCache,
+    slot: &dyn Fn() -> Result<SlotGuard, Duration>,
 ) -> Response {
-    let mut response = answer(request, source, catalog);
+    let mut response = answer(request, source, catalog, slot);
     response.head = response.head.header("X-Content-Type-Options", "nosniff");
     response
 }
 
-fn answer(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache) -> Response {
+fn answer(
+    request: &RequestHead,
+    source: &dyn FileSource,
+    catalog: &CatalogCache,
+    slot: &dyn Fn() -> Result<SlotGuard, Duration>,
+) -> Response {
     let route = match route::route(&request.method, &request.target) {
         Ok(route) => route,
         Err(e) => {
@@ -246,7 +277,21 @@ fn answer(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache
         Route::Health => Response::json(&source.health()).no_store(),
         Route::FileList => file_list(request, source, catalog),
         Route::Pieces(sha1) => match source.pieces(&sha1) {
-            Some(pieces) => Response::json(&pieces),
+            Some(pieces) => match serde_json::to_vec(&pieces) {
+                Ok(body) => {
+                    let body = catalog.shared_pieces(sha1, body);
+                    Response {
+                        head: ResponseHead::new(Status::OK)
+                            .header("Content-Type", CONTENT_TYPE_JSON)
+                            .header("Content-Length", body.len().to_string()),
+                        body: Body::Shared(body),
+                    }
+                }
+                Err(e) => {
+                    log::error!("bug: cannot encode a piece list: {e}");
+                    Response::error(Status::INTERNAL_SERVER_ERROR, "cannot encode the answer")
+                }
+            },
             None => not_served(&sha1, source),
         },
         Route::Have(sha1) => match source.have(&sha1) {
@@ -269,7 +314,7 @@ fn answer(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCache
             }
             None => not_served(&sha1, source),
         },
-        Route::File(sha1) => file(request, source, &sha1),
+        Route::File(sha1) => file(request, source, &sha1, slot),
     }
 }
 
@@ -282,7 +327,10 @@ fn page(page: Page, source: &dyn FileSource) -> Response {
             for (name, value) in p.headers {
                 head = head.header(name, value);
             }
-            Response::bytes(head, p.body)
+            Response {
+                head: head.header("Content-Length", p.body.len().to_string()),
+                body: Body::Shared(p.body),
+            }
         }
         Ok(None) if page == Page::Metrics => Response::bytes(
             ResponseHead::new(Status::OK).header("Content-Type", crate::metrics::CONTENT_TYPE),
@@ -374,7 +422,24 @@ fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCa
     }
 }
 
-fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Response {
+/// `503` at once, without a body, for a piece request while every upload
+/// slot is taken: `Retry-After` in whole seconds, `X-Slots` the time to
+/// the next rotation in milliseconds.
+fn slots_full(retry_after: Duration) -> Response {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let head = ResponseHead::new(Status::SERVICE_UNAVAILABLE)
+        .header("Retry-After", secs.max(1).to_string())
+        .header(SLOTS_HEADER, retry_after.as_millis().to_string())
+        .header("Cache-Control", CACHE_NEVER);
+    Response::bytes(head, Vec::new())
+}
+
+fn file(
+    request: &RequestHead,
+    source: &dyn FileSource,
+    sha1: &Sha1Digest,
+    gate: &dyn Fn() -> Result<SlotGuard, Duration>,
+) -> Response {
     let opened = match source.open(sha1) {
         Ok(Some(opened)) => opened,
         Ok(None) => return not_served(sha1, source),
@@ -450,7 +515,13 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
     // Only range requests count for super-seeding: a whole-file download
     // (curl) is not a swarm member that will pass pieces on.
     let mut head = head;
+    let mut slot = None;
     if request.method == Method::Get && len < size {
+        // A piece: served within the upload slots, else turned away now.
+        match gate() {
+            Ok(g) => slot = Some(g),
+            Err(retry_after) => return slots_full(retry_after),
+        }
         // The downloader's view of this peer rides on each piece: a partial
         // holder's pieces, a seed's least-uploaded ones (after counting
         // this one), so it need not ask `have` between pieces.
@@ -482,6 +553,7 @@ fn file(request: &RequestHead, source: &dyn FileSource, sha1: &Sha1Digest) -> Re
             name: opened.name,
             start,
             len,
+            slot,
         },
     }
 }
@@ -547,6 +619,21 @@ mod tests {
             3,
             "once nothing sends it, the body is freed and built again"
         );
+    }
+
+    #[test]
+    fn piece_list_bodies_in_flight_are_shared_and_then_forgotten() {
+        let cache = CatalogCache::default();
+        let (x, y) = (Sha1Digest::of(b"x"), Sha1Digest::of(b"y"));
+        let a = cache.shared_pieces(x, b"list x".to_vec());
+        let b = cache.shared_pieces(x, b"list x".to_vec());
+        assert!(Arc::ptr_eq(&a, &b), "one copy while answers send it");
+        let other = cache.shared_pieces(x, b"list x, v2".to_vec());
+        assert!(!Arc::ptr_eq(&a, &other), "other bytes are never swapped in");
+        drop((a, b, other));
+        let c = cache.shared_pieces(y, b"list y".to_vec());
+        assert_eq!(cache.pieces.lock().len(), 1, "dead bodies forgotten");
+        assert_eq!(*c, b"list y".to_vec());
     }
 
     #[test]

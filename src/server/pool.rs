@@ -27,6 +27,7 @@ use super::handler::CatalogCache;
 use super::limits::{fit_fd_limit, Admission};
 use super::park::{Parking, ReadyQueue};
 use super::shared::Shared;
+use super::slots::Slots;
 use super::{FileSource, ServerConfig, ServerError};
 
 /// Connections the kernel queues before the accept thread takes them
@@ -78,6 +79,7 @@ impl Server {
                 parking: Parking::new().map_err(ServerError::Poll)?,
                 ready: ReadyQueue::new(),
                 catalog: CatalogCache::default(),
+                slots: Slots::new(config.upload_slots),
                 next_id: AtomicU64::new(0),
                 panics: AtomicU64::new(0),
             }),

@@ -8,6 +8,7 @@ use super::conn::Context;
 use super::handler::CatalogCache;
 use super::limits::Admission;
 use super::park::{Parking, ReadyQueue};
+use super::slots::Slots;
 use super::{FileSource, ServerConfig};
 
 /// State shared by the server handle and its threads.
@@ -17,6 +18,7 @@ pub(crate) struct Shared {
     pub(crate) parking: Parking,
     pub(crate) ready: ReadyQueue,
     pub(crate) catalog: CatalogCache,
+    pub(crate) slots: Arc<Slots>,
     pub(crate) next_id: AtomicU64,
     pub(crate) panics: AtomicU64,
 }
@@ -31,6 +33,7 @@ impl Shared {
             config,
             source,
             catalog: &self.catalog,
+            slots: &self.slots,
             closing: &self.closing,
         }
     }

@@ -212,6 +212,7 @@ fn every_variable_is_honoured_by_every_command_that_has_it() {
                 "PIRATEBAY_TTL"
                 | "PIRATEBAY_PIECE_SIZE"
                 | "PIRATEBAY_WORKERS"
+                | "PIRATEBAY_UPLOAD_SLOTS"
                 | "PIRATEBAY_RESCAN" => {
                     let out = run(&as_refs(&args), &[(&var, "lots")]);
                     assert_fails_saying(&out, &format!("invalid {var}"), &what);

@@ -10,8 +10,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use piratebay_sync::etcd::{Client, Config};
 use piratebay_sync::{
-    Catalog, CatalogOptions, DownloadOptions, Downloader, FetchError, Holder, HolderSource,
-    NetworkHolders, PeerInfo, PeerRecord, Progress, ProgressFn, Summary,
+    Catalog, CatalogOptions, DownloadOptions, Downloader, FetchError, Holder, HolderFaultKind,
+    HolderSource, NetworkHolders, PeerInfo, PeerRecord, Progress, ProgressFn, Summary,
 };
 
 use crate::fetch_support::*;
@@ -222,6 +222,34 @@ fn only_bad_holders_fail_cleanly_naming_them() {
     assert!(!text.contains('\n'), "one line: {text}");
     assert!(!out.exists(), "nothing under the final name");
     assert!(part_path(&out).exists(), "the .part stays for resume");
+    // Each bad holder keeps its typed cause: a piece that failed its
+    // check (the lying list's last piece does not finish to the file's SHA1).
+    let FetchError::NoCorrectCopy { bad, .. } = &err else {
+        unreachable!()
+    };
+    let causes: Vec<(String, HolderFaultKind, String)> = bad
+        .iter()
+        .map(|f| (f.holder.id.clone(), f.reason.kind(), f.reason.to_string()))
+        .collect();
+    assert_eq!(causes.len(), 2, "{causes:?}");
+    assert!(
+        causes
+            .iter()
+            .all(|(_, kind, _)| *kind == HolderFaultKind::BadData),
+        "{causes:?}"
+    );
+    assert!(
+        causes
+            .iter()
+            .any(|(id, _, why)| id == "bad-bytes" && why.contains("failed verification")),
+        "{causes:?}"
+    );
+    assert!(
+        causes
+            .iter()
+            .any(|(id, _, why)| id == "bad-list" && why.contains("failed verification")),
+        "{causes:?}"
+    );
 }
 
 #[test]
@@ -477,23 +505,25 @@ fn a_peer_claiming_a_huge_size_costs_no_disk_space() {
         ),
         data: src.clone(),
     };
-    let liar = TestPeer::start("huge", vec![huge]);
+    // Two hosts vouch for the huge list, so it goes first (ties between
+    // lists are broken at random).
+    let liar = TestPeer::start("huge", vec![huge.clone()]);
+    let liar2 = TestPeer::start("huge2", vec![huge]);
     let honest = TestPeer::start("honest", vec![served.clone()]);
     let out = dir.path().join("out");
     // The liar's piece list is ~7 MB of JSON: give a debug build on a busy
     // machine time to produce it (this test is about disk space, not stalls).
     let mut o = opts();
     o.io_timeout = Duration::from_secs(10);
-    let summary = download(
-        o,
-        &served,
-        &out,
-        &vec![liar.holder(), honest.holder()],
-        None,
-    )
-    .unwrap();
+    let holders = vec![liar.holder(), liar2.holder(), honest.holder()];
+    let summary = download(o, &served, &out, &holders, None).unwrap();
     assert_downloaded(&summary, &served);
-    assert_eq!(summary.bad_peers, vec![liar.holder().to_string()]);
+    let mut bad = summary.bad_peers.clone();
+    bad.sort();
+    assert_eq!(
+        bad,
+        vec![liar.holder().to_string(), liar2.holder().to_string()]
+    );
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 3 * SMALL_PIECE);
 }
 

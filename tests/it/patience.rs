@@ -1,7 +1,8 @@
 //! Patience, not failure (issue 19), and a lookup no host can starve
 //! (issue 23, item 4): a peer that could not be asked yet, or is still
 //! indexing, is asked again (randomized backoff, bounded by lack of
-//! progress); silent records on one host cost that host's turns only.
+//! progress); silent records on one host cost that host's turns only;
+//! a seed over its upload slots turns a download away at once.
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -191,4 +192,104 @@ fn one_hundred_silent_records_on_one_host_do_not_starve_the_lookup() {
     println!("get with 100 silent records on one host: {took:.2?}");
     assert!(took < Duration::from_secs(10), "took {took:.2?}");
     drop(seed);
+}
+
+/// Upload slots: a seed serving pieces to one download (`--upload-slots
+/// 1`) turns the second away at once (`503` with `X-Slots`, no body, no
+/// timeout), and that download finishes from the other holder.
+#[test]
+fn the_download_over_the_seeds_upload_slots_is_turned_away_at_once_and_finishes_elsewhere() {
+    let mut lab = Lab::new();
+    let etcd = EtcdServer::on_bridge(&mut lab);
+    let seed_host = lab.add_host();
+    let other_host = lab.add_host();
+    seed_host.set_rate(16);
+    other_host.set_rate(16);
+    let hosts = lab.add_hosts(2, None);
+    // Host A is slow (8 s for the file): it holds the seed's slot while B
+    // starts.
+    hosts[0].set_rate(8);
+    let data = tempfile::tempdir().unwrap();
+    let sha1 = random_file(&data.path().join("f.bin"), 8 * MIB, 31).to_string();
+    let seed = Serve::new(&etcd.endpoint())
+        .on_host(&seed_host)
+        .dataset(data.path())
+        .arg("--upload-slots", "1")
+        .start();
+    let other_data = tempfile::tempdir().unwrap();
+    std::fs::copy(data.path().join("f.bin"), other_data.path().join("f.bin")).unwrap();
+    let other = Serve::new(&etcd.endpoint())
+        .on_host(&other_host)
+        .dataset(other_data.path())
+        .start();
+    let other_id = other.id();
+    wait_until(
+        Duration::from_secs(30),
+        "both holders serve the file",
+        || {
+            let out = cli(&["files", "--json", "--etcd", &etcd.endpoint()]);
+            let v: serde_json::Value = serde_json::from_str(&stdout_text(&out)).unwrap_or_default();
+            v.as_array().is_some_and(|files| {
+                files
+                    .iter()
+                    .any(|f| f["sha1"] == sha1.as_str() && f["peers"] == 2)
+            })
+        },
+    );
+    let state = tempfile::tempdir().unwrap();
+    let out_a = state.path().join("a.bin");
+    let out_b = state.path().join("b.bin");
+    let etcd_ep = etcd.endpoint();
+    let a = spawn_get(
+        Some(&hosts[0].netns),
+        &etcd_ep,
+        &sha1,
+        &out_a,
+        &state.path().join("sa"),
+    );
+    // The first download holds the seed's only slot.
+    let piece_to = |ip: std::net::Ipv4Addr, status: &str| {
+        let log = seed.proc.log_text();
+        log.lines()
+            .any(|l| l.contains(&format!("{ip}:")) && l.contains(&format!("\" {status} ")))
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the seed serves a piece to host A",
+        || piece_to(hosts[0].ip, "206"),
+    );
+    let b = spawn_get(
+        Some(&hosts[1].netns),
+        &etcd_ep,
+        &sha1,
+        &out_b,
+        &state.path().join("sb"),
+    );
+    let output = wait_output(b, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "get B failed: {}",
+        stderr_text(&output).trim()
+    );
+    assert_eq!(sha1_of_file(&out_b).to_string(), sha1);
+    assert!(
+        piece_to(hosts[1].ip, "503"),
+        "the seed turned host B away with a 503:\n{}",
+        seed.proc.log_text()
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout_text(&output).trim()).unwrap();
+    assert!(
+        summary["peers_used"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|id| id == other_id.as_str())),
+        "host B got pieces from the other holder: {summary}"
+    );
+    assert_finished(a, &out_a, &sha1, Duration::from_secs(60));
+}
+
+fn wait_output(mut child: Child, timeout: Duration) -> std::process::Output {
+    if wait_timeout(&mut child, timeout).is_none() {
+        let _ = child.kill();
+    }
+    child.wait_with_output().expect("get output")
 }

@@ -1,0 +1,100 @@
+//! Upload slots in the server: the pure policy (`policy::slots`: how many
+//! downloads one holder serves at once, rotated) behind one lock per
+//! server, which is one uplink. Only piece requests (a `Range` `GET` of a
+//! file) take a slot; the catalog, `HEAD`, `/have`, `/pieces` and the
+//! status never wait. A download is one client host ([`ClientKey`]: an
+//! IPv4 address or an IPv6 /64), whatever its connections and files.
+//!
+//! A request turned away is answered at once, without a body: `503` with
+//! `Retry-After` (whole seconds, for any HTTP client) and `X-Slots: <ms>`
+//! (the time to the next rotation, for the downloader, which gives the
+//! piece back and asks another holder meanwhile). An admitted answer holds
+//! its slot through a [`SlotGuard`] until its body ends (sent or cut).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::limits::ClientKey;
+use crate::policy::slots::{Admit, SlotConfig, UploadSlots};
+
+/// The upload slots of one server.
+pub(crate) struct Slots {
+    inner: Mutex<UploadSlots<ClientKey>>,
+    /// No limit (0 slots configured).
+    open: bool,
+}
+
+impl Slots {
+    /// `total` slots: one of them optimistic (rotated to the longest
+    /// waiter) when there are at least 2; 0 means no limit.
+    pub(crate) fn new(total: usize) -> Arc<Slots> {
+        let optimistic = usize::from(total >= 2);
+        let cfg = SlotConfig {
+            regular: total.saturating_sub(optimistic).max(1),
+            optimistic,
+            ..SlotConfig::default()
+        };
+        Arc::new(Slots {
+            inner: Mutex::new(UploadSlots::new(cfg)),
+            open: total == 0,
+        })
+    }
+
+    /// A slot for `key` now, or the time until the slots rotate.
+    pub(crate) fn admit(self: &Arc<Self>, key: ClientKey) -> Result<SlotGuard, Duration> {
+        if self.open {
+            return Ok(SlotGuard {
+                slots: None,
+                key,
+                sent: 0,
+            });
+        }
+        match self.inner.lock().admit(&key, Instant::now()) {
+            Admit::Serve => Ok(SlotGuard {
+                slots: Some(self.clone()),
+                key,
+                sent: 0,
+            }),
+            Admit::Busy { retry_after } => {
+                crate::metrics::SLOTS_REFUSED.inc();
+                Err(retry_after)
+            }
+        }
+    }
+}
+
+/// An admitted answer's hold on its slot: counts the bytes sent and
+/// returns the slot (with them, which rank the next rotation) when dropped.
+pub(crate) struct SlotGuard {
+    slots: Option<Arc<Slots>>,
+    key: ClientKey,
+    sent: u64,
+}
+
+impl SlotGuard {
+    /// `n` more body bytes sent.
+    pub(crate) fn add(&mut self, n: u64) {
+        self.sent += n;
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(s) = &self.slots {
+            s.inner
+                .lock()
+                .finished(&self.key, self.sent, Instant::now());
+        }
+    }
+}
+
+impl std::fmt::Debug for SlotGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotGuard")
+            .field("key", &self.key)
+            .field("sent", &self.sent)
+            .finish()
+    }
+}
