@@ -54,7 +54,10 @@ impl Net {
         let (src, dst) = (f.src as usize, f.dst as usize);
         let id = match self.free.pop() {
             Some(id) => {
-                self.flows[id] = f;
+                // Versions go on across reuse, so an end event of the
+                // flow that had this id never matches the new one.
+                let version = self.flows[id].version;
+                self.flows[id] = Flow { version, ..f };
                 id
             }
             None => {
@@ -115,7 +118,7 @@ impl Net {
             let dt = now.saturating_sub(f.at) as f64 / 1e9;
             f.left = (f.left - f.rate * dt).max(0.0);
             f.at = now;
-            if (f.rate - rate).abs() > f.rate * 1e-9 || f.version == 0 {
+            if (f.rate - rate).abs() > f.rate * 1e-9 {
                 f.rate = rate;
                 f.version += 1;
                 moved.push(id);
