@@ -72,18 +72,23 @@ def url(host, sha1):
     return f"http://{host.ip}:{PORT}/v1/files/{sha1}"
 
 
-def wait_serving(host, sha1, timeout=120):
-    """Until the peer on `host` lists `sha1` (its index is built)."""
+def wait_serving(host, sha1, timeout=120, fatal=True):
+    """Until the peer on `host` lists `sha1` (its index is built); False
+    (or the bench's end, if `fatal`) if it does not within `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://{host.ip}:{PORT}/v1/files", timeout=2) as r:
                 if sha1 is None or sha1 in r.read().decode(errors="replace"):
-                    return
+                    return True
         except OSError:
             pass
         time.sleep(0.1)
-    sys.exit(f"bench: the peer on {host.netns} does not serve {sha1} after {timeout} s")
+    if fatal:
+        sys.exit(f"bench: the peer on {host.netns} does not serve {sha1} after {timeout} s")
+    print(f"  the peer on {host.netns} does not list {sha1} {timeout} s after its get ended: "
+          f"no ring measured", file=sys.stderr)
+    return False
 
 
 class Run:
@@ -311,7 +316,8 @@ def ring(hosts, sha1, base):
     moment; the time until the last curl ends. On 2 cores this shows how
     much the veth/bridge/tbf work itself costs at that aggregate rate."""
     for h in hosts:
-        wait_serving(h, sha1)
+        if not wait_serving(h, sha1, timeout=60, fatal=False):
+            return None
     outs = [os.path.join(base, f"ring{i}.bin") for i in range(len(hosts))]
     t0 = time.perf_counter()
     procs = [h.popen(["curl", "-fsS", "-o", outs[i], url(hosts[(i + 1) % len(hosts)], sha1)],
