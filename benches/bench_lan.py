@@ -233,7 +233,7 @@ def multi_source(lab, run, binary, etcd, client, holders):
     return rows
 
 
-def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k):
+def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
     """One run of the swarm: one seed, n hosts getting into their own datasets at once."""
     ns = f"swarm{n}r{k}"
     base = os.path.join(run.work, ns)
@@ -292,8 +292,9 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k):
     busy1, total1, kernel1 = cpu_busy()
     own_cpu = get_cpu + sum(proc_cpu(p.pid) for p in peers) - serve_cpu0
     uploaded = seed.tx_bytes() - tx0
-    # The ring once per row (after its last run), on the same hosts.
-    t_ring = ring(hosts[:n], sha1, base) if not failed and k == RUNS - 1 else None
+    # The ring once per row (after the first run that allows it), on the
+    # same hosts.
+    t_ring = ring(hosts[:n], sha1, base) if not failed and want_ring else None
     run.stop(only=peers)
     # The gets' logs stay with the peers' (RUST_LOG applies to them too).
     for i in range(n):
@@ -379,7 +380,10 @@ def main():
                 seed.set_rate(mbit)
                 for h in swarm_hosts[:n]:
                     h.set_rate(mbit)
-                runs = [swarm(lab, run, binary, etcd, seed, swarm_hosts, n, mib, k) for k in range(RUNS)]
+                runs = []
+                for k in range(RUNS):
+                    want_ring = not any(r["ring"] for r in runs)
+                    runs.append(swarm(lab, run, binary, etcd, seed, swarm_hosts, n, mib, k, want_ring))
                 size = mib << 20
                 t_alone = runs[0]["alone"]
                 med = lambda key: statistics.median(r[key] for r in runs)
