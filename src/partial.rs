@@ -360,7 +360,7 @@ impl Partials {
         let landed = final_meta
             .map(|m| FileStat::of(&m))
             .zip(map.get(&sha1))
-            .filter(|(now, p)| complete && p.complete.is_some_and(|c| c.same_content_key(now)))
+            .filter(|(now, p)| complete && p.complete.is_some_and(|c| c.same_moved_key(now)))
             .map(|(stat, p)| Landed {
                 stat,
                 hashed: Hashed {

@@ -528,7 +528,7 @@ impl FileSource for IndexSource {
     }
 
     fn page(&self, page: Page) -> Result<Option<PageBody>, serde_json::Error> {
-        status::answer(page, &self.monitor.report()).map(Some)
+        status::answer(page, &self.monitor).map(Some)
     }
 
     fn start_upload(

@@ -300,8 +300,13 @@ impl PeerConn {
             })
     }
 
+    /// Reads the next response head, within twice the read timeout in all
+    /// (a head dripped a byte per read timeout would otherwise take hours
+    /// to fill its 16 KiB limit).
     fn read_head(&mut self) -> Result<Head, ClientError> {
         let mut chunk = [0u8; READ_CHUNK];
+        let started = Instant::now();
+        let limit = self.timeouts.io.saturating_mul(2);
         loop {
             let parsed =
                 reply::parse_head(&self.pending).map_err(|source| ClientError::BadHead {
@@ -316,6 +321,12 @@ impl PeerConn {
                 return Err(ClientError::BadHead {
                     addr: self.addr.clone(),
                     source: ReplyError::TooLarge,
+                });
+            }
+            if started.elapsed() > limit {
+                return Err(ClientError::Deadline {
+                    addr: self.addr.clone(),
+                    limit,
                 });
             }
             match self.stream.read(&mut chunk) {

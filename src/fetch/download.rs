@@ -123,6 +123,7 @@ impl Summary {
             resumed_bytes: 0,
             rechecked_bytes: 0,
             bad_peers: Vec::new(),
+            slow_peers: Vec::new(),
             already_present: false,
         }
     }
@@ -137,6 +138,8 @@ struct Tally {
     bad: Vec<HolderFailure>,
     /// The other holders dropped, and why.
     failed: Vec<HolderFailure>,
+    /// Holders that held a piece past its deadline (`id (addr)`).
+    slow: BTreeSet<String>,
 }
 
 impl Download<'_> {
@@ -153,8 +156,11 @@ impl Download<'_> {
         let mut claimed = self.claimed.clone();
         let mut tally = Tally::default();
         let mut resumed = None;
-        let mut g = 0;
-        while g < known.groups.len() {
+        // Per group: the turns it yielded (no piece for a while while
+        // another list waited), or `None` once it is over (failed, or its
+        // list lied).
+        let mut turns: Vec<Option<u32>> = Vec::new();
+        while let Some(g) = next_group(&mut turns, known.groups.len()) {
             let list = known.groups[g].list.clone();
             let holders = known.groups[g].holders.clone();
             let done = self.salvage(&list, &claimed)?;
@@ -166,7 +172,11 @@ impl Download<'_> {
             if done_bytes > 0 {
                 log::info!("resuming {sha1}: {done_bytes} bytes already verified");
             }
-            let round = Round::new(self, &list, &done);
+            let mut round = Round::new(self, &list, &done);
+            // With another list waiting, one that delivers nothing yields
+            // within seconds (twice as long at each of its turns).
+            let others = (0..turns.len()).any(|k| k != g && turns[k].is_some());
+            round.yield_turn = turns[g].filter(|_| others);
             round.add_holders(holders.clone());
             let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
             tally.add(&round);
@@ -188,10 +198,25 @@ impl Download<'_> {
                     summary.resumed_bytes = resumed.unwrap_or(0);
                     summary.rechecked_bytes = self.rechecked.load(Ordering::Relaxed);
                     summary.bad_peers = tally.bad.iter().map(|f| f.holder.to_string()).collect();
+                    summary.slow_peers = tally.slow.into_iter().collect();
                     return Ok(summary);
                 }
                 Outcome::Failed => {
                     claimed = verified_ranges(&list, &round.sched.done_flags());
+                }
+                Outcome::Yielded => {
+                    log::warn!(
+                        "no piece from the holders of one piece list ({}) for {:.1}s: trying another list",
+                        holders
+                            .iter()
+                            .map(Holder::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        round.sched.since_progress().as_secs_f64()
+                    );
+                    claimed = verified_ranges(&list, &round.sched.done_flags());
+                    turns[g] = turns[g].map(|t| t + 1);
+                    continue;
                 }
                 Outcome::Interrupted => {
                     return Err(FetchError::Interrupted {
@@ -202,7 +227,7 @@ impl Download<'_> {
                 }
                 Outcome::Fatal(e) => return Err(e),
             }
-            g += 1;
+            turns[g] = None;
         }
         Err(tally.into_error(sha1))
     }
@@ -319,6 +344,9 @@ impl Tally {
             if slot.pieces > 0 {
                 self.used.insert(slot.holder.id.clone());
             }
+            if slot.late > 0 {
+                self.slow.insert(slot.holder.to_string());
+            }
             if let Some(reason) = slot.dropped.take() {
                 let failure = HolderFailure::new(slot.holder.clone(), HolderFault::dropped(reason));
                 if slot.bad {
@@ -348,6 +376,17 @@ impl Tally {
             }
         }
     }
+}
+
+/// The next group's turn (`turns` grows to `groups`): the first never
+/// tried, else the one that yielded fewest times (the first of those);
+/// `None` once every group is over.
+fn next_group(turns: &mut Vec<Option<u32>>, groups: usize) -> Option<usize> {
+    turns.resize(groups.max(turns.len()), Some(0));
+    (0..turns.len())
+        .filter_map(|g| turns[g].map(|t| (t, g)))
+        .min()
+        .map(|(_, g)| g)
 }
 
 fn verified_ranges(list: &PieceList, done: &[bool]) -> Vec<(u64, u64)> {
@@ -389,6 +428,20 @@ fn existing_output(job: &Job<'_>, force: bool) -> Result<Option<u64>, FetchError
     Err(FetchError::Exists {
         path: output.to_path_buf(),
     })
+}
+
+/// The host an `ip:port` address is on, for counting votes: the IP, or
+/// the /64 of an IPv6 address (one machine holds a whole /64 as easily as
+/// one address); the address itself if it does not parse.
+fn host_of(addr: &str) -> String {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(std::net::SocketAddr::V4(a)) => a.ip().to_string(),
+        Ok(std::net::SocketAddr::V6(a)) => {
+            let s = a.ip().segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Err(_) => addr.to_string(),
+    }
 }
 
 /// A group of holders that gave the same piece list.
@@ -449,13 +502,24 @@ impl<'a> Known<'a> {
             }
         }
         if initial {
-            // The group that the most distinct addresses vouch for first
-            // (records pointing at one listener count once). Stable: ties
-            // keep the holders' order.
-            self.groups.sort_by_key(|g| {
-                let addrs: BTreeSet<&str> = g.holders.iter().map(|h| h.addr.as_str()).collect();
-                std::cmp::Reverse(addrs.len())
-            });
+            // The group that the most distinct hosts vouch for first:
+            // hosts by IP (an IPv6 /64), so ports, records and ids of one
+            // host count once; ties in a random order, not in an order the
+            // holders choose (etcd key order follows their ids). A group
+            // that then delivers nothing yields its turn (see `fetch`).
+            let tie = std::collections::hash_map::RandomState::new();
+            let mut ranked: Vec<_> = std::mem::take(&mut self.groups)
+                .into_iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    let hosts: BTreeSet<String> =
+                        g.holders.iter().map(|h| host_of(&h.addr)).collect();
+                    let key = std::hash::BuildHasher::hash_one(&tie, i);
+                    ((std::cmp::Reverse(hosts.len()), key), g)
+                })
+                .collect();
+            ranked.sort_by_key(|(key, _)| *key);
+            self.groups = ranked.into_iter().map(|(_, g)| g).collect();
             for (i, g) in self.groups.iter().enumerate() {
                 for h in &g.holders {
                     self.seen.insert(h.id.clone(), i);
@@ -503,4 +567,40 @@ fn fetch_lists(
     crate::fanout::map(holders, LIST_FAN_OUT, "pbs-get-list", |h| {
         fetch_piece_list_with(job.pool(by), h, &job.sha1, timeouts, opts.request_timeout)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_counted_by_ip_and_ipv6_by_its_64() {
+        assert_eq!(host_of("10.0.0.1:7070"), host_of("10.0.0.1:9"));
+        assert_ne!(host_of("10.0.0.1:7070"), host_of("10.0.0.2:7070"));
+        assert_eq!(
+            host_of("[2001:db8:1:2::5]:7070"),
+            host_of("[2001:db8:1:2:ffff::9]:1")
+        );
+        assert_ne!(
+            host_of("[2001:db8:1:2::5]:7070"),
+            host_of("[2001:db8:1:3::5]:7070")
+        );
+        assert_eq!(host_of("not an address"), "not an address");
+    }
+
+    #[test]
+    fn a_group_that_yielded_waits_for_the_ones_never_tried() {
+        let mut turns = Vec::new();
+        assert_eq!(next_group(&mut turns, 2), Some(0));
+        turns[0] = Some(1);
+        assert_eq!(next_group(&mut turns, 2), Some(1));
+        turns[1] = Some(1);
+        // A group found later goes before both.
+        assert_eq!(next_group(&mut turns, 3), Some(2));
+        turns[2] = None;
+        assert_eq!(next_group(&mut turns, 3), Some(0));
+        turns[0] = None;
+        turns[1] = None;
+        assert_eq!(next_group(&mut turns, 3), None);
+    }
 }

@@ -5,6 +5,8 @@
 //! public [`HolderFault`] carries one of them (or the piece list's
 //! failure) to the caller, with its [`HolderFaultKind`] to act on.
 
+use std::time::Duration;
+
 use super::pieces::PieceListError;
 use crate::client::ClientError;
 
@@ -65,6 +67,7 @@ impl HolderFault {
             Cause::Dropped(Dropped::Failing { last, .. }) => match last {
                 Transfer::Client(e) => client_kind(e),
                 Transfer::Busy(_) => K::Busy,
+                Transfer::Late { .. } => K::Stalled,
                 Transfer::Status { .. } => K::Refused,
                 Transfer::ContentRange { .. }
                 | Transfer::ContentLength { .. }
@@ -147,6 +150,19 @@ pub(crate) enum Transfer {
     /// `503` too many times in a row.
     #[error("busy (503) {0} times in a row")]
     Busy(u32),
+    /// A piece not done by its deadline (set by the download's progress:
+    /// a body dripped byte by byte never trips the per-read timeout).
+    #[error("piece {piece} not done within {limit:?} ({got} of {len} bytes)")]
+    Late {
+        /// The piece.
+        piece: usize,
+        /// Its deadline.
+        limit: Duration,
+        /// Bytes received.
+        got: usize,
+        /// The piece's length.
+        len: usize,
+    },
     /// A worker without a connection after opening one.
     #[error("bug: no connection")]
     NoConnection,

@@ -198,6 +198,9 @@ pub struct Summary {
     pub rechecked_bytes: u64,
     /// Peers dropped for bad data or a false piece list (`id (addr)`).
     pub bad_peers: Vec<String>,
+    /// Peers that held a piece past its deadline (dripping or stalled
+    /// bodies; `id (addr)`): their claims stopped counting.
+    pub slow_peers: Vec<String>,
     /// The output already had this content: nothing was downloaded.
     pub already_present: bool,
 }

@@ -31,6 +31,9 @@ use crate::protocol::PieceList;
 /// How often the supervisor wakes up when nothing happens.
 pub(super) const TICK: Duration = Duration::from_millis(100);
 
+/// The shortest deadline of one piece (see [`Round::piece_deadline`]).
+pub(super) const PIECE_DEADLINE_MIN: Duration = Duration::from_secs(3);
+
 /// The usable slots that may get another worker at `level` (a holder has
 /// fewer than `level` workers, counted by address: records that point at
 /// one listener share its workers) and are not waiting out a `503` or a
@@ -71,6 +74,8 @@ pub(crate) struct Slot {
     pub retry_at: Option<Instant>,
     /// Consecutive `503` answers.
     pub busy: u32,
+    /// Pieces it held past their deadline (named in the summary).
+    pub late: u32,
 }
 
 /// How a round ended.
@@ -80,6 +85,9 @@ pub(crate) enum Outcome {
     Complete,
     /// Every holder of this round was dropped and no new one came.
     Failed,
+    /// No piece arrived for [`Round::yield_after`] while another piece
+    /// list waits: its holders get their turn (this list may come back).
+    Yielded,
     /// The caller cancelled.
     Interrupted,
     /// A local error (disk, threads).
@@ -109,6 +117,10 @@ pub(crate) struct Round<'a> {
     /// The workers' connections, shut down at the end of the round.
     sockets: Sockets,
     pub(super) max_workers: usize,
+    /// Set when another piece list waits: the round yields (ends
+    /// [`Outcome::Yielded`]) once no piece arrived for its piece deadline
+    /// times 2 to this power (its earlier turns).
+    pub yield_turn: Option<u32>,
     /// This round's id in the state file (a peer serving our `.part`
     /// answers it: that holder is ourselves).
     pub download_id: String,
@@ -151,6 +163,7 @@ impl<'a> Round<'a> {
             fatal: Mutex::new(None),
             sockets: Sockets::default(),
             max_workers: opts.max_connections.max(1).min(by_memory),
+            yield_turn: None,
             download_id: crate::discovery::random_id(),
         }
     }
@@ -182,6 +195,7 @@ impl<'a> Round<'a> {
                 pieces: 0,
                 retry_at: None,
                 busy: 0,
+                late: 0,
             });
         }
         drop(slots);
@@ -236,6 +250,16 @@ impl<'a> Round<'a> {
     /// The first byte and length of piece `i`.
     pub fn piece_range(&self, i: usize) -> (u64, usize) {
         self.list.piece_range(i)
+    }
+
+    /// How long a piece of `len` bytes may take once its answer's head
+    /// came, not counting waits for the rate cap: 4 times the round's
+    /// average piece time, at least the read timeout and
+    /// [`PIECE_DEADLINE_MIN`]. Set by progress, so a holder that drips a
+    /// byte just within every read timeout still ends.
+    pub fn piece_deadline(&self) -> Duration {
+        let by_progress = self.sched.piece_time().map_or(Duration::ZERO, |t| t * 4);
+        by_progress.max(self.timeouts.io).max(PIECE_DEADLINE_MIN)
     }
 
     /// True once workers must stop.

@@ -53,6 +53,11 @@ struct State {
     have: Vec<Option<Bitfield>>,
     /// Per holder slot: dropped (its pieces no longer count).
     gone: Vec<bool>,
+    /// Per holder slot: its claims turned into no bytes (a piece it was
+    /// handed missed its deadline): what it claims no longer counts in
+    /// the availability nor holds a seed back, until it delivers a piece.
+    /// It may still be asked.
+    discredited: Vec<bool>,
     /// Per holder slot: the pieces it would rather upload (a seed's
     /// least-uploaded pieces), preferred among equally rare ones.
     fresh: Vec<Option<Bitfield>>,
@@ -62,6 +67,10 @@ struct State {
     offset: usize,
     /// When a piece was last written (or the round started).
     last_progress: Instant,
+    /// When a piece from a partial holder was last written (or partial
+    /// holders became known): the super-seeding restriction lasts only
+    /// while they deliver.
+    partial_progress: Instant,
     /// Holders (by slot index) fetching each piece.
     fetchers: Vec<Vec<usize>>,
     /// When each piece was first handed out (its current fetch).
@@ -80,10 +89,11 @@ const MIN_STEAL_AFTER: Duration = Duration::from_millis(50);
 /// A download that got no piece for this long asks seeds for anything
 /// again (see super-seeding in [`Scheduler::next`]).
 const SEED_FALLBACK: Duration = Duration::from_secs(1);
-/// A restricted seed yields after this long without a piece even while
-/// partial holders claim pieces this download lacks (they may be busy:
-/// their upload slots full, or lying).
-const SEED_YIELD: Duration = Duration::from_secs(3);
+/// A download whose partial holders delivered no piece for this long asks
+/// seeds for anything, whatever the partial holders claim (see
+/// super-seeding in [`Scheduler::next`]): claims alone never hold a seed
+/// back longer.
+pub(crate) const SEED_YIELD: Duration = Duration::from_secs(2);
 
 /// The shared piece state of one download round.
 pub(crate) struct Scheduler {
@@ -118,10 +128,12 @@ impl Scheduler {
                 remaining: done.iter().filter(|d| !**d).count(),
                 have: Vec::new(),
                 gone: Vec::new(),
+                discredited: Vec::new(),
                 fresh: Vec::new(),
                 avail: vec![0; done.len()],
                 offset,
                 last_progress: Instant::now(),
+                partial_progress: Instant::now(),
                 fetchers: vec![Vec::new(); done.len()],
                 started: vec![None; done.len()],
                 pieces,
@@ -136,20 +148,55 @@ impl Scheduler {
     }
 
     /// Sets what `holder` has (`None`: every piece), updating availability,
-    /// and the pieces it would rather upload (`None`: no preference).
+    /// and the pieces it would rather upload (`None`: no preference). An
+    /// offer counts only from a holder of every piece (a seed): one from a
+    /// holder whose own bitmap lacks a piece is ignored.
     pub fn set_have(&self, holder: usize, have: Option<Bitfield>, fresh: Option<Bitfield>) {
         let mut s = self.state.lock();
         s.ensure(holder);
-        s.fresh[holder] = fresh;
-        if !s.gone[holder] {
+        let had_partials = s.has_partials();
+        if s.counts(holder) {
             s.count(holder, -1);
         }
         s.have[holder] = have.filter(|h| !h.is_full());
-        if !s.gone[holder] {
+        s.fresh[holder] = fresh.filter(|_| s.have[holder].is_none());
+        if s.counts(holder) {
             s.count(holder, 1);
+        }
+        if !had_partials && s.has_partials() {
+            // The restriction's clock starts when there is a swarm.
+            s.partial_progress = Instant::now();
         }
         drop(s);
         self.changed.notify_all();
+    }
+
+    /// A seed's offer riding on a piece answer (`X-Fresh`): taken only if
+    /// `holder`'s own bitmap says it has every piece.
+    pub fn set_fresh(&self, holder: usize, fresh: Bitfield) {
+        let mut s = self.state.lock();
+        s.ensure(holder);
+        if s.have[holder].is_none() {
+            s.fresh[holder] = Some(fresh);
+        }
+    }
+
+    /// A piece `holder` was handed missed its deadline: its claims stop
+    /// counting (availability, the seeds' restriction) until it delivers
+    /// a piece. True the first time (the caller names it).
+    pub fn discredit(&self, holder: usize) -> bool {
+        let mut s = self.state.lock();
+        s.ensure(holder);
+        if s.discredited[holder] {
+            return false;
+        }
+        if s.counts(holder) {
+            s.count(holder, -1);
+        }
+        s.discredited[holder] = true;
+        drop(s);
+        self.changed.notify_all();
+        true
     }
 
     /// `holder` turned out not to have piece `i` after all (it answered 416).
@@ -159,21 +206,28 @@ impl Scheduler {
         if s.gone[holder] {
             return;
         }
-        s.count(holder, -1);
+        let counts = s.counts(holder);
+        if counts {
+            s.count(holder, -1);
+        }
         let n = s.pieces.len();
         let have = s.have[holder].get_or_insert_with(|| Bitfield::full(n));
         have.clear(i);
-        s.count(holder, 1);
+        // Not a seed any more: no offer from it counts.
+        s.fresh[holder] = None;
+        if counts {
+            s.count(holder, 1);
+        }
     }
 
     /// `holder` was dropped: its pieces no longer count as available.
     pub fn holder_gone(&self, holder: usize) {
         let mut s = self.state.lock();
         s.ensure(holder);
-        if !s.gone[holder] {
+        if s.counts(holder) {
             s.count(holder, -1);
-            s.gone[holder] = true;
         }
+        s.gone[holder] = true;
     }
 
     /// `holder`, dropped by [`Scheduler::holder_gone`], is asked again
@@ -243,19 +297,18 @@ impl Scheduler {
         // Super-seeding: while partial holders are known, a seed that says
         // which pieces it uploaded least is asked only for those (and only
         // if no one else is known to have them): the rest come from the
-        // partial holders, and the seed's upload goes to new pieces. Unless
-        // the partial holders have nothing this download lacks and it got
-        // nothing for SEED_FALLBACK.
-        // (`hostile` refines this: only the partial holders' own progress
-        // counts.) Either way it yields once nothing arrived for a while.
+        // partial holders, and the seed's upload goes to new pieces. Only
+        // while they deliver: not once the partial holders delivered no
+        // piece for SEED_YIELD (whatever they claim), nor once they have
+        // nothing this download lacks and it got nothing for
+        // SEED_FALLBACK. Claims that turned into no bytes do not count.
         let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
             && s.has_partials()
-            && s.last_progress.elapsed()
-                < if s.partials_can_help() {
-                    SEED_YIELD
-                } else {
-                    SEED_FALLBACK
-                };
+            && if s.partials_can_help() {
+                s.partial_progress.elapsed() < SEED_YIELD
+            } else {
+                s.last_progress.elapsed() < SEED_FALLBACK
+            };
         // A seed's offer is preferred only in a swarm: among seeds alone
         // the rotation keeps the pieces in order (the whole-file hash
         // keeps up), and the offers, different for every asker, would
@@ -325,6 +378,16 @@ impl Scheduler {
             }
             s.pieces[i] = PieceState::Done;
             s.last_progress = Instant::now();
+            if s.have.get(holder).is_some_and(Option::is_some) {
+                s.partial_progress = s.last_progress;
+            }
+            if s.discredited.get(holder).copied().unwrap_or(false) {
+                // Its claims turned into bytes after all.
+                s.discredited[holder] = false;
+                if s.counts(holder) {
+                    s.count(holder, 1);
+                }
+            }
             s.remaining -= 1;
             s.dirty = true;
             self.done[i].store(true, Ordering::Release);
@@ -345,6 +408,16 @@ impl Scheduler {
         }
         drop(s);
         self.changed.notify_all();
+    }
+
+    /// The moving average of the time a piece takes, once one arrived.
+    pub fn piece_time(&self) -> Option<Duration> {
+        self.state.lock().piece_time
+    }
+
+    /// How long ago the last piece was written (or the round started).
+    pub fn since_progress(&self) -> Duration {
+        self.state.lock().last_progress.elapsed()
     }
 
     /// True once piece `i` is on disk (lock-free).
@@ -399,6 +472,7 @@ impl State {
         while self.have.len() <= holder {
             self.have.push(None);
             self.gone.push(false);
+            self.discredited.push(false);
             self.fresh.push(None);
             for a in &mut self.avail {
                 *a += 1;
@@ -406,26 +480,25 @@ impl State {
         }
     }
 
-    /// True if a usable partial holder has a piece still missing here.
+    /// True if `holder`'s claims count: not dropped, not discredited.
+    fn counts(&self, holder: usize) -> bool {
+        !self.gone[holder] && !self.discredited[holder]
+    }
+
+    /// True if a credited partial holder has a piece still missing here.
     fn partials_can_help(&self) -> bool {
-        let partials: Vec<&Bitfield> = self
-            .have
-            .iter()
-            .zip(&self.gone)
-            .filter(|(_, gone)| !**gone)
-            .filter_map(|(h, _)| h.as_ref())
+        let partials: Vec<&Bitfield> = (0..self.have.len())
+            .filter(|&h| self.counts(h))
+            .filter_map(|h| self.have[h].as_ref())
             .collect();
         (0..self.pieces.len())
             .filter(|&i| self.pieces[i] == PieceState::Missing)
             .any(|i| partials.iter().any(|b| b.get(i)))
     }
 
-    /// True if a usable partial holder is known.
+    /// True if a credited partial holder is known.
     fn has_partials(&self) -> bool {
-        self.have
-            .iter()
-            .zip(&self.gone)
-            .any(|(h, gone)| h.is_some() && !gone)
+        (0..self.have.len()).any(|h| self.have[h].is_some() && self.counts(h))
     }
 
     fn is_fresh(&self, holder: usize, i: usize) -> bool {
@@ -572,6 +645,75 @@ mod tests {
         // Nothing arrived for a while: the seed is asked anyway.
         s.state.lock().last_progress = Instant::now() - SEED_FALLBACK;
         assert_eq!(s.next(0), Next::Piece(1));
+    }
+
+    #[test]
+    fn an_offer_counts_only_from_a_holder_of_every_piece() {
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
+        let offer = Bitfield::from_flags(&[true; 4]);
+        // A partial holder's `/have` with a second bitmap: no offer.
+        s.set_have(
+            1,
+            Some(Bitfield::from_flags(&[true, true, true, false])),
+            Some(offer.clone()),
+        );
+        assert!(!s.has_hint(1));
+        // Nor riding on a piece answer.
+        s.set_fresh(1, offer.clone());
+        assert!(!s.has_hint(1));
+        // A seed's does; a 416 from it ends that.
+        s.set_have(0, Some(Bitfield::full(4)), Some(offer.clone()));
+        assert!(s.has_hint(0));
+        s.not_there(0, 2);
+        assert!(!s.has_hint(0));
+    }
+
+    #[test]
+    fn the_seed_is_restricted_only_while_partial_holders_deliver() {
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
+        // Seed 0 offers piece 3; partial holder 1 claims pieces 0-2.
+        let offer = Some(Bitfield::from_flags(&[false, false, false, true]));
+        s.set_have(0, None, offer);
+        s.set_have(
+            1,
+            Some(Bitfield::from_flags(&[true, true, true, false])),
+            None,
+        );
+        assert_eq!(s.next(0), Next::Piece(3));
+        assert_eq!(s.next(0), Next::Wait, "the rest is the partial's");
+        // Its claims gave nothing for SEED_YIELD: the seed serves anything.
+        s.state.lock().partial_progress = Instant::now() - SEED_YIELD;
+        assert_eq!(s.next(0), Next::Piece(0));
+        // A piece from the partial holder: restricted again.
+        assert_eq!(s.next(1), Next::Piece(1));
+        assert!(s.claim(1));
+        s.written(1, 1, 1);
+        assert_eq!(s.next(0), Next::Wait);
+    }
+
+    #[test]
+    fn a_discredited_holder_holds_no_seed_back_until_it_delivers() {
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
+        let offer = Some(Bitfield::from_flags(&[false, false, false, true]));
+        s.set_have(0, None, offer);
+        s.set_have(
+            1,
+            Some(Bitfield::from_flags(&[true, true, true, false])),
+            None,
+        );
+        assert_eq!(s.next(0), Next::Piece(3));
+        assert_eq!(s.state.lock().avail, vec![2, 2, 2, 1]);
+        assert!(s.discredit(1));
+        assert!(!s.discredit(1), "named once");
+        assert_eq!(s.state.lock().avail, vec![1, 1, 1, 1]);
+        assert!(!s.in_swarm());
+        assert_eq!(s.next(0), Next::Piece(0), "no longer restricted");
+        // It may still be asked; a delivered piece gives its claims back.
+        assert_eq!(s.next(1), Next::Piece(1));
+        assert!(s.claim(1));
+        s.written(1, 1, 1);
+        assert!(s.in_swarm());
+        assert_eq!(s.state.lock().avail, vec![2, 2, 2, 1]);
     }
 
     #[test]

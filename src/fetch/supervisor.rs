@@ -83,6 +83,12 @@ pub(crate) fn run(
             {
                 break Some(Outcome::Interrupted);
             }
+            if let Some(turn) = round.yield_turn {
+                let patience = round.piece_deadline() * 2u32.saturating_pow(turn.min(4));
+                if round.sched.since_progress() > patience {
+                    break Some(Outcome::Yielded);
+                }
+            }
             if let Err(e) = fill(scope, round, &mut seq) {
                 break Some(Outcome::Fatal(FetchError::Thread(e)));
             }

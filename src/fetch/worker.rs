@@ -425,6 +425,14 @@ impl<'r, 'a> Worker<'r, 'a> {
         round.dl.retried.fetch_add(1, Ordering::Relaxed);
         self.close();
         let holder = &self.holder;
+        if matches!(reason, Transfer::Late { .. }) {
+            // Its claims turned into no bytes in time: they stop holding
+            // seeds back and stop counting as availability.
+            round.slots.lock()[self.slot].late += 1;
+            if round.sched.discredit(self.slot) {
+                log::warn!("peer {holder}: {reason}; its claims no longer count");
+            }
+        }
         let failures = {
             let mut slots = round.slots.lock();
             let s = &mut slots[self.slot];
@@ -589,7 +597,8 @@ impl<'r, 'a> Worker<'r, 'a> {
                 true
             }
             (None, Some(fresh)) => {
-                round.sched.set_have(slot, None, Some(fresh));
+                // Taken only from a holder whose own bitmap is full.
+                round.sched.set_fresh(slot, fresh);
                 true
             }
             (None, None) => false,
@@ -610,10 +619,20 @@ impl<'r, 'a> Worker<'r, 'a> {
             return Err(Fail::Io(Transfer::NoConnection));
         };
         let rate = round.dl.rate();
+        // The body's deadline, set by the round's progress; waits for the
+        // rate cap do not count against it.
+        let limit = round.piece_deadline();
+        let started = Instant::now();
+        let paced = std::cell::Cell::new(Duration::ZERO);
+        let late = std::cell::Cell::new(None);
         let read = c.conn.read_body(
             &mut self.buf[..len],
             |want| {
                 if round.stopping() || round.sched.is_done(i) {
+                    return None;
+                }
+                if started.elapsed() > limit + paced.get() {
+                    late.set(Some(len - want));
                     return None;
                 }
                 Some(rate.map_or(want, |r| want.min(r.chunk())))
@@ -625,13 +644,25 @@ impl<'r, 'a> Worker<'r, 'a> {
                     .received
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 if let Some(r) = rate {
-                    round.sleep(r.reserve(chunk.len()));
+                    let wait = r.reserve(chunk.len());
+                    paced.set(paced.get() + wait);
+                    round.sleep(wait);
                 }
             },
         );
         match read {
             Ok(()) => c.conn.finish(&head),
-            Err(ClientError::Abandoned) => return Err(Fail::Abandoned),
+            Err(ClientError::Abandoned) => {
+                return Err(match late.get() {
+                    Some(got) => Fail::Io(Transfer::Late {
+                        piece: i,
+                        limit,
+                        got,
+                        len,
+                    }),
+                    None => Fail::Abandoned,
+                })
+            }
             Err(e) => return Err(io_fail(round, e)),
         }
         if !round.list.check_done(i, &check) {

@@ -1,17 +1,19 @@
-//! The index cache on disk: what was hashed, keyed by (path, size, mtime, inode),
-//! so a restart rehashes only the files that changed.
+//! The index cache on disk: what was hashed, keyed by (path, size, mtime,
+//! ctime, inode), so a restart rehashes only the files that changed.
 //!
-//! Format (version 3, binary, little-endian): the line
-//! `piratebay-sync index cache v3`, then the root path (u32 length, bytes),
+//! Format (version 4, binary, little-endian): the line
+//! `piratebay-sync index cache v4`, then the root path (u32 length, bytes),
 //! the generation (u64), the record count (u64), and per record: the
 //! relative path (u32 length, bytes), size, mtime seconds (i64), mtime
-//! nanoseconds (u32), inode, device (u64 each), the whole-file SHA1 (20
-//! bytes), the number of chaining values (u32: the piece count less one,
-//! the pieces cut by `protocol::piece_size` of the size) and the values,
-//! 20 bytes each. Then the bytes `END!`. Version 1 (JSON, hex) cost 24 MB
-//! and a second to parse for 100,000 files; version 2 (one SHA1 per piece,
-//! at a configured piece size) is rebuilt once, with a log line saying why.
-//! ~70 bytes a file of one piece (100,000 files load in about 50 ms).
+//! nanoseconds (u32), ctime in nanoseconds (i64), inode, device (u64
+//! each), the whole-file SHA1 (20 bytes), the number of chaining values
+//! (u32: the piece count less one, the pieces cut by `protocol::piece_size`
+//! of the size) and the values, 20 bytes each. Then the bytes `END!`.
+//! Version 1 (JSON, hex) cost 24 MB and a second to parse for 100,000
+//! files; version 2 (one SHA1 per piece, at a configured piece size) is
+//! rebuilt once, with a log line saying why; version 3 had no ctime (an
+//! edit with its mtime put back went unseen) and is rebuilt too.
+//! ~80 bytes a file of one piece (100,000 files load in about 50 ms).
 //!
 //! One file per dataset root in the state directory, named after the SHA1 of
 //! the root path. Written to a temporary file in the same directory, then
@@ -36,8 +38,8 @@ use crate::digest::Sha1Digest;
 use crate::protocol::{piece_count, piece_size};
 
 /// First line of a cache file of the current version.
-pub const MAGIC: &str = "piratebay-sync index cache v3\n";
-/// First line of a cache of the previous version (piece SHA1s).
+pub const MAGIC: &str = "piratebay-sync index cache v4\n";
+/// First line of a cache of version 2 (piece SHA1s).
 const MAGIC_V2: &str = "piratebay-sync index cache v2\n";
 /// Last bytes of a complete cache file.
 const TRAILER: &[u8; 4] = b"END!";
@@ -55,7 +57,7 @@ pub enum CacheError {
         source: io::Error,
     },
     /// The header is not the current version's.
-    #[error("index cache {path} is not a version 3 cache; rebuilding it")]
+    #[error("index cache {path} is not a version 4 cache; rebuilding it")]
     Version {
         /// The cache file.
         path: PathBuf,
@@ -178,10 +180,10 @@ pub fn load(
     }
     let generation = r.u64().ok_or_else(|| corrupt("truncated header"))?;
     let count = r.u64().ok_or_else(|| corrupt("truncated header"))?;
-    // Each record takes at least 65 bytes: a count beyond that is corrupt.
+    // Each record takes at least 73 bytes: a count beyond that is corrupt.
     let count = usize::try_from(count)
         .ok()
-        .filter(|c| c.saturating_mul(65) <= body.len())
+        .filter(|c| c.saturating_mul(73) <= body.len())
         .ok_or_else(|| corrupt("record count"))?;
     // A first pass checks the whole file, so a corrupt one gives nothing.
     let start = Reader { buf: r.buf };
@@ -213,6 +215,7 @@ fn read_record<'a>(r: &mut Reader<'a>) -> Option<Option<Record<'a>>> {
     let size = r.u64()?;
     let mtime_sec = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
     let mtime_nsec = i64::from(r.u32()?);
+    let ctime_ns = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
     let ino = r.u64()?;
     let dev = r.u64()?;
     let sha1 = r.sha1()?;
@@ -230,6 +233,7 @@ fn read_record<'a>(r: &mut Reader<'a>) -> Option<Option<Record<'a>>> {
             mtime_nsec,
             ino,
             dev,
+            ctime_ns,
         },
         sha1,
         chain,
@@ -248,6 +252,7 @@ fn write_record(w: &mut impl Write, rel: &Path, st: &FileStat, e: &IndexedFile) 
     w.write_all(&st.mtime_sec.to_le_bytes())?;
     let nsec = u32::try_from(st.mtime_nsec).unwrap_or(0);
     w.write_all(&nsec.to_le_bytes())?;
+    w.write_all(&st.ctime_ns.to_le_bytes())?;
     w.write_all(&st.ino.to_le_bytes())?;
     w.write_all(&st.dev.to_le_bytes())?;
     w.write_all(&e.sha1.0)?;
@@ -321,6 +326,7 @@ mod tests {
             mtime_nsec: 9,
             ino: 11,
             dev: 13,
+            ctime_ns: 0,
         };
         let four = Hashed {
             sha1: list.sha1,

@@ -98,6 +98,7 @@ mod tests {
             mtime_nsec: 0,
             ino: 1,
             dev: 1,
+            ctime_ns: 0,
         };
         let names: Vec<PathBuf> = vec![
             "d/plain.bin".into(),

@@ -24,6 +24,10 @@ pub struct FileStat {
     /// Device number (persisted; one that changed across a reboot updates
     /// the path without rehashing it, see [`same_content_key`](Self::same_content_key)).
     pub dev: u64,
+    /// Status change time in nanoseconds since the epoch (saturating):
+    /// an in-place write whose mtime was put back still moves it, and
+    /// nobody but the kernel can set it.
+    pub ctime_ns: i64,
 }
 
 impl FileStat {
@@ -35,6 +39,10 @@ impl FileStat {
             mtime_nsec: meta.mtime_nsec(),
             ino: meta.ino(),
             dev: meta.dev(),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
         }
     }
 
@@ -61,8 +69,18 @@ impl FileStat {
             .is_ok_and(|age| age >= settle)
     }
 
-    /// Same size, mtime and inode (the device is ignored, as in the cache).
+    /// Same size, mtime, ctime and inode (the device is ignored, as in the
+    /// cache): the hashes still hold. The ctime catches an in-place edit
+    /// whose mtime was put back (`touch -r`, `cp -p` over the file).
     pub fn same_content_key(&self, other: &FileStat) -> bool {
+        self.same_moved_key(other) && self.ctime_ns == other.ctime_ns
+    }
+
+    /// Same size, mtime and inode, whatever the ctime: the same file after
+    /// a rename (which moves the ctime). Only for a file known to have been
+    /// renamed by a writer the index trusts (a rename seen in one batch, a
+    /// download's own `.part`), never to decide that a path is unchanged.
+    pub fn same_moved_key(&self, other: &FileStat) -> bool {
         self.size == other.size
             && self.mtime_sec == other.mtime_sec
             && self.mtime_nsec == other.mtime_nsec
@@ -245,6 +263,7 @@ mod tests {
             mtime_nsec: 5,
             ino: 1,
             dev: 1,
+            ctime_ns: 0,
         };
         assert_eq!(s.mtime(), UNIX_EPOCH + Duration::new(10, 5));
         let old = FileStat {
@@ -272,6 +291,7 @@ mod tests {
             mtime_nsec: 0,
             ino: 1,
             dev: 1,
+            ctime_ns: 0,
         };
         let e = IndexedFile::new(&h, vec![("b/z.txt".into(), st), ("a/y.txt".into(), st)]);
         assert_eq!(e.name(), "y.txt");

@@ -239,7 +239,7 @@ impl Worker {
         stat: FileStat,
         delta: &mut Delta,
     ) -> bool {
-        let Some(h) = self.renames.reuse(&stat) else {
+        let Some(h) = self.renames.reuse(&stat, rel) else {
             return false;
         };
         self.settling.remove(rel);
@@ -272,7 +272,8 @@ impl Worker {
 
     fn remove_path(&mut self, store: &mut Store, rel: &Path, delta: &mut Delta, now: Instant) {
         if let Some((stat, entry)) = store.remove(rel, delta) {
-            self.renames.remember(stat, Arc::new(entry.hashed()), now);
+            self.renames
+                .remember(stat, Some(rel), Arc::new(entry.hashed()), now);
         }
     }
 

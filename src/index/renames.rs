@@ -5,6 +5,7 @@
 //! saved work.)
 
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,9 @@ const KEEP_REMOVED: Duration = Duration::from_secs(60);
 
 struct Removed {
     stat: FileStat,
+    /// The path it was removed from (`None`: a landed download, known by
+    /// its exact stat).
+    path: Option<Box<Path>>,
     hashed: Arc<Hashed>,
     at: Instant,
 }
@@ -29,13 +33,21 @@ pub struct Renames {
 }
 
 impl Renames {
-    /// A file with `stat` and `hashed` was removed at `now`.
-    pub fn remember(&mut self, stat: FileStat, hashed: Arc<Hashed>, now: Instant) {
+    /// A file with `stat` and `hashed` was removed from `path` (`None`: a
+    /// landed download's) at `now`.
+    pub fn remember(
+        &mut self,
+        stat: FileStat,
+        path: Option<&Path>,
+        hashed: Arc<Hashed>,
+        now: Instant,
+    ) {
         let key = (stat.dev, stat.ino);
         self.by_inode.insert(
             key,
             Removed {
                 stat,
+                path: path.map(Box::from),
                 hashed,
                 at: now,
             },
@@ -43,11 +55,18 @@ impl Renames {
         self.order.push_back((now, key));
     }
 
-    /// Hashes known without reading: a recently removed file with the same
-    /// device, inode, size and mtime (a rename).
-    pub fn reuse(&self, stat: &FileStat) -> Option<Arc<Hashed>> {
+    /// Hashes known without reading for `rel`: a recently removed file
+    /// with the same stat, or with the same device, inode, size and mtime
+    /// found under another path (a rename, which moved its ctime). The
+    /// same path back with another ctime is an in-place edit whose mtime
+    /// was put back: read again.
+    pub fn reuse(&self, stat: &FileStat, rel: &Path) -> Option<Arc<Hashed>> {
         let r = self.by_inode.get(&(stat.dev, stat.ino))?;
-        (r.stat == *stat).then(|| r.hashed.clone())
+        let same = r.stat == *stat
+            || (r.stat.same_moved_key(stat)
+                && r.stat.dev == stat.dev
+                && r.path.as_deref().is_some_and(|p| p != rel));
+        same.then(|| r.hashed.clone())
     }
 
     /// A file with `stat` is indexed again: its inode is no removed file's.
@@ -87,6 +106,7 @@ mod tests {
             mtime_nsec: 0,
             ino,
             dev: 1,
+            ctime_ns: 0,
         }
     }
 
@@ -101,22 +121,41 @@ mod tests {
     #[test]
     fn a_removed_file_is_reused_until_it_expires_or_is_indexed_again() {
         let t = Instant::now();
+        let (a, b) = (Path::new("a"), Path::new("b"));
         let mut r = Renames::default();
-        r.remember(stat(1), hashed(), t);
-        r.remember(stat(2), hashed(), t + Duration::from_secs(30));
-        assert!(r.reuse(&stat(1)).is_some());
+        r.remember(stat(1), Some(a), hashed(), t);
+        r.remember(stat(2), Some(a), hashed(), t + Duration::from_secs(30));
+        assert!(r.reuse(&stat(1), b).is_some());
+        assert!(r.reuse(&stat(1), a).is_some(), "back unchanged");
         let mut touched = stat(1);
         touched.mtime_sec = 2;
-        assert!(r.reuse(&touched).is_none(), "changed since");
+        assert!(r.reuse(&touched, b).is_none(), "changed since");
+        // Only the ctime moved: a rename under another path; under the
+        // same path, an edit whose mtime was put back.
+        let mut moved = stat(1);
+        moved.ctime_ns = 5;
+        assert!(r.reuse(&moved, b).is_some(), "renamed");
+        assert!(r.reuse(&moved, a).is_none(), "edited in place");
         r.expire(t + KEEP_REMOVED);
-        assert!(r.reuse(&stat(1)).is_none(), "expired");
-        assert!(r.reuse(&stat(2)).is_some(), "not yet");
+        assert!(r.reuse(&stat(1), b).is_none(), "expired");
+        assert!(r.reuse(&stat(2), b).is_some(), "not yet");
         r.forget(&stat(2));
-        assert!(r.reuse(&stat(2)).is_none(), "indexed again");
+        assert!(r.reuse(&stat(2), b).is_none(), "indexed again");
         // Removed again later: the first, stale expiry leaves it alone.
-        r.remember(stat(3), hashed(), t);
-        r.remember(stat(3), hashed(), t + Duration::from_secs(50));
+        r.remember(stat(3), Some(a), hashed(), t);
+        r.remember(stat(3), Some(a), hashed(), t + Duration::from_secs(50));
         r.expire(t + KEEP_REMOVED);
-        assert!(r.reuse(&stat(3)).is_some());
+        assert!(r.reuse(&stat(3), b).is_some());
+        // A landed download is known by its exact stat only.
+        r.remember(stat(4), None, hashed(), t);
+        assert!(r.reuse(&moved_ino(4), b).is_none());
+        assert!(r.reuse(&stat(4), b).is_some());
+    }
+
+    fn moved_ino(ino: u64) -> FileStat {
+        FileStat {
+            ctime_ns: 9,
+            ..stat(ino)
+        }
     }
 }

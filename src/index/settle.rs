@@ -125,6 +125,7 @@ mod tests {
             mtime_nsec: 0,
             ino: size,
             dev: 1,
+            ctime_ns: 0,
         }
     }
 

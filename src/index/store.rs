@@ -337,6 +337,7 @@ mod tests {
             mtime_nsec: 0,
             ino,
             dev: 1,
+            ctime_ns: 0,
         }
     }
 

@@ -195,7 +195,7 @@ impl Worker {
                     Ok(Ctl::Recheck(rel)) => self.debounce.mark(rel),
                     Ok(Ctl::Rescan) => self.debounce.mark_full(),
                     Ok(Ctl::Adopt(stat, hashed)) => {
-                        self.renames.remember(stat, hashed, Instant::now());
+                        self.renames.remember(stat, None, hashed, Instant::now());
                     }
                     Ok(Ctl::Stop) | Err(_) => break,
                 },

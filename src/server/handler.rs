@@ -12,6 +12,7 @@
 //! gzip body: [`catalog_etag`]), and `If-None-Match` is answered `304` for
 //! either.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -145,9 +146,28 @@ pub(crate) struct CatalogCache {
     /// Held while a new body is built, so concurrent requests for a new
     /// generation build it once (CPU work only, no I/O under it).
     building: Mutex<()>,
+    /// Piece-list bodies in flight, by file, held weakly: the answers
+    /// sending one list share one copy (a 100 GiB file's list is MBs).
+    pieces: Mutex<HashMap<Sha1Digest, Weak<Vec<u8>>>>,
 }
 
 impl CatalogCache {
+    /// `body`, the piece list of `sha1` just serialized, or the same bytes
+    /// another answer is still sending (then `body` is dropped at once).
+    /// Bodies no answer holds any more are forgotten here.
+    fn shared_pieces(&self, sha1: Sha1Digest, body: Vec<u8>) -> Arc<Vec<u8>> {
+        let mut map = self.pieces.lock();
+        if let Some(live) = map.get(&sha1).and_then(Weak::upgrade) {
+            if *live == body {
+                return live;
+            }
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let body = Arc::new(body);
+        map.insert(sha1, Arc::downgrade(&body));
+        body
+    }
+
     /// The plain body of `generation`, if some response still holds it.
     fn shared_plain(&self, generation: u64) -> Option<(u64, Arc<Vec<u8>>)> {
         self.current
@@ -257,7 +277,21 @@ fn answer(
         Route::Health => Response::json(&source.health()).no_store(),
         Route::FileList => file_list(request, source, catalog),
         Route::Pieces(sha1) => match source.pieces(&sha1) {
-            Some(pieces) => Response::json(&pieces),
+            Some(pieces) => match serde_json::to_vec(&pieces) {
+                Ok(body) => {
+                    let body = catalog.shared_pieces(sha1, body);
+                    Response {
+                        head: ResponseHead::new(Status::OK)
+                            .header("Content-Type", CONTENT_TYPE_JSON)
+                            .header("Content-Length", body.len().to_string()),
+                        body: Body::Shared(body),
+                    }
+                }
+                Err(e) => {
+                    log::error!("bug: cannot encode a piece list: {e}");
+                    Response::error(Status::INTERNAL_SERVER_ERROR, "cannot encode the answer")
+                }
+            },
             None => not_served(&sha1, source),
         },
         Route::Have(sha1) => match source.have(&sha1) {
@@ -293,7 +327,10 @@ fn page(page: Page, source: &dyn FileSource) -> Response {
             for (name, value) in p.headers {
                 head = head.header(name, value);
             }
-            Response::bytes(head, p.body)
+            Response {
+                head: head.header("Content-Length", p.body.len().to_string()),
+                body: Body::Shared(p.body),
+            }
         }
         Ok(None) if page == Page::Metrics => Response::bytes(
             ResponseHead::new(Status::OK).header("Content-Type", crate::metrics::CONTENT_TYPE),
@@ -582,6 +619,21 @@ mod tests {
             3,
             "once nothing sends it, the body is freed and built again"
         );
+    }
+
+    #[test]
+    fn piece_list_bodies_in_flight_are_shared_and_then_forgotten() {
+        let cache = CatalogCache::default();
+        let (x, y) = (Sha1Digest::of(b"x"), Sha1Digest::of(b"y"));
+        let a = cache.shared_pieces(x, b"list x".to_vec());
+        let b = cache.shared_pieces(x, b"list x".to_vec());
+        assert!(Arc::ptr_eq(&a, &b), "one copy while answers send it");
+        let other = cache.shared_pieces(x, b"list x, v2".to_vec());
+        assert!(!Arc::ptr_eq(&a, &other), "other bytes are never swapped in");
+        drop((a, b, other));
+        let c = cache.shared_pieces(y, b"list y".to_vec());
+        assert_eq!(cache.pieces.lock().len(), 1, "dead bodies forgotten");
+        assert_eq!(*c, b"list y".to_vec());
     }
 
     #[test]

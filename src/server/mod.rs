@@ -62,6 +62,7 @@ pub use error::ServerError;
 pub use pool::Server;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::digest::Sha1Digest;
 use crate::protocol::{Bitfield, FileList, Health, PieceList};
@@ -151,8 +152,10 @@ pub struct PageBody {
     pub content_type: &'static str,
     /// More header fields (for HTML, a `Content-Security-Policy`).
     pub headers: Vec<(&'static str, String)>,
-    /// The body.
-    pub body: Vec<u8>,
+    /// The body: shared by the answers sending it (a source that renders
+    /// a page once for many requests keeps one copy in memory, however
+    /// slowly each connection reads).
+    pub body: Arc<Vec<u8>>,
 }
 
 /// Counts the bytes of one file body as they leave the server (the

@@ -68,8 +68,33 @@ pub(crate) const CATALOG_EVERY: Duration = Duration::from_secs(3);
 const RELIST_EVERY: Duration = Duration::from_secs(30);
 /// Most peers probed.
 pub(crate) const MAX_PROBED: usize = 64;
-/// Most network files in a report (the page filters them in the browser).
-pub(crate) const MAX_FILES: usize = 2000;
+/// Most network files in a report (the page filters them in the browser;
+/// it says how many more there are).
+pub(crate) const MAX_FILES: usize = 1000;
+/// Most registered peers in a report (this one always among them).
+pub(crate) const MAX_PEERS: usize = 256;
+/// Most peer ids shown per download.
+const MAX_DOWNLOAD_PEERS: usize = 8;
+/// Longest name (file, host, version) in a report, in characters; a
+/// longer one is cut and ends with `…`. Names come from other peers: a
+/// 200,000-character one took a browser 35 s to lay out.
+pub(crate) const NAME_CHARS: usize = 100;
+/// How long a rendered page or JSON body is sent to every request (one
+/// body per refresh, shared by the connections sending it).
+const BODY_FRESH: Duration = Duration::from_secs(1);
+
+/// `s` cut to [`NAME_CHARS`] characters (`…` marking the cut).
+pub(crate) fn clip(s: String) -> String {
+    match s.char_indices().nth(NAME_CHARS) {
+        None => s,
+        Some((end, _)) => {
+            let mut cut = s;
+            cut.truncate(end);
+            cut.push('…');
+            cut
+        }
+    }
+}
 
 /// Holders named per file on the page (and in `/v1/status`).
 pub const MAX_HOLDER_IDS: usize = 4;
@@ -83,8 +108,10 @@ pub struct StatusReport {
     pub index: IndexStatus,
     /// Its registration in etcd.
     pub registration: RegistrationStatus,
-    /// Every registered peer (this one included), by id.
+    /// Registered peers (this one included), by id: at most 256.
     pub peers: Vec<PeerRow>,
+    /// Registered peers in all (`peers` may show fewer).
+    pub peers_total: usize,
     /// The network's files.
     pub files: FilesStatus,
     /// Uploads from this peer, busiest first.
@@ -356,6 +383,25 @@ pub(crate) struct Monitor {
     etcd: crate::etcd::Client,
     wired: RwLock<Wired>,
     sampled: Mutex<Sampled>,
+    /// The last page and JSON bodies, each sent to every request for
+    /// [`BODY_FRESH`] (held while one is rendered: a burst renders once).
+    bodies: Mutex<Bodies>,
+}
+
+/// Rendered bodies, each with when it was rendered.
+#[derive(Default)]
+struct Bodies {
+    page: Option<(Instant, Arc<Vec<u8>>)>,
+    json: Option<(Instant, Arc<Vec<u8>>)>,
+}
+
+/// Which body of the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// The HTML page (`GET /`).
+    Page,
+    /// The JSON report (`GET /v1/status`).
+    Json,
 }
 
 impl Monitor {
@@ -376,6 +422,7 @@ impl Monitor {
             partials,
             etcd,
             wired: RwLock::new(Wired::default()),
+            bodies: Mutex::new(Bodies::default()),
             sampled: Mutex::new(Sampled {
                 up: Window::default(),
                 down: Window::default(),
@@ -533,7 +580,7 @@ impl Monitor {
                 .into_iter()
                 .map(|f| FileRow {
                     sha1: f.sha1,
-                    name: f.name,
+                    name: clip(f.name),
                     size: f.size,
                     holders: f.peers,
                     here: false,
@@ -559,7 +606,7 @@ impl Monitor {
                     added = true;
                     rows.push(FileRow {
                         sha1: f.sha1,
-                        name: f.name(),
+                        name: clip(f.name()),
                         size: f.size,
                         holders: 1,
                         here: true,
@@ -582,6 +629,29 @@ impl Monitor {
         s.files_at = Some(Instant::now());
     }
 
+    /// The page or JSON body of the report, one per [`BODY_FRESH`] shared
+    /// by every request: a connection that reads nothing holds a share of
+    /// one body, not a body of its own.
+    pub fn body(&self, which: Body) -> Result<Arc<Vec<u8>>, serde_json::Error> {
+        let mut bodies = self.bodies.lock();
+        let slot = match which {
+            Body::Page => &mut bodies.page,
+            Body::Json => &mut bodies.json,
+        };
+        if let Some((at, body)) = slot {
+            if at.elapsed() < BODY_FRESH {
+                return Ok(body.clone());
+            }
+        }
+        let report = self.report();
+        let body = Arc::new(match which {
+            Body::Page => page::render(&report).into_bytes(),
+            Body::Json => serde_json::to_vec(&report)?,
+        });
+        *slot = Some((Instant::now(), body.clone()));
+        Ok(body)
+    }
+
     /// The report now.
     pub fn report(&self) -> StatusReport {
         let (advertised, registration, peers) = {
@@ -595,9 +665,21 @@ impl Monitor {
         let stats = self.index.stats();
         let (generation, files) = self.index.snapshot();
         let views = self.partials.snapshot();
-        let uploads = uploads::rows();
+        let mut uploads = uploads::rows();
+        for u in &mut uploads {
+            u.name = clip(std::mem::take(&mut u.name));
+        }
         let s = self.sampled.lock();
         let now_unix = unix_secs(SystemTime::now());
+        let peers_total = peers.len();
+        // At most MAX_PEERS, this peer among them.
+        let mut peers = peers;
+        if let Some(me) = peers.iter().position(|p| p.record.id == self.id) {
+            if me >= MAX_PEERS {
+                peers.swap(me, MAX_PEERS - 1);
+            }
+        }
+        peers.truncate(MAX_PEERS);
         let peers = peers
             .into_iter()
             .map(|p| {
@@ -616,8 +698,8 @@ impl Monitor {
                         .filter(|(ok, _)| *ok)
                         .map(|(_, d)| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                     id: p.record.id,
-                    name: p.record.name,
-                    version: p.record.version,
+                    name: clip(p.record.name),
+                    version: clip(p.record.version),
                     addrs,
                 }
             })
@@ -632,12 +714,12 @@ impl Monitor {
                     v.held as f64 / v.total as f64
                 },
                 sha1: v.sha1,
-                name: v.name,
+                name: clip(v.name),
                 size: v.size,
                 pieces_held: v.held,
                 pieces_total: v.total,
                 finished: !v.downloading,
-                peers: v.peers,
+                peers: v.peers.into_iter().take(MAX_DOWNLOAD_PEERS).collect(),
                 from_seeds: v.from_seeds,
                 from_partials: v.from_partials,
             })
@@ -683,6 +765,7 @@ impl Monitor {
             },
             registration,
             peers,
+            peers_total,
             files: FilesStatus {
                 total: s.files_total,
                 refreshed_secs_ago: s.files_at.map(|t| t.elapsed().as_secs_f64()),

@@ -25,6 +25,10 @@ use crate::text::human_size;
 /// Pages rendered by this process.
 static RENDERS: AtomicU64 = AtomicU64::new(0);
 
+/// Longest host name shown for a file's holder (the peers table shows
+/// it up to the report's 100 characters).
+const HOLDER_NAME_CHARS: usize = 24;
+
 /// Seconds between two refreshes of the page.
 pub const REFRESH_SECS: u64 = 2;
 
@@ -78,13 +82,16 @@ function swap(d,id){var n=d.getElementById(id),o=document.getElementById(id);if(
 function tick(){
 fetch(location.href,{cache:'no-store'}).then(function(r){if(!r.ok){throw r.status;}return r.text();}).then(function(t){
 var d=new DOMParser().parseFromString(t,'text/html');swap(d,'live');swap(d,'files');filter();
+document.body.dataset.refreshes=(+document.body.dataset.refreshes||0)+1;
 document.getElementById('stale').hidden=true;
 }).catch(function(){document.getElementById('stale').hidden=false;}).then(function(){setTimeout(tick,REFRESH);});}
 setTimeout(tick,REFRESH);
 })();
 "#;
 
-/// HTML-escapes `s` for text and attribute values.
+/// HTML-escapes `s` for text and attribute values; control, bidi and
+/// zero-width characters are shown as `\u{...}`, as the terminal output
+/// shows them ([`crate::text`]): `gnp\u{202e}exe` cannot pass for `exe.png`.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -94,8 +101,9 @@ pub fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            // Controls are shown as U+FFFD: they have no business in a name.
-            c if c.is_control() => out.push('\u{fffd}'),
+            c if crate::text::is_unsafe_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
             c => out.push(c),
         }
     }
@@ -152,6 +160,16 @@ pub fn render(r: &StatusReport) -> String {
         REFRESH_SECS * 1000
     );
     o
+}
+
+/// The last row of a table that shows only the first rows: how many more.
+fn more(o: &mut String, hidden: usize, what: &str) {
+    if hidden > 0 {
+        let _ = write!(
+            o,
+            "<tr class=\"more\"><td colspan=\"7\" class=\"mute\">and {hidden} more {what}</td></tr>"
+        );
+    }
 }
 
 fn row(o: &mut String, key: &str, value_html: &str) {
@@ -374,7 +392,7 @@ fn peers(o: &mut String, r: &StatusReport) {
     let _ = write!(
         o,
         "<section id=\"peers\"><h2>Peers <span class=\"mute\">{} registered, {answering} answering</span></h2>",
-        r.peers.len()
+        r.peers_total
     );
     if r.peers.is_empty() {
         o.push_str("<p class=\"mute\">no peer registered (is etcd reachable?)</p></section>");
@@ -415,6 +433,7 @@ fn peers(o: &mut String, r: &StatusReport) {
             p.index_gen,
         );
     }
+    more(o, r.peers_total.saturating_sub(r.peers.len()), "peers");
     o.push_str("</tbody></table></section>");
 }
 
@@ -446,6 +465,7 @@ fn files(o: &mut String, r: &StatusReport) {
         for e in &f.list {
             file_row(o, e, &peers);
         }
+        more(o, f.total.saturating_sub(f.list.len()), "files");
         o.push_str("</tbody></table>");
     }
     o.push_str("</div></section>");
@@ -463,7 +483,7 @@ fn file_row(o: &mut String, e: &FileRow, peers: &HashMap<&str, &PeerRow>) {
         None => escape(&e.name),
     };
     // Named, not linked (the name's link picks the copy): a row stays
-    // small in a page of 2000 rows fetched again every two seconds.
+    // small in a page of 1,000 rows fetched again every two seconds.
     let mut held_by: Vec<String> = Vec::new();
     if e.here {
         held_by.push("this peer".into());
@@ -471,7 +491,14 @@ fn file_row(o: &mut String, e: &FileRow, peers: &HashMap<&str, &PeerRow>) {
     for id in &e.holder_ids {
         let short = escape(&id.chars().take(8).collect::<String>());
         held_by.push(match peers.get(id.as_str()) {
-            Some(p) => format!("{} <code>{short}</code>", escape(&p.name)),
+            Some(p) => {
+                // The host name cut short: up to 4 per row, 1,000 rows.
+                let host = match p.name.char_indices().nth(HOLDER_NAME_CHARS) {
+                    Some((end, _)) => format!("{}…", &p.name[..end]),
+                    None => p.name.clone(),
+                };
+                format!("{} <code>{short}</code>", escape(&host))
+            }
             None => format!("<code>{short}</code>"),
         });
     }
@@ -561,7 +588,67 @@ mod tests {
             "&lt;img src=x onerror=alert(1)&gt;"
         );
         assert_eq!(escape("a&b\"c'd"), "a&amp;b&quot;c&#39;d");
-        assert_eq!(escape("x\u{1b}[31m\n"), "x\u{fffd}[31m\u{fffd}");
+        // Controls, bidi and zero-width characters as the terminal shows them.
+        assert_eq!(escape("x\u{1b}[31m\n"), "x\\u{1b}[31m\\u{a}");
+        assert_eq!(escape("gnp\u{202e}.exe"), "gnp\\u{202e}.exe");
+        assert_eq!(escape("a\u{200b}b\u{2066}"), "a\\u{200b}b\\u{2066}");
+    }
+
+    /// The largest page the caps allow: every list at its cap, every name
+    /// at 100 characters of the costliest escape (`\u{202e}`, 8 bytes),
+    /// ids at 64 characters, 8 addresses per peer.
+    #[test]
+    fn the_largest_page_the_caps_allow_stays_under_3_mib() {
+        use super::super::{clip, FileRow, PeerRow, UploadRow, MAX_FILES, MAX_PEERS};
+        let mut r = hostile_report();
+        let name = || clip("\u{202e}".repeat(1000));
+        let id = |i: usize| format!("{i:064}");
+        let addr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".to_string();
+        r.files.list = (0..MAX_FILES)
+            .map(|_| FileRow {
+                sha1: r.files.list[0].sha1,
+                name: name(),
+                size: u64::MAX,
+                holders: usize::MAX,
+                here: false,
+                holder_ids: (0..super::super::MAX_HOLDER_IDS).map(id).collect(),
+            })
+            .collect();
+        r.files.total = usize::MAX;
+        r.peers = (0..MAX_PEERS)
+            .map(|i| PeerRow {
+                id: id(i),
+                name: name(),
+                version: name(),
+                addrs: vec![addr.clone(); 8],
+                ..r.peers[0].clone()
+            })
+            .collect();
+        r.uploads = (0..256)
+            .map(|_| UploadRow {
+                client: addr.clone(),
+                name: name(),
+                ..r.uploads[0].clone()
+            })
+            .collect();
+        let html = render(&r);
+        eprintln!("largest page: {} bytes", html.len());
+        assert!(html.len() < 3 << 20, "{} bytes", html.len());
+    }
+
+    #[test]
+    fn rows_past_the_caps_are_counted_not_shown() {
+        let mut r = hostile_report();
+        r.peers_total = 300;
+        r.files.total = 1234;
+        let html = render(&r);
+        assert!(html.contains("and 299 more peers"), "{html}");
+        assert!(html.contains("and 1233 more files"));
+        assert!(html.contains("300 registered"));
+        let long = super::super::clip("x".repeat(200_000));
+        assert_eq!(long.chars().count(), super::super::NAME_CHARS + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(super::super::clip("short".into()), "short");
     }
 
     /// A report whose every untrusted string is markup.
@@ -607,6 +694,7 @@ mod tests {
                 latency_ms: None,
                 this: false,
             }],
+            peers_total: 1,
             files: FilesStatus {
                 total: 1,
                 refreshed_secs_ago: Some(1.0),

@@ -668,3 +668,75 @@ fn cache_is_not_rewritten_when_nothing_changed() {
         Some(Sha1Digest::of(b"changed"))
     );
 }
+
+/// Overwrites bytes of `root/rel` in place (same inode, same size) and
+/// puts its mtime back to the exact nanosecond, as `touch -r` after an
+/// edit would: only the ctime, which nobody but the kernel sets, moved.
+fn edit_keeping_mtime(root: &Path, rel: &str, bytes: &[u8]) {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let p = root.join(rel);
+    let before = fs::metadata(&p).unwrap();
+    // The kernel stamps ctimes from a coarse clock (a few ms a tick): wait
+    // until a change made now gets another ctime than the file's last one,
+    // as any edit made later than the same tick would.
+    let probe = root.join(".ctime-probe");
+    assert!(
+        wait_until(Duration::from_secs(2), || {
+            fs::write(&probe, b"x").unwrap();
+            let c = fs::metadata(&probe).unwrap();
+            (c.ctime(), c.ctime_nsec()) != (before.ctime(), before.ctime_nsec())
+        }),
+        "the clock never moved"
+    );
+    fs::remove_file(&probe).unwrap();
+    let f = fs::File::options().write(true).open(&p).unwrap();
+    f.write_all_at(bytes, 0).unwrap();
+    f.set_modified(before.modified().unwrap()).unwrap();
+    drop(f);
+    let after = fs::metadata(&p).unwrap();
+    assert_eq!(
+        (after.len(), after.ino(), after.mtime(), after.mtime_nsec()),
+        (
+            before.len(),
+            before.ino(),
+            before.mtime(),
+            before.mtime_nsec()
+        ),
+        "the edit must keep size, inode and mtime"
+    );
+}
+
+#[test]
+fn an_in_place_edit_with_its_mtime_put_back_is_rehashed_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (one, two) = (b"version one", b"version 2!!");
+    put_old(root, "doc.txt", one);
+    put_old(root, "other.txt", b"untouched");
+    let mut o = live_opts(root);
+    o.state_dir = Some(state.path().to_path_buf());
+    let (v1, v2) = (Sha1Digest::of(one), Sha1Digest::of(two));
+    {
+        let index = open_ready(o.clone());
+        assert!(index.open_file(&v1).unwrap().is_some());
+        // Live: the old hash is not served, and the new one is indexed.
+        edit_keeping_mtime(root, "doc.txt", two);
+        assert!(
+            index.open_file(&v1).unwrap().is_none(),
+            "the edited bytes were served under their old sha1"
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || index.get(&v2).is_some()),
+            "the edit was never rehashed"
+        );
+    }
+    // At a restart, an edit made while the peer was down: the cache's
+    // record is not trusted for it.
+    edit_keeping_mtime(root, "doc.txt", one);
+    let index = open_ready(o);
+    let s = index.stats();
+    assert_eq!((s.files_hashed, s.files_reused), (1, 1));
+    assert_eq!(index.sha1_of(Path::new("doc.txt")), Some(v1));
+    assert!(index.get(&v2).is_none());
+}

@@ -15,6 +15,8 @@ mod fetch_cli;
 mod fetch_support;
 mod fixtures;
 mod hostile_lan;
+mod hostile_status;
+mod hostile_swarm;
 mod index;
 mod lan;
 mod lan_swarm;
