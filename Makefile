@@ -21,7 +21,7 @@ BENCH ?=
 SOAK_ARGS ?=
 BIN := target/release/piratebay-sync
 
-.PHONY: all run test test-compose bench bench-lan bench-scale soak lint doc build release clean deps-etcd deps-test deps-bench
+.PHONY: all run test test-compose bench bench-lan bench-sim bench-scale soak lint doc build release clean deps-etcd deps-test deps-bench
 
 all: build
 
@@ -83,6 +83,12 @@ bench: deps-bench release
 # the figures to trust for a LAN. Also part of `make bench`.
 bench-lan: deps-bench release
 	python3 benches/bench_lan.py
+
+# The swarm simulator (src/sim/, compiled for tests only): one seed and
+# 100, 1,000, 10,000 hosts, equal links and 10 % at 1/10 of the speed.
+# One case by hand: SIM_HOSTS=... cargo test --release --lib sim::tests::explore -- --ignored --nocapture
+bench-sim:
+	$(CARGO) test --release --lib sim::tests::curve -- --ignored --nocapture --test-threads 1
 
 # Issue 12's rows (index at 100k files, catalog, 1,000 peers, idle etcd
 # load, one-file get on 50 peers, batches, fair share), before and after,

@@ -135,6 +135,8 @@ mod policy;
 pub mod protocol;
 mod seeding;
 mod server;
+#[cfg(test)]
+mod sim;
 pub mod status;
 pub mod text;
 mod version;

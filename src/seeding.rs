@@ -30,13 +30,79 @@ pub const OFFER: usize = 4;
 /// unless it is uploaded (or every other candidate is offered too).
 pub const OFFER_TTL: Duration = Duration::from_millis(500);
 
-struct Counts {
-    piece_size: u64,
+/// The offers of one file: upload counts per piece and what was offered
+/// lately. Pure (the time is passed in): the peer keeps one per file in
+/// [`UploadCounts`], the simulator one per complete holder.
+#[derive(Debug, Clone)]
+pub(crate) struct Offers {
     counts: Vec<u32>,
     /// When each piece was last offered and not yet uploaded.
     offered: Vec<Option<Instant>>,
     /// Where the next offer starts looking (ties go round the file).
     cursor: usize,
+}
+
+impl Offers {
+    /// Nothing uploaded or offered yet, for a file of `pieces` pieces.
+    pub fn new(pieces: usize) -> Self {
+        Offers {
+            counts: vec![0; pieces],
+            offered: vec![None; pieces],
+            cursor: 0,
+        }
+    }
+
+    /// Pieces `first..=last` are being uploaded.
+    pub fn note(&mut self, first: usize, last: usize) {
+        let n = self.counts.len();
+        if n == 0 {
+            return;
+        }
+        for i in first..=last.min(n - 1) {
+            self.counts[i] = self.counts[i].saturating_add(1);
+            self.offered[i] = None;
+        }
+    }
+
+    /// The pieces offered to one downloader: [`OFFER`] of the least
+    /// uploaded, not offered to another one in the last [`OFFER_TTL`] if
+    /// others are as little uploaded, ties in file order from where the
+    /// last offer ended; marked offered at `now`. One pass over the pieces.
+    pub fn offer(&mut self, now: Instant) -> Bitfield {
+        let pieces = self.counts.len();
+        let mut out = Bitfield::empty(pieces);
+        if pieces == 0 {
+            return out;
+        }
+        let cutoff = now.checked_sub(OFFER_TTL);
+        // The best OFFER (count, reserved, position from the cursor), sorted.
+        let mut best: Vec<(u32, bool, usize)> = Vec::with_capacity(OFFER + 1);
+        for k in 0..pieces {
+            let i = (self.cursor + k) % pieces;
+            let reserved = self.offered[i].is_some_and(|t| cutoff.is_none_or(|c| t > c));
+            let key = (self.counts[i], reserved, k);
+            if best.len() == OFFER && key >= best[OFFER - 1] {
+                continue;
+            }
+            let at = best.partition_point(|b| *b < key);
+            best.insert(at, key);
+            best.truncate(OFFER);
+        }
+        let mut last = 0;
+        for &(_, _, k) in &best {
+            let i = (self.cursor + k) % pieces;
+            out.set(i);
+            self.offered[i] = Some(now);
+            last = last.max(k);
+        }
+        self.cursor = (self.cursor + last + 1) % pieces;
+        out
+    }
+}
+
+struct Counts {
+    piece_size: u64,
+    offers: Offers,
     last: Instant,
 }
 
@@ -44,9 +110,7 @@ impl Counts {
     fn new(piece_size: u64, pieces: usize, now: Instant) -> Self {
         Counts {
             piece_size,
-            counts: vec![0; pieces],
-            offered: vec![None; pieces],
-            cursor: 0,
+            offers: Offers::new(pieces),
             last: now,
         }
     }
@@ -65,19 +129,16 @@ impl UploadCounts {
         if piece_size == 0 || len == 0 || pieces == 0 {
             return;
         }
+        let now = Instant::now();
         let mut files = self.files.lock();
-        let c = entry(&mut files, sha1, piece_size, pieces);
-        c.last = Instant::now();
+        let c = entry(&mut files, sha1, piece_size, pieces, now);
+        c.last = now;
         let Some((first, last)) =
             crate::protocol::pieces_touching(piece_size, start, start.saturating_add(len))
         else {
             return;
         };
-        let (first, last) = (first as usize, last as usize);
-        for i in first..=last.min(pieces - 1) {
-            c.counts[i] = c.counts[i].saturating_add(1);
-            c.offered[i] = None;
-        }
+        c.offers.note(first as usize, last as usize);
     }
 
     /// The files with a range uploaded within the last [`QUIET`]: a swarm
@@ -103,20 +164,9 @@ impl UploadCounts {
         }
         let now = Instant::now();
         let mut files = self.files.lock();
-        let c = entry(&mut files, sha1, piece_size, pieces);
-        let mut out = Bitfield::empty(pieces);
-        let reserved = |c: &Counts, i: usize| c.offered[i].is_some_and(|t| now - t < OFFER_TTL);
-        for _ in 0..OFFER.min(pieces) {
-            let pick = (0..pieces)
-                .map(|k| (c.cursor + k) % pieces)
-                .filter(|&i| !out.get(i))
-                .min_by_key(|&i| (c.counts[i], reserved(c, i)));
-            let Some(i) = pick else { break };
-            out.set(i);
-            c.offered[i] = Some(now);
-            c.cursor = (i + 1) % pieces;
-        }
-        out
+        entry(&mut files, sha1, piece_size, pieces, now)
+            .offers
+            .offer(now)
     }
 }
 
@@ -127,8 +177,8 @@ fn entry<'a>(
     sha1: &Sha1Digest,
     piece_size: u64,
     pieces: usize,
+    now: Instant,
 ) -> &'a mut Counts {
-    let now = Instant::now();
     if !files.contains_key(sha1) && files.len() >= MAX_FILES {
         if let Some(oldest) = files.iter().min_by_key(|(_, c)| c.last).map(|(s, _)| *s) {
             files.remove(&oldest);
@@ -137,7 +187,10 @@ fn entry<'a>(
     let c = files
         .entry(*sha1)
         .or_insert_with(|| Counts::new(piece_size, pieces, now));
-    if c.piece_size != piece_size || c.counts.len() != pieces || now - c.last > QUIET {
+    if c.piece_size != piece_size
+        || c.offers.counts.len() != pieces
+        || now.saturating_duration_since(c.last) > QUIET
+    {
         *c = Counts::new(piece_size, pieces, now);
     }
     c

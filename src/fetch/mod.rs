@@ -55,7 +55,7 @@ pub mod output;
 mod pieces;
 pub mod rate;
 mod round;
-mod scheduler;
+pub(crate) mod scheduler;
 mod seal;
 pub mod state;
 mod supervisor;

@@ -113,6 +113,17 @@ impl Scheduler {
 
     /// [`Scheduler::new`] with a chosen tie-break rotation.
     pub fn with_offset(done: &[bool], done_bytes: u64, max_dup: usize, offset: usize) -> Self {
+        Self::with_offset_at(done, done_bytes, max_dup, offset, Instant::now())
+    }
+
+    /// [`Scheduler::with_offset`] starting at `now` (the simulator's clock).
+    pub fn with_offset_at(
+        done: &[bool],
+        done_bytes: u64,
+        max_dup: usize,
+        offset: usize,
+        now: Instant,
+    ) -> Self {
         let pieces: Vec<PieceState> = done
             .iter()
             .map(|&d| {
@@ -132,8 +143,8 @@ impl Scheduler {
                 fresh: Vec::new(),
                 avail: vec![0; done.len()],
                 offset,
-                last_progress: Instant::now(),
-                partial_progress: Instant::now(),
+                last_progress: now,
+                partial_progress: now,
                 fetchers: vec![Vec::new(); done.len()],
                 started: vec![None; done.len()],
                 pieces,
@@ -287,6 +298,11 @@ impl Scheduler {
 
     /// The next piece for a connection of `holder`.
     pub fn next(&self, holder: usize) -> Next {
+        self.next_at(holder, Instant::now())
+    }
+
+    /// [`Scheduler::next`] at `now`.
+    pub fn next_at(&self, holder: usize, now: Instant) -> Next {
         let mut s = self.state.lock();
         if s.remaining == 0 {
             return Next::Stop;
@@ -305,9 +321,9 @@ impl Scheduler {
         let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
             && s.has_partials()
             && if s.partials_can_help() {
-                s.partial_progress.elapsed() < SEED_YIELD
+                now.saturating_duration_since(s.partial_progress) < SEED_YIELD
             } else {
-                s.last_progress.elapsed() < SEED_FALLBACK
+                now.saturating_duration_since(s.last_progress) < SEED_FALLBACK
             };
         // A seed's offer is preferred only in a swarm: among seeds alone
         // the rotation keeps the pieces in order (the whole-file hash
@@ -327,7 +343,7 @@ impl Scheduler {
         if let Some(i) = pick {
             s.pieces[i] = PieceState::InFlight;
             s.fetchers[i].push(holder);
-            s.started[i] = Some(Instant::now());
+            s.started[i] = Some(now);
             return Next::Piece(i);
         }
         // A restricted seed does not duplicate pieces in flight elsewhere
@@ -342,7 +358,9 @@ impl Scheduler {
             .map_or(FIRST_STEAL_AFTER, |t| (t * 2).max(MIN_STEAL_AFTER));
         let candidate = (0..s.pieces.len())
             .filter(|&i| s.pieces[i] == PieceState::InFlight && s.has(holder, i))
-            .filter(|&i| s.started[i].is_some_and(|t| t.elapsed() >= steal_after))
+            .filter(|&i| {
+                s.started[i].is_some_and(|t| now.saturating_duration_since(t) >= steal_after)
+            })
             .filter(|&i| s.fetchers[i].len() < self.max_dup && !s.fetchers[i].contains(&holder))
             .min_by_key(|&i| (s.fetchers[i].len(), i));
         match candidate {
@@ -370,14 +388,19 @@ impl Scheduler {
 
     /// Piece `i` (of `len` bytes) is on disk; `holder` stops fetching it.
     pub fn written(&self, i: usize, len: u64, holder: usize) {
+        self.written_at(i, len, holder, Instant::now());
+    }
+
+    /// [`Scheduler::written`] at `now`.
+    pub fn written_at(&self, i: usize, len: u64, holder: usize, now: Instant) {
         let mut s = self.state.lock();
         if s.pieces[i] != PieceState::Done {
             if let Some(t) = s.started[i] {
-                let took = t.elapsed();
+                let took = now.saturating_duration_since(t);
                 s.piece_time = Some(s.piece_time.map_or(took, |avg| (avg * 7 + took) / 8));
             }
             s.pieces[i] = PieceState::Done;
-            s.last_progress = Instant::now();
+            s.last_progress = now;
             if s.have.get(holder).is_some_and(Option::is_some) {
                 s.partial_progress = s.last_progress;
             }

@@ -43,11 +43,15 @@ pub(crate) struct SlotConfig {
 }
 
 impl Default for SlotConfig {
+    /// 4 + 1 slots, given out again every 250 ms: in the simulator (200
+    /// hosts, 16 MiB, 25 Mbit/s) a 1 s term left refused downloads waiting
+    /// and put the last host at 1.79x one host alone; 500 ms 1.50x, 250 ms
+    /// 1.42x (1.33x with 128 KiB pieces).
     fn default() -> Self {
         SlotConfig {
             regular: 4,
             optimistic: 1,
-            rechoke: Duration::from_secs(1),
+            rechoke: Duration::from_millis(250),
             idle: Duration::from_millis(300),
             stale: Duration::from_secs(30),
             max_waiting: 1024,

@@ -1,0 +1,748 @@
+//! A deterministic simulator of one swarm: one seed, N downloaders, no
+//! sockets. It drives the real policies: the piece choice
+//! ([`crate::fetch::scheduler::Scheduler`], one per download), the upload
+//! slots ([`crate::policy::slots::UploadSlots`], one per holder), the holder
+//! subset ([`crate::policy::subset::choose`], once per download) and the
+//! seeds' offers ([`crate::seeding::Offers`], one per complete holder). What
+//! it models itself: the links ([`net`]: per-host upload and download
+//! capacity, max-min shared, latency one way per message) and a download's
+//! connections, the way `fetch/worker.rs` uses the scheduler (one
+//! connection per holder, at most `connections` at once; the bitmap asked
+//! first, then riding on each piece, polled while a holder has nothing to
+//! give; a connection leaves a holder that has nothing for one that may
+//! have something; a busy holder's "come back later" moves it elsewhere).
+//!
+//! Event-driven on a simulated clock (ns), seeded randomness, so a run is a
+//! function of its [`Config`]. It lives in the crate (the policies are
+//! private), compiled for tests only: the 200-host case runs in
+//! `make test`, `make bench-sim` runs the larger ones in release
+//! (`tests.rs`).
+
+mod net;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use crate::fetch::scheduler::{Next, Scheduler};
+use crate::policy::slots::{Admit, SlotConfig, UploadSlots};
+use crate::policy::subset::{self, Candidate};
+use crate::protocol::Bitfield;
+use crate::seeding::Offers;
+
+use net::{Flow, Net};
+
+/// One simulated swarm.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Downloaders (the seed is one more host).
+    pub hosts: usize,
+    /// File size, bytes.
+    pub file: u64,
+    /// Piece size, bytes.
+    pub piece: u64,
+    /// Every host's upload and download capacity, bytes/s.
+    pub link: f64,
+    /// Share of downloaders whose links are `slow_factor` of `link`.
+    pub slow_fraction: f64,
+    pub slow_factor: f64,
+    /// One-way latency of every message.
+    pub latency: Duration,
+    /// Downloads start within this window (uniformly).
+    pub start_spread: Duration,
+    /// Holders a download talks to ([`subset::choose`]'s `want`).
+    pub subset: usize,
+    /// Connections a download has open at once.
+    pub connections: usize,
+    /// Every holder's upload slots.
+    pub slots: SlotConfig,
+    /// Endgame copies of a piece at once.
+    pub max_dup: usize,
+    pub seed: u64,
+}
+
+impl Config {
+    /// `hosts` downloaders of a 16 MiB file in 64 KiB pieces over 25 Mbit/s
+    /// links (the LAN bench's case), today's policies.
+    pub fn lan(hosts: usize) -> Self {
+        Config {
+            hosts,
+            file: 16 << 20,
+            piece: 64 << 10,
+            link: 25e6 / 8.0,
+            slow_fraction: 0.0,
+            slow_factor: 0.1,
+            latency: Duration::from_micros(250),
+            start_spread: Duration::from_millis(50),
+            subset: 10,
+            connections: 8,
+            slots: SlotConfig::default(),
+            max_dup: 2,
+            seed: 1,
+        }
+    }
+
+    /// One host alone at full speed: F / u.
+    pub fn alone(&self) -> f64 {
+        self.file as f64 / self.link
+    }
+}
+
+/// What a run gave.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    /// Seconds to the last verified piece, per downloader (host 1..).
+    pub finish: Vec<f64>,
+    /// True for the downloaders on slow links.
+    pub slow: Vec<bool>,
+    /// Bytes the seed uploaded.
+    pub seed_bytes: f64,
+    /// Requests per download: pieces asked, bitmaps asked, turned away.
+    pub requests: Vec<u64>,
+    pub busy_answers: u64,
+    pub events: u64,
+}
+
+impl Outcome {
+    /// The `q` quantile (0..=1) of the finish times of the fast (`slow` =
+    /// false) or slow hosts, relative to `alone`.
+    pub fn quantile(&self, slow: bool, q: f64, alone: f64) -> Option<f64> {
+        let mut t: Vec<f64> = self
+            .finish
+            .iter()
+            .zip(&self.slow)
+            .filter(|(_, s)| **s == slow)
+            .map(|(t, _)| *t / alone)
+            .collect();
+        if t.is_empty() {
+            return None;
+        }
+        t.sort_by(f64::total_cmp);
+        let k = ((t.len() - 1) as f64 * q).round() as usize;
+        Some(t[k])
+    }
+}
+
+/// A worker's wait before asking the scheduler again (`worker.rs`).
+const IDLE_WAIT: u64 = 100_000_000;
+/// A partial holder's bitmap is asked again this often while it has
+/// nothing to give.
+const HAVE_POLL: u64 = 100_000_000;
+/// A seed's offer is asked again when older than this.
+const HINT_POLL: u64 = 300_000_000;
+/// A holder left for having nothing is asked again after this.
+const ROTATE_AWAY: u64 = 500_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    /// Download `d`'s download starts.
+    Start { d: u32 },
+    /// The connection of `d` to its holder slot `j` decides what next.
+    Ready { d: u32, j: u32, gen: u32 },
+    /// `d`'s request for piece `i` arrives at its holder slot `j`.
+    Ask { d: u32, j: u32, i: u32 },
+    /// The holder turned it away; `d` hears it.
+    Refused { d: u32, j: u32, i: u32, retry: u64 },
+    /// `d`'s bitmap request arrives at slot `j`'s holder, answered to `d`.
+    Have { d: u32, j: u32 },
+    /// A flow may have ended.
+    FlowEnd { id: u32, version: u32 },
+    /// The last byte of a piece reached `d`.
+    Arrived { d: u32, j: u32, i: u32, flow: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    /// No connection to this holder.
+    Closed,
+    /// Connected, between requests.
+    Idle,
+    /// A request or its answer in flight.
+    Busy,
+}
+
+struct Conn {
+    holder: u32,
+    state: ConnState,
+    /// Timers older than this generation are stale.
+    gen: u32,
+    retry_at: u64,
+    last_poll: Option<u64>,
+    /// The flow of the piece in transit (to cancel a losing endgame copy).
+    flow: Option<usize>,
+}
+
+struct Download {
+    sched: Scheduler,
+    conns: Vec<Conn>,
+    open: usize,
+    requests: u64,
+}
+
+struct Host {
+    have: Bitfield,
+    complete: bool,
+    offers: Option<Offers>,
+    slots: UploadSlots<u32>,
+}
+
+struct Sim {
+    cfg: Config,
+    n: usize,
+    base: Instant,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    net: Net,
+    hosts: Vec<Host>,
+    downloads: Vec<Option<Download>>,
+    finish: Vec<f64>,
+    seed_bytes: f64,
+    busy_answers: u64,
+    events: u64,
+    rng: u64,
+    moved: Vec<usize>,
+}
+
+/// Runs one swarm to the end (every download verified).
+pub(crate) fn run(cfg: &Config) -> Outcome {
+    let n = usize::try_from(crate::protocol::piece_count(cfg.file, cfg.piece)).unwrap_or(0);
+    let total = cfg.hosts + 1;
+    let mut rng = cfg.seed ^ 0x5eed;
+    let mut slow = vec![false; total];
+    let slow_count = (cfg.hosts as f64 * cfg.slow_fraction).round() as usize;
+    let mut order: Vec<usize> = (1..total).collect();
+    for k in (1..order.len()).rev() {
+        let r = (next_rand(&mut rng) % (k as u64 + 1)) as usize;
+        order.swap(k, r);
+    }
+    for &h in order.iter().take(slow_count) {
+        slow[h] = true;
+    }
+    let link = |h: usize| {
+        if slow[h] {
+            cfg.link * cfg.slow_factor
+        } else {
+            cfg.link
+        }
+    };
+    let up: Vec<f64> = (0..total).map(link).collect();
+    let down = up.clone();
+    let hosts: Vec<Host> = (0..total)
+        .map(|h| Host {
+            have: if h == 0 {
+                Bitfield::full(n)
+            } else {
+                Bitfield::empty(n)
+            },
+            complete: h == 0,
+            offers: (h == 0).then(|| Offers::new(n)),
+            slots: UploadSlots::new(cfg.slots.clone()),
+        })
+        .collect();
+    let mut sim = Sim {
+        cfg: cfg.clone(),
+        n,
+        base: Instant::now(),
+        now: 0,
+        seq: 0,
+        queue: BinaryHeap::new(),
+        net: Net::new(up, down),
+        hosts,
+        downloads: (0..total).map(|_| None).collect(),
+        finish: vec![f64::NAN; total],
+        seed_bytes: 0.0,
+        busy_answers: 0,
+        events: 0,
+        rng,
+        moved: Vec::new(),
+    };
+    let spread = cfg.start_spread.as_nanos() as u64;
+    for d in 1..total {
+        let at = if spread == 0 {
+            0
+        } else {
+            next_rand(&mut sim.rng) % spread
+        };
+        sim.push(at, Ev::Start { d: d as u32 });
+    }
+    while let Some(Reverse((t, _, ev))) = sim.queue.pop() {
+        sim.now = t;
+        sim.events += 1;
+        sim.handle(ev);
+    }
+    let requests = sim
+        .downloads
+        .iter()
+        .skip(1)
+        .map(|d| d.as_ref().map_or(0, |d| d.requests))
+        .collect();
+    Outcome {
+        finish: sim.finish[1..].to_vec(),
+        slow: slow[1..].to_vec(),
+        seed_bytes: sim.seed_bytes,
+        requests,
+        busy_answers: sim.busy_answers,
+        events: sim.events,
+    }
+}
+
+fn next_rand(s: &mut u64) -> u64 {
+    *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn host_ip(h: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + h as u32))
+}
+
+impl Sim {
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, ev)));
+    }
+
+    fn instant(&self) -> Instant {
+        self.base + Duration::from_nanos(self.now)
+    }
+
+    fn lat(&self) -> u64 {
+        self.cfg.latency.as_nanos() as u64
+    }
+
+    fn piece_len(&self, i: usize) -> u64 {
+        let start = i as u64 * self.cfg.piece;
+        (self.cfg.file - start).min(self.cfg.piece)
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        // A finished download asks nothing more (its copies in flight
+        // were cancelled).
+        let done = |d: u32| !self.finish[d as usize].is_nan();
+        match ev {
+            Ev::Ready { d, .. }
+            | Ev::Ask { d, .. }
+            | Ev::Refused { d, .. }
+            | Ev::Have { d, .. }
+            | Ev::Arrived { d, .. }
+                if done(d) =>
+            {
+                return
+            }
+            _ => {}
+        }
+        match ev {
+            Ev::Start { d } => self.start(d as usize),
+            Ev::Ready { d, j, gen } => {
+                let dl = self.downloads[d as usize].as_ref();
+                if dl.is_some_and(|dl| dl.conns[j as usize].gen == gen) {
+                    self.ready(d as usize, j as usize);
+                }
+            }
+            Ev::Ask { d, j, i } => self.ask(d as usize, j as usize, i as usize),
+            Ev::Refused { d, j, i, retry } => {
+                self.refused(d as usize, j as usize, i as usize, retry)
+            }
+            Ev::Have { d, j } => self.have_answer(d as usize, j as usize),
+            Ev::FlowEnd { id, version } => {
+                let f = &self.net.flows[id as usize];
+                if f.live && f.version == version {
+                    self.flow_end(id as usize);
+                }
+            }
+            Ev::Arrived { d, j, i, flow } => {
+                self.arrived(d as usize, j as usize, i as usize, flow as usize)
+            }
+        }
+    }
+
+    fn start(&mut self, d: usize) {
+        let ids: Vec<String> = (0..self.hosts.len()).map(|h| format!("h{h}")).collect();
+        let candidates: Vec<Candidate> = (0..self.hosts.len())
+            .filter(|&h| h != d)
+            .map(|h| Candidate {
+                host: host_ip(h),
+                id: &ids[h],
+            })
+            .collect();
+        let key = next_rand(&mut self.rng);
+        let chosen = subset::choose(key, &candidates, self.cfg.subset, 1);
+        let holders: Vec<u32> = chosen
+            .iter()
+            .map(|&c| {
+                let h = c + usize::from(c >= d);
+                h as u32
+            })
+            .collect();
+        let offset = (next_rand(&mut self.rng) % self.n.max(1) as u64) as usize;
+        let sched = Scheduler::with_offset_at(
+            &vec![false; self.n],
+            0,
+            self.cfg.max_dup,
+            offset,
+            self.instant(),
+        );
+        let conns: Vec<Conn> = holders
+            .iter()
+            .map(|&h| Conn {
+                holder: h,
+                state: ConnState::Closed,
+                gen: 0,
+                retry_at: 0,
+                last_poll: None,
+                flow: None,
+            })
+            .collect();
+        self.downloads[d] = Some(Download {
+            sched,
+            conns,
+            open: 0,
+            requests: 0,
+        });
+        let first = holders.len().min(self.cfg.connections);
+        for j in 0..first {
+            self.open(d, j);
+        }
+    }
+
+    fn dl(&mut self, d: usize) -> &mut Download {
+        self.downloads[d].as_mut().expect("started")
+    }
+
+    /// Opens a connection to slot `j` and asks its bitmap first.
+    fn open(&mut self, d: usize, j: usize) {
+        let dl = self.dl(d);
+        dl.open += 1;
+        dl.conns[j].state = ConnState::Idle;
+        dl.conns[j].last_poll = None;
+        self.poll(d, j);
+    }
+
+    /// Asks slot `j`'s bitmap (and a seed's offer).
+    fn poll(&mut self, d: usize, j: usize) {
+        let at = self.now + 2 * self.lat();
+        let now = self.now;
+        let dl = self.dl(d);
+        dl.conns[j].state = ConnState::Busy;
+        dl.conns[j].last_poll = Some(now);
+        dl.requests += 1;
+        self.push(
+            at,
+            Ev::Have {
+                d: d as u32,
+                j: j as u32,
+            },
+        );
+    }
+
+    fn holder_view(&mut self, h: usize) -> (Option<Bitfield>, Option<Bitfield>) {
+        let now = self.instant();
+        let host = &mut self.hosts[h];
+        if host.complete {
+            let offer = host.offers.as_mut().map(|o| o.offer(now));
+            (None, offer)
+        } else {
+            (Some(host.have.clone()), None)
+        }
+    }
+
+    fn have_answer(&mut self, d: usize, j: usize) {
+        let h = self.dl(d).conns[j].holder as usize;
+        let (have, fresh) = self.holder_view(h);
+        let dl = self.dl(d);
+        dl.sched.set_have(j, have, fresh);
+        dl.conns[j].state = ConnState::Idle;
+        self.ready(d, j);
+    }
+
+    /// Wakes the idle connections of `d` (the scheduler's condvar) when a
+    /// piece went back to the queue; other changes give no idle
+    /// connection new work before its next look (every `IDLE_WAIT`).
+    fn wake(&mut self, d: usize) {
+        let now = self.now;
+        let mut evs = Vec::new();
+        {
+            let dl = self.dl(d);
+            for (j, c) in dl.conns.iter_mut().enumerate() {
+                // One told to come back later sleeps (`Round::sleep`).
+                if c.state == ConnState::Idle && c.retry_at <= now {
+                    c.gen += 1;
+                    evs.push(Ev::Ready {
+                        d: d as u32,
+                        j: j as u32,
+                        gen: c.gen,
+                    });
+                }
+            }
+        }
+        for ev in evs {
+            self.push(now, ev);
+        }
+    }
+
+    fn sleep(&mut self, d: usize, j: usize, until: u64) {
+        let dl = self.dl(d);
+        let c = &mut dl.conns[j];
+        c.gen += 1;
+        let ev = Ev::Ready {
+            d: d as u32,
+            j: j as u32,
+            gen: c.gen,
+        };
+        self.push(until, ev);
+    }
+
+    /// The worker's step on an idle connection.
+    fn ready(&mut self, d: usize, j: usize) {
+        if !self.finish[d].is_nan() {
+            return;
+        }
+        let now = self.now;
+        let at = self.instant();
+        let dl = self.downloads[d].as_mut().expect("started");
+        if dl.conns[j].state != ConnState::Idle || dl.conns[j].retry_at > now {
+            return;
+        }
+        let stale_hint = dl.conns[j].last_poll.is_none_or(|t| now - t >= HINT_POLL);
+        if dl.sched.has_hint(j) && stale_hint {
+            self.poll(d, j);
+            return;
+        }
+        match dl.sched.next_at(j, at) {
+            Next::Stop => {}
+            Next::Piece(i) => {
+                dl.requests += 1;
+                dl.conns[j].state = ConnState::Busy;
+                let arrive = now + self.lat();
+                self.push(
+                    arrive,
+                    Ev::Ask {
+                        d: d as u32,
+                        j: j as u32,
+                        i: i as u32,
+                    },
+                );
+            }
+            Next::Wait => {
+                let polled_long_ago = dl.conns[j].last_poll.is_none_or(|t| now - t >= HAVE_POLL);
+                if dl.sched.needs_poll(j) && polled_long_ago {
+                    self.poll(d, j);
+                } else if !dl.sched.is_complete_holder(j) && !dl.sched.useful(j) {
+                    if let Some(k) = self.better_holder(d, j) {
+                        self.close(d, j, now + ROTATE_AWAY);
+                        self.open(d, k);
+                    } else {
+                        self.sleep(d, j, now + IDLE_WAIT);
+                    }
+                } else {
+                    self.sleep(d, j, now + IDLE_WAIT);
+                }
+            }
+        }
+    }
+
+    /// A holder slot without a connection, not resting, that may have
+    /// something this download lacks (`Round::better_holder_waits`).
+    fn better_holder(&mut self, d: usize, except: usize) -> Option<usize> {
+        let now = self.now;
+        let dl = self.dl(d);
+        (0..dl.conns.len()).find(|&k| {
+            k != except
+                && dl.conns[k].state == ConnState::Closed
+                && dl.conns[k].retry_at <= now
+                && dl.sched.useful(k)
+        })
+    }
+
+    fn close(&mut self, d: usize, j: usize, retry_at: u64) {
+        let dl = self.dl(d);
+        dl.conns[j].state = ConnState::Closed;
+        dl.conns[j].retry_at = retry_at;
+        dl.conns[j].gen += 1;
+        dl.open -= 1;
+    }
+
+    /// A piece request at the holder: a slot, or "come back later".
+    fn ask(&mut self, d: usize, j: usize, i: usize) {
+        let h = self.dl(d).conns[j].holder as usize;
+        let now = self.instant();
+        match self.hosts[h].slots.admit(&(d as u32), now) {
+            Admit::Busy { retry_after } => {
+                self.busy_answers += 1;
+                let at = self.now + self.lat();
+                let retry = self.now + retry_after.as_nanos() as u64;
+                self.push(
+                    at,
+                    Ev::Refused {
+                        d: d as u32,
+                        j: j as u32,
+                        i: i as u32,
+                        retry,
+                    },
+                );
+            }
+            Admit::Serve => {
+                if let Some(o) = self.hosts[h].offers.as_mut() {
+                    o.note(i, i);
+                }
+                let bytes = self.piece_len(i) as f64;
+                let id = self.net.add(Flow {
+                    src: h as u32,
+                    dst: d as u32,
+                    slot: j as u32,
+                    piece: i as u32,
+                    bytes,
+                    left: bytes,
+                    rate: 0.0,
+                    at: self.now,
+                    version: 0,
+                    live: true,
+                });
+                self.dl(d).conns[j].flow = Some(id);
+                self.rerate(&[h as u32, d as u32]);
+            }
+        }
+    }
+
+    fn refused(&mut self, d: usize, j: usize, i: usize, retry: u64) {
+        let now = self.now;
+        let dl = self.dl(d);
+        dl.sched.release(i, j);
+        dl.conns[j].state = ConnState::Idle;
+        if let Some(k) = self.better_holder(d, j) {
+            self.close(d, j, retry);
+            self.open(d, k);
+        } else {
+            self.dl(d).conns[j].retry_at = retry;
+            self.sleep(d, j, retry.max(now));
+        }
+        self.wake(d);
+    }
+
+    fn rerate(&mut self, hosts: &[u32]) {
+        let mut moved = std::mem::take(&mut self.moved);
+        moved.clear();
+        self.net.rerate(hosts, self.now, &mut moved);
+        for &id in &moved {
+            let end = self.net.end(id);
+            let version = self.net.flows[id].version;
+            self.push(
+                end,
+                Ev::FlowEnd {
+                    id: id as u32,
+                    version,
+                },
+            );
+        }
+        self.moved = moved;
+    }
+
+    fn flow_end(&mut self, id: usize) {
+        let f = self.net.flows[id].clone();
+        let (src, dst) = (f.src as usize, f.dst as usize);
+        self.end_flow(id, f.bytes);
+        let at = self.now + self.lat();
+        self.push(
+            at,
+            Ev::Arrived {
+                d: dst as u32,
+                j: f.slot,
+                i: f.piece,
+                flow: id as u32,
+            },
+        );
+        let _ = src;
+    }
+
+    /// Takes flow `id` off the links after `bytes` were sent.
+    fn end_flow(&mut self, id: usize, bytes: f64) {
+        let f = self.net.flows[id].clone();
+        let (src, dst) = (f.src as usize, f.dst as usize);
+        if src == 0 {
+            self.seed_bytes += bytes;
+        }
+        let now = self.instant();
+        self.hosts[src]
+            .slots
+            .finished(&(dst as u32), bytes as u64, now);
+        self.net.remove(id);
+        self.rerate(&[src as u32, dst as u32]);
+    }
+
+    fn arrived(&mut self, d: usize, j: usize, i: usize, flow: usize) {
+        let now = self.instant();
+        let len = self.piece_len(i);
+        let dl = self.dl(d);
+        if dl.conns[j].flow == Some(flow) {
+            dl.conns[j].flow = None;
+        }
+        dl.conns[j].state = ConnState::Idle;
+        let h = dl.conns[j].holder as usize;
+        if dl.sched.claim(i) {
+            dl.sched.written_at(i, len, j, now);
+            self.hosts[d].have.set(i);
+            // Losing endgame copies stop (the worker's `is_done` check).
+            let losers: Vec<(usize, usize)> = self.downloads[d]
+                .as_ref()
+                .expect("started")
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(k, c)| c.flow.map(|f| (k, f)))
+                .filter(|&(_, f)| self.net.flows[f].live && self.net.flows[f].piece as usize == i)
+                .collect();
+            for (k, f) in losers {
+                let sent = self.net.sent(f, self.now);
+                self.end_flow(f, sent);
+                let dl = self.dl(d);
+                dl.conns[k].flow = None;
+                dl.conns[k].state = ConnState::Idle;
+                dl.sched.release(i, k);
+                let now = self.now;
+                self.sleep(d, k, now);
+            }
+        } else {
+            dl.sched.release(i, j);
+        }
+        // The holder's bitmap or offer rides on the answer.
+        let (have, fresh) = self.holder_view(h);
+        let now = self.now;
+        let dl = self.dl(d);
+        if fresh.is_some() {
+            dl.conns[j].last_poll = Some(now);
+        }
+        dl.sched.set_have(j, have, fresh);
+        if dl.sched.remaining() == 0 {
+            self.complete(d);
+            return;
+        }
+        self.ready(d, j);
+    }
+
+    fn complete(&mut self, d: usize) {
+        self.finish[d] = self.now as f64 / 1e9;
+        let host = &mut self.hosts[d];
+        host.complete = true;
+        host.offers = Some(Offers::new(self.n));
+        let flows: Vec<usize> = self.dl(d).conns.iter().filter_map(|c| c.flow).collect();
+        for f in flows {
+            if self.net.flows[f].live && self.net.flows[f].dst as usize == d {
+                let sent = self.net.sent(f, self.now);
+                self.end_flow(f, sent);
+            }
+        }
+        let dl = self.dl(d);
+        for c in &mut dl.conns {
+            c.gen += 1;
+            c.flow = None;
+            c.state = ConnState::Closed;
+        }
+        dl.open = 0;
+    }
+}
