@@ -72,18 +72,23 @@ def url(host, sha1):
     return f"http://{host.ip}:{PORT}/v1/files/{sha1}"
 
 
-def wait_serving(host, sha1, timeout=120):
-    """Until the peer on `host` lists `sha1` (its index is built)."""
+def wait_serving(host, sha1, timeout=120, fatal=True):
+    """Until the peer on `host` lists `sha1` (its index is built); False
+    (or the bench's end, if `fatal`) if it does not within `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://{host.ip}:{PORT}/v1/files", timeout=2) as r:
                 if sha1 is None or sha1 in r.read().decode(errors="replace"):
-                    return
+                    return True
         except OSError:
             pass
         time.sleep(0.1)
-    sys.exit(f"bench: the peer on {host.netns} does not serve {sha1} after {timeout} s")
+    if fatal:
+        sys.exit(f"bench: the peer on {host.netns} does not serve {sha1} after {timeout} s")
+    print(f"  the peer on {host.netns} does not list {sha1} {timeout} s after its get ended: "
+          f"no ring measured", file=sys.stderr)
+    return False
 
 
 class Run:
@@ -228,7 +233,7 @@ def multi_source(lab, run, binary, etcd, client, holders):
     return rows
 
 
-def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k):
+def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
     """One run of the swarm: one seed, n hosts getting into their own datasets at once."""
     ns = f"swarm{n}r{k}"
     base = os.path.join(run.work, ns)
@@ -287,8 +292,9 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k):
     busy1, total1, kernel1 = cpu_busy()
     own_cpu = get_cpu + sum(proc_cpu(p.pid) for p in peers) - serve_cpu0
     uploaded = seed.tx_bytes() - tx0
-    # The ring once per row (after its last run), on the same hosts.
-    t_ring = ring(hosts[:n], sha1, base) if not failed and k == RUNS - 1 else None
+    # The ring once per row (after the first run that allows it), on the
+    # same hosts.
+    t_ring = ring(hosts[:n], sha1, base) if not failed and want_ring else None
     run.stop(only=peers)
     # The gets' logs stay with the peers' (RUST_LOG applies to them too).
     for i in range(n):
@@ -311,7 +317,8 @@ def ring(hosts, sha1, base):
     moment; the time until the last curl ends. On 2 cores this shows how
     much the veth/bridge/tbf work itself costs at that aggregate rate."""
     for h in hosts:
-        wait_serving(h, sha1)
+        if not wait_serving(h, sha1, timeout=60, fatal=False):
+            return None
     outs = [os.path.join(base, f"ring{i}.bin") for i in range(len(hosts))]
     t0 = time.perf_counter()
     procs = [h.popen(["curl", "-fsS", "-o", outs[i], url(hosts[(i + 1) % len(hosts)], sha1)],
@@ -373,7 +380,10 @@ def main():
                 seed.set_rate(mbit)
                 for h in swarm_hosts[:n]:
                     h.set_rate(mbit)
-                runs = [swarm(lab, run, binary, etcd, seed, swarm_hosts, n, mib, k) for k in range(RUNS)]
+                runs = []
+                for k in range(RUNS):
+                    want_ring = not any(r["ring"] for r in runs)
+                    runs.append(swarm(lab, run, binary, etcd, seed, swarm_hosts, n, mib, k, want_ring))
                 size = mib << 20
                 t_alone = runs[0]["alone"]
                 med = lambda key: statistics.median(r[key] for r in runs)
