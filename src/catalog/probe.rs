@@ -58,7 +58,7 @@ use parking_lot::{Condvar, Mutex};
 use super::peer_list::FailureKind;
 use crate::client::{self, ClientError, Timeouts};
 use crate::digest::Sha1Digest;
-use crate::discovery::{self, tracker, DiscoveryError, PeerInfo, PeerRecord};
+use crate::discovery::{self, tracker, DiscoveryError, PeerInfo};
 use crate::etcd::Client;
 use crate::holders::{Holder, HolderSource, HoldersError};
 use crate::http::response::disposition_filename;
@@ -209,64 +209,15 @@ impl ProbedHolders {
         }
     }
 
-    /// The holders of `sha1`, with patience (see the module doc): first
-    /// the swarm's tracker (a random sample of the peers that announced
-    /// the file, asked alone if one of them claims the whole file), else
-    /// every registered peer.
+    /// The holders of `sha1`, with patience (see the module doc): every
+    /// registered peer is asked. (Not the tracker alone: what is announced
+    /// there is written by anyone, and a host announcing itself as a
+    /// complete holder must not hide the real seeds from the lookup.)
     pub fn lookup(&self, sha1: &Sha1Digest) -> Result<Lookup, DiscoveryError> {
-        let sampled = self.tracked(sha1);
-        if sampled.iter().any(|p| p.1) {
-            let peers: Vec<PeerInfo> = sampled.into_iter().map(|(p, _)| p).collect();
-            let opts = ProbeOptions {
-                patience: Duration::ZERO,
-                deadline: TRACKED_DEADLINE,
-                ..self.opts
-            };
-            let found = probe(sha1, &peers, &opts);
-            if !found.complete.is_empty() {
-                log::debug!(
-                    "{sha1}: {} holder(s) from the tracker, no broadcast",
-                    found.holders().len()
-                );
-                *self.last.lock() = Some((*sha1, Some(found.holders())));
-                return Ok(found);
-            }
-        }
         let peers = discovery::list_peers(&self.client, &self.namespace)?;
         let found = probe(sha1, &peers, &self.opts);
         *self.last.lock() = Some((*sha1, Some(found.holders())));
         Ok(found)
-    }
-
-    /// A random sample of the peers that announced `sha1` in the tracker
-    /// (each with whether it claims the whole file); none if etcd fails.
-    fn tracked(&self, sha1: &Sha1Digest) -> Vec<(PeerInfo, bool)> {
-        match tracker::sample(&self.client, &self.namespace, sha1, TRACKER_SAMPLE) {
-            Ok(found) => found
-                .into_iter()
-                .map(|a| {
-                    let record = PeerRecord {
-                        id: a.id,
-                        addr: a.addrs.first().cloned().unwrap_or_default(),
-                        addrs: a.addrs,
-                        name: String::new(),
-                        version: String::new(),
-                        started_at: 0,
-                        index_gen: 0,
-                    };
-                    let info = PeerInfo {
-                        record,
-                        lease: 0,
-                        mod_revision: 0,
-                    };
-                    (info, a.complete)
-                })
-                .collect(),
-            Err(e) => {
-                log::debug!("cannot read the swarm tracker for {sha1}: {e}");
-                Vec::new()
-            }
-        }
     }
 }
 
@@ -275,9 +226,6 @@ impl ProbedHolders {
 const SUBSET: usize = 10;
 /// Announcements read from the tracker per lookup or re-query at most.
 const TRACKER_SAMPLE: usize = 32;
-/// How long the peers sampled from the tracker are given to answer before
-/// the lookup asks every registered peer instead.
-const TRACKED_DEADLINE: Duration = Duration::from_secs(1);
 
 impl HolderSource for ProbedHolders {
     /// The first call takes the lookup made to start (or makes one); later

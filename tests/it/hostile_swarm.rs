@@ -193,12 +193,12 @@ impl Hostile {
             // (`discovery::tracker`: the bucket is 8 hex digits of the
             // SHA1 of the host).
             let bucket = &Sha1Digest::of(ip.to_string().as_bytes()).to_hex()[..8];
-            // Announced as a partial holder even when it plays a seed: a
-            // tracker full of "complete" hostile announcements keeps the
-            // lookup from asking anyone else (see NOTES.md, 03:40 hostile:
-            // the lookup is the `swarm` engineer's).
+            // Announced as a complete holder: the lookup that starts a
+            // download must not take the tracker's word for it and skip
+            // asking the registered peers (the honest seed is not
+            // announced: nobody downloaded from it yet).
             let announced = json!({
-                "id": id, "addrs": [addr.to_string()], "complete": false,
+                "id": id, "addrs": [addr.to_string()], "complete": true,
             });
             etcd.put(
                 &format!("/piratebay/swarm/{}/{bucket}/{id}", script.sha),
