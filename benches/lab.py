@@ -46,6 +46,24 @@ def _quiet(cmd):
                    stderr=subprocess.DEVNULL, timeout=20)
 
 
+# The kernel's ARP table is shared by every network namespace; past
+# gc_thresh3 (1024 by default) new neighbours are refused ("neighbor table
+# overflow") and hosts of every live lab stop reaching new peers. A 47-host
+# swarm needs 47 x 46 entries. Raised, never lowered (tests/it/support/lab.rs
+# does the same).
+NEIGH_THRESH = (("gc_thresh1", 1024), ("gc_thresh2", 16384), ("gc_thresh3", 32768))
+
+
+def _raise_neighbour_limits():
+    for name, want in NEIGH_THRESH:
+        path = f"/proc/sys/net/ipv4/neigh/default/{name}"
+        with open(path) as f:
+            now = int(f.read().strip())
+        if now < want:
+            with open(path, "w") as f:
+                f.write(str(want))
+
+
 def _missing_prerequisite():
     if os.geteuid() != 0:
         return (f"the LAN lab needs root with CAP_NET_ADMIN (network namespaces, veth, tc); "
@@ -169,6 +187,7 @@ class Lab:
         # A SIGTERM (make's, a timeout's) runs the teardown too.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
         _sweep_leftovers()
+        _raise_neighbour_limits()
         start = os.getpid() % 255
         for k in range(255):
             n = (start + k) % 255 + 1

@@ -101,6 +101,31 @@ fn run_quiet(cmd: &mut Command) {
         .status();
 }
 
+/// The kernel's ARP table is one table for every network namespace, and
+/// past `gc_thresh3` entries (1024 by default) it refuses new neighbours
+/// ("neighbour: arp_cache: neighbor table overflow!"): then no host of any
+/// live lab can reach a peer it had not talked to. A 47-host swarm alone
+/// needs 47 x 46 entries, and tests run labs side by side. Raised (never
+/// lowered) to what [`MAX_HOSTS`]-host labs side by side need.
+const NEIGH_THRESH: [(&str, u64); 3] = [
+    ("/proc/sys/net/ipv4/neigh/default/gc_thresh1", 1024),
+    ("/proc/sys/net/ipv4/neigh/default/gc_thresh2", 16384),
+    ("/proc/sys/net/ipv4/neigh/default/gc_thresh3", 32768),
+];
+
+/// Raises the shared neighbour table's limits to [`NEIGH_THRESH`].
+fn raise_neighbour_limits() {
+    for (path, want) in NEIGH_THRESH {
+        let now: Option<u64> = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        if now.is_some_and(|n| n < want) {
+            std::fs::write(path, want.to_string())
+                .unwrap_or_else(|e| panic!("lab: cannot raise {path} to {want}: {e}"));
+        }
+    }
+}
+
 /// One line saying why the lab cannot run here, if it cannot.
 fn missing_prerequisite() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -425,6 +450,7 @@ impl Lab {
         std::fs::create_dir_all(LOCK_DIR)
             .unwrap_or_else(|e| panic!("lab: cannot create {LOCK_DIR}: {e}"));
         sweep_leftovers();
+        raise_neighbour_limits();
         // Spread processes over the range so they rarely try the same /24.
         let start = (std::process::id() % 255) as u8;
         for k in 0..255u16 {
