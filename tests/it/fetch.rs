@@ -2,7 +2,6 @@
 //! servers over real files on loopback, faulty peers, resume, and holders
 //! found through a real etcd. CLI-level tests are in `fetch_cli`.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,32 +9,12 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use piratebay_sync::etcd::{Client, Config};
 use piratebay_sync::{
-    Catalog, CatalogOptions, DownloadOptions, Downloader, FetchError, Holder, HolderFaultKind,
-    HolderSource, NetworkHolders, PeerInfo, PeerRecord, Progress, ProgressFn, Summary,
+    Catalog, CatalogOptions, FetchError, Holder, HolderFaultKind, NetworkHolders, PeerInfo,
+    PeerRecord, Progress, Summary,
 };
 
 use crate::fetch_support::*;
 use crate::support::*;
-
-/// Options for tests: short stall timeout and fast re-queries.
-fn opts() -> DownloadOptions {
-    DownloadOptions {
-        io_timeout: Duration::from_secs(1),
-        requery_interval: Duration::from_millis(300),
-        ..DownloadOptions::default()
-    }
-}
-
-/// Downloads `served`'s file into `out` with a downloader of `opts`.
-fn download(
-    opts: DownloadOptions,
-    served: &Served,
-    out: &Path,
-    source: &dyn HolderSource,
-    progress: Option<ProgressFn<'_>>,
-) -> Result<Summary, FetchError> {
-    Downloader::new(opts).download(served.sha1(), out, source, progress)
-}
 
 fn holders(peers: &[TestPeer]) -> Vec<Holder> {
     peers.iter().map(TestPeer::holder).collect()

@@ -15,8 +15,9 @@ use std::time::Duration;
 use piratebay_sync::etcd::{Client, Config};
 use piratebay_sync::protocol::{CatalogEntry, FileList, Health, PieceList};
 use piratebay_sync::{
-    FileSource, Holder, OpenedFile, PeerRecord, Registration, RegistrationConfig, Server,
-    ServerConfig, Sha1Digest,
+    DownloadOptions, Downloader, FetchError, FileSource, Holder, HolderSource, OpenedFile,
+    PeerRecord, ProgressFn, Registration, RegistrationConfig, Server, ServerConfig, Sha1Digest,
+    Summary,
 };
 
 use crate::support::next_loopback_ip;
@@ -24,6 +25,27 @@ use crate::support::next_loopback_ip;
 /// The piece size of every file of up to 16 MiB (the base block): tests
 /// size their files in it.
 pub const SMALL_PIECE: u64 = piratebay_sync::protocol::BASE_BLOCK;
+
+/// Library-level download options for tests: short stall timeout, fast
+/// re-queries.
+pub fn opts() -> DownloadOptions {
+    DownloadOptions {
+        io_timeout: Duration::from_secs(1),
+        requery_interval: Duration::from_millis(300),
+        ..DownloadOptions::default()
+    }
+}
+
+/// Downloads `served`'s file into `out` with a downloader of `opts`.
+pub fn download(
+    opts: DownloadOptions,
+    served: &Served,
+    out: &Path,
+    source: &dyn HolderSource,
+    progress: Option<ProgressFn<'_>>,
+) -> Result<Summary, FetchError> {
+    Downloader::new(opts).download(served.sha1(), out, source, progress)
+}
 
 /// Writes `size` pseudo-random bytes (seeded) to `path`.
 pub fn random_file(path: &Path, size: u64, seed: u64) -> Sha1Digest {

@@ -12,7 +12,7 @@ use piratebay_sync::Sha1Digest;
 use serde_json::Value;
 
 use crate::fetch_support::*;
-use crate::support::devtools::Browser;
+use crate::support::devtools::{Browser, HEADLESS};
 use crate::support::*;
 
 /// A file name that is markup, to prove names are shown as text.
@@ -122,21 +122,11 @@ fn chromium(url: &str, extra: &[&str]) -> String {
     let bin = tool("chromium", "chromium");
     let profile = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(bin);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--hide-scrollbars",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .args(extra)
-    .arg(url);
+    cmd.args(HEADLESS)
+        .arg("--hide-scrollbars")
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(90));
     assert!(
         out.status.success(),
@@ -318,6 +308,20 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
         "only the page's own script: {dom}"
     );
 
+    let render = |dom: &str| -> u64 {
+        dom.split("data-render=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no render number: {dom}"))
+    };
+    // A page is rendered at most once a second and shared: wait until the
+    // peer has rendered it anew, so the load below must get a newer one.
+    wait_until(
+        Duration::from_secs(10),
+        "a newer render of the page",
+        || render(&get(&format!("{base}/"), &[]).text()) > render(&dom),
+    );
     // The script runs: `?q=` fills the search, which hides the rows that do
     // not match, and still does after the page refreshed itself (2 s of
     // virtual time).
@@ -343,16 +347,7 @@ fn page_in_headless_chromium_shows_peers_files_a_running_download_and_names_as_t
         filtered.contains("id=\"stale\" hidden"),
         "the refresh failed: {filtered}"
     );
-    let render = |dom: &str| -> u64 {
-        dom.split("data-render=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no render number: {dom}"))
-    };
-    // Loaded anew (a page is rendered at most once a second and shared:
-    // the refreshes within a second of virtual time may get the same
-    // render), and refreshed by its script.
+    // Loaded anew, and refreshed by its script.
     assert!(
         render(&filtered) > render(&dom),
         "the page was not rendered again ({} after {})",

@@ -10,32 +10,10 @@ use piratebay_sync::protocol::PieceList;
 use piratebay_sync::Sha1Digest;
 use serde_json::Value;
 
-use piratebay_sync::{
-    DownloadOptions, Downloader, FetchError, Holder, HolderSource, ProgressFn, Summary,
-};
+use piratebay_sync::Holder;
 
 use crate::fetch_support::*;
 use crate::support::*;
-
-/// Library-level options: short stall timeout, fast re-queries.
-fn opts() -> DownloadOptions {
-    DownloadOptions {
-        io_timeout: Duration::from_secs(1),
-        requery_interval: Duration::from_millis(300),
-        ..DownloadOptions::default()
-    }
-}
-
-/// Downloads `served`'s file into `out` with a downloader of `opts`.
-fn download(
-    opts: DownloadOptions,
-    served: &Served,
-    out: &Path,
-    source: &dyn HolderSource,
-    progress: Option<ProgressFn<'_>>,
-) -> Result<Summary, FetchError> {
-    Downloader::new(opts).download(served.sha1(), out, source, progress)
-}
 
 /// The piece size of every file of up to 16 MiB: tests size files in it.
 const PIECE: u64 = piratebay_sync::protocol::BASE_BLOCK;

@@ -17,6 +17,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// How every test starts Chromium: headless, no sandbox (root), and none
+/// of its background connections (this machine's network is closed).
+pub const HEADLESS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+];
+
 /// How long one command may take to be answered.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -69,23 +83,13 @@ impl Browser {
         let (to_browser_r, to_browser_w) = pipe();
         let (from_browser_r, from_browser_w) = pipe();
         let (in_fd, out_fd) = (to_browser_r.as_raw_fd(), from_browser_w.as_raw_fd());
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--remote-debugging-pipe",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        cmd.args(HEADLESS)
+            .arg("--remote-debugging-pipe")
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         // SAFETY: only async-signal-safe dup2 calls between fork and exec;
         // dup2 clears close-on-exec on the new fds 3 and 4.
         unsafe {
