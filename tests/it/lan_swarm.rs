@@ -5,7 +5,7 @@
 //! capped so that transfers take seconds, not milliseconds.
 
 use std::path::PathBuf;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::Duration;
 
 use crate::fetch_support::{random_file, sha1_of_file};
@@ -81,16 +81,13 @@ impl Swarm {
 
     /// Starts `get` on host `i` into its dataset (JSON summary on stdout).
     fn spawn_get(&self, i: usize) -> Child {
-        command_on(Some(&self.hosts[i].netns))
-            .args(["get", &self.sha1, "-o"])
-            .arg(self.out(i))
-            .args(["--json", "--etcd", &self.etcd.endpoint(), "--state-dir"])
-            .arg(self.state.path().join(format!("get{i}")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("get starts")
+        spawn_get(
+            Some(&self.hosts[i].netns),
+            &self.etcd.endpoint(),
+            &self.sha1,
+            &self.out(i),
+            &self.state.path().join(format!("get{i}")),
+        )
     }
 
     #[track_caller]

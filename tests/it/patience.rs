@@ -5,7 +5,7 @@
 //! a seed over its upload slots turns a download away at once.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
 use piratebay_sync::etcd::{Client, Config};
@@ -14,21 +14,6 @@ use crate::fetch_support::{random_file, sha1_of_file};
 use crate::support::*;
 
 const MIB: u64 = 1024 * 1024;
-
-/// Starts `get SHA1 -o out --json` against `etcd` (on lab host `netns` if
-/// given).
-fn spawn_get(netns: Option<&str>, etcd: &str, sha1: &str, out: &Path, state: &Path) -> Child {
-    command_on(netns)
-        .args(["get", sha1, "-o"])
-        .arg(out)
-        .args(["--json", "--etcd", etcd, "--state-dir"])
-        .arg(state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("get starts")
-}
 
 #[track_caller]
 fn assert_finished(child: Child, out: &Path, sha1: &str, timeout: Duration) {

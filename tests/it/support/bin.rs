@@ -39,6 +39,27 @@ pub fn command_on(netns: Option<&str>) -> Command {
     cmd
 }
 
+/// Starts `get SHA1 -o out --json` against `etcd` (on lab host `netns` if
+/// given).
+pub fn spawn_get(
+    netns: Option<&str>,
+    etcd: &str,
+    sha1: &str,
+    out: &std::path::Path,
+    state: &std::path::Path,
+) -> Child {
+    command_on(netns)
+        .args(["get", sha1, "-o"])
+        .arg(out)
+        .args(["--json", "--etcd", etcd, "--state-dir"])
+        .arg(state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("get starts")
+}
+
 /// Runs `piratebay-sync <args>` to completion (killed and failing the test
 /// after 30 s) and returns its output.
 #[track_caller]

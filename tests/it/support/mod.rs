@@ -18,7 +18,8 @@ pub mod tls;
 pub mod wait;
 
 pub use bin::{
-    bin_path, cli, cli_on, cli_with, command, command_on, stderr_text, stdout_text, PeerProcess,
+    bin_path, cli, cli_on, cli_with, command, command_on, spawn_get, stderr_text, stdout_text,
+    PeerProcess,
 };
 pub use etcd::{
     etcd_bin, etcd_metric, etcd_watch_streams_started, etcdctl, etcdctl_bin, etcdctl_ok,
