@@ -433,6 +433,17 @@ impl Scheduler {
         self.changed.notify_all();
     }
 
+    /// Piece `i`'s state, fetchers and availability, for the simulator's
+    /// report of a download that did not end.
+    #[cfg(test)]
+    pub(crate) fn describe_piece(&self, i: usize) -> String {
+        let s = self.state.lock();
+        format!(
+            "{:?}, fetchers {:?}, {} holders",
+            s.pieces[i], s.fetchers[i], s.avail[i]
+        )
+    }
+
     /// The moving average of the time a piece takes, once one arrived.
     pub fn piece_time(&self) -> Option<Duration> {
         self.state.lock().piece_time

@@ -62,6 +62,10 @@ pub(crate) struct Config {
     /// Endgame copies of a piece at once.
     pub max_dup: usize,
     pub seed: u64,
+    /// The run stops at this simulated time even if downloads are left
+    /// (they are reported in [`Outcome::stuck`]): a download that never
+    /// completes polls for ever, and the event queue never empties.
+    pub time_cap: Duration,
 }
 
 impl Config {
@@ -82,6 +86,7 @@ impl Config {
             slots: SlotConfig::default(),
             max_dup: 2,
             seed: 1,
+            time_cap: Duration::from_secs(600),
         }
     }
 
@@ -94,8 +99,11 @@ impl Config {
 /// What a run gave.
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
-    /// Seconds to the last verified piece, per downloader (host 1..).
+    /// Seconds to the last verified piece, per downloader (host 1..); NaN
+    /// for one not done by [`Config::time_cap`].
     pub finish: Vec<f64>,
+    /// The downloads not done by the cap: what each was waiting for.
+    pub stuck: Vec<String>,
     /// True for the downloaders on slow links.
     pub slow: Vec<bool>,
     /// Bytes the seed uploaded.
@@ -151,7 +159,7 @@ enum Ev {
     /// A flow may have ended.
     FlowEnd { id: u32, version: u32 },
     /// The last byte of a piece reached `d`.
-    Arrived { d: u32, j: u32, i: u32, flow: u32 },
+    Arrived { d: u32, j: u32, i: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,7 +277,11 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         };
         sim.push(at, Ev::Start { d: d as u32 });
     }
+    let cap = u64::try_from(cfg.time_cap.as_nanos()).unwrap_or(u64::MAX);
     while let Some(Reverse((t, _, ev))) = sim.queue.pop() {
+        if t > cap {
+            break;
+        }
         sim.now = t;
         sim.events += 1;
         sim.handle(ev);
@@ -281,6 +293,7 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         .map(|d| d.as_ref().map_or(0, |d| d.requests))
         .collect();
     Outcome {
+        stuck: sim.stuck(),
         finish: sim.finish[1..].to_vec(),
         slow: slow[1..].to_vec(),
         seed_bytes: sim.seed_bytes,
@@ -356,9 +369,7 @@ impl Sim {
                     self.flow_end(id as usize);
                 }
             }
-            Ev::Arrived { d, j, i, flow } => {
-                self.arrived(d as usize, j as usize, i as usize, flow as usize)
-            }
+            Ev::Arrived { d, j, i } => self.arrived(d as usize, j as usize, i as usize),
         }
     }
 
@@ -645,19 +656,16 @@ impl Sim {
 
     fn flow_end(&mut self, id: usize) {
         let f = self.net.flows[id].clone();
-        let (src, dst) = (f.src as usize, f.dst as usize);
         self.end_flow(id, f.bytes);
         let at = self.now + self.lat();
         self.push(
             at,
             Ev::Arrived {
-                d: dst as u32,
+                d: f.dst,
                 j: f.slot,
                 i: f.piece,
-                flow: id as u32,
             },
         );
-        let _ = src;
     }
 
     /// Takes flow `id` off the links after `bytes` were sent.
@@ -667,6 +675,16 @@ impl Sim {
         if src == 0 {
             self.seed_bytes += bytes;
         }
+        // The id goes back to the free list: the connection forgets it
+        // now, or a flow that reuses it would be taken for this one (and
+        // ended as a losing endgame copy: 2 of 480 downloads then waited
+        // for ever on a flow that was no longer theirs).
+        if let Some(dl) = self.downloads[dst].as_mut() {
+            let c = &mut dl.conns[f.slot as usize];
+            if c.flow == Some(id) {
+                c.flow = None;
+            }
+        }
         let now = self.instant();
         self.hosts[src]
             .slots
@@ -675,13 +693,10 @@ impl Sim {
         self.rerate(&[src as u32, dst as u32]);
     }
 
-    fn arrived(&mut self, d: usize, j: usize, i: usize, flow: usize) {
+    fn arrived(&mut self, d: usize, j: usize, i: usize) {
         let now = self.instant();
         let len = self.piece_len(i);
         let dl = self.dl(d);
-        if dl.conns[j].flow == Some(flow) {
-            dl.conns[j].flow = None;
-        }
         dl.conns[j].state = ConnState::Idle;
         let h = dl.conns[j].holder as usize;
         if dl.sched.claim(i) {
@@ -695,7 +710,10 @@ impl Sim {
                 .iter()
                 .enumerate()
                 .filter_map(|(k, c)| c.flow.map(|f| (k, f)))
-                .filter(|&(_, f)| self.net.flows[f].live && self.net.flows[f].piece as usize == i)
+                .filter(|&(_, f)| {
+                    let f = &self.net.flows[f];
+                    f.live && f.dst as usize == d && f.piece as usize == i
+                })
                 .collect();
             for (k, f) in losers {
                 let sent = self.net.sent(f, self.now);
@@ -723,6 +741,45 @@ impl Sim {
             return;
         }
         self.ready(d, j);
+    }
+
+    /// What each unfinished download waits for: its missing pieces
+    /// (at most 4), their state in its scheduler, and its connections.
+    fn stuck(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in 1..self.hosts.len() {
+            if !self.finish[d].is_nan() {
+                continue;
+            }
+            let Some(dl) = self.downloads[d].as_ref() else {
+                out.push(format!("host {d}: not started"));
+                continue;
+            };
+            let missing: Vec<usize> = (0..self.n)
+                .filter(|&i| !self.hosts[d].have.get(i))
+                .collect();
+            let pieces: Vec<String> = missing
+                .iter()
+                .take(4)
+                .map(|&i| format!("{i} ({})", dl.sched.describe_piece(i)))
+                .collect();
+            let conns: Vec<String> = dl
+                .conns
+                .iter()
+                .map(|c| {
+                    let holder = &self.hosts[c.holder as usize];
+                    let held = missing.iter().filter(|&&i| holder.have.get(i)).count();
+                    format!("h{} {:?} holds {held}", c.holder, c.state)
+                })
+                .collect();
+            out.push(format!(
+                "host {d}: {} missing, pieces {}; holders {}",
+                missing.len(),
+                pieces.join(", "),
+                conns.join(", ")
+            ));
+        }
+        out
     }
 
     fn complete(&mut self, d: usize) {
