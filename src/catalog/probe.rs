@@ -300,7 +300,7 @@ pub(crate) fn find(
         ..*opts
     };
     let refs: Vec<&Named> = first.iter().collect();
-    let answers = ask_all(sha1, &refs, &quick);
+    let answers = ask_all(sha1, &refs, &quick, false);
     let complete_hosts: BTreeSet<&str> = answers
         .iter()
         .filter(|(_, a)| matches!(a, Ok(Answer::Complete { .. })))
@@ -659,13 +659,18 @@ fn ask_and_count(
         .iter()
         .filter(|n| !known.contains_key(&n.key()) && seen.insert(n.key()))
         .collect();
-    known.extend(ask_all(sha1, &rest, opts));
+    let found = known
+        .values()
+        .any(|a| matches!(a, Ok(Answer::Complete { .. } | Answer::Partial)));
+    known.extend(ask_all(sha1, &rest, opts, found));
     count(sha1, named, &known)
 }
 
 /// Asks every distinct address of `named` about `sha1` (see the module
-/// doc): the answer or the last error of each.
-fn ask_all(sha1: &Sha1Digest, named: &[&Named], opts: &ProbeOptions) -> Answers {
+/// doc): the answer or the last error of each. `found`: a holder is known
+/// already (nobody is asked twice, and the lookup ends at the deadline or
+/// when every host that has not failed has answered).
+fn ask_all(sha1: &Sha1Digest, named: &[&Named], opts: &ProbeOptions, found: bool) -> Answers {
     let path = format!("{FILES_PATH}/{sha1}");
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut host_ids: HashMap<String, usize> = HashMap::new();
@@ -675,7 +680,7 @@ fn ask_all(sha1: &Sha1Digest, named: &[&Named], opts: &ProbeOptions) -> Answers 
         hosts: Vec::new(),
         started,
         last_progress: started,
-        found: false,
+        found,
     };
     let mut keys: Vec<String> = Vec::new();
     for p in named {
@@ -922,7 +927,11 @@ mod tests {
             let hosts: BTreeSet<&str> = picked.iter().map(|&i| host_of(&peers[i].addrs)).collect();
             assert_eq!(hosts.len(), SAMPLE_HOSTS, "one peer per host");
             sybil_drawn += usize::from(hosts.contains("10.0.0.66"));
-            assert_eq!(picked, sample_hosts(&peers, SAMPLE_HOSTS, seed), "drawn by the seed");
+            assert_eq!(
+                picked,
+                sample_hosts(&peers, SAMPLE_HOSTS, seed),
+                "drawn by the seed"
+            );
         }
         // 8 of 21 hosts: the sybil's host is drawn like any other (~38 %).
         assert!((40..=120).contains(&sybil_drawn), "{sybil_drawn} of 200");
