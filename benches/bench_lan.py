@@ -28,12 +28,21 @@ ring of N concurrent curls, each host fetching the file from the next:
 every link carries the file once each way, as in a perfect swarm; target
 <= 1.2x it at 32 and 47), the seed's upload in files (its eth0 tx_bytes;
 target <= 1.5), the CPU-seconds (user + system) of the swarm's processes
-(the peers and the gets) per GiB delivered, and the failed gets (target 0).
+(the peers and the gets) per GiB delivered (target at 47 hosts: <= 2x
+the 8-host row's), beside the same for the ring (its curls and the peers
+serving them: what moving the bytes through the lab costs), and the
+failed gets (target 0). On stderr per run: the CPU split (peers, gets,
+user, system; etcd's, not counted), what the N + 1 peers cost idle
+before the gets start (CPU-s per second, over BENCH_IDLE_WINDOW s), and
+each get's end.
 
 Exit status: 0 every target met; 1 a target missed or a command failed.
 Needs root (network namespaces). python3 standard library only.
 Environment: BENCH_LAN_ONLY=swarm (the swarm only), BENCH_RUNS (default 3), BENCH_LAN_MIB (256),
-BENCH_SWARM_ROWS (see above), BENCH_RATE_MBIT (400, the multi-source part).
+BENCH_SWARM_ROWS (see above), BENCH_RATE_MBIT (400, the multi-source part),
+BENCH_IDLE_WINDOW (3 s), and for a closer look: BENCH_THREADS=1 (the peers'
+CPU by thread name on stderr), BENCH_WRAP_GET="strace -f -c -o FILE" (a
+command put before the first host's get).
 """
 
 import os
@@ -65,6 +74,11 @@ ROW_TARGETS = {(16, 400, 128): 1.8}
 # Ratio to the ring of N curls (issue 19: at 32 and 47 hosts).
 RING_TARGETS = {32: 1.2, 47: 1.2}
 SWARM_UPLOAD_TARGET = 1.5
+# CPU-s per GiB of a row at most this times another row's (issue 19: a
+# flat overhead, 47 hosts x 16 MiB <= 2x 8 hosts x 128 MiB).
+CPU_TARGETS = {47: (8, 2.0)}
+# Seconds the idle peers' CPU is sampled before each swarm run starts.
+IDLE_WINDOW = float(os.environ.get("BENCH_IDLE_WINDOW", "3"))
 
 
 
@@ -97,6 +111,7 @@ class Run:
     def __init__(self, work):
         self.work = work
         self.procs = []
+        self.etcd_pid = None
 
     def start(self, host, argv, name):
         log = open(os.path.join(self.work, f"{name}.log"), "ab")
@@ -126,6 +141,7 @@ def start_etcd(run, host):
         "--initial-cluster", "lan=http://127.0.0.1:2380",
         "--initial-cluster-state", "new",
     ], "etcd")
+    run.etcd_pid = run.procs[-1][0].pid
     deadline = time.monotonic() + 20
     while not common.etcd_healthy(ep):
         if time.monotonic() > deadline:
@@ -160,14 +176,51 @@ def median_of(fn):
     return statistics.median(fn() for _ in range(RUNS))
 
 
-def proc_cpu(pid):
-    """CPU seconds (user + system) process `pid` used so far; 0 if gone."""
+def proc_times(pid):
+    """(user, system) CPU seconds process `pid` used so far; zeros if gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tck = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tck, int(fields[12]) / tck
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return 0.0, 0.0
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) process `pid` used so far; 0 if gone."""
+    return sum(proc_times(pid))
+
+
+def threads_cpu(pids):
+    """CPU seconds per thread name over all `pids` (living threads only)."""
+    out = {}
+    tck = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            name = raw[raw.index("(") + 1:raw.rindex(")")]
+            fields = raw.rsplit(")", 1)[1].split()
+            name = name.rstrip("0123456789")
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tck
+    return out
+
+
+def procs_times(pids):
+    """(user, system) CPU seconds of all `pids` together."""
+    u = s = 0.0
+    for pid in pids:
+        a, b = proc_times(pid)
+        u, s = u + a, s + b
+    return u, s
 
 
 def cpu_busy():
@@ -259,20 +312,39 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
         t_alone = median_of(lambda: timed(hosts[0], ["curl", "-fsS", "-o", alone_out, url(seed, sha1)],
                                           lambda: os.path.exists(alone_out) and os.remove(alone_out)))
 
+    # What the N + 1 idle peers cost (nobody downloading): their CPU over
+    # IDLE_WINDOW seconds, per second.
+    pids = [p.pid for p in peers]
+    idle0 = procs_times(pids)
+    th0 = threads_cpu(pids)
+    time.sleep(IDLE_WINDOW)
+    idle1 = procs_times(pids)
+    th1 = threads_cpu(pids)
+    if os.environ.get("BENCH_THREADS"):
+        d = sorted(((th1.get(k, 0) - th0.get(k, 0), k) for k in th1), reverse=True)[:8]
+        print(f"  idle peers by thread, CPU-s over {IDLE_WINDOW} s: "
+              + ", ".join(f"{k} {v:.2f}" for v, k in d), file=sys.stderr)
+    idle_cpu = (sum(idle1) - sum(idle0)) / IDLE_WINDOW
+
     tx0 = seed.tx_bytes()
     busy0, total0, kernel0 = cpu_busy()
-    serve_cpu0 = sum(proc_cpu(p.pid) for p in peers)
+    serve0 = procs_times(pids)
+    serve_cpu0 = sum(serve0)
+    etcd0 = proc_cpu(run.etcd_pid) if run.etcd_pid else 0.0
     t0 = time.perf_counter()
     gets = []
     for i, h in enumerate(hosts[:n]):
         argv = [binary, "get", sha1, "-o", os.path.join(datasets[i], "swarm.bin"), "--etcd", etcd,
                 "--namespace", ns, "--state-dir", os.path.join(base, f"get-state{i + 1}")]
         log = open(os.path.join(base, f"get{i + 1}.log"), "wb")
+        if i == 0 and os.environ.get("BENCH_WRAP_GET"):
+            argv = os.environ["BENCH_WRAP_GET"].split() + argv
         gets.append(h.popen(argv, stdout=log, stderr=log, env=common.clean_env()))
         log.close()
     finish = []
     failed = []
     get_cpu = 0.0
+    get_user = 0.0
     pending = dict(enumerate(gets))
     while pending:
         # wait4 for the CPU time of each get (ip netns exec execs it), in
@@ -284,30 +356,49 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
             del pending[i]
             p.returncode = os.waitstatus_to_exitcode(status)
             get_cpu += usage.ru_utime + usage.ru_stime
+            get_user += usage.ru_utime
             finish.append(time.perf_counter() - t0)
             if p.returncode != 0:
                 failed.append(f"host{i + 1}: {common.tail(os.path.join(base, f'get{i + 1}.log'), 1)}")
         time.sleep(0.005)
     t_all = max(finish)
     busy1, total1, kernel1 = cpu_busy()
-    own_cpu = get_cpu + sum(proc_cpu(p.pid) for p in peers) - serve_cpu0
+    serve1 = procs_times(pids)
+    if os.environ.get("BENCH_THREADS"):
+        th2 = threads_cpu(pids)
+        d = sorted(((th2.get(k, 0) - th1.get(k, 0), k) for k in th2), reverse=True)[:10]
+        print(f"  busy peers by thread (living), CPU-s: "
+              + ", ".join(f"{k} {v:.2f}" for v, k in d), file=sys.stderr)
+    etcd_cpu = (proc_cpu(run.etcd_pid) if run.etcd_pid else 0.0) - etcd0
+    own_cpu = get_cpu + sum(serve1) - serve_cpu0
     uploaded = seed.tx_bytes() - tx0
     # The ring once per row (after the first run that allows it), on the
     # same hosts.
-    t_ring = ring(hosts[:n], sha1, base) if not failed and want_ring else None
+    ring_cpu = None
+    t_ring = None
+    if not failed and want_ring:
+        before = sum(procs_times(pids))
+        measured = ring(hosts[:n], sha1, base)
+        if measured:
+            t_ring, curl_cpu = measured
+            ring_cpu = curl_cpu + sum(procs_times(pids)) - before
     run.stop(only=peers)
     # The gets' logs stay with the peers' (RUST_LOG applies to them too).
     for i in range(n):
         shutil.copy(os.path.join(base, f"get{i + 1}.log"), os.path.join(run.work, f"{ns}-get{i + 1}.log"))
     print(f"  {ns}: each get's end, seconds after the start: "
           + " ".join(f"{t:.2f}" for t in sorted(finish)), file=sys.stderr)
+    print(f"  {ns}: CPU-s over {t_all:.2f} s: peers {serve1[0] - serve0[0]:.2f} user "
+          f"{serve1[1] - serve0[1]:.2f} sys, gets {get_user:.2f} user {get_cpu - get_user:.2f} sys, "
+          f"etcd {etcd_cpu:.2f} (not counted); {n + 1} idle peers before: {idle_cpu:.3f} CPU-s/s",
+          file=sys.stderr)
     shutil.rmtree(base, ignore_errors=True)
     busy = 100.0 * (busy1 - busy0) / max(1, total1 - total0)
     kernel = 100.0 * (kernel1 - kernel0) / max(1, total1 - total0)
     own = 100.0 * own_cpu / (t_all * (os.cpu_count() or 1))
     return {"n": n, "all": t_all, "median_host": statistics.median(finish), "alone": t_alone,
             "uploaded": uploaded, "busy": busy, "own": own, "own_cpu": own_cpu, "kernel": kernel,
-            "failed": failed, "ring": t_ring}
+            "failed": failed, "ring": t_ring, "idle_cpu": idle_cpu, "ring_cpu": ring_cpu}
 
 
 def ring(hosts, sha1, base):
@@ -325,15 +416,28 @@ def ring(hosts, sha1, base):
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=common.clean_env())
              for i, h in enumerate(hosts)]
     ends = []
-    for p in procs:
-        p.wait(timeout=600)
-        ends.append(time.perf_counter() - t0)
+    cpu = 0.0
+    pending = {p.pid: p for p in procs}
+    deadline = time.monotonic() + 600
+    while pending and time.monotonic() < deadline:
+        for pid, p in list(pending.items()):
+            got, status, usage = os.wait4(pid, os.WNOHANG)
+            if got == 0:
+                continue
+            del pending[pid]
+            p.returncode = os.waitstatus_to_exitcode(status)
+            cpu += usage.ru_utime + usage.ru_stime
+            ends.append(time.perf_counter() - t0)
+        time.sleep(0.005)
+    for p in pending.values():
+        p.kill()
+        p.wait()
     for o in outs:
         if os.path.exists(o):
             os.remove(o)
-    if any(p.returncode != 0 for p in procs):
+    if pending or any(p.returncode != 0 for p in procs):
         return None
-    return max(ends)
+    return max(ends), cpu
 
 
 def main():
@@ -374,8 +478,9 @@ def main():
             print(f"swarm: 1 seed, N hosts `get` one file at once into their shared datasets; "
                   f"median of {RUNS} runs (uptime: {os.getloadavg()[0]:.1f} load)")
             head = (f"{'N':>3} {'link':>9} {'file':>8} {'all done':>9} {'median':>7} {'alone':>7} "
-                    f"{'ratio':>7} {'ring':>7} {'/ring':>6} {'seed up':>8} {'CPU-s/GiB':>9} {'failed':>6}  targets")
+                    f"{'ratio':>7} {'ring':>7} {'/ring':>6} {'seed up':>8} {'CPU-s/GiB':>9} {'ring':>5} {'failed':>6}  targets")
             print(head)
+            cpu_rows = {}
             for n, mbit, mib in SWARM_ROWS:
                 seed.set_rate(mbit)
                 for h in swarm_hosts[:n]:
@@ -392,6 +497,10 @@ def main():
                 t_ring = statistics.median(rings) if rings else None
                 up = med("uploaded") / size
                 cpu_gib = med("own_cpu") / (n * size / 2**30)
+                cpu_rows[n] = cpu_gib
+                ring_cpus = [r["ring_cpu"] for r in runs if r["ring_cpu"] is not None]
+                ring_gib = statistics.median(ring_cpus) / (n * size / 2**30) if ring_cpus else None
+                cpu_ref = CPU_TARGETS.get(n)
                 failed = sum(len(r["failed"]) for r in runs)
                 ratio = t_all / t_alone
                 target = ROW_TARGETS.get((n, mbit, mib), SWARM_TARGETS.get(n, 1.6))
@@ -399,12 +508,17 @@ def main():
                 ok = ratio <= target and up <= SWARM_UPLOAD_TARGET and failed == 0
                 if ring_target and t_ring:
                     ok &= t_all / t_ring <= ring_target
+                if cpu_ref and cpu_ref[0] in cpu_rows:
+                    ok &= cpu_gib <= cpu_ref[1] * cpu_rows[cpu_ref[0]]
                 missed |= not ok
                 ring_s = f"{t_ring:>6.2f}s {t_all / t_ring:>5.2f}x" if t_ring else f"{'-':>7} {'-':>6}"
                 targets = f"<= {target}x alone" + (f", <= {ring_target}x ring" if ring_target else "") + \
                           f", seed <= {SWARM_UPLOAD_TARGET}, 0 failed"
+                if cpu_ref and cpu_ref[0] in cpu_rows:
+                    targets += f", CPU <= {cpu_ref[1]}x the {cpu_ref[0]}-host row's"
+                ring_cpu_s = f"{ring_gib:>5.1f}" if ring_gib is not None else f"{'-':>5}"
                 print(f"{n:>3} {mbit:>4}Mbit/s {mib:>4} MiB {t_all:>8.2f}s {med('median_host'):>6.2f}s "
-                      f"{t_alone:>6.2f}s {ratio:>6.2f}x {ring_s} {up:>7.2f}x {cpu_gib:>9.1f} "
+                      f"{t_alone:>6.2f}s {ratio:>6.2f}x {ring_s} {up:>7.2f}x {cpu_gib:>9.1f} {ring_cpu_s} "
                       f"{failed:>3}/{n * RUNS:<3} {targets} {'ok' if ok else 'MISSED'}", flush=True)
                 for r in runs:
                     for f in r["failed"]:

@@ -208,15 +208,23 @@ impl Partials {
         let Some(p) = self.map.read().get(sha1).cloned() else {
             return Ok(None);
         };
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&p.data_path)
-        {
+        let file = match open_regular(&p.data_path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.forget(&p.state_path);
-                return Ok(None);
+                // Renamed into place a moment ago, its state not removed
+                // or not read yet: the same bytes under the final name.
+                // (Served as a 404 until the index had the file, every
+                // landing in a swarm turned its downloaders away for a
+                // few hundred milliseconds, and 4 such failures drop a
+                // holder from a download.)
+                let done = final_path(&p.state_path);
+                match open_regular(&done) {
+                    Ok(f) if f.metadata().is_ok_and(|m| m.len() == p.list.size) => f,
+                    _ => {
+                        self.forget(&p.state_path);
+                        return Ok(None);
+                    }
+                }
             }
             Err(e) => return Err(e),
         };
@@ -353,10 +361,14 @@ impl Partials {
         let final_meta = std::fs::symlink_metadata(&done)
             .ok()
             .filter(|m| m.is_file());
-        let complete = final_meta
+        // In place at its size: the held pieces are served from there
+        // until the index has the file (all of them if the last state
+        // read said so).
+        let in_place = final_meta
             .as_ref()
             .zip(map.get(&sha1))
-            .is_some_and(|(m, p)| m.len() == p.list.size && p.have.is_full());
+            .is_some_and(|(m, p)| m.len() == p.list.size);
+        let complete = in_place && map.get(&sha1).is_some_and(|p| p.have.is_full());
         let landed = final_meta
             .map(|m| FileStat::of(&m))
             .zip(map.get(&sha1))
@@ -388,7 +400,7 @@ impl Partials {
                 }
             }
         }
-        if complete {
+        if in_place {
             if let Some(p) = map.get_mut(&sha1) {
                 p.data_path = done;
             }
@@ -400,6 +412,20 @@ impl Partials {
 
     fn forget(&self, state_path: &Path) {
         self.map.write().retain(|_, p| p.state_path != state_path);
+    }
+}
+
+/// Opens `path` for reading if it is a regular file (no symlink followed,
+/// no FIFO waited on).
+fn open_regular(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(std::io::Error::from(std::io::ErrorKind::NotFound))
     }
 }
 
@@ -574,6 +600,35 @@ mod tests {
         );
         p.retain_unindexed(|s| *s == sha);
         assert!(p.is_empty());
+    }
+
+    /// Between the rename into place and the index listing the file, the
+    /// held pieces are still served (a `404` there turned a swarm's
+    /// downloaders away at every landing).
+    #[test]
+    fn a_download_renamed_into_place_is_served_without_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![9u8; 150_000];
+        let st = dir.path().join("g.part.state");
+        std::fs::write(dir.path().join("g.part"), &data).unwrap();
+        let p = Partials::new();
+        // The last state read holds 2 of 3 pieces (the last ones unread).
+        let (sha, s) = state(&st, &data, &[true, true, false]);
+        s.save(&st).unwrap();
+        p.refresh(&st);
+        std::fs::rename(dir.path().join("g.part"), dir.path().join("g")).unwrap();
+        let opened = p.open(&sha).unwrap().expect("served from the final name");
+        assert_eq!(opened.held.count(), 2);
+        assert_eq!(opened.file.metadata().unwrap().len(), data.len() as u64);
+        // The state removed: still served (its held pieces) until indexed.
+        std::fs::remove_file(&st).unwrap();
+        assert!(
+            p.refresh(&st).is_none(),
+            "not all verified: hashed by the index"
+        );
+        assert_eq!(p.open(&sha).unwrap().expect("still served").held.count(), 2);
+        p.retain_unindexed(|s| *s == sha);
+        assert!(p.open(&sha).unwrap().is_none(), "the index serves it now");
     }
 
     #[test]

@@ -39,16 +39,24 @@
 //! most distinct addresses first, so a lying peer (another size, other
 //! pieces) is outvoted and never trusted with a byte that does not verify.
 //!
-//! Finding holders without asking everyone: a file being downloaded has
-//! a swarm in etcd's tracker (`discovery::tracker`: the peers that hold
-//! pieces of it, and seeds that uploaded some lately, announce it). A
-//! lookup first reads a random sample of it; if a peer there claims the
-//! whole file, only the sampled peers are asked. Else (a file no swarm is
-//! fetching yet: the first downloads of a flash crowd) every registered
-//! peer is asked: one etcd range and one tiny request per peer, instead
-//! of every peer's whole catalog. A running download's re-queries read the
-//! tracker only. Batches (`Downloader::download_many`) keep the catalog:
-//! one refresh answers for every file.
+//! Finding holders without asking everyone ([`find`]): a lookup first
+//! asks a few peers, in parallel, with no second attempt: the swarm's
+//! tracker's sample of the file (`discovery::tracker`: the peers holding
+//! pieces of it, and seeds that uploaded some lately, at most 32, at most
+//! 2 per host) and [`SAMPLE_HOSTS`] hosts drawn at random among the
+//! registered peers (one address each). If peers on at least
+//! [`TRUSTED_HOSTS`] distinct hosts (IPs) answer that they hold the whole
+//! file, that is the lookup: a few dozen requests whatever the number of
+//! peers. Else every other registered peer is asked as well, with
+//! patience (as before the tracker). The rule is what keeps the tracker a
+//! hint: anyone can announce itself there as a complete holder, and one
+//! host (a sybil's thousand ids are one host, in the tracker's sample and
+//! in the random draw) never suffices alone, so it cannot hide the real
+//! seeds from a download. A file with one seed (the first downloads of a
+//! flash crowd) costs the broadcast; once two hosts hold it whole, a
+//! lookup asks about 40 peers, at 50 hosts or 1,000. A running download's
+//! re-queries read the tracker only. Batches (`Downloader::download_many`)
+//! keep the catalog: one refresh answers for every file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -58,6 +66,7 @@ use parking_lot::{Condvar, Mutex};
 use super::peer_list::FailureKind;
 use crate::client::{self, ClientError, Timeouts};
 use crate::digest::Sha1Digest;
+use crate::discovery::tracker::Announcement;
 use crate::discovery::{self, tracker, DiscoveryError, PeerInfo};
 use crate::etcd::Client;
 use crate::holders::{Holder, HolderSource, HoldersError};
@@ -209,16 +218,141 @@ impl ProbedHolders {
         }
     }
 
-    /// The holders of `sha1`, with patience (see the module doc): every
-    /// registered peer is asked. (Not the tracker alone: what is announced
+    /// The holders of `sha1`, with patience (see the module doc): the
+    /// tracker's sample and a random sample of the registered peers
+    /// first, every registered peer unless complete copies turned up on
+    /// `TRUSTED_HOSTS` (2) hosts. (Not the tracker alone: what is announced
     /// there is written by anyone, and a host announcing itself as a
     /// complete holder must not hide the real seeds from the lookup.)
     pub fn lookup(&self, sha1: &Sha1Digest) -> Result<Lookup, DiscoveryError> {
         let peers = discovery::list_peers(&self.client, &self.namespace)?;
-        let found = probe(sha1, &peers, &self.opts);
+        let announced = tracker::sample(&self.client, &self.namespace, sha1, TRACKER_SAMPLE)
+            .unwrap_or_else(|e| {
+                // A hint only: the registered peers are asked anyway.
+                log::debug!("cannot read the tracker for {sha1}: {e}");
+                Vec::new()
+            });
+        let found = find(sha1, &peers, &announced, &self.opts);
         *self.last.lock() = Some((*sha1, Some(found.holders())));
         Ok(found)
     }
+}
+
+/// Hosts of the registered peers a lookup asks first, drawn at random
+/// (one address each), beside the tracker's sample.
+pub const SAMPLE_HOSTS: usize = 8;
+/// Distinct hosts (IPs) whose complete copies end a lookup without
+/// asking the other registered peers: one host alone never does.
+pub const TRUSTED_HOSTS: usize = 2;
+
+/// A peer to ask: its id and where to dial it.
+struct Named {
+    id: String,
+    addrs: Vec<String>,
+}
+
+impl Named {
+    fn key(&self) -> String {
+        self.addrs.join(",")
+    }
+}
+
+/// The holders of `sha1` among the registered `peers` and the tracker's
+/// `announced` ones, asking the others only when needed (see the module
+/// doc).
+pub(crate) fn find(
+    sha1: &Sha1Digest,
+    peers: &[PeerInfo],
+    announced: &[Announcement],
+    opts: &ProbeOptions,
+) -> Lookup {
+    let registered: Vec<Named> = peers
+        .iter()
+        .map(|p| Named {
+            id: p.record.id.clone(),
+            addrs: p.record.dial_addrs(),
+        })
+        .collect();
+    let mut first: Vec<Named> = announced
+        .iter()
+        .map(|a| Named {
+            id: a.id.clone(),
+            addrs: a.addrs.clone(),
+        })
+        .collect();
+    let mut keys: BTreeSet<String> = first.iter().map(Named::key).collect();
+    for i in sample_hosts(&registered, SAMPLE_HOSTS, discovery::random_u64()) {
+        if keys.insert(registered[i].key()) {
+            first.push(Named {
+                id: registered[i].id.clone(),
+                addrs: registered[i].addrs.clone(),
+            });
+        }
+    }
+    let everyone: BTreeSet<String> = registered.iter().map(Named::key).collect();
+    if everyone.iter().all(|k| keys.contains(k)) {
+        // Few peers: the first round is everyone, with patience.
+        let all: Vec<Named> = first.into_iter().chain(registered).collect();
+        return ask_and_count(sha1, &all, Answers::new(), opts);
+    }
+    let quick = ProbeOptions {
+        patience: Duration::ZERO,
+        ..*opts
+    };
+    let refs: Vec<&Named> = first.iter().collect();
+    let answers = ask_all(sha1, &refs, &quick, false);
+    let complete_hosts: BTreeSet<&str> = answers
+        .iter()
+        .filter(|(_, a)| matches!(a, Ok(Answer::Complete { .. })))
+        .map(|(k, _)| host_of_key(k))
+        .collect();
+    if complete_hosts.len() >= TRUSTED_HOSTS {
+        log::debug!(
+            "{sha1}: whole copies on {} hosts among the {} peer(s) asked first; {} registered not asked",
+            complete_hosts.len(),
+            answers.len(),
+            everyone.iter().filter(|k| !answers.contains_key(*k)).count(),
+        );
+        return count(sha1, &first, &answers);
+    }
+    // Not enough: every registered peer too, and again (with patience)
+    // those that could not say.
+    let known: Answers = answers
+        .into_iter()
+        .filter(|(_, a)| match a {
+            Ok(_) => true,
+            Err(e) => !e.transient(),
+        })
+        .collect();
+    let all: Vec<Named> = first.into_iter().chain(registered).collect();
+    ask_and_count(sha1, &all, known, opts)
+}
+
+/// Indices of up to `hosts` entries of `peers`, one per host (IP), the
+/// hosts and the entry within each drawn by `seed`.
+fn sample_hosts(peers: &[Named], hosts: usize, seed: u64) -> Vec<usize> {
+    let mut by_host: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in peers.iter().enumerate() {
+        by_host.entry(host_of(&p.addrs)).or_default().push(i);
+    }
+    let rank = |x: &[u8]| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&seed, &mut h);
+        std::hash::Hash::hash(x, &mut h);
+        std::hash::Hasher::finish(&h)
+    };
+    let mut order: Vec<(u64, &str)> = by_host.keys().map(|h| (rank(h.as_bytes()), *h)).collect();
+    order.sort_unstable();
+    order
+        .into_iter()
+        .take(hosts)
+        .filter_map(|(_, h)| {
+            let ids = &by_host[h];
+            ids.iter()
+                .copied()
+                .min_by_key(|&i| rank(peers[i].id.as_bytes()))
+        })
+        .collect()
 }
 
 /// Holders a re-query hands the download at most (its subset of the
@@ -503,8 +637,40 @@ fn host_of(addrs: &[String]) -> &str {
     first.rsplit_once(':').map_or(first, |(h, _)| h)
 }
 
-/// Asks every distinct address of `peers` about `sha1` (see the module doc).
-pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) -> Lookup {
+/// Answers by dial key (addresses joined by `,`).
+type Answers = HashMap<String, Result<Answer, ProbeError>>;
+
+/// The host part of a dial key.
+fn host_of_key(key: &str) -> &str {
+    let first = key.split(',').next().unwrap_or("");
+    first.rsplit_once(':').map_or(first, |(h, _)| h)
+}
+
+/// Asks the peers of `named` not answered in `known` (each address once),
+/// and tells what all of them hold.
+fn ask_and_count(
+    sha1: &Sha1Digest,
+    named: &[Named],
+    mut known: Answers,
+    opts: &ProbeOptions,
+) -> Lookup {
+    let mut seen = BTreeSet::new();
+    let rest: Vec<&Named> = named
+        .iter()
+        .filter(|n| !known.contains_key(&n.key()) && seen.insert(n.key()))
+        .collect();
+    let found = known
+        .values()
+        .any(|a| matches!(a, Ok(Answer::Complete { .. } | Answer::Partial)));
+    known.extend(ask_all(sha1, &rest, opts, found));
+    count(sha1, named, &known)
+}
+
+/// Asks every distinct address of `named` about `sha1` (see the module
+/// doc): the answer or the last error of each. `found`: a holder is known
+/// already (nobody is asked twice, and the lookup ends at the deadline or
+/// when every host that has not failed has answered).
+fn ask_all(sha1: &Sha1Digest, named: &[&Named], opts: &ProbeOptions, found: bool) -> Answers {
     let path = format!("{FILES_PATH}/{sha1}");
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut host_ids: HashMap<String, usize> = HashMap::new();
@@ -514,13 +680,15 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
         hosts: Vec::new(),
         started,
         last_progress: started,
-        found: false,
+        found,
     };
-    for p in peers {
-        let addrs = p.record.dial_addrs();
-        let key = addrs.join(",");
-        if let std::collections::hash_map::Entry::Vacant(e) = index.entry(key) {
+    let mut keys: Vec<String> = Vec::new();
+    for p in named {
+        let addrs = p.addrs.clone();
+        let key = p.key();
+        if let std::collections::hash_map::Entry::Vacant(e) = index.entry(key.clone()) {
             e.insert(sched.targets.len());
+            keys.push(key);
             let n = host_ids.len();
             let host = *host_ids.entry(host_of(&addrs).to_string()).or_insert(n);
             if host == sched.hosts.len() {
@@ -556,39 +724,42 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
         }
     });
     let sched = shared.0.into_inner();
-    let asked: Vec<Result<&Answer, String>> = sched
-        .targets
-        .iter()
-        .map(|t| match (&t.step, &t.last_error) {
-            (Step::Answered(a), _) => Ok(a),
-            (_, Some(e)) => Err(e.to_string()),
-            (_, None) => Err(ProbeError::NotAsked.to_string()),
+    keys.into_iter()
+        .zip(sched.targets)
+        .map(|(key, t)| {
+            let r = match (t.step, t.last_error) {
+                (Step::Answered(a), _) => Ok(a),
+                (_, Some(e)) => Err(e),
+                (_, None) => Err(ProbeError::NotAsked),
+            };
+            (key, r)
         })
-        .collect();
-    let kinds: Vec<FailureKind> = sched
-        .targets
-        .iter()
-        .map(|t| {
-            t.last_error
-                .as_ref()
-                .map_or(FailureKind::NotAsked, ProbeError::kind)
-        })
-        .collect();
+        .collect()
+}
 
+/// What the peers of `named` hold, from their `answers`: sizes voted by
+/// distinct address, the majority's holders first.
+fn count(sha1: &Sha1Digest, named: &[Named], answers: &Answers) -> Lookup {
     let mut found = Lookup::default();
     // size -> the distinct addresses that give it; (size, name) claims.
-    let mut vouched: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+    let mut vouched: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
     let mut claims: Vec<(u64, String)> = Vec::new();
     let mut sizes: Vec<u64> = Vec::new();
     let mut failures: BTreeMap<FailureKind, usize> = BTreeMap::new();
     let mut examples: Vec<String> = Vec::new();
-    for p in peers {
-        let addrs = p.record.dial_addrs();
-        let k = index[&addrs.join(",")];
-        let holder = Holder::with_addrs(&p.record.id, addrs);
-        match &asked[k] {
+    let mut seen: BTreeSet<(&str, String)> = BTreeSet::new();
+    for p in named {
+        let key = p.key();
+        if !seen.insert((p.id.as_str(), key.clone())) {
+            continue;
+        }
+        let Some((k, answer)) = answers.get_key_value(&key) else {
+            continue;
+        };
+        let holder = Holder::with_addrs(&p.id, p.addrs.clone());
+        match answer {
             Ok(Answer::Complete { size, name }) => {
-                vouched.entry(*size).or_default().insert(k);
+                vouched.entry(*size).or_default().insert(k.as_str());
                 claims.push((*size, name.clone().unwrap_or_default()));
                 sizes.push(*size);
                 found.complete.push(holder);
@@ -596,9 +767,9 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
             Ok(Answer::Partial) => found.partial.push(holder),
             Ok(Answer::Absent) => {}
             Err(e) => {
-                *failures.entry(kinds[k]).or_default() += 1;
+                *failures.entry(e.kind()).or_default() += 1;
                 // The error may quote what the peer sent.
-                let e = crate::text::escape(e).into_owned();
+                let e = crate::text::escape(&e.to_string()).into_owned();
                 if examples.len() < 3 {
                     examples.push(format!("{holder}: {e}"));
                 }
@@ -633,7 +804,7 @@ pub(crate) fn probe(sha1: &Sha1Digest, peers: &[PeerInfo], opts: &ProbeOptions) 
     if let Some((total, why)) = super::failure_summary(&failures, &examples) {
         log::warn!(
             "{total} of {} peer(s) not asked about {sha1} {why}",
-            peers.len()
+            seen.len()
         );
     }
     found
@@ -727,5 +898,42 @@ fn ask(
         },
         503 => Err(ProbeError::Busy),
         s => Err(ProbeError::Status(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(id: &str, addr: &str) -> Named {
+        Named {
+            id: id.into(),
+            addrs: vec![addr.into()],
+        }
+    }
+
+    #[test]
+    fn a_sample_is_one_peer_per_host_and_a_thousand_ids_on_one_host_are_one_host() {
+        let mut peers: Vec<Named> = (0..1000)
+            .map(|i| named(&format!("sybil{i:04}"), &format!("10.0.0.66:{}", 1000 + i)))
+            .collect();
+        for h in 1..=20 {
+            peers.push(named(&format!("honest{h}"), &format!("10.0.1.{h}:7070")));
+        }
+        let mut sybil_drawn = 0;
+        for seed in 0..200u64 {
+            let picked = sample_hosts(&peers, SAMPLE_HOSTS, seed);
+            assert_eq!(picked.len(), SAMPLE_HOSTS);
+            let hosts: BTreeSet<&str> = picked.iter().map(|&i| host_of(&peers[i].addrs)).collect();
+            assert_eq!(hosts.len(), SAMPLE_HOSTS, "one peer per host");
+            sybil_drawn += usize::from(hosts.contains("10.0.0.66"));
+            assert_eq!(
+                picked,
+                sample_hosts(&peers, SAMPLE_HOSTS, seed),
+                "drawn by the seed"
+            );
+        }
+        // 8 of 21 hosts: the sybil's host is drawn like any other (~38 %).
+        assert!((40..=120).contains(&sybil_drawn), "{sybil_drawn} of 200");
     }
 }

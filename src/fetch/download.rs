@@ -237,6 +237,9 @@ impl Download<'_> {
     /// flags its pieces that `claimed` covers and that still verify
     /// against `list` (the bytes so read count as rechecked).
     fn salvage(&self, list: &PieceList, claimed: &[(u64, u64)]) -> Result<Vec<bool>, FetchError> {
+        self.direct
+            .stop(&self.part)
+            .map_err(|source| FetchError::write(&self.part_path, source))?;
         let part_len = self
             .part
             .metadata()
@@ -249,7 +252,30 @@ impl Download<'_> {
         }
         let (done, checked) = salvage(&self.part, list, claimed, self.memory_budget());
         self.rechecked.fetch_add(checked, Ordering::Relaxed);
+        if matches!(self.job.mode, Mode::Alone) && list.size >= super::direct::MIN_DIRECT_SIZE {
+            self.direct.start(&self.part);
+        }
         Ok(done)
+    }
+
+    /// Reads every piece of the `.part` back and verifies it (counted as
+    /// rechecked); `path` names it in the error if a piece changed.
+    fn read_back(&self, list: &PieceList, path: &Path) -> Result<(), FetchError> {
+        let checked = Instant::now();
+        let changed = super::state::changed_piece(&self.part, list, self.memory_budget());
+        self.rechecked.fetch_add(list.size, Ordering::Relaxed);
+        log::debug!(
+            "{} pieces checked again on disk in {:.3}s",
+            list.len(),
+            checked.elapsed().as_secs_f64()
+        );
+        match changed {
+            Some(piece) => Err(FetchError::Changed {
+                path: path.to_path_buf(),
+                piece,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// fsync the `.part`; if another process may have written to it (its
@@ -262,27 +288,22 @@ impl Download<'_> {
             (&self.part, self.part_path.as_path(), &self.state_path);
         let output = self.job.output;
         let read_err = |source| FetchError::read(part_path, source);
+        // A short last piece went to the disk padded to a block.
+        self.direct
+            .stop(part)
+            .map_err(|source| FetchError::write(part_path, source))?;
+        if part.metadata().map_err(read_err)?.len() > list.size {
+            part.set_len(list.size)
+                .map_err(|source| FetchError::write(part_path, source))?;
+        }
         part.sync_all()
             .map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
-        if let Err(why) = self.watch.untouched() {
-            let checked = Instant::now();
+        if let Err(why) = self.watch.untouched(part) {
             log::debug!(
                 "{}: {why}; every piece is read back and verified before the rename",
                 part_path.display()
             );
-            let changed = super::state::changed_piece(part, list, self.memory_budget());
-            self.rechecked.fetch_add(list.size, Ordering::Relaxed);
-            log::debug!(
-                "{} pieces checked again on disk in {:.3}s",
-                list.len(),
-                checked.elapsed().as_secs_f64()
-            );
-            if let Some(piece) = changed {
-                return Err(FetchError::Changed {
-                    path: part_path.to_path_buf(),
-                    piece,
-                });
-            }
+            self.read_back(list, part_path)?;
         }
         // The name must still be this file (not one swapped in under it).
         let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
@@ -310,6 +331,20 @@ impl Download<'_> {
                 }
             }
         })?;
+        // Between the check and the rename another process may have
+        // changed the file's mode and written it: then it is read back in
+        // place, and put back as the `.part` if a piece changed.
+        if let Err(why) = self.watch.still_untouched() {
+            log::debug!(
+                "{}: {why} before its rename; every piece is read back and verified",
+                output.display()
+            );
+            if let Err(e) = self.read_back(list, part_path) {
+                let _ = std::fs::rename(output, part_path);
+                return Err(e);
+            }
+        }
+        self.watch.give_mode(part);
         let dir = match output.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),

@@ -119,7 +119,8 @@ pub enum FetchError {
         path: PathBuf,
     },
     /// The `.part` changed on disk after its pieces were verified (another
-    /// process wrote to it): it is not renamed into place.
+    /// process wrote to it): it is not renamed into place (or, if the
+    /// change came just before the rename, it is put back as the `.part`).
     #[error("{} changed on disk during the download (piece {piece} no longer matches; another process wrote to it)", path.display())]
     Changed {
         /// The `.part`.

@@ -81,6 +81,8 @@ pub(crate) struct Download<'a> {
     /// The byte ranges the state of an earlier run claimed verified (copied
     /// into the new `.part`, verified again before use).
     pub claimed: Vec<(u64, u64)>,
+    /// Whether pieces go straight to the disk (see `direct`).
+    pub direct: super::direct::Direct,
     /// Bytes read back from the `.part` and verified again.
     pub rechecked: AtomicU64,
     /// Bytes received from the network in this run.
@@ -130,6 +132,7 @@ impl<'a> Download<'a> {
             state_path,
             chain_path: chain_path(job.output),
             claimed,
+            direct: Default::default(),
             rechecked: AtomicU64::new(0),
             received: AtomicU64::new(0),
             retried: AtomicU64::new(0),

@@ -46,6 +46,7 @@
 //! before the rename when another process opened the `.part`).
 
 pub mod batch;
+mod direct;
 mod download;
 mod downloader;
 mod error;

@@ -369,8 +369,14 @@ impl<'a> Round<'a> {
             .collect();
         state.from_seeds = self.dl.from_seeds.load(Ordering::Relaxed);
         state.from_partials = self.dl.from_partials.load(Ordering::Relaxed);
-        if let Err(e) = state.save(state_path) {
-            log::warn!("cannot save resume state {}: {e}", state_path.display());
+        match state.save(state_path) {
+            Ok(()) => {}
+            // A full disk fails the piece writes too, and their error says
+            // so in one line (the state saved before is kept).
+            Err(e) if super::error::is_no_space(&e) => {
+                log::debug!("cannot save resume state {}: {e}", state_path.display())
+            }
+            Err(e) => log::warn!("cannot save resume state {}: {e}", state_path.display()),
         }
     }
 }

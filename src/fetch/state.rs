@@ -158,8 +158,12 @@ impl ResumeState {
         let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         match write_atomic(path, &json) {
             Err(e) if super::error::is_no_space(&e) => {
+                // Only what a resume needs, so it fits in the state saved
+                // when the round began (its byte counters were 0 then).
                 let lean = ResumeState {
                     peers: Vec::new(),
+                    from_seeds: 0,
+                    from_partials: 0,
                     ..self.clone()
                 };
                 let json = serde_json::to_vec(&lean).map_err(std::io::Error::other)?;

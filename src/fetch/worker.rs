@@ -1,7 +1,7 @@
 //! One connection to one holder ([`Worker`], one thread each): pull a
 //! piece from the scheduler, fetch it with a `Range` request into a buffer
 //! while verifying it against the chain ([`Worker::fetch_piece`]), write it with
-//! `write_at` ([`Worker::keep`]), repeat on the same kept-alive connection. The next
+//! `direct` ([`Worker::keep`]), repeat on the same kept-alive connection. The next
 //! piece's request goes out as soon as the current answer's head is good
 //! (pipelining, depth 1), and the holder's bitmap (`X-Have`) or a seed's
 //! offer (`X-Fresh`) riding on the answer updates the scheduler.
@@ -23,10 +23,10 @@
 //! one either: the piece goes back, the connection goes to another holder
 //! at once, and this one is asked again when it rotates its slots.
 
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::direct::PieceBuf;
 use super::fault::{Asked, BadData, Dropped, Transfer};
 use super::round::Round;
 use super::scheduler::Next;
@@ -48,10 +48,6 @@ const HAVE_POLL: Duration = Duration::from_millis(100);
 const ROTATE_AWAY: Duration = Duration::from_millis(500);
 /// How often a seed's hint (its least-uploaded pieces) is asked again.
 const HINT_POLL: Duration = Duration::from_millis(300);
-/// Largest write into the `.part`: a verified piece goes in chunks of
-/// this size (with many downloads at once, one piece-sized write cost more
-/// system CPU than these: see docs/benchmarks.md).
-const WRITE_CHUNK: usize = 64 * 1024;
 /// Bounds on the wait a holder whose upload slots are full asks for.
 const SLOTS_RETRY_MIN: Duration = Duration::from_millis(100);
 const SLOTS_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -115,7 +111,7 @@ struct Worker<'r, 'a> {
     addrs: Vec<String>,
     conn: Option<Conn>,
     /// One piece's buffer.
-    buf: Vec<u8>,
+    buf: PieceBuf,
     /// Pieces the holder claimed and then refused (`416`).
     not_there: u32,
     /// When the holder's bitmap last came (asked, or riding on an answer).
@@ -154,7 +150,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             holder,
             addrs,
             conn: None,
-            buf: Vec::new(),
+            buf: PieceBuf::default(),
             not_there: 0,
             last_poll: None,
             ahead: None,
@@ -362,7 +358,8 @@ impl<'r, 'a> Worker<'r, 'a> {
             return true;
         }
         let (start, _) = round.piece_range(i);
-        if let Err(source) = write_piece(round, &self.buf[..len], start) {
+        let dl = round.dl;
+        if let Err(source) = dl.direct.write_piece(&dl.part, &mut self.buf, len, start) {
             round.set_fatal(FetchError::write(&round.dl.part_path, source));
             return false;
         }
@@ -582,9 +579,6 @@ impl<'r, 'a> Worker<'r, 'a> {
             }
             other => return Err(Fail::Io(Transfer::ContentLength { got: other, len })),
         }
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
-        }
         let Some(c) = self.conn.as_mut() else {
             return Err(Fail::Io(Transfer::NoConnection));
         };
@@ -626,7 +620,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         let paced = std::cell::Cell::new(Duration::ZERO);
         let late = std::cell::Cell::new(None);
         let read = c.conn.read_body(
-            &mut self.buf[..len],
+            self.buf.get_mut(len),
             |want| {
                 if round.stopping() || round.sched.is_done(i) {
                     return None;
@@ -760,17 +754,6 @@ impl<'r, 'a> Worker<'r, 'a> {
             })),
         }
     }
-}
-
-/// Writes a verified piece at `start` of the `.part`, [`WRITE_CHUNK`]
-/// bytes per call.
-fn write_piece(round: &Round<'_>, piece: &[u8], start: u64) -> std::io::Result<()> {
-    let mut at = start;
-    for chunk in piece.chunks(WRITE_CHUNK) {
-        round.dl.part.write_all_at(chunk, at)?;
-        at += chunk.len() as u64;
-    }
-    Ok(())
 }
 
 /// An I/O failure, or an abandon when the round is ending (its sockets are

@@ -565,30 +565,50 @@ fn gated_conn(
 
 #[test]
 fn a_part_changed_by_another_process_during_a_resumed_get_is_never_renamed_into_place() {
+    // A small file (written through the page cache), the writer still
+    // open when the download ends.
+    part_changed_by_another_process("changed", 8 * SMALL_PIECE, true);
+}
+
+#[test]
+fn a_part_written_directly_and_changed_through_a_second_descriptor_is_never_renamed_into_place() {
+    // A file big enough for direct writes, its last piece short; the
+    // writer closed before the download ends.
+    part_changed_by_another_process("changed-direct", (9 << 20) + 1000, false);
+}
+
+/// A resumed `get` of a file of `size` bytes waits at a gate for its last
+/// quarter while another process writes one byte of its verified half
+/// through a second descriptor (giving the `.part` write permission first
+/// when it must: it is read-only while downloading), closed at once or
+/// kept open (`keep_open`): the get must refuse to land it; the next run
+/// fetches the changed piece again.
+fn part_changed_by_another_process(ns: &str, size: u64, keep_open: bool) {
     let etcd = EtcdServer::new();
     let ep = etcd.endpoint();
-    let ns = "changed";
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("src.bin");
-    random_file(&path, 8 * SMALL_PIECE, 13);
+    random_file(&path, size, 13);
     let served = Served::honest(&path);
     let sha1 = served.sha1();
-    // A resumable .part: the first half verified.
+    // A resumable .part: the first half of the pieces verified.
     let out_dir = tempfile::tempdir().unwrap();
     let output = out_dir.path().join("got.bin");
     let data = std::fs::read(&path).unwrap();
-    let half = 4 * SMALL_PIECE as usize;
-    std::fs::write(part_path(&output), &data[..half]).unwrap();
     let list: &PieceList = &served.pieces;
-    let done: Vec<bool> = (0..8).map(|i| i < 4).collect();
+    let n = list.len();
+    let half = (n / 2) * list.piece_size as usize;
+    std::fs::write(part_path(&output), &data[..half]).unwrap();
+    let done: Vec<bool> = (0..n).map(|i| i < n / 2).collect();
     write_state(&output, list, &done);
+    let gate_at = (n * 3 / 4) as u64 * list.piece_size;
 
     let open = Arc::new(AtomicBool::new(false));
     let waiting = Arc::new(AtomicUsize::new(0));
     let peer = {
         let (served, open, waiting) = (served.clone(), open.clone(), waiting.clone());
         RawPeer::start("gated", move |s, stop| {
-            gated_conn(s, &served, 6 * SMALL_PIECE, &open, &waiting, stop)
+            gated_conn(s, &served, gate_at, &open, &waiting, stop)
         })
     };
     put_all(
@@ -622,11 +642,15 @@ fn a_part_changed_by_another_process_during_a_resumed_get_is_never_renamed_into_
         "the get waiting at the gate",
         || waiting.load(Ordering::SeqCst) > 0,
     );
-    let part = std::fs::OpenOptions::new()
-        .write(true)
-        .open(part_path(&output))
-        .unwrap();
+    let part_mode = std::fs::metadata(part_path(&output)).unwrap().mode();
+    assert_eq!(
+        part_mode & 0o222,
+        0,
+        "the .part is read-only while downloading"
+    );
+    let part = open_to_write(&part_path(&output));
     std::os::unix::fs::FileExt::write_all_at(&part, &[data[100] ^ 0xff], 100).unwrap();
+    let part = keep_open.then_some(part);
     open.store(true, Ordering::SeqCst);
     let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("get exits");
     let mut err = String::new();
@@ -652,4 +676,20 @@ fn a_part_changed_by_another_process_during_a_resumed_get_is_never_renamed_into_
     assert_eq!(sha1_of_file(&output), sha1);
     let meta = std::fs::metadata(&output).unwrap();
     assert_eq!(meta.size(), data.len() as u64);
+    drop(part);
+}
+
+/// Opens `path` for writing as another process of the user would: if it
+/// is refused (no `CAP_DAC_OVERRIDE`), after giving the file write
+/// permission.
+fn open_to_write(path: &std::path::Path) -> std::fs::File {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::OpenOptions::new().write(true).open(path).unwrap()
+        }
+    }
 }

@@ -272,6 +272,152 @@ fn the_download_over_the_seeds_upload_slots_is_turned_away_at_once_and_finishes_
     assert_finished(a, &out_a, &sha1, Duration::from_secs(60));
 }
 
+/// Registered peers that answer `404` to anything, each on its own
+/// loopback IP (its own host), counting the connections made to them.
+struct Bystanders {
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Bystanders {
+    fn start(client: &Client, n: usize) -> Bystanders {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lease = client.lease_grant(120).unwrap();
+        let mut threads = Vec::new();
+        for i in 0..n {
+            let listener = std::net::TcpListener::bind((next_loopback_ip(), 0)).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let id = format!("bystander-{i:02}");
+            let addr = listener.local_addr().unwrap().to_string();
+            let record = serde_json::json!({
+                "id": id, "addr": addr, "addrs": [addr], "name": "bystander",
+                "version": "0", "started_at": 1, "index_gen": 1,
+            });
+            client
+                .put(
+                    peer_key("piratebay", &id).as_bytes(),
+                    record.to_string().as_bytes(),
+                    Some(lease.id),
+                )
+                .unwrap();
+            let (asked, stop) = (asked.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((mut s, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    asked.fetch_add(1, Ordering::Relaxed);
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }));
+        }
+        Bystanders {
+            asked,
+            stop,
+            threads,
+        }
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Bystanders {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Finding holders without asking everyone (issue 19): once two hosts
+/// are in the file's tracker as whole copies (they uploaded it lately),
+/// a `get` asks the tracker's peers and a random sample of 8 hosts, not
+/// the 16 other registered peers (before: every registered peer, one
+/// `HEAD` each). With one seed only it still asks everyone (one host's
+/// word is never enough: `hostile_swarm.rs`).
+#[test]
+fn a_lookup_with_two_whole_copies_in_the_tracker_asks_a_sample_not_every_peer() {
+    let etcd = EtcdServer::new();
+    let data = tempfile::tempdir().unwrap();
+    let sha1 = random_file(&data.path().join("f.bin"), 4 * MIB, 31).to_string();
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(data.path().join("f.bin"), copy.path().join("f.bin")).unwrap();
+    let seeds = [
+        Serve::new(&etcd.endpoint()).dataset(data.path()).start(),
+        Serve::new(&etcd.endpoint()).dataset(copy.path()).start(),
+    ];
+    for seed in &seeds {
+        let url = format!("http://{}/v1/files", seed.bound_addr());
+        wait_until(Duration::from_secs(30), "each seed serves the file", || {
+            ureq::get(&url)
+                .call()
+                .ok()
+                .and_then(|r| r.into_body().read_to_string().ok())
+                .is_some_and(|b| b.contains(&sha1))
+        });
+    }
+    let client = Client::new(Config::new([etcd.endpoint().as_str()])).unwrap();
+    let bystanders = Bystanders::start(&client, 16);
+    // A first download: both seeds upload, so both announce the file.
+    let dest = tempfile::tempdir().unwrap();
+    let first = dest.path().join("first.bin");
+    let get = spawn_get(
+        None,
+        &etcd.endpoint(),
+        &sha1,
+        &first,
+        &dest.path().join("s1"),
+    );
+    assert_finished(get, &first, &sha1, Duration::from_secs(60));
+    let swarm = format!("/piratebay/swarm/{sha1}/");
+    wait_until(Duration::from_secs(20), "both seeds in the tracker", || {
+        client.get_prefix(swarm.as_bytes()).is_ok_and(|l| {
+            l.kvs
+                .iter()
+                .filter(|kv| String::from_utf8_lossy(&kv.value).contains("\"complete\":true"))
+                .count()
+                >= 2
+        })
+    });
+    let before = bystanders.asked();
+    let second = dest.path().join("second.bin");
+    let get = spawn_get(
+        None,
+        &etcd.endpoint(),
+        &sha1,
+        &second,
+        &dest.path().join("s2"),
+    );
+    assert_finished(get, &second, &sha1, Duration::from_secs(60));
+    let asked = bystanders.asked() - before;
+    println!("bystanders asked: {before} by the first get, {asked} by the second");
+    assert!(
+        asked <= 8,
+        "the second lookup asked {asked} of the 16 bystanders (a sample is at most 8 hosts)"
+    );
+    drop(seeds);
+}
+
 fn wait_output(mut child: Child, timeout: Duration) -> std::process::Output {
     if wait_timeout(&mut child, timeout).is_none() {
         let _ = child.kill();

@@ -736,3 +736,59 @@ fn file_rows_link_a_copy_whose_sha1_matches_and_name_their_holders() {
         "{mine}"
     );
 }
+
+/// Nobody looking, a peer asks no other peer anything: with every peer
+/// probing every other one, a room of N peers made N x N health requests
+/// every 5 s (and N x N catalog fetches whenever an index changed). The
+/// first look at its status starts the probes again.
+#[test]
+fn an_unwatched_peer_asks_no_other_peer_until_its_status_is_asked() {
+    use std::io::{ErrorKind, Read};
+    use std::net::TcpListener;
+    use std::time::Instant;
+    init_test_log();
+    let etcd = EtcdServer::new();
+    // Another registered peer: a listener here that counts who calls.
+    let other = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    other.set_nonblocking(true).unwrap();
+    let addr = other.local_addr().unwrap().to_string();
+    let record = serde_json::json!({
+        "id": "other", "addr": addr, "addrs": [addr],
+        "name": "other", "version": "0", "started_at": 0, "index_gen": 1,
+    });
+    etcd.put("/piratebay/peers/other", &record.to_string());
+    let peer = Serve::new(&etcd.endpoint()).start();
+    let base = format!("http://{}", peer.bound_addr());
+    // Longer than a health round (5 s) and a catalog round (3 s) after
+    // the monitor's first tick, which probed at once before.
+    let quiet = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < quiet {
+        match other.accept() {
+            Ok((mut s, _)) => {
+                let mut head = [0u8; 64];
+                let n = s.read(&mut head).unwrap_or(0);
+                panic!(
+                    "asked while nobody looked: {:?}",
+                    String::from_utf8_lossy(&head[..n])
+                );
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    let s = status_json(&base);
+    assert_eq!(s["peers"].as_array().map_or(0, Vec::len), 2, "{s}");
+    let (mut conn, _) = wait_for(
+        Duration::from_secs(10),
+        "a health probe once looked at",
+        || other.accept().ok(),
+    );
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 64];
+    let n = conn.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("GET /v1/health "), "{head}");
+}
