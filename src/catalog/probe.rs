@@ -39,16 +39,17 @@
 //! most distinct addresses first, so a lying peer (another size, other
 //! pieces) is outvoted and never trusted with a byte that does not verify.
 //!
-//! Finding holders without asking everyone ([`find`]): a lookup first
-//! asks a few peers, in parallel, with no second attempt: the swarm's
-//! tracker's sample of the file (`discovery::tracker`: the peers holding
-//! pieces of it, and seeds that uploaded some lately, at most 32, at most
-//! 2 per host) and [`SAMPLE_HOSTS`] hosts drawn at random among the
+//! Finding holders without asking everyone ([`find`]): when the swarm's
+//! tracker (`discovery::tracker`: the peers holding pieces of the file,
+//! and seeds that uploaded some lately; a sample of at most 32, at most 2
+//! per host) announces whole copies on at least [`TRUSTED_HOSTS`] hosts,
+//! a lookup first asks a few peers, in parallel, with no second attempt:
+//! that sample and [`SAMPLE_HOSTS`] hosts drawn at random among the
 //! registered peers (one address each). If peers on at least
 //! [`TRUSTED_HOSTS`] distinct hosts (IPs) answer that they hold the whole
 //! file, that is the lookup: a few dozen requests whatever the number of
-//! peers. Else every other registered peer is asked as well, with
-//! patience (as before the tracker). The rule is what keeps the tracker a
+//! peers. Else (and at once when the tracker announces fewer) every
+//! registered peer is asked, with patience (as before the tracker). The rule is what keeps the tracker a
 //! hint: anyone can announce itself there as a complete holder, and one
 //! host (a sybil's thousand ids are one host, in the tracker's sample and
 //! in the random draw) never suffices alone, so it cannot hide the real
@@ -232,7 +233,16 @@ impl ProbedHolders {
                 log::debug!("cannot read the tracker for {sha1}: {e}");
                 Vec::new()
             });
+        let started = Instant::now();
         let found = find(sha1, &peers, &announced, &self.opts);
+        log::info!(
+            "{sha1}: {} whole and {} partial holder(s) among {} registered and {} announced peer(s), in {:.2} s",
+            found.complete.len(),
+            found.partial.len(),
+            peers.len(),
+            announced.len(),
+            started.elapsed().as_secs_f64()
+        );
         *self.last.lock() = Some((*sha1, Some(found.holders())));
         Ok(found)
     }
@@ -290,8 +300,16 @@ pub(crate) fn find(
         }
     }
     let everyone: BTreeSet<String> = registered.iter().map(Named::key).collect();
-    if everyone.iter().all(|k| keys.contains(k)) {
-        // Few peers: the first round is everyone, with patience.
+    let announced_whole: BTreeSet<&str> = announced
+        .iter()
+        .filter(|a| a.complete)
+        .map(|a| host_of(&a.addrs))
+        .collect();
+    if announced_whole.len() < TRUSTED_HOSTS || everyone.iter().all(|k| keys.contains(k)) {
+        // The first round could not end the lookup (fewer whole copies
+        // announced than it needs: a file's first downloads), or it is
+        // everyone anyway: one round, everyone, with patience (two rounds
+        // would only add the first one's wait).
         let all: Vec<Named> = first.into_iter().chain(registered).collect();
         return ask_and_count(sha1, &all, Answers::new(), opts);
     }
