@@ -235,7 +235,7 @@ impl ProbedHolders {
             });
         let started = Instant::now();
         let found = find(sha1, &peers, &announced, &self.opts);
-        log::info!(
+        log::debug!(
             "{sha1}: {} whole and {} partial holder(s) among {} registered and {} announced peer(s), in {:.2} s",
             found.complete.len(),
             found.partial.len(),
