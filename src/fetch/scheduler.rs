@@ -63,6 +63,9 @@ struct State {
     fresh: Vec<Option<Bitfield>>,
     /// Per piece: usable holders that have it.
     avail: Vec<u32>,
+    /// Per piece: usable partial holders that have it (the rest of
+    /// `avail` are complete holders).
+    partial_avail: Vec<u32>,
     /// Ties are broken in the order `(i + n - offset) % n`.
     offset: usize,
     /// When a piece was last written (or the round started).
@@ -142,6 +145,7 @@ impl Scheduler {
                 discredited: Vec::new(),
                 fresh: Vec::new(),
                 avail: vec![0; done.len()],
+                partial_avail: vec![0; done.len()],
                 offset,
                 last_progress: now,
                 partial_progress: now,
@@ -318,6 +322,12 @@ impl Scheduler {
         // piece for SEED_YIELD (whatever they claim), nor once they have
         // nothing this download lacks and it got nothing for
         // SEED_FALLBACK. Claims that turned into no bytes do not count.
+        // A piece that only seeds are known to have, two or more of them,
+        // is no seed's to hold back: once the first downloads finish,
+        // every holder of a download's last pieces may be a seed with an
+        // offer, each deferring to the others (in the simulator, 1,000
+        // hosts: the last hosts then got 8 pieces a second, one burst per
+        // SEED_FALLBACK, and ended at 2.6x one host alone instead of 1.5x).
         let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
             && s.has_partials()
             && if s.partials_can_help() {
@@ -332,7 +342,11 @@ impl Scheduler {
         let swarm = s.has_partials();
         let pick = (0..n)
             .filter(|&i| s.pieces[i] == PieceState::Missing && s.has(holder, i))
-            .filter(|&i| !restricted || (s.is_fresh(holder, i) && s.avail[i] <= 1))
+            .filter(|&i| {
+                !restricted
+                    || (s.is_fresh(holder, i) && s.avail[i] <= 1)
+                    || (s.partial_avail[i] == 0 && s.avail[i] >= 2)
+            })
             .min_by_key(|&i| {
                 (
                     s.avail[i],
@@ -551,9 +565,19 @@ impl State {
 
     /// Adds `sign` (1 or -1) for every piece `holder` has.
     fn count(&mut self, holder: usize, sign: i32) {
-        for i in 0..self.avail.len() {
-            if self.has(holder, i) {
-                self.avail[i] = self.avail[i].saturating_add_signed(sign);
+        match &self.have[holder] {
+            Some(b) => {
+                for i in 0..self.avail.len() {
+                    if b.get(i) {
+                        self.avail[i] = self.avail[i].saturating_add_signed(sign);
+                        self.partial_avail[i] = self.partial_avail[i].saturating_add_signed(sign);
+                    }
+                }
+            }
+            None => {
+                for a in &mut self.avail {
+                    *a = a.saturating_add_signed(sign);
+                }
             }
         }
     }
@@ -723,6 +747,27 @@ mod tests {
         assert!(s.claim(1));
         s.written(1, 1, 1);
         assert_eq!(s.next(0), Next::Wait);
+    }
+
+    #[test]
+    fn seeds_do_not_hold_back_a_piece_only_seeds_have() {
+        let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
+        // Seeds 0 and 1 offer piece 3 only; partial holder 2 has piece 0.
+        let offer = || Some(Bitfield::from_flags(&[false, false, false, true]));
+        s.set_have(0, None, offer());
+        s.set_have(1, None, offer());
+        s.set_have(
+            2,
+            Some(Bitfield::from_flags(&[true, false, false, false])),
+            None,
+        );
+        // Pieces 1 and 2: only the two seeds have them, neither offered.
+        assert_eq!(s.next(0), Next::Piece(3));
+        assert_eq!(s.next(0), Next::Piece(1));
+        assert_eq!(s.next(1), Next::Piece(2));
+        // Piece 0 is the partial holder's.
+        assert_eq!(s.next(1), Next::Wait);
+        assert_eq!(s.next(2), Next::Piece(0));
     }
 
     #[test]

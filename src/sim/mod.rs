@@ -108,8 +108,12 @@ pub(crate) struct Outcome {
     pub slow: Vec<bool>,
     /// Bytes the seed uploaded.
     pub seed_bytes: f64,
+    /// Seconds until the seed had sent every piece once.
+    pub seed_spread: f64,
     /// Requests per download: pieces asked, bitmaps asked, turned away.
     pub requests: Vec<u64>,
+    /// Per downloader.
+    pub stats: Vec<HostStats>,
     pub busy_answers: u64,
     pub events: u64,
 }
@@ -188,6 +192,22 @@ struct Download {
     conns: Vec<Conn>,
     open: usize,
     requests: u64,
+    stats: HostStats,
+}
+
+/// Where one download's time went.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostStats {
+    pub start: u64,
+    /// Time with no piece coming in (ns), while not done.
+    pub idle: u64,
+    idle_since: Option<u64>,
+    /// Answers "come back later".
+    pub refused: u64,
+    /// Pieces kept from the seed.
+    pub from_seed: u32,
+    /// When each piece arrived (ns), in arrival order.
+    pub got: Vec<u64>,
 }
 
 struct Host {
@@ -213,6 +233,9 @@ struct Sim {
     events: u64,
     rng: u64,
     moved: Vec<usize>,
+    seed_sent: Bitfield,
+    seed_unique: usize,
+    seed_spread: f64,
 }
 
 /// Runs one swarm to the end (every download verified).
@@ -267,6 +290,9 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         events: 0,
         rng,
         moved: Vec::new(),
+        seed_sent: Bitfield::empty(n),
+        seed_unique: 0,
+        seed_spread: f64::NAN,
     };
     let spread = cfg.start_spread.as_nanos() as u64;
     for d in 1..total {
@@ -292,11 +318,19 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         .skip(1)
         .map(|d| d.as_ref().map_or(0, |d| d.requests))
         .collect();
+    let stats = sim
+        .downloads
+        .iter()
+        .skip(1)
+        .map(|d| d.as_ref().map(|d| d.stats.clone()).unwrap_or_default())
+        .collect();
     Outcome {
+        stats,
         stuck: sim.stuck(),
         finish: sim.finish[1..].to_vec(),
         slow: slow[1..].to_vec(),
         seed_bytes: sim.seed_bytes,
+        seed_spread: sim.seed_spread,
         requests,
         busy_answers: sim.busy_answers,
         events: sim.events,
@@ -410,11 +444,17 @@ impl Sim {
                 flow: None,
             })
             .collect();
+        let now = self.now;
         self.downloads[d] = Some(Download {
             sched,
             conns,
             open: 0,
             requests: 0,
+            stats: HostStats {
+                start: now,
+                idle_since: Some(now),
+                ..HostStats::default()
+            },
         });
         let first = holders.len().min(self.cfg.connections);
         for j in 0..first {
@@ -602,6 +642,13 @@ impl Sim {
                 if let Some(o) = self.hosts[h].offers.as_mut() {
                     o.note(i, i);
                 }
+                if h == 0 && !self.seed_sent.get(i) {
+                    self.seed_sent.set(i);
+                    self.seed_unique += 1;
+                    if self.seed_unique == self.n {
+                        self.seed_spread = self.now as f64 / 1e9;
+                    }
+                }
                 let bytes = self.piece_len(i) as f64;
                 let id = self.net.add(Flow {
                     src: h as u32,
@@ -615,7 +662,12 @@ impl Sim {
                     version: 0,
                     live: true,
                 });
-                self.dl(d).conns[j].flow = Some(id);
+                let now = self.now;
+                let dl = self.dl(d);
+                dl.conns[j].flow = Some(id);
+                if let Some(t) = dl.stats.idle_since.take() {
+                    dl.stats.idle += now - t;
+                }
                 self.rerate(&[h as u32, d as u32]);
             }
         }
@@ -624,6 +676,7 @@ impl Sim {
     fn refused(&mut self, d: usize, j: usize, i: usize, retry: u64) {
         let now = self.now;
         let dl = self.dl(d);
+        dl.stats.refused += 1;
         dl.sched.release(i, j);
         dl.conns[j].state = ConnState::Idle;
         if let Some(k) = self.better_holder(d, j) {
@@ -690,10 +743,17 @@ impl Sim {
             .slots
             .finished(&(dst as u32), bytes as u64, now);
         self.net.remove(id);
+        if self.net.inn[dst].is_empty() && self.finish[dst].is_nan() {
+            let now = self.now;
+            if let Some(dl) = self.downloads[dst].as_mut() {
+                dl.stats.idle_since = Some(now);
+            }
+        }
         self.rerate(&[src as u32, dst as u32]);
     }
 
     fn arrived(&mut self, d: usize, j: usize, i: usize) {
+        let t_ns = self.now;
         let now = self.instant();
         let len = self.piece_len(i);
         let dl = self.dl(d);
@@ -701,6 +761,10 @@ impl Sim {
         let h = dl.conns[j].holder as usize;
         if dl.sched.claim(i) {
             dl.sched.written_at(i, len, j, now);
+            dl.stats.got.push(t_ns);
+            if h == 0 {
+                dl.stats.from_seed += 1;
+            }
             self.hosts[d].have.set(i);
             // Losing endgame copies stop (the worker's `is_done` check).
             let losers: Vec<(usize, usize)> = self.downloads[d]

@@ -152,5 +152,40 @@ fn explore() {
     cfg.slow_fraction = env("SIM_SLOW", 0.0);
     cfg.seed = env("SIM_SEED", 1);
     header();
-    row("explore", &cfg, Duration::ZERO);
+    let out = row("explore", &cfg, Duration::ZERO);
+    let alone = cfg.alone() * 1e9;
+    println!(
+        "the seed sent every piece once by {:.2}x one host alone",
+        out.seed_spread * 1e9 / alone
+    );
+    let mut order: Vec<usize> = (0..out.finish.len()).collect();
+    order.sort_by(|&a, &b| out.finish[a].total_cmp(&out.finish[b]));
+    let n = order.len();
+    let show: Vec<usize> = [n / 2, n * 9 / 10]
+        .into_iter()
+        .chain(n.saturating_sub(8)..n)
+        .collect();
+    println!("host   slow start |  25%   50%   75%   90%   99%  100% | idle refused seed");
+    for k in show {
+        let h = order[k];
+        let st = &out.stats[h];
+        let q = |f: f64| {
+            let i = ((st.got.len() as f64 * f).ceil() as usize).clamp(1, st.got.len().max(1)) - 1;
+            st.got.get(i).map_or(f64::NAN, |&t| t as f64 / alone)
+        };
+        println!(
+            "{h:>5} {:>5} {:>5.2} | {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2} | {:>4.2} {:>7} {:>4}",
+            out.slow[h],
+            st.start as f64 / alone,
+            q(0.25),
+            q(0.5),
+            q(0.75),
+            q(0.9),
+            q(0.99),
+            q(1.0),
+            st.idle as f64 / alone,
+            st.refused,
+            st.from_seed
+        );
+    }
 }
