@@ -46,6 +46,7 @@ command put before the first host's get).
 """
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -342,6 +343,7 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
         gets.append(h.popen(argv, stdout=log, stderr=log, env=common.clean_env()))
         log.close()
     finish = []
+    ends = {}
     failed = []
     get_cpu = 0.0
     get_user = 0.0
@@ -358,6 +360,7 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
             get_cpu += usage.ru_utime + usage.ru_stime
             get_user += usage.ru_utime
             finish.append(time.perf_counter() - t0)
+            ends[i] = finish[-1]
             if p.returncode != 0:
                 failed.append(f"host{i + 1}: {common.tail(os.path.join(base, f'get{i + 1}.log'), 1)}")
         time.sleep(0.005)
@@ -388,6 +391,22 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
         shutil.copy(os.path.join(base, f"get{i + 1}.log"), os.path.join(run.work, f"{ns}-get{i + 1}.log"))
     print(f"  {ns}: each get's end, seconds after the start: "
           + " ".join(f"{t:.2f}" for t in sorted(finish)), file=sys.stderr)
+    # Each get's own time ("saved ... in X s") starts after its lookup:
+    # the rest of its wall time is the process start, the etcd reads and
+    # the lookup (and the exit).
+    starts = []
+    for i, end in ends.items():
+        try:
+            with open(os.path.join(run.work, f"{ns}-get{i + 1}.log"), errors="replace") as f:
+                m = re.search(r" in ([0-9.]+)s at ", f.read())
+        except OSError:
+            m = None
+        if m:
+            starts.append(end - float(m.group(1)))
+    if starts:
+        starts.sort()
+        print(f"  {ns}: before the first byte (start, etcd, lookup): median {statistics.median(starts):.2f} s, "
+              f"max {starts[-1]:.2f} s", file=sys.stderr)
     print(f"  {ns}: CPU-s over {t_all:.2f} s: peers {serve1[0] - serve0[0]:.2f} user "
           f"{serve1[1] - serve0[1]:.2f} sys, gets {get_user:.2f} user {get_cpu - get_user:.2f} sys, "
           f"etcd {etcd_cpu:.2f} (not counted); {n + 1} idle peers before: {idle_cpu:.3f} CPU-s/s",

@@ -39,16 +39,17 @@
 //! most distinct addresses first, so a lying peer (another size, other
 //! pieces) is outvoted and never trusted with a byte that does not verify.
 //!
-//! Finding holders without asking everyone ([`find`]): a lookup first
-//! asks a few peers, in parallel, with no second attempt: the swarm's
-//! tracker's sample of the file (`discovery::tracker`: the peers holding
-//! pieces of it, and seeds that uploaded some lately, at most 32, at most
-//! 2 per host) and [`SAMPLE_HOSTS`] hosts drawn at random among the
+//! Finding holders without asking everyone ([`find`]): when the swarm's
+//! tracker (`discovery::tracker`: the peers holding pieces of the file,
+//! and seeds that uploaded some lately; a sample of at most 32, at most 2
+//! per host) announces whole copies on at least [`TRUSTED_HOSTS`] hosts,
+//! a lookup first asks a few peers, in parallel, with no second attempt:
+//! that sample and [`SAMPLE_HOSTS`] hosts drawn at random among the
 //! registered peers (one address each). If peers on at least
 //! [`TRUSTED_HOSTS`] distinct hosts (IPs) answer that they hold the whole
 //! file, that is the lookup: a few dozen requests whatever the number of
-//! peers. Else every other registered peer is asked as well, with
-//! patience (as before the tracker). The rule is what keeps the tracker a
+//! peers. Else (and at once when the tracker announces fewer) every
+//! registered peer is asked, with patience (as before the tracker). The rule is what keeps the tracker a
 //! hint: anyone can announce itself there as a complete holder, and one
 //! host (a sybil's thousand ids are one host, in the tracker's sample and
 //! in the random draw) never suffices alone, so it cannot hide the real
@@ -225,19 +226,36 @@ impl ProbedHolders {
     /// there is written by anyone, and a host announcing itself as a
     /// complete holder must not hide the real seeds from the lookup.)
     pub fn lookup(&self, sha1: &Sha1Digest) -> Result<Lookup, DiscoveryError> {
-        let peers = discovery::list_peers(&self.client, &self.namespace)?;
+        let started = Instant::now();
         let announced = tracker::sample(&self.client, &self.namespace, sha1, TRACKER_SAMPLE)
             .unwrap_or_else(|e| {
                 // A hint only: the registered peers are asked anyway.
                 log::debug!("cannot read the tracker for {sha1}: {e}");
                 Vec::new()
             });
-        let found = find(sha1, &peers, &announced, &self.opts);
+        let (client, ns) = (&self.client, self.namespace.as_str());
+        let found = find(
+            sha1,
+            &announced,
+            &self.opts,
+            || discovery::sample_peers(client, ns, PEER_WINDOW),
+            || discovery::list_peers(client, ns),
+        )?;
+        log::debug!(
+            "{sha1}: {} whole and {} partial holder(s) ({} announced), in {:.2} s",
+            found.complete.len(),
+            found.partial.len(),
+            announced.len(),
+            started.elapsed().as_secs_f64()
+        );
         *self.last.lock() = Some((*sha1, Some(found.holders())));
         Ok(found)
     }
 }
 
+/// Peer records read for the first round's random hosts (one etcd range:
+/// the first round's etcd read does not grow with the peers).
+const PEER_WINDOW: usize = 64;
 /// Hosts of the registered peers a lookup asks first, drawn at random
 /// (one address each), beside the tracker's sample.
 pub const SAMPLE_HOSTS: usize = 8;
@@ -257,22 +275,25 @@ impl Named {
     }
 }
 
-/// The holders of `sha1` among the registered `peers` and the tracker's
-/// `announced` ones, asking the others only when needed (see the module
-/// doc).
+/// The holders of `sha1` among the tracker's `announced` peers and the
+/// registered ones (`window()`: a random sample of them, `all()`: every
+/// one), asking everyone only when needed (see the module doc).
 pub(crate) fn find(
     sha1: &Sha1Digest,
-    peers: &[PeerInfo],
     announced: &[Announcement],
     opts: &ProbeOptions,
-) -> Lookup {
-    let registered: Vec<Named> = peers
-        .iter()
-        .map(|p| Named {
-            id: p.record.id.clone(),
-            addrs: p.record.dial_addrs(),
-        })
-        .collect();
+    window: impl FnOnce() -> Result<Vec<PeerInfo>, DiscoveryError>,
+    all: impl FnOnce() -> Result<Vec<PeerInfo>, DiscoveryError>,
+) -> Result<Lookup, DiscoveryError> {
+    let named = |peers: Vec<PeerInfo>| -> Vec<Named> {
+        peers
+            .into_iter()
+            .map(|p| Named {
+                addrs: p.record.dial_addrs(),
+                id: p.record.id,
+            })
+            .collect()
+    };
     let mut first: Vec<Named> = announced
         .iter()
         .map(|a| Named {
@@ -280,20 +301,27 @@ pub(crate) fn find(
             addrs: a.addrs.clone(),
         })
         .collect();
+    let announced_whole: BTreeSet<&str> = announced
+        .iter()
+        .filter(|a| a.complete)
+        .map(|a| host_of(&a.addrs))
+        .collect();
+    if announced_whole.len() < TRUSTED_HOSTS {
+        // The first round could not end the lookup (fewer whole copies
+        // announced than it needs: a file's first downloads): one round,
+        // everyone, with patience (two would only add the first's wait).
+        first.extend(named(all()?));
+        return Ok(ask_and_count(sha1, &first, Answers::new(), opts));
+    }
+    let sample = named(window()?);
     let mut keys: BTreeSet<String> = first.iter().map(Named::key).collect();
-    for i in sample_hosts(&registered, SAMPLE_HOSTS, discovery::random_u64()) {
-        if keys.insert(registered[i].key()) {
+    for i in sample_hosts(&sample, SAMPLE_HOSTS, discovery::random_u64()) {
+        if keys.insert(sample[i].key()) {
             first.push(Named {
-                id: registered[i].id.clone(),
-                addrs: registered[i].addrs.clone(),
+                id: sample[i].id.clone(),
+                addrs: sample[i].addrs.clone(),
             });
         }
-    }
-    let everyone: BTreeSet<String> = registered.iter().map(Named::key).collect();
-    if everyone.iter().all(|k| keys.contains(k)) {
-        // Few peers: the first round is everyone, with patience.
-        let all: Vec<Named> = first.into_iter().chain(registered).collect();
-        return ask_and_count(sha1, &all, Answers::new(), opts);
     }
     let quick = ProbeOptions {
         patience: Duration::ZERO,
@@ -308,12 +336,11 @@ pub(crate) fn find(
         .collect();
     if complete_hosts.len() >= TRUSTED_HOSTS {
         log::debug!(
-            "{sha1}: whole copies on {} hosts among the {} peer(s) asked first; {} registered not asked",
+            "{sha1}: whole copies on {} hosts among the {} peer(s) asked first; the others not asked",
             complete_hosts.len(),
             answers.len(),
-            everyone.iter().filter(|k| !answers.contains_key(*k)).count(),
         );
-        return count(sha1, &first, &answers);
+        return Ok(count(sha1, &first, &answers));
     }
     // Not enough: every registered peer too, and again (with patience)
     // those that could not say.
@@ -324,8 +351,8 @@ pub(crate) fn find(
             Err(e) => !e.transient(),
         })
         .collect();
-    let all: Vec<Named> = first.into_iter().chain(registered).collect();
-    ask_and_count(sha1, &all, known, opts)
+    first.extend(named(all()?));
+    Ok(ask_and_count(sha1, &first, known, opts))
 }
 
 /// Indices of up to `hosts` entries of `peers`, one per host (IP), the

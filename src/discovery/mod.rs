@@ -110,6 +110,49 @@ pub fn list_peers_counted(
     Ok((peers, skipped))
 }
 
+/// Up to `want` registered peers from a random window of the peer
+/// records (one etcd range from a random key, and one more from the
+/// prefix's start when the first reaches its end): a bounded read
+/// whatever the number of peers, for lookups that need a sample, not
+/// everyone. Invalid records are left out (debug log only).
+pub fn sample_peers(
+    client: &Client,
+    namespace: &str,
+    want: usize,
+) -> Result<Vec<PeerInfo>, DiscoveryError> {
+    let prefix = peers_prefix(namespace);
+    let start = format!(
+        "{prefix}{}",
+        crate::hex::encode(&(random_u64() as u16).to_be_bytes())
+    );
+    let read = |from: &[u8], until: Option<&[u8]>, limit: usize, peers: &mut Vec<PeerInfo>| {
+        let listing = client.get_window(prefix.as_bytes(), from, until, limit, MAX_RECORD)?;
+        let mut skipped = listing.oversized;
+        for kv in &listing.kvs {
+            match check::peer_of(kv, prefix.as_bytes()) {
+                Ok(p) => peers.push(p),
+                Err(_) => skipped += 1,
+            }
+        }
+        Ok::<usize, DiscoveryError>(skipped)
+    };
+    let mut peers = Vec::with_capacity(want);
+    let mut skipped = read(start.as_bytes(), None, want, &mut peers)?;
+    let got = peers.len() + skipped;
+    if got < want {
+        skipped += read(
+            prefix.as_bytes(),
+            Some(start.as_bytes()),
+            want - got,
+            &mut peers,
+        )?;
+    }
+    if skipped > 0 {
+        log::debug!("{skipped} key(s) under {prefix} left out of a sample: not valid peer records");
+    }
+    Ok(peers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
