@@ -116,11 +116,18 @@ fn a_run_is_a_function_of_its_config() {
     assert_ne!(a.finish, c.finish);
 }
 
+/// `make bench-sim`: the curve at 100, 1,000 and 10,000 hosts (or the
+/// counts in `SIM_CURVE`, comma-separated), equal links and 10 % of the
+/// hosts at 1/10 of the speed.
 #[test]
 #[ignore = "make bench-sim: release build, minutes"]
 fn curve() {
     header();
-    for hosts in [100, 1_000, 10_000] {
+    let counts: Vec<usize> = std::env::var("SIM_CURVE")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 1_000, 10_000]);
+    for hosts in counts {
         row("equal links", &Config::lan(hosts), Duration::ZERO);
         row(
             "10 % at 1/10",
