@@ -552,7 +552,11 @@ impl Sim {
         let dl = self.dl(d);
         dl.queries += 1;
         let fast = now - dl.stats.start < FAST_REQUERY_FOR;
-        let at = self.now + if fast { FAST_REQUERY } else { REQUERY };
+        let fq: u64 = std::env::var("SIM_FQ")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(FAST_REQUERY);
+        let at = self.now + if fast { fq } else { REQUERY };
         self.push(at, Ev::Requery { d: d as u32 });
     }
 
@@ -883,7 +887,11 @@ impl Sim {
             }
             self.hosts[d].have.set(i);
             if self.hosts[d].have.count() == 1 {
-                let at = self.now + next_rand(&mut self.rng) % ANNOUNCE_EVERY;
+                let every: u64 = std::env::var("SIM_ANN")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(ANNOUNCE_EVERY);
+                let at = self.now + next_rand(&mut self.rng) % every.max(1);
                 self.push(at, Ev::Announce { h: d as u32 });
             }
             // Losing endgame copies stop (the worker's `is_done` check).
