@@ -68,6 +68,11 @@ pub(crate) struct Config {
     /// Endgame copies of a piece at once.
     pub max_dup: usize,
     pub seed: u64,
+    /// A peer's announce thread looks this often (`discovery::tracker`).
+    pub announce_every: Duration,
+    /// A download re-queries the tracker this often in its first 2 s
+    /// (`supervisor.rs`).
+    pub fast_requery: Duration,
     /// The run stops at this simulated time even if downloads are left
     /// (they are reported in [`Outcome::stuck`]): a download that never
     /// completes polls for ever, and the event queue never empties.
@@ -92,6 +97,8 @@ impl Config {
             slots: SlotConfig::default(),
             max_dup: 2,
             seed: 1,
+            announce_every: crate::discovery::tracker::ANNOUNCE_EVERY,
+            fast_requery: Duration::from_millis(150),
             time_cap: Duration::from_secs(600),
         }
     }
@@ -155,15 +162,12 @@ const HINT_POLL: u64 = 300_000_000;
 const ROTATE_AWAY: u64 = 500_000_000;
 /// The supervisor's tick (`round::TICK`).
 const TICK: u64 = 100_000_000;
-/// Re-queries: every 150 ms for the first 2 s, then every 500 ms
-/// (`supervisor.rs`, the default `requery_interval`).
-const FAST_REQUERY: u64 = 150_000_000;
+/// Re-queries: every [`Config::fast_requery`] for the first 2 s, then
+/// every 500 ms (`supervisor.rs`, the default `requery_interval`).
 const FAST_REQUERY_FOR: u64 = 2_000_000_000;
 const REQUERY: u64 = 500_000_000;
 /// Announcements a tracker sample reads (`catalog/probe.rs`).
 const TRACKER_SAMPLE: usize = 32;
-/// A peer's announce thread looks this often.
-const ANNOUNCE_EVERY: u64 = 250_000_000;
 /// Bounds on the wait a holder whose slots are full asks for (`worker.rs`).
 const SLOTS_RETRY_MIN: u64 = 100_000_000;
 const SLOTS_RETRY_MAX: u64 = 2_000_000_000;
@@ -497,7 +501,8 @@ impl Sim {
         self.add_holders(d, &all);
         self.fill(d);
         self.push(now + TICK, Ev::Tick { d: d as u32 });
-        self.push(now + FAST_REQUERY, Ev::Requery { d: d as u32 });
+        let fast_requery = self.cfg.fast_requery.as_nanos() as u64;
+        self.push(now + fast_requery, Ev::Requery { d: d as u32 });
     }
 
     /// Adds this download's subset ([`subset::choose`] with its key) of
@@ -552,11 +557,8 @@ impl Sim {
         let dl = self.dl(d);
         dl.queries += 1;
         let fast = now - dl.stats.start < FAST_REQUERY_FOR;
-        let fq: u64 = std::env::var("SIM_FQ")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(FAST_REQUERY);
-        let at = self.now + if fast { fq } else { REQUERY };
+        let fast_requery = self.cfg.fast_requery.as_nanos() as u64;
+        let at = self.now + if fast { fast_requery } else { REQUERY };
         self.push(at, Ev::Requery { d: d as u32 });
     }
 
@@ -887,11 +889,8 @@ impl Sim {
             }
             self.hosts[d].have.set(i);
             if self.hosts[d].have.count() == 1 {
-                let every: u64 = std::env::var("SIM_ANN")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(ANNOUNCE_EVERY);
-                let at = self.now + next_rand(&mut self.rng) % every.max(1);
+                let every = (self.cfg.announce_every.as_nanos() as u64).max(1);
+                let at = self.now + next_rand(&mut self.rng) % every;
                 self.push(at, Ev::Announce { h: d as u32 });
             }
             // Losing endgame copies stop (the worker's `is_done` check).

@@ -151,7 +151,8 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// One case from the environment, for choosing the constants:
 /// `SIM_HOSTS SIM_PIECE_KIB SIM_SUBSET SIM_CONNS SIM_REGULAR SIM_OPTIMISTIC
-/// SIM_RECHOKE_MS SIM_IDLE_MS SIM_SLOW SIM_SEED SIM_FILE_MIB`.
+/// SIM_RECHOKE_MS SIM_IDLE_MS SIM_SLOW SIM_SEED SIM_FILE_MIB SIM_ANNOUNCE_MS
+/// SIM_FAST_REQUERY_MS`.
 #[test]
 #[ignore = "by hand: cargo test --release --lib sim::tests::explore -- --ignored --nocapture"]
 fn explore() {
@@ -166,6 +167,8 @@ fn explore() {
     cfg.slots.idle = Duration::from_millis(env("SIM_IDLE_MS", 300));
     cfg.slow_fraction = env("SIM_SLOW", 0.0);
     cfg.seed = env("SIM_SEED", 1);
+    cfg.announce_every = Duration::from_millis(env("SIM_ANNOUNCE_MS", 250));
+    cfg.fast_requery = Duration::from_millis(env("SIM_FAST_REQUERY_MS", 150));
     header();
     let out = row("explore", &cfg, Duration::ZERO);
     let alone = cfg.alone() * 1e9;
