@@ -15,9 +15,9 @@
 //! A direct write needs its buffer, offset and length aligned to the
 //! device's blocks: pieces start at multiples of the 64 KiB base block,
 //! buffers come from [`PieceBuf`] (aligned to [`ALIGN`]), and the last,
-//! short piece is written padded with zeros to the next [`ALIGN`]; the
-//! file is cut back to its size before the rename (and on a resume, see
-//! `Download::salvage`). Direct writes are turned on only while a round
+//! short piece is written padded with zeros to the next [`ALIGN`] and the
+//! file cut back to its size at once (and again before the rename, and on
+//! a resume, see `Download::salvage`, if a crash came in between). Direct writes are turned on only while a round
 //! writes pieces (`O_DIRECT` is a flag of the open file, set and cleared
 //! with `fcntl`), so the salvage and read-back paths read as before; a
 //! file system that refuses them (`EINVAL`) turns them off for the rest of
@@ -80,16 +80,22 @@ impl Direct {
         Ok(())
     }
 
-    /// Writes `len` verified bytes of `buf` at `start` of `file`.
+    /// Writes `len` verified bytes of `buf` at `start` of `file`, a file
+    /// of `size` bytes: a short last piece written padded is cut back at
+    /// once (so the file's mtime is final when its last piece is).
     pub fn write_piece(
         &self,
         file: &File,
         buf: &mut PieceBuf,
         len: usize,
         start: u64,
+        size: u64,
     ) -> io::Result<()> {
         if self.on.load(Ordering::Relaxed) && start % ALIGN as u64 == 0 {
-            match file.write_all_at(buf.padded(len), start) {
+            let padded = buf.padded(len);
+            let end = start + padded.len() as u64;
+            match file.write_all_at(padded, start) {
+                Ok(()) if end > size => return file.set_len(size),
                 Ok(()) => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     log::debug!("direct writes refused ({e}): through the page cache from now on");
@@ -199,11 +205,10 @@ mod tests {
         let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
         for (k, chunk) in data.chunks(piece).enumerate().rev() {
             b.get_mut(chunk.len()).copy_from_slice(chunk);
-            d.write_piece(&file, &mut b, chunk.len(), (k * piece) as u64)
+            d.write_piece(&file, &mut b, chunk.len(), (k * piece) as u64, size as u64)
                 .unwrap();
         }
         d.stop(&file).unwrap();
-        file.set_len(size as u64).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data);
         let flags = rustix::fs::fcntl_getfl(&file).unwrap();
         assert!(!flags.contains(OFlags::DIRECT));

@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
@@ -41,6 +41,10 @@ use crate::client::Timeouts;
 use crate::digest::Sha1Digest;
 use crate::holders::{Holder, HolderSource};
 use crate::protocol::PieceList;
+
+/// Longest wait, before the rename, for a peer sharing the directory to
+/// read the download's last state (see `seal::Watch::await_state_read`).
+const LAST_STATE_WAIT: Duration = Duration::from_millis(250);
 
 /// Threads fetching piece lists at once.
 const LIST_FAN_OUT: usize = 16;
@@ -305,6 +309,9 @@ impl Download<'_> {
             );
             self.read_back(list, part_path)?;
         }
+        // A peer sharing the directory takes the file's hashes if it saw
+        // the last state (see `seal`).
+        self.watch.await_state_read(LAST_STATE_WAIT);
         // The name must still be this file (not one swapped in under it).
         let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
             use std::os::unix::fs::MetadataExt;
@@ -344,7 +351,6 @@ impl Download<'_> {
                 return Err(e);
             }
         }
-        self.watch.give_mode(part);
         let dir = match output.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),

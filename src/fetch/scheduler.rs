@@ -53,6 +53,8 @@ struct State {
     have: Vec<Option<Bitfield>>,
     /// Per holder slot: dropped (its pieces no longer count).
     gone: Vec<bool>,
+    /// Per holder slot: its pieces are known (a bitmap came).
+    known: Vec<bool>,
     /// Per holder slot: its claims turned into no bytes (a piece it was
     /// handed missed its deadline): what it claims no longer counts in
     /// the availability nor holds a seed back, until it delivers a piece.
@@ -63,9 +65,6 @@ struct State {
     fresh: Vec<Option<Bitfield>>,
     /// Per piece: usable holders that have it.
     avail: Vec<u32>,
-    /// Per piece: usable partial holders that have it (the rest of
-    /// `avail` are complete holders).
-    partial_avail: Vec<u32>,
     /// Ties are broken in the order `(i + n - offset) % n`.
     offset: usize,
     /// When a piece was last written (or the round started).
@@ -142,10 +141,10 @@ impl Scheduler {
                 remaining: done.iter().filter(|d| !**d).count(),
                 have: Vec::new(),
                 gone: Vec::new(),
+                known: Vec::new(),
                 discredited: Vec::new(),
                 fresh: Vec::new(),
                 avail: vec![0; done.len()],
-                partial_avail: vec![0; done.len()],
                 offset,
                 last_progress: now,
                 partial_progress: now,
@@ -167,20 +166,51 @@ impl Scheduler {
     /// offer counts only from a holder of every piece (a seed): one from a
     /// holder whose own bitmap lacks a piece is ignored.
     pub fn set_have(&self, holder: usize, have: Option<Bitfield>, fresh: Option<Bitfield>) {
+        self.set_have_at(holder, have, fresh, Instant::now());
+    }
+
+    /// [`Scheduler::set_have`] at `now` (the simulator's clock).
+    pub fn set_have_at(
+        &self,
+        holder: usize,
+        have: Option<Bitfield>,
+        fresh: Option<Bitfield>,
+        now: Instant,
+    ) {
         let mut s = self.state.lock();
         s.ensure(holder);
         let had_partials = s.has_partials();
-        if s.counts(holder) {
-            s.count(holder, -1);
+        let have = have.filter(|h| !h.is_full());
+        let counts = s.counts(holder);
+        match (&s.have[holder], &have) {
+            // A partial holder's new bitmap (it rides on every piece):
+            // only the pieces that changed are counted again.
+            (Some(old), Some(new)) if counts && old.len() == new.len() => {
+                let changed: Vec<(usize, bool)> = (0..new.len())
+                    .filter(|&i| old.get(i) != new.get(i))
+                    .map(|i| (i, new.get(i)))
+                    .collect();
+                for (i, now_has) in changed {
+                    let sign = if now_has { 1 } else { -1 };
+                    s.avail[i] = s.avail[i].saturating_add_signed(sign);
+                }
+                s.have[holder] = have;
+            }
+            _ => {
+                if counts {
+                    s.count(holder, -1);
+                }
+                s.have[holder] = have;
+                if counts {
+                    s.count(holder, 1);
+                }
+            }
         }
-        s.have[holder] = have.filter(|h| !h.is_full());
+        s.known[holder] = true;
         s.fresh[holder] = fresh.filter(|_| s.have[holder].is_none());
-        if s.counts(holder) {
-            s.count(holder, 1);
-        }
         if !had_partials && s.has_partials() {
             // The restriction's clock starts when there is a swarm.
-            s.partial_progress = Instant::now();
+            s.partial_progress = now;
         }
         drop(s);
         self.changed.notify_all();
@@ -322,31 +352,27 @@ impl Scheduler {
         // piece for SEED_YIELD (whatever they claim), nor once they have
         // nothing this download lacks and it got nothing for
         // SEED_FALLBACK. Claims that turned into no bytes do not count.
-        // A piece that only seeds are known to have, two or more of them,
-        // is no seed's to hold back: once the first downloads finish,
-        // every holder of a download's last pieces may be a seed with an
-        // offer, each deferring to the others (in the simulator, 1,000
-        // hosts: the last hosts then got 8 pieces a second, one burst per
-        // SEED_FALLBACK, and ended at 2.6x one host alone instead of 1.5x).
+        // Not once two or more seeds are known (by their bitmaps): then
+        // the seed's upload is no longer the scarce one, and every holder
+        // of this download's last pieces may be a seed with an offer,
+        // each deferring to the others (in the simulator, 1,000 hosts:
+        // the last hosts got one burst of pieces per SEED_FALLBACK and
+        // ended at 2.6x one host alone).
         let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
             && s.has_partials()
+            && s.known_seeds() < 2
             && if s.partials_can_help() {
                 now.saturating_duration_since(s.partial_progress) < SEED_YIELD
             } else {
                 now.saturating_duration_since(s.last_progress) < SEED_FALLBACK
             };
         // A seed's offer is preferred only in a swarm: among seeds alone
-        // the rotation keeps the pieces in order (the whole-file hash
-        // keeps up), and the offers, different for every asker, would
-        // scatter them.
+        // the rotation keeps each download's pieces in one order, and the
+        // offers, different for every asker, would only scatter them.
         let swarm = s.has_partials();
         let pick = (0..n)
             .filter(|&i| s.pieces[i] == PieceState::Missing && s.has(holder, i))
-            .filter(|&i| {
-                !restricted
-                    || (s.is_fresh(holder, i) && s.avail[i] <= 1)
-                    || (s.partial_avail[i] == 0 && s.avail[i] >= 2)
-            })
+            .filter(|&i| !restricted || (s.is_fresh(holder, i) && s.avail[i] <= 1))
             .min_by_key(|&i| {
                 (
                     s.avail[i],
@@ -520,6 +546,7 @@ impl State {
         while self.have.len() <= holder {
             self.have.push(None);
             self.gone.push(false);
+            self.known.push(false);
             self.discredited.push(false);
             self.fresh.push(None);
             for a in &mut self.avail {
@@ -542,6 +569,13 @@ impl State {
         (0..self.pieces.len())
             .filter(|&i| self.pieces[i] == PieceState::Missing)
             .any(|i| partials.iter().any(|b| b.get(i)))
+    }
+
+    /// Credited holders known (by their bitmap) to have every piece.
+    fn known_seeds(&self) -> usize {
+        (0..self.have.len())
+            .filter(|&h| self.known[h] && self.have[h].is_none() && self.counts(h))
+            .count()
     }
 
     /// True if a credited partial holder is known.
@@ -570,7 +604,6 @@ impl State {
                 for i in 0..self.avail.len() {
                     if b.get(i) {
                         self.avail[i] = self.avail[i].saturating_add_signed(sign);
-                        self.partial_avail[i] = self.partial_avail[i].saturating_add_signed(sign);
                     }
                 }
             }
@@ -670,7 +703,7 @@ mod tests {
     #[test]
     fn a_seed_offer_comes_first_in_a_swarm_and_the_rotation_among_seeds_alone() {
         let offer = || Some(Bitfield::from_flags(&[false, false, true, false]));
-        // Seeds alone: in order (the whole-file hash keeps up).
+        // Seeds alone: in the rotation's order.
         let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
         s.set_have(0, None, offer());
         assert!(s.needs_poll(0));
@@ -750,24 +783,23 @@ mod tests {
     }
 
     #[test]
-    fn seeds_do_not_hold_back_a_piece_only_seeds_have() {
+    fn two_known_seeds_are_not_held_back() {
         let s = Scheduler::with_offset(&[false; 4], 0, 2, 0);
-        // Seeds 0 and 1 offer piece 3 only; partial holder 2 has piece 0.
+        // Seed 0 offers piece 3 only; partial holder 1 has piece 0.
         let offer = || Some(Bitfield::from_flags(&[false, false, false, true]));
         s.set_have(0, None, offer());
-        s.set_have(1, None, offer());
         s.set_have(
-            2,
+            1,
             Some(Bitfield::from_flags(&[true, false, false, false])),
             None,
         );
-        // Pieces 1 and 2: only the two seeds have them, neither offered.
         assert_eq!(s.next(0), Next::Piece(3));
-        assert_eq!(s.next(0), Next::Piece(1));
-        assert_eq!(s.next(1), Next::Piece(2));
-        // Piece 0 is the partial holder's.
-        assert_eq!(s.next(1), Next::Wait);
-        assert_eq!(s.next(2), Next::Piece(0));
+        assert_eq!(s.next(0), Next::Wait, "one seed: restricted");
+        // A second seed (its bitmap came): neither is held back.
+        s.set_have(2, None, offer());
+        assert_eq!(s.next(2), Next::Piece(1));
+        assert_eq!(s.next(0), Next::Piece(2));
+        assert_eq!(s.next(0), Next::Piece(0));
     }
 
     #[test]

@@ -158,6 +158,7 @@ pub(crate) fn run(
         if ended.is_some() {
             round.abort.store(true, Ordering::Release);
         }
+        round.dl.watch.before_last_state();
         round.save_state(&round.sched.done_flags());
         if let Some(cb) = progress {
             cb(&round.progress());

@@ -359,7 +359,10 @@ impl<'r, 'a> Worker<'r, 'a> {
         }
         let (start, _) = round.piece_range(i);
         let dl = round.dl;
-        if let Err(source) = dl.direct.write_piece(&dl.part, &mut self.buf, len, start) {
+        let written = dl
+            .direct
+            .write_piece(&dl.part, &mut self.buf, len, start, round.list.size);
+        if let Err(source) = written {
             round.set_fatal(FetchError::write(&round.dl.part_path, source));
             return false;
         }

@@ -11,9 +11,5 @@
 //!
 //! What a seed uploads (its super-seeding offers) is `crate::seeding`.
 
-// Used by the simulator (tests) until the server and the download wire
-// them in (`swarm`).
-#![cfg_attr(not(test), allow(dead_code))]
-
 pub(crate) mod slots;
 pub(crate) mod subset;

@@ -159,16 +159,19 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
     }
 
     /// Downloads holding a slot.
+    #[cfg(test)]
     pub fn busy(&self) -> usize {
         self.holders.len()
     }
 
     /// Downloads turned away and still remembered.
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
 
     /// True if `who` holds a slot now.
+    #[cfg(test)]
     pub fn holds(&self, who: &K) -> bool {
         self.holders.contains_key(who)
     }

@@ -2,15 +2,21 @@
 //! sockets. It drives the real policies: the piece choice
 //! ([`crate::fetch::scheduler::Scheduler`], one per download), the upload
 //! slots ([`crate::policy::slots::UploadSlots`], one per holder), the holder
-//! subset ([`crate::policy::subset::choose`], once per download) and the
-//! seeds' offers ([`crate::seeding::Offers`], one per complete holder). What
-//! it models itself: the links ([`net`]: per-host upload and download
-//! capacity, max-min shared, latency one way per message) and a download's
-//! connections, the way `fetch/worker.rs` uses the scheduler (one
-//! connection per holder, at most `connections` at once; the bitmap asked
-//! first, then riding on each piece, polled while a holder has nothing to
-//! give; a connection leaves a holder that has nothing for one that may
-//! have something; a busy holder's "come back later" moves it elsewhere).
+//! subset ([`crate::policy::subset::choose`], at the first lookup and at
+//! every re-query) and the seeds' offers ([`crate::seeding::Offers`], one
+//! per complete holder). What it models itself: the links ([`net`]:
+//! per-host upload and download capacity, max-min shared, latency one way
+//! per message), the tracker (a host is announced within 250 ms of its
+//! first piece; a re-query reads a window of 32 announcements from a
+//! random place, every 150 ms for the first 2 s, then every 500 ms, and
+//! adds the download's subset of it), and a download's connections the
+//! way `fetch/worker.rs` and the supervisor's `fill` use the scheduler
+//! (one connection per holder, at most `connections` at once, a holder
+//! that may have something first; the bitmap asked first, then riding on
+//! each piece, polled while a holder has nothing to give; a connection
+//! leaves a partial holder that has nothing when another may have
+//! something; "come back later" sends it to another holder at once, and
+//! that one is asked again after its rotation).
 //!
 //! Event-driven on a simulated clock (ns), seeded randomness, so a run is a
 //! function of its [`Config`]. It lives in the crate (the policies are
@@ -147,6 +153,20 @@ const HAVE_POLL: u64 = 100_000_000;
 const HINT_POLL: u64 = 300_000_000;
 /// A holder left for having nothing is asked again after this.
 const ROTATE_AWAY: u64 = 500_000_000;
+/// The supervisor's tick (`round::TICK`).
+const TICK: u64 = 100_000_000;
+/// Re-queries: every 150 ms for the first 2 s, then every 500 ms
+/// (`supervisor.rs`, the default `requery_interval`).
+const FAST_REQUERY: u64 = 150_000_000;
+const FAST_REQUERY_FOR: u64 = 2_000_000_000;
+const REQUERY: u64 = 500_000_000;
+/// Announcements a tracker sample reads (`catalog/probe.rs`).
+const TRACKER_SAMPLE: usize = 32;
+/// A peer's announce thread looks this often.
+const ANNOUNCE_EVERY: u64 = 250_000_000;
+/// Bounds on the wait a holder whose slots are full asks for (`worker.rs`).
+const SLOTS_RETRY_MIN: u64 = 100_000_000;
+const SLOTS_RETRY_MAX: u64 = 2_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
@@ -162,6 +182,12 @@ enum Ev {
     Have { d: u32, j: u32 },
     /// A flow may have ended.
     FlowEnd { id: u32, version: u32 },
+    /// The supervisor's tick: `fill`.
+    Tick { d: u32 },
+    /// The supervisor asks the tracker again.
+    Requery { d: u32 },
+    /// Host `h`'s peer announces it in the tracker (its first piece).
+    Announce { h: u32 },
     /// The last byte of a piece reached `d`.
     Arrived { d: u32, j: u32, i: u32 },
 }
@@ -189,9 +215,14 @@ struct Conn {
 
 struct Download {
     sched: Scheduler,
+    /// Its holders (the scheduler's holder slots), growing with re-queries.
     conns: Vec<Conn>,
+    /// Its subset key.
+    key: u64,
     open: usize,
     requests: u64,
+    /// Re-queries of the tracker.
+    queries: u32,
     stats: HostStats,
 }
 
@@ -236,6 +267,10 @@ struct Sim {
     seed_sent: Bitfield,
     seed_unique: usize,
     seed_spread: f64,
+    /// Each host's place in the tracker's key order.
+    perm_pos: Vec<u32>,
+    /// The hosts announced in the tracker, by place.
+    announced: std::collections::BTreeSet<(u32, u32)>,
 }
 
 /// Runs one swarm to the end (every download verified).
@@ -293,7 +328,19 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         seed_sent: Bitfield::empty(n),
         seed_unique: 0,
         seed_spread: f64::NAN,
+        perm_pos: Vec::new(),
+        announced: std::collections::BTreeSet::new(),
     };
+    let mut perm: Vec<u32> = (0..total as u32).collect();
+    for k in (1..perm.len()).rev() {
+        let r = (next_rand(&mut sim.rng) % (k as u64 + 1)) as usize;
+        perm.swap(k, r);
+    }
+    sim.perm_pos = vec![0; total];
+    for (pos, &h) in perm.iter().enumerate() {
+        sim.perm_pos[h as usize] = pos as u32;
+    }
+    sim.announced.insert((sim.perm_pos[0], 0));
     let spread = cfg.start_spread.as_nanos() as u64;
     for d in 1..total {
         let at = if spread == 0 {
@@ -385,6 +432,20 @@ impl Sim {
             _ => {}
         }
         match ev {
+            Ev::Tick { d } | Ev::Requery { d } if done(d) => return,
+            _ => {}
+        }
+        match ev {
+            Ev::Tick { d } => {
+                self.fill(d as usize);
+                let at = self.now + TICK;
+                self.push(at, Ev::Tick { d });
+            }
+            Ev::Requery { d } => self.requery(d as usize),
+            Ev::Announce { h } => {
+                let pos = self.perm_pos[h as usize];
+                self.announced.insert((pos, h));
+            }
             Ev::Start { d } => self.start(d as usize),
             Ev::Ready { d, j, gen } => {
                 let dl = self.downloads[d as usize].as_ref();
@@ -408,23 +469,7 @@ impl Sim {
     }
 
     fn start(&mut self, d: usize) {
-        let ids: Vec<String> = (0..self.hosts.len()).map(|h| format!("h{h}")).collect();
-        let candidates: Vec<Candidate> = (0..self.hosts.len())
-            .filter(|&h| h != d)
-            .map(|h| Candidate {
-                host: host_ip(h),
-                id: &ids[h],
-            })
-            .collect();
         let key = next_rand(&mut self.rng);
-        let chosen = subset::choose(key, &candidates, self.cfg.subset, 1);
-        let holders: Vec<u32> = chosen
-            .iter()
-            .map(|&c| {
-                let h = c + usize::from(c >= d);
-                h as u32
-            })
-            .collect();
         let offset = (next_rand(&mut self.rng) % self.n.max(1) as u64) as usize;
         let sched = Scheduler::with_offset_at(
             &vec![false; self.n],
@@ -433,32 +478,103 @@ impl Sim {
             offset,
             self.instant(),
         );
-        let conns: Vec<Conn> = holders
-            .iter()
-            .map(|&h| Conn {
-                holder: h,
-                state: ConnState::Closed,
-                gen: 0,
-                retry_at: 0,
-                last_poll: None,
-                flow: None,
-            })
-            .collect();
         let now = self.now;
         self.downloads[d] = Some(Download {
             sched,
-            conns,
+            conns: Vec::new(),
+            key,
             open: 0,
             requests: 0,
+            queries: 0,
             stats: HostStats {
                 start: now,
                 idle_since: Some(now),
                 ..HostStats::default()
             },
         });
-        let first = holders.len().min(self.cfg.connections);
-        for j in 0..first {
-            self.open(d, j);
+        // The first lookup asks every peer: the holders announced now.
+        let all: Vec<u32> = self.announced.iter().map(|&(_, h)| h).collect();
+        self.add_holders(d, &all);
+        self.fill(d);
+        self.push(now + TICK, Ev::Tick { d: d as u32 });
+        self.push(now + FAST_REQUERY, Ev::Requery { d: d as u32 });
+    }
+
+    /// Adds this download's subset ([`subset::choose`] with its key) of
+    /// `sample` to its holders, as `Round::add_holders` does.
+    fn add_holders(&mut self, d: usize, sample: &[u32]) {
+        let ids: Vec<String> = sample.iter().map(|h| format!("h{h}")).collect();
+        let candidates: Vec<Candidate> = sample
+            .iter()
+            .zip(&ids)
+            .filter(|(&h, _)| h as usize != d)
+            .map(|(&h, id)| Candidate {
+                host: host_ip(h as usize),
+                id,
+            })
+            .collect();
+        let dl = self.downloads[d].as_mut().expect("started");
+        let chosen = subset::choose(dl.key, &candidates, self.cfg.subset, 1);
+        for c in chosen {
+            let h = u32::from(match candidates[c].host {
+                IpAddr::V4(v4) => v4,
+                IpAddr::V6(_) => continue,
+            }) - 0x0a00_0000;
+            if dl.conns.iter().any(|c| c.holder == h) {
+                continue;
+            }
+            dl.conns.push(Conn {
+                holder: h,
+                state: ConnState::Closed,
+                gen: 0,
+                retry_at: 0,
+                last_poll: None,
+                flow: None,
+            });
+        }
+    }
+
+    /// A re-query of the tracker: a window of [`TRACKER_SAMPLE`]
+    /// announced hosts from a random place (`discovery::tracker::sample`),
+    /// this download's subset of it added.
+    fn requery(&mut self, d: usize) {
+        let start = (next_rand(&mut self.rng) % self.hosts.len() as u64) as u32;
+        let sample: Vec<u32> = self
+            .announced
+            .range((start, 0)..)
+            .chain(self.announced.range(..(start, 0)))
+            .take(TRACKER_SAMPLE)
+            .map(|&(_, h)| h)
+            .collect();
+        self.add_holders(d, &sample);
+        self.fill(d);
+        let now = self.now;
+        let dl = self.dl(d);
+        dl.queries += 1;
+        let fast = now - dl.stats.start < FAST_REQUERY_FOR;
+        let at = self.now + if fast { FAST_REQUERY } else { REQUERY };
+        self.push(at, Ev::Requery { d: d as u32 });
+    }
+
+    /// The supervisor's `fill`: connections up to `connections`, to a
+    /// holder without one that is not waiting out a turn-away or a
+    /// rotation, one that may have something this download lacks first.
+    fn fill(&mut self, d: usize) {
+        let now = self.now;
+        let max = self.cfg.connections;
+        loop {
+            let dl = self.dl(d);
+            if dl.open >= max {
+                return;
+            }
+            let free = |c: &Conn| c.state == ConnState::Closed && c.retry_at <= now;
+            let pick = (0..dl.conns.len())
+                .find(|&k| free(&dl.conns[k]) && dl.sched.useful(k))
+                .or_else(|| (0..dl.conns.len()).find(|&k| free(&dl.conns[k])));
+            match pick {
+                Some(k) => self.open(d, k),
+                None => return,
+            }
         }
     }
 
@@ -506,8 +622,9 @@ impl Sim {
     fn have_answer(&mut self, d: usize, j: usize) {
         let h = self.dl(d).conns[j].holder as usize;
         let (have, fresh) = self.holder_view(h);
+        let at = self.instant();
         let dl = self.dl(d);
-        dl.sched.set_have(j, have, fresh);
+        dl.sched.set_have_at(j, have, fresh, at);
         dl.conns[j].state = ConnState::Idle;
         self.ready(d, j);
     }
@@ -585,9 +702,9 @@ impl Sim {
                 if dl.sched.needs_poll(j) && polled_long_ago {
                     self.poll(d, j);
                 } else if !dl.sched.is_complete_holder(j) && !dl.sched.useful(j) {
-                    if let Some(k) = self.better_holder(d, j) {
+                    if self.better_holder(d, j).is_some() {
                         self.close(d, j, now + ROTATE_AWAY);
-                        self.open(d, k);
+                        self.fill(d);
                     } else {
                         self.sleep(d, j, now + IDLE_WAIT);
                     }
@@ -673,19 +790,18 @@ impl Sim {
         }
     }
 
+    /// Turned away: the piece goes back, the connection leaves this
+    /// holder until `retry` and goes to another (`worker.rs`'s
+    /// `SlotsFull`, then the supervisor's `fill`).
     fn refused(&mut self, d: usize, j: usize, i: usize, retry: u64) {
         let now = self.now;
         let dl = self.dl(d);
         dl.stats.refused += 1;
         dl.sched.release(i, j);
+        let retry = retry.clamp(now + SLOTS_RETRY_MIN, now + SLOTS_RETRY_MAX);
         dl.conns[j].state = ConnState::Idle;
-        if let Some(k) = self.better_holder(d, j) {
-            self.close(d, j, retry);
-            self.open(d, k);
-        } else {
-            self.dl(d).conns[j].retry_at = retry;
-            self.sleep(d, j, retry.max(now));
-        }
+        self.close(d, j, retry);
+        self.fill(d);
         self.wake(d);
     }
 
@@ -766,6 +882,10 @@ impl Sim {
                 dl.stats.from_seed += 1;
             }
             self.hosts[d].have.set(i);
+            if self.hosts[d].have.count() == 1 {
+                let at = self.now + next_rand(&mut self.rng) % ANNOUNCE_EVERY;
+                self.push(at, Ev::Announce { h: d as u32 });
+            }
             // Losing endgame copies stop (the worker's `is_done` check).
             let losers: Vec<(usize, usize)> = self.downloads[d]
                 .as_ref()
@@ -795,11 +915,12 @@ impl Sim {
         // The holder's bitmap or offer rides on the answer.
         let (have, fresh) = self.holder_view(h);
         let now = self.now;
+        let at = self.instant();
         let dl = self.dl(d);
         if fresh.is_some() {
             dl.conns[j].last_poll = Some(now);
         }
-        dl.sched.set_have(j, have, fresh);
+        dl.sched.set_have_at(j, have, fresh, at);
         if dl.sched.remaining() == 0 {
             self.complete(d);
             return;

@@ -54,8 +54,10 @@ fn header() {
 
 /// The 200-host case of `make test`, in 128 KiB pieces (128 pieces: a few
 /// seconds in a debug build). Issue 19's target is all hosts <= 1.3x one
-/// host alone; the policies reach 1.56x here so far (p50 1.49x): NOT met.
-/// The bounds asserted are those that hold today, so a regression fails.
+/// host alone: NOT met. Since the re-queries are modelled (the holders a
+/// download knows grow as the real supervisor's do) the last host is at
+/// 1.76-1.91x here (seeds 1-3), p50 1.33-1.36x, seed 1.09-1.21x the file.
+/// The bounds asserted are those that hold, so a regression fails.
 #[test]
 fn two_hundred_hosts_finish_within_bounds() {
     header();
@@ -71,11 +73,11 @@ fn two_hundred_hosts_finish_within_bounds() {
         out.stuck
     );
     let max = out.quantile(false, 1.0, alone).unwrap();
-    assert!(max <= 1.7, "all done at {max:.2}x one host alone");
+    assert!(max <= 2.0, "all done at {max:.2}x one host alone");
     let p50 = out.quantile(false, 0.5, alone).unwrap();
-    assert!(p50 <= 1.6, "half done at {p50:.2}x one host alone");
+    assert!(p50 <= 1.45, "half done at {p50:.2}x one host alone");
     let seed = out.seed_bytes / cfg.file as f64;
-    assert!(seed <= 1.5, "the seed uploaded {seed:.2}x the file");
+    assert!(seed <= 1.3, "the seed uploaded {seed:.2}x the file");
 }
 
 #[test]
@@ -91,7 +93,11 @@ fn a_download_that_cannot_end_is_reported_and_the_run_ends() {
     };
     let out = run(&cfg);
     assert_eq!(out.stuck.len(), 2, "{:#?}", out.stuck);
-    assert!(out.stuck[0].contains("16 missing"), "{}", out.stuck[0]);
+    assert!(
+        out.stuck[0].contains(" missing, pieces "),
+        "{}",
+        out.stuck[0]
+    );
     let done = out.finish.iter().filter(|t| t.is_finite()).count();
     assert_eq!(done, 18);
 }
