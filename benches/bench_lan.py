@@ -347,6 +347,8 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
     failed = []
     get_cpu = 0.0
     get_user = 0.0
+    get_csw = 0
+    get_icsw = 0
     pending = dict(enumerate(gets))
     while pending:
         # wait4 for the CPU time of each get (ip netns exec execs it), in
@@ -359,6 +361,8 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
             p.returncode = os.waitstatus_to_exitcode(status)
             get_cpu += usage.ru_utime + usage.ru_stime
             get_user += usage.ru_utime
+            get_csw += usage.ru_nvcsw
+            get_icsw += usage.ru_nivcsw
             finish.append(time.perf_counter() - t0)
             ends[i] = finish[-1]
             if p.returncode != 0:
@@ -408,7 +412,8 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
         print(f"  {ns}: before the first byte (start, etcd, lookup): median {statistics.median(starts):.2f} s, "
               f"max {starts[-1]:.2f} s", file=sys.stderr)
     print(f"  {ns}: CPU-s over {t_all:.2f} s: peers {serve1[0] - serve0[0]:.2f} user "
-          f"{serve1[1] - serve0[1]:.2f} sys, gets {get_user:.2f} user {get_cpu - get_user:.2f} sys, "
+          f"{serve1[1] - serve0[1]:.2f} sys, gets {get_user:.2f} user {get_cpu - get_user:.2f} sys "
+          f"(context switches each: {get_csw // max(1, n)} voluntary, {get_icsw // max(1, n)} not), "
           f"etcd {etcd_cpu:.2f} (not counted); {n + 1} idle peers before: {idle_cpu:.3f} CPU-s/s",
           file=sys.stderr)
     shutil.rmtree(base, ignore_errors=True)

@@ -302,6 +302,10 @@ impl Download<'_> {
         }
         part.sync_all()
             .map_err(|source| FetchError::io(Step::Sync, part_path, source))?;
+        // A peer sharing the directory takes the file's hashes if it saw
+        // the last state (see `seal`): waited for before the check, so the
+        // check stays microseconds before the rename.
+        self.watch.await_state_read(LAST_STATE_WAIT);
         if let Err(why) = self.watch.untouched(part) {
             log::debug!(
                 "{}: {why}; every piece is read back and verified before the rename",
@@ -309,9 +313,6 @@ impl Download<'_> {
             );
             self.read_back(list, part_path)?;
         }
-        // A peer sharing the directory takes the file's hashes if it saw
-        // the last state (see `seal`).
-        self.watch.await_state_read(LAST_STATE_WAIT);
         // The name must still be this file (not one swapped in under it).
         let same_file = |m: &std::fs::Metadata, n: &std::fs::Metadata| {
             use std::os::unix::fs::MetadataExt;
@@ -341,7 +342,7 @@ impl Download<'_> {
         // Between the check and the rename another process may have
         // changed the file's mode and written it: then it is read back in
         // place, and put back as the `.part` if a piece changed.
-        if let Err(why) = self.watch.still_untouched() {
+        if let Err(why) = self.watch.still_untouched(part) {
             log::debug!(
                 "{}: {why} before its rename; every piece is read back and verified",
                 output.display()

@@ -26,6 +26,12 @@
 //! (another watch descriptor), so two opens in a row never merge. Two
 //! opens at the same instant on two CPUs can still interleave their copies
 //! and merge; so the counts are the second line, the mode the first.
+//! Where the counts do not add up (an open not closed, or more closes than
+//! opens), `/proc/*/fd` and `fdinfo` say who holds the file now and how: a
+//! descriptor open for writing taints it, read-only ones (and none) do not
+//! (a writer that closed before the look queued its close-after-writing,
+//! read after the look); a process `/proc` cannot show (another user's)
+//! is waited for, then taints it.
 //!
 //! Before the rename the queue is read: its mode still read-only, no mode
 //! or attribute change, no close after writing, no link, move or removal,
@@ -232,19 +238,21 @@ impl Watch {
     /// After the rename: `Ok` if nothing since [`Watch::untouched`]
     /// answered says another process may have written the file (between
     /// that check and the rename): no event but the rename's own move, and
-    /// no open (not waited for: this is microseconds after the check).
-    pub fn still_untouched(&self) -> Result<(), String> {
+    /// no open but read-only ones (not waited for).
+    pub fn still_untouched(&self, file: &File) -> Result<(), String> {
         self.drain(ReadFlags::MOVE_SELF, u32::MAX);
-        let seen = self.seen.lock();
-        if seen.foreign > seen.checked {
-            return Err(seen
-                .tainted
-                .clone()
-                .unwrap_or_else(|| "it changed after its check".into()));
+        {
+            let seen = self.seen.lock();
+            if seen.foreign > seen.checked {
+                return Err(seen
+                    .tainted
+                    .clone()
+                    .unwrap_or_else(|| "it changed after its check".into()));
+            }
         }
-        match seen.opens == seen.checked_opens {
-            true => Ok(()),
-            false => Err("another process opened it just before its rename".into()),
+        match self.settled(file, ReadFlags::MOVE_SELF) {
+            Settled::Clean => Ok(()),
+            Settled::Tainted(why) | Settled::Open(why) => Err(why),
         }
     }
 
@@ -322,45 +330,55 @@ impl Watch {
         self.give_mode(file);
         loop {
             self.drain(ReadFlags::empty(), 0);
-            let mut seen = self.seen.lock();
-            seen.checked = seen.foreign;
-            seen.checked_opens = seen.opens;
+            {
+                let mut seen = self.seen.lock();
+                seen.checked = seen.foreign;
+                seen.checked_opens = seen.opens;
+            }
+            match self.settled(file, ReadFlags::empty()) {
+                Settled::Clean => return Ok(()),
+                Settled::Tainted(why) => return Err(why),
+                Settled::Open(why) if Instant::now() >= until => return Err(why),
+                Settled::Open(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// What the events read so far, and `/proc` where they do not add up,
+    /// say (`ours` as in [`Watch::drain`], for the events after the check).
+    fn settled(&self, file: &File, ours: ReadFlags) -> Settled {
+        {
+            let seen = self.seen.lock();
             if let Some(why) = &seen.tainted {
-                return Err(why.clone());
+                return Settled::Tainted(why.clone());
             }
             if seen.opens == seen.read_closes {
-                return Ok(());
+                return Settled::Clean;
             }
-            if seen.read_closes < seen.opens {
-                drop(seen);
-                match open_elsewhere(file) {
-                    Holders::ReadOnly => return Ok(()),
-                    Holders::Writer(pid) => {
-                        return Err(format!("process {pid} holds it open for writing"))
-                    }
-                    // Closed meanwhile, or held where this process cannot
-                    // look: wait for the closes.
-                    Holders::Unknown => {}
-                }
-                seen = self.seen.lock();
+        }
+        // Readers still open, or opens merged away (two at the same
+        // instant on two CPUs): who holds it now? A writer that closed
+        // before the look queued its close-after-writing: read again after.
+        let holders = open_elsewhere(file);
+        self.drain(ours, u32::MAX);
+        let seen = self.seen.lock();
+        if let Some(why) = &seen.tainted {
+            return Settled::Tainted(why.clone());
+        }
+        match holders {
+            Holders::Nobody | Holders::ReadOnly => Settled::Clean,
+            Holders::Writer(pid) => {
+                Settled::Tainted(format!("process {pid} holds it open for writing"))
             }
-            if seen.read_closes > seen.opens {
-                // Not what the counting expects (an open not seen): read
-                // the file back rather than trust it.
-                return Err(format!(
-                    "{} closes of it by other processes for {} opens seen",
-                    seen.read_closes, seen.opens
-                ));
-            }
-            if Instant::now() >= until {
-                return Err(format!(
-                    "{} of the {} opens of it by other processes are not closed",
-                    seen.opens.saturating_sub(seen.read_closes),
-                    seen.opens
-                ));
-            }
-            drop(seen);
-            std::thread::sleep(Duration::from_millis(10));
+            Holders::Unknown if seen.read_closes > seen.opens => Settled::Tainted(format!(
+                "{} closes of it by other processes for {} opens seen",
+                seen.read_closes, seen.opens
+            )),
+            Holders::Unknown => Settled::Open(format!(
+                "{} of the {} opens of it by other processes are not closed",
+                seen.opens - seen.read_closes,
+                seen.opens
+            )),
         }
     }
 
@@ -399,13 +417,9 @@ impl Watch {
                     } else if flags.contains(ReadFlags::OPEN) {
                         seen.opens += 1;
                     } else if flags.contains(ReadFlags::CLOSE_NOWRITE) {
+                        // More closes than opens: two opens were merged
+                        // (see `settled`).
                         seen.read_closes += 1;
-                        if seen.read_closes > seen.opens {
-                            // A close whose open was not counted: inotify
-                            // merged or lost events, so the counts prove
-                            // nothing any more.
-                            seen.taint(|| "its opens and closes do not add up".into());
-                        }
                     } else if !ours.contains(flags) || flags.is_empty() || max_ours == 0 {
                         seen.taint(|| describe(flags));
                     } else {
@@ -425,16 +439,28 @@ impl Watch {
 
 /// Who else holds the file open, by `/proc`.
 enum Holders {
+    /// No other process holds it open (every process seen).
+    Nobody,
     /// Descriptors of other processes, all read-only, every process seen.
     ReadOnly,
     /// A descriptor of this process open for writing.
     Writer(u32),
-    /// None found (closed since), or some processes could not be looked at.
+    /// Some processes could not be looked at.
     Unknown,
 }
 
-/// Looks through `/proc/*/fd` for descriptors of `file` other than this
-/// process's own, and their access mode (`/proc/*/fdinfo`'s `flags`): a
+/// What [`Watch::settled`] concludes.
+enum Settled {
+    /// Nobody else can have written the file.
+    Clean,
+    /// Someone may have: why.
+    Tainted(String),
+    /// Opens not closed that `/proc` cannot tell about: why.
+    Open(String),
+}
+
+/// Looks through `/proc/*/fd` for descriptors of `file` other than the
+/// download's own (`file`), and their access mode (`/proc/*/fdinfo`'s `flags`): a
 /// reader still open (the peer sharing the directory, serving a piece)
 /// then costs no wait and no read-back. Without access to every process
 /// (another user's), nothing is concluded.
@@ -444,6 +470,7 @@ fn open_elsewhere(file: &File) -> Holders {
         return Holders::Unknown;
     };
     let me = std::process::id();
+    let own = file.as_raw_fd().to_string();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Holders::Unknown;
     };
@@ -456,9 +483,6 @@ fn open_elsewhere(file: &File) -> Holders {
         else {
             continue;
         };
-        if pid == me {
-            continue;
-        }
         let fds = match std::fs::read_dir(entry.path().join("fd")) {
             Ok(fds) => fds,
             // Gone since: fine. Not ours to look at: unknown.
@@ -466,6 +490,9 @@ fn open_elsewhere(file: &File) -> Holders {
             Err(_) => return Holders::Unknown,
         };
         for fd in fds.flatten() {
+            if pid == me && fd.file_name().to_str() == Some(own.as_str()) {
+                continue;
+            }
             let same = std::fs::metadata(fd.path())
                 .is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino());
             if !same {
@@ -484,7 +511,7 @@ fn open_elsewhere(file: &File) -> Holders {
         }
     }
     match found {
-        0 => Holders::Unknown,
+        0 => Holders::Nobody,
         _ => Holders::ReadOnly,
     }
 }
@@ -617,9 +644,9 @@ mod tests {
         drop(readers);
         drop(File::open(&part).unwrap());
         assert_eq!(s.untouched(&file), Ok(()));
-        // A reader still open: not trusted once the grace is over.
+        // A reader still open: its descriptor is read-only.
         let slow = File::open(&part).unwrap();
-        assert!(s.untouched(&file).is_err());
+        assert_eq!(s.untouched(&file), Ok(()));
         drop(slow);
         assert_eq!(s.untouched(&file), Ok(()), "it closed");
         // Opened for writing, even without a write: read back.
@@ -642,7 +669,7 @@ mod tests {
         );
         let landed = dir.path().join("m");
         std::fs::rename(&part, &landed).unwrap();
-        assert_eq!(s.still_untouched(), Ok(()), "the rename is ours");
+        assert_eq!(s.still_untouched(&file), Ok(()), "the rename is ours");
         // The mode a file created here gets (umask, default ACL).
         let probe = dir.path().join("probe");
         std::fs::write(&probe, b"").unwrap();
@@ -661,9 +688,12 @@ mod tests {
         let w = OpenOptions::new().write(true).open(&part).unwrap();
         w.write_all_at(b"X", 0).unwrap();
         std::fs::rename(&part, dir.path().join("r")).unwrap();
-        assert!(s.still_untouched().is_err(), "an open after the check");
+        assert!(s.still_untouched(&file).is_err(), "an open after the check");
         drop(w);
-        assert!(s.still_untouched().is_err(), "and a close after writing");
+        assert!(
+            s.still_untouched(&file).is_err(),
+            "and a close after writing"
+        );
     }
 
     #[test]
