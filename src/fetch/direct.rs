@@ -16,12 +16,13 @@
 //! device's blocks: pieces start at multiples of the 64 KiB base block,
 //! buffers come from [`PieceBuf`] (aligned to [`ALIGN`]), and the last,
 //! short piece is written padded with zeros to the next [`ALIGN`] and the
-//! file cut back to its size at once (and again before the rename, and on
-//! a resume, see `Download::salvage`, if a crash came in between). Direct writes are turned on only while a round
-//! writes pieces (`O_DIRECT` is a flag of the open file, set and cleared
-//! with `fcntl`), so the salvage and read-back paths read as before; a
-//! file system that refuses them (`EINVAL`) turns them off for the rest of
-//! the download, and the piece is written through the page cache.
+//! file cut back to its size at once (and again before the rename, and on a
+//! resume, see `Download::salvage`, if a crash came in between). Direct
+//! writes are turned on only while a round writes pieces (`O_DIRECT` is a
+//! flag of the open file, set and cleared with `fcntl`), so the salvage and
+//! read-back paths read as before; a file system that refuses them
+//! (`EINVAL`, `EOPNOTSUPP`) turns them off for the rest of the download,
+//! and the piece is written through the page cache.
 //! Small files and batches keep the page cache: a direct write waits for
 //! the disk, and a batch's many small files would each wait; so does
 //! tmpfs, whose page cache is the file.
@@ -97,7 +98,7 @@ impl Direct {
             match file.write_all_at(padded, start) {
                 Ok(()) if end > size => return file.set_len(size),
                 Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                Err(e) if refused(&e) => {
                     log::debug!("direct writes refused ({e}): through the page cache from now on");
                     self.refused.store(true, Ordering::Relaxed);
                     self.stop(file)?;
@@ -112,6 +113,11 @@ impl Direct {
         }
         Ok(())
     }
+}
+
+/// A file system's "no direct writes here" (alignment or support).
+fn refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
 }
 
 fn set_flag(file: &File, on: bool) -> io::Result<()> {
