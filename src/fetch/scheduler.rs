@@ -182,6 +182,13 @@ impl Scheduler {
         let had_partials = s.has_partials();
         let have = have.filter(|h| !h.is_full());
         let counts = s.counts(holder);
+        // Whether a waiting worker may find work it could not before: a
+        // holder newly known or turned seed (or back), or a piece still
+        // wanted newly held. A bitmap rides on every piece answer, and
+        // waking every idle worker and the supervisor for each cost
+        // thousands of context switches per download; the holder's own
+        // worker, the caller, looks again anyway.
+        let mut news = !s.known[holder] || s.have[holder].is_none() != have.is_none();
         match (&s.have[holder], &have) {
             // A partial holder's new bitmap (it rides on every piece):
             // only the pieces that changed are counted again.
@@ -193,10 +200,15 @@ impl Scheduler {
                 for (i, now_has) in changed {
                     let sign = if now_has { 1 } else { -1 };
                     s.avail[i] = s.avail[i].saturating_add_signed(sign);
+                    news |= now_has && s.pieces[i] != PieceState::Done;
                 }
                 s.have[holder] = have;
             }
+            // The same seed again: nothing changes but its offer, which
+            // only its own worker reads.
+            (None, None) if !news => {}
             _ => {
+                news = true;
                 if counts {
                     s.count(holder, -1);
                 }
@@ -213,7 +225,9 @@ impl Scheduler {
             s.partial_progress = now;
         }
         drop(s);
-        self.changed.notify_all();
+        if news {
+            self.changed.notify_all();
+        }
     }
 
     /// A seed's offer riding on a piece answer (`X-Fresh`): taken only if
@@ -457,8 +471,16 @@ impl Scheduler {
             self.done_bytes.fetch_add(len, Ordering::Relaxed);
         }
         remove(&mut s.fetchers[i], holder);
+        // A piece written gives no waiting worker new work (a copy of it
+        // still in flight sees `is_done`); only the last one ends the
+        // waits (the supervisor's among them). Waking every idle worker
+        // and the supervisor for each piece cost thousands of context
+        // switches per download.
+        let last = s.remaining == 0;
         drop(s);
-        self.changed.notify_all();
+        if last {
+            self.changed.notify_all();
+        }
     }
 
     /// `holder` stopped fetching piece `i` without delivering it.
