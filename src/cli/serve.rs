@@ -38,7 +38,7 @@ with_etcd_flags! {
         /// worker threads serving files (env PIRATEBAY_WORKERS, default 4 x cores)
         #[argh(option)]
         pub workers: Option<usize>,
-        /// downloads served pieces at once, rotated every 250 ms; others are told to come back (env PIRATEBAY_UPLOAD_SLOTS, default 8, 0 = no limit)
+        /// downloads served pieces at once, rotated every 250 ms; others are told to come back (env PIRATEBAY_UPLOAD_SLOTS, default 5, 0 = no limit)
         #[argh(option)]
         pub upload_slots: Option<usize>,
         /// seconds between stat rescans of the dataset (env PIRATEBAY_RESCAN, default 30)

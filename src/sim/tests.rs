@@ -54,12 +54,11 @@ fn header() {
 
 /// The 200-host case of `make test`, in 128 KiB pieces (128 pieces: a few
 /// seconds in a debug build). Issue 19's target is all hosts <= 1.3x one
-/// host alone: NOT met. With the re-queries modelled and 7 + 1 upload
-/// slots, the last host is at 1.49-1.57x here (seeds 1-3), p50
-/// 1.43-1.51x, the seed uploads 1.26-1.36x the file (with 4 + 1 slots:
-/// 1.76-1.91x, 1.33-1.36x, 1.09-1.21x; 64 KiB pieces, the curve's, do
-/// better: docs/benchmarks.md). The bounds asserted are those that hold,
-/// so a regression fails.
+/// host alone: NOT met. With the re-queries modelled the last host is at
+/// 1.76-1.91x here (seeds 1-3), p50 1.33-1.36x, the seed uploads
+/// 1.09-1.21x the file (64 KiB pieces, the curve's, do better:
+/// docs/benchmarks.md). The bounds asserted are those that hold, so a
+/// regression fails.
 #[test]
 fn two_hundred_hosts_finish_within_bounds() {
     header();
@@ -75,11 +74,11 @@ fn two_hundred_hosts_finish_within_bounds() {
         out.stuck
     );
     let max = out.quantile(false, 1.0, alone).unwrap();
-    assert!(max <= 1.7, "all done at {max:.2}x one host alone");
+    assert!(max <= 2.0, "all done at {max:.2}x one host alone");
     let p50 = out.quantile(false, 0.5, alone).unwrap();
-    assert!(p50 <= 1.6, "half done at {p50:.2}x one host alone");
+    assert!(p50 <= 1.45, "half done at {p50:.2}x one host alone");
     let seed = out.seed_bytes / cfg.file as f64;
-    assert!(seed <= 1.5, "the seed uploaded {seed:.2}x the file");
+    assert!(seed <= 1.3, "the seed uploaded {seed:.2}x the file");
 }
 
 #[test]
