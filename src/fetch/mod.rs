@@ -70,11 +70,18 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use batch::{BatchItem, BatchOptions, BatchProgress, DEFAULT_CONCURRENCY};
+// The download's constants the simulator uses.
 pub use downloader::Downloader;
 pub use error::{FetchError, HolderFailure};
 pub use fault::{HolderFault, HolderFaultKind};
 pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
+#[cfg(test)]
+pub(crate) use {
+    round::{MAX_HOLDERS, SWARM_CONNECTIONS},
+    supervisor::FAST_REQUERY,
+    worker::MAX_PARKED,
+};
 
 use crate::digest::Sha1Digest;
 

@@ -19,8 +19,11 @@ use crate::holders::Holder;
 const SYNC_EVERY: u64 = 16 * 1024 * 1024;
 
 /// Re-query interval during the first [`FAST_REQUERY_FOR`] of a round
-/// (unless `requery_interval` is shorter).
-const FAST_REQUERY: Duration = Duration::from_millis(150);
+/// (unless `requery_interval` is shorter), when partial holders get
+/// their first pieces: in the simulator (1,000 hosts) 50 ms instead of
+/// 150 took the median host from 1.30x to 1.21x one host alone. A round
+/// at [`super::round::MAX_HOLDERS`] asks no more.
+pub(crate) const FAST_REQUERY: Duration = Duration::from_millis(50);
 /// How long a round re-queries every [`FAST_REQUERY`].
 const FAST_REQUERY_FOR: Duration = Duration::from_secs(2);
 
@@ -136,9 +139,9 @@ pub(crate) fn run(
             } else {
                 round.dl.opts().requery_interval
             };
-            if last_query.elapsed() >= interval {
+            if last_query.elapsed() >= interval && round.wants_holders() {
                 let asked = Instant::now();
-                round.add_holders(requery());
+                round.add_requeried(requery());
                 log::trace!(
                     "holders asked again in {:.3}s",
                     asked.elapsed().as_secs_f64()
@@ -178,6 +181,12 @@ fn fill<'scope, 'env>(
     seq: &mut usize,
 ) -> std::io::Result<()> {
     let per_holder = round.dl.opts().connections_per_holder.max(1);
+    // In a swarm, as many connections as a holder has upload slots.
+    let max = if round.sched.in_swarm() {
+        round.max_workers.min(super::round::SWARM_CONNECTIONS)
+    } else {
+        round.max_workers
+    };
     for level in 1..=per_holder {
         loop {
             // Among the holders without a connection, one that may have a
@@ -194,9 +203,7 @@ fn fill<'scope, 'env>(
             let pick = {
                 let mut slots = round.slots.lock();
                 let total: usize = slots.iter().map(|s| s.workers).sum();
-                if total >= round.max_workers
-                    || (level > 1 && total >= round.dl.target_connections())
-                {
+                if total >= max || (level > 1 && total >= round.dl.target_connections()) {
                     return Ok(());
                 }
                 let open = open_slots(&slots, level, Instant::now());

@@ -11,7 +11,8 @@
 //! slow download gets its turn). A slot whose download asked nothing for
 //! [`SlotConfig::idle`] (and has no answer in progress) is free again, and
 //! goes to the next download that asks. A download turned away is told
-//! when the next rechoke is (`Admit::Busy { retry_after }`).
+//! when the next rechoke is, and whether it is next in line then
+//! (`Admit::Busy { retry_after, next }`).
 //!
 //! `K` names a download as the server sees it (a client host); the caller
 //! keeps one `UploadSlots` per uplink behind its own lock and passes the
@@ -34,6 +35,9 @@ pub(crate) struct SlotConfig {
     /// A slot whose download asked nothing for this long (with no answer
     /// in progress) is free.
     pub idle: Duration,
+    /// A slot given at a rechoke to a waiting download that has not asked
+    /// since is free after this long (the download went elsewhere).
+    pub grant: Duration,
     /// A slot is free after this long without a request even if answers
     /// seem in progress (a caller that lost count cannot block it for ever).
     pub stale: Duration,
@@ -60,6 +64,7 @@ impl Default for SlotConfig {
             optimistic: 1,
             rechoke: Duration::from_millis(250),
             idle: Duration::from_millis(300),
+            grant: Duration::from_millis(120),
             stale: Duration::from_secs(30),
             max_waiting: 1024,
         }
@@ -76,6 +81,11 @@ pub(crate) enum Admit {
     Busy {
         /// Time until the next rechoke.
         retry_after: Duration,
+        /// This download has waited longest (or among the
+        /// [`SlotConfig::optimistic`] longest): asking again at the
+        /// rechoke, it gets a slot then. Worth waiting for, where another
+        /// turned away had better ask elsewhere meanwhile.
+        next: bool,
     },
 }
 
@@ -89,6 +99,8 @@ struct Holder {
     bytes: u64,
     /// Order of arrival (ties between equal rates).
     seq: u64,
+    /// Given at a rechoke and not asked for since.
+    granted: bool,
 }
 
 #[derive(Debug)]
@@ -133,6 +145,7 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
         if let Some(h) = self.holders.get_mut(who) {
             h.last = now;
             h.in_flight = h.in_flight.saturating_add(1);
+            h.granted = false;
             return Admit::Serve;
         }
         if self.holders.len() < self.capacity() {
@@ -145,14 +158,16 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
                     in_flight: 1,
                     bytes: 0,
                     seq,
+                    granted: false,
                 },
             );
             return Admit::Serve;
         }
         self.wait(who, now);
-        let next = self.next_rechoke.unwrap_or(now);
+        let at = self.next_rechoke.unwrap_or(now);
         Admit::Busy {
-            retry_after: next.saturating_duration_since(now),
+            retry_after: at.saturating_duration_since(now),
+            next: self.is_next(who),
         }
     }
 
@@ -182,6 +197,21 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
     #[cfg(test)]
     pub fn holds(&self, who: &K) -> bool {
         self.holders.contains_key(who)
+    }
+
+    /// True if `who` (waiting) is among the waiters the next rechoke
+    /// serves first: the [`SlotConfig::optimistic`] longest waiting (at
+    /// least one).
+    fn is_next(&self, who: &K) -> bool {
+        let Some(me) = self.waiting.get(who) else {
+            return false;
+        };
+        let ahead = self
+            .waiting
+            .values()
+            .filter(|w| (w.since, w.seq) < (me.since, me.seq))
+            .count();
+        ahead < self.cfg.optimistic.max(1)
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -218,10 +248,11 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
     /// Frees idle slots, forgets downloads that stopped asking, and gives
     /// the slots out again when a term is over.
     fn tick(&mut self, now: Instant) {
-        let (idle, stale) = (self.cfg.idle, self.cfg.stale);
+        let (idle, grant, stale) = (self.cfg.idle, self.cfg.grant, self.cfg.stale);
         self.holders.retain(|_, h| {
             let quiet = now.saturating_duration_since(h.last);
-            !((h.in_flight == 0 && quiet >= idle) || quiet >= stale)
+            let unused = if h.granted { grant } else { idle };
+            !((h.in_flight == 0 && quiet >= unused) || quiet >= stale)
         });
         // A download told to come back at the next rechoke does so within
         // a term; one silent for two terms went elsewhere or finished.
@@ -288,6 +319,7 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
                     in_flight: 0,
                     bytes: 0,
                     seq,
+                    granted: true,
                 },
             );
         }
@@ -304,6 +336,7 @@ mod tests {
             optimistic,
             rechoke: Duration::from_secs(1),
             idle: Duration::from_millis(300),
+            grant: Duration::from_millis(300),
             stale: Duration::from_secs(30),
             max_waiting: 8,
         }
@@ -323,11 +356,20 @@ mod tests {
         assert_eq!(
             s.admit(&3, ms(t0, 200)),
             Admit::Busy {
-                retry_after: Duration::from_millis(800)
+                retry_after: Duration::from_millis(800),
+                next: true,
+            }
+        );
+        // A later one is not next in line.
+        assert_eq!(
+            s.admit(&4, ms(t0, 300)),
+            Admit::Busy {
+                retry_after: Duration::from_millis(700),
+                next: false,
             }
         );
         assert_eq!(s.busy(), 3);
-        assert_eq!(s.waiting(), 1);
+        assert_eq!(s.waiting(), 2);
         // A holder asks again while its answer is in progress: still served.
         assert_eq!(s.admit(&0, ms(t0, 250)), Admit::Serve);
     }
@@ -387,6 +429,33 @@ mod tests {
         // A lost count does not hold it for ever.
         assert!(matches!(s.admit(&3, ms(t0, 950)), Admit::Busy { .. }));
         assert_eq!(s.admit(&3, ms(t0, 31_000)), Admit::Serve);
+    }
+
+    #[test]
+    fn a_slot_given_at_a_rechoke_and_not_taken_is_free_after_the_grant_time() {
+        let t0 = Instant::now();
+        let mut s = UploadSlots::new(SlotConfig {
+            grant: Duration::from_millis(100),
+            ..cfg(0, 1)
+        });
+        assert_eq!(s.admit(&1, t0), Admit::Serve);
+        s.finished(&1, 10, ms(t0, 10));
+        // 2 waits, next in line; 3 after it is not.
+        assert!(matches!(
+            s.admit(&2, ms(t0, 20)),
+            Admit::Busy { next: true, .. }
+        ));
+        assert!(matches!(s.admit(&1, ms(t0, 30)), Admit::Serve));
+        s.finished(&1, 10, ms(t0, 40));
+        assert!(matches!(
+            s.admit(&3, ms(t0, 50)),
+            Admit::Busy { next: false, .. }
+        ));
+        // The rechoke gives the slot to 2, which went elsewhere: 3 keeps
+        // asking and gets it once the grant lapsed, not after `idle`.
+        assert!(matches!(s.admit(&3, ms(t0, 1000)), Admit::Busy { .. }));
+        assert!(s.holds(&2));
+        assert_eq!(s.admit(&3, ms(t0, 1100)), Admit::Serve);
     }
 
     #[test]
