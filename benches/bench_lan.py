@@ -42,7 +42,8 @@ Environment: BENCH_LAN_ONLY=swarm (the swarm only), BENCH_RUNS (default 3), BENC
 BENCH_SWARM_ROWS (see above), BENCH_RATE_MBIT (400, the multi-source part),
 BENCH_IDLE_WINDOW (3 s), and for a closer look: BENCH_THREADS=1 (the peers'
 CPU by thread name on stderr), BENCH_WRAP_GET="strace -f -c -o FILE" (a
-command put before the first host's get).
+command put before the first host's get), BENCH_PERF="perf record -a -o
+FILE" (a profiler over every swarm run's gets, stopped with SIGINT).
 """
 
 import os
@@ -332,6 +333,14 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
     serve0 = procs_times(pids)
     serve_cpu0 = sum(serve0)
     etcd0 = proc_cpu(run.etcd_pid) if run.etcd_pid else 0.0
+    perf = None
+    if os.environ.get("BENCH_PERF"):
+        # A profile of the whole machine over the gets, e.g.
+        # BENCH_PERF="perf record -a -F 999 -o /tmp/swarm.perf" (its own
+        # options; stopped with SIGINT once every get ended).
+        perf = subprocess.Popen(os.environ["BENCH_PERF"].split(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
     t0 = time.perf_counter()
     gets = []
     for i, h in enumerate(hosts[:n]):
@@ -369,6 +378,9 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
                 failed.append(f"host{i + 1}: {common.tail(os.path.join(base, f'get{i + 1}.log'), 1)}")
         time.sleep(0.005)
     t_all = max(finish)
+    if perf is not None:
+        perf.send_signal(2)
+        perf.wait()
     busy1, total1, kernel1 = cpu_busy()
     serve1 = procs_times(pids)
     if os.environ.get("BENCH_THREADS"):

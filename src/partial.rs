@@ -4,9 +4,12 @@
 //! How the peer learns of them: a download writes `<name>.part` and keeps
 //! `<name>.part.chain` (its piece list: the SHA-1 chaining values, once per
 //! list) and `<name>.part.state` beside it (sha1, size, the chain's id, and
-//! a bitmap of the pieces verified and written; rewritten by rename at most
-//! every `state_interval`, 100 ms by default). The chain is read again only
-//! when the state names another one. The index's file-system watch
+//! a bitmap of the pieces verified and written; overwritten in place at
+//! most every `state_interval`, 50 ms by default, and created anew by a
+//! rename when a download starts or its state outgrows its room: see
+//! `fetch::state`). The chain is read again only when the state names
+//! another one. A state caught halfway through an overwrite does not parse:
+//! the entry stays as it was until the next event reads it again. The index's file-system watch
 //! already sees every event in the dataset; it forwards the paths of
 //! `*.part.state` files here ([`IndexOptions::partial_events`]), and the
 //! `pbs-partials` thread reads the state again. A download started before
@@ -261,6 +264,12 @@ impl Partials {
                 None
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.finished(state_path),
+            // Read while it was overwritten (or corrupt): what was read
+            // before stands; the write's own event has it read again.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                log::debug!("partial {}: {e}", state_path.display());
+                None
+            }
             Err(e) => {
                 log::debug!("partial {}: {e}", state_path.display());
                 self.forget(state_path);
@@ -478,7 +487,8 @@ fn read_state(path: &Path) -> std::io::Result<ResumeState> {
     if bytes.len() as u64 > MAX_STATE_BYTES {
         return Err(std::io::Error::other("state file too large"));
     }
-    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Every `*.part.state` under `root` (no symlinks followed), at most
@@ -649,6 +659,28 @@ mod tests {
         std::fs::write(&st, old).unwrap();
         p.refresh(&st);
         assert!(p.is_empty(), "previous form");
+    }
+
+    /// A state read while its download overwrote it does not parse: the
+    /// pieces read before are still served, and the next read counts.
+    #[test]
+    fn a_state_caught_halfway_through_an_overwrite_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![3u8; 150_000];
+        let st = dir.path().join("t.part.state");
+        std::fs::write(dir.path().join("t.part"), &data).unwrap();
+        let p = Partials::new();
+        let (sha, s) = state(&st, &data, &[true, false, false]);
+        s.save(&st).unwrap();
+        p.refresh(&st);
+        let json = std::fs::read(&st).unwrap();
+        std::fs::write(&st, &json[..json.len() / 2]).unwrap();
+        assert!(p.refresh(&st).is_none());
+        assert_eq!(p.have(&sha).unwrap().count(), 1, "kept");
+        let (_, s) = state(&st, &data, &[true, true, false]);
+        s.save(&st).unwrap();
+        p.refresh(&st);
+        assert_eq!(p.have(&sha).unwrap().count(), 2);
     }
 
     #[test]
