@@ -18,7 +18,7 @@
 //!    are dropped and named bad, and the next group's list is tried,
 //!    keeping every piece that verifies against it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
@@ -497,6 +497,12 @@ struct Known<'a> {
     by: &'a Downloader,
     job: &'a Job<'a>,
     seen: HashMap<String, usize>,
+    /// Holders whose piece list this download will not use (another form,
+    /// or one that contradicts itself): never asked again, warned once.
+    refused: HashSet<String>,
+    /// Holders whose piece list could not be fetched (asked again at the
+    /// next re-query, but warned about once).
+    unreachable: HashSet<String>,
     groups: Vec<Group>,
 }
 
@@ -506,6 +512,8 @@ impl<'a> Known<'a> {
             by,
             job,
             seen: HashMap::new(),
+            refused: HashSet::new(),
+            unreachable: HashSet::new(),
             groups: Vec::new(),
         }
     }
@@ -516,7 +524,7 @@ impl<'a> Known<'a> {
     fn add(&mut self, holders: Vec<Holder>) -> Vec<HolderFailure> {
         let fresh: Vec<Holder> = holders
             .into_iter()
-            .filter(|h| !self.seen.contains_key(&h.id))
+            .filter(|h| !self.seen.contains_key(&h.id) && !self.refused.contains(&h.id))
             .collect();
         let lists = fetch_lists(self.by, self.job, &fresh);
         let mut errors = Vec::new();
@@ -538,7 +546,17 @@ impl<'a> Known<'a> {
                     self.groups[g].holders.push(holder);
                 }
                 Err(e) => {
-                    log::warn!("peer {holder}: no usable piece list: {e}");
+                    let first =
+                        if matches!(e, PieceListError::Request(_) | PieceListError::Status(_)) {
+                            self.unreachable.insert(holder.id.clone())
+                        } else {
+                            self.refused.insert(holder.id.clone())
+                        };
+                    if first {
+                        log::warn!("peer {holder}: no usable piece list: {e}");
+                    } else {
+                        log::debug!("peer {holder}: still no usable piece list: {e}");
+                    }
                     errors.push(HolderFailure::new(holder, HolderFault::piece_list(e)));
                 }
             }
