@@ -517,8 +517,7 @@ fn backoff(attempt: u32) -> Duration {
     let base = BACKOFF_FIRST
         .saturating_mul(1 << attempt.saturating_sub(1).min(8))
         .min(BACKOFF_MAX);
-    let jitter = (crate::discovery::random_u64() % 1000) as u32;
-    base / 2 + base * jitter / 1000
+    crate::discovery::jittered(base)
 }
 
 /// Where one address is.
