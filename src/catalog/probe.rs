@@ -301,7 +301,7 @@ pub(crate) fn find(
             addrs: a.addrs.clone(),
         })
         .collect();
-    let announced_whole: BTreeSet<&str> = announced
+    let announced_whole: BTreeSet<String> = announced
         .iter()
         .filter(|a| a.complete)
         .map(|a| host_of(&a.addrs))
@@ -329,7 +329,7 @@ pub(crate) fn find(
     };
     let refs: Vec<&Named> = first.iter().collect();
     let answers = ask_all(sha1, &refs, &quick, false);
-    let complete_hosts: BTreeSet<&str> = answers
+    let complete_hosts: BTreeSet<String> = answers
         .iter()
         .filter(|(_, a)| matches!(a, Ok(Answer::Complete { .. })))
         .map(|(k, _)| host_of_key(k))
@@ -358,7 +358,7 @@ pub(crate) fn find(
 /// Indices of up to `hosts` entries of `peers`, one per host (IP), the
 /// hosts and the entry within each drawn by `seed`.
 fn sample_hosts(peers: &[Named], hosts: usize, seed: u64) -> Vec<usize> {
-    let mut by_host: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_host: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, p) in peers.iter().enumerate() {
         by_host.entry(host_of(&p.addrs)).or_default().push(i);
     }
@@ -368,7 +368,10 @@ fn sample_hosts(peers: &[Named], hosts: usize, seed: u64) -> Vec<usize> {
         std::hash::Hash::hash(x, &mut h);
         std::hash::Hasher::finish(&h)
     };
-    let mut order: Vec<(u64, &str)> = by_host.keys().map(|h| (rank(h.as_bytes()), *h)).collect();
+    let mut order: Vec<(u64, &str)> = by_host
+        .keys()
+        .map(|h| (rank(h.as_bytes()), h.as_str()))
+        .collect();
     order.sort_unstable();
     order
         .into_iter()
@@ -662,18 +665,16 @@ impl Sched {
 }
 
 /// The host part of a dial key's first address (`ip` of `ip:port`).
-fn host_of(addrs: &[String]) -> &str {
-    let first = addrs.first().map_or("", String::as_str);
-    first.rsplit_once(':').map_or(first, |(h, _)| h)
+fn host_of(addrs: &[String]) -> String {
+    crate::holders::host_of_addrs(addrs)
 }
 
 /// Answers by dial key (addresses joined by `,`).
 type Answers = HashMap<String, Result<Answer, ProbeError>>;
 
 /// The host part of a dial key.
-fn host_of_key(key: &str) -> &str {
-    let first = key.split(',').next().unwrap_or("");
-    first.rsplit_once(':').map_or(first, |(h, _)| h)
+fn host_of_key(key: &str) -> String {
+    crate::holders::host_group(key.split(',').next().unwrap_or(""))
 }
 
 /// Asks the peers of `named` not answered in `known` (each address once),
@@ -720,7 +721,7 @@ fn ask_all(sha1: &Sha1Digest, named: &[&Named], opts: &ProbeOptions, found: bool
             e.insert(sched.targets.len());
             keys.push(key);
             let n = host_ids.len();
-            let host = *host_ids.entry(host_of(&addrs).to_string()).or_insert(n);
+            let host = *host_ids.entry(host_of(&addrs)).or_insert(n);
             if host == sched.hosts.len() {
                 sched.hosts.push(HostLoad::default());
             }
@@ -963,7 +964,8 @@ mod tests {
         for seed in 0..200u64 {
             let picked = sample_hosts(&peers, SAMPLE_HOSTS, seed);
             assert_eq!(picked.len(), SAMPLE_HOSTS);
-            let hosts: BTreeSet<&str> = picked.iter().map(|&i| host_of(&peers[i].addrs)).collect();
+            let hosts: BTreeSet<String> =
+                picked.iter().map(|&i| host_of(&peers[i].addrs)).collect();
             assert_eq!(hosts.len(), SAMPLE_HOSTS, "one peer per host");
             sybil_drawn += usize::from(hosts.contains("10.0.0.66"));
             assert_eq!(
