@@ -19,8 +19,9 @@
 //! each wait drawn from half to one and a half of it) until some holder is
 //! found, or until [`ProbeOptions::patience`] passes without progress (an
 //! answer from a peer not heard before, or an indexing peer that indexed
-//! more files). [`Lookup::not_found`] then tells "no peer holds it" (every
-//! peer answered) from "no reachable peer holds it (N could not be asked:
+//! more files), and at most [`ProbeOptions::max_wait`] in all.
+//! [`Lookup::not_found`] then tells "no peer holds it" (every peer
+//! answered) from "no reachable peer holds it (N could not be asked:
 //! ...)".
 //!
 //! Spread over hosts, most promising first: at most
@@ -89,6 +90,9 @@ pub struct ProbeOptions {
     /// the peers that could not be asked (or are still indexing) without
     /// progress before it gives up. Zero: no second attempt.
     pub patience: Duration,
+    /// The longest a lookup without a holder lasts in all, progress or
+    /// not (a peer indexing 100,000 files makes progress for minutes).
+    pub max_wait: Duration,
     /// Peers asked at once.
     pub fan_out: usize,
     /// Requests in flight to one host (IP) at most.
@@ -97,13 +101,15 @@ pub struct ProbeOptions {
 
 impl Default for ProbeOptions {
     /// 500 ms connect, 1 s read, 3 s for all peers once a holder is known,
-    /// 10 s of patience without progress, 32 at once, 4 per host.
+    /// 10 s of patience without progress (60 s in all), 32 at once, 4 per
+    /// host.
     fn default() -> Self {
         ProbeOptions {
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(3),
             patience: Duration::from_secs(10),
+            max_wait: Duration::from_secs(60),
             fan_out: 32,
             per_host: 4,
         }
@@ -578,9 +584,11 @@ impl Sched {
     }
 
     /// When a lookup without a holder gives up: `patience` after the last
-    /// progress, and not before the deadline.
+    /// progress, not before the deadline, and not after `max_wait`.
     fn give_up_at(&self, opts: &ProbeOptions) -> Instant {
-        (self.last_progress + opts.patience).max(self.started + opts.deadline)
+        (self.last_progress + opts.patience)
+            .max(self.started + opts.deadline)
+            .min(self.started + opts.max_wait.max(opts.deadline))
     }
 
     /// The next address to ask now, if any: a waiting one whose time has
@@ -950,6 +958,30 @@ mod tests {
             id: id.into(),
             addrs: vec![addr.into()],
         }
+    }
+
+    #[test]
+    fn a_lookup_without_a_holder_gives_up_after_patience_and_at_max_wait() {
+        let opts = ProbeOptions::default();
+        let now = Instant::now();
+        let at = |started_ago: u64, progress_ago: u64| {
+            let g = Sched {
+                targets: Vec::new(),
+                hosts: Vec::new(),
+                started: now - Duration::from_secs(started_ago),
+                last_progress: now - Duration::from_secs(progress_ago),
+                found: false,
+            };
+            g.give_up_at(&opts)
+        };
+        // Patience after the last progress...
+        assert_eq!(at(20, 5), now + Duration::from_secs(5));
+        // ... not before the deadline ...
+        assert_eq!(at(0, 0), now + Duration::from_secs(10));
+        // ... and never past max_wait, however much progress (an
+        // indexing peer indexing for minutes).
+        assert_eq!(at(100, 0), now - Duration::from_secs(40));
+        assert_eq!(at(55, 0), now + Duration::from_secs(5));
     }
 
     #[test]
