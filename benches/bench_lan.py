@@ -17,8 +17,8 @@ holders' links are the limit):
 
 Swarm (issues 10 and 19): one seed and N hosts, each running `serve` on
 its own dataset and, all at the same moment, `get SHA -o <its dataset>/file`.
-Rows (BENCH_SWARM_ROWS, `N:Mbit/s:MiB`, default 8:400:128, 16:25:16,
-32:25:16, 47:25:16), each the median of BENCH_RUNS runs, with every link
+Rows (BENCH_SWARM_ROWS, `N:Mbit/s:MiB`, default 8:400:128,
+16:400:128 (issue 20), 16:25:16, 32:25:16, 47:25:16), each the median of BENCH_RUNS runs, with every link
 (the seed's and the hosts') capped at the row's rate. Printed per row: the
 time until all N hold a verified copy (the slowest host's time), the median
 host's, one host alone with `curl` from the seed (median), their ratio
@@ -63,7 +63,7 @@ from lab import Lab  # noqa: E402
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 LAN_MIB = int(os.environ.get("BENCH_LAN_MIB", "256"))
 SWARM_ROWS = [tuple(int(v) for v in x.split(":"))
-              for x in os.environ.get("BENCH_SWARM_ROWS", "8:400:128,16:25:16,32:25:16,47:25:16").split(",")
+              for x in os.environ.get("BENCH_SWARM_ROWS", "8:400:128,16:400:128,16:25:16,32:25:16,47:25:16").split(",")
               if x.strip()]
 RATE = int(os.environ.get("BENCH_RATE_MBIT", "400"))
 # BENCH_LAN_ONLY=swarm skips the multi-source comparisons.

@@ -136,10 +136,40 @@ pub struct PartialView {
     pub from_partials: u64,
 }
 
+/// Downloads that landed and were indexed, kept for the status page and
+/// `/metrics` (where their bytes came from), most recent last.
+const MAX_LANDED: usize = 16;
+
+/// How the status page shows `p`.
+fn view(sha1: &Sha1Digest, p: &Partial) -> PartialView {
+    PartialView {
+        sha1: *sha1,
+        name: final_path(&p.state_path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| sha1.to_hex()),
+        size: p.list.size,
+        piece_size: p.list.piece_size,
+        held: (0..p.have.len()).filter(|&i| p.have.get(i)).count(),
+        total: p.have.len(),
+        downloading: p
+            .data_path
+            .as_os_str()
+            .as_bytes()
+            .ends_with(PART_SUFFIX.as_bytes()),
+        peers: p.peers.clone(),
+        from_seeds: p.from.0,
+        from_partials: p.from.1,
+    }
+}
+
 /// The partial files of a dataset, by sha1.
 #[derive(Debug, Default)]
 pub struct Partials {
     map: RwLock<HashMap<Sha1Digest, Partial>>,
+    /// The last [`MAX_LANDED`] downloads that landed and left the map
+    /// once the index had their file.
+    landed: parking_lot::Mutex<std::collections::VecDeque<PartialView>>,
     /// Whether changes count in [`crate::metrics`] (not for the downloads
     /// found by the walk at start: their pieces came before the peer).
     counting: AtomicBool,
@@ -182,28 +212,17 @@ impl Partials {
             .map
             .read()
             .iter()
-            .map(|(sha1, p)| PartialView {
-                sha1: *sha1,
-                name: final_path(&p.state_path)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| sha1.to_hex()),
-                size: p.list.size,
-                piece_size: p.list.piece_size,
-                held: (0..p.have.len()).filter(|&i| p.have.get(i)).count(),
-                total: p.have.len(),
-                downloading: p
-                    .data_path
-                    .as_os_str()
-                    .as_bytes()
-                    .ends_with(PART_SUFFIX.as_bytes()),
-                peers: p.peers.clone(),
-                from_seeds: p.from.0,
-                from_partials: p.from.1,
-            })
+            .map(|(sha1, p)| view(sha1, p))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.sha1.cmp(&b.sha1)));
         out
+    }
+
+    /// The last downloads that landed and are now indexed (at most 16,
+    /// most recent first), as their last state showed them: the status
+    /// page and `/metrics` keep showing where their bytes came from.
+    pub fn landed(&self) -> Vec<PartialView> {
+        self.landed.lock().iter().rev().cloned().collect()
     }
 
     /// Opens a partial file for serving the pieces it holds.
@@ -280,15 +299,30 @@ impl Partials {
 
     /// Drops entries for files the index now serves as complete.
     pub fn retain_unindexed(&self, indexed: impl Fn(&Sha1Digest) -> bool) {
-        let mut map = self.map.write();
-        map.retain(|sha1, p| {
+        let mut gone = Vec::new();
+        self.map.write().retain(|sha1, p| {
             // Still downloading: keep even if another copy got indexed.
-            p.data_path
+            let keep = p
+                .data_path
                 .as_os_str()
                 .as_bytes()
                 .ends_with(PART_SUFFIX.as_bytes())
-                || !indexed(sha1)
+                || !indexed(sha1);
+            if !keep {
+                gone.push(view(sha1, p));
+            }
+            keep
         });
+        if !gone.is_empty() {
+            let mut landed = self.landed.lock();
+            for v in gone {
+                landed.retain(|l| l.sha1 != v.sha1);
+                if landed.len() == MAX_LANDED {
+                    landed.pop_front();
+                }
+                landed.push_back(v);
+            }
+        }
     }
 
     fn insert(&self, state_path: &Path, state: ResumeState) {
@@ -637,8 +671,14 @@ mod tests {
             "not all verified: hashed by the index"
         );
         assert_eq!(p.open(&sha).unwrap().expect("still served").held.count(), 2);
+        assert!(p.landed().is_empty());
         p.retain_unindexed(|s| *s == sha);
         assert!(p.open(&sha).unwrap().is_none(), "the index serves it now");
+        // Still shown (where its bytes came from), as landed.
+        let landed = p.landed();
+        assert_eq!(landed.len(), 1);
+        assert_eq!((landed[0].sha1, landed[0].downloading), (sha, false));
+        assert!(p.snapshot().is_empty());
     }
 
     #[test]
