@@ -17,8 +17,8 @@ holders' links are the limit):
 
 Swarm (issues 10 and 19): one seed and N hosts, each running `serve` on
 its own dataset and, all at the same moment, `get SHA -o <its dataset>/file`.
-Rows (BENCH_SWARM_ROWS, `N:Mbit/s:MiB`, default 8:400:128, 16:25:16,
-32:25:16, 47:25:16), each the median of BENCH_RUNS runs, with every link
+Rows (BENCH_SWARM_ROWS, `N:Mbit/s:MiB`, default 8:400:128,
+16:400:128 (issue 20), 16:25:16, 32:25:16, 47:25:16), each the median of BENCH_RUNS runs, with every link
 (the seed's and the hosts') capped at the row's rate. Printed per row: the
 time until all N hold a verified copy (the slowest host's time), the median
 host's, one host alone with `curl` from the seed (median), their ratio
@@ -42,7 +42,8 @@ Environment: BENCH_LAN_ONLY=swarm (the swarm only), BENCH_RUNS (default 3), BENC
 BENCH_SWARM_ROWS (see above), BENCH_RATE_MBIT (400, the multi-source part),
 BENCH_IDLE_WINDOW (3 s), and for a closer look: BENCH_THREADS=1 (the peers'
 CPU by thread name on stderr), BENCH_WRAP_GET="strace -f -c -o FILE" (a
-command put before the first host's get).
+command put before the first host's get), BENCH_PERF="perf record -a -o
+FILE" (a profiler over every swarm run's gets, stopped with SIGINT).
 """
 
 import os
@@ -62,7 +63,7 @@ from lab import Lab  # noqa: E402
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 LAN_MIB = int(os.environ.get("BENCH_LAN_MIB", "256"))
 SWARM_ROWS = [tuple(int(v) for v in x.split(":"))
-              for x in os.environ.get("BENCH_SWARM_ROWS", "8:400:128,16:25:16,32:25:16,47:25:16").split(",")
+              for x in os.environ.get("BENCH_SWARM_ROWS", "8:400:128,16:400:128,16:25:16,32:25:16,47:25:16").split(",")
               if x.strip()]
 RATE = int(os.environ.get("BENCH_RATE_MBIT", "400"))
 # BENCH_LAN_ONLY=swarm skips the multi-source comparisons.
@@ -332,6 +333,14 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
     serve0 = procs_times(pids)
     serve_cpu0 = sum(serve0)
     etcd0 = proc_cpu(run.etcd_pid) if run.etcd_pid else 0.0
+    perf = None
+    if os.environ.get("BENCH_PERF"):
+        # A profile of the whole machine over the gets, e.g.
+        # BENCH_PERF="perf record -a -F 999 -o /tmp/swarm.perf" (its own
+        # options; stopped with SIGINT once every get ended).
+        perf = subprocess.Popen(os.environ["BENCH_PERF"].split(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
     t0 = time.perf_counter()
     gets = []
     for i, h in enumerate(hosts[:n]):
@@ -369,6 +378,9 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
                 failed.append(f"host{i + 1}: {common.tail(os.path.join(base, f'get{i + 1}.log'), 1)}")
         time.sleep(0.005)
     t_all = max(finish)
+    if perf is not None:
+        perf.send_signal(2)
+        perf.wait()
     busy1, total1, kernel1 = cpu_busy()
     serve1 = procs_times(pids)
     if os.environ.get("BENCH_THREADS"):

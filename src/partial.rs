@@ -4,9 +4,12 @@
 //! How the peer learns of them: a download writes `<name>.part` and keeps
 //! `<name>.part.chain` (its piece list: the SHA-1 chaining values, once per
 //! list) and `<name>.part.state` beside it (sha1, size, the chain's id, and
-//! a bitmap of the pieces verified and written; rewritten by rename at most
-//! every `state_interval`, 100 ms by default). The chain is read again only
-//! when the state names another one. The index's file-system watch
+//! a bitmap of the pieces verified and written; overwritten in place at
+//! most every `state_interval`, 50 ms by default, and created anew by a
+//! rename when a download starts or its state outgrows its room: see
+//! `fetch::state`). The chain is read again only when the state names
+//! another one. A state caught halfway through an overwrite does not parse:
+//! the entry stays as it was until the next event reads it again. The index's file-system watch
 //! already sees every event in the dataset; it forwards the paths of
 //! `*.part.state` files here ([`IndexOptions::partial_events`]), and the
 //! `pbs-partials` thread reads the state again. A download started before
@@ -133,10 +136,40 @@ pub struct PartialView {
     pub from_partials: u64,
 }
 
+/// Downloads that landed and were indexed, kept for the status page and
+/// `/metrics` (where their bytes came from), most recent last.
+const MAX_LANDED: usize = 16;
+
+/// How the status page shows `p`.
+fn view(sha1: &Sha1Digest, p: &Partial) -> PartialView {
+    PartialView {
+        sha1: *sha1,
+        name: final_path(&p.state_path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| sha1.to_hex()),
+        size: p.list.size,
+        piece_size: p.list.piece_size,
+        held: (0..p.have.len()).filter(|&i| p.have.get(i)).count(),
+        total: p.have.len(),
+        downloading: p
+            .data_path
+            .as_os_str()
+            .as_bytes()
+            .ends_with(PART_SUFFIX.as_bytes()),
+        peers: p.peers.clone(),
+        from_seeds: p.from.0,
+        from_partials: p.from.1,
+    }
+}
+
 /// The partial files of a dataset, by sha1.
 #[derive(Debug, Default)]
 pub struct Partials {
     map: RwLock<HashMap<Sha1Digest, Partial>>,
+    /// The last [`MAX_LANDED`] downloads that landed and left the map
+    /// once the index had their file.
+    landed: parking_lot::Mutex<std::collections::VecDeque<PartialView>>,
     /// Whether changes count in [`crate::metrics`] (not for the downloads
     /// found by the walk at start: their pieces came before the peer).
     counting: AtomicBool,
@@ -179,28 +212,17 @@ impl Partials {
             .map
             .read()
             .iter()
-            .map(|(sha1, p)| PartialView {
-                sha1: *sha1,
-                name: final_path(&p.state_path)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| sha1.to_hex()),
-                size: p.list.size,
-                piece_size: p.list.piece_size,
-                held: (0..p.have.len()).filter(|&i| p.have.get(i)).count(),
-                total: p.have.len(),
-                downloading: p
-                    .data_path
-                    .as_os_str()
-                    .as_bytes()
-                    .ends_with(PART_SUFFIX.as_bytes()),
-                peers: p.peers.clone(),
-                from_seeds: p.from.0,
-                from_partials: p.from.1,
-            })
+            .map(|(sha1, p)| view(sha1, p))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.sha1.cmp(&b.sha1)));
         out
+    }
+
+    /// The last downloads that landed and are now indexed (at most 16,
+    /// most recent first), as their last state showed them: the status
+    /// page and `/metrics` keep showing where their bytes came from.
+    pub fn landed(&self) -> Vec<PartialView> {
+        self.landed.lock().iter().rev().cloned().collect()
     }
 
     /// Opens a partial file for serving the pieces it holds.
@@ -261,6 +283,12 @@ impl Partials {
                 None
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.finished(state_path),
+            // Read while it was overwritten (or corrupt): what was read
+            // before stands; the write's own event has it read again.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                log::debug!("partial {}: {e}", state_path.display());
+                None
+            }
             Err(e) => {
                 log::debug!("partial {}: {e}", state_path.display());
                 self.forget(state_path);
@@ -271,15 +299,30 @@ impl Partials {
 
     /// Drops entries for files the index now serves as complete.
     pub fn retain_unindexed(&self, indexed: impl Fn(&Sha1Digest) -> bool) {
-        let mut map = self.map.write();
-        map.retain(|sha1, p| {
+        let mut gone = Vec::new();
+        self.map.write().retain(|sha1, p| {
             // Still downloading: keep even if another copy got indexed.
-            p.data_path
+            let keep = p
+                .data_path
                 .as_os_str()
                 .as_bytes()
                 .ends_with(PART_SUFFIX.as_bytes())
-                || !indexed(sha1)
+                || !indexed(sha1);
+            if !keep {
+                gone.push(view(sha1, p));
+            }
+            keep
         });
+        if !gone.is_empty() {
+            let mut landed = self.landed.lock();
+            for v in gone {
+                landed.retain(|l| l.sha1 != v.sha1);
+                if landed.len() == MAX_LANDED {
+                    landed.pop_front();
+                }
+                landed.push_back(v);
+            }
+        }
     }
 
     fn insert(&self, state_path: &Path, state: ResumeState) {
@@ -478,7 +521,8 @@ fn read_state(path: &Path) -> std::io::Result<ResumeState> {
     if bytes.len() as u64 > MAX_STATE_BYTES {
         return Err(std::io::Error::other("state file too large"));
     }
-    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Every `*.part.state` under `root` (no symlinks followed), at most
@@ -627,8 +671,14 @@ mod tests {
             "not all verified: hashed by the index"
         );
         assert_eq!(p.open(&sha).unwrap().expect("still served").held.count(), 2);
+        assert!(p.landed().is_empty());
         p.retain_unindexed(|s| *s == sha);
         assert!(p.open(&sha).unwrap().is_none(), "the index serves it now");
+        // Still shown (where its bytes came from), as landed.
+        let landed = p.landed();
+        assert_eq!(landed.len(), 1);
+        assert_eq!((landed[0].sha1, landed[0].downloading), (sha, false));
+        assert!(p.snapshot().is_empty());
     }
 
     #[test]
@@ -649,6 +699,28 @@ mod tests {
         std::fs::write(&st, old).unwrap();
         p.refresh(&st);
         assert!(p.is_empty(), "previous form");
+    }
+
+    /// A state read while its download overwrote it does not parse: the
+    /// pieces read before are still served, and the next read counts.
+    #[test]
+    fn a_state_caught_halfway_through_an_overwrite_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![3u8; 150_000];
+        let st = dir.path().join("t.part.state");
+        std::fs::write(dir.path().join("t.part"), &data).unwrap();
+        let p = Partials::new();
+        let (sha, s) = state(&st, &data, &[true, false, false]);
+        s.save(&st).unwrap();
+        p.refresh(&st);
+        let json = std::fs::read(&st).unwrap();
+        std::fs::write(&st, &json[..json.len() / 2]).unwrap();
+        assert!(p.refresh(&st).is_none());
+        assert_eq!(p.have(&sha).unwrap().count(), 1, "kept");
+        let (_, s) = state(&st, &data, &[true, true, false]);
+        s.save(&st).unwrap();
+        p.refresh(&st);
+        assert_eq!(p.have(&sha).unwrap().count(), 2);
     }
 
     #[test]

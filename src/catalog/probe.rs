@@ -19,8 +19,9 @@
 //! each wait drawn from half to one and a half of it) until some holder is
 //! found, or until [`ProbeOptions::patience`] passes without progress (an
 //! answer from a peer not heard before, or an indexing peer that indexed
-//! more files). [`Lookup::not_found`] then tells "no peer holds it" (every
-//! peer answered) from "no reachable peer holds it (N could not be asked:
+//! more files), and at most [`ProbeOptions::max_wait`] in all.
+//! [`Lookup::not_found`] then tells "no peer holds it" (every peer
+//! answered) from "no reachable peer holds it (N could not be asked:
 //! ...)".
 //!
 //! Spread over hosts, most promising first: at most
@@ -89,6 +90,9 @@ pub struct ProbeOptions {
     /// the peers that could not be asked (or are still indexing) without
     /// progress before it gives up. Zero: no second attempt.
     pub patience: Duration,
+    /// The longest a lookup without a holder lasts in all, progress or
+    /// not (a peer indexing 100,000 files makes progress for minutes).
+    pub max_wait: Duration,
     /// Peers asked at once.
     pub fan_out: usize,
     /// Requests in flight to one host (IP) at most.
@@ -97,13 +101,15 @@ pub struct ProbeOptions {
 
 impl Default for ProbeOptions {
     /// 500 ms connect, 1 s read, 3 s for all peers once a holder is known,
-    /// 10 s of patience without progress, 32 at once, 4 per host.
+    /// 10 s of patience without progress (60 s in all), 32 at once, 4 per
+    /// host.
     fn default() -> Self {
         ProbeOptions {
             connect_timeout: Duration::from_millis(500),
             io_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(3),
             patience: Duration::from_secs(10),
+            max_wait: Duration::from_secs(60),
             fan_out: 32,
             per_host: 4,
         }
@@ -301,7 +307,7 @@ pub(crate) fn find(
             addrs: a.addrs.clone(),
         })
         .collect();
-    let announced_whole: BTreeSet<&str> = announced
+    let announced_whole: BTreeSet<String> = announced
         .iter()
         .filter(|a| a.complete)
         .map(|a| host_of(&a.addrs))
@@ -329,7 +335,7 @@ pub(crate) fn find(
     };
     let refs: Vec<&Named> = first.iter().collect();
     let answers = ask_all(sha1, &refs, &quick, false);
-    let complete_hosts: BTreeSet<&str> = answers
+    let complete_hosts: BTreeSet<String> = answers
         .iter()
         .filter(|(_, a)| matches!(a, Ok(Answer::Complete { .. })))
         .map(|(k, _)| host_of_key(k))
@@ -358,7 +364,7 @@ pub(crate) fn find(
 /// Indices of up to `hosts` entries of `peers`, one per host (IP), the
 /// hosts and the entry within each drawn by `seed`.
 fn sample_hosts(peers: &[Named], hosts: usize, seed: u64) -> Vec<usize> {
-    let mut by_host: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut by_host: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, p) in peers.iter().enumerate() {
         by_host.entry(host_of(&p.addrs)).or_default().push(i);
     }
@@ -368,7 +374,10 @@ fn sample_hosts(peers: &[Named], hosts: usize, seed: u64) -> Vec<usize> {
         std::hash::Hash::hash(x, &mut h);
         std::hash::Hasher::finish(&h)
     };
-    let mut order: Vec<(u64, &str)> = by_host.keys().map(|h| (rank(h.as_bytes()), *h)).collect();
+    let mut order: Vec<(u64, &str)> = by_host
+        .keys()
+        .map(|h| (rank(h.as_bytes()), h.as_str()))
+        .collect();
     order.sort_unstable();
     order
         .into_iter()
@@ -517,8 +526,7 @@ fn backoff(attempt: u32) -> Duration {
     let base = BACKOFF_FIRST
         .saturating_mul(1 << attempt.saturating_sub(1).min(8))
         .min(BACKOFF_MAX);
-    let jitter = (crate::discovery::random_u64() % 1000) as u32;
-    base / 2 + base * jitter / 1000
+    crate::discovery::jittered(base)
 }
 
 /// Where one address is.
@@ -576,9 +584,11 @@ impl Sched {
     }
 
     /// When a lookup without a holder gives up: `patience` after the last
-    /// progress, and not before the deadline.
+    /// progress, not before the deadline, and not after `max_wait`.
     fn give_up_at(&self, opts: &ProbeOptions) -> Instant {
-        (self.last_progress + opts.patience).max(self.started + opts.deadline)
+        (self.last_progress + opts.patience)
+            .max(self.started + opts.deadline)
+            .min(self.started + opts.max_wait.max(opts.deadline))
     }
 
     /// The next address to ask now, if any: a waiting one whose time has
@@ -663,18 +673,16 @@ impl Sched {
 }
 
 /// The host part of a dial key's first address (`ip` of `ip:port`).
-fn host_of(addrs: &[String]) -> &str {
-    let first = addrs.first().map_or("", String::as_str);
-    first.rsplit_once(':').map_or(first, |(h, _)| h)
+fn host_of(addrs: &[String]) -> String {
+    crate::holders::host_of_addrs(addrs)
 }
 
 /// Answers by dial key (addresses joined by `,`).
 type Answers = HashMap<String, Result<Answer, ProbeError>>;
 
 /// The host part of a dial key.
-fn host_of_key(key: &str) -> &str {
-    let first = key.split(',').next().unwrap_or("");
-    first.rsplit_once(':').map_or(first, |(h, _)| h)
+fn host_of_key(key: &str) -> String {
+    crate::holders::host_group(key.split(',').next().unwrap_or(""))
 }
 
 /// Asks the peers of `named` not answered in `known` (each address once),
@@ -721,7 +729,7 @@ fn ask_all(sha1: &Sha1Digest, named: &[&Named], opts: &ProbeOptions, found: bool
             e.insert(sched.targets.len());
             keys.push(key);
             let n = host_ids.len();
-            let host = *host_ids.entry(host_of(&addrs).to_string()).or_insert(n);
+            let host = *host_ids.entry(host_of(&addrs)).or_insert(n);
             if host == sched.hosts.len() {
                 sched.hosts.push(HostLoad::default());
             }
@@ -953,6 +961,30 @@ mod tests {
     }
 
     #[test]
+    fn a_lookup_without_a_holder_gives_up_after_patience_and_at_max_wait() {
+        let opts = ProbeOptions::default();
+        let now = Instant::now();
+        let at = |started_ago: u64, progress_ago: u64| {
+            let g = Sched {
+                targets: Vec::new(),
+                hosts: Vec::new(),
+                started: now - Duration::from_secs(started_ago),
+                last_progress: now - Duration::from_secs(progress_ago),
+                found: false,
+            };
+            g.give_up_at(&opts)
+        };
+        // Patience after the last progress...
+        assert_eq!(at(20, 5), now + Duration::from_secs(5));
+        // ... not before the deadline ...
+        assert_eq!(at(0, 0), now + Duration::from_secs(10));
+        // ... and never past max_wait, however much progress (an
+        // indexing peer indexing for minutes).
+        assert_eq!(at(100, 0), now - Duration::from_secs(40));
+        assert_eq!(at(55, 0), now + Duration::from_secs(5));
+    }
+
+    #[test]
     fn a_sample_is_one_peer_per_host_and_a_thousand_ids_on_one_host_are_one_host() {
         let mut peers: Vec<Named> = (0..1000)
             .map(|i| named(&format!("sybil{i:04}"), &format!("10.0.0.66:{}", 1000 + i)))
@@ -964,7 +996,8 @@ mod tests {
         for seed in 0..200u64 {
             let picked = sample_hosts(&peers, SAMPLE_HOSTS, seed);
             assert_eq!(picked.len(), SAMPLE_HOSTS);
-            let hosts: BTreeSet<&str> = picked.iter().map(|&i| host_of(&peers[i].addrs)).collect();
+            let hosts: BTreeSet<String> =
+                picked.iter().map(|&i| host_of(&peers[i].addrs)).collect();
             assert_eq!(hosts.len(), SAMPLE_HOSTS, "one peer per host");
             sybil_drawn += usize::from(hosts.contains("10.0.0.66"));
             assert_eq!(

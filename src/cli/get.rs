@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use piratebay_sync::text::human_size;
 use piratebay_sync::{
     resolve_output, DownloadOptions, Downloader, ProbeOptions, ProbedHolders, Progress, Sha1Digest,
+    Summary,
 };
 
 use super::env::{etcd_client, etcd_opts, flag_or_env, namespace, with_etcd_flags};
@@ -112,24 +113,49 @@ fn run_one(args: GetArgs, sha1: Sha1Digest) -> CliResult {
     } else if summary.already_present {
         writeln!(out, "{} already holds {sha1}", summary.path.display())?;
     } else {
-        let rate = summary.bytes_received as f64 / summary.seconds.max(1e-3);
-        writeln!(
-            out,
-            "saved {} ({}) in {:.2}s at {}/s from {} peer(s){}",
-            summary.path.display(),
-            human_size(summary.bytes),
-            summary.seconds,
-            human_size(rate as u64),
-            summary.peers_used.len(),
-            if summary.bad_peers.is_empty() {
-                String::new()
-            } else {
-                format!("; bad data from {}", summary.bad_peers.join(", "))
-            }
-        )?;
+        writeln!(out, "{}", saved_line(&summary))?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one line a successful `get` prints: where, how much, how fast,
+/// from how many peers, how much came from seeds and how much from partial
+/// holders (whether the swarm was used at all), what was kept from an
+/// earlier run or read back to be checked again, and who sent bad data.
+fn saved_line(summary: &Summary) -> String {
+    let rate = summary.bytes_received as f64 / summary.seconds.max(1e-3);
+    let mut line = format!(
+        "saved {} ({}) in {:.2}s at {}/s from {} peer(s)",
+        summary.path.display(),
+        human_size(summary.bytes),
+        summary.seconds,
+        human_size(rate as u64),
+        summary.peers_used.len(),
+    );
+    if summary.bytes_from_partials > 0 {
+        line += &format!(
+            ": {} from seeds, {} from partial holders",
+            human_size(summary.bytes_from_seeds),
+            human_size(summary.bytes_from_partials)
+        );
+    }
+    if summary.resumed_bytes > 0 {
+        line += &format!(
+            "; {} kept from an earlier run",
+            human_size(summary.resumed_bytes)
+        );
+    }
+    if summary.rechecked_bytes > 0 {
+        line += &format!(
+            "; {} read back and checked again",
+            human_size(summary.rechecked_bytes)
+        );
+    }
+    if !summary.bad_peers.is_empty() {
+        line += &format!("; bad data from {}", summary.bad_peers.join(", "));
+    }
+    line
 }
 
 /// A flag set by SIGINT and SIGTERM (the download saves its state and stops).
@@ -153,4 +179,55 @@ pub(super) fn progress_bar(size: u64) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> Summary {
+        Summary {
+            sha1: Sha1Digest::of(b"x"),
+            path: "/tmp/dataset/f".into(),
+            bytes: 16 << 20,
+            bytes_received: 16 << 20,
+            bytes_from_seeds: 4 << 20,
+            bytes_from_partials: 12 << 20,
+            seconds: 2.0,
+            peers_used: vec!["a".into(), "b".into()],
+            pieces_retried: 0,
+            resumed_bytes: 0,
+            rechecked_bytes: 0,
+            bad_peers: Vec::new(),
+            slow_peers: Vec::new(),
+            already_present: false,
+        }
+    }
+
+    #[test]
+    fn the_saved_line_says_where_the_bytes_came_from() {
+        let line = saved_line(&summary());
+        assert!(line.starts_with("saved /tmp/dataset/f (16"), "{line}");
+        assert!(line.contains("from 2 peer(s): 4"), "{line}");
+        assert!(line.contains("from seeds, 12"), "{line}");
+        assert!(line.ends_with("from partial holders"), "{line}");
+        assert!(!line.contains('\n'));
+
+        let alone = Summary {
+            bytes_from_seeds: 16 << 20,
+            bytes_from_partials: 0,
+            resumed_bytes: 1 << 20,
+            rechecked_bytes: 1 << 20,
+            bad_peers: vec!["evil (198.18.0.9:7070)".into()],
+            ..summary()
+        };
+        let line = saved_line(&alone);
+        assert!(!line.contains("partial holders"), "{line}");
+        assert!(line.contains("kept from an earlier run"), "{line}");
+        assert!(line.contains("read back and checked again"), "{line}");
+        assert!(
+            line.ends_with("; bad data from evil (198.18.0.9:7070)"),
+            "{line}"
+        );
+    }
 }

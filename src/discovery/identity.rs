@@ -53,6 +53,14 @@ pub(crate) fn random_id() -> String {
     crate::hex::encode(&random_u64().to_be_bytes())
 }
 
+/// `base` drawn from half to one and a half of it: the backoffs of peers
+/// that failed at the same moment (47 hosts losing one seed whose full
+/// link drops handshakes) spread out instead of coming back in step.
+pub(crate) fn jittered(base: std::time::Duration) -> std::time::Duration {
+    let jitter = (random_u64() % 1000) as u32;
+    base / 2 + base * jitter / 1000
+}
+
 /// A random number (`/dev/urandom`, else hashed time and pid).
 pub(crate) fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
@@ -87,6 +95,15 @@ pub fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jittered_waits_spread_between_half_and_one_and_a_half() {
+        let base = std::time::Duration::from_millis(1000);
+        let waits: Vec<_> = (0..64).map(|_| jittered(base)).collect();
+        assert!(waits.iter().all(|w| *w >= base / 2 && *w < base * 3 / 2));
+        let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 32, "not spread: {waits:?}");
+    }
 
     #[test]
     fn peer_id_is_created_once_and_reused() {

@@ -18,7 +18,7 @@ pub use advertise::{detect_advertise, parse_advertise, Reason as AdvertiseReason
 pub use cache::PeerCache;
 pub use check::{Skipped, MAX_RECORD};
 pub use identity::{host_name, load_or_create_peer_id};
-pub(crate) use identity::{random_id, random_u64};
+pub(crate) use identity::{jittered, random_id, random_u64};
 pub use record::{unix_now, PeerInfo, PeerRecord};
 pub use registration::{Registration, RegistrationConfig, RegistrationView};
 

@@ -37,6 +37,7 @@ use sha1::{Digest, Sha1};
 use super::DiscoveryError;
 use crate::digest::Sha1Digest;
 use crate::etcd::{Client, LeaseId};
+use crate::holders::host_of_addrs;
 
 /// Most files one peer announces at once.
 pub const MAX_ANNOUNCED: usize = 64;
@@ -78,9 +79,7 @@ pub fn swarm_prefix(namespace: &str, sha1: &Sha1Digest) -> String {
 /// The bucket of a peer dialled at `addrs`: 8 hex digits of the SHA1 of
 /// its first address's host.
 fn bucket(addrs: &[String]) -> String {
-    let first = addrs.first().map_or("", String::as_str);
-    let host = first.rsplit_once(':').map_or(first, |(h, _)| h);
-    let digest = Sha1::digest(host.as_bytes());
+    let digest = Sha1::digest(host_of_addrs(addrs).as_bytes());
     crate::hex::encode(&digest[..4])
 }
 
@@ -102,10 +101,10 @@ fn check(namespace: &str, sha1: &Sha1Digest, key: &[u8], value: &[u8]) -> Option
     (announce_key(namespace, sha1, &a.id, &a.addrs).as_bytes() == key).then_some(a)
 }
 
-/// The host of an announcement (its first address's), for the per-host cap.
-fn host(a: &Announcement) -> &str {
-    let first = a.addrs.first().map_or("", String::as_str);
-    first.rsplit_once(':').map_or(first, |(h, _)| h)
+/// The host of an announcement (its first address's IP, or IPv6 /64),
+/// for the per-host cap.
+fn host(a: &Announcement) -> String {
+    host_of_addrs(&a.addrs)
 }
 
 /// Up to `want` announcements of `sha1`'s swarm, a random window of the
@@ -138,7 +137,7 @@ pub fn sample(
             let Some(a) = check(namespace, sha1, &kv.key, &kv.value) else {
                 continue;
             };
-            let n = per_host.entry(host(&a).to_string()).or_default();
+            let n = per_host.entry(host(&a)).or_default();
             if *n >= PER_HOST {
                 // Skip the rest of this bucket: `<bucket>0` sorts after
                 // every `<bucket>/<id>`.
@@ -336,5 +335,17 @@ mod tests {
             bucket(&["10.0.0.7:9999".to_string()]),
             "one host, one bucket"
         );
+        // An IPv6 /64 is one host: one bucket, one per-host cap.
+        let v6 = |a: &str| {
+            let addrs = vec![a.to_string()];
+            let a = Announcement {
+                id: "abc".into(),
+                addrs: addrs.clone(),
+                complete: true,
+            };
+            (bucket(&addrs), host(&a))
+        };
+        assert_eq!(v6("[2001:db8:1:2::5]:7070"), v6("[2001:db8:1:2:ffff::9]:1"));
+        assert_ne!(v6("[2001:db8:1:2::5]:7070"), v6("[2001:db8:1:3::5]:7070"));
     }
 }

@@ -18,7 +18,7 @@
 //!    are dropped and named bad, and the next group's list is tried,
 //!    keeping every piece that verifies against it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
@@ -39,7 +39,7 @@ use super::supervisor;
 use super::{ProgressFn, Summary};
 use crate::client::Timeouts;
 use crate::digest::Sha1Digest;
-use crate::holders::{Holder, HolderSource};
+use crate::holders::{host_group, Holder, HolderSource};
 use crate::protocol::PieceList;
 
 /// Longest wait, before the rename, for a peer sharing the directory to
@@ -472,20 +472,6 @@ fn existing_output(job: &Job<'_>, force: bool) -> Result<Option<u64>, FetchError
     })
 }
 
-/// The host an `ip:port` address is on, for counting votes: the IP, or
-/// the /64 of an IPv6 address (one machine holds a whole /64 as easily as
-/// one address); the address itself if it does not parse.
-fn host_of(addr: &str) -> String {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(std::net::SocketAddr::V4(a)) => a.ip().to_string(),
-        Ok(std::net::SocketAddr::V6(a)) => {
-            let s = a.ip().segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Err(_) => addr.to_string(),
-    }
-}
-
 /// A group of holders that gave the same piece list.
 struct Group {
     list: PieceList,
@@ -497,6 +483,12 @@ struct Known<'a> {
     by: &'a Downloader,
     job: &'a Job<'a>,
     seen: HashMap<String, usize>,
+    /// Holders whose piece list this download will not use (another form,
+    /// or one that contradicts itself): never asked again, warned once.
+    refused: HashSet<String>,
+    /// Holders whose piece list could not be fetched (asked again at the
+    /// next re-query, but warned about once).
+    unreachable: HashSet<String>,
     groups: Vec<Group>,
 }
 
@@ -506,6 +498,8 @@ impl<'a> Known<'a> {
             by,
             job,
             seen: HashMap::new(),
+            refused: HashSet::new(),
+            unreachable: HashSet::new(),
             groups: Vec::new(),
         }
     }
@@ -516,7 +510,7 @@ impl<'a> Known<'a> {
     fn add(&mut self, holders: Vec<Holder>) -> Vec<HolderFailure> {
         let fresh: Vec<Holder> = holders
             .into_iter()
-            .filter(|h| !self.seen.contains_key(&h.id))
+            .filter(|h| !self.seen.contains_key(&h.id) && !self.refused.contains(&h.id))
             .collect();
         let lists = fetch_lists(self.by, self.job, &fresh);
         let mut errors = Vec::new();
@@ -538,7 +532,17 @@ impl<'a> Known<'a> {
                     self.groups[g].holders.push(holder);
                 }
                 Err(e) => {
-                    log::warn!("peer {holder}: no usable piece list: {e}");
+                    let first =
+                        if matches!(e, PieceListError::Request(_) | PieceListError::Status(_)) {
+                            self.unreachable.insert(holder.id.clone())
+                        } else {
+                            self.refused.insert(holder.id.clone())
+                        };
+                    if first {
+                        log::warn!("peer {holder}: no usable piece list: {e}");
+                    } else {
+                        log::debug!("peer {holder}: still no usable piece list: {e}");
+                    }
                     errors.push(HolderFailure::new(holder, HolderFault::piece_list(e)));
                 }
             }
@@ -555,7 +559,7 @@ impl<'a> Known<'a> {
                 .enumerate()
                 .map(|(i, g)| {
                     let hosts: BTreeSet<String> =
-                        g.holders.iter().map(|h| host_of(&h.addr)).collect();
+                        g.holders.iter().map(|h| host_group(&h.addr)).collect();
                     let key = std::hash::BuildHasher::hash_one(&tie, i);
                     ((std::cmp::Reverse(hosts.len()), key), g)
                 })
@@ -614,21 +618,6 @@ fn fetch_lists(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_are_counted_by_ip_and_ipv6_by_its_64() {
-        assert_eq!(host_of("10.0.0.1:7070"), host_of("10.0.0.1:9"));
-        assert_ne!(host_of("10.0.0.1:7070"), host_of("10.0.0.2:7070"));
-        assert_eq!(
-            host_of("[2001:db8:1:2::5]:7070"),
-            host_of("[2001:db8:1:2:ffff::9]:1")
-        );
-        assert_ne!(
-            host_of("[2001:db8:1:2::5]:7070"),
-            host_of("[2001:db8:1:3::5]:7070")
-        );
-        assert_eq!(host_of("not an address"), "not an address");
-    }
 
     #[test]
     fn a_group_that_yielded_waits_for_the_ones_never_tried() {

@@ -7,9 +7,9 @@
 //! fatal-error cell, each held for a lookup or an update, never across I/O
 //! and never two at once; and the two of the state file. Saving it takes
 //! `last_save` (only tried: a thread that finds it taken skips the save),
-//! then `saving`, held across the write of the file (a worker's periodic
-//! save and the supervisor's last one share its `.tmp` name); under them
-//! the scheduler's state, then the slot table, are each taken for a moment.
+//! then `saving`, the open state file held across its write (a worker's
+//! periodic save and the supervisor's last one share it); under them the
+//! scheduler's state, then the slot table, are each taken for a moment.
 
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use super::fault::Dropped;
 use super::job::Download;
 use super::scheduler::Scheduler;
-use super::state::ResumeState;
+use super::state::{ResumeState, StateFile};
 use super::{FetchError, Progress};
 use crate::client::{PeerConn, Timeouts};
 use crate::digest::Sha1Digest;
@@ -134,9 +134,9 @@ pub(crate) struct Round<'a> {
     chain_id: Sha1Digest,
     /// When the state was last saved (by a worker or the supervisor).
     last_save: Mutex<Instant>,
-    /// Held while the state file is written: a worker's periodic save and
-    /// the supervisor's last one share the `.tmp` name.
-    saving: Mutex<()>,
+    /// The state file, held while it is written: a worker's periodic save
+    /// and the supervisor's last one share it.
+    saving: Mutex<StateFile>,
     pub sched: Scheduler,
     pub slots: Mutex<Vec<Slot>>,
     pub timeouts: Timeouts,
@@ -182,7 +182,7 @@ impl<'a> Round<'a> {
             list,
             chain_id: super::state::chain_id(list),
             last_save: Mutex::new(Instant::now()),
-            saving: Mutex::new(()),
+            saving: Mutex::new(StateFile::new(&dl.state_path)),
             sched: Scheduler::new(done, done_bytes, opts.endgame_copies),
             slots: Mutex::new(Vec::new()),
             timeouts: Timeouts {
@@ -415,7 +415,7 @@ impl<'a> Round<'a> {
         if self.list.len() <= 1 {
             return;
         }
-        let _saving = self.saving.lock();
+        let mut saving = self.saving.lock();
         let mut state = ResumeState::with_chain_id(self.list, self.chain_id, flags)
             .with_download(&self.download_id);
         state.peers = self
@@ -427,7 +427,7 @@ impl<'a> Round<'a> {
             .collect();
         state.from_seeds = self.dl.from_seeds.load(Ordering::Relaxed);
         state.from_partials = self.dl.from_partials.load(Ordering::Relaxed);
-        match state.save(state_path) {
+        match saving.save(&state) {
             Ok(()) => {}
             // A full disk fails the piece writes too, and their error says
             // so in one line (the state saved before is kept).

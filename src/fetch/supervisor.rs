@@ -38,8 +38,7 @@ fn backoff(n: u32) -> Duration {
     let base = Duration::from_millis(250)
         .saturating_mul(1 << n.saturating_sub(1).min(4))
         .min(Duration::from_secs(4));
-    let jitter = (crate::discovery::random_u64() % 1000) as u32;
-    base / 2 + base * jitter / 1000
+    crate::discovery::jittered(base)
 }
 
 /// Runs `round` to its end on the calling thread. `requery` returns new

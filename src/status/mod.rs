@@ -341,7 +341,9 @@ pub struct DownloadRow {
     pub progress: f64,
     /// Bytes per second over the last few ticks.
     pub rate: f64,
-    /// Renamed into place, waiting for the index.
+    /// Renamed into place: waiting for the index, or one of the last 16
+    /// downloads that landed and were indexed (still listed, so where
+    /// their bytes came from stays visible).
     pub finished: bool,
     /// Ids of the peers it fetches from (untrusted).
     pub peers: Vec<String>,
@@ -709,7 +711,12 @@ impl Monitor {
         };
         let stats = self.index.stats();
         let (generation, files) = self.index.snapshot();
-        let views = self.partials.snapshot();
+        let mut views = self.partials.snapshot();
+        // Then the downloads that landed lately: where their bytes came
+        // from stays visible once the index has the file.
+        let mut landed = self.partials.landed();
+        landed.retain(|l| !views.iter().any(|v| v.sha1 == l.sha1));
+        views.extend(landed);
         let mut uploads = uploads::rows();
         for u in &mut uploads {
             u.name = clip(std::mem::take(&mut u.name));

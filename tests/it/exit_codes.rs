@@ -271,6 +271,19 @@ fn files_exits_1_when_a_registered_peer_cannot_be_asked() {
     let v: Value = serde_json::from_str(&stdout_text(&out)).unwrap();
     assert!(v.to_string().contains(&hex(b"alpha")), "{v}");
 
+    // `get` of a file that no peer that answered holds, while that peer
+    // cannot be asked (after the lookup's patience): the error says so,
+    // and names it, instead of "no peer holds".
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = net.cli(
+        "get",
+        &[&hex(b"nobody has this"), "--dir", path_str(out_dir.path())],
+    );
+    assert_code(&out, 2, "no reachable peer holds");
+    let err = stderr_text(&out);
+    assert!(err.contains("1 peer(s) could not be asked"), "{err}");
+    assert!(err.contains(&id), "the unreachable peer is named: {err}");
+
     assert_code(&cli(&["files", "--etcd", &dead_etcd()]), 2, "start etcd");
 }
 

@@ -409,6 +409,35 @@ fn a_holder_of_the_previous_piece_list_form_is_never_mixed_in() {
     assert_downloaded(&summary, &served);
     assert_eq!(summary.peers_used, vec!["honest".to_string()]);
     assert!(summary.bad_peers.is_empty(), "skipped, not bad");
+
+    // Re-queries find the elder again and again: its list is asked once
+    // per download (so it is warned about once), not at every re-query.
+    std::fs::remove_file(&out).unwrap();
+    let asked = elder.source.piece_lists_served.load(Ordering::SeqCst);
+    let slow = piratebay_sync::DownloadOptions {
+        max_rate: Some(SMALL_PIECE * 3), // ~2 s: several re-queries
+        requery_interval: Duration::from_millis(100),
+        ..opts()
+    };
+    let summary = download(
+        slow,
+        &served,
+        &out,
+        &vec![elder.holder(), honest.holder()],
+        None,
+    )
+    .unwrap();
+    assert_downloaded(&summary, &served);
+    assert!(
+        summary.seconds >= 1.0,
+        "too fast for re-queries: {} s",
+        summary.seconds
+    );
+    assert_eq!(
+        elder.source.piece_lists_served.load(Ordering::SeqCst) - asked,
+        1,
+        "the previous version's list is asked once per download"
+    );
 }
 
 #[test]

@@ -354,6 +354,15 @@ fn get_interrupted_by_ctrl_c_saves_state_and_says_how_to_resume() {
     assert!(err.contains("rerun"), "{err}");
     assert!(part_path(&out_path).exists() && state_path(&out_path).exists());
     assert!(!out_path.exists());
+
+    // The rerun resumes, and its line says what it kept and read back.
+    let out = cli(&net.args("get", &[&sha1, "-o", &o]));
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert_eq!(sha1_of_file(&out_path), served.sha1());
+    let line = stdout_text(&out);
+    assert!(line.starts_with("saved "), "{line}");
+    assert!(line.contains("kept from an earlier run"), "{line}");
+    assert!(line.contains("read back and checked again"), "{line}");
 }
 
 // With real `serve` processes.

@@ -131,11 +131,13 @@ impl Served {
     }
 }
 
-/// A `FileSource` over test files, counting the catalog requests.
+/// A `FileSource` over test files, counting the catalog and piece-list
+/// requests.
 pub struct TestSource {
     pub files: Vec<Served>,
     pub generation: u64,
     pub lists_served: AtomicU64,
+    pub piece_lists_served: AtomicU64,
 }
 
 impl TestSource {
@@ -144,6 +146,7 @@ impl TestSource {
             files,
             generation: 1,
             lists_served: AtomicU64::new(0),
+            piece_lists_served: AtomicU64::new(0),
         })
     }
 
@@ -175,6 +178,7 @@ impl FileSource for TestSource {
     }
 
     fn pieces(&self, sha1: &Sha1Digest) -> Option<PieceList> {
+        self.piece_lists_served.fetch_add(1, Ordering::SeqCst);
         self.find(sha1).map(|f| f.pieces.clone())
     }
 

@@ -139,6 +139,36 @@ fn hosts_fetching_at_once_trade_verified_pieces_and_all_finish_correct() {
         assert_eq!(status, 200);
         assert_eq!(Sha1Digest::of(&body), sha);
     }
+    // Once landed and indexed, each host's /metrics still says where its
+    // download's bytes came from, and the sum is the file (a download
+    // that landed before its peer read a state with counters shows 0).
+    for h in &hosts {
+        let addr = addr_of(&ep, &h.id());
+        wait_for(
+            Duration::from_secs(10),
+            "the file in the host's index",
+            || {
+                let (_, body) = http(&format!("http://{addr}/v1/files"), None)?;
+                String::from_utf8_lossy(&body)
+                    .contains(&sha.to_hex())
+                    .then_some(())
+            },
+        );
+        let sample = |from: &str| -> Option<u64> {
+            let (_, body) = http(&format!("http://{addr}/metrics"), None)?;
+            let text = String::from_utf8(body).ok()?;
+            let head = format!("pbs_download_source_bytes{{sha1=\"{sha}\",from=\"{from}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(head.as_str()))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let (seeds, partials) = wait_for(
+            Duration::from_secs(10),
+            "the landed download in /metrics",
+            || Some((sample("seed")?, sample("partial")?)),
+        );
+        assert!(seeds + partials <= size, "{seeds} + {partials} of {size}");
+    }
 }
 
 #[test]
