@@ -39,15 +39,6 @@ pub(super) const TICK: Duration = Duration::from_millis(100);
 /// same few for everyone, and the swarm ran at 25 % (32) or 86 % (64) of
 /// its links where 128 did as well as no bound.
 pub(crate) const MAX_HOLDERS: usize = 128;
-
-/// Connections a download keeps once partial holders are known (a
-/// swarm): the upload slots of a holder (`server::config`'s default, 4 +
-/// 1). With more (8), the swarm's demand exceeded its slots by 60 %: in
-/// the simulator (1,000 hosts) 2,400 turn-aways per download, some hosts
-/// holding 7 slots and others 2, the last host at 1.7x one host alone
-/// where 5 put it at 1.3x. Among complete holders alone (no slots are
-/// short) a download keeps its `max_connections`.
-pub(crate) const SWARM_CONNECTIONS: usize = 5;
 /// Most usable holders of one host (an IP, an IPv6 /64) a re-query adds:
 /// sybil records of one host, announced one by one, cannot fill a round.
 pub(crate) const MAX_PER_HOST: usize = 4;
@@ -223,13 +214,14 @@ impl<'a> Round<'a> {
     }
 
     /// Adds the holders a re-query found, up to [`MAX_HOLDERS`] usable
-    /// ones in all and [`MAX_PER_HOST`] of one host.
-    pub fn add_requeried(&self, holders: Vec<Holder>) {
-        self.add_some(holders, MAX_HOLDERS, MAX_PER_HOST);
+    /// ones in all and [`MAX_PER_HOST`] of one host; returns how many.
+    pub fn add_requeried(&self, holders: Vec<Holder>) -> usize {
+        self.add_some(holders, MAX_HOLDERS, MAX_PER_HOST)
     }
 
-    fn add_some(&self, holders: Vec<Holder>, max: usize, per_host: usize) {
+    fn add_some(&self, holders: Vec<Holder>, max: usize, per_host: usize) -> usize {
         let mut slots = self.slots.lock();
+        let before = slots.len();
         for holder in holders {
             if slots.iter().any(|s| s.holder.id == holder.id) {
                 continue;
@@ -256,8 +248,10 @@ impl<'a> Round<'a> {
                 late: 0,
             });
         }
+        let added = slots.len() - before;
         drop(slots);
         self.sched.wake_all();
+        added
     }
 
     /// Patience: the holders dropped for failures that may pass (refused,

@@ -198,10 +198,16 @@ impl Scheduler {
             // A partial holder's new bitmap (it rides on every piece):
             // only the pieces that changed are counted again.
             (Some(old), Some(new)) if counts && old.len() == new.len() => {
-                let changed: Vec<(usize, bool)> = (0..new.len())
-                    .filter(|&i| old.get(i) != new.get(i))
-                    .map(|i| (i, new.get(i)))
-                    .collect();
+                // A byte at a time: most bytes are unchanged.
+                let mut changed: Vec<(usize, bool)> = Vec::new();
+                for (k, (a, b)) in old.as_bytes().iter().zip(new.as_bytes()).enumerate() {
+                    let mut diff = a ^ b;
+                    while diff != 0 {
+                        let bit = diff.trailing_zeros() as usize;
+                        diff &= diff - 1;
+                        changed.push((k * 8 + bit, b & (1 << bit) != 0));
+                    }
+                }
                 for (i, now_has) in changed {
                     let sign = if now_has { 1 } else { -1 };
                     s.avail[i] = s.avail[i].saturating_add_signed(sign);

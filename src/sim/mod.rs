@@ -63,7 +63,10 @@ pub(crate) struct Config {
     pub subset: usize,
     /// Connections a download has open at once.
     pub connections: usize,
-    /// ... once partial holders are known (`fetch::round::SWARM_CONNECTIONS`).
+    /// ... once partial holders are known (explore only: the real
+    /// download keeps `connections`). 5, a holder's slots, was far better
+    /// here (1,000 hosts: last host 1.34x one host alone against 1.70x)
+    /// and far worse in the lab (32 and 47 hosts: docs/benchmarks.md).
     pub swarm_connections: usize,
     /// Every holder's upload slots.
     pub slots: SlotConfig,
@@ -102,7 +105,7 @@ impl Config {
             start_spread: Duration::from_millis(50),
             subset: 10,
             connections: 8,
-            swarm_connections: crate::fetch::SWARM_CONNECTIONS,
+            swarm_connections: 8,
             slots: SlotConfig::default(),
             max_dup: 2,
             seed: 1,
@@ -145,6 +148,8 @@ pub(crate) struct Outcome {
     pub seed_spread: f64,
     /// Requests per download: pieces asked, bitmaps asked, turned away.
     pub requests: Vec<u64>,
+    /// Tracker reads (re-queries) per download.
+    pub queries: Vec<u32>,
     /// Per downloader.
     pub stats: Vec<HostStats>,
     pub busy_answers: u64,
@@ -255,6 +260,9 @@ struct Download {
     requests: u64,
     /// Re-queries of the tracker.
     queries: u32,
+    /// The re-query interval in the first 2 s (`supervisor.rs`: doubled
+    /// by a re-query that found no one new once in a swarm).
+    fast_every: u64,
     stats: HostStats,
 }
 
@@ -397,6 +405,12 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         .skip(1)
         .map(|d| d.as_ref().map_or(0, |d| d.requests))
         .collect();
+    let queries = sim
+        .downloads
+        .iter()
+        .skip(1)
+        .map(|d| d.as_ref().map_or(0, |d| d.queries))
+        .collect();
     let stats = sim
         .downloads
         .iter()
@@ -411,6 +425,7 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         seed_bytes: sim.seed_bytes,
         seed_spread: sim.seed_spread,
         requests,
+        queries,
         busy_answers: sim.busy_answers,
         events: sim.events,
     }
@@ -522,6 +537,7 @@ impl Sim {
             open: 0,
             requests: 0,
             queries: 0,
+            fast_every: self.cfg.fast_requery.as_nanos() as u64,
             stats: HostStats {
                 start: now,
                 idle_since: Some(now),
@@ -581,6 +597,7 @@ impl Sim {
     fn requery(&mut self, d: usize) {
         // At `max_holders` the supervisor asks no more (`Round::wants_holders`).
         if self.dl(d).conns.len() < self.cfg.max_holders {
+            let before = self.dl(d).conns.len();
             let start = (next_rand(&mut self.rng) % self.hosts.len() as u64) as u32;
             let sample: Vec<u32> = self
                 .announced
@@ -591,13 +608,21 @@ impl Sim {
                 .collect();
             self.add_holders(d, &sample, self.cfg.max_holders);
             self.fill(d);
-            self.dl(d).queries += 1;
+            let fast = self.cfg.fast_requery.as_nanos() as u64;
+            let dl = self.dl(d);
+            dl.queries += 1;
+            dl.fast_every = if dl.conns.len() > before {
+                fast
+            } else if dl.sched.in_swarm() {
+                (dl.fast_every * 2).min(REQUERY)
+            } else {
+                dl.fast_every
+            };
         }
         let now = self.now;
         let dl = self.dl(d);
         let fast = now - dl.stats.start < FAST_REQUERY_FOR;
-        let fast_requery = self.cfg.fast_requery.as_nanos() as u64;
-        let at = self.now + if fast { fast_requery } else { REQUERY };
+        let at = now + if fast { dl.fast_every } else { REQUERY };
         self.push(at, Ev::Requery { d: d as u32 });
     }
 
@@ -609,9 +634,8 @@ impl Sim {
         let max = self.cfg.connections;
         loop {
             let dl = self.downloads[d].as_ref().expect("started");
-            // In a swarm, as many connections as a holder has slots.
-            let max = if dl.sched.in_swarm() {
-                max.min(self.cfg.swarm_connections)
+            let max = if self.cfg.swarm_connections < max && dl.sched.in_swarm() {
+                self.cfg.swarm_connections
             } else {
                 max
             };
