@@ -21,7 +21,9 @@
 //! back and the worker asks again after a second, up to 30 times in a row.
 //! A `503` with `X-Slots` (every upload slot of the holder taken) is not
 //! one either: the piece goes back, the connection goes to another holder
-//! at once, and this one is asked again when it rotates its slots.
+//! at once, and this one is asked again when it rotates its slots. A
+//! worker that leaves a holder between requests (a `503`, a rotation)
+//! leaves its connection to the round for the next worker sent there.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -128,11 +130,26 @@ struct Worker<'r, 'a> {
     retired: bool,
 }
 
-/// The worker loop for the holder in slot `slot`.
+/// The worker loop for the holder in slot `slot`; when it leaves that
+/// holder (turned away, rotated, dropped), the thread goes on to the next
+/// holder free for a connection, if any ([`Round::next_slot`], as the
+/// supervisor's `fill` would): in a swarm workers leave holders several
+/// times a second, and a thread each time cost a clone and a stack mapped
+/// and unmapped.
 pub(crate) fn run(round: &Round<'_>, slot: usize) {
-    let mut worker = Worker::new(round, slot);
-    worker.work();
-    worker.leave();
+    let mut slot = slot;
+    loop {
+        let mut worker = Worker::new(round, slot);
+        worker.work();
+        worker.leave();
+        if round.stopping() || round.abort.load(Ordering::Acquire) || round.sched.remaining() == 0 {
+            return;
+        }
+        match round.next_slot() {
+            Some(next) => slot = next,
+            None => return,
+        }
+    }
 }
 
 impl<'r, 'a> Worker<'r, 'a> {
@@ -294,6 +311,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                 let after = after.clamp(SLOTS_RETRY_MIN, SLOTS_RETRY_MAX);
                 round.slots.lock()[self.slot].retry_at = Some(Instant::now() + after);
                 crate::metrics::SLOTS_TURNED_AWAY.inc();
+                self.clean_exit = true;
                 false
             }
             Err(Fail::Busy) => {
@@ -301,6 +319,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                 // one is asked again after `BUSY_RETRY` (see
                 // `supervisor::fill`).
                 round.slots.lock()[self.slot].retry_at = Some(Instant::now() + client::BUSY_RETRY);
+                self.clean_exit = true;
                 false
             }
             Ok(len) => match i {
@@ -499,6 +518,9 @@ impl<'r, 'a> Worker<'r, 'a> {
                     pool.put(&self.addrs, c.conn);
                 }
             }
+            (true, Some(c), None) if c.conn.is_reusable() && !round.stopping() => {
+                round.keep_conn(self.slot, c.conn, c.socket)
+            }
             (_, Some(c), _) => round.unregister(c.socket),
             (_, None, _) => {}
         }
@@ -556,10 +578,16 @@ impl<'r, 'a> Worker<'r, 'a> {
             },
             200 if start == 0 && len as u64 == size => {}
             503 => {
+                if head.content_length == Some(0) {
+                    // No body: the connection can carry the next request.
+                    if let Some(c) = self.conn.as_mut() {
+                        c.conn.finish(&head);
+                    }
+                }
                 return Err(match head.slots_full {
                     Some(after) => Fail::SlotsFull(after),
                     None => Fail::Busy,
-                })
+                });
             }
             416 => {
                 // A partial holder without this piece: read the short reason.
@@ -684,19 +712,29 @@ impl<'r, 'a> Worker<'r, 'a> {
             attempt += 1;
             if self.conn.as_ref().is_none_or(|c| !c.conn.is_reusable()) {
                 self.close();
-                // A batch's idle connection to this peer first (its first
-                // request counts as a reuse: a stale one is replaced below).
-                let pooled = match attempt {
-                    1 => round.dl.pool().and_then(|p| p.take(&self.addrs)),
+                // The connection a worker left to this holder, or a
+                // batch's idle one to this peer, first (its first request
+                // counts as a reuse: a stale one is replaced below).
+                let kept = match attempt {
+                    1 => round.take_conn(self.slot),
                     _ => None,
                 };
-                let c = match pooled {
-                    Some(c) => c,
-                    None => client::connect(&self.addrs, round.timeouts)
-                        .map_err(|e| Fail::Io(e.into()))?,
+                let pooled = match (attempt, &kept) {
+                    (1, None) => round.dl.pool().and_then(|p| p.take(&self.addrs)),
+                    _ => None,
                 };
-                let socket = round.register(&c);
-                self.conn = Some(Conn { conn: c, socket });
+                self.conn = Some(match (kept, pooled) {
+                    (Some((conn, socket)), _) => Conn { conn, socket },
+                    (None, pooled) => {
+                        let c = match pooled {
+                            Some(c) => c,
+                            None => client::connect(&self.addrs, round.timeouts)
+                                .map_err(|e| Fail::Io(e.into()))?,
+                        };
+                        let socket = round.register(&c);
+                        Conn { conn: c, socket }
+                    }
+                });
             }
             let Some(c) = self.conn.as_mut() else {
                 return Err(Fail::Io(Transfer::NoConnection));
