@@ -138,6 +138,11 @@ pub(crate) struct Round<'a> {
     pub(super) fatal: Mutex<Option<FetchError>>,
     /// The workers' connections, shut down at the end of the round.
     sockets: Sockets,
+    /// Connections workers left between requests (turned away by a full
+    /// set of upload slots or a busy queue, or rotated away), by holder
+    /// slot, still in the socket table: the next worker sent to that holder
+    /// takes it instead of dialling.
+    idle: Mutex<HashMap<usize, (PeerConn, Option<u64>)>>,
     pub(super) max_workers: usize,
     /// Set when another piece list waits: the round yields (ends
     /// [`Outcome::Yielded`]) once no piece arrived for its piece deadline
@@ -184,6 +189,7 @@ impl<'a> Round<'a> {
             abort: AtomicBool::new(false),
             fatal: Mutex::new(None),
             sockets: Sockets::default(),
+            idle: Mutex::new(HashMap::new()),
             max_workers: opts.max_connections.max(1).min(by_memory),
             yield_turn: None,
             download_id: crate::discovery::random_id(),
@@ -290,6 +296,43 @@ impl<'a> Round<'a> {
         idle
     }
 
+    /// The holder the next worker goes to, its place taken (`workers`
+    /// counted), if one may get one: one per usable holder, then more per
+    /// holder (up to `connections_per_holder`) while the total is below
+    /// `target_connections`; never more than the cap. Holders are counted
+    /// by address, not by id: records that point at one listener (sybils
+    /// of one host) share its workers. A holder that answered `503` waits
+    /// for its `retry_at`. Among the holders without a connection, one that
+    /// may have a piece this download lacks goes first.
+    pub(super) fn next_slot(&self) -> Option<usize> {
+        let per_holder = self.dl.opts().connections_per_holder.max(1);
+        for level in 1..=per_holder {
+            // Looked up before the slot table is locked: never two locks
+            // at once.
+            let preferred = if level == 1 {
+                self.idle_holders(None)
+                    .into_iter()
+                    .find(|&j| self.sched.useful(j))
+            } else {
+                None
+            };
+            let mut slots = self.slots.lock();
+            let total: usize = slots.iter().map(|s| s.workers).sum();
+            if total >= self.max_workers || (level > 1 && total >= self.dl.target_connections()) {
+                return None;
+            }
+            let open = open_slots(&slots, level, Instant::now());
+            let pick = preferred
+                .filter(|j| open.contains(j))
+                .or_else(|| open.first().copied());
+            if let Some(i) = pick {
+                slots[i].workers += 1;
+                return Some(i);
+            }
+        }
+        None
+    }
+
     /// True if a holder without a connection may have a piece this
     /// download lacks: a connection whose (partial) holder has nothing to
     /// give had better go there (see [`super::worker`]).
@@ -337,6 +380,22 @@ impl<'a> Round<'a> {
     /// (so the end of the round has not shut it down and will not).
     pub fn take_registration(&self, id: Option<u64>) -> bool {
         id.is_some_and(|id| self.sockets.table.lock().remove(&id).is_some())
+    }
+
+    /// Keeps a worker's connection to the holder in `slot`, clean between
+    /// requests, for the next worker sent there (one per holder: another
+    /// one already kept is closed).
+    pub fn keep_conn(&self, slot: usize, conn: PeerConn, socket: Option<u64>) {
+        let replaced = self.idle.lock().insert(slot, (conn, socket));
+        if let Some((_, socket)) = replaced {
+            self.unregister(socket);
+        }
+    }
+
+    /// The connection kept for the holder in `slot`, if any (see
+    /// [`Round::keep_conn`]).
+    pub fn take_conn(&self, slot: usize) -> Option<(PeerConn, Option<u64>)> {
+        self.idle.lock().remove(&slot)
     }
 
     /// Forgets a registered connection.

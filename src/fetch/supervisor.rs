@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::round::{open_slots, Outcome, Round, TICK};
+use super::round::{Outcome, Round, TICK};
 use super::{FetchError, ProgressFn};
 use crate::holders::Holder;
 
@@ -193,45 +193,14 @@ fn fill<'scope, 'env>(
     round: &'env Round<'env>,
     seq: &mut usize,
 ) -> std::io::Result<()> {
-    let per_holder = round.dl.opts().connections_per_holder.max(1);
-    let max = round.max_workers;
-    for level in 1..=per_holder {
-        loop {
-            // Among the holders without a connection, one that may have a
-            // piece this download lacks goes first (looked up before the
-            // slot table is locked: never two locks at once).
-            let preferred = if level == 1 {
-                round
-                    .idle_holders(None)
-                    .into_iter()
-                    .find(|&j| round.sched.useful(j))
-            } else {
-                None
-            };
-            let pick = {
-                let mut slots = round.slots.lock();
-                let total: usize = slots.iter().map(|s| s.workers).sum();
-                if total >= max || (level > 1 && total >= round.dl.target_connections()) {
-                    return Ok(());
-                }
-                let open = open_slots(&slots, level, Instant::now());
-                let pick = preferred
-                    .filter(|j| open.contains(j))
-                    .or_else(|| open.first().copied());
-                if let Some(i) = pick {
-                    slots[i].workers += 1;
-                }
-                pick
-            };
-            let Some(i) = pick else { break };
-            *seq += 1;
-            let spawned = std::thread::Builder::new()
-                .name(format!("pbs-get-{i}-{seq}"))
-                .spawn_scoped(scope, move || super::worker::run(round, i));
-            if let Err(e) = spawned {
-                round.slots.lock()[i].workers -= 1;
-                return Err(e);
-            }
+    while let Some(i) = round.next_slot() {
+        *seq += 1;
+        let spawned = std::thread::Builder::new()
+            .name(format!("pbs-get-{i}-{seq}"))
+            .spawn_scoped(scope, move || super::worker::run(round, i));
+        if let Err(e) = spawned {
+            round.slots.lock()[i].workers -= 1;
+            return Err(e);
         }
     }
     Ok(())

@@ -24,7 +24,9 @@
 //! at once, and this one is asked again when it rotates its slots; unless
 //! the holder says this download is next in line (`X-Slots-Next`): then
 //! the connection waits for the rotation there (at most
-//! [`MAX_PARKED`] times in a row), so the slot given to it is used.
+//! [`MAX_PARKED`] times in a row), so the slot given to it is used. A
+//! worker that leaves a holder between requests (a `503`, a rotation)
+//! leaves its connection to the round for the next worker sent there.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -138,11 +140,26 @@ struct Worker<'r, 'a> {
     parked: u32,
 }
 
-/// The worker loop for the holder in slot `slot`.
+/// The worker loop for the holder in slot `slot`; when it leaves that
+/// holder (turned away, rotated, dropped), the thread goes on to the next
+/// holder free for a connection, if any ([`Round::next_slot`], as the
+/// supervisor's `fill` would): in a swarm workers leave holders several
+/// times a second, and a thread each time cost a clone and a stack mapped
+/// and unmapped.
 pub(crate) fn run(round: &Round<'_>, slot: usize) {
-    let mut worker = Worker::new(round, slot);
-    worker.work();
-    worker.leave();
+    let mut slot = slot;
+    loop {
+        let mut worker = Worker::new(round, slot);
+        worker.work();
+        worker.leave();
+        if round.stopping() || round.abort.load(Ordering::Acquire) || round.sched.remaining() == 0 {
+            return;
+        }
+        match round.next_slot() {
+            Some(next) => slot = next,
+            None => return,
+        }
+    }
 }
 
 impl<'r, 'a> Worker<'r, 'a> {
@@ -313,6 +330,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                 // rotation (bounded, so a peer cannot park us for long).
                 self.parked = 0;
                 round.slots.lock()[self.slot].retry_at = Some(Instant::now() + after);
+                self.clean_exit = true;
                 false
             }
             Err(Fail::Busy) => {
@@ -320,6 +338,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                 // one is asked again after `BUSY_RETRY` (see
                 // `supervisor::fill`).
                 round.slots.lock()[self.slot].retry_at = Some(Instant::now() + client::BUSY_RETRY);
+                self.clean_exit = true;
                 false
             }
             Ok(len) => match i {
@@ -521,6 +540,9 @@ impl<'r, 'a> Worker<'r, 'a> {
                     pool.put(&self.addrs, c.conn);
                 }
             }
+            (true, Some(c), None) if c.conn.is_reusable() && !round.stopping() => {
+                round.keep_conn(self.slot, c.conn, c.socket)
+            }
             (_, Some(c), _) => round.unregister(c.socket),
             (_, None, _) => {}
         }
@@ -578,23 +600,19 @@ impl<'r, 'a> Worker<'r, 'a> {
             },
             200 if start == 0 && len as u64 == size => {}
             503 => {
-                let Some(after) = head.slots_full else {
-                    return Err(Fail::Busy);
-                };
-                // No body: read, the connection can ask again (next in
-                // line, it does).
-                if let Some(c) = self.conn.as_mut() {
-                    let io = round.timeouts.io;
-                    if c.conn
-                        .read_body_to_vec(&head, 4096, Instant::now(), io)
-                        .is_ok()
-                    {
+                if head.content_length == Some(0) {
+                    // No body: the connection can carry the next request
+                    // (next in line, it asks again there).
+                    if let Some(c) = self.conn.as_mut() {
                         c.conn.finish(&head);
                     }
                 }
-                return Err(Fail::SlotsFull {
-                    after,
-                    next: head.slots_next,
+                return Err(match head.slots_full {
+                    Some(after) => Fail::SlotsFull {
+                        after,
+                        next: head.slots_next,
+                    },
+                    None => Fail::Busy,
                 });
             }
             416 => {
@@ -720,19 +738,29 @@ impl<'r, 'a> Worker<'r, 'a> {
             attempt += 1;
             if self.conn.as_ref().is_none_or(|c| !c.conn.is_reusable()) {
                 self.close();
-                // A batch's idle connection to this peer first (its first
-                // request counts as a reuse: a stale one is replaced below).
-                let pooled = match attempt {
-                    1 => round.dl.pool().and_then(|p| p.take(&self.addrs)),
+                // The connection a worker left to this holder, or a
+                // batch's idle one to this peer, first (its first request
+                // counts as a reuse: a stale one is replaced below).
+                let kept = match attempt {
+                    1 => round.take_conn(self.slot),
                     _ => None,
                 };
-                let c = match pooled {
-                    Some(c) => c,
-                    None => client::connect(&self.addrs, round.timeouts)
-                        .map_err(|e| Fail::Io(e.into()))?,
+                let pooled = match (attempt, &kept) {
+                    (1, None) => round.dl.pool().and_then(|p| p.take(&self.addrs)),
+                    _ => None,
                 };
-                let socket = round.register(&c);
-                self.conn = Some(Conn { conn: c, socket });
+                self.conn = Some(match (kept, pooled) {
+                    (Some((conn, socket)), _) => Conn { conn, socket },
+                    (None, pooled) => {
+                        let c = match pooled {
+                            Some(c) => c,
+                            None => client::connect(&self.addrs, round.timeouts)
+                                .map_err(|e| Fail::Io(e.into()))?,
+                        };
+                        let socket = round.register(&c);
+                        Conn { conn: c, socket }
+                    }
+                });
             }
             let Some(c) = self.conn.as_mut() else {
                 return Err(Fail::Io(Transfer::NoConnection));
