@@ -47,7 +47,7 @@ pub const PUTS_PER_TICK: usize = 16;
 /// announced within this of its first piece). A look costs a snapshot of
 /// the partial files and the upload counts, no etcd request unless
 /// something changed. In the simulator (1,000 hosts) 50 ms instead of
-/// 250 ms took the median host from 1.30x to 1.21x one host alone (with
+/// 250 ms took the median host from 1.31x to 1.22x one host alone (with
 /// re-queries every 50 ms at the start): a holder found sooner passes its
 /// pieces on sooner.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);

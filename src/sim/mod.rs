@@ -6,17 +6,19 @@
 //! every re-query) and the seeds' offers ([`crate::seeding::Offers`], one
 //! per complete holder). What it models itself: the links ([`net`]:
 //! per-host upload and download capacity, max-min shared, latency one way
-//! per message), the tracker (a host is announced within 250 ms of its
+//! per message), the tracker (a host is announced within 50 ms of its
 //! first piece; a re-query reads a window of 32 announcements from a
-//! random place, every 150 ms for the first 2 s, then every 500 ms, and
-//! adds the download's subset of it), and a download's connections the
+//! random place, every 50 ms for the first 2 s (doubled after one that
+//! found no one new, once in a swarm), then every 500 ms, and adds the
+//! download's subset of it, up to 128 holders), and a download's connections the
 //! way `fetch/worker.rs` and the supervisor's `fill` use the scheduler
 //! (one connection per holder, at most `connections` at once, a holder
 //! that may have something first; the bitmap asked first, then riding on
 //! each piece, polled while a holder has nothing to give; a connection
 //! leaves a partial holder that has nothing when another may have
 //! something; "come back later" sends it to another holder at once, and
-//! that one is asked again after its rotation).
+//! that one is asked again after its rotation, unless the holder says it
+//! is next in line: then it waits there for the rotation).
 //!
 //! Event-driven on a simulated clock (ns), seeded randomness, so a run is a
 //! function of its [`Config`]. It lives in the crate (the policies are
