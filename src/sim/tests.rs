@@ -151,7 +151,7 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// One case from the environment, for choosing the constants:
 /// `SIM_HOSTS SIM_PIECE_KIB SIM_SUBSET SIM_CONNS SIM_SWARM_CONNS SIM_REGULAR
 /// SIM_OPTIMISTIC SIM_RECHOKE_MS SIM_IDLE_MS SIM_GRANT_MS SIM_SLOW SIM_SEED
-/// SIM_FILE_MIB SIM_ANNOUNCE_MS SIM_FAST_REQUERY_MS SIM_MAX_HOLDERS
+/// SIM_FILE_MIB SIM_ANNOUNCE_MS SIM_FAST_REQUERY_MS SIM_MAX_HOLDERS SIM_MAX_WAITING
 /// SIM_PARK` (0 never, 1 always, 2 when next in line: the default).
 #[test]
 #[ignore = "by hand: cargo test --release --lib sim::tests::explore -- --ignored --nocapture"]
@@ -165,6 +165,7 @@ fn explore() {
     cfg.slots.regular = env("SIM_REGULAR", cfg.slots.regular);
     cfg.slots.optimistic = env("SIM_OPTIMISTIC", cfg.slots.optimistic);
     cfg.slots.rechoke = Duration::from_millis(env("SIM_RECHOKE_MS", 250));
+    cfg.slots.max_waiting = env("SIM_MAX_WAITING", cfg.slots.max_waiting);
     cfg.slots.idle = Duration::from_millis(env("SIM_IDLE_MS", 300));
     cfg.slow_fraction = env("SIM_SLOW", 0.0);
     cfg.seed = env("SIM_SEED", 1);
