@@ -67,6 +67,11 @@ pub const INDEXING_HEADER: &str = "X-Indexing";
 /// of the peer is taken: milliseconds until the slots rotate. The
 /// downloader gives the piece back and asks another holder meanwhile.
 pub const SLOTS_HEADER: &str = "X-Slots";
+/// Response header beside [`SLOTS_HEADER`] (value `1`) when the
+/// downloader turned away is next in line: asking again at the rotation,
+/// it gets a slot then, so it waits for it there instead of asking
+/// another holder meanwhile.
+pub const SLOTS_NEXT_HEADER: &str = "X-Slots-Next";
 /// Files of more pieces than this get no [`HAVE_HEADER`] or
 /// [`FRESH_HEADER`] (at most 1 KiB of hex per header); their downloaders
 /// ask `have`.
@@ -398,6 +403,12 @@ impl Bitfield {
     /// Pieces held.
     pub fn count(&self) -> usize {
         self.bytes.iter().map(|b| b.count_ones() as usize).sum()
+    }
+
+    /// True if a piece is held in both (a byte at a time: a holder's
+    /// bitmap against the pieces a download still lacks).
+    pub fn intersects(&self, other: &Bitfield) -> bool {
+        self.bytes.iter().zip(&other.bytes).any(|(a, b)| a & b != 0)
     }
 
     /// True if every piece is held.

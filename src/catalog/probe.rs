@@ -198,8 +198,8 @@ pub enum NotFound {
 /// namespace about it (see the module doc). A lookup is handed to the
 /// next [`HolderSource::holders`] call for that file, so a `get` asks the
 /// network once to start; a running download's re-queries (every
-/// 150 ms for its first 2 s, when partial holders get their first pieces,
-/// then every 500 ms) each read a random sample of the swarm's tracker
+/// 50 ms for its first 2 s, when partial holders get their first pieces,
+/// then every 500 ms; none once it knows 128 holders) each read a random sample of the swarm's tracker
 /// (`discovery::tracker`), so partial holders join within one, and a
 /// re-query costs a few etcd reads, not a request to every peer.
 pub struct ProbedHolders {

@@ -43,8 +43,14 @@ use crate::holders::host_of_addrs;
 pub const MAX_ANNOUNCED: usize = 64;
 /// Most puts (and deletes) per announcer tick (64 a second).
 pub const PUTS_PER_TICK: usize = 16;
-/// How often the announcer looks at what it holds.
-pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
+/// How often the announcer looks at what it holds (a download is
+/// announced within this of its first piece). A look costs a snapshot of
+/// the partial files and the upload counts, no etcd request unless
+/// something changed. In the simulator (1,000 hosts) 50 ms instead of
+/// 250 ms took the median host from 1.31x to 1.22x one host alone (with
+/// re-queries every 50 ms at the start): a holder found sooner passes its
+/// pieces on sooner.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
 /// Keys per etcd range of a sample.
 pub const PAGE: usize = 32;
 /// Ranges of one sample at most.

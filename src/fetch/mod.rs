@@ -70,11 +70,14 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use batch::{BatchItem, BatchOptions, BatchProgress, DEFAULT_CONCURRENCY};
+// The download's constants the simulator uses.
 pub use downloader::Downloader;
 pub use error::{FetchError, HolderFailure};
 pub use fault::{HolderFault, HolderFaultKind};
 pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
+#[cfg(test)]
+pub(crate) use {round::MAX_HOLDERS, supervisor::FAST_REQUERY, worker::MAX_PARKED};
 
 use crate::digest::Sha1Digest;
 
@@ -126,8 +129,9 @@ impl Default for DownloadOptions {
     /// holder (`connections_per_holder` 2 allows a second, but it opens only
     /// while fewer than `target_connections`, 1, are open in total: with
     /// these defaults, never), at most 8, 48 MiB of buffers, 3 retries; holders
-    /// re-queried every 500 ms (every 150 ms for the first 2 s: partial
-    /// holders join quickly); state saved every 50 ms (a peer sharing the
+    /// re-queried every 500 ms (every 50 ms for the first 2 s, backing off
+    /// once nobody new is found: partial holders join quickly; none once
+    /// 128 are known); state saved every 50 ms (a peer sharing the
     /// output's directory serves the pieces it marks; less often past 512
     /// pieces); 2 copies in the endgame.
     fn default() -> Self {

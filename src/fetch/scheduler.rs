@@ -49,6 +49,9 @@ pub(crate) enum Next {
 
 struct State {
     pieces: Vec<PieceState>,
+    /// The pieces in state `Missing` (queued), as a bitmap: whether a
+    /// holder has one is a few word operations, not a pass over the file.
+    missing: Bitfield,
     /// Per holder slot: the pieces it has (`None`: all of them).
     have: Vec<Option<Bitfield>>,
     /// Per holder slot: dropped (its pieces no longer count).
@@ -136,8 +139,10 @@ impl Scheduler {
                 }
             })
             .collect();
+        let missing = Bitfield::from_flags(&done.iter().map(|d| !d).collect::<Vec<bool>>());
         Scheduler {
             state: Mutex::new(State {
+                missing,
                 remaining: done.iter().filter(|d| !**d).count(),
                 have: Vec::new(),
                 gone: Vec::new(),
@@ -193,10 +198,16 @@ impl Scheduler {
             // A partial holder's new bitmap (it rides on every piece):
             // only the pieces that changed are counted again.
             (Some(old), Some(new)) if counts && old.len() == new.len() => {
-                let changed: Vec<(usize, bool)> = (0..new.len())
-                    .filter(|&i| old.get(i) != new.get(i))
-                    .map(|i| (i, new.get(i)))
-                    .collect();
+                // A byte at a time: most bytes are unchanged.
+                let mut changed: Vec<(usize, bool)> = Vec::new();
+                for (k, (a, b)) in old.as_bytes().iter().zip(new.as_bytes()).enumerate() {
+                    let mut diff = a ^ b;
+                    while diff != 0 {
+                        let bit = diff.trailing_zeros() as usize;
+                        diff &= diff - 1;
+                        changed.push((k * 8 + bit, b & (1 << bit) != 0));
+                    }
+                }
                 for (i, now_has) in changed {
                     let sign = if now_has { 1 } else { -1 };
                     s.avail[i] = s.avail[i].saturating_add_signed(sign);
@@ -323,9 +334,7 @@ impl Scheduler {
             return false;
         }
         match s.have.get(holder) {
-            Some(Some(b)) => {
-                (0..s.pieces.len()).any(|i| s.pieces[i] == PieceState::Missing && b.get(i))
-            }
+            Some(Some(b)) => b.intersects(&s.missing),
             _ => true,
         }
     }
@@ -396,6 +405,7 @@ impl Scheduler {
             });
         if let Some(i) = pick {
             s.pieces[i] = PieceState::InFlight;
+            s.missing.clear(i);
             s.fetchers[i].push(holder);
             s.started[i] = Some(now);
             return Next::Piece(i);
@@ -434,6 +444,7 @@ impl Scheduler {
         match s.pieces[i] {
             PieceState::Missing | PieceState::InFlight => {
                 s.pieces[i] = PieceState::Writing;
+                s.missing.clear(i);
                 true
             }
             PieceState::Writing | PieceState::Done => false,
@@ -454,6 +465,7 @@ impl Scheduler {
                 s.piece_time = Some(s.piece_time.map_or(took, |avg| (avg * 7 + took) / 8));
             }
             s.pieces[i] = PieceState::Done;
+            s.missing.clear(i);
             s.last_progress = now;
             if s.have.get(holder).is_some_and(Option::is_some) {
                 s.partial_progress = s.last_progress;
@@ -489,6 +501,7 @@ impl Scheduler {
         remove(&mut s.fetchers[i], holder);
         if s.pieces[i] == PieceState::InFlight && s.fetchers[i].is_empty() {
             s.pieces[i] = PieceState::Missing;
+            s.missing.set(i);
             s.started[i] = None;
         }
         drop(s);
@@ -584,13 +597,10 @@ impl State {
 
     /// True if a credited partial holder has a piece still missing here.
     fn partials_can_help(&self) -> bool {
-        let partials: Vec<&Bitfield> = (0..self.have.len())
+        (0..self.have.len())
             .filter(|&h| self.counts(h))
             .filter_map(|h| self.have[h].as_ref())
-            .collect();
-        (0..self.pieces.len())
-            .filter(|&i| self.pieces[i] == PieceState::Missing)
-            .any(|i| partials.iter().any(|b| b.get(i)))
+            .any(|b| b.intersects(&self.missing))
     }
 
     /// Credited holders known (by their bitmap) to have every piece.

@@ -19,8 +19,17 @@ use crate::holders::Holder;
 const SYNC_EVERY: u64 = 16 * 1024 * 1024;
 
 /// Re-query interval during the first [`FAST_REQUERY_FOR`] of a round
-/// (unless `requery_interval` is shorter).
-const FAST_REQUERY: Duration = Duration::from_millis(150);
+/// (unless `requery_interval` is shorter), when partial holders get
+/// their first pieces: in the simulator (1,000 hosts) 50 ms instead of
+/// 150 (and holders announced within 50 ms) took the median host from
+/// 1.31x to 1.22x one host alone. Once
+/// partial holders are known, a re-query that found no one new doubles
+/// it (up to `requery_interval`) and one that did sets it back: a swarm of
+/// 47 hosts is known within a second, and its downloads then stop reading
+/// etcd 20 times a second (in the lab that cost more CPU than the faster
+/// discovery saved). A round at [`super::round::MAX_HOLDERS`] asks no
+/// more.
+pub(crate) const FAST_REQUERY: Duration = Duration::from_millis(50);
 /// How long a round re-queries every [`FAST_REQUERY`].
 const FAST_REQUERY_FOR: Duration = Duration::from_secs(2);
 
@@ -66,6 +75,7 @@ pub(crate) fn run(
         let mut progress_at = (Instant::now(), round.sched.done_bytes());
         let mut waits = 0u32;
         let mut seq = 0usize;
+        let mut fast_every = FAST_REQUERY;
         let ended = loop {
             if let Some(e) = round.fatal.lock().take() {
                 break Some(Outcome::Fatal(e));
@@ -130,16 +140,24 @@ pub(crate) fn run(
             }
             // Partial holders have their first pieces within a fraction
             // of a second: asked sooner at the start, they join sooner.
+            let slow = round.dl.opts().requery_interval;
             let interval = if started.elapsed() < FAST_REQUERY_FOR {
-                round.dl.opts().requery_interval.min(FAST_REQUERY)
+                slow.min(fast_every)
             } else {
-                round.dl.opts().requery_interval
+                slow
             };
-            if last_query.elapsed() >= interval {
+            if last_query.elapsed() >= interval && round.wants_holders() {
                 let asked = Instant::now();
-                round.add_holders(requery());
+                let added = round.add_requeried(requery());
+                fast_every = if added > 0 {
+                    FAST_REQUERY
+                } else if round.sched.in_swarm() {
+                    (fast_every * 2).min(slow)
+                } else {
+                    fast_every
+                };
                 log::trace!(
-                    "holders asked again in {:.3}s",
+                    "holders asked again in {:.3}s: {added} new",
                     asked.elapsed().as_secs_f64()
                 );
                 last_query = Instant::now();

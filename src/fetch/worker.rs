@@ -21,7 +21,10 @@
 //! back and the worker asks again after a second, up to 30 times in a row.
 //! A `503` with `X-Slots` (every upload slot of the holder taken) is not
 //! one either: the piece goes back, the connection goes to another holder
-//! at once, and this one is asked again when it rotates its slots. A
+//! at once, and this one is asked again when it rotates its slots; unless
+//! the holder says this download is next in line (`X-Slots-Next`): then
+//! the connection waits for the rotation there (at most
+//! [`MAX_PARKED`] times in a row), so the slot given to it is used. A
 //! worker that leaves a holder between requests (a `503`, a rotation)
 //! leaves its connection to the round for the next worker sent there.
 
@@ -53,6 +56,10 @@ const HINT_POLL: Duration = Duration::from_millis(300);
 /// Bounds on the wait a holder whose upload slots are full asks for.
 const SLOTS_RETRY_MIN: Duration = Duration::from_millis(100);
 const SLOTS_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Rotations in a row a connection waits for at one holder that said it
+/// was next in line (a holder that says so and never serves keeps a
+/// connection this long at most).
+pub(crate) const MAX_PARKED: u32 = 2;
 /// Pieces a holder may claim and then not serve (`416`) before it is
 /// dropped as lying.
 const MAX_NOT_THERE: u32 = 8;
@@ -64,9 +71,10 @@ enum Fail {
     /// `503`: the holder's queue is full; ask again after `BUSY_RETRY`.
     Busy,
     /// `503` with `X-Slots`: every upload slot of the holder is taken, it
-    /// rotates them after this long. Not a failure, and no wait: the
-    /// connection goes to another holder meanwhile.
-    SlotsFull(Duration),
+    /// rotates them after `after`. Not a failure, and no wait: the
+    /// connection goes to another holder meanwhile, unless this download
+    /// is `next` in line there (`X-Slots-Next`): then it waits here.
+    SlotsFull { after: Duration, next: bool },
     /// The holder sent data that is provably wrong.
     Bad(BadData),
     /// The transfer failed.
@@ -128,6 +136,8 @@ struct Worker<'r, 'a> {
     /// This worker already gave its place back (a seed's second
     /// connection, see [`Worker::retire_from_seed`]).
     retired: bool,
+    /// Rotations waited for in a row at this holder (next in line).
+    parked: u32,
 }
 
 /// The worker loop for the holder in slot `slot`; when it leaves that
@@ -174,6 +184,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             clean_exit: false,
             unhooked: false,
             retired: false,
+            parked: 0,
         }
     }
 
@@ -304,13 +315,21 @@ impl<'r, 'a> Worker<'r, 'a> {
             }
         }
         match result {
-            Err(Fail::SlotsFull(after)) => {
+            Err(Fail::SlotsFull { after, next }) => {
+                crate::metrics::SLOTS_TURNED_AWAY.inc();
+                let after = after.clamp(SLOTS_RETRY_MIN, SLOTS_RETRY_MAX);
+                if next && self.parked < MAX_PARKED {
+                    // Next in line: the slot is ours at the rotation, and
+                    // given to us it waits only `SlotConfig::grant`.
+                    self.parked += 1;
+                    round.sleep(after);
+                    return true;
+                }
                 // Turned away at once: this connection serves another
                 // holder meanwhile; this one is asked again after its
                 // rotation (bounded, so a peer cannot park us for long).
-                let after = after.clamp(SLOTS_RETRY_MIN, SLOTS_RETRY_MAX);
+                self.parked = 0;
                 round.slots.lock()[self.slot].retry_at = Some(Instant::now() + after);
-                crate::metrics::SLOTS_TURNED_AWAY.inc();
                 self.clean_exit = true;
                 false
             }
@@ -323,7 +342,10 @@ impl<'r, 'a> Worker<'r, 'a> {
                 false
             }
             Ok(len) => match i {
-                Some(i) => self.keep(i, len),
+                Some(i) => {
+                    self.parked = 0;
+                    self.keep(i, len)
+                }
                 None => true,
             },
             Err(Fail::Abandoned) => {
@@ -579,13 +601,17 @@ impl<'r, 'a> Worker<'r, 'a> {
             200 if start == 0 && len as u64 == size => {}
             503 => {
                 if head.content_length == Some(0) {
-                    // No body: the connection can carry the next request.
+                    // No body: the connection can carry the next request
+                    // (next in line, it asks again there).
                     if let Some(c) = self.conn.as_mut() {
                         c.conn.finish(&head);
                     }
                 }
                 return Err(match head.slots_full {
-                    Some(after) => Fail::SlotsFull(after),
+                    Some(after) => Fail::SlotsFull {
+                        after,
+                        next: head.slots_next,
+                    },
                     None => Fail::Busy,
                 });
             }

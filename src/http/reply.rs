@@ -48,6 +48,9 @@ pub struct Head {
     /// `X-Slots` on a `503`: every upload slot of the holder is taken;
     /// they rotate after this long (ask another holder meanwhile).
     pub slots_full: Option<std::time::Duration>,
+    /// `X-Slots-Next: 1` beside it: this client gets a slot at that
+    /// rotation (wait for it there).
+    pub slots_next: bool,
 }
 
 /// How a response's body ends.
@@ -151,6 +154,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ReplyError> {
         etag: None,
         indexing: None,
         slots_full: None,
+        slots_next: false,
         close: resp.version == Some(0),
     };
     for h in resp.headers.iter() {
@@ -200,6 +204,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, ReplyError> {
                 .parse::<u64>()
                 .ok()
                 .map(|ms| std::time::Duration::from_millis(ms.min(60_000)));
+        } else if h
+            .name
+            .eq_ignore_ascii_case(crate::protocol::SLOTS_NEXT_HEADER)
+        {
+            head.slots_next = value == "1";
         } else if h
             .name
             .eq_ignore_ascii_case(crate::protocol::INDEXING_HEADER)

@@ -11,7 +11,8 @@
 //! slow download gets its turn). A slot whose download asked nothing for
 //! [`SlotConfig::idle`] (and has no answer in progress) is free again, and
 //! goes to the next download that asks. A download turned away is told
-//! when the next rechoke is (`Admit::Busy { retry_after }`).
+//! when the next rechoke is, and whether it is next in line then
+//! (`Admit::Busy { retry_after, next }`).
 //!
 //! `K` names a download as the server sees it (a client host); the caller
 //! keeps one `UploadSlots` per uplink behind its own lock and passes the
@@ -34,34 +35,41 @@ pub(crate) struct SlotConfig {
     /// A slot whose download asked nothing for this long (with no answer
     /// in progress) is free.
     pub idle: Duration,
+    /// A slot given at a rechoke to a waiting download that has not asked
+    /// since is free after this long (the download went elsewhere).
+    pub grant: Duration,
     /// A slot is free after this long without a request even if answers
     /// seem in progress (a caller that lost count cannot block it for ever).
     pub stale: Duration,
     /// Waiting downloads remembered at most (the one that asked least
-    /// lately is forgotten).
+    /// lately is forgotten). 64: one slot rotates a term, so the 64th
+    /// waits 16 s for it anyway, and a new waiter at a full list costs a
+    /// scan of it (1,024 made a seed of 10,000 downloads the simulator's
+    /// hot spot; at 1,000 hosts 64 did as well, and the seed uploaded
+    /// 1.55 files with 10 % slow hosts instead of 1.83).
     pub max_waiting: usize,
 }
 
 impl Default for SlotConfig {
-    /// 4 + 1 slots, given out again every 250 ms. In the simulator (1,000
-    /// hosts, 16 MiB in 64 KiB pieces, 25 Mbit/s, re-queries modelled)
-    /// 4 + 1 put the last host at 2.05x one host alone (p50 1.31x, about
-    /// 2,500 turn-aways per download), 7 + 1 at 1.43x (p50 1.37x, 1,300):
-    /// with 8 connections per download and 5 slots per holder, demand
-    /// exceeds the slots by 60 % and connections bounce between full
-    /// holders. The lab did not agree (32 and 47 hosts, 25 Mbit/s: 7 + 1
-    /// was slower for the median host and the seed uploaded more, the
-    /// slowest no better: docs/benchmarks.md), so 4 + 1 stays. Earlier
-    /// (200 hosts, 128 KiB pieces) a 1 s term put the last host at 1.65x,
-    /// 250 ms at 1.56x.
+    /// 4 + 1 slots, given out again every 250 ms; a slot given at a
+    /// rotation to a download that does not come for it is free after
+    /// 120 ms (its holder tells the one next in line, which waits for
+    /// it). In the simulator (1,000 hosts, 16 MiB in 64 KiB pieces,
+    /// 25 Mbit/s, 8 connections per download) 4 + 1 slots put the last
+    /// host at 2.05x one host alone (about 2,500 turn-aways per
+    /// download); 7 + 1 at 1.43x, which the lab did not confirm (32 and
+    /// 47 hosts: docs/benchmarks.md); 4 + 1 with the 120 ms lapse and the
+    /// wait when next in line (and holders found within 50 ms) at 1.70x,
+    /// with a 300 ms lapse 1.85x.
     fn default() -> Self {
         SlotConfig {
             regular: 4,
             optimistic: 1,
             rechoke: Duration::from_millis(250),
             idle: Duration::from_millis(300),
+            grant: Duration::from_millis(120),
             stale: Duration::from_secs(30),
-            max_waiting: 1024,
+            max_waiting: 64,
         }
     }
 }
@@ -76,6 +84,11 @@ pub(crate) enum Admit {
     Busy {
         /// Time until the next rechoke.
         retry_after: Duration,
+        /// This download has waited longest (or among the
+        /// [`SlotConfig::optimistic`] longest): asking again at the
+        /// rechoke, it gets a slot then. Worth waiting for, where another
+        /// turned away had better ask elsewhere meanwhile.
+        next: bool,
     },
 }
 
@@ -89,6 +102,8 @@ struct Holder {
     bytes: u64,
     /// Order of arrival (ties between equal rates).
     seq: u64,
+    /// Given at a rechoke and not asked for since.
+    granted: bool,
 }
 
 #[derive(Debug)]
@@ -106,6 +121,16 @@ pub(crate) struct UploadSlots<K> {
     cfg: SlotConfig,
     holders: HashMap<K, Holder>,
     waiting: HashMap<K, Waiter>,
+    /// The waiters the next rechoke serves first ([`UploadSlots::is_next`]),
+    /// computed again only when `front_stale` (a waiter left, or few wait):
+    /// a new waiter is the youngest, so it changes nothing. Scanning every
+    /// waiter on every turn-away cost a busy seed (1,024 waiting, then) most of
+    /// its time in the simulator at 10,000 hosts.
+    front: Vec<K>,
+    front_stale: bool,
+    /// When silent waiters are next forgotten (every half term, not on
+    /// every request).
+    next_sweep: Option<Instant>,
     next_rechoke: Option<Instant>,
     seq: u64,
 }
@@ -117,6 +142,9 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
             cfg,
             holders: HashMap::new(),
             waiting: HashMap::new(),
+            front: Vec::new(),
+            front_stale: false,
+            next_sweep: None,
             next_rechoke: None,
             seq: 0,
         }
@@ -133,10 +161,13 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
         if let Some(h) = self.holders.get_mut(who) {
             h.last = now;
             h.in_flight = h.in_flight.saturating_add(1);
+            h.granted = false;
             return Admit::Serve;
         }
         if self.holders.len() < self.capacity() {
-            self.waiting.remove(who);
+            if self.waiting.remove(who).is_some() {
+                self.front_stale = true;
+            }
             let seq = self.next_seq();
             self.holders.insert(
                 who.clone(),
@@ -145,14 +176,16 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
                     in_flight: 1,
                     bytes: 0,
                     seq,
+                    granted: false,
                 },
             );
             return Admit::Serve;
         }
         self.wait(who, now);
-        let next = self.next_rechoke.unwrap_or(now);
+        let at = self.next_rechoke.unwrap_or(now);
         Admit::Busy {
-            retry_after: next.saturating_duration_since(now),
+            retry_after: at.saturating_duration_since(now),
+            next: self.is_next(who),
         }
     }
 
@@ -184,6 +217,30 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
         self.holders.contains_key(who)
     }
 
+    /// True if `who` (waiting) is among the waiters the next rechoke
+    /// serves first: the [`SlotConfig::optimistic`] longest waiting (at
+    /// least one).
+    fn is_next(&mut self, who: &K) -> bool {
+        if !self.waiting.contains_key(who) {
+            return false;
+        }
+        if self.front_stale {
+            let mut all: Vec<(Instant, u64, &K)> = self
+                .waiting
+                .iter()
+                .map(|(k, w)| (w.since, w.seq, k))
+                .collect();
+            let k = self.cfg.optimistic.max(1);
+            if all.len() > k {
+                all.select_nth_unstable_by_key(k - 1, |&(since, seq, _)| (since, seq));
+                all.truncate(k);
+            }
+            self.front = all.into_iter().map(|(_, _, k)| k.clone()).collect();
+            self.front_stale = false;
+        }
+        self.front.contains(who)
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
@@ -202,7 +259,11 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
                 .map(|(k, _)| k.clone());
             if let Some(k) = quietest {
                 self.waiting.remove(&k);
+                self.front_stale = true;
             }
+        }
+        if self.waiting.len() < self.cfg.optimistic.max(1) {
+            self.front_stale = true;
         }
         let seq = self.next_seq();
         self.waiting.insert(
@@ -218,16 +279,26 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
     /// Frees idle slots, forgets downloads that stopped asking, and gives
     /// the slots out again when a term is over.
     fn tick(&mut self, now: Instant) {
-        let (idle, stale) = (self.cfg.idle, self.cfg.stale);
+        let (idle, grant, stale) = (self.cfg.idle, self.cfg.grant, self.cfg.stale);
         self.holders.retain(|_, h| {
             let quiet = now.saturating_duration_since(h.last);
-            !((h.in_flight == 0 && quiet >= idle) || quiet >= stale)
+            let unused = if h.granted { grant } else { idle };
+            !((h.in_flight == 0 && quiet >= unused) || quiet >= stale)
         });
         // A download told to come back at the next rechoke does so within
         // a term; one silent for two terms went elsewhere or finished.
-        let forget = self.cfg.rechoke.saturating_mul(2).max(self.cfg.idle);
-        self.waiting
-            .retain(|_, w| now.saturating_duration_since(w.last) < forget);
+        // Looked for every half term, and before every rechoke.
+        let rechoke_due = self.next_rechoke.is_some_and(|t| now >= t);
+        if rechoke_due || self.next_sweep.is_none_or(|t| now >= t) {
+            self.next_sweep = Some(now + self.cfg.rechoke / 2);
+            let forget = self.cfg.rechoke.saturating_mul(2).max(self.cfg.idle);
+            let before = self.waiting.len();
+            self.waiting
+                .retain(|_, w| now.saturating_duration_since(w.last) < forget);
+            if self.waiting.len() != before {
+                self.front_stale = true;
+            }
+        }
         match self.next_rechoke {
             None => self.next_rechoke = Some(now + self.cfg.rechoke),
             Some(t) if now >= t => self.rechoke(now),
@@ -237,6 +308,7 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
 
     fn rechoke(&mut self, now: Instant) {
         self.next_rechoke = Some(now + self.cfg.rechoke);
+        self.front_stale = true;
         if self.waiting.is_empty() {
             for h in self.holders.values_mut() {
                 h.bytes = 0;
@@ -269,7 +341,7 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
         }
         // The rest, longest wait first: the optimistic slot(s), and any
         // regular slot no fast download kept. Granted now; the download
-        // has `idle` to come and use it.
+        // has `grant` to come and use it.
         while self.holders.len() < self.capacity() {
             let Some(k) = self
                 .waiting
@@ -288,6 +360,7 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
                     in_flight: 0,
                     bytes: 0,
                     seq,
+                    granted: true,
                 },
             );
         }
@@ -304,6 +377,7 @@ mod tests {
             optimistic,
             rechoke: Duration::from_secs(1),
             idle: Duration::from_millis(300),
+            grant: Duration::from_millis(300),
             stale: Duration::from_secs(30),
             max_waiting: 8,
         }
@@ -323,11 +397,20 @@ mod tests {
         assert_eq!(
             s.admit(&3, ms(t0, 200)),
             Admit::Busy {
-                retry_after: Duration::from_millis(800)
+                retry_after: Duration::from_millis(800),
+                next: true,
+            }
+        );
+        // A later one is not next in line.
+        assert_eq!(
+            s.admit(&4, ms(t0, 300)),
+            Admit::Busy {
+                retry_after: Duration::from_millis(700),
+                next: false,
             }
         );
         assert_eq!(s.busy(), 3);
-        assert_eq!(s.waiting(), 1);
+        assert_eq!(s.waiting(), 2);
         // A holder asks again while its answer is in progress: still served.
         assert_eq!(s.admit(&0, ms(t0, 250)), Admit::Serve);
     }
@@ -387,6 +470,33 @@ mod tests {
         // A lost count does not hold it for ever.
         assert!(matches!(s.admit(&3, ms(t0, 950)), Admit::Busy { .. }));
         assert_eq!(s.admit(&3, ms(t0, 31_000)), Admit::Serve);
+    }
+
+    #[test]
+    fn a_slot_given_at_a_rechoke_and_not_taken_is_free_after_the_grant_time() {
+        let t0 = Instant::now();
+        let mut s = UploadSlots::new(SlotConfig {
+            grant: Duration::from_millis(100),
+            ..cfg(0, 1)
+        });
+        assert_eq!(s.admit(&1, t0), Admit::Serve);
+        s.finished(&1, 10, ms(t0, 10));
+        // 2 waits, next in line; 3 after it is not.
+        assert!(matches!(
+            s.admit(&2, ms(t0, 20)),
+            Admit::Busy { next: true, .. }
+        ));
+        assert!(matches!(s.admit(&1, ms(t0, 30)), Admit::Serve));
+        s.finished(&1, 10, ms(t0, 40));
+        assert!(matches!(
+            s.admit(&3, ms(t0, 50)),
+            Admit::Busy { next: false, .. }
+        ));
+        // The rechoke gives the slot to 2, which went elsewhere: 3 keeps
+        // asking and gets it once the grant lapsed, not after `idle`.
+        assert!(matches!(s.admit(&3, ms(t0, 1000)), Admit::Busy { .. }));
+        assert!(s.holds(&2));
+        assert_eq!(s.admit(&3, ms(t0, 1100)), Admit::Serve);
     }
 
     #[test]

@@ -15,13 +15,12 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use serde::Serialize;
 
-use super::slots::SlotGuard;
+use super::slots::{SlotGuard, Turned};
 use super::{FileSource, Page};
 use crate::digest::Sha1Digest;
 use crate::http::conditional::{if_range_matches, none_match};
@@ -33,7 +32,7 @@ use crate::http::route::{self, Route, ALLOW};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
 use crate::protocol::{
     DOWNLOAD_ID_HEADER, FRESH_HEADER, HAVE_HEADER, INDEXING_HEADER, MAX_HEADER_PIECES,
-    PIECES_HEADER, SLOTS_HEADER,
+    PIECES_HEADER, SLOTS_HEADER, SLOTS_NEXT_HEADER,
 };
 
 const CONTENT_TYPE_JSON: &str = "application/json";
@@ -247,7 +246,7 @@ pub(crate) fn handle(
     request: &RequestHead,
     source: &dyn FileSource,
     catalog: &CatalogCache,
-    slot: &dyn Fn() -> Result<SlotGuard, Duration>,
+    slot: &dyn Fn() -> Result<SlotGuard, Turned>,
 ) -> Response {
     let mut response = answer(request, source, catalog, slot);
     response.head = response.head.header("X-Content-Type-Options", "nosniff");
@@ -258,7 +257,7 @@ fn answer(
     request: &RequestHead,
     source: &dyn FileSource,
     catalog: &CatalogCache,
-    slot: &dyn Fn() -> Result<SlotGuard, Duration>,
+    slot: &dyn Fn() -> Result<SlotGuard, Turned>,
 ) -> Response {
     let route = match route::route(&request.method, &request.target) {
         Ok(route) => route,
@@ -424,13 +423,18 @@ fn file_list(request: &RequestHead, source: &dyn FileSource, catalog: &CatalogCa
 
 /// `503` at once, without a body, for a piece request while every upload
 /// slot is taken: `Retry-After` in whole seconds, `X-Slots` the time to
-/// the next rotation in milliseconds.
-fn slots_full(retry_after: Duration) -> Response {
+/// the next rotation in milliseconds, `X-Slots-Next: 1` if this client
+/// gets a slot then.
+fn slots_full(turned: Turned) -> Response {
+    let Turned { retry_after, next } = turned;
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    let head = ResponseHead::new(Status::SERVICE_UNAVAILABLE)
+    let mut head = ResponseHead::new(Status::SERVICE_UNAVAILABLE)
         .header("Retry-After", secs.max(1).to_string())
         .header(SLOTS_HEADER, retry_after.as_millis().to_string())
         .header("Cache-Control", CACHE_NEVER);
+    if next {
+        head = head.header(SLOTS_NEXT_HEADER, "1");
+    }
     Response::bytes(head, Vec::new())
 }
 
@@ -438,7 +442,7 @@ fn file(
     request: &RequestHead,
     source: &dyn FileSource,
     sha1: &Sha1Digest,
-    gate: &dyn Fn() -> Result<SlotGuard, Duration>,
+    gate: &dyn Fn() -> Result<SlotGuard, Turned>,
 ) -> Response {
     let opened = match source.open(sha1) {
         Ok(Some(opened)) => opened,
@@ -520,7 +524,7 @@ fn file(
         // A piece: served within the upload slots, else turned away now.
         match gate() {
             Ok(g) => slot = Some(g),
-            Err(retry_after) => return slots_full(retry_after),
+            Err(turned) => return slots_full(turned),
         }
         // The downloader's view of this peer rides on each piece: a partial
         // holder's pieces, a seed's least-uploaded ones (after counting

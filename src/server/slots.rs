@@ -8,7 +8,8 @@
 //! A request turned away is answered at once, without a body: `503` with
 //! `Retry-After` (whole seconds, for any HTTP client) and `X-Slots: <ms>`
 //! (the time to the next rotation, for the downloader, which gives the
-//! piece back and asks another holder meanwhile). An admitted answer holds
+//! piece back and asks another holder meanwhile), and `X-Slots-Next: 1`
+//! when the downloader is next in line (it waits for the rotation here). An admitted answer holds
 //! its slot through a [`SlotGuard`] until its body ends (sent or cut).
 
 use std::sync::Arc;
@@ -18,6 +19,14 @@ use parking_lot::Mutex;
 
 use super::limits::ClientKey;
 use crate::policy::slots::{Admit, SlotConfig, UploadSlots};
+
+/// A piece request turned away: the time to the next rotation, and
+/// whether this client is next in line then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Turned {
+    pub retry_after: Duration,
+    pub next: bool,
+}
 
 /// The upload slots of one server.
 pub(crate) struct Slots {
@@ -43,7 +52,7 @@ impl Slots {
     }
 
     /// A slot for `key` now, or the time until the slots rotate.
-    pub(crate) fn admit(self: &Arc<Self>, key: ClientKey) -> Result<SlotGuard, Duration> {
+    pub(crate) fn admit(self: &Arc<Self>, key: ClientKey) -> Result<SlotGuard, Turned> {
         if self.open {
             return Ok(SlotGuard {
                 slots: None,
@@ -57,9 +66,9 @@ impl Slots {
                 key,
                 sent: 0,
             }),
-            Admit::Busy { retry_after } => {
+            Admit::Busy { retry_after, next } => {
                 crate::metrics::SLOTS_REFUSED.inc();
-                Err(retry_after)
+                Err(Turned { retry_after, next })
             }
         }
     }

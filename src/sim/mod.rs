@@ -6,17 +6,19 @@
 //! every re-query) and the seeds' offers ([`crate::seeding::Offers`], one
 //! per complete holder). What it models itself: the links ([`net`]:
 //! per-host upload and download capacity, max-min shared, latency one way
-//! per message), the tracker (a host is announced within 250 ms of its
+//! per message), the tracker (a host is announced within 50 ms of its
 //! first piece; a re-query reads a window of 32 announcements from a
-//! random place, every 150 ms for the first 2 s, then every 500 ms, and
-//! adds the download's subset of it), and a download's connections the
+//! random place, every 50 ms for the first 2 s (doubled after one that
+//! found no one new, once in a swarm), then every 500 ms, and adds the
+//! download's subset of it, up to 128 holders), and a download's connections the
 //! way `fetch/worker.rs` and the supervisor's `fill` use the scheduler
 //! (one connection per holder, at most `connections` at once, a holder
 //! that may have something first; the bitmap asked first, then riding on
 //! each piece, polled while a holder has nothing to give; a connection
 //! leaves a partial holder that has nothing when another may have
 //! something; "come back later" sends it to another holder at once, and
-//! that one is asked again after its rotation).
+//! that one is asked again after its rotation, unless the holder says it
+//! is next in line: then it waits there for the rotation).
 //!
 //! Event-driven on a simulated clock (ns), seeded randomness, so a run is a
 //! function of its [`Config`]. It lives in the crate (the policies are
@@ -63,6 +65,11 @@ pub(crate) struct Config {
     pub subset: usize,
     /// Connections a download has open at once.
     pub connections: usize,
+    /// ... once partial holders are known (explore only: the real
+    /// download keeps `connections`). 5, a holder's slots, was far better
+    /// here (1,000 hosts: last host 1.34x one host alone against 1.70x)
+    /// and far worse in the lab (32 and 47 hosts: docs/benchmarks.md).
+    pub swarm_connections: usize,
     /// Every holder's upload slots.
     pub slots: SlotConfig,
     /// Endgame copies of a piece at once.
@@ -73,6 +80,12 @@ pub(crate) struct Config {
     /// A download re-queries the tracker this often in its first 2 s
     /// (`supervisor.rs`).
     pub fast_requery: Duration,
+    /// Most holders a download takes from its re-queries
+    /// (`fetch::round::MAX_HOLDERS`; it stops asking at that many).
+    pub max_holders: usize,
+    /// When a connection turned away ("come back later") waits at that
+    /// holder for its rotation instead of moving to another.
+    pub park: Park,
     /// The run stops at this simulated time even if downloads are left
     /// (they are reported in [`Outcome::stuck`]): a download that never
     /// completes polls for ever, and the event queue never empties.
@@ -94,11 +107,14 @@ impl Config {
             start_spread: Duration::from_millis(50),
             subset: 10,
             connections: 8,
+            swarm_connections: 8,
             slots: SlotConfig::default(),
             max_dup: 2,
             seed: 1,
             announce_every: crate::discovery::tracker::ANNOUNCE_EVERY,
-            fast_requery: Duration::from_millis(150),
+            fast_requery: crate::fetch::FAST_REQUERY,
+            max_holders: crate::fetch::MAX_HOLDERS,
+            park: Park::Next,
             time_cap: Duration::from_secs(600),
         }
     }
@@ -107,6 +123,15 @@ impl Config {
     pub fn alone(&self) -> f64 {
         self.file as f64 / self.link
     }
+}
+
+/// When a turned-away connection stays ([`Config::park`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Park {
+    Never,
+    Always,
+    /// When the holder says it is next in line (`Admit::Busy::next`).
+    Next,
 }
 
 /// What a run gave.
@@ -125,6 +150,8 @@ pub(crate) struct Outcome {
     pub seed_spread: f64,
     /// Requests per download: pieces asked, bitmaps asked, turned away.
     pub requests: Vec<u64>,
+    /// Tracker reads (re-queries) per download.
+    pub queries: Vec<u32>,
     /// Per downloader.
     pub stats: Vec<HostStats>,
     pub busy_answers: u64,
@@ -181,7 +208,13 @@ enum Ev {
     /// `d`'s request for piece `i` arrives at its holder slot `j`.
     Ask { d: u32, j: u32, i: u32 },
     /// The holder turned it away; `d` hears it.
-    Refused { d: u32, j: u32, i: u32, retry: u64 },
+    Refused {
+        d: u32,
+        j: u32,
+        i: u32,
+        retry: u64,
+        next: bool,
+    },
     /// `d`'s bitmap request arrives at slot `j`'s holder, answered to `d`.
     Have { d: u32, j: u32 },
     /// A flow may have ended.
@@ -215,6 +248,8 @@ struct Conn {
     last_poll: Option<u64>,
     /// The flow of the piece in transit (to cancel a losing endgame copy).
     flow: Option<usize>,
+    /// Rotations waited for in a row at this holder (`worker.rs`).
+    parked: u32,
 }
 
 struct Download {
@@ -227,6 +262,9 @@ struct Download {
     requests: u64,
     /// Re-queries of the tracker.
     queries: u32,
+    /// The re-query interval in the first 2 s (`supervisor.rs`: doubled
+    /// by a re-query that found no one new once in a swarm).
+    fast_every: u64,
     stats: HostStats,
 }
 
@@ -369,6 +407,12 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         .skip(1)
         .map(|d| d.as_ref().map_or(0, |d| d.requests))
         .collect();
+    let queries = sim
+        .downloads
+        .iter()
+        .skip(1)
+        .map(|d| d.as_ref().map_or(0, |d| d.queries))
+        .collect();
     let stats = sim
         .downloads
         .iter()
@@ -383,6 +427,7 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         seed_bytes: sim.seed_bytes,
         seed_spread: sim.seed_spread,
         requests,
+        queries,
         busy_answers: sim.busy_answers,
         events: sim.events,
     }
@@ -458,9 +503,13 @@ impl Sim {
                 }
             }
             Ev::Ask { d, j, i } => self.ask(d as usize, j as usize, i as usize),
-            Ev::Refused { d, j, i, retry } => {
-                self.refused(d as usize, j as usize, i as usize, retry)
-            }
+            Ev::Refused {
+                d,
+                j,
+                i,
+                retry,
+                next,
+            } => self.refused(d as usize, j as usize, i as usize, retry, next),
             Ev::Have { d, j } => self.have_answer(d as usize, j as usize),
             Ev::FlowEnd { id, version } => {
                 let f = &self.net.flows[id as usize];
@@ -490,6 +539,7 @@ impl Sim {
             open: 0,
             requests: 0,
             queries: 0,
+            fast_every: self.cfg.fast_requery.as_nanos() as u64,
             stats: HostStats {
                 start: now,
                 idle_since: Some(now),
@@ -498,7 +548,7 @@ impl Sim {
         });
         // The first lookup asks every peer: the holders announced now.
         let all: Vec<u32> = self.announced.iter().map(|&(_, h)| h).collect();
-        self.add_holders(d, &all);
+        self.add_holders(d, &all, usize::MAX);
         self.fill(d);
         self.push(now + TICK, Ev::Tick { d: d as u32 });
         let fast_requery = self.cfg.fast_requery.as_nanos() as u64;
@@ -507,7 +557,7 @@ impl Sim {
 
     /// Adds this download's subset ([`subset::choose`] with its key) of
     /// `sample` to its holders, as `Round::add_holders` does.
-    fn add_holders(&mut self, d: usize, sample: &[u32]) {
+    fn add_holders(&mut self, d: usize, sample: &[u32], max: usize) {
         let ids: Vec<String> = sample.iter().map(|h| format!("h{h}")).collect();
         let candidates: Vec<Candidate> = sample
             .iter()
@@ -528,6 +578,9 @@ impl Sim {
             if dl.conns.iter().any(|c| c.holder == h) {
                 continue;
             }
+            if dl.conns.len() >= max {
+                break;
+            }
             dl.conns.push(Conn {
                 holder: h,
                 state: ConnState::Closed,
@@ -535,6 +588,7 @@ impl Sim {
                 retry_at: 0,
                 last_poll: None,
                 flow: None,
+                parked: 0,
             });
         }
     }
@@ -543,22 +597,34 @@ impl Sim {
     /// announced hosts from a random place (`discovery::tracker::sample`),
     /// this download's subset of it added.
     fn requery(&mut self, d: usize) {
-        let start = (next_rand(&mut self.rng) % self.hosts.len() as u64) as u32;
-        let sample: Vec<u32> = self
-            .announced
-            .range((start, 0)..)
-            .chain(self.announced.range(..(start, 0)))
-            .take(TRACKER_SAMPLE)
-            .map(|&(_, h)| h)
-            .collect();
-        self.add_holders(d, &sample);
-        self.fill(d);
+        // At `max_holders` the supervisor asks no more (`Round::wants_holders`).
+        if self.dl(d).conns.len() < self.cfg.max_holders {
+            let before = self.dl(d).conns.len();
+            let start = (next_rand(&mut self.rng) % self.hosts.len() as u64) as u32;
+            let sample: Vec<u32> = self
+                .announced
+                .range((start, 0)..)
+                .chain(self.announced.range(..(start, 0)))
+                .take(TRACKER_SAMPLE)
+                .map(|&(_, h)| h)
+                .collect();
+            self.add_holders(d, &sample, self.cfg.max_holders);
+            self.fill(d);
+            let fast = self.cfg.fast_requery.as_nanos() as u64;
+            let dl = self.dl(d);
+            dl.queries += 1;
+            dl.fast_every = if dl.conns.len() > before {
+                fast
+            } else if dl.sched.in_swarm() {
+                (dl.fast_every * 2).min(REQUERY)
+            } else {
+                dl.fast_every
+            };
+        }
         let now = self.now;
         let dl = self.dl(d);
-        dl.queries += 1;
         let fast = now - dl.stats.start < FAST_REQUERY_FOR;
-        let fast_requery = self.cfg.fast_requery.as_nanos() as u64;
-        let at = self.now + if fast { fast_requery } else { REQUERY };
+        let at = now + if fast { dl.fast_every } else { REQUERY };
         self.push(at, Ev::Requery { d: d as u32 });
     }
 
@@ -569,7 +635,12 @@ impl Sim {
         let now = self.now;
         let max = self.cfg.connections;
         loop {
-            let dl = self.dl(d);
+            let dl = self.downloads[d].as_ref().expect("started");
+            let max = if self.cfg.swarm_connections < max && dl.sched.in_swarm() {
+                self.cfg.swarm_connections
+            } else {
+                max
+            };
             if dl.open >= max {
                 return;
             }
@@ -747,7 +818,7 @@ impl Sim {
         let h = self.dl(d).conns[j].holder as usize;
         let now = self.instant();
         match self.hosts[h].slots.admit(&(d as u32), now) {
-            Admit::Busy { retry_after } => {
+            Admit::Busy { retry_after, next } => {
                 self.busy_answers += 1;
                 let at = self.now + self.lat();
                 let retry = self.now + retry_after.as_nanos() as u64;
@@ -758,6 +829,7 @@ impl Sim {
                         j: j as u32,
                         i: i as u32,
                         retry,
+                        next,
                     },
                 );
             }
@@ -799,13 +871,26 @@ impl Sim {
     /// Turned away: the piece goes back, the connection leaves this
     /// holder until `retry` and goes to another (`worker.rs`'s
     /// `SlotsFull`, then the supervisor's `fill`).
-    fn refused(&mut self, d: usize, j: usize, i: usize, retry: u64) {
+    fn refused(&mut self, d: usize, j: usize, i: usize, retry: u64, next: bool) {
         let now = self.now;
+        let parked = self.dl(d).conns[j].parked;
+        let park = match self.cfg.park {
+            Park::Never => false,
+            Park::Always => true,
+            Park::Next => next && parked < crate::fetch::MAX_PARKED,
+        };
         let dl = self.dl(d);
         dl.stats.refused += 1;
         dl.sched.release(i, j);
         let retry = retry.clamp(now + SLOTS_RETRY_MIN, now + SLOTS_RETRY_MAX);
         dl.conns[j].state = ConnState::Idle;
+        dl.conns[j].parked = if park { parked + 1 } else { 0 };
+        if park {
+            dl.conns[j].retry_at = retry;
+            self.sleep(d, j, retry);
+            self.wake(d);
+            return;
+        }
         self.close(d, j, retry);
         self.fill(d);
         self.wake(d);
@@ -880,6 +965,7 @@ impl Sim {
         let len = self.piece_len(i);
         let dl = self.dl(d);
         dl.conns[j].state = ConnState::Idle;
+        dl.conns[j].parked = 0;
         let h = dl.conns[j].holder as usize;
         if dl.sched.claim(i) {
             dl.sched.written_at(i, len, j, now);

@@ -54,11 +54,11 @@ fn header() {
 
 /// The 200-host case of `make test`, in 128 KiB pieces (128 pieces: a few
 /// seconds in a debug build). Issue 19's target is all hosts <= 1.3x one
-/// host alone: NOT met. With the re-queries modelled the last host is at
-/// 1.76-1.91x here (seeds 1-3), p50 1.33-1.36x, the seed uploads
-/// 1.09-1.21x the file (64 KiB pieces, the curve's, do better:
-/// docs/benchmarks.md). The bounds asserted are those that hold, so a
-/// regression fails.
+/// host alone: NOT met. With a connection next in line waiting for its
+/// slot, unused slots free after 120 ms and holders found within 50 ms,
+/// the last host is at 1.53-1.69x (seeds 1-4; 1.76-1.91x before), p50
+/// 1.30-1.32x, the seed uploads 1.12-1.20x the file. The bounds asserted
+/// are those that hold with a margin, so a regression fails.
 #[test]
 fn two_hundred_hosts_finish_within_bounds() {
     header();
@@ -74,9 +74,9 @@ fn two_hundred_hosts_finish_within_bounds() {
         out.stuck
     );
     let max = out.quantile(false, 1.0, alone).unwrap();
-    assert!(max <= 2.0, "all done at {max:.2}x one host alone");
+    assert!(max <= 1.8, "all done at {max:.2}x one host alone");
     let p50 = out.quantile(false, 0.5, alone).unwrap();
-    assert!(p50 <= 1.45, "half done at {p50:.2}x one host alone");
+    assert!(p50 <= 1.4, "half done at {p50:.2}x one host alone");
     let seed = out.seed_bytes / cfg.file as f64;
     assert!(seed <= 1.3, "the seed uploaded {seed:.2}x the file");
 }
@@ -149,9 +149,10 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// One case from the environment, for choosing the constants:
-/// `SIM_HOSTS SIM_PIECE_KIB SIM_SUBSET SIM_CONNS SIM_REGULAR SIM_OPTIMISTIC
-/// SIM_RECHOKE_MS SIM_IDLE_MS SIM_SLOW SIM_SEED SIM_FILE_MIB SIM_ANNOUNCE_MS
-/// SIM_FAST_REQUERY_MS`.
+/// `SIM_HOSTS SIM_PIECE_KIB SIM_SUBSET SIM_CONNS SIM_SWARM_CONNS SIM_REGULAR
+/// SIM_OPTIMISTIC SIM_RECHOKE_MS SIM_IDLE_MS SIM_GRANT_MS SIM_SLOW SIM_SEED
+/// SIM_FILE_MIB SIM_ANNOUNCE_MS SIM_FAST_REQUERY_MS SIM_MAX_HOLDERS SIM_MAX_WAITING
+/// SIM_PARK` (0 never, 1 always, 2 when next in line: the default).
 #[test]
 #[ignore = "by hand: cargo test --release --lib sim::tests::explore -- --ignored --nocapture"]
 fn explore() {
@@ -160,14 +161,24 @@ fn explore() {
     cfg.piece = env("SIM_PIECE_KIB", 64u64) << 10;
     cfg.subset = env("SIM_SUBSET", cfg.subset);
     cfg.connections = env("SIM_CONNS", cfg.connections);
+    cfg.swarm_connections = env("SIM_SWARM_CONNS", cfg.swarm_connections);
     cfg.slots.regular = env("SIM_REGULAR", cfg.slots.regular);
     cfg.slots.optimistic = env("SIM_OPTIMISTIC", cfg.slots.optimistic);
     cfg.slots.rechoke = Duration::from_millis(env("SIM_RECHOKE_MS", 250));
+    cfg.slots.max_waiting = env("SIM_MAX_WAITING", cfg.slots.max_waiting);
     cfg.slots.idle = Duration::from_millis(env("SIM_IDLE_MS", 300));
     cfg.slow_fraction = env("SIM_SLOW", 0.0);
     cfg.seed = env("SIM_SEED", 1);
-    cfg.announce_every = Duration::from_millis(env("SIM_ANNOUNCE_MS", 250));
-    cfg.fast_requery = Duration::from_millis(env("SIM_FAST_REQUERY_MS", 150));
+    let ms = |d: Duration| d.as_millis() as u64;
+    cfg.announce_every = Duration::from_millis(env("SIM_ANNOUNCE_MS", ms(cfg.announce_every)));
+    cfg.fast_requery = Duration::from_millis(env("SIM_FAST_REQUERY_MS", ms(cfg.fast_requery)));
+    cfg.slots.grant = Duration::from_millis(env("SIM_GRANT_MS", ms(cfg.slots.grant)));
+    cfg.max_holders = env("SIM_MAX_HOLDERS", cfg.max_holders);
+    cfg.park = match env("SIM_PARK", 2u8) {
+        0 => Park::Never,
+        1 => Park::Always,
+        _ => Park::Next,
+    };
     header();
     let out = row("explore", &cfg, Duration::ZERO);
     let alone = cfg.alone() * 1e9;
@@ -175,6 +186,40 @@ fn explore() {
         "the seed sent every piece once by {:.2}x one host alone",
         out.seed_spread * 1e9 / alone
     );
+    let q = &out.queries;
+    println!(
+        "tracker reads per download: mean {:.1}, max {}",
+        q.iter().map(|&x| f64::from(x)).sum::<f64>() / q.len().max(1) as f64,
+        q.iter().max().copied().unwrap_or(0)
+    );
+    // The swarm's download rate over time: pieces arriving per tenth of
+    // one host alone, against what the unfinished hosts' links could take.
+    let bucket = alone / 10.0;
+    let end = out.finish.iter().copied().fold(0.0, f64::max) * 1e9;
+    let nb = (end / bucket).ceil() as usize + 1;
+    let mut arrived = vec![0u64; nb];
+    for st in &out.stats {
+        for &t in &st.got {
+            arrived[(t as f64 / bucket) as usize] += 1;
+        }
+    }
+    let pieces_per_bucket = cfg.link * bucket / 1e9 / cfg.piece as f64;
+    print!("swarm download rate per 0.1x (share of the unfinished fast hosts' links):");
+    for (b, &a) in arrived.iter().enumerate() {
+        let t0 = b as f64 * bucket / 1e9;
+        let active = out
+            .finish
+            .iter()
+            .zip(&out.slow)
+            .filter(|(f, s)| !**s && **f > t0)
+            .count()
+            .max(1);
+        if b % 10 == 0 {
+            print!("\n  {:>4.1}x:", b as f64 / 10.0);
+        }
+        print!(" {:>4.2}", a as f64 / (active as f64 * pieces_per_bucket));
+    }
+    println!();
     let mut order: Vec<usize> = (0..out.finish.len()).collect();
     order.sort_by(|&a, &b| out.finish[a].total_cmp(&out.finish[b]));
     let n = order.len();
