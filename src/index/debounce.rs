@@ -23,15 +23,43 @@ pub struct Watch {
     pub(super) events: Receiver<notify::Result<notify::Event>>,
 }
 
-/// Starts a recursive watch of `root`.
+/// Starts a recursive watch of `root`. Events that can change nothing
+/// are dropped on notify's thread, before they wake the index's: opens and
+/// reads (notify watches `IN_OPEN`: every piece this peer serves opens
+/// its file), and writes into a download's `.part` (one per piece it
+/// writes; its rename into place still comes through).
 pub fn watch(root: &Path) -> notify::Result<Watch> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let mut w = notify::recommended_watcher(tx)?;
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.as_ref().is_ok_and(idle_event) {
+            return;
+        }
+        let _ = tx.send(ev);
+    })?;
     w.watch(root, notify::RecursiveMode::Recursive)?;
     Ok(Watch {
         _watcher: w,
         events: rx,
     })
+}
+
+/// True for an event the index and the partial files never act on: an
+/// access other than a close after writing, or data written into files
+/// that are all downloads in progress (`*.part`).
+fn idle_event(ev: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+    match ev.kind {
+        EventKind::Access(a) => a != AccessKind::Close(AccessMode::Write),
+        EventKind::Modify(ModifyKind::Data(_)) => {
+            !ev.paths.is_empty()
+                && ev.paths.iter().all(|p| {
+                    p.as_os_str()
+                        .as_bytes()
+                        .ends_with(super::walk::PART_SUFFIX.as_bytes())
+                })
+        }
+        _ => false,
+    }
 }
 
 /// The paths named by events since the last reconciliation, and when they
@@ -169,5 +197,45 @@ mod tests {
         }
         let due = d.due().expect("due");
         assert_eq!(d.take_due(due), Some(vec![PathBuf::new()]));
+    }
+
+    #[test]
+    fn opens_and_writes_into_a_part_never_wake_the_index() {
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RenameMode,
+        };
+        let ev = |kind, paths: &[&str]| {
+            let mut e = notify::Event::new(kind);
+            e.paths = paths.iter().map(PathBuf::from).collect();
+            e
+        };
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let idle = [
+            ev(
+                EventKind::Access(AccessKind::Open(AccessMode::Any)),
+                &["/d/f"],
+            ),
+            ev(
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                &["/d/f"],
+            ),
+            ev(data, &["/d/f.part"]),
+        ];
+        let kept = [
+            ev(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                &["/d/f"],
+            ),
+            ev(data, &["/d/f"]),
+            ev(data, &["/d/f.part.state"]),
+            ev(data, &[]),
+            ev(EventKind::Create(CreateKind::File), &["/d/f.part"]),
+            ev(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &["/d/f.part", "/d/f"],
+            ),
+        ];
+        assert!(idle.iter().all(idle_event));
+        assert!(!kept.iter().any(idle_event));
     }
 }
