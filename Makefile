@@ -85,7 +85,8 @@ bench-lan: deps-bench release
 	python3 benches/bench_lan.py
 
 # The swarm simulator (src/sim/, compiled for tests only): one seed and
-# 100, 1,000, 10,000 hosts, equal links and 10 % at 1/10 of the speed.
+# 100, 1,000, 10,000 hosts, equal links and 10 % at 1/10 of the speed
+# (10,000 with equal links only unless SIM_CURVE is given; ~11 minutes).
 # One case by hand: SIM_HOSTS=... cargo test --release --lib sim::tests::explore -- --ignored --nocapture
 bench-sim:
 	$(CARGO) test --release --lib sim::tests::curve -- --ignored --nocapture --test-threads 1
