@@ -199,7 +199,11 @@ const TRACKER_SAMPLE: usize = 32;
 const SLOTS_RETRY_MIN: u64 = 100_000_000;
 const SLOTS_RETRY_MAX: u64 = 2_000_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Bits of a queue entry's order that name its event's place.
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ev {
     /// Download `d`'s download starts.
     Start { d: u32 },
@@ -296,7 +300,13 @@ struct Sim {
     base: Instant,
     now: u64,
     seq: u64,
-    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    /// Pending events by (time, order): the order's high 40 bits are a
+    /// sequence number (first pushed, first out), its low 24 bits the
+    /// event's place in `pending`. 16 bytes an entry, not 48: at 10,000
+    /// hosts the heap's moves were a quarter of the run.
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    pending: Vec<Ev>,
+    free_events: Vec<u32>,
     net: Net,
     hosts: Vec<Host>,
     downloads: Vec<Option<Download>>,
@@ -358,6 +368,8 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         now: 0,
         seq: 0,
         queue: BinaryHeap::new(),
+        pending: Vec::new(),
+        free_events: Vec::new(),
         net: Net::new(up, down),
         hosts,
         downloads: (0..total).map(|_| None).collect(),
@@ -393,7 +405,10 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         sim.push(at, Ev::Start { d: d as u32 });
     }
     let cap = u64::try_from(cfg.time_cap.as_nanos()).unwrap_or(u64::MAX);
-    while let Some(Reverse((t, _, ev))) = sim.queue.pop() {
+    while let Some(Reverse((t, key))) = sim.queue.pop() {
+        let slot = (key & SLOT_MASK) as u32;
+        let ev = sim.pending[slot as usize];
+        sim.free_events.push(slot);
         if t > cap {
             break;
         }
@@ -448,7 +463,19 @@ fn host_ip(h: usize) -> IpAddr {
 impl Sim {
     fn push(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq, ev)));
+        let slot = match self.free_events.pop() {
+            Some(slot) => {
+                self.pending[slot as usize] = ev;
+                slot
+            }
+            None => {
+                self.pending.push(ev);
+                (self.pending.len() - 1) as u32
+            }
+        };
+        assert!(u64::from(slot) <= SLOT_MASK, "too many pending events");
+        self.queue
+            .push(Reverse((at, self.seq << SLOT_BITS | u64::from(slot))));
     }
 
     fn instant(&self) -> Instant {
