@@ -114,8 +114,8 @@ pub struct DownloadOptions {
     pub max_retries: u32,
     /// How often the holders are asked again (new peers join the download).
     pub requery_interval: Duration,
-    /// How often the resume state is saved at most (for files of up to 512
-    /// pieces; proportionally less often for bigger ones).
+    /// How often the resume state is saved at most (each save rewrites its
+    /// bitmap in place: 2.5 KiB for a 10 GiB file).
     pub state_interval: Duration,
     /// Copies of one piece fetched at once in the endgame.
     pub endgame_copies: usize,
@@ -131,9 +131,9 @@ impl Default for DownloadOptions {
     /// these defaults, never), at most 8, 48 MiB of buffers, 3 retries; holders
     /// re-queried every 500 ms (every 50 ms for the first 2 s, backing off
     /// once nobody new is found: partial holders join quickly; none once
-    /// 128 are known); state saved every 50 ms (a peer sharing the
-    /// output's directory serves the pieces it marks; less often past 512
-    /// pieces); 2 copies in the endgame.
+    /// 128 are known); state saved every 50 ms at most (a peer sharing the
+    /// output's directory serves the pieces it marks); 2 copies in the
+    /// endgame.
     fn default() -> Self {
         DownloadOptions {
             force: false,
