@@ -26,7 +26,9 @@
 //! index has it, so remote downloaders see no gap. If the final file is
 //! the very `.part` whose pieces were all verified (same inode, size and
 //! mtime as when its last state said so), its hashes go to the index
-//! ([`Landed`]), which takes them instead of reading the file again: in a
+//! ([`Landed`]: at once when a state first says every piece is verified,
+//! with the `.part`'s path, and again when the state goes), which takes
+//! them instead of reading the file again: in a
 //! swarm every host would otherwise hash the whole file once more just as
 //! the others need the CPU.
 //!
@@ -102,8 +104,15 @@ struct Partial {
 /// for the index to take instead of reading the file again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Landed {
-    /// The final file's stat.
+    /// The final file's stat; or, with `part`, the `.part`'s stat when its
+    /// state said every piece was verified (it keeps inode, size and mtime
+    /// when renamed into place).
     pub stat: FileStat,
+    /// The `.part` it is still at, for a download about to land: told at
+    /// once, so the index takes its hashes at the rename however late the
+    /// state's removal is seen (the pbs-partials thread may run after the
+    /// index has settled the final file).
+    pub part: Option<PathBuf>,
     /// Its hashes (the chain every piece was verified against; its last
     /// piece finished to the SHA1).
     pub hashed: Hashed,
@@ -278,10 +287,7 @@ impl Partials {
     /// download that landed since is returned.
     pub fn refresh(&self, state_path: &Path) -> Option<Landed> {
         match read_state(state_path) {
-            Ok(state) => {
-                self.insert(state_path, state);
-                None
-            }
+            Ok(state) => self.insert(state_path, state),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.finished(state_path),
             // Read while it was overwritten (or corrupt): what was read
             // before stands; the write's own event has it read again.
@@ -325,12 +331,15 @@ impl Partials {
         }
     }
 
-    fn insert(&self, state_path: &Path, state: ResumeState) {
+    /// Adds or updates the entry of `state_path`; returns the download as
+    /// about to land ([`Landed::part`]) when this state is the first to
+    /// say every piece is verified.
+    fn insert(&self, state_path: &Path, state: ResumeState) -> Option<Landed> {
         // A state of the previous version (piece SHA1s) has no chain to
         // serve by: not served.
         let Some(chain_id) = state.chain_id.filter(|_| state.form == PIECE_LIST_FORM) else {
             self.forget(state_path);
-            return;
+            return None;
         };
         let known = self
             .map
@@ -342,7 +351,7 @@ impl Partials {
             known.or_else(|| load_chain(&chain_of(state_path), &state.sha1, state.size, &chain_id));
         let Some(list) = list.filter(|l| l.piece_size == state.piece_size) else {
             self.forget(state_path);
-            return;
+            return None;
         };
         let have = Bitfield::from_flags(&state.verified_flags());
         let peers = state
@@ -364,7 +373,7 @@ impl Partials {
             .map(|m| FileStat::of(&m));
         let mut map = self.map.write();
         if map.len() >= MAX_PARTIALS && !map.contains_key(&list.sha1) {
-            return;
+            return None;
         }
         if self.counting.load(Ordering::Relaxed) {
             let before = map
@@ -373,6 +382,20 @@ impl Partials {
                 .map(|p| &p.have);
             count_new_pieces(&list, before, &have);
         }
+        let newly_complete = complete.filter(|c| {
+            map.get(&list.sha1)
+                .filter(|p| p.state_path == state_path)
+                .is_none_or(|p| p.complete != Some(*c))
+        });
+        let about_to_land = newly_complete.map(|stat| Landed {
+            stat,
+            part: Some(data_path.clone()),
+            hashed: Hashed {
+                sha1: list.sha1,
+                size: list.size,
+                chain: list.chain.clone(),
+            },
+        });
         map.retain(|sha1, p| p.state_path != state_path || *sha1 == list.sha1);
         map.insert(
             list.sha1,
@@ -388,6 +411,7 @@ impl Partials {
                 complete,
             },
         );
+        about_to_land
     }
 
     /// The state is gone: if the final file is in place with the right
@@ -418,6 +442,7 @@ impl Partials {
             .filter(|(now, p)| complete && p.complete.is_some_and(|c| c.same_moved_key(now)))
             .map(|(stat, p)| Landed {
                 stat,
+                part: None,
                 hashed: Hashed {
                     sha1,
                     size: p.list.size,

@@ -146,7 +146,10 @@ impl Peer {
                 .name("pbs-partials".into())
                 .spawn(move || {
                     let indexed = |sha1: &Sha1Digest| index.get(sha1).is_some();
-                    let landed = |l: partial::Landed| index.adopt(l.stat, l.hashed);
+                    let landed = |l: partial::Landed| match l.part {
+                        Some(part) => index.adopt_part(l.stat, &part, l.hashed),
+                        None => index.adopt(l.stat, l.hashed),
+                    };
                     partial::run(
                         &partials,
                         &root,

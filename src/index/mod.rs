@@ -545,7 +545,24 @@ impl Index {
     /// with that exact stat within a minute, it takes these hashes instead
     /// of reading the file.
     pub(crate) fn adopt(&self, stat: FileStat, hashed: Hashed) {
-        let _ = self.ctl.send(worker::Ctl::Adopt(stat, Arc::new(hashed)));
+        let _ = self
+            .ctl
+            .send(worker::Ctl::Adopt(stat, None, Arc::new(hashed)));
+    }
+
+    /// A download whose every piece is verified against `hashed`, still at
+    /// `part` (absolute, in the dataset) with `stat`: when it is renamed
+    /// into place (same device, inode, size and mtime, under another path)
+    /// the index takes `hashed` instead of reading it, within a minute.
+    pub(crate) fn adopt_part(&self, stat: FileStat, part: &Path, hashed: Hashed) {
+        let Ok(rel) = part.strip_prefix(&self.shared.root) else {
+            return;
+        };
+        let _ = self.ctl.send(worker::Ctl::Adopt(
+            stat,
+            Some(rel.to_path_buf()),
+            Arc::new(hashed),
+        ));
     }
 
     /// Change notifications: one [`IndexEvent`] per committed batch.

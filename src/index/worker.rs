@@ -44,8 +44,9 @@ pub enum Ctl {
     Recheck(PathBuf),
     /// Rescan everything now.
     Rescan,
-    /// A file with this stat holds these hashes (see `Index::adopt`).
-    Adopt(FileStat, Arc<super::entry::Hashed>),
+    /// A file with this stat holds these hashes; with a path, under that
+    /// path still, to be renamed (see `Index::adopt`, `Index::adopt_part`).
+    Adopt(FileStat, Option<PathBuf>, Arc<super::entry::Hashed>),
     /// Stop the thread.
     Stop,
 }
@@ -194,8 +195,9 @@ impl Worker {
                 recv(self.ctl) -> c => match c {
                     Ok(Ctl::Recheck(rel)) => self.debounce.mark(rel),
                     Ok(Ctl::Rescan) => self.debounce.mark_full(),
-                    Ok(Ctl::Adopt(stat, hashed)) => {
-                        self.renames.remember(stat, None, hashed, Instant::now());
+                    Ok(Ctl::Adopt(stat, part, hashed)) => {
+                        let now = Instant::now();
+                        self.renames.remember(stat, part.as_deref(), hashed, now);
                     }
                     Ok(Ctl::Stop) | Err(_) => break,
                 },

@@ -636,6 +636,25 @@ fn a_landed_download_is_indexed_from_its_verified_hashes_without_reading_it() {
 /// A state that claims every piece of one content, beside a final file
 /// that is not its `.part` (another inode, other bytes of the same size):
 /// the peer hashes the file and indexes what it really holds.
+/// The index may settle the final file before the peer's partials thread
+/// sees the state removed (a loaded machine): the hashes were handed over
+/// when the state first said every piece was verified, so the index takes
+/// them at the rename whenever the state goes.
+#[test]
+fn a_landed_download_is_adopted_even_when_its_state_goes_after_the_index_looked() {
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let (_host, addr, out, sha) =
+        host_with_complete_part(&etcd.endpoint(), "late.bin", 3 * PIECE + 100, 10);
+    std::fs::rename(part_path(&out), &out).unwrap();
+    // The state stays until the index has the file.
+    let index = one_file_indexed(&addr);
+    assert_eq!(index["hashed_files"], 0, "taken from the download: {index}");
+    std::fs::remove_file(state_path(&out)).unwrap();
+    let (status, body) = http(&format!("http://{addr}/v1/files/{sha}"), None).unwrap();
+    assert_eq!((status, Sha1Digest::of(&body)), (200, sha));
+}
+
 #[test]
 fn a_claimed_download_whose_file_is_not_the_part_is_hashed_not_adopted() {
     init_test_log();
