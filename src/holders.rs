@@ -7,27 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha1Digest;
 
-/// The host an `ip:port` address is on, for every per-host count (votes,
-/// samples, caps): the IP, or the /64 of an IPv6 address (one machine
-/// holds a whole /64 as easily as one address); the address itself if it
-/// does not parse.
-pub(crate) fn host_group(addr: &str) -> String {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(std::net::SocketAddr::V4(a)) => a.ip().to_string(),
-        Ok(std::net::SocketAddr::V6(a)) => {
-            let s = a.ip().segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Err(_) => addr.to_string(),
-    }
-}
-
-/// The host of a peer dialled at `addrs` (its first address's; see
-/// [`host_group`]).
-pub(crate) fn host_of_addrs(addrs: &[String]) -> String {
-    host_group(addrs.first().map_or("", String::as_str))
-}
-
 /// A peer that holds a file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Holder {
@@ -118,30 +97,5 @@ where
 {
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
         self(sha1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_are_counted_by_ip_and_ipv6_by_its_64() {
-        assert_eq!(host_group("198.18.0.1:7070"), host_group("198.18.0.1:9"));
-        assert_ne!(host_group("198.18.0.1:7070"), host_group("198.18.0.2:7070"));
-        assert_eq!(
-            host_group("[2001:db8:1:2::5]:7070"),
-            host_group("[2001:db8:1:2:ffff::9]:1")
-        );
-        assert_ne!(
-            host_group("[2001:db8:1:2::5]:7070"),
-            host_group("[2001:db8:1:3::5]:7070")
-        );
-        assert_eq!(host_group("not an address"), "not an address");
-        assert_eq!(host_of_addrs(&[]), "");
-        assert_eq!(
-            host_of_addrs(&["[2001:db8::1]:1".into(), "198.18.0.1:1".into()]),
-            "2001:db8:0:0::/64"
-        );
     }
 }

@@ -674,7 +674,7 @@ impl Sched {
 
 /// The host part of a dial key's first address (`ip` of `ip:port`).
 fn host_of(addrs: &[String]) -> String {
-    crate::holders::host_of_addrs(addrs)
+    crate::policy::host::host_of_addrs(addrs)
 }
 
 /// Answers by dial key (addresses joined by `,`).
@@ -682,7 +682,7 @@ type Answers = HashMap<String, Result<Answer, ProbeError>>;
 
 /// The host part of a dial key.
 fn host_of_key(key: &str) -> String {
-    crate::holders::host_group(key.split(',').next().unwrap_or(""))
+    crate::policy::host::host_group(key.split(',').next().unwrap_or(""))
 }
 
 /// Asks the peers of `named` not answered in `known` (each address once),

@@ -37,7 +37,7 @@ use sha1::{Digest, Sha1};
 use super::DiscoveryError;
 use crate::digest::Sha1Digest;
 use crate::etcd::{Client, LeaseId};
-use crate::holders::host_of_addrs;
+use crate::policy::host::host_of_addrs;
 
 /// Most files one peer announces at once.
 pub const MAX_ANNOUNCED: usize = 64;

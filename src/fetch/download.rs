@@ -39,7 +39,8 @@ use super::supervisor;
 use super::{ProgressFn, Summary};
 use crate::client::Timeouts;
 use crate::digest::Sha1Digest;
-use crate::holders::{host_group, Holder, HolderSource};
+use crate::holders::{Holder, HolderSource};
+use crate::policy::host::host_group;
 use crate::protocol::PieceList;
 
 /// Longest wait, before the rename, for a peer sharing the directory to

@@ -26,6 +26,7 @@ use super::{FetchError, Progress};
 use crate::client::{PeerConn, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::holders::Holder;
+use crate::policy::host::Host;
 use crate::protocol::PieceList;
 
 /// How often the supervisor wakes up when nothing happens.
@@ -68,14 +69,9 @@ pub(super) fn open_slots(slots: &[Slot], level: usize, now: Instant) -> Vec<usiz
         .collect()
 }
 
-/// The host a holder is dialled at first: its IP, an IPv6 address's
-/// /64 (what one machine on the LAN can hold), or the address as written.
-fn host_of(h: &Holder) -> Option<u64> {
-    let addr = h.dial_addrs().first()?;
-    match addr.parse::<std::net::SocketAddr>().ok()?.ip() {
-        std::net::IpAddr::V4(v4) => Some(u64::from(u32::from(v4))),
-        std::net::IpAddr::V6(v6) => Some((u128::from(v6) >> 64) as u64 | 1 << 63),
-    }
+/// The host a holder is dialled at first (see [`Host`]).
+fn host_of(h: &Holder) -> Option<Host> {
+    Host::of_addr(h.dial_addrs().first()?)
 }
 
 /// One holder in a round.

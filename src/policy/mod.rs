@@ -3,6 +3,8 @@
 //! and the swarm simulator (`src/sim/`, compiled for tests) run the very
 //! same decisions.
 //!
+//! - [`host`]: which host an address is on (an IP, an IPv6 /64), for
+//!   every per-host count.
 //! - [`slots`]: upload slots, how many downloads a holder serves at once and
 //!   which (BitTorrent's choking, without tit-for-tat).
 //! - [`subset`]: which holders a download talks to (a bounded random
@@ -11,5 +13,6 @@
 //!
 //! What a seed uploads (its super-seeding offers) is `crate::seeding`.
 
+pub(crate) mod host;
 pub(crate) mod slots;
 pub(crate) mod subset;

@@ -18,6 +18,8 @@
 
 use std::net::IpAddr;
 
+use super::host::Host;
+
 /// A holder as the subset sees it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Candidate<'a> {
@@ -81,15 +83,9 @@ pub(crate) fn choose(
     out
 }
 
-/// The bits that name a host: an IPv4 address (also v4-mapped), an IPv6 /64.
+/// The bits that name a host (see [`Host::bits`]).
 fn host_bits(ip: IpAddr) -> u64 {
-    match ip {
-        IpAddr::V4(v4) => u64::from(u32::from(v4)),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => u64::from(u32::from(v4)),
-            None => (u128::from(v6) >> 64) as u64 | 1 << 63,
-        },
-    }
+    Host::of(ip).bits()
 }
 
 /// splitmix64's finalizer: a bijection that spreads every input bit.
