@@ -9,10 +9,11 @@
 //! rename when a download starts or its state outgrows its room: see
 //! `fetch::state`). The chain is read again only when the state names
 //! another one. A state caught halfway through an overwrite does not parse:
-//! the entry stays as it was until the next event reads it again. The index's file-system watch
-//! already sees every event in the dataset; it forwards the paths of
-//! `*.part.state` files here ([`IndexOptions::partial_events`]), and the
-//! `pbs-partials` thread reads the state again. A download started before
+//! the entry stays as it was until the next event reads it again. The
+//! index's file-system watch already sees every event in the dataset; it
+//! forwards the paths of `*.part.state` files here
+//! ([`IndexOptions::partial_events`]), and the `pbs-partials` thread reads
+//! the state again. A download started before
 //! the peer is found by one walk of the dataset at start. Nothing couples
 //! the two processes but those files, so `get`, the library and a killed
 //! `get` (whose verified pieces stay on disk) all work alike.
@@ -28,9 +29,9 @@
 //! mtime as when its last state said so), its hashes go to the index
 //! ([`Landed`]: at once when a state first says every piece is verified,
 //! with the `.part`'s path, and again when the state goes), which takes
-//! them instead of reading the file again: in a
-//! swarm every host would otherwise hash the whole file once more just as
-//! the others need the CPU.
+//! them instead of reading the file again: in a swarm every host would
+//! otherwise hash the whole file once more just as the others need the
+//! CPU.
 //!
 //! [`IndexOptions::partial_events`]: crate::index::IndexOptions::partial_events
 
@@ -100,6 +101,16 @@ struct Partial {
     complete: Option<FileStat>,
 }
 
+impl Partial {
+    /// Still a `.part` (not yet renamed into place).
+    fn downloading(&self) -> bool {
+        self.data_path
+            .as_os_str()
+            .as_bytes()
+            .ends_with(PART_SUFFIX.as_bytes())
+    }
+}
+
 /// A download that landed: its final file's stat and its verified hashes,
 /// for the index to take instead of reading the file again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,11 +172,7 @@ fn view(sha1: &Sha1Digest, p: &Partial) -> PartialView {
         piece_size: p.list.piece_size,
         held: (0..p.have.len()).filter(|&i| p.have.get(i)).count(),
         total: p.have.len(),
-        downloading: p
-            .data_path
-            .as_os_str()
-            .as_bytes()
-            .ends_with(PART_SUFFIX.as_bytes()),
+        downloading: p.downloading(),
         peers: p.peers.clone(),
         from_seeds: p.from.0,
         from_partials: p.from.1,
@@ -308,12 +315,7 @@ impl Partials {
         let mut gone = Vec::new();
         self.map.write().retain(|sha1, p| {
             // Still downloading: keep even if another copy got indexed.
-            let keep = p
-                .data_path
-                .as_os_str()
-                .as_bytes()
-                .ends_with(PART_SUFFIX.as_bytes())
-                || !indexed(sha1);
+            let keep = p.downloading() || !indexed(sha1);
             if !keep {
                 gone.push(view(sha1, p));
             }
@@ -450,12 +452,7 @@ impl Partials {
                 },
             });
         if self.counting.load(Ordering::Relaxed) {
-            if let Some(p) = map.get(&sha1).filter(|p| {
-                p.data_path
-                    .as_os_str()
-                    .as_bytes()
-                    .ends_with(PART_SUFFIX.as_bytes())
-            }) {
+            if let Some(p) = map.get(&sha1).filter(|p| p.downloading()) {
                 // Landed: the final file is in place at its size (the last
                 // states may have gone unread: their pieces count now).
                 let landed = std::fs::symlink_metadata(&done)

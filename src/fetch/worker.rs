@@ -16,7 +16,8 @@
 //! another size) drops the holder for this download at once; anything else
 //! (refused, died, stalled, short body, error status) gives the piece
 //! back, counts a failure for the holder and backs off (100 ms doubling to
-//! 2 s, each wait drawn from half to one and a half of it); after `max_retries` consecutive failures the holder is dropped.
+//! 2 s, each wait drawn from half to one and a half of it); after
+//! `max_retries` consecutive failures the holder is dropped.
 //! A `503` (the holder's queue is full) is not a failure: the piece goes
 //! back and the worker asks again after a second, up to 30 times in a row.
 //! A `503` with `X-Slots` (every upload slot of the holder taken) is not

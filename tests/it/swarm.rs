@@ -613,9 +613,9 @@ fn one_file_indexed(addr: &str) -> Value {
 /// the hashes it verified: the peer does not read the file again (in a
 /// swarm every host would, just as the others need the CPU). The download's
 /// files are written here as `get` writes them (its last state claims every
-/// piece, then the `.part` is renamed and the state removed), so the peer's
-/// registry has read that state before the rename, which a real `get` only
-/// makes likely.
+/// piece, then the `.part` is renamed and the state removed), the peer's
+/// registry having read that last state before the rename (a real `get`
+/// waits for that read, up to 250 ms).
 #[test]
 fn a_landed_download_is_indexed_from_its_verified_hashes_without_reading_it() {
     init_test_log();
@@ -633,9 +633,6 @@ fn a_landed_download_is_indexed_from_its_verified_hashes_without_reading_it() {
     assert_eq!((status, Sha1Digest::of(&body)), (200, sha));
 }
 
-/// A state that claims every piece of one content, beside a final file
-/// that is not its `.part` (another inode, other bytes of the same size):
-/// the peer hashes the file and indexes what it really holds.
 /// The index may settle the final file before the peer's partials thread
 /// sees the state removed (a loaded machine): the hashes were handed over
 /// when the state first said every piece was verified, so the index takes
@@ -655,6 +652,9 @@ fn a_landed_download_is_adopted_even_when_its_state_goes_after_the_index_looked(
     assert_eq!((status, Sha1Digest::of(&body)), (200, sha));
 }
 
+/// A state that claims every piece of one content, beside a final file
+/// that is not its `.part` (another inode, other bytes of the same size):
+/// the peer hashes the file and indexes what it really holds.
 #[test]
 fn a_claimed_download_whose_file_is_not_the_part_is_hashed_not_adopted() {
     init_test_log();
