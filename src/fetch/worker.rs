@@ -139,6 +139,10 @@ struct Worker<'r, 'a> {
     retired: bool,
     /// Rotations waited for in a row at this holder (next in line).
     parked: u32,
+    /// Its last piece request was served and it goes on asking: it holds
+    /// an upload slot (counted in the round, see
+    /// [`super::round::SLOTS_ENOUGH`]).
+    receiving: bool,
 }
 
 /// The worker loop for the holder in slot `slot`; when it leaves that
@@ -186,6 +190,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             unhooked: false,
             retired: false,
             parked: 0,
+            receiving: false,
         }
     }
 
@@ -212,6 +217,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                     Step::Piece(i) => self.piece(i, false),
                     Step::Poll => self.poll(),
                     Step::Idle => {
+                        self.set_receiving(false);
                         self.round.sched.wait(IDLE_WAIT);
                         true
                     }
@@ -311,6 +317,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         let round = self.round;
         let result = self.count_busy(result);
         if result.is_err() {
+            self.set_receiving(false);
             if let Some(i) = i {
                 round.sched.release(i, self.slot);
             }
@@ -345,6 +352,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             Ok(len) => match i {
                 Some(i) => {
                     self.parked = 0;
+                    self.set_receiving(true);
                     self.keep(i, len)
                 }
                 None => true,
@@ -369,6 +377,15 @@ impl<'r, 'a> Worker<'r, 'a> {
                 false
             }
             Err(Fail::Io(reason)) => self.failed(i, reason),
+        }
+    }
+
+    /// Counts this connection in (or out of) the round's connections that
+    /// hold an upload slot, once.
+    fn set_receiving(&mut self, on: bool) {
+        if self.receiving != on {
+            self.receiving = on;
+            self.round.set_receiving(on);
         }
     }
 
@@ -532,6 +549,7 @@ impl<'r, 'a> Worker<'r, 'a> {
     /// to every socket still registered) and the worker's place.
     fn leave(mut self) {
         let round = self.round;
+        self.set_receiving(false);
         if let Some(j) = self.ahead.take() {
             round.sched.release(j, self.slot);
         }
