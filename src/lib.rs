@@ -141,6 +141,7 @@ mod sim;
 pub mod status;
 pub mod text;
 mod version;
+mod wake;
 
 // Run a peer.
 pub use peer::{Peer, PeerConfig, PeerError};

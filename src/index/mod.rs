@@ -81,8 +81,9 @@ pub struct IndexOptions {
     /// Hashing threads; 0: one per core, at least 2 (default 0).
     pub hash_threads: usize,
     /// When live: the absolute path of every `*.part.state` file that a
-    /// file-system event names is sent here (never blocking; dropped when
-    /// full). The index itself never lists downloads in progress.
+    /// file-system event names is sent here, from the watch's own thread
+    /// (never blocking; dropped when full). The index itself never lists
+    /// downloads in progress, and such events do not wake its thread.
     pub partial_events: Option<crossbeam_channel::Sender<PathBuf>>,
 }
 
