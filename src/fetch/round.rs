@@ -50,12 +50,15 @@ pub(crate) const MAX_PER_HOST: usize = 4;
 /// (`SlotConfig::default`, 4 + 1). A download that kept 8 connections
 /// looking for slots while it held 5 or more took slots that others
 /// lacked: the demand exceeded the slots by 60 %, each download was
-/// turned away about 2,500 times, and some held 7 slots while others held
-/// 2 (in the simulator, 1,000 hosts: the last host 1.62x one host alone).
-/// Stopping at 4 leaves about one slot in five free, so a download that
-/// holds fewer finds one at once: the last host 1.32x, 5 times fewer
-/// requests per download (turn-aways 370 instead of 2,600). Stopping at 5
-/// left no slack (1.40x, 2,870 requests).
+/// turned away about 2,600 times, and the last tenth of the hosts held
+/// 3.7 slots on average against 4.7 for the first (in the simulator,
+/// 1,000 hosts: the last host 1.62x one host alone). Stopping at 4
+/// leaves about one slot in five free, so a download that holds fewer
+/// finds one soon: the last host 1.34x, a third of the requests per
+/// download (turn-aways about 680). Stopping at 5 left no slack (1.46x,
+/// 3,750 requests), at 3 too few slots were used (1.53x). In the lab
+/// (32 and 47 hosts) the slowest and the median host were faster too
+/// (docs/benchmarks.md).
 pub(crate) const SLOTS_ENOUGH: usize = 4;
 
 /// The shortest deadline of one piece (see [`Round::piece_deadline`]).

@@ -27,7 +27,10 @@
 //! the connection waits for the rotation there (at most
 //! [`MAX_PARKED`] times in a row), so the slot given to it is used. A
 //! worker that leaves a holder between requests (a `503`, a rotation)
-//! leaves its connection to the round for the next worker sent there.
+//! leaves its connection to the round for the next worker sent there;
+//! in a swarm it goes to no other holder while
+//! [`super::round::SLOTS_ENOUGH`] connections of the round hold an
+//! upload slot (it ends; the supervisor starts one when fewer do).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
