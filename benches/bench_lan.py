@@ -32,7 +32,7 @@ target <= 1.5), the CPU-seconds (user + system) of the swarm's processes
 the 8-host row's), beside the same for the ring (its curls and the peers
 serving them: what moving the bytes through the lab costs), and the
 failed gets (target 0). On stderr per run: the CPU split (peers, gets,
-user, system; etcd's, not counted), what the N + 1 peers cost idle
+user, system; etcd's, not counted; the requests etcd served, by gRPC method, per get), what the N + 1 peers cost idle
 before the gets start (CPU-s per second, over BENCH_IDLE_WINDOW s), and
 each get's end.
 
@@ -333,6 +333,7 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
     serve0 = procs_times(pids)
     serve_cpu0 = sum(serve0)
     etcd0 = proc_cpu(run.etcd_pid) if run.etcd_pid else 0.0
+    req0 = common.etcd_requests(etcd)
     perf = None
     if os.environ.get("BENCH_PERF"):
         # A profile of the whole machine over the gets, e.g.
@@ -389,6 +390,7 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
         print(f"  busy peers by thread (living), CPU-s: "
               + ", ".join(f"{k} {v:.2f}" for v, k in d), file=sys.stderr)
     etcd_cpu = (proc_cpu(run.etcd_pid) if run.etcd_pid else 0.0) - etcd0
+    req1 = common.etcd_requests(etcd)
     own_cpu = get_cpu + sum(serve1) - serve_cpu0
     uploaded = seed.tx_bytes() - tx0
     # The ring once per row (after the first run that allows it), on the
@@ -428,6 +430,14 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
           f"(context switches each: {get_csw // max(1, n)} voluntary, {get_icsw // max(1, n)} not), "
           f"etcd {etcd_cpu:.2f} (not counted); {n + 1} idle peers before: {idle_cpu:.3f} CPU-s/s",
           file=sys.stderr)
+    # What etcd served while the gets ran (the peers' keepalives, announces
+    # and generation puts, the gets' lookups and tracker reads).
+    req = {m: req1.get(m, 0) - req0.get(m, 0) for m in req1}
+    req = {m: v for m, v in req.items() if v > 0}
+    if req:
+        print(f"  {ns}: etcd requests: {sum(req.values()):.0f} in all; per get: "
+              + ", ".join(f"{m} {v / n:.1f}" for m, v in sorted(req.items(), key=lambda x: -x[1])),
+              file=sys.stderr)
     shutil.rmtree(base, ignore_errors=True)
     busy = 100.0 * (busy1 - busy0) / max(1, total1 - total0)
     kernel = 100.0 * (kernel1 - kernel0) / max(1, total1 - total0)

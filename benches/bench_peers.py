@@ -84,18 +84,6 @@ def register_fake(etcd, count, ns, ttl=900):
         t.join()
 
 
-def etcd_requests(endpoint):
-    """gRPC calls etcd has started, by method (the gateway's requests)."""
-    with urllib.request.urlopen(endpoint + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("grpc_server_started_total{") and "etcdserverpb" in line:
-            method = line.split('grpc_method="')[1].split('"')[0]
-            out[method] = out.get(method, 0) + float(line.rsplit(" ", 1)[1])
-    return out
-
-
 def listed(binary, endpoint, ns):
     p = subprocess.run([binary, "list", "--json", "--etcd", endpoint, "--namespace", ns],
                        capture_output=True, env=common.clean_env(), timeout=60)
@@ -165,9 +153,9 @@ def part_list_and_idle(binary, work):
                 ok = False
             if "idle" in PARTS:
                 time.sleep(3)  # registrations done, index generations published
-                before = etcd_requests(ep)
+                before = common.etcd_requests(ep)
                 time.sleep(IDLE_SECONDS)
-                after = etcd_requests(ep)
+                after = common.etcd_requests(ep)
                 delta = {m: after.get(m, 0) - before.get(m, 0) for m in after}
                 total = sum(delta.values())
                 rate = total / IDLE_SECONDS / IDLE_PEERS

@@ -195,6 +195,24 @@ def etcd_healthy(endpoint):
         return False
 
 
+def etcd_requests(endpoint):
+    """gRPC calls etcd has started, by method (`grpc_server_started_total`
+    of the etcdserverpb services on its `/metrics`: every gateway request
+    is one, a range, a put, a keepalive POST, a watch stream); {} if
+    `/metrics` cannot be read."""
+    try:
+        with urllib.request.urlopen(endpoint + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except (OSError, urllib.error.URLError):
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("grpc_server_started_total{") and "etcdserverpb" in line:
+            method = line.split('grpc_method="')[1].split('"')[0]
+            out[method] = out.get(method, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def median_time(cmd, runs=30, warmup=3, env=None, timeout=60):
     """Whole-process wall time of `cmd`: `warmup` untimed runs, then `runs`
     timed ones. Uses hyperfine (no shell, `-N`) when it is installed, so

@@ -128,6 +128,7 @@ mod hex;
 mod holders;
 mod http;
 mod index;
+mod kept;
 mod metrics;
 mod partial;
 mod peer;
@@ -140,6 +141,7 @@ mod sim;
 pub mod status;
 pub mod text;
 mod version;
+mod wake;
 
 // Run a peer.
 pub use peer::{Peer, PeerConfig, PeerError};

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{select, Receiver};
 use parking_lot::RwLock;
 
 use crate::digest::Sha1Digest;
@@ -54,13 +54,16 @@ use crate::fetch::state::{load_chain, ResumeState};
 use crate::index::{FileStat, Hashed, PART_CHAIN_SUFFIX, PART_STATE_SUFFIX, PART_SUFFIX};
 use crate::metrics;
 use crate::protocol::{piece_bounds, Bitfield, PieceList, PIECE_LIST_FORM};
+use crate::wake::Wake;
 
 /// A partial file opened for serving the pieces it holds (the peer serves
 /// it as a `server::OpenedFile`).
 #[derive(Debug)]
 pub struct OpenedPart {
-    /// The open `.part`, positioned at 0.
-    pub file: File,
+    /// The open `.part` (or the final file once renamed), shared: kept
+    /// open for the next requests while the download runs, so read at an
+    /// offset, never by its position.
+    pub file: Arc<File>,
     /// The whole file's size.
     pub size: u64,
     /// The final file's name.
@@ -104,11 +107,15 @@ struct Partial {
 impl Partial {
     /// Still a `.part` (not yet renamed into place).
     fn downloading(&self) -> bool {
-        self.data_path
-            .as_os_str()
-            .as_bytes()
-            .ends_with(PART_SUFFIX.as_bytes())
+        is_part(&self.data_path)
     }
+}
+
+/// Whether `path` is a download's `.part`.
+fn is_part(path: &Path) -> bool {
+    path.as_os_str()
+        .as_bytes()
+        .ends_with(PART_SUFFIX.as_bytes())
 }
 
 /// A download that landed: its final file's stat and its verified hashes,
@@ -189,12 +196,49 @@ pub struct Partials {
     /// Whether changes count in [`crate::metrics`] (not for the downloads
     /// found by the walk at start: their pieces came before the peer).
     counting: AtomicBool,
+    /// Raised when what the peer announces of its partial files changes
+    /// (one gets its first piece, lands, or goes): the announcer's.
+    wake: Option<Arc<Wake>>,
+    /// Descriptors of `.part`s kept open for the next pieces (never one
+    /// whose state says every piece is verified: see [`Partials::open`]).
+    kept: crate::kept::KeptFiles,
 }
 
 impl Partials {
     /// An empty registry.
+    #[cfg(test)]
     pub fn new() -> Arc<Self> {
         Arc::new(Partials::default())
+    }
+
+    /// An empty registry that raises `wake` whenever what would be
+    /// announced of it changes (see [`Partials::announced`]).
+    pub(crate) fn waking(wake: Arc<Wake>) -> Arc<Self> {
+        Arc::new(Partials {
+            wake: Some(wake),
+            ..Partials::default()
+        })
+    }
+
+    /// The partial files to announce in the swarm's tracker: those holding
+    /// a piece or more, each with whether it landed (held whole), by SHA1
+    /// (the same first ones whatever the map's order, when there are more
+    /// than the tracker takes).
+    pub fn announced(&self) -> Vec<(Sha1Digest, bool)> {
+        let mut out: Vec<(Sha1Digest, bool)> = self
+            .map
+            .read()
+            .iter()
+            .filter_map(|(sha1, p)| announced(p).map(|whole| (*sha1, whole)))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn changed(&self) {
+        if let Some(w) = &self.wake {
+            w.raise();
+        }
     }
 
     /// The piece list of a partial file.
@@ -242,51 +286,86 @@ impl Partials {
     }
 
     /// Opens a partial file for serving the pieces it holds.
+    ///
+    /// A `.part` still downloading is kept open for the next requests
+    /// (`crate::kept`: handed out again only while its name still names
+    /// it), read-only, until its state says every piece is verified: the
+    /// download then checks who holds the file before its rename, and a
+    /// reader still open costs it a look through `/proc` (see
+    /// `fetch::seal`). The descriptor is closed before that state's read
+    /// ends ([`Partials::refresh`]), so the download sees its close.
     pub fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedPart>> {
-        let Some(p) = self.map.read().get(sha1).cloned() else {
+        let Some((data_path, state_path, size, piece_size, have)) =
+            self.map.read().get(sha1).map(|p| {
+                (
+                    p.data_path.clone(),
+                    p.state_path.clone(),
+                    p.list.size,
+                    p.list.piece_size,
+                    p.have.clone(),
+                )
+            })
+        else {
             return Ok(None);
         };
-        let file = match open_regular(&p.data_path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Renamed into place a moment ago, its state not removed
-                // or not read yet: the same bytes under the final name.
-                // (Served as a 404 until the index had the file, every
-                // landing in a swarm turned its downloaders away for a
-                // few hundred milliseconds, and 4 such failures drop a
-                // holder from a download.)
-                let done = final_path(&p.state_path);
-                match open_regular(&done) {
-                    Ok(f) if f.metadata().is_ok_and(|m| m.len() == p.list.size) => f,
-                    _ => {
-                        self.forget(&p.state_path);
-                        return Ok(None);
+        // Not once every piece is verified: the download's check is next.
+        let keep = !have.is_full() && is_part(&data_path);
+        let kept = if keep {
+            self.kept.get(&data_path)
+        } else {
+            None
+        };
+        let (file, on_disk) = match kept {
+            Some((file, meta)) => (file, meta.len()),
+            None => {
+                let (file, meta) = match open_regular(&data_path) {
+                    Ok(opened) => opened,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        // Renamed into place a moment ago, its state not removed
+                        // or not read yet: the same bytes under the final name.
+                        // (Served as a 404 until the index had the file, every
+                        // landing in a swarm turned its downloaders away for a
+                        // few hundred milliseconds, and 4 such failures drop a
+                        // holder from a download.)
+                        self.kept.forget(&data_path);
+                        let done = final_path(&state_path);
+                        match open_regular(&done) {
+                            Ok((f, m)) if m.len() == size => (f, m),
+                            _ => {
+                                self.forget(&state_path);
+                                return Ok(None);
+                            }
+                        }
                     }
+                    Err(e) => return Err(e),
+                };
+                let file = Arc::new(file);
+                if keep {
+                    self.kept.keep(&data_path, &file, &meta);
                 }
+                (file, meta.len())
             }
-            Err(e) => return Err(e),
         };
         // Held pieces must be on disk: a `.part` shorter than they claim
         // (truncated behind the download's back) is not served.
-        let on_disk = file.metadata()?.len();
-        let needed = (0..p.have.len())
-            .filter(|&i| p.have.get(i))
-            .map(|i| piece_bounds(p.list.size, p.list.piece_size, i).1)
+        let needed = (0..have.len())
+            .filter(|&i| have.get(i))
+            .map(|i| piece_bounds(size, piece_size, i).1)
             .max()
             .unwrap_or(0);
         if on_disk < needed {
             return Ok(None);
         }
-        let name = final_path(&p.state_path)
+        let name = final_path(&state_path)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| sha1.to_hex());
         Ok(Some(OpenedPart {
             file,
-            size: p.list.size,
+            size,
             name,
-            held: p.have,
-            piece_size: p.list.piece_size,
+            held: have,
+            piece_size,
         }))
     }
 
@@ -294,7 +373,13 @@ impl Partials {
     /// download that landed since is returned.
     pub fn refresh(&self, state_path: &Path) -> Option<Landed> {
         match read_state(state_path) {
-            Ok(state) => self.insert(state_path, state),
+            Ok((state, file)) => {
+                let landed = self.insert(state_path, state);
+                // Closed after a kept `.part` (see `insert`): a download
+                // that waits for this read of its last state sees both.
+                drop(file);
+                landed
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.finished(state_path),
             // Read while it was overwritten (or corrupt): what was read
             // before stands; the write's own event has it read again.
@@ -322,6 +407,7 @@ impl Partials {
             keep
         });
         if !gone.is_empty() {
+            self.changed();
             let mut landed = self.landed.lock();
             for v in gone {
                 landed.retain(|l| l.sha1 != v.sha1);
@@ -367,6 +453,12 @@ impl Partials {
         // Every piece verified: the `.part`'s stat now says which bytes
         // those are (the download renames it next, keeping inode and mtime).
         let data_path = part_of(state_path);
+        if have.is_full() {
+            // The download checks who holds its `.part` before the rename:
+            // the descriptor kept for its pieces closes now, before this
+            // read of its state ends (see `refresh`).
+            self.kept.forget(&data_path);
+        }
         let complete = have
             .is_full()
             .then(|| std::fs::symlink_metadata(&data_path).ok())
@@ -398,21 +490,27 @@ impl Partials {
                 chain: list.chain.clone(),
             },
         });
+        let before = map.len();
         map.retain(|sha1, p| p.state_path != state_path || *sha1 == list.sha1);
-        map.insert(
-            list.sha1,
-            Partial {
-                state_path: state_path.to_path_buf(),
-                data_path,
-                list,
-                chain_id,
-                have,
-                peers,
-                download,
-                from,
-                complete,
-            },
-        );
+        let mut changed = map.len() != before;
+        let sha1 = list.sha1;
+        let entry = Partial {
+            state_path: state_path.to_path_buf(),
+            data_path,
+            list,
+            chain_id,
+            have,
+            peers,
+            download,
+            from,
+            complete,
+        };
+        let now = announced(&entry);
+        changed |= map.insert(sha1, entry).and_then(|p| announced(&p)) != now;
+        drop(map);
+        if changed {
+            self.changed();
+        }
         about_to_land
     }
 
@@ -421,6 +519,7 @@ impl Partials {
     /// is the very file whose pieces were all verified (same inode, size
     /// and mtime), it is returned as landed.
     fn finished(&self, state_path: &Path) -> Option<Landed> {
+        self.kept.forget(&part_of(state_path));
         let done = final_path(state_path);
         let mut map = self.map.write();
         let sha1 = map
@@ -472,23 +571,40 @@ impl Partials {
         } else {
             map.remove(&sha1);
         }
+        drop(map);
+        self.changed();
         landed
     }
 
     fn forget(&self, state_path: &Path) {
-        self.map.write().retain(|_, p| p.state_path != state_path);
+        let mut map = self.map.write();
+        let before = map.len();
+        map.retain(|_, p| p.state_path != state_path);
+        let changed = map.len() != before;
+        drop(map);
+        self.kept.forget(&part_of(state_path));
+        if changed {
+            self.changed();
+        }
     }
+}
+
+/// What the tracker is told of `p`: nothing before its first piece, then
+/// whether it landed (renamed into place: held whole).
+fn announced(p: &Partial) -> Option<bool> {
+    (p.have.count() > 0).then(|| !p.downloading())
 }
 
 /// Opens `path` for reading if it is a regular file (no symlink followed,
 /// no FIFO waited on).
-fn open_regular(path: &Path) -> std::io::Result<File> {
+fn open_regular(path: &Path) -> std::io::Result<(File, std::fs::Metadata)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
-    if file.metadata()?.is_file() {
-        Ok(file)
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        Ok((file, meta))
     } else {
         Err(std::io::Error::from(std::io::ErrorKind::NotFound))
     }
@@ -532,19 +648,21 @@ fn final_path(state_path: &Path) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&s[..cut]))
 }
 
-/// Reads a state file (no symlinks, at most [`MAX_STATE_BYTES`]).
-fn read_state(path: &Path) -> std::io::Result<ResumeState> {
+/// Reads a state file (no symlinks, at most [`MAX_STATE_BYTES`]); and
+/// the file, still open (its close is what the download watches for).
+fn read_state(path: &Path) -> std::io::Result<(ResumeState, File)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     let mut bytes = Vec::new();
-    File::take(file, MAX_STATE_BYTES + 1).read_to_end(&mut bytes)?;
+    (&file).take(MAX_STATE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_STATE_BYTES {
         return Err(std::io::Error::other("state file too large"));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    let state = serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok((state, file))
 }
 
 /// Every `*.part.state` under `root` (no symlinks followed), at most
@@ -597,23 +715,27 @@ pub(crate) fn run(
     }
     partials.counting.store(true, Ordering::Relaxed);
     loop {
-        if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
-            return;
-        }
-        match events.recv_timeout(Duration::from_millis(200)) {
-            Ok(path) => {
-                refresh(&path);
-                // Coalesce a burst: each path once.
-                let mut more: Vec<PathBuf> = events.try_iter().take(4096).collect();
-                more.sort();
-                more.dedup();
-                more.retain(|p| *p != path);
-                for p in more {
-                    refresh(&p);
+        // `select!` parks at once: `recv_timeout` spins and calls
+        // `sched_yield` a few times before it parks, and this thread waits
+        // once per state save (up to every 50 ms per download): in a
+        // 47-host swarm's profile those yields were 2 % of the machine.
+        select! {
+            recv(events) -> ev => match ev {
+                Ok(path) => {
+                    refresh(&path);
+                    // Coalesce a burst: each path once.
+                    let mut more: Vec<PathBuf> = events.try_iter().take(4096).collect();
+                    more.sort();
+                    more.dedup();
+                    more.retain(|p| *p != path);
+                    for p in more {
+                        refresh(&p);
+                    }
                 }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+                Err(_) => return,
+            },
+            recv(stop) -> _ => return,
+            default(Duration::from_millis(200)) => {}
         }
         if !partials.is_empty() {
             partials.retain_unindexed(indexed);
@@ -666,6 +788,48 @@ mod tests {
         );
         p.retain_unindexed(|s| *s == sha);
         assert!(p.is_empty());
+    }
+
+    /// A `.part` is kept open between pieces, never served once another
+    /// file (a new run's `.part`) has its name, and closed once its state
+    /// says every piece is verified (the download then checks who holds it).
+    #[test]
+    fn a_kept_part_is_not_served_once_replaced_and_closes_when_complete() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![5u8; 150_000];
+        let (st, part) = (dir.path().join("k.part.state"), dir.path().join("k.part"));
+        std::fs::write(&part, &data).unwrap();
+        let p = Partials::new();
+        let (sha, s) = state(&st, &data, &[true, false, false]);
+        s.save(&st).unwrap();
+        p.refresh(&st);
+        let (a, b) = (
+            p.open(&sha).unwrap().unwrap(),
+            p.open(&sha).unwrap().unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a.file, &b.file), "kept between pieces");
+        assert_eq!(p.kept.len(), 1);
+        drop((a, b));
+
+        let tmp = dir.path().join("k.part.new");
+        std::fs::write(&tmp, &data).unwrap();
+        std::fs::rename(&tmp, &part).unwrap();
+        let c = p.open(&sha).unwrap().unwrap();
+        assert_eq!(
+            c.file.metadata().unwrap().ino(),
+            std::fs::metadata(&part).unwrap().ino(),
+            "the new .part, not the descriptor kept of the old one"
+        );
+        drop(c);
+        assert_eq!(p.kept.len(), 1);
+
+        let (_, s) = state(&st, &data, &[true, true, true]);
+        s.save(&st).unwrap();
+        p.refresh(&st);
+        assert_eq!(p.kept.len(), 0, "every piece verified: closed");
+        assert!(p.open(&sha).unwrap().is_some());
+        assert_eq!(p.kept.len(), 0, "and not kept again");
     }
 
     /// Between the rename into place and the index listing the file, the
@@ -761,5 +925,41 @@ mod tests {
         p.refresh(&link);
         assert!(p.is_empty());
         assert_eq!(find_states(dir.path()), vec![st]);
+    }
+
+    /// The announcer is woken when what it would announce changes (the
+    /// first piece, the landing, the end), not at every state save.
+    #[test]
+    fn the_announcer_is_woken_by_a_first_piece_and_a_landing_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![5u8; 150_000];
+        let st = dir.path().join("w.part.state");
+        std::fs::write(dir.path().join("w.part"), &data).unwrap();
+        let wake = Arc::new(Wake::new());
+        let p = Partials::waking(wake.clone());
+        let raised = || wake.wait(Duration::ZERO);
+        let save = |verified: &[bool]| {
+            let (sha, s) = state(&st, &data, verified);
+            s.save(&st).unwrap();
+            p.refresh(&st);
+            sha
+        };
+        let sha = save(&[false, false, false]);
+        assert!(!raised(), "nothing held: nothing to announce");
+        assert!(p.announced().is_empty());
+        save(&[true, false, false]);
+        assert!(raised(), "first piece");
+        assert_eq!(p.announced(), [(sha, false)]);
+        save(&[true, true, false]);
+        save(&[true, true, true]);
+        assert!(!raised(), "more pieces: announced already");
+        std::fs::rename(dir.path().join("w.part"), dir.path().join("w")).unwrap();
+        std::fs::remove_file(&st).unwrap();
+        p.refresh(&st);
+        assert!(raised(), "landed: held whole");
+        assert_eq!(p.announced(), [(sha, true)]);
+        p.retain_unindexed(|s| *s == sha);
+        assert!(raised(), "indexed: the registry no longer announces it");
+        assert!(p.announced().is_empty());
     }
 }

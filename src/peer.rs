@@ -32,6 +32,7 @@ use crate::server::{
     FileSource, OpenedFile, Page, PageBody, Server, ServerConfig, ServerError, UploadCounter,
 };
 use crate::status::{self, Monitor, StatusReport, Upload};
+use crate::wake::Wake;
 
 /// Index generations are published in etcd at most this often (a dataset
 /// being hashed changes generation many times a second).
@@ -136,7 +137,10 @@ impl Peer {
         iopts.partial_events = Some(partial_tx);
         let index = Arc::new(Index::open(iopts)?);
 
-        let partials = Partials::new();
+        // Raised when what the peer announces in the swarm's tracker may
+        // have changed: the announcer looks then, not every 50 ms.
+        let announce = Arc::new(Wake::new());
+        let partials = Partials::waking(announce.clone());
         let (partials_stop, partials_stopped) = crossbeam_channel::bounded::<()>(1);
         let partials_thread = {
             let partials = partials.clone();
@@ -177,7 +181,7 @@ impl Peer {
         if let Some(s) = cfg.upload_slots {
             scfg.upload_slots = s;
         }
-        let uploads = Arc::new(UploadCounts::default());
+        let uploads = Arc::new(UploadCounts::waking(announce.clone()));
         let source = Arc::new(IndexSource {
             index: index.clone(),
             id: id.clone(),
@@ -293,6 +297,7 @@ impl Peer {
                 advertised.iter().map(SocketAddr::to_string).collect(),
                 Box::new(move || view.state().lease),
                 Box::new(move || holdings(&index, &partials, &uploads)),
+                announce,
             )?
         };
 
@@ -421,12 +426,7 @@ impl Drop for Peer {
 /// progress with at least one piece, then the complete files it uploaded
 /// ranges of lately (seeding a swarm), most recent first.
 fn holdings(index: &Index, partials: &Partials, uploads: &UploadCounts) -> Vec<(Sha1Digest, bool)> {
-    let mut out: Vec<(Sha1Digest, bool)> = partials
-        .snapshot()
-        .into_iter()
-        .filter(|p| p.held > 0)
-        .map(|p| (p.sha1, !p.downloading))
-        .collect();
+    let mut out = partials.announced();
     for sha1 in uploads.active() {
         if index.get(&sha1).is_some() && !out.iter().any(|(s, _)| *s == sha1) {
             out.push((sha1, true));

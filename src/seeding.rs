@@ -13,12 +13,14 @@
 //! the longest is dropped).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::digest::Sha1Digest;
 use crate::protocol::Bitfield;
+use crate::wake::Wake;
 
 /// Counts of a file quiet this long are reset.
 pub const QUIET: Duration = Duration::from_secs(60);
@@ -120,9 +122,20 @@ impl Counts {
 #[derive(Default)]
 pub struct UploadCounts {
     files: Mutex<HashMap<Sha1Digest, Counts>>,
+    /// Raised when a file becomes active (see [`UploadCounts::active`]):
+    /// the announcer's.
+    wake: Option<Arc<Wake>>,
 }
 
 impl UploadCounts {
+    /// No counts; `wake` is raised whenever a file becomes active.
+    pub(crate) fn waking(wake: Arc<Wake>) -> Self {
+        UploadCounts {
+            wake: Some(wake),
+            ..UploadCounts::default()
+        }
+    }
+
     /// Bytes `[start, start + len)` of `sha1` (`pieces` pieces of
     /// `piece_size`) are being uploaded.
     pub fn note(&self, sha1: &Sha1Digest, piece_size: u64, pieces: usize, start: u64, len: u64) {
@@ -131,8 +144,16 @@ impl UploadCounts {
         }
         let now = Instant::now();
         let mut files = self.files.lock();
+        let was_active = files
+            .get(sha1)
+            .is_some_and(|c| now.saturating_duration_since(c.last) < QUIET);
         let c = entry(&mut files, sha1, piece_size, pieces, now);
         c.last = now;
+        if !was_active {
+            if let Some(w) = &self.wake {
+                w.raise();
+            }
+        }
         let Some((first, last)) =
             crate::protocol::pieces_touching(piece_size, start, start.saturating_add(len))
         else {
@@ -231,5 +252,21 @@ mod tests {
         let offer = u.offer(&sha(), 10, 4);
         assert!(offer.get(3), "{offer:?}");
         assert_eq!(u.offer(&sha(), 10, 0).len(), 0);
+    }
+
+    /// The announcer is woken when a file's first range goes out (the
+    /// peer then seeds a swarm), not at every range.
+    #[test]
+    fn the_first_upload_of_a_file_wakes_the_announcer() {
+        let wake = Arc::new(Wake::new());
+        let u = UploadCounts::waking(wake.clone());
+        let (a, b) = (Sha1Digest::of(b"a"), Sha1Digest::of(b"b"));
+        u.note(&a, 65536, 4, 0, 65536);
+        assert!(wake.wait(Duration::ZERO));
+        u.note(&a, 65536, 4, 65536, 65536);
+        assert!(!wake.wait(Duration::ZERO), "active already");
+        u.note(&b, 65536, 4, 0, 65536);
+        assert!(wake.wait(Duration::ZERO));
+        assert_eq!(u.active().len(), 2);
     }
 }

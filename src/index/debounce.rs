@@ -27,12 +27,28 @@ pub struct Watch {
 /// are dropped on notify's thread, before they wake the index's: opens and
 /// reads (notify watches `IN_OPEN`: every piece this peer serves opens
 /// its file), and writes into a download's `.part` (one per piece it
-/// writes; its rename into place still comes through).
-pub fn watch(root: &Path) -> notify::Result<Watch> {
+/// writes; its rename into place still comes through). The paths of
+/// `*.part.state` files go from notify's thread straight to
+/// `partial_events` (a download saves its state up to every 50 ms); an
+/// event that names nothing else never reaches the index, which shares
+/// no such file: before, each save woke the index thread twice (to
+/// forward it, and to look at the path after the debounce, on the
+/// hashing pool).
+pub fn watch(root: &Path, partial_events: Option<Sender<PathBuf>>) -> notify::Result<Watch> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if ev.as_ref().is_ok_and(idle_event) {
-            return;
+        if let Ok(e) = &ev {
+            if idle_event(e) {
+                return;
+            }
+            if let Some(partials) = &partial_events {
+                for p in e.paths.iter().filter(|p| is_state(p)) {
+                    let _ = partials.try_send(p.clone());
+                }
+            }
+            if states_only(e) {
+                return;
+            }
         }
         let _ = tx.send(ev);
     })?;
@@ -41,6 +57,19 @@ pub fn watch(root: &Path) -> notify::Result<Watch> {
         _watcher: w,
         events: rx,
     })
+}
+
+/// True for the path of a download's state (`*.part.state`).
+fn is_state(p: &Path) -> bool {
+    p.as_os_str()
+        .as_bytes()
+        .ends_with(PART_STATE_SUFFIX.as_bytes())
+}
+
+/// True for an event that names downloads' states only (and asks for no
+/// rescan): the partial files act on it, the index never does.
+fn states_only(ev: &notify::Event) -> bool {
+    !ev.need_rescan() && !ev.paths.is_empty() && ev.paths.iter().all(|p| is_state(p))
 }
 
 /// True for an event the index and the partial files never act on: an
@@ -86,13 +115,8 @@ impl Debounce {
     }
 
     /// Reads one event: the paths it names (relative to `root`) become
-    /// dirty; `.part.state` paths also go to `partial_events`.
-    pub fn note_event(
-        &mut self,
-        ev: notify::Result<notify::Event>,
-        root: &Path,
-        partial_events: Option<&Sender<PathBuf>>,
-    ) {
+    /// dirty.
+    pub fn note_event(&mut self, ev: notify::Result<notify::Event>, root: &Path) {
         use notify::event::{AccessKind, AccessMode, EventKind};
         let ev = match ev {
             Ok(ev) => ev,
@@ -109,16 +133,6 @@ impl Debounce {
         if let EventKind::Access(a) = ev.kind {
             if a != AccessKind::Close(AccessMode::Write) {
                 return;
-            }
-        }
-        if let Some(tx) = partial_events {
-            for p in &ev.paths {
-                if p.as_os_str()
-                    .as_bytes()
-                    .ends_with(PART_STATE_SUFFIX.as_bytes())
-                {
-                    let _ = tx.try_send(p.clone());
-                }
             }
         }
         for p in ev.paths {
@@ -237,5 +251,48 @@ mod tests {
         ];
         assert!(idle.iter().all(idle_event));
         assert!(!kept.iter().any(idle_event));
+    }
+
+    /// A download's state save (one `pwrite` into the kept-open file) goes
+    /// from notify's thread to the partial files and never wakes the
+    /// index; a file the index shares still reaches it.
+    #[test]
+    fn a_state_save_goes_to_the_partials_only() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let st = root.join("f.part.state");
+        let file = std::fs::File::create(&st).unwrap();
+        let (tx, partials) = crossbeam_channel::unbounded();
+        let w = watch(&root, Some(tx)).unwrap();
+        let long = Duration::from_secs(20);
+        file.write_all_at(b"{}", 0).unwrap();
+        assert_eq!(partials.recv_timeout(long), Ok(st.clone()));
+        std::fs::write(root.join("shared"), b"x").unwrap();
+        let mut seen = Vec::new();
+        while !seen.iter().any(|p: &PathBuf| p.ends_with("shared")) {
+            let ev = w.events.recv_timeout(long).expect("an event").unwrap();
+            seen.extend(ev.paths);
+        }
+        assert!(
+            !seen.iter().any(|p| is_state(p)),
+            "the state's event reached the index: {seen:?}"
+        );
+        let ev = |kind, paths: &[&str]| {
+            let mut e = notify::Event::new(kind);
+            e.paths = paths.iter().map(PathBuf::from).collect();
+            e
+        };
+        use notify::event::{EventKind, ModifyKind, RenameMode};
+        let both = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(!states_only(&ev(
+            both,
+            &["/d/f.part.state.tmp", "/d/f.part.state"]
+        )));
+        assert!(states_only(&ev(
+            both,
+            &["/d/f.part.state", "/d/g.part.state"]
+        )));
+        assert!(!states_only(&ev(both, &[])));
     }
 }

@@ -24,6 +24,10 @@ use super::store::{Delta, Store};
 use super::walk::{Kind, Stat};
 use super::worker::Worker;
 
+/// Fewer listed files than this are looked up in the store on the index
+/// thread, more on the hashing pool.
+const PARALLEL_LOOKUPS: usize = 4096;
+
 /// How a listed file compares with what the store holds at its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seen {
@@ -94,16 +98,19 @@ impl Worker {
         let (seen, hits, store_under) = {
             use rayon::prelude::*;
             let store = self.shared.store.read();
-            let seen: Vec<Seen> = pool.install(|| {
-                files
-                    .par_iter()
-                    .map(|(p, st)| match store.lookup(p) {
-                        Some((_, s)) if s == *st => Seen::Same,
-                        Some((_, s)) if s.same_content_key(st) => Seen::SameContent,
-                        _ => Seen::Other,
-                    })
-                    .collect()
-            });
+            let look = |(p, st): &(PathBuf, FileStat)| match store.lookup(p) {
+                Some((_, s)) if s == *st => Seen::Same,
+                Some((_, s)) if s.same_content_key(st) => Seen::SameContent,
+                _ => Seen::Other,
+            };
+            // A few paths (a batch of events) are looked up here: handing
+            // them to the pool woke its threads, which spin and yield
+            // before they sleep again, for every batch.
+            let seen: Vec<Seen> = if files.len() < PARALLEL_LOOKUPS {
+                files.iter().map(look).collect()
+            } else {
+                pool.install(|| files.par_iter().map(look).collect())
+            };
             let hits = seen.iter().filter(|s| **s != Seen::Other).count();
             let store_under = if full {
                 store.path_count()

@@ -131,6 +131,7 @@ impl Worker {
         // the cache is served (a recursive watch lists the whole tree too).
         let rules = self.rules.clone();
         let live = self.opts.live;
+        let partial_events = self.opts.partial_events.clone();
         // Nothing to compare the listing with (no cache): the files are
         // listed by name and stat'ed once opened for hashing.
         let stat = if self.saver.has_cache() {
@@ -144,7 +145,7 @@ impl Worker {
                     .load(&self.shared, &self.rules.root, self.progress.opened)
             },
             || {
-                let watched = live.then(|| watch(&rules.root));
+                let watched = live.then(|| watch(&rules.root, partial_events));
                 (watched, rules.list_in(Path::new(""), Some(pool), stat))
             },
         );
@@ -185,10 +186,9 @@ impl Worker {
                 }
                 recv(events) -> ev => {
                     if let Ok(ev) = ev {
-                        let partial = self.opts.partial_events.as_ref();
-                        self.debounce.note_event(ev, &self.rules.root, partial);
+                        self.debounce.note_event(ev, &self.rules.root);
                         for ev in events.try_iter() {
-                            self.debounce.note_event(ev, &self.rules.root, partial);
+                            self.debounce.note_event(ev, &self.rules.root);
                         }
                     }
                 }

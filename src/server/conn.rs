@@ -142,7 +142,7 @@ struct Outgoing {
 }
 
 struct FileBody {
-    file: File,
+    file: Arc<File>,
     offset: u64,
     end: u64,
 }

@@ -675,3 +675,57 @@ fn a_claimed_download_whose_file_is_not_the_part_is_hashed_not_adopted() {
     let (status, _) = http(&format!("http://{addr}/v1/files/{sha_other}"), None).unwrap();
     assert_eq!(status, 200, "indexed under what it holds");
 }
+
+/// A download's state save is served and announced at once by the peer
+/// sharing its directory: the save goes from the file-system watch
+/// straight to the partial files (not through the index thread), and the
+/// tracker's announcer is woken by the first piece (it no longer looks
+/// every 50 ms; its own look is a second apart). The states are written
+/// here as `get` writes them (see `support::part`).
+#[test]
+fn a_state_save_is_served_and_announced_by_the_peer_sharing_it_promptly() {
+    use piratebay_sync::etcd::{Client, Config};
+    init_test_log();
+    let etcd = EtcdServer::new();
+    let ep = etcd.endpoint();
+    let client = Client::new(Config::new([ep.as_str()])).unwrap();
+    let host = Serve::new(&ep).start();
+    let addr = addr_of(&ep, &host.id());
+    let out = host.dataset.join("p.bin");
+    let content = host.state_dir.join("p.content");
+    let sha = random_file(&content, 3 * PIECE + 100, 4);
+    let list = piece_list(&content);
+    std::fs::copy(&content, part_path(&out)).unwrap();
+    let held = |n: usize| {
+        http(&format!("http://{addr}/v1/files/{sha}/have"), None)
+            .is_some_and(|(s, body)| s == 200 && bits(&body, 4) == (0..n).collect::<Vec<_>>())
+    };
+    let swarm = format!("/piratebay/swarm/{sha}/");
+    let announced = || {
+        client.get_prefix(swarm.as_bytes()).is_ok_and(|l| {
+            l.kvs
+                .iter()
+                .any(|kv| String::from_utf8_lossy(&kv.value).contains("\"complete\":false"))
+        })
+    };
+    // Nothing verified yet: served (an empty bitmap), not announced.
+    write_state(&out, &list, &[false; 4]);
+    wait_until(Duration::from_secs(10), "the partial served", || held(0));
+    assert!(!announced(), "announced before its first piece");
+    let saved = std::time::Instant::now();
+    write_state(&out, &list, &[true, false, false, false]);
+    wait_until(Duration::from_secs(10), "the first piece served", || {
+        held(1)
+    });
+    wait_until(Duration::from_secs(10), "announced", announced);
+    let took = saved.elapsed();
+    write_state(&out, &list, &[true, true, false, false]);
+    wait_until(Duration::from_secs(10), "the second piece served", || {
+        held(2)
+    });
+    // A second and more would be the announcer's own look, not its wake.
+    assert!(
+        took < Duration::from_millis(900),
+        "served and announced {took:?} after the save"
+    );
+}
