@@ -128,6 +128,7 @@ mod hex;
 mod holders;
 mod http;
 mod index;
+mod kept;
 mod metrics;
 mod partial;
 mod peer;

@@ -60,8 +60,10 @@ use crate::wake::Wake;
 /// it as a `server::OpenedFile`).
 #[derive(Debug)]
 pub struct OpenedPart {
-    /// The open `.part`, positioned at 0.
-    pub file: File,
+    /// The open `.part` (or the final file once renamed), shared: kept
+    /// open for the next requests while the download runs, so read at an
+    /// offset, never by its position.
+    pub file: Arc<File>,
     /// The whole file's size.
     pub size: u64,
     /// The final file's name.
@@ -105,11 +107,15 @@ struct Partial {
 impl Partial {
     /// Still a `.part` (not yet renamed into place).
     fn downloading(&self) -> bool {
-        self.data_path
-            .as_os_str()
-            .as_bytes()
-            .ends_with(PART_SUFFIX.as_bytes())
+        is_part(&self.data_path)
     }
+}
+
+/// Whether `path` is a download's `.part`.
+fn is_part(path: &Path) -> bool {
+    path.as_os_str()
+        .as_bytes()
+        .ends_with(PART_SUFFIX.as_bytes())
 }
 
 /// A download that landed: its final file's stat and its verified hashes,
@@ -193,6 +199,9 @@ pub struct Partials {
     /// Raised when what the peer announces of its partial files changes
     /// (one gets its first piece, lands, or goes): the announcer's.
     wake: Option<Arc<Wake>>,
+    /// Descriptors of `.part`s kept open for the next pieces (never one
+    /// whose state says every piece is verified: see [`Partials::open`]).
+    kept: crate::kept::KeptFiles,
 }
 
 impl Partials {
@@ -273,51 +282,86 @@ impl Partials {
     }
 
     /// Opens a partial file for serving the pieces it holds.
+    ///
+    /// A `.part` still downloading is kept open for the next requests
+    /// (`crate::kept`: handed out again only while its name still names
+    /// it), read-only, until its state says every piece is verified: the
+    /// download then checks who holds the file before its rename, and a
+    /// reader still open costs it a look through `/proc` (see
+    /// `fetch::seal`). The descriptor is closed before that state's read
+    /// ends ([`Partials::refresh`]), so the download sees its close.
     pub fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedPart>> {
-        let Some(p) = self.map.read().get(sha1).cloned() else {
+        let Some((data_path, state_path, size, piece_size, have)) =
+            self.map.read().get(sha1).map(|p| {
+                (
+                    p.data_path.clone(),
+                    p.state_path.clone(),
+                    p.list.size,
+                    p.list.piece_size,
+                    p.have.clone(),
+                )
+            })
+        else {
             return Ok(None);
         };
-        let file = match open_regular(&p.data_path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Renamed into place a moment ago, its state not removed
-                // or not read yet: the same bytes under the final name.
-                // (Served as a 404 until the index had the file, every
-                // landing in a swarm turned its downloaders away for a
-                // few hundred milliseconds, and 4 such failures drop a
-                // holder from a download.)
-                let done = final_path(&p.state_path);
-                match open_regular(&done) {
-                    Ok(f) if f.metadata().is_ok_and(|m| m.len() == p.list.size) => f,
-                    _ => {
-                        self.forget(&p.state_path);
-                        return Ok(None);
+        // Not once every piece is verified: the download's check is next.
+        let keep = !have.is_full() && is_part(&data_path);
+        let kept = if keep {
+            self.kept.get(&data_path)
+        } else {
+            None
+        };
+        let (file, on_disk) = match kept {
+            Some((file, meta)) => (file, meta.len()),
+            None => {
+                let (file, meta) = match open_regular(&data_path) {
+                    Ok(opened) => opened,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        // Renamed into place a moment ago, its state not removed
+                        // or not read yet: the same bytes under the final name.
+                        // (Served as a 404 until the index had the file, every
+                        // landing in a swarm turned its downloaders away for a
+                        // few hundred milliseconds, and 4 such failures drop a
+                        // holder from a download.)
+                        self.kept.forget(&data_path);
+                        let done = final_path(&state_path);
+                        match open_regular(&done) {
+                            Ok((f, m)) if m.len() == size => (f, m),
+                            _ => {
+                                self.forget(&state_path);
+                                return Ok(None);
+                            }
+                        }
                     }
+                    Err(e) => return Err(e),
+                };
+                let file = Arc::new(file);
+                if keep {
+                    self.kept.keep(&data_path, &file, &meta);
                 }
+                (file, meta.len())
             }
-            Err(e) => return Err(e),
         };
         // Held pieces must be on disk: a `.part` shorter than they claim
         // (truncated behind the download's back) is not served.
-        let on_disk = file.metadata()?.len();
-        let needed = (0..p.have.len())
-            .filter(|&i| p.have.get(i))
-            .map(|i| piece_bounds(p.list.size, p.list.piece_size, i).1)
+        let needed = (0..have.len())
+            .filter(|&i| have.get(i))
+            .map(|i| piece_bounds(size, piece_size, i).1)
             .max()
             .unwrap_or(0);
         if on_disk < needed {
             return Ok(None);
         }
-        let name = final_path(&p.state_path)
+        let name = final_path(&state_path)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| sha1.to_hex());
         Ok(Some(OpenedPart {
             file,
-            size: p.list.size,
+            size,
             name,
-            held: p.have,
-            piece_size: p.list.piece_size,
+            held: have,
+            piece_size,
         }))
     }
 
@@ -325,7 +369,13 @@ impl Partials {
     /// download that landed since is returned.
     pub fn refresh(&self, state_path: &Path) -> Option<Landed> {
         match read_state(state_path) {
-            Ok(state) => self.insert(state_path, state),
+            Ok((state, file)) => {
+                let landed = self.insert(state_path, state);
+                // Closed after a kept `.part` (see `insert`): a download
+                // that waits for this read of its last state sees both.
+                drop(file);
+                landed
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.finished(state_path),
             // Read while it was overwritten (or corrupt): what was read
             // before stands; the write's own event has it read again.
@@ -404,6 +454,12 @@ impl Partials {
         // Every piece verified: the `.part`'s stat now says which bytes
         // those are (the download renames it next, keeping inode and mtime).
         let data_path = part_of(state_path);
+        if have.is_full() {
+            // The download checks who holds its `.part` before the rename:
+            // the descriptor kept for its pieces closes now, before this
+            // read of its state ends (see `refresh`).
+            self.kept.forget(&data_path);
+        }
         let complete = have
             .is_full()
             .then(|| std::fs::symlink_metadata(&data_path).ok())
@@ -464,6 +520,7 @@ impl Partials {
     /// is the very file whose pieces were all verified (same inode, size
     /// and mtime), it is returned as landed.
     fn finished(&self, state_path: &Path) -> Option<Landed> {
+        self.kept.forget(&part_of(state_path));
         let done = final_path(state_path);
         let mut map = self.map.write();
         let sha1 = map
@@ -526,6 +583,7 @@ impl Partials {
         map.retain(|_, p| p.state_path != state_path);
         let changed = map.len() != before;
         drop(map);
+        self.kept.forget(&part_of(state_path));
         if changed {
             self.changed();
         }
@@ -540,13 +598,14 @@ fn announced(p: &Partial) -> Option<bool> {
 
 /// Opens `path` for reading if it is a regular file (no symlink followed,
 /// no FIFO waited on).
-fn open_regular(path: &Path) -> std::io::Result<File> {
+fn open_regular(path: &Path) -> std::io::Result<(File, std::fs::Metadata)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
-    if file.metadata()?.is_file() {
-        Ok(file)
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        Ok((file, meta))
     } else {
         Err(std::io::Error::from(std::io::ErrorKind::NotFound))
     }
@@ -590,19 +649,21 @@ fn final_path(state_path: &Path) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&s[..cut]))
 }
 
-/// Reads a state file (no symlinks, at most [`MAX_STATE_BYTES`]).
-fn read_state(path: &Path) -> std::io::Result<ResumeState> {
+/// Reads a state file (no symlinks, at most [`MAX_STATE_BYTES`]); and
+/// the file, still open (its close is what the download watches for).
+fn read_state(path: &Path) -> std::io::Result<(ResumeState, File)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     let mut bytes = Vec::new();
-    File::take(file, MAX_STATE_BYTES + 1).read_to_end(&mut bytes)?;
+    (&file).take(MAX_STATE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_STATE_BYTES {
         return Err(std::io::Error::other("state file too large"));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    let state = serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok((state, file))
 }
 
 /// Every `*.part.state` under `root` (no symlinks followed), at most
@@ -731,6 +792,48 @@ mod tests {
         );
         p.retain_unindexed(|s| *s == sha);
         assert!(p.is_empty());
+    }
+
+    /// A `.part` is kept open between pieces, never served once another
+    /// file (a new run's `.part`) has its name, and closed once its state
+    /// says every piece is verified (the download then checks who holds it).
+    #[test]
+    fn a_kept_part_is_not_served_once_replaced_and_closes_when_complete() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![5u8; 150_000];
+        let (st, part) = (dir.path().join("k.part.state"), dir.path().join("k.part"));
+        std::fs::write(&part, &data).unwrap();
+        let p = Partials::new();
+        let (sha, s) = state(&st, &data, &[true, false, false]);
+        s.save(&st).unwrap();
+        p.refresh(&st);
+        let (a, b) = (
+            p.open(&sha).unwrap().unwrap(),
+            p.open(&sha).unwrap().unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a.file, &b.file), "kept between pieces");
+        assert_eq!(p.kept.len(), 1);
+        drop((a, b));
+
+        let tmp = dir.path().join("k.part.new");
+        std::fs::write(&tmp, &data).unwrap();
+        std::fs::rename(&tmp, &part).unwrap();
+        let c = p.open(&sha).unwrap().unwrap();
+        assert_eq!(
+            c.file.metadata().unwrap().ino(),
+            std::fs::metadata(&part).unwrap().ino(),
+            "the new .part, not the descriptor kept of the old one"
+        );
+        drop(c);
+        assert_eq!(p.kept.len(), 1);
+
+        let (_, s) = state(&st, &data, &[true, true, true]);
+        s.save(&st).unwrap();
+        p.refresh(&st);
+        assert_eq!(p.kept.len(), 0, "every piece verified: closed");
+        assert!(p.open(&sha).unwrap().is_some());
+        assert_eq!(p.kept.len(), 0, "and not kept again");
     }
 
     /// Between the rename into place and the index listing the file, the

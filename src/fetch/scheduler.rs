@@ -381,14 +381,7 @@ impl Scheduler {
         // each deferring to the others (in the simulator, 1,000 hosts:
         // the last hosts got one burst of pieces per SEED_FALLBACK and
         // ended at 2.6x one host alone).
-        let restricted = s.fresh.get(holder).is_some_and(Option::is_some)
-            && s.has_partials()
-            && s.known_seeds() < 2
-            && if s.partials_can_help() {
-                now.saturating_duration_since(s.partial_progress) < SEED_YIELD
-            } else {
-                now.saturating_duration_since(s.last_progress) < SEED_FALLBACK
-            };
+        let restricted = s.restricted(holder, now);
         // A seed's offer is preferred only in a swarm: among seeds alone
         // the rotation keeps each download's pieces in one order, and the
         // offers, different for every asker, would only scatter them.
@@ -434,6 +427,42 @@ impl Scheduler {
             }
             None => Next::Wait,
         }
+    }
+
+    /// Pieces after `first` (which `holder` was just handed by
+    /// [`Scheduler::next`], as its only fetcher) that the same request can
+    /// take too: the next ones in the file, while each is missing, `holder`
+    /// has it and (for a seed asked only for its offer) it is offered and
+    /// held by no one else known; at most `max` of them. They are handed to
+    /// `holder` like `first`; the count is returned. One range request then
+    /// carries them all (fewer requests per byte, see ARCHITECTURE.md "The
+    /// download"); each piece is still verified, written and shared alone.
+    pub fn extend_at(&self, holder: usize, first: usize, max: usize, now: Instant) -> usize {
+        let mut s = self.state.lock();
+        if max == 0
+            || s.remaining == 0
+            || s.pieces.get(first) != Some(&PieceState::InFlight)
+            || s.fetchers[first] != [holder]
+        {
+            return 0;
+        }
+        let restricted = s.restricted(holder, now);
+        let mut taken = 0;
+        for j in first + 1..s.pieces.len() {
+            if taken == max
+                || s.pieces[j] != PieceState::Missing
+                || !s.has(holder, j)
+                || (restricted && !(s.is_fresh(holder, j) && s.avail[j] <= 1))
+            {
+                break;
+            }
+            s.pieces[j] = PieceState::InFlight;
+            s.missing.clear(j);
+            s.fetchers[j].push(holder);
+            s.started[j] = Some(now);
+            taken += 1;
+        }
+        taken
     }
 
     /// A verified copy of piece `i` arrived: true if it is the first (the
@@ -615,6 +644,20 @@ impl State {
         (0..self.have.len()).any(|h| self.have[h].is_some() && self.counts(h))
     }
 
+    /// Super-seeding: while partial holders are known, a seed that says
+    /// which pieces it uploaded least is asked only for those (see
+    /// [`Scheduler::next_at`]).
+    fn restricted(&self, holder: usize, now: Instant) -> bool {
+        self.fresh.get(holder).is_some_and(Option::is_some)
+            && self.has_partials()
+            && self.known_seeds() < 2
+            && if self.partials_can_help() {
+                now.saturating_duration_since(self.partial_progress) < SEED_YIELD
+            } else {
+                now.saturating_duration_since(self.last_progress) < SEED_FALLBACK
+            }
+    }
+
     fn is_fresh(&self, holder: usize, i: usize) -> bool {
         match self.fresh.get(holder) {
             Some(Some(b)) => b.get(i),
@@ -686,6 +729,60 @@ mod tests {
         let s = Scheduler::with_offset(&[false; 4], 0, 2, 3);
         assert_eq!(s.next(0), Next::Piece(3));
         assert_eq!(s.next(0), Next::Piece(0));
+    }
+
+    #[test]
+    fn a_run_takes_the_next_missing_pieces_the_holder_has_and_stops_at_a_gap() {
+        let now = Instant::now();
+        let s = Scheduler::with_offset(&[false, false, false, true, false, false, false], 0, 2, 0);
+        // Holder 1 lacks piece 2: its run from 0 stops there.
+        s.set_have(
+            1,
+            Some(Bitfield::from_flags(&[
+                true, true, false, true, true, true, true,
+            ])),
+            None,
+        );
+        assert_eq!(s.next(1), Next::Piece(0));
+        assert_eq!(s.extend_at(1, 0, 3, now), 1);
+        // A seed's run stops at a done piece (3) and at `max`.
+        assert_eq!(s.next(0), Next::Piece(2));
+        assert_eq!(s.extend_at(0, 2, 3, now), 0);
+        assert_eq!(s.next(0), Next::Piece(4));
+        assert_eq!(s.extend_at(0, 4, 1, now), 1);
+        // Pieces taken by a run are in flight: not handed out again, and
+        // a released one comes back.
+        assert_eq!(s.next(0), Next::Piece(6));
+        assert_eq!(s.next(0), Next::Wait);
+        s.release(5, 0);
+        assert_eq!(s.next(1), Next::Piece(5));
+        // Only the piece's sole fetcher extends it (not an endgame copy).
+        assert_eq!(s.extend_at(0, 5, 3, now), 0);
+    }
+
+    #[test]
+    fn a_restricted_seed_runs_only_over_its_offer() {
+        let now = Instant::now();
+        let s = Scheduler::with_offset(&[false; 6], 0, 2, 0);
+        // Seed 0 offers 1, 2 and 4; partial holder 1 has piece 0.
+        s.set_have(
+            0,
+            None,
+            Some(Bitfield::from_flags(&[
+                false, true, true, false, true, false,
+            ])),
+        );
+        s.set_have(
+            1,
+            Some(Bitfield::from_flags(&[
+                true, false, false, false, false, false,
+            ])),
+            None,
+        );
+        assert_eq!(s.next(0), Next::Piece(1));
+        assert_eq!(s.extend_at(0, 1, 4, now), 1, "2 offered, 3 not");
+        assert_eq!(s.next(0), Next::Piece(4));
+        assert_eq!(s.extend_at(0, 4, 4, now), 0);
     }
 
     #[test]

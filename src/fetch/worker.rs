@@ -64,6 +64,10 @@ pub(crate) const MAX_PARKED: u32 = 2;
 /// Pieces a holder may claim and then not serve (`416`) before it is
 /// dropped as lying.
 const MAX_NOT_THERE: u32 = 8;
+/// Most bytes one range request asks for: adjacent pieces the holder has
+/// and this download lacks go in one request (a run), up to this much, so
+/// a file cut in small pieces does not cost a request per 64 KiB.
+pub(crate) const RUN_BYTES: u64 = 256 * 1024;
 
 /// Why one piece was not delivered.
 enum Fail {
@@ -128,8 +132,9 @@ struct Worker<'r, 'a> {
     /// When the holder's bitmap last came (asked, or riding on an answer).
     /// Every holder is asked its bitmap first; only partial ones again.
     last_poll: Option<Instant>,
-    /// The piece whose request went out ahead on `conn` (pipelining).
-    ahead: Option<usize>,
+    /// The run of pieces (first, count) whose request went out ahead on
+    /// `conn` (pipelining).
+    ahead: Option<(usize, usize)>,
     /// Left between requests (the last answer read in full, or none).
     clean_exit: bool,
     /// The connection left the socket table after the last piece.
@@ -194,8 +199,8 @@ impl<'r, 'a> Worker<'r, 'a> {
     fn work(&mut self) {
         loop {
             if self.conn.is_none() {
-                if let Some(j) = self.ahead.take() {
-                    self.round.sched.release(j, self.slot);
+                if let Some((j, n)) = self.ahead.take() {
+                    self.release_run(j, n);
                 }
             }
             if self.round.stopping() || self.round.slots.lock()[self.slot].dropped.is_some() {
@@ -207,9 +212,12 @@ impl<'r, 'a> Worker<'r, 'a> {
             }
             let go_on = match self.ahead.take() {
                 // Asked already: read its answer.
-                Some(j) => self.piece(j, true),
+                Some((j, n)) => self.run(j, n, true),
                 None => match self.next_step() {
-                    Step::Piece(i) => self.piece(i, false),
+                    Step::Piece(i) => {
+                        let n = 1 + self.extend(i);
+                        self.run(i, n, false)
+                    }
                     Step::Poll => self.poll(),
                     Step::Idle => {
                         self.round.sched.wait(IDLE_WAIT);
@@ -292,15 +300,50 @@ impl<'r, 'a> Worker<'r, 'a> {
         }
     }
 
-    /// Fetches, verifies and settles piece `i` (its request already sent
-    /// ahead if `sent`). False when the worker must stop.
-    fn piece(&mut self, i: usize, sent: bool) -> bool {
-        let fetched = self.fetch_piece(i, sent);
-        if matches!(fetched, Ok((_, true))) {
-            // Its view came with the piece: no `have` needed now.
-            self.last_poll = Some(Instant::now());
+    /// The pieces after `first` that its request takes too (a run, see
+    /// [`RUN_BYTES`]), handed to this holder by the scheduler.
+    fn extend(&self, first: usize) -> usize {
+        let round = self.round;
+        let max = (RUN_BYTES / round.list.piece_size.max(1)).saturating_sub(1) as usize;
+        round.sched.extend_at(self.slot, first, max, Instant::now())
+    }
+
+    /// Gives the `count` pieces from `first` back to the scheduler.
+    fn release_run(&self, first: usize, count: usize) {
+        for j in first..first + count {
+            self.round.sched.release(j, self.slot);
         }
-        self.settle(Some(i), fetched.map(|f| f.0))
+    }
+
+    /// Fetches, verifies and settles the `count` pieces from `first`, one
+    /// range request (already sent ahead if `sent`): each piece is kept
+    /// (written, shared) as soon as it verified; a failure gives back the
+    /// piece it hit and the ones after it. False when the worker must stop.
+    fn run(&mut self, first: usize, count: usize, sent: bool) -> bool {
+        let head = match self.run_head(first, count, sent) {
+            Ok((head, refreshed)) => {
+                if refreshed {
+                    // Its view came with the pieces: no `have` needed now.
+                    self.last_poll = Some(Instant::now());
+                }
+                head
+            }
+            Err(fail) => {
+                self.release_run(first + 1, count - 1);
+                return self.settle(Some(first), Err(fail));
+            }
+        };
+        let end = first + count;
+        for i in first..end {
+            let fetched = self.read_piece(i, end, &head);
+            let failed = fetched.is_err();
+            let go_on = self.settle(Some(i), fetched);
+            if failed || !go_on {
+                self.release_run(i + 1, end - i - 1);
+                return go_on;
+            }
+        }
+        true
     }
 
     /// Handles the outcome of one request (a piece, or a bitmap when `i`
@@ -532,8 +575,8 @@ impl<'r, 'a> Worker<'r, 'a> {
     /// to every socket still registered) and the worker's place.
     fn leave(mut self) {
         let round = self.round;
-        if let Some(j) = self.ahead.take() {
-            round.sched.release(j, self.slot);
+        if let Some((j, n)) = self.ahead.take() {
+            self.release_run(j, n);
         }
         match (self.clean_exit, self.conn.take(), round.dl.pool()) {
             (true, Some(c), Some(pool)) if c.conn.is_reusable() => {
@@ -553,20 +596,34 @@ impl<'r, 'a> Worker<'r, 'a> {
         round.sched.wake_all();
     }
 
-    /// Fetches and verifies piece `i` into the buffer (its request already
-    /// went out ahead if `sent`); returns its length and whether the answer
-    /// carried the holder's bitmaps ([`crate::protocol::HAVE_HEADER`],
-    /// [`crate::protocol::FRESH_HEADER`]; ignored unless well-formed for
-    /// this file), which are passed to the scheduler at once. Once the
-    /// answer's head is good, the next piece for this holder is asked for
-    /// ahead on the same connection, so the link does not idle between
-    /// pieces.
-    fn fetch_piece(&mut self, i: usize, sent: bool) -> Result<(usize, bool), Fail> {
+    /// The byte range of the `count` pieces from `first`: first byte, last
+    /// byte (inclusive), length.
+    fn run_range(&self, first: usize, count: usize) -> (u64, u64, u64) {
+        let (start, _) = self.round.piece_range(first);
+        let (last_start, last_len) = self.round.piece_range(first + count - 1);
+        let end = last_start + last_len as u64;
+        (start, end - 1, end - start)
+    }
+
+    /// Asks for the `count` pieces from `first` (unless the request already
+    /// went out ahead: `sent`) and checks the answer's head; returns it and
+    /// whether it carried the holder's bitmaps
+    /// ([`crate::protocol::HAVE_HEADER`], [`crate::protocol::FRESH_HEADER`];
+    /// ignored unless well-formed for this file), which are passed to the
+    /// scheduler at once. Once the head is good, the next run for this
+    /// holder is asked for ahead on the same connection, so the link does
+    /// not idle between requests.
+    fn run_head(
+        &mut self,
+        first: usize,
+        count: usize,
+        sent: bool,
+    ) -> Result<(client::Head, bool), Fail> {
         let (round, slot) = (self.round, self.slot);
-        let (start, len) = round.piece_range(i);
+        let (start, last, len) = self.run_range(first, count);
         let size = round.list.size;
         let path = format!("{FILES_PATH}/{}", round.list.sha1);
-        let range = (start, start + len as u64 - 1);
+        let range = (start, last);
         let head = if sent {
             let Some(c) = self.conn.as_mut() else {
                 return Err(Fail::Io(Transfer::NoConnection));
@@ -599,7 +656,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                     }))
                 }
             },
-            200 if start == 0 && len as u64 == size => {}
+            200 if start == 0 && len == size => {}
             503 => {
                 if head.content_length == Some(0) {
                     // No body: the connection can carry the next request
@@ -629,20 +686,22 @@ impl<'r, 'a> Worker<'r, 'a> {
             status => {
                 return Err(Fail::Io(Transfer::Status {
                     status,
-                    asked: Asked::Piece(i),
+                    asked: Asked::Piece(first),
                 }))
             }
         }
         match head.content_length {
-            Some(l) if l == len as u64 => {}
+            Some(l) if l == len => {}
             Some(l) if head.status == 200 => {
                 return Err(Fail::Bad(BadData::OtherSize { got: l, size }))
             }
-            other => return Err(Fail::Io(Transfer::ContentLength { got: other, len })),
+            other => {
+                return Err(Fail::Io(Transfer::ContentLength {
+                    got: other,
+                    len: len as usize,
+                }))
+            }
         }
-        let Some(c) = self.conn.as_mut() else {
-            return Err(Fail::Io(Transfer::NoConnection));
-        };
         let n = round.list.len();
         let have = head.have.as_deref().and_then(|h| Bitfield::from_hex(h, n));
         let fresh = head.fresh.as_deref().and_then(|h| Bitfield::from_hex(h, n));
@@ -662,14 +721,33 @@ impl<'r, 'a> Worker<'r, 'a> {
         // between files, with nothing pending.
         if self.ahead.is_none() && round.dl.pool().is_none() && !head.close {
             if let Next::Piece(j) = round.sched.next(slot) {
-                let (s, l) = round.piece_range(j);
-                match c.conn.send_ahead(&path, (s, s + l as u64 - 1)) {
-                    Ok(()) => self.ahead = Some(j),
+                let n = 1 + self.extend(j);
+                let (s, e, _) = self.run_range(j, n);
+                let sent = match self.conn.as_mut() {
+                    Some(c) => c.conn.send_ahead(&path, (s, e)),
+                    None => Ok(()),
+                };
+                match sent {
+                    Ok(()) => self.ahead = Some((j, n)),
                     // The body read below fails too, and says why.
-                    Err(_) => round.sched.release(j, slot),
+                    Err(_) => self.release_run(j, n),
                 }
             }
         }
+        Ok((head, refreshed))
+    }
+
+    /// Reads piece `i` of the run ending before `end` from the answer
+    /// `head` into the buffer, verifying it as it arrives; returns its
+    /// length. The read is abandoned when the round stops or when another
+    /// copy of every piece left in the run was written first; after the
+    /// run's last piece the connection can carry the next answer.
+    fn read_piece(&mut self, i: usize, end: usize, head: &client::Head) -> Result<usize, Fail> {
+        let round = self.round;
+        let (_, len) = round.piece_range(i);
+        let Some(c) = self.conn.as_mut() else {
+            return Err(Fail::Io(Transfer::NoConnection));
+        };
         let Some(mut check) = round.list.check_piece(i) else {
             return Err(Fail::Io(Transfer::NoConnection));
         };
@@ -683,7 +761,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         let read = c.conn.read_body(
             self.buf.get_mut(len),
             |want| {
-                if round.stopping() || round.sched.is_done(i) {
+                if round.stopping() || (i..end).all(|j| round.sched.is_done(j)) {
                     return None;
                 }
                 if started.elapsed() > limit + paced.get() {
@@ -706,7 +784,8 @@ impl<'r, 'a> Worker<'r, 'a> {
             },
         );
         match read {
-            Ok(()) => c.conn.finish(&head),
+            Ok(()) if i + 1 == end => c.conn.finish(head),
+            Ok(()) => {}
             Err(ClientError::Abandoned) => {
                 return Err(match late.get() {
                     Some(got) => Fail::Io(Transfer::Late {
@@ -727,7 +806,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                 last: i + 1 == round.list.len(),
             }));
         }
-        Ok((len, refreshed))
+        Ok(len)
     }
 
     /// Sends `GET path` on the worker's connection, opening it (or a new

@@ -237,6 +237,9 @@ struct Shared {
     ready_cv: Condvar,
     stop: AtomicBool,
     counters: Counters,
+    /// Descriptors of served files kept open (by absolute path), dropped
+    /// when their path leaves the store.
+    kept: crate::kept::KeptFiles,
 }
 
 /// Capacity of each subscriber's channel; a subscriber that falls this far
@@ -247,6 +250,12 @@ impl Shared {
     /// Commits a batch; must be called with the store write-locked.
     fn commit(&self, store: &mut Store, delta: Delta) {
         if let Some(ev) = store.commit(delta) {
+            // A removed or changed file's kept descriptor goes now (a
+            // removed file's space is freed by its last close).
+            self.kept.retain(|abs| {
+                abs.strip_prefix(&self.root)
+                    .is_ok_and(|rel| store.lookup(rel).is_some())
+            });
             let mut subs = self.subscribers.lock();
             subs.retain(|s| match s.try_send(ev.clone()) {
                 Ok(()) => true,
@@ -376,6 +385,7 @@ impl Index {
             ready_cv: Condvar::new(),
             stop: AtomicBool::new(false),
             counters: Counters::default(),
+            kept: crate::kept::KeptFiles::bounded(true),
         });
         let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
         let w = worker::Worker::new(opts, root, shared.clone(), ctl_rx);
@@ -474,14 +484,21 @@ impl Index {
         self.shared.store.read().lookup(rel).map(|(s, _)| s)
     }
 
-    /// Opens the file's bytes for serving after checking size, mtime and
-    /// inode (and that it is still a regular file) against the index; a
-    /// changed file is dropped from the index, queued for rehash, and
-    /// `Ok(None)` is returned. Tries every path holding the content.
+    /// Opens the file's bytes for serving after checking size, mtime,
+    /// ctime and inode (and that it is still a regular file) against the
+    /// index; a changed file is dropped from the index, queued for rehash,
+    /// and `Ok(None)` is returned. Tries every path holding the content.
+    ///
+    /// The descriptor is shared and kept open for the next requests (at
+    /// most 32 files, each closed after 5 s unused or when its path leaves
+    /// the index): read it at an offset (`pread`, `sendfile`), never by
+    /// its position. A kept one is handed out only while its path still
+    /// names it and the path's stat is the one hashed, checked at every
+    /// call as an opened file's is.
     pub fn open_file(
         &self,
         sha1: &Sha1Digest,
-    ) -> std::io::Result<Option<(std::fs::File, Arc<IndexedFile>)>> {
+    ) -> std::io::Result<Option<(Arc<std::fs::File>, Arc<IndexedFile>)>> {
         let Some(entry) = self.get(sha1) else {
             return Ok(None);
         };
@@ -489,10 +506,22 @@ impl Index {
         let mut last_err = None;
         for loc in entry.locations() {
             let (rel, indexed) = (&*loc.path, &loc.stat);
-            match hasher::open_regular(&self.shared.root.join(rel)) {
+            let abs = self.shared.root.join(rel);
+            if let Some((file, meta)) = self.shared.kept.get(&abs) {
+                if FileStat::of(&meta).same_content_key(indexed) {
+                    return Ok(Some((file, entry.clone())));
+                }
+                // Changed in place: judged by an open of it, below.
+                self.shared.kept.forget(&abs);
+            }
+            match hasher::open_regular(&abs) {
                 Ok((file, now)) if now.same_content_key(indexed) => {
                     if !stale.is_empty() {
                         self.drop_stale(sha1, &entry, &stale);
+                    }
+                    let file = Arc::new(file);
+                    if let Ok(meta) = file.metadata() {
+                        self.shared.kept.keep(&abs, &file, &meta);
                     }
                     return Ok(Some((file, entry.clone())));
                 }

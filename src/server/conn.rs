@@ -23,7 +23,7 @@
 //!   destroy the answer before the client reads it.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -142,7 +142,7 @@ struct Outgoing {
 }
 
 struct FileBody {
-    file: File,
+    file: Arc<File>,
     offset: u64,
     end: u64,
 }
@@ -529,13 +529,25 @@ impl Outgoing {
         // 1 MiB piece's last few hundred bytes waited for another turn
         // behind every other connection (two steps per piece instead of one).
         let mut head_budget = self.head.len() as u64;
-        if let Err(pushed) = write_some(stream, &self.head, &mut self.head_sent, &mut head_budget) {
+        // A file body follows at once: the head waits for it in the socket
+        // (`MSG_MORE`) and leaves in the body's first segment. Sent alone,
+        // each piece's head was one more packet through the whole stack
+        // on both sides (50 pieces of 64 KiB over loopback: 150 data
+        // segments, now 101).
+        let more = self.file.as_ref().is_some_and(|f| f.offset < f.end);
+        if let Err(pushed) = write_some(
+            stream,
+            &self.head,
+            &mut self.head_sent,
+            &mut head_budget,
+            more,
+        ) {
             return pushed;
         }
         let mut budget = SLICE;
         if let Some((body, sent)) = &mut self.shared {
             let before = *sent;
-            let result = write_some(stream, body, sent, &mut budget);
+            let result = write_some(stream, body, sent, &mut budget, false);
             self.body_sent += (*sent - before) as u64;
             if let Err(pushed) = result {
                 return pushed;
@@ -574,13 +586,23 @@ impl Outgoing {
     }
 }
 
-/// Writes `bytes[*sent..]` within `budget`; `Err` when the caller must stop.
+/// Writes `bytes[*sent..]` within `budget`; `Err` when the caller must
+/// stop. `more`: more bytes follow at once (`MSG_MORE`: the kernel holds
+/// a last partial segment for them; the next send without it, or an
+/// acknowledgement, pushes it).
 fn write_some(
-    mut stream: &TcpStream,
+    stream: &TcpStream,
     bytes: &[u8],
     sent: &mut usize,
     budget: &mut u64,
+    more: bool,
 ) -> Result<(), Pushed> {
+    use rustix::net::SendFlags;
+    let flags = if more {
+        SendFlags::MORE | SendFlags::NOSIGNAL
+    } else {
+        SendFlags::NOSIGNAL
+    };
     while *sent < bytes.len() {
         if *budget == 0 {
             return Err(Pushed::Slice);
@@ -588,7 +610,9 @@ fn write_some(
         let end = bytes
             .len()
             .min(*sent + usize::try_from(*budget).unwrap_or(usize::MAX));
-        match stream.write(&bytes[*sent..end]) {
+        let written: std::io::Result<usize> =
+            rustix::net::send(stream, &bytes[*sent..end], flags).map_err(Into::into);
+        match written {
             Ok(0) => return Err(Pushed::Gone("the client closed".into())),
             Ok(n) => {
                 *sent += n;

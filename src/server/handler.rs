@@ -56,8 +56,8 @@ pub(crate) enum Body {
     Shared(Arc<Vec<u8>>),
     /// `len` bytes of `file` from `start`, sent zero-copy.
     File {
-        /// The open file.
-        file: File,
+        /// The open file (shared: read at an offset).
+        file: Arc<File>,
         /// Its SHA1 and name (for the status page's uploads).
         sha1: Sha1Digest,
         /// Its name here.

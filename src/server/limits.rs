@@ -16,8 +16,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 /// File descriptors kept for everything but client connections (the
-/// listener, epoll, files being sent, the index, etcd connections).
-const FD_RESERVE: u64 = 256;
+/// listener, epoll, files being sent, the index, etcd connections, and
+/// the peer's descriptors kept open for serving: at most 2 x 32, see
+/// `crate::kept`).
+const FD_RESERVE: u64 = 320;
 
 /// The unit of fairness and of the per-client cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

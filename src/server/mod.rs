@@ -169,8 +169,10 @@ pub trait UploadCounter: Send {
 /// A file opened for serving.
 #[derive(Debug)]
 pub struct OpenedFile {
-    /// The open file, positioned at 0.
-    pub file: std::fs::File,
+    /// The open file, shared: a source may keep it open for the next
+    /// requests, so its bytes are read at an offset (`sendfile` with an
+    /// offset, `pread`), never by its position.
+    pub file: Arc<std::fs::File>,
     /// Its size as indexed (and checked against the file).
     pub size: u64,
     /// The name to offer in `Content-Disposition`.

@@ -189,7 +189,7 @@ impl FileSource for TestSource {
         let file = std::fs::File::open(&f.data)?;
         let size = file.metadata()?.len();
         Ok(Some(OpenedFile {
-            file,
+            file: file.into(),
             size,
             name: f.name.clone(),
             held: None,

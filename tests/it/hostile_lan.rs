@@ -530,7 +530,9 @@ fn gated_conn(
                     Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
                 });
             let (a, b) = range.unwrap_or((0, served.pieces.size - 1));
-            if a >= gate_at {
+            // A request reaching into the last quarter (one range may
+            // carry several pieces) waits.
+            if b >= gate_at {
                 waiting.fetch_add(1, Ordering::SeqCst);
                 while !open.load(Ordering::SeqCst) {
                     if stop.load(Ordering::Relaxed) {

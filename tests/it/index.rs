@@ -323,6 +323,110 @@ fn open_file_of_changed_file_returns_none_and_rehashes() {
         .is_none());
 }
 
+/// Reads all of a served descriptor by offset (it is shared: never by
+/// its position).
+fn pread_all(f: &fs::File) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut out = vec![0u8; f.metadata().unwrap().len() as usize];
+    f.read_exact_at(&mut out, 0).unwrap();
+    out
+}
+
+/// The descriptors of this process open on files under `root`.
+fn fds_under(root: &Path) -> usize {
+    let root = fs::canonicalize(root).unwrap();
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| fs::read_link(e.path()).is_ok_and(|t| t.starts_with(&root)))
+        .count()
+}
+
+/// `open_file` keeps descriptors open between requests: a file replaced
+/// under its name (a rename over it, same size and mtime) or rewritten in
+/// place (same size, inode and mtime: only its ctime moves) is never
+/// served from the descriptor kept for the old bytes.
+#[test]
+fn a_kept_descriptor_never_serves_a_file_replaced_or_rewritten_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (one, two) = (data(100 * KIB, 1), data(100 * KIB, 2));
+    let (three, four) = (data(100 * KIB, 3), data(100 * KIB, 4));
+    let path = put_old(root, "a.bin", &one);
+    let path_b = put_old(root, "b.bin", &three);
+    let index = open_ready(opts(root));
+    let v1 = Sha1Digest::of(&one);
+    let (f, _) = index.open_file(&v1).unwrap().expect("indexed");
+    assert_eq!(pread_all(&f), one);
+    let (again, _) = index.open_file(&v1).unwrap().expect("unchanged");
+    assert!(Arc::ptr_eq(&f, &again), "the descriptor is kept and shared");
+    drop((f, again));
+
+    let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+    let tmp = root.join(".a.bin.new");
+    fs::write(&tmp, &two).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    assert!(
+        index.open_file(&v1).unwrap().is_none(),
+        "replaced under its name: not served as the old file"
+    );
+
+    let path = path_b;
+    let v3 = Sha1Digest::of(&three);
+    let (f, _) = index.open_file(&v3).unwrap().expect("indexed");
+    drop(f);
+    let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+    let w = fs::File::options().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&w, &four, 0).unwrap();
+    w.set_modified(mtime).unwrap();
+    drop(w);
+    assert_eq!(
+        fs::metadata(&path).unwrap().modified().unwrap(),
+        mtime,
+        "same size, inode and mtime"
+    );
+    assert!(
+        index.open_file(&v3).unwrap().is_none(),
+        "rewritten in place: not served as the old file"
+    );
+}
+
+/// At most 32 descriptors are kept, and a file removed from the dataset
+/// has its kept descriptor closed once the index drops it (its space is
+/// not held by the peer).
+#[test]
+fn kept_descriptors_are_bounded_and_closed_when_their_file_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let sums: Vec<Sha1Digest> = (0..40)
+        .map(|i| {
+            let bytes = data(KIB, 100 + i);
+            put_old(root, &format!("f{i:02}"), &bytes);
+            Sha1Digest::of(&bytes)
+        })
+        .collect();
+    let index = open_ready(live_opts(root));
+    for sha1 in &sums {
+        let (f, _) = index.open_file(sha1).unwrap().expect("indexed");
+        assert!(fds_under(root) <= 32, "the bound holds");
+        drop(f);
+    }
+    assert_eq!(fds_under(root), 32, "the 32 most recently served are kept");
+    let last = *sums.last().unwrap();
+    fs::remove_file(root.join("f39")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || index.get(&last).is_none()),
+        "removal seen"
+    );
+    assert_eq!(fds_under(root), 31, "its descriptor closed with it");
+}
+
 fn live_opts(root: &Path) -> IndexOptions {
     let mut o = opts(root);
     o.live = true;

@@ -512,10 +512,12 @@ fn a_seed_offers_downloaders_different_pieces_and_piece_answers_carry_bitmaps() 
     );
 }
 
-/// A worker asks for its next piece while the current one's body is still
-/// coming (pipelining): a holder that holds each body back until the next
-/// request is in its socket (at most 300 ms) sees it nearly every time,
-/// and the download is whole and correct.
+/// A worker asks for its next run of pieces while the current one's body
+/// is still coming (pipelining): a holder that holds each body back until
+/// the next request is in its socket (at most 300 ms) sees it nearly every
+/// time, and the download is whole and correct. Adjacent pieces go in one
+/// request (a run of at most `RUN_BYTES`): 13 pieces of 64 KiB take 4
+/// requests, not 13.
 #[test]
 fn a_worker_asks_for_the_next_piece_before_the_current_body_is_read() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -560,10 +562,11 @@ fn a_worker_asks_for_the_next_piece_before_the_current_body_is_read() {
     assert_eq!(sha1_of_file(&out), served.sha1());
     assert!(summary.bad_peers.is_empty(), "{:?}", summary.bad_peers);
     let (ahead, alone) = (ahead.load(Ordering::SeqCst), alone.load(Ordering::SeqCst));
-    // Only the last piece of a connection has nothing to ask after it
-    // (a loaded machine may be late once or twice).
+    // Runs of 4 pieces: [0, 4), [4, 8), [8, 12), [12]; only the last
+    // request of a connection has nothing to ask after it (a loaded
+    // machine may be late once).
     assert!(
-        ahead >= 9 && ahead > 2 * alone,
+        ahead + alone <= 5 && ahead >= 2,
         "pipelined {ahead}, alone {alone}"
     );
 }

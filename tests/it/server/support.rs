@@ -147,7 +147,7 @@ impl FileSource for DirSource {
         let file = fs::File::open(path)?;
         self.opens.fetch_add(1, Ordering::SeqCst);
         Ok(Some(OpenedFile {
-            file,
+            file: file.into(),
             size,
             name,
             held: None,
