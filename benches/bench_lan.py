@@ -16,7 +16,10 @@ holders' links are the limit):
      (the links' limit): target <= 1.25x.
 
 Swarm (issues 10 and 19): one seed and N hosts, each running `serve` on
-its own dataset and, all at the same moment, `get SHA -o <its dataset>/file`.
+its own dataset and, all at the same moment, `get SHA -o <its dataset>/file`
+(the N gets, like the ring's N curls, wait on a FIFO until all are
+launched, then start together: launched one after another they began
+over about 0.6 s at 47 hosts, which counted in the slowest host's time).
 Rows (BENCH_SWARM_ROWS, `N:Mbit/s:MiB`, default 8:400:128,
 16:400:128 (issue 20), 16:25:16, 32:25:16, 47:25:16), each the median of BENCH_RUNS runs, with every link
 (the seed's and the hosts') capped at the row's rate. Printed per row: the
@@ -86,6 +89,50 @@ IDLE_WINDOW = float(os.environ.get("BENCH_IDLE_WINDOW", "3"))
 
 def url(host, sha1):
     return f"http://{host.ip}:{PORT}/v1/files/{sha1}"
+
+
+class StartLine:
+    """Commands that start at one moment: each waits for a line on a FIFO
+    (`sh`'s `read`) before it execs, so N hosts start together and not one
+    `ip netns exec` after another (launching 47 took about 0.6 s on this
+    machine, which the slowest host's time then counted). The FIFO stays
+    open for writing here, so a reader never blocks on its open and a line
+    written before a reader got there still waits for it."""
+
+    def __init__(self, base, name):
+        self.path = os.path.join(base, f"{name}.start")
+        os.mkfifo(self.path)
+        self.fd = os.open(self.path, os.O_RDWR)
+        self.pids = []
+
+    def wrap(self, argv):
+        return ["sh", "-c", 'read _ < "$0" && exec "$@"', self.path] + argv
+
+    def popen(self, host, argv, **kw):
+        p = host.popen(self.wrap(argv), **kw)
+        self.pids.append(p.pid)
+        return p
+
+    def release(self, timeout=10):
+        """Once every command waits on the FIFO (or after `timeout`), lets
+        them all go; returns that moment (perf_counter)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not all(_reading_pipe(pid) for pid in self.pids):
+            time.sleep(0.01)
+        t0 = time.perf_counter()
+        os.write(self.fd, b"\n" * len(self.pids))
+        return t0
+
+    def close(self):
+        os.close(self.fd)
+
+
+def _reading_pipe(pid):
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return "pipe" in f.read()
+    except OSError:
+        return True
 
 
 def wait_serving(host, sha1, timeout=120, fatal=True):
@@ -342,7 +389,7 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
         perf = subprocess.Popen(os.environ["BENCH_PERF"].split(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-    t0 = time.perf_counter()
+    start = StartLine(base, "gets")
     gets = []
     for i, h in enumerate(hosts[:n]):
         argv = [binary, "get", sha1, "-o", os.path.join(datasets[i], "swarm.bin"), "--etcd", etcd,
@@ -350,8 +397,10 @@ def swarm(lab, run, binary, etcd, seed, hosts, n, mib, k, want_ring=True):
         log = open(os.path.join(base, f"get{i + 1}.log"), "wb")
         if i == 0 and os.environ.get("BENCH_WRAP_GET"):
             argv = os.environ["BENCH_WRAP_GET"].split() + argv
-        gets.append(h.popen(argv, stdout=log, stderr=log, env=common.clean_env()))
+        gets.append(start.popen(h, argv, stdout=log, stderr=log, env=common.clean_env()))
         log.close()
+    t0 = start.release()
+    start.close()
     finish = []
     ends = {}
     failed = []
@@ -457,10 +506,12 @@ def ring(hosts, sha1, base):
         if not wait_serving(h, sha1, timeout=60, fatal=False):
             return None
     outs = [os.path.join(base, f"ring{i}.bin") for i in range(len(hosts))]
-    t0 = time.perf_counter()
-    procs = [h.popen(["curl", "-fsS", "-o", outs[i], url(hosts[(i + 1) % len(hosts)], sha1)],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=common.clean_env())
+    start = StartLine(base, "ring")
+    procs = [start.popen(h, ["curl", "-fsS", "-o", outs[i], url(hosts[(i + 1) % len(hosts)], sha1)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=common.clean_env())
              for i, h in enumerate(hosts)]
+    t0 = start.release()
+    start.close()
     ends = []
     cpu = 0.0
     pending = {p.pid: p for p in procs}

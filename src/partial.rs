@@ -256,14 +256,10 @@ impl Partials {
         self.map.read().get(sha1).and_then(|p| p.download.clone())
     }
 
-    /// Number of partial files tracked.
-    pub fn len(&self) -> usize {
-        self.map.read().len()
-    }
-
     /// True if none is tracked.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.map.read().is_empty()
     }
 
     /// Every partial file tracked, by name (for the status page).
@@ -393,6 +389,11 @@ impl Partials {
                 None
             }
         }
+    }
+
+    /// True if some entry is a download that landed (renamed into place).
+    fn any_landed(&self) -> bool {
+        self.map.read().values().any(|p| !p.downloading())
     }
 
     /// Drops entries for files the index now serves as complete.
@@ -737,7 +738,10 @@ pub(crate) fn run(
             recv(stop) -> _ => return,
             default(Duration::from_millis(200)) => {}
         }
-        if !partials.is_empty() {
+        // Only a landed file can have gone to the index (a download in
+        // progress is kept whatever the index holds): no write lock and
+        // no index lookups at every state save.
+        if partials.any_landed() {
             partials.retain_unindexed(indexed);
         }
     }

@@ -149,17 +149,17 @@ impl UploadCounts {
             .is_some_and(|c| now.saturating_duration_since(c.last) < QUIET);
         let c = entry(&mut files, sha1, piece_size, pieces, now);
         c.last = now;
+        if let Some((first, last)) =
+            crate::protocol::pieces_touching(piece_size, start, start.saturating_add(len))
+        {
+            c.offers.note(first as usize, last as usize);
+        }
+        drop(files);
         if !was_active {
             if let Some(w) = &self.wake {
                 w.raise();
             }
         }
-        let Some((first, last)) =
-            crate::protocol::pieces_touching(piece_size, start, start.saturating_add(len))
-        else {
-            return;
-        };
-        c.offers.note(first as usize, last as usize);
     }
 
     /// The files with a range uploaded within the last [`QUIET`]: a swarm

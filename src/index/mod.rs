@@ -12,7 +12,7 @@
 //!    and hashes what is new or changed, largest first, small files in
 //!    tasks of up to 64 ([`hasher`]: whole file and pieces in one read);
 //!    every file becomes visible as soon as it is hashed;
-//! 3. live (`IndexOptions::live`): `notify` events, debounced, plus a
+//! 3. live (`IndexOptions::live`): inotify events ([`watch`]), debounced, plus a
 //!    periodic stat rescan, feed the same reconciliation. A file is hashed
 //!    only once its (size, mtime) has been stable for `settle` (or its mtime
 //!    is older than that), and its stat is checked again after hashing, so a
@@ -43,6 +43,7 @@ mod saver;
 mod settle;
 mod store;
 mod walk;
+mod watch;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -143,7 +144,7 @@ pub enum IndexError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: notify::Error,
+        source: std::io::Error,
     },
     /// The background thread could not be started.
     #[error("cannot start the index thread: {0}")]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use super::cache;
-use super::debounce::{watch, Debounce, Watch};
+use super::debounce::Debounce;
 use super::dispatch::{HashResult, Inflight};
 use super::entry::FileStat;
 use super::progress::Progress;
@@ -36,6 +36,7 @@ use super::renames::Renames;
 use super::saver::Saver;
 use super::settle::Settling;
 use super::walk::{Stat, WalkRules};
+use super::watch::{watch, Watch};
 use super::{IndexOptions, Shared};
 
 /// Messages from the handle.
@@ -186,9 +187,9 @@ impl Worker {
                 }
                 recv(events) -> ev => {
                     if let Ok(ev) = ev {
-                        self.debounce.note_event(ev, &self.rules.root);
+                        self.debounce.note(ev, &self.rules.root);
                         for ev in events.try_iter() {
-                            self.debounce.note_event(ev, &self.rules.root);
+                            self.debounce.note(ev, &self.rules.root);
                         }
                     }
                 }
