@@ -77,7 +77,11 @@ pub use fault::{HolderFault, HolderFaultKind};
 pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
 #[cfg(test)]
-pub(crate) use {round::MAX_HOLDERS, supervisor::FAST_REQUERY, worker::MAX_PARKED};
+pub(crate) use {
+    round::{MAX_HOLDERS, SLOTS_ENOUGH},
+    supervisor::FAST_REQUERY,
+    worker::MAX_PARKED,
+};
 
 use crate::digest::Sha1Digest;
 

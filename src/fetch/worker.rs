@@ -27,7 +27,10 @@
 //! the connection waits for the rotation there (at most
 //! [`MAX_PARKED`] times in a row), so the slot given to it is used. A
 //! worker that leaves a holder between requests (a `503`, a rotation)
-//! leaves its connection to the round for the next worker sent there.
+//! leaves its connection to the round for the next worker sent there;
+//! in a swarm it goes to no other holder while
+//! [`super::round::SLOTS_ENOUGH`] connections of the round hold an
+//! upload slot (it ends; the supervisor starts one when fewer do).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -144,6 +147,10 @@ struct Worker<'r, 'a> {
     retired: bool,
     /// Rotations waited for in a row at this holder (next in line).
     parked: u32,
+    /// Its last piece request was served and it goes on asking: it holds
+    /// an upload slot (counted in the round, see
+    /// [`super::round::SLOTS_ENOUGH`]).
+    receiving: bool,
 }
 
 /// The worker loop for the holder in slot `slot`; when it leaves that
@@ -191,6 +198,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             unhooked: false,
             retired: false,
             parked: 0,
+            receiving: false,
         }
     }
 
@@ -220,6 +228,7 @@ impl<'r, 'a> Worker<'r, 'a> {
                     }
                     Step::Poll => self.poll(),
                     Step::Idle => {
+                        self.set_receiving(false);
                         self.round.sched.wait(IDLE_WAIT);
                         true
                     }
@@ -354,6 +363,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         let round = self.round;
         let result = self.count_busy(result);
         if result.is_err() {
+            self.set_receiving(false);
             if let Some(i) = i {
                 round.sched.release(i, self.slot);
             }
@@ -388,6 +398,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             Ok(len) => match i {
                 Some(i) => {
                     self.parked = 0;
+                    self.set_receiving(true);
                     self.keep(i, len)
                 }
                 None => true,
@@ -412,6 +423,15 @@ impl<'r, 'a> Worker<'r, 'a> {
                 false
             }
             Err(Fail::Io(reason)) => self.failed(i, reason),
+        }
+    }
+
+    /// Counts this connection in (or out of) the round's connections that
+    /// hold an upload slot, once.
+    fn set_receiving(&mut self, on: bool) {
+        if self.receiving != on {
+            self.receiving = on;
+            self.round.set_receiving(on);
         }
     }
 
@@ -575,6 +595,7 @@ impl<'r, 'a> Worker<'r, 'a> {
     /// to every socket still registered) and the worker's place.
     fn leave(mut self) {
         let round = self.round;
+        self.set_receiving(false);
         if let Some((j, n)) = self.ahead.take() {
             self.release_run(j, n);
         }

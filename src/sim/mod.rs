@@ -12,8 +12,10 @@
 //! found no one new, once in a swarm), then every 500 ms, and adds the
 //! download's subset of it, up to 128 holders), and a download's connections the
 //! way `fetch/worker.rs` and the supervisor's `fill` use the scheduler
-//! (one connection per holder, at most `connections` at once, a holder
-//! that may have something first; the bitmap asked first, then riding on
+//! (one connection per holder, at most `connections` at once, none more
+//! in a swarm while `hunt_below` of them hold an upload slot, a holder
+//! that may have something first, looked for from the download's own
+//! place in its list; the bitmap asked first, then riding on
 //! each piece, polled while a holder has nothing to give; a connection
 //! leaves a partial holder that has nothing when another may have
 //! something; "come back later" sends it to another holder at once, and
@@ -86,6 +88,13 @@ pub(crate) struct Config {
     /// When a connection turned away ("come back later") waits at that
     /// holder for its rotation instead of moving to another.
     pub park: Park,
+    /// In a swarm a download opens no connection (to look for a free
+    /// upload slot) while this many of its connections hold one
+    /// (`fetch::SLOTS_ENOUGH`; `usize::MAX`: always up to `connections`).
+    pub hunt_below: usize,
+    /// A download's free holders are tried from a place of its own, not
+    /// from the first known (`Round::rotate`).
+    pub rotate_holders: bool,
     /// The run stops at this simulated time even if downloads are left
     /// (they are reported in [`Outcome::stuck`]): a download that never
     /// completes polls for ever, and the event queue never empties.
@@ -115,6 +124,8 @@ impl Config {
             fast_requery: crate::fetch::FAST_REQUERY,
             max_holders: crate::fetch::MAX_HOLDERS,
             park: Park::Next,
+            hunt_below: crate::fetch::SLOTS_ENOUGH,
+            rotate_holders: true,
             time_cap: Duration::from_secs(600),
         }
     }
@@ -146,6 +157,8 @@ pub(crate) struct Outcome {
     pub slow: Vec<bool>,
     /// Bytes the seed uploaded.
     pub seed_bytes: f64,
+    /// ... to the slow hosts.
+    pub seed_to_slow: f64,
     /// Seconds until the seed had sent every piece once.
     pub seed_spread: f64,
     /// Requests per download: pieces asked, bitmaps asked, turned away.
@@ -156,6 +169,9 @@ pub(crate) struct Outcome {
     pub stats: Vec<HostStats>,
     pub busy_answers: u64,
     pub events: u64,
+    /// Per tenth of one host alone: the idle uplinks (in hosts, time
+    /// averaged) of complete holders and of partial ones.
+    pub up_idle: Vec<[f64; 2]>,
 }
 
 impl Outcome {
@@ -254,6 +270,8 @@ struct Conn {
     flow: Option<usize>,
     /// Rotations waited for in a row at this holder (`worker.rs`).
     parked: u32,
+    /// The holder served its last piece request (it holds a slot there).
+    served: bool,
 }
 
 struct Download {
@@ -285,6 +303,15 @@ pub(crate) struct HostStats {
     pub from_seed: u32,
     /// When each piece arrived (ns), in arrival order.
     pub got: Vec<u64>,
+    /// Pieces kept from complete holders (the seed's among them).
+    pub from_complete: u32,
+    /// Sum over time of the pieces coming in at once (ns x flows): over
+    /// the download's time, the upload slots it held on average.
+    pub slot_ns: u128,
+    slot_since: u64,
+    /// At each quarter of its pieces (and at the end): holders known,
+    /// complete holders among them, "come back later" answers so far.
+    pub at_quarter: [(u32, u32, u64); 4],
 }
 
 struct Host {
@@ -312,6 +339,7 @@ struct Sim {
     downloads: Vec<Option<Download>>,
     finish: Vec<f64>,
     seed_bytes: f64,
+    seed_to_slow: f64,
     busy_answers: u64,
     events: u64,
     rng: u64,
@@ -323,6 +351,12 @@ struct Sim {
     perm_pos: Vec<u32>,
     /// The hosts announced in the tracker, by place.
     announced: std::collections::BTreeSet<(u32, u32)>,
+    /// Since when each host's uplink is idle while it holds a piece.
+    up_idle_since: Vec<Option<u64>>,
+    /// Per tenth of one host alone: idle uplinks' time (ns), of complete
+    /// and of partial holders.
+    up_idle: Vec<[f64; 2]>,
+    bucket: u64,
 }
 
 /// Runs one swarm to the end (every download verified).
@@ -375,6 +409,7 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         downloads: (0..total).map(|_| None).collect(),
         finish: vec![f64::NAN; total],
         seed_bytes: 0.0,
+        seed_to_slow: 0.0,
         busy_answers: 0,
         events: 0,
         rng,
@@ -384,6 +419,9 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         seed_spread: f64::NAN,
         perm_pos: Vec::new(),
         announced: std::collections::BTreeSet::new(),
+        up_idle_since: (0..total).map(|h| (h == 0).then_some(0)).collect(),
+        up_idle: Vec::new(),
+        bucket: ((cfg.alone() * 1e8) as u64).max(1),
     };
     let mut perm: Vec<u32> = (0..total as u32).collect();
     for k in (1..perm.len()).rev() {
@@ -416,6 +454,14 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         sim.events += 1;
         sim.handle(ev);
     }
+    let end = sim.finish[1..]
+        .iter()
+        .copied()
+        .filter(|t| t.is_finite())
+        .fold(0.0, f64::max);
+    for h in 0..total {
+        sim.up_busy(h, (end * 1e9) as u64);
+    }
     let requests = sim
         .downloads
         .iter()
@@ -440,11 +486,13 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         finish: sim.finish[1..].to_vec(),
         slow: slow[1..].to_vec(),
         seed_bytes: sim.seed_bytes,
+        seed_to_slow: sim.seed_to_slow,
         seed_spread: sim.seed_spread,
         requests,
         queries,
         busy_answers: sim.busy_answers,
         events: sim.events,
+        up_idle: sim.up_idle,
     }
 }
 
@@ -476,6 +524,24 @@ impl Sim {
         assert!(u64::from(slot) <= SLOT_MASK, "too many pending events");
         self.queue
             .push(Reverse((at, self.seq << SLOT_BITS | u64::from(slot))));
+    }
+
+    /// Host `h`'s uplink is busy from `now` (or the run ends): its idle
+    /// time so far goes to the buckets it spans.
+    fn up_busy(&mut self, h: usize, now: u64) {
+        let Some(mut t) = self.up_idle_since[h].take() else {
+            return;
+        };
+        let class = usize::from(!self.hosts[h].complete);
+        while t < now {
+            let b = (t / self.bucket) as usize;
+            let until = now.min((b as u64 + 1) * self.bucket);
+            if self.up_idle.len() <= b {
+                self.up_idle.resize(b + 1, [0.0; 2]);
+            }
+            self.up_idle[b][class] += (until - t) as f64 / self.bucket as f64;
+            t = until;
+        }
     }
 
     fn instant(&self) -> Instant {
@@ -616,6 +682,7 @@ impl Sim {
                 last_poll: None,
                 flow: None,
                 parked: 0,
+                served: false,
             });
         }
     }
@@ -671,10 +738,21 @@ impl Sim {
             if dl.open >= max {
                 return;
             }
+            let served = dl.conns.iter().filter(|c| c.served).count();
+            if served >= self.cfg.hunt_below && dl.sched.in_swarm() {
+                return;
+            }
             let free = |c: &Conn| c.state == ConnState::Closed && c.retry_at <= now;
-            let pick = (0..dl.conns.len())
+            let len = dl.conns.len();
+            let off = if self.cfg.rotate_holders {
+                (dl.key >> 32) as usize % len.max(1)
+            } else {
+                0
+            };
+            let order = || (0..len).map(move |k| (k + off) % len);
+            let pick = order()
                 .find(|&k| free(&dl.conns[k]) && dl.sched.useful(k))
-                .or_else(|| (0..dl.conns.len()).find(|&k| free(&dl.conns[k])));
+                .or_else(|| order().find(|&k| free(&dl.conns[k])));
             match pick {
                 Some(k) => self.open(d, k),
                 None => return,
@@ -810,13 +888,21 @@ impl Sim {
                         self.close(d, j, now + ROTATE_AWAY);
                         self.fill(d);
                     } else {
-                        self.sleep(d, j, now + IDLE_WAIT);
+                        self.idle(d, j);
                     }
                 } else {
-                    self.sleep(d, j, now + IDLE_WAIT);
+                    self.idle(d, j);
                 }
             }
         }
+    }
+
+    /// Nothing to fetch on this connection now (`Step::Idle`): it holds
+    /// no slot worth counting, and looks again after `IDLE_WAIT`.
+    fn idle(&mut self, d: usize, j: usize) {
+        let now = self.now;
+        self.dl(d).conns[j].served = false;
+        self.sleep(d, j, now + IDLE_WAIT);
     }
 
     /// A holder slot without a connection, not resting, that may have
@@ -835,6 +921,7 @@ impl Sim {
     fn close(&mut self, d: usize, j: usize, retry_at: u64) {
         let dl = self.dl(d);
         dl.conns[j].state = ConnState::Closed;
+        dl.conns[j].served = false;
         dl.conns[j].retry_at = retry_at;
         dl.conns[j].gen += 1;
         dl.open -= 1;
@@ -885,8 +972,12 @@ impl Sim {
                     live: true,
                 });
                 let now = self.now;
+                let inn = self.net.inn[d].len() as u128 - 1;
+                self.up_busy(h, now);
                 let dl = self.dl(d);
                 dl.conns[j].flow = Some(id);
+                dl.stats.slot_ns += inn * u128::from(now - dl.stats.slot_since);
+                dl.stats.slot_since = now;
                 if let Some(t) = dl.stats.idle_since.take() {
                     dl.stats.idle += now - t;
                 }
@@ -908,6 +999,7 @@ impl Sim {
         };
         let dl = self.dl(d);
         dl.stats.refused += 1;
+        dl.conns[j].served = false;
         dl.sched.release(i, j);
         let retry = retry.clamp(now + SLOTS_RETRY_MIN, now + SLOTS_RETRY_MAX);
         dl.conns[j].state = ConnState::Idle;
@@ -961,22 +1053,32 @@ impl Sim {
         let (src, dst) = (f.src as usize, f.dst as usize);
         if src == 0 {
             self.seed_bytes += bytes;
+            if self.net.down[dst] < self.cfg.link {
+                self.seed_to_slow += bytes;
+            }
         }
         // The id goes back to the free list: the connection forgets it
         // now, or a flow that reuses it would be taken for this one (and
         // ended as a losing endgame copy: 2 of 480 downloads then waited
         // for ever on a flow that was no longer theirs).
+        let inn = self.net.inn[dst].len() as u128;
+        let t = self.now;
         if let Some(dl) = self.downloads[dst].as_mut() {
             let c = &mut dl.conns[f.slot as usize];
             if c.flow == Some(id) {
                 c.flow = None;
             }
+            dl.stats.slot_ns += inn * u128::from(t - dl.stats.slot_since);
+            dl.stats.slot_since = t;
         }
         let now = self.instant();
         self.hosts[src]
             .slots
             .finished(&(dst as u32), bytes as u64, now);
         self.net.remove(id);
+        if self.net.out[src].is_empty() {
+            self.up_idle_since[src] = Some(self.now);
+        }
         if self.net.inn[dst].is_empty() && self.finish[dst].is_nan() {
             let now = self.now;
             if let Some(dl) = self.downloads[dst].as_mut() {
@@ -990,9 +1092,13 @@ impl Sim {
         let t_ns = self.now;
         let now = self.instant();
         let len = self.piece_len(i);
-        let dl = self.dl(d);
+        let n = self.n;
+        let hosts = &self.hosts;
+        let dl = self.downloads[d].as_mut().expect("started");
         dl.conns[j].state = ConnState::Idle;
         dl.conns[j].parked = 0;
+        // The worker's `settle`: a piece served, the connection holds a slot.
+        dl.conns[j].served = true;
         let h = dl.conns[j].holder as usize;
         if dl.sched.claim(i) {
             dl.sched.written_at(i, len, j, now);
@@ -1000,8 +1106,22 @@ impl Sim {
             if h == 0 {
                 dl.stats.from_seed += 1;
             }
+            if hosts[h].complete {
+                dl.stats.from_complete += 1;
+            }
+            let got = dl.stats.got.len();
+            let q = got * 4 / n;
+            if got * 4 % n == 0 && (1..=4).contains(&q) {
+                let complete = dl
+                    .conns
+                    .iter()
+                    .filter(|c| hosts[c.holder as usize].complete)
+                    .count() as u32;
+                dl.stats.at_quarter[q - 1] = (dl.conns.len() as u32, complete, dl.stats.refused);
+            }
             self.hosts[d].have.set(i);
             if self.hosts[d].have.count() == 1 {
+                self.up_idle_since[d] = Some(self.now);
                 let every = (self.cfg.announce_every.as_nanos() as u64).max(1);
                 let at = self.now + next_rand(&mut self.rng) % every;
                 self.push(at, Ev::Announce { h: d as u32 });
@@ -1024,6 +1144,7 @@ impl Sim {
                 self.end_flow(f, sent);
                 let dl = self.dl(d);
                 dl.conns[k].flow = None;
+                dl.conns[k].served = false;
                 dl.conns[k].state = ConnState::Idle;
                 dl.sched.release(i, k);
                 let now = self.now;
@@ -1089,6 +1210,10 @@ impl Sim {
 
     fn complete(&mut self, d: usize) {
         self.finish[d] = self.now as f64 / 1e9;
+        if self.up_idle_since[d].is_some() {
+            self.up_busy(d, self.now);
+            self.up_idle_since[d] = Some(self.now);
+        }
         let host = &mut self.hosts[d];
         host.complete = true;
         host.offers = Some(Offers::new(self.n));

@@ -54,11 +54,12 @@ fn header() {
 
 /// The 200-host case of `make test`, in 128 KiB pieces (128 pieces: a few
 /// seconds in a debug build). Issue 19's target is all hosts <= 1.3x one
-/// host alone: NOT met. With a connection next in line waiting for its
-/// slot, unused slots free after 120 ms and holders found within 50 ms,
-/// the last host is at 1.53-1.69x (seeds 1-4; 1.76-1.91x before), p50
-/// 1.30-1.32x, the seed uploads 1.12-1.20x the file. The bounds asserted
-/// are those that hold with a margin, so a regression fails.
+/// host alone: NOT met here. With a download that stops looking for
+/// upload slots while it holds 4 (`fetch::SLOTS_ENOUGH`) and tries its
+/// holders from a place of its own, the last host is at 1.36-1.43x (seeds
+/// 1-4; 1.53-1.69x before), p50 1.29-1.30x, the seed uploads 1.09-1.17x
+/// the file. The bounds asserted are those that hold with a margin, so a
+/// regression fails.
 #[test]
 fn two_hundred_hosts_finish_within_bounds() {
     header();
@@ -74,11 +75,11 @@ fn two_hundred_hosts_finish_within_bounds() {
         out.stuck
     );
     let max = out.quantile(false, 1.0, alone).unwrap();
-    assert!(max <= 1.8, "all done at {max:.2}x one host alone");
+    assert!(max <= 1.55, "all done at {max:.2}x one host alone");
     let p50 = out.quantile(false, 0.5, alone).unwrap();
-    assert!(p50 <= 1.4, "half done at {p50:.2}x one host alone");
+    assert!(p50 <= 1.35, "half done at {p50:.2}x one host alone");
     let seed = out.seed_bytes / cfg.file as f64;
-    assert!(seed <= 1.3, "the seed uploaded {seed:.2}x the file");
+    assert!(seed <= 1.25, "the seed uploaded {seed:.2}x the file");
 }
 
 #[test]
@@ -187,12 +188,15 @@ fn explore() {
         1 => Park::Always,
         _ => Park::Next,
     };
+    cfg.hunt_below = env("SIM_HUNT_BELOW", cfg.hunt_below);
+    cfg.rotate_holders = env("SIM_ROTATE", cfg.rotate_holders);
     header();
     let out = row("explore", &cfg, Duration::ZERO);
     let alone = cfg.alone() * 1e9;
     println!(
-        "the seed sent every piece once by {:.2}x one host alone",
-        out.seed_spread * 1e9 / alone
+        "the seed sent every piece once by {:.2}x one host alone; {:.2} files of its upload went to slow hosts",
+        out.seed_spread * 1e9 / alone,
+        out.seed_to_slow / cfg.file as f64
     );
     let q = &out.queries;
     println!(
@@ -230,21 +234,55 @@ fn explore() {
     println!();
     let mut order: Vec<usize> = (0..out.finish.len()).collect();
     order.sort_by(|&a, &b| out.finish[a].total_cmp(&out.finish[b]));
-    let n = order.len();
+    // The fast hosts' median, 90th percentile and last 8, then the last
+    // 2 slow hosts.
+    let fast: Vec<usize> = order.iter().copied().filter(|&h| !out.slow[h]).collect();
+    let slow: Vec<usize> = order.iter().copied().filter(|&h| out.slow[h]).collect();
+    let n = fast.len();
     let show: Vec<usize> = [n / 2, n * 9 / 10]
         .into_iter()
         .chain(n.saturating_sub(8)..n)
+        .map(|k| fast[k])
+        .chain(slow.iter().rev().take(2).rev().copied())
         .collect();
-    println!("host   slow start |  25%   50%   75%   90%   99%  100% | idle refused seed");
-    for k in show {
-        let h = order[k];
+    println!();
+    print!("idle uplinks per 0.1x (hosts: complete / partial holders):");
+    for (b, idle) in out.up_idle.iter().enumerate() {
+        if b % 10 == 0 {
+            print!("\n  {:>4.1}x:", b as f64 / 10.0);
+        }
+        print!(" {:>4.0}/{:<4.0}", idle[0], idle[1]);
+    }
+    println!();
+    let slots = |h: usize| {
+        let st = &out.stats[h];
+        let took = out.finish[h] * 1e9 - st.start as f64;
+        st.slot_ns as f64 / took
+    };
+    // Slots held on average by the hosts in order of finishing, by tenths.
+    print!("slots held on average, fast hosts by tenth of finishing order:");
+    for c in fast.chunks(fast.len().div_ceil(10).max(1)) {
+        let m = c.iter().map(|&h| slots(h)).sum::<f64>() / c.len() as f64;
+        let r = c.iter().map(|&h| out.stats[h].refused as f64).sum::<f64>() / c.len() as f64;
+        print!(" {m:.2} ({r:.0})");
+    }
+    println!("  (mean slots, mean turn-aways)");
+    println!(
+        "host   slow start |  25%   50%   75%   90%   99%  100% | idle refused seed cmpl slots | holders/complete/refused at 1/4 1/2 3/4 1"
+    );
+    for h in show {
         let st = &out.stats[h];
         let q = |f: f64| {
             let i = ((st.got.len() as f64 * f).ceil() as usize).clamp(1, st.got.len().max(1)) - 1;
             st.got.get(i).map_or(f64::NAN, |&t| t as f64 / alone)
         };
+        let quarters: Vec<String> = st
+            .at_quarter
+            .iter()
+            .map(|(k, c, r)| format!("{k}/{c}/{r}"))
+            .collect();
         println!(
-            "{h:>5} {:>5} {:>5.2} | {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2} | {:>4.2} {:>7} {:>4}",
+            "{h:>5} {:>5} {:>5.2} | {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2} {:>5.2} | {:>4.2} {:>7} {:>4} {:>4} {:>5.2} | {}",
             out.slow[h],
             st.start as f64 / alone,
             q(0.25),
@@ -255,7 +293,10 @@ fn explore() {
             q(1.0),
             st.idle as f64 / alone,
             st.refused,
-            st.from_seed
+            st.from_seed,
+            st.from_complete,
+            slots(h),
+            quarters.join(" ")
         );
     }
 }
