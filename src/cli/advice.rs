@@ -282,14 +282,17 @@ mod tests {
             .expect("a free port");
         let dir = tempfile::tempdir().expect("a temp dir");
         let holders = vec![Holder::new("gone", closed.to_string())];
-        let err = Downloader::default()
-            .download(
-                Sha1Digest::of(b"some file"),
-                dir.path().join("out"),
-                &holders,
-                None,
-            )
-            .expect_err("nobody serves it");
+        let err = Downloader::new(piratebay_sync::DownloadOptions {
+            patience: std::time::Duration::ZERO,
+            ..Default::default()
+        })
+        .download(
+            Sha1Digest::of(b"some file"),
+            dir.path().join("out"),
+            &holders,
+            None,
+        )
+        .expect_err("nobody serves it");
         let FetchError::NoPieceList { failures, .. } = &err else {
             panic!("{err}");
         };

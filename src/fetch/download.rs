@@ -93,7 +93,36 @@ impl Downloader {
             return Err(FetchError::NoHolders { sha1 });
         }
         let mut known = Known::new(self, job);
-        let errors = known.add(holders);
+        let mut errors = known.add(holders.clone());
+        // Patience, not failure: holders that could not be asked for their
+        // piece list (a seed whose full link drops handshakes while a flash
+        // crowd starts: a moment ago they answered the lookup) are asked
+        // again after a randomized backoff, with whoever the source names
+        // by then, until one answers or the patience runs out. Holders
+        // whose list is unusable are not asked again.
+        let asked = Instant::now();
+        let mut waits = 0;
+        while known.groups.is_empty()
+            && known.waiting()
+            && asked.elapsed() < self.options().patience
+        {
+            waits += 1;
+            let wait = super::supervisor::backoff(waits);
+            log::info!(
+                "no piece list yet ({} holder(s) could not be asked); asking again in {:.1}s",
+                errors.len(),
+                wait.as_secs_f64()
+            );
+            std::thread::sleep(wait);
+            let again = match source.holders(&sha1) {
+                Ok(more) => more.into_iter().chain(holders.iter().cloned()).collect(),
+                Err(e) => {
+                    log::warn!("{e}");
+                    holders.clone()
+                }
+            };
+            errors = known.add(again);
+        }
         if known.groups.is_empty() {
             return Err(FetchError::NoPieceList {
                 sha1,
@@ -505,13 +534,23 @@ impl<'a> Known<'a> {
         }
     }
 
+    /// True while some holder could not be asked for its piece list (and
+    /// may answer when asked again).
+    fn waiting(&self) -> bool {
+        self.unreachable
+            .iter()
+            .any(|id| !self.seen.contains_key(id) && !self.refused.contains(id))
+    }
+
     /// Fetches the piece lists of the holders not seen yet (in parallel)
     /// and files them into groups, biggest first (only before the first
     /// round: later, new groups go to the end). Returns the errors.
     fn add(&mut self, holders: Vec<Holder>) -> Vec<HolderFailure> {
+        let mut asking = HashSet::new();
         let fresh: Vec<Holder> = holders
             .into_iter()
             .filter(|h| !self.seen.contains_key(&h.id) && !self.refused.contains(&h.id))
+            .filter(|h| asking.insert(h.id.clone()))
             .collect();
         let lists = fetch_lists(self.by, self.job, &fresh);
         let mut errors = Vec::new();

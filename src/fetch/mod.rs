@@ -116,6 +116,13 @@ pub struct DownloadOptions {
     pub memory_budget: u64,
     /// Consecutive failures of a holder before it is dropped.
     pub max_retries: u32,
+    /// Patience, not failure: while every holder only failed to answer
+    /// (could not be reached for its piece list, or dropped after
+    /// failures with no piece coming), they are asked again after a
+    /// randomized backoff until this long passes without progress (a seed
+    /// whose full link drops handshakes as a flash crowd starts is
+    /// reachable a moment later). Zero: fail at once.
+    pub patience: Duration,
     /// How often the holders are asked again (new peers join the download).
     pub requery_interval: Duration,
     /// How often the resume state is saved at most (each save rewrites its
@@ -132,7 +139,8 @@ impl Default for DownloadOptions {
     /// 500 ms connect, 5 s stall, 10 s for a piece list; one connection per
     /// holder (`connections_per_holder` 2 allows a second, but it opens only
     /// while fewer than `target_connections`, 1, are open in total: with
-    /// these defaults, never), at most 8, 48 MiB of buffers, 3 retries; holders
+    /// these defaults, never), at most 8, 48 MiB of buffers, 3 retries, 15 s
+    /// of patience while holders only fail to answer; holders
     /// re-queried every 500 ms (every 50 ms for the first 2 s, backing off
     /// once nobody new is found: partial holders join quickly; none once
     /// 128 are known); state saved every 50 ms at most (a peer sharing the
@@ -150,6 +158,7 @@ impl Default for DownloadOptions {
             max_connections: 8,
             memory_budget: 48 * 1024 * 1024,
             max_retries: 3,
+            patience: Duration::from_secs(15),
             requery_interval: Duration::from_millis(500),
             state_interval: Duration::from_millis(50),
             endgame_copies: 2,

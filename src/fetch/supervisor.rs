@@ -33,14 +33,10 @@ pub(crate) const FAST_REQUERY: Duration = Duration::from_millis(50);
 /// How long a round re-queries every [`FAST_REQUERY`].
 const FAST_REQUERY_FOR: Duration = Duration::from_secs(2);
 
-/// How long a round waits for holders that failed to answer (every one
-/// of them) without a piece arriving, before it gives up.
-const PATIENCE: Duration = Duration::from_secs(15);
-
 /// The wait before holders that all failed are asked again for the
 /// `n`-th time: 250 ms doubling to 4 s, drawn from half to one and a half
 /// of it (so hosts that lost the same seed do not come back in step).
-fn backoff(n: u32) -> Duration {
+pub(super) fn backoff(n: u32) -> Duration {
     let base = Duration::from_millis(250)
         .saturating_mul(1 << n.saturating_sub(1).min(4))
         .min(Duration::from_secs(4));
@@ -122,9 +118,9 @@ pub(crate) fn run(
                 }
                 // Patience, not failure: holders that only failed to
                 // answer (a full link drops handshakes) are asked again
-                // after a randomized backoff, until PATIENCE passes
+                // after a randomized backoff, until the patience passes
                 // without a piece.
-                if progress_at.0.elapsed() >= PATIENCE {
+                if progress_at.0.elapsed() >= round.dl.opts().patience {
                     break Some(Outcome::Failed);
                 }
                 waits += 1;

@@ -377,6 +377,58 @@ fn a_state_of_the_previous_form_still_saves_its_verified_bytes() {
     assert_eq!(summary.bytes_received, size - 8 * SMALL_PIECE);
 }
 
+/// Patience, not failure: the only holder cuts its first three
+/// connections without an answer (a seed whose full link drops handshakes
+/// as a flash crowd starts), so its piece list cannot be had at first.
+/// The download asks again after a backoff and completes; with no
+/// patience it fails at once, naming the holder it could not ask.
+#[test]
+fn a_holder_that_cannot_be_asked_for_its_piece_list_at_first_is_asked_again() {
+    use std::sync::atomic::AtomicUsize;
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f");
+    random_file(&src, 5 * SMALL_PIECE + 7, 31);
+    let served = Served::honest(&src);
+    let honest = TestPeer::start("honest", vec![served.clone()]);
+    let upstream = honest.addr;
+    let cut = Arc::new(AtomicUsize::new(0));
+    let cut2 = cut.clone();
+    // Cuts its first 3 connections, then relays to the honest peer.
+    let flaky = RawPeer::start("flaky", move |client, _stop| {
+        if cut2.fetch_add(1, Ordering::SeqCst) < 3 {
+            return;
+        }
+        let Ok(server) = std::net::TcpStream::connect(upstream) else {
+            return;
+        };
+        let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let back = std::thread::spawn(move || {
+            let (mut s_in, mut c_out) = (server, client);
+            let _ = std::io::copy(&mut s_in, &mut c_out);
+            let _ = c_out.shutdown(std::net::Shutdown::Both);
+        });
+        let _ = std::io::copy(&mut c_in, &mut s_out);
+        let _ = s_out.shutdown(std::net::Shutdown::Both);
+        let _ = back.join();
+    });
+    let holder = Holder::new("flaky", flaky.addr.to_string());
+    let impatient = piratebay_sync::DownloadOptions {
+        patience: Duration::ZERO,
+        ..opts()
+    };
+    let out = dir.path().join("out");
+    let err = download(impatient, &served, &out, &vec![holder.clone()], None).unwrap_err();
+    let FetchError::NoPieceList { failures, .. } = err else {
+        panic!("not a piece-list failure: {err}");
+    };
+    assert_eq!(failures[0].holder.id, "flaky");
+    assert_eq!(cut.load(Ordering::SeqCst), 1, "asked once without patience");
+    let summary = download(opts(), &served, &out, &vec![holder], None).unwrap();
+    assert_downloaded(&summary, &served);
+    assert!(cut.load(Ordering::SeqCst) > 3, "asked again after the cuts");
+}
+
 #[test]
 fn a_holder_of_the_previous_piece_list_form_is_never_mixed_in() {
     init_test_log();
