@@ -161,7 +161,10 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// `SIM_HOSTS SIM_PIECE_KIB SIM_SUBSET SIM_CONNS SIM_SWARM_CONNS SIM_REGULAR
 /// SIM_OPTIMISTIC SIM_RECHOKE_MS SIM_IDLE_MS SIM_GRANT_MS SIM_SLOW SIM_SEED
 /// SIM_FILE_MIB SIM_ANNOUNCE_MS SIM_FAST_REQUERY_MS SIM_MAX_HOLDERS SIM_MAX_WAITING
-/// SIM_PARK` (0 never, 1 always, 2 when next in line: the default).
+/// SIM_PARK` (0 never, 1 always, 2 when next in line: the default),
+/// `SIM_HUNT_BELOW` (slots held that stop a download looking for more;
+/// a large number: never) and `SIM_ROTATE` (`false`: free holders tried
+/// from the first known).
 #[test]
 #[ignore = "by hand: cargo test --release --lib sim::tests::explore -- --ignored --nocapture"]
 fn explore() {
