@@ -101,10 +101,17 @@ impl Downloader {
         // by then, until one answers or the patience runs out. Holders
         // whose list is unusable are not asked again.
         let asked = Instant::now();
+        let cancelled = || {
+            self.options()
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+        };
         let mut waits = 0;
         while known.groups.is_empty()
             && known.waiting()
             && asked.elapsed() < self.options().patience
+            && !cancelled()
         {
             waits += 1;
             let wait = super::supervisor::backoff(waits);
@@ -113,7 +120,13 @@ impl Downloader {
                 errors.len(),
                 wait.as_secs_f64()
             );
-            std::thread::sleep(wait);
+            let until = Instant::now() + wait;
+            while !cancelled() && Instant::now() < until {
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+            }
+            if cancelled() {
+                break;
+            }
             let again = match source.holders(&sha1) {
                 Ok(more) => more.into_iter().chain(holders.iter().cloned()).collect(),
                 Err(e) => {
