@@ -744,14 +744,11 @@ impl<'r, 'a> Worker<'r, 'a> {
             if let Next::Piece(j) = round.sched.next(slot) {
                 let n = 1 + self.extend(j);
                 let (s, e, _) = self.run_range(j, n);
-                let sent = match self.conn.as_mut() {
-                    Some(c) => c.conn.send_ahead(&path, (s, e)),
-                    None => Ok(()),
-                };
-                match sent {
-                    Ok(()) => self.ahead = Some((j, n)),
-                    // The body read below fails too, and says why.
-                    Err(_) => self.release_run(j, n),
+                match self.conn.as_mut().map(|c| c.conn.send_ahead(&path, (s, e))) {
+                    Some(Ok(())) => self.ahead = Some((j, n)),
+                    // No connection to send it on, or a failed send (the
+                    // body read below fails too, and says why).
+                    _ => self.release_run(j, n),
                 }
             }
         }
