@@ -116,12 +116,7 @@ impl Downloader {
         };
         let memory_budget = (self.options().memory_budget / concurrency as u64).max(1);
         let results = crate::fanout::map(items, concurrency - 1, "pbs-batch", |item| {
-            if self
-                .options()
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-            {
+            if self.options().cancelled() {
                 return None;
             }
             let job = Job {

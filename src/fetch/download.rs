@@ -101,12 +101,7 @@ impl Downloader {
         // by then, until one answers or the patience runs out. Holders
         // whose list is unusable are not asked again.
         let asked = Instant::now();
-        let cancelled = || {
-            self.options()
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-        };
+        let cancelled = || self.options().cancelled();
         let mut waits = 0;
         while known.groups.is_empty()
             && known.waiting()

@@ -63,7 +63,7 @@ mod supervisor;
 mod worker;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,6 +133,15 @@ pub struct DownloadOptions {
     /// Set to stop the downloads (Ctrl-C): the state is saved and
     /// [`FetchError::Interrupted`] returned; a batch starts no new file.
     pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl DownloadOptions {
+    /// True once [`DownloadOptions::cancel`] is set.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 impl Default for DownloadOptions {

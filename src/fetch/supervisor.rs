@@ -79,13 +79,7 @@ pub(crate) fn run(
             if round.sched.remaining() == 0 {
                 break None;
             }
-            if round
-                .dl
-                .opts()
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-            {
+            if round.dl.opts().cancelled() {
                 break Some(Outcome::Interrupted);
             }
             if let Some(turn) = round.yield_turn {
