@@ -484,6 +484,11 @@ mod tests {
         *held.lock() = vec![(a, true)];
         wake.raise();
         assert_eq!(next(), format!("put {} true 7", key(&a)));
+        // A raise still pending (the second one can land while the look
+        // the first one started is under way) is taken by a look that
+        // finds nothing new: it writes nothing, and the announcer then
+        // waits with its flag lowered.
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
         // Not raised: nothing happens (the next look is an hour away).
         *held.lock() = vec![(a, true), (b, false)];
         assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
