@@ -44,10 +44,11 @@ pub(super) fn backoff(n: u32) -> Duration {
 }
 
 /// Runs `round` to its end on the calling thread. `requery` returns new
-/// holders for this round's piece list.
+/// holders for this round's piece list (`true`: every holder failed, look
+/// further, `HolderSource::more_holders`).
 pub(crate) fn run(
     round: &Round<'_>,
-    requery: &mut dyn FnMut() -> Vec<Holder>,
+    requery: &mut dyn FnMut(bool) -> Vec<Holder>,
     progress: Option<ProgressFn<'_>>,
 ) -> Outcome {
     std::thread::scope(|scope| {
@@ -104,7 +105,7 @@ pub(crate) fn run(
                 waits = 0;
             }
             if usable == 0 && active == 0 {
-                let fresh = requery();
+                let fresh = requery(true);
                 last_query = Instant::now();
                 if !fresh.is_empty() {
                     round.add_holders(fresh);
@@ -138,7 +139,7 @@ pub(crate) fn run(
             };
             if last_query.elapsed() >= interval && round.wants_holders() {
                 let asked = Instant::now();
-                let added = round.add_requeried(requery());
+                let added = round.add_requeried(requery(false));
                 fast_every = if added > 0 {
                     FAST_REQUERY
                 } else if round.sched.in_swarm() {
@@ -147,8 +148,10 @@ pub(crate) fn run(
                     fast_every
                 };
                 log::trace!(
-                    "holders asked again in {:.3}s: {added} new",
-                    asked.elapsed().as_secs_f64()
+                    "holders asked again in {:.3}s: {added} new ({usable} usable, {} served, {:.2}s in)",
+                    asked.elapsed().as_secs_f64(),
+                    round.receiving(),
+                    started.elapsed().as_secs_f64()
                 );
                 last_query = Instant::now();
             }
