@@ -238,7 +238,16 @@ impl Download<'_> {
             round.add_holders(holders.clone());
             let outcome = supervisor::run(
                 &round,
-                &mut |stuck| known.requery(source, g, stuck),
+                &mut |stuck| {
+                    let lists = known.groups.len();
+                    let fresh = known.requery(source, g, stuck);
+                    if known.groups.len() > lists {
+                        round
+                            .others_waiting
+                            .store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    fresh
+                },
                 progress,
             );
             tally.add(&round);

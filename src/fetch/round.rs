@@ -181,6 +181,10 @@ pub(crate) struct Round<'a> {
     receiving: AtomicUsize,
     /// Where this round starts looking for a holder (see [`Round::rotate`]).
     rotation: usize,
+    /// A re-query found holders of another piece list: when every holder
+    /// of this one has failed, the round yields to it instead of asking
+    /// its failed holders again.
+    pub others_waiting: AtomicBool,
 }
 
 /// Clones of the workers' sockets, so the end of a round can shut down
@@ -225,6 +229,7 @@ impl<'a> Round<'a> {
             download_id: crate::discovery::random_id(),
             receiving: AtomicUsize::new(0),
             rotation: crate::discovery::random_u64() as usize,
+            others_waiting: AtomicBool::new(false),
         }
     }
 

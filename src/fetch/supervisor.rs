@@ -73,6 +73,7 @@ pub(crate) fn run(
         let mut waits = 0u32;
         let mut seq = 0usize;
         let mut fast_every = FAST_REQUERY;
+        let mut last_further = Instant::now();
         let ended = loop {
             if let Some(e) = round.fatal.lock().take() {
                 break Some(Outcome::Fatal(e));
@@ -83,10 +84,24 @@ pub(crate) fn run(
             if round.dl.opts().cancelled() {
                 break Some(Outcome::Interrupted);
             }
-            if let Some(turn) = round.yield_turn {
+            // Another list waiting (from the start, or found since by
+            // looking further): a round that delivers nothing yields.
+            let others = round.others_waiting.load(Ordering::Acquire);
+            if let Some(turn) = round.yield_turn.or(others.then_some(0)) {
                 let patience = round.piece_deadline() * 2u32.saturating_pow(turn.min(4));
                 if round.sched.since_progress() > patience {
                     break Some(Outcome::Yielded);
+                }
+            }
+            // No piece for a piece deadline: the holders may all be
+            // liars (a lookup stops at its first whole copy), so the
+            // source looks further, once per deadline.
+            let deadline = round.piece_deadline();
+            if round.sched.since_progress() > deadline && last_further.elapsed() > deadline {
+                last_further = Instant::now();
+                let fresh = requery(true);
+                if !fresh.is_empty() {
+                    round.add_holders(fresh);
                 }
             }
             if let Err(e) = fill(scope, round, &mut seq) {
@@ -110,6 +125,12 @@ pub(crate) fn run(
                 if !fresh.is_empty() {
                     round.add_holders(fresh);
                     continue;
+                }
+                // The lookup found holders of another list meanwhile (this
+                // one's were a liar's, dripping): their turn now, not this
+                // list's patience.
+                if round.others_waiting.load(Ordering::Acquire) {
+                    break Some(Outcome::Yielded);
                 }
                 // Patience, not failure: holders that only failed to
                 // answer (a full link drops handshakes) are asked again

@@ -434,11 +434,28 @@ fn a_false_piece_list_that_delivers_nothing_yields_to_the_seed_within_seconds() 
 /// registered peers not asked yet, a wave at a time, until the seed.
 #[test]
 fn a_lone_liar_announced_complete_sends_the_lookup_further_not_to_a_failure() {
+    lone_liar(None);
+}
+
+/// The same liar dripping its bodies: its pieces miss their deadline
+/// (about 5 s), the lookup goes on, and the round of its list yields to
+/// the seed's list at once (it would otherwise ask the dripper again for
+/// the download's patience, 15 s).
+#[test]
+fn a_lone_dripping_liar_announced_complete_yields_to_the_seed_after_one_deadline() {
+    let took = lone_liar(Some(Duration::from_secs(3)));
+    assert!(took < 14.0, "took {took:.1} s (the patience is 15 s)");
+}
+
+/// A liar announced complete beside 32 bystanders and the unannounced
+/// seed (see above): the get's time.
+fn lone_liar(drip: Option<Duration>) -> f64 {
     let s = setup();
     let mut script = s.script();
     script.complete = true;
     script.have = bitmap(PIECES, PIECES);
     script.pieces = false_list(&s.seed.pieces);
+    script.drip = drip;
     let liar = Hostile::start(&s.etcd, &["0liar"], script);
     let client =
         piratebay_sync::etcd::Client::new(piratebay_sync::etcd::Config::new([s.ep.as_str()]))
@@ -446,6 +463,7 @@ fn a_lone_liar_announced_complete_sends_the_lookup_further_not_to_a_failure() {
     let bystanders = crate::patience::Bystanders::start(&client, 32);
     let out = s.out("liar.bin");
     let run = timed_get(&s.ep, &s.seed.sha, &out, &[], ALLOWED);
+    let took = run.1;
     let summary = finished("a lone liar in the tracker", run, &out, &s.seed.sha);
     eprintln!("bystanders asked: {}", bystanders.asked());
     assert!(
@@ -457,6 +475,7 @@ fn a_lone_liar_announced_complete_sends_the_lookup_further_not_to_a_failure() {
         "bytes counted from the liar: {summary}"
     );
     drop(liar);
+    took
 }
 
 /// The seed's piece list made false (still well formed: each string of
