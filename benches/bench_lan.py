@@ -21,7 +21,7 @@ its own dataset and, all at the same moment, `get SHA -o <its dataset>/file`
 launched, then start together: launched one after another they began
 over about 0.6 s at 47 hosts, which counted in the slowest host's time).
 Rows (BENCH_SWARM_ROWS, `N:Mbit/s:MiB`, default 8:400:128,
-16:400:128 (issue 20), 16:25:16, 32:25:16, 47:25:16), each the median of BENCH_RUNS runs, with every link
+16:400:128 (issue 20), 8:25:16, 16:25:16, 32:25:16, 47:25:16), each the median of BENCH_RUNS runs, with every link
 (the seed's and the hosts') capped at the row's rate. Printed per row: the
 time until all N hold a verified copy (the slowest host's time), the median
 host's, one host alone with `curl` from the seed (median), their ratio
@@ -32,9 +32,13 @@ every link carries the file once each way, as in a perfect swarm; target
 <= 1.2x it at 32 and 47), the seed's upload in files (its eth0 tx_bytes;
 target <= 1.5), the CPU-seconds (user + system) of the swarm's processes
 (the peers and the gets) per GiB delivered (target at 47 hosts: <= 2x
-the 8-host row's), beside the same for the ring (its curls and the peers
-serving them: what moving the bytes through the lab costs), and the
-failed gets (target 0). On stderr per run: the CPU split (peers, gets,
+the 8-host row's at 400 Mbit/s and 128 MiB), beside the same for the ring
+(its curls and the peers serving them: what moving the bytes through the
+lab costs), and the failed gets (target 0). Under the table, the flat
+overhead taken apart: the 47-host row's CPU-s per GiB over the 8-host
+rows' at the same link and file (8:25:16: what more hosts cost) and at
+400 Mbit/s and 128 MiB (the target: what slower links and smaller files
+cost too), each beside the ring's same ratio (the lab's own floor). On stderr per run: the CPU split (peers, gets,
 user, system; etcd's, not counted; the requests etcd served, by gRPC method, per get), what the N + 1 peers cost idle
 before the gets start (CPU-s per second, over BENCH_IDLE_WINDOW s), and
 each get's end.
@@ -66,7 +70,7 @@ from lab import Lab  # noqa: E402
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 LAN_MIB = int(os.environ.get("BENCH_LAN_MIB", "256"))
 SWARM_ROWS = [tuple(int(v) for v in x.split(":"))
-              for x in os.environ.get("BENCH_SWARM_ROWS", "8:400:128,16:400:128,16:25:16,32:25:16,47:25:16").split(",")
+              for x in os.environ.get("BENCH_SWARM_ROWS", "8:400:128,16:400:128,8:25:16,16:25:16,32:25:16,47:25:16").split(",")
               if x.strip()]
 RATE = int(os.environ.get("BENCH_RATE_MBIT", "400"))
 # BENCH_LAN_ONLY=swarm skips the multi-source comparisons.
@@ -81,10 +85,31 @@ RING_TARGETS = {32: 1.2, 47: 1.2}
 SWARM_UPLOAD_TARGET = 1.5
 # CPU-s per GiB of a row at most this times another row's (issue 19: a
 # flat overhead, 47 hosts x 16 MiB <= 2x 8 hosts x 128 MiB).
-CPU_TARGETS = {47: (8, 2.0)}
+CPU_TARGETS = {(47, 25, 16): ((8, 400, 128), 2.0)}
+# The flat overhead taken apart (printed, no target): the 47-host row
+# against the 8-host row at the same link and file.
+CPU_SAME_LINK = {(47, 25, 16): (8, 25, 16)}
 # Seconds the idle peers' CPU is sampled before each swarm run starts.
 IDLE_WINDOW = float(os.environ.get("BENCH_IDLE_WINDOW", "3"))
 
+
+
+def print_flat(cpu_rows, ring_rows):
+    """The flat overhead taken apart: each CPU target's row over its
+    reference row and over the 8-host row at the same link and file,
+    beside the ring's same ratios (the lab's floor)."""
+    def ratio(rows, a, b):
+        x, y = rows.get(a), rows.get(b)
+        return f"{x / y:.2f}x" if x and y else "-"
+    for row, (ref, target) in CPU_TARGETS.items():
+        if row not in cpu_rows:
+            continue
+        name = lambda r: f"{r[0]} hosts at {r[1]} Mbit/s, {r[2]} MiB"
+        parts = [(ref, f"target <= {target}x"), (CPU_SAME_LINK.get(row), "same link and file")]
+        for other, what in parts:
+            if other and other in cpu_rows:
+                print(f"  CPU-s/GiB, {name(row)} over {name(other)} ({what}): "
+                      f"{ratio(cpu_rows, row, other)}; the ring's {ratio(ring_rows, row, other)}")
 
 
 def url(host, sha1):
@@ -578,6 +603,7 @@ def main():
                     f"{'ratio':>7} {'ring':>7} {'/ring':>6} {'seed up':>8} {'CPU-s/GiB':>9} {'ring':>5} {'failed':>6}  targets")
             print(head)
             cpu_rows = {}
+            ring_rows = {}
             for n, mbit, mib in SWARM_ROWS:
                 seed.set_rate(mbit)
                 for h in swarm_hosts[:n]:
@@ -594,10 +620,11 @@ def main():
                 t_ring = statistics.median(rings) if rings else None
                 up = med("uploaded") / size
                 cpu_gib = med("own_cpu") / (n * size / 2**30)
-                cpu_rows[n] = cpu_gib
+                cpu_rows[(n, mbit, mib)] = cpu_gib
                 ring_cpus = [r["ring_cpu"] for r in runs if r["ring_cpu"] is not None]
                 ring_gib = statistics.median(ring_cpus) / (n * size / 2**30) if ring_cpus else None
-                cpu_ref = CPU_TARGETS.get(n)
+                ring_rows[(n, mbit, mib)] = ring_gib
+                cpu_ref = CPU_TARGETS.get((n, mbit, mib))
                 failed = sum(len(r["failed"]) for r in runs)
                 ratio = t_all / t_alone
                 target = ROW_TARGETS.get((n, mbit, mib), SWARM_TARGETS.get(n, 1.6))
@@ -612,7 +639,7 @@ def main():
                 targets = f"<= {target}x alone" + (f", <= {ring_target}x ring" if ring_target else "") + \
                           f", seed <= {SWARM_UPLOAD_TARGET}, 0 failed"
                 if cpu_ref and cpu_ref[0] in cpu_rows:
-                    targets += f", CPU <= {cpu_ref[1]}x the {cpu_ref[0]}-host row's"
+                    targets += f", CPU <= {cpu_ref[1]}x the {cpu_ref[0][0]}-host {cpu_ref[0][1]} Mbit/s row's"
                 ring_cpu_s = f"{ring_gib:>5.1f}" if ring_gib is not None else f"{'-':>5}"
                 print(f"{n:>3} {mbit:>4}Mbit/s {mib:>4} MiB {t_all:>8.2f}s {med('median_host'):>6.2f}s "
                       f"{t_alone:>6.2f}s {ratio:>6.2f}x {ring_s} {up:>7.2f}x {cpu_gib:>9.1f} {ring_cpu_s} "
@@ -620,6 +647,7 @@ def main():
                 for r in runs:
                     for f in r["failed"]:
                         print(f"    get failed on {f}")
+            print_flat(cpu_rows, ring_rows)
         except common.CommandFailed as e:
             print(f"bench: {e}")
             missed = True

@@ -6,8 +6,8 @@
 //! every re-query) and the seeds' offers ([`crate::seeding::Offers`], one
 //! per complete holder). What it models itself: the links ([`net`]:
 //! per-host upload and download capacity, max-min shared, latency one way
-//! per message), the tracker (a host is announced within 50 ms of its
-//! first piece; a re-query reads a window of 32 announcements from a
+//! per message), the tracker (a host is announced 10 ms after its first
+//! piece: the announcer is woken by it; a re-query reads a window of 32 announcements from a
 //! random place, every 50 ms for the first 2 s (doubled after one that
 //! found no one new, once in a swarm), then every 500 ms, and adds the
 //! download's subset of it, up to 128 holders), and a download's connections the
@@ -15,8 +15,14 @@
 //! (one connection per holder, at most `connections` at once, none more
 //! in a swarm while `hunt_below` of them hold an upload slot, a holder
 //! that may have something first, looked for from the download's own
-//! place in its list; the bitmap asked first, then riding on
-//! each piece, polled while a holder has nothing to give; a connection
+//! place in its list; the bitmap asked first, then riding on the head of
+//! each answer, polled while a holder has nothing to give; each request
+//! a run of adjacent pieces through the real
+//! [`Scheduler::extend_at`], up to 256 KiB, sent whole by the holder one
+//! piece after the other, each kept as it arrives, and the next run asked
+//! as soon as an answer's head came (pipelining: its pieces are handed
+//! out then, and the holder serves it right after the answer before;
+//! the round trip between them is not modelled); a connection
 //! leaves a partial holder that has nothing when another may have
 //! something; "come back later" sends it to another holder at once, and
 //! that one is asked again after its rotation, unless the holder says it
@@ -77,8 +83,22 @@ pub(crate) struct Config {
     /// Endgame copies of a piece at once.
     pub max_dup: usize,
     pub seed: u64,
-    /// A peer's announce thread looks this often (`discovery::tracker`).
-    pub announce_every: Duration,
+    /// A host is in the tracker this long after its first piece: the
+    /// announcer is woken by the partial file's first state (the state is
+    /// saved at once, the peer's watch batches 5 ms, one etcd put).
+    pub announce_after: Duration,
+    /// Most bytes of adjacent pieces one request asks for
+    /// (`fetch::worker::RUN_BYTES`; a piece's size or less: one piece a
+    /// request).
+    pub run_bytes: u64,
+    /// The next request goes out as soon as an answer's head is good
+    /// (`worker.rs`'s pipelining, depth 1): its pieces are handed out
+    /// then, and the holder serves it as soon as the answer before is sent.
+    pub pipeline: bool,
+    /// A worker with nothing to ask of a partial holder asks its bitmap
+    /// again when a piece came since the last one (not only after
+    /// `HAVE_POLL`).
+    pub poll_after_piece: bool,
     /// A download re-queries the tracker this often in its first 2 s
     /// (`supervisor.rs`).
     pub fast_requery: Duration,
@@ -120,7 +140,10 @@ impl Config {
             slots: SlotConfig::default(),
             max_dup: 2,
             seed: 1,
-            announce_every: crate::discovery::tracker::ANNOUNCE_EVERY,
+            announce_after: ANNOUNCE_AFTER,
+            run_bytes: crate::fetch::RUN_BYTES,
+            pipeline: true,
+            poll_after_piece: false,
             fast_requery: crate::fetch::FAST_REQUERY,
             max_holders: crate::fetch::MAX_HOLDERS,
             park: Park::Next,
@@ -215,6 +238,14 @@ const TRACKER_SAMPLE: usize = 32;
 const SLOTS_RETRY_MIN: u64 = 100_000_000;
 const SLOTS_RETRY_MAX: u64 = 2_000_000_000;
 
+/// From a host's first piece to its announcement in the tracker
+/// (`discovery::tracker`: the announcer is woken, not polling): the
+/// download saves its state at once (its last save was at its start,
+/// more than `state_interval` before), the peer's watch batches
+/// events for 5 ms (`index::watch::BATCH`), reads the state, and the
+/// announcer puts one key (about 1.5 ms through etcd's JSON gateway).
+const ANNOUNCE_AFTER: Duration = Duration::from_millis(10);
+
 /// Bits of a queue entry's order that name its event's place.
 const SLOT_BITS: u32 = 24;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
@@ -225,13 +256,17 @@ enum Ev {
     Start { d: u32 },
     /// The connection of `d` to its holder slot `j` decides what next.
     Ready { d: u32, j: u32, gen: u32 },
-    /// `d`'s request for piece `i` arrives at its holder slot `j`.
-    Ask { d: u32, j: u32, i: u32 },
-    /// The holder turned it away; `d` hears it.
+    /// `d`'s request for the `n` pieces from `i` (a run) arrives at its
+    /// holder slot `j`.
+    Ask { d: u32, j: u32, i: u32, n: u32 },
+    /// The holder turned it away; `d` hears it (unless its connection
+    /// was cut since: `epoch`).
     Refused {
         d: u32,
         j: u32,
         i: u32,
+        n: u32,
+        epoch: u32,
         retry: u64,
         next: bool,
     },
@@ -245,8 +280,15 @@ enum Ev {
     Requery { d: u32 },
     /// Host `h`'s peer announces it in the tracker (its first piece).
     Announce { h: u32 },
-    /// The last byte of a piece reached `d`.
-    Arrived { d: u32, j: u32, i: u32 },
+    /// The last byte of a piece reached `d`; `last` of its run (unless the
+    /// connection was cut since: `epoch`).
+    Arrived {
+        d: u32,
+        j: u32,
+        i: u32,
+        epoch: u32,
+        last: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +314,19 @@ struct Conn {
     parked: u32,
     /// The holder served its last piece request (it holds a slot there).
     served: bool,
+    /// The run being sent ends before this piece.
+    run_end: u32,
+    /// Bytes of it sent so far (the holder's slots count them when it ends).
+    run_sent: u64,
+    /// The run asked for ahead (pipelined): first piece, count.
+    ahead: Option<(u32, u32)>,
+    /// The holder went on to the run asked ahead: the last piece of the
+    /// run before does not leave the connection idle.
+    chained: bool,
+    /// Bumped when a run is cut: its answers still on the way are stale.
+    epoch: u32,
+    /// When its last piece arrived.
+    last_piece: u64,
 }
 
 struct Download {
@@ -595,14 +650,21 @@ impl Sim {
                     self.ready(d as usize, j as usize);
                 }
             }
-            Ev::Ask { d, j, i } => self.ask(d as usize, j as usize, i as usize),
+            Ev::Ask { d, j, i, n } => self.ask(d as usize, j as usize, i as usize, n as usize),
             Ev::Refused {
                 d,
                 j,
                 i,
+                n,
+                epoch,
                 retry,
                 next,
-            } => self.refused(d as usize, j as usize, i as usize, retry, next),
+            } => {
+                if self.dl(d as usize).conns[j as usize].epoch == epoch {
+                    let (d, j, i, n) = (d as usize, j as usize, i as usize, n as usize);
+                    self.refused(d, j, i, n, retry, next);
+                }
+            }
             Ev::Have { d, j } => self.have_answer(d as usize, j as usize),
             Ev::FlowEnd { id, version } => {
                 let f = &self.net.flows[id as usize];
@@ -610,7 +672,17 @@ impl Sim {
                     self.flow_end(id as usize);
                 }
             }
-            Ev::Arrived { d, j, i } => self.arrived(d as usize, j as usize, i as usize),
+            Ev::Arrived {
+                d,
+                j,
+                i,
+                epoch,
+                last,
+            } => {
+                if self.dl(d as usize).conns[j as usize].epoch == epoch {
+                    self.arrived(d as usize, j as usize, i as usize, last);
+                }
+            }
         }
     }
 
@@ -683,6 +755,12 @@ impl Sim {
                 flow: None,
                 parked: 0,
                 served: false,
+                run_end: 0,
+                run_sent: 0,
+                ahead: None,
+                chained: false,
+                epoch: 0,
+                last_piece: 0,
             });
         }
     }
@@ -876,6 +954,8 @@ impl Sim {
         match dl.sched.next_at(j, at) {
             Next::Stop => {}
             Next::Piece(i) => {
+                let n = 1 + self.extend(d, j, i);
+                let dl = self.dl(d);
                 dl.requests += 1;
                 dl.conns[j].state = ConnState::Busy;
                 let arrive = now + self.lat();
@@ -885,11 +965,14 @@ impl Sim {
                         d: d as u32,
                         j: j as u32,
                         i: i as u32,
+                        n: n as u32,
                     },
                 );
             }
             Next::Wait => {
-                let polled_long_ago = dl.conns[j].last_poll.is_none_or(|t| now - t >= HAVE_POLL);
+                let c = &dl.conns[j];
+                let polled_long_ago = c.last_poll.is_none_or(|t| now - t >= HAVE_POLL)
+                    || (self.cfg.poll_after_piece && c.last_poll.is_some_and(|t| t < c.last_piece));
                 if dl.sched.needs_poll(j) && polled_long_ago {
                     self.poll(d, j);
                 } else if !dl.sched.is_complete_holder(j) && !dl.sched.useful(j) {
@@ -936,8 +1019,18 @@ impl Sim {
         dl.open -= 1;
     }
 
-    /// A piece request at the holder: a slot, or "come back later".
-    fn ask(&mut self, d: usize, j: usize, i: usize) {
+    /// The pieces after `first` that its request takes too (a run,
+    /// `worker.rs`'s `extend`: [`Scheduler::extend_at`] up to
+    /// [`Config::run_bytes`]).
+    fn extend(&mut self, d: usize, j: usize, first: usize) -> usize {
+        let max = (self.cfg.run_bytes / self.cfg.piece.max(1)).saturating_sub(1) as usize;
+        let at = self.instant();
+        self.dl(d).sched.extend_at(j, first, max, at)
+    }
+
+    /// A request for the `n` pieces from `i` at the holder: a slot, or
+    /// "come back later".
+    fn ask(&mut self, d: usize, j: usize, i: usize, n: usize) {
         let h = self.dl(d).conns[j].holder as usize;
         let now = self.instant();
         match self.hosts[h].slots.admit(&(d as u32), now) {
@@ -945,60 +1038,110 @@ impl Sim {
                 self.busy_answers += 1;
                 let at = self.now + self.lat();
                 let retry = self.now + retry_after.as_nanos() as u64;
+                let epoch = self.dl(d).conns[j].epoch;
                 self.push(
                     at,
                     Ev::Refused {
                         d: d as u32,
                         j: j as u32,
                         i: i as u32,
+                        n: n as u32,
+                        epoch,
                         retry,
                         next,
                     },
                 );
             }
-            Admit::Serve => {
-                if let Some(o) = self.hosts[h].offers.as_mut() {
-                    o.note(i, i);
-                }
-                if h == 0 && !self.seed_sent.get(i) {
-                    self.seed_sent.set(i);
+            Admit::Serve => self.serve(d, j, h, i, n),
+        }
+    }
+
+    /// Holder `h` answers the run of `n` pieces from `i`: its pieces go
+    /// out one after the other, and the answer's head carries the
+    /// holder's bitmap or offer; with pipelining the worker asks its next
+    /// run as soon as that head is good.
+    fn serve(&mut self, d: usize, j: usize, h: usize, i: usize, n: usize) {
+        if let Some(o) = self.hosts[h].offers.as_mut() {
+            o.note(i, i + n - 1);
+        }
+        if h == 0 {
+            for p in i..i + n {
+                if !self.seed_sent.get(p) {
+                    self.seed_sent.set(p);
                     self.seed_unique += 1;
                     if self.seed_unique == self.n {
                         self.seed_spread = self.now as f64 / 1e9;
                     }
                 }
-                let bytes = self.piece_len(i) as f64;
-                let id = self.net.add(Flow {
-                    src: h as u32,
-                    dst: d as u32,
-                    slot: j as u32,
-                    piece: i as u32,
-                    bytes,
-                    left: bytes,
-                    rate: 0.0,
-                    at: self.now,
-                    version: 0,
-                    live: true,
-                });
-                let now = self.now;
-                let inn = self.net.inn[d].len() as u128 - 1;
-                self.up_busy(h, now);
+            }
+        }
+        let c = &mut self.dl(d).conns[j];
+        c.run_end = (i + n) as u32;
+        c.run_sent = 0;
+        self.start_flow(d, j, h, i);
+        let (have, fresh) = self.holder_view(h);
+        let now = self.now;
+        let at = self.instant();
+        let pipeline = self.cfg.pipeline;
+        let dl = self.dl(d);
+        // `X-Have` (a partial holder) or `X-Fresh` (a counting seed): the
+        // worker's view is fresh, no `/have` before HAVE_POLL.
+        if have.is_some() || fresh.is_some() {
+            dl.conns[j].last_poll = Some(now);
+        }
+        dl.sched.set_have_at(j, have, fresh, at);
+        if pipeline && dl.conns[j].ahead.is_none() {
+            if let Next::Piece(f) = dl.sched.next_at(j, at) {
+                let m = 1 + self.extend(d, j, f);
                 let dl = self.dl(d);
-                dl.conns[j].flow = Some(id);
-                dl.stats.slot_ns += inn * u128::from(now - dl.stats.slot_since);
-                dl.stats.slot_since = now;
-                if let Some(t) = dl.stats.idle_since.take() {
-                    dl.stats.idle += now - t;
-                }
-                self.rerate(&[h as u32, d as u32]);
+                dl.requests += 1;
+                dl.conns[j].ahead = Some((f as u32, m as u32));
             }
         }
     }
 
-    /// Turned away: the piece goes back, the connection leaves this
+    /// Piece `i` starts from holder `h` to `d` (slot `j`).
+    fn start_flow(&mut self, d: usize, j: usize, h: usize, i: usize) {
+        let bytes = self.piece_len(i) as f64;
+        let id = self.net.add(Flow {
+            src: h as u32,
+            dst: d as u32,
+            slot: j as u32,
+            piece: i as u32,
+            bytes,
+            left: bytes,
+            rate: 0.0,
+            at: self.now,
+            version: 0,
+            live: true,
+        });
+        let now = self.now;
+        let inn = self.net.inn[d].len() as u128 - 1;
+        self.up_busy(h, now);
+        let dl = self.dl(d);
+        dl.conns[j].flow = Some(id);
+        dl.stats.slot_ns += inn * u128::from(now - dl.stats.slot_since);
+        dl.stats.slot_since = now;
+        if let Some(t) = dl.stats.idle_since.take() {
+            dl.stats.idle += now - t;
+        }
+        self.rerate(&[h as u32, d as u32]);
+    }
+
+    /// The run on slot `j` of `d` ended at its holder (sent whole or cut):
+    /// the slot counts its bytes (`SlotGuard`'s drop).
+    fn run_over(&mut self, d: usize, j: usize) {
+        let now = self.instant();
+        let c = &mut self.dl(d).conns[j];
+        let (h, bytes) = (c.holder as usize, c.run_sent);
+        c.run_sent = 0;
+        self.hosts[h].slots.finished(&(d as u32), bytes, now);
+    }
+
+    /// Turned away: the pieces go back, the connection leaves this
     /// holder until `retry` and goes to another (`worker.rs`'s
     /// `SlotsFull`, then the supervisor's `fill`).
-    fn refused(&mut self, d: usize, j: usize, i: usize, retry: u64, next: bool) {
+    fn refused(&mut self, d: usize, j: usize, i: usize, n: usize, retry: u64, next: bool) {
         let now = self.now;
         let parked = self.dl(d).conns[j].parked;
         let park = match self.cfg.park {
@@ -1009,7 +1152,9 @@ impl Sim {
         let dl = self.dl(d);
         dl.stats.refused += 1;
         dl.conns[j].served = false;
-        dl.sched.release(i, j);
+        for p in i..i + n {
+            dl.sched.release(p, j);
+        }
         let retry = retry.clamp(now + SLOTS_RETRY_MIN, now + SLOTS_RETRY_MAX);
         dl.conns[j].state = ConnState::Idle;
         dl.conns[j].parked = if park { parked + 1 } else { 0 };
@@ -1042,18 +1187,42 @@ impl Sim {
         self.moved = moved;
     }
 
+    /// A piece left its holder whole: it reaches the downloader one
+    /// latency later; the run's next piece follows at once, or after the
+    /// run's last the holder answers the request asked ahead, if any.
     fn flow_end(&mut self, id: usize) {
         let f = self.net.flows[id].clone();
         self.end_flow(id, f.bytes);
+        let (d, j, i, h) = (
+            f.dst as usize,
+            f.slot as usize,
+            f.piece as usize,
+            f.src as usize,
+        );
+        let c = &mut self.dl(d).conns[j];
+        c.run_sent += f.bytes as u64;
+        let last = i + 1 >= c.run_end as usize;
+        let epoch = c.epoch;
         let at = self.now + self.lat();
         self.push(
             at,
             Ev::Arrived {
-                d: f.dst,
-                j: f.slot,
-                i: f.piece,
+                d: d as u32,
+                j: j as u32,
+                i: i as u32,
+                epoch,
+                last,
             },
         );
+        if !last {
+            self.start_flow(d, j, h, i + 1);
+            return;
+        }
+        self.run_over(d, j);
+        if let Some((first, n)) = self.dl(d).conns[j].ahead.take() {
+            self.dl(d).conns[j].chained = true;
+            self.ask(d, j, first as usize, n as usize);
+        }
     }
 
     /// Takes flow `id` off the links after `bytes` were sent.
@@ -1080,10 +1249,6 @@ impl Sim {
             dl.stats.slot_ns += inn * u128::from(t - dl.stats.slot_since);
             dl.stats.slot_since = t;
         }
-        let now = self.instant();
-        self.hosts[src]
-            .slots
-            .finished(&(dst as u32), bytes as u64, now);
         self.net.remove(id);
         if self.net.out[src].is_empty() {
             self.up_idle_since[src] = Some(self.now);
@@ -1097,15 +1262,68 @@ impl Sim {
         self.rerate(&[src as u32, dst as u32]);
     }
 
-    fn arrived(&mut self, d: usize, j: usize, i: usize) {
+    /// Stops the run slot `k` of `d` is receiving, if any: its flow ends
+    /// where it is, the holder's slot counts what was sent. Its answers
+    /// still on the way are stale. Returns the piece it was sending.
+    fn stop_run(&mut self, d: usize, k: usize) -> Option<usize> {
+        let f = self.dl(d).conns[k].flow.take()?;
+        let flow = &self.net.flows[f];
+        if !(flow.live && flow.dst as usize == d && flow.slot as usize == k) {
+            return None;
+        }
+        let piece = flow.piece as usize;
+        let sent = self.net.sent(f, self.now);
+        self.end_flow(f, sent);
+        let c = &mut self.dl(d).conns[k];
+        c.run_sent += sent as u64;
+        c.epoch += 1;
+        c.chained = false;
+        self.run_over(d, k);
+        Some(piece)
+    }
+
+    /// Cuts the run slot `k` of `d` receives when every piece left in it
+    /// is done here (the worker's read gives up: `is_done` of the rest of
+    /// the run), and the run asked ahead with it: their pieces go back,
+    /// the connection looks for work at once.
+    fn cut_if_done(&mut self, d: usize, k: usize) {
+        let dl = self.downloads[d].as_ref().expect("started");
+        let c = &dl.conns[k];
+        let Some(f) = c.flow else { return };
+        let flow = &self.net.flows[f];
+        if !(flow.live && flow.dst as usize == d && flow.slot as usize == k) {
+            return;
+        }
+        let (cur, end) = (flow.piece as usize, c.run_end as usize);
+        if !(cur..end).all(|p| dl.sched.is_done(p)) {
+            return;
+        }
+        self.stop_run(d, k);
+        let dl = self.dl(d);
+        for p in cur..end {
+            dl.sched.release(p, k);
+        }
+        if let Some((first, n)) = dl.conns[k].ahead.take() {
+            for p in first..first + n {
+                dl.sched.release(p as usize, k);
+            }
+        }
+        dl.conns[k].served = false;
+        dl.conns[k].state = ConnState::Idle;
+        let now = self.now;
+        self.sleep(d, k, now);
+    }
+
+    fn arrived(&mut self, d: usize, j: usize, i: usize, last: bool) {
         let t_ns = self.now;
         let now = self.instant();
         let len = self.piece_len(i);
         let n = self.n;
         let hosts = &self.hosts;
         let dl = self.downloads[d].as_mut().expect("started");
-        dl.conns[j].state = ConnState::Idle;
+        let epoch = dl.conns[j].epoch;
         dl.conns[j].parked = 0;
+        dl.conns[j].last_piece = t_ns;
         // The worker's `settle`: a piece served, the connection holds a slot.
         dl.conns[j].served = true;
         let h = dl.conns[j].holder as usize;
@@ -1131,50 +1349,31 @@ impl Sim {
             self.hosts[d].have.set(i);
             if self.hosts[d].have.count() == 1 {
                 self.up_idle_since[d] = Some(self.now);
-                let every = (self.cfg.announce_every.as_nanos() as u64).max(1);
-                let at = self.now + next_rand(&mut self.rng) % every;
+                let at = self.now + self.cfg.announce_after.as_nanos() as u64;
                 self.push(at, Ev::Announce { h: d as u32 });
             }
-            // Losing endgame copies stop (the worker's `is_done` check).
-            let losers: Vec<(usize, usize)> = self.downloads[d]
-                .as_ref()
-                .expect("started")
-                .conns
-                .iter()
-                .enumerate()
-                .filter_map(|(k, c)| c.flow.map(|f| (k, f)))
-                .filter(|&(_, f)| {
-                    let f = &self.net.flows[f];
-                    f.live && f.dst as usize == d && f.piece as usize == i
-                })
-                .collect();
-            for (k, f) in losers {
-                let sent = self.net.sent(f, self.now);
-                self.end_flow(f, sent);
-                let dl = self.dl(d);
-                dl.conns[k].flow = None;
-                dl.conns[k].served = false;
-                dl.conns[k].state = ConnState::Idle;
-                dl.sched.release(i, k);
-                let now = self.now;
-                self.sleep(d, k, now);
+            if self.dl(d).sched.remaining() == 0 {
+                self.complete(d);
+                return;
+            }
+            // Runs left with nothing but done pieces stop (the workers'
+            // `is_done` checks): losing endgame copies among them.
+            for k in 0..self.dl(d).conns.len() {
+                self.cut_if_done(d, k);
             }
         } else {
             dl.sched.release(i, j);
         }
-        // The holder's bitmap or offer rides on the answer.
-        let (have, fresh) = self.holder_view(h);
-        let now = self.now;
-        let at = self.instant();
-        let dl = self.dl(d);
-        if fresh.is_some() {
-            dl.conns[j].last_poll = Some(now);
-        }
-        dl.sched.set_have_at(j, have, fresh, at);
-        if dl.sched.remaining() == 0 {
-            self.complete(d);
+        let c = &mut self.dl(d).conns[j];
+        if !last || c.epoch != epoch {
             return;
         }
+        if c.chained {
+            // The holder already answers the run asked ahead.
+            c.chained = false;
+            return;
+        }
+        c.state = ConnState::Idle;
         self.ready(d, j);
     }
 
@@ -1226,17 +1425,15 @@ impl Sim {
         let host = &mut self.hosts[d];
         host.complete = true;
         host.offers = Some(Offers::new(self.n));
-        let flows: Vec<usize> = self.dl(d).conns.iter().filter_map(|c| c.flow).collect();
-        for f in flows {
-            if self.net.flows[f].live && self.net.flows[f].dst as usize == d {
-                let sent = self.net.sent(f, self.now);
-                self.end_flow(f, sent);
-            }
+        for k in 0..self.dl(d).conns.len() {
+            self.stop_run(d, k);
         }
         let dl = self.dl(d);
         for c in &mut dl.conns {
             c.gen += 1;
+            c.epoch += 1;
             c.flow = None;
+            c.ahead = None;
             c.state = ConnState::Closed;
         }
         dl.open = 0;

@@ -54,12 +54,15 @@ fn header() {
 
 /// The 200-host case of `make test`, in 128 KiB pieces (128 pieces: a few
 /// seconds in a debug build). Issue 19's target is all hosts <= 1.3x one
-/// host alone: NOT met here. With a download that stops looking for
-/// upload slots while it holds 4 (`fetch::SLOTS_ENOUGH`) and tries its
-/// holders from a place of its own, the last host is at 1.36-1.43x (seeds
-/// 1-4; 1.53-1.69x before), p50 1.29-1.30x, the seed uploads 1.09-1.17x
-/// the file. The bounds asserted are those that hold with a margin, so a
-/// regression fails.
+/// host alone: NOT met here. Since the simulator models runs of adjacent
+/// pieces, pipelining and bitmaps riding on answers' heads (not a fresh
+/// bitmap handed over at the end of every piece, as before: that made
+/// every choice on a view no worker has), the last host is at
+/// 1.44-1.47x (seeds 1-4), p50 1.40-1.45x, the seed uploads 1.25-1.30
+/// files (the model before: 1.36-1.43x, 1.29-1.30x, 1.09-1.17: the
+/// bounds were 1.55, 1.35 and 1.25, and p50 and the seed's are raised
+/// here for the model, not for the code). The bounds asserted are those
+/// that hold with a margin, so a regression fails.
 #[test]
 fn two_hundred_hosts_finish_within_bounds() {
     header();
@@ -77,9 +80,9 @@ fn two_hundred_hosts_finish_within_bounds() {
     let max = out.quantile(false, 1.0, alone).unwrap();
     assert!(max <= 1.55, "all done at {max:.2}x one host alone");
     let p50 = out.quantile(false, 0.5, alone).unwrap();
-    assert!(p50 <= 1.35, "half done at {p50:.2}x one host alone");
+    assert!(p50 <= 1.5, "half done at {p50:.2}x one host alone");
     let seed = out.seed_bytes / cfg.file as f64;
-    assert!(seed <= 1.25, "the seed uploaded {seed:.2}x the file");
+    assert!(seed <= 1.35, "the seed uploaded {seed:.2}x the file");
 }
 
 #[test]
@@ -163,8 +166,11 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// SIM_FILE_MIB SIM_ANNOUNCE_MS SIM_FAST_REQUERY_MS SIM_MAX_HOLDERS SIM_MAX_WAITING
 /// SIM_PARK` (0 never, 1 always, 2 when next in line: the default),
 /// `SIM_HUNT_BELOW` (slots held that stop a download looking for more;
-/// a large number: never) and `SIM_ROTATE` (`false`: free holders tried
-/// from the first known).
+/// a large number: never), `SIM_ROTATE` (`false`: free holders tried
+/// from the first known), `SIM_RUN_KIB` (a run's bytes; the piece size:
+/// one piece a request), `SIM_PIPELINE` (`false`: the next request only
+/// after an answer) and `SIM_POLL_AFTER_PIECE` (a worker with nothing to
+/// ask asks the bitmap again when a piece came since the last one).
 #[test]
 #[ignore = "by hand: cargo test --release --lib sim::tests::explore -- --ignored --nocapture"]
 fn explore() {
@@ -182,7 +188,10 @@ fn explore() {
     cfg.slow_fraction = env("SIM_SLOW", 0.0);
     cfg.seed = env("SIM_SEED", 1);
     let ms = |d: Duration| d.as_millis() as u64;
-    cfg.announce_every = Duration::from_millis(env("SIM_ANNOUNCE_MS", ms(cfg.announce_every)));
+    cfg.announce_after = Duration::from_millis(env("SIM_ANNOUNCE_MS", ms(cfg.announce_after)));
+    cfg.run_bytes = env("SIM_RUN_KIB", cfg.run_bytes >> 10) << 10;
+    cfg.pipeline = env("SIM_PIPELINE", cfg.pipeline);
+    cfg.poll_after_piece = env("SIM_POLL_AFTER_PIECE", cfg.poll_after_piece);
     cfg.fast_requery = Duration::from_millis(env("SIM_FAST_REQUERY_MS", ms(cfg.fast_requery)));
     cfg.slots.grant = Duration::from_millis(env("SIM_GRANT_MS", ms(cfg.slots.grant)));
     cfg.max_holders = env("SIM_MAX_HOLDERS", cfg.max_holders);
