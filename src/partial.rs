@@ -337,6 +337,12 @@ impl Partials {
                 };
                 let file = Arc::new(file);
                 if keep {
+                    // Its pieces are read where asked, not ahead: the
+                    // download writes them around the page cache
+                    // (`O_DIRECT`), so a read ahead fetched the next pieces
+                    // from the disk (or zeros, still unwritten) only for
+                    // the download's next write to throw them out.
+                    let _ = rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::Random);
                     self.kept.keep(&data_path, &file, &meta);
                 }
                 (file, meta.len())
