@@ -81,6 +81,15 @@ impl HoldersError {
 pub trait HolderSource: Send + Sync {
     /// The peers that hold `sha1` right now.
     fn holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError>;
+
+    /// Every holder the download knew failed (or none gave a usable piece
+    /// list): look further than [`HolderSource::holders`] would, if the
+    /// source has more to look at (a lookup that stopped at its first
+    /// whole copy goes on asking the peers it did not ask). The default:
+    /// [`HolderSource::holders`].
+    fn more_holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
+        self.holders(sha1)
+    }
 }
 
 /// A fixed list of holders.

@@ -426,7 +426,8 @@ impl Drop for Peer {
 
 /// What the peer announces in the swarm tracker: its downloads in
 /// progress with at least one piece, then the complete files it uploaded
-/// ranges of lately (seeding a swarm), most recent first.
+/// ranges of or was found holding by a lookup (`HEAD`) lately (seeding a
+/// swarm), most recent first.
 fn holdings(index: &Index, partials: &Partials, uploads: &UploadCounts) -> Vec<(Sha1Digest, bool)> {
     let mut out = partials.announced();
     for sha1 in uploads.active() {
@@ -502,6 +503,12 @@ impl FileSource for IndexSource {
         if let Some(f) = self.index.get(sha1) {
             self.uploads
                 .note(sha1, f.piece_size(), f.piece_count(), start, len);
+        }
+    }
+
+    fn note_asked(&self, sha1: &Sha1Digest) {
+        if let Some(f) = self.index.get(sha1) {
+            self.uploads.asked(sha1, f.piece_size(), f.piece_count());
         }
     }
 

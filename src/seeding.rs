@@ -162,7 +162,31 @@ impl UploadCounts {
         }
     }
 
-    /// The files with a range uploaded within the last [`QUIET`]: a swarm
+    /// A lookup found this peer holding `sha1` whole (`HEAD` answered
+    /// `200`; `pieces` pieces of `piece_size`): the file is active (see
+    /// [`UploadCounts::active`], announced in the tracker) as if a range
+    /// went out, no piece counted. A lookup then finds a single seed in
+    /// the tracker, where it had to ask every registered peer.
+    pub fn asked(&self, sha1: &Sha1Digest, piece_size: u64, pieces: usize) {
+        if piece_size == 0 || pieces == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut files = self.files.lock();
+        let was_active = files
+            .get(sha1)
+            .is_some_and(|c| now.saturating_duration_since(c.last) < QUIET);
+        entry(&mut files, sha1, piece_size, pieces, now).last = now;
+        drop(files);
+        if !was_active {
+            if let Some(w) = &self.wake {
+                w.raise();
+            }
+        }
+    }
+
+    /// The files with a range uploaded (or found by a lookup, see
+    /// [`UploadCounts::asked`]) within the last [`QUIET`]: a swarm
     /// is fetching them (announced in the tracker), the most recent first.
     pub fn active(&self) -> Vec<Sha1Digest> {
         let now = Instant::now();
@@ -268,5 +292,20 @@ mod tests {
         u.note(&b, 65536, 4, 0, 65536);
         assert!(wake.wait(Duration::ZERO));
         assert_eq!(u.active().len(), 2);
+    }
+
+    /// A lookup's `HEAD` makes the file active (announced) without
+    /// counting an upload: offers are unchanged.
+    #[test]
+    fn a_lookup_finding_the_file_wakes_the_announcer_once() {
+        let wake = Arc::new(Wake::new());
+        let u = UploadCounts::waking(wake.clone());
+        let a = Sha1Digest::of(b"a");
+        u.asked(&a, 65536, 4);
+        assert!(wake.wait(Duration::ZERO));
+        u.asked(&a, 65536, 4);
+        assert!(!wake.wait(Duration::ZERO), "active already");
+        assert_eq!(u.active(), vec![a]);
+        assert_eq!(u.offer(&a, 65536, 4).count(), OFFER, "nothing counted");
     }
 }

@@ -40,27 +40,31 @@
 //! most distinct addresses first, so a lying peer (another size, other
 //! pieces) is outvoted and never trusted with a byte that does not verify.
 //!
-//! Finding holders without asking everyone ([`find`]): when the swarm's
-//! tracker (`discovery::tracker`: the peers holding pieces of the file,
-//! and seeds that uploaded some lately; a sample of at most 32, at most 2
-//! per host) announces whole copies on at least [`TRUSTED_HOSTS`] hosts,
-//! a lookup first asks a few peers, in parallel, with no second attempt:
-//! that sample and [`SAMPLE_HOSTS`] hosts drawn at random among the
-//! registered peers (one address each). If peers on at least
-//! [`TRUSTED_HOSTS`] distinct hosts (IPs) answer that they hold the whole
-//! file, that is the lookup: a few dozen requests whatever the number of
-//! peers. Else (and at once when the tracker announces fewer) every
-//! registered peer is asked, with patience (as before the tracker). The rule is what keeps the tracker a
-//! hint: anyone can announce itself there as a complete holder, and one
-//! host (a sybil's thousand ids are one host, in the tracker's sample and
-//! in the random draw) never suffices alone, so it cannot hide the real
-//! seeds from a download. A file with one seed (the first downloads of a
-//! flash crowd) costs the broadcast; once two hosts hold it whole, a
-//! lookup asks about 40 peers, at 50 hosts or 1,000. A running download's
-//! re-queries read the tracker only. Batches (`Downloader::download_many`)
-//! keep the catalog: one refresh answers for every file.
+//! Finding holders without asking everyone ([`find`]): a lookup reads the
+//! swarm's tracker (`discovery::tracker`: the peers holding pieces of the
+//! file, and seeds that uploaded some or answered a lookup's `HEAD`
+//! lately; a sample of at most 32, at most 2 per host), then asks, in
+//! waves with no second attempt, the tracker's peers and [`WAVE`]
+//! registered peers at a time in a random order (each host's first
+//! address before any host's second, so a thousand sybil ids on one host
+//! are one host of a wave), reading the tracker again between waves,
+//! and stops after the first wave in which a peer answers that it holds
+//! the whole file. That peer then announces itself in the tracker, so
+//! the lookups after it find it in their first wave: a few dozen
+//! requests whatever the number of peers. Only if no registered peer
+//! holds the whole file is every one asked, and those that could not say
+//! asked again with patience (so "no peer holds" and "could not be asked"
+//! keep their meaning). A lookup that stops at the first whole copy may
+//! stop at a liar's (anyone can answer `200`, and announce itself): the
+//! peers it did not ask are kept, and when every holder the download
+//! knew fails (a false piece list, refused or missed pieces) or none
+//! gives a usable list, [`HolderSource::more_holders`] goes on with the
+//! next waves. A running download's re-queries read the tracker only.
+//! Batches (`Downloader::download_many`) keep the catalog: one refresh
+//! answers for every file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -211,6 +215,11 @@ pub struct ProbedHolders {
     last: Mutex<Option<(Sha1Digest, Option<Vec<Holder>>)>>,
     /// This download's secret key for its subset of holders.
     key: u64,
+    /// The registered peers the last lookup did not ask (see
+    /// [`HolderSource::more_holders`]).
+    waves: Mutex<Option<(Sha1Digest, Waves)>>,
+    /// The last tracker sample read the whole swarm in one range.
+    tracker_small: AtomicBool,
 }
 
 impl ProbedHolders {
@@ -222,54 +231,111 @@ impl ProbedHolders {
             opts,
             last: Mutex::new(None),
             key: crate::discovery::random_u64(),
+            waves: Mutex::new(None),
+            tracker_small: AtomicBool::new(true),
         }
     }
 
     /// The holders of `sha1`, with patience (see the module doc): the
-    /// tracker's sample and a random sample of the registered peers
-    /// first, every registered peer unless complete copies turned up on
-    /// `TRUSTED_HOSTS` (2) hosts. (Not the tracker alone: what is announced
-    /// there is written by anyone, and a host announcing itself as a
-    /// complete holder must not hide the real seeds from the lookup.)
+    /// tracker's sample and a first wave of registered peers drawn at
+    /// random, then further waves (the tracker read again before each)
+    /// until a peer answers that it holds the whole file, every
+    /// registered peer only if none does. The peers not asked yet are
+    /// kept for [`HolderSource::more_holders`].
     pub fn lookup(&self, sha1: &Sha1Digest) -> Result<Lookup, DiscoveryError> {
         let started = Instant::now();
-        let announced = tracker::sample(&self.client, &self.namespace, sha1, TRACKER_SAMPLE)
-            .unwrap_or_else(|e| {
+        let (client, ns) = (&self.client, self.namespace.as_str());
+        let mut reads = 0usize;
+        let mut tracker = || {
+            reads += 1;
+            self.sample(sha1).unwrap_or_else(|e| {
                 // A hint only: the registered peers are asked anyway.
                 log::debug!("cannot read the tracker for {sha1}: {e}");
                 Vec::new()
-            });
-        let (client, ns) = (&self.client, self.namespace.as_str());
+            })
+        };
+        let mut waves = Waves::new(discovery::random_u64());
         let found = find(
             sha1,
-            &announced,
             &self.opts,
-            || discovery::sample_peers(client, ns, PEER_WINDOW),
-            || discovery::list_peers(client, ns),
+            &mut waves,
+            &mut tracker,
+            &mut || discovery::sample_peers(client, ns, PEER_WINDOW),
+            &mut || discovery::list_peers(client, ns),
         )?;
         log::debug!(
-            "{sha1}: {} whole and {} partial holder(s) ({} announced), in {:.2} s",
+            "{sha1}: {} whole and {} partial holder(s) after {} peer(s) asked ({} tracker read(s)), in {:.2} s",
             found.complete.len(),
             found.partial.len(),
-            announced.len(),
+            waves.asked.len(),
+            reads,
             started.elapsed().as_secs_f64()
         );
         *self.last.lock() = Some((*sha1, Some(found.holders())));
+        *self.waves.lock() = Some((*sha1, waves));
         Ok(found)
+    }
+
+    /// A sample of the tracker's announcements of `sha1` (one etcd range
+    /// while the swarm fits in one, see `tracker::sample`).
+    fn sample(&self, sha1: &Sha1Digest) -> Result<Vec<Announcement>, DiscoveryError> {
+        let whole_first = self.tracker_small.load(Ordering::Relaxed);
+        let got = tracker::sample(
+            &self.client,
+            &self.namespace,
+            sha1,
+            TRACKER_SAMPLE,
+            whole_first,
+        )?;
+        self.tracker_small.store(got.small, Ordering::Relaxed);
+        Ok(got.announced)
+    }
+
+    /// The next waves of the lookup of `sha1` (see [`ProbedHolders::lookup`]),
+    /// until one finds a holder (whole or partial) or every registered
+    /// peer was asked: the holders found.
+    fn further(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, DiscoveryError> {
+        let mut state = self.waves.lock();
+        let waves = match state.as_mut() {
+            Some((s, w)) if s == sha1 => w,
+            _ => return Ok(Vec::new()),
+        };
+        let (client, ns) = (&self.client, self.namespace.as_str());
+        let quick = ProbeOptions {
+            patience: Duration::ZERO,
+            ..self.opts
+        };
+        loop {
+            let wave = waves.next_wave(&mut || discovery::list_peers(client, ns))?;
+            if wave.is_empty() {
+                return Ok(Vec::new());
+            }
+            let refs: Vec<&Named> = wave.iter().collect();
+            let answers = ask_all(sha1, &refs, &quick, false);
+            let found = count(sha1, &wave, &answers);
+            if !found.complete.is_empty() || !found.partial.is_empty() {
+                log::info!(
+                    "{sha1}: looking further, {} more holder(s) found",
+                    found.complete.len() + found.partial.len()
+                );
+                return Ok(found.holders());
+            }
+        }
     }
 }
 
-/// Peer records read for the first round's random hosts (one etcd range:
-/// the first round's etcd read does not grow with the peers).
+/// Peer records read for the first wave's random hosts (one etcd range:
+/// the first wave's etcd read does not grow with the peers); the whole
+/// list is read only when a lookup goes past them.
 const PEER_WINDOW: usize = 64;
-/// Hosts of the registered peers a lookup asks first, drawn at random
-/// (one address each), beside the tracker's sample.
-pub const SAMPLE_HOSTS: usize = 8;
-/// Distinct hosts (IPs) whose complete copies end a lookup without
-/// asking the other registered peers: one host alone never does.
-pub const TRUSTED_HOSTS: usize = 2;
+/// Registered peers asked per wave (one address each, drawn at random,
+/// each host's first address before any host's second), beside the
+/// tracker's sample (in the first wave, and whoever it names anew before
+/// each next one).
+pub const WAVE: usize = 8;
 
 /// A peer to ask: its id and where to dial it.
+#[derive(Clone)]
 struct Named {
     id: String,
     addrs: Vec<String>,
@@ -281,75 +347,166 @@ impl Named {
     }
 }
 
-/// The holders of `sha1` among the tracker's `announced` peers and the
-/// registered ones (`window()`: a random sample of them, `all()`: every
-/// one), asking everyone only when needed (see the module doc).
-pub(crate) fn find(
-    sha1: &Sha1Digest,
-    announced: &[Announcement],
-    opts: &ProbeOptions,
-    window: impl FnOnce() -> Result<Vec<PeerInfo>, DiscoveryError>,
-    all: impl FnOnce() -> Result<Vec<PeerInfo>, DiscoveryError>,
-) -> Result<Lookup, DiscoveryError> {
-    let named = |peers: Vec<PeerInfo>| -> Vec<Named> {
-        peers
-            .into_iter()
-            .map(|p| Named {
-                addrs: p.record.dial_addrs(),
-                id: p.record.id,
-            })
-            .collect()
-    };
-    let mut first: Vec<Named> = announced
+/// The registered peers of one lookup not asked yet, in the order the
+/// waves take them, and the addresses asked.
+struct Waves {
+    /// Not asked yet, next first.
+    pool: Vec<Named>,
+    /// Dial keys asked (each address is asked once by the waves).
+    asked: BTreeSet<String>,
+    /// Addresses asked per host.
+    hosts: HashMap<String, usize>,
+    /// The whole list of registered peers was read (else the pool is a
+    /// random window of it).
+    all_read: bool,
+    /// Draws the order.
+    seed: u64,
+}
+
+impl Waves {
+    fn new(seed: u64) -> Self {
+        Waves {
+            pool: Vec::new(),
+            asked: BTreeSet::new(),
+            hosts: HashMap::new(),
+            all_read: false,
+            seed,
+        }
+    }
+
+    /// Puts `peers` (those not asked yet) in the pool, in wave order: the
+    /// hosts asked least first.
+    fn fill(&mut self, peers: Vec<Named>) {
+        let mut fresh: Vec<Named> = Vec::new();
+        let mut keys = BTreeSet::new();
+        for p in peers {
+            let key = p.key();
+            if !self.asked.contains(&key) && keys.insert(key) {
+                fresh.push(p);
+            }
+        }
+        self.pool = wave_order(fresh, &self.hosts, self.seed);
+    }
+
+    /// The next wave: up to [`WAVE`] peers of the pool, each host's first
+    /// before any host's second; the whole list is read (once) before a
+    /// host is asked a second time, so a window of one host's records
+    /// (a thousand sybil ids) never holds the waves on that host. Empty
+    /// once every registered peer was asked. Marked asked.
+    fn next_wave(
+        &mut self,
+        all: &mut dyn FnMut() -> Result<Vec<PeerInfo>, DiscoveryError>,
+    ) -> Result<Vec<Named>, DiscoveryError> {
+        let mut wave: Vec<Named> = Vec::new();
+        while wave.len() < WAVE {
+            self.pool.retain(|p| !self.asked.contains(&p.key()));
+            let again = self
+                .pool
+                .first()
+                .is_none_or(|p| self.hosts.contains_key(&host_of(&p.addrs)));
+            if again && !self.all_read {
+                self.all_read = true;
+                let everyone = named(all()?);
+                self.fill(everyone);
+                continue;
+            }
+            if self.pool.is_empty() {
+                break;
+            }
+            let p = self.pool.remove(0);
+            self.mark(std::slice::from_ref(&p));
+            wave.push(p);
+        }
+        Ok(wave)
+    }
+
+    fn mark(&mut self, asked: &[Named]) {
+        for p in asked {
+            if self.asked.insert(p.key()) {
+                *self.hosts.entry(host_of(&p.addrs)).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Peer records as peers to ask.
+fn named(peers: Vec<PeerInfo>) -> Vec<Named> {
+    peers
+        .into_iter()
+        .map(|p| Named {
+            addrs: p.record.dial_addrs(),
+            id: p.record.id,
+        })
+        .collect()
+}
+
+/// Announcements as peers to ask.
+fn named_announced(announced: &[Announcement]) -> Vec<Named> {
+    announced
         .iter()
         .map(|a| Named {
             id: a.id.clone(),
             addrs: a.addrs.clone(),
         })
-        .collect();
-    let announced_whole: BTreeSet<String> = announced
-        .iter()
-        .filter(|a| a.complete)
-        .map(|a| host_of(&a.addrs))
-        .collect();
-    if announced_whole.len() < TRUSTED_HOSTS {
-        // The first round could not end the lookup (fewer whole copies
-        // announced than it needs: a file's first downloads): one round,
-        // everyone, with patience (two would only add the first's wait).
-        first.extend(named(all()?));
-        return Ok(ask_and_count(sha1, &first, Answers::new(), opts));
-    }
-    let sample = named(window()?);
-    let mut keys: BTreeSet<String> = first.iter().map(Named::key).collect();
-    for i in sample_hosts(&sample, SAMPLE_HOSTS, discovery::random_u64()) {
-        if keys.insert(sample[i].key()) {
-            first.push(Named {
-                id: sample[i].id.clone(),
-                addrs: sample[i].addrs.clone(),
-            });
-        }
-    }
+        .collect()
+}
+
+/// The holders of `sha1`: the tracker's sample (`tracker()`) and the
+/// first wave of registered peers (`window()`: a random sample of them;
+/// `all()`: every one, read when the sample is used up), then a wave at
+/// a time with the tracker read again before each, until a peer answers
+/// that it holds the whole file; every registered peer, and those that
+/// could not say asked again with patience, only if none does (see the
+/// module doc). `waves` keeps the peers not asked.
+fn find(
+    sha1: &Sha1Digest,
+    opts: &ProbeOptions,
+    waves: &mut Waves,
+    tracker: &mut dyn FnMut() -> Vec<Announcement>,
+    window: &mut dyn FnMut() -> Result<(Vec<PeerInfo>, bool), DiscoveryError>,
+    all: &mut dyn FnMut() -> Result<Vec<PeerInfo>, DiscoveryError>,
+) -> Result<Lookup, DiscoveryError> {
     let quick = ProbeOptions {
         patience: Duration::ZERO,
         ..*opts
     };
-    let refs: Vec<&Named> = first.iter().collect();
-    let answers = ask_all(sha1, &refs, &quick, false);
-    let complete_hosts: BTreeSet<String> = answers
-        .iter()
-        .filter(|(_, a)| matches!(a, Ok(Answer::Complete { .. })))
-        .map(|(k, _)| host_of_key(k))
-        .collect();
-    if complete_hosts.len() >= TRUSTED_HOSTS {
-        log::debug!(
-            "{sha1}: whole copies on {} hosts among the {} peer(s) asked first; the others not asked",
-            complete_hosts.len(),
-            answers.len(),
-        );
-        return Ok(count(sha1, &first, &answers));
+    let (sample, everyone) = window()?;
+    waves.all_read = everyone;
+    waves.fill(named(sample));
+    // Everyone asked, in order, and what they said.
+    let mut asked: Vec<Named> = Vec::new();
+    let mut answers = Answers::new();
+    let mut announced = named_announced(&tracker());
+    loop {
+        let mut wave: Vec<Named> = Vec::new();
+        for a in announced.drain(..) {
+            if !waves.asked.contains(&a.key()) && !wave.iter().any(|w| w.key() == a.key()) {
+                wave.push(a);
+            }
+        }
+        waves.mark(&wave);
+        wave.extend(waves.next_wave(all)?);
+        if wave.is_empty() {
+            break;
+        }
+        let refs: Vec<&Named> = wave.iter().collect();
+        answers.extend(ask_all(sha1, &refs, &quick, false));
+        asked.extend(wave);
+        if answers
+            .values()
+            .any(|a| matches!(a, Ok(Answer::Complete { .. })))
+        {
+            log::debug!(
+                "{sha1}: a whole copy among the {} peer(s) asked; {} registered peer(s) not asked",
+                answers.len(),
+                waves.pool.len()
+            );
+            return Ok(count(sha1, &asked, &answers));
+        }
+        announced = named_announced(&tracker());
     }
-    // Not enough: every registered peer too, and again (with patience)
-    // those that could not say.
+    // Every registered peer was asked once and none holds the whole file:
+    // those that could not say are asked again, with patience.
     let known: Answers = answers
         .into_iter()
         .filter(|(_, a)| match a {
@@ -357,38 +514,38 @@ pub(crate) fn find(
             Err(e) => !e.transient(),
         })
         .collect();
-    first.extend(named(all()?));
-    Ok(ask_and_count(sha1, &first, known, opts))
+    Ok(ask_and_count(sha1, &asked, known, opts))
 }
 
-/// Indices of up to `hosts` entries of `peers`, one per host (IP), the
-/// hosts and the entry within each drawn by `seed`.
-fn sample_hosts(peers: &[Named], hosts: usize, seed: u64) -> Vec<usize> {
-    let mut by_host: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, p) in peers.iter().enumerate() {
-        by_host.entry(host_of(&p.addrs)).or_default().push(i);
-    }
+/// `peers` in the order the waves take them: each host's first peer (the
+/// hosts in an order drawn by `seed`) before any host's second, and so
+/// on (counting the addresses of each host `asked` already), the peers of
+/// one host in an order drawn by `seed`: a thousand ids on one host are
+/// one host of every wave until every host was asked.
+fn wave_order(peers: Vec<Named>, asked: &HashMap<String, usize>, seed: u64) -> Vec<Named> {
     let rank = |x: &[u8]| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(&seed, &mut h);
         std::hash::Hash::hash(x, &mut h);
         std::hash::Hasher::finish(&h)
     };
-    let mut order: Vec<(u64, &str)> = by_host
-        .keys()
-        .map(|h| (rank(h.as_bytes()), h.as_str()))
-        .collect();
-    order.sort_unstable();
-    order
-        .into_iter()
-        .take(hosts)
-        .filter_map(|(_, h)| {
-            let ids = &by_host[h];
-            ids.iter()
-                .copied()
-                .min_by_key(|&i| rank(peers[i].id.as_bytes()))
-        })
-        .collect()
+    let mut by_host: BTreeMap<String, Vec<Named>> = BTreeMap::new();
+    for p in peers {
+        by_host.entry(host_of(&p.addrs)).or_default().push(p);
+    }
+    let mut keyed: Vec<((usize, u64), Named)> = Vec::new();
+    for (host, mut ps) in by_host {
+        let h = rank(host.as_bytes());
+        let before = asked.get(&host).copied().unwrap_or(0);
+        ps.sort_by_cached_key(|p| rank(p.key().as_bytes()));
+        keyed.extend(
+            ps.into_iter()
+                .enumerate()
+                .map(|(i, p)| ((before + i, h), p)),
+        );
+    }
+    keyed.sort_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Holders a re-query hands the download at most (its subset of the
@@ -421,8 +578,7 @@ impl HolderSource for ProbedHolders {
                 }
             }
         }
-        let announced = tracker::sample(&self.client, &self.namespace, sha1, TRACKER_SAMPLE)
-            .map_err(HoldersError::new)?;
+        let announced = self.sample(sha1).map_err(HoldersError::new)?;
         // This download's own subset of them (`policy::subset`): ranked by
         // its secret key, one per host, so no holder is everyone's.
         let hosts: Vec<Option<std::net::IpAddr>> = announced
@@ -458,6 +614,18 @@ impl HolderSource for ProbedHolders {
                 Holder::with_addrs(a.id.clone(), a.addrs.clone())
             })
             .collect())
+    }
+
+    /// Every holder the download had failed: the tracker's subset as
+    /// [`HolderSource::holders`] gives it, and the lookup goes on (a wave
+    /// of registered peers at a time, until one holds the file or every
+    /// one was asked). A lookup ends at the first whole copy, which may
+    /// be a liar's (anyone can answer `200` and announce itself); its
+    /// false list or its missed deadlines bring the download here.
+    fn more_holders(&self, sha1: &Sha1Digest) -> Result<Vec<Holder>, HoldersError> {
+        let mut out = self.holders(sha1)?;
+        out.extend(self.further(sha1).map_err(HoldersError::new)?);
+        Ok(out)
     }
 }
 
@@ -679,11 +847,6 @@ fn host_of(addrs: &[String]) -> String {
 
 /// Answers by dial key (addresses joined by `,`).
 type Answers = HashMap<String, Result<Answer, ProbeError>>;
-
-/// The host part of a dial key.
-fn host_of_key(key: &str) -> String {
-    crate::policy::host::host_group(key.split(',').next().unwrap_or(""))
-}
 
 /// Asks the peers of `named` not answered in `known` (each address once),
 /// and tells what all of them hold.
@@ -985,28 +1148,35 @@ mod tests {
     }
 
     #[test]
-    fn a_sample_is_one_peer_per_host_and_a_thousand_ids_on_one_host_are_one_host() {
+    fn waves_take_every_host_once_before_a_second_peer_of_any_host() {
         let mut peers: Vec<Named> = (0..1000)
             .map(|i| named(&format!("sybil{i:04}"), &format!("10.0.0.66:{}", 1000 + i)))
             .collect();
         for h in 1..=20 {
             peers.push(named(&format!("honest{h}"), &format!("10.0.1.{h}:7070")));
         }
-        let mut sybil_drawn = 0;
+        let mut sybil_first_wave = 0;
         for seed in 0..200u64 {
-            let picked = sample_hosts(&peers, SAMPLE_HOSTS, seed);
-            assert_eq!(picked.len(), SAMPLE_HOSTS);
-            let hosts: BTreeSet<String> =
-                picked.iter().map(|&i| host_of(&peers[i].addrs)).collect();
-            assert_eq!(hosts.len(), SAMPLE_HOSTS, "one peer per host");
-            sybil_drawn += usize::from(hosts.contains("10.0.0.66"));
-            assert_eq!(
-                picked,
-                sample_hosts(&peers, SAMPLE_HOSTS, seed),
-                "drawn by the seed"
+            let order = wave_order(peers.clone(), &HashMap::new(), seed);
+            assert_eq!(order.len(), peers.len());
+            let hosts: BTreeSet<String> = order[..21].iter().map(|p| host_of(&p.addrs)).collect();
+            assert_eq!(hosts.len(), 21, "every host once first");
+            sybil_first_wave += usize::from(
+                order[..WAVE]
+                    .iter()
+                    .any(|p| host_of(&p.addrs) == "10.0.0.66"),
             );
+            let again: Vec<String> = wave_order(peers.clone(), &HashMap::new(), seed)
+                .iter()
+                .map(Named::key)
+                .collect();
+            let keys: Vec<String> = order.iter().map(Named::key).collect();
+            assert_eq!(keys, again, "drawn by the seed");
         }
         // 8 of 21 hosts: the sybil's host is drawn like any other (~38 %).
-        assert!((40..=120).contains(&sybil_drawn), "{sybil_drawn} of 200");
+        assert!(
+            (40..=120).contains(&sybil_first_wave),
+            "{sybil_first_wave} of 200"
+        );
     }
 }

@@ -111,16 +111,36 @@ pub fn list_peers_counted(
 }
 
 /// Up to `want` registered peers from a random window of the peer
-/// records (one etcd range from a random key, and one more from the
-/// prefix's start when the first reaches its end): a bounded read
-/// whatever the number of peers, for lookups that need a sample, not
-/// everyone. Invalid records are left out (debug log only).
+/// records: a bounded read whatever the number of peers, for lookups that
+/// need a sample, not everyone; with the flag `true` when they are every
+/// registered peer. One etcd range from the prefix's start first: when it
+/// holds every record (at most `want`: a room of machines), that is the
+/// read. Else one range from a random key, and one more from the prefix's
+/// start when that one reaches its end. Invalid records are left out
+/// (debug log only).
 pub fn sample_peers(
     client: &Client,
     namespace: &str,
     want: usize,
-) -> Result<Vec<PeerInfo>, DiscoveryError> {
+) -> Result<(Vec<PeerInfo>, bool), DiscoveryError> {
     let prefix = peers_prefix(namespace);
+    let first =
+        match client.get_window(prefix.as_bytes(), prefix.as_bytes(), None, want, MAX_RECORD) {
+            Ok(l) => l,
+            // Records too large for one answer: the listing that pages them
+            // down to one key, skipping any too large alone.
+            Err(e) if e.is_too_large() => return Ok((list_peers(client, namespace)?, true)),
+            Err(e) => return Err(e.into()),
+        };
+    if !first.more {
+        let mut peers = Vec::with_capacity(first.kvs.len());
+        for kv in &first.kvs {
+            if let Ok(p) = check::peer_of(kv, prefix.as_bytes()) {
+                peers.push(p);
+            }
+        }
+        return Ok((peers, first.oversized == 0));
+    }
     let start = format!(
         "{prefix}{}",
         crate::hex::encode(&(random_u64() as u16).to_be_bytes())
@@ -150,7 +170,7 @@ pub fn sample_peers(
     if skipped > 0 {
         log::debug!("{skipped} key(s) under {prefix} left out of a sample: not valid peer records");
     }
-    Ok(peers)
+    Ok((peers, false))
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@
 //! seed's first upload) and every [`ANNOUNCE_RECHECK`] otherwise (a new
 //! lease, uploads gone quiet); it polled every 50 ms before.
 //!
-//! Readers ([`sample`]): a random window, not the whole prefix. A random
+//! Readers ([`sample`]): the whole prefix in one range when it holds at
+//! most [`WHOLE`] keys (a room of machines; tried first until a read
+//! finds more), else a random window, not the whole prefix. A random
 //! bucket is drawn and keys are read from there (one etcd range of
 //! [`PAGE`] keys, wrapping round at the end, at most [`MAX_READS`] ranges),
 //! keeping at most [`PER_HOST`] announcements of one host; a host with
@@ -70,6 +72,10 @@ pub const PAGE: usize = 32;
 pub const MAX_READS: usize = 4;
 /// Announcements of one host (IP) kept in one sample at most.
 pub const PER_HOST: usize = 2;
+/// Keys of the first range of a sample that reads a small swarm whole
+/// (`sample`'s `whole_first`): a room of machines (47 hosts, each
+/// announcing the file once) fits, at about 150 bytes a key.
+pub const WHOLE: usize = 64;
 /// Largest announcement read, in bytes.
 const MAX_VALUE: usize = 4096;
 
@@ -120,16 +126,83 @@ fn host(a: &Announcement) -> String {
     host_of_addrs(&a.addrs)
 }
 
+/// A sample of a file's swarm ([`sample`]).
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// The announcements kept.
+    pub announced: Vec<Announcement>,
+    /// The whole prefix fit in one range of [`WHOLE`] keys (worth reading
+    /// whole first next time).
+    pub small: bool,
+}
+
 /// Up to `want` announcements of `sha1`'s swarm, a random window of the
 /// prefix (see the module doc): at most [`MAX_READS`] etcd ranges, at
-/// most [`PER_HOST`] per host.
+/// most [`PER_HOST`] per host. `whole_first` (the last sample was
+/// [`Sample::small`], or none was taken yet): one range of [`WHOLE`] keys
+/// from the prefix's start first, the whole swarm when it fits (one read
+/// where a random window takes two, one from its place and one from the
+/// start), else the random window as without it.
 pub fn sample(
     client: &Client,
     namespace: &str,
     sha1: &Sha1Digest,
     want: usize,
-) -> Result<Vec<Announcement>, DiscoveryError> {
+    whole_first: bool,
+) -> Result<Sample, DiscoveryError> {
     let prefix = swarm_prefix(namespace, sha1);
+    if whole_first {
+        let listing =
+            match client.get_window(prefix.as_bytes(), prefix.as_bytes(), None, WHOLE, MAX_VALUE) {
+                Ok(l) => Some(l),
+                // Values too large for one answer: the window's smaller reads.
+                Err(e) if e.is_too_large() => None,
+                Err(e) => return Err(e.into()),
+            };
+        if let Some(listing) = listing.filter(|l| !l.more) {
+            // Every key: from a random one round, at most PER_HOST a host.
+            let n = listing.kvs.len();
+            let from = if n == 0 {
+                0
+            } else {
+                (super::random_u64() % n as u64) as usize
+            };
+            let mut out: Vec<Announcement> = Vec::new();
+            let mut per_host: HashMap<String, usize> = HashMap::new();
+            for k in 0..n {
+                let kv = &listing.kvs[(from + k) % n];
+                let Some(a) = check(namespace, sha1, &kv.key, &kv.value) else {
+                    continue;
+                };
+                let c = per_host.entry(host(&a)).or_default();
+                if *c >= PER_HOST || out.iter().any(|o| o.id == a.id) {
+                    continue;
+                }
+                *c += 1;
+                out.push(a);
+            }
+            out.truncate(want);
+            return Ok(Sample {
+                announced: out,
+                small: true,
+            });
+        }
+    }
+    Ok(Sample {
+        announced: window(client, namespace, sha1, want, &prefix)?,
+        small: false,
+    })
+}
+
+/// The random window of [`sample`].
+fn window(
+    client: &Client,
+    namespace: &str,
+    sha1: &Sha1Digest,
+    want: usize,
+    prefix: &str,
+) -> Result<Vec<Announcement>, DiscoveryError> {
+    let prefix = prefix.to_string();
     let start = format!(
         "{prefix}{}",
         crate::hex::encode(&(super::random_u64() as u32).to_be_bytes())

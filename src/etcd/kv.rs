@@ -22,6 +22,9 @@ pub struct Listing {
     /// Keys left out because their value was over the size cap (or too
     /// large for one gateway answer).
     pub oversized: usize,
+    /// A window ([`Client::get_window`]) stopped at its limit: more keys
+    /// follow in its range.
+    pub more: bool,
 }
 
 impl Client {
@@ -136,6 +139,7 @@ impl Client {
         let r: RangeResponse = self.call("/v3/kv/range", &body)?;
         let mut out = Listing {
             revision: r.header.revision,
+            more: r.more,
             ..Listing::default()
         };
         for kv in r.kvs {

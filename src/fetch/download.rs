@@ -103,11 +103,27 @@ impl Downloader {
         let asked = Instant::now();
         let cancelled = || self.options().cancelled();
         let mut waits = 0;
-        while known.groups.is_empty()
-            && known.waiting()
-            && asked.elapsed() < self.options().patience
-            && !cancelled()
-        {
+        // A lookup ends at its first whole copy: if none of the holders
+        // it found gave a usable list (a liar's, or one that cannot be
+        // asked), the source looks further first.
+        let mut further = true;
+        while known.groups.is_empty() && !cancelled() {
+            if further {
+                match source.more_holders(&sha1) {
+                    Ok(more) if more.iter().any(|h| known.is_new(h)) => {
+                        errors.extend(known.add(more));
+                        continue;
+                    }
+                    Ok(_) => further = false,
+                    Err(e) => {
+                        log::warn!("{e}");
+                        further = false;
+                    }
+                }
+            }
+            if !known.waiting() || asked.elapsed() >= self.options().patience {
+                break;
+            }
             waits += 1;
             let wait = super::supervisor::backoff(waits);
             log::info!(
@@ -220,7 +236,20 @@ impl Download<'_> {
             let others = (0..turns.len()).any(|k| k != g && turns[k].is_some());
             round.yield_turn = turns[g].filter(|_| others);
             round.add_holders(holders.clone());
-            let outcome = supervisor::run(&round, &mut || known.requery(source, g), progress);
+            let outcome = supervisor::run(
+                &round,
+                &mut |stuck| {
+                    let lists = known.groups.len();
+                    let fresh = known.requery(source, g, stuck);
+                    if known.groups.len() > lists {
+                        round
+                            .others_waiting
+                            .store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    fresh
+                },
+                progress,
+            );
             tally.add(&round);
             log::debug!(
                 "round {g} over after {:.3}s",
@@ -623,9 +652,23 @@ impl<'a> Known<'a> {
         errors
     }
 
-    /// Asks `source` again; returns the new holders whose list is group `g`'s.
-    fn requery(&mut self, source: &dyn HolderSource, g: usize) -> Vec<Holder> {
-        let holders = match source.holders(&self.job.sha1) {
+    /// True if `h` was never asked for its piece list.
+    fn is_new(&self, h: &Holder) -> bool {
+        !self.seen.contains_key(&h.id)
+            && !self.refused.contains(&h.id)
+            && !self.unreachable.contains(&h.id)
+    }
+
+    /// Asks `source` again (`stuck`: every holder failed, so it looks
+    /// further, `HolderSource::more_holders`); returns the new holders
+    /// whose list is group `g`'s.
+    fn requery(&mut self, source: &dyn HolderSource, g: usize, stuck: bool) -> Vec<Holder> {
+        let asked = if stuck {
+            source.more_holders(&self.job.sha1)
+        } else {
+            source.holders(&self.job.sha1)
+        };
+        let holders = match asked {
             Ok(h) => h,
             Err(e) => {
                 log::warn!("{e}");

@@ -78,7 +78,7 @@ pub use output::resolve_output;
 pub use rate::{parse_rate, ParseRateError};
 #[cfg(test)]
 pub(crate) use {
-    round::{MAX_HOLDERS, SLOTS_ENOUGH},
+    round::{requery_wanted, MAX_HOLDERS, SLOTS_ENOUGH},
     supervisor::FAST_REQUERY,
     worker::{MAX_PARKED, RUN_BYTES},
 };

@@ -61,6 +61,19 @@ pub(crate) const MAX_PER_HOST: usize = 4;
 /// (docs/benchmarks.md).
 pub(crate) const SLOTS_ENOUGH: usize = 4;
 
+/// Whether a round re-queries its holders (reads the tracker) at its next
+/// interval: while it has fewer than [`MAX_HOLDERS`] usable holders, and,
+/// in a swarm, only while fewer than [`SLOTS_ENOUGH`] of its connections
+/// hold an upload slot. A download served on as many connections as it
+/// would open has nothing to do with more holders (it opens no further
+/// connection, `Round::next_slot`); it asks again as soon as one of them
+/// loses its slot. In the lab (47 hosts, one seed) the downloads re-read
+/// the tracker about 15 times each for holders they never used: etcd's
+/// CPU was 8 % of the machine. Shared with the simulator.
+pub(crate) fn requery_wanted(usable: usize, receiving: usize, in_swarm: bool) -> bool {
+    usable < MAX_HOLDERS && !(in_swarm && receiving >= SLOTS_ENOUGH)
+}
+
 /// The shortest deadline of one piece (see [`Round::piece_deadline`]).
 pub(super) const PIECE_DEADLINE_MIN: Duration = Duration::from_secs(3);
 
@@ -168,6 +181,10 @@ pub(crate) struct Round<'a> {
     receiving: AtomicUsize,
     /// Where this round starts looking for a holder (see [`Round::rotate`]).
     rotation: usize,
+    /// A re-query found holders of another piece list: when every holder
+    /// of this one has failed, the round yields to it instead of asking
+    /// its failed holders again.
+    pub others_waiting: AtomicBool,
 }
 
 /// Clones of the workers' sockets, so the end of a round can shut down
@@ -212,6 +229,7 @@ impl<'a> Round<'a> {
             download_id: crate::discovery::random_id(),
             receiving: AtomicUsize::new(0),
             rotation: crate::discovery::random_u64() as usize,
+            others_waiting: AtomicBool::new(false),
         }
     }
 
@@ -231,11 +249,15 @@ impl<'a> Round<'a> {
         self.add_some(holders, usize::MAX, usize::MAX);
     }
 
-    /// True while the round has fewer than [`MAX_HOLDERS`] usable holders
-    /// (re-queries are worth their etcd reads).
+    /// True while a re-query is worth its etcd reads
+    /// ([`requery_wanted`]: fewer than [`MAX_HOLDERS`] usable holders, and
+    /// in a swarm fewer than [`SLOTS_ENOUGH`] connections served).
     pub fn wants_holders(&self) -> bool {
-        let slots = self.slots.lock();
-        slots.iter().filter(|s| s.dropped.is_none()).count() < MAX_HOLDERS
+        let usable = {
+            let slots = self.slots.lock();
+            slots.iter().filter(|s| s.dropped.is_none()).count()
+        };
+        requery_wanted(usable, self.receiving(), self.sched.in_swarm())
     }
 
     /// Adds the holders a re-query found, up to [`MAX_HOLDERS`] usable
@@ -376,6 +398,11 @@ impl<'a> Round<'a> {
             }
         }
         None
+    }
+
+    /// Connections holding an upload slot now (see [`SLOTS_ENOUGH`]).
+    pub(super) fn receiving(&self) -> usize {
+        self.receiving.load(Ordering::Relaxed)
     }
 
     /// A connection starts (`true`) or stops holding an upload slot

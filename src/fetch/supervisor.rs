@@ -44,10 +44,11 @@ pub(super) fn backoff(n: u32) -> Duration {
 }
 
 /// Runs `round` to its end on the calling thread. `requery` returns new
-/// holders for this round's piece list.
+/// holders for this round's piece list (`true`: every holder failed, look
+/// further, `HolderSource::more_holders`).
 pub(crate) fn run(
     round: &Round<'_>,
-    requery: &mut dyn FnMut() -> Vec<Holder>,
+    requery: &mut dyn FnMut(bool) -> Vec<Holder>,
     progress: Option<ProgressFn<'_>>,
 ) -> Outcome {
     std::thread::scope(|scope| {
@@ -72,6 +73,7 @@ pub(crate) fn run(
         let mut waits = 0u32;
         let mut seq = 0usize;
         let mut fast_every = FAST_REQUERY;
+        let mut last_further = Instant::now();
         let ended = loop {
             if let Some(e) = round.fatal.lock().take() {
                 break Some(Outcome::Fatal(e));
@@ -82,10 +84,24 @@ pub(crate) fn run(
             if round.dl.opts().cancelled() {
                 break Some(Outcome::Interrupted);
             }
-            if let Some(turn) = round.yield_turn {
+            // Another list waiting (from the start, or found since by
+            // looking further): a round that delivers nothing yields.
+            let others = round.others_waiting.load(Ordering::Acquire);
+            if let Some(turn) = round.yield_turn.or(others.then_some(0)) {
                 let patience = round.piece_deadline() * 2u32.saturating_pow(turn.min(4));
                 if round.sched.since_progress() > patience {
                     break Some(Outcome::Yielded);
+                }
+            }
+            // No piece for a piece deadline: the holders may all be
+            // liars (a lookup stops at its first whole copy), so the
+            // source looks further, once per deadline.
+            let deadline = round.piece_deadline();
+            if round.sched.since_progress() > deadline && last_further.elapsed() > deadline {
+                last_further = Instant::now();
+                let fresh = requery(true);
+                if !fresh.is_empty() {
+                    round.add_holders(fresh);
                 }
             }
             if let Err(e) = fill(scope, round, &mut seq) {
@@ -104,11 +120,17 @@ pub(crate) fn run(
                 waits = 0;
             }
             if usable == 0 && active == 0 {
-                let fresh = requery();
+                let fresh = requery(true);
                 last_query = Instant::now();
                 if !fresh.is_empty() {
                     round.add_holders(fresh);
                     continue;
+                }
+                // The lookup found holders of another list meanwhile (this
+                // one's were a liar's, dripping): their turn now, not this
+                // list's patience.
+                if round.others_waiting.load(Ordering::Acquire) {
+                    break Some(Outcome::Yielded);
                 }
                 // Patience, not failure: holders that only failed to
                 // answer (a full link drops handshakes) are asked again
@@ -138,7 +160,7 @@ pub(crate) fn run(
             };
             if last_query.elapsed() >= interval && round.wants_holders() {
                 let asked = Instant::now();
-                let added = round.add_requeried(requery());
+                let added = round.add_requeried(requery(false));
                 fast_every = if added > 0 {
                     FAST_REQUERY
                 } else if round.sched.in_swarm() {
@@ -147,8 +169,10 @@ pub(crate) fn run(
                     fast_every
                 };
                 log::trace!(
-                    "holders asked again in {:.3}s: {added} new",
-                    asked.elapsed().as_secs_f64()
+                    "holders asked again in {:.3}s: {added} new ({usable} usable, {} served, {:.2}s in)",
+                    asked.elapsed().as_secs_f64(),
+                    round.receiving(),
+                    started.elapsed().as_secs_f64()
                 );
                 last_query = Instant::now();
             }

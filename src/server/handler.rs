@@ -594,6 +594,10 @@ fn file(
                 }
             }
         }
+    } else if request.method == Method::Head && opened.held.is_none() && len == size {
+        // A lookup found this peer holding the whole file: it announces
+        // itself in the tracker, so the next lookups find it there.
+        source.note_asked(sha1);
     }
     let head = head
         .header("Content-Type", content_type::for_name(&opened.name))

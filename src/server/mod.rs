@@ -106,6 +106,9 @@ pub trait FileSource: Send + Sync + 'static {
     }
     /// Bytes `[start, start + len)` of a complete file are about to be sent.
     fn note_upload(&self, _sha1: &Sha1Digest, _start: u64, _len: u64) {}
+    /// A `HEAD` of a complete file was answered `200`: a lookup found this
+    /// peer holding it (the peer announces it in the swarm's tracker).
+    fn note_asked(&self, _sha1: &Sha1Digest) {}
     /// Opens a file to send its bytes, after checking that it did not change
     /// on disk since it was indexed. `Ok(None)`: not served (unknown, or
     /// changed and dropped from the index).

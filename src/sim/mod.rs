@@ -769,8 +769,17 @@ impl Sim {
     /// announced hosts from a random place (`discovery::tracker::sample`),
     /// this download's subset of it added.
     fn requery(&mut self, d: usize) {
-        // At `max_holders` the supervisor asks no more (`Round::wants_holders`).
-        if self.dl(d).conns.len() < self.cfg.max_holders {
+        // At `max_holders`, or served on enough connections in a swarm,
+        // the supervisor asks no more (`Round::wants_holders`).
+        let (max_holders, hunt_below) = (self.cfg.max_holders, self.cfg.hunt_below);
+        let wanted = {
+            let dl = self.dl(d);
+            let served = dl.conns.iter().filter(|c| c.served).count();
+            dl.conns.len() < max_holders
+                && (hunt_below == usize::MAX
+                    || crate::fetch::requery_wanted(0, served, dl.sched.in_swarm()))
+        };
+        if wanted {
             let before = self.dl(d).conns.len();
             let start = (next_rand(&mut self.rng) % self.hosts.len() as u64) as u32;
             let sample: Vec<u32> = self

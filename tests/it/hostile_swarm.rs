@@ -424,6 +424,60 @@ fn a_false_piece_list_that_delivers_nothing_yields_to_the_seed_within_seconds() 
     drop((two_ports, other_host));
 }
 
+/// A lookup stops at its first whole copy (issue 19), and anyone can
+/// answer `200` and announce itself complete in the tracker: a host that
+/// does so with a false piece list, among 32 registered bystanders (each
+/// a host of its own) and the honest seed that nobody announced yet, is
+/// often the only holder a download starts with (the seed is in the
+/// first wave of 8 about one time in four). Its list fails at the first
+/// piece (it refuses every range) and the download looks further: the
+/// registered peers not asked yet, a wave at a time, until the seed.
+#[test]
+fn a_lone_liar_announced_complete_sends_the_lookup_further_not_to_a_failure() {
+    lone_liar(None);
+}
+
+/// The same liar dripping its bodies: its pieces miss their deadline
+/// (about 5 s), the lookup goes on, and the round of its list yields to
+/// the seed's list at once (it would otherwise ask the dripper again for
+/// the download's patience, 15 s).
+#[test]
+fn a_lone_dripping_liar_announced_complete_yields_to_the_seed_after_one_deadline() {
+    let took = lone_liar(Some(Duration::from_secs(3)));
+    assert!(took < 14.0, "took {took:.1} s (the patience is 15 s)");
+}
+
+/// A liar announced complete beside 32 bystanders and the unannounced
+/// seed (see above): the get's time.
+fn lone_liar(drip: Option<Duration>) -> f64 {
+    let s = setup();
+    let mut script = s.script();
+    script.complete = true;
+    script.have = bitmap(PIECES, PIECES);
+    script.pieces = false_list(&s.seed.pieces);
+    script.drip = drip;
+    let liar = Hostile::start(&s.etcd, &["0liar"], script);
+    let client =
+        piratebay_sync::etcd::Client::new(piratebay_sync::etcd::Config::new([s.ep.as_str()]))
+            .unwrap();
+    let bystanders = crate::patience::Bystanders::start(&client, 32);
+    let out = s.out("liar.bin");
+    let run = timed_get(&s.ep, &s.seed.sha, &out, &[], ALLOWED);
+    let took = run.1;
+    let summary = finished("a lone liar in the tracker", run, &out, &s.seed.sha);
+    eprintln!("bystanders asked: {}", bystanders.asked());
+    assert!(
+        !named(&summary, &s.seed.addr),
+        "the seed was blamed: {summary}"
+    );
+    assert!(
+        !summary["peers_used"].to_string().contains("0liar"),
+        "bytes counted from the liar: {summary}"
+    );
+    drop(liar);
+    took
+}
+
 /// The seed's piece list made false (still well formed: each string of
 /// 40-hex-digit values but the file's SHA1 gets another first digit).
 fn false_list(honest: &[u8]) -> Vec<u8> {

@@ -274,14 +274,14 @@ fn the_download_over_the_seeds_upload_slots_is_turned_away_at_once_and_finishes_
 
 /// Registered peers that answer `404` to anything, each on its own
 /// loopback IP (its own host), counting the connections made to them.
-struct Bystanders {
+pub(crate) struct Bystanders {
     asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Bystanders {
-    fn start(client: &Client, n: usize) -> Bystanders {
+    pub(crate) fn start(client: &Client, n: usize) -> Bystanders {
         use std::io::{Read, Write};
         use std::sync::atomic::Ordering;
         let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -335,7 +335,7 @@ impl Bystanders {
         }
     }
 
-    fn asked(&self) -> usize {
+    pub(crate) fn asked(&self) -> usize {
         self.asked.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
@@ -349,36 +349,39 @@ impl Drop for Bystanders {
     }
 }
 
-/// Finding holders without asking everyone (issue 19): once two hosts
-/// are in the file's tracker as whole copies (they uploaded it lately),
-/// a `get` asks the tracker's peers and a random sample of 8 hosts, not
-/// the 16 other registered peers (before: every registered peer, one
-/// `HEAD` each). With one seed only it still asks everyone (one host's
-/// word is never enough: `hostile_swarm.rs`).
+/// Finding holders without asking everyone (issue 19): a `get` reads the
+/// tracker, then asks the registered peers a wave of 8 at a time (in a
+/// random order, the tracker read again between waves) and stops at the
+/// first whole copy. Among 24 registered bystanders (each on a host of its
+/// own) and one seed: the first `get` finds the lone seed (nobody
+/// announced it yet); the seed, found by that lookup's `HEAD`, announces
+/// itself in the tracker, so the second `get` asks it and one wave, at
+/// most 8 bystanders (before: all 24, one `HEAD` each). A SHA1 nobody
+/// holds is still "no peer holds", after every bystander was asked once.
 #[test]
-fn a_lookup_with_two_whole_copies_in_the_tracker_asks_a_sample_not_every_peer() {
+fn a_lookup_asks_a_wave_of_peers_not_every_peer_and_still_finds_a_lone_seed() {
     let etcd = EtcdServer::new();
     let data = tempfile::tempdir().unwrap();
     let sha1 = random_file(&data.path().join("f.bin"), 4 * MIB, 31).to_string();
-    let copy = tempfile::tempdir().unwrap();
-    std::fs::copy(data.path().join("f.bin"), copy.path().join("f.bin")).unwrap();
-    let seeds = [
-        Serve::new(&etcd.endpoint()).dataset(data.path()).start(),
-        Serve::new(&etcd.endpoint()).dataset(copy.path()).start(),
-    ];
-    for seed in &seeds {
-        let url = format!("http://{}/v1/files", seed.bound_addr());
-        wait_until(Duration::from_secs(30), "each seed serves the file", || {
-            ureq::get(&url)
-                .call()
-                .ok()
-                .and_then(|r| r.into_body().read_to_string().ok())
-                .is_some_and(|b| b.contains(&sha1))
-        });
-    }
+    let seed = Serve::new(&etcd.endpoint()).dataset(data.path()).start();
+    let url = format!("http://{}/v1/files", seed.bound_addr());
+    wait_until(Duration::from_secs(30), "the seed serves the file", || {
+        ureq::get(&url)
+            .call()
+            .ok()
+            .and_then(|r| r.into_body().read_to_string().ok())
+            .is_some_and(|b| b.contains(&sha1))
+    });
     let client = Client::new(Config::new([etcd.endpoint().as_str()])).unwrap();
-    let bystanders = Bystanders::start(&client, 16);
-    // A first download: both seeds upload, so both announce the file.
+    let bystanders = Bystanders::start(&client, 24);
+    let swarm = format!("/piratebay/swarm/{sha1}/");
+    assert!(
+        client
+            .get_prefix(swarm.as_bytes())
+            .is_ok_and(|l| l.kvs.is_empty()),
+        "nobody announced the file yet"
+    );
+    // The lone seed, not in the tracker: found by the waves.
     let dest = tempfile::tempdir().unwrap();
     let first = dest.path().join("first.bin");
     let get = spawn_get(
@@ -389,17 +392,18 @@ fn a_lookup_with_two_whole_copies_in_the_tracker_asks_a_sample_not_every_peer() 
         &dest.path().join("s1"),
     );
     assert_finished(get, &first, &sha1, Duration::from_secs(60));
-    let swarm = format!("/piratebay/swarm/{sha1}/");
-    wait_until(Duration::from_secs(20), "both seeds in the tracker", || {
-        client.get_prefix(swarm.as_bytes()).is_ok_and(|l| {
-            l.kvs
-                .iter()
-                .filter(|kv| String::from_utf8_lossy(&kv.value).contains("\"complete\":true"))
-                .count()
-                >= 2
-        })
-    });
-    let before = bystanders.asked();
+    let by_first = bystanders.asked();
+    wait_until(
+        Duration::from_secs(20),
+        "the seed in the tracker, found by a lookup",
+        || {
+            client.get_prefix(swarm.as_bytes()).is_ok_and(|l| {
+                l.kvs
+                    .iter()
+                    .any(|kv| String::from_utf8_lossy(&kv.value).contains("\"complete\":true"))
+            })
+        },
+    );
     let second = dest.path().join("second.bin");
     let get = spawn_get(
         None,
@@ -409,13 +413,35 @@ fn a_lookup_with_two_whole_copies_in_the_tracker_asks_a_sample_not_every_peer() 
         &dest.path().join("s2"),
     );
     assert_finished(get, &second, &sha1, Duration::from_secs(60));
-    let asked = bystanders.asked() - before;
-    println!("bystanders asked: {before} by the first get, {asked} by the second");
+    let by_second = bystanders.asked() - by_first;
+    println!("bystanders asked: {by_first} by the first get, {by_second} by the second");
     assert!(
-        asked <= 8,
-        "the second lookup asked {asked} of the 16 bystanders (a sample is at most 8 hosts)"
+        by_second <= 8,
+        "the second lookup asked {by_second} of the 24 bystanders (one wave is at most 8)"
     );
-    drop(seeds);
+    // Nobody holds it: every bystander asked, once.
+    let before = bystanders.asked();
+    let nobody = "0123456789abcdef0123456789abcdef01234567";
+    let out = cli(&[
+        "get",
+        nobody,
+        "-o",
+        dest.path().join("none.bin").to_str().unwrap(),
+        "--etcd",
+        &etcd.endpoint(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_text(&out).contains("no peer holds"),
+        "{}",
+        stderr_text(&out)
+    );
+    assert_eq!(
+        bystanders.asked() - before,
+        24,
+        "every bystander asked once before 'no peer holds'"
+    );
+    drop(seed);
 }
 
 fn wait_output(mut child: Child, timeout: Duration) -> std::process::Output {
