@@ -8,7 +8,7 @@
 //!
 //! A partial holder with nothing this download lacks is asked for its
 //! bitmap with a wait (`have?wait=..&want=..`, see
-//! [`crate::protocol::MAX_HAVE_WAIT`]): the answer comes when it gets a
+//! [`HAVE_WAIT`]): the answer comes when it gets a
 //! piece this download wants.
 //!
 //! A worker leaves its holder (its slot goes to another) when the holder
@@ -57,6 +57,11 @@ const MAX_BUSY_WAITS: u32 = 30;
 /// How often a partial holder's piece bitmap is asked again while it has
 /// nothing this download needs.
 const HAVE_POLL: Duration = Duration::from_millis(100);
+/// How long a partial holder with nothing this download lacks may keep
+/// its `have` answer waiting for a wanted piece: the worker's one
+/// connection is blocked meanwhile (a holder that turns up with something
+/// is seen this much later at most, as at a poll every 100 ms before).
+const HAVE_WAIT: Duration = Duration::from_millis(300);
 /// How long a partial holder that had nothing for this download waits
 /// before a connection goes back to it (when it left for another holder).
 const ROTATE_AWAY: Duration = Duration::from_millis(500);
@@ -112,7 +117,7 @@ enum Step {
     Poll,
     /// Ask a partial holder that has nothing this download lacks for its
     /// bitmap, answered when it gets a piece this download wants (or
-    /// after [`MAX_HAVE_WAIT`]).
+    /// after [`HAVE_WAIT`]).
     PollWaiting,
     /// Nothing to fetch now: wait for the scheduler.
     Idle,
@@ -906,7 +911,7 @@ impl<'r, 'a> Worker<'r, 'a> {
         let mut path = format!("{FILES_PATH}/{}/{HAVE_SEGMENT}", round.list.sha1);
         if let Some(want) = want {
             // Well within the read timeout: a wait is not a stall.
-            let wait = MAX_HAVE_WAIT.min(round.timeouts.io / 2);
+            let wait = HAVE_WAIT.min(MAX_HAVE_WAIT).min(round.timeouts.io / 2);
             path.push_str(&format!(
                 "?wait={}&want={}",
                 wait.as_millis(),
