@@ -149,6 +149,9 @@ struct Worker<'r, 'a> {
     /// When the holder's bitmap last came (asked, or riding on an answer).
     /// Every holder is asked its bitmap first; only partial ones again.
     last_poll: Option<Instant>,
+    /// When this connection's last verified piece came: a bitmap that
+    /// rode on the answer's head is older than the answer's body.
+    last_piece: Option<Instant>,
     /// The run of pieces (first, count) whose request went out ahead on
     /// `conn` (pipelining).
     ahead: Option<(usize, usize)>,
@@ -207,6 +210,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             buf: PieceBuf::default(),
             not_there: 0,
             last_poll: None,
+            last_piece: None,
             ahead: None,
             clean_exit: false,
             unhooked: false,
@@ -287,10 +291,20 @@ impl<'r, 'a> Worker<'r, 'a> {
 
     /// The next request: a holder's bitmap is asked first; then a seed's
     /// hint before each piece (it goes stale as others ask the seed), a
-    /// partial holder's only when it has nothing this download needs.
+    /// partial holder's only when it has nothing this download needs and
+    /// its bitmap is old: asked [`HAVE_POLL`] ago, or before the body of
+    /// the last answer (it rode on the head; a partial holder gets about
+    /// a piece while it sends one). Deciding on the view of the head, a
+    /// worker found nothing, idled or left a holder that had new pieces
+    /// by then: in the simulator (1,000 hosts) the last host at 1.51x one
+    /// host alone, 1,500 turn-aways per download; asking first, 1.39x and
+    /// 1,200.
     fn next_step(&self) -> Step {
         let (round, slot) = (self.round, self.slot);
-        let polled_long_ago = self.last_poll.is_none_or(|t| t.elapsed() >= HAVE_POLL);
+        let polled_long_ago = self.last_poll.is_none_or(|t| t.elapsed() >= HAVE_POLL)
+            || self
+                .last_piece
+                .is_some_and(|p| self.last_poll.is_some_and(|t| t < p));
         let hint_stale = self.last_poll.is_none_or(|t| t.elapsed() >= HINT_POLL);
         if self.last_poll.is_none() || (round.sched.has_hint(slot) && hint_stale) {
             return Step::Poll;
@@ -425,6 +439,7 @@ impl<'r, 'a> Worker<'r, 'a> {
             Ok(len) => match i {
                 Some(i) => {
                     self.parked = 0;
+                    self.last_piece = Some(Instant::now());
                     self.set_receiving(true);
                     self.keep(i, len)
                 }
