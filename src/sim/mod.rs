@@ -95,9 +95,9 @@ pub(crate) struct Config {
     /// (`worker.rs`'s pipelining, depth 1): its pieces are handed out
     /// then, and the holder serves it as soon as the answer before is sent.
     pub pipeline: bool,
-    /// A worker with nothing to ask of a partial holder asks its bitmap
-    /// again when a piece came since the last one (not only after
-    /// `HAVE_POLL`).
+    /// A worker with nothing to ask of a holder asks its bitmap again
+    /// when a piece came since the last one (`worker.rs`'s `next_step`;
+    /// false: only `HAVE_POLL` after the last, as before 2026-12-07 21:40).
     pub poll_after_piece: bool,
     /// A download re-queries the tracker this often in its first 2 s
     /// (`supervisor.rs`).
@@ -143,7 +143,7 @@ impl Config {
             announce_after: ANNOUNCE_AFTER,
             run_bytes: crate::fetch::RUN_BYTES,
             pipeline: true,
-            poll_after_piece: false,
+            poll_after_piece: true,
             fast_requery: crate::fetch::FAST_REQUERY,
             max_holders: crate::fetch::MAX_HOLDERS,
             park: Park::Next,

@@ -60,9 +60,11 @@ fn header() {
 /// every choice on a view no worker has), the last host is at
 /// 1.44-1.47x (seeds 1-4), p50 1.40-1.45x, the seed uploads 1.25-1.30
 /// files (the model before: 1.36-1.43x, 1.29-1.30x, 1.09-1.17: the
-/// bounds were 1.55, 1.35 and 1.25, and p50 and the seed's are raised
-/// here for the model, not for the code). The bounds asserted are those
-/// that hold with a margin, so a regression fails.
+/// bounds were 1.55, 1.35 and 1.25, and p50 and the seed's were raised
+/// for the model, not for the code). With a worker that asks a holder's
+/// bitmap again when a piece came since (`worker.rs`, `next_step`): last
+/// 1.43-1.45x, p50 1.39-1.41x, seed 1.23-1.28 files. The bounds asserted
+/// are those that hold with a margin, so a regression fails.
 #[test]
 fn two_hundred_hosts_finish_within_bounds() {
     header();
@@ -78,11 +80,11 @@ fn two_hundred_hosts_finish_within_bounds() {
         out.stuck
     );
     let max = out.quantile(false, 1.0, alone).unwrap();
-    assert!(max <= 1.55, "all done at {max:.2}x one host alone");
+    assert!(max <= 1.5, "all done at {max:.2}x one host alone");
     let p50 = out.quantile(false, 0.5, alone).unwrap();
-    assert!(p50 <= 1.5, "half done at {p50:.2}x one host alone");
+    assert!(p50 <= 1.45, "half done at {p50:.2}x one host alone");
     let seed = out.seed_bytes / cfg.file as f64;
-    assert!(seed <= 1.35, "the seed uploaded {seed:.2}x the file");
+    assert!(seed <= 1.32, "the seed uploaded {seed:.2}x the file");
 }
 
 #[test]
