@@ -169,7 +169,8 @@ pub use index::{
 };
 // Serving files of your own.
 pub use server::{
-    FileSource, OpenedFile, Page, PageBody, Server, ServerConfig, ServerError, UploadCounter,
+    FileSource, HaveNotifier, OpenedFile, Page, PageBody, Server, ServerConfig, ServerError,
+    UploadCounter,
 };
 // Names of files.
 pub use digest::{ParseDigestError, Sha1Digest};

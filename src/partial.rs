@@ -202,6 +202,23 @@ pub struct Partials {
     /// Descriptors of `.part`s kept open for the next pieces (never one
     /// whose state says every piece is verified: see [`Partials::open`]).
     kept: crate::kept::KeptFiles,
+    /// Told when a partial file gets pieces (the server: its `have`
+    /// requests waiting for a piece).
+    on_pieces: Hook,
+}
+
+/// A callback set once ([`Partials::on_pieces`]).
+#[derive(Default)]
+struct Hook(std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Hook(set)"
+        } else {
+            "Hook"
+        })
+    }
 }
 
 impl Partials {
@@ -233,6 +250,12 @@ impl Partials {
             .collect();
         out.sort_unstable();
         out
+    }
+
+    /// Calls `f` whenever a partial file gets pieces (set once: later
+    /// calls are ignored).
+    pub(crate) fn on_pieces(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_pieces.0.set(f);
     }
 
     fn changed(&self) {
@@ -513,10 +536,18 @@ impl Partials {
             complete,
         };
         let now = announced(&entry);
-        changed |= map.insert(sha1, entry).and_then(|p| announced(&p)) != now;
+        let held = entry.have.count();
+        let previous = map.insert(sha1, entry);
+        let more = previous.as_ref().is_none_or(|p| p.have.count() < held);
+        changed |= previous.and_then(|p| announced(&p)) != now;
         drop(map);
         if changed {
             self.changed();
+        }
+        if more {
+            if let Some(f) = self.on_pieces.0.get() {
+                f();
+            }
         }
         about_to_land
     }

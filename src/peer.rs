@@ -190,6 +190,8 @@ impl Peer {
             monitor: monitor.clone(),
         });
         let server = Server::bind(cfg.listen, scfg, source)?;
+        let notifier = server.have_notifier();
+        partials.on_pieces(Box::new(move || notifier.notify()));
         let bound = server.local_addr();
         let advertised: Vec<(SocketAddr, AdvertiseReason)> = if cfg.advertise.is_empty() {
             detect_advertise(bound, &cfg.etcd.endpoints)

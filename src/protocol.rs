@@ -47,6 +47,11 @@ pub const FILES_PATH: &str = "/v1/files";
 
 /// Last path segment of the availability route, `FILES_PATH/<sha1>/have`.
 pub const HAVE_SEGMENT: &str = "have";
+/// Longest a `have` request may wait for a piece it wants
+/// (`have?wait=<ms>&want=<hex bitmap>`): a partial holder that holds none
+/// of the wanted pieces answers when it gets one, or after the wait
+/// (capped at this). A peer that does not know the query answers at once.
+pub const MAX_HAVE_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 /// Response header of the availability route: the number of pieces.
 pub const PIECES_HEADER: &str = "X-Pieces";
 /// Response header of the availability route for a partial file: the id

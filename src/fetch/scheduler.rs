@@ -339,6 +339,24 @@ impl Scheduler {
         }
     }
 
+    /// The pieces this download lacks that partial holder `holder` does
+    /// not have (what its `have` may wait for); `None` for a holder whose
+    /// pieces are not known, a complete or a dropped one.
+    pub fn wanted_from(&self, holder: usize) -> Option<Bitfield> {
+        let s = self.state.lock();
+        if s.gone.get(holder).copied().unwrap_or(false) {
+            return None;
+        }
+        let have = s.have.get(holder)?.as_ref()?;
+        let mut want = s.missing.clone();
+        for i in 0..want.len() {
+            if want.get(i) && have.get(i) {
+                want.clear(i);
+            }
+        }
+        Some(want)
+    }
+
     /// True once a usable partial holder is known (a swarm).
     pub fn in_swarm(&self) -> bool {
         self.state.lock().has_partials()
@@ -810,6 +828,24 @@ mod tests {
         assert_eq!(s.state.lock().avail, vec![1, 0, 0, 0]);
         assert!(s.is_complete_holder(0));
         assert!(!s.is_complete_holder(1));
+    }
+
+    #[test]
+    fn a_partial_holder_is_waited_on_for_the_missing_pieces_it_lacks() {
+        let s = Scheduler::with_offset(&[false, false, true, false], 0, 2, 0);
+        assert_eq!(s.wanted_from(0), None, "its pieces not known yet");
+        s.set_have(
+            0,
+            Some(Bitfield::from_flags(&[true, false, false, false])),
+            None,
+        );
+        let want = s.wanted_from(0).unwrap();
+        let wanted: Vec<usize> = (0..4).filter(|&i| want.get(i)).collect();
+        assert_eq!(wanted, vec![1, 3], "missing here, not held there");
+        s.set_have(1, Some(Bitfield::full(4)), None);
+        assert_eq!(s.wanted_from(1), None, "a complete holder");
+        s.holder_gone(0);
+        assert_eq!(s.wanted_from(0), None, "a dropped holder");
     }
 
     #[test]

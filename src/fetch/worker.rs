@@ -6,6 +6,11 @@
 //! (pipelining, depth 1), and the holder's bitmap (`X-Have`) or a seed's
 //! offer (`X-Fresh`) riding on the answer updates the scheduler.
 //!
+//! A partial holder with nothing this download lacks is asked for its
+//! bitmap with a wait (`have?wait=..&want=..`, see
+//! [`HAVE_WAIT`]): the answer comes when it gets a
+//! piece this download wants.
+//!
 //! A worker leaves its holder (its slot goes to another) when the holder
 //! is a partial one with nothing this download lacks while a holder
 //! without a connection may have something, and when it is a seed's second
@@ -41,7 +46,7 @@ use super::round::Round;
 use super::scheduler::Next;
 use super::FetchError;
 use crate::client::{self, ClientError, PeerConn};
-use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT};
+use crate::protocol::{Bitfield, FILES_PATH, HAVE_SEGMENT, MAX_HAVE_WAIT, MAX_HEADER_PIECES};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -52,6 +57,11 @@ const MAX_BUSY_WAITS: u32 = 30;
 /// How often a partial holder's piece bitmap is asked again while it has
 /// nothing this download needs.
 const HAVE_POLL: Duration = Duration::from_millis(100);
+/// How long a partial holder with nothing this download lacks may keep
+/// its `have` answer waiting for a wanted piece: the worker's one
+/// connection is blocked meanwhile (a holder that turns up with something
+/// is seen this much later at most, as at a poll every 100 ms before).
+const HAVE_WAIT: Duration = Duration::from_millis(300);
 /// How long a partial holder that had nothing for this download waits
 /// before a connection goes back to it (when it left for another holder).
 const ROTATE_AWAY: Duration = Duration::from_millis(500);
@@ -105,6 +115,10 @@ enum Step {
     Piece(usize),
     /// Ask the holder for its bitmap (and a seed for its hint).
     Poll,
+    /// Ask a partial holder that has nothing this download lacks for its
+    /// bitmap, answered when it gets a piece this download wants (or
+    /// after [`HAVE_WAIT`]).
+    PollWaiting,
     /// Nothing to fetch now: wait for the scheduler.
     Idle,
     /// Nothing here for this download while a holder without a connection
@@ -230,7 +244,8 @@ impl<'r, 'a> Worker<'r, 'a> {
                         let n = 1 + self.extend(i);
                         self.run(i, n, false)
                     }
-                    Step::Poll => self.poll(),
+                    Step::Poll => self.poll(false),
+                    Step::PollWaiting => self.poll(true),
                     Step::Idle => {
                         self.set_receiving(false);
                         self.round.sched.wait(IDLE_WAIT);
@@ -297,7 +312,15 @@ impl<'r, 'a> Worker<'r, 'a> {
         match round.sched.next(slot) {
             Next::Stop => Step::Stop,
             Next::Piece(i) => Step::Piece(i),
-            Next::Wait if round.sched.needs_poll(slot) && polled_long_ago => Step::Poll,
+            Next::Wait if round.sched.needs_poll(slot) && polled_long_ago => {
+                if round.sched.is_complete_holder(slot) || round.sched.useful(slot) {
+                    Step::Poll
+                } else if round.better_holder_waits(slot) {
+                    Step::Rotate
+                } else {
+                    Step::PollWaiting
+                }
+            }
             Next::Wait
                 if !round.sched.is_complete_holder(slot)
                     && !round.sched.useful(slot)
@@ -312,9 +335,13 @@ impl<'r, 'a> Worker<'r, 'a> {
     /// Asks the holder's bitmap and hands it to the scheduler; a failed
     /// request is settled as a failed piece without a piece. False when
     /// the worker must stop.
-    fn poll(&mut self) -> bool {
+    fn poll(&mut self, waiting: bool) -> bool {
         self.last_poll = Some(Instant::now());
-        match self.fetch_have() {
+        let want = waiting
+            .then(|| self.round.sched.wanted_from(self.slot))
+            .flatten()
+            .filter(|w| w.len() <= MAX_HEADER_PIECES);
+        match self.fetch_have(want.as_ref()) {
             Ok((have, fresh)) => {
                 self.round.sched.set_have(self.slot, have, fresh);
                 true
@@ -891,9 +918,21 @@ impl<'r, 'a> Worker<'r, 'a> {
     /// complete holder), `None` if it does not know the route (an older
     /// peer: assumed complete, its range answers tell); and the seed's hint
     /// of the pieces it would rather upload, if it sent one.
-    fn fetch_have(&mut self) -> Result<(Option<Bitfield>, Option<Bitfield>), Fail> {
+    fn fetch_have(
+        &mut self,
+        want: Option<&Bitfield>,
+    ) -> Result<(Option<Bitfield>, Option<Bitfield>), Fail> {
         let round = self.round;
-        let path = format!("{FILES_PATH}/{}/{HAVE_SEGMENT}", round.list.sha1);
+        let mut path = format!("{FILES_PATH}/{}/{HAVE_SEGMENT}", round.list.sha1);
+        if let Some(want) = want {
+            // Well within the read timeout: a wait is not a stall.
+            let wait = HAVE_WAIT.min(MAX_HAVE_WAIT).min(round.timeouts.io / 2);
+            path.push_str(&format!(
+                "?wait={}&want={}",
+                wait.as_millis(),
+                want.to_hex()
+            ));
+        }
         let head = self.request(&path, None)?;
         if head.download_id.as_deref() == Some(round.download_id.as_str()) {
             return Err(Fail::Ourselves);

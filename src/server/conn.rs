@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::body::{send_some, Progress};
-use super::handler::{handle, Body, CatalogCache, Response};
+use super::handler::{handle, have_wait, Body, CatalogCache, HaveWait, Response};
 use super::limits::{ClientKey, Slot};
 use super::{FileSource, ServerConfig};
 use crate::http::response::http_date;
@@ -111,10 +111,22 @@ enum Phase {
         /// Since when the connection waits (for eviction of idle ones).
         since: Instant,
     },
+    /// A `have` request waiting for a piece the client wants (see
+    /// [`have_wait`]): answered when the poll thread sees one held, when
+    /// the client sends more or closes, or at the wait's end.
+    Waiting(Box<Waiting>),
     /// Sending an answer.
     Send(Box<Outgoing>),
     /// Closed for writing; discarding what the client still sends.
     Linger { until: Instant, discarded: usize },
+}
+
+/// A request waiting before its answer.
+struct Waiting {
+    request: RequestHead,
+    wait: HaveWait,
+    keep_alive: bool,
+    started: Instant,
 }
 
 /// An answer being sent.
@@ -235,9 +247,43 @@ impl Conn {
         }
         match self.phase {
             Phase::Head { .. } => self.read_request(ctx),
+            Phase::Waiting(_) => self.end_wait(true, ctx),
             Phase::Send(_) => self.send(ctx),
             Phase::Linger { .. } => self.linger(),
         }
+    }
+
+    /// What a waiting `have` request waits for, if this is one.
+    pub(crate) fn waits_for(&self) -> Option<&HaveWait> {
+        match &self.phase {
+            Phase::Waiting(w) => Some(&w.wait),
+            _ => None,
+        }
+    }
+
+    /// Ends a wait: the answer now, unless the client closed (`read`: its
+    /// socket woke the connection; what it sent waits in the buffer).
+    fn end_wait(&mut self, read: bool, ctx: &Context<'_>) -> Next {
+        if read {
+            let mut chunk = [0u8; READ_CHUNK];
+            match (&self.stream).read(&mut chunk) {
+                Ok(0) => return Next::Close,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(_) => return Next::Close,
+            }
+        }
+        let waiting = Phase::Linger {
+            until: Instant::now(),
+            discarded: 0,
+        };
+        let Phase::Waiting(w) = std::mem::replace(&mut self.phase, waiting) else {
+            return Next::Close;
+        };
+        let gate = || ctx.slots.admit(self.key);
+        let response = handle(&w.request, ctx.source, ctx.catalog, &gate);
+        self.start(Some(&w.request), response, w.keep_alive, w.started, ctx);
+        self.send(ctx)
     }
 
     /// The parked connection's deadline passed.
@@ -257,6 +303,7 @@ impl Conn {
                 self.send(ctx)
             }
             Phase::Head { .. } | Phase::Linger { .. } => Next::Close,
+            Phase::Waiting(_) => self.end_wait(false, ctx),
             Phase::Send(out) => {
                 log::debug!(
                     "{}: abandoning \"{}\": nothing sent for {:?}",
@@ -332,6 +379,23 @@ impl Conn {
         let keep_alive = request.keep_alive()
             && self.served < ctx.config.max_requests_per_connection
             && !ctx.closing.load(Ordering::Acquire);
+        // Not with a request pipelined behind it (that one waits for this
+        // answer).
+        let wait = self
+            .buf
+            .is_empty()
+            .then(|| have_wait(&request, ctx.source))
+            .flatten();
+        if let Some(wait) = wait {
+            let until = wait.until;
+            self.phase = Phase::Waiting(Box::new(Waiting {
+                request,
+                wait,
+                keep_alive,
+                started,
+            }));
+            return Next::Park(Want::Read, until);
+        }
         let key = self.key;
         let gate = || ctx.slots.admit(key);
         let response = handle(&request, ctx.source, ctx.catalog, &gate);

@@ -31,8 +31,8 @@ use crate::http::response::content_disposition;
 use crate::http::route::{self, Route, ALLOW};
 use crate::http::{Method, RequestHead, ResponseHead, Status};
 use crate::protocol::{
-    DOWNLOAD_ID_HEADER, FRESH_HEADER, HAVE_HEADER, INDEXING_HEADER, MAX_HEADER_PIECES,
-    PIECES_HEADER, SLOTS_HEADER, SLOTS_NEXT_HEADER,
+    Bitfield, DOWNLOAD_ID_HEADER, FRESH_HEADER, HAVE_HEADER, INDEXING_HEADER, MAX_HAVE_WAIT,
+    MAX_HEADER_PIECES, PIECES_HEADER, SLOTS_HEADER, SLOTS_NEXT_HEADER,
 };
 
 const CONTENT_TYPE_JSON: &str = "application/json";
@@ -237,6 +237,59 @@ impl CatalogCache {
         *self.gzip.lock() = Some((generation, body.clone()));
         Ok((generation, body))
     }
+}
+
+/// What a `have` request that may wait waits for: a piece of `want` held
+/// by the partial file `sha1`, until `until`.
+#[derive(Debug, Clone)]
+pub(crate) struct HaveWait {
+    pub sha1: Sha1Digest,
+    pub want: Bitfield,
+    pub until: std::time::Instant,
+}
+
+impl HaveWait {
+    /// True once the wait is over: the file holds a wanted piece, is no
+    /// longer partial, or is not served.
+    pub fn satisfied(&self, source: &dyn FileSource) -> bool {
+        match source.have(&self.sha1) {
+            Some(have) => {
+                have.len() != self.want.len() || have.is_full() || have.intersects(&self.want)
+            }
+            None => true,
+        }
+    }
+}
+
+/// `have?wait=<ms>&want=<hex bitmap>` on a partial file that holds none of
+/// the wanted pieces now: what to wait for (at most
+/// [`MAX_HAVE_WAIT`]). `None`: answer at once (no or a malformed query, a
+/// complete or unknown file, a wanted piece held).
+pub(crate) fn have_wait(request: &RequestHead, source: &dyn FileSource) -> Option<HaveWait> {
+    if request.method != Method::Get {
+        return None;
+    }
+    let Ok(Route::Have(sha1)) = route::route(&request.method, &request.target) else {
+        return None;
+    };
+    let query = request.target.split_once('?')?.1;
+    let (mut wait, mut want) = (None, None);
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("wait", ms)) => wait = ms.parse::<u64>().ok(),
+            Some(("want", hex)) => want = Some(hex),
+            _ => {}
+        }
+    }
+    let wait = std::time::Duration::from_millis(wait?).min(MAX_HAVE_WAIT);
+    let have = source.have(&sha1)?;
+    let want = Bitfield::from_hex(want?, have.len())?;
+    let waits = HaveWait {
+        sha1,
+        want,
+        until: std::time::Instant::now() + wait,
+    };
+    (!wait.is_zero() && !waits.satisfied(source)).then_some(waits)
 }
 
 /// The answer to `request` (`slot` asks for an upload slot for the

@@ -59,7 +59,7 @@ mod slots;
 
 pub use config::ServerConfig;
 pub use error::ServerError;
-pub use pool::Server;
+pub use pool::{HaveNotifier, Server};
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -8,6 +8,12 @@
 //! [`FairQueue`]. Every [`TICK`] the thread also expires connections whose
 //! deadline passed ([`Conn::expire`]: a `408`, or a silent close).
 //!
+//! `have` requests waiting for a piece (see `handler::have_wait`) wait here
+//! too, for their socket (a close) and their deadline; an `eventfd` in the
+//! same epoll set ([`Parking::have_changed`], raised when a partial file
+//! gets pieces) makes the thread look which of them hold a wanted piece
+//! now, and those leave for the queue at once.
+//!
 //! One lock around the map of parked connections, held to insert, remove
 //! or pick a connection, across the `epoll_ctl` that arms a socket (so an
 //! event can never fire for a connection not yet in the map), and across
@@ -31,6 +37,9 @@ use super::limits::ClientKey;
 const TICK: Duration = Duration::from_millis(100);
 /// Events taken from the kernel per wait.
 const EVENTS: usize = 256;
+/// The epoll data of the `have` change eventfd (connection ids count up
+/// from 0).
+const HAVE_CHANGED: u64 = u64::MAX;
 
 /// The ready queue connections leave the lot for.
 pub(crate) type ReadyQueue = FairQueue<ClientKey, Box<Conn>>;
@@ -44,14 +53,34 @@ struct Parked {
 pub(crate) struct Parking {
     epoll: OwnedFd,
     parked: Mutex<HashMap<u64, Parked>>,
+    /// Raised when a partial file's pieces change (level-triggered in the
+    /// epoll set until read).
+    have_changed: OwnedFd,
 }
 
 impl Parking {
     pub(crate) fn new() -> std::io::Result<Parking> {
+        use rustix::event::{eventfd, EventfdFlags};
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let have_changed = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        epoll::add(
+            &epoll,
+            &have_changed,
+            epoll::EventData::new_u64(HAVE_CHANGED),
+            epoll::EventFlags::IN,
+        )?;
         Ok(Parking {
-            epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            epoll,
             parked: Mutex::new(HashMap::new()),
+            have_changed,
         })
+    }
+
+    /// A partial file got pieces: the poll thread looks which waiting
+    /// `have` requests can be answered (cheap; never blocks).
+    pub(crate) fn have_changed(&self) {
+        // Only fails if the counter is at its maximum: raised anyway.
+        let _ = rustix::io::write(&self.have_changed, &1u64.to_ne_bytes());
     }
 
     /// Puts `conn` where `next` says: the lot, the ready queue, or nowhere
@@ -178,16 +207,37 @@ impl Parking {
                     std::thread::sleep(TICK);
                 }
             }
+            let changed = events.iter().any(|e| e.data.u64() == HAVE_CHANGED);
+            if changed {
+                let mut count = [0u8; 8];
+                let _ = rustix::io::read(&self.have_changed, &mut count);
+            }
             let woken: Vec<Box<Conn>> = {
                 let mut parked = self.parked.lock();
-                events
+                let mut woken: Vec<Box<Conn>> = events
                     .iter()
                     .filter_map(|event| {
                         let data = event.data;
                         parked.remove(&data.u64())
                     })
                     .map(|p| p.conn)
-                    .collect()
+                    .collect();
+                if changed {
+                    let ready: Vec<u64> = parked
+                        .iter()
+                        .filter(|(_, p)| {
+                            p.conn.waits_for().is_some_and(|w| w.satisfied(ctx.source))
+                        })
+                        .map(|(id, _)| *id)
+                        .collect();
+                    woken.extend(
+                        ready
+                            .iter()
+                            .filter_map(|id| parked.remove(id))
+                            .map(|p| p.conn),
+                    );
+                }
+                woken
             };
             for conn in woken {
                 // Refused only after shutdown: the connection is dropped.

@@ -37,6 +37,28 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// on a prompt stop (the loop still stops at its next connection).
 const WAKE_ATTEMPTS: usize = 3;
 
+/// Tells a running server that a partial file's pieces changed (see
+/// [`Server::have_notifier`]).
+#[derive(Clone)]
+pub struct HaveNotifier {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl HaveNotifier {
+    /// A partial file got pieces.
+    pub fn notify(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.parking.have_changed();
+        }
+    }
+}
+
+impl std::fmt::Debug for HaveNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HaveNotifier")
+    }
+}
+
 /// A running peer server. Dropping it stops it.
 pub struct Server {
     local_addr: SocketAddr,
@@ -134,6 +156,16 @@ impl Server {
     /// (each is also logged as a `bug:`); 0 in a correct server.
     pub fn caught_panics(&self) -> u64 {
         self.shared.panics.load(Ordering::Relaxed)
+    }
+
+    /// What tells the server that a partial file it serves got pieces
+    /// ([`FileSource::have`](super::FileSource::have) changed): `have`
+    /// requests waiting for a piece are then answered at once. Cheap to
+    /// call from any thread; does nothing once the server is gone.
+    pub fn have_notifier(&self) -> HaveNotifier {
+        HaveNotifier {
+            shared: Arc::downgrade(&self.shared),
+        }
     }
 
     /// Client connections open now (being served, waiting for a worker,

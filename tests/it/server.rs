@@ -3,6 +3,7 @@
 //! `TcpStream` writes, ureq, curl, aria2c).
 
 mod fairness;
+mod have_wait;
 mod hostile;
 mod interop;
 mod overload;
