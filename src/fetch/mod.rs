@@ -80,7 +80,7 @@ pub use rate::{parse_rate, ParseRateError};
 pub(crate) use {
     round::{requery_wanted, MAX_HOLDERS, SLOTS_ENOUGH},
     supervisor::FAST_REQUERY,
-    worker::{MAX_PARKED, RUN_BYTES},
+    worker::{HAVE_WAIT, MAX_PARKED, RUN_BYTES},
 };
 
 use crate::digest::Sha1Digest;

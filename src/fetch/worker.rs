@@ -61,7 +61,7 @@ const HAVE_POLL: Duration = Duration::from_millis(100);
 /// its `have` answer waiting for a wanted piece: the worker's one
 /// connection is blocked meanwhile (a holder that turns up with something
 /// is seen this much later at most, as at a poll every 100 ms before).
-const HAVE_WAIT: Duration = Duration::from_millis(300);
+pub(crate) const HAVE_WAIT: Duration = Duration::from_millis(300);
 /// How long a partial holder that had nothing for this download waits
 /// before a connection goes back to it (when it left for another holder).
 const ROTATE_AWAY: Duration = Duration::from_millis(500);
@@ -301,10 +301,11 @@ impl<'r, 'a> Worker<'r, 'a> {
     /// 1,200.
     fn next_step(&self) -> Step {
         let (round, slot) = (self.round, self.slot);
-        let polled_long_ago = self.last_poll.is_none_or(|t| t.elapsed() >= HAVE_POLL)
-            || self
-                .last_piece
-                .is_some_and(|p| self.last_poll.is_some_and(|t| t < p));
+        // A piece came since the bitmap did: it rode on the head.
+        let stale = self
+            .last_piece
+            .is_some_and(|p| self.last_poll.is_some_and(|t| t < p));
+        let polled_long_ago = self.last_poll.is_none_or(|t| t.elapsed() >= HAVE_POLL) || stale;
         let hint_stale = self.last_poll.is_none_or(|t| t.elapsed() >= HINT_POLL);
         if self.last_poll.is_none() || (round.sched.has_hint(slot) && hint_stale) {
             return Step::Poll;
@@ -313,7 +314,10 @@ impl<'r, 'a> Worker<'r, 'a> {
             Next::Stop => Step::Stop,
             Next::Piece(i) => Step::Piece(i),
             Next::Wait if round.sched.needs_poll(slot) && polled_long_ago => {
-                if round.sched.is_complete_holder(slot) || round.sched.useful(slot) {
+                // A stale view is refreshed before it sends the connection
+                // elsewhere or parks it (in the simulator, 1,000 hosts:
+                // last host 1.50x -> 1.40x one host alone).
+                if stale || round.sched.is_complete_holder(slot) || round.sched.useful(slot) {
                     Step::Poll
                 } else if round.better_holder_waits(slot) {
                     Step::Rotate

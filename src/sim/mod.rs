@@ -16,7 +16,9 @@
 //! in a swarm while `hunt_below` of them hold an upload slot, a holder
 //! that may have something first, looked for from the download's own
 //! place in its list; the bitmap asked first, then riding on the head of
-//! each answer, polled while a holder has nothing to give; each request
+//! each answer, asked again while a holder has nothing to give (at once
+//! when a piece came since, else 100 ms after the last; with a wait at
+//! the holder, `have?wait`, when a fresh one showed nothing); each request
 //! a run of adjacent pieces through the real
 //! [`Scheduler::extend_at`], up to 256 KiB, sent whole by the holder one
 //! piece after the other, each kept as it arrives, and the next run asked
@@ -99,6 +101,11 @@ pub(crate) struct Config {
     /// when a piece came since the last one (`worker.rs`'s `next_step`;
     /// false: only `HAVE_POLL` after the last, as before 2026-12-07 21:40).
     pub poll_after_piece: bool,
+    /// A bitmap request to a partial holder with nothing this download
+    /// lacks waits at the holder this long at most for a piece it wants
+    /// (`worker.rs`'s `HAVE_WAIT`; zero: answered at once, as before
+    /// 2026-12-07 22:15).
+    pub have_wait: Duration,
     /// A download re-queries the tracker this often in its first 2 s
     /// (`supervisor.rs`).
     pub fast_requery: Duration,
@@ -144,6 +151,7 @@ impl Config {
             run_bytes: crate::fetch::RUN_BYTES,
             pipeline: true,
             poll_after_piece: true,
+            have_wait: crate::fetch::HAVE_WAIT,
             fast_requery: crate::fetch::FAST_REQUERY,
             max_holders: crate::fetch::MAX_HOLDERS,
             park: Park::Next,
@@ -272,6 +280,9 @@ enum Ev {
     },
     /// `d`'s bitmap request arrives at slot `j`'s holder, answered to `d`.
     Have { d: u32, j: u32 },
+    /// A waiting bitmap request of `d` (slot `j`, its `token`) at its
+    /// holder reaches its wait's end.
+    HaveWaited { d: u32, j: u32, token: u32 },
     /// A flow may have ended.
     FlowEnd { id: u32, version: u32 },
     /// The supervisor's tick: `fill`.
@@ -327,6 +338,8 @@ struct Conn {
     epoch: u32,
     /// When its last piece arrived.
     last_piece: u64,
+    /// Its waiting bitmap requests, counted (one in flight at most).
+    wait_token: u32,
 }
 
 struct Download {
@@ -374,6 +387,9 @@ struct Host {
     complete: bool,
     offers: Option<Offers>,
     slots: UploadSlots<u32>,
+    /// Bitmap requests parked here until this host gets a piece in their
+    /// `want` (`have?wait`): download, slot, token, want.
+    have_waiters: Vec<(u32, u32, u32, Bitfield)>,
 }
 
 struct Sim {
@@ -448,6 +464,7 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
             complete: h == 0,
             offers: (h == 0).then(|| Offers::new(n)),
             slots: UploadSlots::new(cfg.slots.clone()),
+            have_waiters: Vec::new(),
         })
         .collect();
     let mut sim = Sim {
@@ -666,6 +683,18 @@ impl Sim {
                 }
             }
             Ev::Have { d, j } => self.have_answer(d as usize, j as usize),
+            Ev::HaveWaited { d, j, token } => {
+                let h = self.dl(d as usize).conns[j as usize].holder as usize;
+                let w = &mut self.hosts[h].have_waiters;
+                if let Some(k) = w
+                    .iter()
+                    .position(|&(wd, wj, wt, _)| (wd, wj, wt) == (d, j, token))
+                {
+                    w.swap_remove(k);
+                    let at = self.now + self.lat();
+                    self.push(at, Ev::Have { d, j });
+                }
+            }
             Ev::FlowEnd { id, version } => {
                 let f = &self.net.flows[id as usize];
                 if f.live && f.version == version {
@@ -761,6 +790,7 @@ impl Sim {
                 chained: false,
                 epoch: 0,
                 last_piece: 0,
+                wait_token: 0,
             });
         }
     }
@@ -877,6 +907,36 @@ impl Sim {
         );
     }
 
+    /// Asks slot `j`'s bitmap with a wait (`worker.rs`'s `PollWaiting`):
+    /// the holder answers when it gets a piece this download wants, or
+    /// at the wait's end (`HAVE_WAIT`).
+    fn poll_waiting(&mut self, d: usize, j: usize) {
+        let now = self.now;
+        let lat = self.lat();
+        let wait = self.cfg.have_wait.as_nanos() as u64;
+        let dl = self.dl(d);
+        let Some(want) = dl.sched.wanted_from(j) else {
+            self.poll(d, j);
+            return;
+        };
+        dl.conns[j].state = ConnState::Busy;
+        dl.conns[j].last_poll = Some(now);
+        dl.conns[j].wait_token += 1;
+        dl.requests += 1;
+        let (h, token) = (dl.conns[j].holder as usize, dl.conns[j].wait_token);
+        self.hosts[h]
+            .have_waiters
+            .push((d as u32, j as u32, token, want));
+        self.push(
+            now + lat + wait,
+            Ev::HaveWaited {
+                d: d as u32,
+                j: j as u32,
+                token,
+            },
+        );
+    }
+
     fn holder_view(&mut self, h: usize) -> (Option<Bitfield>, Option<Bitfield>) {
         let now = self.instant();
         let host = &mut self.hosts[h];
@@ -971,10 +1031,21 @@ impl Sim {
             }
             Next::Wait => {
                 let c = &dl.conns[j];
-                let polled_long_ago = c.last_poll.is_none_or(|t| now - t >= HAVE_POLL)
-                    || (self.cfg.poll_after_piece && c.last_poll.is_some_and(|t| t < c.last_piece));
+                let stale =
+                    self.cfg.poll_after_piece && c.last_poll.is_some_and(|t| t < c.last_piece);
+                let polled_long_ago = c.last_poll.is_none_or(|t| now - t >= HAVE_POLL) || stale;
                 if dl.sched.needs_poll(j) && polled_long_ago {
-                    self.poll(d, j);
+                    let nothing = !dl.sched.is_complete_holder(j) && !dl.sched.useful(j);
+                    if !nothing || stale {
+                        self.poll(d, j);
+                    } else if self.better_holder(d, j).is_some() {
+                        self.close(d, j, now + ROTATE_AWAY);
+                        self.fill(d);
+                    } else if self.cfg.have_wait > Duration::ZERO {
+                        self.poll_waiting(d, j);
+                    } else {
+                        self.poll(d, j);
+                    }
                 } else if !dl.sched.is_complete_holder(j) && !dl.sched.useful(j) {
                     if self.better_holder(d, j).is_some() {
                         self.close(d, j, now + ROTATE_AWAY);
@@ -1347,6 +1418,17 @@ impl Sim {
                 dl.stats.at_quarter[q - 1] = (dl.conns.len() as u32, complete, dl.stats.refused);
             }
             self.hosts[d].have.set(i);
+            // Parked bitmap requests that want this piece are answered.
+            let mut k = 0;
+            while k < self.hosts[d].have_waiters.len() {
+                if self.hosts[d].have_waiters[k].3.get(i) {
+                    let (wd, wj, _, _) = self.hosts[d].have_waiters.swap_remove(k);
+                    let at = self.now + self.lat();
+                    self.push(at, Ev::Have { d: wd, j: wj });
+                } else {
+                    k += 1;
+                }
+            }
             if self.hosts[d].have.count() == 1 {
                 self.up_idle_since[d] = Some(self.now);
                 let at = self.now + self.cfg.announce_after.as_nanos() as u64;
