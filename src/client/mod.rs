@@ -540,6 +540,31 @@ fn get_small_on(
     limit: u64,
     deadline: Duration,
 ) -> Result<(Head, Vec<u8>), ClientError> {
+    get_small_inner(pool, addrs, path, timeouts, limit, deadline, false)
+        .map(|(head, body, _)| (head, body))
+}
+
+/// [`get_small`] that hands back its connection when it can carry the
+/// next request (`None` if the peer closes it).
+pub fn get_small_keep(
+    addrs: &[String],
+    path: &str,
+    timeouts: Timeouts,
+    limit: u64,
+    deadline: Duration,
+) -> Result<(Head, Vec<u8>, Option<PeerConn>), ClientError> {
+    get_small_inner(None, addrs, path, timeouts, limit, deadline, true)
+}
+
+fn get_small_inner(
+    pool: Option<&ConnPool>,
+    addrs: &[String],
+    path: &str,
+    timeouts: Timeouts,
+    limit: u64,
+    deadline: Duration,
+    keep: bool,
+) -> Result<(Head, Vec<u8>, Option<PeerConn>), ClientError> {
     let started = Instant::now();
     loop {
         let (mut conn, head) = loop {
@@ -562,13 +587,21 @@ fn get_small_on(
         if busy {
             log::debug!("peer {} busy (503) for {path}; asking again", conn.addr());
         }
-        if let Some(p) = pool {
-            p.put(addrs, conn);
-        }
         if busy {
+            if let Some(p) = pool {
+                p.put(addrs, conn);
+            }
             std::thread::sleep(BUSY_RETRY);
             continue;
         }
-        return Ok((head, body));
+        let kept = match pool {
+            _ if keep => Some(conn).filter(PeerConn::is_reusable),
+            Some(p) => {
+                p.put(addrs, conn);
+                None
+            }
+            None => None,
+        };
+        return Ok((head, body, kept));
     }
 }

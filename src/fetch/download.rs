@@ -32,8 +32,8 @@ use super::error::Step;
 use super::error::{FetchError, HolderFailure};
 use super::fault::HolderFault;
 use super::job::{Download, Job, Mode};
-use super::pieces::{fetch_piece_list_with, PieceListError};
-use super::round::{Outcome, Round};
+use super::pieces::{fetch_piece_list_with, Fetched, PieceListError};
+use super::round::{Outcome, Round, Welcome};
 use super::state::{salvage, ResumeState};
 use super::supervisor;
 use super::{ProgressFn, Summary};
@@ -235,12 +235,14 @@ impl Download<'_> {
             // within seconds (twice as long at each of its turns).
             let others = (0..turns.len()).any(|k| k != g && turns[k].is_some());
             round.yield_turn = turns[g].filter(|_| others);
+            known.welcome(&round, &holders);
             round.add_holders(holders.clone());
             let outcome = supervisor::run(
                 &round,
                 &mut |stuck| {
                     let lists = known.groups.len();
                     let fresh = known.requery(source, g, stuck);
+                    known.welcome(&round, &fresh);
                     if known.groups.len() > lists {
                         round
                             .others_waiting
@@ -557,6 +559,9 @@ struct Known<'a> {
     /// next re-query, but warned about once).
     unreachable: HashSet<String>,
     groups: Vec<Group>,
+    /// What fetching each holder's piece list left (its connection, its
+    /// bitmap), for the round it joins (`Round::expect`).
+    welcomes: HashMap<String, Welcome>,
 }
 
 impl<'a> Known<'a> {
@@ -568,6 +573,7 @@ impl<'a> Known<'a> {
             refused: HashSet::new(),
             unreachable: HashSet::new(),
             groups: Vec::new(),
+            welcomes: HashMap::new(),
         }
     }
 
@@ -594,7 +600,11 @@ impl<'a> Known<'a> {
         let initial = self.groups.is_empty();
         for (holder, result) in fresh.into_iter().zip(lists) {
             match result {
-                Ok(list) => {
+                Ok(Fetched { list, conn, have }) => {
+                    if conn.is_some() || have.is_some() {
+                        self.welcomes
+                            .insert(holder.id.clone(), Welcome { conn, have });
+                    }
                     let g = match self.groups.iter().position(|g| g.list == list) {
                         Some(g) => g,
                         None => {
@@ -652,6 +662,17 @@ impl<'a> Known<'a> {
         errors
     }
 
+    /// Hands `round` what fetching the piece lists of `holders` left,
+    /// before they join it (the rest is closed with the round that next
+    /// takes them, or with this download).
+    fn welcome(&mut self, round: &Round<'_>, holders: &[Holder]) {
+        for h in holders {
+            if let Some(w) = self.welcomes.remove(&h.id) {
+                round.expect(h.id.clone(), w);
+            }
+        }
+    }
+
     /// True if `h` was never asked for its piece list.
     fn is_new(&self, h: &Holder) -> bool {
         !self.seen.contains_key(&h.id)
@@ -695,7 +716,7 @@ fn fetch_lists(
     by: &Downloader,
     job: &Job<'_>,
     holders: &[Holder],
-) -> Vec<Result<PieceList, PieceListError>> {
+) -> Vec<Result<Fetched, PieceListError>> {
     let opts = by.options();
     let timeouts = Timeouts {
         connect: opts.connect_timeout,

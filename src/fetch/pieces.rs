@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::client::{self, ClientError, ConnPool, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::holders::Holder;
-use crate::protocol::{piece_count, piece_size, PieceList, FILES_PATH, PIECE_LIST_FORM};
+use crate::protocol::{piece_count, piece_size, Bitfield, PieceList, FILES_PATH, PIECE_LIST_FORM};
 
 /// Largest piece-list body accepted: about 420,000 chaining values, a
 /// 410 GiB file at 1 MiB pieces.
@@ -38,6 +38,17 @@ pub enum PieceListError {
     Inconsistent(String),
 }
 
+/// A holder's piece list, and what its fetch leaves for the download's
+/// first worker there (see `round::Welcome`).
+pub(crate) struct Fetched {
+    pub list: PieceList,
+    /// The connection, open for the next request (not with a pool: a
+    /// batch's connections go back to it).
+    pub conn: Option<client::PeerConn>,
+    /// A partial holder's bitmap (`X-Have` on the answer).
+    pub have: Option<Bitfield>,
+}
+
 /// Fetches and checks `holder`'s piece list for `sha1`, on a connection
 /// of `pool` if given (a batch).
 pub(crate) fn fetch_piece_list_with(
@@ -46,21 +57,33 @@ pub(crate) fn fetch_piece_list_with(
     sha1: &Sha1Digest,
     timeouts: Timeouts,
     deadline: Duration,
-) -> Result<PieceList, PieceListError> {
+) -> Result<Fetched, PieceListError> {
     let path = format!("{FILES_PATH}/{sha1}/pieces");
     let addrs = holder.dial_addrs();
-    let (head, body) = match pool {
+    let (head, body, conn) = match pool {
         Some(pool) => {
-            client::get_small_pooled(pool, addrs, &path, timeouts, MAX_PIECE_LIST_BODY, deadline)?
+            let (head, body) = client::get_small_pooled(
+                pool,
+                addrs,
+                &path,
+                timeouts,
+                MAX_PIECE_LIST_BODY,
+                deadline,
+            )?;
+            (head, body, None)
         }
-        None => client::get_small(addrs, &path, timeouts, MAX_PIECE_LIST_BODY, deadline)?,
+        None => client::get_small_keep(addrs, &path, timeouts, MAX_PIECE_LIST_BODY, deadline)?,
     };
     if head.status != 200 {
         return Err(PieceListError::Status(head.status));
     }
     let list: PieceList = serde_json::from_slice(&body).map_err(PieceListError::Json)?;
     check_piece_list(&list, sha1)?;
-    Ok(list)
+    let have = head
+        .have
+        .as_deref()
+        .and_then(|h| Bitfield::from_hex(h, list.len()));
+    Ok(Fetched { list, conn, have })
 }
 
 fn form_message(form: &str) -> String {

@@ -27,7 +27,7 @@ use crate::client::{PeerConn, Timeouts};
 use crate::digest::Sha1Digest;
 use crate::holders::Holder;
 use crate::policy::host::Host;
-use crate::protocol::PieceList;
+use crate::protocol::{Bitfield, PieceList};
 
 /// How often the supervisor wakes up when nothing happens.
 pub(super) const TICK: Duration = Duration::from_millis(100);
@@ -124,6 +124,18 @@ pub(crate) struct Slot {
     pub busy: u32,
     /// Pieces it held past their deadline (named in the summary).
     pub late: u32,
+    /// Its bitmap came with its piece list, just now: the first worker
+    /// sent there need not ask it (taken by that worker).
+    pub welcomed: bool,
+}
+
+/// What the fetch of a holder's piece list leaves for the round: its
+/// connection, still open, and the partial holder's bitmap that rode on
+/// the answer (`X-Have`).
+#[derive(Debug, Default)]
+pub(crate) struct Welcome {
+    pub conn: Option<PeerConn>,
+    pub have: Option<Bitfield>,
 }
 
 /// How a round ended.
@@ -169,6 +181,9 @@ pub(crate) struct Round<'a> {
     /// slot, still in the socket table: the next worker sent to that holder
     /// takes it instead of dialling.
     idle: Mutex<HashMap<usize, (PeerConn, Option<u64>)>>,
+    /// What the fetch of a holder's piece list left for its first worker,
+    /// by holder id, until the holder joins ([`Round::expect`]).
+    welcome: Mutex<HashMap<String, Welcome>>,
     pub(super) max_workers: usize,
     /// Set when another piece list waits: the round yields (ends
     /// [`Outcome::Yielded`]) once no piece arrived for its piece deadline
@@ -224,6 +239,7 @@ impl<'a> Round<'a> {
             fatal: Mutex::new(None),
             sockets: Sockets::default(),
             idle: Mutex::new(HashMap::new()),
+            welcome: Mutex::new(HashMap::new()),
             max_workers: opts.max_connections.max(1).min(by_memory),
             yield_turn: None,
             download_id: crate::discovery::random_id(),
@@ -293,12 +309,44 @@ impl<'a> Round<'a> {
                 retry_at: None,
                 busy: 0,
                 late: 0,
+                welcomed: false,
             });
         }
         let added = slots.len() - before;
+        // The new holders' piece-list connections and bitmaps, for their
+        // first workers (after the slots' lock: the scheduler's is taken
+        // alone).
+        let welcomed: Vec<(usize, Welcome)> = {
+            let mut welcome = self.welcome.lock();
+            slots
+                .iter()
+                .enumerate()
+                .skip(before)
+                .filter_map(|(i, s)| Some((i, welcome.remove(&s.holder.id)?)))
+                .collect()
+        };
+        for (i, _) in welcomed.iter().filter(|(_, w)| w.have.is_some()) {
+            slots[*i].welcomed = true;
+        }
         drop(slots);
+        for (i, w) in welcomed {
+            if let Some(have) = w.have {
+                self.sched.set_have(i, Some(have), None);
+            }
+            if let Some(conn) = w.conn {
+                let socket = self.register(&conn);
+                self.keep_conn(i, conn, socket);
+            }
+        }
         self.sched.wake_all();
         added
+    }
+
+    /// Keeps what the fetch of holder `id`'s piece list left (see
+    /// [`Welcome`]) until that holder joins the round; dropped (the
+    /// connection closed) with the round otherwise.
+    pub fn expect(&self, id: String, welcome: Welcome) {
+        self.welcome.lock().insert(id, welcome);
     }
 
     /// Patience: the holders dropped for failures that may pass (refused,

@@ -194,11 +194,12 @@ pub(crate) fn run(round: &Round<'_>, slot: usize) {
 
 impl<'r, 'a> Worker<'r, 'a> {
     fn new(round: &'r Round<'a>, slot: usize) -> Self {
-        let (holder, addrs) = {
-            let slots = round.slots.lock();
+        let (holder, addrs, welcomed) = {
+            let mut slots = round.slots.lock();
             (
                 slots[slot].holder.to_string(),
                 slots[slot].holder.dial_addrs().to_vec(),
+                std::mem::take(&mut slots[slot].welcomed),
             )
         };
         Worker {
@@ -209,7 +210,8 @@ impl<'r, 'a> Worker<'r, 'a> {
             conn: None,
             buf: PieceBuf::default(),
             not_there: 0,
-            last_poll: None,
+            // Its bitmap came with its piece list just now.
+            last_poll: welcomed.then(Instant::now),
             last_piece: None,
             ahead: None,
             clean_exit: false,

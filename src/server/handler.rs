@@ -332,10 +332,22 @@ fn answer(
             Some(pieces) => match serde_json::to_vec(&pieces) {
                 Ok(body) => {
                     let body = catalog.shared_pieces(sha1, body);
+                    let mut head = ResponseHead::new(Status::OK)
+                        .header("Content-Type", CONTENT_TYPE_JSON)
+                        .header("Content-Length", body.len().to_string());
+                    // A partial file's bitmap rides along (as on its
+                    // pieces): a download that takes this holder starts
+                    // from it instead of asking `/have` first.
+                    if let Some(have) = source
+                        .have(&sha1)
+                        .filter(|h| !h.is_full() && h.len() <= MAX_HEADER_PIECES)
+                    {
+                        head = head
+                            .header("Cache-Control", CACHE_NEVER)
+                            .header(HAVE_HEADER, have.to_hex());
+                    }
                     Response {
-                        head: ResponseHead::new(Status::OK)
-                            .header("Content-Type", CONTENT_TYPE_JSON)
-                            .header("Content-Length", body.len().to_string()),
+                        head,
                         body: Body::Shared(body),
                     }
                 }

@@ -182,6 +182,12 @@ impl FileSource for TestSource {
         self.find(sha1).map(|f| f.pieces.clone())
     }
 
+    /// Every piece (not counted as a piece list served).
+    fn have(&self, sha1: &Sha1Digest) -> Option<piratebay_sync::protocol::Bitfield> {
+        self.find(sha1)
+            .map(|f| piratebay_sync::protocol::Bitfield::full(f.pieces.len()))
+    }
+
     fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {
         let Some(f) = self.find(sha1) else {
             return Ok(None);

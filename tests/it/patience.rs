@@ -450,3 +450,83 @@ fn wait_output(mut child: Child, timeout: Duration) -> std::process::Output {
     }
     child.wait_with_output().expect("get output")
 }
+
+/// A seed the tracker names that could not answer a lookup's first
+/// `HEAD` (its full uplink dropped the handshake; here it cuts its first
+/// connection) is asked again by the next wave: the lookup finds it in the
+/// second wave, asking at most two waves of the 24 bystanders, instead of
+/// asking every one and then waiting for the patience at the end (seconds
+/// in the 47-host lab).
+#[test]
+fn an_announced_seed_that_could_not_answer_is_asked_again_by_the_next_wave() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let etcd = EtcdServer::new();
+    let client = Client::new(Config::new([etcd.endpoint().as_str()])).unwrap();
+    let bystanders = Bystanders::start(&client, 24);
+    let sha1 = piratebay_sync::Sha1Digest::of(b"the seed's file");
+    // The seed: cuts its first connection, then answers HEAD 200.
+    let listener = std::net::TcpListener::bind((next_loopback_ip(), 0)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (conns, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (conns2, stop2) = (conns.clone(), stop.clone());
+    let seed = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            if conns2.fetch_add(1, Ordering::SeqCst) == 0 {
+                drop(s);
+                continue;
+            }
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nETag: \"{sha1}\"\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    // Announced as a complete holder (another lookup's HEAD found it).
+    let id = "flaky-seed";
+    let bucket =
+        &piratebay_sync::Sha1Digest::of(addr.split(':').next().unwrap().as_bytes()).to_hex()[..8];
+    let announced = serde_json::json!({ "id": id, "addrs": [addr], "complete": true });
+    client
+        .put(
+            format!("/piratebay/swarm/{sha1}/{bucket}/{id}").as_bytes(),
+            announced.to_string().as_bytes(),
+            None,
+        )
+        .unwrap();
+    let lookup = piratebay_sync::ProbedHolders::new(
+        client,
+        "piratebay",
+        piratebay_sync::ProbeOptions::default(),
+    )
+    .lookup(&sha1)
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let _ = seed.join();
+    assert_eq!(lookup.size, Some(1000), "the seed found");
+    assert!(conns.load(Ordering::SeqCst) >= 2, "the seed asked again");
+    let asked = bystanders.asked();
+    assert!(
+        asked <= 16,
+        "{asked} of the 24 bystanders asked: the seed waited for the end of the waves"
+    );
+}

@@ -510,6 +510,23 @@ fn a_seed_offers_downloaders_different_pieces_and_piece_answers_carry_bitmaps() 
         unhex(&x_have.expect("X-Have on a partial holder's piece")),
         have
     );
+    // Its piece list too (a download starts from it), and not the seed's.
+    let (status, x_have, _) = http_header(
+        &format!("http://{host_addr}/v1/files/{sha}/pieces"),
+        None,
+        "x-have",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        unhex(&x_have.expect("X-Have on a partial holder's piece list")),
+        have
+    );
+    let (_, x_have, _) = http_header(
+        &format!("http://{seed_addr}/v1/files/{sha}/pieces"),
+        None,
+        "x-have",
+    );
+    assert_eq!(x_have, None, "a seed's piece list has no bitmap");
 }
 
 /// A worker asks for its next run of pieces while the current one's body
@@ -569,6 +586,90 @@ fn a_worker_asks_for_the_next_piece_before_the_current_body_is_read() {
         ahead + alone <= 5 && ahead >= 2,
         "pipelined {ahead}, alone {alone}"
     );
+}
+
+/// A partial holder's piece list comes with its bitmap (`X-Have`), and
+/// the download's first worker there goes on on that list's connection
+/// with a piece request: no second connect, no `/have` first.
+#[test]
+fn a_partial_holders_first_piece_request_rides_its_piece_list_connection() {
+    use std::sync::Arc;
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    random_file(&src, 12 * SMALL_PIECE + 3, 23);
+    let served = Served::honest(&src);
+    let data = std::fs::read(&src).unwrap();
+    let size = served.pieces.size;
+    let n = served.pieces.len();
+    // Holds (and says it holds) every piece but the last.
+    let mut have = vec![0u8; n.div_ceil(8)];
+    for i in 0..n - 1 {
+        have[i / 8] |= 1 << (i % 8);
+    }
+    let have_hex: String = have.iter().map(|b| format!("{b:02x}")).collect();
+    let list = serde_json::to_vec(&served.pieces).unwrap();
+    // What each connection was asked, in order.
+    let asked: Arc<parking_lot::Mutex<Vec<Vec<&'static str>>>> = Arc::default();
+    let asked2 = asked.clone();
+    let peer = RawPeer::start("welcoming", move |mut s, stop| {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+        let me = {
+            let mut a = asked2.lock();
+            a.push(Vec::new());
+            a.len() - 1
+        };
+        let mut buf = Vec::new();
+        while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
+            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (kind, ok) = if target.ends_with("/pieces") {
+                let extra = format!("Content-Type: application/json\r\nX-Have: {have_hex}\r\n");
+                ("pieces", respond(&mut s, "200 OK", &extra, &list))
+            } else if target.contains("/have") {
+                ("have", respond(&mut s, "200 OK", "", &have))
+            } else {
+                let (a, b) = asked_range(&head, size);
+                let (a, b) = (a as usize, b as usize);
+                let last_piece = (n - 1) * SMALL_PIECE as usize;
+                let ok = if b < last_piece {
+                    respond_range(&mut s, a, b, size, &data)
+                } else {
+                    respond(&mut s, "416 Range Not Satisfiable", "", b"no\n")
+                };
+                ("piece", ok)
+            };
+            asked2.lock()[me].push(kind);
+            if !ok {
+                return;
+            }
+        }
+    });
+    let seed = TestPeer::start("seed", vec![served.clone()]);
+    let out = dir.path().join("out");
+    let holders = vec![peer.holder("welcoming"), seed.holder()];
+    download(opts(), &served, &out, &holders, None).unwrap();
+    assert_eq!(sha1_of_file(&out), served.sha1());
+    let asked = asked.lock().clone();
+    let first = asked
+        .iter()
+        .find(|c| c.first() == Some(&"pieces"))
+        .unwrap_or_else(|| panic!("no piece list asked: {asked:?}"));
+    assert_eq!(
+        first.get(1),
+        Some(&"piece"),
+        "the piece list's connection went on with {:?} (all: {asked:?})",
+        first.get(1)
+    );
+}
+
+/// Answers bytes `a..=b` of `data` (a file of `size` bytes) as a `206`.
+fn respond_range(s: &mut std::net::TcpStream, a: usize, b: usize, size: u64, data: &[u8]) -> bool {
+    use std::io::Write;
+    let head = format!(
+        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{size}\r\n\r\n",
+        b - a + 1
+    );
+    s.write_all(head.as_bytes()).is_ok() && s.write_all(&data[a..=b]).is_ok()
 }
 
 /// The index of `addr`'s peer, from `/v1/status`.
