@@ -546,6 +546,8 @@ fn get_small_on(
 
 /// [`get_small`] that hands back its connection when it can carry the
 /// next request (`None` if the peer closes it).
+/// The body is asked in gzip (`Accept-Encoding`) and comes as sent: see
+/// `Head::gzip`.
 pub fn get_small_keep(
     addrs: &[String],
     path: &str,
@@ -576,7 +578,11 @@ fn get_small_inner(
                 },
                 None => {
                     let mut conn = connect(addrs, timeouts)?;
-                    let head = conn.get(path, None)?;
+                    let head = if keep {
+                        conn.get_gzip(path)?
+                    } else {
+                        conn.get(path, None)?
+                    };
                     break (conn, head);
                 }
             }

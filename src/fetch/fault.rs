@@ -58,9 +58,9 @@ impl HolderFault {
             Cause::PieceList(PieceListError::Request(e)) => client_kind(e),
             Cause::PieceList(PieceListError::Status(503)) => K::Busy,
             Cause::PieceList(PieceListError::Status(_)) => K::Refused,
-            Cause::PieceList(PieceListError::Json(_) | PieceListError::Inconsistent(_)) => {
-                K::BadData
-            }
+            Cause::PieceList(
+                PieceListError::Json(_) | PieceListError::Inconsistent(_) | PieceListError::Gzip(_),
+            ) => K::BadData,
             Cause::PieceList(PieceListError::Form(_)) => K::OtherVersion,
             Cause::Dropped(Dropped::Ourselves) => K::Ourselves,
             Cause::Dropped(Dropped::Bad(_)) => K::BadData,

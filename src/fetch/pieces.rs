@@ -36,6 +36,10 @@ pub enum PieceListError {
     /// A piece list that contradicts itself or the request.
     #[error("inconsistent piece list: {0}")]
     Inconsistent(String),
+    /// A gzip body that does not inflate, or inflates past
+    /// [`MAX_PIECE_LIST_BODY`].
+    #[error("bad gzip piece list: {0}")]
+    Gzip(String),
 }
 
 /// A holder's piece list, and what its fetch leaves for the download's
@@ -77,6 +81,7 @@ pub(crate) fn fetch_piece_list_with(
     if head.status != 200 {
         return Err(PieceListError::Status(head.status));
     }
+    let body = if head.gzip { inflate(&body)? } else { body };
     let list: PieceList = serde_json::from_slice(&body).map_err(PieceListError::Json)?;
     check_piece_list(&list, sha1)?;
     let have = head
@@ -84,6 +89,22 @@ pub(crate) fn fetch_piece_list_with(
         .as_deref()
         .and_then(|h| Bitfield::from_hex(h, list.len()));
     Ok(Fetched { list, conn, have })
+}
+
+/// A gzip body inflated, at most [`MAX_PIECE_LIST_BODY`] bytes of it.
+fn inflate(gz: &[u8]) -> Result<Vec<u8>, PieceListError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .take(MAX_PIECE_LIST_BODY + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| PieceListError::Gzip(e.to_string()))?;
+    if out.len() as u64 > MAX_PIECE_LIST_BODY {
+        return Err(PieceListError::Gzip(format!(
+            "it inflates past {MAX_PIECE_LIST_BODY} bytes"
+        )));
+    }
+    Ok(out)
 }
 
 fn form_message(form: &str) -> String {

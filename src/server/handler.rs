@@ -292,6 +292,16 @@ pub(crate) fn have_wait(request: &RequestHead, source: &dyn FileSource) -> Optio
     (!wait.is_zero() && !waits.satisfied(source)).then_some(waits)
 }
 
+/// `plain` in gzip at the fastest level.
+fn gzip_fast(plain: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(plain.len() / 2 + 64),
+        flate2::Compression::fast(),
+    );
+    std::io::Write::write_all(&mut enc, plain)?;
+    enc.finish()
+}
+
 /// The answer to `request` (`slot` asks for an upload slot for the
 /// client, piece requests only, or says how long until the slots rotate). Every answer says `X-Content-Type-Options:
 /// nosniff`: its `Content-Type` is the only one a browser may use.
@@ -331,10 +341,30 @@ fn answer(
         Route::Pieces(sha1) => match source.pieces(&sha1) {
             Some(pieces) => match serde_json::to_vec(&pieces) {
                 Ok(body) => {
-                    let body = catalog.shared_pieces(sha1, body);
+                    // In gzip when asked (a download does): the chaining
+                    // values' hex halves, and 47 downloads of a flash crowd
+                    // fetch the seed's list over its uplink beside its
+                    // first pieces. Compressed per answer, at the fastest
+                    // level (about 50 us for 10 KiB).
+                    let gzipped = accepts_gzip(request.header_values("accept-encoding"))
+                        .then(|| gzip_fast(&body))
+                        .and_then(Result::ok);
                     let mut head = ResponseHead::new(Status::OK)
                         .header("Content-Type", CONTENT_TYPE_JSON)
-                        .header("Content-Length", body.len().to_string());
+                        .header("Vary", "Accept-Encoding");
+                    let (body, len) = match gzipped {
+                        Some(z) => {
+                            head = head.header("Content-Encoding", "gzip");
+                            let len = z.len();
+                            (Body::Bytes(z), len)
+                        }
+                        None => {
+                            let shared = catalog.shared_pieces(sha1, body);
+                            let len = shared.len();
+                            (Body::Shared(shared), len)
+                        }
+                    };
+                    head = head.header("Content-Length", len.to_string());
                     // A partial file's bitmap rides along (as on its
                     // pieces): a download that takes this holder starts
                     // from it instead of asking `/have` first.
@@ -346,10 +376,7 @@ fn answer(
                             .header("Cache-Control", CACHE_NEVER)
                             .header(HAVE_HEADER, have.to_hex());
                     }
-                    Response {
-                        head,
-                        body: Body::Shared(body),
-                    }
+                    Response { head, body }
                 }
                 Err(e) => {
                     log::error!("bug: cannot encode a piece list: {e}");

@@ -357,6 +357,27 @@ fn pieces_and_errors() {
     assert_eq!(pieces.chain.len(), 3);
     assert_eq!(pieces, PieceList::of_content(&content));
     assert!(pieces.verify(0, &content[..PIECE_SIZE as usize]));
+    // Asked in gzip (as a download asks): the same list, smaller.
+    let gz = request(
+        fx.addr(),
+        "GET",
+        &format!("/v1/files/{sha1}/pieces"),
+        &["Accept-Encoding: gzip"],
+    );
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gz.body[..]),
+        &mut inflated,
+    )
+    .unwrap();
+    assert_eq!(inflated, answer.body);
+    assert_eq!(
+        answer.header("content-encoding"),
+        None,
+        "plain when not asked"
+    );
 
     let check_error = |method: &str, target: &str, status: u16| {
         let answer = request(fx.addr(), method, target, &[]);

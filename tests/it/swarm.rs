@@ -662,6 +662,51 @@ fn a_partial_holders_first_piece_request_rides_its_piece_list_connection() {
     );
 }
 
+/// Piece lists are asked in gzip; one that does not inflate (or inflates
+/// past the limit) is a bad list, and the download goes on with the
+/// holders whose lists are good.
+#[test]
+fn piece_lists_come_in_gzip_and_a_bad_gzip_list_is_refused() {
+    use std::sync::Arc;
+    init_test_log();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    random_file(&src, 6 * SMALL_PIECE + 5, 24);
+    let served = Served::honest(&src);
+    let asked_gzip: Arc<parking_lot::Mutex<Vec<bool>>> = Arc::default();
+    let asked2 = asked_gzip.clone();
+    let liar = RawPeer::start("badgzip", move |mut s, stop| {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut buf = Vec::new();
+        while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
+            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let ok = if target.ends_with("/pieces") {
+                asked2
+                    .lock()
+                    .push(head.to_ascii_lowercase().contains("accept-encoding: gzip"));
+                let extra = "Content-Type: application/json\r\nContent-Encoding: gzip\r\n";
+                respond(&mut s, "200 OK", extra, b"\x1f\x8b\x08\x00 not gzip at all")
+            } else {
+                respond(&mut s, "404 Not Found", "", b"")
+            };
+            if !ok {
+                return;
+            }
+        }
+    });
+    let honest = TestPeer::start("honest", vec![served.clone()]);
+    let out = dir.path().join("out");
+    let holders = vec![liar.holder("badgzip"), honest.holder()];
+    let summary = download(opts(), &served, &out, &holders, None).unwrap();
+    assert_eq!(sha1_of_file(&out), served.sha1());
+    assert_eq!(summary.peers_used, vec!["honest".to_string()]);
+    let asked = asked_gzip.lock().clone();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|g| *g),
+        "piece lists asked in gzip: {asked:?}"
+    );
+}
+
 /// Answers bytes `a..=b` of `data` (a file of `size` bytes) as a `206`.
 fn respond_range(s: &mut std::net::TcpStream, a: usize, b: usize, size: u64, data: &[u8]) -> bool {
     use std::io::Write;
