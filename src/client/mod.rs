@@ -47,7 +47,8 @@ pub fn get_small(
     limit: u64,
     deadline: Duration,
 ) -> Result<(Head, Vec<u8>), ClientError> {
-    get_small_on(None, addrs, path, timeouts, limit, deadline)
+    get_small_on(None, addrs, path, timeouts, limit, deadline, false)
+        .map(|(head, body, _)| (head, body))
 }
 
 /// Why a request to a peer failed.
@@ -528,19 +529,7 @@ pub fn get_small_pooled(
     limit: u64,
     deadline: Duration,
 ) -> Result<(Head, Vec<u8>), ClientError> {
-    get_small_on(Some(pool), addrs, path, timeouts, limit, deadline)
-}
-
-/// The one loop behind [`get_small`] (no pool) and [`get_small_pooled`].
-fn get_small_on(
-    pool: Option<&ConnPool>,
-    addrs: &[String],
-    path: &str,
-    timeouts: Timeouts,
-    limit: u64,
-    deadline: Duration,
-) -> Result<(Head, Vec<u8>), ClientError> {
-    get_small_inner(pool, addrs, path, timeouts, limit, deadline, false)
+    get_small_on(Some(pool), addrs, path, timeouts, limit, deadline, false)
         .map(|(head, body, _)| (head, body))
 }
 
@@ -555,10 +544,13 @@ pub fn get_small_keep(
     limit: u64,
     deadline: Duration,
 ) -> Result<(Head, Vec<u8>, Option<PeerConn>), ClientError> {
-    get_small_inner(None, addrs, path, timeouts, limit, deadline, true)
+    get_small_on(None, addrs, path, timeouts, limit, deadline, true)
 }
 
-fn get_small_inner(
+/// The one loop behind [`get_small`] (no pool), [`get_small_pooled`] and
+/// [`get_small_keep`] (`keep`: the body asked in gzip and the connection
+/// handed back; else it goes back to `pool`, if any).
+fn get_small_on(
     pool: Option<&ConnPool>,
     addrs: &[String],
     path: &str,

@@ -280,10 +280,7 @@ impl Conn {
         let Phase::Waiting(w) = std::mem::replace(&mut self.phase, waiting) else {
             return Next::Close;
         };
-        let gate = || ctx.slots.admit(self.key);
-        let response = handle(&w.request, ctx.source, ctx.catalog, &gate);
-        self.start(Some(&w.request), response, w.keep_alive, w.started, ctx);
-        self.send(ctx)
+        self.reply(&w.request, w.keep_alive, w.started, ctx)
     }
 
     /// The parked connection's deadline passed.
@@ -396,10 +393,22 @@ impl Conn {
             }));
             return Next::Park(Want::Read, until);
         }
+        self.reply(&request, keep_alive, started, ctx)
+    }
+
+    /// Answers `request` (an upload slot asked for a piece) and starts
+    /// sending the answer.
+    fn reply(
+        &mut self,
+        request: &RequestHead,
+        keep_alive: bool,
+        started: Instant,
+        ctx: &Context<'_>,
+    ) -> Next {
         let key = self.key;
         let gate = || ctx.slots.admit(key);
-        let response = handle(&request, ctx.source, ctx.catalog, &gate);
-        self.start(Some(&request), response, keep_alive, started, ctx);
+        let response = handle(request, ctx.source, ctx.catalog, &gate);
+        self.start(Some(request), response, keep_alive, started, ctx);
         self.send(ctx)
     }
 

@@ -272,6 +272,22 @@ fn the_download_over_the_seeds_upload_slots_is_turned_away_at_once_and_finishes_
     assert_finished(a, &out_a, &sha1, Duration::from_secs(60));
 }
 
+/// Reads (and drops) one request head from an accepted connection, in
+/// blocking mode, waiting at most 2 s for each read.
+fn read_request_head(s: &mut std::net::TcpStream) {
+    use std::io::Read;
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// Registered peers that answer `404` to anything, each on its own
 /// loopback IP (its own host), counting the connections made to them.
 pub(crate) struct Bystanders {
@@ -282,7 +298,7 @@ pub(crate) struct Bystanders {
 
 impl Bystanders {
     pub(crate) fn start(client: &Client, n: usize) -> Bystanders {
-        use std::io::{Read, Write};
+        use std::io::Write;
         use std::sync::atomic::Ordering;
         let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -312,16 +328,7 @@ impl Bystanders {
                         continue;
                     };
                     asked.fetch_add(1, Ordering::Relaxed);
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                    read_request_head(&mut s);
                     let _ = s.write_all(
                         b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                     );
@@ -459,7 +466,7 @@ fn wait_output(mut child: Child, timeout: Duration) -> std::process::Output {
 /// in the 47-host lab).
 #[test]
 fn an_announced_seed_that_could_not_answer_is_asked_again_by_the_next_wave() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     let etcd = EtcdServer::new();
@@ -485,16 +492,7 @@ fn an_announced_seed_that_could_not_answer_is_asked_again_by_the_next_wave() {
                 drop(s);
                 continue;
             }
-            let _ = s.set_nonblocking(false);
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
+            read_request_head(&mut s);
             let _ = write!(
                 s,
                 "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nETag: \"{sha1}\"\r\nConnection: close\r\n\r\n"

@@ -260,6 +260,28 @@ fn asked_range(head: &str, size: u64) -> (u64, u64) {
     (a.trim().parse().unwrap(), b.trim().parse().unwrap())
 }
 
+/// A raw peer: `answer` (given the request head) answers each request of
+/// each connection, which closes when it returns false.
+fn raw_requests<F>(name: &str, answer: F) -> RawPeer
+where
+    F: Fn(&mut std::net::TcpStream, &str) -> bool + Clone + Send + 'static,
+{
+    RawPeer::start(name, move |mut s, stop| {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+        let mut buf = Vec::new();
+        while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
+            if !answer(&mut s, &head) {
+                return;
+            }
+        }
+    })
+}
+
+/// The target of a request head.
+fn target_of(head: &str) -> &str {
+    head.split_whitespace().nth(1).unwrap_or("")
+}
+
 /// A raw peer answering the honest piece list, and `rest` (given the
 /// request head) for everything else.
 fn raw_partial<F>(name: &str, served: &Served, rest: F) -> RawPeer
@@ -267,24 +289,11 @@ where
     F: Fn(&mut std::net::TcpStream, &str) -> bool + Clone + Send + 'static,
 {
     let list = serde_json::to_vec(&served.pieces).unwrap();
-    RawPeer::start(name, move |mut s, stop| {
-        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-        let mut buf = Vec::new();
-        while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
-            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
-            let ok = if target.ends_with("/pieces") {
-                respond(
-                    &mut s,
-                    "200 OK",
-                    "Content-Type: application/json\r\n",
-                    &list,
-                )
-            } else {
-                rest(&mut s, &head)
-            };
-            if !ok {
-                return;
-            }
+    raw_requests(name, move |s, head| {
+        if target_of(head).ends_with("/pieces") {
+            respond(s, "200 OK", "Content-Type: application/json\r\n", &list)
+        } else {
+            rest(s, head)
         }
     })
 }
@@ -603,46 +612,36 @@ fn a_partial_holders_first_piece_request_rides_its_piece_list_connection() {
     let size = served.pieces.size;
     let n = served.pieces.len();
     // Holds (and says it holds) every piece but the last.
-    let mut have = vec![0u8; n.div_ceil(8)];
+    let mut bits = piratebay_sync::protocol::Bitfield::empty(n);
     for i in 0..n - 1 {
-        have[i / 8] |= 1 << (i % 8);
+        bits.set(i);
     }
-    let have_hex: String = have.iter().map(|b| format!("{b:02x}")).collect();
+    let (have, have_hex) = (bits.as_bytes().to_vec(), bits.to_hex());
     let list = serde_json::to_vec(&served.pieces).unwrap();
-    // What each connection was asked, in order.
-    let asked: Arc<parking_lot::Mutex<Vec<Vec<&'static str>>>> = Arc::default();
+    // What was asked, in order, with the client's port (one per connection).
+    let asked: Arc<parking_lot::Mutex<Vec<(u16, &'static str)>>> = Arc::default();
     let asked2 = asked.clone();
-    let peer = RawPeer::start("welcoming", move |mut s, stop| {
-        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-        let me = {
-            let mut a = asked2.lock();
-            a.push(Vec::new());
-            a.len() - 1
-        };
-        let mut buf = Vec::new();
-        while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
-            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
-            let (kind, ok) = if target.ends_with("/pieces") {
-                let extra = format!("Content-Type: application/json\r\nX-Have: {have_hex}\r\n");
-                ("pieces", respond(&mut s, "200 OK", &extra, &list))
-            } else if target.contains("/have") {
-                ("have", respond(&mut s, "200 OK", "", &have))
+    let peer = raw_requests("welcoming", move |s, head| {
+        let target = target_of(head);
+        let (kind, ok) = if target.ends_with("/pieces") {
+            let extra = format!("Content-Type: application/json\r\nX-Have: {have_hex}\r\n");
+            ("pieces", respond(s, "200 OK", &extra, &list))
+        } else if target.contains("/have") {
+            ("have", respond(s, "200 OK", "", &have))
+        } else {
+            let (a, b) = asked_range(head, size);
+            let (a, b) = (a as usize, b as usize);
+            let last_piece = (n - 1) * SMALL_PIECE as usize;
+            let ok = if b < last_piece {
+                respond_range(s, a, b, size, &data)
             } else {
-                let (a, b) = asked_range(&head, size);
-                let (a, b) = (a as usize, b as usize);
-                let last_piece = (n - 1) * SMALL_PIECE as usize;
-                let ok = if b < last_piece {
-                    respond_range(&mut s, a, b, size, &data)
-                } else {
-                    respond(&mut s, "416 Range Not Satisfiable", "", b"no\n")
-                };
-                ("piece", ok)
+                respond(s, "416 Range Not Satisfiable", "", b"no\n")
             };
-            asked2.lock()[me].push(kind);
-            if !ok {
-                return;
-            }
-        }
+            ("piece", ok)
+        };
+        let port = s.peer_addr().map_or(0, |a| a.port());
+        asked2.lock().push((port, kind));
+        ok
     });
     let seed = TestPeer::start("seed", vec![served.clone()]);
     let out = dir.path().join("out");
@@ -650,15 +649,20 @@ fn a_partial_holders_first_piece_request_rides_its_piece_list_connection() {
     download(opts(), &served, &out, &holders, None).unwrap();
     assert_eq!(sha1_of_file(&out), served.sha1());
     let asked = asked.lock().clone();
-    let first = asked
+    let (port, _) = *asked
         .iter()
-        .find(|c| c.first() == Some(&"pieces"))
+        .find(|(_, kind)| *kind == "pieces")
         .unwrap_or_else(|| panic!("no piece list asked: {asked:?}"));
+    let on_it: Vec<&str> = asked
+        .iter()
+        .filter(|(p, _)| *p == port)
+        .map(|(_, kind)| *kind)
+        .collect();
     assert_eq!(
-        first.get(1),
+        on_it.get(1),
         Some(&"piece"),
         "the piece list's connection went on with {:?} (all: {asked:?})",
-        first.get(1)
+        on_it.get(1)
     );
 }
 
@@ -675,23 +679,15 @@ fn piece_lists_come_in_gzip_and_a_bad_gzip_list_is_refused() {
     let served = Served::honest(&src);
     let asked_gzip: Arc<parking_lot::Mutex<Vec<bool>>> = Arc::default();
     let asked2 = asked_gzip.clone();
-    let liar = RawPeer::start("badgzip", move |mut s, stop| {
-        let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-        let mut buf = Vec::new();
-        while let Some(head) = next_request_head(&mut s, &mut buf, stop) {
-            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
-            let ok = if target.ends_with("/pieces") {
-                asked2
-                    .lock()
-                    .push(head.to_ascii_lowercase().contains("accept-encoding: gzip"));
-                let extra = "Content-Type: application/json\r\nContent-Encoding: gzip\r\n";
-                respond(&mut s, "200 OK", extra, b"\x1f\x8b\x08\x00 not gzip at all")
-            } else {
-                respond(&mut s, "404 Not Found", "", b"")
-            };
-            if !ok {
-                return;
-            }
+    let liar = raw_requests("badgzip", move |s, head| {
+        if target_of(head).ends_with("/pieces") {
+            asked2
+                .lock()
+                .push(head.to_ascii_lowercase().contains("accept-encoding: gzip"));
+            let extra = "Content-Type: application/json\r\nContent-Encoding: gzip\r\n";
+            respond(s, "200 OK", extra, b"\x1f\x8b\x08\x00 not gzip at all")
+        } else {
+            respond(s, "404 Not Found", "", b"")
         }
     });
     let honest = TestPeer::start("honest", vec![served.clone()]);
