@@ -241,6 +241,8 @@ impl Download<'_> {
                 &round,
                 &mut |stuck| {
                     let lists = known.groups.len();
+                    let liars = known.recheck(g, round.take_rechecks());
+                    round.confirm_bad(&liars);
                     let fresh = known.requery(source, g, stuck);
                     known.welcome(&round, &fresh);
                     if known.groups.len() > lists {
@@ -562,6 +564,9 @@ struct Known<'a> {
     /// What fetching each holder's piece list left (its connection, its
     /// bitmap), for the round it joins (`Round::expect`).
     welcomes: HashMap<String, Welcome>,
+    /// Holders filed in a group on trust, their lists never fetched
+    /// (found by a re-query: see [`Known::requery`]).
+    trusted: HashSet<String>,
 }
 
 impl<'a> Known<'a> {
@@ -574,6 +579,7 @@ impl<'a> Known<'a> {
             unreachable: HashSet::new(),
             groups: Vec::new(),
             welcomes: HashMap::new(),
+            trusted: HashSet::new(),
         }
     }
 
@@ -670,7 +676,43 @@ impl<'a> Known<'a> {
             if let Some(w) = self.welcomes.remove(&h.id) {
                 round.expect(h.id.clone(), w);
             }
+            if self.trusted.contains(&h.id) {
+                round.trust(h.id.clone());
+            }
         }
+    }
+
+    /// Holders of group `g` that joined on trust and sent data that does
+    /// not fit its list: their lists are fetched now and they are filed
+    /// again (another group's, or group `g`'s again: then their data was
+    /// false: their ids are returned).
+    fn recheck(&mut self, g: usize, holders: Vec<Holder>) -> Vec<String> {
+        let holders: Vec<Holder> = holders
+            .into_iter()
+            .filter(|h| self.trusted.remove(&h.id))
+            .collect();
+        if holders.is_empty() {
+            return Vec::new();
+        }
+        for h in &holders {
+            self.seen.remove(&h.id);
+            if let Some(grp) = self.groups.get_mut(g) {
+                grp.holders.retain(|x| x.id != h.id);
+            }
+        }
+        self.add(holders.clone());
+        let mut liars = Vec::new();
+        for h in holders {
+            match self.seen.get(&h.id) {
+                Some(&k) if k == g => {
+                    log::warn!("dropping peer {h} for this download: its data does not fit its own piece list");
+                    liars.push(h.id);
+                }
+                Some(_) => log::info!("peer {h} holds another piece list"),
+                None => {}
+            }
+        }
+        liars
     }
 
     /// True if `h` was never asked for its piece list.
@@ -681,8 +723,9 @@ impl<'a> Known<'a> {
     }
 
     /// Asks `source` again (`stuck`: every holder failed, so it looks
-    /// further, `HolderSource::more_holders`); returns the new holders
-    /// whose list is group `g`'s.
+    /// further, `HolderSource::more_holders`, and their lists are fetched);
+    /// returns the new holders whose list is group `g`'s, or is taken to be
+    /// (a plain re-query: they join on trust, see `Round::trust`).
     fn requery(&mut self, source: &dyn HolderSource, g: usize, stuck: bool) -> Vec<Holder> {
         let asked = if stuck {
             source.more_holders(&self.job.sha1)
@@ -697,7 +740,27 @@ impl<'a> Known<'a> {
             }
         };
         let before = self.groups.get(g).map_or(0, |grp| grp.holders.len());
-        self.add(holders);
+        if stuck || g >= self.groups.len() {
+            self.add(holders);
+        } else {
+            // On trust of group `g`'s list (see `Round::trust`): a
+            // partial holder found mid-download serves at once, its
+            // list not fetched first on this thread (in a swarm of 47,
+            // a batch of lists took 0.2-1.5 s under load while new
+            // holders waited). Data that does not fit sends it to
+            // `recheck`.
+            let mut asking = HashSet::new();
+            for h in holders {
+                if !self.seen.contains_key(&h.id)
+                    && !self.refused.contains(&h.id)
+                    && asking.insert(h.id.clone())
+                {
+                    self.seen.insert(h.id.clone(), g);
+                    self.trusted.insert(h.id.clone());
+                    self.groups[g].holders.push(h);
+                }
+            }
+        }
         let fresh: Vec<Holder> = self
             .groups
             .get(g)

@@ -63,7 +63,7 @@ impl HolderFault {
             ) => K::BadData,
             Cause::PieceList(PieceListError::Form(_)) => K::OtherVersion,
             Cause::Dropped(Dropped::Ourselves) => K::Ourselves,
-            Cause::Dropped(Dropped::Bad(_)) => K::BadData,
+            Cause::Dropped(Dropped::Bad(_) | Dropped::OtherList(_)) => K::BadData,
             Cause::Dropped(Dropped::Failing { last, .. }) => match last {
                 Transfer::Client(e) => client_kind(e),
                 Transfer::Busy(_) => K::Busy,
@@ -216,6 +216,18 @@ pub(crate) enum BadData {
     ClaimedNotServed(u32),
 }
 
+impl BadData {
+    /// True if a holder whose piece list is another than the round's
+    /// would send this (another size, another chain): not so for a claim
+    /// it does not keep.
+    pub(crate) fn may_be_other_list(&self) -> bool {
+        !matches!(
+            self,
+            BadData::RefusedPiece(_) | BadData::ClaimedNotServed(_)
+        )
+    }
+}
+
 /// Why a holder was dropped from a download.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Dropped {
@@ -225,6 +237,13 @@ pub(crate) enum Dropped {
     /// It sent provably wrong data.
     #[error(transparent)]
     Bad(#[from] BadData),
+    /// It joined on trust of the round's piece list (a holder a re-query
+    /// found: every honest holder of a file has the same list) and its
+    /// data does not fit that list: its own list is asked, and it joins
+    /// the download again with the group of that list (or the round's
+    /// list is the false one).
+    #[error("its data does not fit this round's piece list ({0}); its own list is asked")]
+    OtherList(BadData),
     /// Too many consecutive failures.
     #[error("{failures} failures in a row, the last: {last}")]
     Failing {

@@ -11,7 +11,7 @@
 //! periodic save and the supervisor's last one share it); under them the
 //! scheduler's state, then the slot table, are each taken for a moment.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -127,6 +127,9 @@ pub(crate) struct Slot {
     /// Its bitmap came with its piece list, just now: the first worker
     /// sent there need not ask it (taken by that worker).
     pub welcomed: bool,
+    /// It joined on trust of this round's piece list, its own never
+    /// fetched (see [`Round::trust`]).
+    pub on_trust: bool,
 }
 
 /// What the fetch of a holder's piece list leaves for the round: its
@@ -184,6 +187,13 @@ pub(crate) struct Round<'a> {
     /// What the fetch of a holder's piece list left for its first worker,
     /// by holder id, until the holder joins ([`Round::expect`]).
     welcome: Mutex<HashMap<String, Welcome>>,
+    /// Holders to join on trust of this round's list ([`Round::trust`]),
+    /// by id, until they join.
+    trusting: Mutex<HashSet<String>>,
+    /// Holders that joined on trust and sent data that does not fit this
+    /// round's list: their own lists are to be fetched
+    /// ([`Round::take_rechecks`]).
+    rechecks: Mutex<Vec<Holder>>,
     pub(super) max_workers: usize,
     /// Set when another piece list waits: the round yields (ends
     /// [`Outcome::Yielded`]) once no piece arrived for its piece deadline
@@ -240,6 +250,8 @@ impl<'a> Round<'a> {
             sockets: Sockets::default(),
             idle: Mutex::new(HashMap::new()),
             welcome: Mutex::new(HashMap::new()),
+            trusting: Mutex::new(HashSet::new()),
+            rechecks: Mutex::new(Vec::new()),
             max_workers: opts.max_connections.max(1).min(by_memory),
             yield_turn: None,
             download_id: crate::discovery::random_id(),
@@ -310,6 +322,7 @@ impl<'a> Round<'a> {
                 busy: 0,
                 late: 0,
                 welcomed: false,
+                on_trust: false,
             });
         }
         let added = slots.len() - before;
@@ -327,6 +340,12 @@ impl<'a> Round<'a> {
         };
         for (i, _) in welcomed.iter().filter(|(_, w)| w.have.is_some()) {
             slots[*i].welcomed = true;
+        }
+        {
+            let mut trusting = self.trusting.lock();
+            for s in slots.iter_mut().skip(before) {
+                s.on_trust = trusting.remove(&s.holder.id);
+            }
         }
         drop(slots);
         for (i, w) in welcomed {
@@ -347,6 +366,48 @@ impl<'a> Round<'a> {
     /// connection closed) with the round otherwise.
     pub fn expect(&self, id: String, welcome: Welcome) {
         self.welcome.lock().insert(id, welcome);
+    }
+
+    /// Holder `id` joins on trust of this round's piece list: its own was
+    /// never fetched. Every honest holder of a file has the same list (the
+    /// piece size is a function of the size, the chaining values are
+    /// SHA-1's), so a holder a re-query finds serves at once, with no
+    /// list fetched first on the supervisor's thread; if its data does
+    /// not fit this list, it goes back to have its list fetched
+    /// ([`Round::recheck`]) instead of being dropped as a liar.
+    pub fn trust(&self, id: String) {
+        self.trusting.lock().insert(id);
+    }
+
+    /// A holder that joined on trust sent data that does not fit this
+    /// round's list (dropped from the round meanwhile).
+    pub(super) fn recheck(&self, holder: Holder) {
+        self.rechecks.lock().push(holder);
+    }
+
+    /// The holders to recheck (see [`Round::recheck`]), taken.
+    pub fn take_rechecks(&self) -> Vec<Holder> {
+        std::mem::take(&mut *self.rechecks.lock())
+    }
+
+    /// Holders rechecked whose own list is this round's: their data was
+    /// false (counted as bad, as if they had not joined on trust).
+    pub fn confirm_bad(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut slots = self.slots.lock();
+        for s in slots.iter_mut().filter(|s| ids.contains(&s.holder.id)) {
+            if let Some(Dropped::OtherList(reason)) = s.dropped.take() {
+                s.dropped = Some(Dropped::Bad(reason));
+                s.bad = true;
+            }
+        }
+    }
+
+    /// True while holders wait to be rechecked.
+    pub fn has_rechecks(&self) -> bool {
+        !self.rechecks.lock().is_empty()
     }
 
     /// Patience: the holders dropped for failures that may pass (refused,

@@ -158,7 +158,7 @@ pub(crate) fn run(
             } else {
                 slow
             };
-            if last_query.elapsed() >= interval && round.wants_holders() {
+            if (last_query.elapsed() >= interval && round.wants_holders()) || round.has_rechecks() {
                 let asked = Instant::now();
                 let added = round.add_requeried(requery(false));
                 fast_every = if added > 0 {

@@ -18,7 +18,9 @@
 //! swarm).
 //!
 //! Failures: bad data (a piece that does not match its hash, or a file of
-//! another size) drops the holder for this download at once; anything else
+//! another size) drops the holder for this download at once (one that
+//! joined on trust of the round's piece list goes to have its own list
+//! fetched, `Round::trust`); anything else
 //! (refused, died, stalled, short body, error status) gives the piece
 //! back, counts a failure for the holder and backs off (100 ms doubling to
 //! 2 s, each wait drawn from half to one and a half of it); after
@@ -617,16 +619,31 @@ impl<'r, 'a> Worker<'r, 'a> {
         true
     }
 
-    /// Drops the holder for this download as a source of bad data.
+    /// Drops the holder for this download as a source of bad data; one
+    /// that joined on trust of the round's piece list goes to have its own
+    /// list fetched instead (see [`Round::trust`]).
     fn drop_bad(&self, reason: BadData) {
-        log::warn!("dropping peer {} for this download: {reason}", self.holder);
-        {
+        let recheck = {
             let mut slots = self.round.slots.lock();
             let s = &mut slots[self.slot];
-            if s.dropped.is_none() {
+            if s.dropped.is_some() {
+                None
+            } else if s.on_trust && reason.may_be_other_list() {
+                log::info!(
+                    "peer {}: {reason}; it joined on trust of this piece list: asking its own",
+                    self.holder
+                );
+                s.dropped = Some(Dropped::OtherList(reason));
+                Some(s.holder.clone())
+            } else {
+                log::warn!("dropping peer {} for this download: {reason}", self.holder);
                 s.dropped = Some(Dropped::Bad(reason));
                 s.bad = true;
+                None
             }
+        };
+        if let Some(holder) = recheck {
+            self.round.recheck(holder);
         }
         self.round.sched.holder_gone(self.slot);
     }

@@ -81,10 +81,14 @@ struct Script {
     /// Its `/pieces` body.
     pieces: Vec<u8>,
     /// How it answers a range: `None` refuses (`416`), `Some(d)` sends the
-    /// head and then one byte of zeros every `d`.
+    /// head and then one byte of zeros every `d` (all at once for zero).
     drip: Option<Duration>,
     /// Bytes of bodies it sent.
     sent: Arc<AtomicU64>,
+    /// `/pieces` requests it answered.
+    lists: Arc<AtomicU64>,
+    /// `sent` when its list was first asked.
+    sent_before_list: Arc<AtomicU64>,
 }
 
 fn respond(s: &mut TcpStream, status: &str, headers: &str, body: &[u8]) -> bool {
@@ -124,6 +128,10 @@ fn play(mut s: TcpStream, script: &Script, stop: &AtomicBool) {
             // Catalogs, health, status: not what this host plays with.
             respond(&mut s, "404 Not Found", "", b"")
         } else if target.ends_with("/pieces") {
+            if script.lists.fetch_add(1, Ordering::Relaxed) == 0 {
+                let sent = script.sent.load(Ordering::Relaxed);
+                script.sent_before_list.store(sent, Ordering::Relaxed);
+            }
             respond(
                 &mut s,
                 "200 OK",
@@ -141,6 +149,13 @@ fn play(mut s: TcpStream, script: &Script, stop: &AtomicBool) {
             );
             if s.write_all(h.as_bytes()).is_err() {
                 return;
+            }
+            if every.is_zero() {
+                if s.write_all(&vec![0; (b - a + 1) as usize]).is_err() {
+                    return;
+                }
+                script.sent.fetch_add(b - a + 1, Ordering::Relaxed);
+                continue;
             }
             for _ in a..=b {
                 let due = Instant::now() + every;
@@ -168,42 +183,63 @@ fn play(mut s: TcpStream, script: &Script, stop: &AtomicBool) {
 /// A hostile host: listeners on one IP of its own, each playing `script`,
 /// each registered in etcd (no lease, no auth) under an id of its choosing.
 struct Hostile {
-    addrs: Vec<SocketAddr>,
+    ip: Ipv4Addr,
+    sha: Sha1Digest,
+    /// Its ids and addresses.
+    ids: Vec<(String, SocketAddr)>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Hostile {
+    /// Listening, registered and announced in the tracker.
     fn start(etcd: &EtcdServer, ids: &[&str], script: Script) -> Hostile {
-        let ip: Ipv4Addr = next_loopback_ip();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut addrs = Vec::new();
-        let mut threads = Vec::new();
-        for id in ids {
-            let listener = TcpListener::bind((ip, 0)).unwrap();
-            listener.set_nonblocking(true).unwrap();
-            let addr = listener.local_addr().unwrap();
-            addrs.push(addr);
+        let hostile = Hostile::listen(ids, script);
+        hostile.register(etcd);
+        hostile.announce(etcd);
+        hostile
+    }
+
+    /// Registers its ids as peers.
+    fn register(&self, etcd: &EtcdServer) {
+        for (id, addr) in &self.ids {
             let record = json!({
                 "id": id, "addr": addr.to_string(), "addrs": [addr.to_string()],
                 "name": "hostile", "version": "0", "started_at": 0, "index_gen": 1,
             });
             etcd.put(&format!("/piratebay/peers/{id}"), &record.to_string());
-            // And in the swarm's tracker, as a holder of the file
-            // (`discovery::tracker`: the bucket is 8 hex digits of the
-            // SHA1 of the host).
-            let bucket = &Sha1Digest::of(ip.to_string().as_bytes()).to_hex()[..8];
-            // Announced as a complete holder: the lookup that starts a
-            // download must not take the tracker's word for it and skip
-            // asking the registered peers (the honest seed is not
-            // announced: nobody downloaded from it yet).
+        }
+    }
+
+    /// Announces its ids in the swarm's tracker as complete holders of the
+    /// file (`discovery::tracker`: the bucket is 8 hex digits of the SHA1
+    /// of the host). A lookup that starts a download must not take the
+    /// tracker's word for it and skip asking the registered peers (the
+    /// honest seed is not announced: nobody downloaded from it yet).
+    fn announce(&self, etcd: &EtcdServer) {
+        let bucket = &Sha1Digest::of(self.ip.to_string().as_bytes()).to_hex()[..8];
+        for (id, addr) in &self.ids {
             let announced = json!({
                 "id": id, "addrs": [addr.to_string()], "complete": true,
             });
             etcd.put(
-                &format!("/piratebay/swarm/{}/{bucket}/{id}", script.sha),
+                &format!("/piratebay/swarm/{}/{bucket}/{id}", self.sha),
                 &announced.to_string(),
             );
+        }
+    }
+
+    /// Listening only: not registered, not announced.
+    fn listen(ids: &[&str], script: Script) -> Hostile {
+        let ip: Ipv4Addr = next_loopback_ip();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut named = Vec::new();
+        let mut threads = Vec::new();
+        for id in ids {
+            let listener = TcpListener::bind((ip, 0)).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let addr = listener.local_addr().unwrap();
+            named.push((id.to_string(), addr));
             let (stop, script) = (stop.clone(), script.clone());
             threads.push(std::thread::spawn(move || {
                 let mut conns = Vec::new();
@@ -222,7 +258,9 @@ impl Hostile {
             }));
         }
         Hostile {
-            addrs,
+            ip,
+            sha: script.sha,
+            ids: named,
             stop,
             threads,
         }
@@ -327,6 +365,8 @@ impl Setup {
             pieces: self.seed.pieces.clone(),
             drip: None,
             sent: Arc::new(AtomicU64::new(0)),
+            lists: Arc::new(AtomicU64::new(0)),
+            sent_before_list: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -354,7 +394,7 @@ fn an_offer_from_a_partial_holder_does_not_freeze_the_seed() {
     let run = timed_get(&s.ep, &s.seed.sha, &out, &["--max-rate", &rate], ALLOWED);
     let summary = finished("a partial holder's offer", run, &out, &s.seed.sha);
     assert!(
-        named(&summary, &hostile.addrs[0]),
+        named(&summary, &hostile.ids[0].1),
         "the partial holder whose claims gave nothing is not named: {summary}"
     );
     assert!(
@@ -387,7 +427,7 @@ fn a_dripping_partial_holder_costs_seconds_not_minutes() {
     let summary = finished("paced, beside a dripper", run, &out, &s.seed.sha);
     let slow = summary["slow_peers"].to_string();
     assert!(
-        slow.contains(&hostile.addrs[0].to_string()) && !slow.contains(&s.seed.addr.to_string()),
+        slow.contains(&hostile.ids[0].1.to_string()) && !slow.contains(&s.seed.addr.to_string()),
         "the dripping holder is not named as slow: {summary}"
     );
 }
@@ -500,4 +540,79 @@ fn false_list(honest: &[u8]) -> Vec<u8> {
     let sha = v["sha1"].as_str().unwrap_or("").to_string();
     walk(&mut v, &sha);
     serde_json::to_vec(&v).unwrap()
+}
+
+/// A holder a re-query finds mid-download joins on trust of the round's
+/// piece list (every honest holder's is the same; its own is not fetched
+/// first): here it sends zeros for every piece. Its first run fails
+/// verification, its own list is asked then (once), and as that list is
+/// the round's it is dropped as bad; the get finishes from the seed.
+#[test]
+fn a_holder_found_mid_download_sending_false_bytes_is_asked_its_list_then_dropped() {
+    let (summary, hostile, script) = found_mid_download(false);
+    assert!(
+        summary["bad_peers"]
+            .to_string()
+            .contains(&hostile.ids[0].1.to_string()),
+        "not counted bad: {summary}"
+    );
+    drop((hostile, script));
+}
+
+/// The same with a false list of its own: when asked, it lands in a group
+/// of its own (never used while the round delivers), not among the bad.
+#[test]
+fn a_holder_found_mid_download_with_another_list_goes_to_its_own_group() {
+    let (summary, hostile, script) = found_mid_download(true);
+    assert!(
+        !summary["bad_peers"]
+            .to_string()
+            .contains(&hostile.ids[0].1.to_string()),
+        "another list is not bad data: {summary}"
+    );
+    drop((hostile, script));
+}
+
+/// A get at 1 MiB/s from the seed; once its `.part` has data, a hostile
+/// holder (zeros for bytes, the seed's list or a `false_list`) is
+/// announced complete in the tracker. Checks that it was asked for pieces
+/// (and sent them) before its list was asked, and its list once; returns
+/// the get's summary.
+fn found_mid_download(false_list_too: bool) -> (Value, Hostile, Script) {
+    let s = setup();
+    let mut script = s.script();
+    script.complete = true;
+    script.have = bitmap(PIECES, PIECES);
+    script.drip = Some(Duration::ZERO);
+    if false_list_too {
+        script.pieces = false_list(&s.seed.pieces);
+    }
+    let hostile = Hostile::listen(&["0late"], script.clone());
+    let out = s.out("late.bin");
+    let (ep, sha, get_out) = (s.ep.clone(), s.seed.sha, out.clone());
+    let get =
+        std::thread::spawn(move || timed_get(&ep, &sha, &get_out, &["--max-rate", "1M"], ALLOWED));
+    let part = part_path(&out);
+    wait_for(Duration::from_secs(20), "the get's first piece", || {
+        (std::fs::metadata(&part).ok()?.len() > 0).then_some(())
+    });
+    hostile.announce(&s.etcd);
+    let run = get.join().unwrap();
+    let summary = finished("a holder found mid-download", run, &out, &s.seed.sha);
+    let (before, lists) = (
+        script.sent_before_list.load(Ordering::Relaxed),
+        script.lists.load(Ordering::Relaxed),
+    );
+    eprintln!("the late holder sent {before} bytes before its list was asked ({lists} time(s))");
+    assert!(before > 0, "its list was asked before any piece: {summary}");
+    assert_eq!(lists, 1, "its list asked once, after its bytes failed");
+    assert!(
+        !summary["peers_used"].to_string().contains("0late"),
+        "bytes counted from the late holder: {summary}"
+    );
+    assert!(
+        !named(&summary, &s.seed.addr),
+        "the seed was blamed: {summary}"
+    );
+    (summary, hostile, script)
 }
