@@ -154,6 +154,9 @@ pub static REFUSED_BUSY: Counter = Counter::new();
 pub static REFUSED_CLIENT_CAP: Counter = Counter::new();
 /// Piece requests turned away at once because every upload slot was taken.
 pub static SLOTS_REFUSED: Counter = Counter::new();
+/// Upload slots freed at once because their download asked this partial
+/// holder's bitmap with no answer in progress.
+pub static SLOTS_RELEASED: Counter = Counter::new();
 /// Piece requests of downloads in this process that a holder turned away
 /// (its upload slots full): they asked another holder.
 pub static SLOTS_TURNED_AWAY: Counter = Counter::new();
@@ -280,6 +283,12 @@ pub fn render_with(peer: &[PeerGauge], downloads: &[DownloadSources]) -> String 
         "pbs_http_refused_total",
         "reason=\"upload_slots\"",
         SLOTS_REFUSED.get(),
+    );
+    w.one(
+        "pbs_upload_slots_released_total",
+        "counter",
+        "Upload slots freed at once because their download asked this partial holder's bitmap instead of a piece.",
+        SLOTS_RELEASED.get(),
     );
     w.one(
         "pbs_lease_renewals_total",

@@ -30,7 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::body::{send_some, Progress};
-use super::handler::{handle, have_wait, Body, CatalogCache, HaveWait, Response};
+use super::handler::{
+    asks_partial_have, handle, have_wait, Body, CatalogCache, HaveWait, Response,
+};
 use super::limits::{ClientKey, Slot};
 use super::{FileSource, ServerConfig};
 use crate::http::response::http_date;
@@ -376,6 +378,9 @@ impl Conn {
         let keep_alive = request.keep_alive()
             && self.served < ctx.config.max_requests_per_connection
             && !ctx.closing.load(Ordering::Acquire);
+        if asks_partial_have(&request, ctx.source) {
+            ctx.slots.idle(self.key);
+        }
         // Not with a request pipelined behind it (that one waits for this
         // answer).
         let wait = self

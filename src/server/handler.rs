@@ -261,6 +261,20 @@ impl HaveWait {
     }
 }
 
+/// True if `request` asks a partial file's bitmap (`/have`, with a wait
+/// or not): the download asking has nothing to ask of this holder now,
+/// and the upload slot it holds here with no answer in progress is given
+/// to another at once ([`super::slots::Slots::idle`]).
+pub(crate) fn asks_partial_have(request: &RequestHead, source: &dyn FileSource) -> bool {
+    if request.method != Method::Get {
+        return false;
+    }
+    let Ok(Route::Have(sha1)) = route::route(&request.method, &request.target) else {
+        return false;
+    };
+    source.have(&sha1).is_some_and(|have| !have.is_full())
+}
+
 /// `have?wait=<ms>&want=<hex bitmap>` on a partial file that holds none of
 /// the wanted pieces now: what to wait for (at most
 /// [`MAX_HAVE_WAIT`]). `None`: answer at once (no or a malformed query, a

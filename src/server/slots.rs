@@ -10,7 +10,10 @@
 //! (the time to the next rotation, for the downloader, which gives the
 //! piece back and asks another holder meanwhile), and `X-Slots-Next: 1`
 //! when the downloader is next in line (it waits for the rotation here). An admitted answer holds
-//! its slot through a [`SlotGuard`] until its body ends (sent or cut).
+//! its slot through a [`SlotGuard`] until its body ends (sent or cut). A
+//! client that asks a partial holder's bitmap (`/have`) with no answer in
+//! progress has nothing to ask there now: its slot is given back at once
+//! ([`Slots::idle`]) instead of held unused for `SlotConfig::idle`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +73,17 @@ impl Slots {
                 crate::metrics::SLOTS_REFUSED.inc();
                 Err(Turned { retry_after, next })
             }
+        }
+    }
+}
+
+impl Slots {
+    /// `key` asked this partial holder's bitmap instead of a piece: the
+    /// slot it holds with no answer in progress is free at once (see
+    /// [`UploadSlots::idle`]).
+    pub(crate) fn idle(&self, key: ClientKey) {
+        if !self.open && self.inner.lock().idle(&key) {
+            crate::metrics::SLOTS_RELEASED.inc();
         }
     }
 }

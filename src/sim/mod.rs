@@ -26,7 +26,9 @@
 //! out then, and the holder serves it right after the answer before;
 //! the round trip between them is not modelled); a connection
 //! leaves a partial holder that has nothing when another may have
-//! something; "come back later" sends it to another holder at once, and
+//! something; a partial holder asked its bitmap by a download that
+//! holds a slot there with no answer in progress frees the slot at once;
+//! "come back later" sends it to another holder at once, and
 //! that one is asked again after its rotation, unless the holder says it
 //! is next in line: then it waits there for the rotation).
 //!
@@ -126,6 +128,23 @@ pub(crate) struct Config {
     /// (they are reported in [`Outcome::stuck`]): a download that never
     /// completes polls for ever, and the event queue never empties.
     pub time_cap: Duration,
+    /// Oracle (explore only): a download hunts for slots while its
+    /// incoming rate is below this share of its downlink, whatever its
+    /// slots (0: never).
+    pub hunt_rate: f64,
+    /// Not the code (explore only): a worker that leaves a holder
+    /// (`Step::Rotate`) closes its connection, and a download that ends
+    /// closes all of them, and the holder frees the slot at once
+    /// ([`UploadSlots::left`]). Better here, worse in the lab
+    /// (docs/benchmarks.md).
+    pub release: bool,
+    /// A partial holder frees the slot of a download that asks its
+    /// bitmap with no answer in progress (`server::slots`,
+    /// [`UploadSlots::idle`]; false: the slot lapses after
+    /// `SlotConfig::idle`, as before 2026-12-08 00:50).
+    pub release_on_poll: bool,
+    /// Sample the links' use every 10 ms ([`Outcome::link_use`]).
+    pub sample: bool,
 }
 
 impl Config {
@@ -158,6 +177,10 @@ impl Config {
             hunt_below: crate::fetch::SLOTS_ENOUGH,
             rotate_holders: true,
             time_cap: Duration::from_secs(600),
+            sample: false,
+            hunt_rate: 0.0,
+            release: false,
+            release_on_poll: true,
         }
     }
 
@@ -199,10 +222,28 @@ pub(crate) struct Outcome {
     /// Per downloader.
     pub stats: Vec<HostStats>,
     pub busy_answers: u64,
+    /// ... by the seed.
+    pub seed_busy: u64,
     pub events: u64,
     /// Per tenth of one host alone: the idle uplinks (in hosts, time
     /// averaged) of complete holders and of partial ones.
     pub up_idle: Vec<[f64; 2]>,
+    /// Per tenth of one host alone, sums over samples taken every 10 ms
+    /// ([`Config::sample`]): busy uplinks' use and flows out, unfinished
+    /// downloads' downlink use and flows in, unfinished downloads
+    /// sampled, and the swarm's total rate (in links) in the model and
+    /// if the same flows shared both ends max-min
+    /// ([`net::Net::max_min_total`]).
+    pub link_use: Vec<[f64; 7]>,
+    /// Histogram: busy uplinks by flows out (0..=8), and their mean use.
+    pub out_hist: Vec<[f64; 2]>,
+    /// Histogram: hosts by slots held (0..=8), and their mean flows out.
+    pub held_hist: Vec<[f64; 2]>,
+    /// Slots held with nothing in progress, summed over samples, by the
+    /// download's state: granted and not yet used, download done, holder
+    /// not in its list, connection closed, idle, waiting for an answer
+    /// (bitmap or request), receiving from it (between pieces).
+    pub quiet_why: [f64; 7],
 }
 
 impl Outcome {
@@ -291,6 +332,8 @@ enum Ev {
     Requery { d: u32 },
     /// Host `h`'s peer announces it in the tracker (its first piece).
     Announce { h: u32 },
+    /// The links' use is sampled (explore only).
+    Sample,
     /// The last byte of a piece reached `d`; `last` of its run (unless the
     /// connection was cut since: `epoch`).
     Arrived {
@@ -412,6 +455,7 @@ struct Sim {
     seed_bytes: f64,
     seed_to_slow: f64,
     busy_answers: u64,
+    seed_busy: u64,
     events: u64,
     rng: u64,
     moved: Vec<usize>,
@@ -428,6 +472,10 @@ struct Sim {
     /// and of partial holders.
     up_idle: Vec<[f64; 2]>,
     bucket: u64,
+    link_use: Vec<[f64; 7]>,
+    out_hist: Vec<[f64; 2]>,
+    held_hist: Vec<[f64; 2]>,
+    quiet_why: [f64; 7],
 }
 
 /// Runs one swarm to the end (every download verified).
@@ -483,6 +531,7 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         seed_bytes: 0.0,
         seed_to_slow: 0.0,
         busy_answers: 0,
+        seed_busy: 0,
         events: 0,
         rng,
         moved: Vec::new(),
@@ -494,7 +543,14 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         up_idle_since: (0..total).map(|h| (h == 0).then_some(0)).collect(),
         up_idle: Vec::new(),
         bucket: ((cfg.alone() * 1e8) as u64).max(1),
+        link_use: Vec::new(),
+        out_hist: vec![[0.0; 2]; 9],
+        held_hist: vec![[0.0; 2]; 9],
+        quiet_why: [0.0; 7],
     };
+    if cfg.sample {
+        sim.push(0, Ev::Sample);
+    }
     let mut perm: Vec<u32> = (0..total as u32).collect();
     for k in (1..perm.len()).rev() {
         let r = (next_rand(&mut sim.rng) % (k as u64 + 1)) as usize;
@@ -563,8 +619,13 @@ pub(crate) fn run(cfg: &Config) -> Outcome {
         requests,
         queries,
         busy_answers: sim.busy_answers,
+        seed_busy: sim.seed_busy,
         events: sim.events,
         up_idle: sim.up_idle,
+        link_use: sim.link_use,
+        out_hist: sim.out_hist,
+        held_hist: sim.held_hist,
+        quiet_why: sim.quiet_why,
     }
 }
 
@@ -616,6 +677,79 @@ impl Sim {
         }
     }
 
+    /// Samples the links' use (explore's detail), every 10 ms while
+    /// downloads are left.
+    fn sample(&mut self) {
+        let b = (self.now / self.bucket) as usize;
+        if self.link_use.len() <= b {
+            self.link_use.resize(b + 1, [0.0; 7]);
+        }
+        let rate =
+            |ids: &Vec<usize>, flows: &Vec<Flow>| ids.iter().map(|&i| flows[i].rate).sum::<f64>();
+        let mut left = 0;
+        let when = self.instant();
+        for h in 0..self.hosts.len() {
+            for (d, granted) in self.hosts[h].slots.quiet_at(when) {
+                let k = if granted {
+                    0
+                } else if !self.finish[d as usize].is_nan() {
+                    1
+                } else {
+                    let dl = self.downloads[d as usize].as_ref().expect("started");
+                    match dl.conns.iter().find(|c| c.holder as usize == h) {
+                        None => 2,
+                        Some(c) => match c.state {
+                            ConnState::Closed => 3,
+                            ConnState::Idle => 4,
+                            ConnState::Busy if c.flow.is_some() => 6,
+                            ConnState::Busy => 5,
+                        },
+                    }
+                };
+                self.quiet_why[k] += 1.0;
+            }
+            let held = self.hosts[h].slots.busy_at(when);
+            if held > 0 {
+                let k = held.min(8);
+                self.held_hist[k][0] += 1.0;
+                self.held_hist[k][1] += self.net.out[h].len() as f64;
+            }
+            let out = &self.net.out[h];
+            if !out.is_empty() {
+                let u = rate(out, &self.net.flows) / self.net.up[h];
+                let e = &mut self.link_use[b];
+                e[0] += u;
+                e[1] += out.len() as f64;
+                let k = out.len().min(8);
+                self.out_hist[k][0] += 1.0;
+                self.out_hist[k][1] += u;
+            }
+            if h > 0 && self.finish[h].is_nan() && self.downloads[h].is_some() {
+                left += 1;
+                let inn = &self.net.inn[h];
+                let e = &mut self.link_use[b];
+                e[2] += rate(inn, &self.net.flows) / self.net.down[h];
+                e[3] += inn.len() as f64;
+                e[4] += 1.0;
+            }
+        }
+        let now_total: f64 = self
+            .net
+            .flows
+            .iter()
+            .filter(|f| f.live)
+            .map(|f| f.rate)
+            .sum();
+        let mm = self.net.max_min_total();
+        let e = &mut self.link_use[b];
+        e[5] += now_total / self.cfg.link;
+        e[6] += mm / self.cfg.link;
+        if left > 0 || self.now == 0 {
+            let at = self.now + 10_000_000;
+            self.push(at, Ev::Sample);
+        }
+    }
+
     fn instant(&self) -> Instant {
         self.base + Duration::from_nanos(self.now)
     }
@@ -656,6 +790,7 @@ impl Sim {
                 self.push(at, Ev::Tick { d });
             }
             Ev::Requery { d } => self.requery(d as usize),
+            Ev::Sample => self.sample(),
             Ev::Announce { h } => {
                 let pos = self.perm_pos[h as usize];
                 self.announced.insert((pos, h));
@@ -802,11 +937,17 @@ impl Sim {
         // At `max_holders`, or served on enough connections in a swarm,
         // the supervisor asks no more (`Round::wants_holders`).
         let (max_holders, hunt_below) = (self.cfg.max_holders, self.cfg.hunt_below);
+        let rate: f64 = self.net.inn[d]
+            .iter()
+            .map(|&i| self.net.flows[i].rate)
+            .sum();
+        let slow = rate < self.cfg.hunt_rate * self.net.down[d];
         let wanted = {
             let dl = self.dl(d);
             let served = dl.conns.iter().filter(|c| c.served).count();
             dl.conns.len() < max_holders
                 && (hunt_below == usize::MAX
+                    || slow
                     || crate::fetch::requery_wanted(0, served, dl.sched.in_swarm()))
         };
         if wanted {
@@ -856,7 +997,12 @@ impl Sim {
                 return;
             }
             let served = dl.conns.iter().filter(|c| c.served).count();
-            if served >= self.cfg.hunt_below && dl.sched.in_swarm() {
+            let rate: f64 = self.net.inn[d]
+                .iter()
+                .map(|&i| self.net.flows[i].rate)
+                .sum();
+            let slow = rate < self.cfg.hunt_rate * self.net.down[d];
+            if served >= self.cfg.hunt_below && dl.sched.in_swarm() && !slow {
                 return;
             }
             let free = |c: &Conn| c.state == ConnState::Closed && c.retry_at <= now;
@@ -890,8 +1036,22 @@ impl Sim {
         self.poll(d, j);
     }
 
+    /// A bitmap request of `d` reaches holder `h`: a partial holder frees
+    /// the slot `d` holds there with nothing in progress
+    /// ([`Config::release_on_poll`]).
+    fn polled(&mut self, d: usize, j: usize) {
+        if !self.cfg.release_on_poll {
+            return;
+        }
+        let h = self.dl(d).conns[j].holder as usize;
+        if !self.hosts[h].complete {
+            let _ = self.hosts[h].slots.idle(&(d as u32));
+        }
+    }
+
     /// Asks slot `j`'s bitmap (and a seed's offer).
     fn poll(&mut self, d: usize, j: usize) {
+        self.polled(d, j);
         let at = self.now + 2 * self.lat();
         let now = self.now;
         let dl = self.dl(d);
@@ -919,6 +1079,8 @@ impl Sim {
             self.poll(d, j);
             return;
         };
+        self.polled(d, j);
+        let dl = self.dl(d);
         dl.conns[j].state = ConnState::Busy;
         dl.conns[j].last_poll = Some(now);
         dl.conns[j].wait_token += 1;
@@ -1039,7 +1201,7 @@ impl Sim {
                     if !nothing || stale {
                         self.poll(d, j);
                     } else if self.better_holder(d, j).is_some() {
-                        self.close(d, j, now + ROTATE_AWAY);
+                        self.leave(d, j, now + ROTATE_AWAY);
                         self.fill(d);
                     } else if self.cfg.have_wait > Duration::ZERO {
                         self.poll_waiting(d, j);
@@ -1048,7 +1210,7 @@ impl Sim {
                     }
                 } else if !dl.sched.is_complete_holder(j) && !dl.sched.useful(j) {
                     if self.better_holder(d, j).is_some() {
-                        self.close(d, j, now + ROTATE_AWAY);
+                        self.leave(d, j, now + ROTATE_AWAY);
                         self.fill(d);
                     } else {
                         self.idle(d, j);
@@ -1081,6 +1243,15 @@ impl Sim {
         })
     }
 
+    /// The worker leaves its holder (`Step::Rotate`).
+    fn leave(&mut self, d: usize, j: usize, retry_at: u64) {
+        if self.cfg.release {
+            let h = self.dl(d).conns[j].holder as usize;
+            let _ = self.hosts[h].slots.left(&(d as u32));
+        }
+        self.close(d, j, retry_at);
+    }
+
     fn close(&mut self, d: usize, j: usize, retry_at: u64) {
         let dl = self.dl(d);
         dl.conns[j].state = ConnState::Closed;
@@ -1107,6 +1278,9 @@ impl Sim {
         match self.hosts[h].slots.admit(&(d as u32), now) {
             Admit::Busy { retry_after, next } => {
                 self.busy_answers += 1;
+                if h == 0 {
+                    self.seed_busy += 1;
+                }
                 let at = self.now + self.lat();
                 let retry = self.now + retry_after.as_nanos() as u64;
                 let epoch = self.dl(d).conns[j].epoch;
@@ -1509,6 +1683,14 @@ impl Sim {
         host.offers = Some(Offers::new(self.n));
         for k in 0..self.dl(d).conns.len() {
             self.stop_run(d, k);
+        }
+        // The download ends: its connections close (those kept after a
+        // turn-away too), each holder frees its slot or forgets it waits.
+        if self.cfg.release {
+            let holders: Vec<usize> = self.dl(d).conns.iter().map(|c| c.holder as usize).collect();
+            for h in holders {
+                let _ = self.hosts[h].slots.left(&(d as u32));
+            }
         }
         let dl = self.dl(d);
         for c in &mut dl.conns {

@@ -141,4 +141,59 @@ impl Net {
         let dt = now.saturating_sub(f.at) as f64 / 1e9;
         (f.bytes - (f.left - f.rate * dt).max(0.0)).max(0.0)
     }
+
+    /// Total rate of today's flows if both ends shared max-min
+    /// (progressive filling over every uplink and downlink): a
+    /// diagnostic, not the model.
+    pub fn max_min_total(&self) -> f64 {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let n = self.up.len();
+        // Links 0..n uplinks, n..2n downlinks.
+        let live: Vec<usize> = (0..self.flows.len())
+            .filter(|&i| self.flows[i].live)
+            .collect();
+        let mut cap: Vec<f64> = self.up.iter().chain(&self.down).copied().collect();
+        let mut count = vec![0usize; 2 * n];
+        for &i in &live {
+            count[self.flows[i].src as usize] += 1;
+            count[n + self.flows[i].dst as usize] += 1;
+        }
+        let mut frozen = vec![false; self.flows.len()];
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
+        let level = |cap: f64, c: usize| cap / c as f64;
+        for l in 0..2 * n {
+            if count[l] > 0 {
+                heap.push(Reverse((level(cap[l], count[l]).to_bits(), l)));
+            }
+        }
+        let mut total = 0.0;
+        while let Some(Reverse((bits, l))) = heap.pop() {
+            if count[l] == 0 || level(cap[l], count[l]).to_bits() != bits {
+                continue;
+            }
+            let r = f64::from_bits(bits);
+            let ids: Vec<usize> = if l < n {
+                self.out[l].clone()
+            } else {
+                self.inn[l - n].clone()
+            };
+            for id in ids {
+                if frozen[id] {
+                    continue;
+                }
+                frozen[id] = true;
+                total += r;
+                let f = &self.flows[id];
+                for m in [f.src as usize, n + f.dst as usize] {
+                    cap[m] = (cap[m] - r).max(0.0);
+                    count[m] -= 1;
+                    if m != l && count[m] > 0 {
+                        heap.push(Reverse((level(cap[m], count[m]).to_bits(), m)));
+                    }
+                }
+            }
+        }
+        total
+    }
 }

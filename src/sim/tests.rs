@@ -66,8 +66,10 @@ fn header() {
 /// 1.43-1.45x, p50 1.39-1.41x, seed 1.23-1.28 files; with the bitmap
 /// that waits at the holder (`have?wait`, modelled since 22:30) and is
 /// asked at once on a stale view before the connection leaves or waits:
-/// 1.42-1.47x, 1.39-1.42x, 1.20-1.28. The bounds asserted are those that
-/// hold with a margin, so a regression fails.
+/// 1.42-1.47x, 1.39-1.42x, 1.20-1.28; with a partial holder that frees
+/// the slot of a download asking its bitmap with nothing in progress
+/// (`UploadSlots::idle`): 1.41-1.45x, 1.38-1.42x, 1.22-1.29. The bounds
+/// asserted are those that hold with a margin, so a regression fails.
 #[test]
 fn two_hundred_hosts_finish_within_bounds() {
     header();
@@ -83,7 +85,7 @@ fn two_hundred_hosts_finish_within_bounds() {
         out.stuck
     );
     let max = out.quantile(false, 1.0, alone).unwrap();
-    assert!(max <= 1.5, "all done at {max:.2}x one host alone");
+    assert!(max <= 1.48, "all done at {max:.2}x one host alone");
     let p50 = out.quantile(false, 0.5, alone).unwrap();
     assert!(p50 <= 1.45, "half done at {p50:.2}x one host alone");
     let seed = out.seed_bytes / cfg.file as f64;
@@ -176,7 +178,17 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// one piece a request), `SIM_PIPELINE` (`false`: the next request only
 /// after an answer), `SIM_POLL_AFTER_PIECE` (a worker with nothing to
 /// ask asks the bitmap again when a piece came since the last one) and
-/// `SIM_HAVE_WAIT_MS` (0: a bitmap request never waits at the holder).
+/// `SIM_HAVE_WAIT_MS` (0: a bitmap request never waits at the holder),
+/// `SIM_RELEASE_POLL` (`false`: a download that asks a partial holder's
+/// bitmap keeps its slot there until it lapses), `SIM_RELEASE` (not the
+/// code: a worker that rotates away closes its connection and the
+/// holder frees its slot, as for a download that ended) and
+/// `SIM_HUNT_RATE` (an oracle, not the code: a
+/// download hunts for slots while its rate is below this share of its
+/// link). Besides the swarm's rate it prints the ramp per hundredth, the
+/// downlinks' use, the model's rate against max-min of the same flows,
+/// busy uplinks by flows out, holders by slots held and why a held slot
+/// carries nothing.
 #[test]
 #[ignore = "by hand: cargo test --release --lib sim::tests::explore -- --ignored --nocapture"]
 fn explore() {
@@ -209,6 +221,11 @@ fn explore() {
     };
     cfg.hunt_below = env("SIM_HUNT_BELOW", cfg.hunt_below);
     cfg.rotate_holders = env("SIM_ROTATE", cfg.rotate_holders);
+    cfg.sample = true;
+    cfg.hunt_rate = env("SIM_HUNT_RATE", 0.0);
+    cfg.release = env("SIM_RELEASE", cfg.release);
+    cfg.release_on_poll = env("SIM_RELEASE_POLL", cfg.release_on_poll);
+
     header();
     let out = row("explore", &cfg, Duration::ZERO);
     let alone = cfg.alone() * 1e9;
@@ -216,6 +233,10 @@ fn explore() {
         "the seed sent every piece once by {:.2}x one host alone; {:.2} files of its upload went to slow hosts",
         out.seed_spread * 1e9 / alone,
         out.seed_to_slow / cfg.file as f64
+    );
+    println!(
+        "turn-aways by the seed: {} of {}",
+        out.seed_busy, out.busy_answers
     );
     let q = &out.queries;
     println!(
@@ -235,6 +256,34 @@ fn explore() {
         }
     }
     let pieces_per_bucket = cfg.link * bucket / 1e9 / cfg.piece as f64;
+    {
+        let fine = alone / 100.0;
+        let mut a = vec![0u64; 40];
+        let mut holders = vec![0u64; 40];
+        for st in &out.stats {
+            for &t in &st.got {
+                let b = (t as f64 / fine) as usize;
+                if b < 40 {
+                    a[b] += 1;
+                }
+            }
+            if let Some(&t) = st.got.first() {
+                let b = (t as f64 / fine) as usize;
+                for h in holders.iter_mut().skip(b) {
+                    *h += 1;
+                }
+            }
+        }
+        let ppb = cfg.link * fine / 1e9 / cfg.piece as f64 * cfg.hosts as f64;
+        print!("ramp per 0.01x: rate (hosts holding a piece):");
+        for b in 0..40 {
+            if b % 10 == 0 {
+                print!("\n  {:>4.2}x:", b as f64 / 100.0);
+            }
+            print!(" {:.2}({})", a[b] as f64 / ppb, holders[b]);
+        }
+        println!();
+    }
     print!("swarm download rate per 0.1x (share of the unfinished fast hosts' links):");
     for (b, &a) in arrived.iter().enumerate() {
         let t0 = b as f64 * bucket / 1e9;
@@ -273,6 +322,46 @@ fn explore() {
         print!(" {:>4.0}/{:<4.0}", idle[0], idle[1]);
     }
     println!();
+    print!("unfinished downloads per 0.1x: downlink use, flows in:");
+    for (b, e) in out.link_use.iter().enumerate() {
+        if b % 10 == 0 {
+            print!("\n  {:>4.1}x:", b as f64 / 10.0);
+        }
+        let samples = e[4].max(1.0);
+        print!(" {:>4.2} {:<4.1}", e[2] / samples, e[3] / samples);
+    }
+    println!();
+    print!("model's total rate vs max-min of the same flows, per 0.1x (links):");
+    for (b, e) in out.link_use.iter().enumerate() {
+        if b % 10 == 0 {
+            print!("\n  {:>4.1}x:", b as f64 / 10.0);
+        }
+        let samples = e[4].max(1.0);
+        print!(" {:>4.2}/{:<4.2}", e[5] / samples, e[6] / samples);
+    }
+    println!();
+    print!("busy uplinks by flows out (share of samples, mean use):");
+    let total: f64 = out.out_hist.iter().map(|x| x[0]).sum();
+    for (k, x) in out.out_hist.iter().enumerate() {
+        if x[0] > 0.0 {
+            print!(" {k}: {:.2} {:.2}", x[0] / total, x[1] / x[0]);
+        }
+    }
+    println!();
+    print!("hosts by slots held (share of samples, mean flows out):");
+    let total: f64 = out.held_hist.iter().map(|x| x[0]).sum();
+    for (k, x) in out.held_hist.iter().enumerate() {
+        if x[0] > 0.0 {
+            print!(" {k}: {:.2} {:.2}", x[0] / total, x[1] / x[0]);
+        }
+    }
+    println!();
+    let samples = out.link_use.iter().map(|e| e[4]).sum::<f64>().max(1.0) / cfg.hosts as f64;
+    let w = out.quiet_why.map(|x| x / samples / cfg.hosts as f64);
+    println!(
+        "quiet slots per host: granted {:.2} done {:.2} unlisted {:.2} closed {:.2} idle {:.2} asking {:.2} flowing {:.2}",
+        w[0], w[1], w[2], w[3], w[4], w[5], w[6]
+    );
     let slots = |h: usize| {
         let st = &out.stats[h];
         let took = out.finish[h] * 1e9 - st.start as f64;

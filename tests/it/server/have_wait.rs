@@ -14,13 +14,15 @@ use parking_lot::Mutex;
 use piratebay_sync::protocol::{Bitfield, FileList, Health, PieceList, MAX_HAVE_WAIT};
 use piratebay_sync::{FileSource, HaveNotifier, OpenedFile, Server, Sha1Digest};
 
-use super::support::{connect, init_test_log, parse_answer, test_config, Rng};
+use super::support::{connect, connect_from, init_test_log, parse_answer, test_config, Rng};
 use crate::support::wait_for;
 
-/// A source of one partial file whose held pieces the test sets.
+/// A source of one partial file whose held pieces the test sets (served
+/// from `path`: ranges inside held pieces).
 struct PartialSource {
     list: PieceList,
     have: Mutex<Bitfield>,
+    path: std::path::PathBuf,
 }
 
 impl FileSource for PartialSource {
@@ -39,8 +41,16 @@ impl FileSource for PartialSource {
     fn have(&self, sha1: &Sha1Digest) -> Option<Bitfield> {
         (*sha1 == self.list.sha1).then(|| self.have.lock().clone())
     }
-    fn open(&self, _: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {
-        Ok(None)
+    fn open(&self, sha1: &Sha1Digest) -> std::io::Result<Option<OpenedFile>> {
+        if *sha1 != self.list.sha1 {
+            return Ok(None);
+        }
+        Ok(Some(OpenedFile {
+            file: Arc::new(std::fs::File::open(&self.path)?),
+            size: self.list.size,
+            name: "partial.bin".into(),
+            held: Some((self.have.lock().clone(), self.list.piece_size)),
+        }))
     }
     fn health(&self) -> Health {
         Health {
@@ -57,29 +67,41 @@ struct Fixture {
     source: Arc<PartialSource>,
     server: Server,
     notifier: HaveNotifier,
+    _dir: tempfile::TempDir,
 }
 
 impl Fixture {
     /// A server (of `workers` workers) of a 4-piece partial file holding
     /// piece 0.
     fn start(workers: usize) -> Fixture {
+        Fixture::with_slots(workers, 5)
+    }
+
+    /// [`Fixture::start`] with `slots` upload slots.
+    fn with_slots(workers: usize, slots: usize) -> Fixture {
         init_test_log();
         let data = Rng::new(7).bytes(3 * 64 * 1024 + 100);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial.bin");
+        std::fs::write(&path, &data).unwrap();
         let list = PieceList::of_content(&data);
         let mut have = Bitfield::empty(list.len());
         have.set(0);
         let source = Arc::new(PartialSource {
             list,
             have: Mutex::new(have),
+            path,
         });
         let mut config = test_config("pbs-t-wait");
         config.workers = workers;
+        config.upload_slots = slots;
         let server = Server::bind("127.0.0.1:0".parse().unwrap(), config, source.clone()).unwrap();
         let notifier = server.have_notifier();
         Fixture {
             source,
             server,
             notifier,
+            _dir: dir,
         }
     }
 
@@ -218,4 +240,56 @@ fn waiting_haves_hold_no_worker_and_close_with_their_client() {
     // And the piece they waited for is no event for anyone.
     f.gets(3);
     assert_eq!(f.held_now(), vec![0, 3]);
+}
+
+/// Reads one whole answer on a kept-alive connection: its status.
+fn status_of(stream: &mut TcpStream) -> u16 {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some((answer, _)) = parse_answer(&bytes, false) {
+            return answer.status;
+        }
+        let n = stream.read(&mut chunk).expect("an answer");
+        assert!(n > 0, "closed before a whole answer");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A download that asks a partial holder's bitmap while it holds the
+/// holder's upload slot, with no answer in progress, has nothing to ask
+/// there now: the slot goes to the next download at once, not after the
+/// slot's idle time.
+#[test]
+fn a_bitmap_asked_by_a_slot_holder_with_nothing_in_progress_frees_its_slot() {
+    let f = Fixture::with_slots(2, 1);
+    let sha1 = f.source.list.sha1;
+    let piece = format!("GET /v1/files/{sha1} HTTP/1.1\r\nHost: t\r\nRange: bytes=0-65535\r\n\r\n");
+    let released = || {
+        let mut s = connect(f.addr());
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut bytes = Vec::new();
+        let _ = s.read_to_end(&mut bytes);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("pbs_upload_slots_released_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = released();
+    let mut a = connect_from(crate::support::next_loopback_ip(), f.addr());
+    a.write_all(piece.as_bytes()).unwrap();
+    assert_eq!(status_of(&mut a), 206, "A gets the only slot");
+    assert_eq!(released(), before);
+    // A asks the bitmap: answered only after its slot was given back.
+    write!(a, "GET /v1/files/{sha1}/have HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(status_of(&mut a), 200);
+    assert_eq!(released(), before + 1);
+    let mut b = connect_from(crate::support::next_loopback_ip(), f.addr());
+    b.write_all(piece.as_bytes()).unwrap();
+    assert_eq!(status_of(&mut b), 206, "B gets the slot A gave back");
 }
