@@ -50,7 +50,9 @@ BENCH_SWARM_ROWS (see above), BENCH_RATE_MBIT (400, the multi-source part),
 BENCH_IDLE_WINDOW (3 s), and for a closer look: BENCH_THREADS=1 (the peers'
 CPU by thread name on stderr), BENCH_WRAP_GET="strace -f -c -o FILE" (a
 command put before the first host's get), BENCH_PERF="perf record -a -o
-FILE" (a profiler over every swarm run's gets, stopped with SIGINT).
+FILE" (a profiler over every swarm run's gets, stopped with SIGINT),
+BENCH_KEEP_LOGS=1 (the peers' and gets' logs kept even when every target
+is met; they are kept anyway when one is missed).
 """
 
 import os
@@ -653,7 +655,7 @@ def main():
             missed = True
         finally:
             run.stop()
-    if missed:
+    if missed or os.environ.get("BENCH_KEEP_LOGS"):
         print(f"logs kept in {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)

@@ -476,6 +476,7 @@ fn find(
     // The tracker and the registered peers at once: two etcd ranges
     // (50-250 ms each under the burst of a 47-host flash crowd) in
     // parallel, not in series.
+    let started = Instant::now();
     let (read, first) = std::thread::scope(|s| {
         let first = std::thread::Builder::new()
             .name("pbs-tracker".into())
@@ -487,6 +488,12 @@ fn find(
         (read, first)
     });
     let (sample, everyone) = read?;
+    log::debug!(
+        "{sha1}: {} peer record(s) and {} announcement(s) read in {:.3} s",
+        sample.len(),
+        first.len(),
+        started.elapsed().as_secs_f64()
+    );
     waves.all_read = everyone;
     waves.fill(named(sample));
     // Everyone asked, in order, and what they said.
@@ -523,7 +530,13 @@ fn find(
             break;
         }
         let refs: Vec<&Named> = wave.iter().collect();
+        let asking = Instant::now();
         answers.extend(ask_all(sha1, &refs, &quick, false));
+        log::debug!(
+            "{sha1}: a wave of {} asked in {:.3} s",
+            refs.len(),
+            asking.elapsed().as_secs_f64()
+        );
         asked.extend(wave);
         if answers
             .values()
@@ -536,7 +549,12 @@ fn find(
             );
             return Ok(count(sha1, &asked, &answers));
         }
+        let reading = Instant::now();
         announced = named_announced(&tracker());
+        log::debug!(
+            "{sha1}: the tracker read again in {:.3} s",
+            reading.elapsed().as_secs_f64()
+        );
     }
     // Every registered peer was asked once and none holds the whole file:
     // those that could not say are asked again, with patience.

@@ -601,9 +601,9 @@ impl<'a> Known<'a> {
             .filter(|h| !self.seen.contains_key(&h.id) && !self.refused.contains(&h.id))
             .filter(|h| asking.insert(h.id.clone()))
             .collect();
-        let lists = fetch_lists(self.by, self.job, &fresh);
-        let mut errors = Vec::new();
         let initial = self.groups.is_empty();
+        let lists = fetch_lists(self.by, self.job, &fresh, initial);
+        let mut errors = Vec::new();
         for (holder, result) in fresh.into_iter().zip(lists) {
             match result {
                 Ok(Fetched { list, conn, have }) => {
@@ -748,7 +748,9 @@ impl<'a> Known<'a> {
             // list not fetched first on this thread (in a swarm of 47,
             // a batch of lists took 0.2-1.5 s under load while new
             // holders waited). Data that does not fit sends it to
-            // `recheck`.
+            // `recheck`; one whose list then cannot be had may come back
+            // here, but the round keeps its place dropped (a round adds
+            // no holder twice): one run of its bytes per round.
             let mut asking = HashSet::new();
             for h in holders {
                 if !self.seen.contains_key(&h.id)
@@ -775,18 +777,29 @@ impl<'a> Known<'a> {
 }
 
 /// The piece lists of `holders`, in order, fetched by up to 16 threads.
+/// Before the first round (`initial`) each within the request timeout, a
+/// busy holder (`503`) asked again every second meanwhile; once a round
+/// runs (its supervisor waits for them) within a second, a busy one not
+/// asked again: it is asked at the next re-query (a holder answering `503`
+/// to every list request held the supervisor 10 s at each re-query).
 fn fetch_lists(
     by: &Downloader,
     job: &Job<'_>,
     holders: &[Holder],
+    initial: bool,
 ) -> Vec<Result<Fetched, PieceListError>> {
     let opts = by.options();
     let timeouts = Timeouts {
         connect: opts.connect_timeout,
         io: opts.io_timeout,
     };
+    let deadline = if initial {
+        opts.request_timeout
+    } else {
+        opts.request_timeout.min(crate::client::BUSY_RETRY)
+    };
     crate::fanout::map(holders, LIST_FAN_OUT, "pbs-get-list", |h| {
-        fetch_piece_list_with(job.pool(by), h, &job.sha1, timeouts, opts.request_timeout)
+        fetch_piece_list_with(job.pool(by), h, &job.sha1, timeouts, deadline)
     })
 }
 
