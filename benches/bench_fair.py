@@ -108,10 +108,14 @@ def main():
             curl_times, get_times, sync_times = [], [], []
             stalls = failures = 0
             for run in range(RUNS + 1):  # the first round of each warms up
-                t, res = round_of([[curl, "-s", "-f", "-o", o, url] for o in outs()])
-                bad = [err for code, err in res if code != 0]
+                t, res = round_of([[curl, "-sS", "-f", "-o", o, url] for o in outs()])
+                bad = [(code, err) for code, err in res if code != 0]
                 if bad:
-                    print(f"bench_fair: curl failed: {bad[0]}")
+                    # curl's exit status says what failed (23: it could
+                    # not write its output, e.g. a full disk).
+                    code, err = bad[0]
+                    print(f"bench_fair: {len(bad)} of {len(res)} curls failed, the first with exit "
+                          f"status {code}: {err.strip() or '(no message)'}")
                     return 1
                 if run:
                     curl_times.append(t)
