@@ -47,7 +47,7 @@ pub fn get_small(
     limit: u64,
     deadline: Duration,
 ) -> Result<(Head, Vec<u8>), ClientError> {
-    get_small_on(None, addrs, path, timeouts, limit, deadline, false)
+    get_small_on(None, addrs, path, timeouts, limit, deadline, false, true)
         .map(|(head, body, _)| (head, body))
 }
 
@@ -520,7 +520,8 @@ impl ConnPool {
 
 /// [`get_small`] on a connection of `pool` (a new one if none is idle, or
 /// if the idle one turns out closed); the connection goes back to the pool
-/// after a complete answer. A `503` is asked again as `get_small` does.
+/// after a complete answer. A `503` is asked again as `get_small` does
+/// when `retry_busy`, else it is the answer.
 pub fn get_small_pooled(
     pool: &ConnPool,
     addrs: &[String],
@@ -528,28 +529,43 @@ pub fn get_small_pooled(
     timeouts: Timeouts,
     limit: u64,
     deadline: Duration,
+    retry_busy: bool,
 ) -> Result<(Head, Vec<u8>), ClientError> {
-    get_small_on(Some(pool), addrs, path, timeouts, limit, deadline, false)
-        .map(|(head, body, _)| (head, body))
+    get_small_on(
+        Some(pool),
+        addrs,
+        path,
+        timeouts,
+        limit,
+        deadline,
+        false,
+        retry_busy,
+    )
+    .map(|(head, body, _)| (head, body))
 }
 
 /// [`get_small`] that hands back its connection when it can carry the
 /// next request (`None` if the peer closes it).
 /// The body is asked in gzip (`Accept-Encoding`) and comes as sent: see
-/// `Head::gzip`.
+/// `Head::gzip`. A `503` is asked again when `retry_busy`.
 pub fn get_small_keep(
     addrs: &[String],
     path: &str,
     timeouts: Timeouts,
     limit: u64,
     deadline: Duration,
+    retry_busy: bool,
 ) -> Result<(Head, Vec<u8>, Option<PeerConn>), ClientError> {
-    get_small_on(None, addrs, path, timeouts, limit, deadline, true)
+    get_small_on(
+        None, addrs, path, timeouts, limit, deadline, true, retry_busy,
+    )
 }
 
 /// The one loop behind [`get_small`] (no pool), [`get_small_pooled`] and
 /// [`get_small_keep`] (`keep`: the body asked in gzip and the connection
-/// handed back; else it goes back to `pool`, if any).
+/// handed back; else it goes back to `pool`, if any; `retry_busy`: a
+/// `503` is asked again every [`BUSY_RETRY`] while the deadline allows).
+#[allow(clippy::too_many_arguments)]
 fn get_small_on(
     pool: Option<&ConnPool>,
     addrs: &[String],
@@ -558,6 +574,7 @@ fn get_small_on(
     limit: u64,
     deadline: Duration,
     keep: bool,
+    retry_busy: bool,
 ) -> Result<(Head, Vec<u8>, Option<PeerConn>), ClientError> {
     let started = Instant::now();
     loop {
@@ -581,7 +598,7 @@ fn get_small_on(
         };
         let body = conn.read_body_to_vec(&head, limit, started, deadline)?;
         conn.finish(&head);
-        let busy = head.status == 503 && started.elapsed() + BUSY_RETRY < deadline;
+        let busy = retry_busy && head.status == 503 && started.elapsed() + BUSY_RETRY < deadline;
         if busy {
             log::debug!("peer {} busy (503) for {path}; asking again", conn.addr());
         }

@@ -776,12 +776,12 @@ impl<'a> Known<'a> {
     }
 }
 
-/// The piece lists of `holders`, in order, fetched by up to 16 threads.
-/// Before the first round (`initial`) each within the request timeout, a
-/// busy holder (`503`) asked again every second meanwhile; once a round
-/// runs (its supervisor waits for them) within a second, a busy one not
-/// asked again: it is asked at the next re-query (a holder answering `503`
-/// to every list request held the supervisor 10 s at each re-query).
+/// The piece lists of `holders`, in order, fetched by up to 16 threads,
+/// each within the request timeout. Before the first round (`initial`) a
+/// busy holder (`503`) is asked again every second meanwhile; once a round
+/// runs (its supervisor waits for the batch) it is not: it is asked at
+/// the next re-query (a holder answering `503` to every list request held
+/// the supervisor 10 s at each re-query).
 fn fetch_lists(
     by: &Downloader,
     job: &Job<'_>,
@@ -793,13 +793,15 @@ fn fetch_lists(
         connect: opts.connect_timeout,
         io: opts.io_timeout,
     };
-    let deadline = if initial {
-        opts.request_timeout
-    } else {
-        opts.request_timeout.min(crate::client::BUSY_RETRY)
-    };
     crate::fanout::map(holders, LIST_FAN_OUT, "pbs-get-list", |h| {
-        fetch_piece_list_with(job.pool(by), h, &job.sha1, timeouts, deadline)
+        fetch_piece_list_with(
+            job.pool(by),
+            h,
+            &job.sha1,
+            timeouts,
+            opts.request_timeout,
+            initial,
+        )
     })
 }
 

@@ -54,13 +54,15 @@ pub(crate) struct Fetched {
 }
 
 /// Fetches and checks `holder`'s piece list for `sha1`, on a connection
-/// of `pool` if given (a batch).
+/// of `pool` if given (a batch), within `deadline`; a busy holder (`503`)
+/// is asked again meanwhile when `retry_busy`.
 pub(crate) fn fetch_piece_list_with(
     pool: Option<&ConnPool>,
     holder: &Holder,
     sha1: &Sha1Digest,
     timeouts: Timeouts,
     deadline: Duration,
+    retry_busy: bool,
 ) -> Result<Fetched, PieceListError> {
     let path = format!("{FILES_PATH}/{sha1}/pieces");
     let addrs = holder.dial_addrs();
@@ -73,10 +75,18 @@ pub(crate) fn fetch_piece_list_with(
                 timeouts,
                 MAX_PIECE_LIST_BODY,
                 deadline,
+                retry_busy,
             )?;
             (head, body, None)
         }
-        None => client::get_small_keep(addrs, &path, timeouts, MAX_PIECE_LIST_BODY, deadline)?,
+        None => client::get_small_keep(
+            addrs,
+            &path,
+            timeouts,
+            MAX_PIECE_LIST_BODY,
+            deadline,
+            retry_busy,
+        )?,
     };
     if head.status != 200 {
         return Err(PieceListError::Status(head.status));
