@@ -47,8 +47,13 @@ pub fn get_small(
     limit: u64,
     deadline: Duration,
 ) -> Result<(Head, Vec<u8>), ClientError> {
-    get_small_on(None, addrs, path, timeouts, limit, deadline, false, true)
-        .map(|(head, body, _)| (head, body))
+    let ask = Ask {
+        limit,
+        deadline,
+        keep: false,
+        retry_busy: true,
+    };
+    get_small_on(None, addrs, path, timeouts, ask).map(|(head, body, _)| (head, body))
 }
 
 /// Why a request to a peer failed.
@@ -531,17 +536,13 @@ pub fn get_small_pooled(
     deadline: Duration,
     retry_busy: bool,
 ) -> Result<(Head, Vec<u8>), ClientError> {
-    get_small_on(
-        Some(pool),
-        addrs,
-        path,
-        timeouts,
+    let ask = Ask {
         limit,
         deadline,
-        false,
+        keep: false,
         retry_busy,
-    )
-    .map(|(head, body, _)| (head, body))
+    };
+    get_small_on(Some(pool), addrs, path, timeouts, ask).map(|(head, body, _)| (head, body))
 }
 
 /// [`get_small`] that hands back its connection when it can carry the
@@ -556,26 +557,44 @@ pub fn get_small_keep(
     deadline: Duration,
     retry_busy: bool,
 ) -> Result<(Head, Vec<u8>, Option<PeerConn>), ClientError> {
-    get_small_on(
-        None, addrs, path, timeouts, limit, deadline, true, retry_busy,
-    )
+    let ask = Ask {
+        limit,
+        deadline,
+        keep: true,
+        retry_busy,
+    };
+    get_small_on(None, addrs, path, timeouts, ask)
+}
+
+/// How [`get_small_on`] asks.
+struct Ask {
+    /// Most bytes of body read.
+    limit: u64,
+    /// For the whole exchange (and its `503` retries).
+    deadline: Duration,
+    /// The body asked in gzip and the connection handed back; else it goes
+    /// back to the pool, if any.
+    keep: bool,
+    /// A `503` is asked again every [`BUSY_RETRY`] while the deadline
+    /// allows; else it is the answer.
+    retry_busy: bool,
 }
 
 /// The one loop behind [`get_small`] (no pool), [`get_small_pooled`] and
-/// [`get_small_keep`] (`keep`: the body asked in gzip and the connection
-/// handed back; else it goes back to `pool`, if any; `retry_busy`: a
-/// `503` is asked again every [`BUSY_RETRY`] while the deadline allows).
-#[allow(clippy::too_many_arguments)]
+/// [`get_small_keep`].
 fn get_small_on(
     pool: Option<&ConnPool>,
     addrs: &[String],
     path: &str,
     timeouts: Timeouts,
-    limit: u64,
-    deadline: Duration,
-    keep: bool,
-    retry_busy: bool,
+    ask: Ask,
 ) -> Result<(Head, Vec<u8>, Option<PeerConn>), ClientError> {
+    let Ask {
+        limit,
+        deadline,
+        keep,
+        retry_busy,
+    } = ask;
     let started = Instant::now();
     loop {
         let (mut conn, head) = loop {
