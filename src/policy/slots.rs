@@ -106,6 +106,23 @@ struct Holder {
     granted: bool,
 }
 
+impl Holder {
+    /// True if it holds its slot for nothing at `now`: no answer in
+    /// progress, and quiet for the grant time (a slot given at a rechoke)
+    /// or the idle time.
+    fn unused(&self, now: Instant, cfg: &SlotConfig) -> bool {
+        let quiet = now.saturating_duration_since(self.last);
+        let lapse = if self.granted { cfg.grant } else { cfg.idle };
+        self.in_flight == 0 && quiet >= lapse
+    }
+
+    /// True if its slot is free again at `now`: unused, or silent past
+    /// [`SlotConfig::stale`] (an answer whose end was never told).
+    fn lapsed(&self, now: Instant, cfg: &SlotConfig) -> bool {
+        self.unused(now, cfg) || now.saturating_duration_since(self.last) >= cfg.stale
+    }
+}
+
 #[derive(Debug)]
 struct Waiter {
     /// First turned away (since it last held a slot).
@@ -210,11 +227,7 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
         if self.waiting.remove(who).is_some() {
             self.front_stale = true;
         }
-        if self.holders.get(who).is_some_and(|h| h.in_flight == 0) {
-            self.holders.remove(who);
-            return true;
-        }
-        false
+        self.idle(who)
     }
 
     /// `who` asks this (partial) holder's bitmap instead of a piece: a
@@ -246,15 +259,7 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
     pub fn busy_at(&self, now: Instant) -> usize {
         self.holders
             .values()
-            .filter(|h| {
-                let quiet = now.saturating_duration_since(h.last);
-                let unused = if h.granted {
-                    self.cfg.grant
-                } else {
-                    self.cfg.idle
-                };
-                !((h.in_flight == 0 && quiet >= unused) || quiet >= self.cfg.stale)
-            })
+            .filter(|h| !h.lapsed(now, &self.cfg))
             .count()
     }
 
@@ -264,15 +269,7 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
     pub fn quiet_at(&self, now: Instant) -> Vec<(K, bool)> {
         self.holders
             .iter()
-            .filter(|(_, h)| {
-                let quiet = now.saturating_duration_since(h.last);
-                let unused = if h.granted {
-                    self.cfg.grant
-                } else {
-                    self.cfg.idle
-                };
-                h.in_flight == 0 && quiet < unused
-            })
+            .filter(|(_, h)| h.in_flight == 0 && !h.unused(now, &self.cfg))
             .map(|(k, h)| (k.clone(), h.granted))
             .collect()
     }
@@ -351,12 +348,8 @@ impl<K: Hash + Eq + Clone> UploadSlots<K> {
     /// Frees idle slots, forgets downloads that stopped asking, and gives
     /// the slots out again when a term is over.
     fn tick(&mut self, now: Instant) {
-        let (idle, grant, stale) = (self.cfg.idle, self.cfg.grant, self.cfg.stale);
-        self.holders.retain(|_, h| {
-            let quiet = now.saturating_duration_since(h.last);
-            let unused = if h.granted { grant } else { idle };
-            !((h.in_flight == 0 && quiet >= unused) || quiet >= stale)
-        });
+        let cfg = &self.cfg;
+        self.holders.retain(|_, h| !h.lapsed(now, cfg));
         // A download told to come back at the next rechoke does so within
         // a term; one silent for two terms went elsewhere or finished.
         // Looked for every half term, and before every rechoke.
