@@ -30,9 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::body::{send_some, Progress};
-use super::handler::{
-    asks_partial_have, handle, have_wait, Body, CatalogCache, HaveWait, Response,
-};
+use super::handler::{handle, Body, CatalogCache, HaveWait, PartialHave, Response};
 use super::limits::{ClientKey, Slot};
 use super::{FileSource, ServerConfig};
 use crate::http::response::http_date;
@@ -114,7 +112,7 @@ enum Phase {
         since: Instant,
     },
     /// A `have` request waiting for a piece the client wants (see
-    /// [`have_wait`]): answered when the poll thread sees one held, when
+    /// [`PartialHave::wait`]): answered when the poll thread sees one held, when
     /// the client sends more or closes, or at the wait's end.
     Waiting(Box<Waiting>),
     /// Sending an answer.
@@ -378,16 +376,15 @@ impl Conn {
         let keep_alive = request.keep_alive()
             && self.served < ctx.config.max_requests_per_connection
             && !ctx.closing.load(Ordering::Acquire);
-        if asks_partial_have(&request, ctx.source) {
+        let partial = PartialHave::of(&request, ctx.source);
+        if partial.is_some() {
             ctx.slots.idle(self.key);
         }
         // Not with a request pipelined behind it (that one waits for this
         // answer).
-        let wait = self
-            .buf
-            .is_empty()
-            .then(|| have_wait(&request, ctx.source))
-            .flatten();
+        let wait = partial
+            .filter(|_| self.buf.is_empty())
+            .and_then(|p| p.wait(&request));
         if let Some(wait) = wait {
             let until = wait.until;
             self.phase = Phase::Waiting(Box::new(Waiting {

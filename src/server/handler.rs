@@ -261,49 +261,52 @@ impl HaveWait {
     }
 }
 
-/// True if `request` asks a partial file's bitmap (`/have`, with a wait
-/// or not): the download asking has nothing to ask of this holder now,
-/// and the upload slot it holds here with no answer in progress is given
-/// to another at once ([`super::slots::Slots::idle`]).
-pub(crate) fn asks_partial_have(request: &RequestHead, source: &dyn FileSource) -> bool {
-    if request.method != Method::Get {
-        return false;
-    }
-    let Ok(Route::Have(sha1)) = route::route(&request.method, &request.target) else {
-        return false;
-    };
-    source.have(&sha1).is_some_and(|have| !have.is_full())
+/// A request for a partial file's bitmap (`/have`, with a wait or not):
+/// the download asking has nothing to ask of this holder now, so the
+/// upload slot it holds here with no answer in progress is given to
+/// another at once ([`super::slots::Slots::idle`]), and it may wait
+/// ([`PartialHave::wait`]).
+pub(crate) struct PartialHave {
+    sha1: Sha1Digest,
+    have: Bitfield,
 }
 
-/// `have?wait=<ms>&want=<hex bitmap>` on a partial file that holds none of
-/// the wanted pieces now: what to wait for (at most
-/// [`MAX_HAVE_WAIT`]). `None`: answer at once (no or a malformed query, a
-/// complete or unknown file, a wanted piece held).
-pub(crate) fn have_wait(request: &RequestHead, source: &dyn FileSource) -> Option<HaveWait> {
-    if request.method != Method::Get {
-        return None;
-    }
-    let Ok(Route::Have(sha1)) = route::route(&request.method, &request.target) else {
-        return None;
-    };
-    let query = request.target.split_once('?')?.1;
-    let (mut wait, mut want) = (None, None);
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("wait", ms)) => wait = ms.parse::<u64>().ok(),
-            Some(("want", hex)) => want = Some(hex),
-            _ => {}
+impl PartialHave {
+    /// `Some` if `request` asks the bitmap of a file this peer holds
+    /// only in part.
+    pub(crate) fn of(request: &RequestHead, source: &dyn FileSource) -> Option<PartialHave> {
+        if request.method != Method::Get {
+            return None;
         }
+        let Ok(Route::Have(sha1)) = route::route(&request.method, &request.target) else {
+            return None;
+        };
+        let have = source.have(&sha1).filter(|have| !have.is_full())?;
+        Some(PartialHave { sha1, have })
     }
-    let wait = std::time::Duration::from_millis(wait?).min(MAX_HAVE_WAIT);
-    let have = source.have(&sha1)?;
-    let want = Bitfield::from_hex(want?, have.len())?;
-    let waits = HaveWait {
-        sha1,
-        want,
-        until: std::time::Instant::now() + wait,
-    };
-    (!wait.is_zero() && !waits.satisfied(source)).then_some(waits)
+
+    /// `have?wait=<ms>&want=<hex bitmap>` that holds none of the wanted
+    /// pieces now: what to wait for (at most [`MAX_HAVE_WAIT`]). `None`:
+    /// answer at once (no or a malformed query, a wanted piece held).
+    pub(crate) fn wait(self, request: &RequestHead) -> Option<HaveWait> {
+        let PartialHave { sha1, have } = self;
+        let query = request.target.split_once('?')?.1;
+        let (mut wait, mut want) = (None, None);
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("wait", ms)) => wait = ms.parse::<u64>().ok(),
+                Some(("want", hex)) => want = Some(hex),
+                _ => {}
+            }
+        }
+        let wait = std::time::Duration::from_millis(wait?).min(MAX_HAVE_WAIT);
+        let want = Bitfield::from_hex(want?, have.len())?;
+        (!wait.is_zero() && !have.intersects(&want)).then(|| HaveWait {
+            sha1,
+            want,
+            until: std::time::Instant::now() + wait,
+        })
+    }
 }
 
 /// `plain` in gzip at the fastest level.

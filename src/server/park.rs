@@ -8,7 +8,7 @@
 //! [`FairQueue`]. Every [`TICK`] the thread also expires connections whose
 //! deadline passed ([`Conn::expire`]: a `408`, or a silent close).
 //!
-//! `have` requests waiting for a piece (see `handler::have_wait`) wait here
+//! `have` requests waiting for a piece (see `handler::PartialHave::wait`) wait here
 //! too, for their socket (a close) and their deadline; an `eventfd` in the
 //! same epoll set ([`Parking::have_changed`], raised when a partial file
 //! gets pieces) makes the thread look which of them hold a wanted piece
