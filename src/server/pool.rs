@@ -244,9 +244,17 @@ fn work(shared: &Shared, config: &ServerConfig, source: &dyn FileSource) {
             {
                 continue;
             }
+            // A waiting `have` decided on the bitmap before it parked: a
+            // piece that came in between raised the lot's eventfd before
+            // the connection was there to be found. Looked at again once
+            // it is parked (a later piece finds it there).
+            let wait = conn.waits_for().cloned();
             shared
                 .parking
                 .place(conn, next, &shared.ready, &shared.closing);
+            if wait.is_some_and(|w| w.satisfied(source)) {
+                shared.parking.have_changed();
+            }
             break;
         }
     }
